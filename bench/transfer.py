@@ -1,0 +1,145 @@
+"""Throughput of a verified push between two nodes on loopback, against a raw Python pair.
+
+    python bench/transfer.py [--size BYTES] [--runs N]
+
+Baseline (same run, same file): one process `os.sendfile`s the file, another `recv_into`s it,
+feeds `hashlib.sha256` and writes it to disk. mole: time from the API request to the verified
+file under its final name in the receiver's inbox (the receiver's `transfer_done` event).
+`ratio` is a repeat send (hash cached), `cold_ratio` the first send of a never-hashed file.
+Last line: one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tests.nodeproc import NodeProc, free_udp_port, wait_mesh  # noqa: E402
+
+RECEIVER = r"""
+import hashlib, os, socket, sys
+srv = socket.socket(); srv.bind(("127.0.0.1", 0)); srv.listen(1)
+print(srv.getsockname()[1], flush=True)
+conn, _ = srv.accept()
+size, out = int(sys.argv[1]), sys.argv[2]
+buf = bytearray(1 << 20); view = memoryview(buf); h = hashlib.sha256(); got = 0
+fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+while got < size:
+    n = conn.recv_into(view)
+    if not n: break
+    h.update(view[:n]); os.write(fd, view[:n]); got += n
+os.close(fd)
+conn.sendall(h.hexdigest().encode())
+"""
+
+
+def make_file(path: Path, size: int) -> None:
+    chunk = os.urandom(1 << 20)
+    with open(path, "wb") as f:
+        left = size
+        i = 0
+        while left > 0:
+            # vary the content cheaply so the file is not one repeated block
+            piece = chunk[: min(left, len(chunk))]
+            f.write(i.to_bytes(8, "little") + piece[8:] if len(piece) > 8 else piece)
+            left -= len(piece)
+            i += 1
+
+
+def baseline(path: Path, size: int, out: Path) -> float:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", RECEIVER, str(size), str(out)], stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout is not None
+    port = int(proc.stdout.readline())
+    t0 = time.perf_counter()
+    with socket.create_connection(("127.0.0.1", port)) as s, open(path, "rb") as f:
+        sent = 0
+        while sent < size:
+            sent += os.sendfile(s.fileno(), f.fileno(), sent, size - sent)
+        s.shutdown(socket.SHUT_WR)
+        digest = s.recv(64)
+    elapsed = time.perf_counter() - t0
+    proc.wait()
+    out.unlink()
+    assert len(digest) == 64
+    return elapsed
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def push_once(a: NodeProc, b: NodeProc, path: Path) -> float:
+    b_count = sum(1 for e in b.events if e["event"] == "transfer_done")
+    t0 = time.time()
+    t = a.api("POST", "/api/push", {"peer": "b", "path": str(path)})
+    ev = b.wait_event(
+        lambda e: e["event"] in ("transfer_done", "transfer_failed") and e["id"] == t["id"],
+        timeout=600,
+        what="transfer_done",
+    )
+    assert ev["event"] == "transfer_done" and not ev.get("skipped"), ev
+    assert sum(1 for e in b.events if e["event"] == "transfer_done") == b_count + 1
+    elapsed = float(ev["ts"]) - t0
+    (b.inbox / path.name).unlink()  # so the next run is a real transfer, not "already have"
+    return elapsed
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--size", type=int, default=1 << 30)
+    ap.add_argument("--runs", type=int, default=3)
+    args = ap.parse_args()
+    size = args.size
+    with tempfile.TemporaryDirectory(prefix="mole-bench-") as tmp:
+        root = Path(tmp)
+        src = root / "payload.bin"
+        make_file(src, size)
+        base = [baseline(src, size, root / "baseline.out") for _ in range(args.runs)]
+        port = free_udp_port()
+        a = NodeProc(root, "a", port).start()
+        b = NodeProc(root, "b", port).start()
+        try:
+            wait_mesh([a, b])
+            idle = max(rss_mib(a.proc.pid), rss_mib(b.proc.pid))  # type: ignore[union-attr]
+            cold_src = a.share / "cold.bin"
+            os.replace(src, cold_src)  # a file this node has never hashed
+            cold = push_once(a, b, cold_src)
+            warm = [push_once(a, b, cold_src) for _ in range(args.runs)]
+        finally:
+            a.stop()
+            b.stop()
+    gb = size / 1e9
+    base_s, warm_s = statistics.median(base), statistics.median(warm)
+    result = {
+        "size": size,
+        "baseline_s": round(base_s, 4),
+        "baseline_gbps": round(gb / base_s, 3),
+        "seconds": round(warm_s, 4),
+        "gbps": round(gb / warm_s, 3),
+        "ratio": round(base_s / warm_s, 3),
+        "cold_seconds": round(cold, 4),
+        "cold_gbps": round(gb / cold, 3),
+        "cold_ratio": round(base_s / cold, 3),
+        "idle_rss_mib": round(idle, 1),
+        "targets": {"ratio": 0.85, "cold_ratio": 0.6, "idle_rss_mib": 20},
+    }
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

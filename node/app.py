@@ -1,0 +1,1180 @@
+"""The node: wires the loop, the protocol sessions, discovery, the store and the API together.
+
+Everything here runs on the one selectors loop. Protocol rules live in `session.py` and
+`discovery.py`; disk in `store.py`; sockets in `loop.py`. This module decides *what* to do:
+accept or refuse a push, what to send next, when to retry, which events to report.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from node import PROTOCOL_VERSION, __version__, netif
+from node.api import ApiError, ApiServerProtocol
+from node.config import Config
+from node.discovery import Announce, Announcer, Goodbye, PeerTable, decode, encode
+from node.errors import ErrorCode, LocalProtocolError, RemoteProtocolError
+from node.events import EventLog
+from node.loop import Loop, Transport
+from node.messages import (
+    Accept,
+    Data,
+    Error,
+    FileHeader,
+    FileInfo,
+    Files,
+    Get,
+    Hello,
+    List,
+    Message,
+    Offer,
+    Reject,
+    Verdict,
+)
+from node.session import NEED_DATA, Closed, DataChunk, Role, Session
+from node.store import FileMeta, HashJob, Incoming, Store, StoreError
+from node.transfers import TRANSIENT_CODES, Transfer, new_transfer_id
+
+FEATURES = ["resume"]
+HANDSHAKE_TIMEOUT = 10.0
+MAX_CONNECTIONS = 256
+HASH_STEP = 8 << 20  # bytes hashed per loop turn: ~5 ms, so I/O stays responsive
+
+
+def load_node_id(state: Path) -> str:
+    """The node id is random once, then stable: peers recognise a restarted node."""
+    path = state / "node_id"
+    try:
+        text = path.read_text().strip()
+        if len(text) == 32 and all(c in "0123456789abcdef" for c in text):
+            return text
+    except FileNotFoundError:
+        pass
+    node_id = secrets.token_hex(16)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(node_id + "\n")
+    os.replace(tmp, path)
+    return node_id
+
+
+def _info(meta: FileMeta) -> FileInfo:
+    return FileInfo(meta.name, meta.size, meta.sha256, meta.mtime, meta.mime)
+
+
+def _meta(info: FileInfo) -> FileMeta:
+    return FileMeta(info.name, info.size, info.sha256, info.mtime, info.mime)
+
+
+def _meta_json(meta: FileMeta) -> dict[str, Any]:
+    return {
+        "name": meta.name,
+        "size": meta.size,
+        "sha256": meta.sha256,
+        "mtime": meta.mtime,
+        "mime": meta.mime,
+    }
+
+
+class Conn:
+    """One TCP connection speaking the mole protocol; a handler decides what to say."""
+
+    def __init__(self, node: Node, role: Role, handler: Handler) -> None:
+        self.node = node
+        self.session = Session(role)
+        self.handler = handler
+        self.transport: Transport | None = None
+        self.closed = False
+        self.last_activity = node.loop.time()
+        self.peer_id: str | None = None
+        handler.conn = self
+
+    # -- StreamProtocol -------------------------------------------------------------------
+    def connection_made(self, transport: Transport) -> None:
+        self.transport = transport
+        self.last_activity = self.node.loop.time()
+        self.node.conns.add(self)
+        self.handler.on_connected()
+
+    def data_received(self, data: memoryview) -> None:
+        self.last_activity = self.node.loop.time()
+        try:
+            self.session.receive_data(data)
+            self._drain()
+        except RemoteProtocolError as exc:
+            self.fail(exc.code, str(exc))
+
+    def eof_received(self) -> None:
+        try:
+            self.session.receive_data(b"")
+            self._drain()
+        except RemoteProtocolError as exc:
+            self.fail(exc.code, str(exc), send=False)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self.closed = True
+        self.node.conns.discard(self)
+        reason = f"connection lost: {exc}" if exc else "connection closed"
+        self.handler.on_lost(reason)
+
+    def pause_writing(self) -> None:
+        pass
+
+    def resume_writing(self) -> None:
+        pass
+
+    # -- helpers ----------------------------------------------------------------------------
+    def _drain(self) -> None:
+        while not self.closed:
+            event = self.session.next_event()
+            if event is NEED_DATA:
+                return
+            if isinstance(event, Closed):
+                self.close()
+                return
+            if isinstance(event, DataChunk):
+                self.handler.on_chunk(event.data, event.done)
+            elif isinstance(event, Error):
+                self.handler.on_peer_error(event.code, event.reason)
+                self.close()
+                return
+            else:
+                self.handler.on_message(event)  # type: ignore[arg-type]
+
+    def send(self, msg: Message) -> None:
+        if self.closed or self.transport is None:
+            return
+        self.transport.write(self.session.send(msg))
+
+    def fail(self, code: str, reason: str, *, send: bool = True) -> None:
+        """Report an error to the peer (when the session still allows it) and close."""
+        if self.closed:
+            return
+        if send and self.transport is not None:
+            try:
+                self.transport.write(self.session.send(Error(str(code), reason[:500])))
+            except LocalProtocolError:
+                pass
+        self.handler.on_failed(str(code), reason)
+        self.close()
+
+    def close(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.close()
+
+    def abort(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.abort()
+
+
+class Handler:
+    """Base of what a connection does; client operations and the server side subclass it."""
+
+    conn: Conn
+
+    @property
+    def node(self) -> Node:
+        return self.conn.node
+
+    def on_connected(self) -> None: ...
+
+    def on_message(self, msg: Message) -> None:
+        self.conn.fail(ErrorCode.UNEXPECTED_MESSAGE, f"unexpected {type(msg).__name__}")
+
+    def on_chunk(self, data: memoryview, done: bool) -> None:
+        self.conn.fail(ErrorCode.UNEXPECTED_MESSAGE, "unexpected data")
+
+    def on_peer_error(self, code: str, reason: str) -> None:
+        self.on_failed(code, f"peer error: {reason}")
+
+    def on_failed(self, code: str, reason: str) -> None: ...
+
+    def on_lost(self, reason: str) -> None: ...
+
+    def hello(self) -> Hello:
+        n = self.node
+        return Hello(
+            PROTOCOL_VERSION, n.node_id, n.config.name, n.tcp_port, tuple(n.config.groups), tuple(FEATURES)
+        )
+
+    def greet_peer(self, msg: Hello) -> None:
+        """A hello tells us who is at the other end; remember them as a reachable peer."""
+        self.conn.peer_id = msg.node
+        if self.conn.transport is not None and msg.port:
+            addr = self.conn.transport.peername[0]
+            self.node.learn_peer(msg, addr)
+
+
+# -- sending a file (push client, pull server) ----------------------------------------------
+
+
+class FileSender:
+    """Streams one file's bytes with os.sendfile after a single data frame header."""
+
+    def __init__(self, conn: Conn, path: str, offset: int, size: int, transfer: Transfer | None):
+        self.conn = conn
+        self.path = path
+        self.offset = offset
+        self.size = size
+        self.transfer = transfer
+        self.fd = -1
+        self.count = size - offset
+
+    def start(self) -> None:
+        transport = self.conn.transport
+        assert transport is not None
+        try:
+            self.fd = os.open(self.path, os.O_RDONLY)
+            if os.fstat(self.fd).st_size != self.size:
+                raise StoreError("source_changed", f"{self.path} changed size while queued")
+        except (OSError, StoreError) as exc:
+            self.close()
+            code = getattr(exc, "code", ErrorCode.IO_ERROR)
+            self.conn.fail(code, f"cannot read {self.path}: {exc}")
+            return
+        transport.write(self.conn.session.send(Data(self.count)))
+        if self.count:
+            transport.sendfile(self.fd, self.offset, self.count, on_done=self.close)
+        else:
+            self.close()
+
+    def progress(self) -> int:
+        """Bytes handed to the kernel so far (queued sendfile bytes not yet counted)."""
+        if self.fd < 0 or self.conn.transport is None:
+            return self.count
+        pending = self.conn.transport.get_write_buffer_size()
+        return max(0, self.count - pending)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+class PushClient(Handler):
+    """Client side of a push: hello, offer, stream, wait for the verdict."""
+
+    def __init__(self, transfer: Transfer, meta: FileMeta, path: str) -> None:
+        self.transfer = transfer
+        self.meta = meta
+        self.path = path
+        self.sender: FileSender | None = None
+        self.finished = False
+
+    def on_connected(self) -> None:
+        self.conn.send(self.hello())
+
+    def on_message(self, msg: Message) -> None:
+        t = self.transfer
+        node = self.node
+        if isinstance(msg, Hello):
+            self.greet_peer(msg)
+            self.conn.send(Offer(t.id, _info(self.meta)))
+        elif isinstance(msg, Accept):
+            t.offset = msg.offset
+            t.bytes = msg.offset
+            t.state = "active"
+            if msg.offset:
+                node.events.emit("transfer_resumed", id=t.id, offset=msg.offset, name=t.name)
+            self.sender = FileSender(self.conn, self.path, msg.offset, self.meta.size, t)
+            self.sender.start()
+        elif isinstance(msg, Verdict):
+            self.finished = True
+            if msg.ok:
+                self.account()
+                t.skipped = msg.skipped
+                t.path = msg.name
+                node.finish(t)
+            else:
+                node.fail(t, msg.code or ErrorCode.HASH_MISMATCH, msg.reason or "rejected by verdict")
+            self.conn.close()
+        elif isinstance(msg, Reject):
+            self.finished = True
+            node.fail(t, msg.code, msg.reason)
+            self.conn.close()
+        else:
+            super().on_message(msg)
+
+    def account(self) -> None:
+        if self.sender is not None:
+            sent = self.sender.progress()
+            self.transfer.sent += sent - getattr(self, "_counted", 0)
+            self._counted = sent
+            self.transfer.bytes = self.sender.offset + sent
+
+    def on_failed(self, code: str, reason: str) -> None:
+        if not self.finished:
+            self.finished = True
+            self.account()
+            self.node.fail(self.transfer, code, reason)
+
+    def on_lost(self, reason: str) -> None:
+        if self.sender is not None:
+            self.sender.close()
+        if not self.finished:
+            self.finished = True
+            self.account()
+            self.node.fail(self.transfer, "connection_lost", reason)
+
+
+class PullClient(Handler):
+    """Client side of a pull: hello, get (with resume offset), receive, verify, verdict."""
+
+    def __init__(self, transfer: Transfer, sha256: str | None) -> None:
+        self.transfer = transfer
+        self.want_sha = sha256
+        self.incoming: Incoming | None = None
+        self.finished = False
+
+    def on_connected(self) -> None:
+        self.conn.send(self.hello())
+
+    def on_message(self, msg: Message) -> None:
+        t = self.transfer
+        node = self.node
+        if isinstance(msg, Hello):
+            self.greet_peer(msg)
+            offset, expect = 0, None
+            partial = node.store.partial_for(t.peer, t.name) if t.name else None
+            if partial is not None:
+                offset, expect = partial
+            self.conn.send(Get(t.id, t.name or None, self.want_sha, offset, expect))
+        elif isinstance(msg, FileHeader):
+            info = msg.info
+            t.size, t.sha256, t.name = info.size, info.sha256, info.name
+            refusal = node.refuse_incoming(t.peer, info)
+            if refusal is not None:
+                self.conn.fail(refusal[0], refusal[1])
+                return
+            try:
+                self.incoming = node.store.open_incoming(t.peer, _meta(info))
+            except StoreError as exc:
+                self.conn.fail(exc.code, str(exc))
+                return
+            if self.incoming.offset != msg.offset:
+                # The server decided where to start (its file changed: offset 0); follow it.
+                self.incoming.abort(keep=False)
+                self.incoming = node.store.open_incoming(t.peer, _meta(info), resume=False)
+                if msg.offset != 0:
+                    self.conn.fail(ErrorCode.BAD_MESSAGE, f"server offset {msg.offset} unknown")
+                    return
+            if self.incoming.reset_reason or (t.attempts > 1 and msg.offset == 0 and t.bytes):
+                t.resets += 1
+                node.events.emit("transfer_reset", id=t.id, reason="source_changed", name=t.name)
+            t.offset = t.bytes = msg.offset
+            t.state = "active"
+            if msg.offset:
+                node.events.emit("transfer_resumed", id=t.id, offset=msg.offset, name=t.name)
+        elif isinstance(msg, Reject):
+            self.finished = True
+            node.fail(t, msg.code, msg.reason)
+            self.conn.close()
+        else:
+            super().on_message(msg)
+
+    def on_chunk(self, data: memoryview, done: bool) -> None:
+        t = self.transfer
+        assert self.incoming is not None
+        try:
+            self.incoming.write(data)
+        except StoreError as exc:
+            self.incoming.abort(keep=False)
+            self.incoming = None
+            self.conn.fail(exc.code, str(exc))
+            return
+        t.bytes += len(data)
+        t.sent += len(data)
+        if done:
+            self.verify()
+
+    def verify(self) -> None:
+        t = self.transfer
+        assert self.incoming is not None
+        t.state = "verifying"
+        incoming, self.incoming = self.incoming, None
+        try:
+            name = incoming.finish()
+        except StoreError as exc:
+            self.finished = True
+            self.conn.send(Verdict(t.id, False, incoming.sha256_so_far, None, False, exc.code, str(exc)))
+            self.node.fail(t, exc.code, str(exc))
+            self.conn.close()
+            return
+        self.finished = True
+        self.conn.send(Verdict(t.id, True, t.sha256 or "", name, False, None, None))
+        t.path = name
+        self.node.finish(t)
+        self.conn.close()
+
+    def on_failed(self, code: str, reason: str) -> None:
+        self._stop(code, reason)
+
+    def on_lost(self, reason: str) -> None:
+        self._stop("connection_lost", reason)
+
+    def _stop(self, code: str, reason: str) -> None:
+        if self.incoming is not None:
+            # Keep the partial file: a retry or a later pull resumes from it.
+            self.incoming.abort(keep=code in TRANSIENT_CODES or code == "connection_lost")
+            self.incoming = None
+        if not self.finished:
+            self.finished = True
+            self.node.fail(self.transfer, code, reason)
+
+
+class ListClient(Handler):
+    """Asks a peer for its shared files; replies through a callback exactly once."""
+
+    def __init__(self, reply: Callable[[int, object], None]) -> None:
+        self.reply: Callable[[int, object], None] | None = reply
+
+    def on_connected(self) -> None:
+        self.conn.send(self.hello())
+
+    def on_message(self, msg: Message) -> None:
+        if isinstance(msg, Hello):
+            self.greet_peer(msg)
+            self.conn.send(List())
+        elif isinstance(msg, Files):
+            self._answer(200, [_meta_json(_meta(f)) for f in msg.files])
+            self.conn.close()
+        else:
+            super().on_message(msg)
+
+    def _answer(self, status: int, body: object) -> None:
+        if self.reply is not None:
+            reply, self.reply = self.reply, None
+            reply(status, body)
+
+    def on_failed(self, code: str, reason: str) -> None:
+        self._answer(502, {"error": "peer_error", "message": f"{code}: {reason}"})
+
+    def on_lost(self, reason: str) -> None:
+        self._answer(502, {"error": "peer_unreachable", "message": reason})
+
+
+class PingClient(Handler):
+    """Hello only: how static peers (no broadcast reaches them) join the peer table."""
+
+    def on_connected(self) -> None:
+        self.conn.send(self.hello())
+
+    def on_message(self, msg: Message) -> None:
+        if isinstance(msg, Hello):
+            self.greet_peer(msg)
+            self.conn.close()
+        else:
+            super().on_message(msg)
+
+
+class ServerHandler(Handler):
+    """The listening side: answers hello, list, offer (push in) and get (pull out)."""
+
+    def __init__(self) -> None:
+        self.incoming: Incoming | None = None
+        self.transfer: Transfer | None = None
+        self.sender: FileSender | None = None
+        self.greeted = False
+
+    def on_connected(self) -> None:
+        self.node.loop.call_later(HANDSHAKE_TIMEOUT, self._handshake_deadline)
+
+    def _handshake_deadline(self) -> None:
+        if not self.greeted and not self.conn.closed:
+            self.conn.fail(ErrorCode.TIMEOUT, f"no hello within {HANDSHAKE_TIMEOUT:.0f} s")
+
+    def on_message(self, msg: Message) -> None:
+        node = self.node
+        if isinstance(msg, Hello):
+            self.greeted = True
+            self.conn.send(self.hello())
+            self.greet_peer(msg)
+        elif isinstance(msg, List):
+            self.conn.send(Files(tuple(_info(m) for m in node.shared.values())))
+        elif isinstance(msg, Offer):
+            self._offer(msg)
+        elif isinstance(msg, Get):
+            self._get(msg)
+        elif isinstance(msg, Verdict):
+            self._pull_verdict(msg)
+        else:
+            super().on_message(msg)
+
+    def _peer_name(self) -> str:
+        peer = self.node.peer_by_id(self.conn.peer_id or "")
+        return str(peer["name"]) if peer else ""
+
+    def _offer(self, msg: Offer) -> None:
+        node = self.node
+        peer = self.conn.peer_id or "?"
+        info = msg.info
+        t = Transfer(msg.id, "push", "receive", peer, self._peer_name(), info.name, size=info.size)
+        t.sha256 = info.sha256
+        refusal = node.refuse_incoming(peer, info)
+        if refusal is not None:
+            self.conn.send(Reject(msg.id, refusal[0], refusal[1]))
+            node.events.emit("transfer_refused", id=msg.id, peer=peer, name=info.name,
+                             code=refusal[0], reason=refusal[1])
+            return
+        existing = node.store.find_existing(info.sha256, info.size)
+        if existing is not None:
+            self.conn.send(Verdict(msg.id, True, info.sha256, existing, True, None, None))
+            t.skipped, t.path, t.bytes = True, existing, info.size
+            node.add_transfer(t)
+            node.finish(t)
+            return
+        try:
+            incoming = node.store.open_incoming(peer, _meta(info))
+        except StoreError as exc:
+            self.conn.send(Reject(msg.id, exc.code, str(exc)))
+            return
+        if incoming.reset_reason:
+            node.events.emit("transfer_reset", id=t.id, reason=incoming.reset_reason, name=info.name)
+        self.incoming = incoming
+        self.transfer = t
+        t.offset = t.bytes = incoming.offset
+        t.state = "active"
+        node.add_transfer(t)
+        if incoming.offset:
+            node.events.emit("transfer_resumed", id=t.id, offset=incoming.offset, name=info.name)
+        self.conn.send(Accept(msg.id, incoming.offset))
+
+    def on_chunk(self, data: memoryview, done: bool) -> None:
+        t, incoming = self.transfer, self.incoming
+        if t is None or incoming is None:
+            return
+        try:
+            incoming.write(data)
+        except StoreError as exc:
+            incoming.abort(keep=False)
+            self.incoming = None
+            self.conn.fail(exc.code, str(exc))
+            return
+        t.bytes += len(data)
+        t.sent += len(data)
+        if done:
+            self._verify()
+
+    def _verify(self) -> None:
+        t, incoming = self.transfer, self.incoming
+        assert t is not None and incoming is not None
+        self.incoming = None
+        t.state = "verifying"
+        try:
+            name = incoming.finish()
+        except StoreError as exc:
+            self.conn.send(Verdict(t.id, False, incoming.sha256_so_far, None, False, exc.code, str(exc)))
+            self.transfer = None
+            self.node.fail(t, exc.code, str(exc), retry=False)
+            return
+        self.conn.send(Verdict(t.id, True, t.sha256 or "", name, False, None, None))
+        t.path = name
+        self.transfer = None
+        self.node.finish(t)
+
+    def _get(self, msg: Get) -> None:
+        node = self.node
+        meta = node.find_shared(msg.name, msg.sha256)
+        if meta is None:
+            what = msg.name or msg.sha256
+            self.conn.send(Reject(msg.id, ErrorCode.NOT_FOUND, f"no shared file {what!r}"))
+            return
+        if node.busy():
+            self.conn.send(Reject(msg.id, ErrorCode.BUSY, "too many transfers, retry later"))
+            return
+        offset = msg.offset if msg.expect == meta.sha256 and msg.offset <= meta.size else 0
+        peer = self.conn.peer_id or "?"
+        t = Transfer(msg.id, "pull", "send", peer, self._peer_name(), meta.name, size=meta.size)
+        t.sha256, t.offset, t.bytes, t.state = meta.sha256, offset, offset, "active"
+        node.add_transfer(t)
+        self.transfer = t
+        self.conn.send(FileHeader(msg.id, _info(meta), offset))
+        self.sender = FileSender(self.conn, str(node.store.resolve_shared(meta.name, None)), offset,
+                                 meta.size, t)
+        self.sender.start()
+
+    def _pull_verdict(self, msg: Verdict) -> None:
+        """The puller's word on what it received ends a pull we served."""
+        t = self.transfer
+        if t is None:
+            return
+        self.account()
+        self.transfer = None
+        if msg.ok:
+            t.path = msg.name
+            self.node.finish(t)
+        else:
+            code = msg.code or ErrorCode.HASH_MISMATCH
+            self.node.fail(t, code, msg.reason or "peer rejected the data", retry=False)
+
+    def account(self) -> None:
+        if self.sender is not None and self.transfer is not None:
+            sent = self.sender.progress()
+            self.transfer.sent = sent
+            self.transfer.bytes = self.sender.offset + sent
+
+    def on_failed(self, code: str, reason: str) -> None:
+        self._stop(code, reason)
+
+    def on_lost(self, reason: str) -> None:
+        self._stop("connection_lost", reason)
+
+    def _stop(self, code: str, reason: str) -> None:
+        if self.sender is not None:
+            self.account()
+            self.sender.close()
+        if self.incoming is not None:
+            # A push that broke off keeps its .part: the sender's retry resumes it.
+            self.incoming.abort(keep=code in TRANSIENT_CODES or code == "connection_lost")
+            self.incoming = None
+        if self.transfer is not None and not self.transfer.final:
+            self.node.fail(self.transfer, code, reason, retry=False)
+        self.transfer = None
+
+
+class Node:
+    """A mole node: discovery, transfers, API, events."""
+
+    def __init__(self, config: Config, *, loop: Loop | None = None, events: EventLog | None = None):
+        self.config = config
+        for d in (config.share, config.inbox, config.state):
+            d.mkdir(parents=True, exist_ok=True)
+        self.node_id = load_node_id(config.state)
+        self.loop = loop or Loop()
+        self.events = events or EventLog(self.node_id)
+        self.store = Store(config.share, config.inbox, config.state, fsync=config.fsync)
+        self.peers = PeerTable(self.node_id, missed=config.missed_announcements)
+        self.announcer = Announcer(config.announce_interval)
+        self.transfers: dict[str, Transfer] = {}
+        self.conns: set[Conn] = set()
+        self.shared: dict[str, FileMeta] = {}
+        self.hash_jobs: list[HashJob] = []
+        self.pending_pushes: dict[str, tuple[Transfer, HashJob]] = {}
+        self.seq = 0
+        self.stopping = False
+        self.tcp_port = 0
+        self.api_port = 0
+        self.udp: Any = None
+        self._fetched: set[tuple[str, str]] = set()
+        self._rescan_at = 0.0
+        self._hash_scheduled = False
+        self._announce_handle: Any = None
+        self.started = time.time()
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    def start(self) -> None:
+        cfg = self.config
+        self.server = self.loop.listen_tcp(cfg.host, cfg.port, self._accept)
+        self.tcp_port = self.server.port
+        self.api_server = self.loop.listen_tcp(cfg.api_host, cfg.api_port, self._accept_api)
+        self.api_port = self.api_server.port
+        self.rescan()
+        if cfg.discovery:
+            self.udp = self.loop.open_udp("0.0.0.0", cfg.discovery_port, self._datagram)
+        self.events.emit(
+            "listening",
+            name=cfg.name,
+            tcp_port=self.tcp_port,
+            api=f"http://{cfg.api_host}:{self.api_port}",
+            discovery_port=cfg.discovery_port if cfg.discovery else None,
+            groups=list(cfg.groups),
+            version=__version__,
+        )
+        if cfg.discovery:
+            self._announce()
+        self._ping_static()
+        self.loop.call_later(0.25, self._tick)
+
+    def run(self) -> None:
+        self.start()
+        self.loop.run(until=lambda: self.stopping)
+        self.shutdown()
+
+    def request_stop(self) -> None:
+        self.stopping = True
+        self.loop.stop()
+
+    def shutdown(self) -> None:
+        if self.udp is not None:
+            self._broadcast(encode(Goodbye(self.node_id, self._next_seq())))
+        for t in self.transfers.values():
+            if not t.final:
+                t.state = "failed"
+                t.error = {"code": "cancelled", "reason": "node shutting down"}
+        self.store.flush()
+        self.events.emit("shutdown")
+        self.loop.close()
+
+    # -- discovery -------------------------------------------------------------------------------
+    def _next_seq(self) -> int:
+        self.seq += 1
+        return self.seq
+
+    def _targets(self) -> list[str]:
+        cfg = self.config
+        if cfg.broadcast:
+            return list(cfg.broadcast)
+        found = [b for _, b in netif.broadcast_addresses(list(cfg.interfaces) or None)]
+        return found or ["255.255.255.255"]
+
+    def _broadcast(self, data: bytes) -> None:
+        for target in self._targets():
+            self.udp.sendto(data, (target, self.config.discovery_port))
+
+    def _announce(self) -> None:
+        cfg = self.config
+        now = self.loop.time()
+        msg = Announce(self.node_id, cfg.name, self.tcp_port, tuple(cfg.groups), self._next_seq(),
+                       cfg.announce_interval)
+        self._broadcast(encode(msg))
+        self.announcer.sent(now)
+        self._schedule_announce()
+
+    def _schedule_announce(self) -> None:
+        if self._announce_handle is not None:
+            self._announce_handle.cancel()
+        delay = max(0.0, self.announcer.next_deadline() - self.loop.time())
+        self._announce_handle = self.loop.call_later(delay, self._announce_due)
+
+    def _announce_due(self) -> None:
+        self._announce_handle = None
+        if self.stopping:
+            return
+        if self.announcer.due(self.loop.time()):
+            self._announce()
+        else:
+            self._schedule_announce()
+
+    def _datagram(self, data: bytes, addr: tuple[str, int]) -> None:
+        now = self.loop.time()
+        for ev in self.peers.observe(data, addr[0], now):
+            self._peer_event(ev, now)
+
+    def _peer_event(self, ev: Any, now: float) -> None:
+        kind = type(ev).__name__
+        if kind == "PeerUp":
+            p = ev.peer
+            if not getattr(ev, "changed", False):
+                self.announcer.on_new_peer(now)
+                self._schedule_announce()
+            self.events.emit("peer_up", peer=p.node, peer_name=p.name, addr=p.addr, port=p.port,
+                             groups=list(p.groups), static=p.static)
+            self._peer_appeared(p.node)
+        elif kind == "PeerDown":
+            self.events.emit("peer_down", peer=ev.node, reason=ev.reason)
+
+    def learn_peer(self, hello: Hello, addr: str) -> None:
+        """A TCP hello proves reachability: keep the peer even without broadcasts."""
+        if hello.node == self.node_id:
+            return
+        now = self.loop.time()
+        for ev in self.peers.add_static(hello.node, hello.name, addr, hello.port,
+                                        tuple(hello.groups), now):
+            self._peer_event(ev, now)
+
+    def _ping_static(self) -> None:
+        for host, port in self.config.static_peers:
+            self._connect(host, port, PingClient())
+
+    def _peer_appeared(self, peer_id: str) -> None:
+        # Retry transfers that were waiting for this peer right away, not at their backoff.
+        for t in self.transfers.values():
+            if t.state == "retrying" and t.peer == peer_id:
+                self._retry(t)
+        if self.config.auto_fetch:
+            self._auto_fetch(peer_id)
+
+    # -- peers ------------------------------------------------------------------------------------
+    def peer_list(self) -> list[dict[str, Any]]:
+        return [
+            {"node": p.node, "name": p.name, "addr": p.addr, "port": p.port, "groups": list(p.groups),
+             "last_seen": p.last_seen, "static": p.static}
+            for p in self.peers.peers()
+        ]
+
+    def peer_by_id(self, node_id: str) -> dict[str, Any] | None:
+        for p in self.peer_list():
+            if p["node"] == node_id:
+                return p
+        return None
+
+    def resolve_peer(self, text: str) -> dict[str, Any]:
+        peers = self.peer_list()
+        for key in ("node", "name"):
+            hits = [p for p in peers if p[key] == text]
+            if len(hits) == 1:
+                return hits[0]
+        if len(text) >= 4:
+            hits = [p for p in peers if str(p["node"]).startswith(text)]
+            if len(hits) == 1:
+                return hits[0]
+        raise ApiError(404, "unknown_peer", f"peer unknown: {text}")
+
+    # -- transfers --------------------------------------------------------------------------------
+    def add_transfer(self, t: Transfer) -> None:
+        self.transfers[t.id] = t
+        self.events.emit("transfer_started", **t.to_json())
+
+    def finish(self, t: Transfer) -> None:
+        if t.final:
+            return
+        t.state = "done"
+        t.bytes = t.size
+        t.finished = time.time()
+        self.events.emit("transfer_done", seconds=round(t.finished - t.started, 6), **t.to_json())
+        if t.role == "receive":
+            self.store.note_received()
+
+    def fail(self, t: Transfer, code: str, reason: str, *, retry: bool = True) -> None:
+        if t.final or t.state == "retrying":
+            return
+        code = str(code)
+        t.error = {"code": code, "reason": reason}
+        initiator = t.direction == "push" and t.role == "send" or t.direction == "pull" and t.role == "receive"
+        if retry and initiator and code in TRANSIENT_CODES and t.attempts <= self.config.retries:
+            t.state = "retrying"
+            delay = min(self.config.retry_backoff * 2 ** (t.attempts - 1), self.config.retry_backoff_max)
+            self.events.emit("transfer_retry", id=t.id, code=code, reason=reason,
+                             attempt=t.attempts, delay=delay, bytes=t.bytes)
+            self.loop.call_later(delay, lambda: self._retry(t))
+            return
+        t.state = "failed"
+        t.finished = time.time()
+        self.events.emit("transfer_failed", **t.to_json())
+
+    def _retry(self, t: Transfer) -> None:
+        if t.state != "retrying":
+            return
+        t.error = None
+        if t.direction == "push":
+            self._start_push(t)
+        else:
+            self._start_pull(t)
+
+    def busy(self) -> bool:
+        active = sum(1 for t in self.transfers.values() if t.state in ("active", "verifying"))
+        return active >= self.config.max_transfers
+
+    def refuse_incoming(self, peer: str, info: FileInfo) -> tuple[str, str] | None:
+        """Accept policy, limits and free space, decided before any byte is sent."""
+        cfg = self.config
+        if cfg.accept == "none":
+            return ErrorCode.POLICY, "this node accepts no pushes"
+        if cfg.accept == "ids" and peer not in cfg.accept_from:
+            return ErrorCode.POLICY, f"node {peer} is not allowed to push here"
+        if cfg.max_size is not None and info.size > cfg.max_size:
+            return ErrorCode.TOO_LARGE, f"{info.size} bytes exceeds the limit of {cfg.max_size}"
+        if info.size > self.store.free_space():
+            return ErrorCode.NO_SPACE, f"{info.size} bytes do not fit in the inbox"
+        if self.busy():
+            return ErrorCode.BUSY, "too many transfers, retry later"
+        try:
+            from node.store import check_name
+
+            check_name(info.name)
+        except Exception as exc:  # BadName
+            return ErrorCode.BAD_NAME, str(exc)
+        return None
+
+    def push(self, peer_text: str, path_text: str) -> Transfer:
+        peer = self.resolve_peer(peer_text)
+        path = Path(path_text)
+        if not path.is_absolute():
+            path = self.config.share / path_text
+        try:
+            found = self.store.meta_for_path(path)
+        except StoreError as exc:
+            raise ApiError(404, "file_missing", f"file missing: {path_text}") from exc
+        t = Transfer(new_transfer_id(), "push", "send", str(peer["node"]), str(peer["name"]),
+                     path.name)
+        t.source = str(path)
+        self.add_transfer(t)
+        if isinstance(found, HashJob):
+            t.state = "hashing"
+            t.size = found.size
+            self.pending_pushes[t.id] = (t, found)
+            self._schedule_hashing()
+        else:
+            t.size, t.sha256 = found.size, found.sha256
+            self._start_push(t)
+        return t
+
+    def _start_push(self, t: Transfer) -> None:
+        peer = self.peer_by_id(t.peer)
+        if peer is None:
+            t.attempts += 1
+            self.fail(t, "unreachable", "peer is not known (yet)")
+            return
+        assert t.source is not None and t.sha256 is not None
+        try:
+            found = self.store.meta_for_path(Path(t.source))
+        except StoreError as exc:
+            self.fail(t, exc.code, str(exc), retry=False)
+            return
+        if isinstance(found, HashJob):  # the source changed since it was hashed
+            t.state = "hashing"
+            self.pending_pushes[t.id] = (t, found)
+            self._schedule_hashing()
+            return
+        meta = FileMeta(t.name, found.size, found.sha256, found.mtime, found.mime)
+        t.size, t.sha256 = meta.size, meta.sha256
+        t.attempts += 1
+        t.state = "connecting"
+        self._connect(str(peer["addr"]), int(peer["port"]), PushClient(t, meta, t.source))
+
+    def pull(self, peer_text: str, name: str | None, sha256: str | None) -> Transfer:
+        if not name and not sha256:
+            raise ApiError(400, "bad_request", "pull needs a name or a sha256")
+        peer = self.resolve_peer(peer_text)
+        t = Transfer(new_transfer_id(), "pull", "receive", str(peer["node"]), str(peer["name"]),
+                     name or "")
+        t.sha256 = sha256
+        self.add_transfer(t)
+        self._start_pull(t)
+        return t
+
+    def _start_pull(self, t: Transfer) -> None:
+        peer = self.peer_by_id(t.peer)
+        t.attempts += 1
+        if peer is None:
+            self.fail(t, "unreachable", "peer is not known (yet)")
+            return
+        t.state = "connecting"
+        self._connect(str(peer["addr"]), int(peer["port"]), PullClient(t, t.sha256 if not t.name else None))
+
+    def cancel(self, tid: str) -> Transfer:
+        t = self.transfers.get(tid)
+        if t is None:
+            raise ApiError(404, "not_found", f"no transfer {tid}")
+        if not t.final:
+            t.state = "cancelled"
+            t.finished = time.time()
+            t.error = {"code": "cancelled", "reason": "cancelled by user"}
+            for conn in list(self.conns):
+                h = conn.handler
+                if getattr(h, "transfer", None) is t:
+                    if isinstance(h, (PullClient, ServerHandler)) and h.incoming is not None:
+                        h.incoming.abort(keep=False)
+                        h.incoming = None
+                    conn.fail(ErrorCode.CANCELLED, "cancelled by user")
+            if t.role == "receive":
+                self.store.discard_partial(t.peer, t.name)
+            self.pending_pushes.pop(t.id, None)
+            self.events.emit("transfer_failed", **t.to_json())
+        return t
+
+    def _connect(self, host: str, port: int, handler: Handler) -> None:
+        conn = Conn(self, Role.CLIENT, handler)
+        self.loop.connect_tcp(host, port, conn, timeout=10.0)
+
+    def _accept(self) -> Any:
+        if len(self.conns) >= MAX_CONNECTIONS:
+            return _Refuse()
+        return Conn(self, Role.SERVER, ServerHandler())
+
+    def _accept_api(self) -> Any:
+        return ApiServerProtocol(ApiFacade(self), token=self.config.api_token,
+                                 call_later=self.loop.call_later)
+
+    # -- shared files and hashing -------------------------------------------------------------------
+    def rescan(self) -> None:
+        metas, jobs = self.store.scan_share()
+        self.shared = {m.name: m for m in metas}
+        known = {str(j.path) for j in self.hash_jobs}
+        self.hash_jobs.extend(j for j in jobs if str(j.path) not in known)
+        self._schedule_hashing()
+        self._rescan_at = self.loop.time() + 5.0
+
+    def find_shared(self, name: str | None, sha256: str | None) -> FileMeta | None:
+        if name is not None:
+            meta = self.shared.get(name)
+            if meta is not None and (sha256 is None or meta.sha256 == sha256):
+                return meta
+            if meta is None:
+                self.rescan()
+                meta = self.shared.get(name)
+            return meta
+        for meta in self.shared.values():
+            if meta.sha256 == sha256:
+                return meta
+        return None
+
+    def _schedule_hashing(self) -> None:
+        if not self._hash_scheduled and (self.hash_jobs or self.pending_pushes):
+            self._hash_scheduled = True
+            self.loop.call_soon(self._hash_step)
+
+    def _hash_step(self) -> None:
+        """Hash a slice of one file per loop turn so transfers keep flowing meanwhile."""
+        self._hash_scheduled = False
+        if self.pending_pushes:  # a user is waiting on these: they go first
+            tid, (t, job) = next(iter(self.pending_pushes.items()))
+            try:
+                done = job.step(HASH_STEP)
+            except OSError as exc:
+                del self.pending_pushes[tid]
+                self.fail(t, ErrorCode.IO_ERROR, f"cannot read {job.path}: {exc}", retry=False)
+                done = False
+            if done:
+                del self.pending_pushes[tid]
+                meta = self.store.finish_hash(job)
+                if t.state == "hashing":
+                    t.size, t.sha256 = meta.size, meta.sha256
+                    self._start_push(t)
+        elif self.hash_jobs:
+            job = self.hash_jobs[0]
+            try:
+                done = job.step(HASH_STEP)
+            except OSError:
+                self.hash_jobs.pop(0)
+                done = False
+            if done:
+                self.hash_jobs.pop(0)
+                try:
+                    meta = self.store.finish_hash(job)
+                    rel = job.path.relative_to(self.config.share).as_posix()
+                    self.shared[rel] = FileMeta(rel, meta.size, meta.sha256, meta.mtime, meta.mime)
+                except (StoreError, ValueError):
+                    pass
+        self._schedule_hashing()
+
+    def _auto_fetch(self, peer_id: str) -> None:
+        peer = self.peer_by_id(peer_id)
+        if peer is None:
+            return
+        mine = set(self.config.groups)
+        if mine and not mine & set(peer["groups"]):
+            return
+
+        def got(status: int, body: object) -> None:
+            if status != 200 or not isinstance(body, list):
+                return
+            for f in body:
+                key = (peer_id, str(f["sha256"]))
+                if key in self._fetched or self.store.find_existing(f["sha256"], f["size"]):
+                    continue
+                self._fetched.add(key)
+                self.pull(peer_id, str(f["name"]), None)
+
+        self._connect(str(peer["addr"]), int(peer["port"]), ListClient(got))
+
+    # -- periodic work --------------------------------------------------------------------------------
+    def _tick(self) -> None:
+        if self.stopping:
+            return
+        now = self.loop.time()
+        for ev in self.peers.expire(now):
+            self._peer_event(ev, now)
+        for conn in list(self.conns):
+            h = conn.handler
+            sender = getattr(h, "sender", None)
+            if sender is not None:
+                h.account()  # type: ignore[attr-defined]
+                if sender.progress() != getattr(conn, "_last_progress", -1):
+                    conn._last_progress = sender.progress()  # type: ignore[attr-defined]
+                    conn.last_activity = now
+            if now - conn.last_activity > self.config.idle_timeout:
+                conn.fail(ErrorCode.TIMEOUT, f"idle for {self.config.idle_timeout:.0f} s")
+        wall = time.time()
+        for t in self.transfers.values():
+            if t.state == "active":
+                t.sample_rate(now)
+                if wall - getattr(t, "_progress_at", 0.0) >= self.config.progress_interval:
+                    t._progress_at = wall  # type: ignore[attr-defined]
+                    self.events.emit("transfer_progress", id=t.id, bytes=t.bytes, size=t.size,
+                                     sent=t.sent, rate=round(t.rate, 1))
+        if now >= self._rescan_at:
+            self.rescan()
+            if self.config.auto_fetch:
+                for p in self.peer_list():
+                    self._auto_fetch(str(p["node"]))
+        if self.config.static_peers and int(now / self.config.announce_interval) != int(
+            (now - 0.25) / self.config.announce_interval
+        ):
+            self._ping_static()
+        self.loop.call_later(0.25, self._tick)
+
+
+class _Refuse:
+    """Protocol for connections over the limit: close at once."""
+
+    def connection_made(self, transport: Transport) -> None:
+        transport.abort()
+
+    def data_received(self, data: memoryview) -> None: ...
+
+    def eof_received(self) -> None: ...
+
+    def connection_lost(self, exc: BaseException | None) -> None: ...
+
+    def pause_writing(self) -> None: ...
+
+    def resume_writing(self) -> None: ...
+
+
+class ApiFacade:
+    """What the HTTP API may ask of the node (node/api.py's NodeFacade)."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+
+    def info(self) -> dict[str, Any]:
+        n = self.node
+        return {
+            "node": n.node_id,
+            "name": n.config.name,
+            "version": __version__,
+            "tcp_port": n.tcp_port,
+            "discovery_port": n.config.discovery_port,
+            "groups": list(n.config.groups),
+            "share": str(n.config.share),
+            "inbox": str(n.config.inbox),
+            "stats": {"discovery": dict(n.peers.counters), "connections": len(n.conns),
+                      "uptime": round(time.time() - n.started, 3)},
+        }
+
+    def peers(self) -> list[dict[str, Any]]:
+        return self.node.peer_list()
+
+    def files(self) -> list[dict[str, Any]]:
+        return [_meta_json(m) for m in sorted(self.node.shared.values(), key=lambda m: m.name)]
+
+    def inbox(self) -> list[dict[str, Any]]:
+        return [_meta_json(m) for m in self.node.store.inbox_files()]
+
+    def transfers(self) -> list[dict[str, Any]]:
+        return [t.to_json() for t in self.node.transfers.values()]
+
+    def transfer(self, tid: str) -> dict[str, Any] | None:
+        t = self.node.transfers.get(tid)
+        return t.to_json() if t else None
+
+    def push(self, peer: str, path: str) -> dict[str, Any]:
+        return self.node.push(peer, path).to_json()
+
+    def pull(self, peer: str, name: str | None, sha256: str | None) -> dict[str, Any]:
+        return self.node.pull(peer, name, sha256).to_json()
+
+    def cancel(self, tid: str) -> dict[str, Any]:
+        return self.node.cancel(tid).to_json()
+
+    def peer_files(self, peer: str, reply: Callable[[int, object], None]) -> None:
+        p = self.node.resolve_peer(peer)
+        self.node._connect(str(p["addr"]), int(p["port"]), ListClient(reply))
+
+
+def run_node(config: Config) -> int:
+    node = Node(config)
+
+    def on_signal(signum: int, frame: object) -> None:
+        node.request_stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    node.run()
+    return 0

@@ -1,0 +1,183 @@
+"""Node configuration: one dataclass, filled from `mole serve` arguments and MOLE_* variables."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import os
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DISCOVERY_PORT = 47100
+TRANSFER_PORT = 47101
+API_PORT = 47102
+
+
+class ConfigError(ValueError):
+    """A setting is invalid; the message names it."""
+
+
+@dataclass(frozen=True)
+class Config:
+    name: str
+    share: Path
+    inbox: Path
+    state: Path
+    host: str = "0.0.0.0"
+    port: int = TRANSFER_PORT
+    discovery_port: int = DISCOVERY_PORT
+    api_host: str = "127.0.0.1"
+    api_port: int = API_PORT
+    api_token: str | None = None
+    groups: tuple[str, ...] = ()
+    static_peers: tuple[tuple[str, int], ...] = ()
+    # Explicit broadcast targets (e.g. 127.255.255.255); empty means every IPv4 interface.
+    broadcast: tuple[str, ...] = ()
+    interfaces: tuple[str, ...] = ()
+    discovery: bool = True
+    announce_interval: float = 2.0
+    missed_announcements: int = 3
+    accept: str = "any"  # any | none | ids
+    accept_from: tuple[str, ...] = ()
+    max_size: int | None = None
+    max_transfers: int = 16
+    idle_timeout: float = 30.0
+    retries: int = 8
+    retry_backoff: float = 0.5
+    retry_backoff_max: float = 10.0
+    auto_fetch: bool = False
+    progress_interval: float = 0.5
+    fsync: bool = False
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    return os.environ.get(f"MOLE_{name}", default)
+
+
+def parse_hostport(text: str, default_port: int) -> tuple[str, int]:
+    """`host`, `host:port` or `[v6]:port` -> (host, port); raises ConfigError."""
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port_s = rest.removeprefix(":") or str(default_port)
+    elif text.count(":") == 1:
+        host, port_s = text.split(":")
+    else:
+        host, port_s = text, str(default_port)
+    try:
+        port = int(port_s)
+    except ValueError:
+        raise ConfigError(f"bad port in {text!r}") from None
+    if not host or not 0 <= port < 65536:
+        raise ConfigError(f"bad address {text!r}: want HOST:PORT")
+    return host, port
+
+
+def parse_size(text: str) -> int:
+    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+    t = text.strip().lower().removesuffix("ib").removesuffix("b")
+    mult = units.get(t[-1:], 1)
+    num = t[:-1] if t[-1:] in units else t
+    try:
+        value = int(float(num) * mult)
+    except ValueError:
+        raise ConfigError(f"bad size {text!r}") from None
+    if value < 0:
+        raise ConfigError(f"bad size {text!r}")
+    return value
+
+
+def add_serve_arguments(p: argparse.ArgumentParser) -> None:
+    home = Path(_env("HOME_DIR") or Path.home() / ".mole")
+    p.add_argument("--name", default=_env("NAME") or socket.gethostname(), help="display name")
+    p.add_argument("--share", default=_env("SHARE") or str(home / "share"), help="directory to share")
+    p.add_argument("--inbox", default=_env("INBOX") or str(home / "inbox"), help="received files")
+    p.add_argument("--state", default=_env("STATE") or str(home / "state"), help="node id, caches")
+    p.add_argument("--listen", default=_env("LISTEN") or "0.0.0.0", help="transfer listen address")
+    p.add_argument("--port", type=int, default=int(_env("PORT") or TRANSFER_PORT))
+    p.add_argument(
+        "--discovery-port", type=int, default=int(_env("DISCOVERY_PORT") or DISCOVERY_PORT)
+    )
+    p.add_argument(
+        "--api",
+        default=_env("API_LISTEN") or f"127.0.0.1:{API_PORT}",
+        help="control API HOST:PORT (a token is required off loopback)",
+    )
+    p.add_argument("--api-token", default=_env("API_TOKEN"), help="bearer token for the API")
+    p.add_argument("--group", action="append", default=None, help="group to join (repeatable)")
+    p.add_argument(
+        "--peer", action="append", default=None, help="static peer HOST:PORT (repeatable)"
+    )
+    p.add_argument(
+        "--broadcast",
+        action="append",
+        default=None,
+        help="broadcast address to announce to, e.g. 127.255.255.255 (default: every interface)",
+    )
+    p.add_argument(
+        "--interface", action="append", default=None, help="announce only on this interface"
+    )
+    p.add_argument("--no-discovery", action="store_true", help="no UDP discovery at all")
+    p.add_argument("--announce-interval", type=float, default=2.0)
+    p.add_argument("--missed", type=int, default=3, help="missed announcements before expiry")
+    p.add_argument("--accept", choices=["any", "none", "ids"], default=_env("ACCEPT") or "any")
+    p.add_argument("--accept-from", action="append", default=None, help="node id allowed to push")
+    p.add_argument("--max-size", default=_env("MAX_SIZE"), help="largest accepted file (e.g. 2GiB)")
+    p.add_argument("--max-transfers", type=int, default=16)
+    p.add_argument("--idle-timeout", type=float, default=30.0)
+    p.add_argument("--retries", type=int, default=8, help="automatic retries of a transfer")
+    p.add_argument("--auto-fetch", action="store_true", help="pull every file group peers share")
+    p.add_argument("--fsync", action="store_true", help="fsync received files before rename")
+
+
+def config_from_args(ns: argparse.Namespace) -> Config:
+    api_host, api_port = parse_hostport(ns.api, API_PORT)
+    token = ns.api_token or None
+    if not _is_loopback(api_host) and not token:
+        raise ConfigError(
+            f"the API would listen on {api_host}, off loopback: set --api-token or MOLE_API_TOKEN"
+        )
+    groups = ns.group or [g for g in (_env("GROUPS") or "").split(",") if g]
+    peers_text = list(ns.peer or []) + [p for p in (_env("PEERS") or "").split(",") if p]
+    for name, value in (("--port", ns.port), ("--discovery-port", ns.discovery_port)):
+        if not 0 <= value < 65536:
+            raise ConfigError(f"{name} {value} is not a port")
+    if ns.announce_interval <= 0 or ns.missed < 1:
+        raise ConfigError("--announce-interval must be > 0 and --missed >= 1")
+    return Config(
+        name=ns.name[:64],
+        share=Path(ns.share).expanduser(),
+        inbox=Path(ns.inbox).expanduser(),
+        state=Path(ns.state).expanduser(),
+        host=ns.listen,
+        port=ns.port,
+        discovery_port=ns.discovery_port,
+        api_host=api_host,
+        api_port=api_port,
+        api_token=token,
+        groups=tuple(g for g in groups if g),
+        static_peers=tuple(parse_hostport(p, TRANSFER_PORT) for p in peers_text),
+        broadcast=tuple(ns.broadcast or [b for b in (_env("BROADCAST") or "").split(",") if b]),
+        interfaces=tuple(ns.interface or ()),
+        discovery=not ns.no_discovery,
+        announce_interval=ns.announce_interval,
+        missed_announcements=ns.missed,
+        accept=ns.accept,
+        accept_from=tuple(ns.accept_from or ()),
+        max_size=parse_size(ns.max_size) if ns.max_size else None,
+        max_transfers=ns.max_transfers,
+        idle_timeout=ns.idle_timeout,
+        retries=ns.retries,
+        auto_fetch=ns.auto_fetch or _env("AUTO_FETCH") == "1",
+        fsync=ns.fsync,
+    )
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

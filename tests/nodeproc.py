@@ -1,0 +1,233 @@
+"""Run real mole nodes as subprocesses on loopback, for integration tests and benchmarks.
+
+Nodes started here announce only to 127.255.255.255 on a discovery port private to the test,
+so they never broadcast on the machine's real interfaces and parallel tests never meet.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import os
+import queue
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+Event = dict[str, Any]
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class NodeProc:
+    """One `python -m node serve` process; its event lines are collected by a reader thread."""
+
+    def __init__(
+        self,
+        root: Path,
+        name: str,
+        discovery_port: int,
+        *args: str,
+        token: str | None = None,
+        port: int = 0,
+    ) -> None:
+        self.name = name
+        self.root = root / name
+        self.share = self.root / "share"
+        self.inbox = self.root / "inbox"
+        self.state = self.root / "state"
+        for d in (self.share, self.inbox, self.state):
+            d.mkdir(parents=True, exist_ok=True)
+        self.discovery_port = discovery_port
+        self.token = token
+        self.args = [
+            "serve",
+            "--name", name,
+            "--share", str(self.share),
+            "--inbox", str(self.inbox),
+            "--state", str(self.state),
+            "--listen", "127.0.0.1",
+            "--port", str(port),
+            "--discovery-port", str(discovery_port),
+            "--broadcast", "127.255.255.255",
+            "--api", "127.0.0.1:0",
+            *(("--api-token", token) if token else ()),
+            *args,
+        ]  # fmt: skip
+        self.events: list[Event] = []
+        self._new: queue.Queue[Event] = queue.Queue()
+        self.proc: subprocess.Popen[str] | None = None
+        self.stderr_path = self.root / "stderr.log"
+        self.started_at = 0.0
+
+    # -- process -------------------------------------------------------------------------------
+    def start(self, *, wait: bool = True) -> NodeProc:
+        env = dict(os.environ, PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1")
+        self.events = []
+        self._new = queue.Queue()
+        self.started_at = time.time()
+        with open(self.stderr_path, "a") as err:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "node", *self.args],
+                stdout=subprocess.PIPE,
+                stderr=err,
+                text=True,
+                env=env,
+                cwd=str(REPO),
+            )
+        threading.Thread(target=self._read, args=(self.proc,), daemon=True).start()
+        if wait:
+            self.wait_event(lambda e: e["event"] == "listening", timeout=10, what="listening")
+        return self
+
+    def _read(self, proc: subprocess.Popen[str]) -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            try:
+                ev = json.loads(line)
+            except ValueError:
+                continue
+            self.events.append(ev)
+            self._new.put(ev)
+
+    def stop(self, *, kill: bool = False, timeout: float = 10) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            if kill:
+                self.proc.kill()
+            else:
+                self.proc.terminate()
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout)
+        return self.proc.returncode
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    # -- events ----------------------------------------------------------------------------------
+    def first(self, event: str) -> Event:
+        for e in self.events:
+            if e["event"] == event:
+                return e
+        raise KeyError(event)
+
+    def wait_event(
+        self, pred: Callable[[Event], bool], *, timeout: float = 10, what: str = "event"
+    ) -> Event:
+        for e in list(self.events):
+            if pred(e):
+                return e
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(self.diagnose(f"{self.name}: no {what} within {timeout} s"))
+            try:
+                e = self._new.get(timeout=min(left, 0.5))
+            except queue.Empty:
+                if not self.alive():
+                    raise AssertionError(self.diagnose(f"{self.name} exited waiting for {what}"))
+                continue
+            if pred(e):
+                return e
+
+    def diagnose(self, headline: str) -> str:
+        tail = "\n".join(json.dumps(e) for e in self.events[-15:])
+        try:
+            err = self.stderr_path.read_text()[-3000:]
+        except OSError:
+            err = ""
+        state = "running" if self.alive() else f"exited {self.proc.returncode if self.proc else '?'}"
+        return f"{headline}\nnode state: {state}\nlast events:\n{tail}\nstderr tail:\n{err}"
+
+    @property
+    def node_id(self) -> str:
+        return str(self.first("listening")["node"])
+
+    @property
+    def api_url(self) -> str:
+        return str(self.first("listening")["api"])
+
+    @property
+    def tcp_port(self) -> int:
+        return int(self.first("listening")["tcp_port"])
+
+    # -- API ---------------------------------------------------------------------------------------
+    def api(self, method: str, path: str, body: Any = None, *, token: str | None = None) -> Any:
+        status, data = self.api_raw(method, path, body, token=token)
+        if status >= 300:
+            raise AssertionError(f"{self.name}: {method} {path} -> {status} {data}")
+        return data
+
+    def api_raw(
+        self, method: str, path: str, body: Any = None, *, token: str | None = None
+    ) -> tuple[int, Any]:
+        host, _, port = self.api_url.removeprefix("http://").partition(":")
+        conn = http.client.HTTPConnection(host, int(port), timeout=10)
+        headers = {"Content-Type": "application/json"}
+        tok = token if token is not None else self.token
+        if tok:
+            headers["Authorization"] = f"Bearer {tok}"
+        try:
+            payload = json.dumps(body).encode() if body is not None else None
+            conn.request(method, path, body=payload, headers=headers)
+            resp = conn.getresponse()
+            raw = resp.read()
+            return resp.status, json.loads(raw) if raw else None
+        finally:
+            conn.close()
+
+    def wait_api(
+        self, path: str, pred: Callable[[Any], bool], *, timeout: float = 10, what: str = ""
+    ) -> Any:
+        deadline = time.monotonic() + timeout
+        last: Any = None
+        while time.monotonic() < deadline:
+            last = self.api("GET", path)
+            if pred(last):
+                return last
+            time.sleep(0.02)  # polling interval of a deadline-bounded wait, not synchronisation
+        raise AssertionError(self.diagnose(f"{self.name}: {what or path} not met; last={last}"))
+
+
+@contextlib.contextmanager
+def nodes(root: Path, names: list[str], *args: str, **kw: Any) -> Iterator[list[NodeProc]]:
+    """Start several nodes sharing one private discovery port; stop them all afterwards."""
+    port = free_udp_port()
+    procs = [NodeProc(root, n, port, *args, **kw) for n in names]
+    try:
+        for p in procs:
+            p.start(wait=False)
+        for p in procs:
+            p.wait_event(lambda e: e["event"] == "listening", timeout=15, what="listening")
+        yield procs
+    finally:
+        for p in procs:
+            p.stop()
+
+
+def wait_mesh(procs: list[NodeProc], timeout: float = 10) -> None:
+    """Every node lists every other node."""
+    for p in procs:
+        others = {q.node_id for q in procs if q is not p}
+        p.wait_api(
+            "/api/peers",
+            lambda peers, others=others: others <= {x["node"] for x in peers},
+            timeout=timeout,
+            what=f"all {len(others)} peers",
+        )
