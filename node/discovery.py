@@ -1,0 +1,300 @@
+"""Discovery datagrams, the peer table and announce timing (sans-I/O: the clock is passed in).
+
+Wire format: docs/protocol.md section 1. `PeerTable.observe()` never raises: a datagram we cannot
+use is counted in `counters` under its error code (broadcast domains carry junk, and one bad
+sender must not take a node down).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import Any, Final
+
+from node.errors import ErrorCode, RemoteProtocolError
+
+VERSION: Final = 1
+MAX_DATAGRAM: Final = 1400
+MAX_NAME: Final = 64
+MAX_GROUPS: Final = 32
+MAX_GROUP: Final = 64
+MIN_INTERVAL: Final = 0.01
+MAX_INTERVAL: Final = 86400.0
+MAX_SEQ: Final = (1 << 63) - 1
+STATIC_TTL: Final = 30.0  # a peer known only by TCP hello lives this long after its last hello
+
+_HEX: Final = frozenset("0123456789abcdef")
+
+
+@dataclass(frozen=True, slots=True)
+class Announce:
+    node: str
+    name: str
+    port: int
+    groups: tuple[str, ...]
+    seq: int
+    interval: float  # seconds until the sender's next periodic announce
+
+
+@dataclass(frozen=True, slots=True)
+class Goodbye:
+    node: str
+    seq: int
+
+
+Datagram = Announce | Goodbye
+
+
+def encode(msg: Datagram) -> bytes:
+    """Compact JSON; raises ValueError if the result would exceed MAX_DATAGRAM."""
+    obj: dict[str, Any]
+    if isinstance(msg, Announce):
+        obj = {
+            "mole": VERSION,
+            "type": "announce",
+            "node": msg.node,
+            "name": msg.name,
+            "port": msg.port,
+            "groups": list(msg.groups),
+            "seq": msg.seq,
+            "interval": msg.interval,
+        }
+    else:
+        obj = {"mole": VERSION, "type": "goodbye", "node": msg.node, "seq": msg.seq}
+    data = json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+    if len(data) > MAX_DATAGRAM:
+        raise ValueError(f"datagram of {len(data)} bytes exceeds {MAX_DATAGRAM}")
+    return data
+
+
+def _bad(key: str, why: str) -> RemoteProtocolError:
+    return RemoteProtocolError(ErrorCode.BAD_MESSAGE, f"datagram key {key!r} {why}")
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def decode(data: bytes) -> Datagram:
+    """Parse and validate one datagram; RemoteProtocolError with a wire code otherwise."""
+    if len(data) > MAX_DATAGRAM:
+        raise RemoteProtocolError(
+            ErrorCode.TOO_LARGE, f"datagram of {len(data)} bytes exceeds {MAX_DATAGRAM}"
+        )
+    try:
+        obj = json.loads(bytes(data).decode("utf-8"), parse_constant=_no_constant)
+    except (ValueError, RecursionError) as exc:
+        raise RemoteProtocolError(ErrorCode.BAD_JSON, f"datagram is not JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise RemoteProtocolError(ErrorCode.BAD_MESSAGE, "datagram is not a JSON object")
+    version = obj.get("mole")
+    if type(version) is not int:
+        raise _bad("mole", "must be an integer")
+    if version != VERSION:
+        raise RemoteProtocolError(
+            ErrorCode.VERSION_MISMATCH, f"datagram version {version}, expected {VERSION}"
+        )
+    kind = obj.get("type")
+    node = obj.get("node")
+    if not (isinstance(node, str) and len(node) == 32 and _HEX.issuperset(node)):
+        raise _bad("node", "must be 32 lowercase hex characters")
+    seq = _int(obj, "seq", 0, MAX_SEQ)
+    if kind == "goodbye":
+        return Goodbye(node, seq)
+    if kind != "announce":
+        raise _bad("type", 'must be "announce" or "goodbye"')
+    name = obj.get("name")
+    if not isinstance(name, str) or len(name) > MAX_NAME:
+        raise _bad("name", f"must be a string of at most {MAX_NAME} characters")
+    groups = obj.get("groups")
+    if not isinstance(groups, list) or len(groups) > MAX_GROUPS:
+        raise _bad("groups", f"must be a list of at most {MAX_GROUPS} strings")
+    for g in groups:
+        if not isinstance(g, str) or not 1 <= len(g) <= MAX_GROUP:
+            raise _bad("groups", f"entries must be strings of 1..{MAX_GROUP} characters")
+    interval: Any = obj.get("interval")
+    if type(interval) not in (int, float) or not MIN_INTERVAL <= interval <= MAX_INTERVAL:
+        raise _bad("interval", f"must be a number of seconds in {MIN_INTERVAL}..{MAX_INTERVAL}")
+    port = _int(obj, "port", 1, 65535)
+    return Announce(node, name, port, tuple(groups), seq, float(interval))
+
+
+def _int(obj: dict[str, Any], key: str, lo: int, hi: int) -> int:
+    value = obj.get(key)
+    if type(value) is not int or not lo <= value <= hi:
+        raise _bad(key, f"must be an integer in {lo}..{hi}")
+    return value
+
+
+# -- peer table -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Peer:
+    node: str
+    name: str
+    addr: str
+    port: int
+    groups: tuple[str, ...]
+    last_seen: float
+    static: bool  # known by TCP hello only (no broadcast from it reaches us)
+    expires: float = math.inf  # when it is dropped without news
+
+
+@dataclass(frozen=True, slots=True)
+class PeerUp:
+    """A peer appeared, or (changed=True) its address, port, name, groups or kind changed."""
+
+    peer: Peer
+    changed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class PeerDown:
+    node: str
+    reason: str  # "goodbye" | "expired"
+    peer: Peer | None = None
+
+
+PeerEvent = PeerUp | PeerDown
+
+
+def _identity(p: Peer) -> tuple[str, str, int, tuple[str, ...], bool]:
+    return (p.name, p.addr, p.port, p.groups, p.static)
+
+
+class PeerTable:
+    """Who is out there, from announces (and TCP hellos), with expiry on a passed-in clock."""
+
+    def __init__(self, self_id: str, *, missed: int = 3, static_ttl: float = STATIC_TTL) -> None:
+        self.self_id = self_id
+        self.missed = missed
+        self.static_ttl = static_ttl
+        self._peers: dict[str, Peer] = {}
+        self.counters: dict[str, int] = {}
+
+    def _count(self, key: str) -> None:
+        self.counters[key] = self.counters.get(key, 0) + 1
+
+    def observe(self, datagram: bytes, addr: str, now: float) -> list[PeerEvent]:
+        """Account for one received datagram. Never raises."""
+        try:
+            msg = decode(datagram)
+        except RemoteProtocolError as exc:
+            self._count(exc.code.value)
+            return []
+        if msg.node == self.self_id:
+            self._count("own")
+            return []
+        if isinstance(msg, Goodbye):
+            self._count("goodbye")
+            gone = self._peers.pop(msg.node, None)
+            return [PeerDown(msg.node, "goodbye", gone)] if gone else []
+        self._count("announce")
+        peer = Peer(
+            msg.node,
+            msg.name,
+            addr,
+            msg.port,
+            msg.groups,
+            now,
+            static=False,
+            expires=now + self.missed * msg.interval,
+        )
+        return self._update(peer)
+
+    def add_static(
+        self,
+        node_id: str,
+        name: str,
+        addr: str,
+        port: int,
+        groups: tuple[str, ...],
+        now: float,
+    ) -> list[PeerEvent]:
+        """A peer proved itself with a TCP hello. Broadcast-known peers keep their announce data."""
+        if node_id == self.self_id:
+            return []
+        old = self._peers.get(node_id)
+        if old is not None and not old.static:
+            return []
+        peer = Peer(node_id, name, addr, port, tuple(groups), now, True, now + self.static_ttl)
+        return self._update(peer)
+
+    def _update(self, peer: Peer) -> list[PeerEvent]:
+        old = self._peers.get(peer.node)
+        self._peers[peer.node] = peer
+        if old is None:
+            return [PeerUp(peer)]
+        if _identity(old) != _identity(peer):
+            return [PeerUp(peer, changed=True)]
+        return []
+
+    def expire(self, now: float) -> list[PeerDown]:
+        """Drop peers not heard from in time (missed x their interval; static: static_ttl)."""
+        gone = [p for p in self._peers.values() if p.expires <= now]
+        for p in gone:
+            del self._peers[p.node]
+        return [PeerDown(p.node, "expired", p) for p in gone]
+
+    def next_expiry(self, now: float) -> float | None:
+        """The earliest time `expire()` has work, or None with no peers."""
+        if not self._peers:
+            return None
+        return max(now, min(p.expires for p in self._peers.values()))
+
+    def peers(self) -> list[Peer]:
+        return sorted(self._peers.values(), key=lambda p: (p.name, p.node))
+
+    def get(self, node_id: str) -> Peer | None:
+        return self._peers.get(node_id)
+
+    def __len__(self) -> int:
+        return len(self._peers)
+
+
+# -- announce timing --------------------------------------------------------------------------
+
+
+class Announcer:
+    """When to send the next announce: periodically, and soon after a new peer appears.
+
+    A new peer re-announces us so it learns of us without waiting a full interval; a burst of
+    new peers is coalesced to one announce per `min_gap` (never dropped).
+    """
+
+    def __init__(self, interval: float, min_gap: float = 0.05) -> None:
+        self.interval = interval
+        self.min_gap = min_gap
+        self.last_sent: float | None = None
+        self._next = -math.inf  # announce on start
+
+    def due(self, now: float) -> bool:
+        return now >= self._next
+
+    def sent(self, now: float) -> None:
+        self.last_sent = now
+        self._next = now + self.interval
+
+    def on_new_peer(self, now: float) -> None:
+        soonest = now if self.last_sent is None else max(now, self.last_sent + self.min_gap)
+        self._next = min(self._next, soonest)
+
+    def next_deadline(self) -> float:
+        return self._next
+
+
+__all__ = [
+    "Announce",
+    "Announcer",
+    "Datagram",
+    "Goodbye",
+    "Peer",
+    "PeerDown",
+    "PeerEvent",
+    "PeerTable",
+    "PeerUp",
+    "decode",
+    "encode",
+]

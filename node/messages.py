@@ -1,0 +1,493 @@
+"""Every message of the transfer protocol as a frozen dataclass, with strict wire validation.
+
+`to_header()` gives the JSON header of a message; `encode_message()` the whole frame (plus the
+`files` body). `parse_message()` turns a decoded header (and, for `files`, its body) back into a
+message, checking every key's type and range and naming the offending key in a
+`RemoteProtocolError(bad_message)`. Unknown keys are ignored (forward compatibility).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import Any, ClassVar, Final
+
+from node.errors import ErrorCode, RemoteProtocolError
+from node.framing import MAX_BODY, encode_header
+
+PROTOCOL_VERSION: Final = 1
+MAX_NAME: Final = 1024  # file name, characters
+MAX_MIME: Final = 255
+MAX_NODE_NAME: Final = 64  # display name
+MAX_GROUPS: Final = 32
+MAX_GROUP: Final = 64
+MAX_FEATURES: Final = 32
+MAX_FEATURE: Final = 64
+MAX_ID: Final = 64  # transfer id
+MAX_CODE: Final = 64
+MAX_LIST_BODY: Final = 64 << 20
+MAX_SIZE: Final = MAX_BODY
+
+_HEX: Final = frozenset("0123456789abcdef")
+
+
+def is_hex(value: object, length: int) -> bool:
+    """Lowercase hex of exactly `length` characters."""
+    return isinstance(value, str) and len(value) == length and _HEX.issuperset(value)
+
+
+def is_node_id(value: object) -> bool:
+    return is_hex(value, 32)
+
+
+def is_sha256(value: object) -> bool:
+    return is_hex(value, 64)
+
+
+# -- field validation -------------------------------------------------------------------------
+
+
+def _bad(where: str, key: str, why: str) -> RemoteProtocolError:
+    return RemoteProtocolError(ErrorCode.BAD_MESSAGE, f"{where}: key {key!r} {why}")
+
+
+class _Fields:
+    """Typed access to one JSON object; every failure names the message and the key."""
+
+    __slots__ = ("obj", "where")
+
+    def __init__(self, obj: dict[str, Any], where: str) -> None:
+        self.obj = obj
+        self.where = where
+
+    def _get(self, key: str, optional: bool) -> Any:
+        value = self.obj.get(key)
+        if value is None and not optional:
+            missing = key not in self.obj
+            raise _bad(self.where, key, "is missing" if missing else "must not be null")
+        return value
+
+    def str_(self, key: str, max_len: int, *, empty: bool = False) -> str:
+        value = self._get(key, False)
+        return self._check_str(key, value, max_len, empty)
+
+    def opt_str(self, key: str, max_len: int) -> str | None:
+        value = self._get(key, True)
+        return None if value is None else self._check_str(key, value, max_len, False)
+
+    def _check_str(self, key: str, value: Any, max_len: int, empty: bool) -> str:
+        if not isinstance(value, str):
+            raise _bad(self.where, key, f"must be a string, got {type(value).__name__}")
+        if not value and not empty:
+            raise _bad(self.where, key, "must not be empty")
+        if len(value) > max_len:
+            raise _bad(self.where, key, f"is longer than {max_len} characters")
+        return value
+
+    def text(self, key: str) -> str:
+        """Free human text (reasons): any string; the header limit bounds it."""
+        value = self._get(key, False)
+        if not isinstance(value, str):
+            raise _bad(self.where, key, f"must be a string, got {type(value).__name__}")
+        return value
+
+    def opt_text(self, key: str) -> str | None:
+        value = self._get(key, True)
+        if value is not None and not isinstance(value, str):
+            raise _bad(self.where, key, f"must be a string, got {type(value).__name__}")
+        return value
+
+    def int_(self, key: str, lo: int, hi: int) -> int:
+        value = self._get(key, False)
+        if type(value) is not int:
+            raise _bad(self.where, key, f"must be an integer, got {type(value).__name__}")
+        if not lo <= value <= hi:
+            raise _bad(self.where, key, f"must be in {lo}..{hi}, got {value}")
+        return value
+
+    def number(self, key: str) -> float:
+        value = self._get(key, False)
+        if type(value) not in (int, float) or not math.isfinite(value):
+            raise _bad(self.where, key, "must be a finite number")
+        return float(value)
+
+    def bool_(self, key: str, default: bool | None = None) -> bool:
+        value = self._get(key, default is not None)
+        if value is None and default is not None:
+            return default
+        if type(value) is not bool:
+            raise _bad(self.where, key, f"must be true or false, got {type(value).__name__}")
+        return value
+
+    def hex_(self, key: str, length: int) -> str:
+        value = self._get(key, False)
+        if not is_hex(value, length):
+            raise _bad(self.where, key, f"must be {length} lowercase hex characters")
+        return str(value)
+
+    def opt_hex(self, key: str, length: int) -> str | None:
+        value = self._get(key, True)
+        if value is None:
+            return None
+        if not is_hex(value, length):
+            raise _bad(self.where, key, f"must be {length} lowercase hex characters")
+        return str(value)
+
+    def str_list(self, key: str, max_items: int, max_len: int) -> tuple[str, ...]:
+        value = self._get(key, False)
+        if not isinstance(value, list):
+            raise _bad(self.where, key, "must be a list of strings")
+        if len(value) > max_items:
+            raise _bad(self.where, key, f"has more than {max_items} entries")
+        for item in value:
+            if not isinstance(item, str) or not item or len(item) > max_len:
+                raise _bad(self.where, key, f"entries must be strings of 1..{max_len} characters")
+        return tuple(value)
+
+
+# -- messages ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class FileInfo:
+    """What a file is: name, size, content hash, modification time, media type."""
+
+    name: str
+    size: int
+    sha256: str
+    mtime: float
+    mime: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "size": self.size,
+            "sha256": self.sha256,
+            "mtime": self.mtime,
+            "mime": self.mime,
+        }
+
+    @staticmethod
+    def parse(f: _Fields) -> FileInfo:
+        return FileInfo(
+            name=f.str_("name", MAX_NAME),
+            size=f.int_("size", 0, MAX_SIZE),
+            sha256=f.hex_("sha256", 64),
+            mtime=f.number("mtime"),
+            mime=f.str_("mime", MAX_MIME, empty=True),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Hello:
+    """First message of each side: who I am and what I speak."""
+
+    TYPE: ClassVar[str] = "hello"
+    proto: int
+    node: str
+    name: str
+    port: int  # TCP transfer port the sender listens on (0: none)
+    groups: tuple[str, ...] = ()
+    features: tuple[str, ...] = ()
+
+    def to_header(self) -> dict[str, Any]:
+        return {
+            "type": self.TYPE,
+            "proto": self.proto,
+            "node": self.node,
+            "name": self.name,
+            "port": self.port,
+            "groups": list(self.groups),
+            "features": list(self.features),
+        }
+
+    @staticmethod
+    def parse(f: _Fields) -> Hello:
+        proto = f.int_("proto", 0, MAX_SIZE)
+        if proto != PROTOCOL_VERSION:
+            raise RemoteProtocolError(
+                ErrorCode.VERSION_MISMATCH,
+                f"peer speaks protocol {proto}, this node speaks {PROTOCOL_VERSION}",
+            )
+        return Hello(
+            proto=proto,
+            node=f.hex_("node", 32),
+            name=f.str_("name", MAX_NODE_NAME, empty=True),
+            port=f.int_("port", 0, 65535),
+            groups=f.str_list("groups", MAX_GROUPS, MAX_GROUP),
+            features=f.str_list("features", MAX_FEATURES, MAX_FEATURE),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class List:
+    """Ask for the server's shared files."""
+
+    TYPE: ClassVar[str] = "list"
+
+    def to_header(self) -> dict[str, Any]:
+        return {"type": self.TYPE}
+
+    @staticmethod
+    def parse(f: _Fields) -> List:
+        return List()
+
+
+@dataclass(frozen=True, slots=True)
+class Files:
+    """The server's shared files; travels as a JSON array in the frame body."""
+
+    TYPE: ClassVar[str] = "files"
+    files: tuple[FileInfo, ...]
+
+    def body(self) -> bytes:
+        items = [f.to_json() for f in self.files]
+        return json.dumps(items, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+    def to_header(self) -> dict[str, Any]:
+        return {"type": self.TYPE, "body": len(self.body())}
+
+
+@dataclass(frozen=True, slots=True)
+class Offer:
+    """Push: the client proposes to send a file."""
+
+    TYPE: ClassVar[str] = "offer"
+    id: str
+    info: FileInfo
+
+    def to_header(self) -> dict[str, Any]:
+        return {"type": self.TYPE, "id": self.id, **self.info.to_json()}
+
+    @staticmethod
+    def parse(f: _Fields) -> Offer:
+        return Offer(id=f.str_("id", MAX_ID), info=FileInfo.parse(f))
+
+
+@dataclass(frozen=True, slots=True)
+class Accept:
+    """Push: the server takes the offer; `offset` = bytes it already holds."""
+
+    TYPE: ClassVar[str] = "accept"
+    id: str
+    offset: int = 0
+
+    def to_header(self) -> dict[str, Any]:
+        return {"type": self.TYPE, "id": self.id, "offset": self.offset}
+
+    @staticmethod
+    def parse(f: _Fields) -> Accept:
+        return Accept(id=f.str_("id", MAX_ID), offset=f.int_("offset", 0, MAX_SIZE))
+
+
+@dataclass(frozen=True, slots=True)
+class Get:
+    """Pull: the client asks for a file by name and/or content hash, maybe resuming."""
+
+    TYPE: ClassVar[str] = "get"
+    id: str
+    name: str | None
+    sha256: str | None
+    offset: int = 0
+    expect: str | None = None  # sha256 of the file the client's partial data belongs to
+
+    def to_header(self) -> dict[str, Any]:
+        h: dict[str, Any] = {"type": self.TYPE, "id": self.id}
+        if self.name is not None:
+            h["name"] = self.name
+        if self.sha256 is not None:
+            h["sha256"] = self.sha256
+        h["offset"] = self.offset
+        if self.expect is not None:
+            h["expect"] = self.expect
+        return h
+
+    @staticmethod
+    def parse(f: _Fields) -> Get:
+        msg = Get(
+            id=f.str_("id", MAX_ID),
+            name=f.opt_str("name", MAX_NAME),
+            sha256=f.opt_hex("sha256", 64),
+            offset=f.int_("offset", 0, MAX_SIZE),
+            expect=f.opt_hex("expect", 64),
+        )
+        if msg.name is None and msg.sha256 is None:
+            raise _bad(f.where, "name", 'is missing (a get needs "name" or "sha256")')
+        return msg
+
+
+@dataclass(frozen=True, slots=True)
+class FileHeader:
+    """Pull: the server's answer to get; data from `offset` to `info.size` follows."""
+
+    TYPE: ClassVar[str] = "file"
+    id: str
+    info: FileInfo
+    offset: int = 0
+
+    def to_header(self) -> dict[str, Any]:
+        return {"type": self.TYPE, "id": self.id, **self.info.to_json(), "offset": self.offset}
+
+    @staticmethod
+    def parse(f: _Fields) -> FileHeader:
+        info = FileInfo.parse(f)
+        return FileHeader(id=f.str_("id", MAX_ID), info=info, offset=_offset(f, info.size))
+
+
+@dataclass(frozen=True, slots=True)
+class Data:
+    """Raw file bytes: `length` body bytes follow this header."""
+
+    TYPE: ClassVar[str] = "data"
+    length: int
+
+    def to_header(self) -> dict[str, Any]:
+        return {"type": self.TYPE, "body": self.length}
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """The receiving side's final word on a file (also: skipped, content already present)."""
+
+    TYPE: ClassVar[str] = "verdict"
+    id: str
+    ok: bool
+    sha256: str  # what the receiver computed ("" if it computed nothing)
+    name: str | None = None  # final name on the receiver
+    skipped: bool = False
+    code: str | None = None
+    reason: str | None = None
+
+    def to_header(self) -> dict[str, Any]:
+        h: dict[str, Any] = {"type": self.TYPE, "id": self.id, "ok": self.ok, "sha256": self.sha256}
+        if self.name is not None:
+            h["name"] = self.name
+        h["skipped"] = self.skipped
+        if self.code is not None:
+            h["code"] = self.code
+        if self.reason is not None:
+            h["reason"] = self.reason
+        return h
+
+    @staticmethod
+    def parse(f: _Fields) -> Verdict:
+        sha = f.str_("sha256", 64, empty=True)
+        if sha and not is_sha256(sha):
+            raise _bad(f.where, "sha256", "must be 64 lowercase hex characters or empty")
+        return Verdict(
+            id=f.str_("id", MAX_ID),
+            ok=f.bool_("ok"),
+            sha256=sha,
+            name=f.opt_str("name", MAX_NAME),
+            skipped=f.bool_("skipped", False),
+            code=f.opt_str("code", MAX_CODE),
+            reason=f.opt_text("reason"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Reject:
+    """The server refuses an offer or a get; the connection stays usable."""
+
+    TYPE: ClassVar[str] = "reject"
+    id: str
+    code: str
+    reason: str
+
+    def to_header(self) -> dict[str, Any]:
+        return {"type": self.TYPE, "id": self.id, "code": self.code, "reason": self.reason}
+
+    @staticmethod
+    def parse(f: _Fields) -> Reject:
+        return Reject(
+            id=f.str_("id", MAX_ID), code=f.str_("code", MAX_CODE), reason=f.text("reason")
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Error:
+    """Fatal: the sender closes the connection after this."""
+
+    TYPE: ClassVar[str] = "error"
+    code: str
+    reason: str
+
+    def to_header(self) -> dict[str, Any]:
+        return {"type": self.TYPE, "code": self.code, "reason": self.reason}
+
+    @staticmethod
+    def parse(f: _Fields) -> Error:
+        return Error(code=f.str_("code", MAX_CODE), reason=f.text("reason"))
+
+
+Message = Hello | List | Files | Offer | Accept | Get | FileHeader | Data | Verdict | Reject | Error
+
+MESSAGE_TYPES: Final[tuple[type[Message], ...]] = (
+    Hello,
+    List,
+    Files,
+    Offer,
+    Accept,
+    Get,
+    FileHeader,
+    Data,
+    Verdict,
+    Reject,
+    Error,
+)
+BY_WIRE_TYPE: Final[dict[str, type[Message]]] = {cls.TYPE: cls for cls in MESSAGE_TYPES}
+# Messages whose header announces a body (others must carry "body": 0 or none).
+BODY_TYPES: Final = frozenset({"files", "data"})
+
+
+def _offset(f: _Fields, size: int) -> int:
+    offset = f.int_("offset", 0, MAX_SIZE)
+    if offset > size:
+        raise _bad(f.where, "offset", f"{offset} is beyond the file size {size}")
+    return offset
+
+
+def encode_message(msg: Message) -> bytes:
+    """The whole frame for `msg`; for `Data` only the header (the caller sends the body)."""
+    if isinstance(msg, Files):
+        body = msg.body()
+        return encode_header({"type": Files.TYPE, "body": len(body)}) + body
+    return encode_header(msg.to_header())
+
+
+def parse_message(fields: dict[str, Any], body: bytes = b"") -> Message:
+    """Validate a decoded header (+ the body of a `files` frame) into a message."""
+    kind = fields.get("type")
+    cls = BY_WIRE_TYPE.get(kind) if isinstance(kind, str) else None
+    if cls is None:
+        raise RemoteProtocolError(ErrorCode.BAD_MESSAGE, f"unknown message type {kind!r:.64}")
+    f = _Fields(fields, f"{kind} message")
+    length = fields.get("body", 0)
+    if cls is Data:
+        return Data(f.int_("body", 0, MAX_BODY) if "body" in fields else 0)
+    if cls is Files:
+        return Files(parse_files_body(body))
+    if length:
+        raise _bad(f.where, "body", "must be 0: this message carries no body")
+    return cls.parse(f)  # type: ignore[union-attr]
+
+
+def parse_files_body(body: bytes) -> tuple[FileInfo, ...]:
+    """The body of a `files` frame: a UTF-8 JSON array of file objects."""
+    try:
+        items = json.loads(bytes(body).decode("utf-8"), parse_constant=_no_constant)
+    except (ValueError, RecursionError) as exc:
+        raise RemoteProtocolError(ErrorCode.BAD_JSON, f"files body is not JSON: {exc}") from None
+    if not isinstance(items, list):
+        raise RemoteProtocolError(ErrorCode.BAD_MESSAGE, "files body must be a JSON array")
+    out = []
+    for i, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise RemoteProtocolError(ErrorCode.BAD_MESSAGE, f"files[{i}] is not an object")
+        out.append(FileInfo.parse(_Fields(item, f"files[{i}]")))
+    return tuple(out)
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")

@@ -1,0 +1,389 @@
+"""Per-connection protocol state machine (sans-I/O, after h11's `_state.py`).
+
+One table, `TRANSITIONS`, says which message may be sent by whom in which state and where it
+leads. `Session` applies it to both directions: `send(msg)` checks *our* message (illegal ->
+`LocalProtocolError`, state unchanged) and returns the bytes to transmit; `receive_data(bytes)` +
+`next_event()` check the *peer's* messages (illegal -> `RemoteProtocolError`, the session is in
+`ERROR` for good and every later `next_event()` raises again).
+
+Rules beyond the table (they need message contents, not just types):
+
+- a stream (`PUSH_STREAM` after `accept`, `PULL_STREAM` after `file`) carries exactly
+  size - offset body bytes in one or more `data` frames; when they are all counted the state
+  moves to `PUSH_VERDICT` / `PULL_VERDICT` (at once if size - offset == 0). A `data` frame longer
+  than what remains is `too_much_data`; an empty `data` frame is always allowed from the
+  streaming side, also in the verdict state.
+- the receiving side sees the stream as `DataChunk`s; exactly one per stream has `done=True` (an
+  empty one when size - offset == 0: it follows the `file` event, or, for a push server, comes
+  from the next `next_event()` after `send(Accept)`), so the app verifies in one place.
+- ids of `accept`/`reject`/`file`/`verdict` must match the pending `offer`/`get`;
+  `accept.offset` <= offered size; `file.offset` is 0 or the `get.offset` asked for.
+- `hello` with `proto` != 1 is `version_mismatch`.
+- EOF (b"") at a frame boundary in START, IDLE or CLOSED gives `Closed`; anywhere else it is
+  `truncated`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from typing import Final
+
+from node.errors import ErrorCode, LocalProtocolError, RemoteProtocolError
+from node.framing import (
+    EOF,
+    MAX_HEADER,
+    NEED_DATA,
+    PREFIX_LEN,
+    BodyChunk,
+    FrameDecoder,
+    Header,
+    NeedData,
+    parse_header,
+)
+from node.messages import (
+    BY_WIRE_TYPE,
+    MAX_LIST_BODY,
+    Accept,
+    Data,
+    Error,
+    FileHeader,
+    FileInfo,
+    Files,
+    Get,
+    Hello,
+    List,
+    Message,
+    Offer,
+    Reject,
+    Verdict,
+    encode_message,
+    parse_message,
+)
+
+__all__ = [
+    "NEED_DATA",
+    "TRANSITIONS",
+    "Closed",
+    "DataChunk",
+    "Event",
+    "Role",
+    "Session",
+    "State",
+]
+
+
+class Role(Enum):
+    CLIENT = "client"  # opened the connection, speaks first
+    SERVER = "server"
+
+    @property
+    def peer(self) -> Role:
+        return Role.SERVER if self is Role.CLIENT else Role.CLIENT
+
+
+class State(Enum):
+    START = "START"
+    GREETING = "GREETING"
+    IDLE = "IDLE"
+    LISTING = "LISTING"
+    OFFERED = "OFFERED"
+    REQUESTED = "REQUESTED"
+    PUSH_STREAM = "PUSH_STREAM"
+    PULL_STREAM = "PULL_STREAM"
+    PUSH_VERDICT = "PUSH_VERDICT"
+    PULL_VERDICT = "PULL_VERDICT"
+    CLOSED = "CLOSED"
+    ERROR = "ERROR"
+
+
+_C, _S = Role.CLIENT, Role.SERVER
+
+_FLOW: dict[tuple[State, type[Message], Role], State] = {
+    (State.START, Hello, _C): State.GREETING,
+    (State.GREETING, Hello, _S): State.IDLE,
+    (State.IDLE, List, _C): State.LISTING,
+    (State.LISTING, Files, _S): State.IDLE,
+    (State.IDLE, Offer, _C): State.OFFERED,
+    (State.OFFERED, Accept, _S): State.PUSH_STREAM,
+    (State.OFFERED, Reject, _S): State.IDLE,
+    (State.OFFERED, Verdict, _S): State.IDLE,  # content already present: skipped
+    (State.PUSH_STREAM, Data, _C): State.PUSH_STREAM,
+    (State.PUSH_VERDICT, Data, _C): State.PUSH_VERDICT,  # empty data frame only
+    (State.PUSH_VERDICT, Verdict, _S): State.IDLE,
+    (State.IDLE, Get, _C): State.REQUESTED,
+    (State.REQUESTED, FileHeader, _S): State.PULL_STREAM,
+    (State.REQUESTED, Reject, _S): State.IDLE,
+    (State.PULL_STREAM, Data, _S): State.PULL_STREAM,
+    (State.PULL_VERDICT, Data, _S): State.PULL_VERDICT,  # empty data frame only
+    (State.PULL_VERDICT, Verdict, _C): State.IDLE,
+}
+# Either side may give up with an error in any state but CLOSED. In ERROR (we saw a protocol
+# violation) we may still tell the peer why; the session stays in ERROR.
+_ERRORS: dict[tuple[State, type[Message], Role], State] = {
+    (state, Error, role): (State.ERROR if state is State.ERROR else State.CLOSED)
+    for state in State
+    if state is not State.CLOSED
+    for role in Role
+}
+TRANSITIONS: Final[dict[tuple[State, type[Message], Role], State]] = {**_FLOW, **_ERRORS}
+
+_STREAMS: Final = {State.PUSH_STREAM: State.PUSH_VERDICT, State.PULL_STREAM: State.PULL_VERDICT}
+# Where EOF at a frame boundary is a clean close.
+_CLEAN_EOF: Final = frozenset({State.START, State.IDLE, State.CLOSED})
+
+
+@dataclass(frozen=True, slots=True)
+class DataChunk:
+    """Body bytes of the current stream: a view of the caller's buffer, valid until it is reused."""
+
+    data: memoryview
+    done: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Closed:
+    """The peer closed the connection cleanly (or the session is closed)."""
+
+
+CLOSED_EVENT: Final = Closed()
+Event = Message | DataChunk | NeedData | Closed
+_EMPTY: Final = memoryview(b"")
+
+
+def _name(msg_type: type[Message]) -> str:
+    return f"{msg_type.__name__} ({msg_type.TYPE!r})"
+
+
+class Session:
+    """One side of one TCP connection."""
+
+    def __init__(self, role: Role, *, max_list_body: int = MAX_LIST_BODY) -> None:
+        self.role = role
+        self.max_list_body = max_list_body
+        self.state = State.START
+        self.their_hello: Hello | None = None
+        self.our_hello: Hello | None = None
+        # The pending offer or get, and the file being streamed.
+        self.request: Offer | Get | None = None
+        self.file: FileInfo | None = None
+        self.stream_remaining = 0  # body bytes still expected/allowed in the current stream
+        self._decoder = FrameDecoder()
+        self._error: RemoteProtocolError | None = None
+        self._data_left = 0  # body bytes of the current incoming data frame
+        self._files: bytearray | None = None  # incoming files body being collected
+        self._files_len = 0
+        self._done_pending = False  # an empty done=True DataChunk is owed to the app
+
+    # -- hints for the I/O loop --------------------------------------------------------------
+    @property
+    def in_body(self) -> bool:
+        """An incoming frame body is being received (size the next recv by `body_left`)."""
+        return self._decoder.body_left > 0
+
+    @property
+    def body_left(self) -> int:
+        return self._decoder.body_left
+
+    @property
+    def peer_node(self) -> str | None:
+        return self.their_hello.node if self.their_hello else None
+
+    # -- sending -----------------------------------------------------------------------------
+    def send(self, msg: Message) -> bytes:
+        """Check our message against the state machine; return the bytes to transmit."""
+        kind = type(msg)
+        new = TRANSITIONS.get((self.state, kind, self.role))
+        if new is None:
+            raise LocalProtocolError(
+                f"{self.role.value} may not send {_name(kind)} in state {self.state.name}"
+            )
+        data = encode_message(msg)
+        try:
+            checked = self._check_own(msg, data)
+            self._apply(checked, self.role, new)
+        except RemoteProtocolError as exc:
+            raise LocalProtocolError(
+                f"invalid {_name(kind)} in state {self.state.name}: {exc.message}"
+            ) from None
+        return data
+
+    def _check_own(self, msg: Message, data: bytes) -> Message:
+        """Validate our own message exactly as the peer will, so we never send junk."""
+        if isinstance(msg, Data):
+            if msg.length < 0:
+                raise RemoteProtocolError(ErrorCode.BAD_MESSAGE, "data length is negative")
+            return msg
+        if isinstance(msg, Files):
+            if len(data) > self.max_list_body + MAX_HEADER:
+                raise RemoteProtocolError(ErrorCode.TOO_LARGE, "file list exceeds max_list_body")
+            for info in msg.files:
+                parse_message({"type": "offer", "id": "x", **info.to_json()})
+            return msg
+        return parse_message(parse_header(data[PREFIX_LEN:]).fields)
+
+    # -- receiving ---------------------------------------------------------------------------
+    def receive_data(self, data: bytes | memoryview) -> None:
+        """Queue received bytes (not copied); b"" means the peer closed its side."""
+        self._decoder.receive_data(data)
+
+    def next_event(self) -> Event:
+        """The next message, data chunk, `NEED_DATA` or `Closed`."""
+        if self._error is not None:
+            raise self._error
+        try:
+            return self._next()
+        except RemoteProtocolError as exc:
+            self._error = exc
+            self.state = State.ERROR
+            raise
+
+    def _next(self) -> Event:
+        if self._done_pending:
+            self._done_pending = False
+            return DataChunk(_EMPTY, True)
+        if self.state is State.CLOSED:
+            return CLOSED_EVENT
+        while True:
+            ev = self._decoder.next_event()
+            if ev is NEED_DATA:
+                return NEED_DATA
+            if isinstance(ev, BodyChunk):
+                if self._files is not None:
+                    msg = self._collect_files(ev)
+                    if msg is None:
+                        continue
+                    return msg
+                return self._data_chunk(ev)
+            if ev is EOF:
+                if self.state in _CLEAN_EOF:
+                    self.state = State.CLOSED
+                    return CLOSED_EVENT
+                raise RemoteProtocolError(
+                    ErrorCode.TRUNCATED, f"connection closed in state {self.state.name}"
+                )
+            assert isinstance(ev, Header)
+            msg = self._on_header(ev)
+            if msg is not None:
+                return msg
+
+    def _data_chunk(self, chunk: BodyChunk) -> DataChunk:
+        n = len(chunk.data)
+        self.stream_remaining -= n
+        if self.stream_remaining == 0:
+            self._end_stream()
+            return DataChunk(chunk.data, True)
+        return DataChunk(chunk.data, False)
+
+    def _on_header(self, header: Header) -> Message | None:
+        fields = header.fields
+        kind = fields["type"]
+        peer = self.role.peer
+        msg_type = BY_WIRE_TYPE.get(kind)
+        if msg_type is None:
+            raise RemoteProtocolError(ErrorCode.BAD_MESSAGE, f"unknown message type {kind!r:.64}")
+        new = TRANSITIONS.get((self.state, msg_type, peer))
+        if new is None:
+            raise RemoteProtocolError(
+                ErrorCode.UNEXPECTED_MESSAGE,
+                f"unexpected {_name(msg_type)} from {peer.value} in state {self.state.name}",
+            )
+        if msg_type is Files:
+            if header.body_len > self.max_list_body:
+                raise RemoteProtocolError(
+                    ErrorCode.TOO_LARGE,
+                    f"files body of {header.body_len} bytes exceeds {self.max_list_body}",
+                )
+            self._files = bytearray()
+            self._files_len = header.body_len
+            if header.body_len == 0:
+                return self._collect_files(BodyChunk(_EMPTY, True))
+            return None
+        msg = parse_message(fields)
+        self._apply(msg, peer, new)
+        if isinstance(msg, Data):
+            return None  # the app sees the body as DataChunks
+        if isinstance(msg, FileHeader) and self.state is State.PULL_VERDICT:
+            self._done_pending = True  # nothing to stream: tell the app now
+        return msg
+
+    def _collect_files(self, chunk: BodyChunk) -> Message | None:
+        assert self._files is not None
+        self._files += chunk.data
+        if not chunk.last:
+            return None
+        body, self._files = bytes(self._files), None
+        msg = parse_message({"type": "files", "body": len(body)}, body)
+        self._apply(msg, self.role.peer, State.IDLE)
+        return msg
+
+    # -- the state machine proper -------------------------------------------------------------
+    def _apply(self, msg: Message, sender: Role, new: State) -> None:
+        """Check content rules and move to `new`; raises RemoteProtocolError (no change)."""
+        ours = sender is self.role
+        if isinstance(msg, Hello):
+            if ours:
+                self.our_hello = msg
+            else:
+                self.their_hello = msg
+        elif isinstance(msg, (Offer, Get)):
+            self.request = msg
+        elif isinstance(msg, (Accept, Reject, FileHeader, Verdict)):
+            self._check_id(msg.id)
+            if isinstance(msg, Accept):
+                assert isinstance(self.request, Offer)
+                self._start_stream(self.request.info, msg.offset, "accept")
+            elif isinstance(msg, FileHeader):
+                assert isinstance(self.request, Get)
+                if msg.offset not in (0, self.request.offset):
+                    raise RemoteProtocolError(
+                        ErrorCode.BAD_MESSAGE,
+                        f"file message: key 'offset' must be 0 or {self.request.offset}, "
+                        f"got {msg.offset}",
+                    )
+                self._start_stream(msg.info, msg.offset, "file")
+            else:
+                self.request = None
+                self.file = None
+        elif isinstance(msg, Data):
+            if msg.length > self.stream_remaining:
+                raise RemoteProtocolError(
+                    ErrorCode.TOO_MUCH_DATA,
+                    f"data frame of {msg.length} bytes but only {self.stream_remaining} "
+                    f"remain in the stream",
+                )
+            if ours:
+                # The caller transmits the body itself; count it as sent now.
+                self.stream_remaining -= msg.length
+                if self.stream_remaining == 0:
+                    self._end_stream()
+                return
+            self.state = new
+            return
+        self.state = new
+        if new in _STREAMS and self.stream_remaining == 0:
+            self._end_stream()
+            if ours and isinstance(msg, Accept):
+                self._done_pending = True  # we receive nothing: tell the app now
+
+    def _check_id(self, msg_id: str) -> None:
+        req = self.request
+        if req is None:
+            raise RemoteProtocolError(ErrorCode.BAD_MESSAGE, "no offer or get pending")
+        if msg_id != req.id:
+            raise RemoteProtocolError(
+                ErrorCode.BAD_MESSAGE,
+                f"key 'id' is {msg_id!r:.70} but the pending {req.TYPE} is {req.id!r}",
+            )
+
+    def _start_stream(self, info: FileInfo, offset: int, what: str) -> None:
+        if offset > info.size:
+            raise RemoteProtocolError(
+                ErrorCode.BAD_MESSAGE,
+                f"{what} message: key 'offset' {offset} is beyond the file size {info.size}",
+            )
+        self.file = info
+        self.stream_remaining = info.size - offset
+
+    def _end_stream(self) -> None:
+        self.state = _STREAMS.get(self.state, self.state)
