@@ -1,0 +1,418 @@
+"""The control API: HTTP/1.1 JSON routes (docs/api.md) served from the node's loop.
+
+`ApiServerProtocol` is one connection's stream protocol. It turns bytes into requests with
+`httpparse`, checks the bearer token, routes to a `NodeFacade` and writes the answers in request
+order. Only `GET /api/peers/{peer}/files` is answered later (the node has to ask the peer over
+TCP); while it is pending, later pipelined requests wait in the parser's buffer.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import re
+import sys
+import traceback
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+from urllib.parse import unquote
+
+from node.httpparse import MAX_BODY, MAX_HEAD, HttpError, Request, RequestParser, encode_response
+
+IDLE_TIMEOUT = 60.0
+# Bytes a client may pipeline behind a pending answer before we stop listening to it.
+MAX_HELD = MAX_BODY + 4 * MAX_HEAD
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+Reply = Callable[[int, object], None]
+
+
+class ApiError(Exception):
+    """A request the node refuses: answered with `status` and `{"error": code, "message": ...}`."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+    def body(self) -> dict[str, str]:
+        return error_body(self.code, self.message)
+
+    def __repr__(self) -> str:
+        return f"ApiError({self.status}, {self.code!r}, {self.message!r})"
+
+
+def error_body(code: str, message: str) -> dict[str, str]:
+    return {"error": code, "message": " ".join(str(message).split())}  # always one line
+
+
+class NodeFacade(Protocol):
+    """What the API may ask of the node. Methods raise ApiError for refusals."""
+
+    def info(self) -> dict[str, Any]: ...
+    def peers(self) -> list[dict[str, Any]]: ...
+    def files(self) -> list[dict[str, Any]]: ...
+    def inbox(self) -> list[dict[str, Any]]: ...
+    def transfers(self) -> list[dict[str, Any]]: ...
+    def transfer(self, tid: str) -> dict[str, Any] | None: ...
+    def push(self, peer: str, path: str) -> dict[str, Any]: ...
+    def pull(self, peer: str, name: str | None, sha256: str | None) -> dict[str, Any]: ...
+    def cancel(self, tid: str) -> dict[str, Any]: ...
+
+    def peer_files(self, peer: str, reply: Reply) -> None:
+        """Ask the peer for its file list; call `reply(status, body)` exactly once, maybe later
+        (or raise ApiError at once, e.g. for an unknown peer)."""
+        ...
+
+
+class ApiTransport(Protocol):
+    """The part of the loop's Transport this protocol uses."""
+
+    def write(self, data: bytes) -> None: ...
+    def close(self) -> None: ...
+    def abort(self) -> None: ...
+
+
+class TimerHandle(Protocol):
+    def cancel(self) -> None: ...
+
+
+CallLater = Callable[[float, Callable[[], None]], TimerHandle]
+Answer = tuple[int, object] | None  # None: the answer comes later through a reply callback
+Handler = Callable[["ApiServerProtocol", Request, dict[str, str]], Answer]
+
+
+@dataclass
+class _Pending:
+    request: Request
+    done: bool = False
+
+
+class ApiServerProtocol:
+    """One API connection: parse, authorise, route, answer in order, keep alive."""
+
+    def __init__(
+        self,
+        facade: NodeFacade,
+        *,
+        token: str | None = None,
+        call_later: CallLater | None = None,
+        idle_timeout: float = IDLE_TIMEOUT,
+    ) -> None:
+        self.facade = facade
+        self._token = token.encode() if token else None
+        self._call_later = call_later
+        self._idle_timeout = idle_timeout
+        self._parser = RequestParser()
+        self._transport: ApiTransport | None = None
+        self._timer: TimerHandle | None = None
+        self._pending: _Pending | None = None
+        self._paused = False
+        self._closed = False
+        self._pumping = False
+
+    # -- StreamProtocol ------------------------------------------------------------------------
+    def connection_made(self, transport: ApiTransport) -> None:
+        self._transport = transport
+        self._arm_idle_timer()
+
+    def data_received(self, data: memoryview) -> None:
+        if self._closed:
+            return
+        try:
+            self._parser.receive_data(data)
+        except HttpError as exc:
+            self._refuse(exc)
+            return
+        if self._parser.buffered > MAX_HELD:
+            # Only possible while answers are held back: the client floods without reading.
+            self._abort()
+            return
+        self._arm_idle_timer()
+        self._pump()
+
+    def eof_received(self) -> None:
+        if self._closed:
+            return
+        self._parser.receive_data(b"")
+        self._pump()  # answer what is complete, then close (a half-closed client still reads)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self._closed = True
+        self._pending = None
+        self._cancel_idle_timer()
+
+    def pause_writing(self) -> None:
+        self._paused = True
+
+    def resume_writing(self) -> None:
+        self._paused = False
+        self._pump()
+
+    # -- request flow ---------------------------------------------------------------------------
+    def _pump(self) -> None:
+        """Serve buffered requests one by one until one is pending or more data is needed."""
+        if self._pumping:  # a synchronous reply() inside a route: the outer loop continues
+            return
+        self._pumping = True
+        try:
+            while not self._closed and self._pending is None and not self._paused:
+                try:
+                    request = self._parser.next_request()
+                except HttpError as exc:
+                    self._refuse(exc)
+                    return
+                if request is None:
+                    if self._parser.eof:
+                        self._close()
+                    return
+                self._dispatch(request)
+        finally:
+            self._pumping = False
+
+    def _dispatch(self, request: Request) -> None:
+        if not self._authorized(request):
+            body = error_body("unauthorized", "missing or wrong bearer token")
+            headers = {"WWW-Authenticate": 'Bearer realm="mole"'}
+            self._respond(request, 401, body, headers=headers, close=True)
+            return
+        try:
+            handler, params = _route(request)
+            answer = handler(self, request, params)
+        except ApiError as exc:
+            extra = {"Allow": exc.allow} if isinstance(exc, _MethodNotAllowed) else None
+            self._respond(request, exc.status, exc.body(), headers=extra)
+            return
+        except Exception as exc:  # a bug must cost one request, not the node
+            traceback.print_exc(file=sys.stderr)
+            self._respond(request, 500, error_body("internal", f"{type(exc).__name__}: {exc}"))
+            return
+        if answer is not None:
+            self._respond(request, *answer)
+
+    def _authorized(self, request: Request) -> bool:
+        if self._token is None:
+            return True
+        scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
+        # latin-1 round-trips the header's raw bytes; compare_digest keeps timing flat.
+        given = credentials.strip().encode("latin-1")
+        return scheme.lower() == "bearer" and hmac.compare_digest(given, self._token)
+
+    def _respond(
+        self,
+        request: Request,
+        status: int,
+        body: object,
+        *,
+        headers: Mapping[str, str] | None = None,
+        close: bool = False,
+    ) -> None:
+        keep_alive = request.keep_alive and not close
+        try:
+            data = encode_response(status, body, headers=headers, keep_alive=keep_alive)
+        except (TypeError, ValueError) as exc:
+            body = error_body("internal", f"cannot encode the answer: {exc}")
+            data = encode_response(500, body, keep_alive=keep_alive)
+        if self._transport is not None and not self._closed:
+            self._transport.write(data)
+        if keep_alive:
+            self._arm_idle_timer()
+        else:
+            self._close()
+
+    def _refuse(self, exc: HttpError) -> None:
+        """The byte stream is unusable: answer the error and close."""
+        if self._pending is not None or self._transport is None:
+            self._abort()
+            return
+        data = encode_response(exc.status, error_body(exc.code, exc.message), keep_alive=False)
+        self._transport.write(data)
+        self._close()
+
+    # -- the one asynchronous route -------------------------------------------------------------
+    def _begin_pending(self, request: Request) -> Reply:
+        pending = _Pending(request)
+        self._pending = pending
+
+        def reply(status: int, body: object) -> None:
+            if pending.done:
+                return
+            pending.done = True
+            if self._pending is not pending:  # connection gone or timed out meanwhile
+                return
+            self._pending = None
+            if not self._closed:
+                self._respond(request, status, body)
+                self._pump()
+
+        return reply
+
+    def _cancel_pending(self) -> None:
+        if self._pending is not None:
+            self._pending.done = True
+            self._pending = None
+
+    # -- lifetime -------------------------------------------------------------------------------
+    def _arm_idle_timer(self) -> None:
+        if self._call_later is None or self._closed:
+            return
+        self._cancel_idle_timer()
+        self._timer = self._call_later(self._idle_timeout, self._on_idle)
+
+    def _cancel_idle_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _on_idle(self) -> None:
+        self._timer = None
+        if self._closed:
+            return
+        pending = self._pending
+        if pending is not None:
+            # The node never answered; do not leave the client hanging forever.
+            self._cancel_pending()
+            message = f"no answer from the peer within {self._idle_timeout:g} s"
+            body = error_body("peer_unreachable", message)
+            self._respond(pending.request, 502, body, close=True)
+            return
+        self._close()
+
+    def _close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._cancel_idle_timer()
+        self._cancel_pending()
+        if self._transport is not None:
+            self._transport.close()
+
+    def _abort(self) -> None:
+        self._closed = True
+        self._cancel_idle_timer()
+        self._cancel_pending()
+        if self._transport is not None:
+            self._transport.abort()
+
+    # -- routes ---------------------------------------------------------------------------------
+    def get_node(self, request: Request, params: dict[str, str]) -> Answer:
+        return 200, self.facade.info()
+
+    def get_peers(self, request: Request, params: dict[str, str]) -> Answer:
+        return 200, self.facade.peers()
+
+    def get_files(self, request: Request, params: dict[str, str]) -> Answer:
+        return 200, self.facade.files()
+
+    def get_inbox(self, request: Request, params: dict[str, str]) -> Answer:
+        return 200, self.facade.inbox()
+
+    def get_transfers(self, request: Request, params: dict[str, str]) -> Answer:
+        return 200, self.facade.transfers()
+
+    def get_transfer(self, request: Request, params: dict[str, str]) -> Answer:
+        found = self.facade.transfer(params["id"])
+        if found is None:
+            raise ApiError(404, "not_found", f"no transfer {params['id']}")
+        return 200, found
+
+    def get_peer_files(self, request: Request, params: dict[str, str]) -> Answer:
+        reply = self._begin_pending(request)
+        mine = self._pending
+        try:
+            self.facade.peer_files(params["peer"], reply)
+        except Exception:
+            if self._pending is not mine:
+                traceback.print_exc(file=sys.stderr)
+                return None  # it already answered through reply(): one answer per request
+            self._cancel_pending()
+            raise
+        return None
+
+    def post_push(self, request: Request, params: dict[str, str]) -> Answer:
+        body = _json_object(request)
+        peer, path = body.get("peer"), body.get("path")
+        if not isinstance(peer, str) or not peer or not isinstance(path, str) or not path:
+            raise ApiError(400, "bad_request", 'push needs "peer" and "path" strings')
+        return 202, self.facade.push(peer, path)
+
+    def post_pull(self, request: Request, params: dict[str, str]) -> Answer:
+        body = _json_object(request)
+        peer, name, sha256 = body.get("peer"), body.get("name"), body.get("sha256")
+        if not isinstance(peer, str) or not peer:
+            raise ApiError(400, "bad_request", 'pull needs a "peer" string')
+        if name is not None and (not isinstance(name, str) or not name):
+            raise ApiError(400, "bad_request", '"name" must be a non-empty string')
+        if sha256 is not None and (not isinstance(sha256, str) or not _SHA256.fullmatch(sha256)):
+            raise ApiError(400, "bad_request", '"sha256" must be 64 lower-case hex digits')
+        if name is None and sha256 is None:
+            raise ApiError(400, "bad_request", "pull needs a name or a sha256")
+        return 202, self.facade.pull(peer, name, sha256)
+
+    def post_cancel(self, request: Request, params: dict[str, str]) -> Answer:
+        return 200, self.facade.cancel(params["id"])
+
+
+class _MethodNotAllowed(ApiError):
+    def __init__(self, method: str, path: str, allow: list[str]) -> None:
+        super().__init__(405, "method_not_allowed", f"{method} is not allowed on {path}")
+        self.allow = ", ".join(allow)
+
+
+P = ApiServerProtocol
+# Segments in braces are parameters; each route lists the handler per method.
+ROUTES: list[tuple[tuple[str, ...], dict[str, Handler]]] = [
+    (("api", "node"), {"GET": P.get_node}),
+    (("api", "peers"), {"GET": P.get_peers}),
+    (("api", "peers", "{peer}", "files"), {"GET": P.get_peer_files}),
+    (("api", "files"), {"GET": P.get_files}),
+    (("api", "inbox"), {"GET": P.get_inbox}),
+    (("api", "transfers"), {"GET": P.get_transfers}),
+    (("api", "transfers", "{id}"), {"GET": P.get_transfer}),
+    (("api", "transfers", "{id}", "cancel"), {"POST": P.post_cancel}),
+    (("api", "push"), {"POST": P.post_push}),
+    (("api", "pull"), {"POST": P.post_pull}),
+]
+
+
+def _route(request: Request) -> tuple[Handler, dict[str, str]]:
+    """404 for an unknown path, 405 (with Allow) for a known path and another method."""
+    raw = request.path.split("/")[1:]
+    if len(raw) > 1 and raw[-1] == "":
+        raw.pop()  # one trailing slash is forgiven
+    segments = [unquote(s) for s in raw]  # decode after splitting: names may contain %2F
+    for pattern, methods in ROUTES:
+        params = _match(pattern, segments)
+        if params is None:
+            continue
+        handler = methods.get(request.method)
+        if handler is None:
+            raise _MethodNotAllowed(request.method, request.path, sorted(methods))
+        return handler, params
+    raise ApiError(404, "not_found", f"no such route: {request.method} {request.path}")
+
+
+def _match(pattern: tuple[str, ...], segments: list[str]) -> dict[str, str] | None:
+    if len(pattern) != len(segments):
+        return None
+    params: dict[str, str] = {}
+    for want, got in zip(pattern, segments, strict=True):
+        if want.startswith("{"):
+            if not got:
+                return None
+            params[want[1:-1]] = got
+        elif want != got:
+            return None
+    return params
+
+
+def _json_object(request: Request) -> dict[str, Any]:
+    try:
+        value = json.loads(request.body.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise ApiError(400, "bad_request", f"the body is not JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise ApiError(400, "bad_request", "the body must be a JSON object")
+    return value
