@@ -7,6 +7,7 @@ accept or refuse a push, what to send next, when to retry, which events to repor
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import signal
@@ -674,6 +675,7 @@ class Node:
         self.api_server = self.loop.listen_tcp(cfg.api_host, cfg.api_port, self._accept_api)
         self.api_port = self.api_server.port
         self.rescan()
+        self._load_journal()
         if cfg.discovery:
             self.udp = self.loop.open_udp("0.0.0.0", cfg.discovery_port, self._datagram)
         self.events.emit(
@@ -819,6 +821,47 @@ class Node:
     def add_transfer(self, t: Transfer) -> None:
         self.transfers[t.id] = t
         self.events.emit("transfer_started", **t.to_json())
+        if t.initiator:
+            self._save_journal()
+
+    # Transfers this node started survive a restart: the journal lists the unfinished ones,
+    # and start() picks them up again (the receiver's .part makes them resume, not restart).
+    def _journal_path(self) -> Path:
+        return self.config.state / "transfers.json"
+
+    def _save_journal(self) -> None:
+        rows = [
+            {"id": t.id, "direction": t.direction, "peer": t.peer, "peer_name": t.peer_name,
+             "name": t.name, "source": t.source, "sha256": t.sha256, "size": t.size}
+            for t in self.transfers.values()
+            if t.initiator and not t.final
+        ]
+        path = self._journal_path()
+        tmp = path.with_suffix(".tmp")
+        try:
+            tmp.write_text(json.dumps(rows))
+            os.replace(tmp, path)
+        except OSError as exc:
+            self.events.emit("warning", message=f"cannot save transfer journal: {exc}")
+
+    def _load_journal(self) -> None:
+        try:
+            rows = json.loads(self._journal_path().read_text())
+        except (OSError, ValueError):
+            return
+        for row in rows if isinstance(rows, list) else []:
+            try:
+                t = Transfer(str(row["id"]), str(row["direction"]),
+                             "send" if row["direction"] == "push" else "receive",
+                             str(row["peer"]), str(row["peer_name"]), str(row["name"]),
+                             size=int(row["size"] or 0))
+                t.source, t.sha256 = row.get("source"), row.get("sha256")
+            except (KeyError, TypeError, ValueError):
+                continue
+            t.state = "retrying"
+            t.attempts = 1
+            self.transfers[t.id] = t
+            self.events.emit("transfer_started", restored=True, **t.to_json())
 
     def finish(self, t: Transfer) -> None:
         if t.final:
@@ -827,6 +870,8 @@ class Node:
         t.bytes = t.size
         t.finished = time.time()
         self.events.emit("transfer_done", seconds=round(t.finished - t.started, 6), **t.to_json())
+        if t.initiator:
+            self._save_journal()
         if t.role == "receive":
             self.store.note_received()
 
@@ -835,8 +880,7 @@ class Node:
             return
         code = str(code)
         t.error = {"code": code, "reason": reason}
-        initiator = t.direction == "push" and t.role == "send" or t.direction == "pull" and t.role == "receive"
-        if retry and initiator and code in TRANSIENT_CODES and t.attempts <= self.config.retries:
+        if retry and t.initiator and code in TRANSIENT_CODES and t.attempts <= self.config.retries:
             t.state = "retrying"
             delay = min(self.config.retry_backoff * 2 ** (t.attempts - 1), self.config.retry_backoff_max)
             self.events.emit("transfer_retry", id=t.id, code=code, reason=reason,
@@ -846,6 +890,8 @@ class Node:
         t.state = "failed"
         t.finished = time.time()
         self.events.emit("transfer_failed", **t.to_json())
+        if t.initiator:
+            self._save_journal()
 
     def _retry(self, t: Transfer) -> None:
         if t.state != "retrying":
@@ -966,6 +1012,7 @@ class Node:
                 self.store.discard_partial(t.peer, t.name)
             self.pending_pushes.pop(t.id, None)
             self.events.emit("transfer_failed", **t.to_json())
+            self._save_journal()
         return t
 
     def _connect(self, host: str, port: int, handler: Handler) -> None:

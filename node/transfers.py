@@ -46,6 +46,11 @@ class Transfer:
     _rate_bytes: int = 0
 
     @property
+    def initiator(self) -> bool:
+        """This node started the transfer (so it retries and resumes it)."""
+        return (self.direction, self.role) in (("push", "send"), ("pull", "receive"))
+
+    @property
     def final(self) -> bool:
         return self.state in FINAL_STATES
 
