@@ -1,0 +1,214 @@
+"""Message dataclasses: round trips, and every key's type/range check naming the key."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from node.errors import ErrorCode, RemoteProtocolError
+from node.framing import parse_header
+from node.messages import (
+    MESSAGE_TYPES,
+    Accept,
+    Data,
+    Error,
+    FileHeader,
+    FileInfo,
+    Files,
+    Get,
+    Hello,
+    List,
+    Message,
+    Offer,
+    Reject,
+    Verdict,
+    encode_message,
+    parse_files_body,
+    parse_message,
+)
+
+SHA = "0123456789abcdef" * 4
+INFO = FileInfo("dir/ünï.txt", 1234, SHA, 1700000000.25, "text/plain")
+EXAMPLES: list[Message] = [
+    Hello(1, "f" * 32, "alpha", 47101, ("lab", "x"), ("resume",)),
+    Hello(1, "0" * 32, "", 0),
+    List(),
+    Files((INFO, FileInfo("b", 0, SHA, 0.0, ""))),
+    Files(()),
+    Offer("t1", INFO),
+    Accept("t1", 0),
+    Accept("t1", 1234),
+    Get("t2", "a.bin", None, 0, None),
+    Get("t2", None, SHA, 10, SHA),
+    FileHeader("t2", INFO, 0),
+    FileHeader("t2", INFO, 1234),
+    Data(0),
+    Data(1 << 40),
+    Verdict("t1", True, SHA, "a.bin"),
+    Verdict("t1", False, "", None, False, "hash_mismatch", "got something else"),
+    Verdict("t1", True, SHA, "a.bin", skipped=True),
+    Reject("t1", "policy", "not in my groups"),
+    Error("bad_frame", "header length 1 is too short"),
+]
+
+
+def roundtrip(msg: Message) -> Message:
+    data = encode_message(msg)
+    header = parse_header(data[4 : 4 + int.from_bytes(data[:4], "big")])
+    body = data[4 + int.from_bytes(data[:4], "big") :]
+    if isinstance(msg, Data):
+        assert body == b"" and header.body_len == msg.length
+    return parse_message(header.fields, body)
+
+
+@pytest.mark.parametrize("msg", EXAMPLES, ids=repr)
+def test_roundtrip(msg: Message) -> None:
+    assert roundtrip(msg) == msg
+
+
+def test_every_type_has_an_example() -> None:
+    assert {type(m) for m in EXAMPLES} == set(MESSAGE_TYPES)
+
+
+def test_wire_types() -> None:
+    assert [t.TYPE for t in MESSAGE_TYPES] == [
+        "hello", "list", "files", "offer", "accept", "get", "file", "data", "verdict", "reject",
+        "error",
+    ]  # fmt: skip
+
+
+def test_unknown_keys_are_ignored_and_mtime_int_becomes_float() -> None:
+    fields = {"type": "offer", "id": "t", "future": [1, {"x": None}], **INFO.to_json()}
+    fields["mtime"] = 17
+    msg = parse_message(fields)
+    assert isinstance(msg, Offer) and msg.info.mtime == 17.0 and isinstance(msg.info.mtime, float)
+
+
+def test_get_without_name_and_sha() -> None:
+    with pytest.raises(RemoteProtocolError) as err:
+        parse_message({"type": "get", "id": "t", "offset": 0})
+    assert err.value.code is ErrorCode.BAD_MESSAGE and "'name'" in str(err.value)
+
+
+def test_unknown_type() -> None:
+    with pytest.raises(RemoteProtocolError) as err:
+        parse_message({"type": "gossip"})
+    assert err.value.code is ErrorCode.BAD_MESSAGE and "gossip" in str(err.value)
+
+
+def test_version_mismatch() -> None:
+    with pytest.raises(RemoteProtocolError) as err:
+        parse_message({"type": "hello", "proto": 2})
+    assert err.value.code is ErrorCode.VERSION_MISMATCH
+
+
+def base(msg: Message) -> dict[str, Any]:
+    return dict(msg.to_header())
+
+
+HELLO = base(EXAMPLES[0])
+OFFER = base(Offer("t1", INFO))
+GET = base(Get("t2", "a", None, 0, None))
+FILE = base(FileHeader("t2", INFO, 5))
+VERDICT = base(Verdict("t1", True, SHA, "a", code="x", reason="y"))
+LONG = "x" * 1025
+
+# (fields, key expected in the message)
+BAD: list[tuple[dict[str, Any], str]] = [
+    ({**HELLO, "proto": "1"}, "proto"),
+    ({**HELLO, "node": "F" * 32}, "node"),
+    ({**HELLO, "node": "f" * 31}, "node"),
+    ({**HELLO, "node": None}, "node"),
+    ({**HELLO, "name": 5}, "name"),
+    ({**HELLO, "name": "n" * 65}, "name"),
+    ({**HELLO, "port": 65536}, "port"),
+    ({**HELLO, "port": -1}, "port"),
+    ({**HELLO, "port": True}, "port"),
+    ({**HELLO, "groups": "lab"}, "groups"),
+    ({**HELLO, "groups": ["g"] * 33}, "groups"),
+    ({**HELLO, "groups": [""]}, "groups"),
+    ({**HELLO, "groups": [1]}, "groups"),
+    ({**HELLO, "features": ["f" * 65]}, "features"),
+    ({k: v for k, v in HELLO.items() if k != "features"}, "features"),
+    ({**OFFER, "id": ""}, "id"),
+    ({**OFFER, "id": "i" * 65}, "id"),
+    ({**OFFER, "id": 7}, "id"),
+    ({**OFFER, "name": ""}, "name"),
+    ({**OFFER, "name": LONG}, "name"),
+    ({**OFFER, "size": -1}, "size"),
+    ({**OFFER, "size": 1.5}, "size"),
+    ({**OFFER, "size": 1 << 63}, "size"),
+    ({**OFFER, "sha256": SHA.upper()}, "sha256"),
+    ({**OFFER, "sha256": SHA[:-1]}, "sha256"),
+    ({**OFFER, "mtime": "now"}, "mtime"),
+    ({**OFFER, "mtime": True}, "mtime"),
+    ({**OFFER, "mime": "m" * 256}, "mime"),
+    ({k: v for k, v in OFFER.items() if k != "mime"}, "mime"),
+    ({"type": "accept", "id": "t"}, "offset"),
+    ({"type": "accept", "id": "t", "offset": -5}, "offset"),
+    ({**GET, "offset": "0"}, "offset"),
+    ({**GET, "name": ""}, "name"),
+    ({**GET, "sha256": "zz"}, "sha256"),
+    ({**GET, "expect": SHA[:10]}, "expect"),
+    ({**FILE, "offset": 1235}, "offset"),
+    ({**FILE, "size": 4}, "offset"),
+    ({**VERDICT, "ok": 1}, "ok"),
+    ({**VERDICT, "ok": None}, "ok"),
+    ({**VERDICT, "sha256": "abc"}, "sha256"),
+    ({**VERDICT, "skipped": "no"}, "skipped"),
+    ({**VERDICT, "name": ""}, "name"),
+    ({**VERDICT, "code": ""}, "code"),
+    ({**VERDICT, "reason": 3}, "reason"),
+    ({"type": "reject", "id": "t", "code": "x"}, "reason"),
+    ({"type": "reject", "id": "t", "code": "c" * 65, "reason": ""}, "code"),
+    ({"type": "error", "code": "x", "reason": None}, "reason"),
+    ({"type": "error", "reason": "r"}, "code"),
+    ({"type": "list", "body": 3}, "body"),
+    ({**OFFER, "body": 1}, "body"),
+]
+
+
+@pytest.mark.parametrize(("fields", "key"), BAD)
+def test_bad_fields_name_the_key(fields: dict[str, Any], key: str) -> None:
+    with pytest.raises(RemoteProtocolError) as err:
+        parse_message(fields)
+    assert err.value.code is ErrorCode.BAD_MESSAGE
+    assert f"'{key}'" in str(err.value), str(err.value)
+    assert str(fields["type"]) in str(err.value)
+
+
+def test_bad_example_fields_are_valid_without_the_change() -> None:
+    for fields in (HELLO, OFFER, GET, FILE, VERDICT):
+        parse_message(fields)
+
+
+@pytest.mark.parametrize(
+    ("body", "code", "text"),
+    [
+        (b"", ErrorCode.BAD_JSON, "not JSON"),
+        (b"[", ErrorCode.BAD_JSON, "not JSON"),
+        (b"\xff", ErrorCode.BAD_JSON, "not JSON"),
+        (b'{"name": "a"}', ErrorCode.BAD_MESSAGE, "array"),
+        (b"[1]", ErrorCode.BAD_MESSAGE, "files[0]"),
+        (b'[{"name": "a"}]', ErrorCode.BAD_MESSAGE, "files[0]: key 'size'"),
+        (b"[NaN]", ErrorCode.BAD_JSON, "NaN"),
+    ],
+)
+def test_bad_files_body(body: bytes, code: ErrorCode, text: str) -> None:
+    with pytest.raises(RemoteProtocolError) as err:
+        parse_files_body(body)
+    assert err.value.code is code and text in str(err.value)
+
+
+def test_files_body_is_utf8_json_array() -> None:
+    files = Files((INFO,))
+    body = files.body()
+    assert body.startswith(b'[{"name":"dir/\xc3\xbcn\xc3\xaf.txt","size":1234,')
+    assert parse_files_body(body) == (INFO,)
+    assert files.to_header() == {"type": "files", "body": len(body)}
+
+
+def test_data_body_is_the_length() -> None:
+    assert parse_message({"type": "data", "body": 77}) == Data(77)
+    assert parse_message({"type": "data"}) == Data(0)

@@ -1,0 +1,372 @@
+"""Session state machine: every (state x message type x sender role), plus the content rules."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from node.errors import ErrorCode, LocalProtocolError, RemoteProtocolError
+from node.framing import encode_header
+from node.messages import (
+    MESSAGE_TYPES,
+    Accept,
+    Data,
+    Error,
+    FileHeader,
+    FileInfo,
+    Files,
+    Get,
+    Hello,
+    List,
+    Message,
+    Offer,
+    Reject,
+    Verdict,
+    encode_message,
+)
+from node.session import NEED_DATA, TRANSITIONS, Closed, DataChunk, Event, Role, Session, State
+
+C, S = Role.CLIENT, Role.SERVER
+SHA = "ab" * 32
+OTHER_SHA = "cd" * 32
+INFO = FileInfo("f.txt", 10, SHA, 1700000000.5, "text/plain")
+HELLO = {
+    C: Hello(1, "a" * 32, "client", 47101, ("lab",), ("resume",)),
+    S: Hello(1, "b" * 32, "server", 47101, (), ("resume",)),
+}
+
+
+def drain(session: Session) -> list[Event]:
+    events: list[Event] = []
+    while True:
+        ev = session.next_event()
+        if ev is NEED_DATA:
+            return events
+        events.append(ev)
+        if isinstance(ev, Closed):
+            return events
+
+
+def deliver(src: Session, dst: Session, msg: Message, body: bytes = b"") -> list[Event]:
+    dst.receive_data(src.send(msg) + body)
+    return drain(dst)
+
+
+def pair_in(state: State) -> tuple[Session, Session]:
+    """A client and a server session that both reached `state` over legal traffic."""
+    c, s = Session(C), Session(S)
+    if state is State.START:
+        return c, s
+    deliver(c, s, HELLO[C])
+    if state is State.GREETING:
+        return c, s
+    deliver(s, c, HELLO[S])
+    if state is State.LISTING:
+        deliver(c, s, List())
+    elif state in (State.OFFERED, State.PUSH_STREAM, State.PUSH_VERDICT):
+        deliver(c, s, Offer("t1", INFO))
+        if state is State.PUSH_STREAM:
+            deliver(s, c, Accept("t1", 0))
+        elif state is State.PUSH_VERDICT:
+            deliver(s, c, Accept("t1", INFO.size))
+            assert drain(s) == [DataChunk(memoryview(b""), True)]
+    elif state in (State.REQUESTED, State.PULL_STREAM, State.PULL_VERDICT):
+        offset = INFO.size if state is State.PULL_VERDICT else 0
+        deliver(c, s, Get("t1", "f.txt", None, offset, SHA if offset else None))
+        if state is not State.REQUESTED:
+            deliver(s, c, FileHeader("t1", INFO, offset))
+    assert c.state is state and s.state is state, (c.state, s.state)
+    return c, s
+
+
+def session_in(state: State, role: Role) -> Session:
+    if state is State.ERROR:
+        session = Session(role)
+        session.receive_data(b"\0\0\0\0")
+        with pytest.raises(RemoteProtocolError):
+            session.next_event()
+        return session
+    if state is State.CLOSED:
+        session = pair_in(State.IDLE)[0 if role is C else 1]
+        session.send(Error("internal", "bye"))
+        return session
+    c, s = pair_in(state)
+    return c if role is C else s
+
+
+def sample(msg_type: type[Message], state: State) -> Message:
+    stream_open = state in (State.PUSH_STREAM, State.PULL_STREAM)
+    samples: dict[type[Message], Message] = {
+        List: List(),
+        Files: Files((INFO,)),
+        Offer: Offer("t1", INFO),
+        Accept: Accept("t1", 0),
+        Get: Get("t1", "f.txt", None, 0, None),
+        FileHeader: FileHeader("t1", INFO, 0),
+        Data: Data(1 if stream_open else 0),
+        Verdict: Verdict("t1", True, SHA, "f.txt"),
+        Reject: Reject("t1", "policy", "not wanted"),
+        Error: Error("internal", "giving up"),
+    }
+    return samples.get(msg_type) or HELLO[C if state is State.START else S]
+
+
+LIVE_STATES = [s for s in State if s not in (State.CLOSED, State.ERROR)]
+ALL = list(itertools.product(State, MESSAGE_TYPES, Role))
+
+
+def test_table_only_mentions_known_things() -> None:
+    for (state, msg_type, role), new in TRANSITIONS.items():
+        assert isinstance(state, State) and isinstance(new, State) and isinstance(role, Role)
+        assert msg_type in MESSAGE_TYPES
+    # Error is the way out of every state but CLOSED, for both sides.
+    for state, role in itertools.product(State, Role):
+        assert ((state, Error, role) in TRANSITIONS) == (state is not State.CLOSED)
+
+
+@pytest.mark.parametrize(("state", "msg_type", "role"), ALL)
+def test_send(state: State, msg_type: type[Message], role: Role) -> None:
+    session = session_in(state, role)
+    msg = sample(msg_type, state)
+    expected = TRANSITIONS.get((state, msg_type, role))
+    if expected is None:
+        with pytest.raises(LocalProtocolError) as info:
+            session.send(msg)
+        text = str(info.value)
+        assert state.name in text and msg_type.__name__ in text
+        assert session.state is state  # our mistake does not break the session
+    else:
+        data = session.send(msg)
+        assert data[:4] == len(data[4:]).to_bytes(4, "big") or msg_type is Files
+        assert session.state is expected
+
+
+@pytest.mark.parametrize(("state", "msg_type", "role"), ALL)
+def test_receive(state: State, msg_type: type[Message], role: Role) -> None:
+    """`role` is the receiving session's role; the message comes from the other side."""
+    session = session_in(state, role)
+    msg = sample(msg_type, state)
+    body = b"x" * msg.length if isinstance(msg, Data) else b""
+    session.receive_data(encode_message(msg) + body)
+    if state is State.ERROR:
+        with pytest.raises(RemoteProtocolError) as err:
+            session.next_event()
+        assert err.value.code is ErrorCode.BAD_FRAME  # the first error, again
+        return
+    if state is State.CLOSED:
+        assert session.next_event() == Closed()
+        return
+    expected = TRANSITIONS.get((state, msg_type, role.peer))
+    if expected is None:
+        with pytest.raises(RemoteProtocolError) as err:
+            session.next_event()
+        assert err.value.code is ErrorCode.UNEXPECTED_MESSAGE
+        assert state.name in str(err.value) and msg_type.__name__ in str(err.value)
+        assert session.state is State.ERROR
+        with pytest.raises(RemoteProtocolError):
+            session.next_event()  # for good
+        return
+    events = drain(session)
+    if isinstance(msg, Data):
+        assert events == ([DataChunk(memoryview(b"x"), False)] if msg.length else [])
+    elif isinstance(msg, Error):
+        assert events == [msg, Closed()]  # nothing more will be parsed
+    else:
+        assert events == [msg]
+    assert session.state is expected
+
+
+# -- whole conversations ----------------------------------------------------------------------
+
+
+def test_push_with_resume_and_several_data_frames() -> None:
+    c, s = pair_in(State.OFFERED)
+    assert s.request == Offer("t1", INFO)
+    assert deliver(s, c, Accept("t1", 4)) == [Accept("t1", 4)]
+    assert c.stream_remaining == s.stream_remaining == 6
+    assert deliver(c, s, Data(2), b"ab") == [DataChunk(memoryview(b"ab"), False)]
+    assert s.stream_remaining == 4 and s.state is State.PUSH_STREAM
+    assert deliver(c, s, Data(0)) == []
+    events = deliver(c, s, Data(4), b"cdef")
+    assert events == [DataChunk(memoryview(b"cdef"), True)]
+    assert c.state is s.state is State.PUSH_VERDICT
+    assert deliver(s, c, Verdict("t1", True, SHA, "f.txt")) == [Verdict("t1", True, SHA, "f.txt")]
+    assert c.state is s.state is State.IDLE
+
+
+def test_data_split_across_receives_gives_done_only_at_the_end() -> None:
+    c, s = pair_in(State.PUSH_STREAM)
+    s.receive_data(c.send(Data(10)) + b"01234")
+    assert drain(s) == [DataChunk(memoryview(b"01234"), False)]
+    assert s.in_body and s.body_left == 5
+    s.receive_data(b"56789" + encode_message(Data(0)))
+    assert drain(s) == [DataChunk(memoryview(b"56789"), True)]
+    assert s.state is State.PUSH_VERDICT and not s.in_body
+
+
+def test_pull_full_and_verdict_from_client() -> None:
+    c, s = pair_in(State.REQUESTED)
+    assert deliver(s, c, FileHeader("t1", INFO, 0)) == [FileHeader("t1", INFO, 0)]
+    events = deliver(s, c, Data(10), b"0123456789")
+    assert events == [DataChunk(memoryview(b"0123456789"), True)]
+    assert c.state is State.PULL_VERDICT
+    assert deliver(c, s, Verdict("t1", True, SHA, "f.txt"))[0] == Verdict("t1", True, SHA, "f.txt")
+    assert c.state is s.state is State.IDLE
+
+
+def test_list_and_files() -> None:
+    c, s = pair_in(State.LISTING)
+    files = Files(tuple(FileInfo(f"n{i}é", i, SHA, float(i), "") for i in range(50)))
+    assert deliver(s, c, files) == [files]
+    assert c.state is State.IDLE
+    assert deliver(c, s, List()) == [List()]
+    assert deliver(s, c, Files(())) == [Files(())]
+
+
+def test_skipped_push_and_reject_keep_the_connection() -> None:
+    c, s = pair_in(State.OFFERED)
+    skipped = Verdict("t1", True, SHA, "f.txt", skipped=True)
+    assert deliver(s, c, skipped) == [skipped]
+    assert c.state is State.IDLE and c.request is None
+    deliver(c, s, Offer("t2", INFO))
+    assert deliver(s, c, Reject("t2", "policy", "no")) == [Reject("t2", "policy", "no")]
+    deliver(c, s, Get("t3", None, SHA, 0, None))
+    assert deliver(s, c, Reject("t3", "not_found", "gone"))[0] == Reject("t3", "not_found", "gone")
+    assert c.state is s.state is State.IDLE
+
+
+def test_empty_stream_skips_to_verdict_and_tells_the_receiver_once() -> None:
+    empty = FileInfo("e", 0, SHA, 0.0, "")
+    c, s = pair_in(State.IDLE)
+    deliver(c, s, Offer("t1", empty))
+    assert deliver(s, c, Accept("t1", 0)) == [Accept("t1", 0)]
+    assert c.state is State.PUSH_VERDICT and s.state is State.PUSH_VERDICT
+    assert drain(s) == [DataChunk(memoryview(b""), True)]
+    assert deliver(c, s, Data(0)) == []  # an empty data frame is still allowed
+    assert drain(c) == []
+    deliver(s, c, Verdict("t1", True, SHA))
+    deliver(c, s, Get("t2", "e", None, 0, None))
+    events = deliver(s, c, FileHeader("t2", empty, 0))
+    assert events == [FileHeader("t2", empty, 0), DataChunk(memoryview(b""), True)]
+    assert c.state is s.state is State.PULL_VERDICT
+    with pytest.raises(LocalProtocolError):
+        s.send(Data(1))
+
+
+def test_too_much_data() -> None:
+    c, s = pair_in(State.PUSH_STREAM)
+    with pytest.raises(LocalProtocolError, match="remain"):
+        c.send(Data(11))
+    assert c.state is State.PUSH_STREAM and c.stream_remaining == 10
+    s.receive_data(encode_header({"type": "data", "body": 11}))
+    with pytest.raises(RemoteProtocolError) as err:
+        s.next_event()
+    assert err.value.code is ErrorCode.TOO_MUCH_DATA and "11" in str(err.value)
+    assert s.state is State.ERROR
+
+
+@pytest.mark.parametrize("state", list(State))
+def test_eof_at_frame_boundary(state: State) -> None:
+    for role in Role:
+        session = session_in(state, role)
+        session.receive_data(b"")
+        if state is State.ERROR:
+            with pytest.raises(RemoteProtocolError):
+                session.next_event()
+        elif state in (State.START, State.IDLE, State.CLOSED):
+            assert session.next_event() == Closed()
+            assert session.next_event() == Closed()
+            assert session.state is State.CLOSED
+        else:
+            with pytest.raises(RemoteProtocolError) as err:
+                session.next_event()
+            assert err.value.code is ErrorCode.TRUNCATED and state.name in str(err.value)
+
+
+def test_eof_inside_data_counts_bytes() -> None:
+    c, s = pair_in(State.PUSH_STREAM)
+    s.receive_data(c.send(Data(10)) + b"abc")
+    drain(s)
+    s.receive_data(b"")
+    with pytest.raises(RemoteProtocolError, match="3 of 10") as err:
+        s.next_event()
+    assert err.value.code is ErrorCode.TRUNCATED
+
+
+def test_version_mismatch() -> None:
+    s = Session(S)
+    s.receive_data(encode_header({"type": "hello", "proto": 2, "node": "a" * 32}))
+    with pytest.raises(RemoteProtocolError) as err:
+        s.next_event()
+    assert err.value.code is ErrorCode.VERSION_MISMATCH
+    with pytest.raises(LocalProtocolError):
+        Session(C).send(Hello(2, "a" * 32, "x", 1))
+
+
+@pytest.mark.parametrize(
+    ("setup_state", "reply"),
+    [
+        (State.OFFERED, Accept("other", 0)),
+        (State.OFFERED, Accept("t1", 11)),
+        (State.OFFERED, Reject("other", "policy", "x")),
+        (State.REQUESTED, FileHeader("t1", INFO, 5)),
+        (State.REQUESTED, FileHeader("zz", INFO, 0)),
+        (State.PUSH_VERDICT, Verdict("other", True, SHA)),
+    ],
+)
+def test_content_rules(setup_state: State, reply: Message) -> None:
+    c, s = pair_in(setup_state)
+    sender, receiver = (s, c) if setup_state is not State.PULL_VERDICT else (c, s)
+    with pytest.raises(LocalProtocolError):
+        sender.send(reply)
+    assert sender.state is setup_state
+    receiver.receive_data(encode_message(reply))
+    with pytest.raises(RemoteProtocolError) as err:
+        receiver.next_event()
+    assert err.value.code is ErrorCode.BAD_MESSAGE
+    assert receiver.state is State.ERROR
+
+
+def test_files_body_limit() -> None:
+    c = pair_in(State.LISTING)[0]
+    c.max_list_body = 100
+    c.receive_data(encode_header({"type": "files", "body": 101}))
+    with pytest.raises(RemoteProtocolError) as err:
+        c.next_event()
+    assert err.value.code is ErrorCode.TOO_LARGE
+
+
+def test_peer_error_closes_and_later_bytes_are_ignored() -> None:
+    c, s = pair_in(State.PUSH_STREAM)
+    events = deliver(s, c, Error("no_space", "disk full"))
+    assert events == [Error("no_space", "disk full"), Closed()]
+    assert c.state is State.CLOSED
+    c.receive_data(b"garbage after the error")
+    assert c.next_event() == Closed()
+    with pytest.raises(LocalProtocolError):
+        c.send(Error("internal", "x"))
+
+
+def test_after_a_remote_error_we_may_still_report_it() -> None:
+    s = Session(S)
+    s.receive_data(b"\x00\x01\x00\x01")  # 65537
+    with pytest.raises(RemoteProtocolError) as err:
+        s.next_event()
+    assert err.value.code is ErrorCode.HEADER_TOO_LARGE
+    data = s.send(Error(err.value.code, err.value.message))
+    assert b'"header_too_large"' in data
+    assert s.state is State.ERROR
+
+
+def test_their_hello() -> None:
+    c, s = pair_in(State.IDLE)
+    assert s.their_hello == HELLO[C] and c.their_hello == HELLO[S]
+    assert s.peer_node == "a" * 32 and c.our_hello == HELLO[C]
+
+
+def test_invalid_own_message_is_local_error() -> None:
+    c = Session(C)
+    with pytest.raises(LocalProtocolError, match="node"):
+        c.send(Hello(1, "NOT-HEX", "x", 1))
+    assert c.state is State.START
