@@ -261,7 +261,12 @@ class Transport(_IOHandler):
         self._read_limit = min(n, RECV_BUFFER_SIZE)
 
     def close(self) -> None:
-        """Flush the queue, shutdown(SHUT_WR), then close. Incoming data is discarded."""
+        """Flush the queue, shutdown(SHUT_WR), then close; incoming data is discarded.
+
+        A peer that never reads keeps the flush pending: use abort() on your own deadline.
+        connection_lost(None) follows the flush; the socket itself lingers (LINGER_TIMEOUT)
+        for the peer's FIN so unread input cannot turn our close into a data-losing RST.
+        """
         if self._closing:
             return
         self._closing = True
@@ -326,6 +331,9 @@ class Transport(_IOHandler):
         self.close()  # like asyncio: a half-closed peer gets our queued bytes, then FIN
 
     def _on_writable(self) -> None:
+        if not self._queue:  # defensive: interest should already be gone
+            self._update_events()
+            return
         head = self._queue[0]
         try:
             if isinstance(head, _FileSegment):
@@ -848,8 +856,12 @@ class Loop:
         broadcast: bool = True,
         reuse_port: bool = True,
     ) -> DatagramEndpoint:
-        """Bind a UDP socket. With reuse_port several endpoints (processes) share one port and
-        each receives every broadcast datagram (Linux delivers broadcasts to all of them)."""
+        """Bind a UDP socket; with `broadcast`, sending to a broadcast address is allowed.
+
+        Several endpoints (processes) may bind one port: SO_REUSEADDR already allows it for UDP
+        on Linux, SO_REUSEPORT is set too for other kernels. Linux hands every broadcast
+        datagram to each of them (tested), but a unicast datagram to only one.
+        """
         self._check_open()
         family, addr = self._resolve(host, port, socket.SOCK_DGRAM, passive=True)
         sock = socket.socket(family, socket.SOCK_DGRAM)
@@ -963,9 +975,13 @@ class Loop:
             if handle.cancelled():
                 self._cancelled_timers = max(0, self._cancelled_timers - 1)
             else:
+                handle._loop = None  # out of the heap: a late cancel() must not count
                 self._ready.append(handle)
-        for _ in range(len(self._ready)):  # callbacks added now wait for the next round
-            handle = self._ready.popleft()
+        ready = self._ready
+        for _ in range(len(ready)):  # callbacks added now wait for the next round
+            if not ready:  # a callback closed the loop
+                break
+            handle = ready.popleft()
             try:
                 handle._run()
             except Exception as exc:

@@ -7,6 +7,8 @@ import os
 import socket
 import struct
 import tempfile
+import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -423,6 +425,27 @@ def test_factory_and_connection_made_errors(loop: Loop) -> None:
     assert isinstance(server2.lost[0], RuntimeError)
 
 
+def test_reply_written_in_eof_received_reaches_a_half_closed_peer(loop: Loop) -> None:
+    class Answer(Recorder):
+        def eof_received(self) -> None:
+            super().eof_received()
+            self.t.write(b"answer to " + bytes(self.data))
+
+    server = Answer()
+    srv = loop.listen_tcp("127.0.0.1", 0, lambda: server)
+    raw = socket.create_connection(("127.0.0.1", srv.port))
+    raw.sendall(b"question")
+    raw.shutdown(socket.SHUT_WR)
+    run(loop, lambda: bool(server.lost))
+    raw.settimeout(WAIT)
+    got = b""
+    while chunk := raw.recv(4096):
+        got += chunk
+    raw.close()
+    assert got == b"answer to question"
+    assert server.events == ["made", "eof", "lost"]
+
+
 # -- timers and running ---------------------------------------------------------------------------
 
 
@@ -471,10 +494,15 @@ def test_stop_from_callback_and_timeout(loop: Loop) -> None:
 # -- UDP ----------------------------------------------------------------------------------------
 
 
-def test_two_udp_endpoints_on_one_port_both_get_a_broadcast(loop: Loop) -> None:
+@pytest.mark.parametrize("reuse_port", [True, False])
+def test_two_udp_endpoints_on_one_port_both_get_a_broadcast(loop: Loop, reuse_port: bool) -> None:
     got: dict[str, list[tuple[bytes, tuple[str, int]]]] = {"a": [], "b": []}
-    a = loop.open_udp("0.0.0.0", 0, lambda d, addr: got["a"].append((d, addr)))
-    b = loop.open_udp("0.0.0.0", a.port, lambda d, addr: got["b"].append((d, addr)))
+    a = loop.open_udp(
+        "0.0.0.0", 0, lambda d, addr: got["a"].append((d, addr)), reuse_port=reuse_port
+    )
+    b = loop.open_udp(
+        "0.0.0.0", a.port, lambda d, addr: got["b"].append((d, addr)), reuse_port=reuse_port
+    )
     sender = loop.open_udp("127.0.0.1", 0, lambda d, addr: None)
     sender.sendto(b"announce", ("127.255.255.255", a.port))
     run(loop, lambda: bool(got["a"]) and bool(got["b"]))
@@ -507,3 +535,20 @@ def test_udp_handler_exception_is_contained(loop: Loop) -> None:
     ep.sendto(b"good", ("127.0.0.1", ep.port))
     run(loop, lambda: got == [b"bad", b"good"])
     assert loop.callback_errors == 1
+
+
+def test_loop_close_from_a_callback_ends_run() -> None:
+    loop = Loop()
+    server, client = Recorder(), Recorder()
+    pair(loop, server, client)
+    loop.call_soon(loop.close)
+    loop.call_soon(lambda: None)
+    loop.run(timeout=WAIT)
+    assert client.lost == [None] and server.lost == [None]
+
+
+def test_stop_from_another_thread_wakes_a_blocking_select(loop: Loop) -> None:
+    started = time.monotonic()
+    loop.call_soon(lambda: threading.Thread(target=loop.stop).start())
+    loop.run(timeout=WAIT)  # no timers, no sockets: only the waker can end this select
+    assert time.monotonic() - started < WAIT / 2
