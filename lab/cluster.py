@@ -1,0 +1,804 @@
+"""The lab's only door to Docker: networks, node containers, images, cleanup.
+
+Every other lab module talks to Docker through this one, so timeouts, labels and error
+messages are handled in one place. Everything the lab creates carries `io.mole.lab=1`, the run
+id and the owning process (`<hostname>:<pid>:<start-time>`), which lets `sweep()` tell the
+leftovers of a dead run from the resources of a live one.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import random
+import re
+import secrets
+import signal
+import socket
+import struct
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType, TracebackType
+from typing import IO, Any, TypeVar
+
+import docker
+import docker.errors
+import requests.exceptions
+
+log = logging.getLogger("mole.lab.cluster")
+
+LABEL = "io.mole.lab"  # "1" on everything the lab creates
+LABEL_RUN = "io.mole.lab.run"  # run id
+LABEL_OWNER = "io.mole.lab.owner"  # "<hostname>:<pid>:<start-time>" of the creating process
+LABEL_NODE = "io.mole.lab.node"  # node name (containers only)
+
+API_PORT = 47102
+WORKERS = 8
+# Per-request deadline of every Docker call (socket timeout of the SDK client).
+TIMEOUT = float(os.environ.get("MOLE_LAB_DOCKER_TIMEOUT", "60"))
+# Candidate /16 pools for lab networks, tried in order; every /24 inside is one network.
+SUBNET_POOLS = ("10.213.0.0/16", "172.30.0.0/16")
+LOG_TAIL = 30
+
+_NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
+_DOCKER_ERRORS = (docker.errors.DockerException, requests.exceptions.RequestException)
+T = TypeVar("T")
+
+
+class LabError(Exception):
+    """A Docker operation of the lab failed; says which node, what, the status and the logs."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        node: str | None = None,
+        operation: str | None = None,
+        status: str | None = None,
+        log_tail: str | None = None,
+    ) -> None:
+        self.node = node
+        self.operation = operation
+        self.status = status
+        self.log_tail = log_tail
+        where = " ".join(
+            p
+            for p in (
+                f"node {node}:" if node else "",
+                f"{operation} failed" if operation else "",
+                f"(container {status})" if status else "",
+            )
+            if p
+        )
+        text = f"{where}: {message}" if where else message
+        if log_tail:
+            text += "\n--- last log lines ---\n" + log_tail.rstrip()
+        super().__init__(text)
+
+
+@dataclass
+class NodeSpec:
+    name: str
+    networks: list[str]
+    args: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    tmpfs: dict[str, str] = field(default_factory=dict)
+    start: bool = True
+    cap_net_admin: bool = True
+    # Overrides of the image's entrypoint/command (tests, placeholder processes). With
+    # `command` set, the `serve ...` command line and `args` are not used.
+    command: list[str] | None = None
+    entrypoint: list[str] | None = None
+
+
+@dataclass
+class NodeHandle:
+    name: str
+    container_id: str
+    ips: dict[str, str]  # lab network name -> IPv4 address ("" until started)
+    api_url: str  # http://<ip on the first network>:47102 ("" until started)
+    token: str
+    data_dir: Path  # host dir bind-mounted at /data (share/, inbox/, state/ inside)
+    networks: list[str] = field(default_factory=list)  # lab network names, first = primary
+
+
+# --------------------------------------------------------------------------- docker client
+
+_client_lock = threading.Lock()
+_client: docker.DockerClient | None = None
+
+
+def client() -> docker.DockerClient:
+    """The shared SDK client (thread-safe: its connection pool is sized for our workers)."""
+    global _client
+    with _client_lock:
+        if _client is None:
+            try:
+                c = docker.from_env(timeout=int(TIMEOUT), max_pool_size=4 * WORKERS)
+                c.ping()
+            except _DOCKER_ERRORS as e:
+                raise LabError(
+                    f"cannot reach the Docker engine ({_short(e)}); is it running and may "
+                    "this user use its socket?",
+                    operation="connect to docker",
+                ) from e
+            _client = c
+        return _client
+
+
+def _api() -> Any:
+    return client().api
+
+
+def docker_unavailable() -> str | None:
+    """None when Docker answers, else a one-line reason (for pytest skips)."""
+    try:
+        client()
+    except LabError as e:
+        return str(e)
+    return None
+
+
+def _short(e: BaseException) -> str:
+    if isinstance(e, docker.errors.APIError):
+        return str(e.explanation or e)
+    return str(e).splitlines()[0] if str(e) else type(e).__name__
+
+
+def _not_found(e: BaseException) -> bool:
+    return isinstance(e, docker.errors.NotFound)
+
+
+# --------------------------------------------------------------------------- owner identity
+
+
+def _start_time(pid: int) -> str | None:
+    """Process start time in clock ticks since boot (field 22 of /proc/PID/stat)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name (field 2) may contain spaces and parentheses; fields restart after ")".
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def owner_id(pid: int | None = None) -> str:
+    pid = os.getpid() if pid is None else pid
+    return f"{socket.gethostname()}:{pid}:{_start_time(pid) or '?'}"
+
+
+def owner_alive(owner: str) -> bool:
+    """False only when the owner is certainly dead: same host, and its pid is gone or reused."""
+    try:
+        host, pid_s, start = owner.rsplit(":", 2)
+        pid = int(pid_s)
+    except ValueError:
+        return False  # unparseable: not something a live lab process wrote
+    if host != socket.gethostname():
+        return True  # another machine's (or container's) run: we cannot tell, leave it
+    return _start_time(pid) == start
+
+
+# --------------------------------------------------------------------------- subnets
+
+
+def _host_route_nets() -> list[ipaddress.IPv4Network]:
+    nets = []
+    try:
+        lines = Path("/proc/net/route").read_text().splitlines()[1:]
+    except OSError:
+        return []
+    for line in lines:
+        f = line.split()
+        if len(f) < 8:
+            continue
+        dest, mask = (struct.pack("<I", int(x, 16)) for x in (f[1], f[7]))
+        if mask == b"\0\0\0\0":
+            continue  # default route: overlaps everything, not a conflict
+        nets.append(
+            ipaddress.IPv4Network(
+                f"{socket.inet_ntoa(dest)}/{socket.inet_ntoa(mask)}", strict=False
+            )
+        )
+    return nets
+
+
+def _used_nets() -> list[ipaddress.IPv4Network]:
+    used = _host_route_nets()
+    for net in _api().networks():
+        for cfg in (net.get("IPAM") or {}).get("Config") or []:
+            try:
+                n = ipaddress.ip_network(cfg.get("Subnet", ""), strict=False)
+            except ValueError:
+                continue
+            if isinstance(n, ipaddress.IPv4Network):
+                used.append(n)
+    return used
+
+
+def _free_subnets() -> list[ipaddress.IPv4Network]:
+    """Free /24s of the first pool that has any, shuffled so parallel runs rarely collide."""
+    used = _used_nets()
+    for pool in SUBNET_POOLS:
+        free = [
+            s
+            for s in ipaddress.IPv4Network(pool).subnets(new_prefix=24)
+            if not any(s.overlaps(u) for u in used)
+        ]
+        if free:
+            random.shuffle(free)
+            return free
+    return []
+
+
+# --------------------------------------------------------------------------- images
+
+
+def image_id(tag: str) -> str | None:
+    try:
+        return str(_api().inspect_image(tag)["Id"])
+    except docker.errors.ImageNotFound:
+        return None
+    except _DOCKER_ERRORS as e:
+        raise LabError(_short(e), operation=f"inspect image {tag}") from e
+
+
+def image_exists(tag: str) -> bool:
+    return image_id(tag) is not None
+
+
+def _split_tag(ref: str) -> tuple[str, str]:
+    repo, sep, tag = ref.rpartition(":")
+    if not sep or "/" in tag:
+        return ref, "latest"
+    return repo, tag
+
+
+def tag_image(src: str, dst: str) -> None:
+    repo, tag = _split_tag(dst)
+    try:
+        _api().tag(src, repo, tag, force=True)
+    except _DOCKER_ERRORS as e:
+        raise LabError(_short(e), operation=f"tag {src} as {dst}") from e
+
+
+def import_rootfs(tar: Path | IO[bytes], tag: str, changes: list[str] | None = None) -> str:
+    """`docker import` of a root-filesystem tar (a path, or a stream such as tar's stdout)."""
+    repo, t = _split_tag(tag)
+
+    def chunks(f: IO[bytes]) -> Iterator[bytes]:
+        while block := f.read(1 << 20):
+            yield block
+
+    try:
+        if isinstance(tar, Path):
+            with tar.open("rb") as f:
+                _api().import_image(
+                    src=chunks(f), repository=repo, tag=t, changes=changes, stream_src=True
+                )
+        else:
+            _api().import_image(
+                src=chunks(tar), repository=repo, tag=t, changes=changes, stream_src=True
+            )
+    except _DOCKER_ERRORS as e:
+        raise LabError(_short(e), operation=f"import {tag}") from e
+    iid = image_id(tag)
+    if iid is None:
+        raise LabError(
+            "the engine reported no error but the tag is missing", operation=f"import {tag}"
+        )
+    return iid
+
+
+def build_image(context_dir: Path, tag: str, buildargs: dict[str, str] | None = None) -> str:
+    """Build context_dir/Dockerfile as tag (never pulls); returns the image id."""
+    lines: list[str] = []
+    try:
+        stream = _api().build(
+            path=str(context_dir),
+            tag=tag,
+            buildargs=buildargs or None,
+            rm=True,
+            forcerm=True,
+            pull=False,
+            decode=True,
+            timeout=max(TIMEOUT, 600),
+        )
+        for chunk in stream:
+            if "stream" in chunk:
+                lines.extend(chunk["stream"].splitlines())
+            if "error" in chunk:
+                raise LabError(
+                    chunk["error"].strip(),
+                    operation=f"build {tag}",
+                    log_tail="\n".join(lines[-LOG_TAIL:]),
+                )
+    except _DOCKER_ERRORS as e:
+        raise LabError(
+            _short(e), operation=f"build {tag}", log_tail="\n".join(lines[-LOG_TAIL:])
+        ) from e
+    iid = image_id(tag)
+    if iid is None:
+        raise LabError("build finished but the tag is missing", operation=f"build {tag}")
+    return iid
+
+
+def pull_image(ref: str) -> str:
+    """Pull ref from its registry (only for an explicit MOLE_BASE); returns the image id."""
+    repo, tag = _split_tag(ref)
+    try:
+        _api().pull(repo, tag=tag)
+    except _DOCKER_ERRORS as e:
+        raise LabError(_short(e), operation=f"pull {ref}") from e
+    iid = image_id(ref)
+    if iid is None:
+        raise LabError("pull finished but the image is missing", operation=f"pull {ref}")
+    return iid
+
+
+def remove_image(tag: str) -> None:
+    try:
+        _api().remove_image(tag, force=True)
+    except docker.errors.ImageNotFound:
+        pass
+    except _DOCKER_ERRORS as e:
+        raise LabError(_short(e), operation=f"remove image {tag}") from e
+
+
+# --------------------------------------------------------------------------- cluster
+
+
+def _check_name(kind: str, name: str) -> None:
+    if not _NAME_RE.match(name):
+        raise ValueError(f"invalid {kind} {name!r}: use letters, digits, '_', '.', '-'")
+
+
+class Cluster:
+    """A set of node containers and bridge networks of one run; `close()` removes them all."""
+
+    # The image helpers, for callers that hold a Cluster.
+    image_exists = staticmethod(image_exists)
+    image_id = staticmethod(image_id)
+    import_rootfs = staticmethod(import_rootfs)
+    build_image = staticmethod(build_image)
+    tag_image = staticmethod(tag_image)
+
+    def __init__(self, run_id: str, *, image: str, workdir: Path) -> None:
+        _check_name("run id", run_id)
+        self.run_id = run_id
+        self.image = image
+        self.workdir = Path(workdir)
+        self.owner = owner_id()
+        self.networks: dict[str, str] = {}  # lab name -> docker name
+        self._network_ids: dict[str, str] = {}  # docker name -> id
+        self._nodes: dict[str, NodeHandle] = {}
+        self._container_ids: set[str] = set()
+        self._lock = threading.Lock()
+        self._closed = False
+
+    # -- context manager
+
+    def __enter__(self) -> Cluster:
+        try:
+            client()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    @property
+    def labels(self) -> dict[str, str]:
+        return {LABEL: "1", LABEL_RUN: self.run_id, LABEL_OWNER: self.owner}
+
+    def _docker_name(self, name: str) -> str:
+        return f"mole-{self.run_id}-{name}"
+
+    # -- networks
+
+    def add_network(self, name: str) -> str:
+        """A bridge network on a free /24; returns its docker name."""
+        _check_name("network name", name)
+        if name in self.networks:
+            raise ValueError(f"network {name!r} already exists in run {self.run_id}")
+        dname = self._docker_name(name)
+        last: BaseException | None = None
+        for _attempt in range(20):
+            try:
+                subnets = _free_subnets()
+            except _DOCKER_ERRORS as e:
+                raise LabError(_short(e), operation=f"list networks for {dname}") from e
+            if not subnets:
+                raise LabError(
+                    f"no free /24 left in {', '.join(SUBNET_POOLS)}; "
+                    "remove stale networks with `python3 -m lab clean`",
+                    operation=f"create network {dname}",
+                )
+            subnet = subnets[0]
+            ipam = docker.types.IPAMConfig(
+                pool_configs=[
+                    docker.types.IPAMPool(
+                        subnet=str(subnet), gateway=str(subnet.network_address + 1)
+                    )
+                ]
+            )
+            try:
+                net = _api().create_network(
+                    dname,
+                    driver="bridge",
+                    ipam=ipam,
+                    labels=self.labels,
+                    attachable=True,
+                    check_duplicate=True,
+                )
+            except docker.errors.APIError as e:
+                # A parallel run took the same subnet between our listing and our create.
+                if "overlap" in _short(e).lower():
+                    last = e
+                    time.sleep(random.uniform(0.01, 0.1))
+                    continue
+                raise LabError(_short(e), operation=f"create network {dname}") from e
+            except _DOCKER_ERRORS as e:
+                raise LabError(_short(e), operation=f"create network {dname}") from e
+            with self._lock:
+                self.networks[name] = dname
+                self._network_ids[dname] = net["Id"]
+            return dname
+        raise LabError(
+            f"every subnet tried was taken by a parallel run ({_short(last) if last else ''})",
+            operation=f"create network {dname}",
+        )
+
+    def _net(self, network: str) -> tuple[str, str]:
+        """(lab name, docker name) for a lab network name or its docker name."""
+        if network in self.networks:
+            return network, self.networks[network]
+        for lab, dname in self.networks.items():
+            if dname == network:
+                return lab, dname
+        raise LabError(f"unknown network {network!r}", operation="network lookup")
+
+    # -- nodes
+
+    def create_nodes(self, specs: list[NodeSpec]) -> dict[str, NodeHandle]:
+        """Create, connect and start every node concurrently; returns handles by node name."""
+        names = [s.name for s in specs]
+        dupes = {n for n in names if names.count(n) > 1 or n in self._nodes}
+        if dupes:
+            raise ValueError(f"duplicate node names: {sorted(dupes)}")
+        for s in specs:
+            _check_name("node name", s.name)
+            if not s.networks:
+                raise ValueError(f"node {s.name}: needs at least one network")
+            for n in s.networks:
+                self._net(n)
+        pool = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="mole-lab")
+        futures: list[Future[NodeHandle]] = [pool.submit(self._create_one, s) for s in specs]
+        try:
+            errors: list[BaseException] = []
+            for fut in as_completed(futures):
+                try:
+                    h = fut.result()
+                except Exception as e:
+                    errors.append(e)
+                    continue
+                with self._lock:
+                    self._nodes[h.name] = h
+            if errors:
+                raise errors[0]
+        except BaseException as e:
+            if not isinstance(e, Exception):
+                # Ctrl-C / SystemExit: stop queued creations, let in-flight calls (bounded by
+                # the client timeout) finish, then remove everything of the run.
+                for f in futures:
+                    f.cancel()
+                pool.shutdown(wait=True, cancel_futures=True)
+                self.close()
+            raise
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+        return {s.name: self._nodes[s.name] for s in specs}
+
+    def _create_one(self, spec: NodeSpec) -> NodeHandle:
+        api = _api()
+        data_dir = (self.workdir / spec.name).resolve()
+        for sub in ("share", "inbox", "state"):
+            (data_dir / sub).mkdir(parents=True, exist_ok=True)
+        token = secrets.token_hex(16)
+        nets = [self._net(n) for n in spec.networks]
+        cname = self._docker_name(spec.name)
+        if spec.command is not None:
+            command = spec.command
+        else:
+            command = [
+                "serve",
+                "--name", spec.name,
+                "--share", "/data/share",
+                "--inbox", "/data/inbox",
+                "--state", "/data/state",
+                "--api", f"0.0.0.0:{API_PORT}",
+                "--api-token", token,
+                *spec.args,
+            ]  # fmt: skip
+        host_config = api.create_host_config(
+            binds={str(data_dir): {"bind": "/data", "mode": "rw"}},
+            tmpfs=dict(spec.tmpfs) or None,
+            cap_add=["NET_ADMIN"] if spec.cap_net_admin else None,
+        )
+        first = nets[0][1]
+        networking = api.create_networking_config(
+            {first: api.create_endpoint_config(aliases=[spec.name])}
+        )
+        try:
+            c = api.create_container(
+                self.image,
+                command=command,
+                entrypoint=spec.entrypoint,
+                name=cname,
+                hostname=spec.name,
+                labels={**self.labels, LABEL_NODE: spec.name},
+                environment=dict(spec.env) or None,
+                host_config=host_config,
+                networking_config=networking,
+                detach=True,
+            )
+        except _DOCKER_ERRORS as e:
+            raise LabError(_short(e), node=spec.name, operation="create") from e
+        cid: str = c["Id"]
+        with self._lock:
+            self._container_ids.add(cid)
+        handle = NodeHandle(
+            name=spec.name,
+            container_id=cid,
+            ips={},
+            api_url="",
+            token=token,
+            data_dir=data_dir,
+            networks=[lab for lab, _ in nets],
+        )
+        for _lab, dname in nets[1:]:
+            self._call(
+                handle, f"connect to {dname}", api.connect_container_to_network, cid, dname,
+                aliases=[spec.name],
+            )  # fmt: skip
+        if spec.start:
+            self._call(handle, "start", api.start, cid)
+        self._refresh(handle)
+        return handle
+
+    def _call(self, h: NodeHandle, operation: str, fn: Callable[..., T], *a: Any, **kw: Any) -> T:
+        try:
+            return fn(*a, **kw)
+        except _DOCKER_ERRORS as e:
+            raise self._error(h, operation, e) from e
+
+    def _error(self, h: NodeHandle, operation: str, e: BaseException) -> LabError:
+        status = tail = None
+        try:
+            status = _api().inspect_container(h.container_id)["State"]["Status"]
+            tail = _api().logs(h.container_id, tail=LOG_TAIL).decode("utf-8", "replace")
+        except Exception:  # best effort: the error itself is what matters
+            pass
+        return LabError(_short(e), node=h.name, operation=operation, status=status, log_tail=tail)
+
+    def _refresh(self, h: NodeHandle) -> None:
+        """Re-read the node's addresses (they are assigned at start, and may change on restart)."""
+        info = self._call(h, "inspect", _api().inspect_container, h.container_id)
+        attached = info["NetworkSettings"]["Networks"] or {}
+        ips = {}
+        for lab in h.networks:
+            ips[lab] = (attached.get(self.networks[lab]) or {}).get("IPAddress") or ""
+        h.ips = ips
+        primary = ips.get(h.networks[0], "") if h.networks else ""
+        h.api_url = f"http://{primary}:{API_PORT}" if primary else ""
+
+    def node(self, name: str) -> NodeHandle:
+        try:
+            return self._nodes[name]
+        except KeyError:
+            raise LabError(f"no such node in run {self.run_id}", node=name) from None
+
+    @property
+    def nodes(self) -> dict[str, NodeHandle]:
+        return dict(self._nodes)
+
+    # -- lifecycle
+
+    def start(self, name: str) -> None:
+        h = self.node(name)
+        self._call(h, "start", _api().start, h.container_id)
+        self._refresh(h)
+
+    def stop(self, name: str, timeout: float = 10) -> None:
+        h = self.node(name)
+        self._call(h, "stop", _api().stop, h.container_id, timeout=max(0, round(timeout)))
+
+    def kill(self, name: str, signal: str = "SIGKILL") -> None:
+        h = self.node(name)
+        self._call(h, f"kill -s {signal}", _api().kill, h.container_id, signal=signal)
+
+    def restart(self, name: str, timeout: float = 10) -> None:
+        h = self.node(name)
+        self._call(h, "restart", _api().restart, h.container_id, timeout=max(0, round(timeout)))
+        self._refresh(h)
+
+    def pause(self, name: str) -> None:
+        h = self.node(name)
+        self._call(h, "pause", _api().pause, h.container_id)
+
+    def unpause(self, name: str) -> None:
+        h = self.node(name)
+        self._call(h, "unpause", _api().unpause, h.container_id)
+
+    def exec(self, name: str, cmd: list[str]) -> tuple[int, str]:
+        """Run cmd in the node's container; (exit code, stdout+stderr). Bounded by TIMEOUT."""
+        h = self.node(name)
+        api = _api()
+        op = f"exec {cmd!r}"
+        ex = self._call(h, op, api.exec_create, h.container_id, cmd, stdout=True, stderr=True)
+        out = self._call(h, op, api.exec_start, ex["Id"])
+        code = self._call(h, op, api.exec_inspect, ex["Id"])["ExitCode"]
+        return int(code if code is not None else -1), out.decode("utf-8", "replace")
+
+    def logs(self, name: str, tail: int | None = None) -> str:
+        h = self.node(name)
+        out = self._call(
+            h, "logs", _api().logs, h.container_id, stdout=True, stderr=True,
+            tail="all" if tail is None else tail,
+        )  # fmt: skip
+        return str(out.decode("utf-8", "replace"))
+
+    def status(self, name: str) -> str:
+        """Docker's state: created, running, paused, restarting, exited, dead, removing."""
+        h = self.node(name)
+        info = self._call(h, "inspect", _api().inspect_container, h.container_id)
+        return str(info["State"]["Status"])
+
+    def exit_code(self, name: str) -> int | None:
+        """The exit code once the container has exited, else None."""
+        h = self.node(name)
+        state = self._call(h, "inspect", _api().inspect_container, h.container_id)["State"]
+        return None if state["Running"] or state["Status"] == "created" else int(state["ExitCode"])
+
+    def disconnect(self, name: str, network: str) -> None:
+        h = self.node(name)
+        lab, dname = self._net(network)
+        self._call(
+            h, f"disconnect from {dname}", _api().disconnect_container_from_network,
+            h.container_id, dname,
+        )  # fmt: skip
+        h.ips[lab] = ""
+
+    def connect(self, name: str, network: str) -> None:
+        h = self.node(name)
+        lab, dname = self._net(network)
+        self._call(
+            h, f"connect to {dname}", _api().connect_container_to_network, h.container_id,
+            dname, aliases=[name],
+        )  # fmt: skip
+        if lab not in h.networks:
+            h.networks.append(lab)
+        self._refresh(h)
+
+    # -- teardown
+
+    def close(self) -> None:
+        """Remove every container and network of this run; idempotent, never raises."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            cids = set(self._container_ids)
+            nids = set(self._network_ids.values())
+        try:
+            flt = {"label": [f"{LABEL_RUN}={self.run_id}", f"{LABEL_OWNER}={self.owner}"]}
+            api = _api()
+            # The label query also finds containers whose create call returned after we
+            # stopped tracking (e.g. interrupted while in flight).
+            cids |= {c["Id"] for c in api.containers(all=True, filters=flt)}
+            nids |= {n["Id"] for n in api.networks(filters=flt)}
+        except Exception as e:
+            log.warning("run %s: listing resources for cleanup failed: %s", self.run_id, e)
+        _remove_all(cids, nids)
+
+    def __del__(self) -> None:
+        if not getattr(self, "_closed", True) and (self._container_ids or self._network_ids):
+            log.warning("Cluster %s was not closed", self.run_id)
+
+
+def _remove_all(container_ids: Iterable[str], network_ids: Iterable[str]) -> int:
+    """Force-remove containers (in parallel), then networks; logs failures. Returns count."""
+    removed = 0
+    cids = list(container_ids)
+    if cids:
+        with ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="mole-lab-rm") as pool:
+            for ok in pool.map(_remove_container, cids):
+                removed += ok
+    for nid in network_ids:
+        removed += _remove_network(nid)
+    return removed
+
+
+def _remove_container(cid: str) -> bool:
+    try:
+        _api().remove_container(cid, force=True, v=True)
+        return True
+    except Exception as e:
+        if not _not_found(e):
+            log.warning("removing container %s failed: %s", cid[:12], _short(e))
+        return False
+
+
+def _remove_network(nid: str) -> bool:
+    for attempt in range(5):
+        try:
+            _api().remove_network(nid)
+            return True
+        except Exception as e:
+            if _not_found(e):
+                return False
+            # The daemon may still be releasing endpoints of just-removed containers.
+            if "active endpoints" in _short(e) and attempt < 4:
+                time.sleep(0.2 * (attempt + 1))
+                continue
+            log.warning("removing network %s failed: %s", nid[:12], _short(e))
+            return False
+    return False
+
+
+def resources(run_id: str | None = None) -> dict[str, list[str]]:
+    """Names of lab containers and networks (of one run, or all): {"containers", "networks"}."""
+    flt = {"label": [f"{LABEL_RUN}={run_id}"] if run_id else [f"{LABEL}=1"]}
+    try:
+        api = _api()
+        containers = [c["Names"][0].lstrip("/") for c in api.containers(all=True, filters=flt)]
+        networks = [n["Name"] for n in api.networks(filters=flt)]
+    except _DOCKER_ERRORS as e:
+        raise LabError(_short(e), operation="list lab resources") from e
+    return {"containers": sorted(containers), "networks": sorted(networks)}
+
+
+def sweep(*, everything: bool = False) -> int:
+    """Remove lab containers and networks whose owner process is dead (or all of them).
+
+    Returns how many were removed. Resources without the lab label (e.g. the compose demo)
+    are never touched.
+    """
+    flt = {"label": [f"{LABEL}=1"]}
+    try:
+        api = _api()
+        containers = api.containers(all=True, filters=flt)
+        networks = api.networks(filters=flt)
+    except _DOCKER_ERRORS as e:
+        raise LabError(_short(e), operation="sweep") from e
+
+    def dead(labels: dict[str, str] | None) -> bool:
+        return everything or not owner_alive((labels or {}).get(LABEL_OWNER, ""))
+
+    cids = [c["Id"] for c in containers if dead(c.get("Labels"))]
+    nids = [n["Id"] for n in networks if dead(n.get("Labels"))]
+    return _remove_all(cids, nids)
+
+
+def install_signal_cleanup(cluster: Cluster) -> None:
+    """SIGINT/SIGTERM close the cluster, then raise KeyboardInterrupt (main thread only)."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        cluster.close()
+        raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
