@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import socket
@@ -444,6 +445,40 @@ def test_reply_written_in_eof_received_reaches_a_half_closed_peer(loop: Loop) ->
     raw.close()
     assert got == b"answer to question"
     assert server.events == ["made", "eof", "lost"]
+
+
+class _EmfileOnce:
+    """Wraps a listening socket so that its first accept() fails with EMFILE."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.failed = False
+
+    def accept(self) -> tuple[socket.socket, object]:
+        if not self.failed:
+            self.failed = True
+            raise OSError(errno.EMFILE, "Too many open files")
+        return self.sock.accept()
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_accept_emfile_is_counted_and_accepting_resumes_later() -> None:
+    now = [0.0]
+    loop = Loop(clock=lambda: now[0])
+    try:
+        server = Recorder()
+        srv = loop.listen_tcp("127.0.0.1", 0, lambda: server)
+        srv._sock = _EmfileOnce(srv._sock)  # type: ignore[assignment]
+        raw = socket.create_connection(("127.0.0.1", srv.port))
+        run(loop, lambda: srv.accept_errors == 1)
+        assert srv._events == 0, "accepting pauses instead of spinning"
+        now[0] = 10.0
+        run(loop, lambda: server.transport is not None)
+        raw.close()
+    finally:
+        loop.close()
 
 
 # -- timers and running ---------------------------------------------------------------------------
