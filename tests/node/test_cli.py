@@ -1,0 +1,500 @@
+"""node/cli.py against a fake control API (stdlib http.server on 127.0.0.1:0, in a thread)."""
+
+from __future__ import annotations
+
+import io
+import json
+import socket
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from node import cli
+
+NOW = 1_700_000_000.0
+PEER_B = {
+    "node": "b" * 32,
+    "name": "b",
+    "addr": "127.0.0.1",
+    "port": 47101,
+    "groups": ["lab", "x"],
+    "last_seen": NOW,
+    "static": False,
+}
+FILE = {"name": "f.bin", "size": 3 << 20, "sha256": "ab" * 32, "mtime": NOW, "mime": "x/y"}
+
+
+def transfer(tid: str, **kw: Any) -> dict[str, Any]:
+    t = {
+        "id": tid,
+        "direction": "push",
+        "role": "send",
+        "peer": "b" * 32,
+        "peer_name": "b",
+        "name": "f.bin",
+        "size": 1000,
+        "bytes": 0,
+        "sent": 0,
+        "offset": 0,
+        "rate": 0.0,
+        "state": "queued",
+        "sha256": None,
+        "path": None,
+        "error": None,
+        "started": NOW,
+        "finished": None,
+        "skipped": False,
+    }
+    t.update(kw)
+    return t
+
+
+class FakeApi:
+    """What the fake node answers; each transfer walks through a script of states."""
+
+    def __init__(self) -> None:
+        self.token: str | None = None
+        self.requests: list[tuple[str, str, Any]] = []
+        self.peers = [PEER_B]
+        self.files = [FILE]
+        self.script: list[dict[str, Any]] = [
+            {"state": "active", "bytes": 500, "sent": 500, "rate": 250.0},
+            {"state": "done", "bytes": 1000, "sent": 1000, "finished": NOW + 2},
+        ]
+        self.transfers: dict[str, list[dict[str, Any]]] = {}
+        self.lock = threading.Lock()
+
+    def answer(self, method: str, path: str, body: Any, auth: str | None) -> tuple[int, Any]:
+        with self.lock:
+            self.requests.append((method, path, body))
+            if self.token is not None and auth != f"Bearer {self.token}":
+                return 401, {"error": "unauthorized", "message": "missing or wrong bearer token"}
+            return self._route(method, path, body)
+
+    def _route(self, method: str, path: str, body: Any) -> tuple[int, Any]:
+        parts = path.strip("/").split("/")
+        if (method, path) == ("GET", "/api/peers"):
+            return 200, self.peers
+        if (method, path) in (("GET", "/api/files"), ("GET", "/api/inbox")):
+            return 200, self.files
+        if method == "GET" and parts[:2] == ["api", "peers"] and parts[3:] == ["files"]:
+            if parts[2] not in ("b", "b" * 32):
+                return 404, {"error": "unknown_peer", "message": f"peer unknown: {parts[2]}"}
+            return 200, [{**FILE, "name": "remote.txt"}]
+        if (method, path) == ("GET", "/api/transfers"):
+            return 200, [steps[0] for steps in self.transfers.values()]
+        if method == "GET" and parts[:2] == ["api", "transfers"] and len(parts) == 3:
+            steps = self.transfers.get(parts[2])
+            if steps is None:
+                return 404, {"error": "not_found", "message": f"no transfer {parts[2]}"}
+            if len(steps) > 1:
+                steps.pop(0)
+            return 200, steps[0]
+        if method == "POST" and parts[:2] == ["api", "transfers"] and parts[3:] == ["cancel"]:
+            if parts[2] not in self.transfers:
+                return 404, {"error": "not_found", "message": f"no transfer {parts[2]}"}
+            return 200, {**self.transfers[parts[2]][0], "state": "cancelled"}
+        if method == "POST" and path in ("/api/push", "/api/pull"):
+            return self._start(path, body)
+        return 404, {"error": "not_found", "message": f"no such route: {method} {path}"}
+
+    def _start(self, path: str, body: dict[str, Any]) -> tuple[int, Any]:
+        if body["peer"] not in ("b", "b" * 32):
+            return 404, {"error": "unknown_peer", "message": f"peer unknown: {body['peer']}"}
+        if path == "/api/push" and body["path"].endswith("gone.bin"):
+            return 404, {"error": "file_missing", "message": f"file missing: {body['path']}"}
+        tid = f"t{len(self.transfers) + 1}"
+        if path == "/api/push":
+            first = transfer(tid, name=Path(body["path"]).name)
+        else:
+            first = transfer(tid, direction="pull", role="receive", name=body["name"])
+        steps = [first] + [{**first, **step} for step in self.script]
+        if steps[-1]["state"] == "done" and first["role"] == "receive":
+            steps[-1]["path"] = f"/inbox/{first['name']}"
+        self.transfers[tid] = steps
+        return 202, first
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, like the node
+    api: FakeApi
+
+    def _serve(self) -> None:
+        n = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(n) if n else b""
+        body = json.loads(raw) if raw else None
+        status, answer = self.server.api.answer(  # type: ignore[attr-defined]
+            self.command, self.path, body, self.headers.get("Authorization")
+        )
+        data = json.dumps(answer).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    do_GET = do_POST = _serve
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MOLE_API", raising=False)
+    monkeypatch.delenv("MOLE_API_TOKEN", raising=False)
+    monkeypatch.setattr(cli, "POLL_INTERVAL", 0.0)
+    monkeypatch.setattr(cli.time, "time", lambda: NOW + 5)
+
+
+@pytest.fixture
+def api() -> Iterator[tuple[FakeApi, str]]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    fake = FakeApi()
+    server.api = fake  # type: ignore[attr-defined]
+    thread = threading.Thread(target=server.serve_forever, args=(0.01,), daemon=True)
+    thread.start()
+    try:
+        yield fake, f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def shared_file(tmp_path: Path, name: str = "f.bin") -> Path:
+    p = tmp_path / name
+    p.write_bytes(b"x" * 1000)
+    return p
+
+
+# -- listing commands ---------------------------------------------------------------------------
+
+
+def test_peers_table(api: tuple[FakeApi, str], capsys: pytest.CaptureFixture[str]) -> None:
+    fake, url = api
+    fake.peers = [
+        PEER_B,
+        {**PEER_B, "name": "longer-name", "node": "c" * 32, "groups": [], "static": True},
+    ]
+    code, out, err = run(capsys, "--api", url, "peers")
+    assert (code, err) == (0, "")
+    assert out == (
+        "NAME         NODE      ADDRESS          GROUPS  SEEN\n"
+        "b            bbbbbbbb  127.0.0.1:47101  lab,x   5s ago\n"
+        "longer-name  cccccccc  127.0.0.1:47101  -       static\n"
+    )
+
+
+def test_peers_json_with_options_after_the_command(
+    api: tuple[FakeApi, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, url = api
+    code, out, _ = run(capsys, "peers", "--json", "--api", url)
+    assert code == 0
+    assert json.loads(out) == [PEER_B]
+
+
+def test_api_from_the_environment(
+    api: tuple[FakeApi, str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, url = api
+    monkeypatch.setenv("MOLE_API", url)
+    assert run(capsys, "peers", "--json")[0] == 0
+
+
+def test_ls_own_and_peer_files(
+    api: tuple[FakeApi, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake, url = api
+    code, out, _ = run(capsys, "--api", url, "ls")
+    assert code == 0
+    assert out == "NAME      SIZE  SHA256\nf.bin  3.0 MiB  abababababab\n"
+    code, out, _ = run(capsys, "--api", url, "ls", "b")
+    assert code == 0
+    assert out.splitlines()[1].startswith("remote.txt")
+    assert fake.requests[-1][:2] == ("GET", "/api/peers/b/files")
+
+
+def test_ls_unknown_peer(api: tuple[FakeApi, str], capsys: pytest.CaptureFixture[str]) -> None:
+    _, url = api
+    assert run(capsys, "--api", url, "ls", "zz") == (1, "", "mole: peer unknown: zz\n")
+
+
+def test_inbox_json(api: tuple[FakeApi, str], capsys: pytest.CaptureFixture[str]) -> None:
+    _, url = api
+    code, out, _ = run(capsys, "--api", url, "--json", "inbox")
+    assert (code, json.loads(out)) == (0, [FILE])
+
+
+def test_transfers_table_and_cancel(
+    api: tuple[FakeApi, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake, url = api
+    fake.transfers = {
+        "t1": [transfer("t1", bytes=500, rate=2048.0, state="active")],
+        "t2": [
+            transfer(
+                "t2",
+                role="receive",
+                peer_name="",
+                name="g",
+                state="failed",
+                error={"code": "hash_mismatch", "reason": "x"},
+            )
+        ],
+    }
+    code, out, _ = run(capsys, "--api", url, "transfers")
+    assert code == 0
+    assert out == (
+        "ID  DIR  PEER      NAME   PROGRESS           RATE       STATE\n"
+        "t1  out  b         f.bin   50% 500 B/1000 B  2.0 KiB/s  active\n"
+        "t2  in   bbbbbbbb  g        0% 0 B/1000 B    -          failed: hash_mismatch\n"
+    )
+    code, out, _ = run(capsys, "--api", url, "cancel", "t1")
+    assert (code, out) == (0, "t1  f.bin  cancelled\n")
+    assert fake.requests[-1][:2] == ("POST", "/api/transfers/t1/cancel")
+    assert run(capsys, "--api", url, "cancel", "t9") == (1, "", "mole: no such transfer: t9\n")
+
+
+# -- send and get ---------------------------------------------------------------------------------
+
+
+def test_send_waits_until_done(
+    api: tuple[FakeApi, str], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    fake, url = api
+    path = shared_file(tmp_path)
+    code, out, err = run(capsys, "--api", url, "send", "b", str(path))
+    assert (code, err) == (0, ""), "no progress bar when stderr is not a terminal"
+    assert out == "sent f.bin to b (1000 B in 2.0 s, 500 B/s)\n"
+    assert fake.requests[0] == ("POST", "/api/push", {"peer": "b", "path": str(path)})
+    polls = [r for r in fake.requests if r[0] == "GET"]
+    assert [p[1] for p in polls] == ["/api/transfers/t1"] * 2, "polled until done"
+
+
+def test_send_makes_paths_absolute_one_push_each(
+    api: tuple[FakeApi, str],
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fake, url = api
+    shared_file(tmp_path, "a.bin")
+    shared_file(tmp_path, "c.bin")
+    monkeypatch.chdir(tmp_path)
+    code, out, _ = run(capsys, "--api", url, "--json", "send", "b", "a.bin", "./c.bin")
+    assert code == 0
+    pushes = [r[2] for r in fake.requests if r[0] == "POST"]
+    assert pushes == [
+        {"peer": "b", "path": str(tmp_path / "a.bin")},
+        {"peer": "b", "path": str(tmp_path / "c.bin")},
+    ]
+    final = json.loads(out)
+    assert [(t["name"], t["state"]) for t in final] == [("a.bin", "done"), ("c.bin", "done")]
+
+
+def test_send_missing_file_is_checked_before_asking_the_node(
+    api: tuple[FakeApi, str], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    fake, url = api
+    ok = shared_file(tmp_path)
+    code, out, err = run(capsys, "--api", url, "send", "b", str(ok), "nope.bin")
+    assert (code, out, err) == (1, "", "mole: file missing: nope.bin\n")
+    assert fake.requests == []
+
+
+def test_send_file_missing_on_the_node(
+    api: tuple[FakeApi, str], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    _, url = api
+    path = shared_file(tmp_path, "gone.bin")
+    assert run(capsys, "--api", url, "send", "b", str(path)) == (
+        1,
+        "",
+        f"mole: file missing: {path}\n",
+    )
+
+
+def test_send_unknown_peer(
+    api: tuple[FakeApi, str], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    _, url = api
+    path = shared_file(tmp_path)
+    assert run(capsys, "--api", url, "send", "zz", str(path)) == (1, "", "mole: peer unknown: zz\n")
+
+
+def test_send_hash_mismatch(
+    api: tuple[FakeApi, str], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    fake, url = api
+    fake.script = [
+        {"state": "active", "bytes": 900},
+        {"state": "failed", "error": {"code": "hash_mismatch", "reason": "got 00"}},
+    ]
+    path = shared_file(tmp_path)
+    assert run(capsys, "--api", url, "send", "b", str(path)) == (
+        1,
+        "",
+        "mole: hash mismatch: f.bin\n",
+    )
+
+
+def test_get_waits_and_reports_the_path(
+    api: tuple[FakeApi, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake, url = api
+    code, out, err = run(capsys, "--api", url, "get", "b", "doc.txt")
+    assert (code, err) == (0, "")
+    assert out == "received doc.txt from b (1000 B in 2.0 s, 500 B/s) -> /inbox/doc.txt\n"
+    assert fake.requests[0] == ("POST", "/api/pull", {"peer": "b", "name": "doc.txt"})
+
+
+def test_get_file_missing_on_the_peer(
+    api: tuple[FakeApi, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake, url = api
+    fake.script = [{"state": "failed", "error": {"code": "not_found", "reason": "no such file"}}]
+    assert run(capsys, "--api", url, "get", "b", "nope.txt") == (
+        1,
+        "",
+        "mole: file missing: nope.txt\n",
+    )
+
+
+def test_no_wait_returns_at_once(
+    api: tuple[FakeApi, str], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    fake, url = api
+    path = shared_file(tmp_path)
+    code, out, _ = run(capsys, "--api", url, "send", "b", str(path), "--no-wait", "--json")
+    assert code == 0
+    assert [t["state"] for t in json.loads(out)] == ["queued"]
+    assert [r[0] for r in fake.requests] == ["POST"]
+
+
+def test_wait_timeout(
+    api: tuple[FakeApi, str], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    fake, url = api
+    fake.script = [{"state": "active"}]  # never finishes
+    path = shared_file(tmp_path)
+    code, out, err = run(capsys, "--api", url, "--timeout", "0.05", "send", "b", str(path))
+    assert (code, out) == (1, "")
+    assert err == "mole: timed out after 0.05 s waiting for f.bin\n"
+
+
+class Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_bar_on_a_terminal(
+    api: tuple[FakeApi, str],
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _, url = api
+    tty = Tty()
+    monkeypatch.setattr(cli.sys, "stderr", tty)
+    path = shared_file(tmp_path)
+    code, out, _ = run(capsys, "--api", url, "send", "b", str(path))
+    assert code == 0
+    drawn = tty.getvalue()
+    assert "\n" not in drawn, "one line, redrawn in place"
+    frames = [f.removesuffix("\x1b[K") for f in drawn.split("\r") if f]
+    assert frames[0].startswith("f.bin [") and "0% 0 B/1000 B queued" in frames[0]
+    assert "50% 500 B/1000 B 250 B/s ETA 0:02" in frames[1]
+    assert drawn.endswith("\r\x1b[K"), "the bar is cleared at the end"
+    assert out.startswith("sent f.bin")
+
+
+# -- the node is not there, or refuses us ------------------------------------------------------
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.parametrize("argv", [["peers"], ["transfers", "--json"], ["get", "b", "x"]])
+def test_node_not_running(capsys: pytest.CaptureFixture[str], argv: list[str]) -> None:
+    url = f"http://127.0.0.1:{closed_port()}"
+    assert run(capsys, "--api", url, *argv) == (3, "", f"mole: node not running at {url}\n")
+
+
+@pytest.mark.parametrize("token", [None, "wrong"])
+def test_unauthorized(
+    api: tuple[FakeApi, str], capsys: pytest.CaptureFixture[str], token: str | None
+) -> None:
+    fake, url = api
+    fake.token = "s3cret"
+    argv = ["--api", url, "peers", *(["--token", token] if token else [])]
+    assert run(capsys, *argv) == (1, "", "mole: unauthorized (set --token or MOLE_API_TOKEN)\n")
+
+
+def test_token_from_option_and_environment(
+    api: tuple[FakeApi, str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake, url = api
+    fake.token = "s3cret"
+    assert run(capsys, "--api", url, "--token", "s3cret", "peers")[0] == 0
+    monkeypatch.setenv("MOLE_API_TOKEN", "s3cret")
+    assert run(capsys, "--api", url, "peers")[0] == 0
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [[], ["send", "b"], ["bogus"], ["--timeout", "-1", "peers"], ["--api", "ftp://x", "peers"]],
+)
+def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str], argv: list[str]) -> None:
+    code, _, err = run(capsys, *argv)
+    assert code == 2
+    assert err.splitlines()[-1].startswith("mole: ")
+
+
+# -- formatting helpers -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("n", "text"),
+    [(0, "0 B"), (1023, "1023 B"), (1024, "1.0 KiB"), (1536, "1.5 KiB"), (10 << 20, "10.0 MiB")],
+)
+def test_human_size(n: int, text: str) -> None:
+    assert cli.human_size(n) == text
+
+
+def test_progress_line_fits_the_terminal() -> None:
+    t = transfer(
+        "t1",
+        name="a-very-long-file-name-" * 5,
+        size=10 << 20,
+        bytes=5 << 20,
+        rate=1 << 20,
+        state="active",
+    )
+    line = cli.progress_line(t, 80, "[2/3]")
+    assert 70 < len(line) < 80
+    assert line.startswith("[2/3] a-very-")
+    assert line.endswith(" 50% 5.0 MiB/10.0 MiB 1.0 MiB/s ETA 0:05")
+    assert "…" in line
+
+
+def test_transfer_error_messages() -> None:
+    failed = transfer("t1", state="failed", error={"code": "policy", "reason": "no pushes"})
+    assert cli.transfer_error(failed) == "refused by b: f.bin (no pushes)"
+    odd = transfer("t1", state="failed", error={"code": "weird", "reason": "a\nb"})
+    assert cli.transfer_error(odd) == "transfer failed: f.bin: weird: a b"
