@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.nodeproc import NodeProc, free_udp_port  # noqa: E402
+from tests.nodeproc import NodeProc, free_udp_port
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -39,7 +39,9 @@ def main() -> None:
         procs: list[NodeProc] = []
         try:
             for i in range(args.nodes):
-                p = NodeProc(Path(tmp), f"n{i:02d}", port, "--announce-interval", str(args.interval))
+                p = NodeProc(
+                    Path(tmp), f"n{i:02d}", port, "--announce-interval", str(args.interval)
+                )
                 t0 = time.time()
                 p.start(wait=True)
                 me = p.node_id

@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.nodeproc import NodeProc, free_udp_port, wait_mesh  # noqa: E402
+from tests.nodeproc import NodeProc, free_udp_port, wait_mesh
 
 RECEIVER = r"""
 import hashlib, os, socket, sys

@@ -7,6 +7,7 @@ accept or refuse a push, what to send next, when to retry, which events to repor
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -19,7 +20,7 @@ from typing import Any
 from node import PROTOCOL_VERSION, __version__, netif
 from node.api import ApiError, ApiServerProtocol
 from node.config import Config
-from node.discovery import Announce, Announcer, Goodbye, PeerTable, decode, encode
+from node.discovery import Announce, Announcer, Goodbye, PeerTable, encode
 from node.errors import ErrorCode, LocalProtocolError, RemoteProtocolError
 from node.events import EventLog
 from node.loop import Loop, Transport
@@ -95,7 +96,7 @@ class Conn:
         self.peer_id: str | None = None
         handler.conn = self
 
-    # -- StreamProtocol -------------------------------------------------------------------
+    # -- StreamProtocol --------------------------------------------------------------------------
     def connection_made(self, transport: Transport) -> None:
         self.transport = transport
         self.last_activity = self.node.loop.time()
@@ -129,7 +130,7 @@ class Conn:
     def resume_writing(self) -> None:
         pass
 
-    # -- helpers ----------------------------------------------------------------------------
+    # -- helpers ---------------------------------------------------------------------------------
     def _drain(self) -> None:
         while not self.closed:
             event = self.session.next_event()
@@ -145,7 +146,7 @@ class Conn:
                 self.close()
                 return
             else:
-                self.handler.on_message(event)  # type: ignore[arg-type]
+                self.handler.on_message(event)
 
     def send(self, msg: Message) -> None:
         if self.closed or self.transport is None:
@@ -157,10 +158,9 @@ class Conn:
         if self.closed:
             return
         if send and self.transport is not None:
-            try:
+            # The session may already be past the point where an error frame is legal.
+            with contextlib.suppress(LocalProtocolError):
                 self.transport.write(self.session.send(Error(str(code), reason[:500])))
-            except LocalProtocolError:
-                pass
         self.handler.on_failed(str(code), reason)
         self.close()
 
@@ -200,7 +200,12 @@ class Handler:
     def hello(self) -> Hello:
         n = self.node
         return Hello(
-            PROTOCOL_VERSION, n.node_id, n.config.name, n.tcp_port, tuple(n.config.groups), tuple(FEATURES)
+            PROTOCOL_VERSION,
+            n.node_id,
+            n.config.name,
+            n.tcp_port,
+            tuple(n.config.groups),
+            tuple(FEATURES),
         )
 
     def greet_peer(self, msg: Hello) -> None:
@@ -292,7 +297,9 @@ class PushClient(Handler):
                 t.path = msg.name
                 node.finish(t)
             else:
-                node.fail(t, msg.code or ErrorCode.HASH_MISMATCH, msg.reason or "rejected by verdict")
+                node.fail(
+                    t, msg.code or ErrorCode.HASH_MISMATCH, msg.reason or "rejected by verdict"
+                )
             self.conn.close()
         elif isinstance(msg, Reject):
             self.finished = True
@@ -402,7 +409,9 @@ class PullClient(Handler):
             name = incoming.finish()
         except StoreError as exc:
             self.finished = True
-            self.conn.send(Verdict(t.id, False, incoming.sha256_so_far, None, False, exc.code, str(exc)))
+            self.conn.send(
+                Verdict(t.id, False, incoming.sha256_so_far, None, False, exc.code, str(exc))
+            )
             self.node.fail(t, exc.code, str(exc))
             self.conn.close()
             return
@@ -519,8 +528,14 @@ class ServerHandler(Handler):
         refusal = node.refuse_incoming(peer, info)
         if refusal is not None:
             self.conn.send(Reject(msg.id, refusal[0], refusal[1]))
-            node.events.emit("transfer_refused", id=msg.id, peer=peer, name=info.name,
-                             code=refusal[0], reason=refusal[1])
+            node.events.emit(
+                "transfer_refused",
+                id=msg.id,
+                peer=peer,
+                name=info.name,
+                code=refusal[0],
+                reason=refusal[1],
+            )
             return
         existing = node.store.find_existing(info.sha256, info.size)
         if existing is not None:
@@ -535,7 +550,9 @@ class ServerHandler(Handler):
             self.conn.send(Reject(msg.id, exc.code, str(exc)))
             return
         if incoming.reset_reason:
-            node.events.emit("transfer_reset", id=t.id, reason=incoming.reset_reason, name=info.name)
+            node.events.emit(
+                "transfer_reset", id=t.id, reason=incoming.reset_reason, name=info.name
+            )
         self.incoming = incoming
         self.transfer = t
         t.offset = t.bytes = incoming.offset
@@ -569,7 +586,9 @@ class ServerHandler(Handler):
         try:
             name = incoming.finish()
         except StoreError as exc:
-            self.conn.send(Verdict(t.id, False, incoming.sha256_so_far, None, False, exc.code, str(exc)))
+            self.conn.send(
+                Verdict(t.id, False, incoming.sha256_so_far, None, False, exc.code, str(exc))
+            )
             self.transfer = None
             self.node.fail(t, exc.code, str(exc), retry=False)
             return
@@ -595,8 +614,9 @@ class ServerHandler(Handler):
         node.add_transfer(t)
         self.transfer = t
         self.conn.send(FileHeader(msg.id, _info(meta), offset))
-        self.sender = FileSender(self.conn, str(node.store.resolve_shared(meta.name, None)), offset,
-                                 meta.size, t)
+        self.sender = FileSender(
+            self.conn, str(node.store.resolve_shared(meta.name, None)), offset, meta.size, t
+        )
         self.sender.start()
 
     def _pull_verdict(self, msg: Verdict) -> None:
@@ -667,7 +687,7 @@ class Node:
         self._announce_handle: Any = None
         self.started = time.time()
 
-    # -- lifecycle -----------------------------------------------------------------------------
+    # -- lifecycle -------------------------------------------------------------------------------
     def start(self) -> None:
         cfg = self.config
         self.server = self.loop.listen_tcp(cfg.host, cfg.port, self._accept)
@@ -731,8 +751,14 @@ class Node:
     def _announce(self) -> None:
         cfg = self.config
         now = self.loop.time()
-        msg = Announce(self.node_id, cfg.name, self.tcp_port, tuple(cfg.groups), self._next_seq(),
-                       cfg.announce_interval)
+        msg = Announce(
+            self.node_id,
+            cfg.name,
+            self.tcp_port,
+            tuple(cfg.groups),
+            self._next_seq(),
+            cfg.announce_interval,
+        )
         self._broadcast(encode(msg))
         self.announcer.sent(now)
         self._schedule_announce()
@@ -764,8 +790,15 @@ class Node:
             if not getattr(ev, "changed", False):
                 self.announcer.on_new_peer(now)
                 self._schedule_announce()
-            self.events.emit("peer_up", peer=p.node, peer_name=p.name, addr=p.addr, port=p.port,
-                             groups=list(p.groups), static=p.static)
+            self.events.emit(
+                "peer_up",
+                peer=p.node,
+                peer_name=p.name,
+                addr=p.addr,
+                port=p.port,
+                groups=list(p.groups),
+                static=p.static,
+            )
             self._peer_appeared(p.node)
         elif kind == "PeerDown":
             self.events.emit("peer_down", peer=ev.node, reason=ev.reason)
@@ -775,8 +808,9 @@ class Node:
         if hello.node == self.node_id:
             return
         now = self.loop.time()
-        for ev in self.peers.add_static(hello.node, hello.name, addr, hello.port,
-                                        tuple(hello.groups), now):
+        for ev in self.peers.add_static(
+            hello.node, hello.name, addr, hello.port, tuple(hello.groups), now
+        ):
             self._peer_event(ev, now)
 
     def _ping_static(self) -> None:
@@ -791,11 +825,18 @@ class Node:
         if self.config.auto_fetch:
             self._auto_fetch(peer_id)
 
-    # -- peers ------------------------------------------------------------------------------------
+    # -- peers -----------------------------------------------------------------------------------
     def peer_list(self) -> list[dict[str, Any]]:
         return [
-            {"node": p.node, "name": p.name, "addr": p.addr, "port": p.port, "groups": list(p.groups),
-             "last_seen": p.last_seen, "static": p.static}
+            {
+                "node": p.node,
+                "name": p.name,
+                "addr": p.addr,
+                "port": p.port,
+                "groups": list(p.groups),
+                "last_seen": p.last_seen,
+                "static": p.static,
+            }
             for p in self.peers.peers()
         ]
 
@@ -817,7 +858,7 @@ class Node:
                 return hits[0]
         raise ApiError(404, "unknown_peer", f"peer unknown: {text}")
 
-    # -- transfers --------------------------------------------------------------------------------
+    # -- transfers -------------------------------------------------------------------------------
     def add_transfer(self, t: Transfer) -> None:
         self.transfers[t.id] = t
         self.events.emit("transfer_started", **t.to_json())
@@ -831,8 +872,16 @@ class Node:
 
     def _save_journal(self) -> None:
         rows = [
-            {"id": t.id, "direction": t.direction, "peer": t.peer, "peer_name": t.peer_name,
-             "name": t.name, "source": t.source, "sha256": t.sha256, "size": t.size}
+            {
+                "id": t.id,
+                "direction": t.direction,
+                "peer": t.peer,
+                "peer_name": t.peer_name,
+                "name": t.name,
+                "source": t.source,
+                "sha256": t.sha256,
+                "size": t.size,
+            }
             for t in self.transfers.values()
             if t.initiator and not t.final
         ]
@@ -851,10 +900,15 @@ class Node:
             return
         for row in rows if isinstance(rows, list) else []:
             try:
-                t = Transfer(str(row["id"]), str(row["direction"]),
-                             "send" if row["direction"] == "push" else "receive",
-                             str(row["peer"]), str(row["peer_name"]), str(row["name"]),
-                             size=int(row["size"] or 0))
+                t = Transfer(
+                    str(row["id"]),
+                    str(row["direction"]),
+                    "send" if row["direction"] == "push" else "receive",
+                    str(row["peer"]),
+                    str(row["peer_name"]),
+                    str(row["name"]),
+                    size=int(row["size"] or 0),
+                )
                 t.source, t.sha256 = row.get("source"), row.get("sha256")
             except (KeyError, TypeError, ValueError):
                 continue
@@ -882,9 +936,18 @@ class Node:
         t.error = {"code": code, "reason": reason}
         if retry and t.initiator and code in TRANSIENT_CODES and t.attempts <= self.config.retries:
             t.state = "retrying"
-            delay = min(self.config.retry_backoff * 2 ** (t.attempts - 1), self.config.retry_backoff_max)
-            self.events.emit("transfer_retry", id=t.id, code=code, reason=reason,
-                             attempt=t.attempts, delay=delay, bytes=t.bytes)
+            delay = min(
+                self.config.retry_backoff * 2 ** (t.attempts - 1), self.config.retry_backoff_max
+            )
+            self.events.emit(
+                "transfer_retry",
+                id=t.id,
+                code=code,
+                reason=reason,
+                attempt=t.attempts,
+                delay=delay,
+                bytes=t.bytes,
+            )
             self.loop.call_later(delay, lambda: self._retry(t))
             return
         t.state = "failed"
@@ -936,8 +999,9 @@ class Node:
             found = self.store.meta_for_path(path)
         except StoreError as exc:
             raise ApiError(404, "file_missing", f"file missing: {path_text}") from exc
-        t = Transfer(new_transfer_id(), "push", "send", str(peer["node"]), str(peer["name"]),
-                     path.name)
+        t = Transfer(
+            new_transfer_id(), "push", "send", str(peer["node"]), str(peer["name"]), path.name
+        )
         t.source = str(path)
         self.add_transfer(t)
         if isinstance(found, HashJob):
@@ -977,8 +1041,9 @@ class Node:
         if not name and not sha256:
             raise ApiError(400, "bad_request", "pull needs a name or a sha256")
         peer = self.resolve_peer(peer_text)
-        t = Transfer(new_transfer_id(), "pull", "receive", str(peer["node"]), str(peer["name"]),
-                     name or "")
+        t = Transfer(
+            new_transfer_id(), "pull", "receive", str(peer["node"]), str(peer["name"]), name or ""
+        )
         t.sha256 = sha256
         self.add_transfer(t)
         self._start_pull(t)
@@ -991,7 +1056,9 @@ class Node:
             self.fail(t, "unreachable", "peer is not known (yet)")
             return
         t.state = "connecting"
-        self._connect(str(peer["addr"]), int(peer["port"]), PullClient(t, t.sha256 if not t.name else None))
+        self._connect(
+            str(peer["addr"]), int(peer["port"]), PullClient(t, t.sha256 if not t.name else None)
+        )
 
     def cancel(self, tid: str) -> Transfer:
         t = self.transfers.get(tid)
@@ -1003,7 +1070,8 @@ class Node:
             t.error = {"code": "cancelled", "reason": "cancelled by user"}
             for conn in list(self.conns):
                 h = conn.handler
-                if getattr(h, "transfer", None) is t:
+                owner = getattr(h, "transfer", None)
+                if owner is not None and owner.id == tid:
                     if isinstance(h, (PullClient, ServerHandler)) and h.incoming is not None:
                         h.incoming.abort(keep=False)
                         h.incoming = None
@@ -1025,10 +1093,11 @@ class Node:
         return Conn(self, Role.SERVER, ServerHandler())
 
     def _accept_api(self) -> Any:
-        return ApiServerProtocol(ApiFacade(self), token=self.config.api_token,
-                                 call_later=self.loop.call_later)
+        return ApiServerProtocol(
+            ApiFacade(self), token=self.config.api_token, call_later=self.loop.call_later
+        )
 
-    # -- shared files and hashing -------------------------------------------------------------------
+    # -- shared files and hashing ----------------------------------------------------------------
     def rescan(self) -> None:
         metas, jobs = self.store.scan_share()
         self.shared = {m.name: m for m in metas}
@@ -1110,7 +1179,7 @@ class Node:
 
         self._connect(str(peer["addr"]), int(peer["port"]), ListClient(got))
 
-    # -- periodic work --------------------------------------------------------------------------------
+    # -- periodic work ---------------------------------------------------------------------------
     def _tick(self) -> None:
         if self.stopping:
             return
@@ -1133,8 +1202,14 @@ class Node:
                 t.sample_rate(now)
                 if wall - getattr(t, "_progress_at", 0.0) >= self.config.progress_interval:
                     t._progress_at = wall  # type: ignore[attr-defined]
-                    self.events.emit("transfer_progress", id=t.id, bytes=t.bytes, size=t.size,
-                                     sent=t.sent, rate=round(t.rate, 1))
+                    self.events.emit(
+                        "transfer_progress",
+                        id=t.id,
+                        bytes=t.bytes,
+                        size=t.size,
+                        sent=t.sent,
+                        rate=round(t.rate, 1),
+                    )
         if now >= self._rescan_at:
             self.rescan()
             if self.config.auto_fetch:
@@ -1181,8 +1256,11 @@ class ApiFacade:
             "groups": list(n.config.groups),
             "share": str(n.config.share),
             "inbox": str(n.config.inbox),
-            "stats": {"discovery": dict(n.peers.counters), "connections": len(n.conns),
-                      "uptime": round(time.time() - n.started, 3)},
+            "stats": {
+                "discovery": dict(n.peers.counters),
+                "connections": len(n.conns),
+                "uptime": round(time.time() - n.started, 3),
+            },
         }
 
     def peers(self) -> list[dict[str, Any]]:

@@ -91,7 +91,9 @@ def parse_size(text: str) -> int:
 def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     home = Path(_env("HOME_DIR") or Path.home() / ".mole")
     p.add_argument("--name", default=_env("NAME") or socket.gethostname(), help="display name")
-    p.add_argument("--share", default=_env("SHARE") or str(home / "share"), help="directory to share")
+    p.add_argument(
+        "--share", default=_env("SHARE") or str(home / "share"), help="directory to share"
+    )
     p.add_argument("--inbox", default=_env("INBOX") or str(home / "inbox"), help="received files")
     p.add_argument("--state", default=_env("STATE") or str(home / "state"), help="node id, caches")
     p.add_argument("--listen", default=_env("LISTEN") or "0.0.0.0", help="transfer listen address")

@@ -141,7 +141,8 @@ class NodeProc:
                 e = self._new.get(timeout=min(left, 0.5))
             except queue.Empty:
                 if not self.alive():
-                    raise AssertionError(self.diagnose(f"{self.name} exited waiting for {what}"))
+                    msg = self.diagnose(f"{self.name} exited waiting for {what}")
+                    raise AssertionError(msg) from None
                 continue
             if pred(e):
                 return e
@@ -152,7 +153,9 @@ class NodeProc:
             err = self.stderr_path.read_text()[-3000:]
         except OSError:
             err = ""
-        state = "running" if self.alive() else f"exited {self.proc.returncode if self.proc else '?'}"
+        state = (
+            "running" if self.alive() else f"exited {self.proc.returncode if self.proc else '?'}"
+        )
         return f"{headline}\nnode state: {state}\nlast events:\n{tail}\nstderr tail:\n{err}"
 
     @property

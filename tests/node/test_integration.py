@@ -67,7 +67,9 @@ def test_push_arrives_verified_and_atomically(tmp_path: Path) -> None:
         ev = b.wait_event(lambda e: e["event"] == "transfer_done")
         assert ev["sha256"] == digest and ev["size"] == 3 << 20 and ev["seconds"] >= 0
         # nothing left over: no partial file under any name
-        assert sorted(p.name for p in b.inbox.iterdir() if not p.name.startswith(".")) == ["big.bin"]
+        assert sorted(p.name for p in b.inbox.iterdir() if not p.name.startswith(".")) == [
+            "big.bin"
+        ]
 
 
 def test_same_content_is_done_without_transfer_and_collision_gets_new_name(
@@ -145,7 +147,9 @@ def test_max_size_refuses(tmp_path: Path) -> None:
 def test_concurrent_transfers_fan_in_and_out(tmp_path: Path) -> None:
     with nodes(tmp_path, ["a", "b", "c"]) as (a, b, c):
         wait_mesh([a, b, c])
-        digests = {f"f{i}.bin": write_random(a.share / f"f{i}.bin", 1 << 20, seed=i) for i in range(4)}
+        digests = {
+            f"f{i}.bin": write_random(a.share / f"f{i}.bin", 1 << 20, seed=i) for i in range(4)
+        }
         ids = [
             a.api("POST", "/api/push", {"peer": peer, "path": name})["id"]
             for name in digests
@@ -267,7 +271,9 @@ def test_static_peer_without_broadcast(tmp_path: Path) -> None:
         try:
             b.wait_api("/api/peers", lambda ps: [p["name"] for p in ps] == ["a"], what="static a")
             # a learned b from b's hello
-            a.wait_api("/api/peers", lambda ps: [p["name"] for p in ps] == ["b"], what="b via hello")
+            a.wait_api(
+                "/api/peers", lambda ps: [p["name"] for p in ps] == ["b"], what="b via hello"
+            )
             digest = write_random(b.share / "s.bin", 200_000)
             final = done(b, b.api("POST", "/api/push", {"peer": "a", "path": "s.bin"})["id"])
             assert final["state"] == "done" and sha(a.inbox / "s.bin") == digest
