@@ -576,7 +576,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "serve":
             return cmd_serve(args)
-        client = Client(args.api, args.token, args.timeout or REQUEST_TIMEOUT)
+        # A tiny --timeout bounds the wait for transfers; single answers still get a second.
+        http_timeout = REQUEST_TIMEOUT if args.timeout is None else max(1.0, args.timeout)
+        client = Client(args.api, args.token, http_timeout)
         try:
             status: int = args.run(args, client, sys.stdout)
             return status
