@@ -498,3 +498,13 @@ def test_transfer_error_messages() -> None:
     assert cli.transfer_error(failed) == "refused by b: f.bin (no pushes)"
     odd = transfer("t1", state="failed", error={"code": "weird", "reason": "a\nb"})
     assert cli.transfer_error(odd) == "transfer failed: f.bin: weird: a b"
+
+
+def test_node_that_never_answers(capsys: pytest.CaptureFixture[str]) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()  # connections complete in the backlog; nobody ever reads them
+        url = f"http://127.0.0.1:{s.getsockname()[1]}"
+        code, out, err = run(capsys, "--api", url, "--timeout", "1", "peers")
+    assert (code, out) == (1, "")
+    assert err == f"mole: no answer from the node at {url} within 1 s\n"
