@@ -248,6 +248,8 @@ class HashJob:
                 self._hasher.update(view[:n])
                 self.hashed += n
                 budget -= n
+                if self.hashed > self.size:  # growing: no need to read to the new end
+                    return self._at_eof()
             return False
         except BaseException:
             self.close()
