@@ -1,0 +1,142 @@
+"""`python3 -m lab COMMAND`: the lab's entry point.
+
+    image               build (once) the base and node images, print their tags
+    clean               remove every lab container and network (io.mole.lab=1)
+    run FILE...         run scenario files
+    demo [-d|--detach]  the 4-node compose demo; `demo down` stops it (other words go to compose)
+    test [ARGS...]      every test: `python -m pytest -n auto ARGS`, images built first
+
+Only the standard library is imported before `bootstrap` has installed what is missing.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from lab import bootstrap
+
+REPO = Path(__file__).resolve().parent.parent
+DEMO_PROJECT = "mole-demo"
+
+
+def usage() -> str:
+    return (__doc__ or "").split("\n\n")[1].rstrip() + "\n"
+
+
+def compose_command() -> list[str]:
+    """`docker-compose` (v1) or `docker compose` (v2), whichever this machine has."""
+    if shutil.which("docker"):
+        probe = subprocess.run(
+            ["docker", "compose", "version"], capture_output=True, text=True, check=False
+        )
+        if probe.returncode == 0:
+            return ["docker", "compose"]
+    if shutil.which("docker-compose"):
+        return ["docker-compose"]
+    raise SystemExit("lab: neither `docker compose` nor `docker-compose` is installed")
+
+
+def cmd_image(_args: list[str]) -> int:
+    from lab import image
+
+    return image.main()
+
+
+def cmd_clean(_args: list[str]) -> int:
+    from lab import cluster
+
+    print(cluster.sweep(everything=True))
+    return 0
+
+
+def cmd_run(args: list[str]) -> int:
+    from lab import runner
+
+    return int(runner.main_run(args) or 0)
+
+
+def cmd_demo(args: list[str]) -> int:
+    base = [
+        *compose_command(),
+        "-f", str(REPO / "compose.yaml"),
+        "--project-directory", str(REPO),
+        "-p", DEMO_PROJECT,
+    ]  # fmt: skip
+    if args and not args[0].startswith("-"):
+        argv = [*base, *args]  # down, ps, logs ...: straight to compose
+    else:
+        from lab import image
+
+        image.ensure_node_image()  # compose then finds mole-node:latest and never builds
+        detach = [a for a in args if a in ("-d", "--detach")]
+        rest = [a for a in args if a not in ("-d", "--detach")]
+        argv = [*base, "up", "--no-build", *(["-d"] if detach else []), *rest]
+    print(f"lab: {' '.join(argv)}", file=sys.stderr, flush=True)
+    os.execvp(argv[0], argv)  # compose owns the terminal and Ctrl-C from here
+
+
+def cmd_test(args: list[str]) -> int:
+    from lab import cluster, image
+
+    reason = cluster.docker_unavailable()
+    env = dict(os.environ)
+    if reason:
+        print(f"lab: WARNING: no Docker ({reason}); lab tests will be skipped", file=sys.stderr)
+    else:
+        # Built here once, so parallel workers find it ready.
+        env["MOLE_NODE_IMAGE"] = image.ensure_node_image()
+    parallel = any(
+        a in ("-n", "--numprocesses") or a.startswith(("-n", "--numprocesses=")) for a in args
+    )
+    no_xdist = any(a in ("no:xdist", "-pno:xdist") for a in args)
+    argv = [
+        sys.executable,
+        "-m",
+        "pytest",
+        *([] if parallel or no_xdist else ["-n", "auto"]),
+        *args,
+    ]
+    try:
+        Path.cwd().relative_to(REPO)
+    except ValueError:
+        os.chdir(REPO)  # pytest then picks up pyproject.toml's testpaths
+    print(f"lab: {' '.join(argv[1:])}", file=sys.stderr, flush=True)
+    os.execve(sys.executable, argv, env)
+
+
+COMMANDS = {
+    "image": cmd_image,
+    "clean": cmd_clean,
+    "run": cmd_run,
+    "demo": cmd_demo,
+    "test": cmd_test,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        sys.stdout.write(usage())
+        return 0 if argv else 2
+    command = COMMANDS.get(argv[0])
+    if command is None:
+        sys.stderr.write(f"lab: unknown command {argv[0]!r}\n" + usage())
+        return 2
+    bootstrap.ensure_python_deps()
+    from lab.cluster import LabError
+
+    try:
+        return command(argv[1:])
+    except LabError as e:
+        print(f"lab: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
