@@ -834,7 +834,7 @@ class Node:
                 "addr": p.addr,
                 "port": p.port,
                 "groups": list(p.groups),
-                "last_seen": p.last_seen,
+                "last_seen": round(time.time() - (self.loop.time() - p.last_seen), 3),
                 "static": p.static,
             }
             for p in self.peers.peers()

@@ -18,15 +18,44 @@ import errno
 import functools
 import heapq
 import itertools
-import logging
 import os
 import selectors
 import socket
+import sys
 import time
 from collections.abc import Callable
 from typing import Final, Protocol
 
-log = logging.getLogger("mole.loop")
+
+class _StderrLog:
+    """Warnings and errors to stderr; debug only with MOLE_DEBUG=1.
+
+    The stdlib `logging` package costs about a mebibyte of an idle node's memory for the few
+    lines the loop ever writes, so it is not imported.
+    """
+
+    debug_enabled = os.environ.get("MOLE_DEBUG") == "1"
+
+    def _write(self, level: str, msg: str, args: tuple[object, ...]) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            sys.stderr.write(f"mole.loop {level}: {msg % args if args else msg}\n")
+
+    def debug(self, msg: str, *args: object) -> None:
+        if self.debug_enabled:
+            self._write("debug", msg, args)
+
+    def warning(self, msg: str, *args: object) -> None:
+        self._write("warning", msg, args)
+
+    def error(self, msg: str, *args: object, exc_info: BaseException | None = None) -> None:
+        self._write("error", msg, args)
+        if exc_info is not None:
+            import traceback
+
+            traceback.print_exception(exc_info, file=sys.stderr)
+
+
+log = _StderrLog()
 
 RECV_BUFFER_SIZE: Final = 1 << 20
 HIGH_WATER: Final = 64 * 1024

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import ipaddress
 import socket
 import struct
 from typing import Final
@@ -53,8 +52,9 @@ def _broadcast_of(sock: socket.socket, name: str, addr: str) -> str:
         if brd != "0.0.0.0":
             return brd
     mask = _ipv4(sock, name, SIOCGIFNETMASK)
-    net = ipaddress.IPv4Network(f"{addr}/{mask}", strict=False)
-    return str(net.broadcast_address)
+    a = struct.unpack("!I", socket.inet_aton(addr))[0]
+    m = struct.unpack("!I", socket.inet_aton(mask))[0]
+    return socket.inet_ntoa(struct.pack("!I", (a | ~m) & 0xFFFFFFFF))
 
 
 def broadcast_addresses(interfaces: list[str] | None = None) -> list[tuple[str, str]]:
