@@ -376,6 +376,7 @@ class Cluster:
         self.owner = owner_id()
         self.networks: dict[str, str] = {}  # lab name -> docker name
         self._network_ids: dict[str, str] = {}  # docker name -> id
+        self.subnets: dict[str, str] = {}  # lab name -> "10.213.7.0/24"
         self._nodes: dict[str, NodeHandle] = {}
         self._container_ids: set[str] = set()
         self._lock = threading.Lock()
@@ -455,6 +456,7 @@ class Cluster:
             with self._lock:
                 self.networks[name] = dname
                 self._network_ids[dname] = net["Id"]
+                self.subnets[name] = str(subnet)
             return dname
         raise LabError(
             f"every subnet tried was taken by a parallel run ({_short(last) if last else ''})",
@@ -666,6 +668,11 @@ class Cluster:
         info = self._call(h, "inspect", _api().inspect_container, h.container_id)
         return str(info["State"]["Status"])
 
+    def container_labels(self, name: str) -> dict[str, str]:
+        h = self.node(name)
+        info = self._call(h, "inspect", _api().inspect_container, h.container_id)
+        return dict(info["Config"]["Labels"] or {})
+
     def exit_code(self, name: str) -> int | None:
         """The exit code once the container has exited, else None."""
         h = self.node(name)
@@ -770,13 +777,13 @@ def resources(run_id: str | None = None) -> dict[str, list[str]]:
     return {"containers": sorted(containers), "networks": sorted(networks)}
 
 
-def sweep(*, everything: bool = False) -> int:
+def sweep(*, everything: bool = False, run_id: str | None = None) -> int:
     """Remove lab containers and networks whose owner process is dead (or all of them).
 
     Returns how many were removed. Resources without the lab label (e.g. the compose demo)
-    are never touched.
+    are never touched. run_id restricts the sweep to one run.
     """
-    flt = {"label": [f"{LABEL}=1"]}
+    flt = {"label": [f"{LABEL}=1"] + ([f"{LABEL_RUN}={run_id}"] if run_id else [])}
     try:
         api = _api()
         containers = api.containers(all=True, filters=flt)

@@ -1,0 +1,260 @@
+"""lab.cluster against the real Docker engine: networks, nodes, lifecycle, cleanup, sweep."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import threading
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from lab import cluster
+from lab.cluster import Cluster, LabError, NodeSpec
+
+pytestmark = [
+    pytest.mark.lab,
+    pytest.mark.skipif(
+        cluster.docker_unavailable() is not None,
+        reason=f"Docker not reachable: {cluster.docker_unavailable()}",
+    ),
+]
+
+# A placeholder process: the lab's mechanics do not depend on the node being runnable.
+SLEEP = ["python3", "-c", "import time; print('ready', flush=True); time.sleep(600)"]
+
+
+def wait_for(cond: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.05)
+
+
+def run_id() -> str:
+    return f"t{uuid.uuid4().hex[:10]}"
+
+
+def placeholder(name: str, networks: list[str], start: bool = True) -> NodeSpec:
+    return NodeSpec(name=name, networks=networks, entrypoint=SLEEP, command=[], start=start)
+
+
+@pytest.fixture(scope="module")
+def node_image() -> str:
+    import os
+
+    from lab import image
+
+    return os.environ.get("MOLE_NODE_IMAGE") or image.ensure_node_image()
+
+
+@pytest.fixture
+def lab(node_image: str, tmp_path: Path) -> Iterator[Cluster]:
+    with Cluster(run_id(), image=node_image, workdir=tmp_path) as c:
+        yield c
+    assert cluster.resources(c.run_id) == {"containers": [], "networks": []}
+
+
+def test_two_nodes_get_ips_exec_labels_and_close_removes_everything(
+    node_image: str, tmp_path: Path
+) -> None:
+    rid = run_id()
+    c = Cluster(rid, image=node_image, workdir=tmp_path)
+    with c:
+        net = c.add_network("lan")
+        assert net == f"mole-{rid}-lan"
+        nodes = c.create_nodes([placeholder("a", ["lan"]), placeholder("b", ["lan"])])
+        subnet = ipaddress.ip_network(c.subnets["lan"])
+        ips = {n: ipaddress.ip_address(h.ips["lan"]) for n, h in nodes.items()}
+        assert all(ip in subnet for ip in ips.values()) and ips["a"] != ips["b"]
+        assert nodes["a"].api_url == f"http://{ips['a']}:47102"
+        assert nodes["a"].token and nodes["a"].token != nodes["b"].token
+
+        code, out = c.exec("a", ["hostname"])
+        assert (code, out.strip()) == (0, "a")
+        assert c.exec("b", ["sh", "-c", "echo oops >&2; exit 3"]) == (3, "oops\n")
+        # b reaches a by its bridge address, and by name (network alias).
+        probe = (
+            "import socket; print(socket.gethostbyname('a')); "
+            f"socket.create_connection(('{ips['a']}', 9), 0.5)"
+        )
+        code, out = c.exec("b", ["python3", "-c", probe])
+        assert out.splitlines()[0] == str(ips["a"])
+        assert "Connection refused" in out  # reachable host, closed port
+
+        (nodes["a"].data_dir / "share" / "f.txt").write_text("from the host")
+        assert c.exec("a", ["cat", "/data/share/f.txt"]) == (0, "from the host")
+
+        labels = c.container_labels("a")
+        assert labels[cluster.LABEL] == "1"
+        assert labels[cluster.LABEL_RUN] == rid
+        assert labels[cluster.LABEL_OWNER] == cluster.owner_id()
+        assert cluster.resources(rid) == {
+            "containers": [f"mole-{rid}-a", f"mole-{rid}-b"],
+            "networks": [net],
+        }
+        wait_for(lambda: "ready" in c.logs("a"), what="placeholder output")
+    assert cluster.resources(rid) == {"containers": [], "networks": []}
+    c.close()  # idempotent
+
+
+def test_lifecycle_status_and_logs(lab: Cluster) -> None:
+    lab.add_network("lan")
+    lab.create_nodes([placeholder("n", ["lan"]), placeholder("later", ["lan"], start=False)])
+    assert lab.status("n") == "running"
+    assert lab.status("later") == "created"
+    assert lab.node("later").ips == {"lan": ""} and lab.node("later").api_url == ""
+    lab.start("later")
+    assert lab.status("later") == "running" and lab.node("later").ips["lan"]
+
+    lab.pause("n")
+    assert lab.status("n") == "paused"
+    lab.unpause("n")
+    assert lab.status("n") == "running"
+    lab.kill("n", signal="SIGKILL")
+    wait_for(lambda: lab.status("n") == "exited", what="n to exit")
+    assert lab.exit_code("n") == 137
+    lab.restart("n", timeout=0)
+    assert lab.status("n") == "running"
+    wait_for(lambda: lab.logs("n").count("ready") == 2, what="second start's output")
+    assert lab.logs("n", tail=1) == "ready\n"
+    lab.stop("n", timeout=0)
+    assert lab.status("n") == "exited"
+
+
+def test_multi_network_connect_disconnect(lab: Cluster) -> None:
+    lab.add_network("a")
+    lab.add_network("b")
+    h = lab.create_nodes([placeholder("r", ["a", "b"])])["r"]
+    assert ipaddress.ip_address(h.ips["a"]) in ipaddress.ip_network(lab.subnets["a"])
+    assert ipaddress.ip_address(h.ips["b"]) in ipaddress.ip_network(lab.subnets["b"])
+    # Both interfaces were there when the process started.
+    code, out = lab.exec("r", ["ip", "-4", "-o", "addr"])
+    assert code == 0 and h.ips["a"] in out and h.ips["b"] in out
+
+    lab.disconnect("r", "b")
+    assert h.ips["b"] == ""
+    assert h.ips["a"] and lab.exec("r", ["ip", "-4", "-o", "addr"])[1].count("inet ") == 2
+    lab.connect("r", "b")
+    assert ipaddress.ip_address(h.ips["b"]) in ipaddress.ip_network(lab.subnets["b"])
+
+
+def test_errors_name_node_operation_and_log_tail(lab: Cluster) -> None:
+    lab.add_network("lan")
+    crash = ["sh", "-c", "echo boom-before-exit; exit 5"]
+    lab.create_nodes([NodeSpec(name="crash", networks=["lan"], entrypoint=crash, command=[])])
+    wait_for(lambda: lab.status("crash") == "exited", what="crash to exit")
+    with pytest.raises(LabError) as e:
+        lab.exec("crash", ["true"])
+    msg = str(e.value)
+    assert "node crash" in msg and "exec" in msg and "exited" in msg
+    assert "boom-before-exit" in msg
+    assert e.value.node == "crash"
+    with pytest.raises(LabError, match="node ghost"):
+        lab.node("ghost")
+    with pytest.raises(ValueError, match="duplicate"):
+        lab.create_nodes([placeholder("crash", ["lan"])])
+
+
+def test_create_failure_reports_node_and_keeps_cleanup_working(
+    lab: Cluster,
+) -> None:
+    lab.add_network("lan")
+    bad = NodeSpec(name="bad", networks=["lan"], tmpfs={"relative/path": ""}, command=["x"])
+    with pytest.raises(LabError, match="node bad"):
+        lab.create_nodes([placeholder("ok", ["lan"]), bad])
+    assert lab.status("ok") == "running"  # the good one is still registered for cleanup
+
+
+def test_interrupt_during_create_nodes_cleans_up(
+    node_image: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rid = run_id()
+    c = Cluster(rid, image=node_image, workdir=tmp_path)
+    c.add_network("lan")
+    original = Cluster._create_one
+    started = threading.Event()
+
+    def create_one(self: Cluster, spec: NodeSpec) -> cluster.NodeHandle:
+        if spec.name == "boom":
+            started.wait(10)
+            raise KeyboardInterrupt  # what Ctrl-C looks like to create_nodes
+        h = original(self, spec)
+        started.set()
+        return h
+
+    monkeypatch.setattr(Cluster, "_create_one", create_one)
+    specs = [placeholder(f"n{i}", ["lan"]) for i in range(3)] + [placeholder("boom", ["lan"])]
+    with pytest.raises(KeyboardInterrupt):
+        c.create_nodes(specs)
+    assert cluster.resources(rid) == {"containers": [], "networks": []}
+
+
+def test_sweep_removes_dead_owners_only(node_image: str, tmp_path: Path) -> None:
+    dead, live = run_id(), run_id()
+    ghost = Cluster(dead, image=node_image, workdir=tmp_path / "dead")
+    # A pid that cannot exist: the owner of these resources is certainly dead.
+    ghost.owner = f"{cluster.owner_id().split(':')[0]}:{2**22 + 7}:1"
+    ghost.add_network("lan")
+    ghost.create_nodes([placeholder("x", ["lan"]), placeholder("y", ["lan"])])
+    with Cluster(live, image=node_image, workdir=tmp_path / "live") as alive:
+        alive.add_network("lan")
+        alive.create_nodes([placeholder("z", ["lan"])])
+        assert cluster.sweep(run_id=live) == 0
+        assert cluster.sweep(run_id=dead) == 3  # two containers, one network
+        assert cluster.resources(dead) == {"containers": [], "networks": []}
+        assert len(cluster.resources(live)["containers"]) == 1
+    ghost.close()  # nothing left: must not raise
+
+
+def test_parallel_clusters_get_distinct_subnets(node_image: str, tmp_path: Path) -> None:
+    clusters = [Cluster(run_id(), image=node_image, workdir=tmp_path / str(i)) for i in range(2)]
+    errors: list[BaseException] = []
+
+    def make(c: Cluster) -> None:
+        try:
+            for name in ("n1", "n2", "n3"):
+                c.add_network(name)
+        except BaseException as e:
+            errors.append(e)
+
+    try:
+        threads = [threading.Thread(target=make, args=(c,)) for c in clusters]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert not errors
+        subnets = [s for c in clusters for s in c.subnets.values()]
+        assert len(subnets) == 6 and len(set(subnets)) == 6
+        nets = [ipaddress.ip_network(s) for s in subnets]
+        assert not any(a.overlaps(b) for i, a in enumerate(nets) for b in nets[i + 1 :])
+    finally:
+        for c in clusters:
+            c.close()
+    assert all(cluster.resources(c.run_id)["networks"] == [] for c in clusters)
+
+
+def test_real_node_api_answers_with_token(lab: Cluster) -> None:
+    lab.add_network("lan")
+    h = lab.create_nodes([NodeSpec(name="real", networks=["lan"])])["real"]
+
+    def node_info() -> dict[str, object] | None:
+        req = urllib.request.Request(
+            f"{h.api_url}/api/node", headers={"Authorization": f"Bearer {h.token}"}
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=1) as r:
+                return dict(json.load(r))
+        except OSError:
+            return None
+
+    wait_for(lambda: node_info() is not None, timeout=15, what=f"API of {h.api_url}")
+    info = node_info()
+    assert info is not None and info["name"] == "real"
+    assert any((h.data_dir / "state").iterdir())  # the node keeps its id in the bind mount
