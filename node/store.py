@@ -327,6 +327,7 @@ class Store:
         self._by_sha: dict[str, set[str]] = {}
         self._dirty = False
         self._saved_at = time.monotonic()
+        self._save_cost = 0.0
         self._active: dict[str, Incoming] = {}
         self._inbox_jobs: dict[str, HashJob] = {}
         self.hashes_done = 0  # files hashed by this store (tests assert the cache avoids work)
@@ -382,13 +383,17 @@ class Store:
         self._maybe_save()
 
     def _maybe_save(self) -> None:
-        if self._dirty and time.monotonic() - self._saved_at >= self.save_interval:
+        # A big cache takes a while to serialise: save less often the longer a save takes,
+        # so persisting never costs more than ~2% of the loop's time.
+        interval = max(self.save_interval, 50 * self._save_cost)
+        if self._dirty and time.monotonic() - self._saved_at >= interval:
             self.flush()
 
     def flush(self) -> None:
         """Write the hash cache now if it changed (atomic: temp file + rename)."""
         if not self._dirty:
             return
+        started = time.monotonic()
         files = {path: [s, m, h] for path, (s, m, h) in self._cache.items()}
         body = json.dumps({"version": 1, "files": files}, separators=(",", ":")).encode()
         tmp = self.cache_path.with_name(CACHE_FILE + ".tmp")
@@ -399,6 +404,7 @@ class Store:
             return  # a cache: losing it costs re-hashing, not correctness; retry next time
         self._dirty = False
         self._saved_at = time.monotonic()
+        self._save_cost = self._saved_at - started
 
     def note_received(self) -> None:
         """Hook after a transfer completes: persist the cache if it is due."""
@@ -648,11 +654,14 @@ class Store:
             raise StoreError("io_error", f"cannot open inbox {self.inbox_real}: {exc}") from exc
 
     def _parts_fd(self, inbox_fd: int) -> int:
-        fd = _subdir(inbox_fd, MOLE_DIR, create=True, where=self.inbox_real)
         try:
-            return _subdir(fd, PARTS, create=True, where=f"{self.inbox_real}/{MOLE_DIR}")
-        finally:
-            os.close(fd)
+            fd = _subdir(inbox_fd, MOLE_DIR, create=True, where=self.inbox_real)
+            try:
+                return _subdir(fd, PARTS, create=True, where=f"{self.inbox_real}/{MOLE_DIR}")
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise _os_error(exc, f"cannot open {self.inbox_real}/{MOLE_DIR}/{PARTS}") from exc
 
     def partial_for(self, peer: str, name: str) -> tuple[int, str] | None:
         """(bytes held, sha256) of a resumable partial file from peer for name, if any."""
@@ -697,6 +706,33 @@ class Store:
         finally:
             os.close(parts_fd)
 
+    def prune_partials(self, max_age: float) -> int:
+        """Delete partial files untouched for max_age seconds (peers that never came back).
+
+        Transfers in progress are never touched. Returns how many partials were removed."""
+        cutoff = time.time() - max_age
+        active = set(self._active)
+        try:
+            with self._open_inbox() as inbox_fd:
+                parts_fd = self._parts_fd(inbox_fd)
+        except StoreError:
+            return 0
+        try:
+            newest: dict[str, float] = {}
+            for entry in os.listdir(parts_fd):
+                key = entry.split(".", 1)[0]
+                try:
+                    st = os.stat(entry, dir_fd=parts_fd, follow_symlinks=False)
+                except OSError:
+                    continue
+                newest[key] = max(newest.get(key, 0.0), st.st_mtime)
+            stale = [k for k, t in newest.items() if t < cutoff and k not in active]
+            for key in stale:
+                _remove_part(parts_fd, key)
+            return len(stale)
+        finally:
+            os.close(parts_fd)
+
     # -- receiving ---------------------------------------------------------------------------
     def open_incoming(self, peer: str, meta: FileMeta, *, resume: bool = True) -> Incoming:
         """Start (or resume) receiving meta from peer into a `.part` file.
@@ -721,10 +757,12 @@ class Store:
             _check_target(inbox_fd, name)
             parts_fd = self._parts_fd(inbox_fd)
             fd, offset, reset = self._open_part(parts_fd, key, peer, meta, resume)
-        except BaseException:
+        except BaseException as exc:
             os.close(inbox_fd)
             if parts_fd >= 0:
                 os.close(parts_fd)
+            if isinstance(exc, OSError):
+                raise _os_error(exc, f"cannot start receiving {name!r}") from exc
             raise
         incoming = Incoming(self, key, peer, meta, inbox_fd, parts_fd, fd, offset, reset)
         self._active[key] = incoming

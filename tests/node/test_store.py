@@ -754,3 +754,25 @@ def test_inbox_listing_hashes_big_files_over_several_calls(
             break
         assert calls < 10
     assert m.sha256 == sha(data) and calls >= 3
+
+
+def test_prune_partials_removes_only_stale_idle_ones(root: Path, store: Store) -> None:
+    data = os.urandom(1000)
+    old = store.open_incoming(PEER, meta("old.bin", data))
+    old.write(memoryview(data[:10]))
+    old.abort(keep=True)
+    fresh = store.open_incoming(PEER, meta("fresh.bin", data))
+    fresh.abort(keep=True)
+    live = store.open_incoming("peer2", meta("live.bin", data))
+    live.write(memoryview(data[:10]))
+    (parts_dir(root) / "deadbeef.json.tmp").write_text("{")
+    fresh_key = Store.part_key(PEER, "fresh.bin")
+    for p in parts_dir(root).iterdir():
+        if not p.name.startswith(fresh_key):
+            os.utime(p, (1_000_000, 1_000_000))
+    assert store.prune_partials(3600) == 2  # old.bin and the orphan temp record
+    assert store.partial_for(PEER, "old.bin") is None
+    assert store.partial_for(PEER, "fresh.bin") == (0, sha(data))
+    assert not (parts_dir(root) / "deadbeef.json.tmp").exists()
+    feed(live, data[10:])  # an idle-looking transfer in progress is untouched
+    assert live.finish() == "live.bin"
