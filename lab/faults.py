@@ -35,9 +35,12 @@ LIFECYCLE_VERBS = frozenset({"kill", "stop", "start", "restart", "pause", "unpau
 FAULT_VERBS: frozenset[str] = LIFECYCLE_VERBS | frozenset(
     {"partition", "heal", "loss", "unloss", "bandwidth", "unshape", "latency"}
 )
+VERBS = FAULT_VERBS  # the name lab.scenario looks for
 # Keys of a scenario step that are the runner's business (timing, role resolution), not a
 # verb parameter: the runner may pass the whole step and we ignore these.
-STEP_KEYS = frozenset({"at", "do", "duration", "node", "nodes", "groups", "after", "id", "note"})
+STEP_KEYS = frozenset(
+    {"id", "at", "after", "delay", "do", "duration", "node", "nodes", "group", "groups", "note"}
+)
 # Allowed parameters per verb (validation catches typos such as `precent`).
 PARAMS: dict[str, frozenset[str]] = {
     "kill": frozenset({"signal"}),
@@ -109,6 +112,10 @@ class FaultError(Exception):
         if output and output.strip():
             text += f"\n--- output ---\n{output.rstrip()}"
         super().__init__(text)
+
+
+class FaultParamError(FaultError, ValueError):
+    """Unknown verb or bad parameters: the scenario is wrong, nothing was touched."""
 
 
 class ClusterLike(Protocol):
@@ -240,7 +247,9 @@ def requirements(verb: str, params: Mapping[str, Any]) -> set[str]:
     "shaping" means tbf or htb (bandwidth falls back from tbf to htb).
     """
     if verb not in FAULT_VERBS:
-        raise FaultError(f"unknown fault verb {verb!r}; known: {', '.join(sorted(FAULT_VERBS))}")
+        raise FaultParamError(
+            f"unknown fault verb {verb!r}; known: {', '.join(sorted(FAULT_VERBS))}"
+        )
     if verb in ("partition", "heal", "unloss"):
         return {"iptables"}
     if verb == "loss":
@@ -254,8 +263,11 @@ def requirements(verb: str, params: Mapping[str, Any]) -> set[str]:
 
 
 def validate(verb: str, params: Mapping[str, Any]) -> None:
-    """Raise FaultError when the verb is unknown or a parameter is missing, unknown or bad."""
+    """Raise FaultParamError (a ValueError) when the verb is unknown or a parameter is missing,
+    unknown or bad. Node names are not checked here: the scenario parser resolves them."""
     _parse(verb, params)
+    if verb == "partition" and "groups" in params:
+        _target_groups({}, params)
 
 
 def apply(
@@ -301,18 +313,20 @@ def apply(
 
 def _parse(verb: str, params: Mapping[str, Any]) -> dict[str, Any]:
     if verb not in FAULT_VERBS:
-        raise FaultError(f"unknown fault verb {verb!r}; known: {', '.join(sorted(FAULT_VERBS))}")
+        raise FaultParamError(
+            f"unknown fault verb {verb!r}; known: {', '.join(sorted(FAULT_VERBS))}"
+        )
     unknown = sorted(set(params) - PARAMS[verb] - STEP_KEYS)
     if unknown:
         allowed = ", ".join(sorted(PARAMS[verb])) or "none"
-        raise FaultError(
+        raise FaultParamError(
             f"unknown parameter(s) {', '.join(unknown)} (allowed: {allowed})", verb=verb
         )
     try:
         parser = _PARSERS.get(verb)
         return parser(params) if parser else {}
     except (TypeError, ValueError) as e:
-        raise FaultError(str(e), verb=verb) from e
+        raise FaultParamError(str(e), verb=verb) from e
 
 
 def _number(params: Mapping[str, Any], key: str, default: float | None = None) -> float:
@@ -420,14 +434,15 @@ _PARSERS: dict[str, Callable[[Mapping[str, Any]], dict[str, Any]]] = {
 def _target_nodes(
     verb: str, targets: Mapping[str, Sequence[Any]], params: Mapping[str, Any]
 ) -> list[str]:
-    raw: Any = targets.get("node") or targets.get("nodes")
-    if not raw:
-        raw = params.get("node") or params.get("nodes")
+    raw: Any = None
+    for source in (targets, params):
+        for key in ("node", "nodes", "group"):
+            raw = raw or source.get(key)
     if isinstance(raw, str):
         raw = [raw]
     nodes = [str(n) for n in raw or []]
     if not nodes:
-        raise FaultError("no target node (give `node: NAME`)", verb=verb)
+        raise FaultParamError("no target node (give `node: NAME`)", verb=verb)
     return list(dict.fromkeys(nodes))
 
 
@@ -436,20 +451,20 @@ def _target_groups(
 ) -> list[list[str]]:
     raw: Any = targets.get("groups") or params.get("groups")
     if not isinstance(raw, list | tuple) or not all(isinstance(g, list | tuple) for g in raw):
-        raise FaultError(
+        raise FaultParamError(
             f"groups must be a list of node lists, e.g. [[a, b], [c]]; got {raw!r}",
             verb="partition",
         )
     groups = [[str(n) for n in g] for g in raw]
     if len(groups) < 2 or any(not g for g in groups):
-        raise FaultError(
+        raise FaultParamError(
             f"need at least two non-empty groups to partition; got {groups}", verb="partition"
         )
     seen: dict[str, int] = {}
     for i, g in enumerate(groups):
         for n in g:
             if n in seen and seen[n] != i:
-                raise FaultError(f"node {n} is in two groups: {groups}", verb="partition")
+                raise FaultParamError(f"node {n} is in two groups: {groups}", verb="partition")
             seen[n] = i
     return [list(dict.fromkeys(g)) for g in groups]
 

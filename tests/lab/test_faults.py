@@ -318,6 +318,20 @@ def test_latency_uses_netem_and_needs_it(fc: FakeCluster) -> None:
     assert r.done
 
 
+def test_validate_is_a_value_error_for_the_scenario_parser() -> None:
+    faults.validate("loss", {"node": "b", "group": "g", "percent": 5, "at": 1, "duration": 3})
+    faults.validate("partition", {"groups": [["a"], ["b", "c"]]})
+    for verb, params in [
+        ("loss", {"percent": 500}),
+        ("partition", {"groups": [["a"]]}),
+        ("explode", {}),
+        ("bandwidth", {"rate": "fast"}),
+    ]:
+        with pytest.raises(ValueError):
+            faults.validate(verb, params)
+    assert faults.VERBS == faults.FAULT_VERBS
+
+
 def test_requirements() -> None:
     req = faults.requirements
     assert req("kill", {}) == set()
