@@ -444,7 +444,7 @@ class Store:
                 metas.append(found)
             else:
                 jobs.append(found)
-        self._prune(self.share_real, seen)
+        self._prune(self.share_real, seen, other=self.inbox_real, hidden_skipped=True)
         return metas, jobs
 
     def _walk(
@@ -492,9 +492,19 @@ class Store:
         out.sort()
         return out
 
-    def _prune(self, root: str, seen: set[str]) -> None:
-        """Forget cache entries under root that a full walk did not see (deleted files)."""
-        gone = [p for p in self._cache if _inside(p, root) and p not in seen]
+    def _prune(self, root: str, seen: set[str], *, other: str, hidden_skipped: bool) -> None:
+        """Forget cache entries under root that a full walk did not see (deleted files).
+
+        Only paths the walk could have seen: not under the other root (share and inbox may
+        nest), not hidden ones when the walk skipped them (a push of a dot file stays cached)."""
+        skip_other = other != root and _inside(other, root)
+
+        def walked(p: str) -> bool:
+            if not _inside(p, root) or (skip_other and _inside(p, other)):
+                return False
+            return not hidden_skipped or "/." not in p[len(root) :].replace(os.sep, "/")
+
+        gone = [p for p in self._cache if p not in seen and walked(p)]
         for p in gone:
             self._drop(p)
         if gone:
@@ -575,7 +585,7 @@ class Store:
                 metas.append(found)
             else:
                 jobs.append(found)
-        self._prune(self.inbox_real, seen)
+        self._prune(self.inbox_real, seen, other=self.share_real, hidden_skipped=False)
         return metas, jobs
 
     def inbox_files(self) -> list[FileMeta]:

@@ -776,3 +776,19 @@ def test_prune_partials_removes_only_stale_idle_ones(root: Path, store: Store) -
     assert not (parts_dir(root) / "deadbeef.json.tmp").exists()
     feed(live, data[10:])  # an idle-looking transfer in progress is untouched
     assert live.finish() == "live.bin"
+
+
+def test_nested_share_and_inbox_do_not_prune_each_other(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    s = Store(home, home / ".mole-inbox", tmp_path / "state")  # inbox hidden inside the share
+    data = b"received bytes"
+    receive(s, "r.txt", data)
+    (home / ".dotfile").write_text("dot")
+    pushed = s.meta_for_path(home / ".dotfile")
+    assert isinstance(pushed, HashJob)
+    finish_all([pushed], s)
+    s.scan_share()
+    assert s.find_existing(sha(data), len(data)) == "r.txt"
+    assert isinstance(s.meta_for_path(home / ".dotfile"), FileMeta)
+    s.inbox_files()
+    assert isinstance(s.meta_for_path(home / ".dotfile"), FileMeta)
