@@ -1090,7 +1090,9 @@ class Incoming:
                 continue
             if not self._link(part, dir_fd, base):
                 continue  # lost a race for this name: look at it again
-            self._drop_part()
+            # Placed. A part we cannot unlink is harmless: a resume finds the same inode.
+            with contextlib.suppress(OSError):
+                self._drop_part()
             if self.store.fsync:
                 os.fsync(dir_fd)
             st = os.stat(base, dir_fd=dir_fd, follow_symlinks=False)
@@ -1133,7 +1135,7 @@ class Incoming:
         if self._state in ("open", "broken"):
             self._close("kept" if keep else "discarded")
         elif not keep and self._state == "kept" and self.store._is_owner(self):
-            with contextlib.suppress(StoreError), self.store._open_inbox() as inbox_fd:
+            with contextlib.suppress(StoreError, OSError), self.store._open_inbox() as inbox_fd:
                 parts_fd = self.store._parts_fd(inbox_fd)
                 try:
                     _remove_part(parts_fd, self.key)

@@ -792,3 +792,18 @@ def test_nested_share_and_inbox_do_not_prune_each_other(tmp_path: Path) -> None:
     assert isinstance(s.meta_for_path(home / ".dotfile"), FileMeta)
     s.inbox_files()
     assert isinstance(s.meta_for_path(home / ".dotfile"), FileMeta)
+
+
+def test_crash_between_link_and_unlink_recovers(root: Path) -> None:
+    data = os.urandom(70_000)
+    s1 = make_store(root)
+    inc = s1.open_incoming(PEER, meta("c.bin", data))
+    feed(inc, data)
+    inc.abort(keep=True)
+    os.link(next(parts_dir(root).glob("*.part")), root / "inbox" / "c.bin")  # then "crash"
+    s2 = make_store(root)
+    inc = s2.open_incoming(PEER, meta("c.bin", data))
+    assert inc.offset == len(data)
+    assert inc.finish() == "c.bin"
+    assert sorted(p.name for p in (root / "inbox").iterdir()) == [".mole", "c.bin"]
+    assert list(parts_dir(root).iterdir()) == []
