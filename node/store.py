@@ -7,6 +7,20 @@ one `hashlib.update` plus one `os.write` per chunk.
 Safety of the inbox: every received byte goes to a path reached from the inbox directory with
 `dir_fd`-relative calls and `O_NOFOLLOW`, so a symlink planted in the inbox (or an inbox replaced
 by a symlink) makes the transfer fail instead of writing outside it, even under a race.
+
+Decisions worth knowing:
+- Hash cache key is (realpath, size, mtime_ns): content rewritten with the same size *and* the
+  same mtime_ns is not noticed (the receiver's verification then fails with hash_mismatch).
+- Partial data lives in inbox/.mole/parts/<sha256(peer NUL name)[:32]>.part next to a JSON
+  record; both survive restarts. A resumed prefix is re-hashed from disk a slice per write().
+- finish() never overwrites: a taken name becomes "name (1).ext" (".tar.gz" kept whole); a file
+  with the same content already under the name (or a numbered one) is reused and the part
+  dropped. Placement is a hard link (atomic, no clobber); os.replace after a re-check where the
+  file system has no hard links.
+- No fsync unless Store(fsync=True). After a write error the part holds only good bytes; the
+  node discards it on ENOSPC (keeping it would hold the disk full for a resume that cannot fit).
+- Names: see check_name(). Characters Windows forbids (<>:"|?*) are accepted, except a leading
+  drive letter: this node stores on POSIX file systems.
 """
 
 from __future__ import annotations
@@ -31,6 +45,7 @@ __all__ = [
     "BadName",
     "FileMeta",
     "HashJob",
+    "HashMismatch",
     "Incoming",
     "Store",
     "StoreError",
