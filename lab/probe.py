@@ -71,10 +71,15 @@ class Capabilities:
     kernel: str = ""  # os.uname().release of the probing host (containers share it)
     iptables_version: str = ""  # e.g. "iptables v1.8.9 (nf_tables)"
 
+    @property
+    def shaping(self) -> bool:
+        """tbf or htb: what `bandwidth` with `qdisc: auto` needs (it falls back to htb)."""
+        return self.tbf or self.htb
+
     def has(self, feature: str) -> bool:
-        """A Capabilities field, or "shaping" (tbf or htb: bandwidth falls back to htb)."""
+        """A feature name as lab.faults.requirements() gives them."""
         if feature == "shaping":
-            return self.tbf or self.htb
+            return self.shaping
         if feature not in FEATURES:
             return False
         return bool(getattr(self, feature))
@@ -99,7 +104,9 @@ def missing(caps: Capabilities, needed: Iterable[str]) -> list[str]:
             continue
         if feature == "shaping":
             tc = "; ".join(f"{q}: {caps.details.get(q, 'failed')}" for q in ("tbf", "htb"))
-            reasons.append(f"bandwidth needs sch_tbf or sch_htb, which this kernel lacks ({tc})")
+            reasons.append(
+                f"bandwidth needs sch_tbf or sch_htb, which this kernel lacks (tc: {tc})"
+            )
             continue
         if feature not in _WHY:
             reasons.append(f"unknown kernel feature {feature!r} (the probe knows {FEATURES})")

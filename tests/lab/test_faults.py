@@ -517,6 +517,12 @@ def test_probe_parsing_and_missing_reasons() -> None:
     assert caps.iptables_version == "iptables v1.8.9 (nf_tables)"
     assert set(caps.details) == {"netem", "hashlimit"}
     assert probe.missing(caps, {"tbf", "shaping", "iptables_statistic"}) == []
+    assert caps.shaping and caps.has("shaping") and not caps.has("netem")
+    no_qdisc = probe.Capabilities(False, False, False, True, True, True, {"tbf": "x", "htb": "y"})
+    assert not no_qdisc.shaping
+    assert probe.missing(no_qdisc, {"shaping"}) == [
+        "bandwidth needs sch_tbf or sch_htb, which this kernel lacks (tc: tbf: x; htb: y)"
+    ]
     assert probe.missing(caps, faults.requirements("latency", {"ms": 5})) == [
         "latency needs sch_netem, which this kernel lacks "
         "(tc: Error: Specified qdisc kind is unknown.)"
