@@ -1,7 +1,8 @@
 """`python3 -m lab COMMAND`: the lab's entry point.
 
     image               build (once) the base and node images, print their tags
-    clean               remove every lab container and network (io.mole.lab=1)
+    clean [--stale]     remove every lab container and network (io.mole.lab=1) and old
+                        node images; --stale: only those of runs whose process is dead
     run FILE...         run scenario files
     demo [-d|--detach]  the 4-node compose demo; `demo down` stops it (other words go to compose)
     test [ARGS...]      every test: `python -m pytest -n auto ARGS`, images built first
@@ -46,10 +47,14 @@ def cmd_image(_args: list[str]) -> int:
     return image.main()
 
 
-def cmd_clean(_args: list[str]) -> int:
-    from lab import cluster
+def cmd_clean(args: list[str]) -> int:
+    from lab import cluster, image
 
-    print(cluster.sweep(everything=True))
+    stale = "--stale" in args
+    print(cluster.sweep(everything=not stale))
+    if not stale and not cluster.docker_unavailable():
+        pruned = image.prune_node_images()
+        print(f"lab: removed {pruned} old node image tag(s)", file=sys.stderr)
     return 0
 
 

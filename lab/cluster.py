@@ -341,9 +341,20 @@ def pull_image(ref: str) -> str:
     return iid
 
 
-def remove_image(tag: str) -> None:
+def image_tags(repo: str) -> list[str]:
+    """Every `repo:tag` present locally."""
     try:
-        _api().remove_image(tag, force=True)
+        images = _api().images(name=repo)
+    except _DOCKER_ERRORS as e:
+        raise LabError(_short(e), operation=f"list images of {repo}") from e
+    return sorted(t for i in images for t in (i.get("RepoTags") or []) if t.startswith(f"{repo}:"))
+
+
+def remove_image(tag: str, *, force: bool = True) -> None:
+    """Remove a tag (and its image when no other tag holds it). force=False fails when a
+    container still uses the image, which is what pruning wants."""
+    try:
+        _api().remove_image(tag, force=force)
     except docker.errors.ImageNotFound:
         pass
     except _DOCKER_ERRORS as e:

@@ -384,6 +384,22 @@ def ensure_node_image(
         return tag
 
 
+def prune_node_images(repo: str = NODE_REPO) -> int:
+    """Remove old `<repo>:<hash>` tags no container uses (keeps what :latest points at)."""
+    with image_lock():
+        keep = cluster.image_id(f"{repo}:latest")
+        removed = 0
+        for tag in cluster.image_tags(repo):
+            if tag.endswith(":latest") or cluster.image_id(tag) == keep:
+                continue
+            try:
+                cluster.remove_image(tag, force=False)
+                removed += 1
+            except cluster.LabError:
+                pass  # still used by a container
+        return removed
+
+
 def main() -> int:
     """`python -m lab image`: ensure both images, print their tags."""
     base = ensure_base()

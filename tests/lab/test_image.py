@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import shutil
 import subprocess
 import sys
+import tarfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -195,3 +197,41 @@ def test_parallel_processes_build_once(node_copy: Path, test_repo: str) -> None:
         for t in tags:
             if t:
                 cluster.remove_image(t)
+
+
+def tiny_image(tag: str) -> None:
+    """A one-file image of its own (so removing its only tag removes the image)."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        data = uuid.uuid4().hex.encode()
+        info = tarfile.TarInfo("id")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    buf.seek(0)
+    cluster.import_rootfs(buf, tag)
+
+
+@needs_docker
+@pytest.mark.lab
+def test_prune_keeps_latest_and_images_in_use(test_repo: str, tmp_path: Path) -> None:
+    node = image.ensure_node_image()
+    cluster.tag_image(node, f"{test_repo}:latest")
+    cluster.tag_image(node, f"{test_repo}:current")  # same image as :latest
+    tiny_image(f"{test_repo}:old")
+    tiny_image(f"{test_repo}:busy")
+    try:
+        with cluster.Cluster(
+            f"t{uuid.uuid4().hex[:10]}", image=f"{test_repo}:busy", workdir=tmp_path
+        ) as c:
+            c.add_network("lan")
+            c.create_nodes([cluster.NodeSpec("b", ["lan"], command=["x"], start=False)])
+            assert image.prune_node_images(test_repo) == 1  # :old; :busy has a container
+            assert cluster.image_tags(test_repo) == [
+                f"{test_repo}:{t}" for t in ("busy", "current", "latest")
+            ]
+        assert image.prune_node_images(test_repo) == 1
+        assert cluster.image_tags(test_repo) == [f"{test_repo}:current", f"{test_repo}:latest"]
+        assert cluster.image_id(node) is not None
+    finally:
+        for t in ("current", "old", "busy"):
+            cluster.remove_image(f"{test_repo}:{t}")
