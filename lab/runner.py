@@ -1,0 +1,1299 @@
+"""Runs a scenario on a Docker cluster: set up, timeline, expectations, artifacts, teardown.
+
+    run_scenario(scenario, image=..., artifacts_root=...) -> Result
+    main_run(argv) -> exit status            (`python -m lab run FILE...`)
+
+Every wait has a deadline (lab.waits), teardown always happens, and a failure names the node,
+its container status, its last events and the tail of its log.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import ipaddress
+import json
+import os
+import random
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from lab import scenario as sc_mod
+from lab.nodeapi import ApiError, NodeApi
+from lab.results import DiscoveryRow, Failure, Result, TransferRow, render_summary
+from lab.scenario import (
+    FileDecl,
+    NodeDecl,
+    Scenario,
+    ScenarioError,
+    ScenarioSkip,
+    Step,
+    load_scenario,
+)
+from lab.waits import WaitTimeout, wait_until
+
+API_PORT = 47102
+TCP_PORT = 47101
+CHUNK = 1 << 20
+READY_TIMEOUT = 30.0  # per start batch: container start -> GET /api/node answers
+POLL_INTERVAL = 0.2  # event tail cadence
+TICK = 0.1  # timeline cadence
+LOG_TAIL = 25
+EVENTS_TAIL = 8
+MAX_TAILS = 6  # nodes whose log tails go into a failure report
+Event = dict[str, Any]
+
+
+class StepError(Exception):
+    """A step's action failed; the message says which node and why."""
+
+    def __init__(self, message: str, nodes: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.nodes = tuple(nodes)
+
+
+class NodeDied(Exception):
+    pass
+
+
+# --------------------------------------------------------------------------- files
+
+
+def generate_file(f: FileDecl, cache: Path) -> tuple[Path, str]:
+    """Write f's content once per (size, seed) into cache; returns (path, sha256 hex).
+
+    Random content is random.Random(seed).randbytes(n) drawn in 1 MiB chunks (the last one
+    shorter), so a file is reproducible from its size and seed alone.
+    """
+    cache.mkdir(parents=True, exist_ok=True)
+    if f.content is not None:
+        sha = hashlib.sha256(f.content).hexdigest()
+        path = cache / f"content-{sha[:32]}.bin"
+        if not path.exists():
+            _write_atomic(path, [f.content])
+        return path, sha
+    path = cache / f"random-{f.size}-{f.seed}.bin"
+    sha_file = path.with_suffix(".sha256")
+    if path.exists() and sha_file.exists():
+        return path, sha_file.read_text().strip()
+    rng = random.Random(f.seed)
+    h = hashlib.sha256()
+
+    def chunks() -> Iterable[bytes]:
+        left = f.size
+        while left > 0:
+            block = rng.randbytes(min(CHUNK, left))
+            h.update(block)
+            left -= len(block)
+            yield block
+
+    _write_atomic(path, chunks())
+    sha = h.hexdigest()
+    sha_file.write_text(sha + "\n")
+    return path, sha
+
+
+def _write_atomic(path: Path, blocks: Iterable[bytes]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("wb") as out:
+        for b in blocks:
+            out.write(b)
+    tmp.replace(path)
+
+
+def place_file(src: Path, dst: Path) -> None:
+    """Hard link (same filesystem), else copy."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(FileNotFoundError):
+        dst.unlink()
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copyfile(src, dst)
+    dst.chmod(0o644)
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(CHUNK):
+            h.update(block)
+    return h.hexdigest()
+
+
+# --------------------------------------------------------------------------- events
+
+
+def parse_events(text: str) -> list[Event]:
+    """The JSON event lines of a node's output (other lines, e.g. tracebacks, are skipped)."""
+    out = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line.startswith("{"):
+            continue
+        try:
+            ev = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(ev, dict) and isinstance(ev.get("event"), str):
+            out.append(ev)
+    return out
+
+
+class EventTail:
+    """Follows each watched node's output by polling `fetch(name) -> full log text`.
+
+    Docker keeps one growing log per container (also across restarts), so the lines already
+    consumed are a prefix of every later answer.
+    """
+
+    def __init__(self, fetch: Callable[[str], str], *, interval: float = POLL_INTERVAL) -> None:
+        self.fetch = fetch
+        self.interval = interval
+        self._lock = threading.Lock()
+        self._consumed: dict[str, int] = {}
+        self._events: dict[str, list[Event]] = {}
+        self._text: dict[str, str] = {}
+        self._watch: set[str] = set()
+        self._errors: dict[str, str] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="mole-lab-tail")
+
+    def watch(self, name: str) -> None:
+        with self._lock:
+            self._watch.add(name)
+            self._events.setdefault(name, [])
+
+    def poll(self, name: str) -> None:
+        text = self.fetch(name)
+        with self._lock:
+            self._text[name] = text
+            lines = text.split("\n")[:-1]  # the last piece is an unfinished line (or "")
+            start = self._consumed.get(name, 0)
+            if len(lines) < start:  # the log was reset (should not happen): start over
+                start = 0
+                self._events[name] = []
+            self._events.setdefault(name, []).extend(parse_events("\n".join(lines[start:])))
+            self._consumed[name] = len(lines)
+            self._errors.pop(name, None)
+
+    def poll_all(self, names: Iterable[str] | None = None) -> None:
+        with self._lock:
+            todo = sorted(self._watch if names is None else set(names))
+        futures = {n: self._pool.submit(self.poll, n) for n in todo}
+        for n, fut in futures.items():
+            try:
+                fut.result()
+            except Exception as e:  # a vanished container: keep what we have
+                with self._lock:
+                    self._errors[n] = f"{type(e).__name__}: {e}"
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="mole-lab-events", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.poll_all()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self._pool.shutdown(wait=True)
+
+    def events(self, name: str) -> list[Event]:
+        with self._lock:
+            return list(self._events.get(name, ()))
+
+    def text(self, name: str) -> str:
+        with self._lock:
+            return self._text.get(name, "")
+
+    def error(self, name: str) -> str | None:
+        with self._lock:
+            return self._errors.get(name)
+
+
+# --------------------------------------------------------------------------- step context
+
+
+class StepContext:
+    """What a fault verb (lab.faults.apply) may use besides the cluster."""
+
+    def __init__(self, run: _Run) -> None:
+        self._run = run
+        self.scenario = run.sc
+        self.run_id = run.run_id
+
+    @property
+    def cluster(self) -> Any:
+        return self._run.cluster
+
+    @property
+    def remaining(self) -> float:
+        """Seconds until the run's deadline."""
+        return self._run.remaining()
+
+    def members(self, ref: str) -> tuple[str, ...]:
+        return self.scenario.members(ref)
+
+    def handle(self, name: str) -> Any:
+        return self._run.handles[name]
+
+    def api(self, name: str) -> NodeApi:
+        return self._run.api(name)
+
+    def events(self, name: str) -> list[Event]:
+        return self._run.tail.events(name)
+
+    def is_running(self, name: str) -> bool:
+        return name in self._run.running
+
+    def log(self, message: str) -> None:
+        self._run.say(message)
+
+    def node_started(self, name: str) -> None:
+        """Call after (re)starting a container: re-adds routes, waits for its API."""
+        self._run.after_start([name])
+
+    def node_stopped(self, name: str) -> None:
+        """Call after stopping/killing a container, so the runner expects no API from it."""
+        with self._run.lock:
+            self._run.running.discard(name)
+
+    def diagnose(self, names: Iterable[str]) -> str:
+        return self._run.diagnose(names)
+
+
+# --------------------------------------------------------------------------- the run
+
+
+@dataclass
+class _Revert:
+    step: Step
+    fn: Callable[[], object]
+    at: float | None  # monotonic time, None = at teardown
+
+
+@dataclass
+class _FileCheck:
+    stamp: tuple[int, int] = (0, 0)  # (size, mtime_ns) last hashed
+    ok: bool | None = None
+    sha: str | None = None
+
+
+@dataclass
+class _State:
+    """Resolution of the expectations, updated every tick."""
+
+    files: dict[int, bool | None] = field(default_factory=dict)  # index -> met/failed/pending
+    failures_seen: dict[int, bool] = field(default_factory=dict)
+    reported_events: set[tuple[str, int]] = field(default_factory=set)
+    discovery_done: bool = False
+    bad_content: set[tuple[str, str]] = field(default_factory=set)
+    forbidden_reported: set[tuple[str, str]] = field(default_factory=set)
+    late_reported: set[tuple[str, str]] = field(default_factory=set)
+
+
+class _Run:
+    def __init__(
+        self,
+        sc: Scenario,
+        *,
+        image: str,
+        artifacts_root: Path,
+        progress: Callable[[str], None] | None,
+        cluster_factory: Callable[..., Any] | None = None,
+    ) -> None:
+        self.sc = sc
+        self.image = image
+        self.run_id = f"{uuid.uuid4().hex[:6]}-{sc.name}"[:60]
+        self.artifacts = Path(artifacts_root) / self.run_id
+        self.progress = progress
+        self.cluster_factory = cluster_factory
+        self.result = Result(scenario=sc.name, run_id=self.run_id, source=sc.source)
+        self.t_start = time.monotonic()
+        self.deadline = self.t_start + sc.timeout
+        self.t0: float | None = None  # monotonic start of the timeline
+        self.t0_wall: float | None = None
+        self.lock = threading.RLock()
+        self.cluster: Any = None
+        self.workdir: Path | None = None
+        self.handles: dict[str, Any] = {}
+        self.running: set[str] = set()
+        self.node_ids: dict[str, str] = {}  # node id -> name
+        self.file_path: dict[str, Path] = {}
+        self.expected_sha: dict[str, str] = {}
+        self.tail = EventTail(self._fetch_logs)
+        self.step_done: dict[str, float] = {}
+        self.trigger_seen: dict[str, float] = {}
+        self.reverts: list[_Revert] = []
+        self.checks: dict[tuple[str, str], _FileCheck] = {}
+        self.state = _State()
+        self.ctx = StepContext(self)
+        self.logs: dict[str, str] = {}
+        self.statuses: dict[str, str] = {}
+
+    # -- helpers
+
+    def say(self, msg: str) -> None:
+        if self.progress is not None:
+            self.progress(f"[{self.sc.name} {time.monotonic() - self.t_start:6.2f}s] {msg}")
+
+    def remaining(self) -> float:
+        return max(0.0, self.deadline - time.monotonic())
+
+    def fail(self, what: str, message: str, nodes: Iterable[str] = ()) -> None:
+        with self.lock:
+            self.result.failures.append(Failure(what, message, tuple(nodes)))
+        self.say(f"FAIL {what}: {message.splitlines()[0]}")
+
+    def api(self, name: str, timeout: float = 5.0) -> NodeApi:
+        h = self.handles[name]
+        if not h.api_url:
+            raise StepError(f"node {name} has no address (is it running?)", [name])
+        return NodeApi(h.api_url, h.token, timeout=timeout)
+
+    def _fetch_logs(self, name: str) -> str:
+        return str(self.cluster.logs(name))
+
+    def status(self, name: str) -> str:
+        try:
+            return str(self.cluster.status(name))
+        except Exception as e:
+            return f"unknown ({type(e).__name__}: {e})"
+
+    def diagnose(self, names: Iterable[str]) -> str:
+        """Container status, last events and log tail of each node (for timeouts)."""
+        out = []
+        for n in list(dict.fromkeys(names))[:MAX_TAILS]:
+            if n not in self.handles:
+                continue
+            with contextlib.suppress(Exception):
+                self.tail.poll(n)
+            evs = self.tail.events(n)[-EVENTS_TAIL:]
+            text = self.tail.text(n)
+            out.append(f"--- node {n}: container {self.status(n)} ---")
+            if evs:
+                out.append("last events:")
+                out += [f"  {_brief(e)}" for e in evs]
+            tail = "\n".join(text.splitlines()[-LOG_TAIL:])
+            out.append("log tail:" + ("\n" + tail if tail else " (empty)"))
+        return "\n".join(out)
+
+    # -- the whole run
+
+    def run(self) -> Result:
+        interrupted: BaseException | None = None
+        errored = False
+        try:
+            self._preflight()
+            self._setup()
+            self._timeline()
+            self._final_checks()
+        except ScenarioSkip as e:
+            self.result.status = "skipped"
+            self.result.skip_reason = str(e)
+            self.say(f"SKIPPED: {e}")
+        except (WaitTimeout, StepError, NodeDied) as e:
+            nodes = getattr(e, "nodes", ())
+            self.fail("setup", str(e), nodes)
+        except KeyboardInterrupt as e:
+            interrupted = e
+            self.fail("interrupted", "the run was interrupted (Ctrl-C / SIGTERM)")
+        except Exception as e:
+            errored = True
+            self.fail("error", f"{type(e).__name__}: {e}")
+        finally:
+            try:
+                self._teardown()
+            except KeyboardInterrupt as e:
+                interrupted = interrupted or e
+        if self.result.status != "skipped":
+            self.result.status = "failed" if self.result.failures else "passed"
+            if errored:
+                self.result.status = "error"
+        if interrupted is not None:
+            raise interrupted
+        return self.result
+
+    def _preflight(self) -> None:
+        verbs = self.sc.fault_verbs
+        if verbs and sc_mod.faults_module() is None:
+            raise ScenarioSkip(f"needs lab.faults (fault verbs: {', '.join(sorted(verbs))})")
+
+    # -- setup
+
+    def _setup(self) -> None:
+        t = time.monotonic()
+        if self.cluster_factory is None:
+            from lab.cluster import Cluster
+
+            factory: Callable[..., Any] = Cluster
+        else:
+            factory = self.cluster_factory
+        self.workdir = Path(
+            tempfile.mkdtemp(prefix=f"mole-lab-{self.run_id}-", dir=os.environ.get("MOLE_LAB_TMP"))
+        )
+        self.say(f"run {self.run_id}: {len(self.sc.nodes)} nodes, {len(self.sc.networks)} networks")
+        self.cluster = factory(self.run_id, image=self.image, workdir=self.workdir)
+        self.cluster.__enter__()
+        faults = sc_mod.faults_module()
+        if self.sc.fault_verbs and faults is not None and hasattr(faults, "preflight"):
+            reason = faults.preflight(self.cluster, self.sc)
+            if reason:
+                raise ScenarioSkip(str(reason))
+        for net in self.sc.networks:
+            self.cluster.add_network(net)
+        self._generate_files()
+        self.result.timings["files"] = time.monotonic() - t
+        routed = {n for n in self.sc.nodes if self._routed_peers(n)}
+        wave1 = [n for n in self.sc.nodes if n not in routed]
+        wave2 = [n for n in self.sc.nodes if n in routed]
+        for wave in (wave1, wave2):
+            if wave:
+                self._create(wave)
+                self.after_start([n.name for n in wave if n.start], start=True)
+        self.t0 = time.monotonic()
+        self.t0_wall = time.time()
+        self.result.timings["setup"] = self.t0 - self.t_start
+        self.say(f"all {len(self.running)} started nodes ready; timeline starts")
+
+    def _generate_files(self) -> None:
+        assert self.workdir is not None
+        cache = self.workdir / "_files"
+        for f in self.sc.files:
+            path, sha = generate_file(f, cache)
+            self.file_path[f.name] = path
+            self.expected_sha[f.name] = sha
+
+    def _routed_peers(self, n: NodeDecl) -> list[str]:
+        return [r.b for r in self.sc.routes() if r.a == n.name]
+
+    def _node_spec(self, n: NodeDecl) -> Any:
+        from lab.cluster import NodeSpec
+
+        if n.router:
+            return NodeSpec(
+                name=n.name,
+                networks=list(n.networks),
+                entrypoint=["sleep"],
+                command=["infinity"],
+                start=False,
+                env=dict(n.env),
+                tmpfs=dict(n.tmpfs),
+            )
+        args: list[str] = []
+        for g in n.groups:
+            args += ["--group", g]
+        for p in n.peers:
+            if sc_mod.route_for(self.sc.nodes, n.name, p) is None:
+                host = p  # a shared network: Docker's DNS answers with the right address
+            else:
+                peer = self.sc.node(p)
+                host = self._ip_towards(p, peer, n)
+            args += ["--peer", f"{host}:{TCP_PORT}"]
+        args += list(n.args)
+        return NodeSpec(
+            name=n.name,
+            networks=list(n.networks),
+            args=args,
+            env=dict(n.env),
+            tmpfs=dict(n.tmpfs),
+            start=False,
+        )
+
+    def _ip_towards(self, name: str, decl: NodeDecl, other: NodeDecl) -> str:
+        r = sc_mod.route_for(self.sc.nodes, other.name, name)
+        assert r is not None
+        ip = self.handles[name].ips.get(r.net_b, "")
+        if not ip:
+            raise StepError(f"node {name} has no address on {r.net_b} (not running?)", [name])
+        return str(ip)
+
+    def _create(self, decls: list[NodeDecl]) -> None:
+        specs = [self._node_spec(n) for n in decls]
+        handles = self.cluster.create_nodes(specs)
+        self.handles.update(handles)
+        for n in decls:
+            share = Path(self.handles[n.name].data_dir) / "share"
+            for f in self.sc.files:
+                if n.name in f.on:
+                    place_file(self.file_path[f.name], share / f.name)
+            if not n.router:
+                self.tail.watch(n.name)
+        if self.tail._thread is None:
+            self.tail.start()
+
+    def after_start(self, names: list[str], *, start: bool = False) -> None:
+        """Start (if asked) the containers concurrently, add routes, wait for every API."""
+        if not names:
+            return
+        if start:
+            with ThreadPoolExecutor(max_workers=8, thread_name_prefix="mole-lab-start") as pool:
+                list(pool.map(self.cluster.start, names))
+        with self.lock:
+            self.running.update(names)
+        self._apply_routes(names)
+        mole = [n for n in names if not self.sc.node(n).router]
+        timeout = min(READY_TIMEOUT, self.remaining())
+        with ThreadPoolExecutor(max_workers=8, thread_name_prefix="mole-lab-ready") as pool:
+            futures = [pool.submit(self._wait_ready, n, timeout) for n in mole]
+            errors = []
+            for fut in futures:
+                try:
+                    fut.result()
+                except Exception as e:
+                    errors.append(e)
+        if errors:
+            raise errors[0]
+        self.say(f"ready: {', '.join(_abbrev(names))}")
+
+    def _wait_ready(self, name: str, timeout: float) -> None:
+        last_status = [0.0]
+
+        def ready() -> bool:
+            try:
+                info = self.api(name, timeout=2).node()
+            except OSError:
+                now = time.monotonic()
+                if now - last_status[0] > 1.0:
+                    last_status[0] = now
+                    status = self.status(name)
+                    if status in ("exited", "dead"):
+                        raise NodeDied(
+                            f"node {name}: container {status} before its API answered\n"
+                            + self.diagnose([name]),
+                        ) from None
+                raise
+            if isinstance(info.get("node"), str):
+                with self.lock:
+                    self.node_ids[info["node"]] = name
+            return True
+
+        wait_until(
+            ready,
+            timeout=timeout,
+            what=f"node {name}'s API (GET /api/node) to answer",
+            diagnose=lambda: self.diagnose([name]),
+        )
+
+    def _apply_routes(self, started: Iterable[str]) -> None:
+        started = set(started)
+        for r in self.sc.routes():
+            if not {r.a, r.b, r.via} & started:
+                continue
+            if not {r.a, r.b, r.via} <= self.running:
+                continue
+            for node, other, net_here, net_there in (
+                (r.a, r.b, r.net_a, r.net_b),
+                (r.b, r.a, r.net_b, r.net_a),
+            ):
+                gw = self.handles[r.via].ips.get(net_here, "")
+                other_ip = self.handles[other].ips.get(net_there, "")
+                if not gw or not other_ip:
+                    raise StepError(
+                        f"route {node} -> {other} via {r.via}: addresses unknown", [node, r.via]
+                    )
+                subnet = str(ipaddress.ip_interface(f"{other_ip}/24").network)
+                cmd = ["ip", "route", "replace", subnet, "via", gw]
+                code, out = self.cluster.exec(node, cmd)
+                if code != 0:
+                    raise StepError(
+                        f"node {node}: `{' '.join(cmd)}` exited {code}: {out.strip()}", [node]
+                    )
+
+    # -- timeline
+
+    def _timeline(self) -> None:
+        pending = list(self.sc.steps)
+        futures: dict[str, tuple[Step, Future[None]]] = {}
+        pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="mole-lab-step")
+        t = time.monotonic()
+
+        def tick() -> bool:
+            now = time.monotonic()
+            self._reap(futures)
+            for step in list(pending):
+                at = self._fire_time(step, now)
+                if at is not None and now >= at:
+                    pending.remove(step)
+                    self.say(f"step {step.describe()}")
+                    futures[step.id] = (step, pool.submit(self._do_step, step))
+            self._due_reverts(now)
+            resolved = self._check(now)
+            return not pending and not futures and resolved and not self._timed_reverts()
+
+        try:
+            wait_until(
+                tick,
+                timeout=self.remaining(),
+                what="the scenario to finish",
+                interval=TICK,
+                transient=(),
+            )
+        except WaitTimeout:
+            self._report_timeout(pending, futures)
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
+            self._reap(futures, wait=min(5.0, self.remaining() + 5.0))
+            self.result.timings["timeline"] = time.monotonic() - t
+
+    def _reap(self, futures: dict[str, tuple[Step, Future[None]]], wait: float = 0) -> None:
+        for sid, (step, fut) in list(futures.items()):
+            if not fut.done():
+                if wait <= 0:
+                    continue
+                with contextlib.suppress(Exception):
+                    fut.exception(timeout=wait)
+                if not fut.done():
+                    continue
+            del futures[sid]
+            self.step_done[step.id] = time.monotonic()
+            exc = fut.exception()
+            if isinstance(exc, ScenarioSkip):
+                raise exc
+            if exc is not None:
+                nodes = getattr(exc, "nodes", ())
+                self.fail(step.path, f"{step.do} failed: {exc}", nodes)
+
+    def _fire_time(self, step: Step, now: float) -> float | None:
+        trig = step.trigger
+        assert self.t0 is not None
+        if trig.kind == "at":
+            return self.t0 + trig.at
+        if step.id in self.trigger_seen:
+            return self.trigger_seen[step.id] + trig.delay
+        ready = False
+        if trig.kind == "step":
+            ready = trig.step in self.step_done
+        elif trig.kind == "discovered":
+            ready = self._discovered()
+        elif trig.kind == "event" and trig.event is not None:
+            spec = trig.event
+            ready = all(any(spec.matches(e) for e in self._events(n)) for n in spec.nodes)
+        if not ready:
+            return None
+        self.trigger_seen[step.id] = now
+        return now + trig.delay
+
+    def _events(self, name: str) -> list[Event]:
+        return self.tail.events(name)
+
+    def _discovered(self) -> bool:
+        if not self.state.discovery_done:
+            seen = self._seen_pairs()
+            self.state.discovery_done = all(p in seen for p in self.sc.discovery_pairs())
+        return self.state.discovery_done
+
+    def _timed_reverts(self) -> bool:
+        return any(r.at is not None for r in self.reverts)
+
+    def _due_reverts(self, now: float) -> None:
+        for r in [r for r in self.reverts if r.at is not None and r.at <= now]:
+            self.reverts.remove(r)
+            self.say(f"revert {r.step.id} ({r.step.do}) after {r.step.duration:g} s")
+            try:
+                r.fn()
+            except Exception as e:
+                self.fail(r.step.path, f"reverting {r.step.do} failed: {e}")
+
+    def _report_timeout(
+        self, pending: list[Step], futures: dict[str, tuple[Step, Future[None]]]
+    ) -> None:
+        parts = [f"scenario timeout ({self.sc.timeout:g} s) reached"]
+        for step in pending:
+            self.fail(step.path, f"never ran: it was waiting for {step.trigger.describe()}")
+        for step, _ in futures.values():
+            self.fail(step.path, f"still running at the deadline: {step.describe()}")
+        if len(parts) == 1 and not pending and not futures:
+            parts.append("expectations still unresolved (see below)")
+        self.fail("timeout", "; ".join(parts))
+
+    # -- steps
+
+    def _do_step(self, step: Step) -> None:
+        if step.do == "push":
+            self._push(step)
+        elif step.do == "pull":
+            self._pull(step)
+        elif step.do == "start":
+            names = list(step.params["nodes"])
+            self.after_start(names, start=True)
+        elif step.do == "stop":
+            names = list(step.params["nodes"])
+            timeout = float(step.params.get("timeout", 10))
+            with ThreadPoolExecutor(max_workers=8) as pool:
+                list(pool.map(lambda n: self.cluster.stop(n, timeout=timeout), names))
+            with self.lock:
+                self.running.difference_update(names)
+        else:
+            self._fault(step)
+
+    def _fault(self, step: Step) -> None:
+        faults = sc_mod.faults_module()
+        if faults is None:
+            raise ScenarioSkip("needs lab.faults")
+        revert = faults.apply(self.cluster, step, self.ctx)
+        if revert is not None:
+            at = time.monotonic() + step.duration if step.duration else None
+            with self.lock:
+                self.reverts.append(_Revert(step, revert, at))
+
+    def _wait_knows(self, node: str, peer: str, timeout: float) -> None:
+        def knows() -> bool:
+            return any(p.get("name") == peer for p in self.api(node).peers())
+
+        wait_until(
+            knows,
+            timeout=min(timeout, self.remaining()),
+            what=f"node {node} to know peer {peer} (GET /api/peers)",
+            diagnose=lambda: self.diagnose([node, peer]),
+        )
+
+    def _push(self, step: Step) -> None:
+        src: str = step.params["from"]
+        decl_files = {f.name: f for f in self.sc.files}
+        for dst in step.params["to"]:
+            self._wait_knows(src, dst, step.params["wait"])
+            for name in step.params["files"]:
+                path = name if src in decl_files[name].on else f"/data/inbox/{name}"
+                try:
+                    t = self.api(src).push(dst, path)
+                except ApiError as e:
+                    raise StepError(f"node {src}: push {path} to {dst}: {e}", [src, dst]) from e
+                self.say(f"{src} pushes {name} to {dst} (transfer {t.get('id')})")
+
+    def _pull(self, step: Step) -> None:
+        src: str = step.params["from"]
+        for by in step.params["by"]:
+            self._wait_knows(by, src, step.params["wait"])
+            names = list(step.params["files"])
+            if names == ["*"]:
+                try:
+                    listing = self.api(by, timeout=10).peer_files(src)
+                except ApiError as e:
+                    raise StepError(f"node {by}: list {src}'s files: {e}", [by, src]) from e
+                names = [str(f["name"]) for f in listing]
+                if not names:
+                    raise StepError(f"node {by}: {src} shares no files", [by, src])
+                self.say(f"{by} lists {src}: {', '.join(_abbrev(names))}")
+            for name in names:
+                try:
+                    t = self.api(by).pull(src, name)
+                except ApiError as e:
+                    raise StepError(f"node {by}: pull {name} from {src}: {e}", [by, src]) from e
+                self.say(f"{by} pulls {name} from {src} (transfer {t.get('id')})")
+
+    # -- expectations
+
+    def _check(self, now: float) -> bool:
+        """Update every expectation; True when all are resolved (met or failed)."""
+        assert self.t0 is not None
+        resolved = True
+        exp = self.sc.expect
+        for i, fe in enumerate(exp.files):
+            if self.state.files.get(i) is not None:
+                continue
+            ok = self._check_file(fe.node, fe.file)
+            if ok is not None:
+                self.state.files[i] = ok
+                if ok:
+                    self.say(f"{fe.node} has {fe.file} (sha256 ok)")
+                continue
+            limit = self.deadline if fe.within is None else self.t0 + fe.within
+            if now > limit:
+                self.state.files[i] = False
+                self.fail(
+                    fe.path,
+                    f"{fe.node} has no {fe.file} after {now - self.t0:.1f} s"
+                    + (f" (within {fe.within:g} s)" if fe.within else "")
+                    + self._transfer_hint(fe.node, fe.file),
+                    [fe.node, *self._sources_of(fe.node, fe.file)],
+                )
+            else:
+                resolved = False
+        self._check_failures()
+        for i, spec in enumerate(exp.failures):
+            if i in self.state.failures_seen:
+                continue
+            if self._failure_happened(spec):
+                self.state.failures_seen[i] = True
+                continue
+            limit = self.deadline if spec.within is None else self.t0 + spec.within
+            if now > limit:
+                self.state.failures_seen[i] = False
+                self.fail(
+                    spec.path,
+                    f"expected a transfer failure on {spec.ref}"
+                    + (f" with code {spec.code}" if spec.code else "")
+                    + ", none happened",
+                    spec.nodes,
+                )
+            else:
+                resolved = False
+        if exp.discovery is not None and not self._check_discovery(now):
+            resolved = False
+        return resolved
+
+    def _check_file(self, node: str, name: str) -> bool | None:
+        """True: the final file holds the expected bytes; False: wrong bytes; None: absent."""
+        h = self.handles.get(node)
+        if h is None:
+            return None
+        path = Path(h.data_dir) / "inbox" / name
+        try:
+            st = path.stat()
+        except OSError:
+            return None
+        chk = self.checks.setdefault((node, name), _FileCheck())
+        stamp = (st.st_size, st.st_mtime_ns)
+        if chk.stamp == stamp and chk.ok is not None:
+            return chk.ok
+        expected = self.expected_sha[name]
+        size = self.sc.file(name).size
+        if st.st_size != size:
+            chk.ok, chk.sha = False, None
+        else:
+            chk.sha = sha256_file(path)
+            chk.ok = chk.sha == expected
+        chk.stamp = stamp
+        if not chk.ok and (node, name) not in self.state.bad_content:
+            self.state.bad_content.add((node, name))
+            got = f"sha256 {chk.sha}" if chk.sha else f"{st.st_size} bytes"
+            self.fail(
+                "content",
+                f"{node}: inbox/{name} has the wrong content ({got}; expected {size} bytes, "
+                f"sha256 {expected})",
+                [node],
+            )
+        return chk.ok
+
+    def _check_failures(self) -> None:
+        exp = self.sc.expect
+        for node in [n.name for n in self.sc.mole_nodes if n.name in self.handles]:
+            for k, ev in enumerate(self._events(node)):
+                if ev.get("event") != "transfer_failed" or (node, k) in self.state.reported_events:
+                    continue
+                self.state.reported_events.add((node, k))
+                err = ev.get("error") or {}
+                code = err.get("code") if isinstance(err, dict) else None
+                allowed = any(s.matches(node, code) for s in (*exp.allow_failures, *exp.failures))
+                note = " (allowed)" if allowed else ""
+                self.say(f"{node}: transfer {ev.get('name')} failed: {code}{note}")
+                if exp.no_failures and not allowed:
+                    peer = self._peer_name(ev)
+                    self.fail(
+                        "expect.no_failures",
+                        f"{node}: transfer {ev.get('id')} ({ev.get('direction')}, "
+                        f"{ev.get('role')}) of {ev.get('name')} with {peer} failed: {code}: "
+                        f"{err.get('reason') if isinstance(err, dict) else err}",
+                        [node, peer],
+                    )
+
+    def _failure_happened(self, spec: sc_mod.FailureSpec) -> bool:
+        for node in spec.nodes:
+            for ev in self._events(node):
+                if ev.get("event") == "transfer_failed":
+                    err = ev.get("error") or {}
+                    if spec.matches(node, err.get("code") if isinstance(err, dict) else None):
+                        return True
+        return False
+
+    def _peer_name(self, ev: Event) -> str:
+        return str(ev.get("peer_name") or self.node_ids.get(str(ev.get("peer")), ev.get("peer")))
+
+    def _seen_pairs(self) -> dict[tuple[str, str], Event]:
+        """First peer_up of each (observer, peer) by node name."""
+        seen: dict[tuple[str, str], Event] = {}
+        names = {n.name for n in self.sc.mole_nodes}
+        for node in names:
+            for ev in self._events(node):
+                if ev.get("event") != "peer_up":
+                    continue
+                peer = self._peer_name(ev)
+                if peer in names and (node, peer) not in seen:
+                    seen[(node, peer)] = ev
+        return seen
+
+    def _listened(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for n in self.sc.mole_nodes:
+            for ev in self._events(n.name):
+                if ev.get("event") == "listening" and isinstance(ev.get("ts"), (int, float)):
+                    out.setdefault(n.name, float(ev["ts"]))
+        return out
+
+    def _check_discovery(self, now: float) -> bool:
+        d = self.sc.expect.discovery
+        assert d is not None
+        seen = self._seen_pairs()
+        listened = self._listened()
+        wall = time.time()
+        done = True
+        for pair in d.not_see:
+            if pair in seen and pair not in self.state.forbidden_reported:
+                self.state.forbidden_reported.add(pair)
+                ev = seen[pair]
+                self.fail(
+                    d.path + ".not_see",
+                    f"{pair[0]} saw {pair[1]} (at {ev.get('addr')}), which it must not",
+                    pair,
+                )
+            a, b = pair
+            if a in listened and b in listened and wall < max(listened[a], listened[b]) + d.within:
+                done = False  # keep watching for the whole window
+        for pair in d.see:
+            if pair in seen:
+                continue
+            a, b = pair
+            if a in listened and b in listened:
+                if wall <= max(listened[a], listened[b]) + d.within:
+                    done = False
+            elif now < self.deadline:
+                done = False  # a node not started yet (a later step starts it)
+        return done
+
+    def _final_checks(self) -> None:
+        # One last look: events and files that arrived since the last tick.
+        self.tail.poll_all()
+        names = [n.name for n in self.sc.mole_nodes if n.name in self.handles]
+        for node in names:
+            for f in self.sc.files:
+                self._check_file(node, f.name)
+        self._check_failures()
+        d = self.sc.expect.discovery
+        if d is not None:
+            seen = self._seen_pairs()
+            listened = self._listened()
+            for a, b in d.see:
+                if (a, b) not in seen:
+                    self.fail(d.path + ".see", f"{a} never saw {b}", [a, b])
+                    continue
+                late = _pair_seconds(seen[(a, b)], listened, a, b)
+                if late is not None and late > d.within:
+                    self.fail(
+                        d.path + ".see",
+                        f"{a} saw {b} after {late:.2f} s, more than {d.within:g} s",
+                        [a, b],
+                    )
+            for a, b in d.not_see:
+                if (a, b) in seen and (a, b) not in self.state.forbidden_reported:
+                    self.fail(d.path + ".not_see", f"{a} saw {b}, which it must not", [a, b])
+
+    # -- results
+
+    def _sources_of(self, node: str, name: str) -> list[str]:
+        out = []
+        for s in self.sc.steps:
+            if s.do == "push" and node in s.params["to"] and name in s.params["files"]:
+                out.append(s.params["from"])
+            if s.do == "pull" and node in s.params["by"]:
+                out.append(s.params["from"])
+        return list(dict.fromkeys(out))
+
+    def _transfer_hint(self, node: str, name: str) -> str:
+        last = [
+            e
+            for e in self._events(node)
+            if e.get("name") == name and e.get("event", "").startswith("transfer_")
+        ]
+        if not last:
+            return f"; {node} logged no transfer of {name}"
+        return f"; last: {_brief(last[-1])}"
+
+    def _build_matrix(self) -> None:
+        """One row per (source, destination, file): the receiver's account when it has one."""
+        sizes = {f.name: f.size for f in self.sc.files}
+        by_key: dict[tuple[str, str, str], dict[bool, list[Event]]] = {}
+        progress: dict[tuple[str, str], int] = {}  # (node, transfer id) -> bytes
+        for n in self.sc.mole_nodes:
+            for ev in self.tail.events(n.name):
+                kind = ev.get("event")
+                if kind == "transfer_progress":
+                    progress[(n.name, str(ev.get("id")))] = int(ev.get("bytes") or 0)
+                if kind not in ("transfer_started", "transfer_done", "transfer_failed"):
+                    continue
+                receiving = ev.get("role") == "receive"
+                peer = self._peer_name(ev)
+                src, dst = (peer, n.name) if receiving else (n.name, peer)
+                key = (src, dst, str(ev.get("name")))
+                by_key.setdefault(key, {True: [], False: []})[receiving].append(
+                    {**ev, "_node": n.name}
+                )
+        rows: list[TransferRow] = []
+        for (src, dst, name), sides in by_key.items():
+            evs = sides[True] or sides[False]
+            done = [e for e in evs if e["event"] == "transfer_done"]
+            failed = [e for e in evs if e["event"] == "transfer_failed"]
+            ev = done[-1] if done else failed[-1] if failed else evs[-1]
+            row = TransferRow(source=src, dest=dst, file=name, size=sizes.get(name, ev.get("size")))
+            row.bytes = int(ev.get("bytes") or 0)
+            if ev is not None and done:
+                row.state = "done"
+                row.seconds = ev.get("seconds")
+            elif failed:
+                row.state = "failed"
+                err = ev.get("error") or {}
+                if isinstance(err, dict):
+                    row.error = f"{err.get('code')}: {err.get('reason')}"
+                if ev.get("finished") and ev.get("started"):
+                    row.seconds = round(float(ev["finished"]) - float(ev["started"]), 6)
+            else:
+                row.state = "active"
+                row.bytes = progress.get((ev["_node"], str(ev.get("id"))), row.bytes)
+            chk = self.checks.get((dst, name))
+            if name in self.expected_sha and chk is not None:
+                row.hash_ok = chk.ok
+            rows.append(row)
+        have = {(r.dest, r.file) for r in rows}
+        for fe in self.sc.expect.files:
+            if (fe.node, fe.file) in have:
+                continue
+            have.add((fe.node, fe.file))
+            chk = self.checks.get((fe.node, fe.file))
+            rows.append(
+                TransferRow(
+                    source=(self._sources_of(fe.node, fe.file) or ["?"])[0],
+                    dest=fe.node,
+                    file=fe.file,
+                    size=sizes.get(fe.file),
+                    hash_ok=chk.ok if chk else None,
+                    state="done" if chk and chk.ok else "missing",
+                )
+            )
+        self.result.transfers = rows
+
+    def _build_discovery(self) -> None:
+        d = self.sc.expect.discovery
+        seen = self._seen_pairs()
+        listened = self._listened()
+        pairs: list[tuple[tuple[str, str], str]] = []
+        if d is not None:
+            pairs += [(p, "see") for p in d.see] + [(p, "not_see") for p in d.not_see]
+            self.result.discovery_within = d.within
+        else:
+            pairs += [(p, "") for p in self.sc.discovery_pairs()]
+        rows = []
+        for (a, b), kind in pairs:
+            ev = seen.get((a, b))
+            rows.append(
+                DiscoveryRow(
+                    observer=a,
+                    peer=b,
+                    seconds=_pair_seconds(ev, listened, a, b) if ev else None,
+                    expected=kind,  # type: ignore[arg-type]
+                    addr=ev.get("addr") if ev else None,
+                    static=ev.get("static") if ev else None,
+                )
+            )
+            if ev and kind != "not_see":
+                self._check_addr(a, b, ev)
+        self.result.discovery = rows
+
+    def _check_addr(self, observer: str, peer: str, ev: Event) -> None:
+        """A peer must be seen at one of its own addresses, on a network the observer is on."""
+        h = self.handles.get(peer)
+        if h is None or not ev.get("addr"):
+            return
+        shared = [n for n in self.sc.node(peer).networks if n in self.sc.node(observer).networks]
+        allowed = {h.ips.get(n) for n in shared} if shared else set(h.ips.values())
+        if ev["addr"] not in allowed:
+            self.fail(
+                "discovery.addr",
+                f"{observer} saw {peer} at {ev['addr']}, expected "
+                + (" or ".join(sorted(a for a in allowed if a)) or "?"),
+                [observer, peer],
+            )
+
+    # -- teardown
+
+    def _teardown(self) -> None:
+        t = time.monotonic()
+        try:
+            if self.cluster is not None:
+                self.tail.stop()
+                names = list(self.handles)
+                for n in names:
+                    if self.sc.node(n).router:
+                        continue
+                    try:
+                        self.logs[n] = self._fetch_logs(n)
+                    except Exception as e:
+                        self.logs[n] = self.tail.text(n) + f"\n(lab: could not read logs: {e})\n"
+                    self.statuses[n] = self.status(n)
+                # The events in the artifacts come from the complete logs.
+                self._final_event_sync()
+                if self.t0 is not None:
+                    with contextlib.suppress(Exception):
+                        self._build_matrix()
+                        self._build_discovery()
+                for r in self.reverts:
+                    with contextlib.suppress(Exception):
+                        r.fn()
+                self.reverts.clear()
+        finally:
+            if self.cluster is not None:
+                with contextlib.suppress(Exception):
+                    self.cluster.close()
+            self.result.timings["teardown"] = time.monotonic() - t
+            self.result.timings["total"] = time.monotonic() - self.t_start
+            self._tails()
+            self._write_artifacts()
+            if self.workdir is not None and not os.environ.get("MOLE_LAB_KEEP"):
+                shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def _final_event_sync(self) -> None:
+        for n, text in self.logs.items():
+            with self.tail._lock:
+                self.tail._events[n] = parse_events(text)
+                self.tail._text[n] = text
+
+    def _tails(self) -> None:
+        involved: list[str] = []
+        for f in self.result.failures:
+            involved += [n for n in f.nodes if n in self.logs]
+        if self.result.failures and not involved:
+            involved = list(self.logs)[:2]
+        for n in list(dict.fromkeys(involved))[:MAX_TAILS]:
+            self.result.log_tails[n] = "\n".join(self.logs[n].splitlines()[-LOG_TAIL:])
+        self.result.node_status = dict(self.statuses)
+
+    def _write_artifacts(self) -> None:
+        try:
+            self.artifacts.mkdir(parents=True, exist_ok=True)
+            self.result.artifacts = str(self.artifacts)
+            (self.artifacts / "scenario.yaml").write_text(self.sc.text or "")
+            for n, text in self.logs.items():
+                (self.artifacts / f"{n}.log").write_text(text)
+                with (self.artifacts / f"{n}.events.jsonl").open("w") as f:
+                    for ev in parse_events(text):
+                        f.write(json.dumps(ev, separators=(",", ":")) + "\n")
+            status = "failed" if self.result.failures else "passed"
+            if self.result.status == "skipped":
+                status = "skipped"
+            snapshot = Result(**{**self.result.__dict__, "status": status})
+            (self.artifacts / "result.json").write_text(snapshot.dumps())
+            (self.artifacts / "matrix.txt").write_text(snapshot.render_matrix() + "\n")
+        except OSError as e:
+            self.say(f"could not write artifacts to {self.artifacts}: {e}")
+
+
+def _pair_seconds(ev: Event | None, listened: dict[str, float], a: str, b: str) -> float | None:
+    if ev is None or a not in listened or b not in listened:
+        return None
+    ts = ev.get("ts")
+    if not isinstance(ts, (int, float)):
+        return None
+    return round(max(0.0, float(ts) - max(listened[a], listened[b])), 6)
+
+
+def _brief(ev: Event) -> str:
+    keys = ("event", "name", "peer_name", "state", "bytes", "size", "addr", "reason", "message")
+    bits = [f"{k}={ev[k]}" for k in keys if ev.get(k) not in (None, "")]
+    err = ev.get("error")
+    if isinstance(err, dict):
+        bits.append(f"error={err.get('code')}: {err.get('reason')}")
+    return " ".join(bits)
+
+
+def _abbrev(names: Sequence[str], limit: int = 8) -> list[str]:
+    names = list(names)
+    return names if len(names) <= limit else [*names[:limit], f"... ({len(names)} in all)"]
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def run_scenario(
+    scenario: Scenario,
+    *,
+    image: str,
+    artifacts_root: Path,
+    progress: Callable[[str], None] | None = None,
+) -> Result:
+    """Run one scenario on a fresh cluster; always tears it down; writes the artifacts."""
+    return _Run(scenario, image=image, artifacts_root=artifacts_root, progress=progress).run()
+
+
+def artifacts_root() -> Path:
+    return Path(os.environ.get("MOLE_LAB_ARTIFACTS") or Path.cwd() / "artifacts" / "lab")
+
+
+def node_image() -> str:
+    """MOLE_NODE_IMAGE if set (e.g. by `python -m lab test`), else build/find it."""
+    env = os.environ.get("MOLE_NODE_IMAGE")
+    if env:
+        return env
+    from lab.image import ensure_node_image
+
+    return ensure_node_image()
+
+
+def main_run(argv: Sequence[str]) -> int:
+    """`python -m lab run FILE...`: exit 0 only if every scenario passed (or was skipped)."""
+    ap = argparse.ArgumentParser(prog="python -m lab run", description="run lab scenarios")
+    ap.add_argument("files", nargs="+", type=Path, help="scenario YAML files")
+    ap.add_argument("--artifacts", type=Path, default=None, help="artifacts root directory")
+    ap.add_argument("--image", default=None, help="node image tag (default: build/find it)")
+    ap.add_argument("-q", "--quiet", action="store_true", help="no live progress lines")
+    args = ap.parse_args(list(argv))
+
+    scenarios = []
+    for f in args.files:
+        try:
+            scenarios.append(load_scenario(f))
+        except ScenarioError as e:
+            print(f"lab: {e}", file=sys.stderr)
+            return 2
+    from lab import cluster
+
+    reason = cluster.docker_unavailable()
+    if reason:
+        print(f"lab: cannot run scenarios: {reason}", file=sys.stderr)
+        return 1
+    image = args.image or node_image()
+    root = args.artifacts or artifacts_root()
+
+    def progress(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    _install_sigterm()
+    results = []
+    for s in scenarios:
+        r = run_scenario(
+            s, image=image, artifacts_root=root, progress=None if args.quiet else progress
+        )
+        results.append(r)
+        print(r.report() if not r.passed_or_skipped else r.headline(), flush=True)
+        if r.status == "passed":
+            print(r.render_matrix(), flush=True)
+        print(flush=True)
+    print(render_summary(results))
+    print(f"artifacts: {root}")
+    return 0 if all(r.passed_or_skipped for r in results) else 1
+
+
+def _install_sigterm() -> None:
+    """SIGTERM becomes KeyboardInterrupt, so teardown runs as on Ctrl-C."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, handler)
