@@ -254,11 +254,17 @@ def render_discovery(rows: Sequence[DiscoveryRow]) -> str:
     def fmt(v: float | None) -> str:
         return "-" if v is None else f"{v:.3f} s"
 
+    if s["pairs_expected"] or any(r.expected for r in rows):
+        counts = (
+            f"{s['pairs_seen']}/{s['pairs_expected']} expected pairs seen, "
+            f"{s['forbidden_seen']} forbidden seen"
+        )
+    else:
+        seen = sum(1 for r in rows if r.seconds is not None)
+        counts = f"{seen}/{len(rows)} pairs seen (not an expectation)"
     head = (
-        f"discovery (observer sees peer, seconds after both listened): "
-        f"{s['pairs_seen']}/{s['pairs_expected']} expected pairs seen, "
-        f"{s['forbidden_seen']} forbidden seen; min {fmt(s['min'])}, median {fmt(s['median'])}, "
-        f"p95 {fmt(s['p95'])}, max {fmt(s['max'])}"
+        f"discovery (observer sees peer, seconds after both listened): {counts}; "
+        f"min {fmt(s['min'])}, median {fmt(s['median'])}, p95 {fmt(s['p95'])}, max {fmt(s['max'])}"
     )
     names: list[str] = []
     for r in rows:

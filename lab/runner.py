@@ -452,15 +452,20 @@ class _Run:
         self.say(f"run {self.run_id}: {len(self.sc.nodes)} nodes, {len(self.sc.networks)} networks")
         self.cluster = factory(self.run_id, image=self.image, workdir=self.workdir)
         self.cluster.__enter__()
+        self.result.timings["cluster"] = time.monotonic() - t
         faults = sc_mod.faults_module()
         if self.sc.fault_verbs and faults is not None and hasattr(faults, "preflight"):
             reason = faults.preflight(self.cluster, self.sc)
             if reason:
                 raise ScenarioSkip(str(reason))
+        t = time.monotonic()
         for net in self.sc.networks:
             self.cluster.add_network(net)
+        self.result.timings["networks"] = time.monotonic() - t
+        t = time.monotonic()
         self._generate_files()
         self.result.timings["files"] = time.monotonic() - t
+        t = time.monotonic()
         routed = {n for n in self.sc.nodes if self._routed_peers(n)}
         wave1 = [n for n in self.sc.nodes if n not in routed]
         wave2 = [n for n in self.sc.nodes if n in routed]
@@ -470,6 +475,7 @@ class _Run:
                 self.after_start([n.name for n in wave if n.start], start=True)
         self.t0 = time.monotonic()
         self.t0_wall = time.time()
+        self.result.timings["nodes"] = self.t0 - t
         self.result.timings["setup"] = self.t0 - self.t_start
         self.say(f"all {len(self.running)} started nodes ready; timeline starts")
 
@@ -1225,9 +1231,20 @@ def run_scenario(
     image: str,
     artifacts_root: Path,
     progress: Callable[[str], None] | None = None,
+    cluster_factory: Callable[..., Any] | None = None,
 ) -> Result:
-    """Run one scenario on a fresh cluster; always tears it down; writes the artifacts."""
-    return _Run(scenario, image=image, artifacts_root=artifacts_root, progress=progress).run()
+    """Run one scenario on a fresh cluster; always tears it down; writes the artifacts.
+
+    `cluster_factory(run_id, image=, workdir=)` replaces lab.cluster.Cluster (tests).
+    """
+    run = _Run(
+        scenario,
+        image=image,
+        artifacts_root=artifacts_root,
+        progress=progress,
+        cluster_factory=cluster_factory,
+    )
+    return run.run()
 
 
 def artifacts_root() -> Path:
