@@ -501,9 +501,12 @@ def _exec(cluster: ClusterLike, node: str, verb: str, lines: Sequence[str]) -> s
         code, out = cluster.exec(node, ["sh", "-c", script(lines)])
     except Exception as e:
         raise FaultError(f"exec failed: {e}", verb=verb, node=node, command=body) from e
+    if code == REFUSED:  # the script's own one-line reason; nothing was changed
+        reason = out.strip().splitlines()[-1] if out.strip() else "refused"
+        raise FaultError(reason, verb=verb, node=node, exit_code=code)
     if code != 0:
         raise FaultError(
-            "refused" if code == REFUSED else f"script exited with {code}",
+            f"script exited with {code}",
             verb=verb,
             node=node,
             command=body,

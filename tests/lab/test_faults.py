@@ -230,8 +230,11 @@ def test_loss_one_direction_and_unloss(fc: FakeCluster) -> None:
 
 def test_refused_fault_does_not_undo_the_active_one(fc: FakeCluster) -> None:
     fc.fail["b"] = (faults.REFUSED, "loss (in) is already active on this node; unloss it first")
-    with pytest.raises(FaultError, match="already active"):
+    with pytest.raises(FaultError) as e:
         faults.apply(fc, "loss", {"percent": 5}, targets={"node": ["b"]})
+    assert (
+        str(e.value) == "loss on node b: loss (in) is already active on this node; unloss it first"
+    )
     assert len(fc.scripts("b")) == 1  # no cleanup script ran after the refusal
 
 
