@@ -392,6 +392,7 @@ class Cluster:
         self._container_ids: set[str] = set()
         self._lock = threading.Lock()
         self._closed = False
+        self._used = False  # set before the first Docker resource is requested
 
     # -- context manager
 
@@ -411,6 +412,12 @@ class Cluster:
     ) -> None:
         self.close()
 
+    def _check_open(self) -> None:
+        with self._lock:
+            if self._closed:
+                raise LabError(f"cluster {self.run_id} is closed")
+            self._used = True
+
     @property
     def labels(self) -> dict[str, str]:
         return {LABEL: "1", LABEL_RUN: self.run_id, LABEL_OWNER: self.owner}
@@ -423,6 +430,7 @@ class Cluster:
     def add_network(self, name: str) -> str:
         """A bridge network on a free /24; returns its docker name."""
         _check_name("network name", name)
+        self._check_open()
         if name in self.networks:
             raise ValueError(f"network {name!r} already exists in run {self.run_id}")
         dname = self._docker_name(name)
@@ -487,6 +495,7 @@ class Cluster:
 
     def create_nodes(self, specs: list[NodeSpec]) -> dict[str, NodeHandle]:
         """Create, connect and start every node concurrently; returns handles by node name."""
+        self._check_open()
         names = [s.name for s in specs]
         dupes = {n for n in names if names.count(n) > 1 or n in self._nodes}
         if dupes:
@@ -713,26 +722,32 @@ class Cluster:
     # -- teardown
 
     def close(self) -> None:
-        """Remove every container and network of this run; idempotent, never raises."""
+        """Remove every container and network of this run; never raises.
+
+        Idempotent, and safe to call again: a later call also removes what a create that was
+        in flight during an earlier call (Ctrl-C) made after it.
+        """
         with self._lock:
-            if self._closed:
-                return
             self._closed = True
+            if not self._used:
+                return
             cids = set(self._container_ids)
             nids = set(self._network_ids.values())
         try:
             flt = {"label": [f"{LABEL_RUN}={self.run_id}", f"{LABEL_OWNER}={self.owner}"]}
             api = _api()
-            # The label query also finds containers whose create call returned after we
-            # stopped tracking (e.g. interrupted while in flight).
+            # The label query also finds containers whose create call had not returned yet.
             cids |= {c["Id"] for c in api.containers(all=True, filters=flt)}
             nids |= {n["Id"] for n in api.networks(filters=flt)}
         except Exception as e:
             log.warning("run %s: listing resources for cleanup failed: %s", self.run_id, e)
         _remove_all(cids, nids)
+        with self._lock:
+            self._container_ids -= cids
+            self._network_ids = {k: v for k, v in self._network_ids.items() if v not in nids}
 
     def __del__(self) -> None:
-        if not getattr(self, "_closed", True) and (self._container_ids or self._network_ids):
+        if not getattr(self, "_closed", True) and getattr(self, "_used", False):
             log.warning("Cluster %s was not closed", self.run_id)
 
 

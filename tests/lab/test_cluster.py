@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import signal
+import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -28,7 +31,7 @@ pytestmark = [
 SLEEP = ["python3", "-c", "import time; print('ready', flush=True); time.sleep(600)"]
 
 
-def wait_for(cond: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
+def wait_for(cond: Callable[[], bool], timeout: float = 30.0, what: str = "condition") -> None:
     deadline = time.monotonic() + timeout
     while not cond():
         if time.monotonic() > deadline:
@@ -81,11 +84,11 @@ def test_two_nodes_get_ips_exec_labels_and_close_removes_everything(
         # b reaches a by its bridge address, and by name (network alias).
         probe = (
             "import socket; print(socket.gethostbyname('a')); "
-            f"socket.create_connection(('{ips['a']}', 9), 0.5)"
+            f"socket.create_connection(('{ips['a']}', 9), 5)"
         )
         code, out = c.exec("b", ["python3", "-c", probe])
         assert out.splitlines()[0] == str(ips["a"])
-        assert "Connection refused" in out  # reachable host, closed port
+        assert "Connection refused" in out, out  # reachable host, closed port
 
         (nodes["a"].data_dir / "share" / "f.txt").write_text("from the host")
         assert c.exec("a", ["cat", "/data/share/f.txt"]) == (0, "from the host")
@@ -258,3 +261,44 @@ def test_real_node_api_answers_with_token(lab: Cluster) -> None:
     info = node_info()
     assert info is not None and info["name"] == "real"
     assert any((h.data_dir / "state").iterdir())  # the node keeps its id in the bind mount
+
+
+CHILD = """
+import sys, time
+from pathlib import Path
+from lab import cluster
+c = cluster.Cluster(sys.argv[1], image=sys.argv[2], workdir=Path(sys.argv[3]))
+cluster.install_signal_cleanup(c)
+c.add_network("lan")
+sleep = ["python3", "-c", "import time; time.sleep(600)"]
+specs = [cluster.NodeSpec(f"n{i}", ["lan"], entrypoint=sleep, command=[]) for i in range(6)]
+c.create_nodes(specs)
+print("created", flush=True)
+time.sleep(600)
+"""
+
+
+@pytest.mark.parametrize("sig", ["SIGINT during create_nodes", "SIGTERM after create_nodes"])
+def test_signal_cleans_up_a_run(sig: str, node_image: str, tmp_path: Path) -> None:
+    rid = run_id()
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD, rid, node_image, str(tmp_path)],
+        cwd=Path(__file__).resolve().parents[2],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        if sig.startswith("SIGINT"):
+            wait_for(lambda: len(cluster.resources(rid)["containers"]) >= 2, 60, "containers")
+            child.send_signal(signal.SIGINT)
+        else:
+            assert child.stdout is not None and child.stdout.readline() == "created\n"
+            child.send_signal(signal.SIGTERM)
+        _, err = child.communicate(timeout=90)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert "KeyboardInterrupt" in err
+    assert cluster.resources(rid) == {"containers": [], "networks": []}
