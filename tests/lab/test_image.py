@@ -235,3 +235,37 @@ def test_prune_keeps_latest_and_images_in_use(test_repo: str, tmp_path: Path) ->
     finally:
         for t in ("current", "old", "busy"):
             cluster.remove_image(f"{test_repo}:{t}")
+
+
+# --------------------------------------------------------------------------- bootstrap
+
+
+def test_bootstrap_installs_the_lab_extra_when_a_package_is_missing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from lab import bootstrap
+
+    calls: list[list[str]] = []
+    monkeypatch.setattr(bootstrap, "PYTHON_DEPS", ("json", "no_such_module_mole"))
+    monkeypatch.setattr(bootstrap.subprocess, "run", lambda cmd, **kw: calls.append(cmd))
+    with pytest.raises(SystemExit, match="still missing after pip install: no_such_module_mole"):
+        bootstrap.ensure_python_deps()
+    assert calls == [[sys.executable, "-m", "pip", "install", "-e", f"{REPO}[lab]"]]
+
+    monkeypatch.setattr(bootstrap, "PYTHON_DEPS", ("json",))
+    bootstrap.ensure_python_deps()
+    assert len(calls) == 1  # nothing missing: nothing installed
+
+
+def test_lab_entry_point_imports_nothing_third_party_before_bootstrap() -> None:
+    code = (
+        "import sys, lab.__main__ as m\n"
+        "bad = sorted({'docker', 'yaml', 'tenacity', 'requests'} & set(sys.modules))\n"
+        "assert not bad, bad\n"
+        "assert m.main(['--help']) == 0\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "python -m pytest -n auto" in proc.stdout
