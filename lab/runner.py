@@ -228,57 +228,6 @@ class EventTail:
             return self._errors.get(name)
 
 
-# --------------------------------------------------------------------------- step context
-
-
-class StepContext:
-    """What a fault verb (lab.faults.apply) may use besides the cluster."""
-
-    def __init__(self, run: _Run) -> None:
-        self._run = run
-        self.scenario = run.sc
-        self.run_id = run.run_id
-
-    @property
-    def cluster(self) -> Any:
-        return self._run.cluster
-
-    @property
-    def remaining(self) -> float:
-        """Seconds until the run's deadline."""
-        return self._run.remaining()
-
-    def members(self, ref: str) -> tuple[str, ...]:
-        return self.scenario.members(ref)
-
-    def handle(self, name: str) -> Any:
-        return self._run.handles[name]
-
-    def api(self, name: str) -> NodeApi:
-        return self._run.api(name)
-
-    def events(self, name: str) -> list[Event]:
-        return self._run.tail.events(name)
-
-    def is_running(self, name: str) -> bool:
-        return name in self._run.running
-
-    def log(self, message: str) -> None:
-        self._run.say(message)
-
-    def node_started(self, name: str) -> None:
-        """Call after (re)starting a container: re-adds routes, waits for its API."""
-        self._run.after_start([name])
-
-    def node_stopped(self, name: str) -> None:
-        """Call after stopping/killing a container, so the runner expects no API from it."""
-        with self._run.lock:
-            self._run.running.discard(name)
-
-    def diagnose(self, names: Iterable[str]) -> str:
-        return self._run.diagnose(names)
-
-
 # --------------------------------------------------------------------------- the run
 
 
@@ -344,7 +293,6 @@ class _Run:
         self.reverts: list[_Revert] = []
         self.checks: dict[tuple[str, str], _FileCheck] = {}
         self.state = _State()
-        self.ctx = StepContext(self)
         self.logs: dict[str, str] = {}
         self.statuses: dict[str, str] = {}
 
@@ -453,11 +401,7 @@ class _Run:
         self.cluster = factory(self.run_id, image=self.image, workdir=self.workdir)
         self.cluster.__enter__()
         self.result.timings["cluster"] = time.monotonic() - t
-        faults = sc_mod.faults_module()
-        if self.sc.fault_verbs and faults is not None and hasattr(faults, "preflight"):
-            reason = faults.preflight(self.cluster, self.sc)
-            if reason:
-                raise ScenarioSkip(str(reason))
+        self._check_kernel()
         t = time.monotonic()
         for net in self.sc.networks:
             self.cluster.add_network(net)
@@ -478,6 +422,23 @@ class _Run:
         self.result.timings["nodes"] = self.t0 - t
         self.result.timings["setup"] = self.t0 - self.t_start
         self.say(f"all {len(self.running)} started nodes ready; timeline starts")
+
+    def _check_kernel(self) -> None:
+        """Skip (before any node starts) when a fault step needs a missing kernel feature."""
+        faults = sc_mod.faults_module()
+        steps = [s for s in self.sc.steps if s.is_fault]
+        if faults is None or not steps:
+            return
+        needs: set[str] = set()
+        for s in steps:
+            needs |= set(faults.requirements(s.do, dict(s.params)))
+        if not needs:
+            return
+        from lab import probe
+
+        reasons = probe.missing(probe.probe(self.cluster), needs)
+        if reasons:
+            raise ScenarioSkip("; ".join(reasons))
 
     def _generate_files(self) -> None:
         assert self.workdir is not None
@@ -754,11 +715,36 @@ class _Run:
         faults = sc_mod.faults_module()
         if faults is None:
             raise ScenarioSkip("needs lab.faults")
-        revert = faults.apply(self.cluster, step, self.ctx)
+        targets = self._fault_targets(step)
+        revert = faults.apply(self.cluster, step.do, dict(step.params), targets=targets)
         if revert is not None:
             at = time.monotonic() + step.duration if step.duration else None
             with self.lock:
                 self.reverts.append(_Revert(step, revert, at))
+        nodes = [n for n in targets.get("node", ()) if isinstance(n, str)]
+        if step.do in ("kill", "stop"):
+            with self.lock:
+                self.running.difference_update(nodes)
+        elif step.do in ("start", "restart"):
+            self.after_start(nodes)  # addresses may have changed: routes, then the API
+
+    def _fault_targets(self, step: Step) -> dict[str, Any]:
+        """Node and group names of the step resolved to node names, as lab.faults wants them."""
+        p = step.params
+        if step.do == "partition" or isinstance(p.get("groups"), list):
+            sides = []
+            for side in p.get("groups") or []:
+                names: list[str] = []
+                for ref in [side] if isinstance(side, str) else side:
+                    names += [n for n in self.sc.members(ref) if n not in names]
+                sides.append(names)
+            return {"groups": sides}
+        nodes: list[str] = []
+        for key in ("node", "nodes", "group"):
+            refs = p.get(key)
+            for ref in [refs] if isinstance(refs, str) else refs or []:
+                nodes += [n for n in self.sc.members(ref) if n not in nodes]
+        return {"node": nodes} if nodes else {}
 
     def _wait_knows(self, node: str, peer: str, timeout: float) -> None:
         def knows() -> bool:
@@ -1148,9 +1134,11 @@ class _Run:
                     with contextlib.suppress(Exception):
                         self._build_matrix()
                         self._build_discovery()
-                for r in self.reverts:
-                    with contextlib.suppress(Exception):
+                for r in reversed(self.reverts):  # newest first, as lab.faults expects
+                    try:
                         r.fn()
+                    except Exception as e:
+                        self.fail(r.step.path, f"reverting {r.step.do} at the end failed: {e}")
                 self.reverts.clear()
         finally:
             if self.cluster is not None:

@@ -60,9 +60,9 @@ FAULT_VERBS = frozenset(
 )
 # Parameter names of fault steps that hold node/group names, or network names: checked here,
 # so a fault step with a typo is refused like any other step.
-NODE_REF_PARAMS = frozenset({"node", "nodes", "from", "to", "by", "a", "b", "between", "sides"})
+NODE_REF_PARAMS = frozenset({"node", "nodes", "group", "groups", "from", "to", "by"})
 NETWORK_REF_PARAMS = frozenset({"network", "networks"})
-STEP_KEYS = frozenset({"id", "at", "after", "delay", "do", "duration"})
+STEP_KEYS = frozenset({"id", "at", "after", "delay", "do", "duration", "note"})
 
 
 class ScenarioError(ValueError):
@@ -72,7 +72,7 @@ class ScenarioError(ValueError):
 class ScenarioSkip(Exception):
     """The scenario cannot run here (e.g. a kernel feature is missing); the message says why.
 
-    Raised by the runner, or by `lab.faults` (from `apply` or its optional `preflight`).
+    Raised by the runner (e.g. a fault step needs a kernel feature lab.probe did not find).
     """
 
 
@@ -372,6 +372,8 @@ def loads(text: str, *, source: str = "<string>", default_name: str | None = Non
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "<yaml>"
         problem = getattr(e, "problem", None) or str(e)
         raise ScenarioError(f"{source}: {where}: invalid YAML: {problem}") from None
+    if default_name is None and not source.startswith("<"):
+        default_name = Path(source).stem
     return parse(data, source=source, text=text, default_name=default_name)
 
 

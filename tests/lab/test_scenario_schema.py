@@ -1,0 +1,638 @@
+"""The scenario language: shipped files load, bad files are refused with the right key path."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from lab import scenario as sc_mod
+from lab.scenario import ScenarioError, load_scenario, loads, parse_size
+
+SCENARIOS = sorted((Path(__file__).resolve().parents[2] / "scenarios").glob("*.yaml"))
+
+
+def load(text: str) -> sc_mod.Scenario:
+    return loads(textwrap.dedent(text), source="t.yaml")
+
+
+def refused(text: str) -> str:
+    with pytest.raises(ScenarioError) as info:
+        load(text)
+    return str(info.value)
+
+
+# --------------------------------------------------------------------------- shipped files
+
+
+def test_the_scenarios_are_shipped() -> None:
+    names = {p.stem for p in SCENARIOS}
+    assert names >= {
+        "two-node-push",
+        "pull-from-list",
+        "fan-out-10",
+        "mesh-discovery-20",
+        "late-joiner",
+        "separate-networks",
+        "multi-homed",
+    }
+
+
+@pytest.mark.parametrize("path", SCENARIOS, ids=[p.stem for p in SCENARIOS])
+def test_shipped_scenario_loads(path: Path) -> None:
+    s = load_scenario(path)
+    assert s.name == path.stem
+    assert s.description
+    assert s.timeout <= 90, "keep every scenario fast (CI: 2 cores, 20 minutes for everything)"
+    assert s.expect.files or s.expect.discovery, "a scenario must expect something"
+    assert s.text.startswith("name:")
+
+
+def test_fan_out_sends_to_a_group_of_at_least_ten() -> None:
+    s = load_scenario(next(p for p in SCENARIOS if p.stem == "fan-out-10"))
+    (push,) = [st for st in s.steps if st.do == "push"]
+    assert len(push.params["to"]) >= 10
+    assert {(fe.node, fe.file) for fe in s.expect.files} == {
+        (n, "blob.bin") for n in push.params["to"]
+    }
+
+
+def test_mesh_expects_every_pair_of_twenty() -> None:
+    s = load_scenario(next(p for p in SCENARIOS if p.stem == "mesh-discovery-20"))
+    n = len(s.nodes)
+    assert n >= 20
+    assert s.expect.discovery is not None
+    assert len(s.expect.discovery.see) == n * (n - 1)
+
+
+def test_separate_networks_need_a_route_for_the_static_peer() -> None:
+    s = load_scenario(next(p for p in SCENARIOS if p.stem == "separate-networks"))
+    (route,) = s.routes()
+    assert (route.a, route.b, route.via) == ("east-gw", "west-gw", "router")
+    assert s.node("router").router
+    assert s.expect.discovery is not None
+    assert ("e1", "w1") in s.expect.discovery.not_see
+    assert ("w3", "east-gw") in s.expect.discovery.not_see
+
+
+def test_multi_homed_hub_is_on_both_networks() -> None:
+    s = load_scenario(next(p for p in SCENARIOS if p.stem == "multi-homed"))
+    assert s.node("hub").networks == ("left", "right")
+    assert s.expect.discovery is not None
+    assert ("l1", "hub") in s.expect.discovery.see
+    assert ("r2", "hub") in s.expect.discovery.see
+    assert ("l1", "r1") in s.expect.discovery.not_see
+
+
+# --------------------------------------------------------------------------- sizes
+
+
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [
+        (0, 0),
+        (4096, 4096),
+        ("4096", 4096),
+        ("1KiB", 1024),
+        ("64 KiB", 65536),
+        ("10MiB", 10 << 20),
+        ("1GiB", 1 << 30),
+        ("1.5MiB", 3 << 19),
+        ("2MB", 2_000_000),
+        ("3kb", 3000),
+        ("4k", 4096),
+        ("1m", 1 << 20),
+        ("7B", 7),
+    ],
+)
+def test_parse_size(text: object, size: int) -> None:
+    assert parse_size(text) == size
+
+
+@pytest.mark.parametrize(
+    "bad", ["", "ten", "10 XB", "-1", -1, "1.5B", True, None, 1.5, "2TiB", [1]]
+)
+def test_parse_size_refuses(bad: object) -> None:
+    with pytest.raises(ValueError):
+        parse_size(bad)
+
+
+def test_format_size() -> None:
+    assert sc_mod.format_size(10 << 20) == "10 MiB"
+    assert sc_mod.format_size(1536) == "1.5 KiB"
+    assert sc_mod.format_size(12) == "12 B"
+
+
+# --------------------------------------------------------------------------- expansion
+
+
+GROUPS = """
+    name: g
+    networks: [lan, wan]
+    nodes:
+      - {name: solo, networks: [lan], groups: [team]}
+      - {group: w, count: 3, networks: [lan, wan], groups: [team], args: [--auto-fetch]}
+    files:
+      - {name: f.bin, size: 1KiB, on: [w, solo]}
+      - {name: t.txt, content: "hi", on: w2}
+    expect:
+      files: [{group: team, file: t.txt}]
+"""
+
+
+def test_group_expansion() -> None:
+    s = load(GROUPS)
+    assert [n.name for n in s.nodes] == ["solo", "w1", "w2", "w3"]
+    w2 = s.node("w2")
+    assert w2.groups == ("w", "team")
+    assert w2.member_of == "w"
+    assert w2.networks == ("lan", "wan")
+    assert w2.args == ("--auto-fetch",)
+    assert s.members("w") == ("w1", "w2", "w3")
+    assert s.members("team") == ("solo", "w1", "w2", "w3")
+    assert s.members("solo") == ("solo",)
+    assert s.file("f.bin").on == ("w1", "w2", "w3", "solo")
+    assert s.file("t.txt").content == b"hi" and s.file("t.txt").size == 2
+    assert [(e.node, e.file) for e in s.expect.files] == [
+        (n, "t.txt") for n in ("solo", "w1", "w2", "w3")
+    ]
+
+
+def test_defaults() -> None:
+    s = load("""
+        nodes: [{name: a}, {name: b}]
+        files: [{name: x, size: 10, on: a}]
+    """)
+    assert s.name == "t"  # the file's stem
+    assert s.networks == ("lan",)
+    assert s.node("a").networks == ("lan",)
+    assert s.timeout == 60
+    assert s.expect.no_failures is True
+    assert s.file("x").seed is not None
+    assert s.discovery_pairs() == (("a", "b"), ("b", "a"))
+
+
+def test_on_is_a_key_not_a_boolean() -> None:
+    # YAML 1.1 would read `on:` as True; the loader does not.
+    s = load("""
+        nodes: [{name: a}]
+        files: [{name: x, content: "", on: a}]
+    """)
+    assert s.file("x").on == ("a",)
+
+
+def test_discovery_all_and_pairs() -> None:
+    s = load("""
+        nodes: [{group: n, count: 3}, {name: r, networks: [lan], router: false}]
+        expect:
+          discovery: {within: 1, see: all}
+    """)
+    assert s.expect.discovery is not None
+    assert len(s.expect.discovery.see) == 4 * 3
+    s = load("""
+        nodes: [{group: a, count: 2}, {group: b, count: 2}]
+        expect:
+          discovery: {within: 1.5, see: [[a, b]], not_see: [[a1, a2]]}
+    """)
+    d = s.expect.discovery
+    assert d is not None and d.within == 1.5
+    assert set(d.see) == {(x, y) for x in ("a1", "a2") for y in ("b1", "b2")} | {
+        (y, x) for x in ("a1", "a2") for y in ("b1", "b2")
+    }
+    assert d.not_see == (("a1", "a2"), ("a2", "a1"))
+
+
+def test_steps_are_normalized() -> None:
+    s = load("""
+        nodes: [{name: a}, {group: b, count: 2}, {name: c, start: false}]
+        files: [{name: x, size: 1MiB, seed: 3, on: a}, {name: y, size: 1, on: a}]
+        steps:
+          - {id: go, at: 1.5, do: push, from: a, to: [b, a], file: [x, y]}
+          - {after: go, delay: 2, do: pull, by: c, from: a, file: "*", wait: 3}
+          - {after: discovered, do: start, node: c}
+          - after: {event: transfer_done, group: b, file: x, peer: a}
+            do: stop
+            group: b
+            timeout: 1
+          - {do: kill, node: c, note: "crash it"}
+    """)
+    push, pull, start, stop, kill = s.steps
+    assert push.id == "go" and push.trigger.kind == "at" and push.trigger.at == 1.5
+    assert dict(push.params) == {"from": "a", "to": ("b1", "b2"), "files": ("x", "y"), "wait": 10}
+    assert pull.trigger.kind == "step" and pull.trigger.step == "go" and pull.trigger.delay == 2
+    assert pull.params["files"] == ("*",) and pull.params["by"] == ("c",)
+    assert start.trigger.kind == "discovered"
+    ev = stop.trigger.event
+    assert ev is not None and ev.nodes == ("b1", "b2") and ev.file == "x" and ev.peer == "a"
+    assert stop.params["nodes"] == ("b1", "b2") and stop.params["timeout"] == 1
+    assert kill.is_fault and kill.trigger.at == 0 and kill.id == "#4"
+    assert kill.params["node"] == "c"
+    assert ev.matches({"event": "transfer_done", "name": "x", "peer_name": "a"})
+    assert not ev.matches({"event": "transfer_done", "name": "y", "peer_name": "a"})
+    assert not ev.matches({"event": "transfer_failed", "name": "x", "peer_name": "a"})
+    assert s.fault_verbs == {"kill"}
+
+
+def test_static_peers_share_a_network_or_a_router() -> None:
+    s = load("""
+        networks: [x, y, z]
+        nodes:
+          - {name: a, networks: [x], peers: [b, c]}
+          - {name: b, networks: [x, y]}
+          - {name: c, networks: [z]}
+          - {name: r, networks: [y, z], router: true}
+          - {name: m, networks: [x, z]}
+    """)
+    assert sc_mod.route_for(s.nodes, "a", "b") is None
+    # routers are preferred over nodes that happen to be on both networks
+    (route,) = s.routes()
+    assert route == sc_mod.Route(a="a", b="c", via="m", net_a="x", net_b="z")
+    assert s.mole_nodes == tuple(n for n in s.nodes if n.name != "r")
+
+
+# --------------------------------------------------------------------------- refusals
+
+
+BAD = [
+    ("top-level list", "- a\n", "<top>", "must be a mapping"),
+    ("unknown top key", "nodes: [{name: a}]\nbogus: 1\n", "bogus", "unknown key"),
+    ("no nodes", "name: x\n", "nodes", "is required"),
+    ("empty nodes", "nodes: []\n", "nodes", "at least one node"),
+    ("bad name", "name: 'a b'\nnodes: [{name: a}]\n", "name", "bad scenario name"),
+    ("timeout type", "timeout: soon\nnodes: [{name: a}]\n", "timeout", "number"),
+    ("timeout zero", "timeout: 0\nnodes: [{name: a}]\n", "timeout", "> 0"),
+    ("dup network", "networks: [a, a]\nnodes: [{name: n}]\n", "networks[1]", "duplicate"),
+    ("node unknown key", "nodes: [{name: a, colour: red}]\n", "nodes[0].colour", "unknown key"),
+    ("node no name", "nodes: [{networks: [lan]}]\n", "nodes[0]", "exactly one of"),
+    ("count without group", "nodes: [{name: a, count: 2}]\n", "nodes[0].count", "only with"),
+    ("group without count", "nodes: [{group: g}]\n", "nodes[0].count", "is required"),
+    ("count zero", "nodes: [{group: g, count: 0}]\n", "nodes[0].count", "between 1"),
+    ("count type", "nodes: [{group: g, count: many}]\n", "nodes[0].count", "integer"),
+    ("dup node", "nodes: [{name: a}, {name: a}]\n", "nodes[1].name", "duplicate node name"),
+    (
+        "group clash",
+        "nodes: [{name: g2}, {group: g, count: 3}]\n",
+        "nodes[1].group",
+        "duplicate node name 'g2'",
+    ),
+    (
+        "group named like node",
+        "nodes: [{name: a, groups: [b]}, {name: b}]\n",
+        "nodes[0]",
+        "name of node",
+    ),
+    (
+        "unknown network",
+        "networks: [x, y]\nnodes: [{name: a, networks: [x, q]}]\n",
+        "nodes[0].networks[1]",
+        "unknown network 'q'",
+    ),
+    ("networks required", "networks: [x, y]\nnodes: [{name: a}]\n", "nodes[0].networks", "several"),
+    ("start type", "nodes: [{name: a, start: 'no'}]\n", "nodes[0].start", "true or false"),
+    ("args type", "nodes: [{name: a, args: [[1]]}]\n", "nodes[0].args[0]", "string"),
+    (
+        "tmpfs relative",
+        "nodes: [{name: a, tmpfs: {data: 1m}}]\n",
+        "nodes[0].tmpfs.data",
+        "absolute",
+    ),
+    ("self peer", "nodes: [{name: a, peers: [a]}]\n", "nodes[0].peers", "own peer"),
+    ("unknown peer", "nodes: [{name: a, peers: [zz]}]\n", "nodes[0].peers[0]", "unknown node"),
+    (
+        "unroutable peer",
+        "networks: [x, y]\nnodes: [{name: a, networks: [x], peers: [b]}, {name: b, networks: [y]}]\n",  # noqa: E501
+        "nodes[0].peers[0]",
+        "no node is on a network of each",
+    ),
+    (
+        "routed peer started late",
+        "networks: [x, y]\nnodes: [{name: a, networks: [x], peers: [b]},"
+        " {name: b, networks: [y], start: false}, {name: r, networks: [x, y], router: true}]\n",
+        "nodes[0].peers[0]",
+        "cannot be `start: false`",
+    ),
+    (
+        "router with one network",
+        "networks: [x]\nnodes: [{name: r, router: true}]\n",
+        "nodes[0].networks",
+        "two or more",
+    ),
+    (
+        "file no on",
+        "nodes: [{name: a}]\nfiles: [{name: f, size: 1}]\n",
+        "files[0].on",
+        "is required",
+    ),
+    (
+        "file size and content",
+        "nodes: [{name: a}]\nfiles: [{name: f, size: 1, content: x, on: a}]\n",
+        "files[0]",
+        "exactly one of",
+    ),
+    (
+        "bad size",
+        "nodes: [{name: a}]\nfiles: [{name: f, size: 10QB, on: a}]\n",
+        "files[0].size",
+        "bad size",
+    ),
+    (
+        "negative size",
+        "nodes: [{name: a}]\nfiles: [{name: f, size: -5, on: a}]\n",
+        "files[0].size",
+        "negative",
+    ),
+    (
+        "file slash",
+        "nodes: [{name: a}]\nfiles: [{name: d/f, size: 1, on: a}]\n",
+        "files[0].name",
+        "bad file name",
+    ),
+    (
+        "dup file",
+        "nodes: [{name: a}]\nfiles: [{name: f, size: 1, on: a}, {name: f, size: 2, on: a}]\n",
+        "files[1].name",
+        "duplicate file",
+    ),
+    (
+        "file on unknown",
+        "nodes: [{name: a}]\nfiles: [{name: f, size: 1, on: [a, q]}]\n",
+        "files[0].on[1]",
+        "unknown node or group 'q'",
+    ),
+    (
+        "seed with content",
+        "nodes: [{name: a}]\nfiles: [{name: f, content: x, seed: 1, on: a}]\n",
+        "files[0].seed",
+        "only with",
+    ),
+    ("step no do", "nodes: [{name: a}]\nsteps: [{at: 1}]\n", "steps[0].do", "is required"),
+    (
+        "step bad verb",
+        "nodes: [{name: a}]\nsteps: [{do: explode}]\n",
+        "steps[0].do",
+        "unknown verb",
+    ),
+    (
+        "at and after",
+        "nodes: [{name: a}]\nsteps: [{at: 1, after: discovered, do: start, node: a}]\n",
+        "steps[0]",
+        "both",
+    ),
+    (
+        "delay without after",
+        "nodes: [{name: a}]\nsteps: [{at: 1, delay: 1, do: start, node: a}]\n",
+        "steps[0].delay",
+        "only with",
+    ),
+    (
+        "negative at",
+        "nodes: [{name: a}]\nsteps: [{at: -1, do: start, node: a}]\n",
+        "steps[0].at",
+        ">= 0",
+    ),
+    (
+        "after missing",
+        "nodes: [{name: a}]\nsteps: [{after: nope, do: start, node: a}]\n",
+        "steps[0].after",
+        "no step with id 'nope'",
+    ),
+    (
+        "after self",
+        "nodes: [{name: a}]\nsteps: [{id: s, after: s, do: start, node: a}]\n",
+        "steps[0].after",
+        "itself",
+    ),
+    (
+        "cycle",
+        "nodes: [{name: a}]\nsteps: [{id: x, after: y, do: start, node: a},"
+        " {id: y, after: z, do: stop, node: a}, {id: z, after: x, do: start, node: a}]\n",
+        "steps[0].after",
+        "cycle: x -> y -> z -> x",
+    ),
+    (
+        "dup step id",
+        "nodes: [{name: a}]\nsteps: [{id: s, do: start, node: a}, {id: s, do: stop, node: a}]\n",
+        "steps[1].id",
+        "duplicate step id",
+    ),
+    (
+        "reserved id",
+        "nodes: [{name: a}]\nsteps: [{id: discovered, do: start, node: a}]\n",
+        "steps[0].id",
+        "reserved",
+    ),
+    (
+        "after bad event",
+        "nodes: [{name: a}]\nsteps: [{after: {event: boom, node: a}, do: start, node: a}]\n",
+        "steps[0].after.event",
+        "unknown event",
+    ),
+    (
+        "after event node",
+        "nodes: [{name: a}]\nsteps: [{after: {event: peer_up, node: q}, do: start, node: a}]\n",
+        "steps[0].after.node",
+        "unknown node 'q'",
+    ),
+    (
+        "after event key",
+        "nodes: [{name: a}]\n"
+        "steps: [{after: {event: peer_up, node: a, when: 1}, do: start, node: a}]\n",
+        "steps[0].after.when",
+        "unknown key",
+    ),
+    (
+        "push unknown key",
+        "nodes: [{name: a}, {name: b}]\nfiles: [{name: f, size: 1, on: a}]\n"
+        "steps: [{do: push, from: a, to: b, file: f, speed: 9}]\n",
+        "steps[0].speed",
+        "unknown key",
+    ),
+    (
+        "push missing to",
+        "nodes: [{name: a}]\nfiles: [{name: f, size: 1, on: a}]\nsteps: [{do: push, from: a, file: f}]\n",  # noqa: E501
+        "steps[0].to",
+        "is required",
+    ),
+    (
+        "push unknown file",
+        "nodes: [{name: a}, {name: b}]\nfiles: [{name: f, size: 1, on: a}]\n"
+        "steps: [{do: push, from: a, to: b, file: [f, g]}]\n",
+        "steps[0].file[1]",
+        "unknown file 'g'",
+    ),
+    (
+        "push from group",
+        "nodes: [{group: a, count: 2}, {name: b}]\nfiles: [{name: f, size: 1, on: a}]\n"
+        "steps: [{do: push, from: a, to: b, file: f}]\n",
+        "steps[0].from",
+        "use `group:`",
+    ),
+    (
+        "push only to itself",
+        "nodes: [{name: a}]\nfiles: [{name: f, size: 1, on: a}]\nsteps: [{do: push, from: a, to: a, file: f}]\n",  # noqa: E501
+        "steps[0].to",
+        "other than the sender",
+    ),
+    (
+        "start both",
+        "nodes: [{name: a}]\nsteps: [{do: start, node: a, group: a}]\n",
+        "steps[0]",
+        "exactly one of",
+    ),
+    (
+        "start unknown",
+        "nodes: [{name: a}]\nsteps: [{do: start, node: b}]\n",
+        "steps[0].node",
+        "unknown node or group 'b'",
+    ),
+    (
+        "duration on core",
+        "nodes: [{name: a}]\nsteps: [{do: stop, node: a, duration: 3}]\n",
+        "steps[0].duration",
+        "only for fault verbs",
+    ),
+    (
+        "fault unknown node",
+        "nodes: [{name: a}]\nsteps: [{do: kill, node: q}]\n",
+        "steps[0].node",
+        "unknown node or group 'q'",
+    ),
+    (
+        "partition unknown node",
+        "nodes: [{name: a}, {name: b}]\nsteps: [{do: partition, groups: [[a], [b, c]]}]\n",
+        "steps[0].groups[1][1]",
+        "unknown node or group 'c'",
+    ),
+    (
+        "fault bad duration",
+        "nodes: [{name: a}]\nsteps: [{do: pause, node: a, duration: 0}]\n",
+        "steps[0].duration",
+        "> 0",
+    ),
+    ("expect unknown", "nodes: [{name: a}]\nexpect: {file: []}\n", "expect.file", "unknown key"),
+    (
+        "expect file node",
+        "nodes: [{name: a}]\nfiles: [{name: f, size: 1, on: a}]\n"
+        "expect: {files: [{node: q, file: f}]}\n",
+        "expect.files[0].node",
+        "unknown node or group 'q'",
+    ),
+    (
+        "expect file missing",
+        "nodes: [{name: a}]\nexpect: {files: [{node: a, file: nope}]}\n",
+        "expect.files[0].file",
+        "unknown file",
+    ),
+    (
+        "expect within",
+        "nodes: [{name: a}]\nfiles: [{name: f, size: 1, on: a}]\n"
+        "expect: {files: [{node: a, file: f, within: -1}]}\n",
+        "expect.files[0].within",
+        "> 0",
+    ),
+    (
+        "discovery within",
+        "nodes: [{name: a}]\nexpect: {discovery: {see: all}}\n",
+        "expect.discovery.within",
+        "is required",
+    ),
+    (
+        "discovery pair",
+        "nodes: [{name: a}, {name: b}]\nexpect: {discovery: {within: 1, see: [[a, b, a]]}}\n",
+        "expect.discovery.see[0]",
+        "pair",
+    ),
+    (
+        "discovery self",
+        "nodes: [{name: a}, {name: b}]\nexpect: {discovery: {within: 1, see: [[a, a]]}}\n",
+        "expect.discovery.see[0]",
+        "only with itself",
+    ),
+    (
+        "discovery clash",
+        "nodes: [{name: a}, {name: b}]\n"
+        "expect: {discovery: {within: 1, see: [[a, b]], not_see: [[b, a]]}}\n",
+        "expect.discovery.not_see",
+        "also in `see`",
+    ),
+    (
+        "no_failures type",
+        "nodes: [{name: a}]\nexpect: {no_failures: 1}\n",
+        "expect.no_failures",
+        "true or false",
+    ),
+    (
+        "allow_failures key",
+        "nodes: [{name: a}]\nexpect: {allow_failures: [{node: a, within: 3}]}\n",
+        "expect.allow_failures[0].within",
+        "unknown key",
+    ),
+    (
+        "failures node",
+        "nodes: [{name: a}]\nexpect: {failures: [{node: b, code: x}]}\n",
+        "expect.failures[0].node",
+        "unknown node or group 'b'",
+    ),
+    (
+        "router as target",
+        "networks: [x, y]\n"
+        "nodes: [{name: a, networks: [x]}, {name: r, networks: [x, y], router: true}]\n"
+        "steps: [{do: start, node: r}]\n",
+        "steps[0].node",
+        "router",
+    ),
+]
+
+
+@pytest.mark.parametrize(("text", "path", "message"), [b[1:] for b in BAD], ids=[b[0] for b in BAD])
+def test_bad_scenario_is_refused_with_its_key_path(text: str, path: str, message: str) -> None:
+    err = refused(text)
+    assert err.startswith(f"t.yaml: {path}: "), err
+    assert message in err, err
+
+
+def test_yaml_errors_name_the_line() -> None:
+    err = refused("nodes: [{name: a}\nfiles: {\n")
+    assert err.startswith("t.yaml: line "), err
+    assert "invalid YAML" in err
+
+
+def test_duplicate_yaml_keys_are_refused() -> None:
+    err = refused("nodes: [{name: a}]\ntimeout: 5\ntimeout: 6\n")
+    assert err.startswith("t.yaml: line 3: duplicate key 'timeout'"), err
+
+
+def test_unreadable_file(tmp_path: Path) -> None:
+    with pytest.raises(ScenarioError, match=r"nope\.yaml: cannot read"):
+        load_scenario(tmp_path / "nope.yaml")
+
+
+def test_faults_validation_is_used_when_present(monkeypatch: pytest.MonkeyPatch) -> None:
+    class FakeFaults:
+        VERBS = frozenset({"latency"})
+
+        @staticmethod
+        def validate(verb: str, params: dict[str, object]) -> None:
+            if verb == "latency" and "ms" not in params:
+                raise ValueError("missing parameter 'ms'")
+
+    monkeypatch.setattr(sc_mod, "faults_module", lambda: FakeFaults)
+    s = load("nodes: [{name: a}]\nsteps: [{do: latency, node: a, ms: 5}]\n")
+    assert s.steps[0].do == "latency" and s.steps[0].is_fault
+    err = refused("nodes: [{name: a}]\nsteps: [{do: latency, node: a}]\n")
+    assert err == "t.yaml: steps[0]: missing parameter 'ms'"
+
+
+def test_fault_verbs_parse_without_lab_faults(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sc_mod, "faults_module", lambda: None)
+    s = load("""
+        nodes: [{name: a}, {name: b}]
+        steps:
+          - {at: 1, do: partition, groups: [[a], [b]], duration: 2}
+          - {at: 4, do: heal}
+    """)
+    part, heal = s.steps
+    assert part.duration == 2 and part.params["groups"] == [["a"], ["b"]]
+    assert heal.params == {}
+    assert s.fault_verbs == {"partition", "heal"}
