@@ -94,6 +94,9 @@ class NodeSpec:
     # `command` set, the `serve ...` command line and `args` are not used.
     command: list[str] | None = None
     entrypoint: list[str] | None = None
+    # "uid:gid" of the node process. Default: root when the lab runs as root, else the host
+    # user, so the bind-mounted data dir stays removable by whoever ran the lab.
+    user: str | None = None
 
 
 @dataclass
@@ -364,6 +367,10 @@ def remove_image(tag: str, *, force: bool = True) -> None:
 # --------------------------------------------------------------------------- cluster
 
 
+def _default_user() -> str:
+    return "" if os.geteuid() == 0 else f"{os.getuid()}:{os.getgid()}"
+
+
 def _check_name(kind: str, name: str) -> None:
     if not _NAME_RE.match(name):
         raise ValueError(f"invalid {kind} {name!r}: use letters, digits, '_', '.', '-'")
@@ -572,6 +579,7 @@ class Cluster:
                 hostname=spec.name,
                 labels={**self.labels, LABEL_NODE: spec.name},
                 environment=dict(spec.env) or None,
+                user=spec.user or _default_user(),
                 host_config=host_config,
                 networking_config=networking,
                 detach=True,
@@ -669,7 +677,10 @@ class Cluster:
         h = self.node(name)
         api = _api()
         op = f"exec {cmd!r}"
-        ex = self._call(h, op, api.exec_create, h.container_id, cmd, stdout=True, stderr=True)
+        # Always root: fault injection (iptables, tc) needs it whoever runs the node.
+        ex = self._call(
+            h, op, api.exec_create, h.container_id, cmd, stdout=True, stderr=True, user="0"
+        )
         out = self._call(h, op, api.exec_start, ex["Id"])
         code = self._call(h, op, api.exec_inspect, ex["Id"])["ExitCode"]
         return int(code if code is not None else -1), out.decode("utf-8", "replace")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -49,8 +50,6 @@ def placeholder(name: str, networks: list[str], start: bool = True) -> NodeSpec:
 
 @pytest.fixture(scope="module")
 def node_image() -> str:
-    import os
-
     from lab import image
 
     return os.environ.get("MOLE_NODE_IMAGE") or image.ensure_node_image()
@@ -128,6 +127,22 @@ def test_lifecycle_status_and_logs(lab: Cluster) -> None:
     assert lab.logs("n", tail=1) == "ready\n"
     lab.stop("n", timeout=0)
     assert lab.status("n") == "exited"
+
+
+def test_node_user_owns_its_files_and_exec_is_root(lab: Cluster) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("simulating another host user needs chown (root)")
+    lab.add_network("lan")
+    for sub in ("share", "inbox", "state"):  # as if a host user with uid 4321 ran the lab
+        (lab.workdir / "u" / sub).mkdir(parents=True)
+        os.chown(lab.workdir / "u" / sub, 4321, 4321)
+    write = "open('/data/inbox/mine', 'w').close(); import time; time.sleep(600)"
+    spec = NodeSpec("u", ["lan"], entrypoint=["python3", "-c", write], command=[], user="4321:4321")
+    h = lab.create_nodes([spec])["u"]
+    mine = h.data_dir / "inbox" / "mine"
+    wait_for(mine.exists, what="the node's file")
+    assert mine.stat().st_uid == 4321
+    assert lab.exec("u", ["id", "-u"]) == (0, "0\n")
 
 
 def test_multi_network_connect_disconnect(lab: Cluster) -> None:
