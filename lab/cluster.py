@@ -447,6 +447,8 @@ class Cluster:
                 subnets = _free_subnets()
             except _DOCKER_ERRORS as e:
                 raise LabError(_short(e), operation=f"list networks for {dname}") from e
+            if not subnets and sweep() > 0:  # dead runs' networks hold the pool: free them
+                continue
             if not subnets:
                 raise LabError(
                     f"no free /24 left in {', '.join(SUBNET_POOLS)}; "
