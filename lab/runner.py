@@ -947,8 +947,11 @@ class _Run:
                     pair,
                 )
             a, b = pair
-            if a in listened and b in listened and wall < max(listened[a], listened[b]) + d.within:
-                done = False  # keep watching for the whole window
+            if a in listened and b in listened:
+                if wall < max(listened[a], listened[b]) + d.within:
+                    done = False  # keep watching for the whole window
+            elif {a, b} <= self.running:
+                done = False  # its `listening` event has not been read yet
         for pair in d.see:
             if pair in seen:
                 continue

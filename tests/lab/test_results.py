@@ -1,0 +1,643 @@
+"""Results: matrix rendering and JSON; and how a run turns into results, on a fake cluster.
+
+The fake cluster stands in for Docker: every node is a tiny HTTP server on 127.0.0.1 that
+speaks the few API routes the runner uses and writes event lines like the real node, so the
+runner's timeline, expectations, artifacts and failure reports are tested without containers.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import textwrap
+import threading
+import time
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from lab import scenario as sc_mod
+from lab.results import (
+    DiscoveryRow,
+    Failure,
+    Result,
+    TransferRow,
+    discovery_summary,
+    render_discovery,
+    render_summary,
+    render_table,
+    render_transfers,
+)
+from lab.runner import generate_file, parse_events, run_scenario
+from lab.scenario import loads
+from lab.waits import WaitTimeout, wait_until
+
+# --------------------------------------------------------------------------- rendering
+
+
+def sample() -> Result:
+    return Result(
+        scenario="demo",
+        run_id="abc123-demo",
+        status="failed",
+        failures=[Failure("expect.files[1]", "c has no x.bin after 5.0 s", ("c", "a"))],
+        transfers=[
+            TransferRow("a", "b", "x.bin", 8 << 20, 8 << 20, 0.5, True, "done"),
+            TransferRow("a", "c", "x.bin", 8 << 20, 0, None, None, "missing"),
+            TransferRow("a", "d", "x.bin", 8 << 20, 1000, 0.1, False, "failed", "hash_mismatch: x"),
+        ],
+        discovery=[
+            DiscoveryRow("a", "b", 0.012, "see", "10.0.0.3", False),
+            DiscoveryRow("b", "a", 0.020, "see", "10.0.0.2", False),
+            DiscoveryRow("a", "c", None, "see"),
+            DiscoveryRow("b", "c", 0.5, "not_see", "10.0.1.2", False),
+        ],
+        timings={"setup": 1.5, "total": 3.25},
+        log_tails={"c": '{"event":"listening"}\nlast line'},
+        node_status={"c": "exited"},
+    )
+
+
+def test_render_table_aligns_columns() -> None:
+    text = render_table(["name", "n"], [["a", "1"], ["long-name", "100"]], right=[1])
+    assert text.splitlines() == [
+        "name         n",
+        "---------  ---",
+        "a            1",
+        "long-name  100",
+    ]
+
+
+def test_transfer_matrix() -> None:
+    text = render_transfers(sample().transfers)
+    lines = text.splitlines()
+    assert lines[0] == "transfers (source x destination x file):"
+    assert lines[1].split() == [
+        "source", "dest", "file", "size", "bytes", "seconds", "MiB/s", "sha256", "state",
+    ]  # fmt: skip
+    b, c, d = lines[3:]
+    assert b.split() == ["a", "b", "x.bin", "8.0", "MiB", "8388608", "0.500", "16.0", "ok", "done"]
+    assert c.split() == ["a", "c", "x.bin", "8.0", "MiB", "0", "-", "-", "-", "MISSING"]
+    assert d.split()[-4:] == ["BAD", "FAILED", "(hash_mismatch:", "x)"]
+    assert render_transfers([]) == ""
+
+
+def test_discovery_grid_and_summary() -> None:
+    text = render_discovery(sample().discovery)
+    head, *grid = text.splitlines()
+    assert "2/3 expected pairs seen, 1 forbidden seen" in head
+    assert "min 0.012 s" in head and "max 0.020 s" in head  # forbidden pairs excluded
+    assert grid[0].split() == ["sees", "->", "a", "b", "c"]
+    assert grid[2].split() == ["a", "0.01", "MISSING"]
+    assert grid[3].split() == ["b", "0.02", "SEEN!0.50"]
+    assert grid[-1] == "wrong pairs: a->c (never seen), b->c (seen at 0.50 s)"
+
+
+def test_large_discovery_is_summarised_not_drawn() -> None:
+    names = [f"m{i}" for i in range(20)]
+    rows = [DiscoveryRow(a, b, 0.01 * i, "see") for i, (a, b) in enumerate(
+        (a, b) for a in names for b in names if a != b
+    )]  # fmt: skip
+    rows[5].seconds = None
+    text = render_discovery(rows)
+    assert "379/380 expected pairs seen" in text
+    assert "sees ->" not in text
+    assert "m0->m6 (never seen)" in text
+    s = discovery_summary(rows)
+    assert s["pairs_expected"] == 380 and s["pairs_seen"] == 379 and s["min"] == 0.0
+
+
+def test_discovery_without_expectations() -> None:
+    text = render_discovery([DiscoveryRow("a", "b", 0.1), DiscoveryRow("b", "a", None)])
+    assert "1/2 pairs seen (not an expectation)" in text
+    assert "wrong pairs" not in text
+
+
+def test_json_round_trip() -> None:
+    r = sample()
+    doc = json.loads(r.dumps())
+    assert doc["ok"] is False and doc["status"] == "failed"
+    assert doc["failures"] == [
+        {"what": "expect.files[1]", "message": "c has no x.bin after 5.0 s", "nodes": ["c", "a"]}
+    ]
+    assert doc["transfers"][0]["rate"] == pytest.approx((8 << 20) / 0.5)
+    assert doc["discovery_summary"]["pairs_seen"] == 2
+    back = Result.from_json(doc)
+    assert back == r
+
+
+def test_report_and_headlines() -> None:
+    r = sample()
+    text = r.report()
+    assert text.startswith("FAILED demo in 3.2 s: 1 failure")
+    assert "  - expect.files[1]: c has no x.bin after 5.0 s" in text
+    assert "transfers (source x destination x file):" in text
+    assert "--- c (exited): last log lines ---\n" in text and text.count("last line") == 1
+    ok = Result(scenario="fine", status="passed", timings={"total": 2})
+    skipped = Result(scenario="net", status="skipped", skip_reason="needs sch_netem")
+    assert ok.ok and ok.headline() == "PASSED fine in 2.0 s"
+    assert not skipped.ok and skipped.passed_or_skipped
+    assert skipped.headline() == "SKIPPED net: needs sch_netem"
+    table = render_summary([r, ok, skipped])
+    assert table.splitlines()[2].split()[:4] == ["demo", "FAILED", "3.2", "expect.files[1]:"]
+    assert table.splitlines()[4].split() == ["net", "SKIPPED", "-", "needs", "sch_netem"]
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def test_generated_files_are_deterministic(tmp_path: Path) -> None:
+    f = sc_mod.FileDecl(name="x", size=(1 << 20) + 5, on=("a",), seed=7)
+    path, sha = generate_file(f, tmp_path / "one")
+    path2, sha2 = generate_file(f, tmp_path / "two")
+    assert sha == sha2 and path.read_bytes() == path2.read_bytes()
+    import hashlib
+    import random
+
+    rng = random.Random(7)
+    expected = rng.randbytes(1 << 20) + rng.randbytes(5)
+    assert path.read_bytes() == expected and sha == hashlib.sha256(expected).hexdigest()
+    _, sha3 = generate_file(sc_mod.FileDecl(name="y", size=f.size, on=(), seed=8), tmp_path)
+    assert sha3 != sha
+    text, sha4 = generate_file(sc_mod.FileDecl(name="t", size=2, on=(), content=b"hi"), tmp_path)
+    assert text.read_bytes() == b"hi" and sha4 == hashlib.sha256(b"hi").hexdigest()
+
+
+def test_parse_events_skips_other_lines() -> None:
+    text = '{"ts":1,"event":"listening"}\nTraceback (most recent call last):\n{"x":1}\n{bad\n'
+    assert parse_events(text) == [{"ts": 1, "event": "listening"}]
+
+
+def test_wait_until() -> None:
+    calls = []
+
+    def flaky() -> str:
+        calls.append(1)
+        if len(calls) < 3:
+            raise ConnectionRefusedError("not yet")
+        return "up"
+
+    assert wait_until(flaky, timeout=5, what="x", interval=0.05) == "up"
+    with pytest.raises(WaitTimeout) as info:
+        wait_until(lambda: False, timeout=0.2, what="the moon", diagnose=lambda: "node b: exited")
+    assert str(info.value).startswith("timed out after 0.2 s waiting for the moon")
+    assert str(info.value).endswith("node b: exited")
+    with pytest.raises(KeyError):  # not transient: at once, not after the timeout
+        wait_until(lambda: {}["k"], timeout=30, what="y")
+
+
+# --------------------------------------------------------------------------- a fake cluster
+
+
+class FakeWorld:
+    """Shared knobs of the fake nodes (what to break)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self.corrupt: set[str] = set()  # destinations that receive wrong bytes
+        self.refuse: dict[str, str] = {}  # destination -> error code of a failed transfer
+        self.no_discovery = False
+        self.clusters: list[FakeCluster] = []
+
+
+class FakeNode:
+    def __init__(self, cluster: FakeCluster, spec: Any, data_dir: Path, index: int) -> None:
+        self.cluster = cluster
+        self.spec = spec
+        self.id = uuid.uuid4().hex
+        self.lines: list[str] = []
+        self.running = False
+        self.status = "created"
+        self.peers: dict[str, FakeNode] = {}
+        self.index = index
+        self.data_dir = data_dir
+        self.server: ThreadingHTTPServer | None = None
+
+    def emit(self, event: str, **fields: Any) -> None:
+        rec = {"ts": time.time(), "event": event, "node": self.id, **fields}
+        with self.cluster.world.lock:
+            self.lines.append(json.dumps(rec))
+
+    def serve(self) -> int:
+        node = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def answer(self, status: int, body: object) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self) -> None:
+                with node.cluster.world.lock:
+                    status, body = node.get(self.path)
+                self.answer(status, body)
+
+            def do_POST(self) -> None:
+                n = int(self.headers.get("Content-Length") or 0)
+                req = json.loads(self.rfile.read(n) or b"{}")
+                with node.cluster.world.lock:
+                    status, body = node.post(self.path, req)
+                self.answer(status, body)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, args=(0.02,), daemon=True).start()
+        return int(self.server.server_address[1])
+
+    def get(self, path: str) -> tuple[int, object]:
+        if path == "/api/node":
+            return 200, {"node": self.id, "name": self.spec.name}
+        if path == "/api/peers":
+            return 200, [{"node": p.id, "name": p.spec.name} for p in self.peers.values()]
+        if path.startswith("/api/peers/") and path.endswith("/files"):
+            peer = self.peers.get(path.split("/")[3])
+            if peer is None:
+                return 404, {"error": "unknown_peer", "message": "no such peer"}
+            share = peer.data_dir / "share"
+            return 200, [{"name": f.name} for f in sorted(share.iterdir())]
+        return 404, {"error": "not_found", "message": path}
+
+    def post(self, path: str, req: dict[str, Any]) -> tuple[int, object]:
+        peer = self.peers.get(req.get("peer", ""))
+        if peer is None:
+            return 404, {"error": "unknown_peer", "message": str(req.get("peer"))}
+        if path == "/api/push":
+            src = req["path"]
+            local = (
+                self.data_dir / src.removeprefix("/data/")
+                if src.startswith("/")
+                else self.data_dir / "share" / src
+            )
+            return 202, self.transfer(self, peer, local, "push")
+        if path == "/api/pull":
+            return 202, self.transfer(peer, self, peer.data_dir / "share" / req["name"], "pull")
+        return 404, {"error": "not_found", "message": path}
+
+    def transfer(self, src: FakeNode, dst: FakeNode, local: Path, direction: str) -> object:
+        tid = uuid.uuid4().hex[:16]
+        data = local.read_bytes()
+        base = {"id": tid, "direction": direction, "name": local.name, "size": len(data)}
+        world = self.cluster.world
+        dst.emit("transfer_started", role="receive", peer=src.id, peer_name=src.spec.name, **base)
+        src.emit("transfer_started", role="send", peer=dst.id, peer_name=dst.spec.name, **base)
+        code = world.refuse.get(dst.spec.name)
+        if code:
+            err = {"code": code, "reason": "refused by the fake"}
+            dst.emit("transfer_failed", role="receive", peer=src.id, peer_name=src.spec.name,
+                     error=err, bytes=0, started=1.0, finished=1.25, **base)  # fmt: skip
+            return {"id": tid}
+        if dst.spec.name in world.corrupt:
+            data = bytes(reversed(data))
+        (dst.data_dir / "inbox" / local.name).write_bytes(data)
+        done = {"bytes": len(data), "seconds": 0.01, **base}
+        dst.emit("transfer_done", role="receive", peer=src.id, peer_name=src.spec.name, **done)
+        src.emit("transfer_done", role="send", peer=dst.id, peer_name=dst.spec.name, **done)
+        return {"id": tid}
+
+
+class FakeCluster:
+    """The subset of lab.cluster.Cluster the runner uses."""
+
+    def __init__(self, run_id: str, *, image: str, workdir: Path, world: FakeWorld) -> None:
+        self.run_id = run_id
+        self.workdir = workdir
+        self.world = world
+        self.networks: list[str] = []
+        self.nodes: dict[str, FakeNode] = {}
+        self.handles: dict[str, SimpleNamespace] = {}
+        self.execs: list[tuple[str, list[str]]] = []
+        self.closed = False
+        world.clusters.append(self)
+
+    def __enter__(self) -> FakeCluster:
+        return self
+
+    def add_network(self, name: str) -> str:
+        self.networks.append(name)
+        return f"mole-{self.run_id}-{name}"
+
+    def create_nodes(self, specs: list[Any]) -> dict[str, SimpleNamespace]:
+        out = {}
+        for spec in specs:
+            data_dir = self.workdir / spec.name
+            for sub in ("share", "inbox", "state"):
+                (data_dir / sub).mkdir(parents=True, exist_ok=True)
+            node = FakeNode(self, spec, data_dir, len(self.nodes) + 2)
+            self.nodes[spec.name] = node
+            h = SimpleNamespace(
+                name=spec.name,
+                container_id=node.id,
+                ips={},
+                api_url="",
+                token="t",
+                data_dir=data_dir,
+                networks=list(spec.networks),
+            )
+            self.handles[spec.name] = out[spec.name] = h
+        return out
+
+    def start(self, name: str) -> None:
+        with self.world.lock:  # one node comes up at a time, as events are ordered per node
+            self._start(name)
+
+    def _start(self, name: str) -> None:
+        node = self.nodes[name]
+        h = self.handles[name]
+        h.ips = {net: f"10.9.{self.networks.index(net)}.{node.index}" for net in h.networks}
+        node.status = "running"
+        if node.spec.command is not None:  # a router
+            node.running = True
+            return
+        h.api_url = f"http://127.0.0.1:{node.serve()}"
+        node.emit("listening", name=name, tcp_port=47101)
+        node.running = True
+        if self.world.no_discovery:
+            return
+        for other in self.nodes.values():
+            if other is node or not other.running or other.spec.command is not None:
+                continue
+            shared = set(h.networks) & set(self.handles[other.spec.name].networks)
+            if shared:
+                net = sorted(shared)[0]
+                for a, b in ((node, other), (other, node)):
+                    a.peers[b.spec.name] = b
+                    addr = self.handles[b.spec.name].ips[net]
+                    a.emit("peer_up", peer=b.id, peer_name=b.spec.name, addr=addr, static=False)
+
+    def stop(self, name: str, timeout: float = 10) -> None:
+        self.nodes[name].running = False
+        self.nodes[name].status = "exited"
+
+    def exec(self, name: str, cmd: list[str]) -> tuple[int, str]:
+        self.execs.append((name, cmd))
+        return 0, ""
+
+    def logs(self, name: str, tail: int | None = None) -> str:
+        with self.world.lock:
+            return "".join(line + "\n" for line in self.nodes[name].lines)
+
+    def status(self, name: str) -> str:
+        return self.nodes[name].status
+
+    def close(self) -> None:
+        self.closed = True
+        for n in self.nodes.values():
+            if n.server is not None:
+                n.server.shutdown()
+                n.server.server_close()
+
+
+def fake_run(
+    text: str, tmp_path: Path, world: FakeWorld | None = None
+) -> tuple[Result, FakeWorld, list[str]]:
+    world = world or FakeWorld()
+    sc = loads(textwrap.dedent(text), source="fake.yaml")
+    lines: list[str] = []
+
+    def factory(run_id: str, *, image: str, workdir: Path) -> FakeCluster:
+        return FakeCluster(run_id, image=image, workdir=workdir, world=world)
+
+    result = run_scenario(
+        sc,
+        image="fake:1",
+        artifacts_root=tmp_path / "art",
+        progress=lines.append,
+        cluster_factory=factory,
+    )
+    return result, world, lines
+
+
+PUSH = """
+    name: fake-push
+    timeout: 10
+    nodes: [{name: a}, {group: b, count: 2}]
+    files: [{name: x.bin, size: 3MiB, seed: 1, on: a}, {name: note.txt, content: "hi\\n", on: a}]
+    steps:
+      - {id: send, after: discovered, do: push, from: a, to: b, file: [x.bin, note.txt]}
+    expect:
+      discovery: {within: 5, see: [[a, b]]}
+      files: [{group: b, file: [x.bin, note.txt], within: 5}]
+"""
+
+
+def test_fake_run_passes(tmp_path: Path) -> None:
+    result, world, lines = fake_run(PUSH, tmp_path)
+    assert result.status == "passed", result.report()
+    assert result.failures == []
+    rows = {(t.source, t.dest, t.file): t for t in result.transfers}
+    assert set(rows) == {("a", d, f) for d in ("b1", "b2") for f in ("x.bin", "note.txt")}
+    assert all(t.state == "done" and t.hash_ok is True for t in rows.values())
+    assert rows[("a", "b1", "x.bin")].bytes == 3 << 20
+    assert {(d.observer, d.peer) for d in result.discovery if d.seconds is not None} == {
+        ("a", "b1"), ("b1", "a"), ("a", "b2"), ("b2", "a"),
+    }  # fmt: skip
+    assert any("a pushes x.bin to b2" in line for line in lines)
+    # everything was torn down, the workdir removed, the artifacts written
+    (cluster,) = world.clusters
+    assert cluster.closed and not cluster.workdir.exists()
+    art = Path(result.artifacts or "")
+    assert art.name == result.run_id and result.run_id.endswith("-fake-push")
+    assert json.loads((art / "result.json").read_text())["status"] == "passed"
+    assert (art / "scenario.yaml").read_text().lstrip().startswith("name: fake-push")
+    assert "transfers (source x destination x file)" in (art / "matrix.txt").read_text()
+    events = [json.loads(x) for x in (art / "b1.events.jsonl").read_text().splitlines()]
+    assert [e["event"] for e in events][:2] == ["listening", "peer_up"]
+    assert (art / "a.log").read_text().count("transfer_done") == 4
+    for key in ("setup", "nodes", "timeline", "teardown", "total"):
+        assert key in result.timings
+
+
+def test_wrong_content_fails_the_run(tmp_path: Path) -> None:
+    world = FakeWorld()
+    world.corrupt.add("b2")
+    result, _, _ = fake_run(PUSH, tmp_path, world)
+    assert result.status == "failed"
+    content = [f for f in result.failures if f.what == "content"]
+    assert {f.nodes for f in content} == {("b2",)}
+    assert "inbox/x.bin has the wrong content" in content[0].message
+    rows = {(t.dest, t.file): t for t in result.transfers}
+    assert rows[("b2", "x.bin")].hash_ok is False and rows[("b1", "x.bin")].hash_ok is True
+    assert "b2" in result.log_tails
+    assert "BAD" in result.render_matrix()
+
+
+def test_missing_file_names_the_expectation_and_the_nodes(tmp_path: Path) -> None:
+    world = FakeWorld()
+    world.refuse["b1"] = "too_large"
+    text = PUSH.replace("within: 5}]\n", "within: 1}]\n")
+    result, _, _ = fake_run(text, tmp_path, world)
+    assert result.status == "failed"
+    by_what: dict[str, list[Failure]] = {}
+    for f in result.failures:
+        by_what.setdefault(f.what, []).append(f)
+    missing = by_what["expect.files[0]"]
+    assert {f.nodes[0] for f in missing} == {"b1"}
+    assert "b1 has no x.bin after" in missing[0].message
+    assert "error=too_large" in missing[0].message or "transfer_failed" in missing[0].message
+    (unexpected,) = {f.message for f in by_what["expect.no_failures"] if "x.bin" in f.message}
+    assert "b1: transfer" in unexpected and "too_large" in unexpected
+    rows = {(t.dest, t.file): t for t in result.transfers}
+    assert rows[("b1", "x.bin")].state == "failed"
+    assert rows[("b1", "x.bin")].error == "too_large: refused by the fake"
+
+
+def test_expected_failures(tmp_path: Path) -> None:
+    world = FakeWorld()
+    world.refuse["b"] = "rejected"
+    text = """
+        timeout: 10
+        nodes: [{name: a}, {name: b}]
+        files: [{name: x, size: 10, on: a}]
+        steps: [{after: discovered, do: push, from: a, to: b, file: x}]
+        expect:
+          failures: [{node: b, code: rejected, within: 1}]
+    """
+    result, _, _ = fake_run(text, tmp_path, world)
+    assert result.status == "passed", result.report()
+    world.refuse["b"] = "other"
+    result, _, _ = fake_run(text, tmp_path, world)
+    whats = sorted(f.what for f in result.failures)
+    assert whats == ["expect.failures[0]", "expect.no_failures"]
+
+
+def test_a_step_that_never_triggers_is_reported(tmp_path: Path) -> None:
+    text = """
+        timeout: 1
+        nodes: [{name: a}, {name: b}]
+        files: [{name: x, size: 10, on: a}]
+        steps:
+          - id: never
+            after: {event: transfer_done, node: b, file: x}
+            do: push
+            from: a
+            to: b
+            file: x
+    """
+    t0 = time.monotonic()
+    result, _, _ = fake_run(text, tmp_path)
+    assert time.monotonic() - t0 < 8
+    msgs = {f.what: f.message for f in result.failures}
+    assert msgs["steps[0]"] == "never ran: it was waiting for after transfer_done on b file=x"
+    assert "scenario timeout (1 s) reached" in msgs["timeout"]
+
+
+def test_discovery_failures(tmp_path: Path) -> None:
+    world = FakeWorld()
+    world.no_discovery = True
+    text = """
+        timeout: 5
+        nodes: [{name: a}, {name: b}]
+        expect:
+          discovery: {within: 0.5, see: [[a, b]]}
+    """
+    result, _, _ = fake_run(text, tmp_path, world)
+    assert result.status == "failed"
+    assert sorted(f.message for f in result.failures) == ["a never saw b", "b never saw a"]
+    assert all(d.seconds is None and d.expected == "see" for d in result.discovery)
+    text = """
+        timeout: 5
+        networks: [x]
+        nodes: [{name: a}, {name: b}]
+        expect:
+          discovery: {within: 0.3, not_see: [[a, b]]}
+    """
+    result, _, _ = fake_run(text, tmp_path)
+    assert {f.what for f in result.failures} == {"expect.discovery.not_see"}
+    assert "a saw b (at 10.9.0." in result.failures[0].message
+
+
+def test_start_step_and_routes(tmp_path: Path) -> None:
+    text = """
+        timeout: 10
+        networks: [e, w]
+        nodes:
+          - {name: a, networks: [e], peers: [b]}
+          - {name: b, networks: [w]}
+          - {name: c, networks: [w], start: false}
+          - {name: r, networks: [e, w], router: true}
+        files: [{name: x, size: 1KiB, on: b}]
+        steps:
+          - {id: up, at: 0.2, do: start, node: c}
+          - {after: up, do: pull, by: c, from: b, file: "*"}
+        expect:
+          files: [{node: c, file: x, within: 5}]
+    """
+    result, world, lines = fake_run(text, tmp_path)
+    assert result.status == "passed", result.report()
+    (cluster,) = world.clusters
+    routes = sorted((n, tuple(cmd)) for n, cmd in cluster.execs)
+    assert routes == [
+        ("a", ("ip", "route", "replace", "10.9.1.0/24", "via", "10.9.0.4")),
+        ("b", ("ip", "route", "replace", "10.9.0.0/24", "via", "10.9.1.4")),
+    ]
+    # a's static peer is b's address on w: only known once b ran (b is created first)
+    assert cluster.nodes["a"].spec.args == ["--peer", "10.9.1.2:47101"]
+    assert cluster.nodes["r"].spec.command == ["infinity"]
+    assert any("c lists b: x" in line for line in lines)
+
+
+def test_fault_steps_skip_without_lab_faults(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    text = """
+        nodes: [{name: a}]
+        steps: [{at: 1, do: pause, node: a}]
+    """
+    sc = loads(textwrap.dedent(text), source="f.yaml")
+    monkeypatch.setattr(sc_mod, "faults_module", lambda: None)
+    result = run_scenario(sc, image="x", artifacts_root=tmp_path, cluster_factory=None)
+    assert result.status == "skipped"
+    assert result.skip_reason == "needs lab.faults (fault verbs: pause)"
+    assert result.passed_or_skipped and not result.ok
+
+
+def test_fault_steps_get_resolved_targets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    applied: list[tuple[str, dict[str, Any], dict[str, Any]]] = []
+    reverted: list[str] = []
+
+    class Faults:
+        VERBS = frozenset({"pause", "partition", "heal"})
+
+        @staticmethod
+        def validate(verb: str, params: dict[str, Any]) -> None:
+            pass
+
+        @staticmethod
+        def requirements(verb: str, params: dict[str, Any]) -> set[str]:
+            return set()
+
+        @staticmethod
+        def apply(
+            cluster: Any, verb: str, params: dict[str, Any], *, targets: dict[str, Any]
+        ) -> Any:
+            applied.append((verb, params, targets))
+            return None if verb == "heal" else (lambda: reverted.append(verb))
+
+    monkeypatch.setattr(sc_mod, "faults_module", lambda: Faults)
+    text = """
+        timeout: 10
+        nodes: [{group: g, count: 2}, {name: c}]
+        steps:
+          - {id: p, at: 0, do: pause, group: g, duration: 0.2}
+          - {after: p, do: partition, groups: [[g], [c]]}
+          - {at: 0.5, do: heal}
+    """
+    result, _, _ = fake_run(text, tmp_path)
+    assert result.status == "passed", result.report()
+    assert [(v, t) for v, _, t in applied] == [
+        ("pause", {"node": ["g1", "g2"]}),
+        ("partition", {"groups": [["g1", "g2"], ["c"]]}),
+        ("heal", {}),
+    ]
+    # the timed revert ran during the run, the partition's at the end
+    assert reverted == ["pause", "partition"]
+    shutil.rmtree(tmp_path / "art")
