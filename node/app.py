@@ -46,6 +46,7 @@ from node.transfers import TRANSIENT_CODES, Transfer, new_transfer_id
 FEATURES = ["resume"]
 HANDSHAKE_TIMEOUT = 10.0
 MAX_CONNECTIONS = 256
+PARTIAL_MAX_AGE = 7 * 86400.0
 HASH_STEP = 8 << 20  # bytes hashed per loop turn: ~5 ms, so I/O stays responsive
 
 
@@ -695,6 +696,8 @@ class Node:
         self.api_server = self.loop.listen_tcp(cfg.api_host, cfg.api_port, self._accept_api)
         self.api_port = self.api_server.port
         self.rescan()
+        # Partial files of peers that never came back are dropped after a week.
+        self.store.prune_partials(PARTIAL_MAX_AGE)
         self._load_journal()
         if cfg.discovery:
             self.udp = self.loop.open_udp("0.0.0.0", cfg.discovery_port, self._datagram)
