@@ -652,7 +652,8 @@ class _Run:
             ready = self._discovered()
         elif trig.kind == "event" and trig.event is not None:
             spec = trig.event
-            ready = all(any(spec.matches(e) for e in self._events(n)) for n in spec.nodes)
+            ids = dict(self.node_ids)
+            ready = all(any(spec.matches(e, ids) for e in self._events(n)) for n in spec.nodes)
         if not ready:
             return None
         self.trigger_seen[step.id] = now
@@ -883,12 +884,13 @@ class _Run:
                     continue
                 self.state.reported_events.add((node, k))
                 err = ev.get("error") or {}
-                code = err.get("code") if isinstance(err, dict) else None
-                allowed = any(s.matches(node, code) for s in (*exp.allow_failures, *exp.failures))
+                code = sc_mod.event_code(ev)
+                peer = self._peer_name(ev)
+                specs = (*exp.allow_failures, *exp.failures)
+                allowed = any(s.matches(node, code, peer) for s in specs)
                 note = " (allowed)" if allowed else ""
                 self.say(f"{node}: transfer {ev.get('name')} failed: {code}{note}")
                 if exp.no_failures and not allowed:
-                    peer = self._peer_name(ev)
                     self.fail(
                         "expect.no_failures",
                         f"{node}: transfer {ev.get('id')} ({ev.get('direction')}, "
@@ -898,12 +900,14 @@ class _Run:
                     )
 
     def _failure_happened(self, spec: sc_mod.FailureSpec) -> bool:
-        for node in spec.nodes:
-            for ev in self._events(node):
-                if ev.get("event") == "transfer_failed":
-                    err = ev.get("error") or {}
-                    if spec.matches(node, err.get("code") if isinstance(err, dict) else None):
-                        return True
+        """A transfer_failed (or a receiver's transfer_refused) at either end named by spec."""
+        for n in self.sc.mole_nodes:
+            for ev in self._events(n.name):
+                kind = ev.get("event")
+                if kind not in ("transfer_failed", "transfer_refused"):
+                    continue
+                if spec.matches(n.name, sc_mod.event_code(ev), self._peer_name(ev)):
+                    return True
         return False
 
     def _peer_name(self, ev: Event) -> str:

@@ -52,6 +52,11 @@ EVENTS = frozenset(
         "transfer_failed",
         "transfer_resumed",
         "shutdown",
+        # emitted by the node beyond docs/api.md's table
+        "transfer_refused",
+        "transfer_retry",
+        "transfer_reset",
+        "warning",
     }
 )
 CORE_VERBS = frozenset({"push", "pull", "start", "stop"})
@@ -115,18 +120,18 @@ class EventSpec:
     peer: str | None = None
     code: str | None = None
 
-    def matches(self, ev: Mapping[str, Any]) -> bool:
+    def matches(self, ev: Mapping[str, Any], names: Mapping[str, str] | None = None) -> bool:
+        """`names` maps node ids to names (for events that carry only the peer's id)."""
         if ev.get("event") != self.event:
             return False
         if self.file is not None and ev.get("name") != self.file:
             return False
-        if self.peer is not None and self.peer not in (ev.get("peer_name"), ev.get("peer")):
-            return False
-        if self.code is not None:
-            err = ev.get("error") or {}
-            if not isinstance(err, Mapping) or err.get("code") != self.code:
+        if self.peer is not None:
+            peer_id = str(ev.get("peer"))
+            seen_as = {ev.get("peer_name"), peer_id, (names or {}).get(peer_id)}
+            if self.peer not in seen_as:
                 return False
-        return True
+        return self.code is None or event_code(ev) == self.code
 
     def describe(self) -> str:
         extra = "".join(
@@ -135,6 +140,15 @@ class EventSpec:
             if v is not None
         )
         return f"{self.event} on {self.ref}{extra}"
+
+
+def event_code(ev: Mapping[str, Any]) -> str | None:
+    """The error code of a failure event: `error.code`, or `code` (transfer_refused)."""
+    err = ev.get("error")
+    if isinstance(err, Mapping) and err.get("code") is not None:
+        return str(err["code"])
+    code = ev.get("code")
+    return str(code) if code is not None else None
 
 
 @dataclass(frozen=True)
@@ -205,8 +219,10 @@ class FailureSpec:
     within: float | None = None  # expected failures only
     path: str = ""
 
-    def matches(self, node: str, code: str | None) -> bool:
-        return node in self.nodes and (self.code is None or self.code == code)
+    def matches(self, node: str, code: str | None, peer: str | None = None) -> bool:
+        """A failure logged by `node` in a transfer with `peer`: either end may be named."""
+        ends = node in self.nodes or (peer is not None and peer in self.nodes)
+        return ends and (self.code is None or self.code == code)
 
 
 @dataclass(frozen=True)

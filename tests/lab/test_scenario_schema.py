@@ -636,3 +636,16 @@ def test_fault_verbs_parse_without_lab_faults(monkeypatch: pytest.MonkeyPatch) -
     assert part.duration == 2 and part.params["groups"] == [["a"], ["b"]]
     assert heal.params == {}
     assert s.fault_verbs == {"partition", "heal"}
+
+
+def test_event_filters_and_failure_ends() -> None:
+    spec = sc_mod.EventSpec("transfer_refused", "b", ("b",), file="x", peer="a", code="policy")
+    refused_ev = {"event": "transfer_refused", "name": "x", "peer": "1d", "code": "policy"}
+    assert spec.matches(refused_ev, {"1d": "a"})
+    assert not spec.matches(refused_ev)  # the peer is only known by its id
+    assert not spec.matches({**refused_ev, "code": "too_large"}, {"1d": "a"})
+    assert sc_mod.event_code({"error": {"code": "hash_mismatch"}}) == "hash_mismatch"
+    assert sc_mod.event_code({"error": None}) is None
+    f = sc_mod.FailureSpec(ref="b", nodes=("b",), code="policy")
+    assert f.matches("b", "policy") and f.matches("a", "policy", peer="b")
+    assert not f.matches("a", "policy", peer="c") and not f.matches("b", "other")
