@@ -292,7 +292,10 @@ def render_summary(results: Sequence[Result]) -> str:
     body = []
     for r in results:
         took = r.timings.get("total")
-        why = r.skip_reason if r.status == "skipped" else (str(r.failures[0]) if r.failures else "")
+        if r.status == "skipped":
+            why = r.skip_reason or ""
+        else:
+            why = str(r.failures[0]) if r.failures else ""
         if len(r.failures) > 1:
             why += f" (+{len(r.failures) - 1} more)"
         body.append(

@@ -160,6 +160,8 @@ class EventTail:
     """
 
     def __init__(self, fetch: Callable[[str], str], *, interval: float = POLL_INTERVAL) -> None:
+        # `interval` is the cadence for a few nodes; interval_for() slows it for many (event
+        # times come from the events themselves, so a slower poll costs no accuracy).
         self.fetch = fetch
         self.interval = interval
         self._lock = threading.Lock()
@@ -205,8 +207,11 @@ class EventTail:
         self._thread = threading.Thread(target=self._loop, name="mole-lab-events", daemon=True)
         self._thread.start()
 
+    def interval_for(self, nodes: int) -> float:
+        return max(self.interval, 0.025 * nodes)
+
     def _loop(self) -> None:
-        while not self._stop.wait(self.interval):
+        while not self._stop.wait(self.interval_for(len(self._watch))):
             self.poll_all()
 
     def stop(self) -> None:

@@ -393,14 +393,14 @@ def loads(text: str, *, source: str = "<string>", default_name: str | None = Non
     return parse(data, source=source, text=text, default_name=default_name)
 
 
-class _StrictLoader(yaml.SafeLoader):
+class _StrictLoader(yaml.SafeLoader):  # type: ignore[misc]
     """SafeLoader that refuses duplicate keys (plain PyYAML silently keeps the last one)."""
 
 
 def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> Any:
     seen: set[Any] = set()
     for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=True)  # type: ignore[no-untyped-call]
+        key = loader.construct_object(key_node, deep=True)
         if key in seen:
             raise ScenarioError(f"line {key_node.start_mark.line + 1}: duplicate key {key!r}")
         seen.add(key)
@@ -420,7 +420,7 @@ _StrictLoader.add_implicit_resolver(
 )
 _StrictLoader.add_constructor(
     yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
-    _construct_mapping,  # type: ignore[arg-type]
+    _construct_mapping,
 )
 
 
