@@ -980,6 +980,22 @@ class _Run:
             for f in self.sc.files:
                 self._check_file(node, f.name)
         self._check_failures()
+        # Expectations the deadline cut short (their `within` reached past the run's timeout).
+        assert self.t0 is not None
+        took = time.monotonic() - self.t0
+        for i, fe in enumerate(self.sc.expect.files):
+            if self.state.files.get(i) is None and self._check_file(fe.node, fe.file) is None:
+                self.state.files[i] = False
+                self.fail(
+                    fe.path,
+                    f"{fe.node} has no {fe.file} at the end of the run ({took:.1f} s)"
+                    + self._transfer_hint(fe.node, fe.file),
+                    [fe.node, *self._sources_of(fe.node, fe.file)],
+                )
+        for i, spec in enumerate(self.sc.expect.failures):
+            if i not in self.state.failures_seen and not self._failure_happened(spec):
+                self.state.failures_seen[i] = False
+                self.fail(spec.path, f"expected a transfer failure on {spec.ref}, none happened")
         d = self.sc.expect.discovery
         if d is not None:
             seen = self._seen_pairs()

@@ -521,6 +521,9 @@ def test_a_step_that_never_triggers_is_reported(tmp_path: Path) -> None:
             from: a
             to: b
             file: x
+        expect:
+          files: [{node: b, file: x}]
+          failures: [{node: a}]
     """
     t0 = time.monotonic()
     result, _, _ = fake_run(text, tmp_path)
@@ -528,6 +531,8 @@ def test_a_step_that_never_triggers_is_reported(tmp_path: Path) -> None:
     msgs = {f.what: f.message for f in result.failures}
     assert msgs["steps[0]"] == "never ran: it was waiting for after transfer_done on b file=x"
     assert "scenario timeout (1 s) reached" in msgs["timeout"]
+    assert msgs["expect.files[0]"].startswith("b has no x ")
+    assert msgs["expect.failures[0]"] == "expected a transfer failure on a, none happened"
 
 
 def test_discovery_failures(tmp_path: Path) -> None:
