@@ -473,6 +473,9 @@ def parse_message(fields: dict[str, Any], body: bytes = b"") -> Message:
     return cls.parse(f)  # type: ignore[union-attr]
 
 
+from_header = parse_message  # the name docs/architecture.md uses
+
+
 def parse_files_body(body: bytes) -> tuple[FileInfo, ...]:
     """The body of a `files` frame: a UTF-8 JSON array of file objects."""
     try:

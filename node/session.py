@@ -21,6 +21,8 @@ Rules beyond the table (they need message contents, not just types):
 - `hello` with `proto` != 1 is `version_mismatch`.
 - EOF (b"") at a frame boundary in START, IDLE or CLOSED gives `Closed`; anywhere else it is
   `truncated`.
+- a peer's `error` is returned as an event; the state is then CLOSED and every later
+  `next_event()` returns `Closed` (bytes after it are ignored).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from typing import Final
 from node.errors import ErrorCode, LocalProtocolError, RemoteProtocolError
 from node.framing import (
     EOF,
-    MAX_HEADER,
+    MAX_BODY,
     NEED_DATA,
     PREFIX_LEN,
     BodyChunk,
@@ -58,6 +60,7 @@ from node.messages import (
     Reject,
     Verdict,
     encode_message,
+    parse_files_body,
     parse_message,
 )
 
@@ -211,16 +214,20 @@ class Session:
     def _check_own(self, msg: Message, data: bytes) -> Message:
         """Validate our own message exactly as the peer will, so we never send junk."""
         if isinstance(msg, Data):
-            if msg.length < 0:
-                raise RemoteProtocolError(ErrorCode.BAD_MESSAGE, "data length is negative")
+            if not 0 <= msg.length <= MAX_BODY:
+                raise RemoteProtocolError(ErrorCode.BAD_FRAME, f"data length {msg.length}")
             return msg
+        hlen = int.from_bytes(data[:PREFIX_LEN], "big")
         if isinstance(msg, Files):
-            if len(data) > self.max_list_body + MAX_HEADER:
-                raise RemoteProtocolError(ErrorCode.TOO_LARGE, "file list exceeds max_list_body")
-            for info in msg.files:
-                parse_message({"type": "offer", "id": "x", **info.to_json()})
+            body = data[PREFIX_LEN + hlen :]
+            if len(body) > self.max_list_body:
+                raise RemoteProtocolError(
+                    ErrorCode.TOO_LARGE,
+                    f"files body of {len(body)} bytes exceeds {self.max_list_body}",
+                )
+            parse_files_body(body)
             return msg
-        return parse_message(parse_header(data[PREFIX_LEN:]).fields)
+        return parse_message(parse_header(data[PREFIX_LEN : PREFIX_LEN + hlen]).fields)
 
     # -- receiving ---------------------------------------------------------------------------
     def receive_data(self, data: bytes | memoryview) -> None:

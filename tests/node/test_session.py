@@ -370,3 +370,23 @@ def test_invalid_own_message_is_local_error() -> None:
     with pytest.raises(LocalProtocolError, match="node"):
         c.send(Hello(1, "NOT-HEX", "x", 1))
     assert c.state is State.START
+
+
+def test_own_files_are_checked() -> None:
+    s = pair_in(State.LISTING)[1]
+    s.max_list_body = 300
+    many = Files(tuple(INFO for _ in range(3)))
+    with pytest.raises(LocalProtocolError, match="exceeds 300"):
+        s.send(many)
+    with pytest.raises(LocalProtocolError, match="sha256"):
+        s.send(Files((FileInfo("a", 1, "nothex", 0.0, ""),)))
+    assert s.state is State.LISTING
+    assert s.send(Files((INFO,)))[4:].startswith(b'{"type":"files","body":')
+    assert s.state is State.IDLE
+
+
+def test_own_data_length_is_checked() -> None:
+    c = pair_in(State.PUSH_STREAM)[0]
+    with pytest.raises(LocalProtocolError):
+        c.send(Data(-1))
+    assert c.stream_remaining == 10
