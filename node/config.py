@@ -140,6 +140,10 @@ def config_from_args(ns: argparse.Namespace) -> Config:
             f"the API would listen on {api_host}, off loopback: set --api-token or MOLE_API_TOKEN"
         )
     groups = ns.group or [g for g in (_env("GROUPS") or "").split(",") if g]
+    groups = [g for g in groups if g]
+    # The wire limits (docs/protocol.md): refuse here, not later inside a hello.
+    if len(groups) > 32 or any(len(g) > 64 for g in groups):
+        raise ConfigError("at most 32 groups of at most 64 characters each")
     peers_text = list(ns.peer or []) + [p for p in (_env("PEERS") or "").split(",") if p]
     for name, value in (("--port", ns.port), ("--discovery-port", ns.discovery_port)):
         if not 0 <= value < 65536:
