@@ -217,6 +217,13 @@ class Handler:
             self.node.learn_peer(msg, addr)
 
 
+class ClientHandler(Handler):
+    """A connection we dialed: the client speaks first, with its hello."""
+
+    def on_connected(self) -> None:
+        self.conn.send(self.hello())
+
+
 # -- sending a file (push client, pull server) ----------------------------------------------
 
 
@@ -263,7 +270,7 @@ class FileSender:
             self.fd = -1
 
 
-class PushClient(Handler):
+class PushClient(ClientHandler):
     """Client side of a push: hello, offer, stream, wait for the verdict."""
 
     def __init__(self, transfer: Transfer, meta: FileMeta, path: str) -> None:
@@ -272,9 +279,6 @@ class PushClient(Handler):
         self.path = path
         self.sender: FileSender | None = None
         self.finished = False
-
-    def on_connected(self) -> None:
-        self.conn.send(self.hello())
 
     def on_message(self, msg: Message) -> None:
         t = self.transfer
@@ -331,7 +335,7 @@ class PushClient(Handler):
             self.node.fail(self.transfer, "connection_lost", reason)
 
 
-class PullClient(Handler):
+class PullClient(ClientHandler):
     """Client side of a pull: hello, get (with resume offset), receive, verify, verdict."""
 
     def __init__(self, transfer: Transfer, sha256: str | None) -> None:
@@ -339,9 +343,6 @@ class PullClient(Handler):
         self.want_sha = sha256
         self.incoming: Incoming | None = None
         self.finished = False
-
-    def on_connected(self) -> None:
-        self.conn.send(self.hello())
 
     def on_message(self, msg: Message) -> None:
         t = self.transfer
@@ -438,14 +439,11 @@ class PullClient(Handler):
             self.node.fail(self.transfer, code, reason)
 
 
-class ListClient(Handler):
+class ListClient(ClientHandler):
     """Asks a peer for its shared files; replies through a callback exactly once."""
 
     def __init__(self, reply: Callable[[int, object], None]) -> None:
         self.reply: Callable[[int, object], None] | None = reply
-
-    def on_connected(self) -> None:
-        self.conn.send(self.hello())
 
     def on_message(self, msg: Message) -> None:
         if isinstance(msg, Hello):
@@ -469,11 +467,8 @@ class ListClient(Handler):
         self._answer(502, {"error": "peer_unreachable", "message": reason})
 
 
-class PingClient(Handler):
+class PingClient(ClientHandler):
     """Hello only: how static peers (no broadcast reaches them) join the peer table."""
-
-    def on_connected(self) -> None:
-        self.conn.send(self.hello())
 
     def on_message(self, msg: Message) -> None:
         if isinstance(msg, Hello):
