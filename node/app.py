@@ -1203,6 +1203,8 @@ class Node:
                     self.events.emit(
                         "transfer_progress",
                         id=t.id,
+                        name=t.name,
+                        role=t.role,
                         bytes=t.bytes,
                         size=t.size,
                         sent=t.sent,

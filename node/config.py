@@ -128,6 +128,13 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-transfers", type=int, default=16)
     p.add_argument("--idle-timeout", type=float, default=30.0)
     p.add_argument("--retries", type=int, default=8, help="automatic retries of a transfer")
+    p.add_argument(
+        "--retry-backoff", type=float, default=0.5, help="first retry delay (s), doubled each time"
+    )
+    p.add_argument("--retry-backoff-max", type=float, default=10.0, help="longest retry delay (s)")
+    p.add_argument(
+        "--progress-interval", type=float, default=0.5, help="seconds between progress events"
+    )
     p.add_argument("--auto-fetch", action="store_true", help="pull every file group peers share")
     p.add_argument("--fsync", action="store_true", help="fsync received files before rename")
 
@@ -150,6 +157,10 @@ def config_from_args(ns: argparse.Namespace) -> Config:
             raise ConfigError(f"{name} {value} is not a port")
     if ns.announce_interval <= 0 or ns.missed < 1:
         raise ConfigError("--announce-interval must be > 0 and --missed >= 1")
+    if ns.retries < 0 or not 0 < ns.retry_backoff <= ns.retry_backoff_max:
+        raise ConfigError("--retries must be >= 0 and 0 < --retry-backoff <= --retry-backoff-max")
+    if ns.progress_interval <= 0:
+        raise ConfigError("--progress-interval must be > 0")
     return Config(
         name=ns.name[:64],
         share=Path(ns.share).expanduser(),
@@ -174,6 +185,9 @@ def config_from_args(ns: argparse.Namespace) -> Config:
         max_transfers=ns.max_transfers,
         idle_timeout=ns.idle_timeout,
         retries=ns.retries,
+        retry_backoff=ns.retry_backoff,
+        retry_backoff_max=ns.retry_backoff_max,
+        progress_interval=ns.progress_interval,
         auto_fetch=ns.auto_fetch or _env("AUTO_FETCH") == "1",
         fsync=ns.fsync,
     )
