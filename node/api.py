@@ -8,7 +8,6 @@ TCP); while it is pending, later pipelined requests wait in the parser's buffer.
 
 from __future__ import annotations
 
-import hmac
 import json
 import re
 import sys
@@ -198,6 +197,8 @@ class ApiServerProtocol:
         scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
         # latin-1 round-trips the header's raw bytes; compare_digest keeps timing flat.
         given = credentials.strip().encode("latin-1")
+        import hmac  # here, not at the top: it loads OpenSSL, which a tokenless node never needs
+
         return scheme.lower() == "bearer" and hmac.compare_digest(given, self._token)
 
     def _respond(

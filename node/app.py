@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import secrets
 import signal
 import time
 from collections.abc import Callable
@@ -59,7 +58,7 @@ def load_node_id(state: Path) -> str:
             return text
     except FileNotFoundError:
         pass
-    node_id = secrets.token_hex(16)
+    node_id = os.urandom(16).hex()  # secrets.token_hex, minus the hmac/OpenSSL import
     tmp = path.with_suffix(".tmp")
     tmp.write_text(node_id + "\n")
     os.replace(tmp, path)

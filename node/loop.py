@@ -18,6 +18,7 @@ import errno
 import functools
 import heapq
 import itertools
+import mmap
 import os
 import selectors
 import socket
@@ -784,7 +785,9 @@ class Loop:
         self._running = False
         self._stopping = False
         self._closed = False
-        self._recv_buffer = bytearray(RECV_BUFFER_SIZE)
+        # Anonymous mmap, not bytearray (which zero-fills): a page costs memory only once a
+        # recv has written to it, so a node that never received a large burst stays small.
+        self._recv_buffer = mmap.mmap(-1, RECV_BUFFER_SIZE)
         self._recv_view = memoryview(self._recv_buffer)
         self._transports: set[Transport] = set()
         self._lingering: set[_Lingering] = set()

@@ -27,19 +27,19 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import json
 import math
-import mimetypes
 import os
 import re
 import stat
 import time
-import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
+
+if TYPE_CHECKING:
+    from hashlib import _Hash
 
 __all__ = [
     "BadName",
@@ -143,7 +143,12 @@ def check_name(name: str) -> str:
         raise BadName(f"name must be a string, not {type(name).__name__}")
     if not name:
         raise BadName("name is empty")
-    norm = unicodedata.normalize("NFC", name)
+    if name.isascii():
+        norm = name  # NFC leaves ASCII as it is
+    else:
+        import unicodedata
+
+        norm = unicodedata.normalize("NFC", name)
     for ch in norm:
         o = ord(ch)
         if o == 0:
@@ -188,7 +193,17 @@ def _check_component(part: str, name: str) -> None:
 
 
 def guess_mime(name: str) -> str:
+    import mimetypes  # its tables are built on first use; an idle node never needs them
+
     return mimetypes.guess_type(name, strict=False)[0] or DEFAULT_MIME
+
+
+def _sha256() -> _Hash:
+    # Imported on first use: hashlib loads OpenSSL's libcrypto (about 3.5 MiB resident), which
+    # a node that has nothing to hash yet does not need.
+    import hashlib
+
+    return hashlib.sha256()
 
 
 def _numbered(name: str, n: int) -> str:
@@ -238,7 +253,7 @@ class HashJob:
         self.done = False
         self.sha256: str | None = None
         self.hashed = 0
-        self._hasher = hashlib.sha256()
+        self._hasher = _sha256()
         self._fd = -1
         self._buf: bytearray | None = None
         self._restarts = 0
@@ -288,7 +303,7 @@ class HashJob:
             self.close()
             if self._restarts > MAX_HASH_RESTARTS:
                 raise OSError(errno.EAGAIN, f"{self.path} keeps changing while it is hashed")
-            self._hasher = hashlib.sha256()
+            self._hasher = _sha256()
             self.hashed = 0
             return False
         self.sha256 = self._hasher.hexdigest()
@@ -658,7 +673,9 @@ class Store:
     # -- partial files -----------------------------------------------------------------------
     @staticmethod
     def part_key(peer: str, name: str) -> str:
-        return hashlib.sha256(f"{peer}\0{name}".encode("utf-8", "surrogatepass")).hexdigest()[:32]
+        h = _sha256()
+        h.update(f"{peer}\0{name}".encode("utf-8", "surrogatepass"))
+        return h.hexdigest()[:32]
 
     @contextlib.contextmanager
     def _open_inbox(self) -> Iterator[int]:
@@ -865,7 +882,7 @@ class Store:
         except OSError:
             return False
         try:
-            h = hashlib.sha256()
+            h = _sha256()
             while chunk := os.read(fd, READ_CHUNK):
                 h.update(chunk)
             st2 = os.fstat(fd)
@@ -913,7 +930,7 @@ class Incoming:
         # and new chunks are written without hashing (hashlib needs bytes in order).
         self._lagging = offset > 0
         self._hashed = 0
-        self._hasher = hashlib.sha256()
+        self._hasher = _sha256()
         self._buf: bytearray | None = None
         self._state = "open"  # open | broken | finished | kept | discarded | superseded
 
