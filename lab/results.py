@@ -35,6 +35,8 @@ class TransferRow:
     hash_ok: bool | None = None  # SHA-256 of the real bytes on the host vs the expected one
     state: str = "missing"  # done | failed | active | missing
     error: str | None = None  # "code: reason" of a failed transfer
+    resumed_from: int | None = None  # offset the completing attempt started at (0: from scratch)
+    attempts: int | None = None  # connections it took (the initiator's count)
 
     @property
     def rate(self) -> float | None:
@@ -194,6 +196,20 @@ def _size(n: int | None) -> str:
     return f"{n} B"
 
 
+MATRIX_HEAD = (
+    "source",
+    "dest",
+    "file",
+    "size",
+    "bytes",
+    "seconds",
+    "MiB/s",
+    "resumed",
+    "sha256",
+    "state",
+)
+
+
 def render_transfers(rows: Sequence[TransferRow]) -> str:
     if not rows:
         return ""
@@ -211,16 +227,24 @@ def render_transfers(rows: Sequence[TransferRow]) -> str:
                 str(t.bytes),
                 "-" if t.seconds is None else f"{t.seconds:.3f}",
                 "-" if rate is None else f"{rate / (1 << 20):.1f}",
+                _resumed(t),
                 hash_text,
                 state + (f" ({t.error})" if t.error else ""),
             ]
         )
     table = render_table(
-        ["source", "dest", "file", "size", "bytes", "seconds", "MiB/s", "sha256", "state"],
+        list(MATRIX_HEAD),
         body,
-        right=(3, 4, 5, 6),
+        right=(3, 4, 5, 6, 7),
     )
     return "transfers (source x destination x file):\n" + table
+
+
+def _resumed(t: TransferRow) -> str:
+    """`52%`: the completing attempt resumed at 52 % of the file; `-`: not resumed."""
+    if not t.resumed_from or not t.size:
+        return "-"
+    return f"{100 * t.resumed_from / t.size:.0f}%"
 
 
 def discovery_summary(rows: Sequence[DiscoveryRow]) -> dict[str, Any]:

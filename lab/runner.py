@@ -294,6 +294,7 @@ class _Run:
         self.expected_sha: dict[str, str] = {}
         self.tail = EventTail(self._fetch_logs)
         self.step_done: dict[str, float] = {}
+        self.step_started_wall: dict[str, float] = {}  # step id -> time.time() it fired
         self.trigger_seen: dict[str, float] = {}
         self.reverts: list[_Revert] = []
         self.checks: dict[tuple[str, str], _FileCheck] = {}
@@ -604,6 +605,7 @@ class _Run:
                 at = self._fire_time(step, now)
                 if at is not None and now >= at:
                     pending.remove(step)
+                    self.step_started_wall[step.id] = time.time()
                     self.say(f"step {step.describe()}")
                     futures[step.id] = (step, pool.submit(self._do_step, step))
             self._due_reverts(now)
@@ -807,13 +809,25 @@ class _Run:
         for i, fe in enumerate(exp.files):
             if self.state.files.get(i) is not None:
                 continue
+            limit = self.deadline if fe.within is None else self.t0 + fe.within
             ok = self._check_file(fe.node, fe.file)
+            if ok and _has_extras(fe):
+                problem = self._extras_problem(fe)
+                if problem is _PENDING:
+                    # The file is there; its transfer_done line may not have been read yet.
+                    if now <= limit + EVENT_GRACE:
+                        resolved = False
+                        continue
+                    problem = f"{fe.node} has {fe.file} but logged no transfer_done for it"
+                if problem:
+                    self.state.files[i] = False
+                    self.fail(fe.path, problem, [fe.node, *self._sources_of(fe.node, fe.file)])
+                    continue
             if ok is not None:
                 self.state.files[i] = ok
                 if ok:
-                    self.say(f"{fe.node} has {fe.file} (sha256 ok)")
+                    self.say(f"{fe.node} has {fe.file} (sha256 ok{_extras_text(fe)})")
                 continue
-            limit = self.deadline if fe.within is None else self.t0 + fe.within
             if now > limit:
                 self.state.files[i] = False
                 self.fail(
@@ -880,6 +894,55 @@ class _Run:
                 [node],
             )
         return chk.ok
+
+    def _done_event(self, node: str, name: str) -> Event | None:
+        """The receiver's last transfer_done for `name` that really carried it (not a dedupe)."""
+        for ev in reversed(self._events(node)):
+            if (
+                ev.get("event") == "transfer_done"
+                and ev.get("name") == name
+                and ev.get("role") == "receive"
+                and not ev.get("skipped")
+            ):
+                return ev
+        return None
+
+    def _extras_problem(self, fe: sc_mod.FileExpect) -> str | object | None:
+        """What is wrong with how fe's file arrived (resume, re-sent share, timing), None if
+        nothing, _PENDING while the receiver's transfer_done has not been read."""
+        ev = self._done_event(fe.node, fe.file)
+        if ev is None:
+            return _PENDING
+        size = int(ev.get("size") or self.sc.file(fe.file).size or 1)
+        offset = int(ev.get("offset") or 0)
+        if fe.resumed and offset <= 0:
+            return (
+                f"{fe.node} got {fe.file} without resuming: the completing attempt started at "
+                f"offset 0 ({_brief(ev)})"
+            )
+        carried = (size - offset) / size
+        if fe.resent_at_most is not None and carried > fe.resent_at_most + 1e-9:
+            return (
+                f"{fe.node}: the completing attempt re-sent {100 * carried:.1f}% of {fe.file} "
+                f"(resumed at byte {offset} of {size}), more than {100 * fe.resent_at_most:g}%"
+            )
+        if fe.after is not None:
+            fired = self.step_started_wall.get(fe.after)
+            ts = float(ev.get("ts") or 0)
+            if fired is None or ts < fired:
+                t0 = self.t0_wall or ts
+                when = "had not run yet" if fired is None else f"ran at {fired - t0:.2f} s"
+                return (
+                    f"{fe.node} got {fe.file} at {ts - t0:.2f} s, before step {fe.after} ran "
+                    f"(it {when}): the fault did not hold the transfer back"
+                )
+        seconds = ev.get("seconds")
+        if fe.min_seconds is not None and float(seconds or 0) < fe.min_seconds:
+            return (
+                f"{fe.node} received {fe.file} in {float(seconds or 0):.2f} s, less than "
+                f"{fe.min_seconds:g} s: the fault did not slow it down"
+            )
+        return None
 
     def _check_failures(self) -> None:
         exp = self.sc.expect
@@ -984,6 +1047,13 @@ class _Run:
         assert self.t0 is not None
         took = time.monotonic() - self.t0
         for i, fe in enumerate(self.sc.expect.files):
+            if self.state.files.get(i) is None and self._check_file(fe.node, fe.file):
+                problem = self._extras_problem(fe) if _has_extras(fe) else None
+                if problem is _PENDING:
+                    problem = f"{fe.node} has {fe.file} but logged no transfer_done for it"
+                self.state.files[i] = not problem
+                if problem:
+                    self.fail(fe.path, str(problem), [fe.node])
             if self.state.files.get(i) is None and self._check_file(fe.node, fe.file) is None:
                 self.state.files[i] = False
                 self.fail(
@@ -1063,9 +1133,13 @@ class _Run:
             ev = done[-1] if done else failed[-1] if failed else evs[-1]
             row = TransferRow(source=src, dest=dst, file=name, size=sizes.get(name, ev.get("size")))
             row.bytes = int(ev.get("bytes") or 0)
+            row.attempts = max(
+                (int(e.get("attempts") or 0) for e in sides[True] + sides[False]), default=0
+            )
             if ev is not None and done:
                 row.state = "done"
                 row.seconds = ev.get("seconds")
+                row.resumed_from = int(ev.get("offset") or 0)
             elif failed:
                 row.state = "failed"
                 err = ev.get("error") or {}
@@ -1213,6 +1287,32 @@ class _Run:
             (self.artifacts / "matrix.txt").write_text(snapshot.render_matrix() + "\n")
         except OSError as e:
             self.say(f"could not write artifacts to {self.artifacts}: {e}")
+
+
+_PENDING = object()
+EVENT_GRACE = 5.0  # s an arrived file may wait for its transfer_done line to be read
+
+
+def _has_extras(fe: sc_mod.FileExpect) -> bool:
+    return (
+        fe.resumed
+        or fe.resent_at_most is not None
+        or fe.after is not None
+        or (fe.min_seconds is not None)
+    )
+
+
+def _extras_text(fe: sc_mod.FileExpect) -> str:
+    bits = []
+    if fe.resumed:
+        bits.append("resumed")
+    if fe.resent_at_most is not None:
+        bits.append(f"re-sent <= {100 * fe.resent_at_most:g}%")
+    if fe.after:
+        bits.append(f"after {fe.after}")
+    if fe.min_seconds is not None:
+        bits.append(f"took >= {fe.min_seconds:g} s")
+    return "".join(f", {b}" for b in bits)
 
 
 def _pair_seconds(ev: Event | None, listened: dict[str, float], a: str, b: str) -> float | None:

@@ -119,11 +119,18 @@ class EventSpec:
     file: str | None = None
     peer: str | None = None
     code: str | None = None
+    progress: float | None = None  # transfer_progress only: bytes/size reached at least this
 
     def matches(self, ev: Mapping[str, Any], names: Mapping[str, str] | None = None) -> bool:
         """`names` maps node ids to names (for events that carry only the peer's id)."""
         if ev.get("event") != self.event:
             return False
+        if self.progress is not None:
+            size, done = ev.get("size"), ev.get("bytes")
+            if not isinstance(size, int) or not isinstance(done, int) or size <= 0:
+                return False
+            if done / size < self.progress:
+                return False
         if self.file is not None and ev.get("name") != self.file:
             return False
         if self.peer is not None:
@@ -136,7 +143,12 @@ class EventSpec:
     def describe(self) -> str:
         extra = "".join(
             f" {k}={v}"
-            for k, v in (("file", self.file), ("peer", self.peer), ("code", self.code))
+            for k, v in (
+                ("file", self.file),
+                ("peer", self.peer),
+                ("code", self.code),
+                ("progress", self.progress),
+            )
             if v is not None
         )
         return f"{self.event} on {self.ref}{extra}"
@@ -201,6 +213,10 @@ class FileExpect:
     file: str
     within: float | None  # seconds after the timeline starts; None = the run's deadline
     path: str = ""
+    resumed: bool = False  # the completing attempt started at an offset > 0
+    resent_at_most: float | None = None  # fraction of the file the completing attempt carried
+    after: str | None = None  # a step id: the file must arrive after that step ran
+    min_seconds: float | None = None  # the receiver's transfer took at least this long
 
 
 @dataclass(frozen=True)
@@ -545,7 +561,7 @@ class _Parser:
         self.refs = _Refs(self, nodes, groups)
         files = self.files(top.get("files", []))
         steps = self.steps(top.get("steps", []), files)
-        expect = self.expect(top.get("expect", {}), files)
+        expect = self.expect(top.get("expect", {}), files, [st.id for st in steps])
         return Scenario(
             name=name,
             description=desc.strip(),
@@ -859,7 +875,9 @@ class _Parser:
             if ids[v] == i:
                 raise self.fail(p, "a step cannot wait for itself")
             return Trigger("step", step=v)
-        m = self.mapping(v, p, ("event", "node", "group", "file", "peer", "code"), ("event",))
+        m = self.mapping(
+            v, p, ("event", "node", "group", "file", "peer", "code", "progress"), ("event",)
+        )
         ev = self.string(m["event"], _join(p, "event"))
         if ev not in EVENTS:
             raise self.fail(
@@ -878,7 +896,14 @@ class _Parser:
             peer = self.string(m["peer"], _join(p, "peer"))
             self.refs.resolve(peer, _join(p, "peer"), kind="node")
         code = self.string(m["code"], _join(p, "code")) if "code" in m else None
-        spec = EventSpec(event=ev, ref=ref, nodes=nodes, file=file, peer=peer, code=code)
+        progress = None
+        if "progress" in m:
+            if ev != "transfer_progress":
+                raise self.fail(_join(p, "progress"), "only for event: transfer_progress")
+            progress = self.fraction(m["progress"], _join(p, "progress"))
+        spec = EventSpec(
+            event=ev, ref=ref, nodes=nodes, file=file, peer=peer, code=code, progress=progress
+        )
         return Trigger("event", event=spec)
 
     def check_cycles(self, steps: list[Step], ids: dict[str, int]) -> None:
@@ -986,13 +1011,31 @@ class _Parser:
 
     # -- expectations
 
-    def expect(self, v: object, files: tuple[FileDecl, ...]) -> Expect:
+    def fraction(self, v: object, path: str) -> float:
+        """`60%` or a number in (0, 1] (0.6) -> 0.6."""
+        if isinstance(v, str) and v.strip().endswith("%"):
+            try:
+                f = float(v.strip()[:-1]) / 100
+            except ValueError:
+                raise self.fail(path, f"bad percentage {v!r}: want e.g. 60%") from None
+        elif isinstance(v, (int, float)) and not isinstance(v, bool):
+            f = float(v)
+        else:
+            raise self.fail(path, f"want a percentage like 60% or a fraction like 0.6, not {v!r}")
+        if not 0 < f <= 1:
+            raise self.fail(path, f"{v!r} is not in (0%, 100%]")
+        return f
+
+    def expect(
+        self, v: object, files: tuple[FileDecl, ...], step_ids: Iterable[str] = ()
+    ) -> Expect:
         keys = ("files", "discovery", "no_failures", "allow_failures", "failures")
         m = self.mapping(v if v is not None else {}, "expect", keys)
         fexp: list[FileExpect] = []
         for i, item in enumerate(self.list_of(m.get("files", []), "expect.files")):
             p = f"expect.files[{i}]"
-            e = self.mapping(item, p, ("node", "group", "file", "within"), ("file",))
+            keys = ("node", "group", "file", "within", "resumed", "resent_at_most", "after")
+            e = self.mapping(item, p, (*keys, "min_seconds"), ("file",))
             nodes = self.node_or_group(e, p)
             names = self.files_param(e["file"], _join(p, "file"), files, star=False)
             within = (
@@ -1000,9 +1043,33 @@ class _Parser:
                 if "within" in e
                 else None
             )
+            resumed = self.boolean(e.get("resumed", False), _join(p, "resumed"))
+            resent = None
+            if "resent_at_most" in e:
+                resent = self.fraction(e["resent_at_most"], _join(p, "resent_at_most"))
+            after = None
+            if "after" in e:
+                after = self.string(e["after"], _join(p, "after"))
+                if after not in step_ids:
+                    known = ", ".join(sorted(step_ids)) or "none have an `id`"
+                    raise self.fail(_join(p, "after"), f"no step with id {after!r} ({known})")
+            min_s = None
+            if "min_seconds" in e:
+                min_s = self.number(e["min_seconds"], _join(p, "min_seconds"), positive=True)
             for n in nodes:
                 for f in names:
-                    fexp.append(FileExpect(node=n, file=f, within=within, path=p))
+                    fexp.append(
+                        FileExpect(
+                            node=n,
+                            file=f,
+                            within=within,
+                            path=p,
+                            resumed=resumed,
+                            resent_at_most=resent,
+                            after=after,
+                            min_seconds=min_s,
+                        )
+                    )
         disc = self.discovery(m["discovery"]) if "discovery" in m else None
         no_failures = self.boolean(m.get("no_failures", True), "expect.no_failures")
         allow = self.failure_specs(

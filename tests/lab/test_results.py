@@ -77,11 +77,14 @@ def test_transfer_matrix() -> None:
     lines = text.splitlines()
     assert lines[0] == "transfers (source x destination x file):"
     assert lines[1].split() == [
-        "source", "dest", "file", "size", "bytes", "seconds", "MiB/s", "sha256", "state",
+        "source", "dest", "file", "size", "bytes", "seconds", "MiB/s", "resumed", "sha256",
+        "state",
     ]  # fmt: skip
     b, c, d = lines[3:]
-    assert b.split() == ["a", "b", "x.bin", "8.0", "MiB", "8388608", "0.500", "16.0", "ok", "done"]
-    assert c.split() == ["a", "c", "x.bin", "8.0", "MiB", "0", "-", "-", "-", "MISSING"]
+    assert b.split() == [
+        "a", "b", "x.bin", "8.0", "MiB", "8388608", "0.500", "16.0", "-", "ok", "done",
+    ]  # fmt: skip
+    assert c.split() == ["a", "c", "x.bin", "8.0", "MiB", "0", "-", "-", "-", "-", "MISSING"]
     assert d.split()[-4:] == ["BAD", "FAILED", "(hash_mismatch:", "x)"]
     assert render_transfers([]) == ""
 
@@ -201,6 +204,7 @@ class FakeWorld:
         self.corrupt: set[str] = set()  # destinations that receive wrong bytes
         self.refuse: dict[str, str] = {}  # destination -> error code of a failed transfer
         self.no_discovery = False
+        self.done_extra: dict[str, dict[str, Any]] = {}  # destination -> transfer_done fields
         self.clusters: list[FakeCluster] = []
 
 
@@ -298,7 +302,8 @@ class FakeNode:
         if dst.spec.name in world.corrupt:
             data = bytes(reversed(data))
         (dst.data_dir / "inbox" / local.name).write_bytes(data)
-        done = {"bytes": len(data), "seconds": 0.01, **base}
+        done = {"bytes": len(data), "seconds": 0.01, "offset": 0, **base}
+        done.update(world.done_extra.get(dst.spec.name, {}))
         dst.emit("transfer_done", role="receive", peer=src.id, peer_name=src.spec.name, **done)
         src.emit("transfer_done", role="send", peer=dst.id, peer_name=dst.spec.name, **done)
         return {"id": tid}
@@ -646,3 +651,61 @@ def test_fault_steps_get_resolved_targets(tmp_path: Path, monkeypatch: pytest.Mo
     # the timed revert ran during the run, the partition's at the end
     assert reverted == ["pause", "partition"]
     shutil.rmtree(tmp_path / "art")
+
+
+RESUME = """
+    name: fake-resume
+    timeout: 10
+    nodes: [{name: a}, {name: b}, {name: c}]
+    files: [{name: x.bin, size: 1MiB, seed: 1, on: a}]
+    steps:
+      - {id: cut, at: 1.5, do: stop, node: c}
+      - {id: send, after: SEND_AFTER, do: push, from: a, to: b, file: x.bin}
+    expect:
+      files: [{node: b, file: x.bin, within: 5, EXTRA}]
+"""
+
+
+def resume_run(
+    tmp_path: Path, extra: str, done: dict[str, Any], send_after: str = "discovered"
+) -> Result:
+    world = FakeWorld()
+    world.done_extra["b"] = done
+    text = RESUME.replace("EXTRA", extra).replace("SEND_AFTER", send_after)
+    result, _, _ = fake_run(text, tmp_path, world)
+    return result
+
+
+@pytest.mark.parametrize(
+    ("extra", "done", "problem"),
+    [
+        ("resumed: true, resent_at_most: 60%", {"offset": 600_000}, None),
+        ("resumed: true", {"offset": 0}, "without resuming"),
+        ("resent_at_most: 60%", {"offset": 100_000}, "re-sent 90.5% of x.bin"),
+        ("min_seconds: 2", {"seconds": 2.5}, None),
+        ("min_seconds: 2", {"seconds": 0.4}, "less than 2 s: the fault did not slow it down"),
+    ],
+)
+def test_how_a_file_arrived(
+    tmp_path: Path, extra: str, done: dict[str, Any], problem: str | None
+) -> None:
+    result = resume_run(tmp_path, extra, done)
+    if problem is None:
+        assert result.status == "passed", result.report()
+        if done.get("offset"):
+            (row,) = [t for t in result.transfers if t.dest == "b"]
+            assert row.resumed_from == done["offset"]
+            assert "57%" in result.render_matrix()  # 600000 of 1 MiB
+    else:
+        assert result.status == "failed"
+        (f,) = result.failures
+        assert f.what == "expect.files[0]" and problem in f.message, f.message
+
+
+def test_file_must_arrive_after_a_step(tmp_path: Path) -> None:
+    early = resume_run(tmp_path / "1", "after: cut", {})
+    assert early.status == "failed"
+    (f,) = early.failures
+    assert "before step cut ran" in f.message and "did not hold the transfer back" in f.message
+    late = resume_run(tmp_path / "2", "after: cut", {}, send_after="cut")
+    assert late.status == "passed", late.report()

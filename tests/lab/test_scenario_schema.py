@@ -254,6 +254,8 @@ def test_static_peers_share_a_network_or_a_router() -> None:
 # --------------------------------------------------------------------------- refusals
 
 
+FX = "nodes: [{name: a}, {name: b}]\nfiles: [{name: f, size: 1k, on: a}]\n"
+
 BAD = [
     ("top-level list", "- a\n", "<top>", "must be a mapping"),
     ("unknown top key", "nodes: [{name: a}]\nbogus: 1\n", "bogus", "unknown key"),
@@ -575,6 +577,36 @@ BAD = [
         "unknown node or group 'b'",
     ),
     (
+        "resent percentage",
+        FX + "expect: {files: [{node: b, file: f, resent_at_most: lots}]}\n",
+        "expect.files[0].resent_at_most",
+        "percentage like 60%",
+    ),
+    (
+        "resent over 100",
+        FX + "expect: {files: [{node: b, file: f, resent_at_most: 150%}]}\n",
+        "expect.files[0].resent_at_most",
+        "not in (0%, 100%]",
+    ),
+    (
+        "file after unknown step",
+        FX + "expect: {files: [{node: b, file: f, after: heal}]}\n",
+        "expect.files[0].after",
+        "no step with id 'heal'",
+    ),
+    (
+        "min_seconds type",
+        FX + "expect: {files: [{node: b, file: f, min_seconds: -1}]}\n",
+        "expect.files[0].min_seconds",
+        "> 0",
+    ),
+    (
+        "progress on another event",
+        FX + "steps: [{do: stop, node: a, after: {event: transfer_done, node: b, progress: 1}}]\n",
+        "steps[0].after.progress",
+        "only for event: transfer_progress",
+    ),
+    (
         "router as target",
         "networks: [x, y]\n"
         "nodes: [{name: a, networks: [x]}, {name: r, networks: [x, y], router: true}]\n"
@@ -649,3 +681,28 @@ def test_event_filters_and_failure_ends() -> None:
     f = sc_mod.FailureSpec(ref="b", nodes=("b",), code="policy")
     assert f.matches("b", "policy") and f.matches("a", "policy", peer="b")
     assert not f.matches("a", "policy", peer="c") and not f.matches("b", "other")
+
+
+def test_resume_and_fault_expectations_parse() -> None:
+    s = load(
+        FX
+        + """
+steps:
+  - {id: send, do: push, from: a, to: b, file: f}
+  - id: kill
+    after: {event: transfer_progress, node: b, file: f, progress: 45%}
+    do: stop
+    node: a
+expect:
+  files: [{node: b, file: f, resumed: true, resent_at_most: 60%, after: kill, min_seconds: 2}]
+"""
+    )
+    (fe,) = s.expect.files
+    assert (fe.resumed, fe.resent_at_most, fe.after, fe.min_seconds) == (True, 0.6, "kill", 2.0)
+    trig = s.steps[1].trigger
+    assert trig.event is not None and trig.event.progress == 0.45
+    spec = trig.event
+    ev = {"event": "transfer_progress", "name": "f", "bytes": 40, "size": 100}
+    assert not spec.matches(ev)
+    assert spec.matches({**ev, "bytes": 45})
+    assert not spec.matches({**ev, "bytes": 90, "name": "g"})
