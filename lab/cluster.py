@@ -543,6 +543,21 @@ class Cluster:
         return {s.name: self._nodes[s.name] for s in specs}
 
     def _create_one(self, spec: NodeSpec) -> NodeHandle:
+        handle = self._create_container(spec)
+        api = _api()
+        cid = handle.container_id
+        for dname in [self.networks[lab] for lab in handle.networks[1:]]:
+            self._call(
+                handle, f"connect to {dname}", api.connect_container_to_network, cid, dname,
+                aliases=[spec.name],
+            )  # fmt: skip
+        if spec.start:
+            self._call(handle, "start", api.start, cid)
+        self._refresh(handle)
+        return handle
+
+    def _create_container(self, spec: NodeSpec) -> NodeHandle:
+        """`docker create` of the node on its first network (data dir made, id recorded)."""
         api = _api()
         data_dir = (self.workdir / spec.name).resolve()
         for sub in ("share", "inbox", "state"):
@@ -591,7 +606,7 @@ class Cluster:
         cid: str = c["Id"]
         with self._lock:
             self._container_ids.add(cid)
-        handle = NodeHandle(
+        return NodeHandle(
             name=spec.name,
             container_id=cid,
             ips={},
@@ -600,15 +615,6 @@ class Cluster:
             data_dir=data_dir,
             networks=[lab for lab, _ in nets],
         )
-        for _lab, dname in nets[1:]:
-            self._call(
-                handle, f"connect to {dname}", api.connect_container_to_network, cid, dname,
-                aliases=[spec.name],
-            )  # fmt: skip
-        if spec.start:
-            self._call(handle, "start", api.start, cid)
-        self._refresh(handle)
-        return handle
 
     def _call(self, h: NodeHandle, operation: str, fn: Callable[..., T], *a: Any, **kw: Any) -> T:
         try:
@@ -836,6 +842,119 @@ def sweep(*, everything: bool = False, run_id: str | None = None) -> int:
     cids = [c["Id"] for c in containers if dead(c.get("Labels"))]
     nids = [n["Id"] for n in networks if dead(n.get("Labels"))]
     return _remove_all(cids, nids)
+
+
+# --------------------------------------------------------------------------- benchmarks
+
+
+def bare_lifecycle(
+    n: int,
+    image: str,
+    *,
+    workdir: Path,
+    command: list[str] | None = None,
+    workers: int = WORKERS,
+) -> dict[str, float]:
+    """Docker's own cost for what a lab run of n nodes asks of it, without the lab around it.
+
+    One labelled bridge network, then n containers created and started (create+start
+    pipelined per container on `workers` threads) exactly as Cluster creates nodes: same
+    image, same `serve` command line (or `command`), bind-mounted data dir, NET_ADMIN, alias;
+    then all force-removed in parallel and the network removed. Nothing is waited for beyond
+    Docker's answers (no API readiness). Returns seconds: network, create_start, remove,
+    total. Everything carries the lab's labels (run id `bare-<hex>`), so a sweep removes the
+    leftovers of a killed benchmark; a failure removes what was made and re-raises.
+    """
+    if n < 1:
+        raise ValueError("n must be >= 1")
+    c = Cluster(f"bare-{secrets.token_hex(4)}", image=image, workdir=workdir)
+    specs = [
+        NodeSpec(name=f"n{i + 1}", networks=["lan"], command=command, start=True) for i in range(n)
+    ]
+    times: dict[str, float] = {}
+    t0 = time.monotonic()
+    try:
+        c.add_network("lan")
+        t1 = time.monotonic()
+        times["network"] = t1 - t0
+
+        def create_start(spec: NodeSpec) -> str:
+            h = c._create_container(spec)
+            c._call(h, "start", _api().start, h.container_id)
+            return h.container_id
+
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mole-bare") as pool:
+            cids = list(pool.map(create_start, specs))
+        times["create_start"] = time.monotonic() - t1
+    except BaseException:
+        c.close()
+        raise
+    t2 = time.monotonic()
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mole-bare-rm") as pool:
+        removed = sum(pool.map(_remove_container, cids))
+    times["remove"] = time.monotonic() - t2
+    c.close()  # the network (and anything a failed removal left)
+    times["total"] = time.monotonic() - t0
+    if removed != n:
+        raise LabError(f"removed {removed} of {n} containers", operation="bare lifecycle")
+    return times
+
+
+def _memory_cgroup_files(cid: str) -> tuple[Path, str] | None:
+    """(usage file, inactive-file key of memory.stat) of a container under cgroup v1 or v2."""
+    root = Path("/sys/fs/cgroup")
+    for d, usage, inactive in (
+        (root / "memory" / "docker" / cid, "memory.usage_in_bytes", "total_inactive_file"),
+        (root / "docker" / cid, "memory.current", "inactive_file"),
+        (root / "system.slice" / f"docker-{cid}.scope", "memory.current", "inactive_file"),
+        (
+            root / "memory" / "system.slice" / f"docker-{cid}.scope",
+            "memory.usage_in_bytes",
+            "total_inactive_file",
+        ),
+    ):
+        if (d / usage).exists():
+            return d / usage, inactive
+    return None
+
+
+def _cgroup_memory(usage_file: Path, inactive_key: str) -> int:
+    usage = int(usage_file.read_text())
+    for line in (usage_file.parent / "memory.stat").read_text().splitlines():
+        key, _, value = line.partition(" ")
+        if key == inactive_key:
+            return max(0, usage - int(value))
+    return usage
+
+
+def containers_memory(owner: str | None = None) -> dict[str, int]:
+    """Memory in use (bytes) of each running lab container of `owner` (default: this process),
+    by container name, counted as `docker stats` does: usage minus the inactive page cache.
+
+    Read from the containers' cgroup files when the engine runs on this host (cheap enough to
+    sample several times a second), else from the stats API. Containers that vanish while
+    being read are left out.
+    """
+    flt = {"label": [f"{LABEL}=1", f"{LABEL_OWNER}={owner or owner_id()}"], "status": "running"}
+    try:
+        found = _api().containers(filters=flt)
+    except _DOCKER_ERRORS as e:
+        raise LabError(_short(e), operation="list containers for memory") from e
+    out: dict[str, int] = {}
+    for info in found:
+        cid, name = info["Id"], info["Names"][0].lstrip("/")
+        files = _memory_cgroup_files(cid)
+        try:
+            if files is not None:
+                out[name] = _cgroup_memory(*files)
+                continue
+            stats = _api().stats(cid, stream=False)["memory_stats"]
+            cache = stats.get("stats", {})
+            inactive = cache.get("total_inactive_file", cache.get("inactive_file", 0))
+            out[name] = max(0, int(stats["usage"]) - int(inactive))
+        except (OSError, ValueError, KeyError, *_DOCKER_ERRORS):
+            continue  # removed meanwhile
+    return out
 
 
 def install_signal_cleanup(cluster: Cluster) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import os
@@ -317,3 +318,58 @@ def test_signal_cleans_up_a_run(sig: str, node_image: str, tmp_path: Path) -> No
             child.wait()
     assert "KeyboardInterrupt" in err
     assert cluster.resources(rid) == {"containers": [], "networks": []}
+
+
+def test_bare_lifecycle_times_phases_labels_and_leaves_nothing(
+    node_image: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[dict[str, str]] = []
+    remove = cluster._remove_container
+
+    def spy(cid: str) -> bool:
+        # close() tries again what was already removed: those are gone.
+        with contextlib.suppress(cluster._DOCKER_ERRORS):
+            seen.append(dict(cluster._api().inspect_container(cid)["Config"]["Labels"]))
+        return remove(cid)
+
+    monkeypatch.setattr(cluster, "_remove_container", spy)
+    times = cluster.bare_lifecycle(3, node_image, workdir=tmp_path)
+    assert set(times) == {"network", "create_start", "remove", "total"}
+    assert all(v > 0 for v in times.values())
+    assert times["total"] >= times["network"] + times["create_start"] + times["remove"]
+    assert len(seen) == 3
+    runs = {labels[cluster.LABEL_RUN] for labels in seen}
+    assert len(runs) == 1 and next(iter(runs)).startswith("bare-")
+    assert all(
+        labels[cluster.LABEL] == "1" and labels[cluster.LABEL_OWNER] == cluster.owner_id()
+        for labels in seen
+    )
+    assert cluster.resources(next(iter(runs))) == {"containers": [], "networks": []}
+
+
+def test_bare_lifecycle_failure_removes_what_it_made(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runs: list[str] = []
+    close = Cluster.close
+
+    def spy(self: Cluster) -> None:
+        runs.append(self.run_id)
+        close(self)
+
+    monkeypatch.setattr(Cluster, "close", spy)
+    with pytest.raises(LabError, match="create"):
+        cluster.bare_lifecycle(2, "mole-no-such-image:never", workdir=tmp_path)
+    assert runs and runs[0].startswith("bare-")
+    assert cluster.resources(runs[0]) == {"containers": [], "networks": []}
+
+
+def test_containers_memory_counts_this_owners_running_nodes(lab: Cluster) -> None:
+    lab.add_network("lan")
+    lab.create_nodes([placeholder("m", ["lan"]), placeholder("idle", ["lan"], start=False)])
+    name = f"mole-{lab.run_id}-m"
+    wait_for(lambda: "ready" in lab.logs("m"), what="the interpreter to be up")
+    mem = cluster.containers_memory()
+    assert mem.get(name, 0) > 1 << 20  # a Python interpreter: more than 1 MiB
+    assert f"mole-{lab.run_id}-idle" not in mem  # created, not running
+    assert cluster.containers_memory(owner=f"{cluster.owner_id()}x") == {}
