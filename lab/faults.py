@@ -33,7 +33,7 @@ log = logging.getLogger("mole.lab.faults")
 
 LIFECYCLE_VERBS = frozenset({"kill", "stop", "start", "restart", "pause", "unpause"})
 FAULT_VERBS: frozenset[str] = LIFECYCLE_VERBS | frozenset(
-    {"partition", "heal", "loss", "unloss", "bandwidth", "unshape", "latency"}
+    {"partition", "heal", "loss", "unloss", "bandwidth", "unshape", "latency", "fill", "unfill"}
 )
 VERBS = FAULT_VERBS  # the name lab.scenario looks for
 # Keys of a scenario step that are the runner's business (timing, role resolution), not a
@@ -56,7 +56,10 @@ PARAMS: dict[str, frozenset[str]] = {
     "bandwidth": frozenset({"rate", "burst", "direction", "qdisc"}),
     "unshape": frozenset(),
     "latency": frozenset({"ms", "jitter"}),
+    "fill": frozenset({"path", "leave"}),
+    "unfill": frozenset({"path"}),
 }
+FILL_FILE = ".mole-fill"  # the ballast `fill` writes; a dot file, so nodes never list it
 
 PARTITION_CHAIN = "MOLE-PARTITION"
 # direction -> (built-in chain, interface option, our chain, address option that names the host)
@@ -305,6 +308,12 @@ def apply(
         nodes = _target_nodes(verb, targets, params)
         _undo_kind(cluster, "unshape", {"bandwidth", "latency"}, nodes, _shape_sweep)
         return None
+    if verb == "fill":
+        return _fill(cluster, p, _target_nodes(verb, targets, params))
+    if verb == "unfill":
+        nodes = _target_nodes(verb, targets, params)
+        _undo_kind(cluster, "unfill", {"fill"}, nodes, lambda c, n: _unfill_on(c, n, p["path"]))
+        return None
     raise AssertionError(verb)  # every verb of FAULT_VERBS is handled above
 
 
@@ -421,7 +430,19 @@ def _parse_latency(params: Mapping[str, Any]) -> dict[str, Any]:
     return {"ms": ms, "jitter": jitter}
 
 
+def _parse_fill(params: Mapping[str, Any]) -> dict[str, Any]:
+    path = params.get("path", "/data/inbox")
+    if not isinstance(path, str) or not path.startswith("/") or ".." in path.split("/"):
+        raise ValueError(f"path must be an absolute directory in the container, not {path!r}")
+    leave = parse_size(params.get("leave", 0))
+    if leave < 0:
+        raise ValueError(f"leave must be >= 0 bytes, not {leave}")
+    return {"path": path.rstrip("/") or "/", "leave": leave}
+
+
 _PARSERS: dict[str, Callable[[Mapping[str, Any]], dict[str, Any]]] = {
+    "fill": _parse_fill,
+    "unfill": _parse_fill,
     "kill": _parse_kill,
     "stop": _parse_timeout,
     "restart": _parse_timeout,
@@ -933,6 +954,53 @@ def _fmt_rate(bits: int) -> str:
 
 def _shape_sweep(cluster: ClusterLike, node: str) -> None:
     _exec_if_up(cluster, node, "unshape", shape_del_lines(None))
+
+
+# --------------------------------------------------------------------------- disk full
+
+
+def fill_add_lines(path: str, leave: int) -> list[str]:
+    """Fill the filesystem of `path` up to `leave` free bytes with one ballast file.
+
+    Only a tmpfs is ever filled: any other filesystem in a node container is the host's disk
+    (the bind-mounted data directory, the image layers), which a lab run must never fill.
+    """
+    ballast = shlex.quote(f"{path}/{FILL_FILE}")
+    qpath = shlex.quote(path)
+    return [
+        f'[ "$(stat -f -c %T {qpath} 2>&1)" = tmpfs ] || {{ echo {shlex.quote(f"{path} is not a tmpfs: only a tmpfs is filled (give the node tmpfs: {{{path}: 64m}})")}; exit {REFUSED}; }}',  # noqa: E501
+        f"[ ! -e {ballast} ] || {{ echo {shlex.quote(f'{path} is already filled; unfill it first')}; exit {REFUSED}; }}",  # noqa: E501
+        f"free=$(( $(stat -f -c '%a * %S' {qpath}) - {leave} ))",
+        f"[ $free -le 0 ] || run fallocate -l $free {ballast}",
+        f"[ -e {ballast} ] || run touch {ballast}",
+    ]
+
+
+def fill_del_lines(path: str) -> list[str]:
+    return [f"run rm -f {shlex.quote(f'{path}/{FILL_FILE}')}"]
+
+
+def _fill(cluster: ClusterLike, p: dict[str, Any], nodes: list[str]) -> Revert:
+    path, leave = p["path"], p["leave"]
+    applied: list[str] = []
+
+    def add(n: str) -> None:
+        _exec(cluster, n, "fill", fill_add_lines(path, leave))
+        applied.append(n)
+
+    def undo_on(which: Sequence[str]) -> None:
+        _raise_first(_each(which, lambda n: _unfill_on(cluster, n, path)), "unfill")
+
+    errors = _each(nodes, add)
+    if errors:
+        _best_effort(lambda: undo_on(applied))
+        _raise_first(errors, "fill")
+    desc = f"disk full at {path} (leaving {leave} bytes) on {', '.join(nodes)}"
+    return _register(cluster, Revert("fill", nodes, desc, lambda: undo_on(nodes), cluster=cluster))
+
+
+def _unfill_on(cluster: ClusterLike, node: str, path: str) -> None:
+    _exec_if_up(cluster, node, "unfill", fill_del_lines(path))
 
 
 def _undo_kind(

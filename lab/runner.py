@@ -16,6 +16,7 @@ import ipaddress
 import json
 import os
 import random
+import shlex
 import shutil
 import signal
 import sys
@@ -248,6 +249,7 @@ class _FileCheck:
     stamp: tuple[int, int] = (0, 0)  # (size, mtime_ns) last hashed
     ok: bool | None = None
     sha: str | None = None
+    checked_at: float = float("-inf")  # monotonic time of the last look inside a container
 
 
 @dataclass
@@ -468,7 +470,7 @@ class _Run:
                 command=["infinity"],
                 start=False,
                 env=dict(n.env),
-                tmpfs=dict(n.tmpfs),
+                tmpfs={k: tmpfs_options(v) for k, v in n.tmpfs},
             )
         args: list[str] = []
         for g in n.groups:
@@ -486,7 +488,7 @@ class _Run:
             networks=list(n.networks),
             args=args,
             env=dict(n.env),
-            tmpfs=dict(n.tmpfs),
+            tmpfs={k: tmpfs_options(v) for k, v in n.tmpfs},
             start=False,
         )
 
@@ -821,7 +823,7 @@ class _Run:
                     problem = f"{fe.node} has {fe.file} but logged no transfer_done for it"
                 if problem:
                     self.state.files[i] = False
-                    self.fail(fe.path, problem, [fe.node, *self._sources_of(fe.node, fe.file)])
+                    self.fail(fe.path, str(problem), [fe.node, *self._sources_of(fe.node, fe.file)])
                     continue
             if ok is not None:
                 self.state.files[i] = ok
@@ -867,6 +869,8 @@ class _Run:
         h = self.handles.get(node)
         if h is None:
             return None
+        if _inbox_on_tmpfs(self.sc.node(node)):
+            return self._check_file_inside(node, name)
         path = Path(h.data_dir) / "inbox" / name
         try:
             st = path.stat()
@@ -876,24 +880,57 @@ class _Run:
         stamp = (st.st_size, st.st_mtime_ns)
         if chk.stamp == stamp and chk.ok is not None:
             return chk.ok
-        expected = self.expected_sha[name]
-        size = self.sc.file(name).size
-        if st.st_size != size:
+        if st.st_size != self.sc.file(name).size:
             chk.ok, chk.sha = False, None
         else:
             chk.sha = sha256_file(path)
-            chk.ok = chk.sha == expected
+            chk.ok = chk.sha == self.expected_sha[name]
         chk.stamp = stamp
+        self._report_content(node, name, chk, st.st_size)
+        return chk.ok
+
+    def _check_file_inside(self, node: str, name: str) -> bool | None:
+        """The same check for an inbox on a tmpfs (invisible from the host): size and SHA-256
+        computed inside the container, at most every TMPFS_CHECK_INTERVAL per file."""
+        chk = self.checks.setdefault((node, name), _FileCheck())
+        now = time.monotonic()
+        if now - chk.checked_at < TMPFS_CHECK_INTERVAL:
+            return chk.ok
+        chk.checked_at = now
+        if node not in self.running:
+            return chk.ok  # a stopped container's tmpfs is gone; keep what we saw
+        path = shlex.quote(f"/data/inbox/{name}")
+        try:
+            code, out = self.cluster.exec(
+                node, ["sh", "-c", f"[ -f {path} ] || exit 7; stat -c %s {path}; sha256sum {path}"]
+            )
+        except Exception:
+            return chk.ok  # the container is going away: keep what we saw
+        if code == 7:
+            chk.ok = None
+            return None
+        words = out.split()
+        if code != 0 or len(words) < 2 or not words[0].isdigit():
+            return chk.ok
+        size = int(words[0])
+        chk.sha = words[1] if size == self.sc.file(name).size else None
+        chk.ok = chk.sha == self.expected_sha[name]
+        self._report_content(node, name, chk, size)
+        return chk.ok
+
+    def _report_content(self, node: str, name: str, chk: _FileCheck, actual_size: int) -> None:
+        expected = self.expected_sha[name]
+        size = self.sc.file(name).size
+        st_size = actual_size
         if not chk.ok and (node, name) not in self.state.bad_content:
             self.state.bad_content.add((node, name))
-            got = f"sha256 {chk.sha}" if chk.sha else f"{st.st_size} bytes"
+            got = f"sha256 {chk.sha}" if chk.sha else f"{st_size} bytes"
             self.fail(
                 "content",
                 f"{node}: inbox/{name} has the wrong content ({got}; expected {size} bytes, "
                 f"sha256 {expected})",
                 [node],
             )
-        return chk.ok
 
     def _done_event(self, node: str, name: str) -> Event | None:
         """The receiver's last transfer_done for `name` that really carried it (not a dedupe)."""
@@ -1287,6 +1324,21 @@ class _Run:
             (self.artifacts / "matrix.txt").write_text(snapshot.render_matrix() + "\n")
         except OSError as e:
             self.say(f"could not write artifacts to {self.artifacts}: {e}")
+
+
+TMPFS_CHECK_INTERVAL = 0.5  # s between `docker exec` looks at a file on a tmpfs inbox
+
+
+def _inbox_on_tmpfs(decl: NodeDecl) -> bool:
+    return any(
+        "/data/inbox".startswith(mount.rstrip("/") + "/") or mount.rstrip("/") == "/data/inbox"
+        for mount, _ in decl.tmpfs
+    )
+
+
+def tmpfs_options(value: str) -> str:
+    """`64m` (a size, as scenarios write it) -> `size=64m`; full option strings pass through."""
+    return value if "=" in value else f"size={value}"
 
 
 _PENDING = object()
