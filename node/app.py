@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from node import PROTOCOL_VERSION, __version__, netif
+from node.admission import Admission, RateLimit
 from node.api import ApiError, ApiServerProtocol
 from node.config import Config
 from node.discovery import Announce, Announcer, Goodbye, PeerTable, encode
@@ -37,14 +38,16 @@ from node.messages import (
     Offer,
     Reject,
     Verdict,
+    encode_message,
 )
-from node.session import NEED_DATA, Closed, DataChunk, Role, Session
+from node.session import NEED_DATA, Closed, DataChunk, Role, Session, State
 from node.store import FileMeta, HashJob, Incoming, Store, StoreError
 from node.transfers import TRANSIENT_CODES, Transfer, new_transfer_id
 
 FEATURES = ["resume"]
-HANDSHAKE_TIMEOUT = 10.0
-MAX_CONNECTIONS = 256
+RATE_WINDOW = 10.0  # a stream must average Config.min_rate over this (or the idle timeout)
+DROP_LINES_PER_S = 10.0  # connection_dropped lines during a flood (burst DROP_LINES_BURST)
+DROP_LINES_BURST = 20
 PARTIAL_MAX_AGE = 7 * 86400.0
 HASH_STEP = 8 << 20  # bytes hashed per loop turn: ~5 ms, so I/O stays responsive
 
@@ -94,6 +97,12 @@ class Conn:
         self.closed = False
         self.last_activity = node.loop.time()
         self.peer_id: str | None = None
+        self.rx_bytes = 0
+        # When the peer began the frame header it has not finished yet (slowloris deadline).
+        self.header_since: float | None = None
+        self._last_progress = -1
+        # (start, bytes moved at start) of the current minimum-rate window of a stream.
+        self._window: tuple[float, int] | None = None
         handler.conn = self
 
     # -- StreamProtocol --------------------------------------------------------------------------
@@ -101,15 +110,26 @@ class Conn:
         self.transport = transport
         self.last_activity = self.node.loop.time()
         self.node.conns.add(self)
+        if self.session.role is Role.SERVER:
+            self.node.admit(self)
         self.handler.on_connected()
 
     def data_received(self, data: memoryview) -> None:
-        self.last_activity = self.node.loop.time()
+        now = self.node.loop.time()
+        self.last_activity = now
+        self.rx_bytes += len(data)
         try:
             self.session.receive_data(data)
             self._drain()
         except RemoteProtocolError as exc:
             self.fail(exc.code, str(exc))
+            return
+        # Trickled bytes keep a connection "active"; a header must still finish in time.
+        if self.session.partial_header:
+            if self.header_since is None:
+                self.header_since = now
+        else:
+            self.header_since = None
 
     def eof_received(self) -> None:
         try:
@@ -121,6 +141,7 @@ class Conn:
     def connection_lost(self, exc: BaseException | None) -> None:
         self.closed = True
         self.node.conns.discard(self)
+        self.node.admission.done(self)
         reason = f"connection lost: {exc}" if exc else "connection closed"
         self.handler.on_lost(reason)
 
@@ -154,15 +175,87 @@ class Conn:
         self.transport.write(self.session.send(msg))
 
     def fail(self, code: str, reason: str, *, send: bool = True) -> None:
-        """Report an error to the peer (when the session still allows it) and close."""
-        if self.closed:
+        """Report an error to the peer (when the session still allows it) and close.
+
+        A connection that never sent its hello is aborted rather than closed: its error frame is
+        already in the kernel's hands, and a flood's sockets must not linger holding fds.
+        """
+        transport = self.transport
+        if self.closed or (transport is not None and transport.is_closing()):
             return
-        if send and self.transport is not None:
+        if send and transport is not None:
             # The session may already be past the point where an error frame is legal.
             with contextlib.suppress(LocalProtocolError):
-                self.transport.write(self.session.send(Error(str(code), reason[:500])))
+                transport.write(self.session.send(Error(str(code), reason[:500])))
+        inbound = self.session.role is Role.SERVER
+        if inbound and transport is not None and getattr(self.handler, "transfer", None) is None:
+            self.node.note_drop(transport.peername, str(code), reason)
         self.handler.on_failed(str(code), reason)
-        self.close()
+        if inbound and self in self.node.admission:
+            self.node.admission.done(self)
+            self.abort()
+        else:
+            self.close()
+
+    def drop(self, code: str, reason: str) -> None:
+        """Fail and give the slot back at once (eviction: the newcomer needs it now)."""
+        self.fail(code, reason)
+        self.abort()
+        self.node.conns.discard(self)
+        self.node.admission.done(self)
+
+    def unproductive(self) -> bool:
+        """An inbound connection with nothing in flight: first to go when the node is full."""
+        h = self.handler
+        return (
+            self.session.role is Role.SERVER
+            and self.session.state in (State.START, State.GREETING, State.IDLE)
+            and getattr(h, "transfer", None) is None
+            and getattr(h, "incoming", None) is None
+        )
+
+    def _stream_bytes(self) -> int | None:
+        """Bytes moved so far while a file stream is in flight (either way), else None."""
+        sender = getattr(self.handler, "sender", None)
+        if isinstance(sender, FileSender) and sender.fd >= 0:
+            return sender.progress()
+        if self.session.state in (State.PUSH_STREAM, State.PULL_STREAM):
+            return self.rx_bytes  # we are the receiving side of this stream
+        return None
+
+    def check(self, now: float) -> None:
+        """Periodic deadlines: header completion and stream rate (which trickled bytes cannot
+        satisfy, unlike the idle timeout), then idleness."""
+        cfg = self.node.config
+        sender = getattr(self.handler, "sender", None)
+        if isinstance(sender, FileSender):
+            self.handler.account()  # type: ignore[attr-defined]
+            progress = sender.progress()
+            if progress != self._last_progress:
+                self._last_progress = progress
+                self.last_activity = now
+        limit = cfg.handshake_timeout
+        if self.header_since is not None and now - self.header_since > limit:
+            self.fail(ErrorCode.TOO_SLOW, f"frame header not complete within {limit:g} s")
+            return
+        moved = self._stream_bytes()
+        if moved is None or not cfg.min_rate:
+            self._window = None
+        elif self._window is None:
+            self._window = (now, moved)
+        elif now - self._window[0] >= min(RATE_WINDOW, cfg.idle_timeout):
+            start, base = self._window
+            rate = (moved - base) / (now - start)
+            if rate < cfg.min_rate:
+                self.fail(
+                    ErrorCode.TOO_SLOW,
+                    f"stream at {rate:.0f} B/s over {now - start:.0f} s, "
+                    f"below the minimum of {cfg.min_rate} B/s",
+                )
+                return
+            self._window = (now, moved)
+        if now - self.last_activity > cfg.idle_timeout:
+            self.fail(ErrorCode.TIMEOUT, f"idle for {cfg.idle_timeout:.0f} s")
 
     def close(self) -> None:
         if self.transport is not None and not self.closed:
@@ -487,16 +580,25 @@ class ServerHandler(Handler):
         self.greeted = False
 
     def on_connected(self) -> None:
-        self.node.loop.call_later(HANDSHAKE_TIMEOUT, self._handshake_deadline)
+        self.node.loop.call_later(self.node.config.handshake_timeout, self._handshake_deadline)
 
     def _handshake_deadline(self) -> None:
-        if not self.greeted and not self.conn.closed:
-            self.conn.fail(ErrorCode.TIMEOUT, f"no hello within {HANDSHAKE_TIMEOUT:.0f} s")
+        """The hello must be complete in time, however it trickles in (slowloris)."""
+        conn = self.conn
+        if self.greeted or conn.closed:
+            return
+        limit = self.node.config.handshake_timeout
+        if conn.rx_bytes:
+            reason = f"hello not complete within {limit:g} s ({conn.rx_bytes} bytes received)"
+            conn.drop(ErrorCode.TOO_SLOW, reason)
+        else:
+            conn.drop(ErrorCode.TIMEOUT, f"no hello within {limit:g} s")
 
     def on_message(self, msg: Message) -> None:
         node = self.node
         if isinstance(msg, Hello):
             self.greeted = True
+            node.admission.done(self.conn)
             self.conn.send(self.hello())
             self.greet_peer(msg)
         elif isinstance(msg, List):
@@ -668,6 +770,9 @@ class Node:
         self.announcer = Announcer(config.announce_interval)
         self.transfers: dict[str, Transfer] = {}
         self.conns: set[Conn] = set()
+        self.admission: Admission[Conn] = Admission(config.max_pending_per_addr)
+        self._drop_lines = RateLimit(DROP_LINES_PER_S, DROP_LINES_BURST, self.loop.time())
+        self.drop_counts: dict[str, int] = {}
         self.shared: dict[str, FileMeta] = {}
         self.hash_jobs: list[HashJob] = []
         self.pending_pushes: dict[str, tuple[Transfer, HashJob]] = {}
@@ -1017,7 +1122,7 @@ class Node:
             t.attempts += 1
             self.fail(t, "unreachable", "peer is not known (yet)")
             return
-        assert t.source is not None and t.sha256 is not None
+        assert t.source is not None  # the sha256 may be unknown: a journal row from before hashing
         try:
             found = self.store.meta_for_path(Path(t.source))
         except StoreError as exc:
@@ -1029,7 +1134,10 @@ class Node:
             self._schedule_hashing()
             return
         meta = FileMeta(t.name, found.size, found.sha256, found.mtime, found.mime)
+        known = t.sha256
         t.size, t.sha256 = meta.size, meta.sha256
+        if known != meta.sha256:
+            self._save_journal()  # a restart resumes against the hash the receiver was offered
         t.attempts += 1
         t.state = "connecting"
         self._connect(str(peer["addr"]), int(peer["port"]), PushClient(t, meta, t.source))
@@ -1085,9 +1193,50 @@ class Node:
         self.loop.connect_tcp(host, port, conn, timeout=10.0)
 
     def _accept(self) -> Any:
-        if len(self.conns) >= MAX_CONNECTIONS:
-            return _Refuse()
+        limit = self.config.max_connections
+        if len(self.conns) >= limit:
+            # Full: make room rather than refuse, or a flood of silent sockets locks peers out.
+            victim = self._victim()
+            if victim is None:
+                return _Refuse(self)
+            age = self.loop.time() - victim.last_activity
+            victim.drop(
+                ErrorCode.BUSY,
+                f"evicted: {limit} connections open and this one did nothing for {age:.1f} s",
+            )
         return Conn(self, Role.SERVER, ServerHandler())
+
+    def _victim(self) -> Conn | None:
+        """The oldest connection without a hello, else the inbound one idle longest."""
+        oldest = self.admission.oldest()
+        if oldest is not None:
+            return oldest
+        idle = [c for c in self.conns if c.unproductive()]
+        return min(idle, key=lambda c: c.last_activity, default=None)
+
+    def admit(self, conn: Conn) -> None:
+        """An inbound connection is pending until its hello; one address gets a bounded share."""
+        assert conn.transport is not None
+        addr = conn.transport.peername[0]
+        victim = self.admission.opened(conn, addr)
+        if victim is not None:
+            victim.drop(
+                ErrorCode.BUSY,
+                f"evicted: over {self.admission.per_addr} connections from {addr} without a hello",
+            )
+
+    def note_drop(self, peer: tuple[str, int] | None, code: str, reason: str) -> None:
+        """Count an inbound connection we dropped; an event line unless a flood is under way."""
+        self.drop_counts[code] = self.drop_counts.get(code, 0) + 1
+        if self._drop_lines.allow(self.loop.time()):
+            self.events.emit(
+                "connection_dropped",
+                addr=peer[0] if peer else None,
+                port=peer[1] if peer else None,
+                code=code,
+                reason=reason[:200],
+                suppressed=self._drop_lines.take_suppressed(),
+            )
 
     def _accept_api(self) -> Any:
         return ApiServerProtocol(
@@ -1184,15 +1333,10 @@ class Node:
         for ev in self.peers.expire(now):
             self._peer_event(ev, now)
         for conn in list(self.conns):
-            h = conn.handler
-            sender = getattr(h, "sender", None)
-            if sender is not None:
-                h.account()  # type: ignore[attr-defined]
-                if sender.progress() != getattr(conn, "_last_progress", -1):
-                    conn._last_progress = sender.progress()  # type: ignore[attr-defined]
-                    conn.last_activity = now
-            if now - conn.last_activity > self.config.idle_timeout:
-                conn.fail(ErrorCode.TIMEOUT, f"idle for {self.config.idle_timeout:.0f} s")
+            conn.check(now)
+        if self._drop_lines.suppressed and self._drop_lines.allow(now):
+            # The flood's tail: say how many drops had no line of their own.
+            self.events.emit("connections_dropped", count=self._drop_lines.take_suppressed())
         wall = time.time()
         for t in self.transfers.values():
             if t.state == "active":
@@ -1221,11 +1365,19 @@ class Node:
         self.loop.call_later(0.25, self._tick)
 
 
+_BUSY_FRAME = encode_message(Error(ErrorCode.BUSY, "connection limit reached, retry later"))
+
+
 class _Refuse:
-    """Protocol for connections over the limit: close at once."""
+    """Protocol for a connection over the limit when nothing can be evicted: say so, close."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
 
     def connection_made(self, transport: Transport) -> None:
+        transport.write(_BUSY_FRAME)
         transport.abort()
+        self.node.note_drop(transport.peername, ErrorCode.BUSY, "connection limit reached")
 
     def data_received(self, data: memoryview) -> None: ...
 
@@ -1258,6 +1410,7 @@ class ApiFacade:
             "stats": {
                 "discovery": dict(n.peers.counters),
                 "connections": len(n.conns),
+                "dropped": dict(n.drop_counts),
                 "uptime": round(time.time() - n.started, 3),
             },
         }
