@@ -42,6 +42,11 @@ class Config:
     max_size: int | None = None
     max_transfers: int = 16
     idle_timeout: float = 30.0
+    # Hostile peers (docs/protocol.md 2.7): slot limits, hello/header deadline, stream floor.
+    max_connections: int = 256
+    max_pending_per_addr: int = 128
+    handshake_timeout: float = 5.0
+    min_rate: int = 1024
     retries: int = 8
     retry_backoff: float = 0.5
     retry_backoff_max: float = 10.0
@@ -127,6 +132,25 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-size", default=_env("MAX_SIZE"), help="largest accepted file (e.g. 2GiB)")
     p.add_argument("--max-transfers", type=int, default=16)
     p.add_argument("--idle-timeout", type=float, default=30.0)
+    p.add_argument("--max-connections", type=int, default=256, help="transfer connections")
+    p.add_argument(
+        "--max-pending-per-addr",
+        type=int,
+        default=128,
+        help="connections one address may hold before their hello (oldest evicted beyond)",
+    )
+    p.add_argument(
+        "--handshake-timeout",
+        type=float,
+        default=5.0,
+        help="seconds for a peer's hello, and for any frame header once begun",
+    )
+    p.add_argument(
+        "--min-rate",
+        type=int,
+        default=1024,
+        help="slowest stream, bytes/s averaged over 10 s (or --idle-timeout if shorter); 0: off",
+    )
     p.add_argument("--retries", type=int, default=8, help="automatic retries of a transfer")
     p.add_argument(
         "--retry-backoff", type=float, default=0.5, help="first retry delay (s), doubled each time"
@@ -161,6 +185,10 @@ def config_from_args(ns: argparse.Namespace) -> Config:
         raise ConfigError("--retries must be >= 0 and 0 < --retry-backoff <= --retry-backoff-max")
     if ns.progress_interval <= 0:
         raise ConfigError("--progress-interval must be > 0")
+    if ns.max_connections < 1 or ns.max_pending_per_addr < 1:
+        raise ConfigError("--max-connections and --max-pending-per-addr must be >= 1")
+    if ns.handshake_timeout <= 0 or ns.min_rate < 0:
+        raise ConfigError("--handshake-timeout must be > 0 and --min-rate >= 0")
     return Config(
         name=ns.name[:64],
         share=Path(ns.share).expanduser(),
@@ -184,6 +212,10 @@ def config_from_args(ns: argparse.Namespace) -> Config:
         max_size=parse_size(ns.max_size) if ns.max_size else None,
         max_transfers=ns.max_transfers,
         idle_timeout=ns.idle_timeout,
+        max_connections=ns.max_connections,
+        max_pending_per_addr=ns.max_pending_per_addr,
+        handshake_timeout=ns.handshake_timeout,
+        min_rate=ns.min_rate,
         retries=ns.retries,
         retry_backoff=ns.retry_backoff,
         retry_backoff_max=ns.retry_backoff_max,

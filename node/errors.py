@@ -31,6 +31,7 @@ class ErrorCode(StrEnum):
     NO_SPACE = "no_space"
     BUSY = "busy"
     TIMEOUT = "timeout"
+    TOO_SLOW = "too_slow"
     CANCELLED = "cancelled"
     INTERNAL = "internal"
     IO_ERROR = "io_error"

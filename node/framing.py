@@ -141,6 +141,17 @@ class FrameDecoder:
         """Received bytes not yet turned into events."""
         return self._buffered + len(self._hbuf)
 
+    @property
+    def partial_header(self) -> bool:
+        """Part of a frame's prefix or header is held: the peer is mid-header.
+
+        Meaningful after `next_event()` returned `NEED_DATA`; a caller enforcing a deadline for
+        completing a header (slowloris) starts its clock when this turns true.
+        """
+        return self._phase is _Phase.HEADER or (
+            self._phase is _Phase.PREFIX and self._buffered + len(self._hbuf) > 0
+        )
+
     def receive_data(self, data: bytes | memoryview) -> None:
         """Queue bytes (not copied); b"" marks the end of the stream."""
         if self._eof:

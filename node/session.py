@@ -189,6 +189,11 @@ class Session:
         return self._decoder.body_left
 
     @property
+    def partial_header(self) -> bool:
+        """The peer has sent part of a frame header (see `FrameDecoder.partial_header`)."""
+        return self._decoder.partial_header
+
+    @property
     def peer_node(self) -> str | None:
         return self.their_hello.node if self.their_hello else None
 

@@ -11,7 +11,9 @@ ACTIVE_STATES = frozenset({"queued", "hashing", "connecting", "active", "verifyi
 FINAL_STATES = frozenset({"done", "failed", "cancelled"})
 
 # Errors worth retrying: the peer went away or the link broke, not a verdict on the file.
-TRANSIENT_CODES = frozenset({"unreachable", "connection_lost", "timeout", "truncated", "busy"})
+TRANSIENT_CODES = frozenset(
+    {"unreachable", "connection_lost", "timeout", "too_slow", "truncated", "busy"}
+)
 
 
 def new_transfer_id() -> str:

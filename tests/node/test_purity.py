@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 NODE = Path(__file__).resolve().parents[2] / "node"
-PURE = ["errors", "framing", "messages", "session", "discovery", "httpparse"]
+PURE = ["errors", "framing", "messages", "session", "discovery", "httpparse", "admission"]
 FORBIDDEN_MODULES = {
     "socket",
     "selectors",

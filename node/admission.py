@@ -1,0 +1,94 @@
+"""Who gets a connection slot when a flood arrives, and how often a flood may write event lines.
+
+Pure bookkeeping (no sockets, clock passed in), so the policy is testable without a network.
+
+Admission: every inbound connection is *pending* from accept until its hello arrives. Pending
+connections are kept in arrival order. When the node is at its connection limit, the newcomer
+is let in and the oldest pending connection is evicted instead (a flood of silent connections
+then only evicts itself: a real peer's hello arrives within one round trip, long before hundreds
+of newer connections push it to the front). One source address may hold only `per_addr`
+pending connections; its own oldest is evicted beyond that, so a single flooding host never
+evicts other hosts' handshakes as long as `per_addr` is at most half the connection limit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from typing import Generic, TypeVar
+
+K = TypeVar("K", bound=Hashable)
+
+
+class Admission(Generic[K]):
+    """Pending (not yet greeted) inbound connections, oldest first, counted per address."""
+
+    def __init__(self, per_addr: int) -> None:
+        if per_addr < 1:
+            raise ValueError(f"per_addr must be >= 1, got {per_addr}")
+        self.per_addr = per_addr
+        self._pending: dict[K, str] = {}  # insertion order = arrival order
+        self._by_addr: dict[str, dict[K, None]] = {}
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._pending
+
+    def count(self, addr: str) -> int:
+        return len(self._by_addr.get(addr, ()))
+
+    def opened(self, key: K, addr: str) -> K | None:
+        """Track a new pending connection; return the one to evict if `addr` is over its share."""
+        if key in self._pending:
+            return None
+        self._pending[key] = addr
+        mine = self._by_addr.setdefault(addr, {})
+        mine[key] = None
+        if len(mine) > self.per_addr:
+            victim = next(iter(mine))
+            self.done(victim)
+            return victim
+        return None
+
+    def done(self, key: K) -> None:
+        """The connection greeted us or went away: it is no longer pending."""
+        addr = self._pending.pop(key, None)
+        if addr is None:
+            return
+        mine = self._by_addr[addr]
+        del mine[key]
+        if not mine:
+            del self._by_addr[addr]
+
+    def oldest(self) -> K | None:
+        """The pending connection that has waited longest (the one to evict first)."""
+        return next(iter(self._pending), None)
+
+
+class RateLimit:
+    """Token bucket: at most `burst` events at once, refilled at `rate` per second.
+
+    A flood must not turn into a flood of event lines; what is held back is counted so the next
+    line that gets through (or a periodic summary) can say how many were suppressed.
+    """
+
+    def __init__(self, rate: float, burst: int, now: float) -> None:
+        self.rate = rate
+        self.burst = burst
+        self._tokens = float(burst)
+        self._at = now
+        self.suppressed = 0
+
+    def allow(self, now: float) -> bool:
+        self._tokens = min(float(self.burst), self._tokens + (now - self._at) * self.rate)
+        self._at = now
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            return True
+        self.suppressed += 1
+        return False
+
+    def take_suppressed(self) -> int:
+        n, self.suppressed = self.suppressed, 0
+        return n
