@@ -301,19 +301,37 @@ class Handler:
             tuple(FEATURES),
         )
 
-    def greet_peer(self, msg: Hello) -> None:
-        """A hello tells us who is at the other end; remember them as a reachable peer."""
+    def greet_peer(self, msg: Hello) -> bool:
+        """A hello tells us who is at the other end; remember them as a reachable peer.
+        False (and the connection failed) when it is not the node we dialed."""
         self.conn.peer_id = msg.node
         if self.conn.transport is not None and msg.port:
             addr = self.conn.transport.peername[0]
             self.node.learn_peer(msg, addr)
+        return True
 
 
 class ClientHandler(Handler):
     """A connection we dialed: the client speaks first, with its hello."""
 
+    # The node we meant to reach. Addresses are reused (a restarted container may get the old
+    # address of another node), so a hello from anyone else must not receive its file.
+    expect_peer: str | None = None
+
     def on_connected(self) -> None:
         self.conn.send(self.hello())
+
+    def greet_peer(self, msg: Hello) -> bool:
+        super().greet_peer(msg)
+        if self.expect_peer is not None and msg.node != self.expect_peer:
+            where = self.conn.transport.peername if self.conn.transport else "?"
+            self.conn.fail(
+                "unreachable",
+                f"node {msg.node[:8]} ({msg.name}) answers at {where}, not {self.expect_peer[:8]}",
+                send=False,
+            )
+            return False
+        return True
 
 
 # -- sending a file (push client, pull server) ----------------------------------------------
@@ -367,6 +385,7 @@ class PushClient(ClientHandler):
 
     def __init__(self, transfer: Transfer, meta: FileMeta, path: str) -> None:
         self.transfer = transfer
+        self.expect_peer = transfer.peer
         self.meta = meta
         self.path = path
         self.sender: FileSender | None = None
@@ -376,7 +395,8 @@ class PushClient(ClientHandler):
         t = self.transfer
         node = self.node
         if isinstance(msg, Hello):
-            self.greet_peer(msg)
+            if not self.greet_peer(msg):
+                return
             self.conn.send(Offer(t.id, _info(self.meta)))
         elif isinstance(msg, Accept):
             t.offset = msg.offset
@@ -432,6 +452,7 @@ class PullClient(ClientHandler):
 
     def __init__(self, transfer: Transfer, sha256: str | None) -> None:
         self.transfer = transfer
+        self.expect_peer = transfer.peer
         self.want_sha = sha256
         self.incoming: Incoming | None = None
         self.finished = False
@@ -440,7 +461,8 @@ class PullClient(ClientHandler):
         t = self.transfer
         node = self.node
         if isinstance(msg, Hello):
-            self.greet_peer(msg)
+            if not self.greet_peer(msg):
+                return
             offset, expect = 0, None
             partial = node.store.partial_for(t.peer, t.name) if t.name else None
             if partial is not None:
@@ -534,12 +556,14 @@ class PullClient(ClientHandler):
 class ListClient(ClientHandler):
     """Asks a peer for its shared files; replies through a callback exactly once."""
 
-    def __init__(self, reply: Callable[[int, object], None]) -> None:
+    def __init__(self, reply: Callable[[int, object], None], peer: str | None = None) -> None:
         self.reply: Callable[[int, object], None] | None = reply
+        self.expect_peer = peer
 
     def on_message(self, msg: Message) -> None:
         if isinstance(msg, Hello):
-            self.greet_peer(msg)
+            if not self.greet_peer(msg):
+                return
             self.conn.send(List())
         elif isinstance(msg, Files):
             self._answer(200, [_meta_json(_meta(f)) for f in msg.files])
@@ -1323,7 +1347,7 @@ class Node:
                 self._fetched.add(key)
                 self.pull(peer_id, str(f["name"]), None)
 
-        self._connect(str(peer["addr"]), int(peer["port"]), ListClient(got))
+        self._connect(str(peer["addr"]), int(peer["port"]), ListClient(got, peer_id))
 
     # -- periodic work ---------------------------------------------------------------------------
     def _tick(self) -> None:
@@ -1442,7 +1466,7 @@ class ApiFacade:
 
     def peer_files(self, peer: str, reply: Callable[[int, object], None]) -> None:
         p = self.node.resolve_peer(peer)
-        self.node._connect(str(p["addr"]), int(p["port"]), ListClient(reply))
+        self.node._connect(str(p["addr"]), int(p["port"]), ListClient(reply, str(p["node"])))
 
 
 def run_node(config: Config) -> int:

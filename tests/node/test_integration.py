@@ -313,3 +313,32 @@ def test_stdout_is_json_lines_only(tmp_path: Path) -> None:
         pass
     assert a.events and all("event" in e and "ts" in e for e in a.events)
     assert os.path.getsize(a.stderr_path) == 0 or "Traceback" not in a.stderr_path.read_text()
+
+
+def test_a_push_never_lands_on_another_node_that_took_the_peers_address(tmp_path: Path) -> None:
+    """Addresses are reused (a restarted container may get another node's old IP): the hello
+    must come from the node we meant, or the attempt fails and waits for the real one."""
+    with nodes(tmp_path, ["a", "b"], "--announce-interval", "30") as (a, b):
+        wait_mesh([a, b])
+        b_port = b.tcp_port
+        b.stop(kill=True)  # no goodbye: a still lists b at its old address
+        digest = write_random(a.share / "x.bin", 1 << 20)
+        imposter = NodeProc(
+            tmp_path, "c", a.discovery_port, "--announce-interval", "30", port=b_port
+        ).start()
+        try:
+            t = a.api("POST", "/api/push", {"peer": b.node_id, "path": "x.bin"})
+            retry = a.wait_event(
+                lambda e: e["event"] == "transfer_retry" and e["id"] == t["id"],
+                what="a retry after the wrong node answered",
+            )
+            assert retry["code"] == "unreachable" and "answers at" in retry["reason"], retry
+            assert imposter.node_id[:8] in retry["reason"]
+            assert not (imposter.inbox / "x.bin").exists()
+        finally:
+            imposter.stop()
+        b.start()  # the real b comes back (on a new port) and announces itself
+        final = done(a, t["id"], timeout=30)
+        assert final["state"] == "done", final
+        assert sha(b.inbox / "x.bin") == digest
+        assert not (imposter.inbox / "x.bin").exists()
