@@ -559,6 +559,8 @@ def _each(nodes: Sequence[str], fn: Callable[[str], object]) -> dict[str, Except
     """fn(node) for every node concurrently (the fault lands on all nodes at about the same
     time); returns the failures by node."""
     errors: dict[str, Exception] = {}
+    if not nodes:
+        return errors
     if len(nodes) == 1:
         try:
             fn(nodes[0])
@@ -971,8 +973,11 @@ def fill_add_lines(path: str, leave: int) -> list[str]:
         f'[ "$(stat -f -c %T {qpath} 2>&1)" = tmpfs ] || {{ echo {shlex.quote(f"{path} is not a tmpfs: only a tmpfs is filled (give the node tmpfs: {{{path}: 64m}})")}; exit {REFUSED}; }}',  # noqa: E501
         f"[ ! -e {ballast} ] || {{ echo {shlex.quote(f'{path} is already filled; unfill it first')}; exit {REFUSED}; }}",  # noqa: E501
         f"free=$(( $(stat -f -c '%a * %S' {qpath}) - {leave} ))",
-        f"[ $free -le 0 ] || run fallocate -l $free {ballast}",
-        f"[ -e {ballast} ] || run touch {ballast}",
+        # The node may be writing meanwhile, so the exact size can be gone by the time we
+        # allocate it: with nothing to leave, write until ENOSPC instead (dd's error expected).
+        f"[ $free -le 0 ] || run fallocate -l $free {ballast}"
+        if leave
+        else f"dd if=/dev/zero of={ballast} bs=64k 2>/dev/null; [ -e {ballast} ] || run touch {ballast}",  # noqa: E501
     ]
 
 

@@ -297,6 +297,7 @@ class _Run:
         self.tail = EventTail(self._fetch_logs)
         self.step_done: dict[str, float] = {}
         self.step_started_wall: dict[str, float] = {}  # step id -> time.time() it fired
+        self.past_ips: dict[str, set[tuple[str, str]]] = {}  # node -> every (network, ip) it had
         self.trigger_seen: dict[str, float] = {}
         self.reverts: list[_Revert] = []
         self.checks: dict[tuple[str, str], _FileCheck] = {}
@@ -523,6 +524,9 @@ class _Run:
                 list(pool.map(self.cluster.start, names))
         with self.lock:
             self.running.update(names)
+            for n in names:  # a restarted container may get new addresses: keep the old ones
+                for net, ip in self.handles[n].ips.items():
+                    self.past_ips.setdefault(n, set()).add((net, ip))
         self._apply_routes(names)
         mole = [n for n in names if not self.sc.node(n).router]
         timeout = min(READY_TIMEOUT, self.remaining())
@@ -1242,7 +1246,8 @@ class _Run:
         if h is None or not ev.get("addr"):
             return
         shared = [n for n in self.sc.node(peer).networks if n in self.sc.node(observer).networks]
-        allowed = {h.ips.get(n) for n in shared} if shared else set(h.ips.values())
+        had = self.past_ips.get(peer, set()) | set(h.ips.items())
+        allowed = {ip for net, ip in had if net in shared or not shared}
         if ev["addr"] not in allowed:
             self.fail(
                 "discovery.addr",

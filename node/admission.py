@@ -1,14 +1,12 @@
-"""Who gets a connection slot when a flood arrives, and how often a flood may write event lines.
+"""Who keeps a connection slot under a flood, and how often a flood may write event lines.
 
 Pure bookkeeping (no sockets, clock passed in), so the policy is testable without a network.
 
-Admission: every inbound connection is *pending* from accept until its hello arrives. Pending
-connections are kept in arrival order. When the node is at its connection limit, the newcomer
-is let in and the oldest pending connection is evicted instead (a flood of silent connections
-then only evicts itself: a real peer's hello arrives within one round trip, long before hundreds
-of newer connections push it to the front). One source address may hold only `per_addr`
-pending connections; its own oldest is evicted beyond that, so a single flooding host never
-evicts other hosts' handshakes as long as `per_addr` is at most half the connection limit.
+Every inbound connection is *pending* from accept until its hello arrives. One source address
+may hold only `per_addr` pending connections: beyond that its own oldest is evicted, so a
+single flooding host cannot displace other hosts' handshakes as long as `per_addr` is at most
+half the node's connection limit. (At the limit itself the node evicts whichever connection
+with nothing in flight got nothing done for longest: see `Node._victim` in app.py.)
 """
 
 from __future__ import annotations
@@ -60,10 +58,6 @@ class Admission(Generic[K]):
         del mine[key]
         if not mine:
             del self._by_addr[addr]
-
-    def oldest(self) -> K | None:
-        """The pending connection that has waited longest (the one to evict first)."""
-        return next(iter(self._pending), None)
 
 
 class RateLimit:

@@ -98,6 +98,9 @@ class Conn:
         self.last_activity = node.loop.time()
         self.peer_id: str | None = None
         self.rx_bytes = 0
+        # Last time the peer got something done (a whole message, stream bytes): trickled
+        # bytes move last_activity, not this. Eviction picks the smallest.
+        self.useful_at = self.last_activity
         # When the peer began the frame header it has not finished yet (slowloris deadline).
         self.header_since: float | None = None
         self._last_progress = -1
@@ -108,7 +111,7 @@ class Conn:
     # -- StreamProtocol --------------------------------------------------------------------------
     def connection_made(self, transport: Transport) -> None:
         self.transport = transport
-        self.last_activity = self.node.loop.time()
+        self.last_activity = self.useful_at = self.node.loop.time()
         self.node.conns.add(self)
         if self.session.role is Role.SERVER:
             self.node.admit(self)
@@ -160,6 +163,7 @@ class Conn:
             if isinstance(event, Closed):
                 self.close()
                 return
+            self.useful_at = self.last_activity
             if isinstance(event, DataChunk):
                 self.handler.on_chunk(event.data, event.done)
             elif isinstance(event, Error):
@@ -233,7 +237,7 @@ class Conn:
             progress = sender.progress()
             if progress != self._last_progress:
                 self._last_progress = progress
-                self.last_activity = now
+                self.last_activity = self.useful_at = now
         limit = cfg.handshake_timeout
         if self.header_since is not None and now - self.header_since > limit:
             self.fail(ErrorCode.TOO_SLOW, f"frame header not complete within {limit:g} s")
@@ -1223,20 +1227,24 @@ class Node:
             victim = self._victim()
             if victim is None:
                 return _Refuse(self)
-            age = self.loop.time() - victim.last_activity
+            age = self.loop.time() - victim.useful_at
             victim.drop(
                 ErrorCode.BUSY,
-                f"evicted: {limit} connections open and this one did nothing for {age:.1f} s",
+                f"evicted: {limit} connections open and this one got nothing done for {age:.1f} s",
             )
         return Conn(self, Role.SERVER, ServerHandler())
 
     def _victim(self) -> Conn | None:
-        """The oldest connection without a hello, else the inbound one idle longest."""
-        oldest = self.admission.oldest()
-        if oldest is not None:
-            return oldest
-        idle = [c for c in self.conns if c.unproductive()]
-        return min(idle, key=lambda c: c.last_activity, default=None)
+        """The inbound connection with nothing in flight that got nothing done for longest.
+
+        Silent sockets date from their accept, tricklers from their last whole message: a real
+        peer that just connected is the newest of all and goes last.
+        """
+        victim: Conn | None = None
+        for c in self.conns:
+            if (victim is None or c.useful_at < victim.useful_at) and c.unproductive():
+                victim = c
+        return victim
 
     def admit(self, conn: Conn) -> None:
         """An inbound connection is pending until its hello; one address gets a bounded share."""

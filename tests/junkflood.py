@@ -11,6 +11,8 @@ it. Kinds:
 - `slow_header`: a whole hello, then an `offer` header one byte per tick.
 - `slow_body`: hello, offer and a `data` header, then the body one byte per tick (below the
   node's minimum stream rate). It takes a transfer slot while it lasts: keep these few.
+- `idle_hello`: a whole hello, then nothing (greeted, so only the idle timeout or an eviction
+  at the connection limit ends it).
 
 The flood never closes a connection itself before `close()`: every socket that ends was closed
 by the node. Traffic goes only to the given loopback addresses.
@@ -31,7 +33,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-KINDS = ("silent", "random", "slow_hello", "slow_header", "slow_body")
+KINDS = ("silent", "random", "slow_hello", "slow_header", "slow_body", "idle_hello")
 
 
 def frame(header: dict[str, object]) -> bytes:
@@ -229,7 +231,9 @@ class JunkFlood:
         sock.setblocking(False)
         j = Junk(kind, target, sock, time.monotonic())
         node = os.urandom(16).hex()
-        if kind == "random":
+        if kind == "idle_hello":
+            j.initial = hello(node)
+        elif kind == "random":
             j.initial = self._rng.randbytes(self._rng.randrange(1, 4096))
         elif kind == "slow_hello":
             j.trickle = hello(node)
