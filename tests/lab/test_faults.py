@@ -414,6 +414,44 @@ def test_revert_of_a_stopped_or_paused_container(fc: FakeCluster) -> None:
     assert r.done and fc.calls == []
 
 
+# --------------------------------------------------------------------------- disk full
+
+
+def test_fill_writes_a_ballast_only_on_a_tmpfs_and_unfill_removes_it(fc: FakeCluster) -> None:
+    r = faults.apply(fc, "fill", {}, targets={"node": ["b"]})
+    assert r is not None and r.verb == "fill"
+    body = "\n".join(fc.lines("b"))
+    assert "stat -f -c %T /data/inbox" in body and "= tmpfs ]" in body  # never the host's disk
+    assert "of=/data/inbox/.mole-fill" in body and "fallocate" not in body
+    fc.calls.clear()
+    faults.apply(fc, "unfill", {}, targets={"node": ["b"]})
+    assert r.done
+    assert any("rm -f /data/inbox/.mole-fill" in line for line in fc.lines("b"))
+    fc.calls.clear()
+    r()  # already undone: nothing more
+    assert fc.calls == []
+
+
+def test_fill_leaving_room_allocates_exactly(fc: FakeCluster) -> None:
+    faults.apply(fc, "fill", {"path": "/scratch/", "leave": "1m"}, targets={"node": ["a"]})
+    body = "\n".join(fc.lines("a"))
+    assert "- 1048576 ))" in body and "fallocate -l $free /scratch/.mole-fill" in body
+
+
+@pytest.mark.parametrize(
+    ("params", "match"),
+    [
+        ({"path": "data/inbox"}, "absolute"),
+        ({"path": "/data/../etc"}, "absolute"),
+        ({"leave": "lots"}, "bad size"),
+        ({"size": 3}, "unknown parameter"),
+    ],
+)
+def test_fill_validation(params: dict[str, Any], match: str) -> None:
+    with pytest.raises(FaultError, match=match):
+        faults.validate("fill", params)
+
+
 # --------------------------------------------------------------------------- FaultSet
 
 
@@ -791,3 +829,44 @@ def test_faultset_revert_all_leaves_no_rules_or_qdiscs(lab_cluster: Any) -> None
     assert lab_cluster.status("b") == "running"
     assert _leftovers(lab_cluster, "a") == "" and _leftovers(lab_cluster, "b") == ""
     assert fs.revert_all() == []
+
+
+@pytest.mark.lab
+def test_fill_fills_a_tmpfs_refuses_anything_else_and_unfill_frees_it(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    from lab import cluster as lab_cluster_mod
+    from lab import image
+
+    reason = lab_cluster_mod.docker_unavailable()
+    if reason:
+        pytest.skip(f"docker unreachable: {reason}")
+    tag = image.ensure_node_image()
+    spec = lab_cluster_mod.NodeSpec(
+        name="t",
+        networks=["n1"],
+        entrypoint=SLEEPER[:1],
+        command=SLEEPER[1:],
+        tmpfs={"/data/inbox": "size=8m"},
+    )
+    workdir = tmp_path_factory.mktemp("fill")
+    with lab_cluster_mod.Cluster(f"fill{os.getpid()}", image=tag, workdir=workdir) as c:
+        c.add_network("n1")
+        c.create_nodes([spec])
+
+        def avail() -> int:
+            code, out = c.exec("t", ["stat", "-f", "-c", "%a", "/data/inbox"])
+            assert code == 0, out
+            return int(out.split()[0])
+
+        assert avail() > 0
+        r = faults.apply(c, "fill", {}, targets={"node": ["t"]})
+        assert r is not None and avail() == 0
+        code, out = c.exec("t", ["sh", "-c", "head -c 4096 /dev/zero > /data/inbox/more"])
+        assert code != 0 and "No space left" in out
+        with pytest.raises(FaultError, match="already filled"):
+            faults.apply(c, "fill", {}, targets={"node": ["t"]})
+        with pytest.raises(FaultError, match="not a tmpfs"):
+            faults.apply(c, "fill", {"path": "/data/state"}, targets={"node": ["t"]})
+        r()
+        assert avail() > 0

@@ -36,7 +36,46 @@ def test_the_scenarios_are_shipped() -> None:
         "late-joiner",
         "separate-networks",
         "multi-homed",
+        "resume-sender-killed",
+        "resume-receiver-killed",
+        "partition-heal",
+        "loss-5pct",
+        "bandwidth-cap",
+        "pause-peer",
+        "churn",
+        "disk-full",
     }
+
+
+def shipped(name: str) -> sc_mod.Scenario:
+    return load_scenario(next(p for p in SCENARIOS if p.stem == name))
+
+
+@pytest.mark.parametrize("name", ["resume-sender-killed", "resume-receiver-killed"])
+def test_resume_scenarios_kill_half_way_and_demand_a_real_resume(name: str) -> None:
+    s = shipped(name)
+    assert max(f.size for f in s.files) >= 200 << 20
+    kill = next(st for st in s.steps if st.do == "kill")
+    assert kill.params.get("signal", "SIGKILL") == "SIGKILL"
+    assert kill.trigger.event is not None and 0.4 <= (kill.trigger.event.progress or 0) <= 0.55
+    (fe,) = s.expect.files
+    assert fe.resumed and fe.resent_at_most is not None and fe.resent_at_most <= 0.6
+
+
+def test_fault_scenarios_prove_the_fault_held() -> None:
+    heal = shipped("partition-heal")
+    assert heal.expect.files[0].after == "heal" and heal.expect.files[0].resumed
+    cap = shipped("bandwidth-cap")
+    assert any(fe.min_seconds for fe in cap.expect.files)
+    assert shipped("pause-peer").expect.files[0].after == "thaw"
+    loss = shipped("loss-5pct")
+    assert any(st.do == "loss" and st.params["percent"] == 5 for st in loss.steps)
+    full = shipped("disk-full")
+    assert dict(full.node("b").tmpfs) == {"/data/inbox": "64m"}
+    assert [f.code for f in full.expect.failures] == ["no_space"]
+    churn = shipped("churn")
+    verbs = {st.do for st in churn.steps}
+    assert {"kill", "stop", "start", "restart", "push"} <= verbs
 
 
 @pytest.mark.parametrize("path", SCENARIOS, ids=[p.stem for p in SCENARIOS])
