@@ -8,7 +8,9 @@ leftovers of a dead run from the resources of a live one.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
+import json
 import logging
 import os
 import random
@@ -397,6 +399,8 @@ class Cluster:
         self.subnets: dict[str, str] = {}  # lab name -> "10.213.7.0/24"
         self._nodes: dict[str, NodeHandle] = {}
         self._container_ids: set[str] = set()
+        self._log_files: dict[str, _LogFile | None] = {}  # container id -> follower
+        self._started: set[str] = set()  # container ids this cluster asked to start
         self._lock = threading.Lock()
         self._closed = False
         self._used = False  # set before the first Docker resource is requested
@@ -552,6 +556,7 @@ class Cluster:
                 aliases=[spec.name],
             )  # fmt: skip
         if spec.start:
+            self._mark_started(cid)
             self._call(handle, "start", api.start, cid)
         self._refresh(handle)
         return handle
@@ -654,8 +659,13 @@ class Cluster:
 
     # -- lifecycle
 
+    def _mark_started(self, cid: str) -> None:
+        with self._lock:
+            self._started.add(cid)
+
     def start(self, name: str) -> None:
         h = self.node(name)
+        self._mark_started(h.container_id)
         self._call(h, "start", _api().start, h.container_id)
         self._refresh(h)
 
@@ -669,6 +679,7 @@ class Cluster:
 
     def restart(self, name: str, timeout: float = 10) -> None:
         h = self.node(name)
+        self._mark_started(h.container_id)
         self._call(h, "restart", _api().restart, h.container_id, timeout=max(0, round(timeout)))
         self._refresh(h)
 
@@ -694,12 +705,46 @@ class Cluster:
         return int(code if code is not None else -1), out.decode("utf-8", "replace")
 
     def logs(self, name: str, tail: int | None = None) -> str:
+        """The node's whole output (stdout and stderr, all its starts), or its last lines.
+
+        The whole output comes from the engine's json-file log when this process can read it
+        (engine on this host, run as root): followed incrementally, so polling every node
+        costs the engine nothing while it is busy starting containers. Else the logs API.
+        """
         h = self.node(name)
+        if tail is None:
+            text = self._log_file_text(h)
+            if text is not None:
+                return text
         out = self._call(
             h, "logs", _api().logs, h.container_id, stdout=True, stderr=True,
             tail="all" if tail is None else tail,
         )  # fmt: skip
         return str(out.decode("utf-8", "replace"))
+
+    def _log_file_text(self, h: NodeHandle) -> str | None:
+        """The output from the engine's log file; None: not readable here, use the API."""
+        cid = h.container_id
+        with self._lock:
+            if cid not in self._started:
+                return ""  # never started (every start goes through this class): no output
+            known = cid in self._log_files
+            lf = self._log_files.get(cid)
+        if not known:
+            # The path is derived, not inspected: an inspect waits for the engine while it
+            # starts other containers (seconds with fifty of them).
+            root = _engine_log_root()
+            if root is None or not (root / cid).is_dir():
+                new = None  # another engine's container, or files we may not read
+            else:
+                new = _LogFile.open(root / cid / f"{cid}-json.log")
+                if new is None:
+                    return ""  # the engine has not got to starting it: no output yet
+            with self._lock:
+                lf = self._log_files.setdefault(cid, new)
+            if new is not None and lf is not new:
+                new.close()  # another thread was first
+        return lf.read() if lf is not None else None
 
     def status(self, name: str) -> str:
         """Docker's state: created, running, paused, restarting, exited, dead, removing."""
@@ -762,12 +807,95 @@ class Cluster:
             log.warning("run %s: listing resources for cleanup failed: %s", self.run_id, e)
         _remove_all(cids, nids)
         with self._lock:
+            files, self._log_files = list(self._log_files.values()), {}
             self._container_ids -= cids
             self._network_ids = {k: v for k, v in self._network_ids.items() if v not in nids}
+        for lf in files:
+            if lf is not None:
+                lf.close()
 
     def __del__(self) -> None:
         if not getattr(self, "_closed", True) and getattr(self, "_used", False):
             log.warning("Cluster %s was not closed", self.run_id)
+
+
+_log_root: list[Path | None] = []  # computed once per process
+
+
+def _engine_log_root() -> Path | None:
+    """<engine root>/containers when the engine keeps json-file logs we can read, else None."""
+    with _client_lock:
+        if _log_root:
+            return _log_root[0]
+    root: Path | None = None
+    try:
+        info = _api().info()
+        if info.get("LoggingDriver") == "json-file" and info.get("DockerRootDir"):
+            d = Path(info["DockerRootDir"]) / "containers"
+            root = d if os.access(d, os.R_OK | os.X_OK) else None
+    except _DOCKER_ERRORS as e:
+        log.warning("engine info failed, reading logs through the API: %s", _short(e))
+    with _client_lock:
+        _log_root[:] = [root]
+    return root
+
+
+class _LogFile:
+    """Follows a container's json-file log on this host: only new bytes are read each time.
+
+    The open file keeps following its inode when the engine rotates the log (max-size): the
+    rest of the old file is read, then the new one from its start.
+    """
+
+    def __init__(self, path: str, f: IO[bytes]) -> None:
+        self.path = path
+        self.f = f
+        self.ino = os.fstat(f.fileno()).st_ino
+        self.partial = b""
+        self.text = ""
+        self.lock = threading.Lock()
+
+    @classmethod
+    def open(cls, path: Path) -> _LogFile | None:
+        """None when the file is not there (yet)."""
+        try:
+            return cls(str(path), path.open("rb"))
+        except OSError:
+            return None
+
+    def read(self) -> str:
+        with self.lock:
+            if self.f.closed:  # the cluster was closed: this is the final text
+                return self.text
+            self._drain()
+            try:
+                ino = os.stat(self.path).st_ino
+            except OSError:
+                ino = self.ino  # removed with its container: what we have is all there is
+            if ino != self.ino:  # rotated: the old file is complete, go on with the new one
+                with contextlib.suppress(OSError):
+                    f = open(self.path, "rb")  # noqa: SIM115
+                    self.f.close()
+                    self.f, self.ino, self.partial = f, os.fstat(f.fileno()).st_ino, b""
+                    self._drain()
+            return self.text
+
+    def _drain(self) -> None:
+        data = self.partial + self.f.read()
+        lines = data.split(b"\n")
+        self.partial = lines.pop()  # an entry the engine has not finished writing (or b"")
+        parts = []
+        for line in lines:
+            try:
+                parts.append(json.loads(line)["log"])
+            except (ValueError, KeyError, TypeError):
+                continue
+        if parts:
+            self.text += "".join(parts)
+
+    def close(self) -> None:
+        with self.lock:
+            self.f.close()
 
 
 def _remove_all(container_ids: Iterable[str], network_ids: Iterable[str]) -> int:
@@ -927,33 +1055,43 @@ def _cgroup_memory(usage_file: Path, inactive_key: str) -> int:
     return usage
 
 
-def containers_memory(owner: str | None = None) -> dict[str, int]:
-    """Memory in use (bytes) of each running lab container of `owner` (default: this process),
-    by container name, counted as `docker stats` does: usage minus the inactive page cache.
-
-    Read from the containers' cgroup files when the engine runs on this host (cheap enough to
-    sample several times a second), else from the stats API. Containers that vanish while
-    being read are left out.
-    """
+def running_containers(owner: str | None = None) -> dict[str, str]:
+    """Running lab containers of `owner` (default: this process): name -> container id."""
     flt = {"label": [f"{LABEL}=1", f"{LABEL_OWNER}={owner or owner_id()}"], "status": "running"}
     try:
         found = _api().containers(filters=flt)
     except _DOCKER_ERRORS as e:
-        raise LabError(_short(e), operation="list containers for memory") from e
+        raise LabError(_short(e), operation="list running containers") from e
+    return {c["Names"][0].lstrip("/"): c["Id"] for c in found}
+
+
+def container_memory(cid: str) -> int | None:
+    """Memory in use (bytes) of a container, counted as `docker stats` does: usage minus the
+    inactive page cache; None once it is gone.
+
+    Read from the container's cgroup files when the engine runs on this host (cheap enough to
+    sample many containers several times a second, without asking the engine), else from the
+    stats API.
+    """
+    files = _memory_cgroup_files(cid)
+    try:
+        if files is not None:
+            return _cgroup_memory(*files)
+        stats = _api().stats(cid, stream=False)["memory_stats"]
+        cache = stats.get("stats", {})
+        inactive = cache.get("total_inactive_file", cache.get("inactive_file", 0))
+        return max(0, int(stats["usage"]) - int(inactive))
+    except (OSError, ValueError, KeyError, *_DOCKER_ERRORS):
+        return None  # removed meanwhile
+
+
+def containers_memory(owner: str | None = None) -> dict[str, int]:
+    """container_memory() of every running lab container of `owner`, by container name."""
     out: dict[str, int] = {}
-    for info in found:
-        cid, name = info["Id"], info["Names"][0].lstrip("/")
-        files = _memory_cgroup_files(cid)
-        try:
-            if files is not None:
-                out[name] = _cgroup_memory(*files)
-                continue
-            stats = _api().stats(cid, stream=False)["memory_stats"]
-            cache = stats.get("stats", {})
-            inactive = cache.get("total_inactive_file", cache.get("inactive_file", 0))
-            out[name] = max(0, int(stats["usage"]) - int(inactive))
-        except (OSError, ValueError, KeyError, *_DOCKER_ERRORS):
-            continue  # removed meanwhile
+    for name, cid in running_containers(owner).items():
+        mem = container_memory(cid)
+        if mem is not None:
+            out[name] = mem
     return out
 
 

@@ -373,3 +373,47 @@ def test_containers_memory_counts_this_owners_running_nodes(lab: Cluster) -> Non
     assert mem.get(name, 0) > 1 << 20  # a Python interpreter: more than 1 MiB
     assert f"mole-{lab.run_id}-idle" not in mem  # created, not running
     assert cluster.containers_memory(owner=f"{cluster.owner_id()}x") == {}
+
+
+def test_logs_read_from_the_engines_file_equal_the_logs_api(lab: Cluster) -> None:
+    lab.add_network("lan")
+    script = (
+        "import sys, time\n"
+        "print('out 1', flush=True); print('err 1', file=sys.stderr, flush=True)\n"
+        "print('x' * 40000, flush=True)\n"  # the engine splits lines over 16 KiB
+        "sys.stdout.write('no newline'); sys.stdout.flush(); time.sleep(0.3)\n"
+        "print(' end', flush=True); time.sleep(600)\n"
+    )
+    spec = NodeSpec("w", ["lan"], entrypoint=["python3", "-c", script], command=[], start=False)
+    h = lab.create_nodes([spec])
+    assert lab.logs("w") == ""  # created, not started: no output, and no engine call
+    lab.start("w")
+    wait_for(lambda: "no newline end" in lab.logs("w"), what="the whole output")
+    api = cluster._api().logs(h["w"].container_id, stdout=True, stderr=True).decode()
+    assert lab.logs("w") == api
+    lines = api.splitlines()  # stdout and stderr are copied separately: either comes first
+    assert sorted(lines[:2]) == ["err 1", "out 1"] and lines[2] == "x" * 40000
+    if cluster._engine_log_root() is not None:  # engine on this host, its files readable
+        assert lab._log_files.get(h["w"].container_id) is not None
+
+
+def test_log_file_follower_reads_increments_and_follows_rotation(tmp_path: Path) -> None:
+    def entry(text: str) -> bytes:
+        return json.dumps({"log": text, "stream": "stdout", "time": "t"}).encode() + b"\n"
+
+    path = tmp_path / "c-json.log"
+    path.write_bytes(entry("a\n") + entry("b")[:10])  # the second entry is half written
+    assert cluster._LogFile.open(tmp_path / "missing") is None
+    lf = cluster._LogFile.open(path)
+    assert lf is not None
+    assert lf.read() == "a\n"
+    with path.open("ab") as f:
+        f.write(entry("b")[10:] + entry("c\n"))
+    assert lf.read() == "a\nbc\n"
+    path.rename(tmp_path / "c-json.log.1")  # rotation: the rest lands in the old file ...
+    with (tmp_path / "c-json.log.1").open("ab") as f:
+        f.write(entry("d\n"))
+    path.write_bytes(entry("e\n"))  # ... then the engine starts a new one
+    assert lf.read() == "a\nbc\nd\ne\n"
+    lf.close()
+    assert lf.read() == "a\nbc\nd\ne\n"
