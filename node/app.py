@@ -48,6 +48,7 @@ FEATURES = ["resume"]
 RATE_WINDOW = 10.0  # a stream must average Config.min_rate over this (or the idle timeout)
 DROP_LINES_PER_S = 10.0  # connection_dropped lines during a flood (burst DROP_LINES_BURST)
 DROP_LINES_BURST = 20
+CLOSE_GRACE = 5.0  # after an error, how long a peer that does not read gets to take our bytes
 PARTIAL_MAX_AGE = 7 * 86400.0
 HASH_STEP = 8 << 20  # bytes hashed per loop turn: ~5 ms, so I/O stays responsive
 
@@ -200,6 +201,8 @@ class Conn:
             self.abort()
         else:
             self.close()
+            # A peer that stopped reading would keep the flush (and the fd) pending forever.
+            self.node.loop.call_later(CLOSE_GRACE, self.abort)
 
     def drop(self, code: str, reason: str) -> None:
         """Fail and give the slot back at once (eviction: the newcomer needs it now)."""
@@ -222,6 +225,8 @@ class Conn:
         """Bytes moved so far while a file stream is in flight (either way), else None."""
         sender = getattr(self.handler, "sender", None)
         if isinstance(sender, FileSender) and sender.fd >= 0:
+            if self.transport is None or not self.transport.get_write_buffer_size():
+                return None  # nothing waits on the peer (e.g. our own --max-rate): not its fault
             return sender.progress()
         if self.session.state in (State.PUSH_STREAM, State.PULL_STREAM):
             return self.rx_bytes  # we are the receiving side of this stream

@@ -375,6 +375,27 @@ def test_slowloris_gets_a_clear_error_and_is_closed(tmp_path: Path, kind: str) -
         )
 
 
+def test_a_peer_that_stops_reading_a_pull_is_dropped(tmp_path: Path) -> None:
+    """Slow read: the stream stalls on the peer's side; the node gives up and frees the slot."""
+    with nodes(tmp_path, ["b"], "--idle-timeout", "2") as (b,):
+        (b.share / "big.bin").write_bytes(random.Random(5).randbytes(16 << 20))
+        b.wait_api("/api/files", lambda fs: len(fs) == 1, timeout=30, what="big.bin hashed")
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.connect(("127.0.0.1", b.tcp_port))
+        try:
+            get = {"type": "get", "id": "t1", "name": "big.bin", "offset": 0}
+            s.sendall(hello(LIAR, "reader") + frame(get))  # ... and never read a byte
+            ev = b.wait_event(lambda e: e["event"] == "transfer_failed", timeout=30)
+            assert ev["error"]["code"] == "too_slow" and ev["role"] == "send", ev
+            # the connection is gone even though its queued bytes were never taken
+            b.wait_api(
+                "/api/node", lambda n: n["stats"]["connections"] == 0, timeout=30, what="closed"
+            )
+        finally:
+            s.close()
+
+
 # -- admission under a flood -----------------------------------------------------------------------
 
 
