@@ -23,7 +23,7 @@ from node.config import Config
 from node.discovery import Announce, Announcer, Goodbye, PeerTable, encode
 from node.errors import ErrorCode, LocalProtocolError, RemoteProtocolError
 from node.events import EventLog
-from node.loop import Loop, Transport
+from node.loop import Handle, Loop, Transport
 from node.messages import (
     Accept,
     Data,
@@ -40,6 +40,7 @@ from node.messages import (
     Verdict,
     encode_message,
 )
+from node.ratelimit import TokenBucket, frame_for_rate
 from node.session import NEED_DATA, Closed, DataChunk, Role, Session, State
 from node.store import FileMeta, HashJob, Incoming, Store, StoreError
 from node.transfers import TRANSIENT_CODES, Transfer, new_transfer_id
@@ -51,6 +52,7 @@ DROP_LINES_BURST = 20
 CLOSE_GRACE = 5.0  # after an error, how long a peer that does not read gets to take our bytes
 PARTIAL_MAX_AGE = 7 * 86400.0
 HASH_STEP = 8 << 20  # bytes hashed per loop turn: ~5 ms, so I/O stays responsive
+STREAM_FRAME = 8 << 20  # data frame size when uncapped: a cancel waits for at most one frame
 
 
 def load_node_id(state: Path) -> str:
@@ -347,16 +349,37 @@ class ClientHandler(Handler):
 
 
 class FileSender:
-    """Streams one file's bytes with os.sendfile after a single data frame header."""
+    """Streams one file with os.sendfile, one data frame (header + sendfile) at a time.
 
-    def __init__(self, conn: Conn, path: str, offset: int, size: int, transfer: Transfer | None):
+    Frames are bounded (STREAM_FRAME, or smaller under the node's --max-rate bucket) so the
+    stream can end between two frames: a cancel or a failure sends its `error` frame after at
+    most one frame instead of after the whole file. The fd stays open while the loop holds a
+    segment of it; stop() closes it once the loop is done with it.
+    """
+
+    def __init__(
+        self,
+        conn: Conn,
+        path: str,
+        offset: int,
+        size: int,
+        transfer: Transfer | None,
+        bucket: TokenBucket | None = None,
+    ) -> None:
         self.conn = conn
         self.path = path
         self.offset = offset
         self.size = size
         self.transfer = transfer
+        self.bucket = bucket
         self.fd = -1
         self.count = size - offset
+        self.queued = 0  # bytes of the file handed to the transport so far
+        self.stopped = False
+        self._frame = bucket.burst if bucket is not None else STREAM_FRAME
+        self._inflight = False  # the transport holds a segment of our fd
+        self._timer: Handle | None = None
+        self._seen = 0  # highest progress() observed while the connection was alive
 
     def start(self) -> None:
         transport = self.conn.transport
@@ -366,24 +389,62 @@ class FileSender:
             if os.fstat(self.fd).st_size != self.size:
                 raise StoreError("source_changed", f"{self.path} changed size while queued")
         except (OSError, StoreError) as exc:
-            self.close()
+            self.stop()
             code = getattr(exc, "code", ErrorCode.IO_ERROR)
             self.conn.fail(code, f"cannot read {self.path}: {exc}")
             return
-        transport.write(self.conn.session.send(Data(self.count)))
-        if self.count:
-            transport.sendfile(self.fd, self.offset, self.count, on_done=self.close)
-        else:
-            self.close()
+        if not self.count:
+            transport.write(self.conn.session.send(Data(0)))
+            self.stop()
+            return
+        self._next()
+
+    def _next(self) -> None:
+        """Queue the next frame (when the bucket allows), or finish."""
+        self._timer = None
+        self._inflight = False
+        conn, transport = self.conn, self.conn.transport
+        if self.stopped or conn.closed or transport is None or transport.is_closing():
+            self.stop()
+            return
+        self.progress()
+        n = min(self.count - self.queued, self._frame)
+        if n <= 0:
+            self.stop()
+            return
+        if self.bucket is not None:
+            now = conn.node.loop.time()
+            if not self.bucket.take(n, now):
+                wait = self.bucket.delay(n, now)
+                self._timer = conn.node.loop.call_later(wait, self._next)
+                return
+        try:
+            header = conn.session.send(Data(n))
+        except LocalProtocolError:  # the session ended (an error crossed our stream)
+            self.stop()
+            return
+        transport.write(header)
+        self._inflight = True
+        transport.sendfile(self.fd, self.offset + self.queued, n, on_done=self._next)
+        self.queued += n
 
     def progress(self) -> int:
-        """Bytes handed to the kernel so far (queued sendfile bytes not yet counted)."""
-        if self.fd < 0 or self.conn.transport is None:
-            return self.count
-        pending = self.conn.transport.get_write_buffer_size()
-        return max(0, self.count - pending)
+        """Bytes handed to the kernel so far. Once the connection is gone (its queue dropped)
+        the last value seen while it was alive is kept: bytes never sent are not counted."""
+        transport = self.conn.transport
+        if self.fd >= 0 and transport is not None and not transport.is_closing():
+            pending = transport.get_write_buffer_size()
+            self._seen = max(self._seen, self.queued - pending)
+        return self._seen
 
-    def close(self) -> None:
+    def stop(self) -> None:
+        """Send no more frames; close the file as soon as the loop no longer needs it."""
+        self.stopped = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._inflight:
+            return  # the segment's on_done calls _next, which comes back here
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
@@ -406,6 +467,10 @@ class PushClient(ClientHandler):
         if isinstance(msg, Hello):
             if not self.greet_peer(msg):
                 return
+            if t.final:  # cancelled while connecting
+                self.finished = True
+                self.conn.close()
+                return
             self.conn.send(Offer(t.id, _info(self.meta)))
         elif isinstance(msg, Accept):
             t.offset = msg.offset
@@ -413,7 +478,9 @@ class PushClient(ClientHandler):
             t.state = "active"
             if msg.offset:
                 node.events.emit("transfer_resumed", id=t.id, offset=msg.offset, name=t.name)
-            self.sender = FileSender(self.conn, self.path, msg.offset, self.meta.size, t)
+            self.sender = FileSender(
+                self.conn, self.path, msg.offset, self.meta.size, t, node.upload_bucket
+            )
             self.sender.start()
         elif isinstance(msg, Verdict):
             self.finished = True
@@ -442,14 +509,16 @@ class PushClient(ClientHandler):
             self.transfer.bytes = self.sender.offset + sent
 
     def on_failed(self, code: str, reason: str) -> None:
+        self.account()
+        if self.sender is not None:
+            self.sender.stop()  # the error frame goes out after the frame in flight
         if not self.finished:
             self.finished = True
-            self.account()
             self.node.fail(self.transfer, code, reason)
 
     def on_lost(self, reason: str) -> None:
         if self.sender is not None:
-            self.sender.close()
+            self.sender.stop()
         if not self.finished:
             self.finished = True
             self.account()
@@ -465,6 +534,7 @@ class PullClient(ClientHandler):
         self.want_sha = sha256
         self.incoming: Incoming | None = None
         self.finished = False
+        self.asked = 0  # the resume offset our get asked for
 
     def on_message(self, msg: Message) -> None:
         t = self.transfer
@@ -472,10 +542,15 @@ class PullClient(ClientHandler):
         if isinstance(msg, Hello):
             if not self.greet_peer(msg):
                 return
+            if t.final:  # cancelled while connecting
+                self.finished = True
+                self.conn.close()
+                return
             offset, expect = 0, None
             partial = node.store.partial_for(t.peer, t.name) if t.name else None
             if partial is not None:
                 offset, expect = partial
+            self.asked = offset
             self.conn.send(Get(t.id, t.name or None, self.want_sha, offset, expect))
         elif isinstance(msg, FileHeader):
             info = msg.info
@@ -490,13 +565,19 @@ class PullClient(ClientHandler):
                 self.conn.fail(exc.code, str(exc))
                 return
             if self.incoming.offset != msg.offset:
-                # The server decided where to start (its file changed: offset 0); follow it.
-                self.incoming.abort(keep=False)
-                self.incoming = node.store.open_incoming(t.peer, _meta(info), resume=False)
                 if msg.offset != 0:
                     self.conn.fail(ErrorCode.BAD_MESSAGE, f"server offset {msg.offset} unknown")
                     return
-            if self.incoming.reset_reason or (t.attempts > 1 and msg.offset == 0 and t.bytes):
+                # The server decided to start over (its file changed); follow it.
+                self.incoming.abort(keep=False)
+                try:
+                    self.incoming = node.store.open_incoming(t.peer, _meta(info), resume=False)
+                except StoreError as exc:
+                    self.incoming = None
+                    self.conn.fail(exc.code, str(exc))
+                    return
+            # A reset: our partial data was of other content, or the server would not resume it.
+            if self.incoming.reset_reason or (self.asked and msg.offset == 0):
                 t.resets += 1
                 node.events.emit("transfer_reset", id=t.id, reason="source_changed", name=t.name)
             t.offset = t.bytes = msg.offset
@@ -679,6 +760,7 @@ class ServerHandler(Handler):
         except StoreError as exc:
             self.conn.send(Reject(msg.id, exc.code, str(exc)))
             return
+        self._drop_superseded(info.name)
         if incoming.reset_reason:
             node.events.emit(
                 "transfer_reset", id=t.id, reason=incoming.reset_reason, name=info.name
@@ -691,6 +773,24 @@ class ServerHandler(Handler):
         if incoming.offset:
             node.events.emit("transfer_resumed", id=t.id, offset=incoming.offset, name=info.name)
         self.conn.send(Accept(msg.id, incoming.offset))
+
+    def _drop_superseded(self, name: str) -> None:
+        """End connections whose incoming file this offer just took over.
+
+        A sender that died without its FIN reaching us (power loss, a killed container) leaves a
+        half-open connection that would sit on its transfer until the idle timeout; when it comes
+        back and offers the file again, the new offer owns the .part and the old one ends now.
+        """
+        for conn in list(self.node.conns):
+            h = conn.handler
+            if h is self or not isinstance(h, ServerHandler) or h.incoming is None:
+                continue
+            if h.incoming.superseded:
+                h.incoming = None
+                conn.fail(
+                    ErrorCode.CANCELLED,
+                    f"superseded: {name!r} was offered again on another connection",
+                )
 
     def on_chunk(self, data: memoryview, done: bool) -> None:
         t, incoming = self.transfer, self.incoming
@@ -737,6 +837,26 @@ class ServerHandler(Handler):
         if node.busy():
             self.conn.send(Reject(msg.id, ErrorCode.BUSY, "too many transfers, retry later"))
             return
+        # The share is rescanned every few seconds: make sure the file is still what we would
+        # announce, or a resume would splice new bytes onto an old prefix.
+        try:
+            path = node.store.resolve_shared(meta.name, None)
+            current = node.store.meta_for_path(path)
+        except StoreError as exc:
+            self.conn.send(Reject(msg.id, ErrorCode.NOT_FOUND, str(exc)))
+            return
+        if isinstance(current, HashJob):
+            if all(j.real != current.real for j in node.hash_jobs):
+                node.hash_jobs.append(current)
+                node._schedule_hashing()
+            reason = f"{meta.name!r} changed since it was hashed; hashing it, retry later"
+            self.conn.send(Reject(msg.id, ErrorCode.BUSY, reason))
+            return
+        if msg.sha256 is not None and current.sha256 != msg.sha256:
+            self.conn.send(Reject(msg.id, ErrorCode.NOT_FOUND, f"{meta.name!r} has other content"))
+            return
+        meta = FileMeta(meta.name, current.size, current.sha256, current.mtime, current.mime)
+        node.shared[meta.name] = meta
         offset = msg.offset if msg.expect == meta.sha256 and msg.offset <= meta.size else 0
         peer = self.conn.peer_id or "?"
         t = Transfer(msg.id, "pull", "send", peer, self._peer_name(), meta.name, size=meta.size)
@@ -744,9 +864,7 @@ class ServerHandler(Handler):
         node.add_transfer(t)
         self.transfer = t
         self.conn.send(FileHeader(msg.id, _info(meta), offset))
-        self.sender = FileSender(
-            self.conn, str(node.store.resolve_shared(meta.name, None)), offset, meta.size, t
-        )
+        self.sender = FileSender(self.conn, str(path), offset, meta.size, t, node.upload_bucket)
         self.sender.start()
 
     def _pull_verdict(self, msg: Verdict) -> None:
@@ -778,7 +896,7 @@ class ServerHandler(Handler):
     def _stop(self, code: str, reason: str) -> None:
         if self.sender is not None:
             self.account()
-            self.sender.close()
+            self.sender.stop()
         if self.incoming is not None:
             # A push that broke off keeps its .part: the sender's retry resumes it.
             self.incoming.abort(keep=code in TRANSIENT_CODES or code == "connection_lost")
@@ -808,7 +926,14 @@ class Node:
         self.drop_counts: dict[str, int] = {}
         self.shared: dict[str, FileMeta] = {}
         self.hash_jobs: list[HashJob] = []
+        # --max-rate: one bucket for every outgoing file stream (push client and pull server).
+        self.upload_bucket: TokenBucket | None = None
+        if config.max_rate:
+            burst = frame_for_rate(config.max_rate)
+            self.upload_bucket = TokenBucket(config.max_rate, burst, self.loop.time())
         self.pending_pushes: dict[str, tuple[Transfer, HashJob]] = {}
+        self._retry_timers: dict[str, Handle] = {}
+        self._offered: dict[str, str] = {}  # transfer id -> sha256 its last offer announced
         self.seq = 0
         self.stopping = False
         self.tcp_port = 0
@@ -1049,8 +1174,13 @@ class Node:
                 continue
             t.state = "retrying"
             t.attempts = 1
+            if t.sha256 is not None:
+                self._offered[t.id] = t.sha256
             self.transfers[t.id] = t
             self.events.emit("transfer_started", restored=True, **t.to_json())
+            # At once when the peer is heard again (_peer_appeared), else through the usual
+            # bounded backoff: a peer that never returns ends the transfer, not a silent wait.
+            self._schedule_retry(t, max(self.config.retry_backoff, self.config.announce_interval))
 
     def finish(self, t: Transfer) -> None:
         if t.final:
@@ -1058,6 +1188,7 @@ class Node:
         t.state = "done"
         t.bytes = t.size
         t.finished = time.time()
+        self._offered.pop(t.id, None)
         self.events.emit("transfer_done", seconds=round(t.finished - t.started, 6), **t.to_json())
         if t.initiator:
             self._save_journal()
@@ -1083,17 +1214,31 @@ class Node:
                 delay=delay,
                 bytes=t.bytes,
             )
-            self.loop.call_later(delay, lambda: self._retry(t))
+            self._schedule_retry(t, delay)
             return
         t.state = "failed"
         t.finished = time.time()
+        self._offered.pop(t.id, None)
         self.events.emit("transfer_failed", **t.to_json())
         if t.initiator:
             self._save_journal()
 
+    def _schedule_retry(self, t: Transfer, delay: float) -> None:
+        # One pending timer per transfer: an earlier one would cut a later, longer backoff short.
+        old = self._retry_timers.pop(t.id, None)
+        if old is not None:
+            old.cancel()
+        self._retry_timers[t.id] = self.loop.call_later(delay, lambda: self._retry(t))
+
     def _retry(self, t: Transfer) -> None:
+        timer = self._retry_timers.pop(t.id, None)
+        if timer is not None:
+            timer.cancel()  # when the peer reappeared before the backoff ran out
         if t.state != "retrying":
             return
+        # Out of "retrying" first: fail() ignores a retrying transfer, so an attempt that fails
+        # at once (peer expired meanwhile) would otherwise leave it waiting with no timer.
+        t.state = "queued"
         t.error = None
         if t.direction == "push":
             self._start_push(t)
@@ -1113,8 +1258,12 @@ class Node:
             return ErrorCode.POLICY, f"node {peer} is not allowed to push here"
         if cfg.max_size is not None and info.size > cfg.max_size:
             return ErrorCode.TOO_LARGE, f"{info.size} bytes exceeds the limit of {cfg.max_size}"
-        if info.size > self.store.free_space():
-            return ErrorCode.NO_SPACE, f"{info.size} bytes do not fit in the inbox"
+        need = info.size
+        partial = self.store.partial_for(peer, info.name)
+        if partial is not None and partial[1] == info.sha256:
+            need -= partial[0]  # a resume only needs room for the rest
+        if need > self.store.free_space():
+            return ErrorCode.NO_SPACE, f"{need} more bytes do not fit in the inbox"
         if self.busy():
             return ErrorCode.BUSY, "too many transfers, retry later"
         try:
@@ -1167,10 +1316,17 @@ class Node:
             self._schedule_hashing()
             return
         meta = FileMeta(t.name, found.size, found.sha256, found.mtime, found.mime)
-        known = t.sha256
         t.size, t.sha256 = meta.size, meta.sha256
-        if known != meta.sha256:
-            self._save_journal()  # a restart resumes against the hash the receiver was offered
+        offered = self._offered.get(t.id)
+        if offered != meta.sha256:
+            if offered is not None:
+                # The receiver's .part holds the old content: it starts over (and says so too).
+                t.resets += 1
+                self.events.emit("transfer_reset", id=t.id, reason="source_changed", name=t.name)
+            self._offered[t.id] = meta.sha256
+            # The journal row records the hash offered (compared after a restart). Not t.sha256
+            # before this call: hashing sets that before coming here.
+            self._save_journal()
         t.attempts += 1
         t.state = "connecting"
         self._connect(str(peer["addr"]), int(peer["port"]), PushClient(t, meta, t.source))
@@ -1217,8 +1373,21 @@ class Node:
             if t.role == "receive":
                 self.store.discard_partial(t.peer, t.name)
             self.pending_pushes.pop(t.id, None)
+            self._offered.pop(t.id, None)
+            timer = self._retry_timers.pop(t.id, None)
+            if timer is not None:
+                timer.cancel()
             self.events.emit("transfer_failed", **t.to_json())
             self._save_journal()
+        elif t.state == "failed" and t.role == "receive":
+            # A broken receive keeps its .part for the sender's retry; cancelling it says no
+            # retry is wanted (unless a newer attempt is already receiving into it).
+            live = any(
+                o.role == "receive" and o.peer == t.peer and o.name == t.name and not o.final
+                for o in self.transfers.values()
+            )
+            if not live:
+                self.store.discard_partial(t.peer, t.name)
         return t
 
     def _connect(self, host: str, port: int, handler: Handler) -> None:

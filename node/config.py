@@ -47,6 +47,7 @@ class Config:
     max_pending_per_addr: int = 128
     handshake_timeout: float = 5.0
     min_rate: int = 1024
+    max_rate: int | None = None  # bytes/s over all outgoing file streams; None: unlimited
     retries: int = 8
     retry_backoff: float = 0.5
     retry_backoff_max: float = 10.0
@@ -151,6 +152,11 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
         default=1024,
         help="slowest stream, bytes/s averaged over 10 s (or --idle-timeout if shorter); 0: off",
     )
+    p.add_argument(
+        "--max-rate",
+        default=_env("MAX_RATE"),
+        help="upload cap shared by all outgoing file streams, bytes/s (e.g. 20MiB); 0: none",
+    )
     p.add_argument("--retries", type=int, default=8, help="automatic retries of a transfer")
     p.add_argument(
         "--retry-backoff", type=float, default=0.5, help="first retry delay (s), doubled each time"
@@ -183,6 +189,9 @@ def config_from_args(ns: argparse.Namespace) -> Config:
         raise ConfigError("--announce-interval must be > 0 and --missed >= 1")
     if ns.retries < 0 or not 0 < ns.retry_backoff <= ns.retry_backoff_max:
         raise ConfigError("--retries must be >= 0 and 0 < --retry-backoff <= --retry-backoff-max")
+    max_rate = (parse_size(ns.max_rate) if ns.max_rate else 0) or None  # 0: unlimited
+    if max_rate is not None and max_rate < 1024:
+        raise ConfigError("--max-rate must be at least 1KiB (1024 bytes/s)")
     if ns.progress_interval <= 0:
         raise ConfigError("--progress-interval must be > 0")
     if ns.max_connections < 1 or ns.max_pending_per_addr < 1:
@@ -216,6 +225,7 @@ def config_from_args(ns: argparse.Namespace) -> Config:
         max_pending_per_addr=ns.max_pending_per_addr,
         handshake_timeout=ns.handshake_timeout,
         min_rate=ns.min_rate,
+        max_rate=max_rate,
         retries=ns.retries,
         retry_backoff=ns.retry_backoff,
         retry_backoff_max=ns.retry_backoff_max,

@@ -946,6 +946,11 @@ class Incoming:
         return self._pos
 
     @property
+    def superseded(self) -> bool:
+        """A newer open_incoming for the same (peer, name) took the part file over."""
+        return self._state == "superseded"
+
+    @property
     def sha256_so_far(self) -> str:
         """Hex digest of the bytes hashed so far (all of them once finish() has run)."""
         return self._hasher.hexdigest()
