@@ -822,8 +822,6 @@ def loss_del_lines(direction: str = "both") -> list[str]:
 def _loss(cluster: ClusterLike, p: dict[str, Any], nodes: list[str]) -> Revert:
     percent, direction = p["percent"], p["direction"]
 
-    applied: list[str] = []
-
     def add(n: str) -> None:
         info = _net_info(cluster, n, "loss")
         try:
@@ -832,20 +830,39 @@ def _loss(cluster: ClusterLike, p: dict[str, Any], nodes: list[str]) -> Revert:
             if e.exit_code != REFUSED:  # a refusal changed nothing; the active loss stays
                 _best_effort(lambda: _exec(cluster, n, "unloss", loss_del_lines(direction)))
             raise
+
+    def undo(n: str) -> None:
+        _exec_if_up(cluster, n, "unloss", loss_del_lines(direction))
+
+    desc = f"loss {percent:g}% ({direction}) on {', '.join(nodes)}"
+    return _apply_each(cluster, "loss", "unloss", nodes, add, undo, desc)
+
+
+def _apply_each(
+    cluster: ClusterLike,
+    verb: str,
+    undo_verb: str,
+    nodes: list[str],
+    add: Callable[[str], None],
+    undo: Callable[[str], None],
+    desc: str,
+) -> Revert:
+    """add(n) on every node at once. If it fails anywhere, what landed elsewhere is taken back
+    and the first error raised; else the registered Revert runs undo(n) on every node."""
+    applied: list[str] = []
+
+    def one(n: str) -> None:
+        add(n)
         applied.append(n)
 
     def undo_on(which: Sequence[str]) -> None:
-        errors = _each(
-            which, lambda n: _exec_if_up(cluster, n, "unloss", loss_del_lines(direction))
-        )
-        _raise_first(errors, "unloss")
+        _raise_first(_each(which, undo), undo_verb)
 
-    errors = _each(nodes, add)
+    errors = _each(nodes, one)
     if errors:
         _best_effort(lambda: undo_on(applied))
-        _raise_first(errors, "loss")
-    desc = f"loss {percent:g}% ({direction}) on {', '.join(nodes)}"
-    return _register(cluster, Revert("loss", nodes, desc, lambda: undo_on(nodes), cluster=cluster))
+        _raise_first(errors, verb)
+    return _register(cluster, Revert(verb, nodes, desc, lambda: undo_on(nodes), cluster=cluster))
 
 
 def _best_effort(fn: Callable[[], object]) -> None:
@@ -915,7 +932,6 @@ def shape_del_lines(devices: Sequence[str] | None = None) -> list[str]:
 
 def _shape(cluster: ClusterLike, verb: str, p: dict[str, Any], nodes: list[str]) -> Revert:
     devices: dict[str, tuple[str, ...]] = {}
-    applied: list[str] = []
 
     def add(n: str) -> None:
         info = _net_info(cluster, n, verb)
@@ -926,25 +942,15 @@ def _shape(cluster: ClusterLike, verb: str, p: dict[str, Any], nodes: list[str])
                 _best_effort(lambda: _exec(cluster, n, "unshape", shape_del_lines(info.devices)))
             raise
         devices[n] = info.devices
-        applied.append(n)
 
-    def undo_on(which: Sequence[str]) -> None:
-        errors = _each(
-            which,
-            lambda n: _exec_if_up(cluster, n, "unshape", shape_del_lines(devices.get(n))),
-        )
-        _raise_first(errors, "unshape")
+    def undo(n: str) -> None:
+        _exec_if_up(cluster, n, "unshape", shape_del_lines(devices.get(n)))
 
-    errors = _each(nodes, add)
-    if errors:
-        _best_effort(lambda: undo_on(applied))
-        _raise_first(errors, verb)
     if verb == "latency":
         what = f"latency {p['ms']:g}ms" + (f" ±{p['jitter']:g}ms" if p["jitter"] else "")
     else:
         what = f"bandwidth {_fmt_rate(p['bits'])} egress ({p['qdisc']})"
-    desc = f"{what} on {', '.join(nodes)}"
-    return _register(cluster, Revert(verb, nodes, desc, lambda: undo_on(nodes), cluster=cluster))
+    return _apply_each(cluster, verb, "unshape", nodes, add, undo, f"{what} on {', '.join(nodes)}")
 
 
 def _fmt_rate(bits: int) -> str:
@@ -987,21 +993,15 @@ def fill_del_lines(path: str) -> list[str]:
 
 def _fill(cluster: ClusterLike, p: dict[str, Any], nodes: list[str]) -> Revert:
     path, leave = p["path"], p["leave"]
-    applied: list[str] = []
 
     def add(n: str) -> None:
         _exec(cluster, n, "fill", fill_add_lines(path, leave))
-        applied.append(n)
 
-    def undo_on(which: Sequence[str]) -> None:
-        _raise_first(_each(which, lambda n: _unfill_on(cluster, n, path)), "unfill")
+    def undo(n: str) -> None:
+        _unfill_on(cluster, n, path)
 
-    errors = _each(nodes, add)
-    if errors:
-        _best_effort(lambda: undo_on(applied))
-        _raise_first(errors, "fill")
     desc = f"disk full at {path} (leaving {leave} bytes) on {', '.join(nodes)}"
-    return _register(cluster, Revert("fill", nodes, desc, lambda: undo_on(nodes), cluster=cluster))
+    return _apply_each(cluster, "fill", "unfill", nodes, add, undo, desc)
 
 
 def _unfill_on(cluster: ClusterLike, node: str, path: str) -> None:
