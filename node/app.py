@@ -490,9 +490,11 @@ class PushClient(ClientHandler):
                 t.path = msg.name
                 node.finish(t)
             else:
-                node.fail(
-                    t, msg.code or ErrorCode.HASH_MISMATCH, msg.reason or "rejected by verdict"
-                )
+                code = msg.code or ErrorCode.HASH_MISMATCH
+                reason = msg.reason or "rejected by verdict"
+                if code == ErrorCode.HASH_MISMATCH and self._source_changed():
+                    code, reason = ErrorCode.SOURCE_CHANGED, "the file changed while it was sent"
+                node.fail(t, code, reason)
             self.conn.close()
         elif isinstance(msg, Reject):
             self.finished = True
@@ -500,6 +502,14 @@ class PushClient(ClientHandler):
             self.conn.close()
         else:
             super().on_message(msg)
+
+    def _source_changed(self) -> bool:
+        """The file on disk is no longer what was offered (modified in place while sent)."""
+        try:
+            now = self.node.store.meta_for_path(Path(self.path))
+        except StoreError:
+            return False
+        return isinstance(now, HashJob) or now.sha256 != self.meta.sha256
 
     def account(self) -> None:
         if self.sender is not None:
@@ -1200,7 +1210,11 @@ class Node:
             return
         code = str(code)
         t.error = {"code": code, "reason": reason}
-        if retry and t.initiator and code in TRANSIENT_CODES and t.attempts <= self.config.retries:
+        # A push whose source changed under it starts over: hashed again, offered anew.
+        again = code in TRANSIENT_CODES or (
+            code == ErrorCode.SOURCE_CHANGED and t.direction == "push"
+        )
+        if retry and t.initiator and again and t.attempts <= self.config.retries:
             t.state = "retrying"
             delay = min(
                 self.config.retry_backoff * 2 ** (t.attempts - 1), self.config.retry_backoff_max

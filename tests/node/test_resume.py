@@ -229,6 +229,26 @@ def test_changed_source_restarts_from_zero(tmp_path: Path) -> None:
         assert sha(b.inbox / "big.bin") == new_digest and parts(b) == []
 
 
+def test_a_source_modified_while_sent_starts_over(tmp_path: Path) -> None:
+    """Bytes not yet sent change in place: the receiver's hash does not match, the sender sees
+    its file changed, and the push starts over with the new content instead of failing."""
+    with pair(tmp_path, a_args=SLOW) as (a, b):
+        src = a.share / "big.bin"
+        write_random(src, seed=16)
+        tid = push(a, src)
+        halfway(b, tid, "receive")
+        with src.open("r+b") as f:
+            f.seek(SIZE - (1 << 20))
+            f.write(random.Random(17).randbytes(1 << 20))
+        new_digest = sha(src)
+        retry = ev(a, "transfer_retry", tid)
+        assert retry["code"] == "source_changed", retry
+        assert ev(a, "transfer_reset", tid)["reason"] == "source_changed"
+        done_b = ev(b, "transfer_done", tid)
+        assert (done_b["sha256"], done_b["offset"]) == (new_digest, 0)
+        assert sha(b.inbox / "big.bin") == new_digest and parts(b) == []
+
+
 def test_a_new_offer_takes_over_a_half_open_connection(tmp_path: Path) -> None:
     """The sender freezes (its FIN never comes: the receiver's connection is half-open) and a
     new sender process on the same state dir offers the file again: the offer owns the .part,
