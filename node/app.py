@@ -1305,7 +1305,7 @@ class Node:
         if isinstance(found, HashJob):
             t.state = "hashing"
             t.size = found.size
-            self.pending_pushes[t.id] = (t, found)
+            self.pending_pushes[t.id] = (t, self._adopt(found))
             self._schedule_hashing()
         else:
             t.size, t.sha256 = found.size, found.sha256
@@ -1326,7 +1326,7 @@ class Node:
             return
         if isinstance(found, HashJob):  # the source changed since it was hashed
             t.state = "hashing"
-            self.pending_pushes[t.id] = (t, found)
+            self.pending_pushes[t.id] = (t, self._adopt(found))
             self._schedule_hashing()
             return
         meta = FileMeta(t.name, found.size, found.sha256, found.mtime, found.mime)
@@ -1491,6 +1491,17 @@ class Node:
             self._hash_scheduled = True
             self.loop.call_soon(self._hash_step)
 
+    def _adopt(self, job: HashJob) -> HashJob:
+        """The job already hashing this very file (a rescan's, another push's), else `job`.
+
+        A file pushed as soon as it lands in the share is also queued by the next rescan: one
+        pass over it, not two (the second competed with the stream for the CPU)."""
+        key = (job.real, job.size, job.mtime_ns)
+        for other in [*self.hash_jobs, *(j for _, j in self.pending_pushes.values())]:
+            if (other.real, other.size, other.mtime_ns) == key:
+                return other  # shared: its progress counts, and a rescan's job still lists it
+        return job
+
     def _hash_step(self) -> None:
         """Hash a slice of one file per loop turn so transfers keep flowing meanwhile."""
         self._hash_scheduled = False
@@ -1511,14 +1522,16 @@ class Node:
         elif self.hash_jobs:
             job = self.hash_jobs[0]
             try:
-                done = job.step(HASH_STEP)
-            except OSError:
+                # Queued by a rescan, then hashed for a push meanwhile: the cache knows it.
+                known = self.store.meta_for_path(job.path) if not job.hashed or job.done else None
+                done = isinstance(known, FileMeta) or job.step(HASH_STEP)
+            except (OSError, StoreError):
                 self.hash_jobs.pop(0)
-                done = False
+                known, done = None, False
             if done:
                 self.hash_jobs.pop(0)
                 try:
-                    meta = self.store.finish_hash(job)
+                    meta = known if isinstance(known, FileMeta) else self.store.finish_hash(job)
                     rel = job.path.relative_to(self.config.share).as_posix()
                     self.shared[rel] = FileMeta(rel, meta.size, meta.sha256, meta.mtime, meta.mime)
                 except (StoreError, ValueError):
@@ -1571,6 +1584,7 @@ class Node:
                         bytes=t.bytes,
                         size=t.size,
                         sent=t.sent,
+                        offset=t.offset,
                         rate=round(t.rate, 1),
                     )
         if now >= self._rescan_at:

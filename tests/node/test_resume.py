@@ -162,6 +162,10 @@ def test_push_resumes_after_the_sender_is_killed_and_restarted(tmp_path: Path) -
         assert done_b["offset"] == held
         done_a = ev(a, "transfer_done", tid)
         assert (done_a["offset"], done_a["sent"]) == (held, SIZE - held)
+        # Progress during the resumed attempt: offset, bytes held and bytes actually re-sent.
+        since = b.events.index(ev(b, "transfer_resumed", tid))
+        prog = [e for e in b.events[since:] if e["event"] == "transfer_progress" and e["id"] == tid]
+        assert prog and all(e["offset"] == held and e["bytes"] == held + e["sent"] for e in prog)
         assert sha(b.inbox / "big.bin") == digest
         assert parts(b) == [] and received(b) == ["big.bin"]
 
@@ -397,13 +401,16 @@ def test_cancel_of_a_pull_removes_the_part(tmp_path: Path) -> None:
 # -- the cap itself -----------------------------------------------------------------------------
 
 
-def test_max_rate_caps_the_upload(tmp_path: Path) -> None:
-    """Not a speed target: the cap must hold the transfer well below loopback speed."""
+def test_max_rate_is_shared_by_all_uploads(tmp_path: Path) -> None:
+    """Not a speed target: two pushes at once must share one cap, well below loopback speed."""
     with pair(tmp_path, a_args=("--max-rate", "16MiB")) as (a, b):
-        src = a.share / "cap.bin"
-        digest = write_random(src, seed=15, size=16 << 20)
-        tid = push(a, src)
-        done = ev(b, "transfer_done", tid)
-        assert done["sha256"] == digest
-        # 16 MiB at 16 MiB/s with a 1 MiB burst: at least ~0.9 s however fast loopback is.
-        assert done["seconds"] >= 0.9, done
+        digests = [
+            write_random(a.share / f"cap{i}.bin", seed=20 + i, size=12 << 20) for i in (0, 1)
+        ]
+        tids = [push(a, a.share / f"cap{i}.bin") for i in (0, 1)]
+        done = [ev(b, "transfer_done", tid) for tid in tids]
+        assert [d["sha256"] for d in done] == digests
+        # 24 MiB at 16 MiB/s with a 1 MiB burst: at least ~1.4 s together, however fast
+        # loopback is (each alone would need only half of that).
+        together = max(d["finished"] for d in done) - min(d["started"] for d in done)
+        assert together >= 1.35, done
