@@ -257,6 +257,7 @@ class HashJob:
         self._fd = -1
         self._buf: bytearray | None = None
         self._restarts = 0
+        self._counted = False  # finish_hash() seen: a job shared by two pushes counts once
 
     @property
     def mtime(self) -> float:
@@ -444,7 +445,9 @@ class Store:
         """Record a finished job in the cache and describe the file."""
         if not job.done or job.sha256 is None:
             raise StoreError("internal", f"hash of {job.path} is not finished")
-        self.hashes_done += 1
+        if not job._counted:
+            job._counted = True
+            self.hashes_done += 1
         self._record(job.real, job.size, job.mtime_ns, job.sha256)
         return FileMeta(job.name, job.size, job.sha256, job.mtime, guess_mime(job.name))
 
