@@ -869,6 +869,18 @@ class ServerHandler(Handler):
         node.shared[meta.name] = meta
         offset = msg.offset if msg.expect == meta.sha256 and msg.offset <= meta.size else 0
         peer = self.conn.peer_id or "?"
+        # The puller came back (restarted, or gave up a half-open connection): the stream it
+        # no longer reads ends now, before its failure could follow this attempt's events.
+        for conn in list(node.conns):
+            h = conn.handler
+            if (
+                h is not self
+                and isinstance(h, ServerHandler)
+                and h.transfer is not None
+                and h.transfer.id == msg.id
+                and conn.peer_id == peer
+            ):
+                conn.fail(ErrorCode.CANCELLED, "superseded: requested again on another connection")
         t = Transfer(msg.id, "pull", "send", peer, self._peer_name(), meta.name, size=meta.size)
         t.sha256, t.offset, t.bytes, t.state = meta.sha256, offset, offset, "active"
         node.add_transfer(t)

@@ -327,6 +327,35 @@ def test_pull_resumes_after_the_puller_is_killed_and_restarted(tmp_path: Path) -
         assert sha(b.inbox / "big.bin") == digest and parts(b) == []
 
 
+def test_a_pull_requested_again_ends_the_stale_stream(tmp_path: Path) -> None:
+    """The puller freezes (the server's connection to it is half-open) and comes back as a new
+    process: its get for the same transfer ends the stale stream before the new one starts."""
+    a_args = (*SLOW, "--idle-timeout", "120", "--min-rate", "0")  # the stale stream stays open
+    with pair(tmp_path, a_args=a_args) as (a, b):
+        digest = write_random(a.share / "big.bin", seed=18)
+        a.wait_api("/api/files", lambda fs: [f["name"] for f in fs] == ["big.bin"])
+        tid = pull(b, "big.bin")
+        halfway(b, tid, "receive")
+        freeze(b)
+        b2 = NodeProc(tmp_path, "b", b.discovery_port, *COMMON)
+        try:
+            b2.start()
+            done_b = ev(b2, "transfer_done", tid)
+            assert_resumed_receive(done_b, digest)
+        finally:
+            b.stop(kill=True)
+            b2.stop()
+        mine = [
+            e
+            for e in a.events
+            if e.get("id") == tid and e["event"] not in ("transfer_progress", "transfer_resumed")
+        ]
+        kinds = [e["event"] for e in mine]
+        assert kinds == ["transfer_started", "transfer_failed", "transfer_started", "transfer_done"]
+        assert "superseded" in mine[1]["error"]["reason"], mine[1]
+        assert sha(b.inbox / "big.bin") == digest
+
+
 def test_pull_of_a_changed_file_restarts_from_zero(tmp_path: Path) -> None:
     with pair(tmp_path, a_args=SLOW) as (a, b):
         src = a.share / "big.bin"
