@@ -1226,10 +1226,11 @@ class Node:
         again = code in TRANSIENT_CODES or (
             code == ErrorCode.SOURCE_CHANGED and t.direction == "push"
         )
-        if retry and t.initiator and again and t.attempts <= self.config.retries:
+        streak = t.failed_attempt()
+        if retry and t.initiator and again and streak <= self.config.retries:
             t.state = "retrying"
             delay = min(
-                self.config.retry_backoff * 2 ** (t.attempts - 1), self.config.retry_backoff_max
+                self.config.retry_backoff * 2 ** (streak - 1), self.config.retry_backoff_max
             )
             self.events.emit(
                 "transfer_retry",

@@ -46,6 +46,9 @@ class Transfer:
     source: str | None = None
     _rate_at: float = 0.0
     _rate_bytes: int = 0
+    # Retry budget: failures in a row without progress, and the most the receiver ever held.
+    _streak: int = 0
+    _best: int = 0
 
     @property
     def initiator(self) -> bool:
@@ -78,6 +81,16 @@ class Transfer:
             "skipped": self.skipped,
             "attempts": self.attempts,
         }
+
+    def failed_attempt(self) -> int:
+        """Count a failed attempt; returns the failures in a row since the transfer last moved
+        forward. An attempt that got more of the file across starts the count afresh, so a
+        long transfer on a flaky link is not given up while it keeps progressing."""
+        if self.bytes > self._best:
+            self._best = self.bytes
+            self._streak = 0
+        self._streak += 1
+        return self._streak
 
     def sample_rate(self, now: float) -> None:
         """Exponentially smoothed bytes/s, sampled by the node's tick."""
