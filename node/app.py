@@ -297,6 +297,41 @@ class Handler:
     def on_peer_error(self, code: str, reason: str) -> None:
         self.on_failed(code, f"peer error: {reason}")
 
+    # -- receiving a file (push server, pull client) ---------------------------------------------
+    incoming: Incoming | None = None
+
+    def receive_chunk(self, t: Transfer, data: memoryview) -> bool:
+        """Append a data chunk to the .part; False when that failed (the connection fails too,
+        and the partial data goes: a write error such as ENOSPC leaves nothing to resume)."""
+        assert self.incoming is not None
+        try:
+            self.incoming.write(data)
+        except StoreError as exc:
+            self.incoming.abort(keep=False)
+            self.incoming = None
+            self.conn.fail(exc.code, str(exc))
+            return False
+        t.bytes += len(data)
+        t.sent += len(data)
+        return True
+
+    def finish_incoming(self, t: Transfer) -> StoreError | None:
+        """Verify the whole file and move it under its final name, then tell the peer our
+        verdict. Returns the error when the file was refused (its .part is gone then)."""
+        incoming, self.incoming = self.incoming, None
+        assert incoming is not None
+        t.state = "verifying"
+        try:
+            name = incoming.finish()
+        except StoreError as exc:
+            self.conn.send(
+                Verdict(t.id, False, incoming.sha256_so_far, None, False, exc.code, str(exc))
+            )
+            return exc
+        self.conn.send(Verdict(t.id, True, t.sha256 or "", name, False, None, None))
+        t.path = name
+        return None
+
     def on_failed(self, code: str, reason: str) -> None: ...
 
     def on_lost(self, reason: str) -> None: ...
@@ -602,39 +637,17 @@ class PullClient(ClientHandler):
             super().on_message(msg)
 
     def on_chunk(self, data: memoryview, done: bool) -> None:
-        t = self.transfer
-        assert self.incoming is not None
-        try:
-            self.incoming.write(data)
-        except StoreError as exc:
-            self.incoming.abort(keep=False)
-            self.incoming = None
-            self.conn.fail(exc.code, str(exc))
-            return
-        t.bytes += len(data)
-        t.sent += len(data)
-        if done:
+        if self.receive_chunk(self.transfer, data) and done:
             self.verify()
 
     def verify(self) -> None:
         t = self.transfer
-        assert self.incoming is not None
-        t.state = "verifying"
-        incoming, self.incoming = self.incoming, None
-        try:
-            name = incoming.finish()
-        except StoreError as exc:
-            self.finished = True
-            self.conn.send(
-                Verdict(t.id, False, incoming.sha256_so_far, None, False, exc.code, str(exc))
-            )
-            self.node.fail(t, exc.code, str(exc))
-            self.conn.close()
-            return
+        error = self.finish_incoming(t)
         self.finished = True
-        self.conn.send(Verdict(t.id, True, t.sha256 or "", name, False, None, None))
-        t.path = name
-        self.node.finish(t)
+        if error is None:
+            self.node.finish(t)
+        else:
+            self.node.fail(t, error.code, str(error))
         self.conn.close()
 
     def on_failed(self, code: str, reason: str) -> None:
@@ -803,39 +816,21 @@ class ServerHandler(Handler):
                 )
 
     def on_chunk(self, data: memoryview, done: bool) -> None:
-        t, incoming = self.transfer, self.incoming
-        if t is None or incoming is None:
+        t = self.transfer
+        if t is None or self.incoming is None:
             return
-        try:
-            incoming.write(data)
-        except StoreError as exc:
-            incoming.abort(keep=False)
-            self.incoming = None
-            self.conn.fail(exc.code, str(exc))
-            return
-        t.bytes += len(data)
-        t.sent += len(data)
-        if done:
+        if self.receive_chunk(t, data) and done:
             self._verify()
 
     def _verify(self) -> None:
-        t, incoming = self.transfer, self.incoming
-        assert t is not None and incoming is not None
-        self.incoming = None
-        t.state = "verifying"
-        try:
-            name = incoming.finish()
-        except StoreError as exc:
-            self.conn.send(
-                Verdict(t.id, False, incoming.sha256_so_far, None, False, exc.code, str(exc))
-            )
-            self.transfer = None
-            self.node.fail(t, exc.code, str(exc), retry=False)
-            return
-        self.conn.send(Verdict(t.id, True, t.sha256 or "", name, False, None, None))
-        t.path = name
+        t = self.transfer
+        assert t is not None
+        error = self.finish_incoming(t)
         self.transfer = None
-        self.node.finish(t)
+        if error is None:
+            self.node.finish(t)
+        else:
+            self.node.fail(t, error.code, str(error), retry=False)
 
     def _get(self, msg: Get) -> None:
         node = self.node
