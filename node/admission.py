@@ -14,6 +14,8 @@ from __future__ import annotations
 from collections.abc import Hashable
 from typing import Generic, TypeVar
 
+from node.ratelimit import TokenBucket
+
 K = TypeVar("K", bound=Hashable)
 
 
@@ -60,25 +62,19 @@ class Admission(Generic[K]):
             del self._by_addr[addr]
 
 
-class RateLimit:
-    """Token bucket: at most `burst` events at once, refilled at `rate` per second.
+class RateLimit(TokenBucket):
+    """At most `burst` events at once, refilled at `rate` per second.
 
     A flood must not turn into a flood of event lines; what is held back is counted so the next
     line that gets through (or a periodic summary) can say how many were suppressed.
     """
 
     def __init__(self, rate: float, burst: int, now: float) -> None:
-        self.rate = rate
-        self.burst = burst
-        self._tokens = float(burst)
-        self._at = now
+        super().__init__(rate, burst, now)
         self.suppressed = 0
 
     def allow(self, now: float) -> bool:
-        self._tokens = min(float(self.burst), self._tokens + (now - self._at) * self.rate)
-        self._at = now
-        if self._tokens >= 1.0:
-            self._tokens -= 1.0
+        if self.take(1, now):
             return True
         self.suppressed += 1
         return False
