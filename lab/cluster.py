@@ -933,7 +933,13 @@ def _remove_network(nid: str) -> bool:
             if "active endpoints" in _short(e) and attempt < 4:
                 time.sleep(0.2 * (attempt + 1))
                 continue
-            log.warning("removing network %s failed: %s", nid[:12], _short(e))
+            hint = ""
+            if "active endpoints" in _short(e):
+                # Engine 20.10 can lose count of a network's endpoints under load (moby#43286):
+                # no container is attached, and the network stays until the engine restarts.
+                hint = " (no container left on it? then it is Docker's stale endpoint count, "
+                hint += "moby#43286: only an engine restart frees it)"
+            log.warning("removing network %s failed: %s%s", nid[:12], _short(e), hint)
             return False
     return False
 
