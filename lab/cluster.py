@@ -8,6 +8,7 @@ leftovers of a dead run from the resources of a live one.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import ipaddress
 import json
@@ -903,9 +904,11 @@ def _remove_all(container_ids: Iterable[str], network_ids: Iterable[str]) -> int
     removed = 0
     cids = list(container_ids)
     if cids:
-        with ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="mole-lab-rm") as pool:
-            for ok in pool.map(_remove_container, cids):
-                removed += ok
+        try:
+            with ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="mole-lab-rm") as pool:
+                removed += sum(pool.map(_remove_container, cids))
+        except RuntimeError:  # at interpreter exit (atexit) executors take no new work
+            removed += sum(_remove_container(cid) for cid in cids)
     for nid in network_ids:
         removed += _remove_network(nid)
     return removed
@@ -1101,13 +1104,25 @@ def containers_memory(owner: str | None = None) -> dict[str, int]:
     return out
 
 
-def install_signal_cleanup(cluster: Cluster) -> None:
-    """SIGINT/SIGTERM close the cluster, then raise KeyboardInterrupt (main thread only)."""
+def sigterm_as_interrupt() -> None:
+    """SIGTERM raises KeyboardInterrupt (main thread only), so teardown runs as on Ctrl-C."""
+    if threading.current_thread() is not threading.main_thread():
+        return
 
     def handler(signum: int, frame: FrameType | None) -> None:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        cluster.close()
         raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
 
-    signal.signal(signal.SIGINT, handler)
     signal.signal(signal.SIGTERM, handler)
+
+
+def install_signal_cleanup(cluster: Cluster) -> None:
+    """Ctrl-C and SIGTERM end the run and remove the cluster's resources.
+
+    The signal handler only raises KeyboardInterrupt: the cluster is closed while the stack
+    unwinds (create_nodes, `with Cluster`) and, for a caller that has no such block, at
+    interpreter exit. Cleanup must not run inside the handler: it interrupts the main thread
+    wherever it is, possibly holding a lock that cleanup needs (concurrent.futures' global
+    lock inside submit(), this cluster's lock, the SDK's connection pool), and deadlocks.
+    """
+    atexit.register(cluster.close)
+    sigterm_as_interrupt()

@@ -18,7 +18,6 @@ import os
 import random
 import shlex
 import shutil
-import signal
 import sys
 import tempfile
 import threading
@@ -28,7 +27,6 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 from lab import scenario as sc_mod
@@ -1472,7 +1470,9 @@ def main_run(argv: Sequence[str]) -> int:
     def progress(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
-    _install_sigterm()
+    from lab.cluster import sigterm_as_interrupt
+
+    sigterm_as_interrupt()
     results = []
     for s in scenarios:
         r = run_scenario(
@@ -1486,14 +1486,3 @@ def main_run(argv: Sequence[str]) -> int:
     print(render_summary(results))
     print(f"artifacts: {root}")
     return 0 if all(r.passed_or_skipped for r in results) else 1
-
-
-def _install_sigterm() -> None:
-    """SIGTERM becomes KeyboardInterrupt, so teardown runs as on Ctrl-C."""
-    if threading.current_thread() is not threading.main_thread():
-        return
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    signal.signal(signal.SIGTERM, handler)
