@@ -401,7 +401,9 @@ def cmd_cancel(args: argparse.Namespace, client: Client, out: TextIO) -> int:
 def cmd_send(args: argparse.Namespace, client: Client, out: TextIO) -> int:
     paths = [(typed, os.path.abspath(os.path.expanduser(typed))) for typed in args.paths]
     for typed, path in paths:  # before asking the node: nothing starts if one path is wrong
-        if not os.path.isfile(path):
+        # An absolute path we cannot see may still be the node's own (a node in a container,
+        # its API published on this host): that node checks it and answers file_missing.
+        if not os.path.isfile(path) and not (os.path.isabs(typed) and not os.path.exists(path)):
             raise CliError(f"file missing: {typed}")
     started = []
     for typed, path in paths:

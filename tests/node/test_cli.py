@@ -315,6 +315,26 @@ def test_send_missing_file_is_checked_before_asking_the_node(
     assert fake.requests == []
 
 
+def test_send_absolute_path_only_the_node_has_is_left_to_the_node(
+    api: tuple[FakeApi, str], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """A node in a container (the compose demo) shares /data/share, which this host lacks."""
+    fake, url = api
+    theirs = "/nonexistent-mole-dir/share/hello.txt"
+    code, out, err = run(capsys, "--api", url, "send", "b", theirs)
+    assert (code, err) == (0, "")
+    assert fake.requests[0] == ("POST", "/api/push", {"peer": "b", "path": theirs})
+    # ... and a directory, or a relative path, is still refused here before anything starts
+    for bad in (str(tmp_path), "nope.bin"):
+        fake.requests.clear()
+        assert run(capsys, "--api", url, "send", "b", bad) == (
+            1,
+            "",
+            f"mole: file missing: {bad}\n",
+        )
+        assert fake.requests == []
+
+
 def test_send_file_missing_on_the_node(
     api: tuple[FakeApi, str], capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
