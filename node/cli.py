@@ -546,13 +546,22 @@ def add_client_options(p: argparse.ArgumentParser, *, top: bool) -> None:
     )  # fmt: skip
 
 
+class _ServeHelp(argparse.ArgumentDefaultsHelpFormatter):
+    """`serve --help` shows each default, except a token's (a secret) and unset ones."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.dest == "api_token" or action.default in (None, False):
+            return action.help
+        return super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="mole", description="peer-to-peer LAN file sharing")
     add_client_options(parser, top=True)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
-    serve = sub.add_parser("serve", help="run a node")
+    serve = sub.add_parser("serve", help="run a node", formatter_class=_ServeHelp)
     from node.config import add_serve_arguments
 
     add_serve_arguments(serve)

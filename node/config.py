@@ -102,16 +102,25 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--inbox", default=_env("INBOX") or str(home / "inbox"), help="received files")
     p.add_argument("--state", default=_env("STATE") or str(home / "state"), help="node id, caches")
     p.add_argument("--listen", default=_env("LISTEN") or "0.0.0.0", help="transfer listen address")
-    p.add_argument("--port", type=int, default=int(_env("PORT") or TRANSFER_PORT))
     p.add_argument(
-        "--discovery-port", type=int, default=int(_env("DISCOVERY_PORT") or DISCOVERY_PORT)
+        "--port", type=int, default=int(_env("PORT") or TRANSFER_PORT), help="transfer TCP port"
+    )
+    p.add_argument(
+        "--discovery-port",
+        type=int,
+        default=int(_env("DISCOVERY_PORT") or DISCOVERY_PORT),
+        help="discovery UDP port (shared by every node on a host)",
     )
     p.add_argument(
         "--api",
         default=_env("API_LISTEN") or f"127.0.0.1:{API_PORT}",
         help="control API HOST:PORT (a token is required off loopback)",
     )
-    p.add_argument("--api-token", default=_env("API_TOKEN"), help="bearer token for the API")
+    p.add_argument(
+        "--api-token",
+        default=_env("API_TOKEN"),
+        help="bearer token for the API (env MOLE_API_TOKEN)",
+    )
     p.add_argument("--group", action="append", default=None, help="group to join (repeatable)")
     p.add_argument(
         "--peer", action="append", default=None, help="static peer HOST:PORT (repeatable)"
@@ -126,13 +135,25 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
         "--interface", action="append", default=None, help="announce only on this interface"
     )
     p.add_argument("--no-discovery", action="store_true", help="no UDP discovery at all")
-    p.add_argument("--announce-interval", type=float, default=2.0)
+    p.add_argument(
+        "--announce-interval",
+        type=float,
+        default=2.0,
+        help="seconds between periodic announcements",
+    )
     p.add_argument("--missed", type=int, default=3, help="missed announcements before expiry")
-    p.add_argument("--accept", choices=["any", "none", "ids"], default=_env("ACCEPT") or "any")
+    p.add_argument(
+        "--accept",
+        choices=["any", "none", "ids"],
+        default=_env("ACCEPT") or "any",
+        help="who may push to this node (ids: those of --accept-from)",
+    )
     p.add_argument("--accept-from", action="append", default=None, help="node id allowed to push")
     p.add_argument("--max-size", default=_env("MAX_SIZE"), help="largest accepted file (e.g. 2GiB)")
-    p.add_argument("--max-transfers", type=int, default=16)
-    p.add_argument("--idle-timeout", type=float, default=30.0)
+    p.add_argument("--max-transfers", type=int, default=16, help="concurrent transfers")
+    p.add_argument(
+        "--idle-timeout", type=float, default=30.0, help="seconds a connection may stay silent"
+    )
     p.add_argument("--max-connections", type=int, default=256, help="transfer connections")
     p.add_argument(
         "--max-pending-per-addr",

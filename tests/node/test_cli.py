@@ -528,3 +528,16 @@ def test_node_that_never_answers(capsys: pytest.CaptureFixture[str]) -> None:
         code, out, err = run(capsys, "--api", url, "--timeout", "1", "peers")
     assert (code, out) == (1, "")
     assert err == f"mole: no answer from the node at {url} within 1 s\n"
+
+
+def test_serve_help_shows_defaults_but_never_the_token(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MOLE_API_TOKEN", "s3cret-token")
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["serve", "--help"])
+    out = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    assert exc.value.code == 0
+    assert "transfer TCP port (default: 47101)" in out
+    assert "(default: 127.0.0.1:47102)" in out
+    assert "s3cret-token" not in out
