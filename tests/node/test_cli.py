@@ -534,10 +534,9 @@ def test_serve_help_shows_defaults_but_never_the_token(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("MOLE_API_TOKEN", "s3cret-token")
-    with pytest.raises(SystemExit) as exc:
-        cli.main(["serve", "--help"])
-    out = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
-    assert exc.value.code == 0
+    code, out, _ = run(capsys, "serve", "--help")
+    out = " ".join(out.split())  # argparse wraps lines
+    assert code == 0
     assert "transfer TCP port (default: 47101)" in out
     assert "(default: 127.0.0.1:47102)" in out
     assert "s3cret-token" not in out
