@@ -322,7 +322,7 @@ def test_send_absolute_path_only_the_node_has_is_left_to_the_node(
     fake, url = api
     theirs = "/nonexistent-mole-dir/share/hello.txt"
     code, out, err = run(capsys, "--api", url, "send", "b", theirs)
-    assert (code, err) == (0, "")
+    assert (code, out, err) == (0, "sent hello.txt to b (1000 B in 2.0 s, 500 B/s)\n", "")
     assert fake.requests[0] == ("POST", "/api/push", {"peer": "b", "path": theirs})
     # ... and a directory, or a relative path, is still refused here before anything starts
     for bad in (str(tmp_path), "nope.bin"):
