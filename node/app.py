@@ -76,7 +76,8 @@ def _info(meta: FileMeta) -> FileInfo:
 
 
 def _meta(info: FileInfo) -> FileMeta:
-    return FileMeta(info.name, info.size, info.sha256, info.mtime, info.mime)
+    """The store's view of a file object; a hash-less offer's sha256 is "" (unknown)."""
+    return FileMeta(info.name, info.size, info.sha256 or "", info.mtime, info.mime)
 
 
 def _meta_json(meta: FileMeta) -> dict[str, Any]:
@@ -773,6 +774,7 @@ class ServerHandler(Handler):
             return
         existing = node.store.find_existing(info.sha256, info.size)
         if existing is not None:
+            assert info.sha256 is not None
             self.conn.send(Verdict(msg.id, True, info.sha256, existing, True, None, None))
             t.skipped, t.path, t.bytes = True, existing, info.size
             node.add_transfer(t)

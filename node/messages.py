@@ -151,11 +151,15 @@ class _Fields:
 
 @dataclass(frozen=True, slots=True)
 class FileInfo:
-    """What a file is: name, size, content hash, modification time, media type."""
+    """What a file is: name, size, content hash, modification time, media type.
+
+    `sha256` is None only in a hash-less `offer` (feature "digest": the hash follows the stream
+    in a `digest` message); everywhere else the parser refuses a null or missing hash.
+    """
 
     name: str
     size: int
-    sha256: str
+    sha256: str | None
     mtime: float
     mime: str
 
@@ -169,11 +173,11 @@ class FileInfo:
         }
 
     @staticmethod
-    def parse(f: _Fields) -> FileInfo:
+    def parse(f: _Fields, *, null_sha: bool = False) -> FileInfo:
         return FileInfo(
             name=f.str_("name", MAX_NAME),
             size=f.int_("size", 0, MAX_SIZE),
-            sha256=f.hex_("sha256", 64),
+            sha256=f.opt_hex("sha256", 64) if null_sha else f.hex_("sha256", 64),
             mtime=f.number("mtime"),
             mime=f.str_("mime", MAX_MIME, empty=True),
         )
@@ -251,7 +255,8 @@ class Files:
 
 @dataclass(frozen=True, slots=True)
 class Offer:
-    """Push: the client proposes to send a file."""
+    """Push: the client proposes to send a file. `info.sha256` None: a hash-less offer (only to
+    a peer whose hello lists "digest"); the client sends `Digest` after the stream."""
 
     TYPE: ClassVar[str] = "offer"
     id: str
@@ -262,7 +267,7 @@ class Offer:
 
     @staticmethod
     def parse(f: _Fields) -> Offer:
-        return Offer(id=f.str_("id", MAX_ID), info=FileInfo.parse(f))
+        return Offer(id=f.str_("id", MAX_ID), info=FileInfo.parse(f, null_sha=True))
 
 
 @dataclass(frozen=True, slots=True)
@@ -347,6 +352,22 @@ class Data:
 
 
 @dataclass(frozen=True, slots=True)
+class Digest:
+    """Push of a hash-less offer: the SHA-256 of the whole file, sent after its last byte."""
+
+    TYPE: ClassVar[str] = "digest"
+    id: str
+    sha256: str
+
+    def to_header(self) -> dict[str, Any]:
+        return {"type": self.TYPE, "id": self.id, "sha256": self.sha256}
+
+    @staticmethod
+    def parse(f: _Fields) -> Digest:
+        return Digest(id=f.str_("id", MAX_ID), sha256=f.hex_("sha256", 64))
+
+
+@dataclass(frozen=True, slots=True)
 class Verdict:
     """The receiving side's final word on a file (also: skipped, content already present)."""
 
@@ -421,7 +442,20 @@ class Error:
         return Error(code=f.str_("code", MAX_CODE), reason=f.text("reason"))
 
 
-Message = Hello | List | Files | Offer | Accept | Get | FileHeader | Data | Verdict | Reject | Error
+Message = (
+    Hello
+    | List
+    | Files
+    | Offer
+    | Accept
+    | Get
+    | FileHeader
+    | Data
+    | Digest
+    | Verdict
+    | Reject
+    | Error
+)
 
 MESSAGE_TYPES: Final[tuple[type[Message], ...]] = (
     Hello,
@@ -432,6 +466,7 @@ MESSAGE_TYPES: Final[tuple[type[Message], ...]] = (
     Get,
     FileHeader,
     Data,
+    Digest,
     Verdict,
     Reject,
     Error,

@@ -12,11 +12,16 @@ Rules beyond the table (they need message contents, not just types):
   size - offset body bytes in one or more `data` frames; when they are all counted the state
   moves to `PUSH_VERDICT` / `PULL_VERDICT` (at once if size - offset == 0). A `data` frame longer
   than what remains is `too_much_data`; an empty `data` frame is always allowed from the
-  streaming side, also in the verdict state.
+  streaming side, also in the verdict state (and in `PUSH_DIGEST`, see below).
+- a push whose `offer` had `sha256` null (feature "digest") goes to `PUSH_DIGEST` instead of
+  `PUSH_VERDICT` when its stream is counted; the client's `digest` (same id as the offer) then
+  moves it to `PUSH_VERDICT`. Empty `data` frames are allowed in `PUSH_DIGEST` too, for
+  symmetry with the verdict states: a zero-length stream sends its one empty frame there, and a
+  client still hashing may use them as keepalives.
 - the receiving side sees the stream as `DataChunk`s; exactly one per stream has `done=True` (an
   empty one when size - offset == 0: it follows the `file` event, or, for a push server, comes
   from the next `next_event()` after `send(Accept)`), so the app verifies in one place.
-- ids of `accept`/`reject`/`file`/`verdict` must match the pending `offer`/`get`;
+- ids of `accept`/`reject`/`file`/`digest`/`verdict` must match the pending `offer`/`get`;
   `accept.offset` <= offered size; `file.offset` is 0 or the `get.offset` asked for.
 - `hello` with `proto` != 1 is `version_mismatch`.
 - EOF (b"") at a frame boundary in START, IDLE or CLOSED gives `Closed`; anywhere else it is
@@ -48,6 +53,7 @@ from node.messages import (
     MAX_LIST_BODY,
     Accept,
     Data,
+    Digest,
     Error,
     FileHeader,
     FileInfo,
@@ -94,6 +100,7 @@ class State(Enum):
     REQUESTED = "REQUESTED"
     PUSH_STREAM = "PUSH_STREAM"
     PULL_STREAM = "PULL_STREAM"
+    PUSH_DIGEST = "PUSH_DIGEST"  # a hash-less push streamed: waiting for the client's digest
     PUSH_VERDICT = "PUSH_VERDICT"
     PULL_VERDICT = "PULL_VERDICT"
     CLOSED = "CLOSED"
@@ -112,6 +119,8 @@ _FLOW: dict[tuple[State, type[Message], Role], State] = {
     (State.OFFERED, Reject, _S): State.IDLE,
     (State.OFFERED, Verdict, _S): State.IDLE,  # content already present: skipped
     (State.PUSH_STREAM, Data, _C): State.PUSH_STREAM,
+    (State.PUSH_DIGEST, Data, _C): State.PUSH_DIGEST,  # empty data frame only
+    (State.PUSH_DIGEST, Digest, _C): State.PUSH_VERDICT,
     (State.PUSH_VERDICT, Data, _C): State.PUSH_VERDICT,  # empty data frame only
     (State.PUSH_VERDICT, Verdict, _S): State.IDLE,
     (State.IDLE, Get, _C): State.REQUESTED,
@@ -340,9 +349,11 @@ class Session:
                 self.their_hello = msg
         elif isinstance(msg, (Offer, Get)):
             self.request = msg
-        elif isinstance(msg, (Accept, Reject, FileHeader, Verdict)):
+        elif isinstance(msg, (Accept, Reject, FileHeader, Digest, Verdict)):
             self._check_id(msg.id)
-            if isinstance(msg, Accept):
+            if isinstance(msg, Digest):
+                pass  # the file stays pending until the verdict
+            elif isinstance(msg, Accept):
                 assert isinstance(self.request, Offer)
                 self._start_stream(self.request.info, msg.offset, "accept")
             elif isinstance(msg, FileHeader):
@@ -398,4 +409,9 @@ class Session:
         self.stream_remaining = info.size - offset
 
     def _end_stream(self) -> None:
-        self.state = _STREAMS.get(self.state, self.state)
+        new = _STREAMS.get(self.state, self.state)
+        req = self.request
+        hashless = isinstance(req, Offer) and req.info.sha256 is None
+        if self.state is State.PUSH_STREAM and hashless:
+            new = State.PUSH_DIGEST  # hash-less offer: the digest comes before the verdict
+        self.state = new

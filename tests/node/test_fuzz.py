@@ -33,8 +33,8 @@ FUZZ = settings(
 SHA = "ab" * 32
 NODE = "c" * 32
 WIRE_TYPES = [
-    "hello", "list", "files", "offer", "accept", "get", "file", "data", "verdict", "reject",
-    "error", "bogus",
+    "hello", "list", "files", "offer", "accept", "get", "file", "data", "digest", "verdict",
+    "reject", "error", "bogus",
 ]  # fmt: skip
 KEYS = [
     "proto", "node", "name", "port", "groups", "features", "id", "size", "sha256", "mtime",
@@ -74,6 +74,7 @@ TEMPLATES: dict[str, dict[str, Any]] = {
     "get": {"id": "t1", "name": "f.txt", "offset": 0},
     "file": {"id": "t1", **FILE_OBJ, "offset": 0},
     "data": {},
+    "digest": {"id": "t1", "sha256": SHA},
     "verdict": {"id": "t1", "ok": True, "sha256": SHA, "skipped": False},
     "reject": {"id": "t1", "code": "policy", "reason": ""},
     "error": {"code": "internal", "reason": "r"},

@@ -18,6 +18,7 @@ from node.framing import NEED_DATA, BodyChunk, FrameDecoder, Header, encode_head
 from node.messages import (
     Accept,
     Data,
+    Digest,
     Error,
     FileHeader,
     FileInfo,
@@ -46,10 +47,12 @@ GOLDEN: dict[str, Message | discovery.Datagram] = {
     "list": List(),
     "files": Files((FileInfo("a.txt", 4, SHA, 1700000000.0, "text/plain"),)),
     "offer": Offer(TID, INFO),
+    "offer_unhashed": Offer(TID, FileInfo(INFO.name, INFO.size, None, INFO.mtime, INFO.mime)),
     "accept": Accept(TID, 524288),
     "get": Get(TID, "report.pdf", None, 524288, SHA),
     "file": FileHeader(TID, INFO, 524288),
     "data": Data(524288),
+    "digest": Digest(TID, SHA),
     "verdict": Verdict(TID, True, SHA, "report.pdf"),
     "reject": Reject(TID, "no_space", "need 1048576 bytes, 4096 free"),
     "error": Error("version_mismatch", "peer speaks protocol 2, this node speaks 1"),
@@ -146,7 +149,7 @@ def doc_transitions() -> dict[tuple[State, type[Message], Role], State]:
     text = DOC.read_text(encoding="utf-8")
     table = text.split("<!-- transitions:begin -->")[1].split("<!-- transitions:end -->")[0]
     by_wire = {cls.TYPE: cls for cls in (Hello, List, Files, Offer, Accept, Get, FileHeader, Data,
-                                         Verdict, Reject, Error)}  # fmt: skip
+                                         Digest, Verdict, Reject, Error)}  # fmt: skip
     out: dict[tuple[State, type[Message], Role], State] = {}
     rows = [r for r in table.strip().splitlines() if r.startswith("|")][2:]
     assert rows, "empty transition table"

@@ -12,6 +12,7 @@ from node.messages import (
     MESSAGE_TYPES,
     Accept,
     Data,
+    Digest,
     Error,
     FileHeader,
     FileInfo,
@@ -30,6 +31,7 @@ from node.messages import (
 
 SHA = "0123456789abcdef" * 4
 INFO = FileInfo("dir/ünï.txt", 1234, SHA, 1700000000.25, "text/plain")
+UNHASHED = FileInfo("dir/ünï.txt", 1234, None, 1700000000.25, "text/plain")
 EXAMPLES: list[Message] = [
     Hello(1, "f" * 32, "alpha", 47101, ("lab", "x"), ("resume",)),
     Hello(1, "0" * 32, "", 0),
@@ -37,6 +39,7 @@ EXAMPLES: list[Message] = [
     Files((INFO, FileInfo("b", 0, SHA, 0.0, ""))),
     Files(()),
     Offer("t1", INFO),
+    Offer("t1", UNHASHED),
     Accept("t1", 0),
     Accept("t1", 1234),
     Get("t2", "a.bin", None, 0, None),
@@ -45,6 +48,7 @@ EXAMPLES: list[Message] = [
     FileHeader("t2", INFO, 1234),
     Data(0),
     Data(1 << 40),
+    Digest("t1", SHA),
     Verdict("t1", True, SHA, "a.bin"),
     Verdict("t1", False, "", None, False, "hash_mismatch", "got something else"),
     Verdict("t1", True, SHA, "a.bin", skipped=True),
@@ -73,8 +77,8 @@ def test_every_type_has_an_example() -> None:
 
 def test_wire_types() -> None:
     assert [t.TYPE for t in MESSAGE_TYPES] == [
-        "hello", "list", "files", "offer", "accept", "get", "file", "data", "verdict", "reject",
-        "error",
+        "hello", "list", "files", "offer", "accept", "get", "file", "data", "digest", "verdict",
+        "reject", "error",
     ]  # fmt: skip
 
 
@@ -112,6 +116,7 @@ OFFER = base(Offer("t1", INFO))
 GET = base(Get("t2", "a", None, 0, None))
 FILE = base(FileHeader("t2", INFO, 5))
 VERDICT = base(Verdict("t1", True, SHA, "a", code="x", reason="y"))
+DIGEST = base(Digest("t1", SHA))
 LONG = "x" * 1025
 
 # (fields, key expected in the message)
@@ -164,6 +169,16 @@ BAD: list[tuple[dict[str, Any], str]] = [
     ({"type": "reject", "id": "t", "code": "c" * 65, "reason": ""}, "code"),
     ({"type": "error", "code": "x", "reason": None}, "reason"),
     ({"type": "error", "reason": "r"}, "code"),
+    ({**OFFER, "sha256": ""}, "sha256"),
+    ({**FILE, "sha256": None}, "sha256"),
+    ({k: v for k, v in FILE.items() if k != "sha256"}, "sha256"),
+    ({**DIGEST, "sha256": None}, "sha256"),
+    ({**DIGEST, "sha256": SHA.upper()}, "sha256"),
+    ({**DIGEST, "sha256": SHA[:-1]}, "sha256"),
+    ({k: v for k, v in DIGEST.items() if k != "sha256"}, "sha256"),
+    ({**DIGEST, "id": ""}, "id"),
+    ({k: v for k, v in DIGEST.items() if k != "id"}, "id"),
+    ({**DIGEST, "body": 64}, "body"),
     ({"type": "list", "body": 3}, "body"),
     ({**OFFER, "body": 1}, "body"),
 ]
@@ -179,8 +194,22 @@ def test_bad_fields_name_the_key(fields: dict[str, Any], key: str) -> None:
 
 
 def test_bad_example_fields_are_valid_without_the_change() -> None:
-    for fields in (HELLO, OFFER, GET, FILE, VERDICT):
+    for fields in (HELLO, OFFER, GET, FILE, VERDICT, DIGEST):
         parse_message(fields)
+
+
+def test_null_sha256_only_in_an_offer() -> None:
+    """A hash-less offer ("digest" feature) has sha256 null or absent; nothing else may."""
+    for fields in ({**OFFER, "sha256": None}, {k: v for k, v in OFFER.items() if k != "sha256"}):
+        msg = parse_message(fields)
+        assert isinstance(msg, Offer) and msg.info.sha256 is None
+    assert b'"sha256":null' in encode_message(Offer("t1", UNHASHED))
+    with pytest.raises(RemoteProtocolError) as err:
+        parse_files_body(b'[{"name":"a","size":1,"sha256":null,"mtime":0,"mime":""}]')
+    assert err.value.code is ErrorCode.BAD_MESSAGE and "'sha256'" in str(err.value)
+    with pytest.raises(RemoteProtocolError) as err:
+        parse_message({**FILE, "sha256": None})
+    assert err.value.code is ErrorCode.BAD_MESSAGE and "must not be null" in str(err.value)
 
 
 @pytest.mark.parametrize(

@@ -12,6 +12,7 @@ from node.messages import (
     MESSAGE_TYPES,
     Accept,
     Data,
+    Digest,
     Error,
     FileHeader,
     FileInfo,
@@ -31,6 +32,7 @@ C, S = Role.CLIENT, Role.SERVER
 SHA = "ab" * 32
 OTHER_SHA = "cd" * 32
 INFO = FileInfo("f.txt", 10, SHA, 1700000000.5, "text/plain")
+UNHASHED = FileInfo("f.txt", 10, None, 1700000000.5, "text/plain")  # a hash-less offer's
 HELLO = {
     C: Hello(1, "a" * 32, "client", 47101, ("lab",), ("resume",)),
     S: Hello(1, "b" * 32, "server", 47101, (), ("resume",)),
@@ -71,6 +73,11 @@ def pair_in(state: State) -> tuple[Session, Session]:
         elif state is State.PUSH_VERDICT:
             deliver(s, c, Accept("t1", INFO.size))
             assert drain(s) == [DataChunk(memoryview(b""), True)]
+    elif state is State.PUSH_DIGEST:
+        deliver(c, s, Offer("t1", UNHASHED))
+        deliver(s, c, Accept("t1", 0))
+        events = deliver(c, s, Data(UNHASHED.size), b"x" * UNHASHED.size)
+        assert events == [DataChunk(memoryview(b"x" * UNHASHED.size), True)]
     elif state in (State.REQUESTED, State.PULL_STREAM, State.PULL_VERDICT):
         offset = INFO.size if state is State.PULL_VERDICT else 0
         deliver(c, s, Get("t1", "f.txt", None, offset, SHA if offset else None))
@@ -105,6 +112,7 @@ def sample(msg_type: type[Message], state: State) -> Message:
         Get: Get("t1", "f.txt", None, 0, None),
         FileHeader: FileHeader("t1", INFO, 0),
         Data: Data(1 if stream_open else 0),
+        Digest: Digest("t1", SHA),
         Verdict: Verdict("t1", True, SHA, "f.txt"),
         Reject: Reject("t1", "policy", "not wanted"),
         Error: Error("internal", "giving up"),
@@ -193,6 +201,60 @@ def test_push_with_resume_and_several_data_frames() -> None:
     assert c.state is s.state is State.PUSH_VERDICT
     assert deliver(s, c, Verdict("t1", True, SHA, "f.txt")) == [Verdict("t1", True, SHA, "f.txt")]
     assert c.state is s.state is State.IDLE
+
+
+def test_hashless_push_waits_for_the_digest_before_the_verdict() -> None:
+    c, s = pair_in(State.IDLE)
+    assert deliver(c, s, Offer("t1", UNHASHED)) == [Offer("t1", UNHASHED)]
+    deliver(s, c, Accept("t1", 0))
+    assert deliver(c, s, Data(4), b"0123") == [DataChunk(memoryview(b"0123"), False)]
+    assert c.state is s.state is State.PUSH_STREAM
+    assert deliver(c, s, Data(6), b"456789") == [DataChunk(memoryview(b"456789"), True)]
+    assert c.state is s.state is State.PUSH_DIGEST
+    with pytest.raises(LocalProtocolError, match="PUSH_DIGEST"):
+        s.send(Verdict("t1", True, SHA))  # the server must wait for the digest
+    assert deliver(c, s, Data(0)) == []  # empty frames are allowed while the client hashes
+    assert c.state is s.state is State.PUSH_DIGEST
+    assert deliver(c, s, Digest("t1", SHA)) == [Digest("t1", SHA)]
+    assert c.state is s.state is State.PUSH_VERDICT
+    assert deliver(c, s, Data(0)) == []  # still the verdict state, not the digest one again
+    assert c.state is s.state is State.PUSH_VERDICT
+    assert deliver(s, c, Verdict("t1", True, SHA, "f.txt")) == [Verdict("t1", True, SHA, "f.txt")]
+    assert c.state is s.state is State.IDLE and c.request is None
+
+
+def test_empty_hashless_push_goes_to_the_digest_state_at_once() -> None:
+    empty = FileInfo("e", 0, None, 0.0, "")
+    c, s = pair_in(State.IDLE)
+    deliver(c, s, Offer("t1", empty))
+    assert deliver(s, c, Accept("t1", 0)) == [Accept("t1", 0)]
+    assert c.state is s.state is State.PUSH_DIGEST
+    assert drain(s) == [DataChunk(memoryview(b""), True)]
+    assert deliver(c, s, Data(0)) == []
+    assert deliver(c, s, Digest("t1", SHA)) == [Digest("t1", SHA)]
+    assert c.state is s.state is State.PUSH_VERDICT
+
+
+def test_digest_after_a_hashed_offer_is_unexpected() -> None:
+    c, s = pair_in(State.PUSH_VERDICT)
+    with pytest.raises(LocalProtocolError):
+        c.send(Digest("t1", SHA))
+    s.receive_data(encode_message(Digest("t1", SHA)))
+    with pytest.raises(RemoteProtocolError) as err:
+        s.next_event()
+    assert err.value.code is ErrorCode.UNEXPECTED_MESSAGE and "PUSH_VERDICT" in str(err.value)
+
+
+def test_digest_id_must_match_the_offer() -> None:
+    c, s = pair_in(State.PUSH_DIGEST)
+    with pytest.raises(LocalProtocolError, match="pending offer"):
+        c.send(Digest("other", SHA))
+    assert c.state is State.PUSH_DIGEST
+    s.receive_data(encode_message(Digest("other", SHA)))
+    with pytest.raises(RemoteProtocolError) as err:
+        s.next_event()
+    assert err.value.code is ErrorCode.BAD_MESSAGE and "'id'" in str(err.value)
+    assert s.state is State.ERROR
 
 
 def test_data_split_across_receives_gives_done_only_at_the_end() -> None:
