@@ -27,6 +27,7 @@ from node.loop import Handle, Loop, Transport
 from node.messages import (
     Accept,
     Data,
+    Digest,
     Error,
     FileHeader,
     FileInfo,
@@ -42,10 +43,12 @@ from node.messages import (
 )
 from node.ratelimit import TokenBucket, frame_for_rate
 from node.session import NEED_DATA, Closed, DataChunk, Role, Session, State
-from node.store import FileMeta, HashJob, Incoming, Store, StoreError
+from node.store import FileMeta, HashJob, Incoming, Store, StoreError, guess_mime
 from node.transfers import TRANSIENT_CODES, Transfer, new_transfer_id
 
-FEATURES = ["resume"]
+# "digest": we take hash-less offers (the sha256 follows the stream in a `digest` message), and
+# send them to peers whose hello lists it.
+FEATURES = ["resume", "digest"]
 RATE_WINDOW = 10.0  # a stream must average Config.min_rate over this (or the idle timeout)
 DROP_LINES_PER_S = 10.0  # connection_dropped lines during a flood (burst DROP_LINES_BURST)
 DROP_LINES_BURST = 20
@@ -53,6 +56,7 @@ CLOSE_GRACE = 5.0  # after an error, how long a peer that does not read gets to 
 PARTIAL_MAX_AGE = 7 * 86400.0
 HASH_STEP = 8 << 20  # bytes hashed per loop turn: ~5 ms, so I/O stays responsive
 STREAM_FRAME = 8 << 20  # data frame size when uncapped: a cancel waits for at most one frame
+DIGEST_KEEPALIVE = 5.0  # empty data frames while a streamed push waits for its own hash
 
 
 def load_node_id(state: Path) -> str:
@@ -352,6 +356,7 @@ class Handler:
         """A hello tells us who is at the other end; remember them as a reachable peer.
         False (and the connection failed) when it is not the node we dialed."""
         self.conn.peer_id = msg.node
+        self.node.peer_features[msg.node] = frozenset(msg.features)
         if self.conn.transport is not None and msg.port:
             addr = self.conn.transport.peername[0]
             self.node.learn_peer(msg, addr)
@@ -416,6 +421,8 @@ class FileSender:
         self._inflight = False  # the transport holds a segment of our fd
         self._timer: Handle | None = None
         self._seen = 0  # highest progress() observed while the connection was alive
+        # Called once the kernel has taken the last byte (progress() has counted them all).
+        self.on_sent: Callable[[], None] | None = None
 
     def start(self) -> None:
         transport = self.conn.transport
@@ -432,8 +439,14 @@ class FileSender:
         if not self.count:
             transport.write(self.conn.session.send(Data(0)))
             self.stop()
+            self._sent_all()
             return
         self._next()
+
+    def _sent_all(self) -> None:
+        callback, self.on_sent = self.on_sent, None
+        if callback is not None:
+            callback()
 
     def _next(self) -> None:
         """Queue the next frame (when the bucket allows), or finish."""
@@ -447,6 +460,7 @@ class FileSender:
         n = min(self.count - self.queued, self._frame)
         if n <= 0:
             self.stop()
+            self._sent_all()
             return
         if self.bucket is not None:
             now = conn.node.loop.time()
@@ -487,15 +501,31 @@ class FileSender:
 
 
 class PushClient(ClientHandler):
-    """Client side of a push: hello, offer, stream, wait for the verdict."""
+    """Client side of a push: hello, offer, stream, wait for the verdict.
 
-    def __init__(self, transfer: Transfer, meta: FileMeta, path: str) -> None:
+    With `job` (the file is not hashed yet) and a peer whose hello lists "digest", the offer
+    goes at once without a sha256 and the stream starts while the node's hash scheduling runs
+    the job (Node._hash_step calls hashed()/hash_failed()). Once the whole stream is sent and
+    the job is done, `digest` carries the sha256 -- only if the file still has the size and
+    mtime it had when the job began, so the digest is of the bytes that were streamed.
+    """
+
+    def __init__(
+        self, transfer: Transfer, meta: FileMeta, path: str, job: HashJob | None = None
+    ) -> None:
         self.transfer = transfer
         self.expect_peer = transfer.peer
         self.meta = meta
         self.path = path
         self.sender: FileSender | None = None
         self.finished = False
+        self.job = job
+        self.key = (job.size, job.mtime_ns) if job is not None else None
+        self.hashless = False  # our offer carried no sha256
+        self.digest: str | None = None  # the job's result
+        self.digest_sent = False
+        self.overlapped = False  # the hash finished while the stream was under way
+        self._keepalive: Handle | None = None
 
     def on_message(self, msg: Message) -> None:
         t = self.transfer
@@ -503,11 +533,14 @@ class PushClient(ClientHandler):
         if isinstance(msg, Hello):
             if not self.greet_peer(msg):
                 return
-            if t.final:  # cancelled while connecting
+            if t.final or self.finished:  # cancelled (or failed) while connecting
                 self.finished = True
                 self.conn.close()
                 return
-            self.conn.send(Offer(t.id, _info(self.meta)))
+            if self.job is not None:
+                self._offer_unhashed(msg)
+            else:
+                self.conn.send(Offer(t.id, _info(self.meta)))
         elif isinstance(msg, Accept):
             t.offset = msg.offset
             t.bytes = msg.offset
@@ -517,14 +550,20 @@ class PushClient(ClientHandler):
             self.sender = FileSender(
                 self.conn, self.path, msg.offset, self.meta.size, t, node.upload_bucket
             )
+            if self.hashless:
+                self.sender.on_sent = self._send_digest
             self.sender.start()
         elif isinstance(msg, Verdict):
             self.finished = True
+            self._unwatch()
             if msg.ok:
                 self.account()
                 t.skipped = msg.skipped
                 t.path = msg.name
-                node.finish(t)
+                if self.overlapped:
+                    node.finish(t, hashed_while_sending=True)
+                else:
+                    node.finish(t)
             else:
                 code = msg.code or ErrorCode.HASH_MISMATCH
                 reason = msg.reason or "rejected by verdict"
@@ -534,10 +573,110 @@ class PushClient(ClientHandler):
             self.conn.close()
         elif isinstance(msg, Reject):
             self.finished = True
+            self._unwatch()
             node.fail(t, msg.code, msg.reason)
             self.conn.close()
         else:
             super().on_message(msg)
+
+    # -- hashing while sending -------------------------------------------------------------------
+    def _offer_unhashed(self, hello: Hello) -> None:
+        t, node = self.transfer, self.node
+        if self.digest is not None:
+            # Hashed while we connected: a plain offer (which can resume, or be deduplicated).
+            try:
+                found = node.store.meta_for_path(Path(self.path))
+            except StoreError as exc:
+                self.conn.fail(exc.code, str(exc), send=False)
+                return
+            if isinstance(found, FileMeta):
+                self._unwatch()
+                self.job = None
+                self.meta = node.offer_meta(t, found)
+                self.conn.send(Offer(t.id, _info(self.meta)))
+                return
+        elif "digest" in hello.features:
+            self.hashless = True
+            m = self.meta
+            self.conn.send(Offer(t.id, FileInfo(m.name, m.size, None, m.mtime, m.mime)))
+            return
+        # A peer without the feature (or a file that changed again): hash first, then offer
+        # on a new connection, as a node without the feature would.
+        self.finished = True
+        self._unwatch()
+        self.conn.close()
+        node.push_when_hashed(t)
+
+    def hashed(self, job: HashJob, meta: FileMeta) -> None:
+        """The node's hash scheduling finished our job (the cache has the result)."""
+        if self.finished:
+            return
+        if (job.size, job.mtime_ns) != self.key:
+            self._changed("the file changed while it was hashed")
+            return
+        self.digest = self.transfer.sha256 = meta.sha256
+        if self.hashless:
+            self.overlapped = self.sender is not None
+            self._send_digest()
+
+    def hash_failed(self, reason: str) -> None:
+        if not self.finished:
+            self.conn.fail(ErrorCode.IO_ERROR, reason)
+
+    def _send_digest(self) -> None:
+        """Digest after the last data byte, once the hash is known; keepalives until then."""
+        if self.finished or self.digest_sent or self.conn.closed:
+            return
+        if self.conn.session.state is not State.PUSH_DIGEST:
+            return  # the stream is not fully sent yet: on_sent comes back here
+        if self.digest is None:
+            if self._keepalive is None:
+                every = min(DIGEST_KEEPALIVE, self.node.config.idle_timeout / 3)
+                self._keepalive = self.node.loop.call_later(every, self._tickle)
+            return
+        # Never vouch for bytes that may not be what was streamed.
+        try:
+            st = os.stat(self.path)
+            unchanged = (st.st_size, st.st_mtime_ns) == self.key
+        except OSError:
+            unchanged = False
+        if not unchanged:
+            self._changed("the file changed while it was sent")
+            return
+        self.digest_sent = True
+        self._stop_keepalive()
+        t = self.transfer
+        t.sha256 = self.digest
+        self.conn.send(Digest(t.id, self.digest))
+        self.node.note_offered(t, self.digest)
+
+    def _tickle(self) -> None:
+        """An empty data frame: the receiver (and our idle timeout) see we are still here."""
+        self._keepalive = None
+        if self.finished or self.digest_sent or self.conn.closed:
+            return
+        self.conn.send(Data(0))
+        self.conn.last_activity = self.node.loop.time()
+        self._send_digest()
+
+    def _stop_keepalive(self) -> None:
+        if self._keepalive is not None:
+            self._keepalive.cancel()
+            self._keepalive = None
+
+    def _changed(self, reason: str) -> None:
+        """The source is not what the offer described: start over (retried as a push whose
+        source changed; the receiver discards what it got)."""
+        t = self.transfer
+        t.resets += 1
+        self.node.events.emit("transfer_reset", id=t.id, reason="source_changed", name=t.name)
+        self.conn.fail(ErrorCode.SOURCE_CHANGED, reason)
+
+    def _unwatch(self) -> None:
+        self._stop_keepalive()
+        watchers = self.node.hash_watchers
+        if watchers.get(self.transfer.id) is self:
+            del watchers[self.transfer.id]
 
     def _source_changed(self) -> bool:
         """The file on disk is no longer what was offered (modified in place while sent)."""
@@ -545,7 +684,8 @@ class PushClient(ClientHandler):
             now = self.node.store.meta_for_path(Path(self.path))
         except StoreError:
             return False
-        return isinstance(now, HashJob) or now.sha256 != self.meta.sha256
+        expected = self.digest if self.hashless else self.meta.sha256
+        return isinstance(now, HashJob) or now.sha256 != expected
 
     def account(self) -> None:
         if self.sender is not None:
@@ -556,6 +696,7 @@ class PushClient(ClientHandler):
 
     def on_failed(self, code: str, reason: str) -> None:
         self.account()
+        self._unwatch()
         if self.sender is not None:
             self.sender.stop()  # the error frame goes out after the frame in flight
         if not self.finished:
@@ -563,6 +704,7 @@ class PushClient(ClientHandler):
             self.node.fail(self.transfer, code, reason)
 
     def on_lost(self, reason: str) -> None:
+        self._unwatch()
         if self.sender is not None:
             self.sender.stop()
         if not self.finished:
@@ -745,6 +887,8 @@ class ServerHandler(Handler):
             self._offer(msg)
         elif isinstance(msg, Get):
             self._get(msg)
+        elif isinstance(msg, Digest):
+            self._digest(msg)
         elif isinstance(msg, Verdict):
             self._pull_verdict(msg)
         else:
@@ -760,6 +904,9 @@ class ServerHandler(Handler):
         info = msg.info
         t = Transfer(msg.id, "push", "receive", peer, self._peer_name(), info.name, size=info.size)
         t.sha256 = info.sha256
+        # Hash-less ("digest" feature): the sha256 follows the stream. Such an offer cannot be
+        # deduplicated by content and never resumes; nothing is placed before the digest.
+        hashless = info.sha256 is None
         refusal = node.refuse_incoming(peer, info)
         if refusal is not None:
             self.conn.send(Reject(msg.id, refusal[0], refusal[1]))
@@ -772,7 +919,7 @@ class ServerHandler(Handler):
                 reason=refusal[1],
             )
             return
-        existing = node.store.find_existing(info.sha256, info.size)
+        existing = None if hashless else node.store.find_existing(info.sha256, info.size)
         if existing is not None:
             assert info.sha256 is not None
             self.conn.send(Verdict(msg.id, True, info.sha256, existing, True, None, None))
@@ -781,7 +928,7 @@ class ServerHandler(Handler):
             node.finish(t)
             return
         try:
-            incoming = node.store.open_incoming(peer, _meta(info))
+            incoming = node.store.open_incoming(peer, _meta(info), unhashed=hashless)
         except StoreError as exc:
             self.conn.send(Reject(msg.id, exc.code, str(exc)))
             return
@@ -821,8 +968,21 @@ class ServerHandler(Handler):
         t = self.transfer
         if t is None or self.incoming is None:
             return
-        if self.receive_chunk(t, data) and done:
-            self._verify()
+        if self.receive_chunk(t, data) and done and not self.incoming.unhashed:
+            self._verify()  # (a hash-less offer waits for its digest: _digest)
+
+    def _digest(self, msg: Digest) -> None:
+        """The sha256 of a hash-less push, after its last byte: verify against it now."""
+        t, incoming = self.transfer, self.incoming
+        if t is None or incoming is None:
+            return  # cancelled meanwhile: that connection is failing already
+        try:
+            incoming.expect(msg.sha256)
+        except StoreError as exc:
+            self.conn.fail(exc.code, str(exc))
+            return
+        t.sha256 = msg.sha256
+        self._verify()
 
     def _verify(self) -> None:
         t = self.transfer
@@ -951,6 +1111,9 @@ class Node:
             burst = frame_for_rate(config.max_rate)
             self.upload_bucket = TokenBucket(config.max_rate, burst, self.loop.time())
         self.pending_pushes: dict[str, tuple[Transfer, HashJob]] = {}
+        # Pushes streaming before their file is hashed: told when the pending job is done.
+        self.hash_watchers: dict[str, PushClient] = {}
+        self.peer_features: dict[str, frozenset[str]] = {}  # from each peer's last hello
         self._retry_timers: dict[str, Handle] = {}
         self._offered: dict[str, str] = {}  # transfer id -> sha256 its last offer announced
         self.seq = 0
@@ -1201,14 +1364,15 @@ class Node:
             # bounded backoff: a peer that never returns ends the transfer, not a silent wait.
             self._schedule_retry(t, max(self.config.retry_backoff, self.config.announce_interval))
 
-    def finish(self, t: Transfer) -> None:
+    def finish(self, t: Transfer, **extra: Any) -> None:
         if t.final:
             return
         t.state = "done"
         t.bytes = t.size
         t.finished = time.time()
         self._offered.pop(t.id, None)
-        self.events.emit("transfer_done", seconds=round(t.finished - t.started, 6), **t.to_json())
+        seconds = round(t.finished - t.started, 6)
+        self.events.emit("transfer_done", seconds=seconds, **t.to_json(), **extra)
         if t.initiator:
             self._save_journal()
         if t.role == "receive":
@@ -1311,15 +1475,11 @@ class Node:
             new_transfer_id(), "push", "send", str(peer["node"]), str(peer["name"]), path.name
         )
         t.source = str(path)
+        t.size = found.size
+        if isinstance(found, FileMeta):
+            t.sha256 = found.sha256
         self.add_transfer(t)
-        if isinstance(found, HashJob):
-            t.state = "hashing"
-            t.size = found.size
-            self.pending_pushes[t.id] = (t, self._adopt(found))
-            self._schedule_hashing()
-        else:
-            t.size, t.sha256 = found.size, found.sha256
-            self._start_push(t)
+        self._start_push(t)
         return t
 
     def _start_push(self, t: Transfer) -> None:
@@ -1334,26 +1494,59 @@ class Node:
         except StoreError as exc:
             self.fail(t, exc.code, str(exc), retry=False)
             return
-        if isinstance(found, HashJob):  # the source changed since it was hashed
-            t.state = "hashing"
-            self.pending_pushes[t.id] = (t, self._adopt(found))
+        if isinstance(found, HashJob):  # never hashed, or changed since it was hashed
+            job = self._adopt(found)
+            self.pending_pushes[t.id] = (t, job)
             self._schedule_hashing()
+            t.size = job.size
+            # Hash first when the peer needs the sha256 in the offer, or when an earlier attempt
+            # offered one: the receiver may hold a part of it, and only a hashed offer resumes
+            # (or learns that the content changed).
+            if t.id in self._offered or "digest" not in self.peer_features.get(t.peer, FEATURES):
+                t.state = "hashing"
+                return
+            # Hash while sending: offer at once without a sha256; the digest follows the data.
+            t.sha256 = None
+            t.attempts += 1
+            t.state = "connecting"
+            meta = FileMeta(t.name, job.size, "", job.mtime, guess_mime(t.name))
+            client = PushClient(t, meta, t.source, job)
+            self.hash_watchers[t.id] = client
+            self._connect(str(peer["addr"]), int(peer["port"]), client)
             return
+        meta = self.offer_meta(t, found)
+        t.attempts += 1
+        t.state = "connecting"
+        self._connect(str(peer["addr"]), int(peer["port"]), PushClient(t, meta, t.source))
+
+    def offer_meta(self, t: Transfer, found: FileMeta) -> FileMeta:
+        """What a push offers for its hashed source; notes a change since the last offer."""
         meta = FileMeta(t.name, found.size, found.sha256, found.mtime, found.mime)
         t.size, t.sha256 = meta.size, meta.sha256
+        self.note_offered(t, meta.sha256)
+        return meta
+
+    def note_offered(self, t: Transfer, sha256: str) -> None:
         offered = self._offered.get(t.id)
-        if offered != meta.sha256:
+        if offered != sha256:
             if offered is not None:
                 # The receiver's .part holds the old content: it starts over (and says so too).
                 t.resets += 1
                 self.events.emit("transfer_reset", id=t.id, reason="source_changed", name=t.name)
-            self._offered[t.id] = meta.sha256
+            self._offered[t.id] = sha256
             # The journal row records the hash offered (compared after a restart). Not t.sha256
             # before this call: hashing sets that before coming here.
             self._save_journal()
-        t.attempts += 1
-        t.state = "connecting"
-        self._connect(str(peer["addr"]), int(peer["port"]), PushClient(t, meta, t.source))
+
+    def push_when_hashed(self, t: Transfer) -> None:
+        """A push that dialed to stream while hashing, but must hash first after all (a peer
+        without "digest"): that connection offered nothing, so it was no attempt."""
+        self.hash_watchers.pop(t.id, None)
+        t.attempts -= 1
+        if t.id in self.pending_pushes:
+            t.state = "hashing"  # _hash_step starts the push when the job is done
+        else:
+            self._start_push(t)
 
     def pull(self, peer_text: str, name: str | None, sha256: str | None) -> Transfer:
         if not name and not sha256:
@@ -1397,6 +1590,7 @@ class Node:
             if t.role == "receive":
                 self.store.discard_partial(t.peer, t.name)
             self.pending_pushes.pop(t.id, None)
+            self.hash_watchers.pop(t.id, None)
             self._offered.pop(t.id, None)
             timer = self._retry_timers.pop(t.id, None)
             if timer is not None:
@@ -1521,12 +1715,20 @@ class Node:
                 done = job.step(HASH_STEP)
             except OSError as exc:
                 del self.pending_pushes[tid]
-                self.fail(t, ErrorCode.IO_ERROR, f"cannot read {job.path}: {exc}", retry=False)
+                reason = f"cannot read {job.path}: {exc}"
+                watcher = self.hash_watchers.pop(tid, None)
+                if watcher is not None:
+                    watcher.hash_failed(reason)
+                else:
+                    self.fail(t, ErrorCode.IO_ERROR, reason, retry=False)
                 done = False
             if done:
                 del self.pending_pushes[tid]
                 meta = self.store.finish_hash(job)
-                if t.state == "hashing":
+                watcher = self.hash_watchers.pop(tid, None)
+                if watcher is not None:
+                    watcher.hashed(job, meta)
+                elif t.state == "hashing":
                     t.size, t.sha256 = meta.size, meta.sha256
                     self._start_push(t)
         elif self.hash_jobs:

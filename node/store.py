@@ -34,7 +34,7 @@ import re
 import stat
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -779,17 +779,28 @@ class Store:
             os.close(parts_fd)
 
     # -- receiving ---------------------------------------------------------------------------
-    def open_incoming(self, peer: str, meta: FileMeta, *, resume: bool = True) -> Incoming:
+    def open_incoming(
+        self, peer: str, meta: FileMeta, *, resume: bool = True, unhashed: bool = False
+    ) -> Incoming:
         """Start (or resume) receiving meta from peer into a `.part` file.
 
         Resuming re-hashes the held prefix lazily: write() catches up a bounded slice per call
         (at least 8 MiB, up to 256 MiB), so the first writes of a resumed transfer are slower;
         whatever is left when finish() runs is hashed there (~1 s per 1.5 GB).
+
+        `unhashed`: a hash-less offer (`meta.sha256` must be ""): never resumed, any partial
+        file of that (peer, name) is discarded, no record is written (so nothing ever resumes
+        from it) and the part is deleted however the transfer ends unless finish() placed it.
+        Incoming.expect() gives the sha256 to verify against before finish().
         """
         name = check_name(meta.name)
         if not isinstance(meta.size, int) or meta.size < 0:
             raise StoreError("bad_message", f"bad size {meta.size!r}")
-        if not isinstance(meta.sha256, str) or not _HEX64.match(meta.sha256):
+        if unhashed:
+            if meta.sha256 != "":
+                raise StoreError("internal", "an unhashed incoming file takes no sha256")
+            resume = False
+        elif not isinstance(meta.sha256, str) or not _HEX64.match(meta.sha256):
             raise StoreError("bad_message", f"bad sha256 {meta.sha256!r}")
         meta = FileMeta(name, meta.size, meta.sha256, meta.mtime, meta.mime)
         key = self.part_key(peer, name)
@@ -801,7 +812,7 @@ class Store:
         try:
             _check_target(inbox_fd, name)
             parts_fd = self._parts_fd(inbox_fd)
-            fd, offset, reset = self._open_part(parts_fd, key, peer, meta, resume)
+            fd, offset, reset = self._open_part(parts_fd, key, peer, meta, resume, unhashed)
         except BaseException as exc:
             os.close(inbox_fd)
             if parts_fd >= 0:
@@ -810,11 +821,12 @@ class Store:
                 raise _os_error(exc, f"cannot start receiving {name!r}") from exc
             raise
         incoming = Incoming(self, key, peer, meta, inbox_fd, parts_fd, fd, offset, reset)
+        incoming.unhashed = unhashed
         self._active[key] = incoming
         return incoming
 
     def _open_part(
-        self, parts_fd: int, key: str, peer: str, meta: FileMeta, resume: bool
+        self, parts_fd: int, key: str, peer: str, meta: FileMeta, resume: bool, unhashed: bool
     ) -> tuple[int, int, str | None]:
         part = key + PART_SUFFIX
         rec = _read_record(parts_fd, key)
@@ -825,7 +837,8 @@ class Store:
             and rec["sha256"] == meta.sha256
             and rec["size"] == meta.size
         )
-        reset = "source_changed" if rec is not None and not same else None
+        # Unhashed: whether the old part was of other content is unknown; it just goes.
+        reset = "source_changed" if rec is not None and not same and not unhashed else None
         if resume and same:
             try:
                 fd = os.open(part, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parts_fd)
@@ -846,7 +859,8 @@ class Store:
         try:
             flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
             fd = os.open(part, flags, 0o666, dir_fd=parts_fd)
-            _write_record(parts_fd, key, peer, meta)
+            if not unhashed:
+                _write_record(parts_fd, key, peer, meta)
         except OSError as exc:
             raise _os_error(exc, "cannot create the partial file") from exc
         return fd, 0, reset
@@ -936,6 +950,7 @@ class Incoming:
         self._hasher = _sha256()
         self._buf: bytearray | None = None
         self._state = "open"  # open | broken | finished | kept | discarded | superseded
+        self.unhashed = False  # hash-less offer: expect() must name the sha256 before finish()
 
     # -- progress ----------------------------------------------------------------------------
     @property
@@ -1038,6 +1053,12 @@ class Incoming:
             self._buf = None
 
     # -- the end -----------------------------------------------------------------------------
+    def expect(self, sha256: str) -> None:
+        """The sha256 to verify against (a hash-less offer's digest arrived)."""
+        if not _HEX64.match(sha256):
+            raise StoreError("bad_message", f"bad sha256 {sha256!r}")
+        self.meta = replace(self.meta, sha256=sha256)
+
     def finish(self) -> str:
         """Verify size and sha256, then move the file into the inbox; returns its name.
 
@@ -1057,6 +1078,9 @@ class Incoming:
                     "truncated", f"received {self._pos} of {self._size} bytes of {self.name!r}"
                 )
             actual = self._hasher.hexdigest()
+            if not self.meta.sha256:  # unhashed and no digest: nothing to verify against
+                self._close("discarded")
+                raise StoreError("internal", f"no sha256 to verify {self.name!r} against")
             if actual != self.meta.sha256:
                 self._close("discarded")
                 raise HashMismatch(self.meta.sha256, actual)
@@ -1169,9 +1193,11 @@ class Incoming:
         _remove_part(self._parts_fd, self.key)
 
     def abort(self, *, keep: bool) -> None:
-        """Stop receiving. keep=True leaves part + record for a resume; keep=False deletes them."""
+        """Stop receiving. keep=True leaves part + record for a resume; keep=False deletes them.
+        An unhashed part is never kept: nothing could resume from it."""
         if self._state in ("finished", "superseded"):
             return
+        keep = keep and not self.unhashed
         if self._state in ("open", "broken"):
             self._close("kept" if keep else "discarded")
         elif not keep and self._state == "kept" and self.store._is_owner(self):
@@ -1188,6 +1214,8 @@ class Incoming:
             self._close("superseded")
 
     def _close(self, state: str) -> None:
+        if state == "kept" and self.unhashed:
+            state = "discarded"  # nothing could resume from it
         if state == "discarded" and self.store._is_owner(self):
             with contextlib.suppress(OSError):
                 self._drop_part()

@@ -55,7 +55,7 @@ def hello(node: str, name: str = "junk", port: int = 0) -> bytes:
     )
 
 
-def offer(tid: str, name: str, size: int, sha256: str) -> bytes:
+def offer(tid: str, name: str, size: int, sha256: str | None) -> bytes:
     return frame(
         {
             "type": "offer",

@@ -211,6 +211,132 @@ def test_garbage_mid_stream_is_a_hash_mismatch_and_the_part_is_deleted(tmp_path:
         assert inbox_files(b) == [] and partials(b) == []
 
 
+# -- hash-less offers (feature "digest"): the sha256 follows the stream ---------------------------
+
+
+def read_frames(s: socket.socket, buf: bytes, count: int) -> tuple[list[dict[str, Any]], bytes]:
+    """`count` more whole frames from `s` (after what `buf` holds); returns them and the rest."""
+    while len(frames_complete(buf)) < count:
+        chunk = s.recv(65536)
+        assert chunk, f"closed early: {buf!r}"
+        buf += chunk
+    end = frames_complete(buf)[count - 1]
+    return frames(buf[:end]), buf[end:]
+
+
+def hashless_push(node: NodeProc, tid: str, content: bytes) -> socket.socket:
+    """Hello, a hash-less offer of lie.bin and, once accepted at 0, the whole stream."""
+    s = socket.create_connection(("127.0.0.1", node.tcp_port), timeout=20)
+    s.sendall(hello(LIAR, "liar") + offer(tid, "lie.bin", len(content), None))
+    (hello_back, accept), rest = read_frames(s, b"", 2)
+    assert "digest" in hello_back["features"], hello_back
+    assert accept == {"type": "accept", "id": tid, "offset": 0}, accept
+    assert rest == b""
+    s.sendall(frame({"type": "data", "body": len(content)}) + content)
+    return s
+
+
+def received_all(node: NodeProc, tid: str, size: int) -> None:
+    """The node holds every byte (waits on its API, no sleeping)."""
+    node.wait_api(
+        f"/api/transfers/{tid}",
+        lambda t: t["bytes"] == size,
+        what=f"all {size} bytes of {tid}",
+    )
+
+
+def test_a_wrong_digest_is_a_hash_mismatch_and_nothing_is_placed(tmp_path: Path) -> None:
+    content = random.Random(4).randbytes(300_000)
+    with nodes(tmp_path, ["b"]) as (b,):
+        s = hashless_push(b, "t1", content)
+        received_all(b, "t1", len(content))
+        # Every byte is in, yet nothing carries the final name before the digest matched.
+        assert inbox_files(b) == [] and len(partials(b)) == 1
+        started = b.first("transfer_started")
+        assert started["id"] == "t1" and started["sha256"] is None
+        s.sendall(frame({"type": "digest", "id": "t1", "sha256": "0" * 64}))
+        (verdict,), _ = read_frames(s, b"", 1)
+        s.close()
+        assert verdict["ok"] is False and verdict["code"] == "hash_mismatch", verdict
+        assert verdict["sha256"] == hashlib.sha256(content).hexdigest()  # what it computed
+        ev = b.wait_event(lambda e: e["event"] == "transfer_failed", what="transfer_failed")
+        assert ev["error"]["code"] == "hash_mismatch" and ev["sha256"] == "0" * 64
+        assert inbox_files(b) == [] and partials(b) == []
+
+
+def test_a_right_digest_places_the_file_and_fills_in_its_sha256(tmp_path: Path) -> None:
+    content = random.Random(5).randbytes(300_000)
+    digest = hashlib.sha256(content).hexdigest()
+    with nodes(tmp_path, ["b"]) as (b,):
+        s = hashless_push(b, "t1", content)
+        received_all(b, "t1", len(content))
+        assert inbox_files(b) == []
+        s.sendall(frame({"type": "data", "body": 0}))  # a keepalive while "still hashing"
+        s.sendall(frame({"type": "digest", "id": "t1", "sha256": digest}))
+        (verdict,), _ = read_frames(s, b"", 1)
+        s.close()
+        assert verdict["ok"] is True and verdict["sha256"] == digest, verdict
+        assert verdict["name"] == "lie.bin"
+        ev = b.wait_event(lambda e: e["event"] == "transfer_done", what="transfer_done")
+        assert ev["sha256"] == digest and ev["id"] == "t1"
+        assert inbox_files(b) == ["lie.bin"] and partials(b) == []
+        assert hashlib.sha256((b.inbox / "lie.bin").read_bytes()).hexdigest() == digest
+
+
+def test_a_hashless_offer_neither_resumes_nor_skips(tmp_path: Path) -> None:
+    content = random.Random(6).randbytes(200_000)
+    digest = hashlib.sha256(content).hexdigest()
+    with nodes(tmp_path, ["b"]) as (b,):
+        # A hashed push that broke off leaves a resumable part ...
+        s = liar_push(b, content, declared=len(content), sha256=digest, stream=content[:80_000])
+        s.shutdown(socket.SHUT_WR)
+        recv_until_closed(s)
+        s.close()
+        b.wait_event(lambda e: e["event"] == "transfer_failed", what="transfer_failed")
+        assert [p.stat().st_size for p in partials(b)] == [80_000]
+        # ... which a hash-less offer of that name does not reuse: accepted at 0.
+        s = hashless_push(b, "t2", content)
+        received_all(b, "t2", len(content))
+        s.sendall(frame({"type": "digest", "id": "t2", "sha256": digest}))
+        (verdict,), _ = read_frames(s, b"", 1)
+        assert verdict["ok"] is True, verdict
+        # The node now holds that content; a hash-less offer of it is still streamed (nobody
+        # knows it is the same before the digest), and lands under the same name.
+        s.sendall(offer("t3", "lie.bin", len(content), None))
+        (accept,), _ = read_frames(s, b"", 1)
+        assert accept == {"type": "accept", "id": "t3", "offset": 0}, accept
+        s.sendall(frame({"type": "data", "body": len(content)}) + content)
+        s.sendall(frame({"type": "digest", "id": "t3", "sha256": digest}))
+        (verdict,), _ = read_frames(s, b"", 1)
+        s.close()
+        assert verdict["ok"] is True and verdict["skipped"] is False, verdict
+        assert verdict["name"] == "lie.bin"
+        assert inbox_files(b) == ["lie.bin"] and partials(b) == []
+
+
+def test_an_interrupted_hashless_push_keeps_no_part(tmp_path: Path) -> None:
+    content = random.Random(7).randbytes(200_000)
+    with nodes(tmp_path, ["b"]) as (b,):
+        s = hashless_push(b, "t1", content)
+        received_all(b, "t1", len(content))
+        s.close()  # gone before its digest
+        ev = b.wait_event(lambda e: e["event"] == "transfer_failed", what="transfer_failed")
+        assert ev["error"]["code"] in ("truncated", "connection_lost"), ev
+        assert inbox_files(b) == [] and partials(b) == []
+
+
+def test_a_digest_without_a_hashless_offer_is_unexpected(tmp_path: Path) -> None:
+    content = b"twelve bytes"
+    digest = hashlib.sha256(content).hexdigest()
+    with nodes(tmp_path, ["b"]) as (b,):
+        s = liar_push(b, content, declared=len(content), sha256=digest, stream=content)
+        s.sendall(frame({"type": "digest", "id": "t1", "sha256": digest}))
+        reply = recv_until_closed(s)
+        s.close()
+        kinds = [(f["type"], f.get("code")) for f in frames(reply)]
+        assert ("error", "unexpected_message") in kinds, kinds
+
+
 # -- liars serving a pull ----------------------------------------------------------------------
 
 
@@ -220,6 +346,7 @@ class FakeServer:
     def __init__(self, serve: Callable[[dict[str, Any]], bytes]) -> None:
         self.serve = serve
         self.gets: list[dict[str, Any]] = []
+        self.offers: list[dict[str, Any]] = []
         self.sock = socket.create_server(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
         self._stop = False
@@ -246,6 +373,10 @@ class FakeServer:
                         buf = buf[ends[0] :]
                         if header["type"] == "hello":
                             conn.sendall(hello("d" * 32, "fake", self.port))
+                        elif header["type"] == "offer":
+                            self.offers.append(header)
+                            reply = {"type": "reject", "id": header["id"], "code": "policy"}
+                            conn.sendall(frame({**reply, "reason": "fake"}))
                         elif header["type"] == "get":
                             self.gets.append(header)
                             conn.sendall(self.serve(header))
@@ -289,6 +420,22 @@ def fake_peer(tmp_path: Path) -> Iterator[tuple[FakeServer, NodeProc, bytes]]:
     finally:
         b.stop()
         fake.close()
+
+
+def test_a_peer_without_the_digest_feature_gets_an_offer_with_its_sha256(
+    fake_peer: tuple[FakeServer, NodeProc, bytes],
+) -> None:
+    """The fake peer's hello lists no features: a never-hashed file is hashed first."""
+    fake, b, _ = fake_peer
+    src = b.share / "cold.bin"
+    data = random.Random(8).randbytes(3 << 20)
+    src.write_bytes(data)
+    t = b.api("POST", "/api/push", {"peer": "fake", "path": str(src)})
+    final = b.wait_api(
+        f"/api/transfers/{t['id']}", lambda t: t["state"] == "failed", what="push refused"
+    )
+    assert final["error"]["code"] == "policy", final
+    assert [o["sha256"] for o in fake.offers] == [hashlib.sha256(data).hexdigest()]
 
 
 def test_pull_from_a_peer_that_stops_short_resumes_from_the_part(

@@ -72,6 +72,33 @@ def test_push_arrives_verified_and_atomically(tmp_path: Path) -> None:
         ]
 
 
+def test_a_never_hashed_file_is_hashed_while_it_is_sent(tmp_path: Path) -> None:
+    """Cold push to a peer with the "digest" feature: the offer goes without a sha256, the
+    stream starts at once and the sender's hash finishes while it is under way."""
+    with nodes(tmp_path, ["a", "b"]) as (a, b):
+        wait_mesh([a, b])
+        size = 96 << 20  # a dozen hashing steps: far more than a loopback round trip
+        digest = write_random(a.share / "cold.bin", size, seed=9)
+        tid = a.api("POST", "/api/push", {"peer": "b", "path": "cold.bin"})["id"]
+        final = done(a, tid, timeout=60)
+        assert final["state"] == "done" and final["sha256"] == digest, final
+        assert sha(b.inbox / "cold.bin") == digest
+        sent = a.wait_event(lambda e: e["event"] == "transfer_done" and e["id"] == tid)
+        assert sent["hashed_while_sending"] is True and sent["sha256"] == digest, sent
+        assert sent["sent"] == size and sent["attempts"] == 1
+        # The receiver saw a hash-less offer and learnt the sha256 from the digest.
+        b.wait_event(lambda e: e["event"] == "transfer_done" and e["id"] == tid)
+        got = [e for e in b.events if e.get("id") == tid]
+        assert [e["sha256"] for e in got if e["event"] == "transfer_started"] == [None]
+        assert [e["sha256"] for e in got if e["event"] == "transfer_done"] == [digest]
+        # The hash went into the cache: the same file again is a normal offer (deduplicated).
+        again = a.api("POST", "/api/push", {"peer": "b", "path": "cold.bin"})["id"]
+        final = done(a, again)
+        assert final["state"] == "done" and final["skipped"], final
+        ev = a.wait_event(lambda e: e["event"] == "transfer_done" and e["id"] == again)
+        assert "hashed_while_sending" not in ev
+
+
 def test_same_content_is_done_without_transfer_and_collision_gets_new_name(
     tmp_path: Path,
 ) -> None:

@@ -9,6 +9,7 @@ or an API state with a deadline.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import random
 import signal
@@ -116,6 +117,15 @@ def halfway(node: NodeProc, tid: str, role: str) -> Event:
 
 
 def push(a: NodeProc, path: Path) -> str:
+    """Push a share file once `a` has hashed it (its rescan lists it): a never-hashed file
+    would go as a hash-less offer, which never resumes (docs/protocol.md 2.5)."""
+    name = path.relative_to(a.share).as_posix()
+    a.wait_api(
+        "/api/files",
+        lambda files: any(f["name"] == name for f in files),
+        timeout=20,
+        what=f"{name} hashed",
+    )
     return str(a.api("POST", "/api/push", {"peer": "b", "path": str(path)})["id"])
 
 
@@ -168,6 +178,30 @@ def test_push_resumes_after_the_sender_is_killed_and_restarted(tmp_path: Path) -
         assert prog and all(e["offset"] == held and e["bytes"] == held + e["sent"] for e in prog)
         assert sha(b.inbox / "big.bin") == digest
         assert parts(b) == [] and received(b) == ["big.bin"]
+
+
+def test_an_interrupted_cold_push_starts_over_after_the_sender_restarts(tmp_path: Path) -> None:
+    """A never-hashed file goes as a hash-less offer: the receiver keeps nothing of it when the
+    sender dies, and the journal (whose row has no sha256 yet) brings the push back."""
+    with pair(tmp_path, a_args=SLOW) as (a, b):
+        src = a.share / "cold.bin"
+        digest = write_random(src, seed=21)
+        tid = str(a.api("POST", "/api/push", {"peer": "b", "path": str(src)})["id"])
+        halfway(b, tid, "receive")
+        assert ev(b, "transfer_started", tid)["sha256"] is None  # hash-less offer
+        a.stop(kill=True)
+        failed = ev(b, "transfer_failed", tid)
+        assert failed["error"]["code"] in ("truncated", "connection_lost"), failed
+        assert parts(b) == []  # nothing to resume from
+        rows = json.loads((a.state / "transfers.json").read_text())
+        assert [(r["id"], r["sha256"]) for r in rows] == [(tid, None)]
+        a.start()
+        assert ev(a, "transfer_started", tid)["restored"] is True
+        done_b = ev(b, "transfer_done", tid, sha256=digest)
+        assert done_b["offset"] == 0 and done_b["sent"] == SIZE, done_b
+        ev(a, "transfer_done", tid)
+        assert sha(b.inbox / "cold.bin") == digest and parts(b) == []
+        assert received(b) == ["cold.bin"]
 
 
 def test_push_retries_with_backoff_and_resumes_when_the_receiver_returns(tmp_path: Path) -> None:
@@ -251,6 +285,32 @@ def test_a_source_modified_while_sent_starts_over(tmp_path: Path) -> None:
         done_b = ev(b, "transfer_done", tid)
         assert (done_b["sha256"], done_b["offset"]) == (new_digest, 0)
         assert sha(b.inbox / "big.bin") == new_digest and parts(b) == []
+
+
+def test_a_cold_source_modified_while_sent_sends_no_digest_and_starts_over(
+    tmp_path: Path,
+) -> None:
+    """Hash-less push: the file was hashed early in the stream, then its tail changes. The
+    digest would vouch for bytes that were not streamed, so none is sent: the sender ends the
+    stream as source_changed and pushes the new content."""
+    with pair(tmp_path, a_args=SLOW) as (a, b):
+        src = a.share / "cold.bin"
+        write_random(src, seed=22)
+        tid = str(a.api("POST", "/api/push", {"peer": "b", "path": str(src)})["id"])
+        halfway(b, tid, "receive")
+        with src.open("r+b") as f:
+            f.seek(SIZE - (1 << 20))
+            f.write(random.Random(23).randbytes(1 << 20))
+        new_digest = sha(src)
+        retry = ev(a, "transfer_retry", tid)
+        assert retry["code"] == "source_changed", retry
+        assert ev(a, "transfer_reset", tid)["reason"] == "source_changed"
+        failed_b = ev(b, "transfer_failed", tid)
+        assert failed_b["error"]["code"] == "source_changed", failed_b
+        done_b = ev(b, "transfer_done", tid)
+        assert (done_b["sha256"], done_b["offset"]) == (new_digest, 0)
+        assert sha(b.inbox / "cold.bin") == new_digest and parts(b) == []
+        assert received(b) == ["cold.bin"]
 
 
 def test_a_new_offer_takes_over_a_half_open_connection(tmp_path: Path) -> None:
