@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
+import json
 import os
+import socket
+import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -104,3 +109,126 @@ def test_a_changed_file_is_not_taken_for_the_queued_one(node: Node) -> None:
     assert isinstance(job, HashJob) and job is not queued
     hash_all(node)
     assert t.sha256 == hashlib.sha256(data).hexdigest()
+
+
+# -- hashing while sending: a push that waits for its own hash keeps the connection alive ----------
+
+FAKE = "d" * 32
+
+
+def _frame(header: dict[str, object]) -> bytes:
+    raw = json.dumps(header, separators=(",", ":")).encode()
+    return len(raw).to_bytes(4, "big") + raw
+
+
+class DigestPeer:
+    """A receiver with the "digest" feature on a raw socket: takes one hash-less push, counts
+    the empty data frames that arrive after the stream, and opens `gate` after the second."""
+
+    def __init__(self, gate: threading.Event) -> None:
+        self.gate = gate
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.offer: dict[str, object] = {}
+        self.received = hashlib.sha256()
+        self.keepalives = 0
+        self.digest: dict[str, object] = {}
+        self.error: BaseException | None = None
+        self._buf = b""
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _frame(self, conn: socket.socket) -> tuple[dict[str, Any], bytes]:
+        while True:
+            if len(self._buf) >= 4:
+                n = int.from_bytes(self._buf[:4], "big")
+                if len(self._buf) >= 4 + n:
+                    header = json.loads(self._buf[4 : 4 + n])
+                    end = 4 + n + int(header.get("body", 0))
+                    if len(self._buf) >= end:
+                        body, self._buf = self._buf[4 + n : end], self._buf[end:]
+                        return header, body
+            chunk = conn.recv(1 << 20)
+            if not chunk:
+                raise EOFError(f"closed; held {self._buf[:200]!r}")
+            self._buf += chunk
+
+    def _run(self) -> None:
+        try:
+            conn, _ = self.sock.accept()
+            with conn:
+                conn.settimeout(20)
+                assert self._frame(conn)[0]["type"] == "hello"
+                hello = {"type": "hello", "proto": 1, "node": FAKE, "name": "fake", "port": 0}
+                conn.sendall(_frame({**hello, "groups": [], "features": ["resume", "digest"]}))
+                self.offer = offer = self._frame(conn)[0]
+                conn.sendall(_frame({"type": "accept", "id": offer["id"], "offset": 0}))
+                got = 0
+                while got < int(offer["size"]):
+                    header, body = self._frame(conn)
+                    assert header["type"] == "data", header
+                    self.received.update(body)
+                    got += len(body)
+                while True:
+                    header, body = self._frame(conn)
+                    if header["type"] == "digest":
+                        self.digest = header
+                        break
+                    assert header == {"type": "data", "body": 0}, header
+                    self.keepalives += 1
+                    if self.keepalives == 2:
+                        self.gate.set()  # now the sender may finish hashing
+                sha = self.received.hexdigest()
+                verdict = {"type": "verdict", "id": offer["id"], "ok": sha == header["sha256"]}
+                conn.sendall(_frame({**verdict, "sha256": sha, "name": "k.bin", "skipped": False}))
+                with contextlib.suppress(OSError):
+                    conn.recv(1)
+        except BaseException as exc:  # reported by the test
+            self.error = exc
+            self.gate.set()
+        finally:
+            self.sock.close()
+
+
+def test_a_push_waiting_for_its_own_hash_sends_keepalives_then_the_digest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gate = threading.Event()
+    real_step = HashJob.step
+
+    def gated(self: HashJob, budget: int = 4 << 20) -> bool:
+        return real_step(self, budget) if gate.is_set() else False  # held until the gate opens
+
+    monkeypatch.setattr(HashJob, "step", gated)
+    monkeypatch.setattr("node.app.DIGEST_KEEPALIVE", 0.05)
+    peer = DigestPeer(gate)
+    events: list[dict[str, Any]] = []
+    cfg = Config(
+        name="t",
+        share=tmp_path / "share",
+        inbox=tmp_path / "inbox",
+        state=tmp_path / "state",
+        discovery=False,
+        retries=0,
+        port=0,  # any free ports on this host
+        api_port=0,
+    )
+    n = Node(cfg, events=EventLog("t", stream=io.StringIO(), sink=events.append))
+    try:
+        n.start()
+        n.peers.add_static(FAKE, "fake", "127.0.0.1", peer.port, (), n.loop.time())
+        data = os.urandom(3 << 20)
+        (n.config.share / "k.bin").write_bytes(data)
+        t = n.push("fake", str(n.config.share / "k.bin"))
+        n.loop.run(until=lambda: t.final, timeout=20)
+    finally:
+        n.loop.close()
+        peer.thread.join(timeout=20)
+    assert peer.error is None, peer.error
+    assert t.state == "done", t.to_json()
+    digest = hashlib.sha256(data).hexdigest()
+    assert peer.offer["sha256"] is None and peer.keepalives >= 2
+    assert peer.digest == {"type": "digest", "id": t.id, "sha256": digest}
+    done = [e for e in events if e["event"] == "transfer_done"]
+    assert len(done) == 1 and done[0]["sha256"] == digest, done
+    assert done[0]["hashed_while_sending"] is True and done[0]["sent"] == len(data)

@@ -394,6 +394,53 @@ def test_abort_keep_and_discard(root: Path, store: Store) -> None:
     store.discard_partial(PEER, "../bad")
 
 
+def unhashed(name: str, data: bytes) -> FileMeta:
+    """A hash-less offer's file: its sha256 comes later (Incoming.expect)."""
+    return FileMeta(name, len(data), "", 0.0, "x")
+
+
+def test_unhashed_incoming_verifies_against_the_digest(root: Path, store: Store) -> None:
+    data = os.urandom(100_000)
+    # A resumable part of that name is there; an unhashed receive does not reuse it.
+    old = store.open_incoming(PEER, meta("u.bin", data))
+    feed(old, data[:30_000])
+    old.abort(keep=True)
+    inc = store.open_incoming(PEER, unhashed("u.bin", data), unhashed=True)
+    assert inc.offset == 0 and inc.reset_reason is None
+    feed(inc, data)
+    assert store.partial_for(PEER, "u.bin") is None  # no record: nothing can resume from it
+    assert not (root / "inbox" / "u.bin").exists()
+    inc.expect(sha(data))
+    assert inc.finish() == "u.bin"
+    assert (root / "inbox" / "u.bin").read_bytes() == data
+    assert list(parts_dir(root).iterdir()) == []
+    with pytest.raises(StoreError):
+        store.open_incoming(PEER, meta("v.bin", data), unhashed=True)  # takes no sha256
+
+
+def test_unhashed_incoming_mismatch_missing_digest_and_abort_keep_nothing(
+    root: Path, store: Store
+) -> None:
+    data = os.urandom(50_000)
+    inc = store.open_incoming(PEER, unhashed("m.bin", data), unhashed=True)
+    feed(inc, data)
+    inc.expect(sha(b"other"))
+    with pytest.raises(StoreError) as info:
+        inc.finish()
+    assert info.value.code == "hash_mismatch"
+    assert not (root / "inbox" / "m.bin").exists() and list(parts_dir(root).iterdir()) == []
+    inc = store.open_incoming(PEER, unhashed("m.bin", data), unhashed=True)
+    feed(inc, data)
+    with pytest.raises(StoreError):
+        inc.finish()  # no digest: nothing to verify against, nothing placed
+    assert not (root / "inbox" / "m.bin").exists() and list(parts_dir(root).iterdir()) == []
+    inc = store.open_incoming(PEER, unhashed("m.bin", data), unhashed=True)
+    feed(inc, data[:10_000])
+    inc.abort(keep=True)  # a broken-off hash-less receive keeps nothing
+    assert list(parts_dir(root).iterdir()) == []
+    assert store.partial_for(PEER, "m.bin") is None
+
+
 # -- resume -------------------------------------------------------------------------------------
 
 
