@@ -57,6 +57,9 @@ PARTIAL_MAX_AGE = 7 * 86400.0
 HASH_STEP = 8 << 20  # bytes hashed per loop turn: ~5 ms, so I/O stays responsive
 STREAM_FRAME = 8 << 20  # data frame size when uncapped: a cancel waits for at most one frame
 DIGEST_KEEPALIVE = 5.0  # empty data frames while a streamed push waits for its own hash
+# A receiver waits for a hash-less push's digest at most the idle timeout plus this much per
+# byte: the sender hashed while it streamed, and any machine hashes faster than 10 MiB/s.
+DIGEST_WAIT_PER_BYTE = 1 / (10 << 20)
 
 
 def load_node_id(state: Path) -> str:
@@ -968,8 +971,18 @@ class ServerHandler(Handler):
         t = self.transfer
         if t is None or self.incoming is None:
             return
-        if self.receive_chunk(t, data) and done and not self.incoming.unhashed:
-            self._verify()  # (a hash-less offer waits for its digest: _digest)
+        if self.receive_chunk(t, data) and done:
+            if not self.incoming.unhashed:
+                self._verify()
+                return
+            # A hash-less offer waits for its digest (_digest), but not forever: empty data
+            # frames keep the connection from idling out, so they must not hold it open.
+            limit = self.node.config.idle_timeout + t.size * DIGEST_WAIT_PER_BYTE
+            self.node.loop.call_later(limit, lambda: self._digest_overdue(t, limit))
+
+    def _digest_overdue(self, t: Transfer, limit: float) -> None:
+        if self.transfer is t and self.conn.session.state is State.PUSH_DIGEST:
+            self.conn.fail(ErrorCode.TOO_SLOW, f"no digest within {limit:.0f} s after the data")
 
     def _digest(self, msg: Digest) -> None:
         """The sha256 of a hash-less push, after its last byte: verify against it now."""

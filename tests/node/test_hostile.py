@@ -6,6 +6,7 @@ loopback attacked through raw sockets (tests/junkflood.py for the flood).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import random
@@ -322,6 +323,31 @@ def test_an_interrupted_hashless_push_keeps_no_part(tmp_path: Path) -> None:
         s.close()  # gone before its digest
         ev = b.wait_event(lambda e: e["event"] == "transfer_failed", what="transfer_failed")
         assert ev["error"]["code"] in ("truncated", "connection_lost"), ev
+        assert inbox_files(b) == [] and partials(b) == []
+
+
+def test_a_digest_that_never_comes_is_too_slow_despite_keepalives(tmp_path: Path) -> None:
+    content = random.Random(9).randbytes(100_000)
+    with nodes(tmp_path, ["b"], "--idle-timeout", "1") as (b,):
+        s = hashless_push(b, "t1", content)
+        stop = threading.Event()
+
+        def keepalives() -> None:  # empty data frames: the connection never idles
+            with contextlib.suppress(OSError):
+                while not stop.wait(0.2):  # pacing of the keepalives, not synchronisation
+                    s.sendall(frame({"type": "data", "body": 0}))
+
+        pacer = threading.Thread(target=keepalives, daemon=True)
+        pacer.start()
+        try:
+            ev = b.wait_event(lambda e: e["event"] == "transfer_failed", what="transfer_failed")
+        finally:
+            stop.set()
+            pacer.join()
+        assert ev["error"]["code"] == "too_slow" and "digest" in ev["error"]["reason"], ev
+        codes = [f.get("code") for f in frames(recv_until_closed(s)) if f["type"] == "error"]
+        s.close()
+        assert codes == ["too_slow"], codes
         assert inbox_files(b) == [] and partials(b) == []
 
 
