@@ -908,7 +908,8 @@ class ServerHandler(Handler):
         t = Transfer(msg.id, "push", "receive", peer, self._peer_name(), info.name, size=info.size)
         t.sha256 = info.sha256
         # Hash-less ("digest" feature): the sha256 follows the stream. Such an offer cannot be
-        # deduplicated by content and never resumes; nothing is placed before the digest.
+        # deduplicated by content; it resumes a part of the same size and mtime (the digest
+        # checks the whole file); nothing is placed before the digest.
         hashless = info.sha256 is None
         refusal = node.refuse_incoming(peer, info)
         if refusal is not None:

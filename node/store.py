@@ -719,8 +719,8 @@ class Store:
         try:
             key = self.part_key(peer, name)
             rec = _read_record(parts_fd, key)
-            if rec is None or rec["peer"] != peer or rec["name"] != name:
-                return None
+            if rec is None or rec["peer"] != peer or rec["name"] != name or not rec["sha256"]:
+                return None  # a hash-less push's part: a pull cannot name what it holds
             try:
                 st = os.stat(key + PART_SUFFIX, dir_fd=parts_fd, follow_symlinks=False)
             except OSError:
@@ -788,10 +788,10 @@ class Store:
         (at least 8 MiB, up to 256 MiB), so the first writes of a resumed transfer are slower;
         whatever is left when finish() runs is hashed there (~1 s per 1.5 GB).
 
-        `unhashed`: a hash-less offer (`meta.sha256` must be ""): never resumed, any partial
-        file of that (peer, name) is discarded, no record is written (so nothing ever resumes
-        from it) and the part is deleted however the transfer ends unless finish() placed it.
-        Incoming.expect() gives the sha256 to verify against before finish().
+        `unhashed`: a hash-less offer (`meta.sha256` must be ""). Its record holds no sha256,
+        so a part is matched by size and mtime instead whenever either side's sha256 is
+        unknown (see _open_part); Incoming.expect() gives the sha256 to verify against before
+        finish(), and a resumed prefix that was not what the sender hashed fails there.
         """
         name = check_name(meta.name)
         if not isinstance(meta.size, int) or meta.size < 0:
@@ -799,7 +799,6 @@ class Store:
         if unhashed:
             if meta.sha256 != "":
                 raise StoreError("internal", "an unhashed incoming file takes no sha256")
-            resume = False
         elif not isinstance(meta.sha256, str) or not _HEX64.match(meta.sha256):
             raise StoreError("bad_message", f"bad sha256 {meta.sha256!r}")
         meta = FileMeta(name, meta.size, meta.sha256, meta.mtime, meta.mime)
@@ -812,7 +811,7 @@ class Store:
         try:
             _check_target(inbox_fd, name)
             parts_fd = self._parts_fd(inbox_fd)
-            fd, offset, reset = self._open_part(parts_fd, key, peer, meta, resume, unhashed)
+            fd, offset, reset = self._open_part(parts_fd, key, peer, meta, resume)
         except BaseException as exc:
             os.close(inbox_fd)
             if parts_fd >= 0:
@@ -826,19 +825,12 @@ class Store:
         return incoming
 
     def _open_part(
-        self, parts_fd: int, key: str, peer: str, meta: FileMeta, resume: bool, unhashed: bool
+        self, parts_fd: int, key: str, peer: str, meta: FileMeta, resume: bool
     ) -> tuple[int, int, str | None]:
         part = key + PART_SUFFIX
         rec = _read_record(parts_fd, key)
-        same = (
-            rec is not None
-            and rec["peer"] == peer
-            and rec["name"] == meta.name
-            and rec["sha256"] == meta.sha256
-            and rec["size"] == meta.size
-        )
-        # Unhashed: whether the old part was of other content is unknown; it just goes.
-        reset = "source_changed" if rec is not None and not same and not unhashed else None
+        same = _same_source(rec, peer, meta)
+        reset = "source_changed" if rec is not None and not same else None
         if resume and same:
             try:
                 fd = os.open(part, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parts_fd)
@@ -848,7 +840,10 @@ class Store:
                 raise _os_error(exc, "cannot open the partial file") from exc
             if fd >= 0:
                 try:
-                    return fd, self._resume_at(fd, meta), None
+                    offset = self._resume_at(fd, meta)
+                    if rec is not None and meta.sha256 != rec["sha256"] and meta.sha256:
+                        _write_record(parts_fd, key, peer, meta)  # now we know the hash
+                    return fd, offset, None
                 except BaseException:
                     os.close(fd)
                     raise
@@ -859,8 +854,7 @@ class Store:
         try:
             flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
             fd = os.open(part, flags, 0o666, dir_fd=parts_fd)
-            if not unhashed:
-                _write_record(parts_fd, key, peer, meta)
+            _write_record(parts_fd, key, peer, meta)
         except OSError as exc:
             raise _os_error(exc, "cannot create the partial file") from exc
         return fd, 0, reset
@@ -1193,11 +1187,9 @@ class Incoming:
         _remove_part(self._parts_fd, self.key)
 
     def abort(self, *, keep: bool) -> None:
-        """Stop receiving. keep=True leaves part + record for a resume; keep=False deletes them.
-        An unhashed part is never kept: nothing could resume from it."""
+        """Stop receiving. keep=True leaves part + record for a resume; keep=False deletes them."""
         if self._state in ("finished", "superseded"):
             return
-        keep = keep and not self.unhashed
         if self._state in ("open", "broken"):
             self._close("kept" if keep else "discarded")
         elif not keep and self._state == "kept" and self.store._is_owner(self):
@@ -1214,8 +1206,6 @@ class Incoming:
             self._close("superseded")
 
     def _close(self, state: str) -> None:
-        if state == "kept" and self.unhashed:
-            state = "discarded"  # nothing could resume from it
         if state == "discarded" and self.store._is_owner(self):
             with contextlib.suppress(OSError):
                 self._drop_part()
@@ -1322,6 +1312,22 @@ def _read_record(parts_fd: int, key: str) -> dict[str, Any] | None:
     if not all(isinstance(rec.get(k), t) for k, t in types.items()):
         return None
     return rec
+
+
+def _same_source(rec: dict[str, Any] | None, peer: str, meta: FileMeta) -> bool:
+    """Whether a part's record describes the file now offered, so the part may resume.
+
+    Both sha256s known: they decide. Either unknown (a hash-less push's part, or a hash-less
+    offer): size and mtime decide. That is a guess, not a proof; the final sha256 check of
+    the whole file catches a wrong one, and the part then goes.
+    """
+    if rec is None or rec["peer"] != peer or rec["name"] != meta.name:
+        return False
+    if rec["size"] != meta.size:
+        return False
+    if rec["sha256"] and meta.sha256:
+        return bool(rec["sha256"] == meta.sha256)
+    return bool(rec.get("mtime") == meta.mtime)
 
 
 def _write_record(parts_fd: int, key: str, peer: str, meta: FileMeta) -> None:

@@ -55,7 +55,7 @@ def hello(node: str, name: str = "junk", port: int = 0) -> bytes:
     )
 
 
-def offer(tid: str, name: str, size: int, sha256: str | None) -> bytes:
+def offer(tid: str, name: str, size: int, sha256: str | None, mtime: float = 0.0) -> bytes:
     return frame(
         {
             "type": "offer",
@@ -63,7 +63,7 @@ def offer(tid: str, name: str, size: int, sha256: str | None) -> bytes:
             "name": name,
             "size": size,
             "sha256": sha256,
-            "mtime": 0.0,
+            "mtime": mtime,
             "mime": "application/octet-stream",
         }
     )

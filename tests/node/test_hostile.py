@@ -225,15 +225,18 @@ def read_frames(s: socket.socket, buf: bytes, count: int) -> tuple[list[dict[str
     return frames(buf[:end]), buf[end:]
 
 
-def hashless_push(node: NodeProc, tid: str, content: bytes) -> socket.socket:
-    """Hello, a hash-less offer of lie.bin and, once accepted at 0, the whole stream."""
+def hashless_push(
+    node: NodeProc, tid: str, content: bytes, *, offset: int = 0, mtime: float = 0.0
+) -> socket.socket:
+    """Hello, a hash-less offer of lie.bin, accepted at `offset`, then the rest of the stream."""
     s = socket.create_connection(("127.0.0.1", node.tcp_port), timeout=20)
-    s.sendall(hello(LIAR, "liar") + offer(tid, "lie.bin", len(content), None))
+    s.sendall(hello(LIAR, "liar") + offer(tid, "lie.bin", len(content), None, mtime))
     (hello_back, accept), rest = read_frames(s, b"", 2)
     assert "digest" in hello_back["features"], hello_back
-    assert accept == {"type": "accept", "id": tid, "offset": 0}, accept
+    assert accept == {"type": "accept", "id": tid, "offset": offset}, accept
     assert rest == b""
-    s.sendall(frame({"type": "data", "body": len(content)}) + content)
+    if offset < len(content):
+        s.sendall(frame({"type": "data", "body": len(content) - offset}) + content[offset:])
     return s
 
 
@@ -284,19 +287,22 @@ def test_a_right_digest_places_the_file_and_fills_in_its_sha256(tmp_path: Path) 
         assert hashlib.sha256((b.inbox / "lie.bin").read_bytes()).hexdigest() == digest
 
 
-def test_a_hashless_offer_neither_resumes_nor_skips(tmp_path: Path) -> None:
+def test_a_hashless_offer_resumes_a_part_of_the_same_size_and_mtime_but_never_skips(
+    tmp_path: Path,
+) -> None:
     content = random.Random(6).randbytes(200_000)
     digest = hashlib.sha256(content).hexdigest()
     with nodes(tmp_path, ["b"]) as (b,):
-        # A hashed push that broke off leaves a resumable part ...
+        # A hashed push (mtime 0) that broke off leaves a resumable part ...
         s = liar_push(b, content, declared=len(content), sha256=digest, stream=content[:80_000])
         s.shutdown(socket.SHUT_WR)
         recv_until_closed(s)
         s.close()
         b.wait_event(lambda e: e["event"] == "transfer_failed", what="transfer_failed")
         assert [p.stat().st_size for p in partials(b)] == [80_000]
-        # ... which a hash-less offer of that name does not reuse: accepted at 0.
-        s = hashless_push(b, "t2", content)
+        # ... which a hash-less offer of that name, size and mtime resumes: the digest then
+        # checks the whole file, the held prefix included.
+        s = hashless_push(b, "t2", content, offset=80_000)
         received_all(b, "t2", len(content))
         s.sendall(frame({"type": "digest", "id": "t2", "sha256": digest}))
         (verdict,), _ = read_frames(s, b"", 1)
@@ -315,14 +321,31 @@ def test_a_hashless_offer_neither_resumes_nor_skips(tmp_path: Path) -> None:
         assert inbox_files(b) == ["lie.bin"] and partials(b) == []
 
 
-def test_an_interrupted_hashless_push_keeps_no_part(tmp_path: Path) -> None:
+def test_an_interrupted_hashless_push_keeps_its_part_for_a_resume(tmp_path: Path) -> None:
     content = random.Random(7).randbytes(200_000)
+    digest = hashlib.sha256(content).hexdigest()
     with nodes(tmp_path, ["b"]) as (b,):
-        s = hashless_push(b, "t1", content)
+        s = hashless_push(b, "t1", content[:120_000] + bytes(80_000), mtime=5.0)
         received_all(b, "t1", len(content))
         s.close()  # gone before its digest
         ev = b.wait_event(lambda e: e["event"] == "transfer_failed", what="transfer_failed")
         assert ev["error"]["code"] in ("truncated", "connection_lost"), ev
+        assert inbox_files(b) == [] and [p.stat().st_size for p in partials(b)] == [200_000]
+        # Another mtime: another file, so the part goes and the stream starts at 0.
+        s = hashless_push(b, "t2", content[:50_000] + bytes(150_000), mtime=6.0)
+        received_all(b, "t2", len(content))
+        s.close()
+        b.wait_event(
+            lambda e: e["event"] == "transfer_failed" and e["id"] == "t2", what="t2 failed"
+        )
+        # Same size and mtime as t2: resumed with everything held, nothing left to stream. The
+        # held bytes are not what the digest names (zeros, not content): refused, nothing
+        # under the final name, and the part is gone so the retry starts afresh.
+        s = hashless_push(b, "t3", content, offset=200_000, mtime=6.0)
+        s.sendall(frame({"type": "digest", "id": "t3", "sha256": digest}))
+        (verdict,), _ = read_frames(s, b"", 1)
+        s.close()
+        assert verdict["ok"] is False and verdict["code"] == "hash_mismatch", verdict
         assert inbox_files(b) == [] and partials(b) == []
 
 
@@ -348,7 +371,8 @@ def test_a_digest_that_never_comes_is_too_slow_despite_keepalives(tmp_path: Path
         codes = [f.get("code") for f in frames(recv_until_closed(s)) if f["type"] == "error"]
         s.close()
         assert codes == ["too_slow"], codes
-        assert inbox_files(b) == [] and partials(b) == []
+        # Nothing under its final name; the part stays for a resume, as after any broken push.
+        assert inbox_files(b) == [] and [p.stat().st_size for p in partials(b)] == [100_000]
 
 
 def test_a_digest_without_a_hashless_offer_is_unexpected(tmp_path: Path) -> None:

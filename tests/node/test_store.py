@@ -394,21 +394,22 @@ def test_abort_keep_and_discard(root: Path, store: Store) -> None:
     store.discard_partial(PEER, "../bad")
 
 
-def unhashed(name: str, data: bytes) -> FileMeta:
+def unhashed(name: str, data: bytes, mtime: float = 1_600_000_000.5) -> FileMeta:
     """A hash-less offer's file: its sha256 comes later (Incoming.expect)."""
-    return FileMeta(name, len(data), "", 0.0, "x")
+    return FileMeta(name, len(data), "", mtime, "x")
 
 
-def test_unhashed_incoming_verifies_against_the_digest(root: Path, store: Store) -> None:
+def test_unhashed_incoming_resumes_by_size_and_mtime_and_verifies_against_the_digest(
+    root: Path, store: Store
+) -> None:
     data = os.urandom(100_000)
-    # A resumable part of that name is there; an unhashed receive does not reuse it.
+    # A hashed part of that name, size and mtime is there: the unhashed receive resumes it.
     old = store.open_incoming(PEER, meta("u.bin", data))
     feed(old, data[:30_000])
     old.abort(keep=True)
     inc = store.open_incoming(PEER, unhashed("u.bin", data), unhashed=True)
-    assert inc.offset == 0 and inc.reset_reason is None
-    feed(inc, data)
-    assert store.partial_for(PEER, "u.bin") is None  # no record: nothing can resume from it
+    assert inc.offset == 30_000 and inc.reset_reason is None
+    feed(inc, data[30_000:])
     assert not (root / "inbox" / "u.bin").exists()
     inc.expect(sha(data))
     assert inc.finish() == "u.bin"
@@ -418,7 +419,32 @@ def test_unhashed_incoming_verifies_against_the_digest(root: Path, store: Store)
         store.open_incoming(PEER, meta("v.bin", data), unhashed=True)  # takes no sha256
 
 
-def test_unhashed_incoming_mismatch_missing_digest_and_abort_keep_nothing(
+def test_an_unhashed_part_is_kept_and_matched_by_size_and_mtime(root: Path, store: Store) -> None:
+    data = os.urandom(100_000)
+    inc = store.open_incoming(PEER, unhashed("k.bin", data), unhashed=True)
+    assert inc.offset == 0
+    feed(inc, data[:40_000])
+    inc.abort(keep=True)  # connection lost before the digest: the part stays
+    assert store.partial_for(PEER, "k.bin") is None  # a pull cannot name what it holds
+    again = store.open_incoming(PEER, unhashed("k.bin", data), unhashed=True)
+    assert again.offset == 40_000 and again.reset_reason is None
+    feed(again, data[40_000:60_000])
+    again.abort(keep=True)
+    # The retry offers the hash (known by then): it resumes too, and the record learns it.
+    hashed = store.open_incoming(PEER, meta("k.bin", data))
+    assert hashed.offset == 60_000 and hashed.reset_reason is None
+    hashed.abort(keep=True)
+    assert store.partial_for(PEER, "k.bin") == (60_000, sha(data))
+    # Another mtime (either side unhashed) is another file: start over, and say why.
+    other = store.open_incoming(PEER, unhashed("k.bin", data, mtime=7.0), unhashed=True)
+    assert other.offset == 0 and other.reset_reason == "source_changed"
+    feed(other, data)
+    other.expect(sha(data))
+    assert other.finish() == "k.bin"
+    assert list(parts_dir(root).iterdir()) == []
+
+
+def test_unhashed_incoming_mismatch_and_missing_digest_keep_nothing(
     root: Path, store: Store
 ) -> None:
     data = os.urandom(50_000)
@@ -434,11 +460,6 @@ def test_unhashed_incoming_mismatch_missing_digest_and_abort_keep_nothing(
     with pytest.raises(StoreError):
         inc.finish()  # no digest: nothing to verify against, nothing placed
     assert not (root / "inbox" / "m.bin").exists() and list(parts_dir(root).iterdir()) == []
-    inc = store.open_incoming(PEER, unhashed("m.bin", data), unhashed=True)
-    feed(inc, data[:10_000])
-    inc.abort(keep=True)  # a broken-off hash-less receive keeps nothing
-    assert list(parts_dir(root).iterdir()) == []
-    assert store.partial_for(PEER, "m.bin") is None
 
 
 # -- resume -------------------------------------------------------------------------------------
