@@ -69,6 +69,16 @@ def offer(tid: str, name: str, size: int, sha256: str | None, mtime: float = 0.0
     )
 
 
+def stalled_pull(port: int, node: str, name: str, tid: str = "t1") -> socket.socket:
+    """A client that asks for `name` and then never reads: the node's stream to it fills a
+    tiny receive buffer and stalls. The caller closes the socket."""
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect: window is set
+    s.connect(("127.0.0.1", port))
+    s.sendall(hello(node, "reader") + frame({"type": "get", "id": tid, "name": name, "offset": 0}))
+    return s
+
+
 def error_codes(reply: bytes) -> list[str]:
     """The `code` of every complete `error` frame in `reply` (other frames are skipped)."""
     codes, pos = [], 0

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import random
-import socket
 from pathlib import Path
 
-from tests.junkflood import frame, hello
+from tests.junkflood import stalled_pull
 from tests.nodeproc import NodeProc, nodes, wait_mesh
 
 STALLED = "5" * 32
@@ -36,12 +35,8 @@ def test_a_reader_that_stalls_does_not_hold_up_other_transfers(tmp_path: Path) -
         (c.share / "up.bin").write_bytes(random.Random(3).randbytes(4 << 20))
         b.wait_api("/api/files", lambda fs: len(fs) == 2, timeout=30, what="b's files hashed")
 
-        stalled = socket.socket()
-        stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        stalled.connect(("127.0.0.1", b.tcp_port))
+        stalled = stalled_pull(b.tcp_port, STALLED, "big.bin")
         try:
-            get = {"type": "get", "id": "stall1", "name": "big.bin", "offset": 0}
-            stalled.sendall(hello(STALLED, "stalled") + frame(get))  # ... and never read
             ev = b.wait_event(
                 lambda e: e["event"] == "transfer_started" and e["name"] == "big.bin",
                 timeout=30,

@@ -21,7 +21,7 @@ import pytest
 
 from node.admission import Admission, RateLimit
 from node.framing import NEED_DATA, BodyChunk, FrameDecoder, Header, encode_header
-from tests.junkflood import JunkFlood, error_codes, frame, hello, offer
+from tests.junkflood import JunkFlood, error_codes, frame, hello, offer, stalled_pull
 from tests.nodeproc import NodeProc, free_udp_port, nodes, wait_mesh
 
 LIAR = "e" * 32
@@ -577,12 +577,8 @@ def test_a_peer_that_stops_reading_a_pull_is_dropped(tmp_path: Path) -> None:
     with nodes(tmp_path, ["b"], "--idle-timeout", "2") as (b,):
         (b.share / "big.bin").write_bytes(random.Random(5).randbytes(16 << 20))
         b.wait_api("/api/files", lambda fs: len(fs) == 1, timeout=30, what="big.bin hashed")
-        s = socket.socket()
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        s.connect(("127.0.0.1", b.tcp_port))
+        s = stalled_pull(b.tcp_port, LIAR, "big.bin")
         try:
-            get = {"type": "get", "id": "t1", "name": "big.bin", "offset": 0}
-            s.sendall(hello(LIAR, "reader") + frame(get))  # ... and never read a byte
             ev = b.wait_event(lambda e: e["event"] == "transfer_failed", timeout=30)
             assert ev["error"]["code"] == "too_slow" and ev["role"] == "send", ev
             # the connection is gone even though its queued bytes were never taken
