@@ -46,7 +46,7 @@ from lab.waits import WaitTimeout, wait_until
 API_PORT = 47102
 TCP_PORT = 47101
 CHUNK = 1 << 20
-READY_TIMEOUT = 30.0  # per start batch: container start -> GET /api/node answers
+READY_TIMEOUT = 30.0  # per start batch: container start -> its `listening` event
 POLL_INTERVAL = 0.2  # event tail cadence
 TICK = 0.1  # timeline cadence
 LOG_TAIL = 25
@@ -515,10 +515,15 @@ class _Run:
         if self.tail._thread is None:
             self.tail.start()
 
-    def after_start(self, names: list[str], *, start: bool = False) -> None:
-        """Start (if asked) the containers concurrently, add routes, wait for every API."""
+    def after_start(
+        self, names: list[str], *, start: bool = False, since: float | None = None
+    ) -> None:
+        """Start (if asked) the containers concurrently, add routes, wait until every node is
+        listening. `since`: wall-clock time before the containers were (re)started; a node is
+        ready once its output has a `listening` event from then on."""
         if not names:
             return
+        since = time.time() if since is None else since
         if start:
             with ThreadPoolExecutor(max_workers=8, thread_name_prefix="mole-lab-start") as pool:
                 list(pool.map(self.cluster.start, names))
@@ -531,7 +536,7 @@ class _Run:
         mole = [n for n in names if not self.sc.node(n).router]
         timeout = min(READY_TIMEOUT, self.remaining())
         with ThreadPoolExecutor(max_workers=8, thread_name_prefix="mole-lab-ready") as pool:
-            futures = [pool.submit(self._wait_ready, n, timeout) for n in mole]
+            futures = [pool.submit(self._wait_ready, n, timeout, since) for n in mole]
             errors = []
             for fut in futures:
                 try:
@@ -542,32 +547,37 @@ class _Run:
             raise errors[0]
         self.say(f"ready: {', '.join(_abbrev(names))}")
 
-    def _wait_ready(self, name: str, timeout: float) -> None:
-        last_status = [0.0]
+    def _wait_ready(self, name: str, timeout: float, since: float) -> None:
+        """Until the node's output has a `listening` event stamped `since` or later.
+
+        The node emits it once its transfer and API sockets listen, and the event tail already
+        reads every node's output: no HTTP poll per node (fifty of them, each answered late by
+        a node booting on cores the others and the engine keep busy) and no thread held by it.
+        """
+        last_status = [time.monotonic()]
 
         def ready() -> bool:
-            try:
-                info = self.api(name, timeout=2).node()
-            except OSError:
-                now = time.monotonic()
-                if now - last_status[0] > 1.0:
-                    last_status[0] = now
-                    status = self.status(name)
-                    if status in ("exited", "dead"):
-                        raise NodeDied(
-                            f"node {name}: container {status} before its API answered\n"
-                            + self.diagnose([name]),
-                        ) from None
-                raise
-            if isinstance(info.get("node"), str):
-                with self.lock:
-                    self.node_ids[info["node"]] = name
-            return True
+            for e in reversed(self._events(name)):
+                if e.get("event") == "listening" and float(e.get("ts") or 0) >= since:
+                    if isinstance(e.get("node"), str):
+                        with self.lock:
+                            self.node_ids[e["node"]] = name
+                    return True
+            now = time.monotonic()
+            if now - last_status[0] > 1.0:
+                last_status[0] = now
+                status = self.status(name)
+                if status in ("exited", "dead"):
+                    raise NodeDied(
+                        f"node {name}: container {status} before it was listening\n"
+                        + self.diagnose([name]),
+                    )
+            return False
 
         wait_until(
             ready,
             timeout=timeout,
-            what=f"node {name}'s API (GET /api/node) to answer",
+            what=f"node {name} to be listening (its `listening` event)",
             diagnose=lambda: self.diagnose([name]),
         )
 
@@ -730,6 +740,7 @@ class _Run:
         if faults is None:
             raise ScenarioSkip("needs lab.faults")
         targets = self._fault_targets(step)
+        since = time.time()  # a restarted node is ready once it says `listening` after this
         revert = faults.apply(self.cluster, step.do, dict(step.params), targets=targets)
         if revert is not None:
             at = time.monotonic() + step.duration if step.duration else None
@@ -740,7 +751,7 @@ class _Run:
             with self.lock:
                 self.running.difference_update(nodes)
         elif step.do in ("start", "restart"):
-            self.after_start(nodes)  # addresses may have changed: routes, then the API
+            self.after_start(nodes, since=since)  # addresses may have changed: routes too
 
     def _fault_targets(self, step: Step) -> dict[str, Any]:
         """Node and group names of the step resolved to node names, as lab.faults wants them."""
