@@ -24,18 +24,16 @@ STEP = 1 << 20
 SIZE = 3 * STEP + 5  # four steps of hashing
 
 
+def config(tmp_path: Path, **kw: Any) -> Config:
+    """A node of its own in tmp_path: no discovery, no retries."""
+    dirs = {d: tmp_path / d for d in ("share", "inbox", "state")}
+    return Config(name="t", discovery=False, retries=0, **dirs, **kw)
+
+
 @pytest.fixture
 def node(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Node]:
     monkeypatch.setattr("node.app.HASH_STEP", STEP)
-    cfg = Config(
-        name="t",
-        share=tmp_path / "share",
-        inbox=tmp_path / "inbox",
-        state=tmp_path / "state",
-        discovery=False,
-        retries=0,
-    )
-    n = Node(cfg, events=EventLog("t", stream=io.StringIO()))
+    n = Node(config(tmp_path), events=EventLog("t", stream=io.StringIO()))
     # A peer to push to; nothing listens there, and the loop never runs in these tests.
     n.peers.add_static("f" * 32, "peer", "127.0.0.1", 9, (), n.loop.time())
     try:
@@ -203,16 +201,7 @@ def test_a_push_waiting_for_its_own_hash_sends_keepalives_then_the_digest(
     monkeypatch.setattr("node.app.DIGEST_KEEPALIVE", 0.05)
     peer = DigestPeer(gate)
     events: list[dict[str, Any]] = []
-    cfg = Config(
-        name="t",
-        share=tmp_path / "share",
-        inbox=tmp_path / "inbox",
-        state=tmp_path / "state",
-        discovery=False,
-        retries=0,
-        port=0,  # any free ports on this host
-        api_port=0,
-    )
+    cfg = config(tmp_path, port=0, api_port=0)  # any free ports on this host
     n = Node(cfg, events=EventLog("t", stream=io.StringIO(), sink=events.append))
     try:
         n.start()
