@@ -1034,8 +1034,8 @@ class _Parser:
         fexp: list[FileExpect] = []
         for i, item in enumerate(self.list_of(m.get("files", []), "expect.files")):
             p = f"expect.files[{i}]"
-            keys = ("node", "group", "file", "within", "resumed", "resent_at_most", "after")
-            e = self.mapping(item, p, (*keys, "min_seconds"), ("file",))
+            fkeys = ("node", "group", "file", "within", "resumed", "resent_at_most", "after")
+            e = self.mapping(item, p, (*fkeys, "min_seconds"), ("file",))
             nodes = self.node_or_group(e, p)
             names = self.files_param(e["file"], _join(p, "file"), files, star=False)
             within = (
