@@ -409,7 +409,7 @@ def loads(text: str, *, source: str = "<string>", default_name: str | None = Non
     return parse(data, source=source, text=text, default_name=default_name)
 
 
-class _StrictLoader(yaml.SafeLoader):  # type: ignore[misc]
+class _StrictLoader(yaml.SafeLoader):
     """SafeLoader that refuses duplicate keys (plain PyYAML silently keeps the last one)."""
 
 
