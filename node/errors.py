@@ -56,3 +56,37 @@ class RemoteProtocolError(MoleError):
 
     def __repr__(self) -> str:
         return f"RemoteProtocolError({self.code.value!r}, {self.message!r})"
+
+
+class StoreError(MoleError):
+    """A disk-side failure; `code` is the wire/API error code (docs/protocol.md 2.6)."""
+
+    code: str = "io_error"
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.code!r}, {self.message!r})"
+
+
+class BadName(StoreError):
+    """A file name no node may store (node/names.py). A `StoreError` so one except does."""
+
+    code = "bad_name"
+
+    def __init__(self, message: str) -> None:
+        super().__init__("bad_name", message)
+
+
+class HashMismatch(StoreError):
+    """The received bytes do not hash to what the sender announced."""
+
+    def __init__(self, expected: str, actual: str) -> None:
+        super().__init__(
+            "hash_mismatch", f"received data hashes to {actual}, sender announced {expected}"
+        )
+        self.expected = expected
+        self.actual = actual

@@ -1,12 +1,16 @@
-"""Hostile-name corpus for store.check_name: every entry refused with a message that says why.
+"""Hostile-name corpus for names.check_name: every entry refused with a message that says why.
 
-Policy decisions pinned here (see node/store.py check_name):
+Policy decisions pinned here (docs/protocol.md 2.8, node/names.py):
 - bidirectional controls (U+202E etc.) are refused: "photo\u202egpj.exe" displays as
-  "photoexe.jpg"; ZWJ and other format characters are allowed (emoji sequences use them).
+  "photoexe.jpg"; so is every other format character (zero-width spaces and joiners), except a
+  ZWJ between two symbols (emoji sequences).
 - C1 controls (U+0080-U+009F) and U+2028/U+2029 are refused like C0 controls.
 - '.mole' is refused as any component, in any letter case (case-insensitive file systems).
-- Colons are allowed except as a leading drive letter ("C:"), POSIX file systems accept them.
-- Names are returned NFC-normalized.
+- A name must be storable on every system: the characters Windows forbids (\\ < > : " | ? *)
+  are refused anywhere, so is a trailing dot or space, so are device names.
+- Look-alikes are refused: slashes that are not "/", letters that render as nothing, spaces
+  other than U+0020 and U+3000.
+- Limits are UTF-8 bytes; names are returned NFC-normalized.
 """
 
 from __future__ import annotations
@@ -17,7 +21,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from node.store import BadName, StoreError, check_name
+from node.names import check_name, numbered
+from node.store import BadName, StoreError
 
 # (name, substring the message must contain)
 HOSTILE: list[tuple[str, str]] = [
@@ -25,10 +30,10 @@ HOSTILE: list[tuple[str, str]] = [
     ("/etc/passwd", "absolute"),
     ("/", "absolute"),
     ("//server/share/x", "absolute"),
-    ("C:\\Windows\\system32\\x.dll", "backslash"),
-    ("C:/Windows/x.dll", "drive letter"),
-    ("c:x.txt", "drive letter"),
-    ("Z:", "drive letter"),
+    ("C:\\Windows\\system32\\x.dll", "':'"),
+    ("C:/Windows/x.dll", "':'"),
+    ("c:x.txt", "':'"),
+    ("Z:", "':'"),
     ("\\\\server\\share", "backslash"),
     # '..' and '.' in every position
     ("..", "'..'"),
@@ -89,6 +94,29 @@ HOSTILE: list[tuple[str, str]] = [
     ("dir/CON", "reserved"),
     ("CON/file.txt", "reserved"),
     ("nul .txt", "reserved"),
+    # characters Windows cannot store
+    ("a:b", "':'"),
+    ("dir/C:", "':'"),
+    ("what?.txt", "'?'"),
+    ("star*.txt", "'*'"),
+    ("a<b>c", "'<'"),
+    ('say "hi"', "'\"'"),
+    ("pipe|x", "'|'"),
+    # look-alikes and invisible characters
+    ("..\u2215..\u2215etc\u2215passwd", "slash"),
+    ("a\u2044b", "slash"),
+    ("a\uff0fb", "slash"),
+    ("a\uff3cb", "slash"),
+    ("invoice.pdf\u3164.exe", "renders as nothing"),
+    ("a\u115fb", "renders as nothing"),
+    ("zero\u200bwidth", "invisible"),
+    ("zw\u200cnj", "invisible"),
+    ("bom\ufeff.txt", "invisible"),
+    ("soft\u00adhyphen", "invisible"),
+    ("lonely\u200djoiner", "invisible"),
+    ("nbsp\u00a0.txt", "space"),
+    ("thin\u2009space", "space"),
+    ("pua\ue000.txt", "private-use"),
     # trailing dots and spaces
     ("name.", "dot or a space"),
     ("name ", "dot or a space"),
@@ -117,8 +145,8 @@ GOOD: list[str] = [
     "..foo",
     "foo..bar",
     " leading space",
-    "ab:c",  # a colon that is not a drive letter
-    "dir/C:",  # a drive letter only matters at the start
+    "emoji \u2764\ufe0f\u200d\U0001f525.png",  # ZWJ after a variation selector
+    "全角\u3000スペース.txt",  # the ideographic space is a visible space
     "COM10",
     "CONSOLE.txt",
     "lpt0.txt",
@@ -197,5 +225,20 @@ def test_traversal_combinations(pieces: list[str]) -> None:
         out = check_name(name)
     except BadName:
         return
-    assert set(out.split("/")) <= {"a", "b", "C:"}
-    assert not out.startswith("C:")
+    assert set(out.split("/")) <= {"a", "b"}
+
+
+@pytest.mark.parametrize(
+    ("name", "n", "expected"),
+    [
+        ("photo.jpg", 1, "photo (1).jpg"),
+        ("dir/photo.jpg", 3, "dir/photo (3).jpg"),
+        ("backup.tar.gz", 2, "backup (2).tar.gz"),
+        (".gitkeep", 1, ".gitkeep (1)"),
+        ("README", 4, "README (4)"),
+        ("a" * 255, 1, "a" * 251 + " (1)"),
+    ],
+)
+def test_numbered_names(name: str, n: int, expected: str) -> None:
+    assert numbered(name, n) == expected
+    assert check_name(numbered(name, n)) == expected
