@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from node.errors import ErrorCode, RemoteProtocolError
+from node.framing import no_duplicates
 
 VERSION: Final = 1
 MAX_DATAGRAM: Final = 1400
@@ -83,11 +84,16 @@ def decode(data: bytes) -> Datagram:
             ErrorCode.TOO_LARGE, f"datagram of {len(data)} bytes exceeds {MAX_DATAGRAM}"
         )
     try:
-        obj = json.loads(bytes(data).decode("utf-8"), parse_constant=_no_constant)
+        obj = json.loads(
+            bytes(data).decode("utf-8"),
+            object_pairs_hook=no_duplicates,
+            parse_constant=_no_constant,
+        )
     except (ValueError, RecursionError) as exc:
         raise RemoteProtocolError(ErrorCode.BAD_JSON, f"datagram is not JSON: {exc}") from None
     if not isinstance(obj, dict):
-        raise RemoteProtocolError(ErrorCode.BAD_MESSAGE, "datagram is not a JSON object")
+        # As for a frame header: valid JSON that is not an object is bad_json.
+        raise RemoteProtocolError(ErrorCode.BAD_JSON, "datagram is not a JSON object")
     version = obj.get("mole")
     if type(version) is not int:
         raise _bad("mole", "must be an integer")

@@ -73,7 +73,7 @@ def encode_header(header: Mapping[str, object]) -> bytes:
     return _PREFIX.pack(len(data)) + data
 
 
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+def no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     obj = dict(pairs)
     if len(obj) != len(pairs):
         seen: set[str] = set()
@@ -93,7 +93,7 @@ def parse_header(raw: bytes) -> Header:
     try:
         fields = json.loads(
             raw.decode("utf-8"),
-            object_pairs_hook=_no_duplicates,
+            object_pairs_hook=no_duplicates,
             parse_constant=_reject_constant,
         )
     except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError
@@ -103,7 +103,9 @@ def parse_header(raw: bytes) -> Header:
     kind = fields.get("type")
     if not isinstance(kind, str):
         raise RemoteProtocolError(ErrorCode.BAD_MESSAGE, 'header has no string "type"')
-    body = fields.get("body", 0)
+    body = fields.get("body")
+    if body is None:
+        body = 0  # null reads as absent, like every optional key (docs/protocol.md conventions)
     if type(body) is not int or not 0 <= body <= MAX_BODY:
         raise RemoteProtocolError(
             ErrorCode.BAD_FRAME, f'"body" must be an integer 0..2^63-1, got {body!r:.40}'

@@ -17,7 +17,10 @@ from node.errors import ErrorCode, RemoteProtocolError
 from node.framing import MAX_BODY, encode_header
 
 PROTOCOL_VERSION: Final = 1
-MAX_NAME: Final = 1024  # file name, characters
+# A file name is any non-empty string at this level (the 64 KiB header bounds it); whether it
+# is a name a node may store is the receiver's decision, `bad_name` (docs/protocol.md 2.6,
+# node/names.py), not a malformed message.
+MAX_NAME: Final = 1 << 16
 MAX_MIME: Final = 255
 MAX_NODE_NAME: Final = 64  # display name
 MAX_GROUPS: Final = 32
@@ -498,9 +501,9 @@ def parse_message(fields: dict[str, Any], body: bytes = b"") -> Message:
     if cls is None:
         raise RemoteProtocolError(ErrorCode.BAD_MESSAGE, f"unknown message type {kind!r:.64}")
     f = _Fields(fields, f"{kind} message")
-    length = fields.get("body", 0)
+    length = fields.get("body") or 0  # null reads as absent
     if cls is Data:
-        return Data(f.int_("body", 0, MAX_BODY) if "body" in fields else 0)
+        return Data(f.int_("body", 0, MAX_BODY) if fields.get("body") is not None else 0)
     if cls is Files:
         return Files(parse_files_body(body))
     if length:

@@ -10,14 +10,16 @@ Rules beyond the table (they need message contents, not just types):
 
 - a stream (`PUSH_STREAM` after `accept`, `PULL_STREAM` after `file`) carries exactly
   size - offset body bytes in one or more `data` frames; when they are all counted the state
-  moves to `PUSH_VERDICT` / `PULL_VERDICT` (at once if size - offset == 0). A `data` frame longer
-  than what remains is `too_much_data`; an empty `data` frame is always allowed from the
-  streaming side, also in the verdict state (and in `PUSH_DIGEST`, see below).
-- a push whose `offer` had `sha256` null (feature "digest") goes to `PUSH_DIGEST` instead of
-  `PUSH_VERDICT` when its stream is counted; the client's `digest` (same id as the offer) then
-  moves it to `PUSH_VERDICT`. Empty `data` frames are allowed in `PUSH_DIGEST` too, for
-  symmetry with the verdict states: a zero-length stream sends its one empty frame there, and a
-  client still hashing may use them as keepalives.
+  moves to `PUSH_VERDICT` / `PULL_VERDICT` (at once if size - offset == 0: a zero-length stream
+  has no `data` frame at all). A `data` frame longer than what remains is `too_much_data`; an
+  empty one is allowed only while bytes remain (a keepalive). In the verdict states the
+  streaming side sends nothing, so nothing of it can still be in flight when the other side
+  sends its verdict and returns to `IDLE`.
+- a push whose `offer` had `sha256` null (feature "digest", listed in *both* hellos, else
+  `bad_message`) goes to `PUSH_DIGEST` instead of `PUSH_VERDICT` when its stream is counted;
+  the client's `digest` (same id as the offer) then moves it to `PUSH_VERDICT`. Empty `data`
+  frames are allowed in `PUSH_DIGEST` (keepalives of a client still hashing): they precede the
+  digest on the wire, so they too are never in flight across the server's verdict.
 - the receiving side sees the stream as `DataChunk`s; exactly one per stream has `done=True` (an
   empty one when size - offset == 0: it follows the `file` event, or, for a push server, comes
   from the next `next_event()` after `send(Accept)`), so the app verifies in one place.
@@ -121,13 +123,11 @@ _FLOW: dict[tuple[State, type[Message], Role], State] = {
     (State.PUSH_STREAM, Data, _C): State.PUSH_STREAM,
     (State.PUSH_DIGEST, Data, _C): State.PUSH_DIGEST,  # empty data frame only
     (State.PUSH_DIGEST, Digest, _C): State.PUSH_VERDICT,
-    (State.PUSH_VERDICT, Data, _C): State.PUSH_VERDICT,  # empty data frame only
     (State.PUSH_VERDICT, Verdict, _S): State.IDLE,
     (State.IDLE, Get, _C): State.REQUESTED,
     (State.REQUESTED, FileHeader, _S): State.PULL_STREAM,
     (State.REQUESTED, Reject, _S): State.IDLE,
     (State.PULL_STREAM, Data, _S): State.PULL_STREAM,
-    (State.PULL_VERDICT, Data, _S): State.PULL_VERDICT,  # empty data frame only
     (State.PULL_VERDICT, Verdict, _C): State.IDLE,
 }
 # Either side may give up with an error in any state but CLOSED. In ERROR (we saw a protocol
@@ -348,6 +348,8 @@ class Session:
             else:
                 self.their_hello = msg
         elif isinstance(msg, (Offer, Get)):
+            if isinstance(msg, Offer) and msg.info.sha256 is None:
+                self._check_hashless(ours)
             self.request = msg
         elif isinstance(msg, (Accept, Reject, FileHeader, Digest, Verdict)):
             self._check_id(msg.id)
@@ -388,6 +390,16 @@ class Session:
             self._end_stream()
             if ours and isinstance(msg, Accept):
                 self._done_pending = True  # we receive nothing: tell the app now
+
+    def _check_hashless(self, ours: bool) -> None:
+        """A hash-less offer needs "digest" in both hellos: the server must know to wait for
+        the digest, and the client must have said it may send one."""
+        for hello, who in ((self.our_hello, "our"), (self.their_hello, "the peer's")):
+            if hello is None or "digest" not in hello.features:
+                raise RemoteProtocolError(
+                    ErrorCode.BAD_MESSAGE,
+                    f"offer message: key 'sha256' is null but {who} hello lacks \"digest\"",
+                )
 
     def _check_id(self, msg_id: str) -> None:
         req = self.request

@@ -75,7 +75,8 @@ MALFORMED: list[tuple[bytes, ErrorCode]] = [
     (b"hello", ErrorCode.BAD_JSON),
     (b"\xff\xfe", ErrorCode.BAD_JSON),
     (b'{"mole":1,"x":NaN}', ErrorCode.BAD_JSON),
-    (b"[1]", ErrorCode.BAD_MESSAGE),
+    (b"[1]", ErrorCode.BAD_JSON),  # JSON, but not an object: as for a frame header
+    (b'{"mole":1,"mole":1}', ErrorCode.BAD_JSON),  # duplicate keys, as for a frame header
     (raw({**GOOD, "mole": 2}), ErrorCode.VERSION_MISMATCH),
     (raw({**GOOD, "mole": "1"}), ErrorCode.BAD_MESSAGE),
     (raw({k: v for k, v in GOOD.items() if k != "mole"}), ErrorCode.BAD_MESSAGE),

@@ -34,8 +34,8 @@ OTHER_SHA = "cd" * 32
 INFO = FileInfo("f.txt", 10, SHA, 1700000000.5, "text/plain")
 UNHASHED = FileInfo("f.txt", 10, None, 1700000000.5, "text/plain")  # a hash-less offer's
 HELLO = {
-    C: Hello(1, "a" * 32, "client", 47101, ("lab",), ("resume",)),
-    S: Hello(1, "b" * 32, "server", 47101, (), ("resume",)),
+    C: Hello(1, "a" * 32, "client", 47101, ("lab",), ("resume", "digest")),
+    S: Hello(1, "b" * 32, "server", 47101, (), ("resume", "digest")),
 }
 
 
@@ -217,8 +217,8 @@ def test_hashless_push_waits_for_the_digest_before_the_verdict() -> None:
     assert c.state is s.state is State.PUSH_DIGEST
     assert deliver(c, s, Digest("t1", SHA)) == [Digest("t1", SHA)]
     assert c.state is s.state is State.PUSH_VERDICT
-    assert deliver(c, s, Data(0)) == []  # still the verdict state, not the digest one again
-    assert c.state is s.state is State.PUSH_VERDICT
+    with pytest.raises(LocalProtocolError, match="PUSH_VERDICT"):
+        c.send(Data(0))  # the client owes nothing now: no frame of it can cross the verdict
     assert deliver(s, c, Verdict("t1", True, SHA, "f.txt")) == [Verdict("t1", True, SHA, "f.txt")]
     assert c.state is s.state is State.IDLE and c.request is None
 
@@ -262,7 +262,7 @@ def test_data_split_across_receives_gives_done_only_at_the_end() -> None:
     s.receive_data(c.send(Data(10)) + b"01234")
     assert drain(s) == [DataChunk(memoryview(b"01234"), False)]
     assert s.in_body and s.body_left == 5
-    s.receive_data(b"56789" + encode_message(Data(0)))
+    s.receive_data(b"56789")
     assert drain(s) == [DataChunk(memoryview(b"56789"), True)]
     assert s.state is State.PUSH_VERDICT and not s.in_body
 
@@ -305,7 +305,8 @@ def test_empty_stream_skips_to_verdict_and_tells_the_receiver_once() -> None:
     assert deliver(s, c, Accept("t1", 0)) == [Accept("t1", 0)]
     assert c.state is State.PUSH_VERDICT and s.state is State.PUSH_VERDICT
     assert drain(s) == [DataChunk(memoryview(b""), True)]
-    assert deliver(c, s, Data(0)) == []  # an empty data frame is still allowed
+    with pytest.raises(LocalProtocolError):
+        c.send(Data(0))  # a zero-length stream has no data frame at all
     assert drain(c) == []
     deliver(s, c, Verdict("t1", True, SHA))
     deliver(c, s, Get("t2", "e", None, 0, None))
@@ -452,3 +453,43 @@ def test_own_data_length_is_checked() -> None:
     with pytest.raises(LocalProtocolError):
         c.send(Data(-1))
     assert c.stream_remaining == 10
+
+
+@pytest.mark.parametrize("state", [State.PUSH_VERDICT, State.PULL_VERDICT])
+def test_an_empty_data_frame_in_a_verdict_state_is_unexpected(state: State) -> None:
+    """A zero-length stream has no data frame: one arriving after the stream is complete would
+    otherwise cross the verdict and land in IDLE (what an independent peer hit)."""
+    c, s = pair_in(state)
+    sender, receiver = (c, s) if state is State.PUSH_VERDICT else (s, c)
+    receiver.receive_data(encode_message(Data(0)))
+    with pytest.raises(RemoteProtocolError) as err:
+        receiver.next_event()
+    assert err.value.code is ErrorCode.UNEXPECTED_MESSAGE and state.name in str(err.value)
+    with pytest.raises(LocalProtocolError):
+        sender.send(Data(0))
+
+
+@pytest.mark.parametrize("lacking", [C, S])
+def test_a_hashless_offer_needs_digest_in_both_hellos(lacking: Role) -> None:
+    hellos = dict(HELLO)
+    hellos[lacking] = Hello(1, hellos[lacking].node, "old", 47101, (), ("resume",))
+    c, s = Session(C), Session(S)
+    deliver(c, s, hellos[C])
+    deliver(s, c, hellos[S])
+    with pytest.raises(LocalProtocolError, match="digest"):
+        c.send(Offer("t1", UNHASHED))
+    assert c.state is State.IDLE
+    s.receive_data(encode_message(Offer("t1", UNHASHED)))
+    with pytest.raises(RemoteProtocolError) as err:
+        s.next_event()
+    assert err.value.code is ErrorCode.BAD_MESSAGE and "digest" in str(err.value)
+
+
+def test_body_null_reads_as_no_body() -> None:
+    _c, s = pair_in(State.IDLE)
+    s.receive_data(encode_header({"type": "list", "body": None}))
+    assert drain(s) == [List()]
+    _c2, s2 = pair_in(State.PUSH_STREAM)
+    s2.receive_data(encode_header({"type": "data", "body": None}))
+    assert drain(s2) == []  # an empty data frame
+    assert s2.stream_remaining == INFO.size
