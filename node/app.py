@@ -41,9 +41,19 @@ from node.messages import (
     Verdict,
     encode_message,
 )
+from node.names import is_valid_name
 from node.ratelimit import TokenBucket, frame_for_rate
 from node.session import NEED_DATA, Closed, DataChunk, Role, Session, State
-from node.store import FileMeta, HashJob, Incoming, Store, StoreError, guess_mime
+from node.store import (
+    FileMeta,
+    HashJob,
+    Incoming,
+    Reservation,
+    Store,
+    StoreError,
+    check_name,
+    guess_mime,
+)
 from node.transfers import TRANSIENT_CODES, Transfer, new_transfer_id
 
 # "digest": we take hash-less offers (the sha256 follows the stream in a `digest` message), and
@@ -333,10 +343,10 @@ class Handler:
             name = incoming.finish()
         except StoreError as exc:
             self.conn.send(
-                Verdict(t.id, False, incoming.sha256_so_far, None, False, exc.code, str(exc))
+                Verdict(t.wire_id, False, incoming.sha256_so_far, None, False, exc.code, str(exc))
             )
             return exc
-        self.conn.send(Verdict(t.id, True, t.sha256 or "", name, False, None, None))
+        self.conn.send(Verdict(t.wire_id, True, t.sha256 or "", name, False, None, None))
         t.path = name
         return None
 
@@ -439,8 +449,7 @@ class FileSender:
             code = getattr(exc, "code", ErrorCode.IO_ERROR)
             self.conn.fail(code, f"cannot read {self.path}: {exc}")
             return
-        if not self.count:
-            transport.write(self.conn.session.send(Data(0)))
+        if not self.count:  # a zero-length stream has no data frame at all (protocol.md 2.3)
             self.stop()
             self._sent_all()
             return
@@ -549,7 +558,9 @@ class PushClient(ClientHandler):
             t.bytes = msg.offset
             t.state = "active"
             if msg.offset:
-                node.events.emit("transfer_resumed", id=t.id, offset=msg.offset, name=t.name)
+                node.events.emit(
+                    "transfer_resumed", id=t.id, wire_id=t.wire_id, offset=msg.offset, name=t.name
+                )
             self.sender = FileSender(
                 self.conn, self.path, msg.offset, self.meta.size, t, node.upload_bucket
             )
@@ -672,7 +683,9 @@ class PushClient(ClientHandler):
         source changed; the receiver discards what it got)."""
         t = self.transfer
         t.resets += 1
-        self.node.events.emit("transfer_reset", id=t.id, reason="source_changed", name=t.name)
+        self.node.events.emit(
+            "transfer_reset", id=t.id, wire_id=t.wire_id, reason="source_changed", name=t.name
+        )
         self.conn.fail(ErrorCode.SOURCE_CHANGED, reason)
 
     def _unwatch(self) -> None:
@@ -724,6 +737,7 @@ class PullClient(ClientHandler):
         self.expect_peer = transfer.peer
         self.want_sha = sha256
         self.incoming: Incoming | None = None
+        self.reservation: Reservation | None = None
         self.finished = False
         self.asked = 0  # the resume offset our get asked for
 
@@ -738,9 +752,13 @@ class PullClient(ClientHandler):
                 self.conn.close()
                 return
             offset, expect = 0, None
-            partial = node.store.partial_for(t.peer, t.name) if t.name else None
-            if partial is not None:
-                offset, expect = partial
+            if t.name:
+                # Claimed now, so the offset we ask for is what the part still holds when the
+                # file arrives, whatever else is received meanwhile (a push of the same file).
+                with contextlib.suppress(StoreError):
+                    self.reservation = node.store.reserve(t.peer, t.name, t.id)
+            if self.reservation is not None and self.reservation.held is not None:
+                offset, expect = self.reservation.held
             self.asked = offset
             self.conn.send(Get(t.id, t.name or None, self.want_sha, offset, expect))
         elif isinstance(msg, FileHeader):
@@ -751,30 +769,35 @@ class PullClient(ClientHandler):
                 self.conn.fail(refusal[0], refusal[1])
                 return
             try:
-                self.incoming = node.store.open_incoming(t.peer, _meta(info))
+                # At the server's offset: ours, or 0 when it starts over (its file changed).
+                self.incoming = node.store.open_incoming(
+                    t.peer,
+                    _meta(info),
+                    owner=t.id,
+                    reservation=self.reservation,
+                    offset=msg.offset,
+                )
             except StoreError as exc:
                 self.conn.fail(exc.code, str(exc))
                 return
-            if self.incoming.offset != msg.offset:
-                if msg.offset != 0:
-                    self.conn.fail(ErrorCode.BAD_MESSAGE, f"server offset {msg.offset} unknown")
-                    return
-                # The server decided to start over (its file changed); follow it.
-                self.incoming.abort(keep=False)
-                try:
-                    self.incoming = node.store.open_incoming(t.peer, _meta(info), resume=False)
-                except StoreError as exc:
-                    self.incoming = None
-                    self.conn.fail(exc.code, str(exc))
-                    return
+            finally:
+                self.reservation = None
             # A reset: our partial data was of other content, or the server would not resume it.
             if self.incoming.reset_reason or (self.asked and msg.offset == 0):
                 t.resets += 1
-                node.events.emit("transfer_reset", id=t.id, reason="source_changed", name=t.name)
+                node.events.emit(
+                    "transfer_reset",
+                    id=t.id,
+                    wire_id=t.wire_id,
+                    reason="source_changed",
+                    name=t.name,
+                )
             t.offset = t.bytes = msg.offset
             t.state = "active"
             if msg.offset:
-                node.events.emit("transfer_resumed", id=t.id, offset=msg.offset, name=t.name)
+                node.events.emit(
+                    "transfer_resumed", id=t.id, wire_id=t.wire_id, offset=msg.offset, name=t.name
+                )
         elif isinstance(msg, Reject):
             self.finished = True
             node.fail(t, msg.code, msg.reason)
@@ -803,6 +826,9 @@ class PullClient(ClientHandler):
         self._stop("connection_lost", reason)
 
     def _stop(self, code: str, reason: str) -> None:
+        if self.reservation is not None:
+            self.node.store.release(self.reservation)
+            self.reservation = None
         if self.incoming is not None:
             # Keep the partial file: a retry or a later pull resumes from it.
             self.incoming.abort(keep=code in TRANSIENT_CODES or code == "connection_lost")
@@ -825,7 +851,9 @@ class ListClient(ClientHandler):
                 return
             self.conn.send(List())
         elif isinstance(msg, Files):
-            self._answer(200, [_meta_json(_meta(f)) for f in msg.files])
+            # A name no node may store is never shown as if it could be fetched (2.8).
+            files = [_meta_json(_meta(f)) for f in msg.files if is_valid_name(f.name)]
+            self._answer(200, files)
             self.conn.close()
         else:
             super().on_message(msg)
@@ -905,7 +933,10 @@ class ServerHandler(Handler):
         node = self.node
         peer = self.conn.peer_id or "?"
         info = msg.info
-        t = Transfer(msg.id, "push", "receive", peer, self._peer_name(), info.name, size=info.size)
+        t = Transfer(
+            new_transfer_id(), "push", "receive", peer, self._peer_name(), info.name, size=info.size
+        )
+        t.wire_id = msg.id
         t.sha256 = info.sha256
         # Hash-less ("digest" feature): the sha256 follows the stream. Such an offer cannot be
         # deduplicated by content; it resumes a part of the same size and mtime (the digest
@@ -923,23 +954,27 @@ class ServerHandler(Handler):
                 reason=refusal[1],
             )
             return
-        existing = None if hashless else node.store.find_existing(info.sha256, info.size)
-        if existing is not None:
+        placed = None if hashless else self._place_held(info)
+        if placed is not None:
             assert info.sha256 is not None
-            self.conn.send(Verdict(msg.id, True, info.sha256, existing, True, None, None))
-            t.skipped, t.path, t.bytes = True, existing, info.size
+            self.conn.send(Verdict(msg.id, True, info.sha256, placed, True, None, None))
+            t.skipped, t.path, t.bytes = True, placed, info.size
             node.add_transfer(t)
             node.finish(t)
             return
         try:
-            incoming = node.store.open_incoming(peer, _meta(info), unhashed=hashless)
+            incoming = node.store.open_incoming(peer, _meta(info), unhashed=hashless, owner=msg.id)
         except StoreError as exc:
             self.conn.send(Reject(msg.id, exc.code, str(exc)))
             return
         self._drop_superseded(info.name)
         if incoming.reset_reason:
             node.events.emit(
-                "transfer_reset", id=t.id, reason=incoming.reset_reason, name=info.name
+                "transfer_reset",
+                id=t.id,
+                wire_id=t.wire_id,
+                reason=incoming.reset_reason,
+                name=info.name,
             )
         self.incoming = incoming
         self.transfer = t
@@ -947,8 +982,31 @@ class ServerHandler(Handler):
         t.state = "active"
         node.add_transfer(t)
         if incoming.offset:
-            node.events.emit("transfer_resumed", id=t.id, offset=incoming.offset, name=info.name)
+            node.events.emit(
+                "transfer_resumed",
+                id=t.id,
+                wire_id=t.wire_id,
+                offset=incoming.offset,
+                name=info.name,
+            )
         self.conn.send(Accept(msg.id, incoming.offset))
+
+    def _place_held(self, info: FileInfo) -> str | None:
+        """The inbox already holds this content: make it exist under the offered name too
+        (a verified local copy, no transfer) and return the name it got; None to receive it.
+
+        The user asked for a file under a name; content under another name does not answer
+        that (an empty __init__.py is not a .gitkeep)."""
+        store = self.node.store
+        existing = store.find_existing(info.sha256, info.size)
+        if existing is None:
+            return None
+        try:
+            if existing == check_name(info.name):
+                return existing
+            return store.copy_in(existing, _meta(info))
+        except StoreError:
+            return None  # too big to copy here, or gone meanwhile: receive it instead
 
     def _drop_superseded(self, name: str) -> None:
         """End connections whose incoming file this offer just took over.
@@ -1048,13 +1106,20 @@ class ServerHandler(Handler):
                 h is not self
                 and isinstance(h, ServerHandler)
                 and h.transfer is not None
-                and h.transfer.id == msg.id
+                and h.transfer.wire_id == msg.id
                 and conn.peer_id == peer
             ):
                 conn.fail(ErrorCode.CANCELLED, "superseded: requested again on another connection")
-        t = Transfer(msg.id, "pull", "send", peer, self._peer_name(), meta.name, size=meta.size)
+        t = Transfer(
+            new_transfer_id(), "pull", "send", peer, self._peer_name(), meta.name, size=meta.size
+        )
+        t.wire_id = msg.id
         t.sha256, t.offset, t.bytes, t.state = meta.sha256, offset, offset, "active"
         node.add_transfer(t)
+        if offset:
+            node.events.emit(
+                "transfer_resumed", id=t.id, wire_id=t.wire_id, offset=offset, name=t.name
+            )
         self.transfer = t
         self.conn.send(FileHeader(msg.id, _info(meta), offset))
         self.sender = FileSender(self.conn, str(path), offset, meta.size, t, node.upload_bucket)
@@ -1067,6 +1132,10 @@ class ServerHandler(Handler):
             return
         self.account()
         self.transfer = None
+        if self.sender is not None:
+            # This operation is over: a later one on the connection must not count its bytes.
+            self.sender.stop()
+            self.sender = None
         if msg.ok:
             t.path = msg.name
             self.node.finish(t)
@@ -1410,6 +1479,7 @@ class Node:
             self.events.emit(
                 "transfer_retry",
                 id=t.id,
+                wire_id=t.wire_id,
                 code=code,
                 reason=reason,
                 attempt=t.attempts,
@@ -1469,10 +1539,8 @@ class Node:
         if self.busy():
             return ErrorCode.BUSY, "too many transfers, retry later"
         try:
-            from node.store import check_name
-
             check_name(info.name)
-        except Exception as exc:  # BadName
+        except StoreError as exc:  # BadName
             return ErrorCode.BAD_NAME, str(exc)
         return None
 
@@ -1546,7 +1614,13 @@ class Node:
             if offered is not None:
                 # The receiver's .part holds the old content: it starts over (and says so too).
                 t.resets += 1
-                self.events.emit("transfer_reset", id=t.id, reason="source_changed", name=t.name)
+                self.events.emit(
+                    "transfer_reset",
+                    id=t.id,
+                    wire_id=t.wire_id,
+                    reason="source_changed",
+                    name=t.name,
+                )
             self._offered[t.id] = sha256
             # The journal row records the hash offered (compared after a restart). Not t.sha256
             # before this call: hashing sets that before coming here.
@@ -1805,6 +1879,7 @@ class Node:
                     self.events.emit(
                         "transfer_progress",
                         id=t.id,
+                        wire_id=t.wire_id,
                         name=t.name,
                         role=t.role,
                         bytes=t.bytes,

@@ -19,8 +19,7 @@ Decisions worth knowing:
   file system has no hard links.
 - No fsync unless Store(fsync=True). After a write error the part holds only good bytes; the
   node discards it on ENOSPC (keeping it would hold the disk full for a resume that cannot fit).
-- Names: see check_name(). Characters Windows forbids (<>:"|?*) are accepted, except a leading
-  drive letter: this node stores on POSIX file systems.
+- Names: node/names.py's check_name(), the protocol's one rule set (portable to every system).
 """
 
 from __future__ import annotations
@@ -38,6 +37,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from node.errors import BadName, HashMismatch, StoreError
+from node.names import MOLE_DIR, check_name, numbered
+
 if TYPE_CHECKING:
     from hashlib import _Hash
 
@@ -47,22 +49,21 @@ __all__ = [
     "HashJob",
     "HashMismatch",
     "Incoming",
+    "Reservation",
     "Store",
     "StoreError",
     "check_name",
 ]
 
-MOLE_DIR = ".mole"
 PARTS = "parts"
 PART_SUFFIX = ".part"
 RECORD_SUFFIX = ".json"
 CACHE_FILE = "hashcache.json"
 DEFAULT_MIME = "application/octet-stream"
 
-MAX_NAME_BYTES = 1024
-MAX_COMPONENT_BYTES = 255
 READ_CHUNK = 1 << 20  # reusable read buffer for hashing
 INLINE_HASH_LIMIT = 16 << 20  # existing inbox files up to this size are hashed inline to compare
+LOCAL_COPY_LIMIT = 64 << 20  # copy_in() runs inline: ~50 ms at most
 INBOX_HASH_BUDGET = 64 << 20  # bytes inbox_files() may hash per call (~50 ms)
 CATCHUP_MIN = 8 << 20  # bytes of a resumed prefix re-hashed per write() at least
 CATCHUP_MAX = 256 << 20  # ... and at most, so one write() never stalls the loop for long
@@ -72,15 +73,7 @@ MAX_HASH_RESTARTS = 3
 RECORD_MAX_BYTES = 64 << 10
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-_RESERVED = frozenset(
-    ["con", "prn", "aux", "nul", "conin$", "conout$"]
-    + [f"{p}{d}" for p in ("com", "lpt") for d in "123456789\u00b9\u00b2\u00b3"]
-)
-# Invisible characters that reorder or hide text: "photo\u202egpj.exe" displays as "photoexe.jpg".
-_BIDI = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
-_DRIVE = re.compile(r"^[A-Za-z]:")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
-_MULTI_EXT = (".tar.gz", ".tar.bz2", ".tar.xz", ".tar.zst", ".tar.lz", ".tar.br")
 
 
 @dataclass(frozen=True)
@@ -94,102 +87,24 @@ class FileMeta:
     mime: str
 
 
-class StoreError(Exception):
-    """A disk-side failure; `code` is the wire/API error code (docs/protocol.md 2.4)."""
+@dataclass
+class Reservation:
+    """A part file claimed for a receive that has not started yet (a pull before its `file`).
 
-    code: str = "io_error"
+    `held` is what the part already holds, for the resume offer: (bytes, sha256) or None.
+    A concurrent receive of the same (peer, name) meanwhile gets a part of its own."""
 
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.code!r}, {self.message!r})"
-
-
-class BadName(StoreError):
-    """A file name that is unsafe to create in the inbox. A `StoreError` so one except does."""
-
-    code = "bad_name"
-
-    def __init__(self, message: str) -> None:
-        super().__init__("bad_name", message)
-
-
-class HashMismatch(StoreError):
-    """The received bytes do not hash to what the sender announced."""
-
-    def __init__(self, expected: str, actual: str) -> None:
-        super().__init__(
-            "hash_mismatch", f"received data hashes to {actual}, sender announced {expected}"
-        )
-        self.expected = expected
-        self.actual = actual
+    key: str
+    peer: str
+    name: str
+    owner: str | None
+    primary: bool
+    held: tuple[int, str] | None
+    released: bool = False
 
 
 # -- names --------------------------------------------------------------------------------------
-
-
-def check_name(name: str) -> str:
-    """Return the NFC-normalized relative name, or raise BadName saying what is wrong.
-
-    Rejected: absolute paths, '.', '..' and empty components, backslashes, drive letters,
-    control characters (C0, DEL, C1), bidi controls, line/paragraph separators, lone
-    surrogates, Windows reserved device names (with any extension), components ending in a dot
-    or space, a '.mole' component (any case), components over 255 and names over 1024 UTF-8 bytes.
-    """
-    if not isinstance(name, str):
-        raise BadName(f"name must be a string, not {type(name).__name__}")
-    if not name:
-        raise BadName("name is empty")
-    if name.isascii():
-        norm = name  # NFC leaves ASCII as it is
-    else:
-        import unicodedata
-
-        norm = unicodedata.normalize("NFC", name)
-    for ch in norm:
-        o = ord(ch)
-        if o == 0:
-            raise BadName(f"name {name!r} contains a NUL character")
-        if o < 0x20 or 0x7F <= o <= 0x9F:
-            raise BadName(f"name {name!r} contains control character U+{o:04X}")
-        if ch in _BIDI:
-            raise BadName(f"name {name!r} contains bidirectional control U+{o:04X}")
-        if ch in "\u2028\u2029":
-            raise BadName(f"name {name!r} contains line/paragraph separator U+{o:04X}")
-        if 0xD800 <= o <= 0xDFFF:
-            raise BadName(f"name {name!r} is not valid Unicode (lone surrogate U+{o:04X})")
-    if "\\" in norm:
-        raise BadName(f"name {name!r} contains a backslash")
-    if norm.startswith("/"):
-        raise BadName(f"name {name!r} is an absolute path")
-    if _DRIVE.match(norm):
-        raise BadName(f"name {name!r} starts with a drive letter")
-    total = len(norm.encode("utf-8"))
-    if total > MAX_NAME_BYTES:
-        raise BadName(f"name is {total} bytes long, the limit is {MAX_NAME_BYTES}")
-    for part in norm.split("/"):
-        _check_component(part, name)
-    return norm
-
-
-def _check_component(part: str, name: str) -> None:
-    if not part:
-        raise BadName(f"name {name!r} has an empty path component")
-    if part in (".", ".."):
-        raise BadName(f"name {name!r} has a {part!r} component")
-    size = len(part.encode("utf-8"))
-    if size > MAX_COMPONENT_BYTES:
-        raise BadName(f"a component of {name[:40]!r}... is {size} bytes, the limit is 255")
-    if part[-1] in ". ":
-        raise BadName(f"component {part!r} of {name!r} ends with a dot or a space")
-    if part.casefold() == MOLE_DIR:
-        raise BadName(f"name {name!r} uses the reserved directory {MOLE_DIR!r}")
-    stem = part.split(".", 1)[0].rstrip(" ").casefold()
-    if stem in _RESERVED:
-        raise BadName(f"component {part!r} of {name!r} is a reserved Windows device name")
+# The rules are node/names.py's (pure, shared with the protocol layer); re-exported here.
 
 
 def guess_mime(name: str) -> str:
@@ -204,22 +119,6 @@ def _sha256() -> _Hash:
     import hashlib
 
     return hashlib.sha256()
-
-
-def _numbered(name: str, n: int) -> str:
-    """'dir/photo.jpg', 3 -> 'dir/photo (3).jpg', trimmed to fit the component limit."""
-    head, _, base = name.rpartition("/")
-    lower = base.lower()
-    ext = next((e for e in _MULTI_EXT if lower.endswith(e) and len(base) > len(e)), "")
-    if not ext:
-        ext = os.path.splitext(base)[1]
-    stem = base[: len(base) - len(ext)]
-    tag = f" ({n})"
-    room = MAX_COMPONENT_BYTES - len((tag + ext).encode("utf-8"))
-    while len(stem.encode("utf-8")) > room:
-        stem = stem[:-1]
-    base = f"{stem.rstrip(' .')}{tag}{ext}"
-    return f"{head}/{base}" if head else base
 
 
 def _inside(path: str, root: str) -> bool:
@@ -359,7 +258,8 @@ class Store:
         self._dirty = False
         self._saved_at = time.monotonic()
         self._save_cost = 0.0
-        self._active: dict[str, Incoming] = {}
+        # Part keys in use: a receive under way, or reserved for one about to start.
+        self._active: dict[str, Incoming | Reservation] = {}
         self._inbox_jobs: dict[str, HashJob] = {}
         self.hashes_done = 0  # files hashed by this store (tests assert the cache avoids work)
         self._load_cache()
@@ -665,6 +565,52 @@ class Store:
                 return Path(os.path.relpath(real, self.inbox_real)).as_posix()
         return None
 
+    def copy_in(self, src: str, meta: FileMeta) -> str:
+        """Place a verified copy of the inbox file `src` (same content) under `meta.name`.
+
+        What a push of content the inbox already holds under another name gets: the user asked
+        for the file under its name, and no byte needs to cross the network. A copy, not a
+        hard link, so editing one name never changes the other. Bounded (LOCAL_COPY_LIMIT) so
+        it runs inline without stalling the loop: a larger file is simply received again.
+        The copy is hashed as it is written and placed like a received file (numbered name
+        on a collision with other content; an existing same-content file is kept as is).
+        """
+        if meta.size > LOCAL_COPY_LIMIT:
+            raise StoreError("too_large", f"{meta.size} bytes are too many to copy inline")
+        src_parts = check_name(src).split("/")
+        with self._open_inbox() as inbox_fd:
+            dir_fd = inbox_fd
+            try:
+                for comp in src_parts[:-1]:
+                    nxt = _subdir(dir_fd, comp, create=False, where="inbox")
+                    if dir_fd != inbox_fd:
+                        os.close(dir_fd)
+                    dir_fd = nxt
+                flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+                src_fd = os.open(src_parts[-1], flags, dir_fd=dir_fd)
+            except OSError as exc:
+                raise _os_error(exc, f"cannot read {src!r} in the inbox") from exc
+            finally:
+                if dir_fd != inbox_fd:
+                    os.close(dir_fd)
+        try:
+            key = f"copy-{os.urandom(8).hex()}"
+            res = Reservation(key, "", meta.name, None, False, None)
+            self._active[key] = res
+            incoming = self.open_incoming("", meta, reservation=res, offset=0)
+            try:
+                buf = bytearray(READ_CHUNK)
+                view = memoryview(buf)
+                while n := os.readv(src_fd, [view]):
+                    incoming.write(view[:n])
+                return incoming.finish()  # verifies size and sha256: a changed source fails
+            except OSError as exc:
+                raise _os_error(exc, f"cannot copy {src!r}") from exc
+            finally:
+                incoming.abort(keep=False)
+        finally:
+            os.close(src_fd)
+
     def free_space(self) -> int:
         """Bytes available to us in the inbox's filesystem (0 if it cannot be determined)."""
         try:
@@ -717,19 +663,52 @@ class Store:
         except StoreError:
             return None
         try:
-            key = self.part_key(peer, name)
-            rec = _read_record(parts_fd, key)
-            if rec is None or rec["peer"] != peer or rec["name"] != name or not rec["sha256"]:
-                return None  # a hash-less push's part: a pull cannot name what it holds
-            try:
-                st = os.stat(key + PART_SUFFIX, dir_fd=parts_fd, follow_symlinks=False)
-            except OSError:
-                return None
-            if not stat.S_ISREG(st.st_mode):
-                return None
-            return min(st.st_size, int(rec["size"])), str(rec["sha256"])
+            return _held(parts_fd, self.part_key(peer, name), peer, name)
         finally:
             os.close(parts_fd)
+
+    def reserve(self, peer: str, name: str, owner: str | None) -> Reservation:
+        """Claim the part a receive of `name` from `peer` will write, before it starts.
+
+        A pull asks for its resume offset in `get` and opens the part only when the `file`
+        answer arrives; a push received meanwhile must not write the part that offset was read
+        from. The first claim gets the (peer, name) part, a concurrent one a part of its own
+        (not resumable); `owner` (the transfer id on the wire) retrying takes its part back.
+        """
+        name = check_name(name)
+        key, primary = self._claim_key(peer, name, owner)
+        held = self.partial_for(peer, name) if primary else None
+        res = Reservation(key, peer, name, owner, primary, held)
+        self._active[key] = res
+        return res
+
+    def release(self, res: Reservation) -> None:
+        """Give a reservation back (the receive never started)."""
+        res.released = True
+        if self._active.get(res.key) is res:
+            del self._active[res.key]
+
+    def _claim_key(self, peer: str, name: str, owner: str | None) -> tuple[str, bool]:
+        """The part key for a new receive: (key, primary).
+
+        Two receives of the same (peer, name) at once (a push crossing a pull of the same file,
+        a double click) each stream into a part of their own and both end verified: the second
+        to finish finds the same content under the name and keeps it. Only the same transfer
+        coming back (its id, `owner`, e.g. a sender that restarted while its old connection is
+        half-open) takes the part over, so it resumes.
+        """
+        key = self.part_key(peer, name)
+        cur = self._active.get(key)
+        if cur is None:
+            return key, True
+        if owner is not None and cur.owner == owner:
+            if isinstance(cur, Incoming):
+                cur._supersede()
+            else:
+                self.release(cur)
+            self._active.pop(key, None)
+            return key, True
+        return f"{key}-{os.urandom(6).hex()}", False
 
     def discard_partial(self, peer: str, name: str) -> None:
         """Forget any partial file from peer for name (cancel). Missing is fine."""
@@ -739,8 +718,10 @@ class Store:
             return
         key = self.part_key(peer, name)
         active = self._active.get(key)
-        if active is not None:
+        if isinstance(active, Incoming):
             active.abort(keep=False)
+        elif active is not None:
+            self.release(active)
         try:
             with self._open_inbox() as inbox_fd:
                 parts_fd = self._parts_fd(inbox_fd)
@@ -771,7 +752,9 @@ class Store:
                 except OSError:
                     continue
                 newest[key] = max(newest.get(key, 0.0), st.st_mtime)
-            stale = [k for k, t in newest.items() if t < cutoff and k not in active]
+            # A part of a concurrent receive ("<key>-<random>") or of a local copy never
+            # resumes: one left by a crash goes at once.
+            stale = [k for k, t in newest.items() if (t < cutoff or "-" in k) and k not in active]
             for key in stale:
                 _remove_part(parts_fd, key)
             return len(stale)
@@ -780,7 +763,15 @@ class Store:
 
     # -- receiving ---------------------------------------------------------------------------
     def open_incoming(
-        self, peer: str, meta: FileMeta, *, resume: bool = True, unhashed: bool = False
+        self,
+        peer: str,
+        meta: FileMeta,
+        *,
+        resume: bool = True,
+        unhashed: bool = False,
+        owner: str | None = None,
+        reservation: Reservation | None = None,
+        offset: int | None = None,
     ) -> Incoming:
         """Start (or resume) receiving meta from peer into a `.part` file.
 
@@ -792,6 +783,10 @@ class Store:
         so a part is matched by size and mtime instead whenever either side's sha256 is
         unknown (see _open_part); Incoming.expect() gives the sha256 to verify against before
         finish(), and a resumed prefix that was not what the sender hashed fails there.
+
+        `owner`: the transfer's id on the wire (see _claim_key). `reservation`: the part a
+        pull claimed before asking (see reserve()); `offset`: the bytes the sender will start
+        from, which the part must then hold (0: start over).
         """
         name = check_name(meta.name)
         if not isinstance(meta.size, int) or meta.size < 0:
@@ -802,16 +797,29 @@ class Store:
         elif not isinstance(meta.sha256, str) or not _HEX64.match(meta.sha256):
             raise StoreError("bad_message", f"bad sha256 {meta.sha256!r}")
         meta = FileMeta(name, meta.size, meta.sha256, meta.mtime, meta.mime)
-        key = self.part_key(peer, name)
-        old = self._active.pop(key, None)
-        if old is not None:
-            old._supersede()
+        if reservation is not None and not reservation.released:
+            key, primary = reservation.key, reservation.primary
+            self.release(reservation)
+            cur = self._active.get(key)
+            if cur is not None:  # cannot happen while the reservation held it; be safe
+                key, primary = self._claim_key(peer, name, owner)
+        else:
+            key, primary = self._claim_key(peer, name, owner)
+        if offset == 0 or not primary:
+            resume = False
         inbox_fd = self._inbox_fd()
         parts_fd = -1
         try:
             _check_target(inbox_fd, name)
             parts_fd = self._parts_fd(inbox_fd)
-            fd, offset, reset = self._open_part(parts_fd, key, peer, meta, resume)
+            fd, held, reset = self._open_part(parts_fd, key, peer, meta, resume)
+            if offset is not None and held != offset:
+                os.close(fd)
+                if held < offset:
+                    raise StoreError(
+                        "bad_message", f"the sender starts at {offset}, this part holds {held}"
+                    )
+                fd, held, reset = self._open_part(parts_fd, key, peer, meta, False)
         except BaseException as exc:
             os.close(inbox_fd)
             if parts_fd >= 0:
@@ -819,8 +827,10 @@ class Store:
             if isinstance(exc, OSError):
                 raise _os_error(exc, f"cannot start receiving {name!r}") from exc
             raise
-        incoming = Incoming(self, key, peer, meta, inbox_fd, parts_fd, fd, offset, reset)
+        incoming = Incoming(self, key, peer, meta, inbox_fd, parts_fd, fd, held, reset)
         incoming.unhashed = unhashed
+        incoming.owner = owner
+        incoming.primary = primary
         self._active[key] = incoming
         return incoming
 
@@ -945,6 +955,10 @@ class Incoming:
         self._buf: bytearray | None = None
         self._state = "open"  # open | broken | finished | kept | discarded | superseded
         self.unhashed = False  # hash-less offer: expect() must name the sha256 before finish()
+        self.owner: str | None = None  # the transfer id on the wire (Store._claim_key)
+        # False: a second receive of the same (peer, name) at once, into a part of its own;
+        # such a part is not resumable (a retry resumes the first one's), so it never stays.
+        self.primary = True
 
     # -- progress ----------------------------------------------------------------------------
     @property
@@ -1123,7 +1137,7 @@ class Incoming:
         base_dir = os.path.join(self.store.inbox_real, *parts[:-1])
         n = 0
         while n <= MAX_COLLISIONS:
-            rel = "/".join(parts) if n == 0 else _numbered("/".join(parts), n)
+            rel = "/".join(parts) if n == 0 else numbered("/".join(parts), n)
             base = rel.rsplit("/", 1)[-1]
             real = os.path.join(base_dir, base)
             try:
@@ -1191,7 +1205,7 @@ class Incoming:
         if self._state in ("finished", "superseded"):
             return
         if self._state in ("open", "broken"):
-            self._close("kept" if keep else "discarded")
+            self._close("kept" if keep and self.primary else "discarded")
         elif not keep and self._state == "kept" and self.store._is_owner(self):
             with contextlib.suppress(StoreError, OSError), self.store._open_inbox() as inbox_fd:
                 parts_fd = self.store._parts_fd(inbox_fd)
@@ -1312,6 +1326,20 @@ def _read_record(parts_fd: int, key: str) -> dict[str, Any] | None:
     if not all(isinstance(rec.get(k), t) for k, t in types.items()):
         return None
     return rec
+
+
+def _held(parts_fd: int, key: str, peer: str, name: str) -> tuple[int, str] | None:
+    """(bytes, sha256) of the part under key when it resumes a receive of name from peer."""
+    rec = _read_record(parts_fd, key)
+    if rec is None or rec["peer"] != peer or rec["name"] != name or not rec["sha256"]:
+        return None  # a hash-less push's part: a pull cannot name what it holds
+    try:
+        st = os.stat(key + PART_SUFFIX, dir_fd=parts_fd, follow_symlinks=False)
+    except OSError:
+        return None
+    if not stat.S_ISREG(st.st_mode):
+        return None
+    return min(st.st_size, int(rec["size"])), str(rec["sha256"])
 
 
 def _same_source(rec: dict[str, Any] | None, peer: str, meta: FileMeta) -> bool:

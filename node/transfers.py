@@ -41,6 +41,9 @@ class Transfer:
     finished: float | None = None
     skipped: bool = False
     attempts: int = 0
+    # The id the protocol messages carry: ours for transfers we start, the peer's for those it
+    # starts. `id` is always this node's own (unique here whatever peers send).
+    wire_id: str = ""
     resets: int = 0  # times a partial file was discarded (source changed)
     # Not exported: where a push reads from, and the rate estimator's last sample.
     source: str | None = None
@@ -49,6 +52,10 @@ class Transfer:
     # Retry budget: failures in a row without progress, and the most the receiver ever held.
     _streak: int = 0
     _best: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.wire_id:
+            self.wire_id = self.id
 
     @property
     def initiator(self) -> bool:
@@ -80,6 +87,7 @@ class Transfer:
             "finished": self.finished,
             "skipped": self.skipped,
             "attempts": self.attempts,
+            "wire_id": self.wire_id,
         }
 
     def failed_attempt(self) -> int:

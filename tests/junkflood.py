@@ -41,7 +41,9 @@ def frame(header: dict[str, object]) -> bytes:
     return struct.pack(">I", len(raw)) + raw
 
 
-def hello(node: str, name: str = "junk", port: int = 0) -> bytes:
+def hello(
+    node: str, name: str = "junk", port: int = 0, features: tuple[str, ...] = ("digest",)
+) -> bytes:
     return frame(
         {
             "type": "hello",
@@ -50,7 +52,7 @@ def hello(node: str, name: str = "junk", port: int = 0) -> bytes:
             "name": name,
             "port": port,  # 0: the node does not add us to its peer table
             "groups": [],
-            "features": [],
+            "features": list(features),
         }
     )
 

@@ -195,6 +195,17 @@ class NodeProc:
         finally:
             conn.close()
 
+    def local_id(self, tid: str, *, timeout: float = 10) -> str:
+        """This node's own id of the transfer another node started as `tid` (its wire id): a
+        node's transfer ids are its own, whatever a peer chose (docs/api.md)."""
+        found = self.wait_api(
+            "/api/transfers",
+            lambda ts: any(tid in (t["id"], t["wire_id"]) for t in ts),
+            timeout=timeout,
+            what=f"a transfer with wire id {tid}",
+        )
+        return str(next(t["id"] for t in found if tid in (t["id"], t["wire_id"])))
+
     def wait_api(
         self, path: str, pred: Callable[[Any], bool], *, timeout: float = 10, what: str = ""
     ) -> Any:
@@ -222,6 +233,11 @@ def nodes(root: Path, names: list[str], *args: str, **kw: Any) -> Iterator[list[
     finally:
         for p in procs:
             p.stop()
+
+
+def about(e: Event, tid: str) -> bool:
+    """An event of transfer `tid`, by this node's id or by the id on the wire (the peer's)."""
+    return tid in (e.get("id"), e.get("wire_id"))
 
 
 def wait_mesh(procs: list[NodeProc], timeout: float = 10) -> None:

@@ -114,7 +114,9 @@ class FakeApi:
             first = transfer(tid, direction="pull", role="receive", name=body["name"])
         steps = [first] + [{**first, **step} for step in self.script]
         if steps[-1]["state"] == "done" and first["role"] == "receive":
-            steps[-1]["path"] = f"/inbox/{first['name']}"
+            # The node's `path` is the inbox-relative name the file got: here a taken name.
+            stem, dot, ext = first["name"].rpartition(".")
+            steps[-1]["path"] = f"{stem} (1){dot}{ext}"
         self.transfers[tid] = steps
         return 202, first
 
@@ -377,7 +379,7 @@ def test_get_waits_and_reports_the_path(
     fake, url = api
     code, out, err = run(capsys, "--api", url, "get", "b", "doc.txt")
     assert (code, err) == (0, "")
-    assert out == "received doc.txt from b (1000 B in 2.0 s, 500 B/s) -> /inbox/doc.txt\n"
+    assert out == "received doc.txt from b as doc (1).txt (1000 B in 2.0 s, 500 B/s)\n"
     assert fake.requests[0] == ("POST", "/api/pull", {"peer": "b", "name": "doc.txt"})
 
 
@@ -540,3 +542,14 @@ def test_serve_help_shows_defaults_but_never_the_token(
     assert "transfer TCP port (default: 47101)" in out
     assert "(default: 127.0.0.1:47102)" in out
     assert "s3cret-token" not in out
+
+
+def test_done_lines_say_where_the_file_is() -> None:
+    from node.cli import done_line
+
+    sent = transfer("t1", state="done", path="f.bin", finished=NOW + 2, sent=1000)
+    assert done_line(sent) == "sent f.bin to b (1000 B in 2.0 s, 500 B/s)"
+    renamed = {**sent, "path": "f (1).bin"}
+    assert done_line(renamed) == "sent f.bin to b as f (1).bin (1000 B in 2.0 s, 500 B/s)"
+    held = {**sent, "name": ".gitkeep", "path": ".gitkeep", "skipped": True}
+    assert done_line(held) == ".gitkeep: already held on b, now as .gitkeep (no bytes sent)"

@@ -243,7 +243,7 @@ def hashless_push(
 def received_all(node: NodeProc, tid: str, size: int) -> None:
     """The node holds every byte (waits on its API, no sleeping)."""
     node.wait_api(
-        f"/api/transfers/{tid}",
+        f"/api/transfers/{node.local_id(tid)}",
         lambda t: t["bytes"] == size,
         what=f"all {size} bytes of {tid}",
     )
@@ -257,7 +257,7 @@ def test_a_wrong_digest_is_a_hash_mismatch_and_nothing_is_placed(tmp_path: Path)
         # Every byte is in, yet nothing carries the final name before the digest matched.
         assert inbox_files(b) == [] and len(partials(b)) == 1
         started = b.first("transfer_started")
-        assert started["id"] == "t1" and started["sha256"] is None
+        assert started["wire_id"] == "t1" and started["sha256"] is None
         s.sendall(frame({"type": "digest", "id": "t1", "sha256": "0" * 64}))
         (verdict,), _ = read_frames(s, b"", 1)
         s.close()
@@ -282,7 +282,7 @@ def test_a_right_digest_places_the_file_and_fills_in_its_sha256(tmp_path: Path) 
         assert verdict["ok"] is True and verdict["sha256"] == digest, verdict
         assert verdict["name"] == "lie.bin"
         ev = b.wait_event(lambda e: e["event"] == "transfer_done", what="transfer_done")
-        assert ev["sha256"] == digest and ev["id"] == "t1"
+        assert ev["sha256"] == digest and ev["wire_id"] == "t1"
         assert inbox_files(b) == ["lie.bin"] and partials(b) == []
         assert hashlib.sha256((b.inbox / "lie.bin").read_bytes()).hexdigest() == digest
 
@@ -336,7 +336,7 @@ def test_an_interrupted_hashless_push_keeps_its_part_for_a_resume(tmp_path: Path
         received_all(b, "t2", len(content))
         s.close()
         b.wait_event(
-            lambda e: e["event"] == "transfer_failed" and e["id"] == "t2", what="t2 failed"
+            lambda e: e["event"] == "transfer_failed" and e["wire_id"] == "t2", what="t2 failed"
         )
         # Same size and mtime as t2: resumed with everything held, nothing left to stream. The
         # held bytes are not what the digest names (zeros, not content): refused, nothing
@@ -397,6 +397,7 @@ class FakeServer:
         self.serve = serve
         self.gets: list[dict[str, Any]] = []
         self.offers: list[dict[str, Any]] = []
+        self.listing: list[dict[str, Any]] = []  # what a `list` gets
         self.sock = socket.create_server(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
         self._stop = False
@@ -422,7 +423,10 @@ class FakeServer:
                         header = frames(buf[: ends[0]])[0]
                         buf = buf[ends[0] :]
                         if header["type"] == "hello":
-                            conn.sendall(hello("d" * 32, "fake", self.port))
+                            conn.sendall(hello("d" * 32, "fake", self.port, features=()))
+                        elif header["type"] == "list":
+                            body = json.dumps(self.listing).encode()
+                            conn.sendall(frame({"type": "files", "body": len(body)}) + body)
                         elif header["type"] == "offer":
                             self.offers.append(header)
                             reply = {"type": "reject", "id": header["id"], "code": "policy"}

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.nodeproc import NodeProc, free_udp_port, nodes, wait_mesh
+from tests.nodeproc import NodeProc, about, free_udp_port, nodes, wait_mesh
 
 
 def write_random(path: Path, size: int, seed: int = 1) -> str:
@@ -87,8 +87,8 @@ def test_a_never_hashed_file_is_hashed_while_it_is_sent(tmp_path: Path) -> None:
         assert sent["hashed_while_sending"] is True and sent["sha256"] == digest, sent
         assert sent["sent"] == size and sent["attempts"] == 1
         # The receiver saw a hash-less offer and learnt the sha256 from the digest.
-        b.wait_event(lambda e: e["event"] == "transfer_done" and e["id"] == tid)
-        got = [e for e in b.events if e.get("id") == tid]
+        b.wait_event(lambda e: e["event"] == "transfer_done" and about(e, tid))
+        got = [e for e in b.events if about(e, tid)]
         assert [e["sha256"] for e in got if e["event"] == "transfer_started"] == [None]
         assert [e["sha256"] for e in got if e["event"] == "transfer_done"] == [digest]
         # The hash went into the cache: the same file again is a normal offer (deduplicated).

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from tests.nodeproc import Event, NodeProc, free_udp_port
+from tests.nodeproc import Event, NodeProc, about, free_udp_port
 
 SIZE = 32 << 20
 RATE = "12MiB"
@@ -93,11 +93,7 @@ def meet(*procs: NodeProc) -> None:
 
 def ev(node: NodeProc, kind: str, tid: str, timeout: float = 30, **match: Any) -> Event:
     def pred(e: Event) -> bool:
-        return (
-            e["event"] == kind
-            and e.get("id") == tid
-            and all(e.get(k) == v for k, v in match.items())
-        )
+        return e["event"] == kind and about(e, tid) and all(e.get(k) == v for k, v in match.items())
 
     return node.wait_event(pred, timeout=timeout, what=f"{kind} {tid} {match or ''}")
 
@@ -107,7 +103,7 @@ def halfway(node: NodeProc, tid: str, role: str) -> Event:
     return node.wait_event(
         lambda e: (
             e["event"] == "transfer_progress"
-            and e["id"] == tid
+            and about(e, tid)
             and e["role"] == role
             and e["bytes"] >= SIZE // 4
         ),
@@ -174,7 +170,7 @@ def test_push_resumes_after_the_sender_is_killed_and_restarted(tmp_path: Path) -
         assert (done_a["offset"], done_a["sent"]) == (held, SIZE - held)
         # Progress during the resumed attempt: offset, bytes held and bytes actually re-sent.
         since = b.events.index(ev(b, "transfer_resumed", tid))
-        prog = [e for e in b.events[since:] if e["event"] == "transfer_progress" and e["id"] == tid]
+        prog = [e for e in b.events[since:] if e["event"] == "transfer_progress" and about(e, tid)]
         assert prog and all(e["offset"] == held and e["bytes"] == held + e["sent"] for e in prog)
         assert sha(b.inbox / "big.bin") == digest
         assert parts(b) == [] and received(b) == ["big.bin"]
@@ -410,7 +406,7 @@ def test_a_pull_requested_again_ends_the_stale_stream(tmp_path: Path) -> None:
         mine = [
             e
             for e in a.events
-            if e.get("id") == tid and e["event"] not in ("transfer_progress", "transfer_resumed")
+            if about(e, tid) and e["event"] not in ("transfer_progress", "transfer_resumed")
         ]
         kinds = [e["event"] for e in mine]
         assert kinds == ["transfer_started", "transfer_failed", "transfer_started", "transfer_done"]
@@ -458,7 +454,8 @@ def test_cancel_at_the_receiver_removes_the_part(tmp_path: Path) -> None:
         write_random(src, seed=12)
         tid = push(a, src)
         halfway(b, tid, "receive")
-        assert b.api("POST", f"/api/transfers/{tid}/cancel")["state"] == "cancelled"
+        mine = b.local_id(tid)
+        assert b.api("POST", f"/api/transfers/{mine}/cancel")["state"] == "cancelled"
         failed = ev(a, "transfer_failed", tid)
         assert failed["error"]["code"] == "cancelled", failed
         assert parts(b) == [] and received(b) == []
@@ -474,7 +471,7 @@ def test_cancelling_an_interrupted_receive_removes_its_kept_part(tmp_path: Path)
         a.stop(kill=True)
         ev(b, "transfer_failed", tid)
         assert part_bytes(b) > 0  # kept for a resume ...
-        b.api("POST", f"/api/transfers/{tid}/cancel")
+        b.api("POST", f"/api/transfers/{b.local_id(tid)}/cancel")
         assert parts(b) == []  # ... until the user says no
 
 

@@ -569,11 +569,11 @@ def test_part_without_record_or_bad_record_is_ignored(root: Path, store: Store) 
     assert inc.finish() == "n.bin"
 
 
-def test_second_open_supersedes_the_first(root: Path, store: Store) -> None:
+def test_the_same_transfer_coming_back_takes_its_part_over(root: Path, store: Store) -> None:
     data = os.urandom(20_000)
-    first = store.open_incoming(PEER, meta("d.bin", data))
+    first = store.open_incoming(PEER, meta("d.bin", data), owner="t1")
     feed(first, data[:5000])
-    second = store.open_incoming(PEER, meta("d.bin", data))  # e.g. the peer retried
+    second = store.open_incoming(PEER, meta("d.bin", data), owner="t1")  # the peer retried
     assert second.offset == 5000
     with pytest.raises(StoreError):
         first.write(memoryview(data[5000:6000]))
@@ -581,6 +581,72 @@ def test_second_open_supersedes_the_first(root: Path, store: Store) -> None:
     feed(second, data[5000:])
     assert second.finish() == "d.bin"
     assert (root / "inbox" / "d.bin").read_bytes() == data
+
+
+def test_two_receives_of_the_same_file_at_once_both_finish(root: Path, store: Store) -> None:
+    """A push crossing a pull of the same file, a double click: two transfers (other ids)
+    stream side by side into parts of their own and both end with the one verified file."""
+    data = os.urandom(20_000)
+    first = store.open_incoming(PEER, meta("d.bin", data), owner="t1")
+    feed(first, data[:5000])
+    second = store.open_incoming(PEER, meta("d.bin", data), owner="t2")
+    assert second.offset == 0 and not second.primary
+    feed(second, data)
+    feed(first, data[5000:])
+    assert second.finish() == "d.bin"
+    assert first.finish() == "d.bin"  # the same content is already there: kept as it is
+    assert (root / "inbox" / "d.bin").read_bytes() == data
+    assert list((root / "inbox" / ".mole" / "parts").glob("*.part")) == []
+
+
+def test_a_broken_off_second_receive_keeps_no_part(root: Path, store: Store) -> None:
+    data = os.urandom(20_000)
+    first = store.open_incoming(PEER, meta("d.bin", data), owner="t1")
+    second = store.open_incoming(PEER, meta("d.bin", data), owner="t2")
+    feed(first, data[:3000])
+    feed(second, data[:7000])
+    second.abort(keep=True)  # not resumable: a retry resumes the first one's part
+    first.abort(keep=True)
+    assert store.partial_for(PEER, "d.bin") == (3000, meta("d.bin", data).sha256)
+    assert len(list((root / "inbox" / ".mole" / "parts").glob("*.part"))) == 1
+
+
+def test_a_reservation_holds_the_part_a_pull_asked_for(root: Path, store: Store) -> None:
+    """A pull reads its resume offset when it asks; a push of the same file received before
+    the answer must not change what the part holds."""
+    data = os.urandom(20_000)
+    inc = store.open_incoming(PEER, meta("d.bin", data), owner="old")
+    feed(inc, data[:4000])
+    inc.abort(keep=True)
+    res = store.reserve(PEER, "d.bin", "pull1")
+    assert res.primary and res.held == (4000, meta("d.bin", data).sha256)
+    push = store.open_incoming(PEER, meta("d.bin", data), owner="push1")
+    assert not push.primary and push.offset == 0
+    feed(push, data)
+    assert push.finish() == "d.bin"
+    pulled = store.open_incoming(
+        PEER, meta("d.bin", data), owner="pull1", reservation=res, offset=4000
+    )
+    assert pulled.offset == 4000
+    feed(pulled, data[4000:])
+    assert pulled.finish() == "d.bin"
+    with pytest.raises(StoreError, match="holds"):
+        res2 = store.reserve(PEER, "e.bin", "pull2")
+        store.open_incoming(PEER, meta("e.bin", data), reservation=res2, offset=10)
+
+
+def test_copy_in_places_held_content_under_another_name(root: Path, store: Store) -> None:
+    data = os.urandom(50_000)
+    inc = store.open_incoming(PEER, meta("a.bin", data))
+    feed(inc, data)
+    assert inc.finish() == "a.bin"
+    assert store.copy_in("a.bin", meta("sub/b.bin", data)) == "sub/b.bin"
+    assert (root / "inbox" / "sub" / "b.bin").read_bytes() == data
+    # an independent copy, not a second name of the same file
+    assert os.stat(root / "inbox" / "a.bin").st_ino != os.stat(root / "inbox/sub/b.bin").st_ino
+    (root / "inbox" / "c.bin").write_bytes(b"other content")
+    assert store.copy_in("a.bin", meta("c.bin", data)) == "c (1).bin"
+    assert store.copy_in("a.bin", meta("c.bin", data)) == "c (1).bin"  # already there
 
 
 def test_finished_incoming_abort_is_harmless(root: Path, store: Store) -> None:
