@@ -268,12 +268,15 @@ def transfers_table(transfers: list[dict[str, Any]]) -> str:
         )
         rate = float(t.get("rate") or 0)
         active = t.get("state") not in FINAL_STATES and rate > 0
+        name = str(t.get("name", ""))
+        if t.get("path") and t["path"] != name:
+            name = f"{name} -> {t['path']}"  # the name it got on the receiver
         rows.append(
             (
                 t.get("id", ""),
                 "out" if t.get("role") == "send" else "in",
                 peer_label(t),
-                t.get("name", ""),
+                name,
                 progress,
                 f"{human_size(rate)}/s" if active else "-",
                 state,
@@ -477,15 +480,18 @@ def wait_for(
 def done_line(t: dict[str, Any]) -> str:
     name, peer = t.get("name", ""), peer_label(t)
     size = human_size(int(t.get("size") or 0))
+    path = str(t.get("path") or name)
     if t.get("skipped"):
-        return f"{name}: already present ({'on ' + peer if t.get('role') == 'send' else 'here'})"
+        where = f"on {peer}" if t.get("role") == "send" else "here"
+        return f"{name}: already held {where}, now as {path} (no bytes sent)"
     seconds = max(0.0, float(t.get("finished") or 0) - float(t.get("started") or 0))
     speed = f", {human_size(int(t.get('sent') or 0) / seconds)}/s" if seconds > 0 else ""
     timing = f"{size} in {seconds:.1f} s{speed}"
+    # The final name differs when the receiver had the name taken by other content.
+    where = f" as {path}" if path != name else ""
     if t.get("role") == "send":
-        return f"sent {name} to {peer} ({timing})"
-    where = f" -> {t['path']}" if t.get("path") else ""
-    return f"received {name} from {peer} ({timing}){where}"
+        return f"sent {name} to {peer}{where} ({timing})"
+    return f"received {name} from {peer}{where} ({timing})"
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
