@@ -17,6 +17,7 @@ PURE = [
     "httpparse",
     "admission",
     "ratelimit",
+    "bencode",
 ]
 FORBIDDEN_MODULES = {
     "socket",
