@@ -18,6 +18,8 @@ PURE = [
     "admission",
     "ratelimit",
     "bencode",
+    "compact",
+    "rendezvous",
 ]
 FORBIDDEN_MODULES = {
     "socket",
