@@ -20,6 +20,7 @@ PURE = [
     "bencode",
     "compact",
     "rendezvous",
+    "krpc",
 ]
 FORBIDDEN_MODULES = {
     "socket",
