@@ -21,6 +21,7 @@ PURE = [
     "compact",
     "rendezvous",
     "krpc",
+    "dht_routing",
 ]
 FORBIDDEN_MODULES = {
     "socket",
