@@ -22,6 +22,7 @@ PURE = [
     "rendezvous",
     "krpc",
     "dht_routing",
+    "dht_store",
 ]
 FORBIDDEN_MODULES = {
     "socket",
