@@ -23,6 +23,7 @@ PURE = [
     "krpc",
     "dht_routing",
     "dht_store",
+    "dht_lookup",
 ]
 FORBIDDEN_MODULES = {
     "socket",
