@@ -110,6 +110,9 @@ class RoutingTable:
         self._by_addr: dict[Addr, Entry] = {}
         self._per_ip: dict[str, int] = {}
         self.counters: dict[str, int] = {}
+        # Set when a change may have made pings due (an unverified entry, a waiting candidate):
+        # the owner may skip calling pings_due() otherwise. Cleared by pings_due().
+        self.ping_hint = False
 
     # -- queries about the table ----------------------------------------------------------------
 
@@ -257,6 +260,7 @@ class RoutingTable:
             b = self._bucket(n)
             if len(b.entries) < self.k:
                 self._link(b, e, now)
+                self.ping_hint |= e.last_response is None
                 return
             if b.covers(self._own) and b.hi - b.lo > 1:
                 self._split(b)
@@ -275,6 +279,7 @@ class RoutingTable:
         if len(b.candidates) > self.k:
             del b.candidates[0]
         self._count("cached")
+        self.ping_hint = True
 
     def _split(self, b: Bucket) -> None:
         mid = (b.lo + b.hi) // 2
@@ -294,10 +299,12 @@ class RoutingTable:
         """Nodes to ping now: entries that never answered (verification), and questionable
         entries of buckets where a candidate waits for a place. Each is returned once until
         `heard_response` or `failed` reports on it."""
+        self.ping_hint = False
         out: list[NodeInfo] = []
         for b in self.buckets:
             for e in b.entries:
                 if len(out) >= limit:
+                    self.ping_hint = True  # more to come
                     return out
                 if e.ping_sent is not None:
                     continue

@@ -24,6 +24,7 @@ PURE = [
     "dht_routing",
     "dht_store",
     "dht_lookup",
+    "dht",
 ]
 FORBIDDEN_MODULES = {
     "socket",
