@@ -25,6 +25,9 @@ PURE = [
     "dht_store",
     "dht_lookup",
     "dht",
+    "tracker",
+    "tracker_udp",
+    "tracker_http",
 ]
 FORBIDDEN_MODULES = {
     "socket",
