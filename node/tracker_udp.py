@@ -13,8 +13,9 @@ The loop adapter feeds it like the DHT:
     client.handle_timer(now)                   # when now >= client.get_timer()
     client.datagrams_to_send(); client.events()
 
-A datagram that does not match the request in flight (source address, transaction id, action,
-size) is dropped and counted in `counters`: on UDP anyone can send one.
+A datagram that does not match the request in flight (source address, transaction id) is dropped
+and counted in `counters`: on UDP anyone can send one. One that carries our transaction id but
+the wrong action or size ends the announce with `TrackerFailed(kind="protocol")`.
 """
 
 from __future__ import annotations
@@ -178,19 +179,30 @@ class UdpTrackerClient:
             self._connected_at = now
             self._tries = 0
             self._send_announce(now, new_id=True)
-        elif self.state == "announcing" and action == ANNOUNCE and len(data) >= 20:
-            body = data[_ANNOUNCE_RESP.size :]
-            if len(body) % self._entry:
-                self._count("bad_length")
-                return
+        elif (
+            self.state == "announcing"
+            and action == ANNOUNCE
+            and len(data) >= _ANNOUNCE_RESP.size
+            and (len(data) - _ANNOUNCE_RESP.size) % self._entry == 0
+        ):
             _, _, interval, leechers, seeders = _ANNOUNCE_RESP.unpack_from(data)
-            body = body[: MAX_PEERS * self._entry]
+            body = data[_ANNOUNCE_RESP.size : _ANNOUNCE_RESP.size + MAX_PEERS * self._entry]
             peers = tuple(p for p in unpack_peers(body, self._entry) if p[1])
             self._finish(
                 TrackerPeers(peers, max(0, interval), None, max(0, seeders), max(0, leechers))
             )
         else:
+            # Our transaction id, so the tracker's own answer (an off-path forger cannot know
+            # the id), but not a valid one: retrying would get the same. opentracker, for one,
+            # answers an announce for a hash it does not serve with the 8-byte header alone.
             self._count("bad_response")
+            self._connection = None
+            self._finish(
+                TrackerFailed(
+                    f"invalid answer (action {action}, {len(data)} bytes) in state {self.state}",
+                    "protocol",
+                )
+            )
 
 
 __all__ = [

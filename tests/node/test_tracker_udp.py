@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 import random
 import struct
+from collections.abc import Callable
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -158,24 +160,38 @@ def test_junk_is_dropped_and_counted() -> None:
         (peers_answer(tid), (TRACKER[0], 6970)),  # another port
         (b"\x00\x00\x00\x01", TRACKER),  # short
         (peers_answer(tid + 1), TRACKER),  # another transaction
-        (struct.pack(">II", 0, tid) + CONN, TRACKER),  # a connect answer while announcing
-        (peers_answer(tid)[:19], TRACKER),  # short announce answer
-        (peers_answer(tid, b"\x01\x02\x03"), TRACKER),  # not whole peers
+        (struct.pack(">II", 3, tid + 1) + b"forged error", TRACKER),
     ]
     for data, src in junk:
         client.receive_datagram(data, src, 1.0)
     assert client.events() == [] and client.state == "announcing"
-    assert client.counters == {
-        "wrong_source": 2,
-        "short": 1,
-        "wrong_transaction": 1,
-        "bad_response": 2,
-        "bad_length": 1,
-    }
+    assert client.counters == {"wrong_source": 2, "short": 1, "wrong_transaction": 2}
     client.receive_datagram(peers_answer(tid), TRACKER, 1.0)
     assert client.events() == [TrackerPeers((), 1800, None, 4, 3)]
     client.receive_datagram(peers_answer(tid), TRACKER, 1.0)  # nothing in flight now
     assert client.counters["unexpected"] == 1
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        lambda tid: struct.pack(">II", 0, tid) + CONN,  # a connect answer while announcing
+        lambda tid: peers_answer(tid)[:19],  # short announce answer
+        lambda tid: struct.pack(">II", 1, tid),  # opentracker's answer for a hash it refuses
+        lambda tid: peers_answer(tid, b"\x01\x02\x03"),  # not whole peers
+        lambda tid: struct.pack(">II", 2, tid) + bytes(12),  # a scrape answer
+    ],
+)
+def test_invalid_answer_with_our_transaction_fails_the_announce(
+    answer: Callable[[int], bytes],
+) -> None:
+    client, tid = connected()
+    client.receive_datagram(answer(tid), TRACKER, 1.0)
+    [ev] = client.events()
+    assert isinstance(ev, TrackerFailed) and ev.kind == "protocol"
+    assert client.state == "idle" and client.get_timer() is None
+    client.announce(REQ, 2.0)
+    assert sent(client)[0] == 0  # starts over with a connect
 
 
 def test_ipv6_tracker_sends_18_byte_peers() -> None:
