@@ -7,10 +7,13 @@ to the next delivery or node timer, so minutes of DHT life take milliseconds and
 from __future__ import annotations
 
 import heapq
+import os
 import random
 from dataclasses import dataclass, field
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from node import krpc
 from node.bencode import decode as bdecode
@@ -381,3 +384,52 @@ def test_stop_search_ends_events() -> None:
     net.run(until=100.0)
     assert not [e for e in net.events.get(a, []) if isinstance(e, SearchDone)]
     assert net.nodes[a].searches() == []
+
+
+# -- fuzz ---------------------------------------------------------------------------------------
+
+EXAMPLES = int(os.environ.get("MOLE_FUZZ_EXAMPLES", "0")) or 400
+FUZZ = settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+# One node for all examples (building a filled one per example would dominate the run time); its
+# limits are lifted so that every example reaches the parsers.
+FUZZ_NODE = filled(rate=1e9, burst=10**9, total_rate=1e9, total_burst=10**9, max_per_ip=10**6)
+TEMPLATES = [
+    krpc.encode(Ping(b"aa", b"q" * 20)),
+    krpc.encode(FindNode(b"ab", b"q" * 20, H)),
+    krpc.encode(GetPeers(b"ac", b"q" * 20, H)),
+    krpc.encode(AnnouncePeer(b"ad", b"q" * 20, H, 6881, b"token123", True)),
+    krpc.encode(Response(b"ae", b"r" * 20, nodes=(NodeInfo(b"n" * 20, ("1.2.3.4", 5)),))),
+    krpc.encode(Response(b"af", b"r" * 20, values=(("1.2.3.4", 5),), token=b"t")),
+    krpc.encode(KrpcErrorMsg(b"ag", 201, "x")),
+]
+
+
+def check_answers(node: DhtNode, data: bytes, src: Addr) -> None:
+    for out, to in node.datagrams_to_send():
+        msg = krpc.decode(out)  # whatever we send is valid KRPC
+        if not isinstance(msg, Ping | FindNode | GetPeers | AnnouncePeer):
+            assert to == src and len(out) <= len(data)
+
+
+@FUZZ
+@given(st.binary(max_size=200), st.integers(1, 65535))
+def test_random_datagrams_never_raise(data: bytes, port: int) -> None:
+    src = ("198.51.100.7", port)
+    FUZZ_NODE.receive_datagram(data, src, 1.0)
+    check_answers(FUZZ_NODE, data, src)
+
+
+@FUZZ
+@given(st.sampled_from(TEMPLATES), st.integers(min_value=0), st.binary(max_size=6), st.booleans())
+def test_mutated_datagrams_never_raise(template: bytes, where: int, junk: bytes, cut: bool) -> None:
+    i = where % len(template)
+    data = template[:i] if cut else template[:i] + junk + template[i + 1 :]
+    src = ("198.51.100.8", 1 + where % 65535)
+    FUZZ_NODE.receive_datagram(data, src, 1.0)
+    check_answers(FUZZ_NODE, data, src)
+    FUZZ_NODE.handle_timer(1.0)
+    FUZZ_NODE.datagrams_to_send()

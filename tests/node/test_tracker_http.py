@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import random
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -216,16 +217,29 @@ def test_timeout() -> None:
     assert c.get_timer() is None
 
 
+PIECES = [
+    b"HTTP/1.1 200 OK\r\n", b"HTTP/1.0 404 x\r\n", b"HTTP/1.1 100 Continue\r\n", b"\r\n",
+    b"Content-Length: 10\r\n", b"Content-Length: 0\r\n", b"Transfer-Encoding: chunked\r\n",
+    b"X: y\r\n", b"5\r\n", b"0\r\n", b"a;b\r\n", OPENTRACKER, OPENTRACKER[:20],
+    b"d14:failure reason1:xe", b"d8:intervali1e5:peers6:", b"\x7f\x00\x00\x01\x1bZe",
+]  # fmt: skip
+
+
 @FUZZ
-@given(st.binary(max_size=400), st.lists(st.integers(0, 400), max_size=5), st.booleans())
-def test_random_bytes_end_in_at_most_one_event(data: bytes, cuts: list[int], eof: bool) -> None:
-    c = HttpTrackerClient("http://t.example/announce", REQ, 0.0)
-    bounds = sorted({0, len(data), *(min(x, len(data)) for x in cuts)})
-    feed(c, [data[a:b] for a, b in itertools.pairwise(bounds)], eof=False)
-    if eof:
-        c.receive_data(b"", 0.0)
-    events = c.events()
-    assert len(events) <= 1 and (c.done or not eof) and len(events) == int(c.done)
+@given(st.integers(min_value=0, max_value=(1 << 64) - 1))
+def test_random_streams_end_in_at_most_one_event(seed: int) -> None:
+    rng = random.Random(seed)
+    parts = [rng.choice(PIECES) if rng.random() < 0.8 else rng.randbytes(rng.randint(1, 9))
+             for _ in range(rng.randint(0, 12))]  # fmt: skip
+    data = b"".join(parts)
+    cuts = sorted({0, len(data), *(rng.randint(0, len(data)) for _ in range(rng.randint(0, 5)))})
+    eof = rng.random() < 0.7
+    c = HttpTrackerClient(
+        "http://t.example/announce", REQ, 0.0, max_response=rng.choice([64, 1 << 16])
+    )
+    events = feed(c, [data[a:b] for a, b in itertools.pairwise(cuts)], eof=eof)
+    assert len(events) == int(c.done) and (c.done or not eof)
+    assert all(isinstance(e, TrackerPeers | TrackerFailed) for e in events)
 
 
 @FUZZ
