@@ -162,7 +162,7 @@ class DhtNode:
         self.config = cfg = config or DhtConfig()
         # SystemRandom by default: transaction ids and node ids must not be predictable.
         self.rng = rng or random.SystemRandom()
-        self.node_id = node_id if node_id is not None else self.rng.randbytes(krpc.ID_LEN)
+        self.node_id = node_id if node_id is not None else new_node_id(self.rng)
         if len(self.node_id) != krpc.ID_LEN:
             raise ValueError("a node id is 20 bytes")
         self.bootstrap = list(bootstrap)
@@ -421,7 +421,12 @@ class DhtNode:
             data = krpc.encode(q, version=self.config.version)
         deadline = now + self.config.query_timeout
         self._pending[t] = _Pending(addr, kind, deadline, lookup)
-        heapq.heappush(self._deadlines, (deadline, t))
+        if len(self._deadlines) > 4 * self.config.max_transactions:
+            # Answered transactions leave stale heap entries behind: rebuild from the live ones.
+            self._deadlines = [(p.deadline, k) for k, p in self._pending.items()]
+            heapq.heapify(self._deadlines)
+        else:
+            heapq.heappush(self._deadlines, (deadline, t))
         self._out.datagrams.append((data, addr))
         self._count("tx_" + kind)
         return True
@@ -458,7 +463,8 @@ class DhtNode:
     def _refresh(self, now: float) -> None:
         if not len(self.routing):
             return
-        self._start_lookup(self.node_id, self.routing.closest(self.node_id), None, now)
+        if not any(a.lookup.target == self.node_id for a in self._lookups):
+            self._start_lookup(self.node_id, self.routing.closest(self.node_id), None, now)
         for target in self.routing.refresh_targets(now, self.config.refresh_interval):
             if len(self._lookups) >= self.config.max_lookups:
                 break
@@ -534,10 +540,16 @@ class DhtNode:
         self._out.events.append(SearchDone(target, len(lookup.peers), lookup.queried, announced))
 
 
+def new_node_id(rng: random.Random | None = None) -> bytes:
+    """A random 160-bit node id (BEP 5). BEP 42's IP-derived ids need our external address,
+    which a node behind NAT learns only later; plain random ids are what most nodes use."""
+    return (rng or random.SystemRandom()).randbytes(krpc.ID_LEN)
+
+
 def _announcer(
     own: bytes, info_hash: bytes, port: int, token: bytes, implied: bool
 ) -> Callable[[bytes], Query]:
     return lambda t: AnnouncePeer(t, own, info_hash, port, token, implied)
 
 
-__all__ = ["DhtConfig", "DhtEvent", "DhtNode", "PeersFound", "SearchDone"]
+__all__ = ["DhtConfig", "DhtEvent", "DhtNode", "PeersFound", "SearchDone", "new_node_id"]

@@ -54,6 +54,10 @@ class Entry:
     last_query: float | None = None
     fails: int = 0
     ping_sent: float | None = None  # a verification ping is out
+    num: int = field(init=False)  # the id as an integer, for the XOR metric
+
+    def __post_init__(self) -> None:
+        self.num = int.from_bytes(self.id, "big")
 
     @property
     def info(self) -> NodeInfo:
@@ -147,7 +151,7 @@ class RoutingTable:
             e for e in self._by_id.values() if e.last_response is not None and not self._bad(e)
         ]
         t = int.from_bytes(target, "big")
-        best = heapq.nsmallest(n or self.k, now_ok, key=lambda e: int.from_bytes(e.id, "big") ^ t)
+        best = heapq.nsmallest(n or self.k, now_ok, key=lambda e: e.num ^ t)
         return [e.info for e in best]
 
     def _bad(self, e: Entry) -> bool:
@@ -219,7 +223,7 @@ class RoutingTable:
         e.fails += 1
         e.ping_sent = None
         if self._bad(e):
-            b = self._bucket(int.from_bytes(e.id, "big"))
+            b = self._bucket(e.num)
             if b.candidates or e.last_response is None:
                 # A candidate waits for the place, or it never answered at all: drop it now.
                 self._remove(e)
@@ -244,7 +248,7 @@ class RoutingTable:
         self._per_ip[e.addr[0]] = self._per_ip.get(e.addr[0], 0) + 1
 
     def _remove(self, e: Entry) -> None:
-        b = self._bucket(int.from_bytes(e.id, "big"))
+        b = self._bucket(e.num)
         b.entries.remove(e)
         del self._by_id[e.id]
         del self._by_addr[e.addr]
@@ -255,7 +259,7 @@ class RoutingTable:
             del self._per_ip[e.addr[0]]
 
     def _insert(self, e: Entry, now: float) -> None:
-        n = int.from_bytes(e.id, "big")
+        n = e.num
         while True:
             b = self._bucket(n)
             if len(b.entries) < self.k:
@@ -286,9 +290,9 @@ class RoutingTable:
         low = Bucket(b.lo, mid, b.last_changed)
         high = Bucket(mid, b.hi, b.last_changed)
         for e in b.entries:
-            (low if int.from_bytes(e.id, "big") < mid else high).entries.append(e)
+            (low if e.num < mid else high).entries.append(e)
         for c in b.candidates:
-            (low if int.from_bytes(c.id, "big") < mid else high).candidates.append(c)
+            (low if c.num < mid else high).candidates.append(c)
         i = self.buckets.index(b)
         self.buckets[i : i + 1] = [low, high]
         self._lows[i : i + 1] = [low.lo, high.lo]

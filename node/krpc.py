@@ -196,7 +196,8 @@ def encode_padded(msg: Query, size: int, *, version: bytes | None = None) -> byt
 
     mole nodes never answer with more bytes than the query had (anti-amplification, see
     node/dht.py); a mole querier pads so that a full answer fits. Unknown keys in ``a`` are
-    ignored by BEP 5 nodes, so the padding is harmless to them.
+    ignored by BEP 5 nodes, so the padding is harmless to them; it is zero bytes so that even
+    parsers that scan a datagram for key patterns (jech's dht) cannot mistake it for a key.
     """
     plain = encode(msg, version=version)
     extra = size - len(plain)

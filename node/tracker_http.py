@@ -77,8 +77,9 @@ def _split_url(url: str) -> tuple[bool, str, int, str]:
     tls = u.scheme == "https"
     port = port or (443 if tls else 80)
     path = u.path or "/"
-    if any(c in url for c in " \r\n\t"):
-        raise ValueError("whitespace in tracker URL")
+    if any(not 0x21 <= ord(c) <= 0x7E for c in url):
+        # It goes verbatim into the request line: no spaces, controls or raw non-ASCII.
+        raise ValueError("tracker URL must be printable ASCII without spaces")
     return tls, u.hostname, port, path + ("?" + u.query if u.query else "")
 
 

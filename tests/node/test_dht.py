@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from node import krpc
 from node.bencode import decode as bdecode
 from node.compact import Addr
-from node.dht import DhtConfig, DhtEvent, DhtNode, PeersFound, SearchDone
+from node.dht import DhtConfig, DhtEvent, DhtNode, PeersFound, SearchDone, new_node_id
 from node.krpc import (
     AnnouncePeer,
     FindNode,
@@ -254,15 +254,28 @@ def test_responses_must_match_transaction_and_address() -> None:
     assert node.counters["unexpected_reply"] == 2
 
 
+def test_node_ids_are_random_160_bit() -> None:
+    ids = {new_node_id() for _ in range(100)}
+    assert len(ids) == 100 and all(len(i) == 20 for i in ids)
+    assert new_node_id(random.Random(1)) == new_node_id(random.Random(1))
+    assert len(DhtNode(0.0).node_id) == 20
+    with pytest.raises(ValueError):
+        DhtNode(0.0, node_id=b"short")
+
+
 def test_transactions_in_flight_are_bounded() -> None:
     cfg = DhtConfig(max_transactions=10, max_per_ip=100)
     node = DhtNode(0.0, config=cfg, bootstrap=[addr_of(i) for i in range(100)])
     node.handle_timer(0.0)
     assert len(node.datagrams_to_send()) <= 10
-    for i in range(100):
-        node.search(bytes([i]) * 20, 0.0, port=1) if i < 32 else None
+    for i in range(32):
+        node.search(bytes([i]) * 20, 0.0, port=1)
     with pytest.raises(ValueError):
-        node.search(b"\xff" * 20, 0.0)
+        node.search(b"\xff" * 20, 0.0)  # max_searches
+    with pytest.raises(ValueError):
+        node.search(b"short", 0.0)
+    with pytest.raises(ValueError):
+        node.search(bytes(20), 0.0, port=0)
 
 
 # -- an in-memory DHT ---------------------------------------------------------------------------
