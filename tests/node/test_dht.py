@@ -316,7 +316,9 @@ class Net:
                 node.receive_datagram(data, src, self.now)
                 self.delivered += 1
                 for out, to in node.datagrams_to_send():
-                    if to == src and bdecode(out)[b"y"] != b"q":  # type: ignore[index]
+                    if bdecode(out)[b"y"] == b"q":  # type: ignore[index]
+                        check_bep5_query(out)
+                    elif to == src:
                         assert len(out) <= len(data), "an answer outweighs its query"
                     self.seq += 1
                     heapq.heappush(self.queue, (self.now + self.latency, self.seq, out, dst, to))
