@@ -17,6 +17,17 @@ PURE = [
     "httpparse",
     "admission",
     "ratelimit",
+    "bencode",
+    "compact",
+    "rendezvous",
+    "krpc",
+    "dht_routing",
+    "dht_store",
+    "dht_lookup",
+    "dht",
+    "tracker",
+    "tracker_udp",
+    "tracker_http",
 ]
 FORBIDDEN_MODULES = {
     "socket",
