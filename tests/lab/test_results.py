@@ -13,6 +13,7 @@ import textwrap
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import SimpleNamespace
@@ -205,6 +206,9 @@ class FakeWorld:
         self.refuse: dict[str, str] = {}  # destination -> error code of a failed transfer
         self.no_discovery = False
         self.done_extra: dict[str, dict[str, Any]] = {}  # destination -> transfer_done fields
+        # Called with (destination, name) once half of a received file is written: a test holds
+        # the write there to look at the inbox meanwhile.
+        self.mid_write: Callable[[str, str], None] | None = None
         self.clusters: list[FakeCluster] = []
 
 
@@ -257,6 +261,21 @@ class FakeNode:
         threading.Thread(target=self.server.serve_forever, args=(0.02,), daemon=True).start()
         return int(self.server.server_address[1])
 
+    def store(self, name: str, data: bytes) -> None:
+        """Place a received file the way node/store.py does: every byte under a temporary name
+        in `.mole/parts`, then renamed to its final name; the runner polls the inbox meanwhile
+        and must never see a file being written."""
+        parts = self.data_dir / "inbox" / ".mole" / "parts"
+        parts.mkdir(parents=True, exist_ok=True)
+        part = parts / f"{uuid.uuid4().hex}.part"
+        with part.open("wb") as out:
+            out.write(data[: len(data) // 2])
+            out.flush()
+            if self.cluster.world.mid_write is not None:
+                self.cluster.world.mid_write(self.spec.name, name)
+            out.write(data[len(data) // 2 :])
+        part.replace(self.data_dir / "inbox" / name)
+
     def get(self, path: str) -> tuple[int, object]:
         if path == "/api/node":
             return 200, {"node": self.id, "name": self.spec.name}
@@ -301,7 +320,7 @@ class FakeNode:
             return {"id": tid}
         if dst.spec.name in world.corrupt:
             data = bytes(reversed(data))
-        (dst.data_dir / "inbox" / local.name).write_bytes(data)
+        dst.store(local.name, data)
         done = {"bytes": len(data), "seconds": 0.01, "offset": 0, **base}
         done.update(world.done_extra.get(dst.spec.name, {}))
         dst.emit("transfer_done", role="receive", peer=src.id, peer_name=src.spec.name, **done)
@@ -459,6 +478,37 @@ def test_fake_run_passes(tmp_path: Path) -> None:
     assert (art / "a.log").read_text().count("transfer_done") == 4
     for key in ("setup", "nodes", "timeline", "teardown", "total"):
         assert key in result.timings
+
+
+def test_the_runner_never_sees_a_half_written_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fake node places a received file as the real one does (all bytes under a temporary
+    name, then renamed), so the runner, polling meanwhile, never takes a file being written
+    for one with wrong content. Each write is held at half way until the runner has looked at
+    that very inbox path: deterministic, where the race used to make test_fake_run_passes flaky.
+    """
+    from lab import runner
+
+    looked: dict[tuple[str, str], threading.Event] = {}
+    original = runner._Run._check_file
+
+    def check_file(self: runner._Run, node: str, name: str) -> bool | None:
+        found = original(self, node, name)
+        looked.setdefault((node, name), threading.Event()).set()
+        return found
+
+    def hold(node: str, name: str) -> None:
+        event = looked.setdefault((node, name), threading.Event())
+        event.clear()
+        assert event.wait(timeout=5), f"the runner never looked at {node}'s {name}"
+
+    monkeypatch.setattr(runner._Run, "_check_file", check_file)
+    world = FakeWorld()
+    world.mid_write = hold
+    result, _, _ = fake_run(PUSH, tmp_path, world)
+    assert result.status == "passed", result.report()
+    assert not [f for f in result.failures if f.what == "content"]
 
 
 def test_wrong_content_fails_the_run(tmp_path: Path) -> None:
