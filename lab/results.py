@@ -52,7 +52,7 @@ class DiscoveryRow:
     observer: str
     peer: str
     seconds: float | None  # None: never seen
-    expected: Literal["see", "not_see", ""] = ""
+    expected: Literal["see", "not_see", ""] = ""  # "": no expectation (seen by the way)
     addr: str | None = None
     static: bool | None = None
 
@@ -248,8 +248,11 @@ def _resumed(t: TransferRow) -> str:
 
 
 def discovery_summary(rows: Sequence[DiscoveryRow]) -> dict[str, Any]:
-    times = sorted(r.seconds for r in rows if r.expected != "not_see" and r.seconds is not None)
     expected = [r for r in rows if r.expected == "see"]
+    # The times of the expected pairs when there are some (pairs seen by the way, e.g. nodes of
+    # another part of the test, would skew them), else of every pair seen.
+    timed = expected or [r for r in rows if r.expected != "not_see"]
+    times = sorted(r.seconds for r in timed if r.seconds is not None)
     return {
         "pairs_expected": len(expected),
         "pairs_seen": sum(1 for r in expected if r.seconds is not None),
@@ -261,13 +264,19 @@ def discovery_summary(rows: Sequence[DiscoveryRow]) -> dict[str, Any]:
     }
 
 
+DISCOVERY_LEGEND = (
+    "cells: 0.12 = expected and seen (s), (0.12) = seen, not an expectation, "
+    "MISSING = expected, never seen, SEEN!0.12 = must not see, seen, . = not seen"
+)
+
+
 def _cell(r: DiscoveryRow | None) -> str:
-    if r is None:
-        return "."
-    if r.seconds is None:
-        return "MISSING" if r.expected == "see" else "."
+    if r is None or r.seconds is None:
+        return "MISSING" if r is not None and r.expected == "see" else "."
     text = f"{r.seconds:.2f}"
-    return f"SEEN!{text}" if r.expected == "not_see" else text
+    if r.expected == "not_see":
+        return f"SEEN!{text}"
+    return text if r.expected == "see" else f"({text})"
 
 
 def render_discovery(rows: Sequence[DiscoveryRow]) -> str:
@@ -301,6 +310,7 @@ def render_discovery(rows: Sequence[DiscoveryRow]) -> str:
         cells = {(r.observer, r.peer): r for r in rows}
         body = [[o] + [("" if o == p else _cell(cells.get((o, p)))) for p in names] for o in names]
         parts.append(render_table(["sees ->", *names], body, right=range(1, len(names) + 1)))
+        parts.append(DISCOVERY_LEGEND)
     if bad:
         shown = ", ".join(
             f"{r.observer}->{r.peer} "

@@ -1167,7 +1167,7 @@ class _Run:
         return f"; last: {_brief(last[-1])}"
 
     def _build_matrix(self) -> None:
-        """One row per (source, destination, file): the receiver's account when it has one."""
+        """One row per (source, destination, file), in the latest state either end logged."""
         sizes = {f.name: f.size for f in self.sc.files}
         by_key: dict[tuple[str, str, str], dict[bool, list[Event]]] = {}
         progress: dict[tuple[str, str], int] = {}  # (node, transfer id) -> bytes
@@ -1187,20 +1187,17 @@ class _Run:
                 )
         rows: list[TransferRow] = []
         for (src, dst, name), sides in by_key.items():
-            evs = sides[True] or sides[False]
-            done = [e for e in evs if e["event"] == "transfer_done"]
-            failed = [e for e in evs if e["event"] == "transfer_failed"]
-            ev = done[-1] if done else failed[-1] if failed else evs[-1]
+            ev = _latest_account(sides[True], sides[False])
             row = TransferRow(source=src, dest=dst, file=name, size=sizes.get(name, ev.get("size")))
             row.bytes = int(ev.get("bytes") or 0)
             row.attempts = max(
                 (int(e.get("attempts") or 0) for e in sides[True] + sides[False]), default=0
             )
-            if ev is not None and done:
+            if ev["event"] == "transfer_done":
                 row.state = "done"
                 row.seconds = ev.get("seconds")
                 row.resumed_from = int(ev.get("offset") or 0)
-            elif failed:
+            elif ev["event"] == "transfer_failed":
                 row.state = "failed"
                 err = ev.get("error") or {}
                 if isinstance(err, dict):
@@ -1242,8 +1239,12 @@ class _Run:
             self.result.discovery_within = d.within
         else:
             pairs += [(p, "") for p in self.sc.discovery_pairs()]
+        checked = len(pairs)
+        # Pairs seen without being expected either way are drawn too (seen, not "not seen").
+        listed = {p for p, _ in pairs}
+        pairs += [(p, "") for p in sorted(seen) if p not in listed]
         rows = []
-        for (a, b), kind in pairs:
+        for k, ((a, b), kind) in enumerate(pairs):
             ev = seen.get((a, b))
             rows.append(
                 DiscoveryRow(
@@ -1255,7 +1256,7 @@ class _Run:
                     static=ev.get("static") if ev else None,
                 )
             )
-            if ev and kind != "not_see":
+            if ev and kind != "not_see" and k < checked:
                 self._check_addr(a, b, ev)
         self.result.discovery = rows
 
@@ -1389,6 +1390,28 @@ def _extras_text(fe: sc_mod.FileExpect) -> str:
     if fe.min_seconds is not None:
         bits.append(f"took >= {fe.min_seconds:g} s")
     return "".join(f", {b}" for b in bits)
+
+
+_EVENT_RANK = {"transfer_started": 0, "transfer_failed": 1, "transfer_done": 2}
+
+
+def _latest_account(receiver: list[Event], sender: list[Event]) -> Event:
+    """The event that says where a (source, destination, file) transfer stands, from both ends.
+
+    The receiver's transfer_done wins: the bytes are in place, whatever the sender logged
+    after. Otherwise the latest event of either end: a sender that gave up (transfer_failed)
+    beats the receiver's older transfer_started, which no later line of the receiver ended (it
+    may never log one: the connection is gone); a restarted attempt beats an older failure. At
+    the same instant an end beats a start, and done beats failed.
+    """
+    done = [e for e in receiver if e["event"] == "transfer_done"]
+    if done:
+        return done[-1]
+    both = sorted(
+        receiver + sender,
+        key=lambda e: (float(e.get("ts") or 0), _EVENT_RANK.get(str(e["event"]), 0)),
+    )
+    return both[-1]
 
 
 def _pair_seconds(ev: Event | None, listened: dict[str, float], a: str, b: str) -> float | None:

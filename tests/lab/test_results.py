@@ -115,6 +115,24 @@ def test_large_discovery_is_summarised_not_drawn() -> None:
     assert s["pairs_expected"] == 380 and s["pairs_seen"] == 379 and s["min"] == 0.0
 
 
+def test_discovery_grid_marks_pairs_seen_without_an_expectation() -> None:
+    rows = [
+        DiscoveryRow("a", "b", 0.1, "see"),
+        DiscoveryRow("b", "a", 0.2, "see"),
+        DiscoveryRow("c", "a", 0.3),  # seen, neither expected nor forbidden
+        DiscoveryRow("a", "c", None, "not_see"),
+    ]
+    text = render_discovery(rows)
+    grid = text.splitlines()[1:]
+    assert grid[2].split() == ["a", "0.10", "."]
+    assert grid[3].split() == ["b", "0.20", "."]
+    assert grid[4].split() == ["c", "(0.30)", "."]
+    assert grid[5].startswith("cells: 0.12 = expected and seen")
+    assert "wrong pairs" not in text
+    s = discovery_summary(rows)
+    assert (s["min"], s["max"]) == (0.1, 0.2)  # the expected pairs' times
+
+
 def test_discovery_without_expectations() -> None:
     text = render_discovery([DiscoveryRow("a", "b", 0.1), DiscoveryRow("b", "a", None)])
     assert "1/2 pairs seen (not an expectation)" in text
@@ -209,6 +227,9 @@ class FakeWorld:
         # Called with (destination, name) once half of a received file is written: a test holds
         # the write there to look at the inbox meanwhile.
         self.mid_write: Callable[[str, str], None] | None = None
+        # destination -> the events of its transfers instead of the normal flow, as (end, event,
+        # extra fields) with end "src" or "dst"; the file is stored at the receiver's done.
+        self.script: dict[str, list[tuple[str, str, dict[str, Any]]]] = {}
         self.clusters: list[FakeCluster] = []
 
 
@@ -310,8 +331,19 @@ class FakeNode:
         data = local.read_bytes()
         base = {"id": tid, "direction": direction, "name": local.name, "size": len(data)}
         world = self.cluster.world
-        dst.emit("transfer_started", role="receive", peer=src.id, peer_name=src.spec.name, **base)
-        src.emit("transfer_started", role="send", peer=dst.id, peer_name=dst.spec.name, **base)
+        if dst.spec.name not in world.script:
+            dst.emit("transfer_started", role="receive", peer=src.id, peer_name=src.spec.name,
+                     **base)  # fmt: skip
+            src.emit("transfer_started", role="send", peer=dst.id, peer_name=dst.spec.name, **base)
+        script = world.script.get(dst.spec.name)
+        if script is not None:
+            for end, event, extra in script:
+                node, other, role = (dst, src, "receive") if end == "dst" else (src, dst, "send")
+                node.emit(event, role=role, peer=other.id, peer_name=other.spec.name,
+                          **{**base, **extra})  # fmt: skip
+                if end == "dst" and event == "transfer_done":
+                    dst.store(local.name, data)
+            return {"id": tid}
         code = world.refuse.get(dst.spec.name)
         if code:
             err = {"code": code, "reason": "refused by the fake"}
@@ -461,9 +493,10 @@ def test_fake_run_passes(tmp_path: Path) -> None:
     assert set(rows) == {("a", d, f) for d in ("b1", "b2") for f in ("x.bin", "note.txt")}
     assert all(t.state == "done" and t.hash_ok is True for t in rows.values())
     assert rows[("a", "b1", "x.bin")].bytes == 3 << 20
-    assert {(d.observer, d.peer) for d in result.discovery if d.seconds is not None} == {
+    assert {(d.observer, d.peer) for d in result.discovery if d.expected == "see"} == {
         ("a", "b1"), ("b1", "a"), ("a", "b2"), ("b2", "a"),
     }  # fmt: skip
+    assert all(d.seconds is not None for d in result.discovery)  # b1 <-> b2 too, unexpected
     assert any("a pushes x.bin to b2" in line for line in lines)
     # everything was torn down, the workdir removed, the artifacts written
     (cluster,) = world.clusters
@@ -613,6 +646,81 @@ def test_discovery_failures(tmp_path: Path) -> None:
     result, _, _ = fake_run(text, tmp_path)
     assert {f.what for f in result.failures} == {"expect.discovery.not_see"}
     assert "a saw b (at 10.9.0." in result.failures[0].message
+
+
+def test_pairs_seen_but_not_expected_are_drawn_as_seen(tmp_path: Path) -> None:
+    text = """
+        timeout: 5
+        nodes: [{name: a}, {name: b}, {name: c}]
+        expect:
+          discovery: {within: 5, see: [[a, b]]}
+    """
+    result, _, _ = fake_run(text, tmp_path)
+    assert result.status == "passed", result.report()
+    rows = {(d.observer, d.peer): d for d in result.discovery}
+    assert set(rows) == {(x, y) for x in "abc" for y in "abc" if x != y}
+    assert rows[("a", "b")].expected == "see" and rows[("c", "a")].expected == ""
+    assert rows[("c", "a")].seconds is not None
+    grid = {line.split()[0]: line.split()[1:] for line in result.render_matrix().splitlines()}
+    assert grid["c"][0].startswith("(") and grid["c"][1].startswith("(")
+    assert not grid["a"][0].startswith("(") and grid["a"][1].startswith("(")
+
+
+def scripted_row(tmp_path: Path, script: list[tuple[str, str, dict[str, Any]]]) -> TransferRow:
+    world = FakeWorld()
+    world.script["b"] = script
+    text = """
+        timeout: 10
+        nodes: [{name: a}, {name: b}]
+        files: [{name: x.bin, size: 1KiB, on: a}]
+        steps: [{after: discovered, do: push, from: a, to: b, file: x.bin}]
+        expect:
+          allow_failures: [{node: b}]
+    """
+    result, _, _ = fake_run(text, tmp_path, world)
+    (row,) = result.transfers
+    return row
+
+
+GAVE_UP = {"error": {"code": "timeout", "reason": "the receiver went quiet"}, "bytes": 512}
+
+
+def test_matrix_failed_at_the_sender_is_not_active(tmp_path: Path) -> None:
+    """The receiver's last line is its transfer_started; the sender gave up later."""
+    row = scripted_row(
+        tmp_path,
+        [
+            ("dst", "transfer_started", {}),
+            ("src", "transfer_started", {}),
+            ("src", "transfer_failed", GAVE_UP),
+        ],
+    )
+    assert (row.state, row.error, row.bytes) == ("failed", "timeout: the receiver went quiet", 512)
+    assert "FAILED (timeout: the receiver went quiet)" in render_transfers([row])
+
+
+def test_matrix_done_at_the_receiver_wins(tmp_path: Path) -> None:
+    row = scripted_row(
+        tmp_path,
+        [
+            ("dst", "transfer_started", {}),
+            ("dst", "transfer_done", {"bytes": 1024, "seconds": 0.5, "offset": 0}),
+            ("src", "transfer_failed", GAVE_UP),  # a stale account from the other end
+        ],
+    )
+    assert (row.state, row.bytes, row.hash_ok) == ("done", 1024, True)
+
+
+def test_matrix_a_restarted_attempt_is_active_again(tmp_path: Path) -> None:
+    row = scripted_row(
+        tmp_path,
+        [
+            ("dst", "transfer_failed", {"error": {"code": "connection_lost", "reason": "x"}}),
+            ("src", "transfer_started", {}),
+            ("dst", "transfer_started", {}),
+        ],
+    )
+    assert row.state == "active"
 
 
 def test_start_step_and_routes(tmp_path: Path) -> None:
