@@ -21,7 +21,9 @@ from pathlib import Path
 from lab import bootstrap
 
 REPO = Path(__file__).resolve().parent.parent
-DEMO_PROJECT = "mole-demo"
+COMPOSE_FILE = REPO / "compose.yaml"
+# The compose project of the demo; MOLE_DEMO_PROJECT lets a test run its own next to a user's.
+DEMO_PROJECT = os.environ.get("MOLE_DEMO_PROJECT") or "mole-demo"
 
 
 def usage() -> str:
@@ -65,23 +67,23 @@ def cmd_run(args: list[str]) -> int:
 
 
 def cmd_demo(args: list[str]) -> int:
-    base = [
-        *compose_command(),
-        "-f", str(REPO / "compose.yaml"),
+    compose = compose_command()
+    options = [
+        "-f", str(COMPOSE_FILE),
         "--project-directory", str(REPO),
         "-p", DEMO_PROJECT,
     ]  # fmt: skip
     if args and not args[0].startswith("-"):
-        argv = [*base, *args]  # down, ps, logs ...: straight to compose
-    else:
-        from lab import image
+        argv = [*compose, *options, *args]  # down, ps, logs ...: straight to compose
+        print(f"lab: {' '.join(argv)}", file=sys.stderr, flush=True)
+        os.execvp(argv[0], argv)
+    from lab import demo, image
 
-        image.ensure_node_image()  # compose then finds mole-node:latest and never builds
-        detach = [a for a in args if a in ("-d", "--detach")]
-        rest = [a for a in args if a not in ("-d", "--detach")]
-        argv = [*base, "up", "--no-build", *(["-d"] if detach else []), *rest]
-    print(f"lab: {' '.join(argv)}", file=sys.stderr, flush=True)
-    os.execvp(argv[0], argv)  # compose owns the terminal and Ctrl-C from here
+    image.ensure_node_image()  # compose then finds mole-node:latest and never builds
+    detach = [a for a in args if a in ("-d", "--detach")]
+    rest = [a for a in args if a not in ("-d", "--detach")]
+    up = ["--no-build", *(["-d"] if detach else []), *rest]
+    return demo.run_up(compose, options, up, COMPOSE_FILE)
 
 
 def cmd_test(args: list[str]) -> int:
