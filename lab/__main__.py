@@ -6,8 +6,11 @@
     run FILE...         run scenario files
     demo [-d|--detach]  the 4-node compose demo; `demo down` stops it (other words go to compose)
     test [ARGS...]      every test: `python -m pytest -n auto ARGS`, images built first
+    env                 print the Python that runs the lab (installing what it lacks)
 
-Only the standard library is imported before `bootstrap` has installed what is missing.
+Outside a virtual environment every command runs under the project venv `<repo>/.venv`
+(created on first use); inside one, under it. `lab.bootstrap` installs the repo's `lab` and
+`dev` extras there when something is missing. Only the standard library is imported before.
 """
 
 from __future__ import annotations
@@ -115,12 +118,19 @@ def cmd_test(args: list[str]) -> int:
     os.execve(sys.executable, argv, env)
 
 
+def cmd_env(_args: list[str]) -> int:
+    # bootstrap has run: this is the project venv's Python (or the active venv's), complete.
+    print(sys.executable)
+    return 0
+
+
 COMMANDS = {
     "image": cmd_image,
     "clean": cmd_clean,
     "run": cmd_run,
     "demo": cmd_demo,
     "test": cmd_test,
+    "env": cmd_env,
 }
 
 
@@ -133,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     if command is None:
         sys.stderr.write(f"lab: unknown command {argv[0]!r}\n" + usage())
         return 2
-    bootstrap.ensure_python_deps()
+    bootstrap.ensure_environment(argv)
     from lab.cluster import LabError
 
     try:
