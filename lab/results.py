@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import statistics
+import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
@@ -173,18 +174,30 @@ def render_table(
 ) -> str:
     """Plain aligned columns; `right` are the indexes of right-aligned (numeric) columns."""
     rows = [list(map(str, r)) for r in rows]
-    widths = [len(h) for h in header]
+    widths = [_width(h) for h in header]
     for r in rows:
-        widths = [max(w, len(c)) for w, c in zip(widths, r, strict=True)]
+        widths = [max(w, _width(c)) for w, c in zip(widths, r, strict=True)]
     ralign = set(right)
 
     def line(cells: Sequence[str]) -> str:
-        return "  ".join(
-            c.rjust(w) if i in ralign else c.ljust(w)
-            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
-        ).rstrip()
+        out = []
+        for i, (c, w) in enumerate(zip(cells, widths, strict=True)):
+            pad = " " * (w - _width(c))
+            out.append(pad + c if i in ralign else c + pad)
+        return "  ".join(out).rstrip()
 
     return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, rows)])
+
+
+def _width(text: str) -> int:
+    """Terminal columns: file names may hold wide characters (CJK, emoji: two columns each)
+    and combining marks (none)."""
+    if text.isascii():
+        return len(text)
+    return sum(
+        0 if unicodedata.combining(ch) else 2 if unicodedata.east_asian_width(ch) in "WF" else 1
+        for ch in text
+    )
 
 
 def _size(n: int | None) -> str:

@@ -7,7 +7,9 @@ runner's timeline, expectations, artifacts and failure reports are tested withou
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import shutil
 import textwrap
 import threading
@@ -71,6 +73,15 @@ def test_render_table_aligns_columns() -> None:
         "a            1",
         "long-name  100",
     ]
+
+
+def test_render_table_counts_wide_and_combining_characters() -> None:
+    text = render_table(["file", "n"], [["café ☕.txt", "1"], ["cafe\u0301.txt", "22"]], right=[1])
+    lines = text.splitlines()
+    # ☕ takes two columns, the combining accent none: the numbers line up on screen
+    assert lines[2] == "café ☕.txt   1"
+    assert lines[3] == "cafe\u0301.txt     22"
+    assert lines[1] == "-----------  --"
 
 
 def test_transfer_matrix() -> None:
@@ -227,10 +238,12 @@ class FakeWorld:
         # Called with (destination, name) once half of a received file is written: a test holds
         # the write there to look at the inbox meanwhile.
         self.mid_write: Callable[[str, str], None] | None = None
+        self.unlisted: set[str] = set()  # names GET /api/inbox leaves out (a broken node)
         # destination -> the events of its transfers instead of the normal flow, as (end, event,
         # extra fields) with end "src" or "dst"; the file is stored at the receiver's done.
         self.script: dict[str, list[tuple[str, str, dict[str, Any]]]] = {}
         self.clusters: list[FakeCluster] = []
+        self.on_close: Callable[[FakeCluster], None] | None = None  # last act of the nodes
 
 
 class FakeNode:
@@ -295,7 +308,19 @@ class FakeNode:
             if self.cluster.world.mid_write is not None:
                 self.cluster.world.mid_write(self.spec.name, name)
             out.write(data[len(data) // 2 :])
-        part.replace(self.data_dir / "inbox" / name)
+        # A name already taken by other bytes: `stem (n).ext`, the first free n (the real
+        # node's rule, written here independently of the lab's copy of it).
+        stem, ext = os.path.splitext(name)
+        n = 0
+        while True:
+            final = self.data_dir / "inbox" / (name if n == 0 else f"{stem} ({n}){ext}")
+            if not final.exists():
+                part.replace(final)
+                return
+            if final.read_bytes() == data:
+                part.unlink()  # the same content is there already
+                return
+            n += 1
 
     def get(self, path: str) -> tuple[int, object]:
         if path == "/api/node":
@@ -307,7 +332,16 @@ class FakeNode:
             if peer is None:
                 return 404, {"error": "unknown_peer", "message": "no such peer"}
             share = peer.data_dir / "share"
-            return 200, [{"name": f.name} for f in sorted(share.iterdir())]
+            # as the node: dot files are not shared (they can be pushed by path)
+            names = sorted(f.name for f in share.iterdir() if not f.name.startswith("."))
+            return 200, [{"name": n} for n in names]
+        if path == "/api/inbox":
+            inbox = self.data_dir / "inbox"
+            return 200, [
+                {"name": f.name, "sha256": hashlib.sha256(f.read_bytes()).hexdigest()}
+                for f in sorted(inbox.iterdir())
+                if f.is_file() and f.name not in self.cluster.world.unlisted
+            ]
         return 404, {"error": "not_found", "message": path}
 
     def post(self, path: str, req: dict[str, Any]) -> tuple[int, object]:
@@ -445,6 +479,8 @@ class FakeCluster:
         return self.nodes[name].status
 
     def close(self) -> None:
+        if self.world.on_close is not None:
+            self.world.on_close(self)
         self.closed = True
         for n in self.nodes.values():
             if n.server is not None:
@@ -526,8 +562,10 @@ def test_the_runner_never_sees_a_half_written_file(
     looked: dict[tuple[str, str], threading.Event] = {}
     original = runner._Run._check_file
 
-    def check_file(self: runner._Run, node: str, name: str) -> bool | None:
-        found = original(self, node, name)
+    def check_file(
+        self: runner._Run, node: str, name: str, as_name: str | None = None
+    ) -> bool | None:
+        found = original(self, node, name, as_name)
         looked.setdefault((node, name), threading.Event()).set()
         return found
 
@@ -867,3 +905,178 @@ def test_file_must_arrive_after_a_step(tmp_path: Path) -> None:
     assert "before step cut ran" in f.message and "did not hold the transfer back" in f.message
     late = resume_run(tmp_path / "2", "after: cut", {}, send_after="cut")
     assert late.status == "passed", late.report()
+
+
+# --------------------------------------------------------------------------- names, ids, absence
+
+NAMES = """
+    name: fake-names
+    timeout: 10
+    nodes: [{name: a}, {name: b}, {name: c}]
+    files:
+      - {name: "quarterly report 2026.pdf", size: 100KiB, on: a}
+      - {name: "überblick – café ☕.txt", content: "grüße\\n", on: a}
+      - {name: .env.sample, content: "MOLE=1\\n", on: a}
+      - {id: report-a, name: report.txt, content: "from a\\n", on: a}
+      - {id: report-b, name: report.txt, content: "from b, longer\\n", on: b}
+    steps:
+      - id: odd
+        after: discovered
+        do: push
+        from: a
+        to: c
+        file: ["quarterly report 2026.pdf", "überblick – café ☕.txt", .env.sample, report-a]
+      - {after: odd, do: push, from: b, to: c, file: report-b}
+      - {after: discovered, do: pull, by: b, from: a, file: "*"}
+    expect:
+      files:
+        - {node: c, file: ["quarterly report 2026.pdf", "überblick – café ☕.txt", .env.sample]}
+        - {node: c, file: report-a, as: report.txt}
+        - {node: c, file: report-b, as: REPORT_B_AS}
+        - {node: b, file: ["quarterly report 2026.pdf", report-a], within: 5}
+        - {node: b, file: .env.sample, absent: true}
+"""
+
+
+def names_run(
+    tmp_path: Path, world: FakeWorld | None = None, report_b_as: str = '"report (1).txt"'
+) -> tuple[Result, FakeWorld, list[str]]:
+    return fake_run(NAMES.replace("REPORT_B_AS", report_b_as), tmp_path, world)
+
+
+def test_odd_names_same_names_and_absence_end_to_end(tmp_path: Path) -> None:
+    keep: dict[str, set[str]] = {}
+
+    def snapshot(cluster: FakeCluster) -> None:
+        for name, node in cluster.nodes.items():
+            keep[name] = {p.name for p in (node.data_dir / "inbox").iterdir() if p.is_file()}
+
+    world = FakeWorld()
+    world.on_close = snapshot
+    result, _, lines = names_run(tmp_path, world)
+    assert result.status == "passed", result.report()
+    assert keep["c"] == {
+        "quarterly report 2026.pdf", "überblick – café ☕.txt", ".env.sample", "report.txt",
+        "report (1).txt",
+    }  # fmt: skip
+    # b pulled what a lists: no dot file
+    assert keep["b"] == {"quarterly report 2026.pdf", "überblick – café ☕.txt", "report.txt"}
+    assert any("c has report-b ('report.txt') as 'report (1).txt' (sha256 ok)" in x for x in lines)
+    assert any("a pushes report-a ('report.txt') to c" in x for x in lines)
+    rows = {(t.source, t.dest, t.file): t for t in result.transfers}
+    assert rows[("b", "c", "report.txt")].size == len("from b, longer\n")
+    assert rows[("a", "c", "report.txt")].hash_ok is True
+    assert rows[("b", "c", "report.txt")].hash_ok is True
+    assert ("a", "b", ".env.sample") not in rows
+
+
+def test_same_name_arriving_in_another_order_fails_its_as(tmp_path: Path) -> None:
+    text = NAMES.replace("REPORT_B_AS", "report.txt").replace("timeout: 10", "timeout: 2")
+    result, _, _ = fake_run(text, tmp_path)
+    assert result.status == "failed"
+    (f,) = result.failures  # report-a took the plain name: report-b is not there, not "wrong"
+    assert f.what == "expect.files[2]"
+    assert f.message.startswith(
+        "c has no report-b ('report.txt') as 'report.txt' (it is there as 'report (1).txt') after "
+    )
+
+
+def test_a_file_that_must_be_absent_and_arrives_fails(tmp_path: Path) -> None:
+    text = NAMES.replace("{node: b, file: .env.sample, absent: true}",
+                         "{node: c, file: .env.sample, absent: true}")  # fmt: skip
+    text = text.replace(
+        '"überblick – café ☕.txt", .env.sample]}', '"überblick – café ☕.txt"]}'
+    ).replace("REPORT_B_AS", '"report (1).txt"')
+    result, _, _ = fake_run(text, tmp_path)
+    assert result.status == "failed"
+    (f,) = result.failures
+    assert f.what == "expect.files[4].absent"
+    assert f.message.startswith(
+        "c has .env.sample in its inbox (as '.env.sample'), which it must not; "
+    )
+    assert f.nodes == ("c", "a")
+
+
+def test_a_late_arrival_of_an_absent_file_is_caught_after_teardown(tmp_path: Path) -> None:
+    def late(cluster: FakeCluster) -> None:  # lands while the containers are being removed
+        (cluster.nodes["b"].data_dir / "inbox" / ".env.sample").write_text("MOLE=1\n")
+
+    world = FakeWorld()
+    world.on_close = late
+    result, _, _ = names_run(tmp_path, world)
+    assert result.status == "failed"
+    (f,) = result.failures
+    assert f.what == "expect.files[4].absent"
+    assert "b has .env.sample in its inbox once the run was over" in f.message
+    art = json.loads((Path(result.artifacts or "") / "result.json").read_text())
+    assert art["status"] == "failed" and art["failures"][0]["what"] == f.what
+
+
+def test_an_absent_file_still_in_flight_at_the_end_is_not_taken_for_absent(
+    tmp_path: Path,
+) -> None:
+    world = FakeWorld()
+    world.script["b"] = [("dst", "transfer_started", {}), ("src", "transfer_started", {})]
+    text = """
+        timeout: 2
+        nodes: [{name: a}, {name: b}]
+        files: [{name: x.bin, size: 1KiB, on: a}]
+        steps: [{after: discovered, do: push, from: a, to: b, file: x.bin}]
+        expect:
+          files: [{node: b, file: x.bin, absent: true}]
+    """
+    result, _, _ = fake_run(text, tmp_path, world)
+    whats = {f.what: f.message for f in result.failures}
+    assert set(whats) == {"timeout", "expect.files[0].absent"}
+    assert (
+        "a transfer of it was still under way at the end of the run"
+        in whats["expect.files[0].absent"]
+    )
+    # once the transfer has ended (refused), the same expectation holds at once
+    world.script["b"].append(("src", "transfer_failed", {"error": {"code": "policy"}}))
+    text = text.replace("timeout: 2", "timeout: 10") + "      allow_failures: [{node: b}]\n"
+    t0 = time.monotonic()
+    result, _, _ = fake_run(text, tmp_path / "2", world)
+    assert result.status == "passed", result.report()
+    assert time.monotonic() - t0 < 8
+
+
+def test_absent_within_keeps_watching(tmp_path: Path) -> None:
+    text = """
+        timeout: 10
+        nodes: [{name: a}, {name: b}]
+        files: [{name: x.bin, size: 1KiB, on: a}]
+        steps: [{at: 0.6, do: push, from: a, to: b, file: x.bin}]
+        expect:
+          files: [{node: b, file: x.bin, absent: true, within: 1.5}]
+    """
+    result, _, _ = fake_run(text, tmp_path)
+    (f,) = result.failures
+    assert f.what == "expect.files[0].absent"
+    without_push = "\n".join(line for line in text.splitlines() if "steps:" not in line)
+    quiet, _, _ = fake_run(without_push, tmp_path / "quiet")
+    assert quiet.status == "passed", quiet.report()
+    assert quiet.timings["timeline"] >= 1.5  # watched that long although nothing was due
+
+
+def test_the_inbox_api_must_list_what_the_inbox_holds(tmp_path: Path) -> None:
+    world = FakeWorld()
+    world.unlisted.add("überblick – café ☕.txt")
+    result, _, _ = names_run(tmp_path, world)
+    assert result.status == "failed"
+    (f,) = result.failures
+    assert (f.what, f.nodes) == ("expect.files[0]", ("c",))
+    assert f.message.startswith(
+        "c's GET /api/inbox does not list 'überblick – café ☕.txt' with sha256 "
+    )
+    assert "(it lists '.env.sample', 'quarterly report 2026.pdf', 'report (1).txt'" in f.message
+
+
+def test_wrong_bytes_under_a_shared_name(tmp_path: Path) -> None:
+    world = FakeWorld()
+    world.corrupt.add("c")
+    result, _, _ = names_run(tmp_path, world)
+    content = sorted(f.message for f in result.failures if f.what == "content")
+    assert any(
+        m.startswith("c: inbox/report.txt has the wrong content") and " or " in m for m in content
+    ), content
