@@ -118,7 +118,7 @@ def _socket_owners(proc: Path = Path("/proc")) -> dict[int, list[str]]:
             argv = (pid_dir / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             comm, argv = "?", ""
-        desc = f"pid {pid_dir.name} ({comm}: {argv.strip()[:80]})"
+        desc = f"pid {pid_dir.name} ({comm}: {' '.join(argv.split())[:80]})"
         for inode in inodes:
             owners.setdefault(inode, []).append(desc)
     return owners
