@@ -6,8 +6,11 @@
     run FILE...         run scenario files
     demo [-d|--detach]  the 4-node compose demo; `demo down` stops it (other words go to compose)
     test [ARGS...]      every test: `python -m pytest -n auto ARGS`, images built first
+    env                 print the Python that runs the lab (installing what it lacks)
 
-Only the standard library is imported before `bootstrap` has installed what is missing.
+Outside a virtual environment every command runs under the project venv `<repo>/.venv`
+(created on first use); inside one, under it. `lab.bootstrap` installs the repo's `lab` and
+`dev` extras there when something is missing. Only the standard library is imported before.
 """
 
 from __future__ import annotations
@@ -21,7 +24,9 @@ from pathlib import Path
 from lab import bootstrap
 
 REPO = Path(__file__).resolve().parent.parent
-DEMO_PROJECT = "mole-demo"
+COMPOSE_FILE = REPO / "compose.yaml"
+# The compose project of the demo; MOLE_DEMO_PROJECT lets a test run its own next to a user's.
+DEMO_PROJECT = os.environ.get("MOLE_DEMO_PROJECT") or "mole-demo"
 
 
 def usage() -> str:
@@ -65,23 +70,23 @@ def cmd_run(args: list[str]) -> int:
 
 
 def cmd_demo(args: list[str]) -> int:
-    base = [
-        *compose_command(),
-        "-f", str(REPO / "compose.yaml"),
+    compose = compose_command()
+    options = [
+        "-f", str(COMPOSE_FILE),
         "--project-directory", str(REPO),
         "-p", DEMO_PROJECT,
     ]  # fmt: skip
     if args and not args[0].startswith("-"):
-        argv = [*base, *args]  # down, ps, logs ...: straight to compose
-    else:
-        from lab import image
+        argv = [*compose, *options, *args]  # down, ps, logs ...: straight to compose
+        print(f"lab: {' '.join(argv)}", file=sys.stderr, flush=True)
+        os.execvp(argv[0], argv)
+    from lab import demo, image
 
-        image.ensure_node_image()  # compose then finds mole-node:latest and never builds
-        detach = [a for a in args if a in ("-d", "--detach")]
-        rest = [a for a in args if a not in ("-d", "--detach")]
-        argv = [*base, "up", "--no-build", *(["-d"] if detach else []), *rest]
-    print(f"lab: {' '.join(argv)}", file=sys.stderr, flush=True)
-    os.execvp(argv[0], argv)  # compose owns the terminal and Ctrl-C from here
+    image.ensure_node_image()  # compose then finds mole-node:latest and never builds
+    detach = [a for a in args if a in ("-d", "--detach")]
+    rest = [a for a in args if a not in ("-d", "--detach")]
+    up = ["--no-build", *(["-d"] if detach else []), *rest]
+    return demo.run_up(compose, options, up, COMPOSE_FILE)
 
 
 def cmd_test(args: list[str]) -> int:
@@ -113,12 +118,19 @@ def cmd_test(args: list[str]) -> int:
     os.execve(sys.executable, argv, env)
 
 
+def cmd_env(_args: list[str]) -> int:
+    # bootstrap has run: this is the project venv's Python (or the active venv's), complete.
+    print(sys.executable)
+    return 0
+
+
 COMMANDS = {
     "image": cmd_image,
     "clean": cmd_clean,
     "run": cmd_run,
     "demo": cmd_demo,
     "test": cmd_test,
+    "env": cmd_env,
 }
 
 
@@ -131,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     if command is None:
         sys.stderr.write(f"lab: unknown command {argv[0]!r}\n" + usage())
         return 2
-    bootstrap.ensure_python_deps()
+    bootstrap.ensure_environment(argv)
     from lab.cluster import LabError
 
     try:

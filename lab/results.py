@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import statistics
+import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
@@ -52,7 +53,7 @@ class DiscoveryRow:
     observer: str
     peer: str
     seconds: float | None  # None: never seen
-    expected: Literal["see", "not_see", ""] = ""
+    expected: Literal["see", "not_see", ""] = ""  # "": no expectation (seen by the way)
     addr: str | None = None
     static: bool | None = None
 
@@ -173,18 +174,30 @@ def render_table(
 ) -> str:
     """Plain aligned columns; `right` are the indexes of right-aligned (numeric) columns."""
     rows = [list(map(str, r)) for r in rows]
-    widths = [len(h) for h in header]
+    widths = [_width(h) for h in header]
     for r in rows:
-        widths = [max(w, len(c)) for w, c in zip(widths, r, strict=True)]
+        widths = [max(w, _width(c)) for w, c in zip(widths, r, strict=True)]
     ralign = set(right)
 
     def line(cells: Sequence[str]) -> str:
-        return "  ".join(
-            c.rjust(w) if i in ralign else c.ljust(w)
-            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
-        ).rstrip()
+        out = []
+        for i, (c, w) in enumerate(zip(cells, widths, strict=True)):
+            pad = " " * (w - _width(c))
+            out.append(pad + c if i in ralign else c + pad)
+        return "  ".join(out).rstrip()
 
     return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, rows)])
+
+
+def _width(text: str) -> int:
+    """Terminal columns: file names may hold wide characters (CJK, emoji: two columns each)
+    and combining marks (none)."""
+    if text.isascii():
+        return len(text)
+    return sum(
+        0 if unicodedata.combining(ch) else 2 if unicodedata.east_asian_width(ch) in "WF" else 1
+        for ch in text
+    )
 
 
 def _size(n: int | None) -> str:
@@ -248,8 +261,11 @@ def _resumed(t: TransferRow) -> str:
 
 
 def discovery_summary(rows: Sequence[DiscoveryRow]) -> dict[str, Any]:
-    times = sorted(r.seconds for r in rows if r.expected != "not_see" and r.seconds is not None)
     expected = [r for r in rows if r.expected == "see"]
+    # The times of the expected pairs when there are some (pairs seen by the way, e.g. nodes of
+    # another part of the test, would skew them), else of every pair seen.
+    timed = expected or [r for r in rows if r.expected != "not_see"]
+    times = sorted(r.seconds for r in timed if r.seconds is not None)
     return {
         "pairs_expected": len(expected),
         "pairs_seen": sum(1 for r in expected if r.seconds is not None),
@@ -261,13 +277,19 @@ def discovery_summary(rows: Sequence[DiscoveryRow]) -> dict[str, Any]:
     }
 
 
+DISCOVERY_LEGEND = (
+    "cells: 0.12 = expected and seen (s), (0.12) = seen, not an expectation, "
+    "MISSING = expected, never seen, SEEN!0.12 = must not see, seen, . = not seen"
+)
+
+
 def _cell(r: DiscoveryRow | None) -> str:
-    if r is None:
-        return "."
-    if r.seconds is None:
-        return "MISSING" if r.expected == "see" else "."
+    if r is None or r.seconds is None:
+        return "MISSING" if r is not None and r.expected == "see" else "."
     text = f"{r.seconds:.2f}"
-    return f"SEEN!{text}" if r.expected == "not_see" else text
+    if r.expected == "not_see":
+        return f"SEEN!{text}"
+    return text if r.expected == "see" else f"({text})"
 
 
 def render_discovery(rows: Sequence[DiscoveryRow]) -> str:
@@ -301,6 +323,7 @@ def render_discovery(rows: Sequence[DiscoveryRow]) -> str:
         cells = {(r.observer, r.peer): r for r in rows}
         body = [[o] + [("" if o == p else _cell(cells.get((o, p)))) for p in names] for o in names]
         parts.append(render_table(["sees ->", *names], body, right=range(1, len(names) + 1)))
+        parts.append(DISCOVERY_LEGEND)
     if bad:
         shown = ", ".join(
             f"{r.observer}->{r.peer} "

@@ -246,9 +246,13 @@ class _Revert:
 
 @dataclass
 class _FileCheck:
+    """What one node's inbox holds under one name (the last look)."""
+
     stamp: tuple[int, int] = (0, 0)  # (size, mtime_ns) last hashed
-    ok: bool | None = None
-    sha: str | None = None
+    present: bool = False
+    size: int = 0
+    sha: str | None = None  # hashed only when the size is one a declared file of that name has
+    good: bool = False  # the bytes of a file declared with that name
     checked_at: float = float("-inf")  # monotonic time of the last look inside a container
 
 
@@ -292,15 +296,19 @@ class _Run:
         self.handles: dict[str, Any] = {}
         self.running: set[str] = set()
         self.node_ids: dict[str, str] = {}  # node id -> name
-        self.file_path: dict[str, Path] = {}
-        self.expected_sha: dict[str, str] = {}
+        self.file_path: dict[str, Path] = {}  # file id -> generated content
+        self.expected_sha: dict[str, str] = {}  # file id -> its SHA-256
         self.tail = EventTail(self._fetch_logs)
         self.step_done: dict[str, float] = {}
         self.step_started_wall: dict[str, float] = {}  # step id -> time.time() it fired
         self.past_ips: dict[str, set[tuple[str, str]]] = {}  # node -> every (network, ip) it had
         self.trigger_seen: dict[str, float] = {}
         self.reverts: list[_Revert] = []
-        self.checks: dict[tuple[str, str], _FileCheck] = {}
+        self.checks: dict[tuple[str, str], _FileCheck] = {}  # (node, inbox name) -> last look
+        self.found_at: dict[tuple[str, str], str] = {}  # (node, file id) -> inbox name
+        # Transfers the steps started, known from the API's answer before any event line is
+        # read: (transfer id, sender, receiver, file name).
+        self.initiated: list[tuple[str, str, str, str]] = []
         self.state = _State()
         self.logs: dict[str, str] = {}
         self.statuses: dict[str, str] = {}
@@ -454,8 +462,8 @@ class _Run:
         cache = self.workdir / "_files"
         for f in self.sc.files:
             path, sha = generate_file(f, cache)
-            self.file_path[f.name] = path
-            self.expected_sha[f.name] = sha
+            self.file_path[f.id] = path
+            self.expected_sha[f.id] = sha
 
     def _routed_peers(self, n: NodeDecl) -> list[str]:
         return [r.b for r in self.sc.routes() if r.a == n.name]
@@ -509,7 +517,7 @@ class _Run:
             share = Path(self.handles[n.name].data_dir) / "share"
             for f in self.sc.files:
                 if n.name in f.on:
-                    place_file(self.file_path[f.name], share / f.name)
+                    place_file(self.file_path[f.id], share / f.name)
             if not n.router:
                 self.tail.watch(n.name)
         if self.tail._thread is None:
@@ -790,25 +798,28 @@ class _Run:
 
     def _push(self, step: Step) -> None:
         src: str = step.params["from"]
-        decl_files = {f.name: f for f in self.sc.files}
         known: set[str] = set()  # one listing serves many receivers of a fan-out
         for dst in step.params["to"]:
             if dst not in known:
                 known = self._wait_knows(src, dst, step.params["wait"])
-            for name in step.params["files"]:
-                path = name if src in decl_files[name].on else f"/data/inbox/{name}"
+            for fid in step.params["files"]:
+                decl = self.sc.file(fid)
+                # A file the sender does not share is relayed from its inbox (the scenario
+                # refuses this for a name several files have: which one is there is unknown).
+                path = decl.name if src in decl.on else f"/data/inbox/{decl.name}"
                 try:
                     t = self.api(src).push(dst, path)
                 except ApiError as e:
                     raise StepError(f"node {src}: push {path} to {dst}: {e}", [src, dst]) from e
-                self.say(f"{src} pushes {name} to {dst} (transfer {t.get('id')})")
+                self._initiated(t, src, dst, decl.name)
+                self.say(f"{src} pushes {_label(decl)} to {dst} (transfer {t.get('id')})")
 
     def _pull(self, step: Step) -> None:
         src: str = step.params["from"]
         for by in step.params["by"]:
             self._wait_knows(by, src, step.params["wait"])
-            names = list(step.params["files"])
-            if names == ["*"]:
+            names = [self.sc.file(fid).name for fid in step.params["files"] if fid != "*"]
+            if step.params["files"] == ("*",):
                 try:
                     listing = self.api(by, timeout=10).peer_files(src)
                 except ApiError as e:
@@ -822,6 +833,7 @@ class _Run:
                     t = self.api(by).pull(src, name)
                 except ApiError as e:
                     raise StepError(f"node {by}: pull {name} from {src}: {e}", [by, src]) from e
+                self._initiated(t, src, by, name)
                 self.say(f"{by} pulls {name} from {src} (transfer {t.get('id')})")
 
     # -- expectations
@@ -832,10 +844,14 @@ class _Run:
         resolved = True
         exp = self.sc.expect
         for i, fe in enumerate(exp.files):
+            if fe.absent:
+                if not self._check_absent(i, fe, now):
+                    resolved = False
+                continue
             if self.state.files.get(i) is not None:
                 continue
             limit = self.deadline if fe.within is None else self.t0 + fe.within
-            ok = self._check_file(fe.node, fe.file)
+            ok = self._check_file(fe.node, fe.file, fe.as_name)
             if ok and _has_extras(fe):
                 problem = self._extras_problem(fe)
                 if problem is _PENDING:
@@ -843,7 +859,7 @@ class _Run:
                     if now <= limit + EVENT_GRACE:
                         resolved = False
                         continue
-                    problem = f"{fe.node} has {fe.file} but logged no transfer_done for it"
+                    problem = f"{fe.node} has {self._label(fe)} but logged no transfer_done for it"
                 if problem:
                     self.state.files[i] = False
                     self.fail(fe.path, str(problem), [fe.node, *self._sources_of(fe.node, fe.file)])
@@ -851,13 +867,18 @@ class _Run:
             if ok is not None:
                 self.state.files[i] = ok
                 if ok:
-                    self.say(f"{fe.node} has {fe.file} (sha256 ok{_extras_text(fe)})")
+                    at = self.found_at.get((fe.node, fe.file))
+                    where = "" if at == self.sc.file(fe.file).name else f" as {at!r}"
+                    self.say(
+                        f"{fe.node} has {self._label(fe)}{where} (sha256 ok{_extras_text(fe)})"
+                    )
                 continue
             if now > limit:
                 self.state.files[i] = False
                 self.fail(
                     fe.path,
-                    f"{fe.node} has no {fe.file} after {now - self.t0:.1f} s"
+                    f"{fe.node} has no {self._label(fe)}{self._elsewhere(fe)} after "
+                    f"{now - self.t0:.1f} s"
                     + (f" (within {fe.within:g} s)" if fe.within else "")
                     + self._transfer_hint(fe.node, fe.file),
                     [fe.node, *self._sources_of(fe.node, fe.file)],
@@ -887,82 +908,190 @@ class _Run:
             resolved = False
         return resolved
 
-    def _check_file(self, node: str, name: str) -> bool | None:
-        """True: the final file holds the expected bytes; False: wrong bytes; None: absent."""
-        h = self.handles.get(node)
-        if h is None:
+    # -- files in inboxes
+
+    def _label(self, fe: sc_mod.FileExpect) -> str:
+        return _label(self.sc.file(fe.file))
+
+    def _check_absent(self, i: int, fe: sc_mod.FileExpect, now: float) -> bool:
+        """An `absent: true` expectation: fails the moment the file is there. True (resolved)
+        once its `within` window is over and no transfer of it towards the node is under way;
+        it is looked at again at the end of the run and once the containers are gone."""
+        assert self.t0 is not None
+        if self.state.files.get(i) is False:
+            return True
+        if self._check_file(fe.node, fe.file, fe.as_name):
+            self._absent_failed(i, fe)
+            return True
+        if fe.within is not None and now < self.t0 + fe.within:
+            return False
+        return self._in_flight(fe.node, fe.file) is None
+
+    def _elsewhere(self, fe: sc_mod.FileExpect) -> str:
+        """` as 'x'` for a file expected under another inbox name than the one it has."""
+        if fe.as_name is None or not self._check_file(fe.node, fe.file):
+            return ""
+        return f" as {fe.as_name!r} (it is there as {self.found_at[(fe.node, fe.file)]!r})"
+
+    def _absent_failed(self, i: int, fe: sc_mod.FileExpect, when: str = "") -> None:
+        self.state.files[i] = False
+        if not when:
+            with contextlib.suppress(Exception):  # the event lines of its arrival, for the hint
+                self.tail.poll(fe.node)
+        at = self.found_at.get((fe.node, fe.file))
+        self.fail(
+            fe.path + ".absent",
+            f"{fe.node} has {self._label(fe)} in its inbox{when} (as {at!r}), which it must not"
+            + self._transfer_hint(fe.node, fe.file),
+            [fe.node, *self._sources_of(fe.node, fe.file)],
+        )
+
+    def _initiated(self, transfer: dict[str, Any], sender: str, receiver: str, name: str) -> None:
+        with self.lock:
+            self.initiated.append((str(transfer.get("id")), sender, receiver, name))
+
+    def _in_flight(self, node: str, fid: str) -> str | None:
+        """A transfer of the file towards `node` that has not ended yet, while both ends run;
+        None if there is none. One a step started is under way until either end logs its end
+        (the lines may not have been read yet when the step returns); any other one (e.g.
+        --auto-fetch) while the latest account of its two ends is a start (_latest_account)."""
+        if node not in self.running:
             return None
+        name = self.sc.file(fid).name
+        ends: dict[str, tuple[list[Event], list[Event]]] = {}  # id -> (receiver's, sender's)
+        senders: dict[str, str] = {}  # id -> the other end
+        for n in [d.name for d in self.sc.mole_nodes if d.name in self.running]:
+            for ev in self._events(n):
+                if ev.get("event") not in _EVENT_RANK or ev.get("name") != name:
+                    continue
+                tid = str(ev.get("id"))
+                if n == node and ev.get("role") == "receive":
+                    ends.setdefault(tid, ([], []))[0].append(ev)
+                    senders[tid] = self._peer_name(ev)
+                elif ev.get("role") == "send" and self._peer_name(ev) == node:
+                    ends.setdefault(tid, ([], []))[1].append(ev)
+                    senders[tid] = n
+        with self.lock:
+            initiated = list(self.initiated)
+        for tid, sender, receiver, what in initiated:
+            if receiver == node and what == name and tid not in ends:
+                # Started by a step, no line of it read yet.
+                started: Event = {"event": "transfer_started", "id": tid, "name": name}
+                ends[tid] = ([], [started])
+                senders[tid] = sender
+        for tid, (received, sent) in ends.items():
+            if senders.get(tid) not in self.running:
+                continue  # the other end is stopped: it delivers nothing now
+            last = _latest_account(received, sent)
+            if last["event"] == "transfer_started":
+                return f"transfer {tid} of {name} to {node}: {_brief(last)}"
+        return None
+
+    def _check_file(self, node: str, fid: str, as_name: str | None = None) -> bool | None:
+        """True: the node's inbox holds the file's bytes, under `as_name` if given, else under
+        any name it may arrive under; False: a name of it holds bytes of no file declared with
+        that name (reported as `content`); None: not there (yet)."""
+        if node not in self.handles:
+            return None
+        decl = self.sc.file(fid)
+        want = self.expected_sha[fid]
+        bad = False
+        for name in (as_name,) if as_name else self.sc.inbox_names(decl):
+            chk = self._observe(node, name, decl.name)
+            if chk is None:
+                continue
+            if chk.sha == want:
+                self.found_at[(node, fid)] = name
+                return True
+            bad = bad or not chk.good
+        return False if bad else None
+
+    def _observe(self, node: str, name: str, family: str) -> _FileCheck | None:
+        """What node's inbox holds under `name` (a name files called `family` arrive under):
+        None if nothing. Hashed on the host, again only when size or mtime changed."""
         if _inbox_on_tmpfs(self.sc.node(node)):
-            return self._check_file_inside(node, name)
-        path = Path(h.data_dir) / "inbox" / name
+            return self._observe_inside(node, name, family)
+        path = Path(self.handles[node].data_dir) / "inbox" / name
         try:
             st = path.stat()
         except OSError:
+            self.checks.pop((node, name), None)
             return None
         chk = self.checks.setdefault((node, name), _FileCheck())
         stamp = (st.st_size, st.st_mtime_ns)
-        if chk.stamp == stamp and chk.ok is not None:
-            return chk.ok
-        if st.st_size != self.sc.file(name).size:
-            chk.ok, chk.sha = False, None
-        else:
-            chk.sha = sha256_file(path)
-            chk.ok = chk.sha == self.expected_sha[name]
-        chk.stamp = stamp
-        self._report_content(node, name, chk, st.st_size)
-        return chk.ok
+        if chk.present and chk.stamp == stamp:
+            return chk
+        chk.stamp, chk.present, chk.size = stamp, True, st.st_size
+        sizes = {f.size for f in self.sc.files_named(family)}
+        chk.sha = sha256_file(path) if st.st_size in sizes else None
+        self._judge(node, name, family, chk)
+        return chk
 
-    def _check_file_inside(self, node: str, name: str) -> bool | None:
-        """The same check for an inbox on a tmpfs (invisible from the host): size and SHA-256
-        computed inside the container, at most every TMPFS_CHECK_INTERVAL per file."""
+    def _observe_inside(self, node: str, name: str, family: str) -> _FileCheck | None:
+        """The same for an inbox on a tmpfs (invisible from the host): size and SHA-256
+        computed inside the container, at most every TMPFS_CHECK_INTERVAL per name."""
         chk = self.checks.setdefault((node, name), _FileCheck())
         now = time.monotonic()
-        if now - chk.checked_at < TMPFS_CHECK_INTERVAL:
-            return chk.ok
+        if now - chk.checked_at < TMPFS_CHECK_INTERVAL or node not in self.running:
+            # Not again so soon; and a stopped container's tmpfs is gone: keep what we saw.
+            return chk if chk.present else None
         chk.checked_at = now
-        if node not in self.running:
-            return chk.ok  # a stopped container's tmpfs is gone; keep what we saw
         path = shlex.quote(f"/data/inbox/{name}")
+        # The hash read from stdin: sha256sum would escape an odd name in its output.
+        script = f"[ -f {path} ] || exit 7; stat -c %s {path}; sha256sum < {path}"
         try:
-            code, out = self.cluster.exec(
-                node, ["sh", "-c", f"[ -f {path} ] || exit 7; stat -c %s {path}; sha256sum {path}"]
-            )
+            code, out = self.cluster.exec(node, ["sh", "-c", script])
         except Exception:
-            return chk.ok  # the container is going away: keep what we saw
+            return chk if chk.present else None  # the container is going away
         if code == 7:
-            chk.ok = None
+            chk.present = False
             return None
         words = out.split()
         if code != 0 or len(words) < 2 or not words[0].isdigit():
-            return chk.ok
-        size = int(words[0])
-        chk.sha = words[1] if size == self.sc.file(name).size else None
-        chk.ok = chk.sha == self.expected_sha[name]
-        self._report_content(node, name, chk, size)
-        return chk.ok
+            return chk if chk.present else None
+        chk.present, chk.size = True, int(words[0])
+        sizes = {f.size for f in self.sc.files_named(family)}
+        chk.sha = words[1] if chk.size in sizes else None
+        self._judge(node, name, family, chk)
+        return chk
 
-    def _report_content(self, node: str, name: str, chk: _FileCheck, actual_size: int) -> None:
-        expected = self.expected_sha[name]
-        size = self.sc.file(name).size
-        st_size = actual_size
-        if not chk.ok and (node, name) not in self.state.bad_content:
-            self.state.bad_content.add((node, name))
-            got = f"sha256 {chk.sha}" if chk.sha else f"{st_size} bytes"
-            self.fail(
-                "content",
-                f"{node}: inbox/{name} has the wrong content ({got}; expected {size} bytes, "
-                f"sha256 {expected})",
-                [node],
-            )
+    def _judge(self, node: str, name: str, family: str, chk: _FileCheck) -> None:
+        """Bytes under a name a scenario file arrives under must be one of the files declared
+        with that name: anything else fails the run (`content`), whatever `expect` says."""
+        decls = self.sc.files_named(family)
+        chk.good = chk.sha is not None and chk.sha in {self.expected_sha[f.id] for f in decls}
+        if chk.good or (node, name) in self.state.bad_content:
+            return
+        self.state.bad_content.add((node, name))
+        got = f"sha256 {chk.sha}" if chk.sha else f"{chk.size} bytes"
+        want = " or ".join(f"{f.size} bytes, sha256 {self.expected_sha[f.id]}" for f in decls)
+        self.fail(
+            "content",
+            f"{node}: inbox/{name} has the wrong content ({got}; expected {want})",
+            [node],
+        )
 
-    def _done_event(self, node: str, name: str) -> Event | None:
-        """The receiver's last transfer_done for `name` that really carried it (not a dedupe)."""
+    def _verdict(self, node: str, decl: FileDecl) -> bool | None:
+        """The hash verdict of the last looks (no new look): True if the node holds decl's
+        bytes, False if a name of it holds wrong bytes, None if none was seen."""
+        seen = [self.checks.get((node, n)) for n in self.sc.inbox_names(decl)]
+        looks = [c for c in seen if c is not None and c.present]
+        if any(c.sha == self.expected_sha[decl.id] for c in looks):
+            return True
+        return False if any(not c.good for c in looks) else None
+
+    def _done_event(self, node: str, fid: str) -> Event | None:
+        """The receiver's last transfer_done for the file that really carried it (not a
+        dedupe): by its SHA-256 when the event has one (several files may share the name)."""
+        decl = self.sc.file(fid)
+        want = self.expected_sha[fid]
         for ev in reversed(self._events(node)):
             if (
                 ev.get("event") == "transfer_done"
-                and ev.get("name") == name
+                and ev.get("name") == decl.name
                 and ev.get("role") == "receive"
                 and not ev.get("skipped")
+                and ev.get("sha256") in (None, want)
             ):
                 return ev
         return None
@@ -1099,29 +1228,52 @@ class _Run:
         # One last look: events and files that arrived since the last tick.
         self.tail.poll_all()
         names = [n.name for n in self.sc.mole_nodes if n.name in self.handles]
+        families = {f.name: f for f in self.sc.files}  # one declaration per name
         for node in names:
-            for f in self.sc.files:
-                self._check_file(node, f.name)
+            for f in families.values():
+                for inbox_name in self.sc.inbox_names(f):
+                    self._observe(node, inbox_name, f.name)
         self._check_failures()
         # Expectations the deadline cut short (their `within` reached past the run's timeout).
         assert self.t0 is not None
         took = time.monotonic() - self.t0
         for i, fe in enumerate(self.sc.expect.files):
-            if self.state.files.get(i) is None and self._check_file(fe.node, fe.file):
+            if fe.absent:
+                if self.state.files.get(i) is False:
+                    continue
+                if self._check_file(fe.node, fe.file, fe.as_name):
+                    self._absent_failed(i, fe)
+                    continue
+                flight = self._in_flight(fe.node, fe.file)
+                if flight is not None:
+                    self.state.files[i] = False
+                    self.fail(
+                        fe.path + ".absent",
+                        f"{fe.node} has no {self._label(fe)}, but a transfer of it was still "
+                        f"under way at the end of the run ({took:.1f} s), so whether it would "
+                        f"stay away is unknown: {flight}",
+                        [fe.node, *self._sources_of(fe.node, fe.file)],
+                    )
+                continue
+            if self.state.files.get(i) is None and self._check_file(fe.node, fe.file, fe.as_name):
                 problem = self._extras_problem(fe) if _has_extras(fe) else None
                 if problem is _PENDING:
-                    problem = f"{fe.node} has {fe.file} but logged no transfer_done for it"
+                    problem = f"{fe.node} has {self._label(fe)} but logged no transfer_done for it"
                 self.state.files[i] = not problem
                 if problem:
                     self.fail(fe.path, str(problem), [fe.node])
-            if self.state.files.get(i) is None and self._check_file(fe.node, fe.file) is None:
+            if (
+                self.state.files.get(i) is None
+                and self._check_file(fe.node, fe.file, fe.as_name) is None
+            ):
                 self.state.files[i] = False
                 self.fail(
                     fe.path,
-                    f"{fe.node} has no {fe.file} at the end of the run ({took:.1f} s)"
-                    + self._transfer_hint(fe.node, fe.file),
+                    f"{fe.node} has no {self._label(fe)}{self._elsewhere(fe)} at the end of the "
+                    f"run ({took:.1f} s)" + self._transfer_hint(fe.node, fe.file),
                     [fe.node, *self._sources_of(fe.node, fe.file)],
                 )
+        self._check_inbox_api()
         for i, spec in enumerate(self.sc.expect.failures):
             if i not in self.state.failures_seen and not self._failure_happened(spec):
                 self.state.failures_seen[i] = False
@@ -1145,18 +1297,69 @@ class _Run:
                 if (a, b) in seen and (a, b) not in self.state.forbidden_reported:
                     self.fail(d.path + ".not_see", f"{a} saw {b}, which it must not", [a, b])
 
+    def _check_inbox_api(self) -> None:
+        """Each running node's `GET /api/inbox` lists every expected file it holds, under the
+        name and with the SHA-256 the lab found on disk (odd names must survive the API's
+        JSON too). A node that does not answer (paused, going away) is left out."""
+        met: dict[str, list[tuple[sc_mod.FileExpect, str]]] = {}
+        for i, fe in enumerate(self.sc.expect.files):
+            at = self.found_at.get((fe.node, fe.file))
+            if not fe.absent and self.state.files.get(i) and at and fe.node in self.running:
+                met.setdefault(fe.node, []).append((fe, at))
+        if not met:
+            return
+
+        def listing(node: str) -> dict[str, str] | None:
+            try:
+                return {str(f.get("name")): str(f.get("sha256")) for f in self.api(node, 3).inbox()}
+            except (ApiError, OSError, ValueError, StepError) as e:
+                self.say(f"{node}: GET /api/inbox not checked: {e}")
+                return None
+
+        with ThreadPoolExecutor(max_workers=8, thread_name_prefix="mole-lab-inbox") as pool:
+            listings = dict(zip(met, pool.map(listing, met), strict=True))
+        for node, items in met.items():
+            listed = listings[node]
+            if listed is None:
+                continue
+            for fe, at in items:
+                want = self.expected_sha[fe.file]
+                if listed.get(at) != want:
+                    shown = ", ".join(repr(n) for n in sorted(listed)[:8]) or "nothing"
+                    self.fail(
+                        fe.path,
+                        f"{node}'s GET /api/inbox does not list {at!r} with sha256 {want}, "
+                        f"which its inbox holds (it lists {shown}"
+                        + (f", sha256 {listed[at]}" if at in listed else "")
+                        + ")",
+                        [node],
+                    )
+
+    def _check_absent_after_teardown(self) -> None:
+        """Nothing runs any more: a file that must be absent and arrived since the last look
+        (a late arrival) is caught here. Inboxes on a tmpfs are gone with their containers."""
+        for i, fe in enumerate(self.sc.expect.files):
+            if not fe.absent or self.state.files.get(i) is False:
+                continue
+            if fe.node not in self.handles or _inbox_on_tmpfs(self.sc.node(fe.node)):
+                continue
+            if self._check_file(fe.node, fe.file, fe.as_name):
+                self._absent_failed(i, fe, when=" once the run was over")
+
     # -- results
 
-    def _sources_of(self, node: str, name: str) -> list[str]:
+    def _sources_of(self, node: str, fid: str) -> list[str]:
         out = []
         for s in self.sc.steps:
-            if s.do == "push" and node in s.params["to"] and name in s.params["files"]:
+            if s.do == "push" and node in s.params["to"] and fid in s.params["files"]:
                 out.append(s.params["from"])
-            if s.do == "pull" and node in s.params["by"]:
+            pulled = s.do == "pull" and node in s.params["by"]
+            if pulled and (s.params["files"] == ("*",) or fid in s.params["files"]):
                 out.append(s.params["from"])
         return list(dict.fromkeys(out))
 
-    def _transfer_hint(self, node: str, name: str) -> str:
+    def _transfer_hint(self, node: str, fid: str) -> str:
+        name = self.sc.file(fid).name
         last = [
             e
             for e in self._events(node)
@@ -1166,9 +1369,16 @@ class _Run:
             return f"; {node} logged no transfer of {name}"
         return f"; last: {_brief(last[-1])}"
 
+    def _decl_for(self, source: str, name: str) -> FileDecl | None:
+        """The declared file a transfer of `name` from `source` carries: the only one of that
+        name, else the one `source` shares."""
+        named = self.sc.files_named(name)
+        if len(named) == 1:
+            return named[0]
+        return next((f for f in named if source in f.on), None)
+
     def _build_matrix(self) -> None:
-        """One row per (source, destination, file): the receiver's account when it has one."""
-        sizes = {f.name: f.size for f in self.sc.files}
+        """One row per (source, destination, file), in the latest state either end logged."""
         by_key: dict[tuple[str, str, str], dict[bool, list[Event]]] = {}
         progress: dict[tuple[str, str], int] = {}  # (node, transfer id) -> bytes
         for n in self.sc.mole_nodes:
@@ -1187,20 +1397,19 @@ class _Run:
                 )
         rows: list[TransferRow] = []
         for (src, dst, name), sides in by_key.items():
-            evs = sides[True] or sides[False]
-            done = [e for e in evs if e["event"] == "transfer_done"]
-            failed = [e for e in evs if e["event"] == "transfer_failed"]
-            ev = done[-1] if done else failed[-1] if failed else evs[-1]
-            row = TransferRow(source=src, dest=dst, file=name, size=sizes.get(name, ev.get("size")))
+            ev = _latest_account(sides[True], sides[False])
+            decl = self._decl_for(src, name)
+            size = decl.size if decl is not None else ev.get("size")
+            row = TransferRow(source=src, dest=dst, file=name, size=size)
             row.bytes = int(ev.get("bytes") or 0)
             row.attempts = max(
                 (int(e.get("attempts") or 0) for e in sides[True] + sides[False]), default=0
             )
-            if ev is not None and done:
+            if ev["event"] == "transfer_done":
                 row.state = "done"
                 row.seconds = ev.get("seconds")
                 row.resumed_from = int(ev.get("offset") or 0)
-            elif failed:
+            elif ev["event"] == "transfer_failed":
                 row.state = "failed"
                 err = ev.get("error") or {}
                 if isinstance(err, dict):
@@ -1210,24 +1419,26 @@ class _Run:
             else:
                 row.state = "active"
                 row.bytes = progress.get((ev["_node"], str(ev.get("id"))), row.bytes)
-            chk = self.checks.get((dst, name))
-            if name in self.expected_sha and chk is not None:
-                row.hash_ok = chk.ok
+            if decl is not None and dst in self.handles:
+                row.hash_ok = self._verdict(dst, decl)
             rows.append(row)
-        have = {(r.dest, r.file) for r in rows}
         for fe in self.sc.expect.files:
-            if (fe.node, fe.file) in have:
+            decl = self.sc.file(fe.file)
+            unique = len(self.sc.files_named(decl.name)) == 1
+            if fe.absent or any(
+                r.dest == fe.node and r.file == decl.name and (unique or r.source in decl.on)
+                for r in rows
+            ):
                 continue
-            have.add((fe.node, fe.file))
-            chk = self.checks.get((fe.node, fe.file))
+            ok = self._verdict(fe.node, decl) if fe.node in self.handles else None
             rows.append(
                 TransferRow(
                     source=(self._sources_of(fe.node, fe.file) or ["?"])[0],
                     dest=fe.node,
-                    file=fe.file,
-                    size=sizes.get(fe.file),
-                    hash_ok=chk.ok if chk else None,
-                    state="done" if chk and chk.ok else "missing",
+                    file=decl.name,
+                    size=decl.size,
+                    hash_ok=ok,
+                    state="done" if ok else "missing",
                 )
             )
         self.result.transfers = rows
@@ -1242,8 +1453,12 @@ class _Run:
             self.result.discovery_within = d.within
         else:
             pairs += [(p, "") for p in self.sc.discovery_pairs()]
+        checked = len(pairs)
+        # Pairs seen without being expected either way are drawn too (seen, not "not seen").
+        listed = {p for p, _ in pairs}
+        pairs += [(p, "") for p in sorted(seen) if p not in listed]
         rows = []
-        for (a, b), kind in pairs:
+        for k, ((a, b), kind) in enumerate(pairs):
             ev = seen.get((a, b))
             rows.append(
                 DiscoveryRow(
@@ -1255,7 +1470,7 @@ class _Run:
                     static=ev.get("static") if ev else None,
                 )
             )
-            if ev and kind != "not_see":
+            if ev and kind != "not_see" and k < checked:
                 self._check_addr(a, b, ev)
         self.result.discovery = rows
 
@@ -1307,6 +1522,11 @@ class _Run:
             if self.cluster is not None:
                 with contextlib.suppress(Exception):
                     self.cluster.close()
+                if self.t0 is not None:
+                    try:
+                        self._check_absent_after_teardown()
+                    except Exception as e:
+                        self.fail("teardown", f"checking absent files failed: {e}")
             self.result.timings["teardown"] = time.monotonic() - t
             self.result.timings["total"] = time.monotonic() - self.t_start
             self._tails()
@@ -1389,6 +1609,33 @@ def _extras_text(fe: sc_mod.FileExpect) -> str:
     if fe.min_seconds is not None:
         bits.append(f"took >= {fe.min_seconds:g} s")
     return "".join(f", {b}" for b in bits)
+
+
+_EVENT_RANK = {"transfer_started": 0, "transfer_failed": 1, "transfer_done": 2}
+
+
+def _latest_account(receiver: list[Event], sender: list[Event]) -> Event:
+    """The event that says where a (source, destination, file) transfer stands, from both ends.
+
+    The receiver's transfer_done wins: the bytes are in place, whatever the sender logged
+    after. Otherwise the latest event of either end: a sender that gave up (transfer_failed)
+    beats the receiver's older transfer_started, which no later line of the receiver ended (it
+    may never log one: the connection is gone); a restarted attempt beats an older failure. At
+    the same instant an end beats a start, and done beats failed.
+    """
+    done = [e for e in receiver if e["event"] == "transfer_done"]
+    if done:
+        return done[-1]
+    both = sorted(
+        receiver + sender,
+        key=lambda e: (float(e.get("ts") or 0), _EVENT_RANK.get(str(e["event"]), 0)),
+    )
+    return both[-1]
+
+
+def _label(f: FileDecl) -> str:
+    """A file as messages name it: its name, and its id when it has another one."""
+    return f.name if f.id == f.name else f"{f.id} ({f.name!r})"
 
 
 def _pair_seconds(ev: Event | None, listened: dict[str, float], a: str, b: str) -> float | None:

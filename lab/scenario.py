@@ -7,7 +7,9 @@ without starting a single container.
 
 from __future__ import annotations
 
+import os
 import re
+import unicodedata
 import zlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -19,8 +21,21 @@ import yaml
 
 # Names end up in Docker container names, DNS aliases and `--name`: keep them boring.
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,47}$")
-# Received files are checked on the host under this very name: no directories, no dot files.
-FILE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,199}$")
+# File names: what node/store.py's check_name() accepts for one path component (a file sits
+# at the top of a share, and is checked on the host under this very name), NFC-normalized as
+# the node stores it. `.mole` (the node's) and `.mole-*` (the lab's fill ballast) are reserved.
+MAX_FILE_NAME_BYTES = 255
+_BIDI_CONTROLS = frozenset(
+    "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+)
+_WINDOWS_DEVICES = frozenset(
+    {"con", "prn", "aux", "nul"}
+    | {f"com{i}" for i in range(1, 10)}
+    | {f"lpt{i}" for i in range(1, 10)}
+)
+# A name that arrives where the name is taken gets ` (n)` before its extension, and these count
+# as one extension (node/store.py `_numbered`).
+MULTI_EXTENSIONS = (".tar.gz", ".tar.bz2", ".tar.xz", ".tar.zst", ".tar.lz", ".tar.br")
 SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*$")
 SIZE_UNITS = {
     "": 1,
@@ -70,6 +85,49 @@ NETWORK_REF_PARAMS = frozenset({"network", "networks"})
 STEP_KEYS = frozenset({"id", "at", "after", "delay", "do", "duration", "note"})
 
 
+def file_name_problem(name: str) -> str | None:
+    """Why a node could not share or store `name` (NFC already) as one file, or None."""
+    for ch in name:
+        o = ord(ch)
+        if o < 0x20 or 0x7F <= o <= 0x9F:
+            return f"contains control character U+{o:04X}"
+        if ch in _BIDI_CONTROLS or ch in "\u2028\u2029":
+            return f"contains U+{o:04X} (a bidirectional control or line separator)"
+        if 0xD800 <= o <= 0xDFFF:
+            return "is not valid Unicode"
+    if "/" in name or "\\" in name:
+        return "is one file, without '/' or '\\'"
+    if name in (".", ".."):
+        return "is not a file name"
+    if re.match(r"^[A-Za-z]:", name):
+        return "starts with a drive letter (the node refuses such names)"
+    if name[-1] in ". ":
+        return "ends with a dot or a space (the node refuses such names)"
+    if len(name.encode("utf-8")) > MAX_FILE_NAME_BYTES:
+        return f"is longer than {MAX_FILE_NAME_BYTES} bytes in UTF-8"
+    if name.casefold() == ".mole" or name.casefold().startswith(".mole-"):
+        return "is reserved (.mole is the node's directory, .mole-* the lab's)"
+    if name.endswith(".part"):
+        return "ends with .part (the node's partial files: never shared)"
+    if name.split(".", 1)[0].rstrip(" ").casefold() in _WINDOWS_DEVICES:
+        return "is a Windows device name (the node refuses it)"
+    return None
+
+
+def numbered_name(name: str, n: int) -> str:
+    """The name a node gives the n-th other file of this name in its inbox, as node/store.py's
+    `_numbered` does: `report.txt`, 1 -> `report (1).txt`; `a.tar.gz` -> `a (1).tar.gz`."""
+    lower = name.lower()
+    ext = next((e for e in MULTI_EXTENSIONS if lower.endswith(e) and len(name) > len(e)), "")
+    ext = ext or os.path.splitext(name)[1]
+    stem = name[: len(name) - len(ext)]
+    tag = f" ({n})"
+    room = MAX_FILE_NAME_BYTES - len((tag + ext).encode("utf-8"))
+    while len(stem.encode("utf-8")) > room:
+        stem = stem[:-1]
+    return f"{stem.rstrip(' .')}{tag}{ext}"
+
+
 class ScenarioError(ValueError):
     """The scenario is invalid; the message is `<file>: <key path>: what is wrong`."""
 
@@ -101,12 +159,17 @@ class NodeDecl:
 
 @dataclass(frozen=True)
 class FileDecl:
-    name: str
+    name: str  # in the share, and as offered to receivers (NFC)
     size: int
     on: tuple[str, ...]  # node names (groups expanded)
     seed: int | None = None  # random content: random.Random(seed).randbytes in 1 MiB chunks
     content: bytes | None = None  # or this literal content
     path: str = ""
+    id: str = ""  # what steps and expectations call it; "" = its name
+
+    def __post_init__(self) -> None:
+        if not self.id:
+            object.__setattr__(self, "id", self.name)
 
 
 @dataclass(frozen=True)
@@ -210,9 +273,11 @@ class Step:
 @dataclass(frozen=True)
 class FileExpect:
     node: str
-    file: str
+    file: str  # the file's id (its name unless declared with `id`)
     within: float | None  # seconds after the timeline starts; None = the run's deadline
     path: str = ""
+    absent: bool = False  # the node must end without this file; `within`: watch this long
+    as_name: str | None = None  # `as`: the exact inbox name it must arrive under
     resumed: bool = False  # the completing attempt started at an offset > 0
     resent_at_most: float | None = None  # fraction of the file the completing attempt carried
     after: str | None = None  # a step id: the file must arrive after that step ran
@@ -270,11 +335,23 @@ class Scenario:
                 return n
         raise KeyError(name)
 
-    def file(self, name: str) -> FileDecl:
+    def file(self, file_id: str) -> FileDecl:
+        """The file declared with this id (its name, unless it has an `id`)."""
         for f in self.files:
-            if f.name == name:
+            if f.id == file_id:
                 return f
-        raise KeyError(name)
+        raise KeyError(file_id)
+
+    def files_named(self, name: str) -> tuple[FileDecl, ...]:
+        """Every file declared with this name (several: different content on other nodes)."""
+        return tuple(f for f in self.files if f.name == name)
+
+    def inbox_names(self, f: FileDecl) -> tuple[str, ...]:
+        """The names f may arrive under in an inbox: its name, and when n other files share
+        that name, also the node's numbered names `name (1)` .. `name (n)` (whichever of them
+        reaches a node first takes the plain name)."""
+        n = len(self.files_named(f.name))
+        return (f.name, *(numbered_name(f.name, k) for k in range(1, n)))
 
     def members(self, ref: str) -> tuple[str, ...]:
         """A node name -> (it,); a group name -> its members."""
@@ -766,22 +843,45 @@ class _Parser:
 
     def files(self, v: object) -> tuple[FileDecl, ...]:
         out: list[FileDecl] = []
-        seen: dict[str, str] = {}
-        for i, item in enumerate(self.list_of(v, "files")):
+        by_id: dict[str, str] = {}  # id -> path of its declaration
+        by_name: dict[str, list[tuple[str, bool, tuple[str, ...]]]] = {}  # (path, has id, on)
+        items = self.list_of(v, "files")
+        for i, item in enumerate(items):
             p = f"files[{i}]"
-            m = self.mapping(item, p, ("name", "size", "seed", "content", "on"), ("name", "on"))
-            name = self.string(m["name"], _join(p, "name"))
-            if not FILE_RE.match(name):
+            keys = ("id", "name", "size", "seed", "content", "on")
+            m = self.mapping(item, p, keys, ("name", "on"))
+            name = self.file_name(m["name"], _join(p, "name"))
+            fid = self.name(m["id"], _join(p, "id"), "file id") if "id" in m else name
+            for other, other_has_id, _ in by_name.get(name, []):
+                if not ("id" in m and other_has_id):  # a reference by name: which one?
+                    missing = p if "id" not in m else other
+                    raise self.fail(
+                        _join(missing, "id"),
+                        f"is required: {other} and {p} are both named {name!r}; give each "
+                        "its own `id`, and refer to it by that id",
+                    )
+            if fid in by_id:
+                if "id" in m:
+                    raise self.fail(
+                        _join(p, "id"), f"duplicate file id {fid!r} (also {by_id[fid]})"
+                    )
                 raise self.fail(
                     _join(p, "name"),
-                    f"bad file name {name!r}: letters, digits, '_', '.', '+', '-', no '/'",
+                    f"{fid!r} is the id of {by_id[fid]}: an id must not be another file's name",
                 )
-            if name in seen:
-                raise self.fail(_join(p, "name"), f"duplicate file {name!r} (also {seen[name]})")
-            seen[name] = p
+            by_id[fid] = p
             if ("size" in m) == ("content" in m):
                 raise self.fail(p, "needs exactly one of `size` (random bytes) or `content`")
             on = self.refs.nodes_of(m["on"], _join(p, "on"), allow_single=True)
+            for other, _, other_on in by_name.get(name, []):
+                both = [n for n in on if n in other_on]
+                if both:
+                    raise self.fail(
+                        _join(p, "on"),
+                        f"node {both[0]!r} would hold two files named {name!r} in its share "
+                        f"(also {other})",
+                    )
+            by_name.setdefault(name, []).append((p, "id" in m, on))
             if "content" in m:
                 if not isinstance(m["content"], str):
                     raise self.fail(
@@ -790,7 +890,7 @@ class _Parser:
                 if "seed" in m:
                     raise self.fail(_join(p, "seed"), "only with `size`")
                 data = m["content"].encode()
-                out.append(FileDecl(name=name, size=len(data), on=on, content=data, path=p))
+                out.append(FileDecl(name=name, size=len(data), on=on, content=data, path=p, id=fid))
                 continue
             try:
                 size = parse_size(m["size"])
@@ -799,9 +899,23 @@ class _Parser:
             if "seed" in m:
                 seed = self.integer(m["seed"], _join(p, "seed"), 0, 2**63 - 1)
             else:
-                seed = zlib.crc32(name.encode())  # distinct files differ by default
-            out.append(FileDecl(name=name, size=size, on=on, seed=seed, path=p))
+                seed = zlib.crc32(fid.encode())  # distinct files differ by default
+            out.append(FileDecl(name=name, size=size, on=on, seed=seed, path=p, id=fid))
+        for f in out:
+            if f.id != f.name and f.id in by_name:
+                raise self.fail(
+                    _join(f.path, "id"),
+                    f"{f.id!r} is the name of {by_name[f.id][0][0]}: an id must not be another "
+                    "file's name (a reference to it would be ambiguous)",
+                )
         return tuple(out)
+
+    def file_name(self, v: object, path: str) -> str:
+        name = unicodedata.normalize("NFC", self.string(v, path))
+        problem = file_name_problem(name)
+        if problem:
+            raise self.fail(path, f"bad file name {name!r}: it {problem}")
+        return name
 
     # -- steps
 
@@ -933,16 +1047,41 @@ class _Parser:
         names = self.list_of(v, p, allow_single=True)
         if not names:
             raise self.fail(p, "needs at least one file")
-        known = {f.name for f in files}
+        known = {f.id for f in files}
         out = []
         for j, n in enumerate(names):
             q = p if isinstance(v, str) else f"{p}[{j}]"
-            n = self.string(n, q)
+            n = unicodedata.normalize("NFC", self.string(n, q))
             if n not in known:
+                named = [f for f in files if f.name == n]
+                if named:
+                    ids = " or ".join(repr(f.id) for f in named)
+                    raise self.fail(
+                        q, f"{n!r} names {len(named)} files, refer to one by its id: {ids}"
+                    )
                 hint = ", ".join(sorted(known)) or "no `files` declared"
                 raise self.fail(q, f"unknown file {n!r} (files: {hint})")
             out.append(n)
         return tuple(out)
+
+    def held_elsewhere(
+        self, ids: tuple[str, ...], node: str, p: str, files: tuple[FileDecl, ...], verb: str
+    ) -> None:
+        """A push (pull) of a file the sender (source) does not share goes by its name, from
+        the inbox (share) of that node: when several files have that name, which one it holds
+        under it is not known."""
+        for j, fid in enumerate(ids):
+            f = next(f for f in files if f.id == fid)
+            same = [g for g in files if g.name == f.name]
+            if node not in f.on and len(same) > 1:
+                q = p if len(ids) == 1 else f"{p}[{j}]"
+                where = "inbox" if verb == "push" else "share"
+                raise self.fail(
+                    q,
+                    f"{node} does not share {fid!r} (on: {', '.join(f.on)}), and "
+                    f"{len(same)} files are named {f.name!r}: which one {node}'s {where} "
+                    "holds under that name is not known",
+                )
 
     def verb_push(
         self, params: dict[str, Any], p: str, files: tuple[FileDecl, ...]
@@ -957,6 +1096,7 @@ class _Parser:
         if not dst:
             raise self.fail(_join(p, "to"), "has no node other than the sender")
         names = self.files_param(params["file"], _join(p, "file"), files, star=False)
+        self.held_elsewhere(names, src, _join(p, "file"), files, "push")
         wait = self.number(params.get("wait", 10), _join(p, "wait"))
         return {"from": src, "to": dst, "files": names, "wait": wait}
 
@@ -973,6 +1113,8 @@ class _Parser:
         if not by:
             raise self.fail(_join(p, "by"), "has no node other than the source")
         names = self.files_param(params["file"], _join(p, "file"), files, star=True)
+        if names != ("*",):
+            self.held_elsewhere(names, src, _join(p, "file"), files, "pull")
         wait = self.number(params.get("wait", 10), _join(p, "wait"))
         return {"by": by, "from": src, "files": names, "wait": wait}
 
@@ -1032,12 +1174,37 @@ class _Parser:
         keys = ("files", "discovery", "no_failures", "allow_failures", "failures")
         m = self.mapping(v if v is not None else {}, "expect", keys)
         fexp: list[FileExpect] = []
+        said: dict[tuple[str, str], tuple[str, bool]] = {}  # (node, file id) -> (path, absent)
         for i, item in enumerate(self.list_of(m.get("files", []), "expect.files")):
             p = f"expect.files[{i}]"
             fkeys = ("node", "group", "file", "within", "resumed", "resent_at_most", "after")
-            e = self.mapping(item, p, (*fkeys, "min_seconds"), ("file",))
+            e = self.mapping(item, p, (*fkeys, "min_seconds", "absent", "as"), ("file",))
             nodes = self.node_or_group(e, p)
             names = self.files_param(e["file"], _join(p, "file"), files, star=False)
+            absent = self.boolean(e.get("absent", False), _join(p, "absent"))
+            if absent:
+                for k in ("resumed", "resent_at_most", "after", "min_seconds"):
+                    if k in e:
+                        raise self.fail(
+                            _join(p, k), "only for a file that must arrive, not with `absent`"
+                        )
+            as_name = None
+            if "as" in e:
+                as_name = self.file_name(e["as"], _join(p, "as"))
+                if len(names) != 1:
+                    raise self.fail(
+                        _join(p, "as"), f"is the inbox name of one file, not of {len(names)}"
+                    )
+                decl = next(f for f in files if f.id == names[0])
+                same = sum(1 for f in files if f.name == decl.name)
+                can = (decl.name, *(numbered_name(decl.name, k) for k in range(1, same)))
+                if as_name not in can:
+                    raise self.fail(
+                        _join(p, "as"),
+                        f"{decl.id!r} cannot arrive as {as_name!r}: {same} "
+                        f"file{'s are' if same > 1 else ' is'} named {decl.name!r}, so a node "
+                        f"stores it as {' or '.join(repr(c) for c in can)}",
+                    )
             within = (
                 self.number(e["within"], _join(p, "within"), positive=True)
                 if "within" in e
@@ -1058,6 +1225,14 @@ class _Parser:
                 min_s = self.number(e["min_seconds"], _join(p, "min_seconds"), positive=True)
             for n in nodes:
                 for f in names:
+                    other = said.get((n, f))
+                    if other is not None and other[1] != absent:
+                        raise self.fail(
+                            _join(p, "absent"),
+                            f"contradicts {other[0]}, where {n} must "
+                            f"{'' if absent else 'not '}end with {f!r}",
+                        )
+                    said.setdefault((n, f), (p, absent))
                     fexp.append(
                         FileExpect(
                             node=n,
@@ -1068,6 +1243,8 @@ class _Parser:
                             resent_at_most=resent,
                             after=after,
                             min_seconds=min_s,
+                            absent=absent,
+                            as_name=as_name,
                         )
                     )
         disc = self.discovery(m["discovery"]) if "discovery" in m else None

@@ -240,23 +240,6 @@ def test_prune_keeps_latest_and_images_in_use(test_repo: str, tmp_path: Path) ->
 # --------------------------------------------------------------------------- bootstrap
 
 
-def test_bootstrap_installs_the_lab_extra_when_a_package_is_missing(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    from lab import bootstrap
-
-    calls: list[list[str]] = []
-    monkeypatch.setattr(bootstrap, "PYTHON_DEPS", ("json", "no_such_module_mole"))
-    monkeypatch.setattr(bootstrap.subprocess, "run", lambda cmd, **kw: calls.append(cmd))
-    with pytest.raises(SystemExit, match="still missing after pip install: no_such_module_mole"):
-        bootstrap.ensure_python_deps()
-    assert calls == [[sys.executable, "-m", "pip", "install", "-e", f"{REPO}[lab]"]]
-
-    monkeypatch.setattr(bootstrap, "PYTHON_DEPS", ("json",))
-    bootstrap.ensure_python_deps()
-    assert len(calls) == 1  # nothing missing: nothing installed
-
-
 def test_lab_entry_point_imports_nothing_third_party_before_bootstrap() -> None:
     code = (
         "import sys, lab.__main__ as m\n"

@@ -7,12 +7,15 @@ runner's timeline, expectations, artifacts and failure reports are tested withou
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import shutil
 import textwrap
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import SimpleNamespace
@@ -72,6 +75,15 @@ def test_render_table_aligns_columns() -> None:
     ]
 
 
+def test_render_table_counts_wide_and_combining_characters() -> None:
+    text = render_table(["file", "n"], [["café ☕.txt", "1"], ["cafe\u0301.txt", "22"]], right=[1])
+    lines = text.splitlines()
+    # ☕ takes two columns, the combining accent none: the numbers line up on screen
+    assert lines[2] == "café ☕.txt   1"
+    assert lines[3] == "cafe\u0301.txt     22"
+    assert lines[1] == "-----------  --"
+
+
 def test_transfer_matrix() -> None:
     text = render_transfers(sample().transfers)
     lines = text.splitlines()
@@ -112,6 +124,24 @@ def test_large_discovery_is_summarised_not_drawn() -> None:
     assert "m0->m6 (never seen)" in text
     s = discovery_summary(rows)
     assert s["pairs_expected"] == 380 and s["pairs_seen"] == 379 and s["min"] == 0.0
+
+
+def test_discovery_grid_marks_pairs_seen_without_an_expectation() -> None:
+    rows = [
+        DiscoveryRow("a", "b", 0.1, "see"),
+        DiscoveryRow("b", "a", 0.2, "see"),
+        DiscoveryRow("c", "a", 0.3),  # seen, neither expected nor forbidden
+        DiscoveryRow("a", "c", None, "not_see"),
+    ]
+    text = render_discovery(rows)
+    grid = text.splitlines()[1:]
+    assert grid[2].split() == ["a", "0.10", "."]
+    assert grid[3].split() == ["b", "0.20", "."]
+    assert grid[4].split() == ["c", "(0.30)", "."]
+    assert grid[5].startswith("cells: 0.12 = expected and seen")
+    assert "wrong pairs" not in text
+    s = discovery_summary(rows)
+    assert (s["min"], s["max"]) == (0.1, 0.2)  # the expected pairs' times
 
 
 def test_discovery_without_expectations() -> None:
@@ -205,7 +235,15 @@ class FakeWorld:
         self.refuse: dict[str, str] = {}  # destination -> error code of a failed transfer
         self.no_discovery = False
         self.done_extra: dict[str, dict[str, Any]] = {}  # destination -> transfer_done fields
+        # Called with (destination, name) once half of a received file is written: a test holds
+        # the write there to look at the inbox meanwhile.
+        self.mid_write: Callable[[str, str], None] | None = None
+        self.unlisted: set[str] = set()  # names GET /api/inbox leaves out (a broken node)
+        # destination -> the events of its transfers instead of the normal flow, as (end, event,
+        # extra fields) with end "src" or "dst"; the file is stored at the receiver's done.
+        self.script: dict[str, list[tuple[str, str, dict[str, Any]]]] = {}
         self.clusters: list[FakeCluster] = []
+        self.on_close: Callable[[FakeCluster], None] | None = None  # last act of the nodes
 
 
 class FakeNode:
@@ -257,6 +295,33 @@ class FakeNode:
         threading.Thread(target=self.server.serve_forever, args=(0.02,), daemon=True).start()
         return int(self.server.server_address[1])
 
+    def store(self, name: str, data: bytes) -> None:
+        """Place a received file the way node/store.py does: every byte under a temporary name
+        in `.mole/parts`, then renamed to its final name; the runner polls the inbox meanwhile
+        and must never see a file being written."""
+        parts = self.data_dir / "inbox" / ".mole" / "parts"
+        parts.mkdir(parents=True, exist_ok=True)
+        part = parts / f"{uuid.uuid4().hex}.part"
+        with part.open("wb") as out:
+            out.write(data[: len(data) // 2])
+            out.flush()
+            if self.cluster.world.mid_write is not None:
+                self.cluster.world.mid_write(self.spec.name, name)
+            out.write(data[len(data) // 2 :])
+        # A name already taken by other bytes: `stem (n).ext`, the first free n (the real
+        # node's rule, written here independently of the lab's copy of it).
+        stem, ext = os.path.splitext(name)
+        n = 0
+        while True:
+            final = self.data_dir / "inbox" / (name if n == 0 else f"{stem} ({n}){ext}")
+            if not final.exists():
+                part.replace(final)
+                return
+            if final.read_bytes() == data:
+                part.unlink()  # the same content is there already
+                return
+            n += 1
+
     def get(self, path: str) -> tuple[int, object]:
         if path == "/api/node":
             return 200, {"node": self.id, "name": self.spec.name}
@@ -267,7 +332,16 @@ class FakeNode:
             if peer is None:
                 return 404, {"error": "unknown_peer", "message": "no such peer"}
             share = peer.data_dir / "share"
-            return 200, [{"name": f.name} for f in sorted(share.iterdir())]
+            # as the node: dot files are not shared (they can be pushed by path)
+            names = sorted(f.name for f in share.iterdir() if not f.name.startswith("."))
+            return 200, [{"name": n} for n in names]
+        if path == "/api/inbox":
+            inbox = self.data_dir / "inbox"
+            return 200, [
+                {"name": f.name, "sha256": hashlib.sha256(f.read_bytes()).hexdigest()}
+                for f in sorted(inbox.iterdir())
+                if f.is_file() and f.name not in self.cluster.world.unlisted
+            ]
         return 404, {"error": "not_found", "message": path}
 
     def post(self, path: str, req: dict[str, Any]) -> tuple[int, object]:
@@ -291,8 +365,19 @@ class FakeNode:
         data = local.read_bytes()
         base = {"id": tid, "direction": direction, "name": local.name, "size": len(data)}
         world = self.cluster.world
-        dst.emit("transfer_started", role="receive", peer=src.id, peer_name=src.spec.name, **base)
-        src.emit("transfer_started", role="send", peer=dst.id, peer_name=dst.spec.name, **base)
+        if dst.spec.name not in world.script:
+            dst.emit("transfer_started", role="receive", peer=src.id, peer_name=src.spec.name,
+                     **base)  # fmt: skip
+            src.emit("transfer_started", role="send", peer=dst.id, peer_name=dst.spec.name, **base)
+        script = world.script.get(dst.spec.name)
+        if script is not None:
+            for end, event, extra in script:
+                node, other, role = (dst, src, "receive") if end == "dst" else (src, dst, "send")
+                node.emit(event, role=role, peer=other.id, peer_name=other.spec.name,
+                          **{**base, **extra})  # fmt: skip
+                if end == "dst" and event == "transfer_done":
+                    dst.store(local.name, data)
+            return {"id": tid}
         code = world.refuse.get(dst.spec.name)
         if code:
             err = {"code": code, "reason": "refused by the fake"}
@@ -301,7 +386,7 @@ class FakeNode:
             return {"id": tid}
         if dst.spec.name in world.corrupt:
             data = bytes(reversed(data))
-        (dst.data_dir / "inbox" / local.name).write_bytes(data)
+        dst.store(local.name, data)
         done = {"bytes": len(data), "seconds": 0.01, "offset": 0, **base}
         done.update(world.done_extra.get(dst.spec.name, {}))
         dst.emit("transfer_done", role="receive", peer=src.id, peer_name=src.spec.name, **done)
@@ -394,6 +479,8 @@ class FakeCluster:
         return self.nodes[name].status
 
     def close(self) -> None:
+        if self.world.on_close is not None:
+            self.world.on_close(self)
         self.closed = True
         for n in self.nodes.values():
             if n.server is not None:
@@ -442,9 +529,10 @@ def test_fake_run_passes(tmp_path: Path) -> None:
     assert set(rows) == {("a", d, f) for d in ("b1", "b2") for f in ("x.bin", "note.txt")}
     assert all(t.state == "done" and t.hash_ok is True for t in rows.values())
     assert rows[("a", "b1", "x.bin")].bytes == 3 << 20
-    assert {(d.observer, d.peer) for d in result.discovery if d.seconds is not None} == {
+    assert {(d.observer, d.peer) for d in result.discovery if d.expected == "see"} == {
         ("a", "b1"), ("b1", "a"), ("a", "b2"), ("b2", "a"),
     }  # fmt: skip
+    assert all(d.seconds is not None for d in result.discovery)  # b1 <-> b2 too, unexpected
     assert any("a pushes x.bin to b2" in line for line in lines)
     # everything was torn down, the workdir removed, the artifacts written
     (cluster,) = world.clusters
@@ -459,6 +547,39 @@ def test_fake_run_passes(tmp_path: Path) -> None:
     assert (art / "a.log").read_text().count("transfer_done") == 4
     for key in ("setup", "nodes", "timeline", "teardown", "total"):
         assert key in result.timings
+
+
+def test_the_runner_never_sees_a_half_written_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fake node places a received file as the real one does (all bytes under a temporary
+    name, then renamed), so the runner, polling meanwhile, never takes a file being written
+    for one with wrong content. Each write is held at half way until the runner has looked at
+    that very inbox path: deterministic, where the race used to make test_fake_run_passes flaky.
+    """
+    from lab import runner
+
+    looked: dict[tuple[str, str], threading.Event] = {}
+    original = runner._Run._check_file
+
+    def check_file(
+        self: runner._Run, node: str, name: str, as_name: str | None = None
+    ) -> bool | None:
+        found = original(self, node, name, as_name)
+        looked.setdefault((node, name), threading.Event()).set()
+        return found
+
+    def hold(node: str, name: str) -> None:
+        event = looked.setdefault((node, name), threading.Event())
+        event.clear()
+        assert event.wait(timeout=5), f"the runner never looked at {node}'s {name}"
+
+    monkeypatch.setattr(runner._Run, "_check_file", check_file)
+    world = FakeWorld()
+    world.mid_write = hold
+    result, _, _ = fake_run(PUSH, tmp_path, world)
+    assert result.status == "passed", result.report()
+    assert not [f for f in result.failures if f.what == "content"]
 
 
 def test_wrong_content_fails_the_run(tmp_path: Path) -> None:
@@ -563,6 +684,81 @@ def test_discovery_failures(tmp_path: Path) -> None:
     result, _, _ = fake_run(text, tmp_path)
     assert {f.what for f in result.failures} == {"expect.discovery.not_see"}
     assert "a saw b (at 10.9.0." in result.failures[0].message
+
+
+def test_pairs_seen_but_not_expected_are_drawn_as_seen(tmp_path: Path) -> None:
+    text = """
+        timeout: 5
+        nodes: [{name: a}, {name: b}, {name: c}]
+        expect:
+          discovery: {within: 5, see: [[a, b]]}
+    """
+    result, _, _ = fake_run(text, tmp_path)
+    assert result.status == "passed", result.report()
+    rows = {(d.observer, d.peer): d for d in result.discovery}
+    assert set(rows) == {(x, y) for x in "abc" for y in "abc" if x != y}
+    assert rows[("a", "b")].expected == "see" and rows[("c", "a")].expected == ""
+    assert rows[("c", "a")].seconds is not None
+    grid = {line.split()[0]: line.split()[1:] for line in result.render_matrix().splitlines()}
+    assert grid["c"][0].startswith("(") and grid["c"][1].startswith("(")
+    assert not grid["a"][0].startswith("(") and grid["a"][1].startswith("(")
+
+
+def scripted_row(tmp_path: Path, script: list[tuple[str, str, dict[str, Any]]]) -> TransferRow:
+    world = FakeWorld()
+    world.script["b"] = script
+    text = """
+        timeout: 10
+        nodes: [{name: a}, {name: b}]
+        files: [{name: x.bin, size: 1KiB, on: a}]
+        steps: [{after: discovered, do: push, from: a, to: b, file: x.bin}]
+        expect:
+          allow_failures: [{node: b}]
+    """
+    result, _, _ = fake_run(text, tmp_path, world)
+    (row,) = result.transfers
+    return row
+
+
+GAVE_UP = {"error": {"code": "timeout", "reason": "the receiver went quiet"}, "bytes": 512}
+
+
+def test_matrix_failed_at_the_sender_is_not_active(tmp_path: Path) -> None:
+    """The receiver's last line is its transfer_started; the sender gave up later."""
+    row = scripted_row(
+        tmp_path,
+        [
+            ("dst", "transfer_started", {}),
+            ("src", "transfer_started", {}),
+            ("src", "transfer_failed", GAVE_UP),
+        ],
+    )
+    assert (row.state, row.error, row.bytes) == ("failed", "timeout: the receiver went quiet", 512)
+    assert "FAILED (timeout: the receiver went quiet)" in render_transfers([row])
+
+
+def test_matrix_done_at_the_receiver_wins(tmp_path: Path) -> None:
+    row = scripted_row(
+        tmp_path,
+        [
+            ("dst", "transfer_started", {}),
+            ("dst", "transfer_done", {"bytes": 1024, "seconds": 0.5, "offset": 0}),
+            ("src", "transfer_failed", GAVE_UP),  # a stale account from the other end
+        ],
+    )
+    assert (row.state, row.bytes, row.hash_ok) == ("done", 1024, True)
+
+
+def test_matrix_a_restarted_attempt_is_active_again(tmp_path: Path) -> None:
+    row = scripted_row(
+        tmp_path,
+        [
+            ("dst", "transfer_failed", {"error": {"code": "connection_lost", "reason": "x"}}),
+            ("src", "transfer_started", {}),
+            ("dst", "transfer_started", {}),
+        ],
+    )
+    assert row.state == "active"
 
 
 def test_start_step_and_routes(tmp_path: Path) -> None:
@@ -709,3 +905,178 @@ def test_file_must_arrive_after_a_step(tmp_path: Path) -> None:
     assert "before step cut ran" in f.message and "did not hold the transfer back" in f.message
     late = resume_run(tmp_path / "2", "after: cut", {}, send_after="cut")
     assert late.status == "passed", late.report()
+
+
+# --------------------------------------------------------------------------- names, ids, absence
+
+NAMES = """
+    name: fake-names
+    timeout: 10
+    nodes: [{name: a}, {name: b}, {name: c}]
+    files:
+      - {name: "quarterly report 2026.pdf", size: 100KiB, on: a}
+      - {name: "überblick – café ☕.txt", content: "grüße\\n", on: a}
+      - {name: .env.sample, content: "MOLE=1\\n", on: a}
+      - {id: report-a, name: report.txt, content: "from a\\n", on: a}
+      - {id: report-b, name: report.txt, content: "from b, longer\\n", on: b}
+    steps:
+      - id: odd
+        after: discovered
+        do: push
+        from: a
+        to: c
+        file: ["quarterly report 2026.pdf", "überblick – café ☕.txt", .env.sample, report-a]
+      - {after: odd, do: push, from: b, to: c, file: report-b}
+      - {after: discovered, do: pull, by: b, from: a, file: "*"}
+    expect:
+      files:
+        - {node: c, file: ["quarterly report 2026.pdf", "überblick – café ☕.txt", .env.sample]}
+        - {node: c, file: report-a, as: report.txt}
+        - {node: c, file: report-b, as: REPORT_B_AS}
+        - {node: b, file: ["quarterly report 2026.pdf", report-a], within: 5}
+        - {node: b, file: .env.sample, absent: true}
+"""
+
+
+def names_run(
+    tmp_path: Path, world: FakeWorld | None = None, report_b_as: str = '"report (1).txt"'
+) -> tuple[Result, FakeWorld, list[str]]:
+    return fake_run(NAMES.replace("REPORT_B_AS", report_b_as), tmp_path, world)
+
+
+def test_odd_names_same_names_and_absence_end_to_end(tmp_path: Path) -> None:
+    keep: dict[str, set[str]] = {}
+
+    def snapshot(cluster: FakeCluster) -> None:
+        for name, node in cluster.nodes.items():
+            keep[name] = {p.name for p in (node.data_dir / "inbox").iterdir() if p.is_file()}
+
+    world = FakeWorld()
+    world.on_close = snapshot
+    result, _, lines = names_run(tmp_path, world)
+    assert result.status == "passed", result.report()
+    assert keep["c"] == {
+        "quarterly report 2026.pdf", "überblick – café ☕.txt", ".env.sample", "report.txt",
+        "report (1).txt",
+    }  # fmt: skip
+    # b pulled what a lists: no dot file
+    assert keep["b"] == {"quarterly report 2026.pdf", "überblick – café ☕.txt", "report.txt"}
+    assert any("c has report-b ('report.txt') as 'report (1).txt' (sha256 ok)" in x for x in lines)
+    assert any("a pushes report-a ('report.txt') to c" in x for x in lines)
+    rows = {(t.source, t.dest, t.file): t for t in result.transfers}
+    assert rows[("b", "c", "report.txt")].size == len("from b, longer\n")
+    assert rows[("a", "c", "report.txt")].hash_ok is True
+    assert rows[("b", "c", "report.txt")].hash_ok is True
+    assert ("a", "b", ".env.sample") not in rows
+
+
+def test_same_name_arriving_in_another_order_fails_its_as(tmp_path: Path) -> None:
+    text = NAMES.replace("REPORT_B_AS", "report.txt").replace("timeout: 10", "timeout: 2")
+    result, _, _ = fake_run(text, tmp_path)
+    assert result.status == "failed"
+    (f,) = result.failures  # report-a took the plain name: report-b is not there, not "wrong"
+    assert f.what == "expect.files[2]"
+    assert f.message.startswith(
+        "c has no report-b ('report.txt') as 'report.txt' (it is there as 'report (1).txt') after "
+    )
+
+
+def test_a_file_that_must_be_absent_and_arrives_fails(tmp_path: Path) -> None:
+    text = NAMES.replace("{node: b, file: .env.sample, absent: true}",
+                         "{node: c, file: .env.sample, absent: true}")  # fmt: skip
+    text = text.replace(
+        '"überblick – café ☕.txt", .env.sample]}', '"überblick – café ☕.txt"]}'
+    ).replace("REPORT_B_AS", '"report (1).txt"')
+    result, _, _ = fake_run(text, tmp_path)
+    assert result.status == "failed"
+    (f,) = result.failures
+    assert f.what == "expect.files[4].absent"
+    assert f.message.startswith(
+        "c has .env.sample in its inbox (as '.env.sample'), which it must not; "
+    )
+    assert f.nodes == ("c", "a")
+
+
+def test_a_late_arrival_of_an_absent_file_is_caught_after_teardown(tmp_path: Path) -> None:
+    def late(cluster: FakeCluster) -> None:  # lands while the containers are being removed
+        (cluster.nodes["b"].data_dir / "inbox" / ".env.sample").write_text("MOLE=1\n")
+
+    world = FakeWorld()
+    world.on_close = late
+    result, _, _ = names_run(tmp_path, world)
+    assert result.status == "failed"
+    (f,) = result.failures
+    assert f.what == "expect.files[4].absent"
+    assert "b has .env.sample in its inbox once the run was over" in f.message
+    art = json.loads((Path(result.artifacts or "") / "result.json").read_text())
+    assert art["status"] == "failed" and art["failures"][0]["what"] == f.what
+
+
+def test_an_absent_file_still_in_flight_at_the_end_is_not_taken_for_absent(
+    tmp_path: Path,
+) -> None:
+    world = FakeWorld()
+    world.script["b"] = [("dst", "transfer_started", {}), ("src", "transfer_started", {})]
+    text = """
+        timeout: 2
+        nodes: [{name: a}, {name: b}]
+        files: [{name: x.bin, size: 1KiB, on: a}]
+        steps: [{after: discovered, do: push, from: a, to: b, file: x.bin}]
+        expect:
+          files: [{node: b, file: x.bin, absent: true}]
+    """
+    result, _, _ = fake_run(text, tmp_path, world)
+    whats = {f.what: f.message for f in result.failures}
+    assert set(whats) == {"timeout", "expect.files[0].absent"}
+    assert (
+        "a transfer of it was still under way at the end of the run"
+        in whats["expect.files[0].absent"]
+    )
+    # once the transfer has ended (refused), the same expectation holds at once
+    world.script["b"].append(("src", "transfer_failed", {"error": {"code": "policy"}}))
+    text = text.replace("timeout: 2", "timeout: 10") + "      allow_failures: [{node: b}]\n"
+    t0 = time.monotonic()
+    result, _, _ = fake_run(text, tmp_path / "2", world)
+    assert result.status == "passed", result.report()
+    assert time.monotonic() - t0 < 8
+
+
+def test_absent_within_keeps_watching(tmp_path: Path) -> None:
+    text = """
+        timeout: 10
+        nodes: [{name: a}, {name: b}]
+        files: [{name: x.bin, size: 1KiB, on: a}]
+        steps: [{at: 0.6, do: push, from: a, to: b, file: x.bin}]
+        expect:
+          files: [{node: b, file: x.bin, absent: true, within: 1.5}]
+    """
+    result, _, _ = fake_run(text, tmp_path)
+    (f,) = result.failures
+    assert f.what == "expect.files[0].absent"
+    without_push = "\n".join(line for line in text.splitlines() if "steps:" not in line)
+    quiet, _, _ = fake_run(without_push, tmp_path / "quiet")
+    assert quiet.status == "passed", quiet.report()
+    assert quiet.timings["timeline"] >= 1.5  # watched that long although nothing was due
+
+
+def test_the_inbox_api_must_list_what_the_inbox_holds(tmp_path: Path) -> None:
+    world = FakeWorld()
+    world.unlisted.add("überblick – café ☕.txt")
+    result, _, _ = names_run(tmp_path, world)
+    assert result.status == "failed"
+    (f,) = result.failures
+    assert (f.what, f.nodes) == ("expect.files[0]", ("c",))
+    assert f.message.startswith(
+        "c's GET /api/inbox does not list 'überblick – café ☕.txt' with sha256 "
+    )
+    assert "(it lists '.env.sample', 'quarterly report 2026.pdf', 'report (1).txt'" in f.message
+
+
+def test_wrong_bytes_under_a_shared_name(tmp_path: Path) -> None:
+    world = FakeWorld()
+    world.corrupt.add("c")
+    result, _, _ = names_run(tmp_path, world)
+    content = sorted(f.message for f in result.failures if f.what == "content")
+    assert any(
+        m.startswith("c: inbox/report.txt has the wrong content") and " or " in m for m in content
+    ), content

@@ -78,6 +78,19 @@ def test_fault_scenarios_prove_the_fault_held() -> None:
     assert {"kill", "stop", "start", "restart", "push"} <= verbs
 
 
+def test_names_and_absence_covers_what_it_says() -> None:
+    s = shipped("names-and-absence")
+    names = [f.name for f in s.files]
+    assert any(" " in n for n in names) and any(not n.isascii() for n in names)
+    assert any(n.startswith(".") for n in names)
+    (a, b) = s.files_named("report.txt")
+    assert a.on != b.on and a.content != b.content
+    received = {(fe.node, fe.file, fe.as_name) for fe in s.expect.files if not fe.absent}
+    assert {("c", a.id, "report.txt"), ("c", b.id, "report (1).txt")} <= received
+    absent = {(fe.node, fe.file) for fe in s.expect.files if fe.absent}
+    assert ("b", ".env.sample") in absent and len(absent) == 2
+
+
 @pytest.mark.parametrize("path", SCENARIOS, ids=[p.stem for p in SCENARIOS])
 def test_shipped_scenario_loads(path: Path) -> None:
     s = load_scenario(path)
@@ -392,8 +405,165 @@ BAD = [
     (
         "dup file",
         "nodes: [{name: a}]\nfiles: [{name: f, size: 1, on: a}, {name: f, size: 2, on: a}]\n",
+        "files[1].id",
+        "is required: files[0] and files[1] are both named 'f'; give each its own `id`",
+    ),
+    (
+        "same name, only the second has an id",
+        "nodes: [{name: a}, {name: b}]\n"
+        "files: [{name: f, size: 1, on: a}, {id: f2, name: f, size: 2, on: b}]\n",
+        "files[0].id",
+        "is required: files[0] and files[1] are both named 'f'",
+    ),
+    (
+        "same name on the same node",
+        "nodes: [{name: a}, {name: b}]\n"
+        "files: [{id: f1, name: f, size: 1, on: [a, b]}, {id: f2, name: f, size: 2, on: b}]\n",
+        "files[1].on",
+        "node 'b' would hold two files named 'f' in its share (also files[0])",
+    ),
+    (
+        "dup file id",
+        "nodes: [{name: a}]\n"
+        "files: [{id: x, name: f, size: 1, on: a}, {id: x, name: g, content: '', on: a}]\n",
+        "files[1].id",
+        "duplicate file id 'x' (also files[0])",
+    ),
+    (
+        "id is another file's name",
+        "nodes: [{name: a}]\n"
+        "files: [{id: g, name: f, size: 1, on: a}, {name: g, size: 2, on: a}]\n",
         "files[1].name",
-        "duplicate file",
+        "'g' is the id of files[0]: an id must not be another file's name",
+    ),
+    (
+        "id is the name of a file with an id",
+        "nodes: [{name: a}]\n"
+        "files: [{id: h, name: f, size: 1, on: a}, {id: z, name: h, content: '', on: a}]\n",
+        "files[0].id",
+        "'h' is the name of files[1]: an id must not be another file's name",
+    ),
+    (
+        "bad file id",
+        "nodes: [{name: a}]\nfiles: [{id: 'my file', name: f, size: 1, on: a}]\n",
+        "files[0].id",
+        "bad file id 'my file'",
+    ),
+    (
+        "file name ends with a space",
+        "nodes: [{name: a}]\nfiles: [{name: 'f ', size: 1, on: a}]\n",
+        "files[0].name",
+        "ends with a dot or a space",
+    ),
+    (
+        "file name with a newline",
+        'nodes: [{name: a}]\nfiles: [{name: "a\\nb", size: 1, on: a}]\n',
+        "files[0].name",
+        "control character U+000A",
+    ),
+    (
+        "file name .part",
+        "nodes: [{name: a}]\nfiles: [{name: x.part, size: 1, on: a}]\n",
+        "files[0].name",
+        "ends with .part",
+    ),
+    (
+        "file name .mole",
+        "nodes: [{name: a}]\nfiles: [{name: .MOLE, size: 1, on: a}]\n",
+        "files[0].name",
+        "is reserved",
+    ),
+    (
+        "file name dot-dot",
+        "nodes: [{name: a}]\nfiles: [{name: '..', size: 1, on: a}]\n",
+        "files[0].name",
+        "bad file name",
+    ),
+    (
+        "file name too long",
+        "nodes: [{name: a}]\nfiles: [{name: " + "é" * 128 + ", size: 1, on: a}]\n",
+        "files[0].name",
+        "longer than 255 bytes",
+    ),
+    (
+        "file name windows device",
+        "nodes: [{name: a}]\nfiles: [{name: 'aux.txt', size: 1, on: a}]\n",
+        "files[0].name",
+        "Windows device name",
+    ),
+    (
+        "push of an ambiguous name",
+        "nodes: [{name: a}, {name: b}, {name: c}]\n"
+        "files: [{id: f1, name: f, size: 1, on: a}, {id: f2, name: f, size: 2, on: b}]\n"
+        "steps: [{do: push, from: a, to: c, file: f}]\n",
+        "steps[0].file",
+        "'f' names 2 files, refer to one by its id: 'f1' or 'f2'",
+    ),
+    (
+        "relay of a name held twice",
+        "nodes: [{name: a}, {name: b}, {name: c}]\n"
+        "files: [{id: f1, name: f, size: 1, on: a}, {id: f2, name: f, size: 2, on: b}]\n"
+        "steps: [{do: push, from: c, to: a, file: [f2, f1]}]\n",
+        "steps[0].file[0]",
+        "c does not share 'f2' (on: b), and 2 files are named 'f': which one c's inbox holds",
+    ),
+    (
+        "pull of a name held twice from elsewhere",
+        "nodes: [{name: a}, {name: b}, {name: c}]\n"
+        "files: [{id: f1, name: f, size: 1, on: a}, {id: f2, name: f, size: 2, on: b}]\n"
+        "steps: [{do: pull, by: c, from: a, file: f2}]\n",
+        "steps[0].file",
+        "a does not share 'f2' (on: b), and 2 files are named 'f': which one a's share holds",
+    ),
+    (
+        "expectation of an ambiguous name",
+        "nodes: [{name: a}, {name: b}, {name: c}]\n"
+        "files: [{id: f1, name: f, size: 1, on: a}, {id: f2, name: f, size: 2, on: b}]\n"
+        "expect: {files: [{node: c, file: [f1, f]}]}\n",
+        "expect.files[0].file[1]",
+        "'f' names 2 files",
+    ),
+    (
+        "absent is not a boolean",
+        FX + "expect: {files: [{node: b, file: f, absent: yes}]}\n",
+        "expect.files[0].absent",
+        "must be true or false",
+    ),
+    (
+        "absent and resumed",
+        FX + "expect: {files: [{node: b, file: f, absent: true, resumed: true}]}\n",
+        "expect.files[0].resumed",
+        "only for a file that must arrive, not with `absent`",
+    ),
+    (
+        "absent and present",
+        "nodes: [{name: a}, {group: g, count: 2}]\nfiles: [{name: f, size: 1k, on: a}]\n"
+        "expect: {files: [{node: g2, file: f}, {group: g, file: f, absent: true}]}\n",
+        "expect.files[1].absent",
+        "contradicts expect.files[0], where g2 must end with 'f'",
+    ),
+    (
+        "as for two files",
+        "nodes: [{name: a}, {name: b}]\n"
+        "files: [{name: x, size: 1, on: a}, {name: y, size: 1, on: a}]\n"
+        "expect: {files: [{node: b, file: [x, y], as: z}]}\n",
+        "expect.files[0].as",
+        "is the inbox name of one file, not of 2",
+    ),
+    (
+        "as beyond the numbered names",
+        "nodes: [{name: a}, {name: b}, {name: c}]\n"
+        "files: [{id: f1, name: f.txt, size: 1, on: a}, {id: f2, name: f.txt, size: 2, on: b}]\n"
+        "expect: {files: [{node: c, file: f2, as: 'f (2).txt'}]}\n",
+        "expect.files[0].as",
+        "'f2' cannot arrive as 'f (2).txt': 2 files are named 'f.txt', so a node stores it as "
+        "'f.txt' or 'f (1).txt'",
+    ),
+    (
+        "as is a bad name",
+        FX + "expect: {files: [{node: b, file: f, as: 'a/b'}]}\n",
+        "expect.files[0].as",
+        "bad file name 'a/b'",
     ),
     (
         "file on unknown",
@@ -745,3 +915,96 @@ expect:
     assert not spec.matches(ev)
     assert spec.matches({**ev, "bytes": 45})
     assert not spec.matches({**ev, "bytes": 90, "name": "g"})
+
+
+# --------------------------------------------------------------------------- file names and ids
+
+NAMES = """
+    nodes: [{name: a}, {name: b}, {name: c}]
+    files:
+      - {name: "quarterly report.pdf", size: 1k, on: a}
+      - {name: "cafe\u0301 ☕.txt", content: "x", on: a}        # NFD in the file: stored NFC
+      - {name: .env, content: "k=v\\n", on: a}
+      - {id: report-a, name: report.txt, content: "a", on: a}
+      - {id: report-b, name: report.txt, content: "bb", on: b}
+    steps:
+      - {do: push, from: a, to: c, file: ["quarterly report.pdf", "café ☕.txt", .env, report-a]}
+      - {do: push, from: b, to: c, file: report-b}
+      - {do: pull, by: c, from: b, file: report-b}
+    expect:
+      files:
+        - {node: c, file: ["quarterly report.pdf", "cafe\u0301 ☕.txt"]}
+        - {node: c, file: report-b, as: "report (1).txt"}
+        - {node: b, file: [.env, report-a], absent: true, within: 3}
+"""
+
+
+def test_file_names_ids_and_absence() -> None:
+    s = load(NAMES)
+    assert [f.name for f in s.files] == [
+        "quarterly report.pdf", "café ☕.txt", ".env", "report.txt", "report.txt",
+    ]  # fmt: skip
+    assert [f.id for f in s.files] == [
+        "quarterly report.pdf", "café ☕.txt", ".env", "report-a", "report-b",
+    ]  # fmt: skip
+    assert s.file("café ☕.txt").content == b"x"
+    assert s.file("report-b").on == ("b",) and s.file("report-b").content == b"bb"
+    assert s.files_named("report.txt") == (s.file("report-a"), s.file("report-b"))
+    assert s.inbox_names(s.file("report-b")) == ("report.txt", "report (1).txt")
+    assert s.inbox_names(s.file(".env")) == (".env",)
+    # distinct ids, distinct default seeds (only content files here: the random one has its own)
+    assert s.file("quarterly report.pdf").seed is not None
+    push, _, pull = s.steps
+    assert push.params["files"] == ("quarterly report.pdf", "café ☕.txt", ".env", "report-a")
+    assert pull.params["files"] == ("report-b",)
+    got = [(e.node, e.file, e.absent, e.as_name, e.within, e.path) for e in s.expect.files]
+    assert got == [
+        ("c", "quarterly report.pdf", False, None, None, "expect.files[0]"),
+        ("c", "café ☕.txt", False, None, None, "expect.files[0]"),
+        ("c", "report-b", False, "report (1).txt", None, "expect.files[1]"),
+        ("b", ".env", True, None, 3.0, "expect.files[2]"),
+        ("b", "report-a", True, None, 3.0, "expect.files[2]"),
+    ]
+
+
+def test_random_files_of_one_name_differ_by_default() -> None:
+    s = load("""
+        nodes: [{name: a}, {name: b}]
+        files:
+          - {id: one, name: x.bin, size: 1k, on: a}
+          - {id: two, name: x.bin, size: 1k, on: b}
+    """)
+    assert s.file("one").seed != s.file("two").seed
+
+
+@pytest.mark.parametrize(
+    ("name", "n", "numbered"),
+    [
+        ("report.txt", 1, "report (1).txt"),
+        ("report", 2, "report (2)"),
+        ("a.tar.gz", 1, "a (1).tar.gz"),
+        (".env", 1, ".env (1)"),  # a dot file's name is all stem
+        (".env.sample", 3, ".env (3).sample"),
+        ("quarterly report 2026.pdf", 1, "quarterly report 2026 (1).pdf"),
+        ("überblick – café ☕.txt", 1, "überblick – café ☕ (1).txt"),
+        ("x" * 250 + ".bin", 12, "x" * 246 + " (12).bin"),  # trimmed to 255 bytes
+    ],
+)
+def test_numbered_names_follow_the_node(name: str, n: int, numbered: str) -> None:
+    assert sc_mod.numbered_name(name, n) == numbered
+    store = pytest.importorskip("node.store")
+    node_numbered = getattr(store, "_numbered", None)
+    if node_numbered is None:
+        pytest.skip("node/store.py has no _numbered any more: compare by hand")
+    assert node_numbered(name, n) == numbered
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["quarterly report 2026.pdf", "überblick – café ☕.txt", ".env", ".a", "a b", "ü" * 127,
+     "x+y=z (1).txt", "'quote\"s'.txt", "$(echo no).sh", "*glob?.txt", "-n", "tab-less"],
+)  # fmt: skip
+def test_file_names_the_lab_accepts_the_node_accepts(name: str) -> None:
+    assert sc_mod.file_name_problem(name) is None
+    store = pytest.importorskip("node.store")
+    assert store.check_name(name) == name
