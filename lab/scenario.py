@@ -7,7 +7,6 @@ without starting a single container.
 
 from __future__ import annotations
 
-import os
 import re
 import unicodedata
 import zlib
@@ -19,23 +18,11 @@ from typing import Any, Literal
 
 import yaml
 
+from node.errors import BadName
+from node.names import check_name, numbered
+
 # Names end up in Docker container names, DNS aliases and `--name`: keep them boring.
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,47}$")
-# File names: what node/store.py's check_name() accepts for one path component (a file sits
-# at the top of a share, and is checked on the host under this very name), NFC-normalized as
-# the node stores it. `.mole` (the node's) and `.mole-*` (the lab's fill ballast) are reserved.
-MAX_FILE_NAME_BYTES = 255
-_BIDI_CONTROLS = frozenset(
-    "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
-)
-_WINDOWS_DEVICES = frozenset(
-    {"con", "prn", "aux", "nul"}
-    | {f"com{i}" for i in range(1, 10)}
-    | {f"lpt{i}" for i in range(1, 10)}
-)
-# A name that arrives where the name is taken gets ` (n)` before its extension, and these count
-# as one extension (node/store.py `_numbered`).
-MULTI_EXTENSIONS = (".tar.gz", ".tar.bz2", ".tar.xz", ".tar.zst", ".tar.lz", ".tar.br")
 SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*$")
 SIZE_UNITS = {
     "": 1,
@@ -86,46 +73,26 @@ STEP_KEYS = frozenset({"id", "at", "after", "delay", "do", "duration", "note"})
 
 
 def file_name_problem(name: str) -> str | None:
-    """Why a node could not share or store `name` (NFC already) as one file, or None."""
-    for ch in name:
-        o = ord(ch)
-        if o < 0x20 or 0x7F <= o <= 0x9F:
-            return f"contains control character U+{o:04X}"
-        if ch in _BIDI_CONTROLS or ch in "\u2028\u2029":
-            return f"contains U+{o:04X} (a bidirectional control or line separator)"
-        if 0xD800 <= o <= 0xDFFF:
-            return "is not valid Unicode"
-    if "/" in name or "\\" in name:
-        return "is one file, without '/' or '\\'"
-    if name in (".", ".."):
-        return "is not a file name"
-    if re.match(r"^[A-Za-z]:", name):
-        return "starts with a drive letter (the node refuses such names)"
-    if name[-1] in ". ":
-        return "ends with a dot or a space (the node refuses such names)"
-    if len(name.encode("utf-8")) > MAX_FILE_NAME_BYTES:
-        return f"is longer than {MAX_FILE_NAME_BYTES} bytes in UTF-8"
-    if name.casefold() == ".mole" or name.casefold().startswith(".mole-"):
-        return "is reserved (.mole is the node's directory, .mole-* the lab's)"
+    """Why a node could not share or store `name` (NFC already) as one file at the top of a
+    share, or None. The rules are the node's own (node/names.py, docs/protocol.md 2.8), plus
+    what the lab needs: one file (no '/'), not the lab's `.mole-*` ballast, not a `.part`."""
+    try:
+        check_name(name)
+    except BadName as exc:
+        return f"is refused by the node: {exc.message}"
+    if "/" in name:
+        return "is one file, without '/'"
+    if name.casefold().startswith(".mole-"):
+        return "is reserved (.mole-* is the lab's fill ballast)"
     if name.endswith(".part"):
         return "ends with .part (the node's partial files: never shared)"
-    if name.split(".", 1)[0].rstrip(" ").casefold() in _WINDOWS_DEVICES:
-        return "is a Windows device name (the node refuses it)"
     return None
 
 
 def numbered_name(name: str, n: int) -> str:
-    """The name a node gives the n-th other file of this name in its inbox, as node/store.py's
-    `_numbered` does: `report.txt`, 1 -> `report (1).txt`; `a.tar.gz` -> `a (1).tar.gz`."""
-    lower = name.lower()
-    ext = next((e for e in MULTI_EXTENSIONS if lower.endswith(e) and len(name) > len(e)), "")
-    ext = ext or os.path.splitext(name)[1]
-    stem = name[: len(name) - len(ext)]
-    tag = f" ({n})"
-    room = MAX_FILE_NAME_BYTES - len((tag + ext).encode("utf-8"))
-    while len(stem.encode("utf-8")) > room:
-        stem = stem[:-1]
-    return f"{stem.rstrip(' .')}{tag}{ext}"
+    """The name a node gives the n-th other file of this name in its inbox (the node's own
+    rule, node/names.py): `report.txt`, 1 -> `report (1).txt`; `a.tar.gz` -> `a (1).tar.gz`."""
+    return numbered(name, n)
 
 
 class ScenarioError(ValueError):
