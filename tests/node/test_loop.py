@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from node.loop import HIGH_WATER, Loop, Transport
+from node.loop import Loop, Transport
+from node.transport import HIGH_WATER
 
 WAIT = 5.0
 
