@@ -19,6 +19,7 @@ from typing import Any, Literal
 import yaml
 
 from node.errors import BadName
+from node.events import REGISTRY
 from node.names import check_name, numbered
 
 # Names end up in Docker container names, DNS aliases and `--name`: keep them boring.
@@ -43,24 +44,8 @@ SIZE_UNITS = {
 MAX_FILE_SIZE = 1 << 40
 MAX_COUNT = 200
 
-EVENTS = frozenset(
-    {
-        "listening",
-        "peer_up",
-        "peer_down",
-        "transfer_started",
-        "transfer_progress",
-        "transfer_done",
-        "transfer_failed",
-        "transfer_resumed",
-        "shutdown",
-        # emitted by the node beyond docs/api.md's table
-        "transfer_refused",
-        "transfer_retry",
-        "transfer_reset",
-        "warning",
-    }
-)
+# The node's event names: its registry is the one source (node/events.py).
+EVENTS = frozenset(REGISTRY)
 CORE_VERBS = frozenset({"push", "pull", "start", "stop"})
 FAULT_VERBS = frozenset(
     {"kill", "restart", "pause", "unpause", "partition", "heal", "loss", "bandwidth"}

@@ -1,9 +1,12 @@
 """The control API: HTTP/1.1 JSON routes (docs/api.md) served from the node's loop.
 
 `ApiServerProtocol` is one connection's stream protocol. It turns bytes into requests with
-`httpparse`, checks the bearer token, routes to a `NodeFacade` and writes the answers in request
-order. Only `GET /api/peers/{peer}/files` is answered later (the node has to ask the peer over
-TCP); while it is pending, later pipelined requests wait in the parser's buffer.
+`httpparse`, checks the bearer token, routes to a `NodeFacade` (node/service.py) and writes the
+answers in request order. This is the API edge: the one mapping from the domain's error codes
+(node/errors.py) to HTTP statuses lives here. `GET /api/peers/{peer}/files` is answered later
+(the node has to ask the peer over TCP); while it is pending, later pipelined requests wait in
+the parser's buffer. `GET /api/events` turns the connection into a stream of server-sent events
+for as long as the client keeps it open.
 """
 
 from __future__ import annotations
@@ -17,7 +20,17 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import unquote
 
-from node.httpparse import MAX_BODY, MAX_HEAD, HttpError, Request, RequestParser, encode_response
+from node.errors import LocalCode, MoleError, RequestError
+from node.events import Record
+from node.httpparse import (
+    MAX_BODY,
+    MAX_HEAD,
+    HttpError,
+    Request,
+    RequestParser,
+    encode_response,
+    encode_stream_head,
+)
 
 IDLE_TIMEOUT = 60.0
 # Bytes a client may pipeline behind a pending answer before we stop listening to it.
@@ -25,6 +38,18 @@ MAX_HELD = MAX_BODY + 4 * MAX_HEAD
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 Reply = Callable[[int, object], None]
+KEEPALIVE = 15.0  # s between comment lines on an idle event stream (proxies, dead peers)
+STREAM_BACKLOG = 1 << 20  # bytes an event stream may hold unsent before the client is dropped
+
+# The one mapping from the domain's codes to HTTP statuses (anything else refused: 400).
+STATUS: dict[str, int] = {
+    LocalCode.UNKNOWN_PEER: 404,
+    LocalCode.NOT_FOUND: 404,
+    LocalCode.FILE_MISSING: 404,
+    LocalCode.BAD_REQUEST: 400,
+    LocalCode.PEER_UNREACHABLE: 502,
+    LocalCode.PEER_ERROR: 502,
+}
 
 
 class ApiError(Exception):
@@ -62,7 +87,15 @@ class NodeFacade(Protocol):
 
     def peer_files(self, peer: str, reply: Reply) -> None:
         """Ask the peer for its file list; call `reply(status, body)` exactly once, maybe later
-        (or raise ApiError at once, e.g. for an unknown peer)."""
+        (or raise a RequestError at once, e.g. for an unknown peer)."""
+        ...
+
+    def events_since(self, last_id: str | None) -> tuple[bool, list[Record]]:
+        """Buffered events after `last_id`: (complete, records); see EventBus.since."""
+        ...
+
+    def subscribe(self, callback: Callable[[Record], None]) -> Callable[[], None]:
+        """Every event from now on; returns the unsubscribe function."""
         ...
 
 
@@ -72,6 +105,7 @@ class ApiTransport(Protocol):
     def write(self, data: bytes) -> None: ...
     def close(self) -> None: ...
     def abort(self) -> None: ...
+    def get_write_buffer_size(self) -> int: ...
 
 
 class TimerHandle(Protocol):
@@ -111,6 +145,7 @@ class ApiServerProtocol:
         self._paused = False
         self._closed = False
         self._pumping = False
+        self._stream: _EventStream | None = None  # GET /api/events turned us into a stream
 
     # -- StreamProtocol ------------------------------------------------------------------------
     def connection_made(self, transport: ApiTransport) -> None:
@@ -138,6 +173,11 @@ class ApiServerProtocol:
         self._parser.receive_data(b"")
         self._pump()  # answer what is complete, then close (a half-closed client still reads)
 
+    def _end_stream(self) -> None:
+        if self._stream is not None:
+            self._stream.stop()
+            self._stream = None
+
     def connection_lost(self, exc: BaseException | None) -> None:
         self._closed = True
         self._pending = None
@@ -157,7 +197,12 @@ class ApiServerProtocol:
             return
         self._pumping = True
         try:
-            while not self._closed and self._pending is None and not self._paused:
+            while (
+                not self._closed
+                and self._pending is None
+                and not self._paused
+                and self._stream is None
+            ):
                 try:
                     request = self._parser.next_request()
                 except HttpError as exc:
@@ -183,6 +228,13 @@ class ApiServerProtocol:
         except ApiError as exc:
             extra = {"Allow": exc.allow} if isinstance(exc, _MethodNotAllowed) else None
             self._respond(request, exc.status, exc.body(), headers=extra)
+            return
+        except RequestError as exc:
+            status = STATUS.get(exc.code, 400)
+            self._respond(request, status, error_body(exc.code, exc.message))
+            return
+        except MoleError as exc:  # not the request's fault: say what, keep serving
+            self._respond(request, 500, error_body(exc.code, exc.message))
             return
         except Exception as exc:  # a bug must cost one request, not the node
             traceback.print_exc(file=sys.stderr)
@@ -287,6 +339,7 @@ class ApiServerProtocol:
         self._closed = True
         self._cancel_idle_timer()
         self._cancel_pending()
+        self._end_stream()
         if self._transport is not None:
             self._transport.close()
 
@@ -294,6 +347,7 @@ class ApiServerProtocol:
         self._closed = True
         self._cancel_idle_timer()
         self._cancel_pending()
+        self._end_stream()
         if self._transport is not None:
             self._transport.abort()
 
@@ -355,6 +409,17 @@ class ApiServerProtocol:
     def post_cancel(self, request: Request, params: dict[str, str]) -> Answer:
         return 200, self.facade.cancel(params["id"])
 
+    def get_events(self, request: Request, params: dict[str, str]) -> Answer:
+        """Server-sent events: the buffer after Last-Event-ID, then every event as it comes."""
+        types = {t for t in request.query.get("types", "").split(",") if t} or None
+        transport = self._transport
+        if transport is None:
+            return None
+        self._cancel_idle_timer()  # the stream's keepalives and the client decide its life
+        self._stream = _EventStream(self, transport, types)
+        self._stream.start(request.headers.get("last-event-id"))
+        return None
+
 
 class _MethodNotAllowed(ApiError):
     def __init__(self, method: str, path: str, allow: list[str]) -> None:
@@ -375,6 +440,7 @@ ROUTES: list[tuple[tuple[str, ...], dict[str, Handler]]] = [
     (("api", "transfers", "{id}", "cancel"), {"POST": P.post_cancel}),
     (("api", "push"), {"POST": P.post_push}),
     (("api", "pull"), {"POST": P.post_pull}),
+    (("api", "events"), {"GET": P.get_events}),
 ]
 
 
@@ -417,3 +483,68 @@ def _json_object(request: Request) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ApiError(400, "bad_request", "the body must be a JSON object")
     return value
+
+
+class _EventStream:
+    """One `GET /api/events` answer: `text/event-stream` until the client goes away.
+
+    Every event is `id: <boot>-<seq>`, `event: <name>`, `data: <its JSON line>`; a client that
+    reconnects with `Last-Event-ID` first gets what it missed from the node's buffer, or an
+    `event: reset` when the buffer no longer reaches back that far (or the node restarted).
+    A client that does not read is dropped once STREAM_BACKLOG bytes wait for it: memory stays
+    bounded whatever it does."""
+
+    def __init__(
+        self, api: ApiServerProtocol, transport: ApiTransport, types: set[str] | None
+    ) -> None:
+        self.api = api
+        self.transport = transport
+        self.types = types
+        self._unsubscribe: Callable[[], None] | None = None
+        self._timer: TimerHandle | None = None
+        self.stopped = False
+
+    def start(self, last_id: str | None) -> None:
+        head = encode_stream_head(200, content_type="text/event-stream; charset=utf-8")
+        self.transport.write(head + b"retry: 1000\n\n")
+        if last_id is not None:
+            complete, backlog = self.api.facade.events_since(last_id)
+            if not complete:
+                reason = "the node restarted or its buffer no longer reaches back to that event"
+                self.transport.write(
+                    b"event: reset\ndata: " + json.dumps({"reason": reason}).encode() + b"\n\n"
+                )
+            for record in backlog:
+                self.send(record)
+        self._unsubscribe = self.api.facade.subscribe(self.send)
+        self._arm()
+
+    def send(self, record: Record) -> None:
+        if self.stopped or (self.types is not None and record.name not in self.types):
+            return
+        if self.transport.get_write_buffer_size() > STREAM_BACKLOG:
+            self.stop()
+            self.transport.abort()  # it does not read: not worth holding the node's memory
+            return
+        frame = f"id: {record.id}\nevent: {record.name}\ndata: {record.text}\n\n"
+        self.transport.write(frame.encode())
+
+    def _arm(self) -> None:
+        call_later = self.api._call_later
+        if call_later is not None and not self.stopped:
+            self._timer = call_later(KEEPALIVE, self._keepalive)
+
+    def _keepalive(self) -> None:
+        self._timer = None
+        if not self.stopped:
+            self.transport.write(b": keepalive\n\n")
+            self._arm()
+
+    def stop(self) -> None:
+        self.stopped = True
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None

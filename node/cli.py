@@ -495,8 +495,9 @@ def done_line(t: dict[str, Any]) -> str:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from node.app import run_node
-    from node.config import ConfigError, config_from_args
+    from node.config import config_from_args
+    from node.errors import ConfigError
+    from node.node import run_node
 
     try:
         config = config_from_args(args)

@@ -8,13 +8,11 @@ import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from node.errors import ConfigError
+
 DISCOVERY_PORT = 47100
 TRANSFER_PORT = 47101
 API_PORT = 47102
-
-
-class ConfigError(ValueError):
-    """A setting is invalid; the message names it."""
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,19 @@
-"""Wire error codes and the two exception families of the protocol core.
+"""The node's one error tree, split by blame, each error carrying the code it is reported with.
 
-Modelled on h11: `LocalProtocolError` means *we* misused the API (a bug on our side);
-`RemoteProtocolError` means the peer sent something the protocol forbids, and carries the wire
-code to report back in an `error` message.
+    MoleError                     root: `code` (a wire/API code string) and `message`
+    ├── LocalProtocolError        we misused the protocol API (a bug on our side)
+    ├── RemoteProtocolError       the peer sent something the protocol forbids (wire `error`)
+    ├── StoreError                the disk side failed or refused (reject/verdict codes)
+    │   ├── BadName               a name no node may store (docs/protocol.md 2.8)
+    │   └── HashMismatch          received bytes are not what the sender announced
+    ├── TransferStateError        an illegal (state, event) of a transfer (a bug on our side)
+    ├── RequestError              a user's request the node refuses (the API maps it to HTTP)
+    │   ├── NotFound              unknown peer, transfer, file
+    │   └── BadRequest            a request that makes no sense
+    └── ConfigError               a setting is invalid (the message names it)
+
+Modelled on h11: errors the peer causes carry the wire code to send back; the API edge owns the
+one mapping from codes to HTTP statuses (node/api.py); the domain never knows HTTP.
 """
 
 from __future__ import annotations
@@ -11,7 +22,7 @@ from enum import StrEnum
 
 
 class ErrorCode(StrEnum):
-    """Wire error codes (docs/protocol.md 2.4). The value is the string on the wire."""
+    """Wire error codes (docs/protocol.md 2.6). The value is the string on the wire."""
 
     # framing / message level: the peer sent bytes we cannot accept
     BAD_FRAME = "bad_frame"
@@ -38,47 +49,67 @@ class ErrorCode(StrEnum):
     SOURCE_CHANGED = "source_changed"
 
 
+class LocalCode(StrEnum):
+    """Codes a node reports about a transfer or a request without a peer having sent them."""
+
+    UNREACHABLE = "unreachable"  # the peer is unknown, or could not be connected
+    CONNECTION_LOST = "connection_lost"  # the connection closed mid-operation
+    UNKNOWN_PEER = "unknown_peer"
+    FILE_MISSING = "file_missing"
+    BAD_REQUEST = "bad_request"
+    NOT_FOUND = "not_found"
+    PEER_UNREACHABLE = "peer_unreachable"
+    PEER_ERROR = "peer_error"
+
+
 class MoleError(Exception):
-    """Base of every error raised by the protocol core."""
+    """Root of every error the node raises on purpose. `code` says how it is reported."""
+
+    code: str = ErrorCode.INTERNAL
+
+    def __init__(self, message: str = "", code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = str(code)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.code!r}, {self.message!r})"
 
 
 class LocalProtocolError(MoleError):
     """We tried to do something the protocol forbids (a bug in the caller, not the peer)."""
+
+    code = ErrorCode.INTERNAL
 
 
 class RemoteProtocolError(MoleError):
     """The peer violated the protocol; `code` is what to send back in an `error` message."""
 
     def __init__(self, code: ErrorCode, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
+        super().__init__(message, code)
+        self.code: ErrorCode = code
 
     def __repr__(self) -> str:
         return f"RemoteProtocolError({self.code.value!r}, {self.message!r})"
 
 
 class StoreError(MoleError):
-    """A disk-side failure; `code` is the wire/API error code (docs/protocol.md 2.6)."""
+    """A disk-side failure or refusal; `code` is the wire/API error code."""
 
-    code: str = "io_error"
+    code = ErrorCode.IO_ERROR
 
     def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.code!r}, {self.message!r})"
+        super().__init__(message, code)
 
 
 class BadName(StoreError):
     """A file name no node may store (node/names.py). A `StoreError` so one except does."""
 
-    code = "bad_name"
+    code = ErrorCode.BAD_NAME
 
     def __init__(self, message: str) -> None:
-        super().__init__("bad_name", message)
+        super().__init__(ErrorCode.BAD_NAME, message)
 
 
 class HashMismatch(StoreError):
@@ -86,7 +117,36 @@ class HashMismatch(StoreError):
 
     def __init__(self, expected: str, actual: str) -> None:
         super().__init__(
-            "hash_mismatch", f"received data hashes to {actual}, sender announced {expected}"
+            ErrorCode.HASH_MISMATCH,
+            f"received data hashes to {actual}, sender announced {expected}",
         )
         self.expected = expected
         self.actual = actual
+
+
+class TransferStateError(MoleError):
+    """A transfer was asked to make a transition its state table does not have (our bug)."""
+
+    code = ErrorCode.INTERNAL
+
+
+class RequestError(MoleError):
+    """A request (API, CLI) the node refuses; the API answers it with its code."""
+
+    code = LocalCode.BAD_REQUEST
+
+
+class NotFound(RequestError):
+    """Something named in a request does not exist (code says what: peer, transfer, file)."""
+
+    code = LocalCode.NOT_FOUND
+
+
+class BadRequest(RequestError):
+    code = LocalCode.BAD_REQUEST
+
+
+class ConfigError(MoleError, ValueError):
+    """A setting is invalid; the message names it."""
+
+    code = "config"

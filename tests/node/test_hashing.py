@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from node.app import Node
 from node.config import Config
 from node.events import EventLog
+from node.node import Node
 from node.store import HashJob
 
 STEP = 1 << 20
@@ -32,7 +32,7 @@ def config(tmp_path: Path, **kw: Any) -> Config:
 
 @pytest.fixture
 def node(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Node]:
-    monkeypatch.setattr("node.app.HASH_STEP", STEP)
+    monkeypatch.setattr("node.hashqueue.HASH_STEP", STEP)
     n = Node(config(tmp_path), events=EventLog("t", stream=io.StringIO()))
     # A peer to push to; nothing listens there, and the loop never runs in these tests.
     n.peers.add_static("f" * 32, "peer", "127.0.0.1", 9, (), n.loop.time())
@@ -198,7 +198,7 @@ def test_a_push_waiting_for_its_own_hash_sends_keepalives_then_the_digest(
         return real_step(self, budget) if gate.is_set() else False  # held until the gate opens
 
     monkeypatch.setattr(HashJob, "step", gated)
-    monkeypatch.setattr("node.app.DIGEST_KEEPALIVE", 0.05)
+    monkeypatch.setattr("node.push.DIGEST_KEEPALIVE", 0.05)
     peer = DigestPeer(gate)
     events: list[dict[str, Any]] = []
     cfg = config(tmp_path, port=0, api_port=0)  # any free ports on this host

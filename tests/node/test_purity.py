@@ -28,6 +28,10 @@ PURE = [
     "tracker",
     "tracker_udp",
     "tracker_http",
+    "names",
+    "transfer",
+    "policy",
+    "timers",
 ]
 FORBIDDEN_MODULES = {
     "socket",

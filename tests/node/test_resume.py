@@ -9,7 +9,6 @@ or an API state with a deadline.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import random
 import signal
@@ -20,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from node.journal import Journal
 from tests.nodeproc import Event, NodeProc, about, free_udp_port
 
 SIZE = 32 << 20
@@ -191,7 +191,7 @@ def test_an_interrupted_cold_push_resumes_after_the_sender_restarts(tmp_path: Pa
         assert failed["error"]["code"] in ("truncated", "connection_lost"), failed
         held = part_bytes(b)
         assert 0 < held < SIZE
-        rows = json.loads((a.state / "transfers.json").read_text())
+        rows = Journal.read(a.state)
         assert [(r["id"], r["sha256"]) for r in rows] == [(tid, None)]
         a.start()
         assert ev(a, "transfer_started", tid)["restored"] is True

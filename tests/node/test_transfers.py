@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from node.transfers import Transfer
+from node.transfer import Transfer
 
 
 def record() -> Transfer:

@@ -1,0 +1,415 @@
+"""One TCP connection speaking the mole protocol, and the base of what each side says on it.
+
+`Conn` is the loop's stream protocol for a transfer connection: it feeds bytes to its `Session`
+(the sans-I/O state machine), hands events to its `Handler` (push, pull, list, ping or the
+serving side), enforces the connection's deadlines, and ends it through one `fail()` path.
+Deadlines (docs/protocol.md 2.7) are `Timed` (node/timers.py): the hello and a frame header
+must complete in time however they trickle in, a stream must keep a minimum rate, an idle
+connection ends, a hash-less push's digest must come, and a peer that stops reading our error
+frame is reset after a grace period.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from typing import TYPE_CHECKING
+
+from node import PROTOCOL_VERSION
+from node.errors import ErrorCode, LocalCode, LocalProtocolError, RemoteProtocolError
+from node.loop import Transport
+from node.messages import Error, Hello, Message, encode_message
+from node.session import NEED_DATA, Closed, DataChunk, Role, Session, State
+
+if TYPE_CHECKING:
+    from node.node import Node
+    from node.sender import FileSender
+
+FEATURES = ("resume", "digest")
+RATE_WINDOW = 10.0  # a stream must average Config.min_rate over this (or the idle timeout)
+STREAM_CHECK = 0.5  # s between looks at a stream's progress (rate floor, activity)
+CLOSE_GRACE = 5.0  # after an error, how long a peer that does not read gets to take our bytes
+
+
+class Handler:
+    """Base of what a connection does; client operations and the serving side subclass it."""
+
+    conn: Conn
+    sender: FileSender | None = None  # the file stream this side is sending, if any
+
+    @property
+    def node(self) -> Node:
+        return self.conn.node
+
+    def on_connected(self) -> None: ...
+
+    def on_message(self, msg: Message) -> None:
+        self.conn.fail(ErrorCode.UNEXPECTED_MESSAGE, f"unexpected {type(msg).__name__}")
+
+    def on_chunk(self, data: memoryview, done: bool) -> None:
+        self.conn.fail(ErrorCode.UNEXPECTED_MESSAGE, "unexpected data")
+
+    def on_peer_error(self, code: str, reason: str) -> None:
+        self.on_failed(code, f"peer error: {reason}")
+
+    def on_failed(self, code: str, reason: str) -> None: ...
+
+    def on_lost(self, reason: str) -> None: ...
+
+    def busy(self) -> bool:
+        """Something is in flight (a transfer, a stream): the connection is not idle clutter."""
+        return False
+
+    def account(self) -> None:
+        """Refresh the transfer's byte counts from the stream (called by the deadline checks)."""
+
+    # Handler deadlines (keepalives, waits): folded into the connection's.
+    def get_timer(self) -> float | None:
+        return None
+
+    def handle_timer(self, now: float) -> None: ...
+
+    def hello(self) -> Hello:
+        n = self.node
+        return Hello(
+            PROTOCOL_VERSION,
+            n.node_id,
+            n.config.name,
+            n.tcp_port,
+            tuple(n.config.groups),
+            FEATURES,
+        )
+
+    def greet_peer(self, msg: Hello) -> bool:
+        """A hello tells us who is at the other end; remember them as a reachable peer.
+        False (and the connection failed) when it is not the node we dialed."""
+        self.conn.peer_id = msg.node
+        if self.conn.transport is not None:
+            self.node.peers.learn(msg, self.conn.transport.peername[0])
+        return True
+
+
+class ClientHandler(Handler):
+    """A connection we dialed: the client speaks first, with its hello."""
+
+    # The node we meant to reach. Addresses are reused (a restarted container may get the old
+    # address of another node), so a hello from anyone else must not receive its file.
+    expect_peer: str | None = None
+
+    def on_connected(self) -> None:
+        self.conn.send(self.hello())
+
+    def greet_peer(self, msg: Hello) -> bool:
+        super().greet_peer(msg)
+        if self.expect_peer is not None and msg.node != self.expect_peer:
+            where = self.conn.transport.peername if self.conn.transport else "?"
+            self.conn.fail(
+                LocalCode.UNREACHABLE,
+                f"node {msg.node[:8]} ({msg.name}) answers at {where}, not {self.expect_peer[:8]}",
+                send=False,
+            )
+            return False
+        return True
+
+
+class Conn:
+    """One TCP connection speaking the mole protocol; a handler decides what to say."""
+
+    def __init__(self, node: Node, role: Role, handler: Handler) -> None:
+        self.node = node
+        self.session = Session(role)
+        self.handler = handler
+        self.transport: Transport | None = None
+        self.closed = False
+        now = node.loop.time()
+        self.last_activity = now
+        self.peer_id: str | None = None
+        self.rx_bytes = 0
+        # Last time the peer got something done (a whole message, stream bytes): trickled
+        # bytes move last_activity, not this. Eviction picks the smallest.
+        self.useful_at = now
+        # When the peer began the frame header it has not finished yet (slowloris deadline).
+        self.header_since: float | None = None
+        self.hello_by: float | None = None  # the server's deadline for the client's hello
+        self.digest_by: float | None = None  # a hash-less push's digest is due by then
+        self.abort_at: float | None = None  # after fail(): reset if the peer has not read it
+        self._next_look = math.inf  # next look at a stream's progress
+        self._last_progress = -1
+        # (start, bytes moved at start) of the current minimum-rate window of a stream.
+        self._window: tuple[float, int] | None = None
+        handler.conn = self
+
+    # -- StreamProtocol --------------------------------------------------------------------------
+    def connection_made(self, transport: Transport) -> None:
+        node = self.node
+        self.transport = transport
+        self.last_activity = self.useful_at = node.loop.time()
+        node.conns.add(self)
+        if self.session.role is Role.SERVER:
+            self.hello_by = self.last_activity + node.config.handshake_timeout
+            node.admit(self)
+        self.handler.on_connected()
+        self.wake()
+
+    def data_received(self, data: memoryview) -> None:
+        now = self.node.loop.time()
+        self.last_activity = now
+        self.rx_bytes += len(data)
+        try:
+            self.session.receive_data(data)
+            self._drain()
+        except RemoteProtocolError as exc:
+            self.fail(exc.code, str(exc))
+            return
+        # Trickled bytes keep a connection "active"; a header must still finish in time.
+        if self.session.partial_header:
+            if self.header_since is None:
+                self.header_since = now
+                self.wake()
+        else:
+            self.header_since = None
+
+    def eof_received(self) -> None:
+        try:
+            self.session.receive_data(b"")
+            self._drain()
+        except RemoteProtocolError as exc:
+            self.fail(exc.code, str(exc), send=False)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self.closed = True
+        node = self.node
+        node.conns.discard(self)
+        node.admission.done(self)
+        node.timers.discard(self)
+        reason = f"connection lost: {exc}" if exc else "connection closed"
+        self.handler.on_lost(reason)
+
+    def pause_writing(self) -> None:
+        pass
+
+    def resume_writing(self) -> None:
+        pass
+
+    # -- helpers ---------------------------------------------------------------------------------
+    def _drain(self) -> None:
+        while not self.closed:
+            event = self.session.next_event()
+            if event is NEED_DATA:
+                return
+            if isinstance(event, Closed):
+                self.close()
+                return
+            self.useful_at = self.last_activity
+            if isinstance(event, DataChunk):
+                self.handler.on_chunk(event.data, event.done)
+            elif isinstance(event, Error):
+                self.handler.on_peer_error(event.code, event.reason)
+                self.close()
+                return
+            else:
+                if isinstance(event, Hello) and self.hello_by is not None:
+                    self.hello_by = None
+                    self.node.admission.done(self)
+                self.handler.on_message(event)
+
+    def send(self, msg: Message) -> None:
+        if self.closed or self.transport is None:
+            return
+        self.transport.write(self.session.send(msg))
+
+    def fail(self, code: str, reason: str, *, send: bool = True) -> None:
+        """Report an error to the peer (when the session still allows it) and close.
+
+        A connection that never sent its hello is aborted rather than closed: its error frame is
+        already in the kernel's hands, and a flood's sockets must not linger holding fds.
+        """
+        transport = self.transport
+        if self.closed or (transport is not None and transport.is_closing()):
+            return
+        if send and transport is not None:
+            # The session may already be past the point where an error frame is legal.
+            with contextlib.suppress(LocalProtocolError):
+                transport.write(self.session.send(Error(str(code), reason[:500])))
+        inbound = self.session.role is Role.SERVER
+        if inbound and transport is not None and not self.handler.busy():
+            self.node.note_drop(transport.peername, str(code), reason)
+        self.handler.on_failed(str(code), reason)
+        if inbound and self in self.node.admission:
+            self.node.admission.done(self)
+            self.abort()
+        else:
+            self.close()
+            # A peer that stopped reading would keep the flush (and the fd) pending forever.
+            self.abort_at = self.node.loop.time() + CLOSE_GRACE
+            self.wake()
+
+    def drop(self, code: str, reason: str) -> None:
+        """Fail and give the slot back at once (eviction: the newcomer needs it now)."""
+        self.fail(code, reason)
+        self.abort()
+        self.node.conns.discard(self)
+        self.node.admission.done(self)
+
+    def unproductive(self) -> bool:
+        """An inbound connection with nothing in flight: first to go when the node is full."""
+        return (
+            self.session.role is Role.SERVER
+            and self.session.state in (State.START, State.GREETING, State.IDLE)
+            and not self.handler.busy()
+        )
+
+    def close(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.close()
+
+    def abort(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.abort()
+
+    def wake(self) -> None:
+        """A deadline may have moved earlier: let the node's timers ask again."""
+        if not self.closed:
+            self.node.timers.update(self)
+
+    def watch_stream(self) -> None:
+        """A stream starts on this connection: look at its progress every STREAM_CHECK s."""
+        self._next_look = self.node.loop.time() + STREAM_CHECK
+        self.wake()
+
+    # -- Timed -----------------------------------------------------------------------------------
+    def get_timer(self) -> float | None:
+        if self.closed:
+            return None
+        cfg = self.node.config
+        when = min(self.last_activity + cfg.idle_timeout, self._next_look)
+        for deadline in (self.hello_by, self.digest_by, self.abort_at, self.handler.get_timer()):
+            if deadline is not None:
+                when = min(when, deadline)
+        if self.header_since is not None:
+            when = min(when, self.header_since + cfg.handshake_timeout)
+        return when
+
+    def handle_timer(self, now: float) -> None:
+        if self.closed:
+            return
+        if self.abort_at is not None and now >= self.abort_at:
+            self.abort()
+            return
+        if self.hello_by is not None and now >= self.hello_by:
+            self._hello_overdue()
+            return
+        self.handler.handle_timer(now)
+        if self.closed or (self.transport is not None and self.transport.is_closing()):
+            return
+        self._check(now)
+
+    def _hello_overdue(self) -> None:
+        """The hello must be complete in time, however it trickles in (slowloris)."""
+        limit = self.node.config.handshake_timeout
+        if self.rx_bytes:
+            reason = f"hello not complete within {limit:g} s ({self.rx_bytes} bytes received)"
+            self.drop(ErrorCode.TOO_SLOW, reason)
+        else:
+            self.drop(ErrorCode.TIMEOUT, f"no hello within {limit:g} s")
+
+    def _stream_bytes(self) -> int | None:
+        """Bytes moved so far while a file stream is in flight (either way), else None."""
+        sender = self.handler.sender
+        if sender is not None and sender.fd >= 0:
+            if self.transport is None or not self.transport.get_write_buffer_size():
+                return None  # nothing waits on the peer (e.g. our own --max-rate): not its fault
+            return sender.progress()
+        if self.session.state in (State.PUSH_STREAM, State.PULL_STREAM):
+            return self.rx_bytes  # we are the receiving side of this stream
+        return None
+
+    def _check(self, now: float) -> None:
+        """Header completion, the digest, the stream rate (which trickled bytes cannot satisfy,
+        unlike the idle timeout), then idleness."""
+        cfg = self.node.config
+        sender = self.handler.sender
+        if sender is not None:
+            self.handler.account()
+            progress = sender.progress()
+            if progress != self._last_progress:
+                self._last_progress = progress
+                self.last_activity = self.useful_at = now
+        limit = cfg.handshake_timeout
+        if self.header_since is not None and now - self.header_since > limit:
+            self.fail(ErrorCode.TOO_SLOW, f"frame header not complete within {limit:g} s")
+            return
+        if self.digest_by is not None and now >= self.digest_by:
+            if self.session.state is State.PUSH_DIGEST:
+                self.fail(ErrorCode.TOO_SLOW, "no digest in time after the data")
+                return
+            self.digest_by = None
+        if now >= self._next_look:
+            self._next_look = math.inf
+            if not self._check_rate(now):
+                return
+        if now - self.last_activity > cfg.idle_timeout:
+            if self._stream_bytes() is not None:
+                # Our stream waits on the peer, which takes nothing: it is too slow to read,
+                # not silent (docs/protocol.md 2.6).
+                self.fail(
+                    ErrorCode.TOO_SLOW,
+                    f"the peer took none of the stream for {cfg.idle_timeout:.0f} s",
+                )
+                return
+            self.fail(ErrorCode.TIMEOUT, f"idle for {cfg.idle_timeout:.0f} s")
+
+    def _check_rate(self, now: float) -> bool:
+        cfg = self.node.config
+        moved = self._stream_bytes()
+        streaming = moved is not None or self.session.state in (
+            State.PUSH_STREAM,
+            State.PULL_STREAM,
+        )
+        if streaming or sender_alive(self):
+            self._next_look = now + STREAM_CHECK
+        if moved is None or not cfg.min_rate:
+            self._window = None
+        elif self._window is None:
+            self._window = (now, moved)
+        elif now - self._window[0] >= min(RATE_WINDOW, cfg.idle_timeout):
+            start, base = self._window
+            rate = (moved - base) / (now - start)
+            if rate < cfg.min_rate:
+                self.fail(
+                    ErrorCode.TOO_SLOW,
+                    f"stream at {rate:.0f} B/s over {now - start:.0f} s, "
+                    f"below the minimum of {cfg.min_rate} B/s",
+                )
+                return False
+            self._window = (now, moved)
+        return True
+
+
+def sender_alive(conn: Conn) -> bool:
+    sender = conn.handler.sender
+    return sender is not None and sender.fd >= 0
+
+
+class Refuse:
+    """Protocol for a connection over the limit when nothing can be evicted: say so, close."""
+
+    FRAME = encode_message(Error(ErrorCode.BUSY, "connection limit reached, retry later"))
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+
+    def connection_made(self, transport: Transport) -> None:
+        transport.write(self.FRAME)
+        transport.abort()
+        self.node.note_drop(transport.peername, ErrorCode.BUSY, "connection limit reached")
+
+    def data_received(self, data: memoryview) -> None: ...
+
+    def eof_received(self) -> None: ...
+
+    def connection_lost(self, exc: BaseException | None) -> None: ...
+
+    def pause_writing(self) -> None: ...
+
+    def resume_writing(self) -> None: ...

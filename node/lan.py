@@ -1,0 +1,110 @@
+"""Discovery on the LAN: the UDP socket, when to announce, and pinging static peers.
+
+Rules are docs/protocol.md section 1; the codec, the peer table and the announce timing are
+the pure `node.discovery`. This module does the I/O: it owns the discovery socket, sends
+announces and the goodbye to every broadcast target, feeds received datagrams to `Peers`, and
+dials each static peer (`--peer HOST:PORT`) once per announce interval. It is `Timed`: its next
+deadline is the earlier of the next announce and the next static ping.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+from node import netif
+from node.config import Config
+from node.discovery import Announce, Announcer, Goodbye, encode
+from node.loop import Loop
+from node.peers import Peers
+
+
+class Lan:
+    def __init__(
+        self,
+        config: Config,
+        loop: Loop,
+        peers: Peers,
+        *,
+        node_id: str,
+        tcp_port: Callable[[], int],
+        ping: Callable[[str, int], None],
+    ) -> None:
+        self.config = config
+        self.loop = loop
+        self.peers = peers
+        self.node_id = node_id
+        self._tcp_port = tcp_port
+        self._ping = ping
+        self.announcer = Announcer(config.announce_interval)
+        self.udp: Any = None
+        self.seq = 0
+        self._next_ping = -math.inf if config.static_peers else math.inf
+        self.stopped = False
+
+    def start(self) -> None:
+        cfg = self.config
+        if cfg.discovery:
+            self.udp = self.loop.open_udp("0.0.0.0", cfg.discovery_port, self._datagram)
+
+    def stop(self) -> None:
+        """Say goodbye (one datagram per target) and stop announcing."""
+        if self.udp is not None and not self.stopped:
+            self._broadcast(encode(Goodbye(self.node_id, self._next_seq())))
+        self.stopped = True
+
+    # -- Timed ---------------------------------------------------------------------------------
+    def get_timer(self) -> float | None:
+        if self.stopped:
+            return None
+        when = self._next_ping
+        if self.udp is not None:
+            when = min(when, self.announcer.next_deadline())
+        return None if when == math.inf else when
+
+    def handle_timer(self, now: float) -> None:
+        if self.stopped:
+            return
+        if self.udp is not None and self.announcer.due(now):
+            self._announce(now)
+        if now >= self._next_ping:
+            self._next_ping = now + self.config.announce_interval
+            for host, port in self.config.static_peers:
+                self._ping(host, port)
+
+    def on_new_peer(self) -> None:
+        """A node id we did not know: announce soon (coalesced), so it learns of us at once."""
+        self.announcer.on_new_peer(self.loop.time())
+
+    # -- I/O -----------------------------------------------------------------------------------
+    def _next_seq(self) -> int:
+        self.seq += 1
+        return self.seq
+
+    def _targets(self) -> list[str]:
+        cfg = self.config
+        if cfg.broadcast:
+            return list(cfg.broadcast)
+        found = [b for _, b in netif.broadcast_addresses(list(cfg.interfaces) or None)]
+        return found or ["255.255.255.255"]
+
+    def _broadcast(self, data: bytes) -> None:
+        for target in self._targets():
+            self.udp.sendto(data, (target, self.config.discovery_port))
+
+    def _announce(self, now: float) -> None:
+        cfg = self.config
+        msg = Announce(
+            self.node_id,
+            cfg.name,
+            self._tcp_port(),
+            tuple(cfg.groups),
+            self._next_seq(),
+            cfg.announce_interval,
+        )
+        self._broadcast(encode(msg))
+        self.announcer.sent(now)
+
+    def _datagram(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.peers.observe(data, addr[0])

@@ -1,0 +1,339 @@
+"""The node: wiring only. Builds the parts, connects them, starts and stops them.
+
+loop (node/loop.py)         sockets, the one selectors loop
+timers (node/timers.py)     every deadline: connections, discovery, retries, progress
+bus (node/events.py)        typed events -> stdout JSON lines, ring buffer, API stream
+store (node/store.py)       disk: share, hash cache, inbox, partial files
+peers, lan                  who is out there; announcing and listening on the LAN
+manager (node/manager.py)   transfer records, retries, journal, progress
+pushes, pulls               starting push and pull attempts (node/push.py, node/pull.py)
+hashq (node/hashqueue.py)   hashing a slice per loop turn, pushes first
+policy (node/policy.py)     who may push here, who may read
+conns, admission            transfer connections (node/conn.py, node/serve.py)
+service, API                what a user may ask (node/service.py, node/api.py)
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+from node import __version__
+from node import events as ev
+from node.admission import Admission
+from node.api import ApiServerProtocol
+from node.autofetch import AutoFetch
+from node.config import Config
+from node.conn import Conn, Handler
+from node.discovery import PeerDown, PeerEvent, PeerUp
+from node.errors import ErrorCode, LocalCode
+from node.events import EventBus, EventLog
+from node.gate import Gate
+from node.hashqueue import HashQueue
+from node.journal import Journal
+from node.lan import Lan
+from node.loop import Loop
+from node.manager import TransferManager
+from node.messages import FileInfo
+from node.peers import Peers
+from node.policy import Policy, Refusal
+from node.pull import Pulls
+from node.push import Pushes
+from node.query import PingClient
+from node.ratelimit import TokenBucket, frame_for_rate
+from node.service import Service
+from node.session import Role
+from node.store import FileMeta, Store
+from node.timers import Timers
+from node.transfer import Transfer
+
+PARTIAL_MAX_AGE = 7 * 86400.0
+RESCAN_EVERY = 5.0
+
+
+def load_node_id(state: Path) -> str:
+    """The node id is random once, then stable: peers recognise a restarted node."""
+    path = state / "node_id"
+    try:
+        text = path.read_text().strip()
+        if len(text) == 32 and all(c in "0123456789abcdef" for c in text):
+            return text
+    except FileNotFoundError:
+        pass
+    node_id = os.urandom(16).hex()  # secrets.token_hex, minus the hmac/OpenSSL import
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(node_id + "\n")
+    os.replace(tmp, path)
+    return node_id
+
+
+class Node:
+    """A mole node: discovery, transfers, API, events."""
+
+    def __init__(self, config: Config, *, loop: Loop | None = None, events: EventBus | None = None):
+        self.config = config
+        for d in (config.share, config.inbox, config.state):
+            d.mkdir(parents=True, exist_ok=True)
+        self.node_id = load_node_id(config.state)
+        self.loop = loop or Loop()
+        self.bus: EventBus = events or EventLog(self.node_id)
+        self.timers = Timers(self.loop)
+        self.store = Store(config.share, config.inbox, config.state, fsync=config.fsync)
+        self.policy = Policy(config)
+        self.peers = Peers(
+            self.node_id,
+            missed=config.missed_announcements,
+            clock=self.loop.time,
+            on_change=self._peer_event,
+        )
+        self.lan = Lan(
+            config,
+            self.loop,
+            self.peers,
+            node_id=self.node_id,
+            tcp_port=lambda: self.tcp_port,
+            ping=lambda host, port: self.connect(host, port, PingClient()),
+        )
+        self.pushes = Pushes(self)
+        self.pulls = Pulls(self)
+        self.manager = TransferManager(
+            config,
+            self.bus,
+            Journal(config.state),
+            clock=self.loop.time,
+            wall=time.time,
+            start=self._start,
+            on_cancel=self._cancelled,
+        )
+        self.manager.wake = lambda: self.timers.update(self.manager)
+        self.shared: dict[str, FileMeta] = {}
+        self.hashq = HashQueue(
+            self.loop,
+            self.store,
+            config.share,
+            on_shared=self.shared.__setitem__,
+            on_push_hashed=self.pushes.hashed,
+            on_push_failed=self.pushes.hash_failed,
+        )
+        self.service = Service(self)
+        self.conns: set[Conn] = set()
+        self.gate = Gate(self)
+        self.autofetch = AutoFetch(self)
+        # --max-rate: one bucket for every outgoing file stream (push client and pull server).
+        self.upload_bucket: TokenBucket | None = None
+        if config.max_rate:
+            burst = frame_for_rate(config.max_rate)
+            self.upload_bucket = TokenBucket(config.max_rate, burst, self.loop.time())
+        self._rescan_at = 0.0
+        self.stopping = False
+        self.tcp_port = 0
+        self.api_port = 0
+        self.started = time.time()
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def start(self) -> None:
+        cfg = self.config
+        self.server = self.loop.listen_tcp(cfg.host, cfg.port, self.gate.accept)
+        self.tcp_port = self.server.port
+        self.api_server = self.loop.listen_tcp(cfg.api_host, cfg.api_port, self._accept_api)
+        self.api_port = self.api_server.port
+        self.rescan()
+        # Partial files of peers that never came back are dropped after a week.
+        self.store.prune_partials(PARTIAL_MAX_AGE)
+        self.manager.restore()
+        self.lan.start()
+        self.bus.publish(
+            ev.Listening(
+                cfg.name,
+                self.tcp_port,
+                f"http://{cfg.api_host}:{self.api_port}",
+                cfg.discovery_port if cfg.discovery else None,
+                list(cfg.groups),
+                __version__,
+            )
+        )
+        for timed in (self.lan, self.peers, self.manager, self):
+            self.timers.update(timed)
+
+    def run(self) -> None:
+        self.start()
+        self.loop.run(until=lambda: self.stopping)
+        self.shutdown()
+
+    def request_stop(self) -> None:
+        self.stopping = True
+        self.loop.stop()
+
+    def shutdown(self) -> None:
+        self.lan.stop()
+        self.manager.shutdown()
+        self.store.flush()
+        self.bus.publish(ev.Shutdown())
+        self.loop.close()
+
+    # -- housekeeping (Timed): rescans ------------------------------------------------------------
+    def get_timer(self) -> float | None:
+        return None if self.stopping else self._rescan_at
+
+    def handle_timer(self, now: float) -> None:
+        if self.stopping or now < self._rescan_at:
+            return
+        self.rescan()
+        if self.config.auto_fetch:
+            for p in self.peers.all():
+                self.autofetch.peer_seen(p.node)
+
+    # -- peers -------------------------------------------------------------------------------------
+    def _peer_event(self, event: PeerEvent) -> None:
+        if isinstance(event, PeerUp):
+            p = event.peer
+            if not event.changed:
+                self.lan.on_new_peer()
+                self.timers.update(self.lan)
+            self.bus.publish(ev.PeerUp(p.node, p.name, p.addr, p.port, list(p.groups), p.static))
+            # Retry transfers that were waiting for this peer right away, not at their backoff.
+            self.manager.peer_appeared(p.node)
+            if self.config.auto_fetch:
+                self.autofetch.peer_seen(p.node)
+        elif isinstance(event, PeerDown):
+            self.bus.publish(ev.PeerDown(event.node, event.reason))
+        self.timers.update(self.peers)
+
+    # -- transfers -------------------------------------------------------------------------------
+    def _start(self, t: Transfer) -> None:
+        """The manager's next attempt of a transfer this node started."""
+        if t.direction == "push":
+            self.pushes.start(t)
+        else:
+            self.pulls.start(t)
+
+    def _cancelled(self, t: Transfer) -> None:
+        """A transfer was cancelled: end its connections and drop its partial data."""
+        for conn in list(self.conns):
+            h = conn.handler
+            owner = getattr(h, "transfer", None)
+            if owner is not None and owner.id == t.id:
+                incoming = getattr(h, "incoming", None)
+                if incoming is not None:
+                    incoming.abort(keep=False)
+                    h.incoming = None  # type: ignore[attr-defined]
+                conn.fail(ErrorCode.CANCELLED, "cancelled by user")
+        if t.role == "receive":
+            self.store.discard_partial(t.peer, t.name)
+        self.pushes.forget(t)
+
+    def cancel_failed_receive(self, t: Transfer) -> None:
+        """A broken receive keeps its .part for the sender's retry; cancelling it says no retry
+        is wanted (unless a newer attempt is already receiving into it)."""
+        if not self.manager.live_receive(t.peer, t.name):
+            self.store.discard_partial(t.peer, t.name)
+
+    def incoming_refusal(self, peer: str, info: FileInfo) -> Refusal | None:
+        """Accept policy, limits and free space, decided before any byte is sent."""
+        need = info.size
+        partial = self.store.partial_for(peer, info.name)
+        if partial is not None and partial[1] == info.sha256:
+            need -= partial[0]  # a resume only needs room for the rest
+        return self.policy.push_refusal(
+            peer,
+            info.name,
+            info.size,
+            need=need,
+            free=self.store.free_space(),
+            busy=self.manager.busy(),
+        )
+
+    @staticmethod
+    def meta_of(info: FileInfo) -> FileMeta:
+        """The store's view of a file object; a hash-less offer's sha256 is "" (unknown)."""
+        return FileMeta(info.name, info.size, info.sha256 or "", info.mtime, info.mime)
+
+    # -- connections -----------------------------------------------------------------------------
+    def connect(self, host: str, port: int, handler: Handler) -> None:
+        conn = Conn(self, Role.CLIENT, handler)
+        self.loop.connect_tcp(host, port, conn, timeout=10.0)
+
+    def admit(self, conn: Conn) -> None:
+        self.gate.admit(conn)
+
+    def note_drop(self, peer: tuple[str, int] | None, code: str, reason: str) -> None:
+        self.gate.note_drop(peer, code, reason)
+
+    @property
+    def admission(self) -> Admission[Conn]:
+        return self.gate.admission
+
+    @property
+    def drop_counts(self) -> dict[str, int]:
+        return self.gate.counts
+
+    def _accept_api(self) -> Any:
+        return ApiServerProtocol(
+            self.service, token=self.config.api_token, call_later=self.loop.call_later
+        )
+
+    # -- shared files ------------------------------------------------------------------------------
+    def rescan(self) -> None:
+        metas, jobs = self.store.scan_share()
+        self.shared.clear()
+        self.shared.update((m.name, m) for m in metas)
+        self.hashq.add_scan_jobs(jobs)
+        self._rescan_at = self.loop.time() + RESCAN_EVERY
+
+    def find_shared(self, name: str | None, sha256: str | None) -> FileMeta | None:
+        if name is not None:
+            meta = self.shared.get(name)
+            if meta is not None and (sha256 is None or meta.sha256 == sha256):
+                return meta
+            if meta is None:
+                self.rescan()
+                meta = self.shared.get(name)
+            return meta
+        for meta in self.shared.values():
+            if meta.sha256 == sha256:
+                return meta
+        return None
+
+    # -- what tests and tools reach for ----------------------------------------------------------
+    def push(self, peer_text: str, path_text: str) -> Transfer:
+        return self.pushes.create(peer_text, path_text)
+
+    def pull(self, peer_text: str, name: str | None, sha256: str | None) -> Transfer:
+        return self.pulls.create(peer_text, name, sha256)
+
+    @property
+    def events(self) -> EventBus:
+        return self.bus
+
+    @property
+    def transfers(self) -> dict[str, Transfer]:
+        return self.manager.transfers
+
+    @property
+    def pending_pushes(self) -> dict[str, tuple[Transfer, Any]]:
+        return self.hashq.pending
+
+    @property
+    def hash_jobs(self) -> list[Any]:
+        return self.hashq.jobs
+
+    def _hash_step(self) -> None:
+        self.hashq.step()
+
+
+def run_node(config: Config) -> int:
+    node = Node(config)
+
+    def on_signal(signum: int, frame: object) -> None:
+        node.request_stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    node.run()
+    return 0
+
+
+__all__ = ["LocalCode", "Node", "run_node"]

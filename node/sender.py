@@ -1,0 +1,126 @@
+"""Sending one file's bytes on a connection: data frames whose bodies go by os.sendfile.
+
+Frames are bounded (STREAM_FRAME, or smaller under the node's --max-rate bucket) so the stream
+can end between two frames: a cancel or a failure sends its `error` frame after at most one
+frame instead of after the whole file. The fd stays open while the loop holds a segment of it;
+`stop()` closes it once the loop is done with it. Waiting for the upload bucket is a deadline
+(`Timed`, node/timers.py).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from node.errors import ErrorCode, LocalProtocolError, StoreError
+from node.messages import Data
+from node.ratelimit import TokenBucket
+
+if TYPE_CHECKING:
+    from node.conn import Conn
+
+STREAM_FRAME = 8 << 20  # data frame size when uncapped: a cancel waits for at most one frame
+
+
+class FileSender:
+    def __init__(
+        self, conn: Conn, path: str, offset: int, size: int, bucket: TokenBucket | None = None
+    ) -> None:
+        self.conn = conn
+        self.path = path
+        self.offset = offset
+        self.size = size
+        self.bucket = bucket
+        self.fd = -1
+        self.count = size - offset
+        self.queued = 0  # bytes of the file handed to the transport so far
+        self.stopped = False
+        self._frame = bucket.burst if bucket is not None else STREAM_FRAME
+        self._inflight = False  # the transport holds a segment of our fd
+        self._wait_until = math.inf  # the upload bucket's next token
+        self._seen = 0  # highest progress() observed while the connection was alive
+        # Called once the kernel has taken the last byte (progress() has counted them all).
+        self.on_sent: Callable[[], None] | None = None
+
+    def start(self) -> None:
+        try:
+            self.fd = os.open(self.path, os.O_RDONLY)
+            if os.fstat(self.fd).st_size != self.size:
+                raise StoreError(ErrorCode.SOURCE_CHANGED, f"{self.path} changed size while queued")
+        except (OSError, StoreError) as exc:
+            self.stop()
+            code = exc.code if isinstance(exc, StoreError) else ErrorCode.IO_ERROR
+            self.conn.fail(code, f"cannot read {self.path}: {exc}")
+            return
+        self.conn.watch_stream()
+        if not self.count:  # a zero-length stream has no data frame at all (protocol.md 2.3)
+            self.stop()
+            self._sent_all()
+            return
+        self._next()
+
+    def _sent_all(self) -> None:
+        callback, self.on_sent = self.on_sent, None
+        if callback is not None:
+            callback()
+
+    # -- Timed (waiting for the upload bucket) ----------------------------------------------------
+    def get_timer(self) -> float | None:
+        return None if self._wait_until == math.inf else self._wait_until
+
+    def handle_timer(self, now: float) -> None:
+        if now >= self._wait_until:
+            self._wait_until = math.inf
+            self._next()
+
+    def _next(self) -> None:
+        """Queue the next frame (when the bucket allows), or finish."""
+        self._inflight = False
+        conn, transport = self.conn, self.conn.transport
+        if self.stopped or conn.closed or transport is None or transport.is_closing():
+            self.stop()
+            return
+        self.progress()
+        n = min(self.count - self.queued, self._frame)
+        if n <= 0:
+            self.stop()
+            self._sent_all()
+            return
+        if self.bucket is not None:
+            now = conn.node.loop.time()
+            if not self.bucket.take(n, now):
+                self._wait_until = now + self.bucket.delay(n, now)
+                conn.node.timers.update(self)
+                return
+        try:
+            header = conn.session.send(Data(n))
+        except LocalProtocolError:  # the session ended (an error crossed our stream)
+            self.stop()
+            return
+        transport.write(header)
+        self._inflight = True
+        transport.sendfile(self.fd, self.offset + self.queued, n, on_done=self._next)
+        self.queued += n
+
+    def progress(self) -> int:
+        """Bytes handed to the kernel so far. Once the connection is gone (its queue dropped)
+        the last value seen while it was alive is kept: bytes never sent are not counted."""
+        transport = self.conn.transport
+        if self.fd >= 0 and transport is not None and not transport.is_closing():
+            pending = transport.get_write_buffer_size()
+            self._seen = max(self._seen, self.queued - pending)
+        return self._seen
+
+    def stop(self) -> None:
+        """Send no more frames; close the file as soon as the loop no longer needs it."""
+        self.stopped = True
+        if self._wait_until != math.inf:
+            self._wait_until = math.inf
+            self.conn.node.timers.discard(self)
+        if self._inflight:
+            return  # the segment's on_done calls _next, which comes back here
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1

@@ -1,0 +1,282 @@
+"""The serving side of a connection a peer opened: hello, `list`, `offer` (a push into this
+node's inbox) and `get` (a pull out of its share). docs/protocol.md 2.2-2.5."""
+
+from __future__ import annotations
+
+from node.conn import Handler
+from node.errors import ErrorCode, LocalCode, StoreError
+from node.events import TransferRefused
+from node.messages import (
+    Accept,
+    Digest,
+    FileHeader,
+    FileInfo,
+    Files,
+    Get,
+    Hello,
+    List,
+    Message,
+    Offer,
+    Reject,
+    Verdict,
+)
+from node.names import check_name
+from node.push import info_of
+from node.receive import Receiving
+from node.sender import FileSender
+from node.store import FileMeta, HashJob
+from node.transfer import TEvent, Transfer, keeps_part
+
+# A receiver waits for a hash-less push's digest at most the idle timeout plus this much per
+# byte: the sender hashed while it streamed, and any machine hashes faster than 10 MiB/s.
+DIGEST_WAIT_PER_BYTE = 1 / (10 << 20)
+
+
+class ServerHandler(Receiving, Handler):
+    """The listening side: answers hello, list, offer (push in) and get (pull out)."""
+
+    def __init__(self) -> None:
+        self.incoming = None
+        self.transfer: Transfer | None = None
+        self.sender: FileSender | None = None
+
+    def busy(self) -> bool:
+        return self.transfer is not None or self.incoming is not None
+
+    def on_message(self, msg: Message) -> None:
+        node = self.node
+        if isinstance(msg, Hello):
+            self.conn.send(self.hello())
+            self.greet_peer(msg)
+        elif isinstance(msg, List):
+            self.conn.send(Files(tuple(info_of(m) for m in node.shared.values())))
+        elif isinstance(msg, Offer):
+            self._offer(msg)
+        elif isinstance(msg, Get):
+            self._get(msg)
+        elif isinstance(msg, Digest):
+            self._digest(msg)
+        elif isinstance(msg, Verdict):
+            self._pull_verdict(msg)
+        else:
+            super().on_message(msg)
+
+    # -- a push into this node -----------------------------------------------------------------
+    def _offer(self, msg: Offer) -> None:
+        node = self.node
+        peer = self.conn.peer_id or "?"
+        info = msg.info
+        t = node.manager.new(
+            "push", "receive", peer, node.peers.name_of(peer), info.name, size=info.size,
+            wire_id=msg.id,
+        )  # fmt: skip
+        t.sha256 = info.sha256
+        # Hash-less ("digest" feature): the sha256 follows the stream. Such an offer cannot be
+        # deduplicated by content; it resumes a part of the same size and mtime (the digest
+        # checks the whole file); nothing is placed before the digest.
+        hashless = info.sha256 is None
+        refusal = node.incoming_refusal(peer, info)
+        if refusal is not None:
+            self.conn.send(Reject(msg.id, refusal.code, refusal.reason))
+            node.bus.publish(TransferRefused(msg.id, peer, info.name, refusal.code, refusal.reason))
+            return
+        placed = None if hashless else self._place_held(info)
+        if placed is not None:
+            assert info.sha256 is not None
+            self.conn.send(Verdict(msg.id, True, info.sha256, placed, True, None, None))
+            t.skipped, t.path, t.bytes = True, placed, info.size
+            node.manager.add(t)
+            node.manager.finish(t)
+            return
+        try:
+            incoming = node.store.open_incoming(
+                peer, node.meta_of(info), unhashed=hashless, owner=msg.id
+            )
+        except StoreError as exc:
+            self.conn.send(Reject(msg.id, exc.code, str(exc)))
+            return
+        self._drop_superseded(info.name)
+        self.incoming = incoming
+        self.transfer = t
+        t.offset = t.bytes = incoming.offset
+        node.manager.add(t)
+        node.manager.move(t, TEvent.STREAM)
+        if incoming.reset_reason:
+            node.manager.reset(t, incoming.reset_reason)
+        if incoming.offset:
+            node.manager.resumed(t, incoming.offset)
+        self.conn.send(Accept(msg.id, incoming.offset))
+        self.conn.watch_stream()
+
+    def _place_held(self, info: FileInfo) -> str | None:
+        """The inbox already holds this content: make it exist under the offered name too
+        (a verified local copy, no transfer) and return the name it got; None to receive it.
+
+        The user asked for a file under a name; content under another name does not answer
+        that (an empty __init__.py is not a .gitkeep)."""
+        store = self.node.store
+        existing = store.find_existing(info.sha256, info.size)
+        if existing is None:
+            return None
+        try:
+            if existing == check_name(info.name):
+                return existing
+            return store.copy_in(existing, self.node.meta_of(info))
+        except StoreError:
+            return None  # too big to copy here, or gone meanwhile: receive it instead
+
+    def _drop_superseded(self, name: str) -> None:
+        """End connections whose incoming file this offer just took over.
+
+        A sender that died without its FIN reaching us (power loss, a killed container) leaves a
+        half-open connection that would sit on its transfer until the idle timeout; when it comes
+        back and offers the file again, the new offer owns the .part and the old one ends now.
+        """
+        for conn in list(self.node.conns):
+            h = conn.handler
+            if h is self or not isinstance(h, ServerHandler) or h.incoming is None:
+                continue
+            if h.incoming.superseded:
+                h.incoming = None
+                conn.fail(
+                    ErrorCode.CANCELLED,
+                    f"superseded: {name!r} was offered again on another connection",
+                )
+
+    def on_chunk(self, data: memoryview, done: bool) -> None:
+        t = self.transfer
+        if t is None or self.incoming is None:
+            return
+        if self.receive_chunk(t, data) and done:
+            if not self.incoming.unhashed:
+                self._verify()
+                return
+            # A hash-less offer waits for its digest (_digest), but not forever: empty data
+            # frames keep the connection from idling out, so they must not hold it open.
+            limit = self.node.config.idle_timeout + t.size * DIGEST_WAIT_PER_BYTE
+            self.conn.digest_by = self.node.loop.time() + limit
+            self.conn.wake()
+
+    def _digest(self, msg: Digest) -> None:
+        """The sha256 of a hash-less push, after its last byte: verify against it now."""
+        t, incoming = self.transfer, self.incoming
+        if t is None or incoming is None:
+            return  # cancelled meanwhile: that connection is failing already
+        self.conn.digest_by = None
+        try:
+            incoming.expect(msg.sha256)
+        except StoreError as exc:
+            self.conn.fail(exc.code, str(exc))
+            return
+        t.sha256 = msg.sha256
+        self._verify()
+
+    def _verify(self) -> None:
+        t = self.transfer
+        assert t is not None
+        error = self.finish_incoming(t)
+        self.transfer = None
+        if error is None:
+            self.node.manager.finish(t)
+        else:
+            self.node.manager.fail(t, error.code, str(error), retry=False)
+
+    # -- a pull out of this node's share -------------------------------------------------------
+    def _get(self, msg: Get) -> None:
+        node = self.node
+        meta = node.find_shared(msg.name, msg.sha256)
+        if meta is None:
+            what = msg.name or msg.sha256
+            self.conn.send(Reject(msg.id, ErrorCode.NOT_FOUND, f"no shared file {what!r}"))
+            return
+        if node.manager.busy():
+            self.conn.send(Reject(msg.id, ErrorCode.BUSY, "too many transfers, retry later"))
+            return
+        # The share is rescanned every few seconds: make sure the file is still what we would
+        # announce, or a resume would splice new bytes onto an old prefix.
+        try:
+            path = node.store.resolve_shared(meta.name, None)
+            current = node.store.meta_for_path(path)
+        except StoreError as exc:
+            self.conn.send(Reject(msg.id, ErrorCode.NOT_FOUND, str(exc)))
+            return
+        if isinstance(current, HashJob):
+            node.hashq.add_scan_job(current)
+            reason = f"{meta.name!r} changed since it was hashed; hashing it, retry later"
+            self.conn.send(Reject(msg.id, ErrorCode.BUSY, reason))
+            return
+        if msg.sha256 is not None and current.sha256 != msg.sha256:
+            self.conn.send(Reject(msg.id, ErrorCode.NOT_FOUND, f"{meta.name!r} has other content"))
+            return
+        meta = FileMeta(meta.name, current.size, current.sha256, current.mtime, current.mime)
+        node.shared[meta.name] = meta
+        offset = msg.offset if msg.expect == meta.sha256 and msg.offset <= meta.size else 0
+        peer = self.conn.peer_id or "?"
+        # The puller came back (restarted, or gave up a half-open connection): the stream it
+        # no longer reads ends now, before its failure could follow this attempt's events.
+        for conn in list(node.conns):
+            h = conn.handler
+            if (
+                h is not self
+                and isinstance(h, ServerHandler)
+                and h.transfer is not None
+                and h.transfer.wire_id == msg.id
+                and conn.peer_id == peer
+            ):
+                conn.fail(ErrorCode.CANCELLED, "superseded: requested again on another connection")
+        t = node.manager.new(
+            "pull", "send", peer, node.peers.name_of(peer), meta.name, size=meta.size,
+            wire_id=msg.id,
+        )  # fmt: skip
+        t.sha256, t.offset, t.bytes = meta.sha256, offset, offset
+        node.manager.add(t)
+        node.manager.move(t, TEvent.STREAM)
+        node.manager.watch(t, self.account)
+        if offset:
+            node.manager.resumed(t, offset)
+        self.transfer = t
+        self.conn.send(FileHeader(msg.id, info_of(meta), offset))
+        self.sender = FileSender(self.conn, str(path), offset, meta.size, node.upload_bucket)
+        self.sender.start()
+
+    def _pull_verdict(self, msg: Verdict) -> None:
+        """The puller's word on what it received ends a pull we served."""
+        t = self.transfer
+        if t is None:
+            return
+        self.account()
+        self.transfer = None
+        if self.sender is not None:
+            # This operation is over: a later one on the connection must not count its bytes.
+            self.sender.stop()
+            self.sender = None
+        if msg.ok:
+            t.path = msg.name
+            self.node.manager.finish(t)
+        else:
+            code = msg.code or ErrorCode.HASH_MISMATCH
+            self.node.manager.fail(t, code, msg.reason or "peer rejected the data", retry=False)
+
+    def account(self) -> None:
+        if self.sender is not None and self.transfer is not None:
+            sent = self.sender.progress()
+            self.transfer.sent = sent
+            self.transfer.bytes = self.sender.offset + sent
+
+    def on_failed(self, code: str, reason: str) -> None:
+        self._stop(code, reason)
+
+    def on_lost(self, reason: str) -> None:
+        self._stop(LocalCode.CONNECTION_LOST, reason)
+
+    def _stop(self, code: str, reason: str) -> None:
+        if self.sender is not None:
+            self.account()
+            self.sender.stop()
+        if self.incoming is not None:
+            # A push that broke off keeps its .part: the sender's retry resumes it.
+            self.incoming.abort(keep=keeps_part(code))
+            self.incoming = None
+        if self.transfer is not None and not self.transfer.final:
+            self.node.manager.fail(self.transfer, code, reason, retry=False)
+        self.transfer = None

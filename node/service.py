@@ -1,0 +1,98 @@
+"""What a user may ask of the node (the API's operations), with no HTTP in it.
+
+Methods return plain JSON-able values and raise `RequestError`s (node/errors.py) for refusals;
+node/api.py routes HTTP requests here and maps errors to statuses. One method answers later:
+`peer_files` has to ask the peer over TCP and calls `reply(status, body)` when it knows.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from node import __version__
+from node.errors import LocalCode, NotFound
+from node.events import Record
+from node.query import ListClient, Reply
+from node.transfer import TState
+
+if TYPE_CHECKING:
+    from node.node import Node
+
+
+def meta_json(name: str, size: int, sha256: str, mtime: float, mime: str) -> dict[str, Any]:
+    return {"name": name, "size": size, "sha256": sha256, "mtime": mtime, "mime": mime}
+
+
+class Service:
+    def __init__(self, node: Node) -> None:
+        self.node = node
+
+    def info(self) -> dict[str, Any]:
+        n = self.node
+        return {
+            "node": n.node_id,
+            "name": n.config.name,
+            "version": __version__,
+            "tcp_port": n.tcp_port,
+            "discovery_port": n.config.discovery_port,
+            "groups": list(n.config.groups),
+            "share": str(n.config.share),
+            "inbox": str(n.config.inbox),
+            "stats": {
+                "discovery": dict(n.peers.table.counters),
+                "connections": len(n.conns),
+                "dropped": dict(n.drop_counts),
+                "uptime": round(time.time() - n.started, 3),
+            },
+        }
+
+    def peers(self) -> list[dict[str, Any]]:
+        return self.node.peers.list_json()
+
+    def files(self) -> list[dict[str, Any]]:
+        metas = sorted(self.node.shared.values(), key=lambda m: m.name)
+        return [meta_json(m.name, m.size, m.sha256, m.mtime, m.mime) for m in metas]
+
+    def inbox(self) -> list[dict[str, Any]]:
+        return [
+            meta_json(m.name, m.size, m.sha256, m.mtime, m.mime)
+            for m in self.node.store.inbox_files()
+        ]
+
+    def transfers(self) -> list[dict[str, Any]]:
+        return [t.to_json() for t in self.node.manager.transfers.values()]
+
+    def transfer(self, tid: str) -> dict[str, Any] | None:
+        t = self.node.manager.transfers.get(tid)
+        return t.to_json() if t else None
+
+    def push(self, peer: str, path: str) -> dict[str, Any]:
+        return self.node.pushes.create(peer, path).to_json()
+
+    def pull(self, peer: str, name: str | None, sha256: str | None) -> dict[str, Any]:
+        return self.node.pulls.create(peer, name, sha256).to_json()
+
+    def cancel(self, tid: str) -> dict[str, Any]:
+        manager = self.node.manager
+        t = manager.transfers.get(tid)
+        if t is None:
+            raise NotFound(f"no transfer {tid}", LocalCode.NOT_FOUND)
+        if t.state is TState.FAILED and t.role == "receive":
+            # A broken receive keeps its partial data for the sender's retry; cancelling it
+            # says no retry is wanted.
+            self.node.cancel_failed_receive(t)
+        return manager.cancel(tid).to_json()
+
+    def peer_files(self, peer: str, reply: Reply) -> None:
+        """Ask the peer for its file list; `reply(status, body)` exactly once, maybe later."""
+        p = self.node.peers.resolve(peer)
+        self.node.connect(p.addr, p.port, ListClient(reply, p.node))
+
+    # -- the event stream --------------------------------------------------------------------
+    def events_since(self, last_id: str | None) -> tuple[bool, list[Record]]:
+        return self.node.bus.since(last_id)
+
+    def subscribe(self, callback: Callable[[Record], None]) -> Callable[[], None]:
+        return self.node.bus.subscribe(callback)

@@ -1,0 +1,257 @@
+"""Transfers as a small state machine (like h2's per-stream states), and the jobs that group them.
+
+A `Transfer` is one file moving between this node and one peer: what the API lists, what the
+events report, what the manager retries and resumes. Its `state` changes only through
+`apply(event)`, by the one table `TRANSITIONS`; anything else raises `TransferStateError`
+naming both the state and the event (tests/node/test_transfer_states.py walks every pair).
+
+    queued ──connect──> connecting ──stream──> active ──verify──> verifying ──done──> done
+      │  └──hash──> hashing ──connect──┘         │                    │
+      │                                          └──────done──────────┤
+      └─ every live state ──fail──> failed, ──cancel──> cancelled, ──retry──> retrying
+                                    retrying ──resume──> queued
+
+A `Job` is the parent of the transfers one request made (one file today; a directory, a batch
+or a send-to-group next): it is done when every child is, and reports their total progress.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Final
+
+from node.errors import ErrorCode, LocalCode, TransferStateError
+
+
+class TState(StrEnum):
+    """A transfer's state; the value is what the API and the events show."""
+
+    QUEUED = "queued"
+    HASHING = "hashing"
+    CONNECTING = "connecting"
+    ACTIVE = "active"
+    VERIFYING = "verifying"
+    RETRYING = "retrying"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class TEvent(StrEnum):
+    """What happens to a transfer (the inputs of its state machine)."""
+
+    HASH = "hash"  # its file must be hashed before it can be offered
+    CONNECT = "connect"  # an attempt dials the peer
+    STREAM = "stream"  # the peer accepted (or sent `file`): bytes flow
+    VERIFY = "verify"  # every byte is in: the receiver checks the whole file
+    DONE = "done"  # verified and placed (or the receiver already held it)
+    FAIL = "fail"  # this transfer is over without the file
+    RETRY = "retry"  # this attempt failed; another one is scheduled
+    RESUME = "resume"  # the scheduled retry is due
+    CANCEL = "cancel"  # the user said stop
+
+
+S, Ev = TState, TEvent
+LIVE: Final = frozenset({S.QUEUED, S.HASHING, S.CONNECTING, S.ACTIVE, S.VERIFYING, S.RETRYING})
+FINAL: Final = frozenset({S.DONE, S.FAILED, S.CANCELLED})
+
+_FLOW: dict[tuple[TState, TEvent], TState] = {
+    (S.QUEUED, Ev.HASH): S.HASHING,
+    (S.QUEUED, Ev.CONNECT): S.CONNECTING,
+    (S.QUEUED, Ev.STREAM): S.ACTIVE,  # a record of the serving side starts streaming at once
+    (S.QUEUED, Ev.DONE): S.DONE,  # an offer of content the receiver already holds
+    (S.HASHING, Ev.HASH): S.HASHING,  # the file changed while it was hashed: again
+    (S.HASHING, Ev.CONNECT): S.CONNECTING,
+    (S.CONNECTING, Ev.CONNECT): S.CONNECTING,  # dial again within the same attempt
+    (S.CONNECTING, Ev.HASH): S.HASHING,  # the peer lacks "digest": hash first after all
+    (S.CONNECTING, Ev.STREAM): S.ACTIVE,
+    (S.CONNECTING, Ev.DONE): S.DONE,  # the receiver already held the content
+    (S.ACTIVE, Ev.VERIFY): S.VERIFYING,
+    (S.ACTIVE, Ev.DONE): S.DONE,  # the sending side: the receiver's verdict says ok
+    (S.VERIFYING, Ev.DONE): S.DONE,
+    (S.RETRYING, Ev.RESUME): S.QUEUED,
+}
+# Every live state can fail or be cancelled; all but `retrying` can schedule a retry.
+_ENDS: dict[tuple[TState, TEvent], TState] = {
+    **{(s, Ev.FAIL): S.FAILED for s in LIVE},
+    **{(s, Ev.CANCEL): S.CANCELLED for s in LIVE},
+    **{(s, Ev.RETRY): S.RETRYING for s in LIVE if s is not S.RETRYING},
+}
+TRANSITIONS: Final[dict[tuple[TState, TEvent], TState]] = {**_FLOW, **_ENDS}
+
+# Errors worth retrying: the peer went away or the link broke, not a verdict on the file.
+TRANSIENT_CODES: Final = frozenset(
+    {
+        LocalCode.UNREACHABLE,
+        LocalCode.CONNECTION_LOST,
+        ErrorCode.TIMEOUT,
+        ErrorCode.TOO_SLOW,
+        ErrorCode.TRUNCATED,
+        ErrorCode.BUSY,
+    }
+)
+
+
+def keeps_part(code: str) -> bool:
+    """The one rule for a receiver's partial data when an operation breaks off: keep it when
+    nothing was said about the content (the link broke, the peer was slow or busy), so a retry
+    resumes; drop it on every other outcome (cancelled, hash_mismatch, source_changed, write
+    errors...). docs/protocol.md 2.5 "What is kept"."""
+    return code in TRANSIENT_CODES
+
+
+@dataclass(eq=False)
+class Transfer:
+    id: str
+    direction: str  # push | pull
+    role: str  # send | receive
+    peer: str
+    peer_name: str
+    name: str
+    size: int = 0
+    bytes: int = 0  # bytes of the file the receiver now holds
+    sent: int = 0  # bytes carried on the wire by this transfer (resumed prefix excluded)
+    offset: int = 0  # where the last attempt resumed from
+    rate: float = 0.0
+    state: TState = TState.QUEUED
+    sha256: str | None = None
+    path: str | None = None
+    error: dict[str, str] | None = None
+    started: float = field(default_factory=time.time)
+    finished: float | None = None
+    skipped: bool = False
+    attempts: int = 0
+    resets: int = 0  # times a partial file was discarded (source changed)
+    # The id the protocol messages carry: ours for transfers we start, the peer's for those it
+    # starts. `id` is always this node's own (unique here whatever peers send).
+    wire_id: str = ""
+    job: str | None = None  # the Job this transfer belongs to
+    # Not exported: where a push reads from, and the rate estimator's last sample.
+    source: str | None = None
+    _rate_at: float = 0.0
+    _rate_bytes: int = 0
+    _progress_at: float = 0.0
+    # Retry budget: failures in a row without progress, and the most the receiver ever held.
+    _streak: int = 0
+    _best: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.wire_id:
+            self.wire_id = self.id
+
+    # -- the state machine ---------------------------------------------------------------------
+    def apply(self, ev: TEvent) -> TState:
+        """Move by the table; an illegal (state, event) raises and changes nothing."""
+        new = TRANSITIONS.get((self.state, ev))
+        if new is None:
+            raise TransferStateError(
+                f"transfer {self.id} ({self.name!r}): no transition for event {ev.value!r} "
+                f"in state {self.state.value!r}"
+            )
+        self.state = new
+        if new in FINAL:
+            self.finished = time.time()
+        return new
+
+    def can(self, ev: TEvent) -> bool:
+        return (self.state, ev) in TRANSITIONS
+
+    @property
+    def initiator(self) -> bool:
+        """This node started the transfer (so it retries and resumes it)."""
+        return (self.direction, self.role) in (("push", "send"), ("pull", "receive"))
+
+    @property
+    def final(self) -> bool:
+        return self.state in FINAL
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "direction": self.direction,
+            "role": self.role,
+            "peer": self.peer,
+            "peer_name": self.peer_name,
+            "name": self.name,
+            "size": self.size,
+            "bytes": self.bytes,
+            "sent": self.sent,
+            "offset": self.offset,
+            "rate": round(self.rate, 1),
+            "state": self.state.value,
+            "sha256": self.sha256,
+            "path": self.path,
+            "error": self.error,
+            "started": self.started,
+            "finished": self.finished,
+            "skipped": self.skipped,
+            "attempts": self.attempts,
+            "wire_id": self.wire_id,
+            "job": self.job,
+        }
+
+    def failed_attempt(self) -> int:
+        """Count a failed attempt; returns the failures in a row since the transfer last moved
+        forward. An attempt that got more of the file across starts the count afresh, so a
+        long transfer on a flaky link is not given up while it keeps progressing."""
+        if self.bytes > self._best:
+            self._best = self.bytes
+            self._streak = 0
+        self._streak += 1
+        return self._streak
+
+    def sample_rate(self, now: float) -> None:
+        """Exponentially smoothed bytes/s, sampled by the manager's clock."""
+        if self._rate_at == 0.0:
+            self._rate_at, self._rate_bytes = now, self.sent
+            return
+        dt = now - self._rate_at
+        if dt <= 0:
+            return
+        instant = (self.sent - self._rate_bytes) / dt
+        self.rate = instant if self.rate == 0.0 else 0.5 * self.rate + 0.5 * instant
+        self._rate_at, self._rate_bytes = now, self.sent
+
+
+@dataclass(eq=False)
+class Job:
+    """What one request asked for: the parent of its transfers (a batch, a group send)."""
+
+    id: str
+    kind: str  # push | pull
+    peer: str
+    children: list[Transfer] = field(default_factory=list)
+    started: float = field(default_factory=time.time)
+
+    def add(self, t: Transfer) -> None:
+        t.job = self.id
+        self.children.append(t)
+
+    @property
+    def state(self) -> str:
+        """done when every child is; failed when any child failed (and none is live)."""
+        states = {t.state for t in self.children}
+        if not states or states & LIVE:
+            return "active" if states - {S.QUEUED} else "queued"
+        if states == {S.DONE}:
+            return "done"
+        return "cancelled" if states == {S.CANCELLED} else "failed"
+
+    def to_json(self) -> dict[str, Any]:
+        kids: Iterable[Transfer] = self.children
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "peer": self.peer,
+            "state": self.state,
+            "files": len(self.children),
+            "files_done": sum(1 for t in kids if t.state is S.DONE),
+            "size": sum(t.size for t in self.children),
+            "bytes": sum(t.bytes for t in self.children),
+            "rate": round(sum(t.rate for t in self.children if t.state is S.ACTIVE), 1),
+            "started": self.started,
+            "transfers": [t.id for t in self.children],
+        }
