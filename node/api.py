@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import re
+import secrets
 import sys
 import traceback
 from collections.abc import Callable, Mapping
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import unquote
 
+from node.apiauth import ApiGuard
 from node.errors import LocalCode, MoleError, RequestError
 from node.events import Record
 from node.httpparse import (
@@ -33,6 +35,7 @@ from node.httpparse import (
 )
 
 IDLE_TIMEOUT = 60.0
+HEAD_TIMEOUT = 10.0  # s from the first byte of a request to its complete head and body
 # Bytes a client may pipeline behind a pending answer before we stop listening to it.
 MAX_HELD = MAX_BODY + 4 * MAX_HEAD
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -49,6 +52,7 @@ STATUS: dict[str, int] = {
     LocalCode.BAD_REQUEST: 400,
     LocalCode.PEER_UNREACHABLE: 502,
     LocalCode.PEER_ERROR: 502,
+    LocalCode.OUTSIDE_SHARE: 403,
 }
 
 
@@ -131,11 +135,16 @@ class ApiServerProtocol:
         facade: NodeFacade,
         *,
         token: str | None = None,
+        guard: ApiGuard | None = None,
         call_later: CallLater | None = None,
         idle_timeout: float = IDLE_TIMEOUT,
+        head_timeout: float = HEAD_TIMEOUT,
     ) -> None:
         self.facade = facade
-        self._token = token.encode() if token else None
+        # Always a token: without one given, a random one nobody knows (nothing is authorized).
+        self.guard = guard or ApiGuard(token or secrets.token_urlsafe(32))
+        self._head_timeout = head_timeout
+        self._head_timer: TimerHandle | None = None
         self._call_later = call_later
         self._idle_timeout = idle_timeout
         self._parser = RequestParser()
@@ -146,6 +155,7 @@ class ApiServerProtocol:
         self._closed = False
         self._pumping = False
         self._stream: _EventStream | None = None  # GET /api/events turned us into a stream
+        self.on_lost: Callable[[], None] | None = None  # the node counts live API connections
 
     # -- StreamProtocol ------------------------------------------------------------------------
     def connection_made(self, transport: ApiTransport) -> None:
@@ -164,8 +174,11 @@ class ApiServerProtocol:
             # Only possible while answers are held back: the client floods without reading.
             self._abort()
             return
-        self._arm_idle_timer()
         self._pump()
+        # Bytes of a request that is not complete yet: it must be within HEAD_TIMEOUT, however
+        # they trickle in (a byte every few seconds must not hold a connection forever).
+        if self._incomplete_request() and self._call_later is not None:
+            self._head_timer = self._call_later(self._head_timeout, self._on_head_timeout)
 
     def eof_received(self) -> None:
         if self._closed:
@@ -182,6 +195,10 @@ class ApiServerProtocol:
         self._closed = True
         self._pending = None
         self._cancel_idle_timer()
+        self._cancel_head_timer()
+        self._end_stream()
+        if self.on_lost is not None:
+            self.on_lost()
 
     def pause_writing(self) -> None:
         self._paused = True
@@ -217,9 +234,24 @@ class ApiServerProtocol:
             self._pumping = False
 
     def _dispatch(self, request: Request) -> None:
-        if not self._authorized(request):
-            body = error_body("unauthorized", "missing or wrong bearer token")
+        self._cancel_head_timer()
+        refusal = self.guard.host_refusal(request.headers)
+        if refusal is not None:
+            self._respond(request, 403, error_body("forbidden", refusal), close=True)
+            return
+        refusal = self.guard.content_refusal(request.method, request.headers)
+        if refusal is not None:
+            self._respond(request, 415, error_body("unsupported_media_type", refusal))
+            return
+        is_login = request.path == "/api/session"
+        if not is_login and not self.guard.authorized(request.headers):
+            message = (
+                "missing or wrong token: send Authorization: Bearer <token> (the node keeps it "
+                "in its state directory, file api_token; `mole` reads it from there or from "
+                "MOLE_API_TOKEN)"
+            )
             headers = {"WWW-Authenticate": 'Bearer realm="mole"'}
+            body = error_body("unauthorized", message)
             self._respond(request, 401, body, headers=headers, close=True)
             return
         try:
@@ -242,16 +274,6 @@ class ApiServerProtocol:
             return
         if answer is not None:
             self._respond(request, *answer)
-
-    def _authorized(self, request: Request) -> bool:
-        if self._token is None:
-            return True
-        scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
-        # latin-1 round-trips the header's raw bytes; compare_digest keeps timing flat.
-        given = credentials.strip().encode("latin-1")
-        import hmac  # here, not at the top: it loads OpenSSL, which a tokenless node never needs
-
-        return scheme.lower() == "bearer" and hmac.compare_digest(given, self._token)
 
     def _respond(
         self,
@@ -314,6 +336,26 @@ class ApiServerProtocol:
         self._cancel_idle_timer()
         self._timer = self._call_later(self._idle_timeout, self._on_idle)
 
+    def _incomplete_request(self) -> bool:
+        """Part of a request sits in the parser and nothing else explains the wait."""
+        waiting = self._pending is not None or self._stream is not None or self._closed
+        return bool(self._parser.buffered) and self._head_timer is None and not waiting
+
+    def _cancel_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _on_head_timeout(self) -> None:
+        self._head_timer = None
+        if self._closed or self._pending is not None or self._stream is not None:
+            return
+        if self._transport is not None:
+            message = f"request not complete within {self._head_timeout:g} s"
+            body = error_body("request_timeout", message)
+            self._transport.write(encode_response(408, body, keep_alive=False))
+        self._close()
+
     def _cancel_idle_timer(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
@@ -338,6 +380,7 @@ class ApiServerProtocol:
             return
         self._closed = True
         self._cancel_idle_timer()
+        self._cancel_head_timer()
         self._cancel_pending()
         self._end_stream()
         if self._transport is not None:
@@ -346,6 +389,7 @@ class ApiServerProtocol:
     def _abort(self) -> None:
         self._closed = True
         self._cancel_idle_timer()
+        self._cancel_head_timer()
         self._cancel_pending()
         self._end_stream()
         if self._transport is not None:
@@ -409,6 +453,22 @@ class ApiServerProtocol:
     def post_cancel(self, request: Request, params: dict[str, str]) -> Answer:
         return 200, self.facade.cancel(params["id"])
 
+    def post_session(self, request: Request, params: dict[str, str]) -> Answer:
+        """Log a browser in: the token in the body, a session cookie back (never the token)."""
+        token = _json_object(request).get("token")
+        sid = self.guard.login(token) if isinstance(token, str) else None
+        if sid is None:
+            raise ApiError(401, "unauthorized", "wrong token")
+        self._respond(
+            request, 200, {"ok": True}, headers={"Set-Cookie": ApiGuard.session_cookie(sid)}
+        )
+        return None
+
+    def delete_session(self, request: Request, params: dict[str, str]) -> Answer:
+        self.guard.logout(request.headers)
+        self._respond(request, 200, {"ok": True}, headers={"Set-Cookie": ApiGuard.expired_cookie()})
+        return None
+
     def get_events(self, request: Request, params: dict[str, str]) -> Answer:
         """Server-sent events: the buffer after Last-Event-ID, then every event as it comes."""
         types = {t for t in request.query.get("types", "").split(",") if t} or None
@@ -441,6 +501,7 @@ ROUTES: list[tuple[tuple[str, ...], dict[str, Handler]]] = [
     (("api", "push"), {"POST": P.post_push}),
     (("api", "pull"), {"POST": P.post_pull}),
     (("api", "events"), {"GET": P.get_events}),
+    (("api", "session"), {"POST": P.post_session, "DELETE": P.delete_session}),
 ]
 
 
@@ -548,3 +609,22 @@ class _EventStream:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+
+
+class ApiRefuse:
+    """An API connection over the node's limit: one 503, then closed (bounded memory and fds)."""
+
+    def connection_made(self, transport: ApiTransport) -> None:
+        body = error_body("busy", "too many API connections, retry later")
+        transport.write(encode_response(503, body, keep_alive=False))
+        transport.close()
+
+    def data_received(self, data: memoryview) -> None: ...
+
+    def eof_received(self) -> None: ...
+
+    def connection_lost(self, exc: BaseException | None) -> None: ...
+
+    def pause_writing(self) -> None: ...
+
+    def resume_writing(self) -> None: ...

@@ -26,7 +26,11 @@ class Config:
     discovery_port: int = DISCOVERY_PORT
     api_host: str = "127.0.0.1"
     api_port: int = API_PORT
-    api_token: str | None = None
+    api_token: str | None = None  # None: made at first start, kept in state/api_token
+    api_allowed_hosts: tuple[str, ...] = ()
+    allow_outside_share: bool = False  # a push may name any readable file, not only shared ones
+    max_api_connections: int = 64
+    api_head_timeout: float = 10.0
     groups: tuple[str, ...] = ()
     static_peers: tuple[tuple[str, int], ...] = ()
     # Explicit broadcast targets (e.g. 127.255.255.255); empty means every IPv4 interface.
@@ -112,12 +116,37 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--api",
         default=_env("API_LISTEN") or f"127.0.0.1:{API_PORT}",
-        help="control API HOST:PORT (a token is required off loopback)",
+        help="control API HOST:PORT (loopback unless you mean it: the token protects it)",
     )
     p.add_argument(
         "--api-token",
         default=_env("API_TOKEN"),
-        help="bearer token for the API (env MOLE_API_TOKEN)",
+        help="the API's bearer token (env MOLE_API_TOKEN); default: made at first start and "
+        "kept in STATE/api_token (mode 0600), where `mole` finds it",
+    )
+    p.add_argument(
+        "--api-allowed-host",
+        action="append",
+        default=None,
+        help="a host name the API answers to besides IP addresses and localhost (repeatable; "
+        "requests naming any other host are refused: DNS rebinding)",
+    )
+    p.add_argument(
+        "--api-head-timeout",
+        type=float,
+        default=10.0,
+        help="seconds a client has to send a whole request once it began (slow clients end)",
+    )
+    p.add_argument(
+        "--max-api-connections",
+        type=int,
+        default=64,
+        help="open API connections at most (a newcomer over it gets 503)",
+    )
+    p.add_argument(
+        "--allow-outside-share",
+        action="store_true",
+        help="let the API push files from anywhere this user can read, not only from the share",
     )
     p.add_argument("--group", action="append", default=None, help="group to join (repeatable)")
     p.add_argument(
@@ -191,9 +220,9 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
 def config_from_args(ns: argparse.Namespace) -> Config:
     api_host, api_port = parse_hostport(ns.api, API_PORT)
     token = ns.api_token or None
-    if not _is_loopback(api_host) and not token:
+    if token is not None and len(token) < 16:
         raise ConfigError(
-            f"the API would listen on {api_host}, off loopback: set --api-token or MOLE_API_TOKEN"
+            "--api-token must be at least 16 characters (or leave it out: the node makes one)"
         )
     groups = ns.group or [g for g in (_env("GROUPS") or "").split(",") if g]
     groups = [g for g in groups if g]
@@ -213,6 +242,8 @@ def config_from_args(ns: argparse.Namespace) -> Config:
         raise ConfigError("--max-rate must be at least 1KiB (1024 bytes/s)")
     if ns.progress_interval <= 0:
         raise ConfigError("--progress-interval must be > 0")
+    if ns.api_head_timeout <= 0 or ns.max_api_connections < 1:
+        raise ConfigError("--api-head-timeout must be > 0 and --max-api-connections >= 1")
     if ns.max_connections < 1 or ns.max_pending_per_addr < 1:
         raise ConfigError("--max-connections and --max-pending-per-addr must be >= 1")
     if ns.handshake_timeout <= 0 or ns.min_rate < 0:
@@ -228,6 +259,10 @@ def config_from_args(ns: argparse.Namespace) -> Config:
         api_host=api_host,
         api_port=api_port,
         api_token=token,
+        api_allowed_hosts=tuple(ns.api_allowed_host or ()),
+        allow_outside_share=ns.allow_outside_share,
+        api_head_timeout=ns.api_head_timeout,
+        max_api_connections=ns.max_api_connections,
         groups=tuple(g for g in groups if g),
         static_peers=tuple(parse_hostport(p, TRANSFER_PORT) for p in peers_text),
         broadcast=tuple(ns.broadcast or [b for b in (_env("BROADCAST") or "").split(",") if b]),
@@ -252,7 +287,3 @@ def config_from_args(ns: argparse.Namespace) -> Config:
         auto_fetch=ns.auto_fetch or _env("AUTO_FETCH") == "1",
         fsync=ns.fsync,
     )
-
-
-def _is_loopback(host: str) -> bool:
-    return host in ("localhost", "::1") or host.startswith("127.")

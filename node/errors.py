@@ -60,6 +60,7 @@ class LocalCode(StrEnum):
     NOT_FOUND = "not_found"
     PEER_UNREACHABLE = "peer_unreachable"
     PEER_ERROR = "peer_error"
+    OUTSIDE_SHARE = "outside_share"  # a push of a path outside the share, not allowed here
 
 
 class MoleError(Exception):

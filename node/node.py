@@ -24,7 +24,8 @@ from typing import Any
 from node import __version__
 from node import events as ev
 from node.admission import Admission
-from node.api import ApiServerProtocol
+from node.api import ApiRefuse, ApiServerProtocol
+from node.apiauth import ApiGuard, load_or_create_token
 from node.autofetch import AutoFetch
 from node.config import Config
 from node.conn import Conn, Handler
@@ -119,6 +120,10 @@ class Node:
             on_push_failed=self.pushes.hash_failed,
         )
         self.service = Service(self)
+        # The API always needs a token: given, or made once and kept for the local CLI.
+        token = config.api_token or load_or_create_token(config.state)
+        self.guard = ApiGuard(token, allowed_hosts=config.api_allowed_hosts)
+        self.api_conns = 0
         self.conns: set[Conn] = set()
         self.gate = Gate(self)
         self.autofetch = AutoFetch(self)
@@ -271,9 +276,21 @@ class Node:
         return self.gate.counts
 
     def _accept_api(self) -> Any:
-        return ApiServerProtocol(
-            self.service, token=self.config.api_token, call_later=self.loop.call_later
+        if self.api_conns >= self.config.max_api_connections:
+            return ApiRefuse()
+        api = ApiServerProtocol(
+            self.service,
+            guard=self.guard,
+            call_later=self.loop.call_later,
+            head_timeout=self.config.api_head_timeout,
         )
+        self.api_conns += 1
+
+        def lost() -> None:
+            self.api_conns -= 1
+
+        api.on_lost = lost
+        return api
 
     # -- shared files ------------------------------------------------------------------------------
     def rescan(self) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from node.conn import ClientHandler
-from node.errors import ErrorCode, LocalCode, NotFound, StoreError
+from node.errors import ErrorCode, LocalCode, NotFound, RequestError, StoreError
 from node.messages import Accept, Data, Digest, FileInfo, Hello, Message, Offer, Reject, Verdict
 from node.sender import FileSender
 from node.store import FileMeta, HashJob, guess_mime
@@ -44,6 +44,14 @@ class Pushes:
         path = Path(path_text)
         if not path.is_absolute():
             path = node.config.share / path_text
+        if not node.config.allow_outside_share and not node.store.in_share(path):
+            # The API must never read an arbitrary file for whoever reaches it (a web page,
+            # another user): only what the user chose to share, unless told otherwise.
+            raise RequestError(
+                f"{path_text} is not in the share ({node.config.share}); start the node with "
+                "--allow-outside-share to push other files",
+                LocalCode.OUTSIDE_SHARE,
+            )
         try:
             found = node.store.meta_for_path(path)
         except StoreError as exc:

@@ -464,6 +464,11 @@ class Store:
             name = Path(os.path.relpath(real, self.share_real)).as_posix()
         return self._meta_or_job(Path(path), name, real, st)
 
+    def in_share(self, path: Path) -> bool:
+        """Whether `path` (after symlinks) is a file inside the share."""
+        real = os.path.realpath(path)
+        return _inside(real, self.share_real) and real != self.share_real
+
     def resolve_shared(self, name: str | None, sha256: str | None) -> Path:
         """The path of a shared file by name (or, without a name, by cached content hash)."""
         if name is not None:

@@ -183,7 +183,7 @@ class NodeProc:
         host, _, port = self.api_url.removeprefix("http://").partition(":")
         conn = http.client.HTTPConnection(host, int(port), timeout=10)
         headers = {"Content-Type": "application/json"}
-        tok = token if token is not None else self.token
+        tok = token if token is not None else self.token or self.file_token()
         if tok:
             headers["Authorization"] = f"Bearer {tok}"
         try:
@@ -205,6 +205,10 @@ class NodeProc:
             what=f"a transfer with wire id {tid}",
         )
         return str(next(t["id"] for t in found if tid in (t["id"], t["wire_id"])))
+
+    def file_token(self) -> str:
+        """The token the node made at its first start (state/api_token), as `mole` reads it."""
+        return (self.state / "api_token").read_text().strip()
 
     def wait_api(
         self, path: str, pred: Callable[[Any], bool], *, timeout: float = 10, what: str = ""

@@ -14,6 +14,8 @@ import pytest
 from node.api import MAX_HELD, ApiError, ApiServerProtocol, Reply
 
 TRANSFER = {"id": "t1", "state": "queued", "name": "f.bin"}
+TOKEN = "s3cret-token"
+HOST = "Host: 127.0.0.1:47102"
 
 
 class FakeNode:
@@ -119,7 +121,7 @@ class FakeTimers:
 
 
 class Conn:
-    def __init__(self, token: str | None = None) -> None:
+    def __init__(self, token: str | None = TOKEN) -> None:
         self.node = FakeNode()
         self.timers = FakeTimers()
         self.transport = FakeTransport()
@@ -157,15 +159,29 @@ def parse_response(data: bytes) -> tuple[tuple[int, dict[str, str], Any], bytes]
     return (status, headers, json.loads(body)), rest[n:]
 
 
+def _lines(method: str, path: str, extra: tuple[str, ...], body: bool) -> list[str]:
+    """A request the node accepts (its Host, the token, JSON for a POST) unless `extra` says
+    otherwise: a header given in `extra` replaces the default of that name."""
+    given = {e.split(":", 1)[0].strip().lower() for e in extra}
+    lines = [f"{method} {path} HTTP/1.1"]
+    if "host" not in given:
+        lines.append(HOST)
+    if "authorization" not in given:
+        lines.append(f"Authorization: Bearer {TOKEN}")
+    if method != "GET" and "content-type" not in given:
+        lines.append("Content-Type: application/json")
+    return lines + [e for e in extra if not e.endswith(": -")]
+
+
 def get(path: str, *extra: str) -> bytes:
-    return ("\r\n".join([f"GET {path} HTTP/1.1", "Host: x", *extra]) + "\r\n\r\n").encode()
+    return ("\r\n".join(_lines("GET", path, extra, False)) + "\r\n\r\n").encode()
 
 
 def post(path: str, body: bytes | str | None = None, *extra: str) -> bytes:
     if body is None:
-        return ("\r\n".join([f"POST {path} HTTP/1.1", "Host: x", *extra]) + "\r\n\r\n").encode()
+        return ("\r\n".join(_lines("POST", path, extra, False)) + "\r\n\r\n").encode()
     raw = body.encode() if isinstance(body, str) else body
-    lines = [f"POST {path} HTTP/1.1", "Host: x", f"Content-Length: {len(raw)}", *extra]
+    lines = [*_lines("POST", path, extra, True), f"Content-Length: {len(raw)}"]
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + raw
 
 
@@ -302,7 +318,7 @@ def test_path_segments_are_unquoted_after_splitting() -> None:
 @pytest.mark.parametrize(
     "auth",
     [
-        None,
+        "Authorization: -",  # none at all
         "Authorization: Bearer wrong",
         "Authorization: Bearer s3cret-but-longer",
         "Authorization: Bearer",
@@ -310,9 +326,9 @@ def test_path_segments_are_unquoted_after_splitting() -> None:
         "Authorization: s3cret",
     ],
 )
-def test_missing_or_wrong_token_is_401_and_closes(auth: str | None) -> None:
+def test_missing_or_wrong_token_is_401_and_closes(auth: str) -> None:
     c = Conn(token="s3cret")
-    c.send(get("/api/peers", *([auth] if auth else [])) + get("/api/node"))
+    c.send(get("/api/peers", auth) + get("/api/node"))
     resp = c.one()
     assert_error(resp, 401, "unauthorized")
     assert resp[1]["www-authenticate"].startswith("Bearer")
@@ -337,10 +353,11 @@ def test_right_token_is_accepted(auth: str, monkeypatch: pytest.MonkeyPatch) -> 
     assert compared == [(b"s3cret", b"s3cret")], "constant-time comparison"
 
 
-def test_no_token_configured_needs_no_header() -> None:
+def test_without_a_token_given_nothing_is_authorized() -> None:
+    """The API always needs a token: a protocol made without one knows a random one."""
     c = Conn(token=None)
     c.send(get("/api/peers", "Authorization: Bearer anything"))
-    assert c.one()[0] == 200
+    assert_error(c.one(), 401, "unauthorized")
 
 
 # -- connection handling ----------------------------------------------------------------------
@@ -359,10 +376,11 @@ def test_connection_close_answers_then_closes_and_ignores_the_rest() -> None:
 
 def test_http_1_0_closes_unless_keep_alive() -> None:
     c = Conn()
-    c.send(b"GET /api/node HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+    auth = f"{HOST}\r\nAuthorization: Bearer {TOKEN}\r\n".encode()
+    c.send(b"GET /api/node HTTP/1.0\r\n" + auth + b"Connection: keep-alive\r\n\r\n")
     assert c.one()[1]["connection"] == "keep-alive"
     assert not c.transport.closed
-    c.send(b"GET /api/node HTTP/1.0\r\n\r\n")
+    c.send(b"GET /api/node HTTP/1.0\r\n" + auth + b"\r\n")
     assert c.one()[1]["connection"] == "close"
     assert c.transport.closed
 
@@ -523,13 +541,13 @@ def test_over_a_real_socket_with_http_client() -> None:
     server = loop.listen_tcp(
         "127.0.0.1",
         0,
-        lambda: ApiServerProtocol(node, token="t", call_later=loop.call_later),
+        lambda: ApiServerProtocol(node, token="t" * 16, call_later=loop.call_later),
     )
     thread = threading.Thread(target=loop.run, kwargs={"timeout": 20}, daemon=True)
     thread.start()
     try:
         conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
-        auth = {"Authorization": "Bearer t"}
+        auth = {"Authorization": "Bearer " + "t" * 16, "Content-Type": "application/json"}
         for _ in range(3):  # one kept-alive connection
             conn.request("GET", "/api/node", headers=auth)
             resp = conn.getresponse()

@@ -39,7 +39,8 @@ def test_defaults() -> None:
         ("--retry-backoff", "20", "--retry-backoff-max", "10"),
         ("--retries", "-1"),
         ("--progress-interval", "0"),
-        ("--api", "0.0.0.0:47102"),  # off loopback without a token
+        ("--api-token", "short"),  # a token anyone could guess
+        ("--api-head-timeout", "0"),
     ],
 )
 def test_bad_options_are_refused(argv: tuple[str, ...]) -> None:

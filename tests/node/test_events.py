@@ -75,7 +75,9 @@ class Stream:
     def __init__(self, node: NodeProc, last_id: str | None = None) -> None:
         host, _, port = node.api_url.removeprefix("http://").partition(":")
         self.conn = http.client.HTTPConnection(host, int(port), timeout=20)
-        headers = {"Last-Event-ID": last_id} if last_id else {}
+        headers = {"Authorization": f"Bearer {node.file_token()}"}
+        if last_id:
+            headers["Last-Event-ID"] = last_id
         self.conn.request("GET", "/api/events", headers=headers)
         self.resp = self.conn.getresponse()
         assert self.resp.status == 200

@@ -110,7 +110,7 @@ def test_same_content_is_done_without_transfer_and_collision_gets_new_name(
         t2 = done(a, a.api("POST", "/api/push", {"peer": "b", "path": "x.bin"})["id"])
         assert t2["state"] == "done" and t2["skipped"], t2
         # a different file under the same name must not overwrite the first
-        other = a.root / "elsewhere" / "x.bin"
+        other = a.share / "elsewhere" / "x.bin"
         digest2 = write_random(other, 50_000, seed=3)
         t3 = done(a, a.api("POST", "/api/push", {"peer": "b", "path": str(other)})["id"])
         assert t3["state"] == "done"
@@ -191,7 +191,7 @@ def test_concurrent_transfers_fan_in_and_out(tmp_path: Path) -> None:
 
 def test_api_requires_token_when_set(tmp_path: Path) -> None:
     port = free_udp_port()
-    a = NodeProc(tmp_path, "a", port, token="s3cret").start()
+    a = NodeProc(tmp_path, "a", port, token="s3cret-s3cret-s3cret").start()
     try:
         status, body = a.api_raw("GET", "/api/peers", token="")
         assert status == 401 and body["error"] == "unauthorized"
