@@ -17,6 +17,7 @@ PURE = [
     "httpparse",
     "admission",
     "ratelimit",
+    "ed25519",
 ]
 FORBIDDEN_MODULES = {
     "socket",
