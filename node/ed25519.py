@@ -30,7 +30,7 @@ from __future__ import annotations
 import hashlib
 from typing import Final
 
-__all__ = ["public_key", "sign", "verify"]
+__all__ = ["public_key", "sign", "valid_public_key", "verify"]
 
 P: Final = 2**255 - 19
 L: Final = 2**252 + 27742317777372353535851937790883648493
@@ -329,6 +329,11 @@ def sign(seed: bytes, msg: bytes) -> bytes:
 
 def _buffers(*values: object) -> bool:
     return all(isinstance(v, bytes | bytearray | memoryview) for v in values)
+
+
+def valid_public_key(public: bytes) -> bool:
+    """True iff `public` is a canonical encoding of a curve point that is not of small order."""
+    return _buffers(public) and len(key := bytes(public)) == 32 and _negated_key(key) is not None
 
 
 def verify(public: bytes, msg: bytes, sig: bytes) -> bool:

@@ -18,6 +18,8 @@ PURE = [
     "admission",
     "ratelimit",
     "ed25519",
+    "der",
+    "x509",
 ]
 FORBIDDEN_MODULES = {
     "socket",
