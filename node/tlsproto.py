@@ -370,7 +370,8 @@ class TlsProtocol:
                 pass
             except ssl.SSLZeroReturnError:
                 eof = True
-            except ssl.SSLError as exc:
+            except ssl.SSLError as exc:  # a forged or damaged record
+                self._flush()  # OpenSSL's alert
                 self._fail(exc)
                 return
             if got:

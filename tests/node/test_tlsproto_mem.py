@@ -5,6 +5,7 @@ resume_reading, the water marks of the ciphertext queue)."""
 from __future__ import annotations
 
 import os
+import ssl
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -250,3 +251,17 @@ def test_app_pause_writing_exception_aborts(loop: Loop, ident: Identity) -> None
     assert loop.callback_errors == 1
     p.client.connection_lost(None)
     assert isinstance(p.client_app.lost[0], RuntimeError)
+
+
+def test_a_damaged_record_fails_the_connection_with_an_alert(loop: Loop, ident: Identity) -> None:
+    p = MemPair(loop, ident)
+    p.client_app.t.write(b"x" * 1000)
+    record = bytearray(p.c_raw.sent)
+    p.c_raw.sent.clear()
+    record[-5] ^= 0x01  # inside the AEAD tag
+    p.server.data_received(memoryview(bytes(record)))
+    assert p.server_app.data == b""
+    assert p.s_raw.closed
+    assert p.s_raw.sent[:1] == b"\x15" or p.s_raw.sent[:1] == b"\x17"  # an alert was sent
+    p.server.connection_lost(None)
+    assert isinstance(p.server_app.lost[0], ssl.SSLError)
