@@ -44,7 +44,7 @@ _MASK255: Final = (1 << 255) - 1
 _Y8: Final = 2707385501144840649318225287225658788936804267575313519463743609750303402022
 SMALL_ORDER_Y: Final = frozenset({0, 1, P - 1, _Y8, P - _Y8})
 
-_CACHE_SIZE: Final = 128  # decoded public keys kept (about 2.5 KiB each)
+_CACHE_SIZE: Final = 128  # decoded public keys kept (about 2 KiB each)
 _WIDTH_A: Final = 5  # w-NAF width for the variable point: odd multiples 1..15
 _WIDTH_B: Final = 8  # w-NAF width for the base point: odd multiples 1..127
 
@@ -301,26 +301,40 @@ def _negated_key(public: bytes) -> list[_Niels] | None:
     return table
 
 
-def _clamped(seed: bytes) -> tuple[int, bytes]:
+def _expand(seed: bytes) -> tuple[int, bytes, bytes]:
+    """(clamped scalar a, nonce prefix, public key) of a seed (RFC 8032 5.1.5).
+
+    The public key of the last seed is kept: the node signs every announcement with its one
+    key, and [a]B is half the cost of a signature. The cache is keyed by SHA-512(seed), which
+    is computed anyway, and it can only ever return the key that belongs to the seed (signing
+    with a wrong public key would leak the secret scalar).
+    """
+    global _last_signer
     if not _buffers(seed) or len(seed := bytes(seed)) != 32:
         raise ValueError("an Ed25519 seed is 32 bytes")
     h = hashlib.sha512(seed).digest()
     a = int.from_bytes(h[:32], "little")
     a = (a & ((1 << 254) - 8)) | (1 << 254)
-    return a, h[32:]
+    if _last_signer[0] == h:
+        public = _last_signer[1]
+    else:
+        public = _encode(*_base_mul(a % L))
+        _last_signer = (h, public)
+    return a, h[32:], public
+
+
+_last_signer: tuple[bytes, bytes] = (b"", b"")
 
 
 def public_key(seed: bytes) -> bytes:
     """The 32-byte public key of a 32-byte secret seed (RFC 8032 5.1.5)."""
-    a, _ = _clamped(seed)
-    return _encode(*_base_mul(a % L))
+    return _expand(seed)[2]
 
 
 def sign(seed: bytes, msg: bytes) -> bytes:
     """The 64-byte signature R || S of `msg` (RFC 8032 5.1.6)."""
-    a, prefix = _clamped(seed)
+    a, prefix, pub = _expand(seed)
     msg = bytes(msg)
-    pub = _encode(*_base_mul(a % L))
     r = int.from_bytes(hashlib.sha512(prefix + msg).digest(), "little") % L
     r_enc = _encode(*_base_mul(r))
     k = int.from_bytes(hashlib.sha512(r_enc + pub + msg).digest(), "little") % L

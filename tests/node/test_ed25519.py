@@ -393,3 +393,14 @@ def test_random_inputs_never_raise(public: bytes, msg: bytes, sig: bytes) -> Non
     assert verify(public, msg, sig) in (True, False)
     if len(public) == 32 and len(sig) == 64:
         assert verify(public, msg, sig) is False
+
+
+def test_the_signer_cache_never_mixes_keys() -> None:
+    vectors = [
+        (bytes.fromhex(v[1]), bytes.fromhex(v[2]), v[3], bytes.fromhex(v[4])) for v in RFC8032
+    ]
+    for _ in range(2):
+        for seed, pub, msg, sig in vectors + vectors[::-1]:
+            assert sign(seed, msg) == sig
+            assert public_key(seed) == pub
+            assert sign(seed, msg) == sig  # a cache hit
