@@ -256,7 +256,8 @@ class TlsProtocol:
     def eof_received(self) -> None:
         if self._state == _HANDSHAKE:
             self._fail(ConnectionResetError("the peer closed the connection during the handshake"))
-        elif self._state == _OPEN:
+            return
+        if self._state == _OPEN:
             if self._app_reading:  # a close_notify may still wait in the incoming BIO
                 self._read_app_data()
             if self._state == _OPEN:
@@ -265,6 +266,13 @@ class TlsProtocol:
                         ssl.SSL_ERROR_EOF, "the peer closed the connection without close_notify"
                     )
                 )
+                return
+        if self._state == _CLOSING and self._queue:
+            # The loop's transport closes on FIN once its own queue is flushed; what we still
+            # hold (a file being encrypted) can no longer go out: say so instead of None.
+            self._error = self._error or ConnectionResetError(
+                f"the peer closed the connection with {self._queued} bytes still to send"
+            )
 
     def connection_lost(self, exc: BaseException | None) -> None:
         if self._lost:

@@ -265,3 +265,23 @@ def test_a_damaged_record_fails_the_connection_with_an_alert(loop: Loop, ident: 
     assert p.s_raw.sent[:1] == b"\x15" or p.s_raw.sent[:1] == b"\x17"  # an alert was sent
     p.server.connection_lost(None)
     assert isinstance(p.server_app.lost[0], ssl.SSLError)
+
+
+def test_peer_closing_while_our_file_is_queued_is_an_error(
+    loop: Loop, ident: Identity, bigfile: tuple[int, int]
+) -> None:
+    fd, size = bigfile
+    p = MemPair(loop, ident, client_accept=0)
+    done: list[int] = []
+    p.client_app.t.sendfile(fd, 0, size, on_done=lambda: done.append(1))
+    run(loop, lambda: p.c_raw.writes > 0)
+    p.client_app.t.close()  # the file is still queued: close waits for it
+    assert not p.c_raw.closed
+    p.server_app.t.close()  # the peer's close_notify, then its FIN
+    p.carry()
+    p.client.eof_received()
+    p.client.connection_lost(None)
+    assert p.client_app.events == ["made", "pause", "lost"]
+    assert isinstance(p.client_app.lost[0], ConnectionResetError)
+    assert "still to send" in str(p.client_app.lost[0])
+    assert done == [1]
