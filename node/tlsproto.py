@@ -551,6 +551,8 @@ class TlsProtocol:
             self._raw.abort()
 
     # -- application callbacks ---------------------------------------------------------------
+    # Errors go to the loop's own accounting (`Loop._report_callback_error`, counted in
+    # `callback_errors`) so that a TLS connection fails exactly like a plain one.
     def _report(self, fn: Callable[[], None], where: str, *, fatal: bool = False) -> None:
         try:
             fn()
