@@ -32,6 +32,9 @@ PURE = [
     "transfer",
     "policy",
     "timers",
+    "ed25519",
+    "der",
+    "x509",
 ]
 FORBIDDEN_MODULES = {
     "socket",

@@ -1,0 +1,646 @@
+"""TLS 1.3 inside the one selectors loop, the way asyncio's sslproto.py does it.
+
+`TlsProtocol` is the `StreamProtocol` the loop's `Transport` talks to (ciphertext); it owns an
+`ssl.SSLObject` over two `MemoryBIO`s and talks plaintext to an application protocol through a
+`TlsTransport`, which has the interface the application uses on `node.loop.Transport`
+(write, sendfile, water marks, pause/resume reading, close, abort, is_closing, peername) plus
+`peer_certificate()`. Nothing in node/loop.py changes: a listening socket gets
+`tls_server_factory(...)` as its factory, an outgoing connection `connect_tls(...)`.
+
+Lifecycle: the application's `connection_made` runs only after the handshake (and after the
+optional `handshake_done` hook). A failed handshake (bad bytes, plaintext, a peer that closes,
+`handshake_timeout`) closes the connection and reports the error to the application's
+`connection_lost`, which is called exactly once in every case, made or not; nothing raises
+into the loop. `close()` flushes what is queued, sends close_notify, then closes the socket.
+A peer's close_notify is the application's `eof_received` (then we close, as the loop does on
+FIN); a FIN without close_notify is `ssl.SSLEOFError` (the stream may have been cut short).
+
+Data path (the node's transfers go through it, so it is kept lean):
+- Received ciphertext goes into the incoming BIO; plaintext is read record by record with
+  `SSLObject.read(n, buffer)` into one preallocated buffer, and the application gets up to
+  READ_CHUNK bytes per `data_received` (a memoryview valid only during the call, as with the
+  loop's Transport).
+- `write()` encrypts at once and hands the ciphertext to the loop's transport (which sends what
+  the kernel takes and queues the rest), unless a file is still being sent: then it waits in
+  order behind it.
+- `sendfile()` reads the file with `os.preadv` into one reusable buffer, FILE_CHUNK bytes at a
+  time, and encrypts each chunk; it never blocks the loop: it runs only while the loop's
+  transport holds no unsent ciphertext (its water marks are set to 0/0, so it pauses us as soon
+  as the kernel refuses bytes and resumes us when it has drained), and at most PUMP_BUDGET
+  bytes per turn before it yields to the other connections.
+The read and file buffers are shared by all TLS connections of a loop (one thread, and each
+is used only within one call), so an idle connection costs no buffer memory.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import mmap
+import os
+import ssl
+import weakref
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Final, Protocol
+
+from node.loop import HIGH_WATER, LOW_WATER, Address, Handle, Loop, Transport, log
+
+if TYPE_CHECKING:
+    from node.identity import Identity
+
+HANDSHAKE_TIMEOUT: Final = 10.0
+READ_CHUNK: Final = 256 << 10  # plaintext per data_received at most
+FILE_CHUNK: Final = 256 << 10  # file bytes read and encrypted per step
+PUMP_BUDGET: Final = 1 << 20  # file bytes encrypted per turn before other connections' turn
+FAILED_CLOSE_GRACE: Final = 2.0  # after a failed handshake: time for our alert to leave
+
+_HANDSHAKE, _OPEN, _CLOSING, _SHUTDOWN, _CLOSED = range(5)
+
+
+class TlsApp(Protocol):
+    """The application side: the loop's StreamProtocol, with a TlsTransport."""
+
+    def connection_made(self, transport: TlsTransport) -> None: ...
+
+    def data_received(self, data: memoryview) -> None: ...  # valid only during the call
+
+    def eof_received(self) -> None: ...
+
+    def connection_lost(self, exc: BaseException | None) -> None: ...
+
+    def pause_writing(self) -> None: ...
+
+    def resume_writing(self) -> None: ...
+
+
+# -- contexts -----------------------------------------------------------------------------------
+
+
+def _harden(ctx: ssl.SSLContext) -> None:
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    # TLS 1.3 has neither compression nor renegotiation; the options guard against a build
+    # that would otherwise fall back. No tickets: every connection proves its certificate.
+    ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION | ssl.OP_NO_TICKET
+
+
+def server_context(identity: Identity) -> ssl.SSLContext:
+    """TLS 1.3 only, our certificate, no client certificate requested (Python's ssl cannot
+    accept an unknown one), no session tickets."""
+    if identity.paths is None:
+        raise ValueError("the identity has no files for ssl to load (use load_or_create)")
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    _harden(ctx)
+    ctx.num_tickets = 0
+    ctx.load_cert_chain(*identity.paths)
+    return ctx
+
+
+def client_context(identity: Identity | None = None) -> ssl.SSLContext:
+    """TLS 1.3 only, no certificate checks: the application compares the SHA-256 of
+    `peer_certificate()` with the node id it expects. Our certificate is loaded when the
+    identity has files (sent only if a server asks, which ours do not)."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    _harden(ctx)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    if identity is not None and identity.paths is not None:
+        ctx.load_cert_chain(*identity.paths)
+    return ctx
+
+
+# -- wiring -------------------------------------------------------------------------------------
+
+
+def tls_server_factory(
+    loop: Loop,
+    context: ssl.SSLContext,
+    app_factory: Callable[[], TlsApp],
+    *,
+    handshake_timeout: float = HANDSHAKE_TIMEOUT,
+    handshake_done: Callable[[TlsTransport], None] | None = None,
+) -> Callable[[], TlsProtocol]:
+    """A protocol factory for `loop.listen_tcp`: every accepted connection is TLS."""
+
+    def factory() -> TlsProtocol:
+        return TlsProtocol(
+            loop,
+            context,
+            app_factory(),
+            server_side=True,
+            handshake_timeout=handshake_timeout,
+            handshake_done=handshake_done,
+        )
+
+    return factory
+
+
+def connect_tls(
+    loop: Loop,
+    host: str,
+    port: int,
+    context: ssl.SSLContext,
+    app: TlsApp,
+    *,
+    timeout: float = 10.0,
+    handshake_timeout: float = HANDSHAKE_TIMEOUT,
+    handshake_done: Callable[[TlsTransport], None] | None = None,
+) -> TlsProtocol:
+    """`loop.connect_tcp` with TLS on top; failures reach `app.connection_lost`."""
+    proto = TlsProtocol(
+        loop,
+        context,
+        app,
+        server_side=False,
+        handshake_timeout=handshake_timeout,
+        handshake_done=handshake_done,
+    )
+    loop.connect_tcp(host, port, proto, timeout=timeout)
+    return proto
+
+
+class _Buffers:
+    """Per-loop scratch memory. Anonymous mmap: pages cost memory only once written."""
+
+    def __init__(self) -> None:
+        self.read = memoryview(mmap.mmap(-1, READ_CHUNK))
+        self.file = memoryview(mmap.mmap(-1, FILE_CHUNK))
+
+
+_buffers: weakref.WeakKeyDictionary[Loop, _Buffers] = weakref.WeakKeyDictionary()
+
+
+def _loop_buffers(loop: Loop) -> _Buffers:
+    buffers = _buffers.get(loop)
+    if buffers is None:
+        buffers = _buffers[loop] = _Buffers()
+    return buffers
+
+
+class _Segment:
+    __slots__ = ("fd", "offset", "on_done", "remaining")
+
+    def __init__(self, fd: int, offset: int, count: int, on_done: Callable[[], None] | None):
+        self.fd = fd
+        self.offset = offset
+        self.remaining = count
+        self.on_done = on_done
+
+
+class TlsProtocol:
+    """Between the loop's Transport (ciphertext) and an application protocol (plaintext)."""
+
+    def __init__(
+        self,
+        loop: Loop,
+        context: ssl.SSLContext,
+        app: TlsApp,
+        *,
+        server_side: bool,
+        server_hostname: str | None = None,
+        handshake_timeout: float = HANDSHAKE_TIMEOUT,
+        handshake_done: Callable[[TlsTransport], None] | None = None,
+    ) -> None:
+        self._loop = loop
+        self._app = app
+        self._incoming = ssl.MemoryBIO()
+        self._outgoing = ssl.MemoryBIO()
+        self._sslobj = context.wrap_bio(
+            self._incoming, self._outgoing, server_side=server_side, server_hostname=server_hostname
+        )
+        self._server_side = server_side
+        self._handshake_timeout = handshake_timeout
+        self._handshake_done = handshake_done
+        self._buffers = _loop_buffers(loop)
+        self._raw: Transport | None = None
+        self._transport: TlsTransport | None = None
+        self._app_made = False  # the application's connection_made ran
+        self._state = _HANDSHAKE
+        self._error: BaseException | None = None  # reported by connection_lost
+        self._lost = False
+        self._timer: Handle | None = None
+        self._pump_handle: Handle | None = None
+        self._queue: collections.deque[memoryview | _Segment] = collections.deque()
+        self._queued = 0  # plaintext bytes in _queue
+        self._raw_paused = False
+        self._app_paused = False
+        self._high = HIGH_WATER
+        self._low = LOW_WATER
+        self._app_reading = True
+        self.peername: Address = ("", 0)
+        self.sockname: Address = ("", 0)
+
+    def __repr__(self) -> str:
+        side = "server" if self._server_side else "client"
+        state = ["handshake", "open", "closing", "shutdown", "closed"][self._state]
+        return f"<TlsProtocol {side} {self.peername} {state}>"
+
+    # -- StreamProtocol: called by the loop's Transport ---------------------------------------
+    def connection_made(self, transport: Transport) -> None:
+        self._raw = transport
+        self.peername, self.sockname = transport.peername, transport.sockname
+        transport.set_write_buffer_limits(0, 0)  # see the module docstring: pump on empty
+        self._timer = self._loop.call_later(self._handshake_timeout, self._handshake_timed_out)
+        self._do_handshake()
+
+    def data_received(self, data: memoryview) -> None:
+        state = self._state
+        if state == _OPEN:
+            self._incoming.write(data)
+            if self._app_reading:
+                self._read_app_data()
+        elif state == _HANDSHAKE:
+            self._incoming.write(data)
+            self._do_handshake()
+        # closing or failed: incoming data is discarded, as the loop's Transport does
+
+    def eof_received(self) -> None:
+        if self._state == _HANDSHAKE:
+            self._fail(ConnectionResetError("the peer closed the connection during the handshake"))
+            return
+        if self._state == _OPEN:
+            if self._app_reading:  # a close_notify may still wait in the incoming BIO
+                self._read_app_data()
+            if self._state == _OPEN:
+                self._fail(
+                    ssl.SSLEOFError(
+                        ssl.SSL_ERROR_EOF, "the peer closed the connection without close_notify"
+                    )
+                )
+                return
+        if self._state == _CLOSING and self._queue:
+            # The loop's transport closes on FIN once its own queue is flushed; what we still
+            # hold (a file being encrypted) can no longer go out: say so instead of None.
+            self._error = self._error or ConnectionResetError(
+                f"the peer closed the connection with {self._queued} bytes still to send"
+            )
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        if self._lost:
+            return
+        self._lost = True
+        self._state = _CLOSED
+        for handle in (self._timer, self._pump_handle):
+            if handle is not None:
+                handle.cancel()
+        error = self._error or exc
+        if error is None and not self._app_made:
+            error = ConnectionAbortedError("closed before the TLS connection was made")
+        dropped = [item.on_done for item in self._queue if isinstance(item, _Segment)]
+        self._queue.clear()
+        self._queued = 0
+        for on_done in dropped:
+            if on_done is not None:
+                self._report(on_done, "sendfile on_done")
+        self._report(lambda: self._app.connection_lost(error), "connection_lost")
+
+    def pause_writing(self) -> None:
+        self._raw_paused = True
+
+    def resume_writing(self) -> None:
+        self._raw_paused = False
+        if self._queue:
+            self._pump()
+        elif self._state == _OPEN:
+            self._maybe_resume_app()
+
+    # -- handshake ---------------------------------------------------------------------------
+    def _do_handshake(self) -> None:
+        try:
+            self._sslobj.do_handshake()
+        except ssl.SSLWantReadError:
+            self._flush()
+            return
+        except (ssl.SSLError, ssl.CertificateError, OSError, ValueError) as exc:
+            self._flush()  # our alert tells the peer why
+            self._fail(exc)
+            return
+        self._flush()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._state = _OPEN
+        self._transport = transport = TlsTransport(self)
+        if self._handshake_done is not None:
+            self._handshake_done(transport)
+        if self._state != _OPEN:
+            return  # the hook refused the peer (abort or close)
+        self._app_made = True
+        self._app.connection_made(transport)
+        if self._state == _OPEN and self._app_reading:
+            self._read_app_data()  # records that came with the end of the handshake
+
+    def _handshake_timed_out(self) -> None:
+        self._timer = None
+        if self._state == _HANDSHAKE:
+            what = f"TLS handshake with {self.peername[0]}:{self.peername[1]}"
+            self._error = TimeoutError(f"{what} timed out after {self._handshake_timeout}s")
+        if self._raw is not None:
+            self._raw.abort()
+
+    def _fail(self, exc: BaseException) -> None:
+        """End the connection because of `exc` (reported by connection_lost)."""
+        if self._state >= _SHUTDOWN and self._error is not None:
+            return
+        log.debug("%r: %r", self, exc)
+        self._error = self._error or exc
+        was_handshake = self._state == _HANDSHAKE
+        self._state = _SHUTDOWN
+        raw = self._raw
+        if raw is None:
+            return
+        if was_handshake and not raw.is_closing():
+            # Let the alert leave, but do not wait on a peer that never reads.
+            raw.close()
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = self._loop.call_later(FAILED_CLOSE_GRACE, raw.abort)
+        else:
+            raw.abort()
+
+    # -- reading -----------------------------------------------------------------------------
+    def _read_app_data(self) -> None:
+        """Decrypt what the incoming BIO holds and hand it to the application."""
+        view = self._buffers.read
+        # With a buffer, read() returns a count (typeshed says bytes).
+        read: Callable[[int, memoryview], int] = self._sslobj.read  # type: ignore[assignment]
+        app = self._app
+        while True:
+            got = 0
+            eof = False
+            try:
+                while got < READ_CHUNK:
+                    n = read(READ_CHUNK - got, view[got:])
+                    if not n:  # close_notify (SSLObject.read returns 0 rather than raising)
+                        eof = True
+                        break
+                    got += n
+            except ssl.SSLWantReadError:
+                pass
+            except ssl.SSLZeroReturnError:
+                eof = True
+            except ssl.SSLError as exc:  # a forged or damaged record
+                self._flush()  # OpenSSL's alert
+                self._fail(exc)
+                return
+            if got:
+                app.data_received(view[:got])
+            if self._outgoing.pending:  # e.g. a key update answer
+                self._flush()
+            if eof:
+                if self._state == _OPEN:
+                    self._peer_closed()
+                return
+            if got < READ_CHUNK or self._state != _OPEN or not self._app_reading:
+                return
+
+    def _peer_closed(self) -> None:
+        """close_notify: the application's eof_received, then our close (as the loop does)."""
+        self._app.eof_received()
+        if self._transport is not None:
+            self._transport.close()
+
+    def _drain(self) -> None:
+        """After resume_reading: what arrived while the application paused reading."""
+        if self._state == _OPEN and self._app_reading:
+            try:
+                self._read_app_data()
+            except Exception as exc:
+                self._callback_failed("data_received", exc)
+
+    # -- writing -----------------------------------------------------------------------------
+    def _flush(self) -> None:
+        if self._outgoing.pending and self._raw is not None:
+            self._raw.write(self._outgoing.read())
+
+    def _encrypt(self, data: bytes | bytearray | memoryview) -> None:
+        write = self._sslobj.write
+        view = memoryview(data)
+        while view:
+            view = view[write(view) :]
+        self._flush()
+
+    def _write(self, data: bytes | bytearray | memoryview) -> None:
+        if self._state != _OPEN:
+            return
+        view = memoryview(data)
+        if view.format != "B" or view.ndim != 1:
+            view = view.cast("B")
+        size = view.nbytes
+        if not size:
+            return
+        if self._queue:
+            self._queue.append(memoryview(bytes(view)))  # the caller may reuse its buffer
+            self._queued += size
+        else:
+            try:
+                self._encrypt(view)
+            except ssl.SSLError as exc:
+                self._fail(exc)
+                return
+        self._maybe_pause_app()
+
+    def _sendfile(
+        self, fd: int, offset: int, count: int, on_done: Callable[[], None] | None
+    ) -> None:
+        if offset < 0 or count < 0:
+            raise ValueError(f"sendfile: bad offset {offset} / count {count}")
+        if self._state != _OPEN or count == 0:
+            if on_done is not None:
+                self._loop.call_soon(on_done)
+            return
+        self._queue.append(_Segment(fd, offset, count, on_done))
+        self._queued += count
+        self._schedule_pump()
+        self._maybe_pause_app()
+
+    def _schedule_pump(self) -> None:
+        if self._pump_handle is None and not self._raw_paused:
+            self._pump_handle = self._loop.call_soon(self._pump_soon)
+
+    def _pump_soon(self) -> None:
+        self._pump_handle = None
+        self._pump()
+
+    def _pump(self) -> None:
+        """Encrypt queued writes and file chunks while the loop's transport takes them."""
+        raw = self._raw
+        queue = self._queue
+        if raw is None:
+            return
+        budget = PUMP_BUDGET
+        buf = self._buffers.file
+        try:
+            while queue and not self._raw_paused and budget > 0:
+                if self._state not in (_OPEN, _CLOSING) or raw.is_closing():
+                    return
+                head = queue[0]
+                if isinstance(head, _Segment):
+                    want = min(head.remaining, FILE_CHUNK)
+                    got = os.preadv(head.fd, [buf[:want]], head.offset)
+                    if not got:
+                        raise EOFError(
+                            f"file ended early: no bytes at offset {head.offset} with "
+                            f"{head.remaining} still to send (did the file shrink?)"
+                        )
+                    head.offset += got
+                    head.remaining -= got
+                    self._queued -= got
+                    budget -= got
+                    self._encrypt(buf[:got])
+                    if head.remaining == 0:
+                        queue.popleft()
+                        if head.on_done is not None:
+                            head.on_done()
+                else:
+                    queue.popleft()
+                    self._queued -= head.nbytes
+                    budget -= head.nbytes
+                    self._encrypt(head)
+        except (OSError, EOFError, ssl.SSLError) as exc:
+            self._fail(exc)
+            return
+        except Exception as exc:
+            self._callback_failed("sendfile on_done", exc)
+            return
+        if queue:
+            if not self._raw_paused:
+                self._schedule_pump()  # budget spent: the other connections' turn first
+        elif self._state == _CLOSING:
+            self._shutdown()
+            return
+        if self._state == _OPEN:
+            self._maybe_resume_app()
+
+    def _write_buffer_size(self) -> int:
+        raw = self._raw
+        return self._queued + (raw.get_write_buffer_size() if raw is not None else 0)
+
+    def _maybe_pause_app(self) -> None:
+        if not self._app_paused and self._write_buffer_size() > self._high:
+            self._app_paused = True
+            self._report(self._app.pause_writing, "pause_writing", fatal=True)
+
+    def _maybe_resume_app(self) -> None:
+        if self._app_paused and self._write_buffer_size() <= self._low:
+            self._app_paused = False
+            self._report(self._app.resume_writing, "resume_writing", fatal=True)
+
+    # -- closing -----------------------------------------------------------------------------
+    def _close(self) -> None:
+        if self._state != _OPEN:
+            return
+        self._state = _CLOSING
+        if not self._queue:
+            self._shutdown()
+
+    def _shutdown(self) -> None:
+        """Queue flushed: close_notify, then the loop's transport flushes and closes."""
+        self._state = _SHUTDOWN
+        # SSLWantReadError: close_notify is written; we do not wait for the peer's.
+        with contextlib.suppress(ssl.SSLError, OSError, ValueError):
+            self._sslobj.unwrap()
+        self._flush()
+        if self._raw is not None:
+            self._raw.close()
+
+    def _abort(self) -> None:
+        if self._state == _CLOSED:
+            return
+        self._state = _SHUTDOWN
+        if self._raw is not None:
+            self._raw.abort()
+
+    # -- application callbacks ---------------------------------------------------------------
+    # Errors go to the loop's own accounting (`Loop._report_callback_error`, counted in
+    # `callback_errors`) so that a TLS connection fails exactly like a plain one.
+    def _report(self, fn: Callable[[], None], where: str, *, fatal: bool = False) -> None:
+        try:
+            fn()
+        except Exception as exc:
+            if fatal:
+                self._callback_failed(where, exc)
+            else:
+                self._loop._report_callback_error(f"{where} of {self!r}", exc)
+
+    def _callback_failed(self, where: str, exc: Exception) -> None:
+        """An application callback raised: report it and abort, as the loop does."""
+        self._loop._report_callback_error(f"{where} of {self!r}", exc)
+        self._error = self._error or exc
+        self._abort()
+
+
+class TlsTransport:
+    """What the application holds: the loop Transport's interface, over TLS."""
+
+    __slots__ = ("_proto", "peername", "sockname")
+
+    def __init__(self, proto: TlsProtocol) -> None:
+        self._proto = proto
+        self.peername: Address = proto.peername
+        self.sockname: Address = proto.sockname
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        """Encrypt and send (or queue behind a file); dropped silently after close()."""
+        self._proto._write(data)
+
+    def sendfile(
+        self, fd: int, offset: int, count: int, on_done: Callable[[], None] | None = None
+    ) -> None:
+        """As `Transport.sendfile`: `on_done` runs exactly once, when every byte was read and
+        encrypted, or the connection closed first (then `connection_lost` follows)."""
+        self._proto._sendfile(fd, offset, count, on_done)
+
+    def get_write_buffer_size(self) -> int:
+        """Plaintext still queued here plus ciphertext the loop's transport has not sent."""
+        return self._proto._write_buffer_size()
+
+    def set_write_buffer_limits(self, high: int = HIGH_WATER, low: int = LOW_WATER) -> None:
+        if not 0 <= low <= high:
+            raise ValueError(f"water marks need 0 <= low <= high, got {high}, {low}")
+        proto = self._proto
+        proto._high, proto._low = high, low
+        if proto._state == _OPEN:
+            proto._maybe_pause_app()
+            proto._maybe_resume_app()
+
+    def pause_reading(self) -> None:
+        proto = self._proto
+        proto._app_reading = False
+        if proto._raw is not None:
+            proto._raw.pause_reading()
+
+    def resume_reading(self) -> None:
+        proto = self._proto
+        if proto._app_reading:
+            return
+        proto._app_reading = True
+        if proto._raw is not None:
+            proto._raw.resume_reading()
+        # Records may wait decrypted or undecrypted; no new bytes may come to trigger a read.
+        proto._loop.call_soon(proto._drain)
+
+    def set_read_limit(self, n: int) -> None:
+        """At most `n` ciphertext bytes per recv (see `Transport.set_read_limit`)."""
+        if self._proto._raw is not None:
+            self._proto._raw.set_read_limit(n)
+
+    def close(self) -> None:
+        """Flush the queue, send close_notify, close. connection_lost(None) follows."""
+        self._proto._close()
+
+    def abort(self) -> None:
+        """Close now, dropping whatever is queued."""
+        self._proto._abort()
+
+    def is_closing(self) -> bool:
+        return self._proto._state != _OPEN
+
+    def peer_certificate(self) -> bytes | None:
+        """The DER of the peer's certificate (None for a client, which sends none)."""
+        return self._proto._sslobj.getpeercert(binary_form=True)
+
+    def version(self) -> str | None:
+        return self._proto._sslobj.version()
+
+    def __repr__(self) -> str:
+        return f"<TlsTransport {self.sockname}->{self.peername} of {self._proto!r}>"

@@ -1,0 +1,593 @@
+"""TLS over real loopback sockets through node.loop. No sleeps: every wait is run(until=...)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import ssl
+import struct
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from node import tlsproto
+from node.identity import Identity, load_or_create
+from node.loop import Loop
+from node.tlsproto import TlsProtocol, TlsTransport, connect_tls
+
+WAIT = 10.0
+
+
+class App:
+    """A TlsApp that records everything; hooks drive the scenario."""
+
+    def __init__(self, *, echo: bool = False, keep: bool = True) -> None:
+        self.echo = echo
+        self.keep = keep
+        self.transport: TlsTransport | None = None
+        self.data = bytearray()
+        self.received = 0
+        self.sha = hashlib.sha256()
+        self.events: list[str] = []
+        self.lost: list[BaseException | None] = []
+        self.on_data: Callable[[memoryview], None] | None = None
+        self.on_made: Callable[[TlsTransport], None] | None = None
+
+    @property
+    def t(self) -> TlsTransport:
+        assert self.transport is not None
+        return self.transport
+
+    def connection_made(self, transport: TlsTransport) -> None:
+        self.transport = transport
+        self.events.append("made")
+        if self.on_made is not None:
+            self.on_made(transport)
+
+    def data_received(self, data: memoryview) -> None:
+        if self.on_data is not None:
+            self.on_data(data)
+        self.received += len(data)
+        if self.keep:
+            self.data += data
+        else:
+            self.sha.update(data)
+        if self.echo:
+            self.t.write(data)
+
+    def eof_received(self) -> None:
+        self.events.append("eof")
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self.events.append("lost")
+        self.lost.append(exc)
+
+    def pause_writing(self) -> None:
+        self.events.append("pause")
+
+    def resume_writing(self) -> None:
+        self.events.append("resume")
+
+
+@pytest.fixture(scope="module")
+def ident(tmp_path_factory: pytest.TempPathFactory) -> Identity:
+    return load_or_create(tmp_path_factory.mktemp("state"))
+
+
+@pytest.fixture
+def loop() -> Iterator[Loop]:
+    lp = Loop()
+    yield lp
+    lp.close()
+
+
+def run(loop: Loop, cond: Callable[[], bool], timeout: float = WAIT) -> None:
+    loop.run(until=cond, timeout=timeout)
+    assert cond(), "condition not reached within the deadline"
+
+
+def pattern(n: int, seed: int = 0) -> bytes:
+    words = (n + 3) // 4
+    return struct.pack(f"<{words}I", *range(seed, seed + words))[:n]
+
+
+class Pair:
+    def __init__(self, loop: Loop, ident: Identity, server: App, client: App, **kw: object):
+        self.protos: list[TlsProtocol] = []
+
+        def factory() -> TlsProtocol:
+            proto = TlsProtocol(
+                loop,
+                tlsproto.server_context(ident),
+                server,
+                server_side=True,
+                **kw,  # type: ignore[arg-type]
+            )
+            self.protos.append(proto)
+            return proto
+
+        self.srv = loop.listen_tcp("127.0.0.1", 0, factory)
+        self.client_proto = connect_tls(
+            loop, "127.0.0.1", self.srv.port, tlsproto.client_context(ident), client
+        )
+
+    @property
+    def server_proto(self) -> TlsProtocol:
+        return self.protos[0]
+
+
+def pair(loop: Loop, ident: Identity, server: App, client: App, **kw: object) -> Pair:
+    p = Pair(loop, ident, server, client, **kw)
+    run(loop, lambda: server.transport is not None and client.transport is not None)
+    return p
+
+
+def raw_socket(p: TlsProtocol) -> socket.socket:
+    assert p._raw is not None
+    return p._raw._sock
+
+
+# -- handshake and data ---------------------------------------------------------------------------
+
+
+def test_echo_and_peer_certificate(loop: Loop, ident: Identity) -> None:
+    server, client = App(echo=True), App()
+    hooked: list[list[str]] = []
+
+    def factory() -> TlsProtocol:
+        return TlsProtocol(
+            loop,
+            tlsproto.server_context(ident),
+            server,
+            server_side=True,
+            handshake_done=lambda t: hooked.append(list(server.events)),
+        )
+
+    srv = loop.listen_tcp("127.0.0.1", 0, factory)
+    connect_tls(loop, "127.0.0.1", srv.port, tlsproto.client_context(ident), client)
+    run(loop, lambda: client.transport is not None and server.transport is not None)
+    assert hooked == [[]], "connection_made only after the handshake hook"
+    client.t.write(b"hello ")
+    client.t.write(bytearray(b"mole"))
+    client.t.write(memoryview(b"!!!!").cast("I"))
+    run(loop, lambda: bytes(client.data) == b"hello mole!!!!")
+    cert = client.t.peer_certificate()
+    assert cert == ident.cert_der
+    assert hashlib.sha256(cert).hexdigest() == ident.node_id
+    assert server.t.peer_certificate() is None  # the client proves itself in-band later
+    assert client.t.version() == server.t.version() == "TLSv1.3"
+    assert client.t.peername == ("127.0.0.1", srv.port)
+    assert server.t.peername == client.t.sockname
+    assert not client.t.is_closing()
+    assert "TlsTransport" in repr(client.t) and "open" in repr(client.t)
+    assert loop.callback_errors == 0
+
+
+def test_contexts_are_tls13_only_without_tickets(ident: Identity) -> None:
+    server_ctx, client_ctx = tlsproto.server_context(ident), tlsproto.client_context(ident)
+    for ctx in (server_ctx, client_ctx):
+        assert ctx.minimum_version == ssl.TLSVersion.TLSv1_3
+        assert ctx.options & ssl.OP_NO_COMPRESSION and ctx.options & ssl.OP_NO_TICKET
+        assert ctx.options & ssl.OP_NO_RENEGOTIATION
+    assert server_ctx.num_tickets == 0
+    assert client_ctx.verify_mode == ssl.CERT_NONE and not client_ctx.check_hostname
+    assert tlsproto.client_context().verify_mode == ssl.CERT_NONE
+    with pytest.raises(ValueError, match="no files"):
+        tlsproto.server_context(Identity.from_seed(bytes(32)))
+
+
+def test_client_refuses_tls12_server(loop: Loop, ident: Identity) -> None:
+    assert ident.paths is not None
+    old = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    old.maximum_version = ssl.TLSVersion.TLSv1_2
+    old.load_cert_chain(*ident.paths)
+    server, client = App(), App()
+    srv = loop.listen_tcp("127.0.0.1", 0, lambda: TlsProtocol(loop, old, server, server_side=True))
+    connect_tls(loop, "127.0.0.1", srv.port, tlsproto.client_context(), client)
+    run(loop, lambda: bool(client.lost) and bool(server.lost))
+    assert isinstance(client.lost[0], ssl.SSLError) and isinstance(server.lost[0], ssl.SSLError)
+    assert client.events == server.events == ["lost"]
+
+
+@pytest.fixture
+def datafile() -> Iterator[tuple[int, bytes]]:
+    content = pattern(6 << 20, seed=7)
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "blob"
+        path.write_bytes(content)
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            yield fd, content
+        finally:
+            os.close(fd)
+
+
+def test_sendfile_interleaved_with_writes_keeps_order(
+    loop: Loop, ident: Identity, datafile: tuple[int, bytes]
+) -> None:
+    fd, content = datafile
+    server, client = App(), App()
+    pair(loop, ident, server, client)
+    done: list[str] = []
+    client.t.write(b"head")
+    client.t.sendfile(fd, 12345, 5 << 20, on_done=lambda: done.append("first"))
+    assert client.t.get_write_buffer_size() >= 5 << 20
+    client.t.write(b"middle")
+    client.t.sendfile(fd, 0, 1000, on_done=lambda: done.append("second"))
+    client.t.sendfile(fd, 50, 0, on_done=lambda: done.append("empty"))
+    client.t.write(b"tail")
+    expected = b"head" + content[12345 : 12345 + (5 << 20)] + b"middle" + content[:1000] + b"tail"
+    run(loop, lambda: len(server.data) >= len(expected))
+    assert server.data == expected
+    assert sorted(done) == ["empty", "first", "second"]
+    assert done.index("first") < done.index("second")
+    run(loop, lambda: client.t.get_write_buffer_size() == 0)
+    assert client.events.count("pause") == 1 and client.events[-1] == "resume"
+    with pytest.raises(ValueError):
+        client.t.sendfile(fd, -1, 10)
+
+
+def test_partial_writes_with_tiny_socket_buffers(loop: Loop, ident: Identity) -> None:
+    server, client = App(), App()
+    p = Pair(loop, ident, server, client)
+    p.srv._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # inherited by accept
+    run(loop, lambda: server.transport is not None and client.transport is not None)
+    raw_socket(p.client_proto).setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    server.t.set_read_limit(1000)  # a slow reader: small reads
+    server.t.pause_reading()
+    payload = pattern(3 << 20)
+    for i in range(0, len(payload), 100_000):
+        client.t.write(payload[i : i + 100_000])
+    assert client.events.count("pause") == 1
+    assert client.t.get_write_buffer_size() > tlsproto.HIGH_WATER
+    server.t.resume_reading()
+    run(loop, lambda: len(server.data) == len(payload))
+    assert server.data == payload
+    assert client.events.count("resume") == 1
+    assert client.t.get_write_buffer_size() == 0
+
+
+def test_64_mib_sendfile_is_hashed_intact_on_the_receiver(loop: Loop, ident: Identity) -> None:
+    size = 64 << 20
+    where = "/dev/shm" if os.path.isdir("/dev/shm") else None
+    with tempfile.TemporaryDirectory(dir=where) as d:
+        path = Path(d) / "big"
+        expected = hashlib.sha256()
+        with open(path, "wb") as f:
+            block = os.urandom(1 << 20)
+            for i in range(64):
+                piece = i.to_bytes(8, "little") + block[8:]
+                expected.update(piece)
+                f.write(piece)
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            server, client = App(keep=False), App()
+            pair(loop, ident, server, client)
+            done: list[int] = []
+            client.t.sendfile(fd, 0, size, on_done=lambda: done.append(1))
+            client.t.write(b"!")  # after the file, in order
+            run(loop, lambda: server.received == size + 1, timeout=120)
+        finally:
+            os.close(fd)
+    expected.update(b"!")
+    assert server.sha.hexdigest() == expected.hexdigest()
+    assert done == [1]
+    assert client.events == ["made", "pause", "resume"]
+
+
+def test_pause_reading_holds_decrypted_records_until_resume(loop: Loop, ident: Identity) -> None:
+    server, client = App(), App()
+    pair(loop, ident, server, client)
+    sizes: list[int] = []
+
+    def first_chunk_pauses(data: memoryview) -> None:
+        sizes.append(len(data))
+        if len(sizes) == 1:
+            server.t.pause_reading()
+
+    server.on_data = first_chunk_pauses
+    payload = pattern(600_000)
+    client.t.write(payload)
+    run(loop, lambda: bool(sizes))
+    ticks: list[int] = []
+    for i in range(5):
+        loop.call_later(0.01 * i, lambda: ticks.append(1))
+    run(loop, lambda: len(ticks) == 5)
+    assert len(sizes) == 1, "no delivery while paused"
+    assert max(sizes) <= tlsproto.READ_CHUNK
+    server.t.resume_reading()
+    server.t.resume_reading()  # idempotent
+    run(loop, lambda: len(server.data) == len(payload))
+    assert server.data == payload
+
+
+# -- closing --------------------------------------------------------------------------------------
+
+
+def test_close_flushes_file_then_close_notify(
+    loop: Loop, ident: Identity, datafile: tuple[int, bytes]
+) -> None:
+    fd, content = datafile
+    server, client = App(), App()
+    pair(loop, ident, server, client)
+    done: list[int] = []
+    client.t.sendfile(fd, 0, len(content), on_done=lambda: done.append(1))
+    client.t.close()
+    client.t.close()
+    assert client.t.is_closing()
+    client.t.write(b"dropped after close")
+    client.t.sendfile(fd, 0, 10, on_done=lambda: done.append(2))  # refused, but on_done runs
+    run(loop, lambda: "lost" in server.events and "lost" in client.events)
+    assert server.data == content
+    assert server.events == ["made", "eof", "lost"]
+    assert server.lost == [None] and client.lost == [None]
+    assert sorted(done) == [1, 2]
+    run(loop, lambda: not loop._lingering and not loop._transports)
+
+
+def test_peer_close_notify_is_eof_then_we_close(loop: Loop, ident: Identity) -> None:
+    class Answer(App):
+        def eof_received(self) -> None:
+            super().eof_received()
+            self.t.write(b"answer to " + bytes(self.data))  # half-closed: still writable
+
+    server, client = Answer(), App()
+    pair(loop, ident, server, client)
+    client.t.write(b"question")
+    client.t.close()
+    run(loop, lambda: bool(server.lost) and bool(client.lost))
+    assert server.events == ["made", "eof", "lost"] and server.lost == [None]
+    assert client.lost == [None]
+    assert bytes(server.data) == b"question"
+
+
+def test_fin_without_close_notify_is_an_error(loop: Loop, ident: Identity) -> None:
+    server, client = App(), App()
+    p = pair(loop, ident, server, client)
+    client.t.write(b"partial")
+    run(loop, lambda: server.data == b"partial")
+    assert p.client_proto._raw is not None
+    p.client_proto._raw.close()  # TCP FIN, no close_notify
+    run(loop, lambda: bool(server.lost))
+    assert isinstance(server.lost[0], ssl.SSLEOFError)
+    assert "without close_notify" in str(server.lost[0])
+    assert "eof" not in server.events
+
+
+def test_abort_drops_queue(loop: Loop, ident: Identity, datafile: tuple[int, bytes]) -> None:
+    fd, content = datafile
+    server, client = App(), App()
+    p = pair(loop, ident, server, client)
+    server.t.pause_reading()
+    raw_socket(p.client_proto).setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    done: list[int] = []
+    client.t.sendfile(fd, 0, len(content), on_done=lambda: done.append(1))
+    client.t.write(pattern(1 << 20))
+    client.t.abort()
+    client.t.abort()
+    assert client.t.is_closing()
+    server.t.resume_reading()
+    run(loop, lambda: bool(server.lost) and bool(client.lost))
+    assert client.lost == [None]
+    assert isinstance(server.lost[0], (ssl.SSLError, ConnectionError))
+    assert len(server.data) < len(content)
+    assert done == [1], "on_done runs even when the file was never sent"
+
+
+def test_loop_close_reports_lost(ident: Identity) -> None:
+    loop = Loop()
+    server, client = App(), App()
+    pair(loop, ident, server, client)
+    loop.close()
+    assert server.lost == [None] and client.lost == [None]
+
+
+# -- hostile and failing peers --------------------------------------------------------------------
+
+
+def _server(loop: Loop, ident: Identity, app: App, **kw: object) -> int:
+    def factory() -> TlsProtocol:
+        return TlsProtocol(loop, tlsproto.server_context(ident), app, server_side=True, **kw)  # type: ignore[arg-type]
+
+    return loop.listen_tcp("127.0.0.1", 0, factory).port
+
+
+def _read_all(sock: socket.socket) -> bytes:
+    sock.settimeout(WAIT)
+    got = b""
+    try:
+        while chunk := sock.recv(4096):
+            got += chunk
+    except ConnectionResetError:
+        pass
+    return got
+
+
+@pytest.mark.parametrize(
+    "junk",
+    [
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",  # plaintext to a TLS server
+        b"\x16\x03\x01\x00\x05hello",  # a handshake record holding garbage
+        bytes(range(256)) * 4,
+    ],
+    ids=["plaintext-http", "bad-record", "binary"],
+)
+def test_garbage_instead_of_a_client_hello_fails_cleanly(
+    loop: Loop, ident: Identity, junk: bytes
+) -> None:
+    server = App()
+    port = _server(loop, ident, server)
+    with socket.create_connection(("127.0.0.1", port)) as raw:
+        raw.sendall(junk)
+        run(loop, lambda: bool(server.lost))
+        reply = _read_all(raw)
+    assert server.events == ["lost"]
+    assert isinstance(server.lost[0], ssl.SSLError)
+    assert reply[:1] in (b"", b"\x15"), reply[:16]  # nothing, or a TLS alert record
+    assert loop.callback_errors == 0
+
+
+def test_peer_closing_mid_handshake(loop: Loop, ident: Identity) -> None:
+    server = App()
+    port = _server(loop, ident, server)
+    hello = _client_hello()
+    with socket.create_connection(("127.0.0.1", port)) as raw:
+        raw.sendall(hello[: len(hello) // 2])
+        raw.shutdown(socket.SHUT_WR)
+        run(loop, lambda: bool(server.lost))
+    assert server.events == ["lost"]
+    assert isinstance(server.lost[0], ConnectionResetError)
+    assert "during the handshake" in str(server.lost[0])
+
+
+def test_server_closing_mid_handshake_fails_the_client(loop: Loop) -> None:
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        client = App()
+        connect_tls(loop, "127.0.0.1", listener.getsockname()[1], tlsproto.client_context(), client)
+        accepted: list[socket.socket] = []
+
+        def accept_and_close() -> None:
+            listener.setblocking(False)
+            try:
+                conn, _ = listener.accept()
+            except BlockingIOError:
+                loop.call_later(0.005, accept_and_close)
+                return
+            accepted.append(conn)
+            conn.close()
+
+        loop.call_soon(accept_and_close)
+        run(loop, lambda: bool(client.lost))
+    assert client.events == ["lost"]
+    assert isinstance(client.lost[0], ConnectionError)
+
+
+def test_handshake_timeout(loop: Loop, ident: Identity) -> None:
+    server = App()
+    port = _server(loop, ident, server, handshake_timeout=0.2)
+    with socket.create_connection(("127.0.0.1", port)):
+        run(loop, lambda: bool(server.lost))
+    assert isinstance(server.lost[0], TimeoutError)
+    assert "timed out after 0.2s" in str(server.lost[0])
+
+
+def test_connect_refused_reaches_the_app(loop: Loop) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    client = App()
+    connect_tls(loop, "127.0.0.1", port, tlsproto.client_context(), client)
+    run(loop, lambda: bool(client.lost))
+    assert isinstance(client.lost[0], ConnectionRefusedError)
+    assert client.events == ["lost"]
+
+
+def test_handshake_hook_can_refuse_the_peer(loop: Loop, ident: Identity) -> None:
+    server, client = App(), App()
+
+    def refuse(t: TlsTransport) -> None:
+        assert t.peer_certificate() == ident.cert_der
+        t.abort()  # e.g. not the node id we wanted
+
+    srv = loop.listen_tcp(
+        "127.0.0.1",
+        0,
+        tlsproto.tls_server_factory(loop, tlsproto.server_context(ident), lambda: server),
+    )
+    connect_tls(
+        loop, "127.0.0.1", srv.port, tlsproto.client_context(), client, handshake_done=refuse
+    )
+    run(loop, lambda: bool(client.lost) and bool(server.lost))
+    assert client.events == ["lost"]
+    assert isinstance(client.lost[0], ConnectionAbortedError)
+    assert server.events[0] == "made" and server.events[-1] == "lost"
+
+
+def test_app_exception_aborts_only_that_connection(
+    loop: Loop, ident: Identity, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad_server, bad_client = App(), App()
+    good_server, good_client = App(echo=True), App()
+    pair(loop, ident, bad_server, bad_client)
+    pair(loop, ident, good_server, good_client)
+
+    def boom(data: memoryview) -> None:
+        raise ValueError("protocol bug")
+
+    bad_server.on_data = boom
+    bad_client.t.write(b"x")
+    run(loop, lambda: bool(bad_server.lost) and bool(bad_client.lost))
+    assert isinstance(bad_server.lost[0], ValueError)
+    assert loop.callback_errors == 1
+    assert "ValueError: protocol bug" in capsys.readouterr().err
+    good_client.t.write(b"ok")
+    run(loop, lambda: good_client.data == b"ok")
+
+
+def test_on_done_exception_aborts_the_connection(
+    loop: Loop, ident: Identity, datafile: tuple[int, bytes], capsys: pytest.CaptureFixture[str]
+) -> None:
+    fd, _ = datafile
+
+    def bad_on_done() -> None:
+        raise RuntimeError("on_done bug")
+
+    server, client = App(), App()
+    pair(loop, ident, server, client)
+    client.t.sendfile(fd, 0, 1000, on_done=bad_on_done)
+    run(loop, lambda: bool(client.lost))
+    assert isinstance(client.lost[0], RuntimeError)
+    assert loop.callback_errors == 1
+    assert "on_done bug" in capsys.readouterr().err
+
+
+def test_sendfile_past_end_of_file(
+    loop: Loop, ident: Identity, datafile: tuple[int, bytes]
+) -> None:
+    fd, content = datafile
+    server, client = App(), App()
+    pair(loop, ident, server, client)
+    done: list[int] = []
+    client.t.sendfile(fd, len(content) - 100, 1000, on_done=lambda: done.append(1))
+    run(loop, lambda: bool(client.lost) and bool(server.lost))
+    assert isinstance(client.lost[0], EOFError) and "file ended early" in str(client.lost[0])
+    assert done == [1]
+    assert server.data == content[-100:]
+
+
+def test_two_big_sends_share_the_loop(loop: Loop, ident: Identity) -> None:
+    size = 16 << 20
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "f"
+        path.write_bytes(os.urandom(1 << 20) * 16)
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            servers = [App(keep=False), App(keep=False)]
+            clients = [App(), App()]
+            for s, c in zip(servers, clients, strict=True):
+                pair(loop, ident, s, c)
+            progress: list[tuple[int, int]] = []
+            for s in servers:
+                s.on_data = lambda _d: progress.append((servers[0].received, servers[1].received))
+            for c in clients:
+                c.t.sendfile(fd, 0, size)
+            run(loop, lambda: all(s.received == size for s in servers), timeout=60)
+        finally:
+            os.close(fd)
+    first_done = next(p for p in progress if size in p)
+    assert min(first_done) >= size // 8, "one connection starved the other"
+    assert len(tlsproto._buffers) >= 1 and loop in tlsproto._buffers
+
+
+def _client_hello() -> bytes:
+    ctx = tlsproto.client_context()
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    obj = ctx.wrap_bio(incoming, outgoing)
+    with pytest.raises(ssl.SSLWantReadError):
+        obj.do_handshake()
+    return outgoing.read()
