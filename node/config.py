@@ -43,6 +43,8 @@ class Config:
     accept_from: tuple[str, ...] = ()
     max_size: int | None = None
     max_transfers: int = 16
+    max_transfers_per_peer: int = 4  # slots one address may hold (the rest stay for others)
+    contended_min_rate: int = 64 << 10  # bytes/s a stream keeps its slot with while others wait
     idle_timeout: float = 30.0
     # Hostile peers (docs/protocol.md 2.7): slot limits, hello/header deadline, stream floor.
     max_connections: int = 256
@@ -179,6 +181,18 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-size", default=_env("MAX_SIZE"), help="largest accepted file (e.g. 2GiB)")
     p.add_argument("--max-transfers", type=int, default=16, help="concurrent transfers")
     p.add_argument(
+        "--max-transfers-per-peer",
+        type=int,
+        default=4,
+        help="concurrent transfers one address may hold (fair shares of the slots)",
+    )
+    p.add_argument(
+        "--contended-min-rate",
+        type=int,
+        default=64 << 10,
+        help="bytes/s below which a stream loses its slot to a peer that waits for one",
+    )
+    p.add_argument(
         "--idle-timeout", type=float, default=30.0, help="seconds a connection may stay silent"
     )
     p.add_argument("--max-connections", type=int, default=256, help="transfer connections")
@@ -244,6 +258,8 @@ def config_from_args(ns: argparse.Namespace) -> Config:
         raise ConfigError("--progress-interval must be > 0")
     if ns.api_head_timeout <= 0 or ns.max_api_connections < 1:
         raise ConfigError("--api-head-timeout must be > 0 and --max-api-connections >= 1")
+    if ns.max_transfers < 1 or ns.max_transfers_per_peer < 1 or ns.contended_min_rate < 0:
+        raise ConfigError("--max-transfers and --max-transfers-per-peer must be >= 1")
     if ns.max_connections < 1 or ns.max_pending_per_addr < 1:
         raise ConfigError("--max-connections and --max-pending-per-addr must be >= 1")
     if ns.handshake_timeout <= 0 or ns.min_rate < 0:
@@ -274,6 +290,8 @@ def config_from_args(ns: argparse.Namespace) -> Config:
         accept_from=tuple(ns.accept_from or ()),
         max_size=parse_size(ns.max_size) if ns.max_size else None,
         max_transfers=ns.max_transfers,
+        max_transfers_per_peer=ns.max_transfers_per_peer,
+        contended_min_rate=ns.contended_min_rate,
         idle_timeout=ns.idle_timeout,
         max_connections=ns.max_connections,
         max_pending_per_addr=ns.max_pending_per_addr,

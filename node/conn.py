@@ -137,6 +137,7 @@ class Conn:
         self._last_progress = -1
         # (start, bytes moved at start) of the current minimum-rate window of a stream.
         self._window: tuple[float, int] | None = None
+        self._reads_paused = False
         handler.conn = self
 
     # -- StreamProtocol --------------------------------------------------------------------------
@@ -186,10 +187,17 @@ class Conn:
         self.handler.on_lost(reason)
 
     def pause_writing(self) -> None:
-        pass
+        # A peer that asks faster than it reads (pipelined `list`s) gets no more of its
+        # requests read until it takes our answers: memory stays at the water marks. Not
+        # while we stream a file (our queue is the stream; the peer's `error` must get in).
+        if self.transport is not None and self.handler.sender is None:
+            self.transport.pause_reading()
+            self._reads_paused = True
 
     def resume_writing(self) -> None:
-        pass
+        if self._reads_paused and self.transport is not None:
+            self._reads_paused = False
+            self.transport.resume_reading()
 
     # -- helpers ---------------------------------------------------------------------------------
     def _drain(self) -> None:
@@ -217,6 +225,11 @@ class Conn:
         if self.closed or self.transport is None:
             return
         self.transport.write(self.session.send(msg))
+
+    def send_files_frame(self, frame: bytes) -> None:
+        if self.closed or self.transport is None:
+            return
+        self.transport.write(self.session.send_files_frame(frame))
 
     def fail(self, code: str, reason: str, *, send: bool = True) -> None:
         """Report an error to the peer (when the session still allows it) and close.

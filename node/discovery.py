@@ -159,7 +159,7 @@ class PeerUp:
 @dataclass(frozen=True, slots=True)
 class PeerDown:
     node: str
-    reason: str  # "goodbye" | "expired"
+    reason: str  # "goodbye" | "expired" | "evicted"
     peer: Peer | None = None
 
 
@@ -170,13 +170,27 @@ def _identity(p: Peer) -> tuple[str, str, int, tuple[str, ...], bool]:
     return (p.name, p.addr, p.port, p.groups, p.static)
 
 
+MAX_PEERS: Final = 1024  # a flood of fake announces cannot grow the table beyond this
+MAX_TRUSTED_INTERVAL: Final = 60.0  # s: the longest announce interval expiry believes
+
+
 class PeerTable:
     """Who is out there, from announces (and TCP hellos), with expiry on a passed-in clock."""
 
-    def __init__(self, self_id: str, *, missed: int = 3, static_ttl: float = STATIC_TTL) -> None:
+    def __init__(
+        self,
+        self_id: str,
+        *,
+        missed: int = 3,
+        static_ttl: float = STATIC_TTL,
+        max_peers: int = MAX_PEERS,
+        max_interval: float = MAX_TRUSTED_INTERVAL,
+    ) -> None:
         self.self_id = self_id
         self.missed = missed
         self.static_ttl = static_ttl
+        self.max_peers = max_peers
+        self.max_interval = max_interval
         self._peers: dict[str, Peer] = {}
         self.counters: dict[str, int] = {}
 
@@ -206,7 +220,9 @@ class PeerTable:
             msg.groups,
             now,
             static=False,
-            expires=now + self.missed * msg.interval,
+            # A peer's own interval decides its expiry, up to a bound: a datagram claiming a
+            # day must not keep a phantom (a flood of them) in the table for three days.
+            expires=now + self.missed * min(msg.interval, self.max_interval),
         )
         return self._update(peer)
 
@@ -230,12 +246,24 @@ class PeerTable:
 
     def _update(self, peer: Peer) -> list[PeerEvent]:
         old = self._peers.get(peer.node)
+        events: list[PeerEvent] = []
+        if old is None and len(self._peers) >= self.max_peers:
+            events.append(self._evict())
         self._peers[peer.node] = peer
         if old is None:
-            return [PeerUp(peer)]
+            return [*events, PeerUp(peer)]
         if _identity(old) != _identity(peer):
             return [PeerUp(peer, changed=True)]
         return []
+
+    def _evict(self) -> PeerDown:
+        """The table is full: the peer known only from broadcasts (anyone can send those) that
+        would expire first goes; one known by a TCP hello only when there is no other."""
+        self._count("evicted")
+        pool = [p for p in self._peers.values() if not p.static] or list(self._peers.values())
+        victim = min(pool, key=lambda p: p.expires)
+        del self._peers[victim.node]
+        return PeerDown(victim.node, "evicted", victim)
 
     def expire(self, now: float) -> list[PeerDown]:
         """Drop peers not heard from in time (missed x their interval; static: static_ttl)."""

@@ -108,6 +108,12 @@ class PeerDown(Event):
     reason: str
 
 
+@event("peer_lines_suppressed")
+@dataclass(frozen=True)
+class PeerLinesSuppressed(Event):
+    count: int
+
+
 @event("transfer_started")
 @dataclass(frozen=True)
 class TransferStarted(Event):

@@ -35,6 +35,7 @@ def new_transfer_id() -> str:
 
 
 SAMPLE_EVERY = 0.25  # s between rate samples while transfers are active
+CONTENDED_TRIAL = 5.0  # s a stream runs before its rate can cost it its slot
 HISTORY = 2000  # finished transfers kept in memory (all of them are in the event log)
 
 
@@ -111,9 +112,38 @@ class TransferManager:
             del self.transfers[tid]
 
     def busy(self) -> bool:
+        return len(self.active()) >= self.config.max_transfers
+
+    def active(self) -> list[Transfer]:
         live = (TState.ACTIVE, TState.VERIFYING)
-        active = sum(1 for t in self.transfers.values() if t.state in live)
-        return active >= self.config.max_transfers
+        return [t for t in self.transfers.values() if t.state in live]
+
+    def slot_refusal(self, addr: str) -> str | None:
+        """Why a new transfer with the peer at `addr` gets no slot now, or None.
+
+        Slots are shared fairly: one address holds at most `max_transfers_per_peer` of them,
+        so a peer trickling many streams cannot lock everyone else out."""
+        active = self.active()
+        cfg = self.config
+        if len(active) >= cfg.max_transfers:
+            return f"all {cfg.max_transfers} transfer slots are taken, retry later"
+        mine = sum(1 for t in active if t.addr == addr)
+        if mine >= cfg.max_transfers_per_peer:
+            return f"{addr} already has {mine} transfers here, retry later"
+        return None
+
+    def slowest_other(self, addr: str, min_rate: float, now: float) -> Transfer | None:
+        """The slowest active stream of another address below `min_rate` (bytes/s) after a
+        fair trial, to give its slot to a peer that waits."""
+        worst: Transfer | None = None
+        for t in self.active():
+            if t.addr == addr or t.state is not TState.ACTIVE:
+                continue
+            if self._wall() - t.started < CONTENDED_TRIAL or t.rate >= min_rate:
+                continue
+            if worst is None or t.rate < worst.rate:
+                worst = t
+        return worst
 
     def watch(self, t: Transfer, probe: Callable[[], None]) -> None:
         """`probe` refreshes t.bytes/t.sent from a live stream before each sample."""

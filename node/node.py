@@ -23,7 +23,7 @@ from typing import Any
 
 from node import __version__
 from node import events as ev
-from node.admission import Admission
+from node.admission import Admission, RateLimit
 from node.api import ApiRefuse, ApiServerProtocol
 from node.apiauth import ApiGuard, load_or_create_token
 from node.autofetch import AutoFetch
@@ -36,6 +36,7 @@ from node.gate import Gate
 from node.hashqueue import HashQueue
 from node.journal import Journal
 from node.lan import Lan
+from node.listing import Listing
 from node.loop import Loop
 from node.manager import TransferManager
 from node.messages import FileInfo
@@ -53,6 +54,9 @@ from node.transfer import Transfer
 
 PARTIAL_MAX_AGE = 7 * 86400.0
 RESCAN_EVERY = 5.0
+PEER_LINES_PER_S = 64.0  # peer_up/peer_down lines per second during a flood ...
+PEER_LINES_BURST = 512  # ... after a burst that a 100-node lab's start fits in
+MIN_RESCAN_GAP = 1.0  # s between rescans a `get` of an unknown name may cause
 
 
 def load_node_id(state: Path) -> str:
@@ -110,7 +114,7 @@ class Node:
             on_cancel=self._cancelled,
         )
         self.manager.wake = lambda: self.timers.update(self.manager)
-        self.shared: dict[str, FileMeta] = {}
+        self.shared = Listing()
         self.hashq = HashQueue(
             self.loop,
             self.store,
@@ -126,6 +130,8 @@ class Node:
         self.api_conns = 0
         self.conns: set[Conn] = set()
         self.gate = Gate(self)
+        # peer_up/peer_down lines: a flood of fake announces must not become a flood of lines.
+        self._peer_lines = RateLimit(PEER_LINES_PER_S, PEER_LINES_BURST, self.loop.time())
         self.autofetch = AutoFetch(self)
         # --max-rate: one bucket for every outgoing file stream (push client and pull server).
         self.upload_bucket: TokenBucket | None = None
@@ -133,6 +139,7 @@ class Node:
             burst = frame_for_rate(config.max_rate)
             self.upload_bucket = TokenBucket(config.max_rate, burst, self.loop.time())
         self._rescan_at = 0.0
+        self._last_scan = -MIN_RESCAN_GAP
         self.stopping = False
         self.tcp_port = 0
         self.api_port = 0
@@ -181,10 +188,19 @@ class Node:
 
     # -- housekeeping (Timed): rescans ------------------------------------------------------------
     def get_timer(self) -> float | None:
-        return None if self.stopping else self._rescan_at
+        if self.stopping:
+            return None
+        if self._peer_lines.suppressed:
+            return min(self._rescan_at, self.loop.time() + 1.0)
+        return self._rescan_at
 
     def handle_timer(self, now: float) -> None:
-        if self.stopping or now < self._rescan_at:
+        if self.stopping:
+            return
+        if self._peer_lines.suppressed and self._peer_lines.allow(now):
+            # A flood of announces: one line says how many peer lines it cost.
+            self.bus.publish(ev.PeerLinesSuppressed(self._peer_lines.take_suppressed()))
+        if now < self._rescan_at:
             return
         self.rescan()
         if self.config.auto_fetch:
@@ -198,13 +214,18 @@ class Node:
             if not event.changed:
                 self.lan.on_new_peer()
                 self.timers.update(self.lan)
-            self.bus.publish(ev.PeerUp(p.node, p.name, p.addr, p.port, list(p.groups), p.static))
+            if self._peer_lines.allow(self.loop.time()):
+                self.bus.publish(
+                    ev.PeerUp(p.node, p.name, p.addr, p.port, list(p.groups), p.static)
+                )
             # Retry transfers that were waiting for this peer right away, not at their backoff.
             self.manager.peer_appeared(p.node)
             if self.config.auto_fetch:
                 self.autofetch.peer_seen(p.node)
-        elif isinstance(event, PeerDown):
+        elif isinstance(event, PeerDown) and self._peer_lines.allow(self.loop.time()):
             self.bus.publish(ev.PeerDown(event.node, event.reason))
+        if self._peer_lines.suppressed:
+            self.timers.update(self)  # the summary line comes from handle_timer
         self.timers.update(self.peers)
 
     # -- transfers -------------------------------------------------------------------------------
@@ -236,20 +257,43 @@ class Node:
         if not self.manager.live_receive(t.peer, t.name):
             self.store.discard_partial(t.peer, t.name)
 
-    def incoming_refusal(self, peer: str, info: FileInfo) -> Refusal | None:
+    def incoming_refusal(self, peer: str, info: FileInfo, addr: str = "") -> Refusal | None:
         """Accept policy, limits and free space, decided before any byte is sent."""
         need = info.size
         partial = self.store.partial_for(peer, info.name)
         if partial is not None and partial[1] == info.sha256:
             need -= partial[0]  # a resume only needs room for the rest
-        return self.policy.push_refusal(
+        refusal = self.policy.push_refusal(
             peer,
             info.name,
             info.size,
             need=need,
             free=self.store.free_space(),
-            busy=self.manager.busy(),
+            busy=False,
         )
+        if refusal is None and addr:
+            why = self.slot_refusal(addr)
+            if why is not None:
+                refusal = Refusal(ErrorCode.BUSY, why)
+        return refusal
+
+    def slot_refusal(self, addr: str) -> str | None:
+        """No slot for `addr` now? Then, if every slot is taken, the slowest stream of another
+        address (below --contended-min-rate after a fair trial) gives its slot up: a peer that
+        waits gets it on its retry, however many trickling streams hold the node."""
+        why = self.manager.slot_refusal(addr)
+        if why is not None and self.manager.busy():
+            slow = self.manager.slowest_other(
+                addr, self.config.contended_min_rate, self.loop.time()
+            )
+            if slow is not None:
+                self._drop_stream(slow, f"{slow.rate:.0f} B/s while another peer waits")
+        return why
+
+    def _drop_stream(self, t: Transfer, why: str) -> None:
+        for conn in list(self.conns):
+            if getattr(conn.handler, "transfer", None) is t:
+                conn.fail(ErrorCode.TOO_SLOW, f"dropped: {why}")
 
     @staticmethod
     def meta_of(info: FileInfo) -> FileMeta:
@@ -295,17 +339,23 @@ class Node:
     # -- shared files ------------------------------------------------------------------------------
     def rescan(self) -> None:
         metas, jobs = self.store.scan_share()
-        self.shared.clear()
-        self.shared.update((m.name, m) for m in metas)
+        self.shared.replace(metas)
         self.hashq.add_scan_jobs(jobs)
-        self._rescan_at = self.loop.time() + RESCAN_EVERY
+        self._last_scan = now = self.loop.time()
+        self._rescan_at = now + RESCAN_EVERY
+
+    def listing_frame(self) -> bytes:
+        return self.shared.frame()
 
     def find_shared(self, name: str | None, sha256: str | None) -> FileMeta | None:
         if name is not None:
             meta = self.shared.get(name)
             if meta is not None and (sha256 is None or meta.sha256 == sha256):
                 return meta
-            if meta is None:
+            # A file just put in the share is found by a rescan now, but a peer asking for
+            # names that do not exist must not make the node rescan for each: at most one
+            # rescan per MIN_RESCAN_GAP, whoever asks.
+            if meta is None and self.loop.time() - self._last_scan >= MIN_RESCAN_GAP:
                 self.rescan()
                 meta = self.shared.get(name)
             return meta

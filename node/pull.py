@@ -11,7 +11,7 @@ import contextlib
 from typing import TYPE_CHECKING
 
 from node.conn import ClientHandler
-from node.errors import BadRequest, LocalCode, StoreError
+from node.errors import BadRequest, ErrorCode, LocalCode, StoreError
 from node.messages import FileHeader, Get, Hello, Message, Reject
 from node.receive import Receiving
 from node.store import Reservation
@@ -43,6 +43,7 @@ class Pulls:
         if peer is None:
             node.manager.fail(t, LocalCode.UNREACHABLE, "peer is not known (yet)")
             return
+        t.addr = peer.addr
         node.manager.move(t, TEvent.CONNECT)
         node.connect(peer.addr, peer.port, PullClient(t, t.sha256 if not t.name else None))
 
@@ -98,6 +99,9 @@ class PullClient(Receiving, ClientHandler):
         refusal = node.incoming_refusal(t.peer, info)
         if refusal is not None:
             self.conn.fail(refusal.code, refusal.reason)
+            return
+        if node.manager.busy():  # our own pulls count against the node's slots too
+            self.conn.fail(ErrorCode.BUSY, "too many transfers here, retry later")
             return
         try:
             # At the server's offset: ours, or 0 when it starts over (its file changed).

@@ -90,6 +90,7 @@ class Pushes:
                 return
             # Hash while sending: offer at once without a sha256; the digest follows the data.
             t.sha256 = None
+            t.addr = peer.addr
             t.attempts += 1
             node.manager.move(t, TEvent.CONNECT)
             meta = FileMeta(t.name, job.size, "", job.mtime, guess_mime(t.name))
@@ -98,6 +99,7 @@ class Pushes:
             node.connect(peer.addr, peer.port, client)
             return
         meta = self.offer_meta(t, found)
+        t.addr = peer.addr
         t.attempts += 1
         node.manager.move(t, TEvent.CONNECT)
         node.connect(peer.addr, peer.port, PushClient(t, meta, t.source))

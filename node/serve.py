@@ -11,7 +11,6 @@ from node.messages import (
     Digest,
     FileHeader,
     FileInfo,
-    Files,
     Get,
     Hello,
     List,
@@ -30,6 +29,9 @@ from node.transfer import TEvent, Transfer, keeps_part
 # A receiver waits for a hash-less push's digest at most the idle timeout plus this much per
 # byte: the sender hashed while it streamed, and any machine hashes faster than 10 MiB/s.
 DIGEST_WAIT_PER_BYTE = 1 / (10 << 20)
+# A connection's budget of `list` requests: a peer has no use for more (the listing changes
+# every few seconds at most), and each costs a copy of the listing on the wire.
+MAX_LISTS_PER_CONN = 64
 
 
 class ServerHandler(Receiving, Handler):
@@ -39,9 +41,15 @@ class ServerHandler(Receiving, Handler):
         self.incoming = None
         self.transfer: Transfer | None = None
         self.sender: FileSender | None = None
+        self.lists = 0
 
     def busy(self) -> bool:
         return self.transfer is not None or self.incoming is not None
+
+    @property
+    def addr(self) -> str:
+        transport = self.conn.transport
+        return transport.peername[0] if transport is not None else ""
 
     def on_message(self, msg: Message) -> None:
         node = self.node
@@ -49,7 +57,12 @@ class ServerHandler(Receiving, Handler):
             self.conn.send(self.hello())
             self.greet_peer(msg)
         elif isinstance(msg, List):
-            self.conn.send(Files(tuple(info_of(m) for m in node.shared.values())))
+            self.lists += 1
+            if self.lists > MAX_LISTS_PER_CONN:
+                reason = f"more than {MAX_LISTS_PER_CONN} list requests on one connection"
+                self.conn.fail(ErrorCode.BUSY, reason)
+                return
+            self.conn.send_files_frame(node.listing_frame())
         elif isinstance(msg, Offer):
             self._offer(msg)
         elif isinstance(msg, Get):
@@ -71,11 +84,12 @@ class ServerHandler(Receiving, Handler):
             wire_id=msg.id,
         )  # fmt: skip
         t.sha256 = info.sha256
+        t.addr = self.addr
         # Hash-less ("digest" feature): the sha256 follows the stream. Such an offer cannot be
         # deduplicated by content; it resumes a part of the same size and mtime (the digest
         # checks the whole file); nothing is placed before the digest.
         hashless = info.sha256 is None
-        refusal = node.incoming_refusal(peer, info)
+        refusal = node.incoming_refusal(peer, info, self.addr)
         if refusal is not None:
             self.conn.send(Reject(msg.id, refusal.code, refusal.reason))
             node.bus.publish(TransferRefused(msg.id, peer, info.name, refusal.code, refusal.reason))
@@ -189,8 +203,9 @@ class ServerHandler(Receiving, Handler):
             what = msg.name or msg.sha256
             self.conn.send(Reject(msg.id, ErrorCode.NOT_FOUND, f"no shared file {what!r}"))
             return
-        if node.manager.busy():
-            self.conn.send(Reject(msg.id, ErrorCode.BUSY, "too many transfers, retry later"))
+        busy = node.slot_refusal(self.addr)
+        if busy is not None:
+            self.conn.send(Reject(msg.id, ErrorCode.BUSY, busy))
             return
         # The share is rescanned every few seconds: make sure the file is still what we would
         # announce, or a resume would splice new bytes onto an old prefix.
@@ -229,6 +244,7 @@ class ServerHandler(Receiving, Handler):
             wire_id=msg.id,
         )  # fmt: skip
         t.sha256, t.offset, t.bytes = meta.sha256, offset, offset
+        t.addr = self.addr
         node.manager.add(t)
         node.manager.move(t, TEvent.STREAM)
         node.manager.watch(t, self.account)

@@ -225,6 +225,19 @@ class Session:
             ) from None
         return data
 
+    def send_files_frame(self, frame: bytes) -> bytes:
+        """Send a `files` frame encoded (and checked) once for many listings: the node's share
+        listing is built once per change, not once per `list` (a flood of them must not cost
+        a fresh encoding each). The caller vouches that `frame` is `encode_message(Files(...))`.
+        """
+        new = TRANSITIONS.get((self.state, Files, self.role))
+        if new is None:
+            raise LocalProtocolError(
+                f"{self.role.value} may not send {_name(Files)} in state {self.state.name}"
+            )
+        self.state = new
+        return frame
+
     def _check_own(self, msg: Message, data: bytes) -> Message:
         """Validate our own message exactly as the peer will, so we never send junk."""
         if isinstance(msg, Data):

@@ -43,7 +43,8 @@ import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Final, Protocol
 
-from node.loop import HIGH_WATER, LOW_WATER, Address, Handle, Loop, Transport, log
+from node.loop import Handle, Loop
+from node.transport import HIGH_WATER, LOW_WATER, Address, Transport, log
 
 if TYPE_CHECKING:
     from node.identity import Identity

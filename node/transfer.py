@@ -129,6 +129,7 @@ class Transfer:
     # starts. `id` is always this node's own (unique here whatever peers send).
     wire_id: str = ""
     job: str | None = None  # the Job this transfer belongs to
+    addr: str = ""  # the peer's IP address on the current attempt (slot fairness)
     # Not exported: where a push reads from, and the rate estimator's last sample.
     source: str | None = None
     _rate_at: float = 0.0

@@ -1,0 +1,259 @@
+"""Cheap traffic must not freeze or fill the node (issue 11): each attack is a bounded loop on
+loopback against a real node process, and the node must stay responsive (its API answers in
+time while the attack runs) with bounded memory."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import random
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from tests.junkflood import frame, hello, offer
+from tests.node.test_hostile import FakeServer, read_frames
+from tests.node.test_integration import done, write_random
+from tests.nodeproc import NodeProc, free_udp_port, nodes, wait_mesh
+
+ATTACKER = "a7" * 16
+
+
+def rss_kib(node: NodeProc, key: str = "VmHWM") -> int:
+    """The node's peak (VmHWM) or current (VmRSS) resident memory, KiB."""
+    assert node.proc is not None
+    for line in Path(f"/proc/{node.proc.pid}/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    raise AssertionError(f"no {key}")
+
+
+def fds(node: NodeProc) -> int:
+    assert node.proc is not None
+    return len(os.listdir(f"/proc/{node.proc.pid}/fd"))
+
+
+@contextlib.contextmanager
+def responsiveness(node: NodeProc) -> Iterator[list[float]]:
+    """Samples the API's answer time in a thread while the attack runs (the loop's health)."""
+    times: list[float] = []
+    stop = threading.Event()
+
+    def probe() -> None:
+        while not stop.is_set():
+            t0 = time.monotonic()
+            status, _ = node.api_raw("GET", "/api/node")
+            times.append(time.monotonic() - t0)
+            assert status == 200
+            stop.wait(0.05)  # sampling interval of the probe, not synchronisation
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    try:
+        yield times
+    finally:
+        stop.set()
+        thread.join(20)
+
+
+def many_files(root: Path, n: int) -> None:
+    root.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        (root / f"f{i:05d}.txt").write_bytes(b"x%d" % i)
+
+
+def test_pipelined_lists_cost_bounded_memory_and_time(tmp_path: Path) -> None:
+    """Before: 380 KB of pipelined `list`s froze the loop for 90 s, RSS 30 MB -> 1.26 GB."""
+    with nodes(tmp_path, ["b"]) as (b,):
+        many_files(b.share / "many", 3000)
+        b.wait_api("/api/files", lambda fs: len(fs) == 3000, timeout=60, what="3000 files")
+        before = rss_kib(b, "VmRSS")
+        socks = []
+        with responsiveness(b) as times:
+            for _ in range(20):  # 20 connections x 380 KB of `list`s, none of them reading
+                s = socket.create_connection(("127.0.0.1", b.tcp_port), timeout=10)
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+                s.sendall(hello(ATTACKER))
+                s.setblocking(False)
+                with contextlib.suppress(BlockingIOError, OSError):
+                    s.send(frame({"type": "list"}) * 20_000)
+                socks.append(s)
+            deadline = time.monotonic() + 3
+            while time.monotonic() < deadline:
+                time.sleep(0.1)  # the attack runs for 3 s while the probe samples the API
+        for s in socks:
+            s.close()
+        assert max(times) < 2.0, f"the loop froze: slowest API answer {max(times):.2f} s"
+        grown = rss_kib(b) - before
+        assert grown < 64 << 10, f"peak RSS grew by {grown} KiB"
+
+
+def test_gets_of_unknown_names_do_not_rescan_each_time(tmp_path: Path) -> None:
+    """Before: each `get` of an unknown name rescanned the whole share inside the loop."""
+    with nodes(tmp_path, ["b"]) as (b,):
+        many_files(b.share / "many", 20_000)
+        b.wait_api("/api/files", lambda fs: len(fs) == 20_000, timeout=120, what="20k files")
+        with responsiveness(b) as times:
+            s = socket.create_connection(("127.0.0.1", b.tcp_port), timeout=30)
+            s.sendall(hello(ATTACKER))
+            _, rest = read_frames(s, b"", 1)
+            for i in range(200):
+                s.sendall(frame({"type": "get", "id": f"g{i}", "name": f"nope{i}", "offset": 0}))
+                (reject,), rest = read_frames(s, rest, 1)
+                assert reject["type"] == "reject" and reject["code"] == "not_found", reject
+            s.close()
+        assert max(times) < 2.0, f"the loop froze: slowest API answer {max(times):.2f} s"
+
+
+def trickler(src: str, port: int, i: int, stop: threading.Event) -> None:
+    """A push that streams a 1 MB file at about 1.5 KB/s from its own address."""
+    data = random.Random(i).randbytes(1 << 20)
+    s = socket.socket()
+    s.bind((src, 0))
+    s.connect(("127.0.0.1", port))
+    s.settimeout(30)
+    try:
+        sha = hashlib.sha256(data).hexdigest()
+        s.sendall(hello(f"{i:02x}" * 16) + offer("t1", f"slow{i}.bin", len(data), sha))
+        frames, _ = read_frames(s, b"", 2)
+        if frames[1]["type"] != "accept":
+            return
+        s.sendall(frame({"type": "data", "body": len(data)}))
+        pos = 0
+        while not stop.is_set() and pos < len(data):
+            s.sendall(data[pos : pos + 150])
+            pos += 150
+            stop.wait(0.1)  # the attacker's pace (1.5 KB/s), not synchronisation
+    except OSError:
+        pass
+    finally:
+        s.close()
+
+
+def test_trickling_pushes_do_not_hold_every_slot(tmp_path: Path) -> None:
+    """Before: 16 trickling pushes (24 KB/s in total) held every transfer slot; a legitimate
+    push got `busy` and failed after 9 retries. Here they come from 16 addresses, so only
+    the slow-stream rule (a stream below the floor loses its slot to a waiting peer) helps."""
+    stop = threading.Event()
+    with nodes(tmp_path, ["a", "b"], "--retry-backoff", "0.5", "--retry-backoff-max", "2") as (
+        a,
+        b,
+    ):
+        wait_mesh([a, b])
+        threads = [
+            threading.Thread(target=trickler, args=(f"127.0.0.{i + 2}", b.tcp_port, i, stop))
+            for i in range(16)
+        ]
+        for t in threads:
+            t.start()
+        try:
+            b.wait_api(
+                "/api/transfers",
+                lambda ts: sum(1 for t in ts if t["state"] == "active") >= 16,
+                timeout=20,
+                what="every slot taken by a trickler",
+            )
+            write_random(a.share / "real.bin", 4 << 20, seed=3)
+            a.wait_api("/api/files", lambda fs: any(f["name"] == "real.bin" for f in fs))
+            tid = a.api("POST", "/api/push", {"peer": "b", "path": "real.bin"})["id"]
+            final = done(a, tid, timeout=60)
+            assert final["state"] == "done", final
+        finally:
+            stop.set()
+            for t in threads:
+                t.join(10)
+
+
+def test_an_announce_flood_leaves_a_bounded_peer_table(tmp_path: Path) -> None:
+    """Before: 100,000 fake announces left 99,612 peers for 72 h (RSS 22 -> 141 MB, every
+    operation 47x slower, 20 MB of log lines)."""
+    with nodes(tmp_path, ["b"]) as (b,):
+        before = rss_kib(b, "VmRSS")
+        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        with responsiveness(b) as times:
+            for i in range(100_000):
+                msg = {
+                    "mole": 1, "type": "announce", "node": f"{i:032x}", "name": f"fake{i}",
+                    "port": 1 + i % 60000, "groups": [], "seq": 1, "interval": 86400,
+                }  # fmt: skip
+                with contextlib.suppress(BlockingIOError):
+                    udp.sendto(json.dumps(msg).encode(), ("127.0.0.1", b.discovery_port))
+                if i % 2000 == 0:
+                    time.sleep(0.01)  # pacing, so the kernel's socket buffer is not the limit
+        udp.close()
+        peers = b.api("GET", "/api/peers")
+        assert len(peers) <= 1024, len(peers)
+        assert max(times) < 2.0, f"the loop froze: slowest API answer {max(times):.2f} s"
+        assert rss_kib(b) - before < 64 << 10
+        lines = [e for e in b.events if e["event"] in ("peer_up", "peer_down")]
+        assert len(lines) < 5_000, f"{len(lines)} peer lines for a flood"
+
+
+def test_auto_fetch_of_a_hostile_listing_runs_a_bounded_number_of_pulls(tmp_path: Path) -> None:
+    """Before: a listing of 5,000 names opened 5,000 pulls at once (3,441 fds, loop frozen)."""
+
+    def serve(get: dict[str, Any]) -> bytes:
+        return frame({"type": "reject", "id": get["id"], "code": "busy", "reason": "later"})
+
+    fake = FakeServer(serve)
+    fake.listing = [
+        {"name": f"bait{i}.bin", "size": 10, "sha256": f"{i:064x}", "mtime": 0.0, "mime": ""}
+        for i in range(5000)
+    ]
+    b = NodeProc(
+        tmp_path, "b", free_udp_port(), "--no-discovery", "--peer", f"127.0.0.1:{fake.port}",
+        "--auto-fetch", "--retries", "0",
+    )  # fmt: skip
+    b.start()
+    try:
+        seen_fds = []
+        with responsiveness(b) as times:
+            deadline = time.monotonic() + 6
+            while time.monotonic() < deadline:
+                ts = b.api("GET", "/api/transfers")
+                live = [t for t in ts if t["state"] not in ("done", "failed", "cancelled")]
+                assert len(live) <= 4, len(live)
+                seen_fds.append(fds(b))
+                time.sleep(0.05)  # sampling interval
+        assert max(times) < 2.0
+        assert max(seen_fds) < 200, max(seen_fds)
+        assert len(fake.gets) > 10  # it does work through the queue
+    finally:
+        b.stop()
+        fake.close()
+
+
+def test_transfer_history_is_bounded(tmp_path: Path) -> None:
+    """Before: 50,000 offers added 37 MB and made each offer 3x slower."""
+    with nodes(tmp_path, ["b"]) as (b,):
+        s = socket.create_connection(("127.0.0.1", b.tcp_port), timeout=30)
+        s.sendall(hello(ATTACKER))
+        _, rest = read_frames(s, b"", 1)
+        empty = hashlib.sha256(b"").hexdigest()
+        for i in range(3000):
+            s.sendall(offer(f"o{i}", f"e{i}.txt", 0, empty))
+            _, rest = read_frames(s, rest, 2 if i == 0 else 1)
+        s.close()
+        ts = b.api("GET", "/api/transfers")
+        assert len(ts) <= 2000, len(ts)
+
+
+def test_no_discovery_with_a_static_peer_prints_no_traceback(tmp_path: Path) -> None:
+    """Before: `--no-discovery` with `--peer` printed an AttributeError for every new peer."""
+    port = free_udp_port()
+    a = NodeProc(tmp_path, "a", port).start()
+    b = NodeProc(tmp_path, "b", port, "--no-discovery", "--peer", f"127.0.0.1:{a.tcp_port}")
+    b.start()
+    try:
+        b.wait_api("/api/peers", lambda ps: [p["name"] for p in ps] == ["a"], what="static a")
+        b.wait_event(lambda e: e["event"] == "peer_up")
+    finally:
+        b.stop()
+        a.stop()
+    err = b.stderr_path.read_text()
+    assert "Traceback" not in err and "AttributeError" not in err, err
