@@ -16,6 +16,8 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 from urllib.parse import quote, urlsplit
 
+from node.units import format_size
+
 if TYPE_CHECKING:
     import http.client
 
@@ -177,14 +179,8 @@ def transfer_error(t: dict[str, Any]) -> str:
 # -- formatting ------------------------------------------------------------------------------
 
 
-def human_size(n: float) -> str:
-    units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"]
-    value = float(n)
-    for unit in units:
-        if abs(value) < 1024 or unit == units[-1]:
-            return f"{int(value)} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    raise AssertionError("unreachable")
+# Sizes are shown in the one IEC format of node/units.py ("1000 B", "4.5 MiB").
+human_size = format_size
 
 
 def human_duration(seconds: float) -> str:

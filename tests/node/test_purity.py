@@ -17,6 +17,7 @@ PURE = [
     "httpparse",
     "admission",
     "ratelimit",
+    "units",
 ]
 FORBIDDEN_MODULES = {
     "socket",
