@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import socket
 import threading
 from collections.abc import Iterator
@@ -14,6 +15,7 @@ from typing import Any
 import pytest
 
 from node import cli
+from tests.ssefake import EventBuffer, serve_events
 
 NOW = 1_700_000_000.0
 PEER_B = {
@@ -54,9 +56,18 @@ def transfer(tid: str, **kw: Any) -> dict[str, Any]:
 
 
 class FakeApi:
-    """What the fake node answers; each transfer walks through a script of states."""
+    """What the fake node answers; each transfer walks through a script of states.
+
+    With `sse` (the default) the node has GET /api/events: a transfer's script is played as
+    events once the client has read the transfer (the CLI subscribes, starts, then reads once),
+    and GET /api/transfers/{id} answers the latest state. Without it (a node from before the
+    event stream: 404), each GET of a transfer moves it one step along its script.
+    """
 
     def __init__(self) -> None:
+        self.sse = True
+        self.buf = EventBuffer()
+        self.finish_silently = False  # sse: the transfer ends before any event of it is seen
         self.token: str | None = None
         self.requests: list[tuple[str, str, Any]] = []
         self.peers = [PEER_B]
@@ -91,6 +102,10 @@ class FakeApi:
             steps = self.transfers.get(parts[2])
             if steps is None:
                 return 404, {"error": "not_found", "message": f"no transfer {parts[2]}"}
+            if self.sse:
+                now = steps[0]
+                self.play(steps)
+                return 200, now
             if len(steps) > 1:
                 steps.pop(0)
             return 200, steps[0]
@@ -118,7 +133,23 @@ class FakeApi:
             stem, dot, ext = first["name"].rpartition(".")
             steps[-1]["path"] = f"{stem} (1){dot}{ext}"
         self.transfers[tid] = steps
+        if self.sse:
+            if self.finish_silently:
+                del steps[:-1]
+            else:
+                self.buf.emit("transfer_started", **first)
         return 202, first
+
+    def play(self, steps: list[dict[str, Any]]) -> None:
+        """The rest of a transfer's script as the node's events; the transfer ends there."""
+        for step in steps[1:]:
+            if step["state"] in cli.FINAL_STATES:
+                name = "transfer_done" if step["state"] == "done" else "transfer_failed"
+                self.buf.emit(name, **step)
+            else:
+                keys = ("id", "wire_id", "name", "role", "bytes", "size", "sent", "offset", "rate")
+                self.buf.emit("transfer_progress", **{k: step.get(k) for k in keys})
+        del steps[:-1]
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -126,6 +157,14 @@ class Handler(BaseHTTPRequestHandler):
     api: FakeApi
 
     def _serve(self) -> None:
+        fake: FakeApi = self.server.api  # type: ignore[attr-defined]
+        if self.command == "GET" and self.path.startswith("/api/events") and fake.sse:
+            auth = self.headers.get("Authorization")
+            if fake.token is None or auth == f"Bearer {fake.token}":
+                with fake.lock:
+                    fake.requests.append((self.command, self.path, None))
+                serve_events(self, fake.buf)
+                return
         n = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(n) if n else b""
         body = json.loads(raw) if raw else None
@@ -146,9 +185,12 @@ class Handler(BaseHTTPRequestHandler):
 
 
 @pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
     monkeypatch.delenv("MOLE_API", raising=False)
     monkeypatch.delenv("MOLE_API_TOKEN", raising=False)
+    monkeypatch.delenv("MOLE_HOME_DIR", raising=False)
+    # Never the token file of a node of the person running the tests.
+    monkeypatch.setenv("MOLE_STATE", str(tmp_path_factory.mktemp("state")))
     monkeypatch.setattr(cli, "POLL_INTERVAL", 0.0)
     monkeypatch.setattr(cli.time, "time", lambda: NOW + 5)
 
@@ -164,6 +206,7 @@ def api() -> Iterator[tuple[FakeApi, str]]:
     try:
         yield fake, f"http://127.0.0.1:{server.server_address[1]}"
     finally:
+        fake.buf.close()
         server.shutdown()
         server.server_close()
         thread.join(5)
@@ -173,6 +216,13 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
     code = cli.main(list(argv))
     out, err = capsys.readouterr()
     return code, out, err
+
+
+EVENTS = "/api/events?types=" + ",".join(cli.TRANSFER_EVENTS)
+
+
+def posts(fake: FakeApi) -> list[tuple[str, str, Any]]:
+    return [r for r in fake.requests if r[0] == "POST"]
 
 
 def shared_file(tmp_path: Path, name: str = "f.bin") -> Path:
@@ -281,9 +331,24 @@ def test_send_waits_until_done(
     code, out, err = run(capsys, "--api", url, "send", "b", str(path))
     assert (code, err) == (0, ""), "no progress bar when stderr is not a terminal"
     assert out == "sent f.bin to b (1000 B in 2.0 s, 500 B/s)\n"
-    assert fake.requests[0] == ("POST", "/api/push", {"peer": "b", "path": str(path)})
-    polls = [r for r in fake.requests if r[0] == "GET"]
-    assert [p[1] for p in polls] == ["/api/transfers/t1"] * 2, "polled until done"
+    assert fake.requests == [
+        ("GET", EVENTS, None),  # subscribed first,
+        ("POST", "/api/push", {"peer": "b", "path": str(path)}),  # then started,
+        ("GET", "/api/transfers/t1", None),  # read once; the rest came as events
+    ]
+
+
+def test_send_polls_a_node_without_an_event_stream(
+    api: tuple[FakeApi, str], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    fake, url = api
+    fake.sse = False
+    path = shared_file(tmp_path)
+    code, out, err = run(capsys, "--api", url, "send", "b", str(path))
+    assert (code, out, err) == (0, "sent f.bin to b (1000 B in 2.0 s, 500 B/s)\n", "")
+    assert fake.requests[1] == ("POST", "/api/push", {"peer": "b", "path": str(path)})
+    polls = [r[1] for r in fake.requests if r[0] == "GET"]
+    assert polls == [EVENTS] + ["/api/transfers/t1"] * 2, "a 404, then polled until done"
 
 
 def test_send_makes_paths_absolute_one_push_each(
@@ -325,7 +390,7 @@ def test_send_absolute_path_only_the_node_has_is_left_to_the_node(
     theirs = "/nonexistent-mole-dir/share/hello.txt"
     code, out, err = run(capsys, "--api", url, "send", "b", theirs)
     assert (code, out, err) == (0, "sent hello.txt to b (1000 B in 2.0 s, 500 B/s)\n", "")
-    assert fake.requests[0] == ("POST", "/api/push", {"peer": "b", "path": theirs})
+    assert posts(fake) == [("POST", "/api/push", {"peer": "b", "path": theirs})]
     # ... and a directory, or a relative path, is still refused here before anything starts
     for bad in (str(tmp_path), "nope.bin"):
         fake.requests.clear()
@@ -380,7 +445,7 @@ def test_get_waits_and_reports_the_path(
     code, out, err = run(capsys, "--api", url, "get", "b", "doc.txt")
     assert (code, err) == (0, "")
     assert out == "received doc.txt from b as doc (1).txt (1000 B in 2.0 s, 500 B/s)\n"
-    assert fake.requests[0] == ("POST", "/api/pull", {"peer": "b", "name": "doc.txt"})
+    assert posts(fake) == [("POST", "/api/pull", {"peer": "b", "name": "doc.txt"})]
 
 
 def test_get_file_missing_on_the_peer(
@@ -465,7 +530,20 @@ def test_unauthorized(
     fake, url = api
     fake.token = "s3cret"
     argv = ["--api", url, "peers", *(["--token", token] if token else [])]
-    assert run(capsys, *argv) == (1, "", "mole: unauthorized (set --token or MOLE_API_TOKEN)\n")
+    code, out, err = run(capsys, *argv)
+    assert (code, out) == (1, "")
+    if token:
+        assert err == (
+            f"mole: unauthorized: the node at {url} refused the token from --token: "
+            "pass its token with --token\n"
+        )
+    else:
+        state = os.environ["MOLE_STATE"]
+        assert err == (
+            f"mole: unauthorized: the node at {url} wants its API token: pass --token or set "
+            "MOLE_API_TOKEN, or point --state at the node's state directory "
+            f"(no api_token in {state})\n"
+        )
 
 
 def test_token_from_option_and_environment(
