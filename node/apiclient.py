@@ -286,6 +286,11 @@ class EventStream(Iterator[ApiEvent]):
     time.monotonic() value) and StreamLost when an outage lasts longer than `retry_for` s
     (None: try until the deadline). An ApiFailure on a reconnect other than 502/503/504 ends
     the stream too: it will not change by retrying.
+
+    A reconnect with no event id to send (the connection dropped before its first event) cannot
+    learn what it missed: the stream then yields a `reset` of its own (id None, data
+    `{"reason": ...}`), exactly as the node does for an id it cannot resume from, so a caller
+    has one signal to re-read what it follows.
     """
 
     def __init__(
@@ -441,7 +446,6 @@ class EventStream(Iterator[ApiEvent]):
             self._delay = min(max(self._delay * 2, self.backoff[0]), self.backoff[1])
             try:
                 self._connect()
-                return
             except ApiFailure as exc:
                 if exc.status not in (502, 503, 504):
                     raise
@@ -450,6 +454,12 @@ class EventStream(Iterator[ApiEvent]):
                 if isinstance(exc, BadAnswer):
                     raise
                 self._error = exc
+            else:
+                if not self.last_event_id:
+                    reason = "reconnected without a last event id: events may be missing"
+                    data = {"reason": reason}
+                    self._ready.append(ApiEvent(None, "reset", data, json.dumps(data)))
+                return
 
 
 def describe(exc: BaseException | None) -> str:

@@ -149,4 +149,6 @@ def serve_events(handler: BaseHTTPRequestHandler, buf: EventBuffer) -> None:
                 return  # the handler ends: the server closes the socket mid-stream
             out.write(_frame(eid, name, data))
             out.flush()
-            conn.sent.append(name)
+            with buf.cond:
+                conn.sent.append(name)
+                buf.cond.notify_all()

@@ -392,10 +392,27 @@ def test_a_silent_connection_is_dropped_and_reopened(node: tuple[Fake, str]) -> 
         lambda conn: fake.buf.emit("peer_up", peer="p") if len(fake.buf.connections) == 2 else None
     )
     stream = ApiClient(url).events(idle_timeout=0.2)
-    first = next(stream)
+    reset, first = take(stream, 2)
     stream.close()
     assert first.event == "peer_up"
     assert stream.connects == 2, "45 s (here 0.2 s) without a byte: the connection is dead"
+    # No event had come, so there was no id to resume from: the client says so itself.
+    assert (reset.event, reset.id) == ("reset", None)
+    assert "without a last event id" in reset.data["reason"]
+
+
+def test_a_drop_before_the_first_event_is_a_reset(node: tuple[Fake, str]) -> None:
+    fake, url = node
+    fake.buf.plan = [(0, False)]  # the first connection ends at the first event, unsent
+    fake.buf.on_subscribe.append(
+        lambda conn: fake.buf.emit("second") if len(fake.buf.connections) == 2 else None
+    )
+    stream = ApiClient(url).events()
+    fake.buf.emit("lost")  # a fresh subscriber (no Last-Event-ID) never gets this one
+    got = take(stream, 2)
+    stream.close()
+    assert names(got) == ["reset", "second"]
+    assert "Last-Event-ID" not in fake.buf.connections[1].headers
 
 
 def test_deadline(node: tuple[Fake, str]) -> None:
