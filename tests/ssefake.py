@@ -8,6 +8,7 @@ is something to send, so a test never sleeps: it emits, and the client reads.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
 import threading
@@ -122,6 +123,20 @@ def serve_events(handler: BaseHTTPRequestHandler, buf: EventBuffer) -> None:
     handler.send_header("Cache-Control", "no-store")
     handler.send_header("Connection", "close")
     handler.end_headers()
+    # The client going away (a command ended) is what a node sees every day.
+    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+        _stream(handler, buf, conn, reset, cursor, types, generation)
+
+
+def _stream(
+    handler: BaseHTTPRequestHandler,
+    buf: EventBuffer,
+    conn: Connection,
+    reset: str | None,
+    cursor: int,
+    types: set[str],
+    generation: int,
+) -> None:
     out = handler.wfile
     if buf.keepalive_first:
         out.write(b": keepalive\n\n")

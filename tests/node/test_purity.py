@@ -18,6 +18,7 @@ PURE = [
     "admission",
     "ratelimit",
     "units",
+    "termsafe",
 ]
 FORBIDDEN_MODULES = {
     "socket",
