@@ -349,6 +349,7 @@ class EventStream(Iterator[ApiEvent]):
         while not self._ready:
             if self._resp is None:
                 self._reconnect()
+                continue  # a reset of our own may be ready: reading could wait for minutes
             self._read()
         return self._ready.popleft()
 
