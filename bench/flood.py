@@ -1,6 +1,6 @@
 """A verified push between two loopback nodes, quiet and under a flood of junk (same run).
 
-    python bench/flood.py [--size BYTES] [--runs N] [--rate CONNS_PER_S]
+    python bench/flood.py [--size 256MiB] [--runs N] [--rate CONNS_PER_S]
 
 The flood (tests/junkflood.py) opens junk TCP connections to both nodes without pause while the
 push runs: silent ones, random bytes, hellos and headers trickled a byte per tick; plus junk
@@ -25,6 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from node.units import size_argument
 from tests.junkflood import JunkFlood
 from tests.nodeproc import NodeProc, free_udp_port, wait_mesh
 
@@ -57,7 +58,7 @@ def push_once(a: NodeProc, b: NodeProc, path: Path, digest: str | None) -> tuple
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--size", type=int, default=256 << 20)
+    ap.add_argument("--size", type=size_argument, default="256MiB", help="e.g. 256MiB")
     ap.add_argument("--runs", type=int, default=4)
     ap.add_argument("--rate", type=int, default=200, help="junk connections opened per second")
     args = ap.parse_args()

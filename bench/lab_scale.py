@@ -39,15 +39,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from lab import cluster, runner
 from lab.scenario import loads
+from node.units import format_size, size_argument
 
 SAMPLE_INTERVAL = 0.25
 MIB = 1 << 20
 
 
-def scenario_text(nodes: int, size: str, timeout: float) -> str:
+def scenario_text(nodes: int, size: int, timeout: float) -> str:
+    shown = format_size(size)
     return f"""\
 name: scale-{nodes}
-description: {nodes} nodes, full-mesh discovery, then a 1 -> {nodes - 1} fan-out of {size}.
+description: {nodes} nodes, full-mesh discovery, then a 1 -> {nodes - 1} fan-out of {shown}.
 timeout: {timeout:g}
 nodes:
   - name: source
@@ -104,7 +106,9 @@ class MemorySampler:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--nodes", type=int, default=50, help="nodes in the scenario (>= 2)")
-    ap.add_argument("--size", default="10MiB", help="size of the fanned-out file")
+    ap.add_argument(
+        "--size", type=size_argument, default="10MiB", help="size of the fanned-out file"
+    )
     ap.add_argument("--timeout", type=float, default=120, help="scenario deadline (s)")
     ap.add_argument("-q", "--quiet", action="store_true", help="no live progress lines")
     args = ap.parse_args()

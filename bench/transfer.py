@@ -1,6 +1,6 @@
 """Throughput of a verified push between two nodes on loopback, against a raw Python pair.
 
-    python bench/transfer.py [--size BYTES] [--runs N]
+    python bench/transfer.py [--size 1GiB] [--runs N]
 
 Baseline (same run, same file): one process `os.sendfile`s the file, another `recv_into`s it,
 feeds `hashlib.sha256` and writes it to disk. mole: time from the API request to the verified
@@ -32,6 +32,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from node.units import size_argument
 from tests.nodeproc import NodeProc, free_udp_port, wait_mesh
 
 RECEIVER = r"""
@@ -119,7 +120,7 @@ def pick_dir(size: int) -> str | None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--size", type=int, default=1 << 30)
+    ap.add_argument("--size", type=size_argument, default="1GiB", help="e.g. 1GiB, 500MB")
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--dir", help="where the files live (default: /dev/shm if it has room)")
     args = ap.parse_args()

@@ -1,73 +1,25 @@
-"""A tiny client of the node's control API (docs/api.md), standard library only.
+"""The lab's view of a node's control API: node/apiclient.py plus one method per route.
 
-One short-lived connection per request: a node that restarts never leaves us holding a dead
-keep-alive socket, and the lab makes few calls.
+One short-lived connection per request (`keep_alive=False`): a node that restarts never leaves
+us holding a dead keep-alive socket, and the lab makes few calls and never closes a client.
+Transport trouble stays OSError / http.client.HTTPException (lab/waits.py's "not yet"); a
+non-2xx answer is ApiError (node.apiclient.ApiFailure: status, code, message).
 """
 
 from __future__ import annotations
 
-import http.client
-import json
 import urllib.parse
 from typing import Any
 
+from node.apiclient import ApiClient
+from node.apiclient import ApiFailure as ApiError
 
-class ApiError(Exception):
-    """The node answered with a non-2xx status; `code` is the API's error code."""
-
-    def __init__(self, status: int, code: str, message: str, *, url: str = "") -> None:
-        self.status = status
-        self.code = code
-        self.message = message
-        self.url = url
-        super().__init__(f"{url}: HTTP {status} {code}: {message}".lstrip(": "))
+__all__ = ["ApiError", "NodeApi"]
 
 
-class NodeApi:
+class NodeApi(ApiClient):
     def __init__(self, url: str, token: str | None, *, timeout: float = 5.0) -> None:
-        parts = urllib.parse.urlsplit(url)
-        if parts.scheme != "http" or not parts.hostname:
-            raise ValueError(f"not an http URL: {url!r}")
-        self.url = url.rstrip("/")
-        self.host = parts.hostname
-        self.port = parts.port or 80
-        self.token = token
-        self.timeout = timeout
-
-    def request(self, method: str, path: str, body: object | None = None) -> Any:
-        """JSON in, JSON out. OSError/HTTPException on transport trouble, ApiError on non-2xx."""
-        headers = {"Accept": "application/json", "Connection": "close"}
-        if self.token:
-            headers["Authorization"] = f"Bearer {self.token}"
-        data = None
-        if body is not None:
-            data = json.dumps(body).encode()
-            headers["Content-Type"] = "application/json"
-        conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
-        try:
-            conn.request(method, path, body=data, headers=headers)
-            resp = conn.getresponse()
-            raw = resp.read()
-        finally:
-            conn.close()
-        try:
-            doc = json.loads(raw) if raw else None
-        except ValueError:
-            doc = None
-        if not 200 <= resp.status < 300:
-            code = doc.get("error", "") if isinstance(doc, dict) else ""
-            msg = (
-                doc.get("message", "")
-                if isinstance(doc, dict)
-                else raw[:200].decode("utf-8", "replace")
-            )
-            raise ApiError(resp.status, str(code), str(msg), url=f"{method} {self.url}{path}")
-        if raw and doc is None:
-            raise http.client.HTTPException(f"{method} {self.url}{path}: answer is not JSON")
-        return doc
-
-    def get(self, path: str) -> Any:
-        return self.request("GET", path)
+        super().__init__(url, token, timeout=timeout, keep_alive=False)
 
     def post(self, path: str, body: object | None = None) -> Any:
         return self.request("POST", path, {} if body is None else body)

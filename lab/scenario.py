@@ -18,29 +18,13 @@ from typing import Any, Literal
 
 import yaml
 
+from node import units
 from node.errors import BadName
 from node.events import REGISTRY
 from node.names import check_name, numbered
 
 # Names end up in Docker container names, DNS aliases and `--name`: keep them boring.
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,47}$")
-SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*$")
-SIZE_UNITS = {
-    "": 1,
-    "b": 1,
-    "k": 1 << 10,
-    "kib": 1 << 10,
-    "kb": 1000,
-    "m": 1 << 20,
-    "mib": 1 << 20,
-    "mb": 1000**2,
-    "g": 1 << 30,
-    "gib": 1 << 30,
-    "gb": 1000**3,
-    "t": 1 << 40,
-    "tib": 1 << 40,
-    "tb": 1000**4,
-}
 MAX_FILE_SIZE = 1 << 40
 MAX_COUNT = 200
 
@@ -378,20 +362,13 @@ def route_for(nodes: Iterable[NodeDecl], a: str, b: str) -> Route | None:
 
 
 def parse_size(value: object) -> int:
-    """1048576, "1MiB", "10 MiB", "1.5GiB", "2MB" (decimal), "4k" (binary) -> bytes."""
+    """4096 (YAML int) or a string of node/units.py's table: "1MiB", "1.5GiB", "2MB", "4k"."""
     if isinstance(value, bool):
         raise ValueError("a size is a number of bytes or a string like '10MiB', not a boolean")
     if isinstance(value, int):
         n = value
     elif isinstance(value, str):
-        m = SIZE_RE.match(value)
-        unit = m.group(2).lower() if m else ""
-        if not m or unit not in SIZE_UNITS:
-            raise ValueError(f"bad size {value!r}: want e.g. 4096, '64KiB', '10MiB', '1GiB'")
-        exact = float(m.group(1)) * SIZE_UNITS[unit]
-        if exact != int(exact):
-            raise ValueError(f"bad size {value!r}: not a whole number of bytes")
-        n = int(exact)
+        n = units.parse_size(value)  # UnitError is a ValueError naming the text
     else:
         raise ValueError(f"a size is an int or a string like '10MiB', not {_tname(value)}")
     if n < 0:
@@ -402,11 +379,7 @@ def parse_size(value: object) -> int:
 
 
 def format_size(n: int) -> str:
-    for unit, mult in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if n >= mult:
-            v = n / mult
-            return f"{v:.0f} {unit}" if v == int(v) else f"{v:.1f} {unit}"
-    return f"{n} B"
+    return units.format_size(n).replace(".0 ", " ")  # "10 MiB", "1.5 KiB", "12 B"
 
 
 # --------------------------------------------------------------------------- loading

@@ -1,8 +1,10 @@
 """The `mole` command: `mole serve` runs a node; every other command talks to one over its API.
 
-Client commands are plain blocking HTTP (http.client) against the node's control API
-(docs/api.md). Exit status: 0 success, 1 a failed transfer or an error from the node, 2 usage,
-3 no node is listening at --api. Every failure is one line on stderr, starting with "mole: ".
+Client commands are blocking HTTP through node/apiclient.py against the node's control API
+(docs/api.md); `send`, `get` and `watch` follow its event stream (GET /api/events). Exit status:
+0 success, 1 a failed transfer or an error from the node, 2 usage, 3 no node is listening at
+--api. Every failure is one line on stderr, starting with "mole: ". Everything printed passes
+through node/termsafe.py first: names and reasons come from peers.
 """
 
 from __future__ import annotations
@@ -12,20 +14,36 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
+
+from node.termsafe import safe_json, safe_text
+from node.units import format_size
 
 if TYPE_CHECKING:
-    import http.client
+    from node.apiclient import ApiEvent, ApiFailure, EventStream, Token
 
-# http.client (with ssl and email) and shutil are imported where a client command uses them:
-# `mole serve` never does, and they would cost an idle node about 3 MiB.
+# node.apiclient (http.client, with ssl and email) and shutil are imported where a client
+# command uses them: `mole serve` never does, and they would cost an idle node about 3 MiB.
 
 DEFAULT_API = "http://127.0.0.1:47102"
-POLL_INTERVAL = 0.2  # seconds between GET /api/transfers/{id} while waiting
+POLL_INTERVAL = 0.2  # seconds between GET /api/transfers/{id}, for a node without /api/events
 REQUEST_TIMEOUT = 30.0  # a peer file list may take a connect timeout (10 s) and more
 FINAL_STATES = frozenset({"done", "failed", "cancelled"})
+# The events send/get follow; each carries the transfer's `id`.
+TRANSFER_EVENTS = (
+    "transfer_started",
+    "transfer_progress",
+    "transfer_resumed",
+    "transfer_reset",
+    "transfer_retry",
+    "transfer_done",
+    "transfer_failed",
+)
+# Whole transfer objects (docs/api.md): they replace what we know of the transfer.
+WHOLE_TRANSFER_EVENTS = frozenset({"transfer_started", "transfer_done", "transfer_failed"})
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NO_NODE = 0, 1, 2, 3
 
@@ -52,40 +70,48 @@ class CliError(Exception):
         self.status = status
 
 
-class ApiFailure(CliError):
-    """The node answered with an error object."""
+# -- printing --------------------------------------------------------------------------------
 
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message or code)
-        self.http_status = status
-        self.code = code
+
+def print_line(stream: TextIO, line: str) -> None:
+    """Every line mole prints goes through here (or print_block): peer-controlled text may hold
+    terminal escape sequences, which safe_text turns into visible `\\x1b`-style escapes."""
+    stream.write(safe_text(line) + "\n")
+
+
+def print_block(stream: TextIO, text: str) -> None:
+    """Several lines of our own making (a table), each made safe like print_line."""
+    for line in text.split("\n"):
+        print_line(stream, line)
+
+
+def print_error(message: str) -> None:
+    print_line(sys.stderr, f"mole: {message}")
 
 
 # -- talking to the node ---------------------------------------------------------------------
 
 
 class Client:
-    """One kept-alive HTTP connection to the node's API."""
+    """node.apiclient.ApiClient with the node's failures worded for a person."""
 
-    def __init__(self, url: str, token: str | None, timeout: float) -> None:
-        self.url = url
-        parts = urlsplit(url if "://" in url else f"http://{url}")
+    def __init__(self, url: str, token: Token, timeout: float) -> None:
+        from node.apiclient import ApiClient
+
         try:
-            port = parts.port or 80
+            self.api = ApiClient(url, token.value, timeout=timeout)
         except ValueError:
-            port = -1
-        if parts.scheme != "http" or not parts.hostname or port < 1:
-            raise CliError(f"bad --api URL {url!r}: want http://HOST:PORT", EXIT_USAGE)
-        self.host, self.port = parts.hostname, port
-        self.prefix = parts.path.rstrip("/")
-        self.token = token
+            raise CliError(f"bad --api URL {url!r}: want http://HOST:PORT", EXIT_USAGE) from None
+        self.url = self.api.url
         self.timeout = timeout
-        self._conn: http.client.HTTPConnection | None = None
+        self.token_info = token
 
     def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        self.api.close()
+
+    def request(self, method: str, path: str, body: object = None) -> Any:
+        with self.translated():
+            return self.api.request(method, path, body)
 
     def get(self, path: str) -> Any:
         return self.request("GET", path)
@@ -93,63 +119,54 @@ class Client:
     def post(self, path: str, body: object = None) -> Any:
         return self.request("POST", path, body)
 
-    def request(self, method: str, path: str, body: object = None) -> Any:
-        headers = {"Accept": "application/json"}
-        payload = None
-        if body is not None:
-            payload = json.dumps(body).encode()
-            headers["Content-Type"] = "application/json"
-        if self.token:
-            headers["Authorization"] = f"Bearer {self.token}"
+    def subscribe(self, types: Sequence[str] | None, **kw: Any) -> EventStream:
+        """GET /api/events, connected before this returns (see ApiClient.events)."""
+        with self.translated():
+            return self.api.events(types, **kw)
+
+    def next_event(self, stream: EventStream) -> ApiEvent:
+        """The stream's next event, its failures worded like a request's. DeadlineExpired is
+        left to the caller, who knows what it was waiting for."""
+        with self.translated():
+            return next(stream)
+
+    def unauthorized(self) -> str:
+        """What to do about a 401: where the token came from, and where it could come from."""
+        t = self.token_info
+        head = f"unauthorized: the node at {self.url}"
+        if t.value:
+            return f"{head} refused the token from {t.source}: pass its token with --token"
+        text = f"{head} wants its API token: pass --token or set MOLE_API_TOKEN"
+        if t.file is None:  # not a local node: its token file is not ours to read
+            return text
+        why = f"{t.file}: {t.problem}" if t.problem else f"no {t.file.name} in {t.file.parent}"
+        return f"{text}, or point --state at the node's state directory ({why})"
+
+    @contextmanager
+    def translated(self) -> Iterator[None]:
         import http.client
 
-        reused = self._conn is not None
+        from node.apiclient import ApiFailure, BadAnswer, DeadlineExpired, StreamLost
+
         try:
-            try:
-                return self._exchange(method, path, payload, headers)
-            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
-                # The node may close a kept-alive connection between requests; a GET is safe
-                # to repeat once, a POST is not (it could start a second transfer).
-                self.close()
-                if not (reused and method == "GET"):
-                    raise
-                return self._exchange(method, path, payload, headers)
+            yield
+        except ApiFailure as exc:
+            if exc.status == 401:
+                raise CliError(self.unauthorized()) from None
+            raise
+        except DeadlineExpired:
+            raise
+        except StreamLost as exc:
+            raise CliError(f"lost the node at {self.url}: {exc}") from None
         except ConnectionRefusedError:
-            self.close()
             raise CliError(f"node not running at {self.url}", EXIT_NO_NODE) from None
         except TimeoutError:
-            self.close()
             message = f"no answer from the node at {self.url} within {self.timeout:g} s"
             raise CliError(message) from None
+        except BadAnswer as exc:
+            raise CliError(str(exc)) from None
         except (OSError, http.client.HTTPException) as exc:
-            self.close()
             raise CliError(f"cannot talk to the node at {self.url}: {exc}") from None
-
-    def _exchange(
-        self, method: str, path: str, payload: bytes | None, headers: dict[str, str]
-    ) -> Any:
-        import http.client
-
-        if self._conn is None:
-            self._conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
-        self._conn.request(method, self.prefix + path, body=payload, headers=headers)
-        resp = self._conn.getresponse()
-        raw = resp.read()
-        try:
-            data = json.loads(raw) if raw else None
-        except ValueError:
-            raise CliError(
-                f"the node at {self.url} sent a non-JSON answer ({resp.status})"
-            ) from None
-        if resp.status >= 400:
-            if resp.status == 401:
-                raise ApiFailure(
-                    401, "unauthorized", "unauthorized (set --token or MOLE_API_TOKEN)"
-                )
-            err = data if isinstance(data, dict) else {}
-            code = str(err.get("error") or f"http_{resp.status}")
-            raise ApiFailure(resp.status, code, str(err.get("message") or ""))
-        return data
 
 
 def explain(exc: ApiFailure, *, peer: str | None = None, item: str | None = None) -> CliError:
@@ -162,7 +179,7 @@ def explain(exc: ApiFailure, *, peer: str | None = None, item: str | None = None
         return CliError(f"peer unreachable: {peer} ({exc.message})")
     if exc.code == "peer_error":
         return CliError(f"peer error: {exc.message}")
-    return exc
+    return CliError(exc.message or exc.code)
 
 
 def transfer_error(t: dict[str, Any]) -> str:
@@ -177,14 +194,8 @@ def transfer_error(t: dict[str, Any]) -> str:
 # -- formatting ------------------------------------------------------------------------------
 
 
-def human_size(n: float) -> str:
-    units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"]
-    value = float(n)
-    for unit in units:
-        if abs(value) < 1024 or unit == units[-1]:
-            return f"{int(value)} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    raise AssertionError("unreachable")
+# Sizes are shown in the one IEC format of node/units.py ("1000 B", "4.5 MiB").
+human_size = format_size
 
 
 def human_duration(seconds: float) -> str:
@@ -210,7 +221,8 @@ def table(
     headers: Sequence[str], rows: Sequence[Sequence[object]], right: Sequence[str] = ()
 ) -> str:
     """Columns padded to their widest cell; columns named in `right` are right-aligned."""
-    cells = [list(headers), *[[str(c) for c in row] for row in rows]]
+    # Cells are made safe before they are measured, so the escapes keep the columns straight.
+    cells = [list(headers), *[[safe_text(c) for c in row] for row in rows]]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
     lines = []
     for r in cells:
@@ -302,7 +314,7 @@ def progress_line(t: dict[str, Any], columns: int, position: str = "") -> str:
     filled = int(bar_len * percent(t) / 100)
     bar = "[" + "#" * filled + "." * (bar_len - filled) + "]"
     room = columns - 1 - len(position) - len(bar) - len(numbers) - 3
-    name = str(t.get("name") or t.get("id") or "")
+    name = safe_text(t.get("name") or t.get("id") or "")  # measured as it will be printed
     if room < len(name):
         name = name[: max(0, room - 1)] + "…" if room > 1 else ""
     return " ".join(p for p in (position.strip(), name, bar, numbers) if p)[: columns - 1]
@@ -314,6 +326,7 @@ class ProgressBar:
     def __init__(self, stream: TextIO) -> None:
         self.stream = stream
         self.drawn = False
+        self.line = ""
 
     def update(self, transfers: list[dict[str, Any]]) -> None:
         running = [t for t in transfers if t.get("state") not in FINAL_STATES]
@@ -326,22 +339,30 @@ class ProgressBar:
         import shutil
 
         columns = shutil.get_terminal_size((80, 24)).columns
-        self.stream.write("\r" + progress_line(t, columns, position) + "\x1b[K")
+        line = safe_text(progress_line(t, columns, position))
+        if self.drawn and line == self.line:
+            return  # an event that changes nothing shown (a transfer_started echo, a retry)
+        # Our own \r and erase-line wrap a line made safe: nothing of a peer's is sent raw.
+        self.stream.write("\r" + line + "\x1b[K")
         self.stream.flush()
-        self.drawn = True
+        self.drawn, self.line = True, line
 
     def finish(self) -> None:
         if self.drawn:
             self.stream.write("\r\x1b[K")
             self.stream.flush()
-            self.drawn = False
+            self.drawn, self.line = False, ""
 
 
 # -- commands --------------------------------------------------------------------------------
 
 
-def emit_json(value: object, out: TextIO) -> None:
-    out.write(json.dumps(value, indent=2, ensure_ascii=False) + "\n")
+def emit_json(value: object, out: TextIO, *, indent: int | None = 2) -> None:
+    # ensure_ascii=False keeps names readable; safe_json then escapes what a terminal would
+    # act on (json.dumps writes DEL, C1 and bidi controls raw), and the JSON stays equal.
+    separators = None if indent else (",", ":")
+    text = json.dumps(value, indent=indent, ensure_ascii=False, separators=separators)
+    out.write(safe_json(text) + "\n")
 
 
 def cmd_peers(args: argparse.Namespace, client: Client, out: TextIO) -> int:
@@ -349,11 +370,13 @@ def cmd_peers(args: argparse.Namespace, client: Client, out: TextIO) -> int:
     if args.json:
         emit_json(peers, out)
     else:
-        out.write((peers_table(peers, time.time()) if peers else "no peers yet") + "\n")
+        print_block(out, peers_table(peers, time.time()) if peers else "no peers yet")
     return EXIT_OK
 
 
 def cmd_ls(args: argparse.Namespace, client: Client, out: TextIO) -> int:
+    from node.apiclient import ApiFailure
+
     if args.peer is None:
         files = client.get("/api/files")
     else:
@@ -374,7 +397,7 @@ def print_files(
     if args.json:
         emit_json(files, out)
     else:
-        out.write((files_table(files) if files else empty) + "\n")
+        print_block(out, files_table(files) if files else empty)
     return EXIT_OK
 
 
@@ -383,11 +406,13 @@ def cmd_transfers(args: argparse.Namespace, client: Client, out: TextIO) -> int:
     if args.json:
         emit_json(transfers, out)
     else:
-        out.write((transfers_table(transfers) if transfers else "no transfers") + "\n")
+        print_block(out, transfers_table(transfers) if transfers else "no transfers")
     return EXIT_OK
 
 
 def cmd_cancel(args: argparse.Namespace, client: Client, out: TextIO) -> int:
+    from node.apiclient import ApiFailure
+
     try:
         t = client.post(f"/api/transfers/{quote(args.id, safe='')}/cancel")
     except ApiFailure as exc:
@@ -397,60 +422,168 @@ def cmd_cancel(args: argparse.Namespace, client: Client, out: TextIO) -> int:
     if args.json:
         emit_json(t, out)
     else:
-        out.write(f"{t.get('id')}  {t.get('name', '')}  {t.get('state')}\n")
+        print_line(out, f"{t.get('id')}  {t.get('name', '')}  {t.get('state')}")
     return EXIT_OK
 
 
 def cmd_send(args: argparse.Namespace, client: Client, out: TextIO) -> int:
+    from node.apiclient import ApiFailure
+
     paths = [(typed, os.path.abspath(os.path.expanduser(typed))) for typed in args.paths]
     for typed, path in paths:  # before asking the node: nothing starts if one path is wrong
         # An absolute path we cannot see may still be the node's own (a node in a container,
         # its API published on this host): that node checks it and answers file_missing.
         if not os.path.isfile(path) and not (os.path.isabs(typed) and not os.path.exists(path)):
             raise CliError(f"file missing: {typed}")
-    started = []
-    for typed, path in paths:
-        try:
-            started.append(client.post("/api/push", {"peer": args.peer, "path": path}))
-        except ApiFailure as exc:
-            raise explain(exc, peer=args.peer, item=typed) from None
-    return finish_transfers(args, client, started, out)
+
+    def start() -> list[dict[str, Any]]:
+        started = []
+        for typed, path in paths:
+            try:
+                started.append(client.post("/api/push", {"peer": args.peer, "path": path}))
+            except ApiFailure as exc:
+                raise explain(exc, peer=args.peer, item=typed) from None
+        return started
+
+    return run_transfers(args, client, start, out)
 
 
 def cmd_get(args: argparse.Namespace, client: Client, out: TextIO) -> int:
-    started = []
-    for name in args.names:
-        try:
-            started.append(client.post("/api/pull", {"peer": args.peer, "name": name}))
-        except ApiFailure as exc:
-            raise explain(exc, peer=args.peer, item=name) from None
-    return finish_transfers(args, client, started, out)
+    from node.apiclient import ApiFailure
+
+    def start() -> list[dict[str, Any]]:
+        started = []
+        for name in args.names:
+            try:
+                started.append(client.post("/api/pull", {"peer": args.peer, "name": name}))
+            except ApiFailure as exc:
+                raise explain(exc, peer=args.peer, item=name) from None
+        return started
+
+    return run_transfers(args, client, start, out)
 
 
-def finish_transfers(
-    args: argparse.Namespace, client: Client, started: list[dict[str, Any]], out: TextIO
+def run_transfers(
+    args: argparse.Namespace,
+    client: Client,
+    start: Callable[[], list[dict[str, Any]]],
+    out: TextIO,
 ) -> int:
+    """Start the transfers and, unless --no-wait, follow them to their ends."""
     if args.no_wait:
-        final = started
+        final = start()
     else:
+        # Subscribe first: every event of the transfers we are about to start is then ours.
+        stream = subscribe_transfers(client)
         bar = ProgressBar(sys.stderr) if sys.stderr.isatty() else None
         try:
-            final = wait_for(client, started, args.timeout, bar)
+            started = start()
+            if stream is None:
+                final = wait_for(client, started, args.timeout, bar)
+            else:
+                final = follow(client, stream, started, args.timeout, bar)
         finally:
+            if stream is not None:
+                stream.close()
             if bar is not None:
                 bar.finish()
     if args.json:
         emit_json(final, out)
     elif args.no_wait:
-        out.write(transfers_table(final) + "\n")
+        print_block(out, transfers_table(final))
     else:
         for t in final:
             if t.get("state") == "done":
-                out.write(done_line(t) + "\n")
+                print_line(out, done_line(t))
     failed = [t for t in final if not args.no_wait and t.get("state") != "done"]
     for t in failed:
-        sys.stderr.write(f"mole: {transfer_error(t)}\n")
+        print_error(transfer_error(t))
     return EXIT_FAILED if failed else EXIT_OK
+
+
+def subscribe_transfers(client: Client) -> EventStream | None:
+    """The transfer events of GET /api/events, or None from a node without it (404): then
+    send/get poll instead. An outage of the stream is borne as long as a request's timeout."""
+    from node.apiclient import ApiFailure
+
+    try:
+        return client.subscribe(TRANSFER_EVENTS, retry_for=client.timeout)
+    except ApiFailure as exc:
+        if exc.status == 404:
+            return None
+        raise
+
+
+def follow(
+    client: Client,
+    stream: EventStream,
+    transfers: list[dict[str, Any]],
+    timeout: float | None,
+    bar: ProgressBar | None,
+) -> list[dict[str, Any]]:
+    """Follow the transfers on the event stream until all are done, failed or cancelled."""
+    from node.apiclient import DeadlineExpired
+
+    stream.deadline = None if timeout is None else time.monotonic() + timeout
+    current = {str(t["id"]): dict(t) for t in transfers}
+    # One read each catches what happened before the node took our subscription in.
+    refresh(client, current)
+    while True:
+        if bar is not None:
+            bar.update(list(current.values()))
+        running = [tid for tid, t in current.items() if t.get("state") not in FINAL_STATES]
+        if not running:
+            return list(current.values())
+        try:
+            ev = client.next_event(stream)
+        except DeadlineExpired:
+            names = ", ".join(str(current[tid].get("name")) for tid in running)
+            raise CliError(f"timed out after {timeout:g} s waiting for {names}") from None
+        if ev.event == "reset":
+            # Events were lost (the node restarted, or we were away longer than its buffer):
+            # what the node says now replaces what we know; the buffer it replays follows.
+            refresh(client, current)
+        else:
+            apply_event(current, ev)
+
+
+def refresh(client: Client, current: dict[str, dict[str, Any]]) -> None:
+    """Read each unfinished transfer once (GET /api/transfers/{id})."""
+    from node.apiclient import ApiFailure
+
+    for tid, t in current.items():
+        if t.get("state") in FINAL_STATES:
+            continue
+        try:
+            current[tid] = client.get(f"/api/transfers/{quote(tid, safe='')}")
+        except ApiFailure as exc:
+            if exc.code != "not_found":
+                raise
+            # A node that restarted without this transfer in its journal.
+            reason = "the node no longer knows this transfer (did it restart?)"
+            t.update(state="failed", error={"code": "lost", "reason": reason})
+
+
+def apply_event(current: dict[str, dict[str, Any]], ev: ApiEvent) -> None:
+    """Fold one transfer event into the transfer it names (docs/api.md section 2)."""
+    data = ev.data
+    if not isinstance(data, dict):
+        return
+    t = current.get(str(data.get("id")))
+    if t is None or t.get("state") in FINAL_STATES:
+        return  # not ours; or a final state already known (a replay after a reset)
+    # Only the transfer's own keys: an event adds ts, event, node, seconds, ... around them.
+    known = {k: v for k, v in data.items() if k in t and k not in ("id", "wire_id")}
+    if ev.event in WHOLE_TRANSFER_EVENTS:
+        t.update(known)
+    elif ev.event == "transfer_progress":
+        t.update(known, state="active")  # the node reports progress of active transfers only
+    elif ev.event == "transfer_retry":
+        t.update(state="retrying", attempts=data.get("attempt", t.get("attempts")))
+    elif ev.event == "transfer_resumed":
+        t.update(offset=data.get("offset", t.get("offset")))
+    elif ev.event == "transfer_reset":
+        t.update(bytes=0, offset=0)  # the partial data was discarded: it starts over
 
 
 def wait_for(
@@ -460,7 +593,8 @@ def wait_for(
     bar: ProgressBar | None,
     sleep: Callable[[float], None] = time.sleep,
 ) -> list[dict[str, Any]]:
-    """Poll each unfinished transfer until all are done, failed or cancelled."""
+    """Poll each unfinished transfer until all are done, failed or cancelled (the fallback for
+    a node without GET /api/events)."""
     deadline = None if timeout is None else time.monotonic() + timeout
     current = {str(t["id"]): t for t in transfers}
     while True:
@@ -492,6 +626,99 @@ def done_line(t: dict[str, Any]) -> str:
     if t.get("role") == "send":
         return f"sent {name} to {peer}{where} ({timing})"
     return f"received {name} from {peer}{where} ({timing})"
+
+
+# -- watch -----------------------------------------------------------------------------------
+
+
+def cmd_watch(args: argparse.Namespace, client: Client, out: TextIO) -> int:
+    """Print the node's events as they come, until Ctrl-C (exit 0)."""
+    from node.apiclient import ApiFailure, describe
+
+    def on_retry(attempt: int, error: BaseException, delay: float) -> None:
+        if attempt == 1:  # once per outage: the stream says when it is back (a reset, or not)
+            print_error(f"lost the event stream ({describe(error)}); reconnecting")
+
+    try:
+        stream = client.subscribe(args.types, retry_for=args.timeout, on_retry=on_retry)
+    except ApiFailure as exc:
+        if exc.status == 404:
+            message = f"the node at {client.url} has no event stream (GET /api/events)"
+            raise CliError(message) from None
+        raise
+    peers: dict[str, str] = {}  # node id -> display name, from the peer events seen
+    try:
+        with stream:
+            while True:
+                ev = client.next_event(stream)
+                if args.json:
+                    emit_json(event_record(ev), out, indent=None)
+                else:
+                    print_line(out, watch_line(ev, peers))
+                out.flush()
+    except KeyboardInterrupt:
+        return EXIT_OK
+
+
+def event_record(ev: ApiEvent) -> object:
+    """The node's own event line (the stream's data); a `reset` gets its `event` key added."""
+    if isinstance(ev.data, dict) and "event" not in ev.data:
+        return {"event": ev.event, **ev.data}
+    return ev.data
+
+
+def watch_line(ev: ApiEvent, peers: dict[str, str]) -> str:
+    """`HH:MM:SS event  what happened`, in the words the other commands use."""
+    d: dict[str, Any] = ev.data if isinstance(ev.data, dict) else {"data": ev.data}
+    ts = d.get("ts")
+    clock = time.strftime("%H:%M:%S", time.localtime(ts if isinstance(ts, int | float) else None))
+    return f"{clock} {ev.event}  {describe_event(ev.event, d, peers)}".rstrip()
+
+
+def describe_event(name: str, d: dict[str, Any], peers: dict[str, str]) -> str:
+    tid = f"[{d.get('id')}]"
+    if name == "reset":
+        return f"the stream started over ({d.get('reason')}): events may have been missed"
+    if name == "listening":
+        return f"{d.get('name')} listening (tcp {d.get('tcp_port')}, api {d.get('api')})"
+    if name == "peer_up":
+        peers[str(d.get("peer"))] = str(d.get("peer_name") or "")
+        how = "static" if d.get("static") else ",".join(d.get("groups") or []) or "-"
+        return f"{peer_name(d, peers)} at {d.get('addr')}:{d.get('port')} ({how})"
+    if name == "peer_down":
+        return f"{peer_name(d, peers)} ({d.get('reason')})"
+    if name == "transfer_started":
+        way = "to" if d.get("role") == "send" else "from"
+        size = human_size(int(d.get("size") or 0))
+        return f"{d.get('name')} {way} {peer_label(d)} ({size}) {tid}"
+    if name == "transfer_progress":
+        rate = f" {human_size(float(d.get('rate') or 0))}/s" if d.get("rate") else ""
+        got, size = human_size(int(d.get("bytes") or 0)), human_size(int(d.get("size") or 0))
+        return f"{d.get('name')} {percent(d):3.0f}% {got}/{size}{rate} {tid}"
+    if name == "transfer_resumed":
+        return f"{d.get('name')} resumes after {human_size(int(d.get('offset') or 0))} {tid}"
+    if name == "transfer_reset":
+        return f"{d.get('name')} starts over ({d.get('reason')}) {tid}"
+    if name == "transfer_retry":
+        return (
+            f"attempt {d.get('attempt')} failed ({d.get('code')}: {d.get('reason')}); "
+            f"retrying in {d.get('delay')} s {tid}"
+        )
+    if name == "transfer_refused":
+        return f"{d.get('name')} from {peer_name(d, peers)} ({d.get('code')}: {d.get('reason')})"
+    if name == "transfer_done":
+        return f"{done_line(d)} {tid}"
+    if name == "transfer_failed":
+        return f"{transfer_error(d)} {tid}"
+    if name == "warning":
+        return str(d.get("message"))
+    rest = {k: v for k, v in d.items() if k not in ("ts", "event", "node")}
+    return " ".join(f"{k}={json.dumps(v, ensure_ascii=False)}" for k, v in rest.items())
+
+
+def peer_name(d: dict[str, Any], peers: dict[str, str]) -> str:
+    node = str(d.get("peer") or "")
+    return str(d.get("peer_name") or peers.get(node) or node[:8] or "-")
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -539,8 +766,13 @@ def add_client_options(p: argparse.ArgumentParser, *, top: bool) -> None:
         help=f"the node's API (env MOLE_API, default {DEFAULT_API})",
     )  # fmt: skip
     p.add_argument(
-        "--token", default=d(os.environ.get("MOLE_API_TOKEN") or None),
-        help="API bearer token (env MOLE_API_TOKEN)",
+        "--token", default=d(None),
+        help="API bearer token (default: env MOLE_API_TOKEN, else a local node's token file)",
+    )  # fmt: skip
+    p.add_argument(
+        "--state", metavar="DIR", default=d(None),
+        help="the local node's state directory, where its api_token file is read "
+        "(default: env MOLE_STATE, else ~/.mole/state)",
     )  # fmt: skip
     p.add_argument("--json", action="store_true", default=d(False), help="print JSON")
     p.add_argument(
@@ -549,7 +781,8 @@ def add_client_options(p: argparse.ArgumentParser, *, top: bool) -> None:
     )  # fmt: skip
     p.add_argument(
         "--timeout", type=positive_float, metavar="SECONDS", default=d(None),
-        help="give up waiting for the node or a transfer after SECONDS",
+        help="give up waiting for the node or a transfer after SECONDS (watch: on a node gone "
+        "for SECONDS)",
     )  # fmt: skip
 
 
@@ -592,6 +825,11 @@ def build_parser() -> argparse.ArgumentParser:
     cancel = client_cmd("cancel", cmd_cancel, "cancel a transfer")
     cancel.add_argument("id", metavar="ID")
     client_cmd("inbox", cmd_inbox, "list received files")
+    watch = client_cmd("watch", cmd_watch, "print the node's events as they happen")
+    watch.add_argument(
+        "--type", dest="types", action="append", metavar="NAME",
+        help="only events of this name, e.g. transfer_done (repeatable)",
+    )  # fmt: skip
     return parser
 
 
@@ -606,14 +844,19 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_serve(args)
         # A tiny --timeout bounds the wait for transfers; single answers still get a second.
         http_timeout = REQUEST_TIMEOUT if args.timeout is None else max(1.0, args.timeout)
-        client = Client(args.api, args.token, http_timeout)
+        from node.apiclient import ApiFailure, find_token
+
+        token = find_token(args.token, api_url=args.api, state=args.state)
+        client = Client(args.api, token, http_timeout)
         try:
             status: int = args.run(args, client, sys.stdout)
             return status
+        except ApiFailure as exc:
+            raise explain(exc) from None
         finally:
             client.close()
     except CliError as exc:
-        sys.stderr.write(f"mole: {exc.message}\n")
+        print_error(exc.message)
         return exc.status
     except KeyboardInterrupt:
         sys.stderr.write("\n")

@@ -8,6 +8,7 @@ import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from node import units
 from node.errors import ConfigError
 
 DISCOVERY_PORT = 47100
@@ -84,17 +85,19 @@ def parse_hostport(text: str, default_port: int) -> tuple[str, int]:
 
 
 def parse_size(text: str) -> int:
-    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
-    t = text.strip().lower().removesuffix("ib").removesuffix("b")
-    mult = units.get(t[-1:], 1)
-    num = t[:-1] if t[-1:] in units else t
+    """A size option (`--max-size 2GiB`) in bytes, read with the unit table of node/units.py."""
     try:
-        value = int(float(num) * mult)
-    except ValueError:
-        raise ConfigError(f"bad size {text!r}") from None
-    if value < 0:
-        raise ConfigError(f"bad size {text!r}")
-    return value
+        return units.parse_size(text)
+    except units.UnitError as exc:
+        raise ConfigError(str(exc)) from None  # "bad size '...': why", naming the input
+
+
+def parse_rate(text: str) -> int:
+    """A rate option (`--max-rate 20MiB/s`, `100mbit`) in bytes/s (node/units.py)."""
+    try:
+        return units.parse_rate(text)
+    except units.UnitError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def add_serve_arguments(p: argparse.ArgumentParser) -> None:
@@ -210,14 +213,16 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--min-rate",
-        type=int,
+        type=units.rate_argument,
         default=1024,
-        help="slowest stream, bytes/s averaged over 10 s (or --idle-timeout if shorter); 0: off",
+        help="slowest stream, bytes/s (e.g. 1KiB) averaged over 10 s (or --idle-timeout if "
+        "shorter); 0: off",
     )
     p.add_argument(
         "--max-rate",
         default=_env("MAX_RATE"),
-        help="upload cap shared by all outgoing file streams, bytes/s (e.g. 20MiB); 0: none",
+        help="upload cap shared by all outgoing file streams, bytes/s (e.g. 20MiB, 100mbit); "
+        "0: none",
     )
     p.add_argument("--retries", type=int, default=8, help="automatic retries of a transfer")
     p.add_argument(
@@ -251,7 +256,7 @@ def config_from_args(ns: argparse.Namespace) -> Config:
         raise ConfigError("--announce-interval must be > 0 and --missed >= 1")
     if ns.retries < 0 or not 0 < ns.retry_backoff <= ns.retry_backoff_max:
         raise ConfigError("--retries must be >= 0 and 0 < --retry-backoff <= --retry-backoff-max")
-    max_rate = (parse_size(ns.max_rate) if ns.max_rate else 0) or None  # 0: unlimited
+    max_rate = (parse_rate(ns.max_rate) if ns.max_rate else 0) or None  # 0: unlimited
     if max_rate is not None and max_rate < 1024:
         raise ConfigError("--max-rate must be at least 1KiB (1024 bytes/s)")
     if ns.progress_interval <= 0:

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import socket
+import sys
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -14,6 +17,8 @@ from typing import Any
 import pytest
 
 from node import cli
+from node.termsafe import UNSAFE, safe_json
+from tests.ssefake import EventBuffer, serve_events
 
 NOW = 1_700_000_000.0
 PEER_B = {
@@ -54,9 +59,21 @@ def transfer(tid: str, **kw: Any) -> dict[str, Any]:
 
 
 class FakeApi:
-    """What the fake node answers; each transfer walks through a script of states."""
+    """What the fake node answers; each transfer walks through a script of states.
+
+    With `sse` (the default) the node has GET /api/events: a transfer's script is played as
+    events once the client has read the transfer (the CLI subscribes, starts, then reads once),
+    and GET /api/transfers/{id} answers the latest state. Without it (a node from before the
+    event stream: 404), each GET of a transfer moves it one step along its script.
+    """
 
     def __init__(self) -> None:
+        self.sse = True
+        self.buf = EventBuffer()
+        self.finish_silently = False  # sse: the transfer ends before any event of it is seen
+        self.restart_in_play = False  # sse: the node restarts once the client saw the start
+        self.extra: dict[str, Any] = {}  # more fields of every new transfer (e.g. peer_name)
+        self.fail_start: tuple[int, dict[str, str]] | None = None  # push/pull answer this
         self.token: str | None = None
         self.requests: list[tuple[str, str, Any]] = []
         self.peers = [PEER_B]
@@ -91,6 +108,10 @@ class FakeApi:
             steps = self.transfers.get(parts[2])
             if steps is None:
                 return 404, {"error": "not_found", "message": f"no transfer {parts[2]}"}
+            if self.sse:
+                now = steps[0]
+                self.play(steps)
+                return 200, now
             if len(steps) > 1:
                 steps.pop(0)
             return 200, steps[0]
@@ -103,22 +124,44 @@ class FakeApi:
         return 404, {"error": "not_found", "message": f"no such route: {method} {path}"}
 
     def _start(self, path: str, body: dict[str, Any]) -> tuple[int, Any]:
+        if self.fail_start is not None:
+            return self.fail_start
         if body["peer"] not in ("b", "b" * 32):
             return 404, {"error": "unknown_peer", "message": f"peer unknown: {body['peer']}"}
         if path == "/api/push" and body["path"].endswith("gone.bin"):
             return 404, {"error": "file_missing", "message": f"file missing: {body['path']}"}
         tid = f"t{len(self.transfers) + 1}"
         if path == "/api/push":
-            first = transfer(tid, name=Path(body["path"]).name)
+            first = transfer(tid, name=Path(body["path"]).name, **self.extra)
         else:
-            first = transfer(tid, direction="pull", role="receive", name=body["name"])
+            first = transfer(tid, direction="pull", role="receive", name=body["name"], **self.extra)
         steps = [first] + [{**first, **step} for step in self.script]
         if steps[-1]["state"] == "done" and first["role"] == "receive":
             # The node's `path` is the inbox-relative name the file got: here a taken name.
             stem, dot, ext = first["name"].rpartition(".")
             steps[-1]["path"] = f"{stem} (1){dot}{ext}"
         self.transfers[tid] = steps
+        if self.sse:
+            if self.finish_silently:
+                del steps[:-1]
+            else:
+                self.buf.emit("transfer_started", **first)
         return 202, first
+
+    def play(self, steps: list[dict[str, Any]]) -> None:
+        """The rest of a transfer's script as the node's events; the transfer ends there."""
+        if self.restart_in_play:
+            with self.buf.cond:  # once the client has the start, so it has an id to resume
+                self.buf.cond.wait_for(lambda: "transfer_started" in self.buf.connections[0].sent)
+            self.buf.restart()
+        for step in steps[1:]:
+            if step["state"] in cli.FINAL_STATES:
+                name = "transfer_done" if step["state"] == "done" else "transfer_failed"
+                self.buf.emit(name, **step)
+            else:
+                keys = ("id", "wire_id", "name", "role", "bytes", "size", "sent", "offset", "rate")
+                self.buf.emit("transfer_progress", **{k: step.get(k) for k in keys})
+        del steps[:-1]
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -126,6 +169,14 @@ class Handler(BaseHTTPRequestHandler):
     api: FakeApi
 
     def _serve(self) -> None:
+        fake: FakeApi = self.server.api  # type: ignore[attr-defined]
+        if self.command == "GET" and self.path.startswith("/api/events") and fake.sse:
+            auth = self.headers.get("Authorization")
+            if fake.token is None or auth == f"Bearer {fake.token}":
+                with fake.lock:
+                    fake.requests.append((self.command, self.path, None))
+                serve_events(self, fake.buf)
+                return
         n = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(n) if n else b""
         body = json.loads(raw) if raw else None
@@ -146,9 +197,12 @@ class Handler(BaseHTTPRequestHandler):
 
 
 @pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
     monkeypatch.delenv("MOLE_API", raising=False)
     monkeypatch.delenv("MOLE_API_TOKEN", raising=False)
+    monkeypatch.delenv("MOLE_HOME_DIR", raising=False)
+    # Never the token file of a node of the person running the tests.
+    monkeypatch.setenv("MOLE_STATE", str(tmp_path_factory.mktemp("state")))
     monkeypatch.setattr(cli, "POLL_INTERVAL", 0.0)
     monkeypatch.setattr(cli.time, "time", lambda: NOW + 5)
 
@@ -164,6 +218,7 @@ def api() -> Iterator[tuple[FakeApi, str]]:
     try:
         yield fake, f"http://127.0.0.1:{server.server_address[1]}"
     finally:
+        fake.buf.close()
         server.shutdown()
         server.server_close()
         thread.join(5)
@@ -173,6 +228,13 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
     code = cli.main(list(argv))
     out, err = capsys.readouterr()
     return code, out, err
+
+
+EVENTS = "/api/events?types=" + ",".join(cli.TRANSFER_EVENTS)
+
+
+def posts(fake: FakeApi) -> list[tuple[str, str, Any]]:
+    return [r for r in fake.requests if r[0] == "POST"]
 
 
 def shared_file(tmp_path: Path, name: str = "f.bin") -> Path:
@@ -281,9 +343,24 @@ def test_send_waits_until_done(
     code, out, err = run(capsys, "--api", url, "send", "b", str(path))
     assert (code, err) == (0, ""), "no progress bar when stderr is not a terminal"
     assert out == "sent f.bin to b (1000 B in 2.0 s, 500 B/s)\n"
-    assert fake.requests[0] == ("POST", "/api/push", {"peer": "b", "path": str(path)})
-    polls = [r for r in fake.requests if r[0] == "GET"]
-    assert [p[1] for p in polls] == ["/api/transfers/t1"] * 2, "polled until done"
+    assert fake.requests == [
+        ("GET", EVENTS, None),  # subscribed first,
+        ("POST", "/api/push", {"peer": "b", "path": str(path)}),  # then started,
+        ("GET", "/api/transfers/t1", None),  # read once; the rest came as events
+    ]
+
+
+def test_send_polls_a_node_without_an_event_stream(
+    api: tuple[FakeApi, str], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    fake, url = api
+    fake.sse = False
+    path = shared_file(tmp_path)
+    code, out, err = run(capsys, "--api", url, "send", "b", str(path))
+    assert (code, out, err) == (0, "sent f.bin to b (1000 B in 2.0 s, 500 B/s)\n", "")
+    assert fake.requests[1] == ("POST", "/api/push", {"peer": "b", "path": str(path)})
+    polls = [r[1] for r in fake.requests if r[0] == "GET"]
+    assert polls == [EVENTS] + ["/api/transfers/t1"] * 2, "a 404, then polled until done"
 
 
 def test_send_makes_paths_absolute_one_push_each(
@@ -325,7 +402,7 @@ def test_send_absolute_path_only_the_node_has_is_left_to_the_node(
     theirs = "/nonexistent-mole-dir/share/hello.txt"
     code, out, err = run(capsys, "--api", url, "send", "b", theirs)
     assert (code, out, err) == (0, "sent hello.txt to b (1000 B in 2.0 s, 500 B/s)\n", "")
-    assert fake.requests[0] == ("POST", "/api/push", {"peer": "b", "path": theirs})
+    assert posts(fake) == [("POST", "/api/push", {"peer": "b", "path": theirs})]
     # ... and a directory, or a relative path, is still refused here before anything starts
     for bad in (str(tmp_path), "nope.bin"):
         fake.requests.clear()
@@ -380,7 +457,7 @@ def test_get_waits_and_reports_the_path(
     code, out, err = run(capsys, "--api", url, "get", "b", "doc.txt")
     assert (code, err) == (0, "")
     assert out == "received doc.txt from b as doc (1).txt (1000 B in 2.0 s, 500 B/s)\n"
-    assert fake.requests[0] == ("POST", "/api/pull", {"peer": "b", "name": "doc.txt"})
+    assert posts(fake) == [("POST", "/api/pull", {"peer": "b", "name": "doc.txt"})]
 
 
 def test_get_file_missing_on_the_peer(
@@ -465,7 +542,20 @@ def test_unauthorized(
     fake, url = api
     fake.token = "s3cret"
     argv = ["--api", url, "peers", *(["--token", token] if token else [])]
-    assert run(capsys, *argv) == (1, "", "mole: unauthorized (set --token or MOLE_API_TOKEN)\n")
+    code, out, err = run(capsys, *argv)
+    assert (code, out) == (1, "")
+    if token:
+        assert err == (
+            f"mole: unauthorized: the node at {url} refused the token from --token: "
+            "pass its token with --token\n"
+        )
+    else:
+        state = os.environ["MOLE_STATE"]
+        assert err == (
+            f"mole: unauthorized: the node at {url} wants its API token: pass --token or set "
+            "MOLE_API_TOKEN, or point --state at the node's state directory "
+            f"(no api_token in {state})\n"
+        )
 
 
 def test_token_from_option_and_environment(
@@ -553,3 +643,355 @@ def test_done_lines_say_where_the_file_is() -> None:
     assert done_line(renamed) == "sent f.bin to b as f (1).bin (1000 B in 2.0 s, 500 B/s)"
     held = {**sent, "name": ".gitkeep", "path": ".gitkeep", "skipped": True}
     assert done_line(held) == ".gitkeep: already held on b, now as .gitkeep (no bytes sent)"
+
+
+# -- following transfers on the event stream ------------------------------------------------------
+
+
+def test_send_resumes_a_dropped_stream_with_last_event_id(
+    api: tuple[FakeApi, str], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    fake, url = api
+    fake.buf.plan = [(1, False)]  # the stream drops after transfer_started
+    code, out, err = run(capsys, "--api", url, "send", "b", str(shared_file(tmp_path)))
+    assert (code, out, err) == (0, "sent f.bin to b (1000 B in 2.0 s, 500 B/s)\n", "")
+    first, second = fake.buf.connections
+    assert first.sent == ["transfer_started"]
+    assert second.headers["Last-Event-ID"] == f"{fake.buf.boot}-1"
+    assert second.sent == ["transfer_progress", "transfer_done"], "the rest, once"
+    assert [r[1] for r in fake.requests].count("/api/transfers/t1") == 1, "no polling"
+
+
+def test_get_reads_its_transfer_again_after_a_reset(
+    api: tuple[FakeApi, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake, url = api
+    fake.restart_in_play = True  # the node restarts: the client's last id is from another boot
+    code, out, err = run(capsys, "--api", url, "get", "b", "doc.txt")
+    assert (code, err) == (0, "")
+    assert out == "received doc.txt from b as doc (1).txt (1000 B in 2.0 s, 500 B/s)\n"
+    assert fake.buf.connections[1].sent[0] == "reset"
+    reads = [r for r in fake.requests if r[1] == "/api/transfers/t1"]
+    assert len(reads) == 2, "read once after subscribing, once after the reset"
+
+
+def test_a_transfer_that_ended_before_its_events_is_caught_by_the_read(
+    api: tuple[FakeApi, str], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    fake, url = api
+    fake.finish_silently = True  # no event of this transfer ever reaches the stream
+    code, out, _ = run(capsys, "--api", url, "send", "b", str(shared_file(tmp_path)))
+    assert (code, out) == (0, "sent f.bin to b (1000 B in 2.0 s, 500 B/s)\n")
+
+
+def test_events_of_other_transfers_are_ignored(
+    api: tuple[FakeApi, str], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    fake, url = api
+    fake.buf.on_subscribe.append(
+        lambda conn: fake.buf.emit("transfer_failed", **transfer("t9", state="failed"))
+    )
+    code, out, _ = run(capsys, "--api", url, "send", "b", str(shared_file(tmp_path)))
+    assert (code, out) == (0, "sent f.bin to b (1000 B in 2.0 s, 500 B/s)\n")
+
+
+def test_failed_transfer_from_events(
+    api: tuple[FakeApi, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake, url = api
+    fake.script = [
+        {"state": "retrying", "bytes": 10},
+        {"state": "failed", "error": {"code": "no_space", "reason": "disk full"}},
+    ]
+    code, out, err = run(capsys, "--api", url, "get", "b", "big.iso")
+    assert (code, out, err) == (1, "", "mole: no space left: big.iso (disk full)\n")
+
+
+# -- watch -----------------------------------------------------------------------------------------
+
+
+REAL_NEXT_EVENT = cli.Client.next_event
+
+
+def interrupt_after(
+    monkeypatch: pytest.MonkeyPatch, n: int, after: Callable[[int], None] | None = None
+) -> None:
+    """Ctrl-C once `mole watch` has taken n events; `after(i)` runs after the i-th (1-based)."""
+    real = REAL_NEXT_EVENT  # not a wrapper left by an earlier call in the same test
+    taken = 0
+
+    def next_event(self: cli.Client, stream: Any) -> Any:
+        nonlocal taken
+        if taken == n:
+            raise KeyboardInterrupt
+        ev = real(self, stream)
+        taken += 1
+        if after is not None:
+            after(taken)
+        return ev
+
+    monkeypatch.setattr(cli.Client, "next_event", next_event)
+
+
+def clock(seq: int) -> str:
+    """The time `watch` shows for the fake's event number seq (the fake's ts, local time)."""
+    return time.strftime("%H:%M:%S", time.localtime(1_700_000_000.0 + seq))
+
+
+def test_watch_prints_a_line_per_event_until_ctrl_c(
+    api: tuple[FakeApi, str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake, url = api
+    c = "c" * 32
+
+    def play(conn: Any) -> None:
+        b = fake.buf
+        b.emit("listening", name="a", tcp_port=47101, api="http://127.0.0.1:47102")
+        b.emit(
+            "peer_up", peer=c, peer_name="nas", addr="10.0.0.2", port=47101, groups=["lab"],
+            static=False,
+        )  # fmt: skip
+        b.emit("transfer_started", **transfer("t1"))
+        b.emit("transfer_progress", id="t1", name="f.bin", bytes=500, size=1000, rate=250.0)
+        b.emit("transfer_retry", id="t1", code="timeout", reason="silent", attempt=2, delay=1.0)
+        done = transfer("t1", state="done", bytes=1000, sent=1000, finished=NOW + 2, path="f.bin")
+        b.emit("transfer_done", seconds=2.0, **done)
+        b.emit("peer_down", peer=c, reason="expired")
+        b.emit("warning", message="disk almost full")
+        b.emit("something_new", count=3, what="x")
+
+    fake.buf.on_subscribe.append(play)
+    interrupt_after(monkeypatch, 9)
+    code, out, err = run(capsys, "--api", url, "watch")
+    assert (code, err) == (0, ""), "Ctrl-C is how watch ends"
+    assert out.splitlines() == [
+        f"{clock(1)} listening  a listening (tcp 47101, api http://127.0.0.1:47102)",
+        f"{clock(2)} peer_up  nas at 10.0.0.2:47101 (lab)",
+        f"{clock(3)} transfer_started  f.bin to b (1000 B) [t1]",
+        f"{clock(4)} transfer_progress  f.bin  50% 500 B/1000 B 250 B/s [t1]",
+        f"{clock(5)} transfer_retry  attempt 2 failed (timeout: silent); retrying in 1.0 s [t1]",
+        f"{clock(6)} transfer_done  sent f.bin to b (1000 B in 2.0 s, 500 B/s) [t1]",
+        f"{clock(7)} peer_down  nas (expired)",
+        f"{clock(8)} warning  disk almost full",
+        f'{clock(9)} something_new  count=3 what="x"',
+    ]
+    assert fake.buf.connections[0].path == "/api/events"
+
+
+def test_watch_json_of_some_types(
+    api: tuple[FakeApi, str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake, url = api
+    fake.buf.on_subscribe.append(lambda conn: fake.buf.emit("peer_up", peer="p", peer_name="é"))
+    interrupt_after(monkeypatch, 1)
+    code, out, _ = run(capsys, "--api", url, "watch", "--json", "--type", "peer_up", "--type", "x")
+    assert code == 0
+    assert fake.buf.connections[0].path == "/api/events?types=peer_up,x"
+    assert out == (
+        '{"ts":1700000001.0,"event":"peer_up","node":"' + "n" * 32 + '","peer":"p",'
+        '"peer_name":"é"}\n'
+    )
+
+
+def test_watch_reconnects_where_it_left_off(
+    api: tuple[FakeApi, str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake, url = api
+    fake.buf.plan = [(1, False)]
+    fake.buf.on_subscribe.append(
+        lambda conn: (
+            [fake.buf.emit("warning", message=f"w{i}") for i in range(3)]
+            if len(fake.buf.connections) == 1
+            else None
+        )
+    )
+    interrupt_after(monkeypatch, 3)
+    code, out, err = run(capsys, "--api", url, "watch")
+    assert code == 0
+    assert [line.split("  ")[1] for line in out.splitlines()] == ["w0", "w1", "w2"]
+    assert err == (
+        "mole: lost the event stream (ConnectionResetError: the node closed the event stream); "
+        "reconnecting\n"
+    )
+    assert fake.buf.connections[1].headers["Last-Event-ID"] == f"{fake.buf.boot}-1"
+
+
+def test_watch_says_when_events_were_missed(
+    api: tuple[FakeApi, str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake, url = api
+    fake.buf.on_subscribe.append(
+        lambda conn: (
+            fake.buf.emit("warning", message="before") if len(fake.buf.connections) == 1 else None
+        )
+    )
+
+    def restart(i: int) -> None:
+        if i == 1:
+            fake.buf.restart()  # the node restarts (ends the stream) and says something new
+            fake.buf.emit("warning", message="after")
+
+    interrupt_after(monkeypatch, 3, restart)
+    code, out, _ = run(capsys, "--api", url, "watch")
+    assert code == 0
+    assert [line.split(" ", 1)[1] for line in out.splitlines()] == [
+        "warning  before",
+        "reset  the stream started over (the node restarted): events may have been missed",
+        "warning  after",
+    ]
+
+
+def test_watch_a_node_without_an_event_stream(
+    api: tuple[FakeApi, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake, url = api
+    fake.sse = False
+    assert run(capsys, "--api", url, "watch") == (
+        1,
+        "",
+        f"mole: the node at {url} has no event stream (GET /api/events)\n",
+    )
+
+
+def test_watch_node_not_running(capsys: pytest.CaptureFixture[str]) -> None:
+    url = f"http://127.0.0.1:{closed_port()}"
+    assert run(capsys, "--api", url, "watch") == (3, "", f"mole: node not running at {url}\n")
+
+
+def test_watch_needs_the_token_too(
+    api: tuple[FakeApi, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake, url = api
+    fake.token = "s3cret"
+    code, _, err = run(capsys, "--api", url, "watch")
+    assert code == 1 and err.startswith(f"mole: unauthorized: the node at {url} wants its API")
+
+
+# -- the token file --------------------------------------------------------------------------------
+
+
+def test_token_from_the_node_state_directory(
+    api: tuple[FakeApi, str],
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fake, url = api
+    fake.token = "s3cret"
+    state = Path(os.environ["MOLE_STATE"])
+    (state / "api_token").write_text("s3cret\n")
+    assert run(capsys, "--api", url, "peers")[0] == 0
+    other = tmp_path / "other-state"
+    other.mkdir()
+    (other / "api_token").write_text("stale")
+    code, _, err = run(capsys, "--api", url, "peers", "--state", str(other))
+    assert code == 1
+    assert err == (
+        f"mole: unauthorized: the node at {url} refused the token from {other / 'api_token'}: "
+        "pass its token with --token\n"
+    )
+    monkeypatch.setenv("MOLE_API_TOKEN", "s3cret")  # the environment comes before the file
+    assert run(capsys, "--api", url, "peers", "--state", str(other))[0] == 0
+
+
+def test_an_unreadable_token_file_is_named(
+    api: tuple[FakeApi, str], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    fake, url = api
+    fake.token = "s3cret"
+    (tmp_path / "api_token").write_text("")
+    code, _, err = run(capsys, "--api", url, "--state", str(tmp_path), "peers")
+    assert code == 1
+    assert err.endswith(
+        f"({tmp_path / 'api_token'}: it does not hold a token (one line, no spaces))\n"
+    )
+
+
+# -- what peers control is shown, never obeyed ----------------------------------------------------
+
+# OSC 52 (write the clipboard), CSI 2J (clear the screen), C1 CSI, and RLO (reversed text).
+EVIL = "x\x1b]52;c;ZXZpbA==\x07\x1b[2J\x9b31m\u202egpj"
+SHOWN = "x\\x1b]52;c;ZXZpbA==\\x07\\x1b[2J\\x9b31m\\u202egpj"
+
+
+JSON_SHOWN = safe_json(json.dumps(EVIL, ensure_ascii=False))[1:-1]  # "x\\u001b]52;..."
+
+
+def inert(text: str) -> bool:
+    return UNSAFE.search(text.replace("\n", "")) is None
+
+
+def test_escape_sequences_from_peers_are_shown_not_obeyed(
+    api: tuple[FakeApi, str],
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fake, url = api
+    fake.peers = [{**PEER_B, "name": EVIL, "groups": [EVIL]}]
+    fake.files = [{**FILE, "name": EVIL}]
+    fake.transfers = {
+        "t1": [
+            transfer(
+                "t1", name=EVIL, peer_name=EVIL, state="failed",
+                error={"code": EVIL, "reason": EVIL},
+            )
+        ]
+    }  # fmt: skip
+    printed: list[str] = []
+    for argv in (
+        ["peers"], ["peers", "--json"], ["ls"], ["ls", "--json"], ["inbox"], ["transfers"],
+        ["transfers", "--json"], ["cancel", "t1"], ["cancel", "--json", "t1"], ["ls", EVIL],
+    ):  # fmt: skip
+        code, out, err = run(capsys, "--api", url, *argv)
+        printed += [out, err]
+        assert (JSON_SHOWN if "--json" in argv else SHOWN) in out + err, argv
+    assert json.loads(run(capsys, "--api", url, "peers", "--json")[1])[0]["name"] == EVIL
+
+    # send: the progress line on a terminal, then the done line
+    fake.extra = {"peer_name": EVIL}
+    tty, captured = Tty(), sys.stderr
+    monkeypatch.setattr(cli.sys, "stderr", tty)
+    evil_file = tmp_path / EVIL
+    evil_file.write_bytes(b"x" * 1000)
+    code, out, _ = run(capsys, "--api", url, "send", "b", str(evil_file))
+    assert code == 0 and out.startswith(f"sent {SHOWN} to {SHOWN} (")
+    drawn = tty.getvalue().replace("\r", "").replace("\x1b[K", "")  # our own redraw codes
+    assert "x\\x1b]52;c;" in drawn, "the name, escaped (and shortened to fit the terminal)"
+    printed += [out, drawn]
+    monkeypatch.setattr(cli.sys, "stderr", captured)
+
+    # errors: a transfer's reason, the node's message
+    fake.script = [{"state": "failed", "error": {"code": "policy", "reason": EVIL}}]
+    code, out, err = run(capsys, "--api", url, "get", "b", EVIL)
+    assert (code, err) == (1, f"mole: refused by {SHOWN}: {SHOWN} ({SHOWN})\n")
+    printed.append(err)
+    fake.fail_start = (502, {"error": "peer_error", "message": f"policy: {EVIL}"})
+    code, out, err = run(capsys, "--api", url, "get", "b", "f")
+    assert (code, err) == (1, f"mole: peer error: policy: {SHOWN}\n")
+    printed.append(err)
+
+    # watch, readable and JSON
+    fake.fail_start = None
+    fake.buf.on_subscribe.append(
+        lambda conn: fake.buf.emit("peer_up", peer="c" * 32, peer_name=EVIL, addr=EVIL, port=1)
+    )
+    for json_flag in ([], ["--json"]):
+        interrupt_after(monkeypatch, 1)
+        code, out, err = run(capsys, "--api", url, "watch", *json_flag)
+        assert code == 0 and (JSON_SHOWN if json_flag else SHOWN) in out
+        printed += [out, err]
+    assert all(inert(text) for text in printed), [t for t in printed if not inert(t)]
+
+
+def test_tables_stay_aligned_with_escaped_names(
+    api: tuple[FakeApi, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake, url = api
+    fake.files = [{**FILE, "name": "a\x1bb"}, {**FILE, "name": "plain"}]
+    _, out, _ = run(capsys, "--api", url, "ls")
+    assert out.splitlines() == [
+        "NAME       SIZE  SHA256",
+        "a\\x1bb  3.0 MiB  abababababab",  # measured as shown, escape included
+        "plain   3.0 MiB  abababababab",
+    ]
