@@ -35,8 +35,10 @@ from node.errors import BadName
 
 __all__ = [
     "MAX_COMPONENT_BYTES",
+    "MAX_DEPTH",
     "MAX_NAME_BYTES",
     "MOLE_DIR",
+    "check_depth",
     "check_name",
     "is_valid_name",
     "numbered",
@@ -44,6 +46,11 @@ __all__ = [
 
 MAX_NAME_BYTES: Final = 1024
 MAX_COMPONENT_BYTES: Final = 255
+# Receiver policy, not a rule of every name (docs/protocol.md 2.8): a received name creates one
+# directory per component but the last, so a 1-byte file named a/b/c/.../z could otherwise
+# cost hundreds of directories (inodes). Deeper names are still valid names: a node may list
+# them, and a receiver with a higher limit may store them.
+MAX_DEPTH: Final = 32
 MOLE_DIR: Final = ".mole"
 
 _WINDOWS_FORBIDDEN: Final = frozenset('\\<>:"|?*')
@@ -82,6 +89,16 @@ def check_name(name: object) -> str:
     for part in norm.split("/"):
         _check_component(part, name)
     return norm
+
+
+def check_depth(name: str, limit: int = MAX_DEPTH) -> str:
+    """Return `name` (a checked name) if it has at most `limit` components, else raise BadName
+    naming the limit. The receiver's policy on how deep it lets a peer nest directories."""
+    depth = name.count("/") + 1
+    if depth > limit:
+        shown = name if len(name) <= 60 else name[:60] + "..."
+        raise BadName(f"name {shown!r} has {depth} components, this node stores at most {limit}")
+    return name
 
 
 def is_valid_name(name: object) -> bool:
