@@ -8,10 +8,12 @@ No peer can make it expensive (security issue "Cheap traffic freezes the node"):
 - A pass starts at most once per `min_interval` seconds, however often `request_rescan()` is
   asked (a `get` of an unknown name asks); a request made meanwhile is remembered and served
   when the interval allows. Without requests, a pass starts every `interval` seconds.
-- The published view (`files()`, `listing_body()`, `lookup()`, `by_sha()`) changes only in
-  `step()` (a finished pass swaps it in whole; hashes finished meanwhile are merged in one
-  batch), so the encoded `files` body is rebuilt at most once per tick, however many `list`
-  requests arrive, and the same bytes object is returned until the index changes.
+- The published view (`files()`, `listing_body()`) changes only in `step()`: a finished pass
+  swaps it in whole, and hashes finished meanwhile are merged in one batch at most once per
+  `publish_interval`. The encoded `files` body (about 110 ms for 20,000 files) is built on
+  the first `listing_body()` after a change and the same bytes object returned until the
+  next one, however many `list` requests arrive. `lookup()` and `by_sha()` see finished
+  hashes at once.
 
 A file whose (realpath, size, mtime_ns) the hash cache knows is listed at once; any other
 gets a `HashJob` in `take_jobs()` for the node's hashing scheduler, and is listed when
@@ -46,6 +48,7 @@ class ShareIndex:
         *,
         interval: float = 10.0,
         min_interval: float = 5.0,
+        publish_interval: float = 1.0,
         exclude: str | None = None,
     ) -> None:
         """`root`: the share as the user named it (HashJob paths are below it);
@@ -56,6 +59,7 @@ class ShareIndex:
         self.cache = cache
         self.interval = interval
         self.min_interval = min_interval
+        self.publish_interval = publish_interval
         self.generation = 0  # +1 whenever the published view changes
         self.passes = 0  # passes completed
         self.passes_started = 0
@@ -68,6 +72,7 @@ class ShareIndex:
         self._body: bytes | None = None
         self._skipped: tuple[Skipped, ...] = ()
         self._skipped_total = 0
+        self._published_at = -math.inf
         # Hashes finished since the last step(): merged into the view there, in one batch.
         self._fresh: dict[str, FileMeta] = {}
         self._fresh_by_sha: dict[str, FileMeta] = {}
@@ -139,9 +144,11 @@ class ShareIndex:
         return False
 
     def step(self, budget_entries: int, now: float) -> int:
-        """Per loop tick: publish finished hashes, start a pass when one is due, and walk up
-        to `budget_entries` directory entries of it. Returns the entries looked at."""
-        self._publish_fresh()
+        """Per loop tick: publish finished hashes (when publish_interval allows), start a pass
+        when one is due, and walk up to `budget_entries` directory entries of it. Returns the
+        entries looked at."""
+        if self._fresh and now - self._published_at >= self.publish_interval:
+            self._publish_fresh(now)
         if self._walk is None:
             due = now - self._started_at >= (self.min_interval if self._wanted else self.interval)
             if not due:
@@ -155,7 +162,7 @@ class ShareIndex:
         visited = walk.visited - before
         self.entries_visited += visited
         if walk.done:
-            self._finish()
+            self._finish(now)
         return visited
 
     def full_pass(self, now: float) -> list[HashJob]:
@@ -163,7 +170,7 @@ class ShareIndex:
         file that is not hashed yet, and takes them out of take_jobs()."""
         if self._walk is not None:
             self._walk.close()
-        self._publish_fresh()
+        self._publish_fresh(now)
         self._start(now)
         while self._walk is not None:
             self.step(1 << 30, now)
@@ -259,19 +266,23 @@ class ShareIndex:
                 if not names:
                     del self._waiting_by_real[old[0]]
 
-    def _finish(self) -> None:
+    def _finish(self, now: float) -> None:
         assert self._walk is not None
         self._walk = None
         self.passes += 1
         # Names waiting since an earlier pass that this one did not see: gone.
         for name in [n for n, (_, p) in self._waiting.items() if p != self._pass_no]:
             self._unwait(name)
+        # Hashes noted during the pass are in _next when the pass saw their file (before or
+        # after the note); the others' files are gone, and must not be published later.
+        self._fresh.clear()
+        self._fresh_by_sha.clear()
         if self._next != self._files:
             self._files = self._next
             self._by_sha = {}
             for meta in self._files.values():
                 _index_sha(self._by_sha, meta)
-            self._changed()
+            self._changed(now)
         self._next = {}
         self._skipped = tuple(self._next_skipped)
         self._skipped_total = self._next_skipped_total
@@ -281,7 +292,7 @@ class ShareIndex:
         self._seen_reals = set()
         self._failed = {k: v for k, v in self._failed.items() if k[0] in self._known_reals}
 
-    def _publish_fresh(self) -> None:
+    def _publish_fresh(self, now: float) -> None:
         if not self._fresh:
             return
         for name, meta in self._fresh.items():
@@ -289,7 +300,7 @@ class ShareIndex:
             _index_sha(self._by_sha, meta)
         self._fresh.clear()
         self._fresh_by_sha.clear()
-        self._changed()
+        self._changed(now)
 
     def note_failed(self, job: HashJob, error: OSError) -> None:
         """Hashing a file failed (unreadable, or it kept changing): list it as skipped, and
@@ -302,8 +313,9 @@ class ShareIndex:
             self._skipped = (*self._skipped, skipped)
         self._skipped_total += 1
 
-    def _changed(self) -> None:
+    def _changed(self, now: float) -> None:
         self.generation += 1
+        self._published_at = now
         self._sorted = None
         self._body = None
 

@@ -180,7 +180,7 @@ def test_listing_body_is_encoded_once_per_change(
 def test_hashes_are_published_in_one_batch_per_step_but_looked_up_at_once(
     tmp_path: Path,
 ) -> None:
-    index, cache, share = make_index(tmp_path)
+    index, cache, share = make_index(tmp_path, min_interval=0.1)
     for i in range(20):
         (share / f"{i}.txt").write_text(str(i))
     run_pass(index, 0.0)
@@ -192,6 +192,15 @@ def test_hashes_are_published_in_one_batch_per_step_but_looked_up_at_once(
     assert index.files() == () and index.generation == gen  # the listing waits for step()
     index.step(10, 1.0)
     assert index.generation == gen + 1 and len(index.files()) == 20
+    # At most one batch per publish_interval (1 s): a listing is rebuilt at most that often.
+    (share / "late.txt").write_text("late")
+    run_pass(index, 1.2)
+    gen = index.generation
+    hash_all(index, cache)
+    index.step(10, 1.5)
+    assert index.generation == gen and index.lookup("late.txt") is not None
+    index.step(10, 2.0)
+    assert index.generation == gen + 1 and index.files()[-1].name == "late.txt"
 
 
 def test_a_hash_finished_during_a_pass_survives_its_end(tmp_path: Path) -> None:
@@ -239,7 +248,7 @@ def test_deletions_additions_renames_and_changes_between_passes(tmp_path: Path) 
     jobs = index.take_jobs()
     assert sorted(j.name for j in jobs) == ["c.txt", "new.txt", "renamed.txt"]
     hash_all_jobs(jobs, index, cache)
-    index.step(10, 2.5)
+    index.step(10, 3.0)
     got = {m.name: m.sha256 for m in index.files()}
     assert got == {
         "c.txt": sha(b"changed c"),
@@ -267,6 +276,32 @@ def test_deleted_while_waiting_for_its_hash_is_never_listed(tmp_path: Path) -> N
     index.note_hashed(job.real, job.size, job.mtime_ns, sha(b"x"))
     index.step(10, 1.5)
     assert index.lookup("gone.txt") is None and index.files() == ()
+
+
+def test_a_hash_noted_mid_pass_for_a_file_deleted_meanwhile_is_not_published(
+    tmp_path: Path,
+) -> None:
+    index, cache, share = make_index(tmp_path, min_interval=1.0)
+    (share / "a").mkdir()
+    (share / "z").mkdir()
+    (share / "a" / "a.txt").write_text("a")
+    (share / "z" / "z.txt").write_text("z")
+    run_pass(index, 0.0)
+    jobs = {j.name: j for j in index.take_jobs()}
+    index.request_rescan(2.0)
+    seen: list[str] = []
+    while index.scanning and not seen:  # until the pass saw one of the two (queued again)
+        index.step(1, 2.0)
+        seen = [j.name for j in index.take_jobs()]
+    (first,) = seen
+    (later,) = set(jobs) - {first}
+    hash_all_jobs(list(jobs.values()), index, cache)  # both hashed meanwhile ...
+    (share / later).unlink()  # ... and the one the pass has not reached is deleted
+    while index.scanning:
+        index.step(1, 2.0)
+    index.step(1, 10.0)
+    assert [m.name for m in index.files()] == [first]
+    assert index.lookup(later) is None
 
 
 def test_skipped_files_are_recorded_with_their_reason(
