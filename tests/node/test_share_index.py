@@ -281,12 +281,17 @@ def test_deleted_while_waiting_for_its_hash_is_never_listed(tmp_path: Path) -> N
 def test_a_hash_noted_mid_pass_for_a_file_deleted_meanwhile_is_not_published(
     tmp_path: Path,
 ) -> None:
-    index, cache, share = make_index(tmp_path, min_interval=1.0)
+    # publish_interval: nothing noted is published by a step until the pass has ended.
+    index, cache, share = make_index(tmp_path, min_interval=1.0, publish_interval=100.0)
     (share / "a").mkdir()
     (share / "z").mkdir()
     (share / "a" / "a.txt").write_text("a")
     (share / "z" / "z.txt").write_text("z")
+    (share / "known.txt").write_text("k")
+    st = (share / "known.txt").stat()
+    cache.record(str(share / "known.txt"), st.st_size, st.st_mtime_ns, sha(b"k"))
     run_pass(index, 0.0)
+    assert [m.name for m in index.files()] == ["known.txt"]
     jobs = {j.name: j for j in index.take_jobs()}
     index.request_rescan(2.0)
     seen: list[str] = []
@@ -299,8 +304,8 @@ def test_a_hash_noted_mid_pass_for_a_file_deleted_meanwhile_is_not_published(
     (share / later).unlink()  # ... and the one the pass has not reached is deleted
     while index.scanning:
         index.step(1, 2.0)
-    index.step(1, 10.0)
-    assert [m.name for m in index.files()] == [first]
+    index.step(1, 200.0)
+    assert [m.name for m in index.files()] == sorted([first, "known.txt"])
     assert index.lookup(later) is None
 
 
