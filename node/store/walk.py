@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from node.errors import BadName
-from node.names import MOLE_DIR, check_name
+from node.names import MOLE_DIR, check_child
 from node.store.dirfd import DIR_FLAGS
 from node.store.meta import inside
 
@@ -92,11 +92,13 @@ class TreeWalk:
         self.skip_hidden = skip_hidden
         self.done = False
         self.visited = 0  # directory entries looked at (and directories opened) so far
-        self._stack: list[tuple[str, str, tuple[int, int] | None]] = [("", root, None)]
+        # Directories to read: (name prefix, its NFC length in bytes, path, (dev, ino)).
+        self._stack: list[tuple[str, int, str, tuple[int, int] | None]] = [("", 0, root, None)]
         self._seen_dirs: set[tuple[int, int]] = set()
         self._it: Iterator[os.DirEntry[str]] | None = None
         self._fd = -1
         self._prefix = ""
+        self._prefix_bytes = 0
         self._dir = root
 
     def step(self, budget: int) -> list[Found | Skipped]:
@@ -138,7 +140,12 @@ class TreeWalk:
 
     # -- internals ---------------------------------------------------------------------------
     def _enter(
-        self, prefix: str, real_dir: str, ident: tuple[int, int] | None, out: list[Found | Skipped]
+        self,
+        prefix: str,
+        prefix_bytes: int,
+        real_dir: str,
+        ident: tuple[int, int] | None,
+        out: list[Found | Skipped],
     ) -> None:
         try:
             fd = os.open(real_dir, DIR_FLAGS)
@@ -159,7 +166,7 @@ class TreeWalk:
             os.close(fd)
             out.append(Skipped(printable(prefix[:-1] or "."), UNREADABLE, exc.strerror or ""))
             return
-        self._fd, self._prefix, self._dir = fd, prefix, real_dir
+        self._fd, self._prefix, self._prefix_bytes, self._dir = fd, prefix, prefix_bytes, real_dir
 
     def _leave(self) -> None:
         if self._it is not None:
@@ -179,7 +186,7 @@ class TreeWalk:
             return
         rel = self._prefix + name
         try:
-            check_name(rel)
+            nbytes = check_child(self._prefix_bytes, name)  # check_name(rel), in O(len(name))
         except BadName as exc:
             out.append(Skipped(printable(rel), BAD_NAME, exc.message))
             return
@@ -201,7 +208,7 @@ class TreeWalk:
             out.append(Skipped(printable(rel), UNREADABLE, exc.strerror or str(exc)))
             return
         if stat.S_ISDIR(st.st_mode):
-            self._stack.append((rel + "/", real, (st.st_dev, st.st_ino)))
+            self._stack.append((rel + "/", nbytes, real, (st.st_dev, st.st_ino)))
         elif stat.S_ISREG(st.st_mode):
             # Listed files must be servable: one access() now beats a failed get later.
             if os.access(real, os.R_OK):
