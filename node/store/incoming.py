@@ -310,7 +310,9 @@ class Incoming:
         self._fd = self._parts_fd = self._inbox_fd = -1
         self._buf = None
         self._state = state
-        self._inbox.closed(self, kept=self._pos if state == "kept" else None)
+        # A superseded part stays on disk for the receive taking it over (which claims it).
+        held = state in ("kept", "superseded")
+        self._inbox.closed(self, kept=self._pos if held else None)
 
     def __repr__(self) -> str:
         return f"Incoming({self.name!r} from {self.peer}, {self._pos}/{self._size}, {self._state})"

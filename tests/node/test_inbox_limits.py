@@ -149,6 +149,24 @@ def test_partial_data_counts_against_the_quota(tmp_path: Path) -> None:
     assert again.inbox_usage().used == 0  # placed files are the user's, outside the quota
 
 
+def test_a_taken_over_part_is_counted_once_and_never_lost(tmp_path: Path) -> None:
+    store = make_store(tmp_path, quota=1 << 20)
+    data = os.urandom(20_000)
+    first = store.open_incoming(PEER, meta("t.bin", len(data), data), owner="t1")
+    feed(first, data[:5000])
+    second = store.open_incoming(PEER, meta("t.bin", len(data), data), owner="t1")  # a retry
+    u = store.inbox_usage()
+    assert (u.receiving, u.parts, u.parts_bytes) == (1, 1, 5000)
+    first.abort(keep=False)  # the stale one ending changes nothing
+    assert store.inbox_usage() == u
+    feed(second, data[5000:8000])
+    fake_disk(store, tmp_path, 8000 + 100)  # the disk filled up meanwhile
+    with pytest.raises(StoreError):  # a third attempt takes over, then does not fit
+        store.open_incoming(PEER, meta("t.bin", len(data), data), owner="t1")
+    u = store.inbox_usage()
+    assert (u.receiving, u.parts, u.parts_bytes) == (0, 1, 8000)  # the part is still counted
+
+
 def test_pruned_and_crashed_parts_leave_the_quota(tmp_path: Path) -> None:
     store = make_store(tmp_path, quota=1 << 20)
     data = os.urandom(10_000)
