@@ -270,7 +270,7 @@ class Store:
 
     def inbox_usage(self) -> InboxUsage:
         """Quota, partial data and claims, for the API."""
-        return self.receiving.usage()
+        return self.receiving.ledger.usage()
 
     # -- partial files -----------------------------------------------------------------------
     @staticmethod

@@ -35,7 +35,7 @@ from node.store.parts import (
     scan_parts,
     write_record,
 )
-from node.store.space import DIR_COST, InboxUsage, SpaceLedger
+from node.store.space import DIR_COST, SpaceLedger
 
 __all__ = ["Inbox", "Reservation"]
 
@@ -122,9 +122,6 @@ class Inbox:
         except OSError:
             return 0
         return st.f_bavail * st.f_frsize
-
-    def usage(self) -> InboxUsage:
-        return self.ledger.usage()
 
     def _check_room(self, need: int, name: str) -> None:
         """Refuse (no_space) a receive that needs more than the room left for one."""
