@@ -35,8 +35,11 @@ from node.errors import BadName
 
 __all__ = [
     "MAX_COMPONENT_BYTES",
+    "MAX_DEPTH",
     "MAX_NAME_BYTES",
     "MOLE_DIR",
+    "check_child",
+    "check_depth",
     "check_name",
     "is_valid_name",
     "numbered",
@@ -44,6 +47,11 @@ __all__ = [
 
 MAX_NAME_BYTES: Final = 1024
 MAX_COMPONENT_BYTES: Final = 255
+# Receiver policy, not a rule of every name (docs/protocol.md 2.8): a received name creates one
+# directory per component but the last, so a 1-byte file named a/b/c/.../z could otherwise
+# cost hundreds of directories (inodes). Deeper names are still valid names: a node may list
+# them, and a receiver with a higher limit may store them.
+MAX_DEPTH: Final = 32
 MOLE_DIR: Final = ".mole"
 
 _WINDOWS_FORBIDDEN: Final = frozenset('\\<>:"|?*')
@@ -82,6 +90,33 @@ def check_name(name: object) -> str:
     for part in norm.split("/"):
         _check_component(part, name)
     return norm
+
+
+def check_child(parent_bytes: int, component: str) -> int:
+    """check_name(parent + "/" + component) for a `parent` check_name() accepted already, at
+    the cost of the component alone (a tree walk checks every entry this way).
+
+    `parent_bytes`: the parent's length in UTF-8 bytes after NFC (0: no parent). Returns the
+    child's. Equivalent because NFC never reaches across "/": it is a starter that composes
+    with nothing, so NFC(parent/component) == NFC(parent)/NFC(component), and every other
+    rule is per character or per component (a ZWJ next to "/" joins nothing either way)."""
+    if "/" in component:
+        raise BadName(f"component {component!r} contains '/'")
+    size = len(check_name(component).encode("utf-8"))
+    total = parent_bytes + 1 + size if parent_bytes else size
+    if total > MAX_NAME_BYTES:
+        raise BadName(f"name is {total} bytes long, the limit is {MAX_NAME_BYTES}")
+    return total
+
+
+def check_depth(name: str, limit: int = MAX_DEPTH) -> str:
+    """Return `name` (a checked name) if it has at most `limit` components, else raise BadName
+    naming the limit. The receiver's policy on how deep it lets a peer nest directories."""
+    depth = name.count("/") + 1
+    if depth > limit:
+        shown = name if len(name) <= 60 else name[:60] + "..."
+        raise BadName(f"name {shown!r} has {depth} components, this node stores at most {limit}")
+    return name
 
 
 def is_valid_name(name: object) -> bool:
@@ -138,8 +173,9 @@ def _joins_symbols(norm: str, i: int) -> bool:
     j = i - 1
     if j >= 0 and norm[j] in _VARIATION:
         j -= 1
-    after = norm[i + 1] if i + 1 < len(norm) else ""
-    return j >= 0 and unicodedata.category(norm[j]) == "So" and unicodedata.category(after) == "So"
+    if j < 0 or i + 1 >= len(norm):  # a ZWJ at either end joins nothing
+        return False
+    return unicodedata.category(norm[j]) == "So" and unicodedata.category(norm[i + 1]) == "So"
 
 
 def _check_component(part: str, name: str) -> None:

@@ -1,0 +1,129 @@
+"""Placing a verified part in the inbox under a free name: never overwrite, never follow.
+
+The part is hard-linked under the name (atomic, and it fails instead of replacing what is
+there); where the file system has no hard links, os.replace after a re-check (a tiny window
+remains). A taken name becomes "name (1).ext" (".tar.gz" kept whole); a name, or a numbered
+one, that already holds the same content is the answer, and the part is not placed.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from dataclasses import dataclass
+
+from node.errors import BadName, StoreError
+from node.names import numbered
+from node.store.hashcache import HashCache
+from node.store.hashing import READ_CHUNK, new_sha256
+
+__all__ = ["INLINE_HASH_LIMIT", "MAX_COLLISIONS", "Placed", "link_free_name", "same_content"]
+
+INLINE_HASH_LIMIT = 16 << 20  # existing inbox files up to this size are hashed inline to compare
+MAX_COLLISIONS = 10_000
+
+
+@dataclass(frozen=True)
+class Placed:
+    """Where the file is: `name` (inbox-relative); `linked`: our part was linked there (else
+    the same content was already there, and the part is surplus)."""
+
+    name: str
+    linked: bool
+
+
+def link_free_name(
+    cache: HashCache,
+    parts_fd: int,
+    part: str,
+    part_fd: int,
+    dir_fd: int,
+    parts: list[str],
+    base_dir: str,
+    sha256: str,
+) -> Placed:
+    """Link `part` (in parts_fd, open as part_fd) as the first free form of '/'.join(parts)
+    in dir_fd (the directory `base_dir` of the inbox, opened without following symlinks)."""
+    mine = os.fstat(part_fd)
+    n = 0
+    while n <= MAX_COLLISIONS:
+        rel = "/".join(parts) if n == 0 else numbered("/".join(parts), n)
+        base = rel.rsplit("/", 1)[-1]
+        try:
+            st = os.stat(base, dir_fd=dir_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            st = None
+        if st is not None:
+            if n == 0 and stat.S_ISLNK(st.st_mode):
+                raise BadName(f"{rel!r} is a symlink in the inbox; refusing to write there")
+            same_file = (st.st_dev, st.st_ino) == (mine.st_dev, mine.st_ino)
+            real = os.path.join(base_dir, base)
+            if (
+                stat.S_ISREG(st.st_mode)
+                and st.st_size == mine.st_size
+                and (same_file or same_content(cache, dir_fd, base, real, st, sha256))
+            ):
+                return Placed(rel, linked=False)
+            n += 1
+            continue
+        if not _link(part, parts_fd, dir_fd, base):
+            continue  # lost a race for this name: look at it again
+        return Placed(rel, linked=True)
+    raise StoreError("io_error", f"no free name for {'/'.join(parts)!r} in the inbox")
+
+
+def _link(part: str, parts_fd: int, dir_fd: int, base: str) -> bool:
+    """Hard link = atomic no-clobber rename; replace() where links are unsupported."""
+    try:
+        os.link(part, base, src_dir_fd=parts_fd, dst_dir_fd=dir_fd, follow_symlinks=False)
+        return True
+    except FileExistsError:
+        return False
+    except OSError as exc:
+        if exc.errno not in (
+            errno.EPERM,
+            errno.ENOTSUP,
+            errno.EOPNOTSUPP,
+            errno.EMLINK,
+            errno.ENOSYS,
+        ):
+            raise
+    # No hard links here: re-check and rename (a tiny window remains, documented).
+    try:
+        os.stat(base, dir_fd=dir_fd, follow_symlinks=False)
+        return False
+    except FileNotFoundError:
+        pass
+    os.replace(part, base, src_dir_fd=parts_fd, dst_dir_fd=dir_fd)
+    return True
+
+
+def same_content(
+    cache: HashCache, dir_fd: int, base: str, real: str, st: os.stat_result, sha256: str
+) -> bool:
+    """Whether the inbox file `base` (in dir_fd; `real` its path) holds content sha256.
+
+    From the cache when it knows the file; else hashed here if small enough not to stall
+    the loop (and recorded); a bigger unknown file counts as other content."""
+    cached = cache.get(real, st)
+    if cached is not None:
+        return cached == sha256
+    if st.st_size > INLINE_HASH_LIMIT:
+        return False
+    try:
+        fd = os.open(
+            base, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd
+        )
+    except OSError:
+        return False
+    try:
+        h = new_sha256()
+        while chunk := os.read(fd, READ_CHUNK):
+            h.update(chunk)
+        st2 = os.fstat(fd)
+    finally:
+        os.close(fd)
+    digest = h.hexdigest()
+    cache.record(real, st2.st_size, st2.st_mtime_ns, digest)
+    return digest == sha256
