@@ -83,6 +83,8 @@ class NodeFacade(Protocol):
     def peers(self) -> list[dict[str, Any]]: ...
     def files(self) -> list[dict[str, Any]]: ...
     def inbox(self) -> list[dict[str, Any]]: ...
+    def partials(self) -> dict[str, Any]: ...
+    def skipped(self) -> dict[str, Any]: ...
     def transfers(self) -> list[dict[str, Any]]: ...
     def transfer(self, tid: str) -> dict[str, Any] | None: ...
     def push(self, peer: str, path: str) -> dict[str, Any]: ...
@@ -408,6 +410,12 @@ class ApiServerProtocol:
     def get_inbox(self, request: Request, params: dict[str, str]) -> Answer:
         return 200, self.facade.inbox()
 
+    def get_partials(self, request: Request, params: dict[str, str]) -> Answer:
+        return 200, self.facade.partials()
+
+    def get_skipped(self, request: Request, params: dict[str, str]) -> Answer:
+        return 200, self.facade.skipped()
+
     def get_transfers(self, request: Request, params: dict[str, str]) -> Answer:
         return 200, self.facade.transfers()
 
@@ -495,6 +503,8 @@ ROUTES: list[tuple[tuple[str, ...], dict[str, Handler]]] = [
     (("api", "peers", "{peer}", "files"), {"GET": P.get_peer_files}),
     (("api", "files"), {"GET": P.get_files}),
     (("api", "inbox"), {"GET": P.get_inbox}),
+    (("api", "inbox", "partials"), {"GET": P.get_partials}),
+    (("api", "files", "skipped"), {"GET": P.get_skipped}),
     (("api", "transfers"), {"GET": P.get_transfers}),
     (("api", "transfers", "{id}"), {"GET": P.get_transfer}),
     (("api", "transfers", "{id}", "cancel"), {"POST": P.post_cancel}),

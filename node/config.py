@@ -43,6 +43,7 @@ class Config:
     accept: str = "any"  # any | none | ids
     accept_from: tuple[str, ...] = ()
     max_size: int | None = None
+    inbox_quota: int | None = None  # bytes of partial data the inbox may hold
     max_transfers: int = 16
     max_transfers_per_peer: int = 4  # slots one address may hold (the rest stay for others)
     contended_min_rate: int = 64 << 10  # bytes/s a stream keeps its slot with while others wait
@@ -184,6 +185,12 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-size", default=_env("MAX_SIZE"), help="largest accepted file (e.g. 2GiB)")
     p.add_argument("--max-transfers", type=int, default=16, help="concurrent transfers")
     p.add_argument(
+        "--inbox-quota",
+        default=_env("INBOX_QUOTA"),
+        help="room for partial data in the inbox: .part files, receives under way and the "
+        "directories they create count against it (e.g. 10GiB; default: only the disk's size)",
+    )
+    p.add_argument(
         "--max-transfers-per-peer",
         type=int,
         default=4,
@@ -294,6 +301,7 @@ def config_from_args(ns: argparse.Namespace) -> Config:
         accept=ns.accept,
         accept_from=tuple(ns.accept_from or ()),
         max_size=parse_size(ns.max_size) if ns.max_size else None,
+        inbox_quota=units.parse_size(ns.inbox_quota) if ns.inbox_quota else None,
         max_transfers=ns.max_transfers,
         max_transfers_per_peer=ns.max_transfers_per_peer,
         contended_min_rate=ns.contended_min_rate,

@@ -95,6 +95,7 @@ class HashQueue:
             done = job.step(self.step_bytes)
         except OSError as exc:
             del self.pending[tid]
+            self.store.hash_failed(job, exc)
             self._on_push_failed(t, f"cannot read {job.path}: {exc}")
             return
         if done:
@@ -107,8 +108,10 @@ class HashQueue:
             # Queued by a rescan, then hashed for a push meanwhile: the cache knows it.
             known = self.store.meta_for_path(job.path) if not job.hashed or job.done else None
             done = isinstance(known, FileMeta) or job.step(self.step_bytes)
-        except (OSError, StoreError):
+        except (OSError, StoreError) as exc:
             self.jobs.pop(0)
+            if isinstance(exc, OSError):
+                self.store.hash_failed(job, exc)  # listed as skipped (unreadable), with why
             return
         if not done:
             return

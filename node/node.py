@@ -32,11 +32,11 @@ from node.conn import Conn, Handler
 from node.discovery import PeerDown, PeerEvent, PeerUp
 from node.errors import ErrorCode, LocalCode
 from node.events import EventBus, EventLog
+from node.framing import encode_header
 from node.gate import Gate
 from node.hashqueue import HashQueue
 from node.journal import Journal
 from node.lan import Lan
-from node.listing import Listing
 from node.loop import Loop
 from node.manager import TransferManager
 from node.messages import FileInfo
@@ -54,9 +54,11 @@ from node.transfer import Transfer
 
 PARTIAL_MAX_AGE = 7 * 86400.0
 RESCAN_EVERY = 5.0
+RESCAN_MIN_GAP = 1.0
+SCAN_BUDGET = 256  # directory entries of the share looked at per slice (a few ms)
+SCAN_IDLE = 0.5  # s between looks at whether a pass is due
 PEER_LINES_PER_S = 64.0  # peer_up/peer_down lines per second during a flood ...
 PEER_LINES_BURST = 512  # ... after a burst that a 100-node lab's start fits in
-MIN_RESCAN_GAP = 1.0  # s between rescans a `get` of an unknown name may cause
 
 
 def load_node_id(state: Path) -> str:
@@ -86,7 +88,18 @@ class Node:
         self.loop = loop or Loop()
         self.bus: EventBus = events or EventLog(self.node_id)
         self.timers = Timers(self.loop)
-        self.store = Store(config.share, config.inbox, config.state, fsync=config.fsync)
+        self.store = Store(
+            config.share,
+            config.inbox,
+            config.state,
+            fsync=config.fsync,
+            quota=config.inbox_quota,
+            clock=self.loop.time,
+            # A file put in the share is listed within RESCAN_EVERY s (or at once when a peer
+            # asks for it, at most one extra pass per RESCAN_MIN_GAP s whoever asks).
+            rescan_interval=RESCAN_EVERY,
+            rescan_min_interval=RESCAN_MIN_GAP,
+        )
         self.policy = Policy(config)
         self.peers = Peers(
             self.node_id,
@@ -114,12 +127,13 @@ class Node:
             on_cancel=self._cancelled,
         )
         self.manager.wake = lambda: self.timers.update(self.manager)
-        self.shared = Listing()
+        self.shared = self.store.index  # what peers see: incremental, cached listing
+        self._listing: tuple[int, bytes] | None = None
         self.hashq = HashQueue(
             self.loop,
             self.store,
             config.share,
-            on_shared=self.shared.__setitem__,
+            on_shared=lambda name, meta: None,  # Store.finish_hash tells the index
             on_push_hashed=self.pushes.hashed,
             on_push_failed=self.pushes.hash_failed,
         )
@@ -138,8 +152,7 @@ class Node:
         if config.max_rate:
             burst = frame_for_rate(config.max_rate)
             self.upload_bucket = TokenBucket(config.max_rate, burst, self.loop.time())
-        self._rescan_at = 0.0
-        self._last_scan = -MIN_RESCAN_GAP
+        self._scan_at = 0.0
         self.stopping = False
         self.tcp_port = 0
         self.api_port = 0
@@ -186,13 +199,17 @@ class Node:
         self.bus.publish(ev.Shutdown())
         self.loop.close()
 
-    # -- housekeeping (Timed): rescans ------------------------------------------------------------
+    # -- housekeeping (Timed): the share index, the flood summary line --------------------------
     def get_timer(self) -> float | None:
         if self.stopping:
             return None
+        now = self.loop.time()
+        # While a pass over the share is under way, a slice every loop turn (the Timers fire
+        # after I/O); else a look every SCAN_IDLE s, which starts the periodic passes.
+        when = now if self.shared.scanning else self._scan_at
         if self._peer_lines.suppressed:
-            return min(self._rescan_at, self.loop.time() + 1.0)
-        return self._rescan_at
+            when = min(when, now + 1.0)
+        return when
 
     def handle_timer(self, now: float) -> None:
         if self.stopping:
@@ -200,11 +217,16 @@ class Node:
         if self._peer_lines.suppressed and self._peer_lines.allow(now):
             # A flood of announces: one line says how many peer lines it cost.
             self.bus.publish(ev.PeerLinesSuppressed(self._peer_lines.take_suppressed()))
-        if now < self._rescan_at:
-            return
-        self.rescan()
-        if self.config.auto_fetch:
-            for p in self.peers.all():
+        if now >= self._scan_at or self.shared.scanning:
+            self._scan_step(now)
+
+    def _scan_step(self, now: float) -> None:
+        passes = self.shared.passes
+        self.shared.step(SCAN_BUDGET, now)
+        self.hashq.add_scan_jobs(self.shared.take_jobs())
+        self._scan_at = now + SCAN_IDLE
+        if self.shared.passes != passes and self.config.auto_fetch:
+            for p in self.peers.all():  # a pass finished: also look at what peers share
                 self.autofetch.peer_seen(p.node)
 
     # -- peers -------------------------------------------------------------------------------------
@@ -338,31 +360,34 @@ class Node:
 
     # -- shared files ------------------------------------------------------------------------------
     def rescan(self) -> None:
-        metas, jobs = self.store.scan_share()
-        self.shared.replace(metas)
+        """A whole pass over the share now (at start; tests). The loop's passes are
+        incremental (_scan_step)."""
+        _, jobs = self.store.scan_share()
         self.hashq.add_scan_jobs(jobs)
-        self._last_scan = now = self.loop.time()
-        self._rescan_at = now + RESCAN_EVERY
+        self._scan_at = self.loop.time() + SCAN_IDLE
 
     def listing_frame(self) -> bytes:
-        return self.shared.frame()
+        """The `files` frame, encoded once per change of the index (not once per `list`)."""
+        generation = self.shared.generation
+        if self._listing is None or self._listing[0] != generation:
+            body = self.shared.listing_body()
+            self._listing = (generation, encode_header({"type": "files", "body": len(body)}) + body)
+        return self._listing[1]
 
     def find_shared(self, name: str | None, sha256: str | None) -> FileMeta | None:
         if name is not None:
-            meta = self.shared.get(name)
+            meta = self.shared.lookup(name)
             if meta is not None and (sha256 is None or meta.sha256 == sha256):
                 return meta
-            # A file just put in the share is found by a rescan now, but a peer asking for
-            # names that do not exist must not make the node rescan for each: at most one
-            # rescan per MIN_RESCAN_GAP, whoever asks.
-            if meta is None and self.loop.time() - self._last_scan >= MIN_RESCAN_GAP:
-                self.rescan()
-                meta = self.shared.get(name)
-            return meta
-        for meta in self.shared.values():
-            if meta.sha256 == sha256:
-                return meta
-        return None
+            return None
+        return self.shared.by_sha(sha256) if sha256 is not None else None
+
+    def rescan_for(self, name: str | None) -> bool:
+        """A peer asked for a name we do not list: ask the index for a pass (it starts at
+        most one per few seconds, whoever asks). True while a pass that may find it runs."""
+        self.shared.request_rescan(self.loop.time())
+        self.timers.update(self)
+        return self.shared.scanning
 
     # -- what tests and tools reach for ----------------------------------------------------------
     def push(self, peer_text: str, path_text: str) -> Transfer:

@@ -201,6 +201,11 @@ class ServerHandler(Receiving, Handler):
         meta = node.find_shared(msg.name, msg.sha256)
         if meta is None:
             what = msg.name or msg.sha256
+            if node.rescan_for(msg.name):
+                # It may have just been put in the share: the pass under way may find it.
+                reason = f"no shared file {what!r} yet; looking at the share again, retry"
+                self.conn.send(Reject(msg.id, ErrorCode.BUSY, reason))
+                return
             self.conn.send(Reject(msg.id, ErrorCode.NOT_FOUND, f"no shared file {what!r}"))
             return
         busy = node.slot_refusal(self.addr)
@@ -224,7 +229,6 @@ class ServerHandler(Receiving, Handler):
             self.conn.send(Reject(msg.id, ErrorCode.NOT_FOUND, f"{meta.name!r} has other content"))
             return
         meta = FileMeta(meta.name, current.size, current.sha256, current.mtime, current.mime)
-        node.shared[meta.name] = meta
         offset = msg.offset if msg.expect == meta.sha256 and msg.offset <= meta.size else 0
         peer = self.conn.peer_id or "?"
         # The puller came back (restarted, or gave up a half-open connection): the stream it

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 from node import __version__
@@ -52,8 +53,27 @@ class Service:
         return self.node.peers.list_json()
 
     def files(self) -> list[dict[str, Any]]:
-        metas = sorted(self.node.shared.values(), key=lambda m: m.name)
+        metas = self.node.shared.files()
         return [meta_json(m.name, m.size, m.sha256, m.mtime, m.mime) for m in metas]
+
+    def skipped(self) -> dict[str, Any]:
+        """Files in the share that are not shared, and why (names no node may store, links out
+        of the share, unreadable files)."""
+        index = self.node.shared
+        return {
+            "total": index.skipped_total,
+            "files": [
+                {"name": s.name, "reason": s.reason, "detail": s.detail} for s in index.skipped()
+            ],
+        }
+
+    def partials(self) -> dict[str, Any]:
+        """Partial data in the inbox (hidden .part files): resumable receives, and the quota."""
+        store = self.node.store
+        return {
+            "usage": asdict(store.inbox_usage()),
+            "partials": [asdict(p) for p in store.partials()],
+        }
 
     def inbox(self) -> list[dict[str, Any]]:
         return [

@@ -96,6 +96,24 @@ class ShareIndex:
         self._known_reals = {p for p in cache.paths() if self._walkable(p)}
 
     # -- the published view ------------------------------------------------------------------
+    def __getitem__(self, name: str) -> FileMeta:
+        meta = self.lookup(name)
+        if meta is None:
+            raise KeyError(name)
+        return meta
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and self.lookup(name) is not None
+
+    def __len__(self) -> int:
+        return len(self._files)
+
+    def get(self, name: str) -> FileMeta | None:
+        return self.lookup(name)
+
+    def values(self) -> tuple[FileMeta, ...]:
+        return self.files()
+
     def lookup(self, name: str) -> FileMeta | None:
         """The shared file of this name, or None. O(1). Sees hashes finished since the last
         step() already (a push that just hashed the file), unlike files()."""

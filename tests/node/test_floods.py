@@ -105,9 +105,13 @@ def test_gets_of_unknown_names_do_not_rescan_each_time(tmp_path: Path) -> None:
             for i in range(200):
                 s.sendall(frame({"type": "get", "id": f"g{i}", "name": f"nope{i}", "offset": 0}))
                 (reject,), rest = read_frames(s, rest, 1)
-                assert reject["type"] == "reject" and reject["code"] == "not_found", reject
+                # not_found, or busy while the one pass it may cause looks for it
+                assert reject["type"] == "reject", reject
+                assert reject["code"] in ("not_found", "busy"), reject
             s.close()
         assert max(times) < 2.0, f"the loop froze: slowest API answer {max(times):.2f} s"
+        codes = [r for r in b.events if r["event"] == "transfer_refused"]
+        assert codes == []  # gets are not pushes: nothing to refuse, nothing logged per get
 
 
 def trickler(src: str, port: int, i: int, stop: threading.Event) -> None:
