@@ -9,9 +9,11 @@ The parts (docs/architecture.md has their interfaces):
 - `meta`: `FileMeta`, `guess_mime`; `hashing`: `HashJob`, the lazy sha256 constructor;
 - `hashcache`: the persistent (realpath, size, mtime_ns) -> sha256 cache;
 - `walk`: the incremental, root-bounded tree walk; `share`: `ShareIndex`, what we list/serve;
-- `dirfd`: dir_fd/O_NOFOLLOW helpers; `parts`: `.part` files and records; `space`: the
-  claims/quota ledger; `incoming`: `Incoming`; `placement`: linking under a free name;
-  `inbox`: `Inbox` (receiving), `Reservation`; `received`: the inbox's files, copy_in.
+- `dirs`: directory handles that never lead outside the inbox, by fd (`dirfd`, dir_fd and
+  O_NOFOLLOW) or by checked path (`pathdir`, where the dir_fd calls are missing: Windows);
+  `parts`: `.part` files and records; `space`: the claims/quota ledger; `incoming`: `Incoming`;
+  `placement`: linking under a free name; `inbox`: `Inbox` (receiving), `Reservation`;
+  `received`: the inbox's files, copy_in.
 
 `Store` below is the facade the node uses; it only wires the parts together. Names follow
 node/names.py (the protocol's one rule set), plus a depth limit for received names.
@@ -98,6 +100,7 @@ class Store:
         rescan_interval: float = 10.0,
         rescan_min_interval: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
+        dirs: str | None = None,
     ) -> None:
         self.share = Path(share)
         self.inbox = Path(inbox)
@@ -107,8 +110,8 @@ class Store:
         self.clock = clock
         for d in (self.share, self.inbox, self.state):
             d.mkdir(parents=True, exist_ok=True)
-        # Resolved once: later, the inbox path is opened with O_NOFOLLOW, so swapping it for a
-        # symlink makes receiving fail rather than follow the link.
+        # Resolved once: later, the inbox path is opened with O_NOFOLLOW (or lstat-checked), so
+        # swapping it for a symlink makes receiving fail rather than follow the link.
         self.share_real = os.path.realpath(self.share)
         self.inbox_real = os.path.realpath(self.inbox)
         self.cache_path = self.state / CACHE_FILE
@@ -128,7 +131,9 @@ class Store:
             fsync=fsync,
             quota=quota,
             max_depth=max_depth,
+            dirs=dirs,
         )
+        self.dirs = self.receiving.dirs  # "dirfd" or "path": node/store/dirs.py
         self.received = ReceivedFiles(self.receiving, self.inbox, share_real=self.share_real)
         self.hashes_done = 0  # files hashed by this store (tests assert the cache avoids work)
 

@@ -1,8 +1,9 @@
-"""Directory walking by file descriptor: how the inbox is written without following symlinks.
+"""Directories by file descriptor (dirs.py's `FdDir`): how the inbox is written without
+following symlinks where the platform has the `dir_fd` calls (Linux, macOS, BSD).
 
 Every path below the inbox is reached one component at a time with `dir_fd`-relative calls
 and `O_NOFOLLOW`, so a symlink planted anywhere on the way (even during a transfer, racing
-us) makes the operation fail instead of writing outside the inbox.
+us) makes the operation fail instead of writing outside the inbox. No window remains.
 """
 
 from __future__ import annotations
@@ -10,113 +11,133 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import stat
 from collections.abc import Iterator
 
+from node import plat
 from node.errors import BadName, StoreError
+from node.store.dirs import Dir, check_target, make_dirs, open_dir, open_root, os_error
 
 __all__ = [
     "DIR_FLAGS",
+    "FdDir",
+    "FdListing",
     "check_target",
     "make_dirs",
     "open_dir",
     "open_root",
     "os_error",
-    "subdir",
 ]
 
-DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+DIR_FLAGS = os.O_RDONLY | plat.O_DIRECTORY | plat.O_NOFOLLOW | plat.O_CLOEXEC
+FILE_FLAGS = plat.O_NOFOLLOW | plat.O_CLOEXEC | plat.O_BINARY
 
 
-def os_error(exc: OSError, what: str) -> StoreError:
-    """The wire code for a disk error: no_space for a full disk or quota, else io_error."""
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return StoreError("no_space", f"{what}: no space left in the inbox")
-    return StoreError("io_error", f"{what}: {exc.strerror or exc}")
+def _ident(st: os.stat_result) -> tuple[int, int]:
+    return (st.st_dev, st.st_ino)
 
 
-def open_root(path: str, what: str) -> int:
-    """Open a root directory (inbox) by its resolved path; a symlink there is refused."""
-    try:
-        return os.open(path, DIR_FLAGS)
-    except OSError as exc:
-        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-            raise StoreError(
-                "io_error", f"{what} {path} is no longer a directory (a symlink?)"
-            ) from exc
-        raise StoreError("io_error", f"cannot open {what} {path}: {exc}") from exc
+class FdDir:
+    """A directory held open by fd; every call is relative to it and never follows a symlink."""
 
+    def __init__(self, fd: int, path: str, where: str) -> None:
+        self.fd = fd
+        self.path = path
+        self.where = where
 
-@contextlib.contextmanager
-def open_dir(path: str, what: str) -> Iterator[int]:
-    fd = open_root(path, what)
-    try:
-        yield fd
-    finally:
-        os.close(fd)
-
-
-def subdir(parent_fd: int, name: str, *, create: bool, where: str) -> int:
-    """Open (creating if asked) a directory entry without following a symlink."""
-    try:
-        return os.open(name, DIR_FLAGS, dir_fd=parent_fd)
-    except FileNotFoundError:
-        if not create:
-            raise
-    except OSError as exc:
-        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-            raise BadName(f"{where}/{name} is a symlink or not a directory") from exc
-        raise
-    with contextlib.suppress(FileExistsError):
-        os.mkdir(name, 0o777, dir_fd=parent_fd)
-    try:
-        return os.open(name, DIR_FLAGS, dir_fd=parent_fd)
-    except OSError as exc:
-        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-            raise BadName(f"{where}/{name} is a symlink or not a directory") from exc
-        raise
-
-
-def check_target(inbox_fd: int, name: str) -> int:
-    """Refuse early (before any data) if an existing part of the target path is a symlink.
-
-    Returns how many directories placing the file would create (the components that do not
-    exist yet): a receive is charged for them (see space.py)."""
-    parts = name.split("/")
-    fd = inbox_fd
-    where = "inbox"
-    try:
-        for i, comp in enumerate(parts[:-1]):
-            try:
-                nxt = subdir(fd, comp, create=False, where=where)
-            except FileNotFoundError:
-                return len(parts) - 1 - i  # created at finish(), one mkdir per component
-            except OSError as exc:
-                raise StoreError("io_error", f"cannot open {where}/{comp}: {exc}") from exc
-            if fd != inbox_fd:
-                os.close(fd)
-            fd, where = nxt, f"{where}/{comp}"
+    @classmethod
+    def root(cls, path: str, what: str) -> FdDir:
         try:
-            st = os.stat(parts[-1], dir_fd=fd, follow_symlinks=False)
-        except OSError:
-            return 0
-        if stat.S_ISLNK(st.st_mode):
-            raise BadName(f"{name!r} is a symlink in the inbox; refusing to write there")
-        return 0
-    finally:
-        if fd != inbox_fd:
+            return cls(os.open(path, DIR_FLAGS), path, what)
+        except OSError as exc:
+            if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                raise StoreError(
+                    "io_error", f"{what} {path} is no longer a directory (a symlink?)"
+                ) from exc
+            raise StoreError("io_error", f"cannot open {what} {path}: {exc}") from exc
+
+    def sub(self, name: str, *, create: bool) -> Dir:
+        where = f"{self.where}/{name}"
+        try:
+            return FdDir(self._open_dir(name), os.path.join(self.path, name), where)
+        except FileNotFoundError:
+            if not create:
+                raise
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(name, 0o777, dir_fd=self.fd)
+        return FdDir(self._open_dir(name), os.path.join(self.path, name), where)
+
+    def _open_dir(self, name: str) -> int:
+        try:
+            return os.open(name, DIR_FLAGS, dir_fd=self.fd)
+        except OSError as exc:
+            if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                raise BadName(f"{self.where}/{name} is a symlink or not a directory") from exc
+            raise
+
+    def lstat(self, name: str) -> os.stat_result:
+        return os.stat(name, dir_fd=self.fd, follow_symlinks=False)
+
+    def open(self, name: str, flags: int, mode: int = 0o666) -> int:
+        return os.open(name, flags | FILE_FLAGS, mode, dir_fd=self.fd)
+
+    def unlink(self, name: str) -> None:
+        os.unlink(name, dir_fd=self.fd)
+
+    def replace(self, src: str, dst: str) -> None:
+        os.replace(src, dst, src_dir_fd=self.fd, dst_dir_fd=self.fd)
+
+    def link_to(self, name: str, dst: Dir, dst_name: str) -> None:
+        assert isinstance(dst, FdDir)
+        os.link(name, dst_name, src_dir_fd=self.fd, dst_dir_fd=dst.fd, follow_symlinks=False)
+
+    def rename_to(self, name: str, dst: Dir, dst_name: str) -> None:
+        assert isinstance(dst, FdDir)
+        os.replace(name, dst_name, src_dir_fd=self.fd, dst_dir_fd=dst.fd)
+
+    def listdir(self) -> list[str]:
+        return os.listdir(self.fd)
+
+    def ident(self) -> tuple[int, int]:
+        return _ident(os.fstat(self.fd))
+
+    def fsync(self) -> None:
+        os.fsync(self.fd)
+
+    def set_mtime(self, name: str, ns: tuple[int, int], expect: tuple[int, int]) -> None:
+        if _ident(self.lstat(name)) == expect:
+            os.utime(name, ns=ns, dir_fd=self.fd, follow_symlinks=False)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            fd, self.fd = self.fd, -1
             os.close(fd)
 
+    def __repr__(self) -> str:
+        return f"FdDir({self.where!r}, fd={self.fd})"
 
-def make_dirs(inbox_fd: int, comps: list[str]) -> int:
-    """Open (mkdir as needed) each directory component below the inbox, never via symlinks."""
-    fd = inbox_fd
-    where = "inbox"
-    for comp in comps:
+
+class FdListing:
+    """A directory opened with O_NOFOLLOW and listed through its fd (walk.py)."""
+
+    def __init__(self, path: str) -> None:
+        self._fd = os.open(path, DIR_FLAGS)
         try:
-            nxt = subdir(fd, comp, create=True, where=where)
-        finally:
-            if fd != inbox_fd:
-                os.close(fd)
-        fd, where = nxt, f"{where}/{comp}"
-    return fd
+            self.ident = _ident(os.fstat(self._fd))
+        except OSError:
+            os.close(self._fd)
+            raise
+        self._it: Iterator[os.DirEntry[str]] | None = None
+
+    def entries(self) -> Iterator[os.DirEntry[str]]:
+        self._it = os.scandir(self._fd)
+        return self._it
+
+    def close(self) -> None:
+        if self._it is not None:
+            close = getattr(self._it, "close", None)
+            if close is not None:
+                close()
+            self._it = None
+        if self._fd >= 0:
+            fd, self._fd = self._fd, -1
+            os.close(fd)

@@ -12,6 +12,8 @@ import stat
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from node import plat
+
 if TYPE_CHECKING:
     from hashlib import _Hash
 
@@ -76,7 +78,7 @@ class HashJob:
             assert self._buf is not None
             view = memoryview(self._buf)
             while budget > 0:
-                n = os.readv(self._fd, [view[: min(len(view), budget)]])
+                n = plat.read_into(self._fd, view[: min(len(view), budget)])
                 if n == 0:
                     return self._at_eof()
                 self._hasher.update(view[:n])
@@ -91,7 +93,7 @@ class HashJob:
 
     def _open(self) -> None:
         # O_NONBLOCK: a fifo swapped in for the file must not hang the loop on open().
-        fd = os.open(self.real, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        fd = os.open(self.real, os.O_RDONLY | plat.O_NONBLOCK | plat.O_CLOEXEC | plat.O_BINARY)
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             os.close(fd)

@@ -1,10 +1,12 @@
 """The inbox's receiving side: part files, who holds them, and the space they claim.
 
-Safety: every received byte goes to a path reached from the inbox directory with
-`dir_fd`-relative calls and `O_NOFOLLOW` (dirfd.py), so a symlink planted in the inbox (or an
-inbox replaced by a symlink) makes the transfer fail instead of writing outside it, even under
-a race. Partial data lives in inbox/.mole/parts (parts.py). A name deeper than `max_depth`
-components is refused (bad_name) before anything is created. Space: space.py's ledger.
+Safety: every received byte goes to a path reached from the inbox directory through a dirs.py
+`Dir` handle: `dir_fd`-relative calls and `O_NOFOLLOW` (dirfd.py) where the platform has them,
+else checked paths (pathdir.py), so a symlink planted in the inbox (or an inbox replaced by a
+symlink) makes the transfer fail instead of writing outside it, even under a race (pathdir.py
+documents the window it leaves). Partial data lives in inbox/.mole/parts (parts.py). A name
+deeper than `max_depth` components is refused (bad_name) before anything is created. Space:
+space.py's ledger.
 """
 
 from __future__ import annotations
@@ -16,9 +18,10 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from node import plat
 from node.errors import BadName, StoreError
 from node.names import MAX_DEPTH, MOLE_DIR, check_depth, check_name
-from node.store.dirfd import check_target, open_root, os_error, subdir
+from node.store.dirs import Dir, backend, check_target, open_root, os_error
 from node.store.hashcache import HashCache
 from node.store.incoming import Incoming
 from node.store.meta import FileMeta, is_sha256
@@ -68,9 +71,12 @@ class Inbox:
         fsync: bool = False,
         quota: int | None = None,
         max_depth: int = MAX_DEPTH,
+        dirs: str | None = None,
     ) -> None:
-        """`room`: bytes a new receive may claim (Store.free_space, looked up at each call)."""
+        """`room`: bytes a new receive may claim (Store.free_space, looked up at each call).
+        `dirs`: "dirfd" or "path" (dirs.py; None: what this Python can do)."""
         self.real = real
+        self.dirs = dirs or backend()
         self.cache = cache
         self.fsync = fsync
         self.max_depth = max_depth
@@ -78,50 +84,45 @@ class Inbox:
         self._room = room
         # Part keys in use: a receive under way, or reserved for one about to start.
         self._active: dict[str, Incoming | Reservation] = {}
-        with self.open() as inbox_fd:
-            parts_fd = self.parts_fd(inbox_fd)
-            try:
-                for key, (nbytes, _) in scan_parts(parts_fd).items():
-                    self.ledger.keep(key, nbytes)  # left by an earlier run: still held
-            finally:
-                os.close(parts_fd)
+        with self._parts() as parts:
+            for key, (nbytes, _) in scan_parts(parts).items():
+                self.ledger.keep(key, nbytes)  # left by an earlier run: still held
 
     # -- directories -------------------------------------------------------------------------
     @contextlib.contextmanager
-    def open(self) -> Iterator[int]:
-        fd = open_root(self.real, "inbox")
+    def open(self) -> Iterator[Dir]:
+        d = open_root(self.real, "inbox", self.dirs)
         try:
-            yield fd
+            yield d
         finally:
-            os.close(fd)
+            d.close()
 
-    def parts_fd(self, inbox_fd: int) -> int:
+    def parts_dir(self, inbox: Dir) -> Dir:
         try:
-            fd = subdir(inbox_fd, MOLE_DIR, create=True, where=self.real)
+            mole = inbox.sub(MOLE_DIR, create=True)
             try:
-                return subdir(fd, PARTS, create=True, where=f"{self.real}/{MOLE_DIR}")
+                return mole.sub(PARTS, create=True)
             finally:
-                os.close(fd)
+                mole.close()
         except OSError as exc:
             raise os_error(exc, f"cannot open {self.real}/{MOLE_DIR}/{PARTS}") from exc
 
     @contextlib.contextmanager
-    def _parts(self) -> Iterator[int]:
-        with self.open() as inbox_fd:
-            parts_fd = self.parts_fd(inbox_fd)
+    def _parts(self) -> Iterator[Dir]:
+        with self.open() as inbox:
+            parts = self.parts_dir(inbox)
         try:
-            yield parts_fd
+            yield parts
         finally:
-            os.close(parts_fd)
+            parts.close()
 
     # -- space -------------------------------------------------------------------------------
     def fs_free(self) -> int:
         """Bytes available to us in the inbox's file system (0 if it cannot be determined)."""
         try:
-            st = os.statvfs(self.real)
+            return plat.disk_free(self.real)
         except OSError:
             return 0
-        return st.f_bavail * st.f_frsize
 
     def _check_room(self, need: int, name: str) -> None:
         """Refuse (no_space) a receive that needs more than the room left for one."""
@@ -141,8 +142,8 @@ class Inbox:
         """(bytes held, sha256) of a resumable partial file from peer for name, if any."""
         try:
             name = check_name(name)
-            with self._parts() as parts_fd:
-                return held(parts_fd, part_key(peer, name), peer, name)
+            with self._parts() as parts:
+                return held(parts, part_key(peer, name), peer, name)
         except StoreError:
             return None
 
@@ -150,18 +151,18 @@ class Inbox:
         """Every part in the inbox (under way or kept), for the API."""
         active = {k: v.position for k, v in self._active.items() if isinstance(v, Incoming)}
         try:
-            with self._parts() as parts_fd:
-                return list_parts(parts_fd, active)
+            with self._parts() as parts:
+                return list_parts(parts, active)
         except (StoreError, OSError):
             return []
 
-    def remove_part(self, parts_fd: int, key: str) -> None:
-        remove_part(parts_fd, key)
+    def remove_part(self, parts: Dir, key: str) -> None:
+        remove_part(parts, key)
         self.ledger.forget(key)
 
     def discard_key(self, key: str) -> None:
-        with contextlib.suppress(StoreError, OSError), self._parts() as parts_fd:
-            self.remove_part(parts_fd, key)
+        with contextlib.suppress(StoreError, OSError), self._parts() as parts:
+            self.remove_part(parts, key)
 
     def discard_partial(self, peer: str, name: str) -> None:
         """Forget any partial file from peer for name (cancel). Missing is fine."""
@@ -183,8 +184,8 @@ class Inbox:
         Transfers in progress are never touched. Returns how many partials were removed."""
         cutoff = time.time() - max_age
         try:
-            with self._parts() as parts_fd:
-                found = scan_parts(parts_fd)
+            with self._parts() as parts:
+                found = scan_parts(parts)
                 # A part of a concurrent receive ("<key>-<random>") or of a local copy never
                 # resumes: one left by a crash goes at once.
                 stale = [
@@ -193,7 +194,7 @@ class Inbox:
                     if (t < cutoff or "-" in k) and k not in self._active
                 ]
                 for key in stale:
-                    self.remove_part(parts_fd, key)
+                    self.remove_part(parts, key)
                 return len(stale)
         except StoreError:
             return 0
@@ -284,27 +285,27 @@ class Inbox:
             key, primary = self.claim_key(peer, name, owner)
         if offset == 0 or not primary:
             resume = False
-        inbox_fd = open_root(self.real, "inbox")
-        parts_fd = -1
+        inbox = open_root(self.real, "inbox", self.dirs)
+        parts: Dir | None = None
         try:
-            dirs = check_target(inbox_fd, name)
-            parts_fd = self.parts_fd(inbox_fd)
-            fd, have, reset = self._open_part(parts_fd, key, peer, meta, resume, dirs)
+            dirs = check_target(inbox, name)
+            parts = self.parts_dir(inbox)
+            fd, have, reset = self._open_part(parts, key, peer, meta, resume, dirs)
             if offset is not None and have != offset:
                 os.close(fd)
                 if have < offset:
                     raise StoreError(
                         "bad_message", f"the sender starts at {offset}, this part holds {have}"
                     )
-                fd, have, reset = self._open_part(parts_fd, key, peer, meta, False, dirs)
+                fd, have, reset = self._open_part(parts, key, peer, meta, False, dirs)
         except BaseException as exc:
-            os.close(inbox_fd)
-            if parts_fd >= 0:
-                os.close(parts_fd)
+            inbox.close()
+            if parts is not None:
+                parts.close()
             if isinstance(exc, OSError):
                 raise os_error(exc, f"cannot start receiving {name!r}") from exc
             raise
-        incoming = Incoming(self, key, peer, meta, inbox_fd, parts_fd, fd, have, reset)
+        incoming = Incoming(self, key, peer, meta, inbox, parts, fd, have, reset)
         incoming.unhashed = unhashed
         incoming.owner = owner
         incoming.primary = primary
@@ -313,16 +314,16 @@ class Inbox:
         return incoming
 
     def _open_part(
-        self, parts_fd: int, key: str, peer: str, meta: FileMeta, resume: bool, dirs: int
+        self, parts: Dir, key: str, peer: str, meta: FileMeta, resume: bool, dirs: int
     ) -> tuple[int, int, str | None]:
         """(fd, bytes held, reset reason) of the part to receive into, after the space check."""
         part = key + PART_SUFFIX
-        rec = read_record(parts_fd, key)
+        rec = read_record(parts, key)
         same = same_source(rec, peer, meta)
         reset = "source_changed" if rec is not None and not same else None
         if resume and same:
             try:
-                fd = os.open(part, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parts_fd)
+                fd = parts.open(part, os.O_RDWR)
             except FileNotFoundError:
                 fd = -1
             except OSError as exc:
@@ -332,17 +333,16 @@ class Inbox:
                     have = _resume_at(fd, meta)
                     self._check_room(meta.size - have + dirs * DIR_COST, meta.name)
                     if rec is not None and meta.sha256 != rec["sha256"] and meta.sha256:
-                        write_record(parts_fd, key, peer, meta)  # now we know the hash
+                        write_record(parts, key, peer, meta)  # now we know the hash
                     return fd, have, None
                 except BaseException:
                     os.close(fd)
                     raise
-        self.remove_part(parts_fd, key)
+        self.remove_part(parts, key)
         self._check_room(meta.size + dirs * DIR_COST, meta.name)
         try:
-            flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-            fd = os.open(part, flags, 0o666, dir_fd=parts_fd)
-            write_record(parts_fd, key, peer, meta)
+            fd = parts.open(part, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666)
+            write_record(parts, key, peer, meta)
         except OSError as exc:
             raise os_error(exc, "cannot create the partial file") from exc
         return fd, 0, reset

@@ -16,8 +16,9 @@ import time
 from dataclasses import replace
 from typing import TYPE_CHECKING, NoReturn
 
+from node import plat
 from node.errors import BadName, HashMismatch, StoreError
-from node.store.dirfd import make_dirs, open_dir, os_error
+from node.store.dirs import Dir, make_dirs, open_dir, os_error
 from node.store.hashing import READ_CHUNK, new_sha256
 from node.store.meta import FileMeta, is_sha256
 from node.store.parts import PART_SUFFIX
@@ -47,8 +48,8 @@ class Incoming:
         key: str,
         peer: str,
         meta: FileMeta,
-        inbox_fd: int,
-        parts_fd: int,
+        inbox_dir: Dir,
+        parts_dir: Dir,
         fd: int,
         offset: int,
         reset_reason: str | None,
@@ -61,8 +62,8 @@ class Incoming:
         self.offset = offset
         self.reset_reason = reset_reason
         self.final_name: str | None = None
-        self._inbox_fd = inbox_fd
-        self._parts_fd = parts_fd
+        self._inbox_dir: Dir | None = inbox_dir
+        self._parts_dir: Dir | None = parts_dir
         self._fd = fd
         self._size = meta.size
         self._pos = offset  # bytes in the part file
@@ -177,7 +178,7 @@ class Incoming:
         try:
             while budget > 0 and self._hashed < self._pos:
                 want = min(len(view), budget, self._pos - self._hashed)
-                n = os.preadv(self._fd, [view[:want]], self._hashed)
+                n = plat.pread_into(self._fd, view[:want], self._hashed)
                 if n <= 0:
                     raise OSError(errno.EIO, "partial file is shorter than expected")
                 self._hasher.update(view[:n])
@@ -242,26 +243,31 @@ class Incoming:
     def _set_mtime(self) -> None:
         mtime = self.meta.mtime
         if isinstance(mtime, (int, float)) and math.isfinite(mtime) and 0 <= mtime < 2**33:
-            with contextlib.suppress(OSError, ValueError, OverflowError):
-                os.utime(self._fd, ns=(time.time_ns(), round(mtime * 1e9)))
+            ns = (time.time_ns(), round(mtime * 1e9))
+            with contextlib.suppress(OSError, ValueError, OverflowError, StoreError):
+                if not plat.utime_fd(self._fd, ns) and self._parts_dir is not None:
+                    st = os.fstat(self._fd)  # Windows: by name, if still this very file
+                    part = self.key + PART_SUFFIX
+                    self._parts_dir.set_mtime(part, ns, (st.st_dev, st.st_ino))
 
     def _place(self) -> str:
         """Link the verified part under a free name in the inbox; never follows a symlink."""
         inbox = self._inbox
-        # The inbox fd was opened at open_incoming: make sure the path still names it.
-        with open_dir(inbox.real, "inbox") as now_fd:
-            a, b = os.fstat(now_fd), os.fstat(self._inbox_fd)
-            if (a.st_dev, a.st_ino) != (b.st_dev, b.st_ino):
+        root, parts_dir = self._inbox_dir, self._parts_dir
+        assert root is not None and parts_dir is not None
+        # The inbox was opened at open_incoming: make sure the path still names it.
+        with open_dir(inbox.real, "inbox", inbox.dirs) as now:
+            if now.ident() != root.ident():
                 raise StoreError("io_error", "the inbox directory was replaced during the transfer")
         parts = self.name.split("/")
-        dir_fd = make_dirs(self._inbox_fd, parts[:-1])
+        dest = make_dirs(root, parts[:-1])
         try:
             placed = link_free_name(
                 inbox.cache,
-                self._parts_fd,
+                parts_dir,
                 self.key + PART_SUFFIX,
                 self._fd,
-                dir_fd,
+                dest,
                 parts,
                 os.path.join(inbox.real, *parts[:-1]),
                 self.meta.sha256,
@@ -273,17 +279,24 @@ class Incoming:
             with contextlib.suppress(OSError):
                 self._drop_part()
             if inbox.fsync:
-                os.fsync(dir_fd)
-            st = os.stat(placed.name.rsplit("/", 1)[-1], dir_fd=dir_fd, follow_symlinks=False)
+                dest.fsync()
+            st = dest.lstat(placed.name.rsplit("/", 1)[-1])
             real = os.path.join(inbox.real, *placed.name.split("/"))
             inbox.cache.record(real, st.st_size, st.st_mtime_ns, self.meta.sha256)
             return placed.name
         finally:
-            if dir_fd != self._inbox_fd:
-                os.close(dir_fd)
+            if dest is not root:
+                dest.close()
 
     def _drop_part(self) -> None:
-        self._inbox.remove_part(self._parts_fd, self.key)
+        """Remove the part and its record. The part's fd is closed first: Windows cannot
+        delete an open file (POSIX does not mind)."""
+        if self._fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = -1
+        if self._parts_dir is not None:
+            self._inbox.remove_part(self._parts_dir, self.key)
 
     def abort(self, *, keep: bool) -> None:
         """Stop receiving. keep=True leaves part + record for a resume; keep=False deletes them."""
@@ -303,11 +316,15 @@ class Incoming:
         if state == "discarded" and self._inbox.is_owner(self):
             with contextlib.suppress(OSError):
                 self._drop_part()
-        for fd in (self._fd, self._parts_fd, self._inbox_fd):
-            if fd >= 0:
+        if self._fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+        for d in (self._parts_dir, self._inbox_dir):
+            if d is not None:
                 with contextlib.suppress(OSError):
-                    os.close(fd)
-        self._fd = self._parts_fd = self._inbox_fd = -1
+                    d.close()
+        self._fd = -1
+        self._parts_dir = self._inbox_dir = None
         self._buf = None
         self._state = state
         # A superseded part stays on disk for the receive taking it over (which claims it).

@@ -2,8 +2,8 @@
 
 The key of a resumable part is sha256(peer NUL name)[:32]; a part of a concurrent second
 receive of the same (peer, name) is "<key>-<random>" and a local copy's "copy-<random>":
-neither resumes. Both files survive restarts. Every call here is relative to the parts
-directory's fd and never follows a symlink.
+neither resumes. Both files survive restarts. Every call here goes through the parts
+directory's handle (dirs.py `Dir`) and never follows a symlink.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ import stat
 from dataclasses import dataclass
 from typing import Any, Final
 
+from node.errors import StoreError
+from node.store.dirs import Dir
 from node.store.hashing import new_sha256
 from node.store.meta import FileMeta
 from node.store.walk import PART_SUFFIX
@@ -59,12 +61,10 @@ def part_key(peer: str, name: str) -> str:
     return h.hexdigest()[:32]
 
 
-def read_record(parts_fd: int, key: str) -> dict[str, Any] | None:
+def read_record(parts: Dir, key: str) -> dict[str, Any] | None:
     try:
-        fd = os.open(
-            key + RECORD_SUFFIX, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parts_fd
-        )
-    except OSError:
+        fd = parts.open(key + RECORD_SUFFIX, os.O_RDONLY)
+    except (OSError, StoreError):
         return None
     try:
         rec = json.loads(os.read(fd, RECORD_MAX_BYTES))
@@ -80,14 +80,14 @@ def read_record(parts_fd: int, key: str) -> dict[str, Any] | None:
     return rec
 
 
-def held(parts_fd: int, key: str, peer: str, name: str) -> tuple[int, str] | None:
+def held(parts: Dir, key: str, peer: str, name: str) -> tuple[int, str] | None:
     """(bytes, sha256) of the part under key when it resumes a receive of name from peer."""
-    rec = read_record(parts_fd, key)
+    rec = read_record(parts, key)
     if rec is None or rec["peer"] != peer or rec["name"] != name or not rec["sha256"]:
         return None  # a hash-less push's part: a pull cannot name what it holds
     try:
-        st = os.stat(key + PART_SUFFIX, dir_fd=parts_fd, follow_symlinks=False)
-    except OSError:
+        st = parts.lstat(key + PART_SUFFIX)
+    except (OSError, StoreError):
         return None
     if not stat.S_ISREG(st.st_mode):
         return None
@@ -110,7 +110,7 @@ def same_source(rec: dict[str, Any] | None, peer: str, meta: FileMeta) -> bool:
     return bool(rec.get("mtime") == meta.mtime)
 
 
-def write_record(parts_fd: int, key: str, peer: str, meta: FileMeta) -> None:
+def write_record(parts: Dir, key: str, peer: str, meta: FileMeta) -> None:
     rec = {
         "peer": peer,
         "name": meta.name,
@@ -120,31 +120,32 @@ def write_record(parts_fd: int, key: str, peer: str, meta: FileMeta) -> None:
         "mime": meta.mime,
     }
     tmp = key + RECORD_SUFFIX + ".tmp"
-    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
-    fd = os.open(tmp, flags, 0o666, dir_fd=parts_fd)
+    with contextlib.suppress(FileNotFoundError):
+        parts.unlink(tmp)  # left by a crash: O_EXCL below, never O_TRUNC through a link
+    fd = parts.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         data = json.dumps(rec).encode()
         while data:
             data = data[os.write(fd, data) :]
     finally:
         os.close(fd)
-    os.replace(tmp, key + RECORD_SUFFIX, src_dir_fd=parts_fd, dst_dir_fd=parts_fd)
+    parts.replace(tmp, key + RECORD_SUFFIX)
 
 
-def remove_part(parts_fd: int, key: str) -> None:
+def remove_part(parts: Dir, key: str) -> None:
     for suffix in (PART_SUFFIX, RECORD_SUFFIX, RECORD_SUFFIX + ".tmp"):
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(key + suffix, dir_fd=parts_fd)
+            parts.unlink(key + suffix)
 
 
-def scan_parts(parts_fd: int) -> dict[str, tuple[int, float]]:
+def scan_parts(parts: Dir) -> dict[str, tuple[int, float]]:
     """key -> (bytes of its .part file, newest mtime of its files), for every key present
     (a record or temp file without a part counts 0 bytes)."""
     found: dict[str, tuple[int, float]] = {}
-    for entry in os.listdir(parts_fd):
+    for entry in parts.listdir():
         key = entry.split(".", 1)[0]
         try:
-            st = os.stat(entry, dir_fd=parts_fd, follow_symlinks=False)
+            st = parts.lstat(entry)
         except OSError:
             continue
         size, mtime = found.get(key, (0, 0.0))
@@ -154,11 +155,11 @@ def scan_parts(parts_fd: int) -> dict[str, tuple[int, float]]:
     return found
 
 
-def list_parts(parts_fd: int, active: dict[str, int]) -> list[PartInfo]:
+def list_parts(parts: Dir, active: dict[str, int]) -> list[PartInfo]:
     """Every part in the directory; `active`: key -> bytes written for receives under way."""
     out: list[PartInfo] = []
-    for key, (size_on_disk, mtime) in sorted(scan_parts(parts_fd).items()):
-        rec = read_record(parts_fd, key) or {}
+    for key, (size_on_disk, mtime) in sorted(scan_parts(parts).items()):
+        rec = read_record(parts, key) or {}
         nbytes = active.get(key, size_on_disk)
         out.append(
             PartInfo(

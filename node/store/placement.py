@@ -1,10 +1,10 @@
 """Placing a verified part in the inbox under a free name: never overwrite, never follow.
 
 The part is hard-linked under the name (atomic, and it fails instead of replacing what is
-there); where the file system has no hard links, os.replace after a re-check (a tiny window
-remains). A taken name becomes "name (1).ext" (".tar.gz" kept whole); a name, or a numbered
-one, that already holds the same content is the answer, and the part is not placed.
-"""
+there); where the file system has no hard links, a rename after a re-check (a tiny window
+remains on POSIX; Windows' rename never replaces). Through dirs.py `Dir` handles only. A taken
+name becomes "name (1).ext" (".tar.gz" kept whole); a name, or a numbered one, that already
+holds the same content is the answer, and the part is not placed."""
 
 from __future__ import annotations
 
@@ -13,8 +13,10 @@ import os
 import stat
 from dataclasses import dataclass
 
+from node import plat
 from node.errors import BadName, StoreError
 from node.names import numbered
+from node.store.dirs import Dir
 from node.store.hashcache import HashCache
 from node.store.hashing import READ_CHUNK, new_sha256
 
@@ -35,74 +37,81 @@ class Placed:
 
 def link_free_name(
     cache: HashCache,
-    parts_fd: int,
+    parts_dir: Dir,
     part: str,
     part_fd: int,
-    dir_fd: int,
+    dest: Dir,
     parts: list[str],
     base_dir: str,
     sha256: str,
 ) -> Placed:
-    """Link `part` (in parts_fd, open as part_fd) as the first free form of '/'.join(parts)
-    in dir_fd (the directory `base_dir` of the inbox, opened without following symlinks)."""
+    """Link `part` (in parts_dir, open as part_fd) as the first free form of '/'.join(parts)
+    in dest (the directory `base_dir` of the inbox, opened without following symlinks)."""
     mine = os.fstat(part_fd)
     n = 0
     while n <= MAX_COLLISIONS:
         rel = "/".join(parts) if n == 0 else numbered("/".join(parts), n)
         base = rel.rsplit("/", 1)[-1]
         try:
-            st = os.stat(base, dir_fd=dir_fd, follow_symlinks=False)
+            st = dest.lstat(base)
         except FileNotFoundError:
             st = None
         if st is not None:
-            if n == 0 and stat.S_ISLNK(st.st_mode):
+            if n == 0 and plat.is_link_like(st):
                 raise BadName(f"{rel!r} is a symlink in the inbox; refusing to write there")
             same_file = (st.st_dev, st.st_ino) == (mine.st_dev, mine.st_ino)
             real = os.path.join(base_dir, base)
             if (
                 stat.S_ISREG(st.st_mode)
                 and st.st_size == mine.st_size
-                and (same_file or same_content(cache, dir_fd, base, real, st, sha256))
+                and (same_file or same_content(cache, dest, base, real, st, sha256))
             ):
                 return Placed(rel, linked=False)
             n += 1
             continue
-        if not _link(part, parts_fd, dir_fd, base):
+        if not _link(part, parts_dir, dest, base):
             continue  # lost a race for this name: look at it again
         return Placed(rel, linked=True)
     raise StoreError("io_error", f"no free name for {'/'.join(parts)!r} in the inbox")
 
 
-def _link(part: str, parts_fd: int, dir_fd: int, base: str) -> bool:
-    """Hard link = atomic no-clobber rename; replace() where links are unsupported."""
+def _link(part: str, parts_dir: Dir, dest: Dir, base: str) -> bool:
+    """Hard link = atomic no-clobber rename; a rename where links are unsupported."""
     try:
-        os.link(part, base, src_dir_fd=parts_fd, dst_dir_fd=dir_fd, follow_symlinks=False)
+        parts_dir.link_to(part, dest, base)
         return True
     except FileExistsError:
         return False
     except OSError as exc:
-        if exc.errno not in (
-            errno.EPERM,
-            errno.ENOTSUP,
-            errno.EOPNOTSUPP,
-            errno.EMLINK,
-            errno.ENOSYS,
-        ):
+        if (
+            exc.errno
+            not in (
+                errno.EPERM,
+                errno.ENOTSUP,
+                errno.EOPNOTSUPP,
+                errno.EMLINK,
+                errno.ENOSYS,
+            )
+            and getattr(exc, "winerror", None) is None
+        ):  # Windows: FAT/exFAT have no links
             raise
     # No hard links here: re-check and rename (a tiny window remains, documented).
     try:
-        os.stat(base, dir_fd=dir_fd, follow_symlinks=False)
+        dest.lstat(base)
         return False
     except FileNotFoundError:
         pass
-    os.replace(part, base, src_dir_fd=parts_fd, dst_dir_fd=dir_fd)
+    try:
+        parts_dir.rename_to(part, dest, base)
+    except FileExistsError:  # Windows: rename never replaces; someone took the name
+        return False
     return True
 
 
 def same_content(
-    cache: HashCache, dir_fd: int, base: str, real: str, st: os.stat_result, sha256: str
+    cache: HashCache, dest: Dir, base: str, real: str, st: os.stat_result, sha256: str
 ) -> bool:
-    """Whether the inbox file `base` (in dir_fd; `real` its path) holds content sha256.
+    """Whether the inbox file `base` (in dest; `real` its path) holds content sha256.
 
     From the cache when it knows the file; else hashed here if small enough not to stall
     the loop (and recorded); a bigger unknown file counts as other content."""
@@ -112,10 +121,8 @@ def same_content(
     if st.st_size > INLINE_HASH_LIMIT:
         return False
     try:
-        fd = os.open(
-            base, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd
-        )
-    except OSError:
+        fd = dest.open(base, os.O_RDONLY | plat.O_NONBLOCK)
+    except (OSError, StoreError):
         return False
     try:
         h = new_sha256()

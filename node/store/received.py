@@ -13,9 +13,10 @@ import stat
 from collections.abc import Callable
 from pathlib import Path
 
+from node import plat
 from node.errors import StoreError
 from node.names import MOLE_DIR, check_name
-from node.store.dirfd import os_error, subdir
+from node.store.dirs import os_error
 from node.store.hashcache import HashCache
 from node.store.hashing import READ_CHUNK, HashJob
 from node.store.inbox import Inbox
@@ -109,26 +110,25 @@ class ReceivedFiles:
         if meta.size > LOCAL_COPY_LIMIT:
             raise StoreError("too_large", f"{meta.size} bytes are too many to copy inline")
         src_parts = check_name(src).split("/")
-        with self.inbox.open() as inbox_fd:
-            dir_fd = inbox_fd
+        with self.inbox.open() as root:
+            d = root
             try:
                 for comp in src_parts[:-1]:
-                    nxt = subdir(dir_fd, comp, create=False, where="inbox")
-                    if dir_fd != inbox_fd:
-                        os.close(dir_fd)
-                    dir_fd = nxt
-                flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-                src_fd = os.open(src_parts[-1], flags, dir_fd=dir_fd)
+                    nxt = d.sub(comp, create=False)
+                    if d is not root:
+                        d.close()
+                    d = nxt
+                src_fd = d.open(src_parts[-1], os.O_RDONLY | plat.O_NONBLOCK)
             except OSError as exc:
                 raise os_error(exc, f"cannot read {src!r} in the inbox") from exc
             finally:
-                if dir_fd != inbox_fd:
-                    os.close(dir_fd)
+                if d is not root:
+                    d.close()
         try:
             incoming = self.inbox.open_local(meta)
             try:
                 view = memoryview(bytearray(READ_CHUNK))
-                while n := os.readv(src_fd, [view]):
+                while n := plat.read_into(src_fd, view):
                     incoming.write(view[:n])
                 return incoming.finish()  # verifies size and sha256: a changed source fails
             except OSError as exc:

@@ -4,7 +4,8 @@ The walk keeps its place between calls (a stack of directories still to read and
 directory being read), so a tree of any size is walked a slice per loop tick. It never leaves
 its root: a symlink is followed only when its resolved target is inside the root (and only
 when asked), and a directory is opened with O_NOFOLLOW and checked to be the very directory
-(device, inode) that was found, so a component swapped for a symlink meanwhile is not read.
+(device, inode) that was found, so a component swapped for a symlink meanwhile is not read
+(without dir_fd calls, dirs.open_listing: lstat, list, lstat again; reparse points refused).
 A directory seen twice (a symlink loop inside the root) is read once.
 
 Skipped silently (by design, not an error): dot files and directories when `skip_hidden`,
@@ -23,7 +24,7 @@ from typing import Final
 
 from node.errors import BadName
 from node.names import MOLE_DIR, check_child
-from node.store.dirfd import DIR_FLAGS
+from node.store.dirs import Listing, backend, open_listing
 from node.store.meta import inside
 
 __all__ = [
@@ -96,7 +97,8 @@ class TreeWalk:
         self._stack: list[tuple[str, int, str, tuple[int, int] | None]] = [("", 0, root, None)]
         self._seen_dirs: set[tuple[int, int]] = set()
         self._it: Iterator[os.DirEntry[str]] | None = None
-        self._fd = -1
+        self._listing: Listing | None = None
+        self._kind = backend()
         self._prefix = ""
         self._prefix_bytes = 0
         self._dir = root
@@ -148,35 +150,31 @@ class TreeWalk:
         out: list[Found | Skipped],
     ) -> None:
         try:
-            fd = os.open(real_dir, DIR_FLAGS)
+            listing = open_listing(real_dir, self._kind)
         except OSError as exc:
             if prefix:
                 out.append(Skipped(printable(prefix[:-1]), UNREADABLE, exc.strerror or ""))
             return
         try:
-            st = os.fstat(fd)
-            now = (st.st_dev, st.st_ino)
+            now = listing.ident
             # Not the directory we found (swapped meanwhile), or one read already (a loop).
             if (ident is not None and now != ident) or now in self._seen_dirs:
-                os.close(fd)
+                listing.close()
                 return
             self._seen_dirs.add(now)
-            self._it = os.scandir(fd)
+            self._it = listing.entries()
         except OSError as exc:
-            os.close(fd)
+            listing.close()
             out.append(Skipped(printable(prefix[:-1] or "."), UNREADABLE, exc.strerror or ""))
             return
-        self._fd, self._prefix, self._prefix_bytes, self._dir = fd, prefix, prefix_bytes, real_dir
+        self._listing, self._prefix, self._prefix_bytes = listing, prefix, prefix_bytes
+        self._dir = real_dir
 
     def _leave(self) -> None:
-        if self._it is not None:
-            close = getattr(self._it, "close", None)
-            if close is not None:
-                close()
-            self._it = None
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
+        self._it = None
+        if self._listing is not None:
+            self._listing.close()
+            self._listing = None
 
     def _visit(self, entry: os.DirEntry[str], out: list[Found | Skipped]) -> None:
         name = entry.name

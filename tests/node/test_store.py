@@ -10,10 +10,12 @@ import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import node.store as store_mod
+from node import plat
 from node.store import (
     BadName,
     FileMeta,
@@ -22,8 +24,50 @@ from node.store import (
     Store,
     StoreError,
 )
+from node.store import dirs as store_dirs
 
 PEER = "0123456789abcdef0123456789abcdef"
+
+
+@pytest.fixture(autouse=True, params=["dirfd", "path"])
+def dirs_impl(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test runs against both directory implementations (node/store/dirs.py): by fd
+    (what Linux/macOS use) and by checked path (what a Python without dir_fd calls, Windows,
+    uses), with the same safety expectations."""
+    monkeypatch.setattr(store_dirs, "DEFAULT", request.param)
+    if request.param == "path":
+        forbid_dir_fd_calls(monkeypatch)
+    return str(request.param)
+
+
+def forbid_dir_fd_calls(monkeypatch: pytest.MonkeyPatch) -> None:
+    """In the path implementation, a call Windows lacks is a test failure: anything relative
+    to a directory fd, a directory opened as a file, a directory listed or timed by fd."""
+    dir_kw = ("dir_fd", "src_dir_fd", "dst_dir_fd")
+
+    def guard(name: str) -> None:
+        real = getattr(os, name)
+
+        def guarded(*args: Any, **kw: Any) -> Any:
+            if any(kw.get(k) is not None for k in dir_kw):
+                raise AssertionError(f"os.{name}(dir_fd=...) in the path implementation")
+            if name in ("listdir", "scandir", "utime") and args and isinstance(args[0], int):
+                raise AssertionError(f"os.{name}(fd) in the path implementation")
+            if name == "open" and len(args) > 1 and args[1] & getattr(os, "O_DIRECTORY", 0):
+                raise AssertionError("a directory opened in the path implementation")
+            return real(*args, **kw)
+
+        monkeypatch.setattr(os, name, guarded)
+
+    for name in ("open", "stat", "mkdir", "unlink", "link", "replace", "rename", "listdir"):
+        guard(name)
+    for name in ("scandir", "utime"):  # utime: no longer in os.supports_fd, as on Windows
+        guard(name)
+    monkeypatch.setattr(plat, "O_DIRECTORY", 0)  # as on Windows: fsync_dir() does nothing
+
+
+def test_the_store_uses_the_implementation_asked_for(store: Store, dirs_impl: str) -> None:
+    assert store.dirs == dirs_impl
 
 
 @pytest.fixture
