@@ -30,6 +30,8 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from node import plat
+
 TOKEN_FILE = "api_token"
 COOKIE = "mole_session"
 SESSION_TTL = 12 * 3600.0  # s a dashboard login lasts
@@ -47,7 +49,8 @@ def load_or_create_token(state: Path) -> str:
         pass
     token = secrets.token_urlsafe(32)
     tmp = path.with_name(f".{TOKEN_FILE}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | plat.O_NOFOLLOW | plat.O_CLOEXEC
+    fd = os.open(tmp, flags, 0o600)
     try:
         os.write(fd, (token + "\n").encode())
     finally:

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, NamedTuple
 
-from node import ed25519, x509
+from node import ed25519, plat, x509
 
 KEY_FILE: Final = "identity.key"
 CERT_FILE: Final = "identity.crt"
@@ -143,7 +143,7 @@ def _why(exc: OSError) -> str:
 def _read(path: Path, *, secret: bool) -> bytes | None:
     """The file's bytes, None if it does not exist; a symlink or odd file is an error."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | plat.O_NOFOLLOW | plat.O_CLOEXEC | plat.O_BINARY)
     except FileNotFoundError:
         return None
     except OSError as exc:
@@ -174,7 +174,7 @@ def _read(path: Path, *, secret: bool) -> bytes | None:
 def _write_new(path: Path, text: str) -> None:
     """Create `path` with `text`, mode 0600, atomically; FileExistsError if it appeared."""
     tmp = path.with_name(f".{path.name}.{os.urandom(6).hex()}.tmp")
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | plat.O_NOFOLLOW | plat.O_CLOEXEC | plat.O_BINARY
     try:
         fd = os.open(tmp, flags, 0o600)
         try:
@@ -204,11 +204,7 @@ def _write_new(path: Path, text: str) -> None:
 
 def _sync_dir(directory: Path) -> None:
     with contextlib.suppress(OSError):  # some file systems cannot sync a directory
-        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        plat.fsync_dir(str(directory))  # nothing where a directory cannot be opened (Windows)
 
 
 # -- human forms of the id ------------------------------------------------------------------------

@@ -14,6 +14,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from node import plat
+
 FILE = "journal.jsonl"
 LEGACY = "transfers.json"  # the whole-list format of earlier versions, read once
 MAX_LINE = 64 << 10
@@ -93,7 +95,7 @@ class Journal:
             self._compact()
             return
         if self._fd < 0:
-            flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+            flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | plat.O_CLOEXEC | plat.O_BINARY
             self._fd = os.open(self.path, flags, 0o600)
         data = (json.dumps(entry, separators=(",", ":")) + "\n").encode()
         os.write(self._fd, data)  # one write: appends of small lines are not interleaved

@@ -25,6 +25,7 @@ import socket
 import time
 from collections.abc import Callable
 
+from node import plat
 from node.transport import (
     _EVENT_READ,
     _EVENT_WRITE,
@@ -354,7 +355,7 @@ class Loop:
         family, addr = self._resolve(host, port, socket.SOCK_STREAM, passive=True)
         sock = socket.socket(family, socket.SOCK_STREAM)
         try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            plat.set_reuse_address(sock)  # Windows: SO_EXCLUSIVEADDRUSE instead
             sock.bind(addr)
             sock.listen(backlog)
             sock.setblocking(False)
@@ -388,7 +389,7 @@ class Loop:
             self.call_soon(functools.partial(self._connect_failed, protocol, exc))
             return
         connector = _Connector(self, sock, protocol, target, timeout)
-        if err in (errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EINTR):
+        if err in plat.CONNECT_PENDING:  # Windows says WSAEWOULDBLOCK
             connector._set_events(_EVENT_WRITE)
         elif err == 0:
             self.call_soon(connector._succeed)
@@ -408,7 +409,8 @@ class Loop:
         """Bind a UDP socket; with `broadcast`, sending to a broadcast address is allowed.
 
         Several endpoints (processes) may bind one port: SO_REUSEADDR already allows it for UDP
-        on Linux, SO_REUSEPORT is set too for other kernels. Linux hands every broadcast
+        on Linux and Windows, SO_REUSEPORT is set too where it exists (BSD, macOS need it:
+        node.plat.set_reuse_port). Linux hands every broadcast
         datagram to each of them (tested), but a unicast datagram to only one.
         """
         self._check_open()
@@ -416,8 +418,8 @@ class Loop:
         sock = socket.socket(family, socket.SOCK_DGRAM)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if reuse_port and hasattr(socket, "SO_REUSEPORT"):
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            if reuse_port:
+                plat.set_reuse_port(sock)
             if broadcast:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
             sock.bind(addr)

@@ -14,6 +14,7 @@ import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from node import plat
 from node.errors import ErrorCode, LocalProtocolError, StoreError
 from node.messages import Data
 from node.ratelimit import TokenBucket
@@ -46,7 +47,7 @@ class FileSender:
 
     def start(self) -> None:
         try:
-            self.fd = os.open(self.path, os.O_RDONLY)
+            self.fd = os.open(self.path, os.O_RDONLY | plat.O_CLOEXEC | plat.O_BINARY)
             if os.fstat(self.fd).st_size != self.size:
                 raise StoreError(ErrorCode.SOURCE_CHANGED, f"{self.path} changed size while queued")
         except (OSError, StoreError) as exc:

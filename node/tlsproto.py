@@ -23,11 +23,12 @@ Data path (the node's transfers go through it, so it is kept lean):
 - `write()` encrypts at once and hands the ciphertext to the loop's transport (which sends what
   the kernel takes and queues the rest), unless a file is still being sent: then it waits in
   order behind it.
-- `sendfile()` reads the file with `os.preadv` into one reusable buffer, FILE_CHUNK bytes at a
-  time, and encrypts each chunk; it never blocks the loop: it runs only while the loop's
-  transport holds no unsent ciphertext (its water marks are set to 0/0, so it pauses us as soon
-  as the kernel refuses bytes and resumes us when it has drained), and at most PUMP_BUDGET
-  bytes per turn before it yields to the other connections.
+- `sendfile()` reads the file with `os.preadv` (node.plat.pread_into: seek + read where it is
+  missing) into one reusable buffer, FILE_CHUNK bytes at a time, and encrypts each chunk; it
+  never blocks the loop: it runs only while the loop's transport holds no unsent ciphertext
+  (its water marks are set to 0/0, so it pauses us as soon as the kernel refuses bytes and
+  resumes us when it has drained), and at most PUMP_BUDGET bytes per turn before it yields to
+  the other connections.
 The read and file buffers are shared by all TLS connections of a loop (one thread, and each
 is used only within one call), so an idle connection costs no buffer memory.
 """
@@ -37,12 +38,12 @@ from __future__ import annotations
 import collections
 import contextlib
 import mmap
-import os
 import ssl
 import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Final, Protocol
 
+from node import plat
 from node.loop import Handle, Loop
 from node.transport import HIGH_WATER, LOW_WATER, Address, Transport, log
 
@@ -477,7 +478,7 @@ class TlsProtocol:
                 head = queue[0]
                 if isinstance(head, _Segment):
                     want = min(head.remaining, FILE_CHUNK)
-                    got = os.preadv(head.fd, [buf[:want]], head.offset)
+                    got = plat.pread_into(head.fd, buf[:want], head.offset)
                     if not got:
                         raise EOFError(
                             f"file ended early: no bytes at offset {head.offset} with "

@@ -20,6 +20,8 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Final, Protocol
 
+from node import plat
+
 if TYPE_CHECKING:
     from node.loop import Loop
 
@@ -280,7 +282,7 @@ class _Sending:
                 if isinstance(item, _FileSegment) or len(buffers) == MAX_IOV:
                     break
                 buffers.append(item)
-            sent = self._sock.sendmsg(buffers)
+            sent = plat.send_buffers(self._sock, buffers)  # sendmsg; Windows: one send
         left = sent
         while left:
             head = queue[0]
@@ -299,7 +301,7 @@ class _Sending:
         sent = -1
         if self._use_sendfile:
             try:
-                sent = os.sendfile(self._fd, seg.fd, seg.offset, count)
+                sent = plat.sendfile(self._fd, seg.fd, seg.offset, count)
             except OSError as exc:
                 if exc.errno not in _NO_SENDFILE_ERRNOS:
                     raise
@@ -316,7 +318,7 @@ class _Sending:
         return sent
 
     def _send_file_by_read(self, seg: _FileSegment, count: int) -> int:
-        data = os.pread(seg.fd, min(count, READ_FALLBACK_CHUNK), seg.offset)
+        data = plat.pread(seg.fd, min(count, READ_FALLBACK_CHUNK), seg.offset)
         if not data:
             return 0
         return self._sock.send(data)  # an unsent tail is simply read again next time
@@ -370,7 +372,7 @@ class Transport(_Sending, _IOHandler):
         self._lost_called = False
         self._dropped: list[Callable[[], None]] = []  # on_done of segments never sent
         self._read_limit = RECV_BUFFER_SIZE
-        self._use_sendfile = True
+        self._use_sendfile = plat.HAS_SENDFILE  # else pread + send (Windows)
         loop._transports.add(self)
         self._update_events()
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from node import plat
 from node.loop import Loop, Transport
 from node.transport import HIGH_WATER
 
@@ -147,7 +148,11 @@ def test_partial_writes_with_tiny_buffers_keep_order_and_fire_water_marks(loop: 
     assert client.t._events == 1, "EVENT_WRITE must be dropped once the queue is empty"
 
 
-def test_many_small_writes_are_gathered(loop: Loop) -> None:
+@pytest.mark.parametrize("sendmsg", [True, False], ids=["sendmsg", "no-sendmsg"])
+def test_many_small_writes_are_gathered(
+    loop: Loop, sendmsg: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(plat, "HAS_SENDMSG", sendmsg)  # Windows has no socket.sendmsg
     server, client = Recorder(), Recorder()
     pair(loop, server, client)
     server.t.pause_reading()
@@ -173,14 +178,24 @@ def datafile() -> Iterator[tuple[int, bytes]]:
             os.close(fd)
 
 
-@pytest.mark.parametrize("use_sendfile", [True, False], ids=["sendfile", "pread-fallback"])
+@pytest.mark.parametrize(
+    "mode", ["sendfile", "pread", "seek-read"], ids=["sendfile", "pread-fallback", "windows"]
+)
 def test_sendfile_interleaved_with_writes(
-    loop: Loop, datafile: tuple[int, bytes], use_sendfile: bool
+    loop: Loop, datafile: tuple[int, bytes], mode: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Windows: no os.sendfile, no os.pread (seek + read), no sendmsg."""
     fd, content = datafile
+    if mode == "seek-read":
+        monkeypatch.setattr(plat, "_pread", None)
+        monkeypatch.setattr(plat, "_preadv", None)
+        monkeypatch.setattr(plat, "HAS_SENDMSG", False)
+        monkeypatch.setattr(plat, "HAS_SENDFILE", False)
     server, client = Recorder(), Recorder()
     pair(loop, server, client)
-    client.t._use_sendfile = use_sendfile
+    if mode == "seek-read":
+        assert not client.t._use_sendfile
+    client.t._use_sendfile = mode == "sendfile"
     done: list[str] = []
     client.t.write(b"head")
     client.t.sendfile(fd, 12345, 5 << 20, on_done=lambda: done.append("first"))
