@@ -795,8 +795,38 @@ class _ServeHelp(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
+DISTRIBUTION = "mole-p2p"  # the name on PyPI (`mole` there is another project)
+
+
+def version_text() -> str:
+    """`mole --version`: the version, then which branch of node/plat each capability took."""
+    import platform
+
+    from node import __version__, plat
+    from node.plat import ifaces
+
+    caps = plat.describe()
+    caps["interfaces"] = ifaces.scan().backend
+    py = f"Python {platform.python_version()} on {caps.pop('platform')}"
+    return (
+        f"mole {__version__} ({DISTRIBUTION}; {py}; "
+        + ", ".join(f"{k} {v}" for k, v in caps.items())
+        + ")"
+    )
+
+
+class _Version(argparse.Action):
+    def __init__(self, option_strings: Sequence[str], dest: str, **kw: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, help="print the version and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object) -> None:
+        print(version_text())
+        parser.exit(0)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="mole", description="peer-to-peer LAN file sharing")
+    parser.add_argument("--version", action=_Version)
     add_client_options(parser, top=True)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True

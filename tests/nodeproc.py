@@ -41,8 +41,14 @@ class NodeProc:
         *args: str,
         token: str | None = None,
         port: int = 0,
+        launcher: tuple[str, ...] = ("-m", "node"),
+        env: dict[str, str] | None = None,
     ) -> None:
+        """`launcher`: what follows the Python executable (tests/nonlinux.py runs the node as
+        on a platform without Linux's extras); `env`: added to the environment."""
         self.name = name
+        self.launcher = launcher
+        self.extra_env = dict(env or {})
         self.root = root / name
         self.share = self.root / "share"
         self.inbox = self.root / "inbox"
@@ -73,13 +79,13 @@ class NodeProc:
 
     # -- process -------------------------------------------------------------------------------
     def start(self, *, wait: bool = True) -> NodeProc:
-        env = dict(os.environ, PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1")
+        env = dict(os.environ, PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1", **self.extra_env)
         self.events = []
         self._new = queue.Queue()
         self.started_at = time.time()
         with open(self.stderr_path, "a") as err:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "node", *self.args],
+                [sys.executable, *self.launcher, *self.args],
                 stdout=subprocess.PIPE,
                 stderr=err,
                 text=True,
