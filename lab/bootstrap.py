@@ -32,7 +32,7 @@ REPO = Path(__file__).resolve().parent.parent
 PYPROJECT = REPO / "pyproject.toml"
 VENV = REPO / ".venv"
 EXTRAS = ("lab", "dev")
-PROJECT = "mole"  # the repo's own distribution, installed editable with the extras
+PROJECT = "mole-p2p"  # the repo's own distribution, installed editable with the extras
 # Set on the re-executed command: a venv Python that still does not look like one would
 # otherwise re-execute itself for ever.
 REEXEC_ENV = "MOLE_LAB_VENV_REEXEC"

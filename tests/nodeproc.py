@@ -79,7 +79,7 @@ class NodeProc:
 
     # -- process -------------------------------------------------------------------------------
     def start(self, *, wait: bool = True) -> NodeProc:
-        env = dict(os.environ, PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1", **self.extra_env)
+        env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1", **self.extra_env}
         self.events = []
         self._new = queue.Queue()
         self.started_at = time.time()

@@ -60,12 +60,13 @@ def versions(**have: str) -> object:
 
 def test_missing_requirements() -> None:
     reqs = ["docker>=6", "pytest-xdist>=3", "types-PyYAML", "hypothesis>=6"]
-    have = versions(**{"mole": "0.1.0", "docker": "7.1.0", "pytest-xdist": "2.5.0",
+    have = versions(**{"mole-p2p": "0.1.0", "docker": "7.1.0", "pytest-xdist": "2.5.0",
                        "types-PyYAML": "6.0.12.2024"})  # fmt: skip
     assert missing_requirements(reqs, have) == ["pytest-xdist>=3 (have 2.5.0)", "hypothesis"]  # type: ignore[arg-type]
     # the project itself is a requirement too (its editable install brings the `mole` command)
-    assert missing_requirements([], versions()) == ["mole"]  # type: ignore[arg-type]
-    assert missing_requirements(["docker>=6.1"], versions(mole="0", docker="6.1.0rc1")) == []  # type: ignore[arg-type]
+    assert missing_requirements([], versions()) == ["mole-p2p"]  # type: ignore[arg-type]
+    have = versions(**{"mole-p2p": "0", "docker": "6.1.0rc1"})
+    assert missing_requirements(["docker>=6.1"], have) == []  # type: ignore[arg-type]
 
 
 def test_nothing_missing_in_this_venv() -> None:
