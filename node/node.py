@@ -248,7 +248,8 @@ class Node:
             self.bus.publish(ev.PeerDown(event.node, event.reason))
         if self._peer_lines.suppressed:
             self.timers.update(self)  # the summary line comes from handle_timer
-        self.timers.update(self.peers)
+        if isinstance(event, PeerUp):
+            self.timers.update(self.peers)  # a newcomer (or a change) may expire first
 
     # -- transfers -------------------------------------------------------------------------------
     def _start(self, t: Transfer) -> None:
@@ -310,6 +311,7 @@ class Node:
             )
             if slow is not None:
                 self._drop_stream(slow, f"{slow.rate:.0f} B/s while another peer waits")
+                why = self.manager.slot_refusal(addr)  # its slot is free now: take it at once
         return why
 
     def _drop_stream(self, t: Transfer, why: str) -> None:
