@@ -469,7 +469,7 @@ class _Run:
         return [r.b for r in self.sc.routes() if r.a == n.name]
 
     def _node_spec(self, n: NodeDecl) -> Any:
-        from lab.cluster import NodeSpec
+        from lab.nodespec import NodeSpec
 
         if n.router:
             return NodeSpec(
@@ -1728,7 +1728,7 @@ def main_run(argv: Sequence[str]) -> int:
     def progress(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
-    from lab.cluster import sigterm_as_interrupt
+    from lab.signals import sigterm_as_interrupt
 
     sigterm_as_interrupt()
     results = []
