@@ -61,15 +61,15 @@ def check_params(
     unknown = [k for k in unknown if k not in also_allowed]
     if unknown:
         raise where.unknown(path, unknown, sorted(declared | set(also_allowed)))
+    for p in params:
+        if p.required and p.name not in written:
+            raise where.missing(join(path, p.name), p.example)
     out: dict[str, Any] = {}
     for p in params:
-        at = join(path, p.name)
         if p.name in written:
-            out[p.name] = p.kind(written[p.name], where, at)
-        elif p.required:
-            raise where.missing(at, p.example)
+            out[p.name] = p.kind(written[p.name], where, join(path, p.name))
         elif p.default is not None:
-            out[p.name] = p.kind(p.default, where, at)
+            out[p.name] = p.kind(p.default, where, join(path, p.name))
     return out
 
 
