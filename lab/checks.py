@@ -46,7 +46,8 @@ class Checks:
         return self.fail(path, "is required" + (f" (e.g. {example})" if example else ""))
 
     def unknown(self, path: str, keys: Sequence[str], allowed: Sequence[str]) -> ScenarioError:
-        return self.fail(join(path, keys[0]), f"unknown key (allowed: {', '.join(allowed)})")
+        listed = ", ".join(allowed) or "none"
+        return self.fail(join(path, keys[0]), f"unknown key (allowed: {listed})")
 
     def mapping(
         self, v: object, path: str, keys: Iterable[str], required: Iterable[str] = ()

@@ -49,6 +49,7 @@ class FaultError(Exception):
         output: str | None = None,
         exit_code: int | None = None,
     ) -> None:
+        self.message = message  # without the verb, node, command and output around it
         self.verb = verb
         self.node = node
         self.command = command
