@@ -1,8 +1,10 @@
 """Scenario files: YAML in, frozen dataclasses out, every mistake refused before anything runs.
 
-The whole language is documented in docs/scenarios.md. Errors read
-`<file>: <key.path[3].like.this>: what is wrong`, so a typo in a 40-line scenario is found
-without starting a single container.
+The whole language is documented in docs/scenarios.md. This module holds the model (the frozen
+dataclasses a run reads), the file-name rules, sizes and loading; the parser that checks a
+document is lab.schema (with lab.checks, lab.timeline for step timing, lab.verbs for verb
+parameters, lab.schema_expect). Errors read `<file>: <key.path[3].like.this>: what is wrong`,
+so a typo in a 40-line scenario is found without starting a single container.
 """
 
 from __future__ import annotations
@@ -490,7 +492,8 @@ def _tname(v: object) -> str:
 
 
 def faults_module() -> Any | None:
-    """lab.faults if it exists (it is optional: scenarios with fault steps need it)."""
+    """The fault backend: lab.faults (a test may stand in another), None where there is none:
+    scenarios with fault steps are then skipped. lab.verbs builds the fault verbs from it."""
     try:
         import lab.faults as faults
     except ModuleNotFoundError as e:
