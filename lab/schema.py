@@ -337,17 +337,19 @@ class Parser(Checks):
                         f"steps[{i}].id", f"duplicate step id {sid!r} (also steps[{ids[sid]}])"
                     )
                 ids[sid] = i
-        out = [self.step(item, i, ids, ctx) for i, item in enumerate(items)]
+        known = verbs.registry()
+        out = [self.step(item, i, ids, ctx, known) for i, item in enumerate(items)]
         check_cycles(out, ids, ctx)
         return tuple(out)
 
-    def step(self, item: object, i: int, ids: dict[str, int], ctx: Context) -> Step:
+    def step(
+        self, item: object, i: int, ids: dict[str, int], ctx: Context, known: dict[str, verbs.Verb]
+    ) -> Step:
         p = f"steps[{i}]"
         if not isinstance(item, dict):
             raise self.fail(p, f"must be a mapping, not {type_name(item)}")
         if "do" not in item:
             raise self.fail(join(p, "do"), "is required")
-        known = verbs.registry()
         verb = known.get(item["do"]) if isinstance(item["do"], str) else None
         if verb is None:
             raise self.fail(

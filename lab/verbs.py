@@ -30,6 +30,7 @@ from lab.scenario import Scenario, ScenarioSkip, Step
 from lab.waits import wait_until
 
 if TYPE_CHECKING:
+    from lab.faults import FaultVerb
     from lab.nodes import Nodes
     from lab.state import RunState
 
@@ -105,10 +106,6 @@ def registry() -> dict[str, Verb]:
         names = DEFAULT_FAULT_VERBS | {v for v in extra if isinstance(v, str)}
         faults = {name: _loose_verb(name, backend) for name in names}
     return {**faults, **CORE}
-
-
-def get(name: object) -> Verb | None:
-    return registry().get(name) if isinstance(name, str) else None
 
 
 # --------------------------------------------------------------------------- parameter kinds
@@ -296,7 +293,7 @@ def _message(e: Exception) -> str:
     return str(getattr(e, "message", None) or e)
 
 
-def _fault_verb(spec: Any, backend: Any) -> Verb:
+def _fault_verb(spec: FaultVerb, backend: Any) -> Verb:
     """A typed fault verb of the backend (a lab.faults.FaultVerb)."""
 
     def sides(v: object, where: Where, path: str) -> object:
