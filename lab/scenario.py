@@ -19,6 +19,7 @@ from typing import Any, Literal
 import yaml
 
 from node.errors import BadName
+from node.events import REGISTRY
 from node.names import check_name, numbered
 
 # Names end up in Docker container names, DNS aliases and `--name`: keep them boring.
@@ -42,6 +43,9 @@ SIZE_UNITS = {
 }
 MAX_FILE_SIZE = 1 << 40
 MAX_COUNT = 200
+
+# The node's event names: its registry is the one source (node/events.py).
+EVENTS = frozenset(REGISTRY)
 
 
 def file_name_problem(name: str) -> str | None:

@@ -13,12 +13,7 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from lab.checks import Context, join
-from lab.scenario import EventSpec, Step, Trigger
-from node.events import REGISTRY
-
-# The node's event names: its registry is the one source (node/events.py).
-EVENTS = frozenset(REGISTRY)
-
+from lab.scenario import EVENTS, EventSpec, Step, Trigger
 
 # --------------------------------------------------------------------------- the language
 
