@@ -364,7 +364,7 @@ class Loop:
         family, addr = self._resolve(host, port, socket.SOCK_STREAM, passive=True)
         sock = socket.socket(family, socket.SOCK_STREAM)
         try:
-            plat.set_reuse_address(sock)  # Windows: SO_EXCLUSIVEADDRUSE instead
+            plat.set_reuse_address(sock)  # not on Windows (port sharing there)
             sock.bind(addr)
             sock.listen(backlog)
             sock.setblocking(False)

@@ -16,8 +16,8 @@ the platform, so a Python that lacks a call (or a test that removes it) gets the
 - `send_buffers`: one gathered `sendmsg`, else one `send` of the joined buffers (Windows).
 - `disk_free`: `os.statvfs`, else `shutil.disk_usage`.
 - `fsync_dir`: a directory opened with `O_DIRECTORY`, else nothing (Windows cannot).
-- `set_reuse_address` (TCP listen): `SO_REUSEADDR`, but `SO_EXCLUSIVEADDRUSE` on Windows,
-  where SO_REUSEADDR would let another program take the port.
+- `set_reuse_address` (TCP listen): `SO_REUSEADDR` on POSIX; nothing on Windows, where it
+  would let another socket bind the same port (as `socket.create_server` does).
 - `set_reuse_port` (UDP): `SO_REUSEPORT` where it exists, else SO_REUSEADDR alone suffices.
 - `CONNECT_PENDING`: the connect_ex() codes meaning "in progress" (Windows' WSAEWOULDBLOCK).
 - `store_backend()`: "dirfd" where every dir_fd call the store uses exists (`dir_fd_missing`),
@@ -138,14 +138,15 @@ def send_buffers(sock: socket.socket, buffers: Sequence[memoryview]) -> int:
 
 
 def set_reuse_address(sock: socket.socket) -> None:
-    """A listening TCP socket may bind again at once after a restart (TIME_WAIT), without
-    letting another program bind the same port: SO_REUSEADDR on POSIX; on Windows, where
-    SO_REUSEADDR would allow exactly that, SO_EXCLUSIVEADDRUSE."""
-    exclusive = getattr(socket, "SO_EXCLUSIVEADDRUSE", None)
-    if exclusive is not None:
-        sock.setsockopt(socket.SOL_SOCKET, exclusive, 1)
-    else:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    """A listening TCP socket may bind again at once after a restart (connections of the last
+    run in TIME_WAIT): SO_REUSEADDR on POSIX. Not where Winsock's semantics apply (the
+    platform defines SO_EXCLUSIVEADDRUSE: Windows), where SO_REUSEADDR would let another socket
+    bind the same port, and a restart binds over TIME_WAIT without it; as
+    `socket.create_server` does. (SO_EXCLUSIVEADDRUSE is not set either: with it, a restart
+    fails while the last run's gracefully closed connections sit in TIME_WAIT.)"""
+    if hasattr(socket, "SO_EXCLUSIVEADDRUSE"):
+        return
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 
 
 def set_reuse_port(sock: socket.socket) -> bool:

@@ -199,7 +199,7 @@ def scan(backends: Sequence[Backend] | None = None) -> Scan:
     for name, run in default_backends() if backends is None else backends:
         try:
             found = run()
-        except (Unavailable, OSError, ValueError, AttributeError, ImportError) as exc:
+        except Exception as exc:  # Unavailable, OSError, ctypes errors...: try the next one
             skipped.append((name, f"{type(exc).__name__}: {exc}"))
             continue
         return Scan(name, tuple(found), tuple(skipped))

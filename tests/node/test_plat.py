@@ -90,6 +90,11 @@ def test_reuse_options(monkeypatch: pytest.MonkeyPatch) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         plat.set_reuse_address(s)
         assert s.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR)
+    monkeypatch.setattr(socket, "SO_EXCLUSIVEADDRUSE", -5, raising=False)  # Winsock semantics
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        plat.set_reuse_address(s)
+        assert not s.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR)
+    monkeypatch.undo()
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         assert plat.set_reuse_port(s) == hasattr(socket, "SO_REUSEPORT")
     monkeypatch.delattr(socket, "SO_REUSEPORT", raising=False)
