@@ -115,15 +115,15 @@ class Service:
         t = self.node.manager.transfers.get(tid)
         if t is None:
             raise NotFound(f"no transfer {tid}", LocalCode.NOT_FOUND)
+        if not t.initiator:
+            raise RequestError(
+                f"transfer {tid} was started by the peer: only it can send it again",
+                LocalCode.NOT_RETRYABLE,
+            )
         if t.state not in (TState.FAILED, TState.CANCELLED):
             raise RequestError(
                 f"transfer {tid} is {t.state.value}: only a failed or cancelled transfer is "
                 "retried",
-                LocalCode.NOT_RETRYABLE,
-            )
-        if not t.initiator:
-            raise RequestError(
-                f"transfer {tid} was started by the peer: only it can send it again",
                 LocalCode.NOT_RETRYABLE,
             )
         if t.direction == "push":
