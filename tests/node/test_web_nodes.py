@@ -40,7 +40,8 @@ def test_upload_then_push_keeps_the_folder_name_and_cleans_up(tmp_path: Path) ->
         status, staged = upload(a, "photos/trip.jpg", data)
         assert status == 201, staged
         assert Path(staged["path"]).is_relative_to(a.share / ".mole-uploads")
-        t = a.api("POST", "/api/push", {"peer": "b", "path": staged["path"], "name": staged["name"]})
+        push = {"peer": "b", "path": staged["path"], "name": staged["name"]}
+        t = a.api("POST", "/api/push", push)
         assert t["name"] == "photos/trip.jpg"
         assert done(a, t["id"])["state"] == "done"
         got = b.inbox / "photos" / "trip.jpg"
@@ -62,7 +63,8 @@ def test_retry_makes_a_new_transfer_of_the_same_file(tmp_path: Path) -> None:
         a.api("POST", f"/api/transfers/{first['id']}/cancel")
         status, body = a.api_raw("POST", f"/api/transfers/{first['id']}/retry")
         assert status == 202, body
-        assert body["id"] != first["id"] and body["name"] == "slow.bin" and body["peer"] == b.node_id
+        assert body["id"] != first["id"] and body["name"] == "slow.bin"
+        assert body["peer"] == b.node_id
         assert done(a, body["id"], timeout=30)["state"] == "done"
         assert hashlib.sha256((b.inbox / "slow.bin").read_bytes()).hexdigest() == digest
         # A done transfer, an unknown one, and the peer's side of one are not retried.
