@@ -8,15 +8,18 @@ import { Peers, Offers } from "./peers.js";
 import { FileList, Browse } from "./files.js";
 import { Send } from "./send.js";
 
+const FRAME_GAP = 100; // ms between two DOM updates at most once per frame (see schedule)
 const TRUST_EVENT = /^(offer|pair|trust|untrust|peer_trust|peer_untrust|peer_changed)/;
 
 class App {
   constructor() {
     this.frame = 0;
+    this.timer = 0;
+    this.lastFlush = -Infinity;
     this.loaded = false;
     this.buffer = [];
     this.running = false;
-    this.stats = { events: 0, frames: 0, applied: 0 };
+    this.stats = { events: 0, frames: 0, applied: 0, renderMs: 0, renderMax: 0 };
     window.moleStats = this.stats; // read by the tests and bench/dashboard.py
     this.transfers = new Transfers(this);
     this.peers = new Peers(this);
@@ -36,18 +39,38 @@ class App {
     setInterval(() => this.running && this.peers.tick(), 10000);
   }
 
+  /** Draw what changed at the next animation frame, at most one frame per FRAME_GAP ms: a
+   * burst of events (hundreds of progress lines a second) costs one DOM update. */
   schedule() {
-    if (!this.frame) this.frame = requestAnimationFrame(() => this.flush());
+    if (this.frame || this.timer) return;
+    const wait = this.lastFlush + FRAME_GAP - performance.now();
+    if (wait > 0) {
+      this.timer = setTimeout(() => {
+        this.timer = 0;
+        this.frame = requestAnimationFrame(() => this.flush());
+      }, wait);
+    } else {
+      this.frame = requestAnimationFrame(() => this.flush());
+    }
   }
 
   flush() {
     this.frame = 0;
+    const start = performance.now();
+    this.lastFlush = start;
     this.transfers.render();
     this.peers.render();
     this.inbox.render();
     this.share.render();
     this.browse.render();
     this.stats.frames += 1;
+    const took = performance.now() - start;
+    this.stats.renderMs += took;
+    this.stats.renderMax = Math.max(this.stats.renderMax, took);
+    if (this.loaded && !this.ready) {
+      this.ready = true;
+      performance.mark("mole-ready"); // the state drawn: bench/dashboard.py reads it
+    }
   }
 
   // -- session ---------------------------------------------------------------------------------

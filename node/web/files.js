@@ -2,7 +2,7 @@
 import { get, post, enc } from "./api.js";
 import { $, h, setText, KeyedList, Pager, size, toast } from "./dom.js";
 
-const PAGE = 100;
+const PAGE = 50;
 
 export class FileList {
   /** prefix: the ids of its elements ("inbox" -> #inbox, #inbox-search, ...). */

@@ -4,7 +4,7 @@
 import { get, post, api, enc } from "./api.js";
 import { $, h, setText, KeyedList, Pager, ago, size, toast } from "./dom.js";
 
-const PAGE = 100;
+const PAGE = 50;
 
 export class Peers {
   constructor(app) {
