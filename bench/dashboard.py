@@ -59,6 +59,7 @@ window.bench.timer = setInterval(() => {
   last = now;
 }, 100);
 """
+DRAWN = "return performance.getEntriesByName('mole-ready').length"
 
 
 def fake_peers(node: NodeProc, count: int) -> None:
@@ -98,9 +99,11 @@ def run_transfers(a: NodeProc, b: NodeProc, names: list[str]) -> float:
     deadline = time.monotonic() + 600
     while len(done) < len(want):
         a.wait_event(
-            lambda e: e["event"] in ("transfer_done", "transfer_failed")
-            and e["id"] in want
-            and e["id"] not in done,
+            lambda e: (
+                e["event"] in ("transfer_done", "transfer_failed")
+                and e["id"] in want
+                and e["id"] not in done
+            ),
             timeout=max(1.0, deadline - time.monotonic()),
             what="the transfers' ends",
         )
@@ -131,7 +134,8 @@ def main() -> None:
     why = br.missing()
     if why:
         raise SystemExit(f"bench: no browser: {why}")
-    base = Path("/dev/shm") if shutil.disk_usage("/dev/shm").free > 4 * args.size * args.transfers else None
+    room = shutil.disk_usage("/dev/shm").free if os.path.isdir("/dev/shm") else 0
+    base = Path("/dev/shm") if room > 4 * args.size * args.transfers else None
     root = Path(tempfile.mkdtemp(prefix="mole-dash-", dir=base))
     port = free_udp_port()
     limits = ("--max-transfers", str(args.transfers + 8), "--max-transfers-per-peer",
@@ -159,8 +163,7 @@ def main() -> None:
             ready: list[float] = []
             for _ in range(args.loads):
                 driver.get(a.api_url + "/")
-                br.wait(driver, lambda d: d.execute_script(
-                    "return performance.getEntriesByName('mole-ready').length"), "mole-ready")  # fmt: skip
+                br.wait(driver, lambda d: d.execute_script(DRAWN), "mole-ready")
                 got = driver.execute_script(
                     "return [performance.getEntriesByType('paint').map(e => [e.name, e.startTime]),"
                     " performance.getEntriesByName('mole-ready')[0].startTime]"
@@ -198,7 +201,8 @@ def main() -> None:
                     lambda d: not br.css(d, '#transfers li[data-state="active"]'),
                     "every row final",
                 )
-                got = driver.execute_script("clearInterval(window.bench.timer); return window.bench")
+                stop = "clearInterval(window.bench.timer); return window.bench"
+                got = driver.execute_script(stop)
                 lat += [x * 1000 for x in got["lat"]]
                 longtasks += got["longtasks"]
                 late = max(late, got["late"])
