@@ -1,15 +1,17 @@
-"""A verified push between two loopback nodes, quiet and under a flood of junk (same run).
+"""Attack benchmark: a legitimate push and pull through a node under each attack, vs quiet.
 
-    python bench/flood.py [--size 256MiB] [--runs N] [--rate CONNS_PER_S]
+    python bench/flood.py [--size 256MiB] [--runs N] [--only NAME,...]
 
-The flood (tests/junkflood.py) opens junk TCP connections to both nodes without pause while the
-push runs: silent ones, random bytes, hellos and headers trickled a byte per tick; plus junk
-datagrams at the discovery port (loopback broadcast only). The push is timed from the API request
-to the receiver's `transfer_done` (SHA-256 verified, renamed into the inbox). Quiet and flood
-runs alternate, medians are compared: `ratio` = seconds_flood / seconds_quiet (1.0 = the flood
-costs nothing). On a 2-core machine the flood generator itself competes for CPU with the nodes.
-`push_retries` lists the push connections the flood cost (an eviction would show up there).
-Last line: one JSON object.
+Three nodes on loopback: `a` pushes a file to the victim `b` while `c` pulls another file
+from `b`, both verified (SHA-256) and timed from the API request to the `transfer_done` event.
+Each attack of tests/attackkit.py (junk connections, pipelined `list`s from peers that never
+read, `get`s of unknown names (500/s), pushes trickled from 16 addresses, fake announces
+(5,000/s), offers (1,000/s), API connections that never finish a request) runs against `b` while the
+two transfers run; quiet runs alternate with attacked ones. Per attack: `ratio` =
+attacked seconds / quiet seconds (median; 1.0 = the attack costs nothing; target <= 1.5 for
+each transfer), and the victim's peak resident memory during it (target <= 64 MiB). On this
+2-core machine the attack threads compete with the nodes for the CPU, so the ratios include
+the attacker's own cost. Last line: one JSON object.
 """
 
 from __future__ import annotations
@@ -20,121 +22,143 @@ import os
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from node.units import size_argument
-from tests.junkflood import JunkFlood
+from tests import attackkit as ak
 from tests.nodeproc import NodeProc, free_udp_port, wait_mesh
 
-# Slow bodies are left out: each holds a transfer slot for the rate window, and a steady stream
-# of them would measure --max-transfers, not the connection handling.
-MIX = {"silent": 40, "random": 30, "slow_hello": 15, "slow_header": 15}
+TARGET_RATIO = 1.5
+TARGET_RSS_MIB = 64
 
 
-def make_file(path: Path, size: int) -> None:
+def make_file(path: Path, size: int, seed: int) -> None:
     block = os.urandom(1 << 20)
     with open(path, "wb") as f:
         for i in range(0, size, 1 << 20):
             n = min(1 << 20, size - i)
-            f.write((i.to_bytes(8, "little") + block[8:])[:n])
+            f.write((seed.to_bytes(4, "little") + i.to_bytes(8, "little") + block[12:])[:n])
 
 
-def push_once(a: NodeProc, b: NodeProc, path: Path, digest: str | None) -> tuple[float, str]:
+def run_both(a: NodeProc, b: NodeProc, c: NodeProc) -> tuple[float, float]:
+    """Push a->b and pull b->c at once; seconds each, both verified."""
     t0 = time.time()
-    t = a.api("POST", "/api/push", {"peer": "b", "path": str(path)})
-    ev = b.wait_event(
-        lambda e: e["event"] in ("transfer_done", "transfer_failed") and e["id"] == t["id"],
-        timeout=600,
-        what="transfer_done",
-    )
-    assert ev["event"] == "transfer_done" and not ev.get("skipped"), ev
-    assert digest is None or ev["sha256"] == digest, ev
-    (b.inbox / path.name).unlink()  # so the next run is a real transfer, not "already have"
-    return float(ev["ts"]) - t0, str(ev["sha256"])
+    push = a.api("POST", "/api/push", {"peer": "b", "path": "push.bin"})
+    pull = c.api("POST", "/api/pull", {"peer": "b", "name": "pull.bin"})
+    out = []
+    for node, t in ((a, push), (c, pull)):
+        ev = node.wait_event(
+            lambda e, t=t: (
+                e["event"] in ("transfer_done", "transfer_failed") and e["id"] == t["id"]
+            ),
+            timeout=900,
+            what="transfer end",
+        )
+        assert ev["event"] == "transfer_done" and not ev.get("skipped"), ev
+        out.append(float(ev["ts"]) - t0)
+    # So the next run moves the bytes again instead of finding them there.
+    (b.inbox / "push.bin").unlink()
+    (c.inbox / "pull.bin").unlink()
+    return out[0], out[1]
+
+
+def attacks(b: NodeProc, port: int) -> dict[str, Any]:
+    api_host, _, api_port = b.api_url.removeprefix("http://").partition(":")
+    tcp = ("127.0.0.1", b.tcp_port)
+    return {
+        "junk_connections": lambda: ak.Junk(*tcp, udp=("127.255.255.255", port)),
+        "pipelined_lists": lambda: ak.ListFlood(*tcp),
+        "unknown_gets": lambda: ak.UnknownGets(*tcp),
+        "trickling_pushes": lambda: ak.Tricklers(*tcp),
+        "announce_flood": lambda: ak.Announces("127.0.0.1", port),
+        "offer_flood": lambda: ak.Offers(*tcp),
+        "api_slowloris": lambda: ak.SlowApi(api_host, int(api_port)),
+    }
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--size", type=size_argument, default="256MiB", help="e.g. 256MiB")
-    ap.add_argument("--runs", type=int, default=4)
-    ap.add_argument("--rate", type=int, default=200, help="junk connections opened per second")
+    ap.add_argument("--size", type=size_argument, default="256MiB")
+    ap.add_argument("--runs", type=int, default=2, help="attacked runs per attack (and quiet)")
+    ap.add_argument("--only", default="", help="comma-separated attack names")
     args = ap.parse_args()
-    tick = 0.05
-    wave = max(1, round(args.rate * tick))
-    quiet: list[float] = []
-    flooded: list[float] = []
-    opened = closed = datagrams = failures = 0
-    with tempfile.TemporaryDirectory(prefix="mole-flood-") as tmp:
+    results: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="mole-flood-", dir="/dev/shm") as tmp:
         root = Path(tmp)
         port = free_udp_port()
-        a = NodeProc(root, "a", port).start()
-        b = NodeProc(root, "b", port).start()
+        common = ("--retry-backoff", "0.2", "--retry-backoff-max", "1")
+        a = NodeProc(root, "a", port, *common).start()
+        b = NodeProc(root, "b", port, *common).start()
+        c = NodeProc(root, "c", port, *common).start()
         try:
-            wait_mesh([a, b])
-            src = a.share / "payload.bin"
-            make_file(src, args.size)
-            _, digest = push_once(a, b, src, None)  # warm-up: hashes the source once
-            targets = [("127.0.0.1", b.tcp_port)] * 3 + [("127.0.0.1", a.tcp_port)]
-            for run in range(2 * args.runs):
-                if run % 2 == (run // 2) % 2:  # quiet, flood, flood, quiet, ...: no order bias
-                    quiet.append(push_once(a, b, src, digest)[0])
-                    continue
-                flood = JunkFlood(
-                    targets,
-                    udp=("127.255.255.255", port),
-                    total=10**6,
-                    wave=wave,
-                    tick=tick,
-                    mix=MIX,
-                    seed=len(flooded),
+            wait_mesh([a, b, c])
+            make_file(a.share / "push.bin", args.size, 1)
+            make_file(b.share / "pull.bin", args.size, 2)
+            for n, name in ((a, "push.bin"), (b, "pull.bin")):
+                n.wait_api(
+                    "/api/files", lambda fs, x=name: any(f["name"] == x for f in fs), timeout=120
                 )
-                flood.start()
-                try:
-                    # In full swing (junk piling up against the deadlines) before the clock starts.
-                    flood.wait(lambda f=flood: f.opened >= 2 * wave / tick, timeout=30)
-                    flooded.append(push_once(a, b, src, digest)[0])
-                    flood.stop_opening()
-                    if not flood.wait_closed(timeout=60):
-                        print(
-                            f"{len(flood.open_junk())} junk connections still open", file=sys.stderr
-                        )
-                    opened += flood.opened
-                    closed += flood.closed
-                    datagrams += flood.datagrams
-                    failures += flood.connect_failures
-                finally:
-                    flood.close()
-            wait_mesh([a, b])  # still see each other after every flood
-            dropped = b.api("GET", "/api/node")["stats"]["dropped"]
-            retries = [
-                {"code": e["code"], "reason": e["reason"][:120]}
-                for e in a.events
-                if e["event"] == "transfer_retry"
-            ]
+            run_both(a, b, c)  # warm-up: page cache, hashes
+            quiet: list[tuple[float, float]] = []
+            table = attacks(b, port)
+            names = [x for x in args.only.split(",") if x] or list(table)
+            for name in names:
+                attacked: list[tuple[float, float]] = []
+                peak: list[int] = []
+                sent = 0
+                for _ in range(args.runs):
+                    quiet.append(run_both(a, b, c))
+                    attack = table[name]().start()
+                    stop = threading.Event()
+                    rss: list[int] = []
+                    assert b.proc is not None
+                    sampler = threading.Thread(
+                        target=ak.sample_rss, args=(b.proc.pid, stop, rss), daemon=True
+                    )
+                    sampler.start()
+                    try:
+                        time.sleep(1.0)  # the attack in full swing before the clock starts
+                        attacked.append(run_both(a, b, c))
+                    finally:
+                        attack.stop()
+                        stop.set()
+                        sampler.join(5)
+                    sent += attack.sent
+                    peak.append(max(rss, default=0))
+                    wait_mesh([a, b, c], timeout=30)  # they still see each other
+                qp = statistics.median(q[0] for q in quiet)
+                ql = statistics.median(q[1] for q in quiet)
+                ap_ = statistics.median(x[0] for x in attacked)
+                al = statistics.median(x[1] for x in attacked)
+                results[name] = {
+                    "push_ratio": round(ap_ / qp, 3),
+                    "pull_ratio": round(al / ql, 3),
+                    "ratio": round(max(ap_ / qp, al / ql), 3),
+                    "victim_peak_rss_mib": round(max(peak) / 1024, 1),
+                    "attack_units_sent": sent,
+                }
+                print(name, json.dumps(results[name]), file=sys.stderr, flush=True)
         finally:
-            a.stop()
-            b.stop()
-    q, f = statistics.median(quiet), statistics.median(flooded)
-    result = {
+            for n in (a, b, c):
+                n.stop()
+    worst = max(r["ratio"] for r in results.values())
+    peak_rss = max(r["victim_peak_rss_mib"] for r in results.values())
+    summary = {
         "size": args.size,
         "runs": args.runs,
-        "flood_rate": args.rate,
-        "seconds_quiet": round(q, 4),
-        "seconds_flood": round(f, 4),
-        "ratio": round(f / q, 3),
-        "quiet_runs": [round(x, 3) for x in quiet],
-        "flood_runs": [round(x, 3) for x in flooded],
-        "junk_opened": opened,
-        "junk_closed": closed,
-        "junk_connect_failures": failures,
-        "junk_datagrams": datagrams,
-        "dropped_by_receiver": dropped,
-        "push_retries": retries,  # a push connection the flood cost (evicted, refused, ...)
+        "attacks": results,
+        "ratio": worst,  # the worst attack's
+        "victim_peak_rss_mib": peak_rss,
+        "ratio_target": TARGET_RATIO,
+        "rss_target_mib": TARGET_RSS_MIB,
+        "met": worst <= TARGET_RATIO and peak_rss <= TARGET_RSS_MIB,
     }
-    print(json.dumps(result))
+    print(json.dumps(summary))
 
 
 if __name__ == "__main__":

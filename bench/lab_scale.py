@@ -8,13 +8,14 @@ network, `source` plus `sink1..sink{N-1}`; every ordered pair must discover each
 on the host. total_s is the lab's own `total` timing: from the first Docker call to every
 container and network removed.
 
-Baseline, same run, same image: `lab.cluster.bare_lifecycle`, i.e. one labelled bridge network,
-N containers created and started on 8 threads with exactly the create call the lab makes (same
-`python3 -m node serve ...` command line, bind-mounted data dir, NET_ADMIN, alias), then all
-force-removed and the network removed. The node command rather than `sleep infinity` because
-it is the like-for-like: a forced remove kills the same process, and the nodes' start-up CPU
-load on the host is part of what Docker competes with in the lab too. Nothing waits for the
-nodes' APIs in the baseline: that, discovery, the transfer and the checks are the lab's work.
+Baseline, same run, same image: `lab.bench_support.bare_lifecycle`, i.e. one labelled bridge
+network, N containers created and started on 8 threads with exactly the create call the lab
+makes (same `python3 -m node serve ...` command line, bind-mounted data dir, NET_ADMIN, alias),
+then all force-removed and the network removed. The node command rather than `sleep infinity`
+because it is the like-for-like: a forced remove kills the same process, and the nodes'
+start-up CPU load on the host is part of what Docker competes with in the lab too. Nothing
+waits for the nodes' APIs in the baseline: that, discovery, the transfer and the checks are the
+lab's work.
 
 Memory: `peak_mem_mib` is the peak RSS of this harness process (ru_maxrss: the runner, its
 threads and the host-side hashing); `nodes_peak_mem_mib` is the largest sum over all node
@@ -37,7 +38,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from lab import cluster, runner
+from lab import bench_support, cluster, runner
 from lab.scenario import loads
 from node.units import format_size, size_argument
 
@@ -97,7 +98,7 @@ class MemorySampler:
                     ids = cluster.running_containers()
                 except cluster.LabError:
                     continue
-            mem = [m for m in map(cluster.container_memory, ids.values()) if m is not None]
+            mem = [m for m in map(bench_support.container_memory, ids.values()) if m is not None]
             self.samples += 1
             if sum(mem) > self.peak_bytes:
                 self.peak_bytes, self.peak_containers = sum(mem), len(mem)
@@ -134,7 +135,7 @@ def main() -> None:
         if result.status != "passed":
             print(result.report(), file=sys.stderr)
         progress(f"baseline: bare create+start+remove of {args.nodes} containers")
-        base = cluster.bare_lifecycle(args.nodes, image, workdir=Path(tmp) / "bare")
+        base = bench_support.bare_lifecycle(args.nodes, image, workdir=Path(tmp) / "bare")
 
     total = result.timings["total"]
     summary = result.to_json()["discovery_summary"]

@@ -76,6 +76,10 @@ def cmd_demo(args: list[str]) -> int:
         "--project-directory", str(REPO),
         "-p", DEMO_PROJECT,
     ]  # fmt: skip
+    if args and args[0] == "token":
+        from lab import demo
+
+        return demo.print_tokens(compose, options, COMPOSE_FILE, args[1:])
     if args and not args[0].startswith("-"):
         argv = [*compose, *options, *args]  # down, ps, logs ...: straight to compose
         print(f"lab: {' '.join(argv)}", file=sys.stderr, flush=True)

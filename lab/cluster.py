@@ -2,36 +2,36 @@
 
 Every other lab module talks to Docker through this one, so timeouts, labels and error
 messages are handled in one place. Everything the lab creates carries `io.mole.lab=1`, the run
-id and the owning process (`<hostname>:<pid>:<start-time>`), which lets `sweep()` tell the
-leftovers of a dead run from the resources of a live one.
+id and the owning process (`<hostname>:<pid>:<start-time>`, lab.host), which lets `sweep()`
+tell the leftovers of a dead run from the resources of a live one. What needs no engine lives
+beside it: lab.nodespec (NodeSpec, NodeHandle), lab.logfile (the engine's log files), lab.host.
 """
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import ipaddress
-import json
 import logging
 import os
 import random
-import re
 import secrets
-import signal
-import socket
-import struct
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor, as_completed
-from dataclasses import dataclass, field
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from types import FrameType, TracebackType
+from types import TracebackType
 from typing import IO, Any, TypeVar
 
 import docker
 import docker.errors
 import requests.exceptions
+
+from lab.host import free_subnets, owner_alive, owner_id, route_nets
+from lab.logfile import EngineLogRoot, LogFollowers
+from lab.nodespec import LabError as LabError  # the door's error: callers catch it from here
+from lab.nodespec import NodeHandle, NodeSpec, check_name, check_specs, split_image_ref
+from lab.parallel import each
 
 log = logging.getLogger("mole.lab.cluster")
 
@@ -40,7 +40,6 @@ LABEL_RUN = "io.mole.lab.run"  # run id
 LABEL_OWNER = "io.mole.lab.owner"  # "<hostname>:<pid>:<start-time>" of the creating process
 LABEL_NODE = "io.mole.lab.node"  # node name (containers only)
 
-API_PORT = 47102
 WORKERS = 8
 # Per-request deadline of every Docker call (socket timeout of the SDK client).
 TIMEOUT = float(os.environ.get("MOLE_LAB_DOCKER_TIMEOUT", "60"))
@@ -48,70 +47,8 @@ TIMEOUT = float(os.environ.get("MOLE_LAB_DOCKER_TIMEOUT", "60"))
 SUBNET_POOLS = ("10.213.0.0/16", "172.30.0.0/16")
 LOG_TAIL = 30
 
-_NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
 _DOCKER_ERRORS = (docker.errors.DockerException, requests.exceptions.RequestException)
 T = TypeVar("T")
-
-
-class LabError(Exception):
-    """A Docker operation of the lab failed; says which node, what, the status and the logs."""
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        node: str | None = None,
-        operation: str | None = None,
-        status: str | None = None,
-        log_tail: str | None = None,
-    ) -> None:
-        self.node = node
-        self.operation = operation
-        self.status = status
-        self.log_tail = log_tail
-        where = " ".join(
-            p
-            for p in (
-                f"node {node}:" if node else "",
-                f"{operation} failed" if operation else "",
-                f"(container {status})" if status else "",
-            )
-            if p
-        )
-        text = f"{where}: {message}" if where else message
-        if log_tail:
-            text += "\n--- last log lines ---\n" + log_tail.rstrip()
-        super().__init__(text)
-
-
-@dataclass
-class NodeSpec:
-    name: str
-    networks: list[str]
-    args: list[str] = field(default_factory=list)
-    env: dict[str, str] = field(default_factory=dict)
-    tmpfs: dict[str, str] = field(default_factory=dict)
-    start: bool = True
-    cap_net_admin: bool = True
-    # Overrides of the image's entrypoint/command (tests, placeholder processes). With
-    # `command` set, the `serve ...` command line and `args` are not used.
-    command: list[str] | None = None
-    entrypoint: list[str] | None = None
-    # "uid:gid" of the node process. Default: root when the lab runs as root, else the host
-    # user, so the bind-mounted data dir stays removable by whoever ran the lab.
-    user: str | None = None
-
-
-@dataclass
-class NodeHandle:
-    name: str
-    container_id: str
-    ips: dict[str, str]  # lab network name -> IPv4 address ("" until started)
-    api_url: str  # http://<ip on the first network>:47102 ("" until started)
-    token: str
-    data_dir: Path  # host dir bind-mounted at /data (share/, inbox/, state/ inside)
-    networks: list[str] = field(default_factory=list)  # lab network names, first = primary
-
 
 # --------------------------------------------------------------------------- docker client
 
@@ -160,62 +97,29 @@ def _not_found(e: BaseException) -> bool:
     return isinstance(e, docker.errors.NotFound)
 
 
-# --------------------------------------------------------------------------- owner identity
-
-
-def _start_time(pid: int) -> str | None:
-    """Process start time in clock ticks since boot (field 22 of /proc/PID/stat)."""
+def _engine(operation: str, fn: Callable[..., T], *a: Any, **kw: Any) -> T:
+    """fn(*a, **kw), an engine call that concerns no node: a failure names the operation."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    # The command name (field 2) may contain spaces and parentheses; fields restart after ")".
-    return stat.rsplit(")", 1)[1].split()[19]
+        return fn(*a, **kw)
+    except _DOCKER_ERRORS as e:
+        raise LabError(_short(e), operation=operation) from e
 
 
-def owner_id(pid: int | None = None) -> str:
-    pid = os.getpid() if pid is None else pid
-    return f"{socket.gethostname()}:{pid}:{_start_time(pid) or '?'}"
-
-
-def owner_alive(owner: str) -> bool:
-    """False only when the owner is certainly dead: same host, and its pid is gone or reused."""
+def _image_call(operation: str, fn: Callable[..., T], *a: Any, **kw: Any) -> T | None:
+    """_engine() for an image that may be missing: None then."""
     try:
-        host, pid_s, start = owner.rsplit(":", 2)
-        pid = int(pid_s)
-    except ValueError:
-        return False  # unparseable: not something a live lab process wrote
-    if host != socket.gethostname():
-        return True  # another machine's (or container's) run: we cannot tell, leave it
-    return _start_time(pid) == start
+        return _engine(operation, fn, *a, **kw)
+    except LabError as e:
+        if isinstance(e.__cause__, docker.errors.ImageNotFound):
+            return None
+        raise
 
 
 # --------------------------------------------------------------------------- subnets
 
 
-def _host_route_nets() -> list[ipaddress.IPv4Network]:
-    nets = []
-    try:
-        lines = Path("/proc/net/route").read_text().splitlines()[1:]
-    except OSError:
-        return []
-    for line in lines:
-        f = line.split()
-        if len(f) < 8:
-            continue
-        dest, mask = (struct.pack("<I", int(x, 16)) for x in (f[1], f[7]))
-        if mask == b"\0\0\0\0":
-            continue  # default route: overlaps everything, not a conflict
-        nets.append(
-            ipaddress.IPv4Network(
-                f"{socket.inet_ntoa(dest)}/{socket.inet_ntoa(mask)}", strict=False
-            )
-        )
-    return nets
-
-
 def _used_nets() -> list[ipaddress.IPv4Network]:
-    used = _host_route_nets()
+    used = route_nets()
     for net in _api().networks():
         for cfg in (net.get("IPAM") or {}).get("Config") or []:
             try:
@@ -227,78 +131,77 @@ def _used_nets() -> list[ipaddress.IPv4Network]:
     return used
 
 
-def _free_subnets() -> list[ipaddress.IPv4Network]:
-    """Free /24s of the first pool that has any, shuffled so parallel runs rarely collide."""
-    used = _used_nets()
-    for pool in SUBNET_POOLS:
-        free = [
-            s
-            for s in ipaddress.IPv4Network(pool).subnets(new_prefix=24)
-            if not any(s.overlaps(u) for u in used)
-        ]
-        if free:
-            random.shuffle(free)
-            return free
-    return []
+def _create_network(dname: str, labels: dict[str, str]) -> tuple[str, str]:
+    """A bridge network on a free /24 of SUBNET_POOLS: (its id, its subnet)."""
+    op, last = f"create network {dname}", ""
+    for _attempt in range(20):
+        subnets = free_subnets(SUBNET_POOLS, _engine(f"list networks for {dname}", _used_nets))
+        if not subnets and sweep() > 0:  # dead runs' networks hold the pool: free them
+            continue
+        if not subnets:
+            raise LabError(
+                f"no free /24 left in {', '.join(SUBNET_POOLS)}; "
+                "remove stale networks with `python3 -m lab clean`",
+                operation=op,
+            )
+        gateway = str(subnets[0].network_address + 1)
+        pool = docker.types.IPAMPool(subnet=str(subnets[0]), gateway=gateway)
+        ipam = docker.types.IPAMConfig(pool_configs=[pool])
+        try:
+            net = _api().create_network(
+                dname, driver="bridge", ipam=ipam, labels=labels, attachable=True,
+                check_duplicate=True,
+            )  # fmt: skip
+        except _DOCKER_ERRORS as e:
+            # A parallel run took the same subnet between our listing and our create.
+            if isinstance(e, docker.errors.APIError) and "overlap" in _short(e).lower():
+                last = _short(e)
+                time.sleep(random.uniform(0.01, 0.1))
+                continue
+            raise LabError(_short(e), operation=op) from e
+        return str(net["Id"]), str(subnets[0])
+    raise LabError(f"every subnet tried was taken by a parallel run ({last})", operation=op)
 
 
 # --------------------------------------------------------------------------- images
 
 
 def image_id(tag: str) -> str | None:
-    try:
-        return str(_api().inspect_image(tag)["Id"])
-    except docker.errors.ImageNotFound:
-        return None
-    except _DOCKER_ERRORS as e:
-        raise LabError(_short(e), operation=f"inspect image {tag}") from e
+    info = _image_call(f"inspect image {tag}", _api().inspect_image, tag)
+    return None if info is None else str(info["Id"])
 
 
 def image_exists(tag: str) -> bool:
     return image_id(tag) is not None
 
 
-def _split_tag(ref: str) -> tuple[str, str]:
-    repo, sep, tag = ref.rpartition(":")
-    if not sep or "/" in tag:
-        return ref, "latest"
-    return repo, tag
+def _made(ref: str, operation: str) -> str:
+    """The id of the image `operation` just made (the engine said nothing went wrong)."""
+    iid = image_id(ref)
+    if iid is None:
+        raise LabError(f"finished, but the engine has no image {ref}", operation=operation)
+    return iid
 
 
 def tag_image(src: str, dst: str) -> None:
-    repo, tag = _split_tag(dst)
-    try:
-        _api().tag(src, repo, tag, force=True)
-    except _DOCKER_ERRORS as e:
-        raise LabError(_short(e), operation=f"tag {src} as {dst}") from e
+    repo, tag = split_image_ref(dst)
+    _engine(f"tag {src} as {dst}", _api().tag, src, repo, tag, force=True)
 
 
 def import_rootfs(tar: Path | IO[bytes], tag: str, changes: list[str] | None = None) -> str:
     """`docker import` of a root-filesystem tar (a path, or a stream such as tar's stdout)."""
-    repo, t = _split_tag(tag)
+    repo, t = split_image_ref(tag)
 
     def chunks(f: IO[bytes]) -> Iterator[bytes]:
         while block := f.read(1 << 20):
             yield block
 
-    try:
-        if isinstance(tar, Path):
-            with tar.open("rb") as f:
-                _api().import_image(
-                    src=chunks(f), repository=repo, tag=t, changes=changes, stream_src=True
-                )
-        else:
-            _api().import_image(
-                src=chunks(tar), repository=repo, tag=t, changes=changes, stream_src=True
-            )
-    except _DOCKER_ERRORS as e:
-        raise LabError(_short(e), operation=f"import {tag}") from e
-    iid = image_id(tag)
-    if iid is None:
-        raise LabError(
-            "the engine reported no error but the tag is missing", operation=f"import {tag}"
-        )
-    return iid
+    with tar.open("rb") if isinstance(tar, Path) else contextlib.nullcontext(tar) as f:
+        _engine(
+            f"import {tag}", _api().import_image,
+            src=chunks(f), repository=repo, tag=t, changes=changes, stream_src=True,
+        )  # fmt: skip
+    return _made(tag, f"import {tag}")
 
 
 def build_image(context_dir: Path, tag: str, buildargs: dict[str, str] | None = None) -> str:
@@ -328,81 +231,194 @@ def build_image(context_dir: Path, tag: str, buildargs: dict[str, str] | None = 
         raise LabError(
             _short(e), operation=f"build {tag}", log_tail="\n".join(lines[-LOG_TAIL:])
         ) from e
-    iid = image_id(tag)
-    if iid is None:
-        raise LabError("build finished but the tag is missing", operation=f"build {tag}")
-    return iid
+    return _made(tag, f"build {tag}")
 
 
 def pull_image(ref: str) -> str:
     """Pull ref from its registry (only for an explicit MOLE_BASE); returns the image id."""
-    repo, tag = _split_tag(ref)
-    try:
-        _api().pull(repo, tag=tag)
-    except _DOCKER_ERRORS as e:
-        raise LabError(_short(e), operation=f"pull {ref}") from e
-    iid = image_id(ref)
-    if iid is None:
-        raise LabError("pull finished but the image is missing", operation=f"pull {ref}")
-    return iid
+    repo, tag = split_image_ref(ref)
+    _engine(f"pull {ref}", _api().pull, repo, tag=tag)
+    return _made(ref, f"pull {ref}")
 
 
 def image_tags(repo: str) -> list[str]:
     """Every `repo:tag` present locally."""
-    try:
-        images = _api().images(name=repo)
-    except _DOCKER_ERRORS as e:
-        raise LabError(_short(e), operation=f"list images of {repo}") from e
+    images = _engine(f"list images of {repo}", _api().images, name=repo)
     return sorted(t for i in images for t in (i.get("RepoTags") or []) if t.startswith(f"{repo}:"))
 
 
 def remove_image(tag: str, *, force: bool = True) -> None:
     """Remove a tag (and its image when no other tag holds it). force=False fails when a
     container still uses the image, which is what pruning wants."""
-    try:
-        _api().remove_image(tag, force=force)
-    except docker.errors.ImageNotFound:
-        pass
-    except _DOCKER_ERRORS as e:
-        raise LabError(_short(e), operation=f"remove image {tag}") from e
+    _image_call(f"remove image {tag}", _api().remove_image, tag, force=force)
 
 
 # --------------------------------------------------------------------------- cluster
 
 
-def _default_user() -> str:
-    return "" if os.geteuid() == 0 else f"{os.getuid()}:{os.getgid()}"
+class _Containers:
+    """The containers of one run, by node name, and what is done to one of them.
+
+    Split from Cluster (which creates and removes them, with their networks) the way
+    docker-py splits its client into per-endpoint mixins. Every call names the node; a Docker
+    failure becomes a LabError with the container's status and log tail.
+    """
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+        self.networks: dict[str, str] = {}  # lab name -> docker name
+        self._nodes: dict[str, NodeHandle] = {}
+        self._lock = threading.Lock()
+        # Container id -> the follower of its engine log file (or None: use the logs API).
+        self._log_files = LogFollowers(_engine_log_root)
+
+    def node(self, name: str) -> NodeHandle:
+        try:
+            return self._nodes[name]
+        except KeyError:
+            raise LabError(f"no such node in run {self.run_id}", node=name) from None
+
+    @property
+    def nodes(self) -> dict[str, NodeHandle]:
+        return dict(self._nodes)
+
+    def _net(self, network: str) -> tuple[str, str]:
+        """(lab name, docker name) for a lab network name or its docker name."""
+        if network in self.networks:
+            return network, self.networks[network]
+        for lab, dname in self.networks.items():
+            if dname == network:
+                return lab, dname
+        raise LabError(f"unknown network {network!r}", operation="network lookup")
+
+    def _call(self, h: NodeHandle, operation: str, fn: Callable[..., T], *a: Any, **kw: Any) -> T:
+        try:
+            return fn(*a, **kw)
+        except _DOCKER_ERRORS as e:
+            raise self._error(h, operation, e) from e
+
+    def _error(self, h: NodeHandle, operation: str, e: BaseException) -> LabError:
+        status = tail = None
+        try:
+            status = _api().inspect_container(h.container_id)["State"]["Status"]
+            tail = _api().logs(h.container_id, tail=LOG_TAIL).decode("utf-8", "replace")
+        except Exception:  # best effort: the error itself is what matters
+            pass
+        return LabError(_short(e), node=h.name, operation=operation, status=status, log_tail=tail)
+
+    def _refresh(self, h: NodeHandle) -> None:
+        """Re-read the node's addresses (they are assigned at start, and may change on restart)."""
+        info = self._call(h, "inspect", _api().inspect_container, h.container_id)
+        h.set_addresses(info["NetworkSettings"]["Networks"] or {}, self.networks)
+
+    # -- lifecycle
+
+    def _do(self, name: str, operation: str, method: str, **kw: Any) -> NodeHandle:
+        """The engine's `method` on the node's container (e.g. "stop"), errors with context."""
+        h = self.node(name)
+        if method in ("start", "restart"):
+            self._log_files.started(h.container_id)  # it writes output from now on
+        self._call(h, operation, getattr(_api(), method), h.container_id, **kw)
+        return h
+
+    def start(self, name: str) -> None:
+        self._refresh(self._do(name, "start", "start"))
+
+    def stop(self, name: str, timeout: float = 10) -> None:
+        self._do(name, "stop", "stop", timeout=max(0, round(timeout)))
+
+    def kill(self, name: str, signal: str = "SIGKILL") -> None:
+        self._do(name, f"kill -s {signal}", "kill", signal=signal)
+
+    def restart(self, name: str, timeout: float = 10) -> None:
+        self._refresh(self._do(name, "restart", "restart", timeout=max(0, round(timeout))))
+
+    def pause(self, name: str) -> None:
+        self._do(name, "pause", "pause")
+
+    def unpause(self, name: str) -> None:
+        self._do(name, "unpause", "unpause")
+
+    def exec(self, name: str, cmd: list[str]) -> tuple[int, str]:
+        """Run cmd in the node's container; (exit code, stdout+stderr). Bounded by TIMEOUT."""
+        h = self.node(name)
+        api = _api()
+        op = f"exec {cmd!r}"
+        # Always root: fault injection (iptables, tc) needs it whoever runs the node.
+        ex = self._call(
+            h, op, api.exec_create, h.container_id, cmd, stdout=True, stderr=True, user="0"
+        )
+        out = self._call(h, op, api.exec_start, ex["Id"])
+        code = self._call(h, op, api.exec_inspect, ex["Id"])["ExitCode"]
+        return int(code if code is not None else -1), out.decode("utf-8", "replace")
+
+    def logs(self, name: str, tail: int | None = None) -> str:
+        """The node's whole output (stdout and stderr, all its starts), or its last lines.
+
+        The whole output comes from the engine's json-file log when this process can read it
+        (engine on this host, run as root): followed incrementally, so polling every node
+        costs the engine nothing while it is busy starting containers. Else the logs API.
+        """
+        h = self.node(name)
+        if tail is None:
+            text = self._log_files.text(h.container_id)
+            if text is not None:
+                return text
+        out = self._call(
+            h, "logs", _api().logs, h.container_id, stdout=True, stderr=True,
+            tail="all" if tail is None else tail,
+        )  # fmt: skip
+        return str(out.decode("utf-8", "replace"))
+
+    def _inspect(self, name: str) -> Any:
+        h = self.node(name)
+        return self._call(h, "inspect", _api().inspect_container, h.container_id)
+
+    def status(self, name: str) -> str:
+        """Docker's state: created, running, paused, restarting, exited, dead, removing."""
+        return str(self._inspect(name)["State"]["Status"])
+
+    def container_labels(self, name: str) -> dict[str, str]:
+        return dict(self._inspect(name)["Config"]["Labels"] or {})
+
+    def exit_code(self, name: str) -> int | None:
+        """The exit code once the container has exited, else None."""
+        state = self._inspect(name)["State"]
+        return None if state["Running"] or state["Status"] == "created" else int(state["ExitCode"])
+
+    def disconnect(self, name: str, network: str) -> None:
+        h = self.node(name)
+        lab, dname = self._net(network)
+        self._call(
+            h, f"disconnect from {dname}", _api().disconnect_container_from_network,
+            h.container_id, dname,
+        )  # fmt: skip
+        h.ips[lab] = ""
+
+    def connect(self, name: str, network: str) -> None:
+        h = self.node(name)
+        lab, dname = self._net(network)
+        self._call(
+            h, f"connect to {dname}", _api().connect_container_to_network, h.container_id,
+            dname, aliases=[name],
+        )  # fmt: skip
+        if lab not in h.networks:
+            h.networks.append(lab)
+        self._refresh(h)
 
 
-def _check_name(kind: str, name: str) -> None:
-    if not _NAME_RE.match(name):
-        raise ValueError(f"invalid {kind} {name!r}: use letters, digits, '_', '.', '-'")
-
-
-class Cluster:
+class Cluster(_Containers):
     """A set of node containers and bridge networks of one run; `close()` removes them all."""
 
-    # The image helpers, for callers that hold a Cluster.
-    image_exists = staticmethod(image_exists)
-    image_id = staticmethod(image_id)
-    import_rootfs = staticmethod(import_rootfs)
-    build_image = staticmethod(build_image)
-    tag_image = staticmethod(tag_image)
-
     def __init__(self, run_id: str, *, image: str, workdir: Path) -> None:
-        _check_name("run id", run_id)
-        self.run_id = run_id
+        check_name("run id", run_id)
+        super().__init__(run_id)
         self.image = image
         self.workdir = Path(workdir)
         self.owner = owner_id()
-        self.networks: dict[str, str] = {}  # lab name -> docker name
         self._network_ids: dict[str, str] = {}  # docker name -> id
         self.subnets: dict[str, str] = {}  # lab name -> "10.213.7.0/24"
-        self._nodes: dict[str, NodeHandle] = {}
         self._container_ids: set[str] = set()
-        self._log_files: dict[str, _LogFile | None] = {}  # container id -> follower
-        self._started: set[str] = set()  # container ids this cluster asked to start
-        self._lock = threading.Lock()
         self._closed = False
         self._used = False  # set before the first Docker resource is requested
 
@@ -441,149 +457,60 @@ class Cluster:
 
     def add_network(self, name: str) -> str:
         """A bridge network on a free /24; returns its docker name."""
-        _check_name("network name", name)
+        check_name("network name", name)
         self._check_open()
         if name in self.networks:
             raise ValueError(f"network {name!r} already exists in run {self.run_id}")
         dname = self._docker_name(name)
-        last: BaseException | None = None
-        for _attempt in range(20):
-            try:
-                subnets = _free_subnets()
-            except _DOCKER_ERRORS as e:
-                raise LabError(_short(e), operation=f"list networks for {dname}") from e
-            if not subnets and sweep() > 0:  # dead runs' networks hold the pool: free them
-                continue
-            if not subnets:
-                raise LabError(
-                    f"no free /24 left in {', '.join(SUBNET_POOLS)}; "
-                    "remove stale networks with `python3 -m lab clean`",
-                    operation=f"create network {dname}",
-                )
-            subnet = subnets[0]
-            ipam = docker.types.IPAMConfig(
-                pool_configs=[
-                    docker.types.IPAMPool(
-                        subnet=str(subnet), gateway=str(subnet.network_address + 1)
-                    )
-                ]
-            )
-            try:
-                net = _api().create_network(
-                    dname,
-                    driver="bridge",
-                    ipam=ipam,
-                    labels=self.labels,
-                    attachable=True,
-                    check_duplicate=True,
-                )
-            except docker.errors.APIError as e:
-                # A parallel run took the same subnet between our listing and our create.
-                if "overlap" in _short(e).lower():
-                    last = e
-                    time.sleep(random.uniform(0.01, 0.1))
-                    continue
-                raise LabError(_short(e), operation=f"create network {dname}") from e
-            except _DOCKER_ERRORS as e:
-                raise LabError(_short(e), operation=f"create network {dname}") from e
-            with self._lock:
-                self.networks[name] = dname
-                self._network_ids[dname] = net["Id"]
-                self.subnets[name] = str(subnet)
-            return dname
-        raise LabError(
-            f"every subnet tried was taken by a parallel run ({_short(last) if last else ''})",
-            operation=f"create network {dname}",
-        )
-
-    def _net(self, network: str) -> tuple[str, str]:
-        """(lab name, docker name) for a lab network name or its docker name."""
-        if network in self.networks:
-            return network, self.networks[network]
-        for lab, dname in self.networks.items():
-            if dname == network:
-                return lab, dname
-        raise LabError(f"unknown network {network!r}", operation="network lookup")
+        nid, subnet = _create_network(dname, self.labels)
+        with self._lock:
+            self.networks[name] = dname
+            self._network_ids[dname] = nid
+            self.subnets[name] = subnet
+        return dname
 
     # -- nodes
 
     def create_nodes(self, specs: list[NodeSpec]) -> dict[str, NodeHandle]:
         """Create, connect and start every node concurrently; returns handles by node name."""
         self._check_open()
-        names = [s.name for s in specs]
-        dupes = {n for n in names if names.count(n) > 1 or n in self._nodes}
-        if dupes:
-            raise ValueError(f"duplicate node names: {sorted(dupes)}")
+        check_specs(specs, taken=self._nodes)
         for s in specs:
-            _check_name("node name", s.name)
-            if not s.networks:
-                raise ValueError(f"node {s.name}: needs at least one network")
             for n in s.networks:
                 self._net(n)
-        pool = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="mole-lab")
-        futures: list[Future[NodeHandle]] = [pool.submit(self._create_one, s) for s in specs]
-        try:
-            errors: list[BaseException] = []
-            for fut in as_completed(futures):
-                try:
-                    h = fut.result()
-                except Exception as e:
-                    errors.append(e)
-                    continue
-                with self._lock:
-                    self._nodes[h.name] = h
-            if errors:
-                raise errors[0]
-        except BaseException as e:
-            if not isinstance(e, Exception):
-                # Ctrl-C / SystemExit: stop queued creations, let in-flight calls (bounded by
-                # the client timeout) finish, then remove everything of the run.
-                for f in futures:
-                    f.cancel()
-                pool.shutdown(wait=True, cancel_futures=True)
-                self.close()
-            raise
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+        # Ctrl-C: queued creations are dropped, those in flight (bounded by the client
+        # timeout) finish, then everything of the run is removed.
+        handles, errors = each(
+            self._create_one, specs, workers=WORKERS, name="mole-lab", on_interrupt=self.close
+        )
+        with self._lock:
+            self._nodes.update((h.name, h) for h in handles)
+        if errors:
+            raise errors[0]
         return {s.name: self._nodes[s.name] for s in specs}
 
     def _create_one(self, spec: NodeSpec) -> NodeHandle:
-        handle = self._create_container(spec)
-        api = _api()
-        cid = handle.container_id
+        handle = self.create_container(spec)
         for dname in [self.networks[lab] for lab in handle.networks[1:]]:
             self._call(
-                handle, f"connect to {dname}", api.connect_container_to_network, cid, dname,
-                aliases=[spec.name],
+                handle, f"connect to {dname}", _api().connect_container_to_network,
+                handle.container_id, dname, aliases=[spec.name],
             )  # fmt: skip
         if spec.start:
-            self._mark_started(cid)
-            self._call(handle, "start", api.start, cid)
+            self._log_files.started(handle.container_id)
+            self._call(handle, "start", _api().start, handle.container_id)
         self._refresh(handle)
         return handle
 
-    def _create_container(self, spec: NodeSpec) -> NodeHandle:
-        """`docker create` of the node on its first network (data dir made, id recorded)."""
+    def create_container(self, spec: NodeSpec, *, start: bool = False) -> NodeHandle:
+        """`docker create` of the node on its first network (data dir made, id recorded), then
+        `docker start` if asked; nothing more (no other network, no inspect: the handle has no
+        addresses). create_nodes() builds on it; bench_support times it bare."""
+        self._check_open()
         api = _api()
-        data_dir = (self.workdir / spec.name).resolve()
-        for sub in ("share", "inbox", "state"):
-            (data_dir / sub).mkdir(parents=True, exist_ok=True)
+        data_dir = spec.make_data_dir(self.workdir)
         token = secrets.token_hex(16)
         nets = [self._net(n) for n in spec.networks]
-        cname = self._docker_name(spec.name)
-        if spec.command is not None:
-            command = spec.command
-        else:
-            command = [
-                "serve",
-                "--name", spec.name,
-                "--share", "/data/share",
-                "--inbox", "/data/inbox",
-                "--state", "/data/state",
-                "--api", f"0.0.0.0:{API_PORT}",
-                "--api-token", token,
-                *spec.args,
-            ]  # fmt: skip
         host_config = api.create_host_config(
             binds={str(data_dir): {"bind": "/data", "mode": "rw"}},
             tmpfs=dict(spec.tmpfs) or None,
@@ -596,13 +523,13 @@ class Cluster:
         try:
             c = api.create_container(
                 self.image,
-                command=command,
+                command=spec.command_line(token),
                 entrypoint=spec.entrypoint,
-                name=cname,
+                name=self._docker_name(spec.name),
                 hostname=spec.name,
                 labels={**self.labels, LABEL_NODE: spec.name},
                 environment=dict(spec.env) or None,
-                user=spec.user or _default_user(),
+                user=spec.process_user(),
                 host_config=host_config,
                 networking_config=networking,
                 detach=True,
@@ -612,7 +539,7 @@ class Cluster:
         cid: str = c["Id"]
         with self._lock:
             self._container_ids.add(cid)
-        return NodeHandle(
+        handle = NodeHandle(
             name=spec.name,
             container_id=cid,
             ips={},
@@ -621,168 +548,10 @@ class Cluster:
             data_dir=data_dir,
             networks=[lab for lab, _ in nets],
         )
-
-    def _call(self, h: NodeHandle, operation: str, fn: Callable[..., T], *a: Any, **kw: Any) -> T:
-        try:
-            return fn(*a, **kw)
-        except _DOCKER_ERRORS as e:
-            raise self._error(h, operation, e) from e
-
-    def _error(self, h: NodeHandle, operation: str, e: BaseException) -> LabError:
-        status = tail = None
-        try:
-            status = _api().inspect_container(h.container_id)["State"]["Status"]
-            tail = _api().logs(h.container_id, tail=LOG_TAIL).decode("utf-8", "replace")
-        except Exception:  # best effort: the error itself is what matters
-            pass
-        return LabError(_short(e), node=h.name, operation=operation, status=status, log_tail=tail)
-
-    def _refresh(self, h: NodeHandle) -> None:
-        """Re-read the node's addresses (they are assigned at start, and may change on restart)."""
-        info = self._call(h, "inspect", _api().inspect_container, h.container_id)
-        attached = info["NetworkSettings"]["Networks"] or {}
-        ips = {}
-        for lab in h.networks:
-            ips[lab] = (attached.get(self.networks[lab]) or {}).get("IPAddress") or ""
-        h.ips = ips
-        primary = ips.get(h.networks[0], "") if h.networks else ""
-        h.api_url = f"http://{primary}:{API_PORT}" if primary else ""
-
-    def node(self, name: str) -> NodeHandle:
-        try:
-            return self._nodes[name]
-        except KeyError:
-            raise LabError(f"no such node in run {self.run_id}", node=name) from None
-
-    @property
-    def nodes(self) -> dict[str, NodeHandle]:
-        return dict(self._nodes)
-
-    # -- lifecycle
-
-    def _mark_started(self, cid: str) -> None:
-        with self._lock:
-            self._started.add(cid)
-
-    def start(self, name: str) -> None:
-        h = self.node(name)
-        self._mark_started(h.container_id)
-        self._call(h, "start", _api().start, h.container_id)
-        self._refresh(h)
-
-    def stop(self, name: str, timeout: float = 10) -> None:
-        h = self.node(name)
-        self._call(h, "stop", _api().stop, h.container_id, timeout=max(0, round(timeout)))
-
-    def kill(self, name: str, signal: str = "SIGKILL") -> None:
-        h = self.node(name)
-        self._call(h, f"kill -s {signal}", _api().kill, h.container_id, signal=signal)
-
-    def restart(self, name: str, timeout: float = 10) -> None:
-        h = self.node(name)
-        self._mark_started(h.container_id)
-        self._call(h, "restart", _api().restart, h.container_id, timeout=max(0, round(timeout)))
-        self._refresh(h)
-
-    def pause(self, name: str) -> None:
-        h = self.node(name)
-        self._call(h, "pause", _api().pause, h.container_id)
-
-    def unpause(self, name: str) -> None:
-        h = self.node(name)
-        self._call(h, "unpause", _api().unpause, h.container_id)
-
-    def exec(self, name: str, cmd: list[str]) -> tuple[int, str]:
-        """Run cmd in the node's container; (exit code, stdout+stderr). Bounded by TIMEOUT."""
-        h = self.node(name)
-        api = _api()
-        op = f"exec {cmd!r}"
-        # Always root: fault injection (iptables, tc) needs it whoever runs the node.
-        ex = self._call(
-            h, op, api.exec_create, h.container_id, cmd, stdout=True, stderr=True, user="0"
-        )
-        out = self._call(h, op, api.exec_start, ex["Id"])
-        code = self._call(h, op, api.exec_inspect, ex["Id"])["ExitCode"]
-        return int(code if code is not None else -1), out.decode("utf-8", "replace")
-
-    def logs(self, name: str, tail: int | None = None) -> str:
-        """The node's whole output (stdout and stderr, all its starts), or its last lines.
-
-        The whole output comes from the engine's json-file log when this process can read it
-        (engine on this host, run as root): followed incrementally, so polling every node
-        costs the engine nothing while it is busy starting containers. Else the logs API.
-        """
-        h = self.node(name)
-        if tail is None:
-            text = self._log_file_text(h)
-            if text is not None:
-                return text
-        out = self._call(
-            h, "logs", _api().logs, h.container_id, stdout=True, stderr=True,
-            tail="all" if tail is None else tail,
-        )  # fmt: skip
-        return str(out.decode("utf-8", "replace"))
-
-    def _log_file_text(self, h: NodeHandle) -> str | None:
-        """The output from the engine's log file; None: not readable here, use the API."""
-        cid = h.container_id
-        with self._lock:
-            if cid not in self._started:
-                return ""  # never started (every start goes through this class): no output
-            known = cid in self._log_files
-            lf = self._log_files.get(cid)
-        if not known:
-            # The path is derived, not inspected: an inspect waits for the engine while it
-            # starts other containers (seconds with fifty of them).
-            root = _engine_log_root()
-            if root is None or not (root / cid).is_dir():
-                new = None  # another engine's container, or files we may not read
-            else:
-                new = _LogFile.open(root / cid / f"{cid}-json.log")
-                if new is None:
-                    return ""  # the engine has not got to starting it: no output yet
-            with self._lock:
-                lf = self._log_files.setdefault(cid, new)
-            if new is not None and lf is not new:
-                new.close()  # another thread was first
-        return lf.read() if lf is not None else None
-
-    def status(self, name: str) -> str:
-        """Docker's state: created, running, paused, restarting, exited, dead, removing."""
-        h = self.node(name)
-        info = self._call(h, "inspect", _api().inspect_container, h.container_id)
-        return str(info["State"]["Status"])
-
-    def container_labels(self, name: str) -> dict[str, str]:
-        h = self.node(name)
-        info = self._call(h, "inspect", _api().inspect_container, h.container_id)
-        return dict(info["Config"]["Labels"] or {})
-
-    def exit_code(self, name: str) -> int | None:
-        """The exit code once the container has exited, else None."""
-        h = self.node(name)
-        state = self._call(h, "inspect", _api().inspect_container, h.container_id)["State"]
-        return None if state["Running"] or state["Status"] == "created" else int(state["ExitCode"])
-
-    def disconnect(self, name: str, network: str) -> None:
-        h = self.node(name)
-        lab, dname = self._net(network)
-        self._call(
-            h, f"disconnect from {dname}", _api().disconnect_container_from_network,
-            h.container_id, dname,
-        )  # fmt: skip
-        h.ips[lab] = ""
-
-    def connect(self, name: str, network: str) -> None:
-        h = self.node(name)
-        lab, dname = self._net(network)
-        self._call(
-            h, f"connect to {dname}", _api().connect_container_to_network, h.container_id,
-            dname, aliases=[name],
-        )  # fmt: skip
-        if lab not in h.networks:
-            h.networks.append(lab)
-        self._refresh(h)
+        if start:
+            self._log_files.started(cid)
+            self._call(handle, "start", api.start, cid)
+        return handle
 
     # -- teardown
 
@@ -808,107 +577,37 @@ class Cluster:
             log.warning("run %s: listing resources for cleanup failed: %s", self.run_id, e)
         _remove_all(cids, nids)
         with self._lock:
-            files, self._log_files = list(self._log_files.values()), {}
             self._container_ids -= cids
             self._network_ids = {k: v for k, v in self._network_ids.items() if v not in nids}
-        for lf in files:
-            if lf is not None:
-                lf.close()
+        self._log_files.close()
 
     def __del__(self) -> None:
         if not getattr(self, "_closed", True) and getattr(self, "_used", False):
             log.warning("Cluster %s was not closed", self.run_id)
 
 
-_log_root: list[Path | None] = []  # computed once per process
+# The engine's log directory (if readable here), looked up once per process.
+_engine_log_root = EngineLogRoot(lambda: dict(_api().info()))
 
 
-def _engine_log_root() -> Path | None:
-    """<engine root>/containers when the engine keeps json-file logs we can read, else None."""
-    with _client_lock:
-        if _log_root:
-            return _log_root[0]
-    root: Path | None = None
+# --------------------------------------------------------------------------- removal, sweep
+
+
+def remove_containers(container_ids: Iterable[str], *, workers: int = WORKERS) -> int:
+    """Force-remove containers in parallel (with their volumes); returns how many went."""
+    cids = list(container_ids)
+    if not cids:
+        return 0
     try:
-        info = _api().info()
-        if info.get("LoggingDriver") == "json-file" and info.get("DockerRootDir"):
-            d = Path(info["DockerRootDir"]) / "containers"
-            root = d if os.access(d, os.R_OK | os.X_OK) else None
-    except _DOCKER_ERRORS as e:
-        log.warning("engine info failed, reading logs through the API: %s", _short(e))
-    with _client_lock:
-        _log_root[:] = [root]
-    return root
-
-
-class _LogFile:
-    """Follows a container's json-file log on this host: only new bytes are read each time.
-
-    The open file keeps following its inode when the engine rotates the log (max-size): the
-    rest of the old file is read, then the new one from its start.
-    """
-
-    def __init__(self, path: str, f: IO[bytes]) -> None:
-        self.path = path
-        self.f = f
-        self.ino = os.fstat(f.fileno()).st_ino
-        self.partial = b""
-        self.text = ""
-        self.lock = threading.Lock()
-
-    @classmethod
-    def open(cls, path: Path) -> _LogFile | None:
-        """None when the file is not there (yet)."""
-        try:
-            return cls(str(path), path.open("rb"))
-        except OSError:
-            return None
-
-    def read(self) -> str:
-        with self.lock:
-            if self.f.closed:  # the cluster was closed: this is the final text
-                return self.text
-            self._drain()
-            try:
-                ino = os.stat(self.path).st_ino
-            except OSError:
-                ino = self.ino  # removed with its container: what we have is all there is
-            if ino != self.ino:  # rotated: the old file is complete, go on with the new one
-                with contextlib.suppress(OSError):
-                    f = open(self.path, "rb")  # noqa: SIM115
-                    self.f.close()
-                    self.f, self.ino, self.partial = f, os.fstat(f.fileno()).st_ino, b""
-                    self._drain()
-            return self.text
-
-    def _drain(self) -> None:
-        data = self.partial + self.f.read()
-        lines = data.split(b"\n")
-        self.partial = lines.pop()  # an entry the engine has not finished writing (or b"")
-        parts = []
-        for line in lines:
-            try:
-                parts.append(json.loads(line)["log"])
-            except (ValueError, KeyError, TypeError):
-                continue
-        if parts:
-            self.text += "".join(parts)
-
-    def close(self) -> None:
-        with self.lock:
-            self.f.close()
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mole-lab-rm") as pool:
+            return sum(pool.map(_remove_container, cids))
+    except RuntimeError:  # at interpreter exit (atexit) executors take no new work
+        return sum(_remove_container(cid) for cid in cids)
 
 
 def _remove_all(container_ids: Iterable[str], network_ids: Iterable[str]) -> int:
     """Force-remove containers (in parallel), then networks; logs failures. Returns count."""
-    removed = 0
-    cids = list(container_ids)
-    if cids:
-        try:
-            with ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="mole-lab-rm") as pool:
-                removed += sum(pool.map(_remove_container, cids))
-        except RuntimeError:  # at interpreter exit (atexit) executors take no new work
-            removed += sum(_remove_container(cid) for cid in cids)
+    removed = remove_containers(container_ids)
     for nid in network_ids:
         removed += _remove_network(nid)
     return removed
@@ -947,16 +646,21 @@ def _remove_network(nid: str) -> bool:
     return False
 
 
+def _labelled(operation: str, labels: list[str]) -> tuple[list[Any], list[Any]]:
+    """(containers, networks) that carry every one of these labels."""
+    flt = {"label": labels}
+    containers = _engine(operation, _api().containers, all=True, filters=flt)
+    return containers, _engine(operation, _api().networks, filters=flt)
+
+
 def resources(run_id: str | None = None) -> dict[str, list[str]]:
     """Names of lab containers and networks (of one run, or all): {"containers", "networks"}."""
-    flt = {"label": [f"{LABEL_RUN}={run_id}"] if run_id else [f"{LABEL}=1"]}
-    try:
-        api = _api()
-        containers = [c["Names"][0].lstrip("/") for c in api.containers(all=True, filters=flt)]
-        networks = [n["Name"] for n in api.networks(filters=flt)]
-    except _DOCKER_ERRORS as e:
-        raise LabError(_short(e), operation="list lab resources") from e
-    return {"containers": sorted(containers), "networks": sorted(networks)}
+    labels = [f"{LABEL_RUN}={run_id}"] if run_id else [f"{LABEL}=1"]
+    containers, networks = _labelled("list lab resources", labels)
+    return {
+        "containers": sorted(c["Names"][0].lstrip("/") for c in containers),
+        "networks": sorted(n["Name"] for n in networks),
+    }
 
 
 def sweep(*, everything: bool = False, run_id: str | None = None) -> int:
@@ -965,13 +669,8 @@ def sweep(*, everything: bool = False, run_id: str | None = None) -> int:
     Returns how many were removed. Resources without the lab label (e.g. the compose demo)
     are never touched. run_id restricts the sweep to one run.
     """
-    flt = {"label": [f"{LABEL}=1"] + ([f"{LABEL_RUN}={run_id}"] if run_id else [])}
-    try:
-        api = _api()
-        containers = api.containers(all=True, filters=flt)
-        networks = api.networks(filters=flt)
-    except _DOCKER_ERRORS as e:
-        raise LabError(_short(e), operation="sweep") from e
+    labels = [f"{LABEL}=1"] + ([f"{LABEL_RUN}={run_id}"] if run_id else [])
+    containers, networks = _labelled("sweep", labels)
 
     def dead(labels: dict[str, str] | None) -> bool:
         return everything or not owner_alive((labels or {}).get(LABEL_OWNER, ""))
@@ -981,148 +680,19 @@ def sweep(*, everything: bool = False, run_id: str | None = None) -> int:
     return _remove_all(cids, nids)
 
 
-# --------------------------------------------------------------------------- benchmarks
-
-
-def bare_lifecycle(
-    n: int,
-    image: str,
-    *,
-    workdir: Path,
-    command: list[str] | None = None,
-    workers: int = WORKERS,
-) -> dict[str, float]:
-    """Docker's own cost for what a lab run of n nodes asks of it, without the lab around it.
-
-    One labelled bridge network, then n containers created and started (create+start
-    pipelined per container on `workers` threads) exactly as Cluster creates nodes: same
-    image, same `serve` command line (or `command`), bind-mounted data dir, NET_ADMIN, alias;
-    then all force-removed in parallel and the network removed. Nothing is waited for beyond
-    Docker's answers (no API readiness). Returns seconds: network, create_start, remove,
-    total. Everything carries the lab's labels (run id `bare-<hex>`), so a sweep removes the
-    leftovers of a killed benchmark; a failure removes what was made and re-raises.
-    """
-    if n < 1:
-        raise ValueError("n must be >= 1")
-    c = Cluster(f"bare-{secrets.token_hex(4)}", image=image, workdir=workdir)
-    specs = [
-        NodeSpec(name=f"n{i + 1}", networks=["lan"], command=command, start=True) for i in range(n)
-    ]
-    times: dict[str, float] = {}
-    t0 = time.monotonic()
-    try:
-        c.add_network("lan")
-        t1 = time.monotonic()
-        times["network"] = t1 - t0
-
-        def create_start(spec: NodeSpec) -> str:
-            h = c._create_container(spec)
-            c._call(h, "start", _api().start, h.container_id)
-            return h.container_id
-
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mole-bare") as pool:
-            cids = list(pool.map(create_start, specs))
-        times["create_start"] = time.monotonic() - t1
-    except BaseException:
-        c.close()
-        raise
-    t2 = time.monotonic()
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mole-bare-rm") as pool:
-        removed = sum(pool.map(_remove_container, cids))
-    times["remove"] = time.monotonic() - t2
-    c.close()  # the network (and anything a failed removal left)
-    times["total"] = time.monotonic() - t0
-    if removed != n:
-        raise LabError(f"removed {removed} of {n} containers", operation="bare lifecycle")
-    return times
-
-
-def _memory_cgroup_files(cid: str) -> tuple[Path, str] | None:
-    """(usage file, inactive-file key of memory.stat) of a container under cgroup v1 or v2."""
-    root = Path("/sys/fs/cgroup")
-    for d, usage, inactive in (
-        (root / "memory" / "docker" / cid, "memory.usage_in_bytes", "total_inactive_file"),
-        (root / "docker" / cid, "memory.current", "inactive_file"),
-        (root / "system.slice" / f"docker-{cid}.scope", "memory.current", "inactive_file"),
-        (
-            root / "memory" / "system.slice" / f"docker-{cid}.scope",
-            "memory.usage_in_bytes",
-            "total_inactive_file",
-        ),
-    ):
-        if (d / usage).exists():
-            return d / usage, inactive
-    return None
-
-
-def _cgroup_memory(usage_file: Path, inactive_key: str) -> int:
-    usage = int(usage_file.read_text())
-    for line in (usage_file.parent / "memory.stat").read_text().splitlines():
-        key, _, value = line.partition(" ")
-        if key == inactive_key:
-            return max(0, usage - int(value))
-    return usage
+# --------------------------------------------------------------------------- measurements
 
 
 def running_containers(owner: str | None = None) -> dict[str, str]:
     """Running lab containers of `owner` (default: this process): name -> container id."""
     flt = {"label": [f"{LABEL}=1", f"{LABEL_OWNER}={owner or owner_id()}"], "status": "running"}
-    try:
-        found = _api().containers(filters=flt)
-    except _DOCKER_ERRORS as e:
-        raise LabError(_short(e), operation="list running containers") from e
+    found = _engine("list running containers", _api().containers, filters=flt)
     return {c["Names"][0].lstrip("/"): c["Id"] for c in found}
 
 
-def container_memory(cid: str) -> int | None:
-    """Memory in use (bytes) of a container, counted as `docker stats` does: usage minus the
-    inactive page cache; None once it is gone.
-
-    Read from the container's cgroup files when the engine runs on this host (cheap enough to
-    sample many containers several times a second, without asking the engine), else from the
-    stats API.
-    """
-    files = _memory_cgroup_files(cid)
+def memory_stats(cid: str) -> dict[str, Any] | None:
+    """The engine's `memory_stats` of a container (one stats call), None once it is gone."""
     try:
-        if files is not None:
-            return _cgroup_memory(*files)
-        stats = _api().stats(cid, stream=False)["memory_stats"]
-        cache = stats.get("stats", {})
-        inactive = cache.get("total_inactive_file", cache.get("inactive_file", 0))
-        return max(0, int(stats["usage"]) - int(inactive))
-    except (OSError, ValueError, KeyError, *_DOCKER_ERRORS):
-        return None  # removed meanwhile
-
-
-def containers_memory(owner: str | None = None) -> dict[str, int]:
-    """container_memory() of every running lab container of `owner`, by container name."""
-    out: dict[str, int] = {}
-    for name, cid in running_containers(owner).items():
-        mem = container_memory(cid)
-        if mem is not None:
-            out[name] = mem
-    return out
-
-
-def sigterm_as_interrupt() -> None:
-    """SIGTERM raises KeyboardInterrupt (main thread only), so teardown runs as on Ctrl-C."""
-    if threading.current_thread() is not threading.main_thread():
-        return
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
-
-    signal.signal(signal.SIGTERM, handler)
-
-
-def install_signal_cleanup(cluster: Cluster) -> None:
-    """Ctrl-C and SIGTERM end the run and remove the cluster's resources.
-
-    The signal handler only raises KeyboardInterrupt: the cluster is closed while the stack
-    unwinds (create_nodes, `with Cluster`) and, for a caller that has no such block, at
-    interpreter exit. Cleanup must not run inside the handler: it interrupts the main thread
-    wherever it is, possibly holding a lock that cleanup needs (concurrent.futures' global
-    lock inside submit(), this cluster's lock, the SDK's connection pool), and deadlocks.
-    """
-    atexit.register(cluster.close)
-    sigterm_as_interrupt()
+        return dict(_api().stats(cid, stream=False)["memory_stats"])
+    except (KeyError, *_DOCKER_ERRORS):
+        return None

@@ -187,6 +187,8 @@ def run_up(
     was_up = before.returncode == 0 and bool(before.stdout.strip())
     argv = [*base, "up", *up_args]
     say(" ".join(argv))
+    for line in how_to_reach(compose_file).splitlines():
+        say(line)
     child = popen(argv)
     # Ctrl-C reaches compose too (same process group): it stops the containers and exits;
     # this process only waits for it, and then does not take its exit for a failure.
@@ -227,3 +229,48 @@ def run_up(
             + ") is taken now; compose's error above says what else went wrong"
         )
     return code
+
+
+def node_token(compose: Sequence[str], options: Sequence[str], service: str) -> str:
+    """A demo node's API token: each node makes its own at first start (state/api_token, mode
+    0600 in its container); there is no fixed, published demo token."""
+    out = subprocess.run(
+        [*compose, *options, "exec", "-T", service, "cat", "/data/state/api_token"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if out.returncode != 0 or not out.stdout.strip():
+        raise DemoError(f"cannot read {service}'s token (is the demo up?): {out.stderr.strip()}")
+    return out.stdout.strip()
+
+
+class DemoError(Exception):
+    """The demo is not in the state a command needs (not up, a node not started yet)."""
+
+
+def print_tokens(
+    compose: Sequence[str], options: Sequence[str], compose_file: Path, which: Sequence[str]
+) -> int:
+    """`lab demo token`: every node's API URL and token; `lab demo token NAME`: that token
+    alone (for `--token "$(python3 -m lab demo token fetch1)"`)."""
+    ports = {p.service: p.host_port for p in published_ports(compose_file)}
+    try:
+        if which:
+            print(node_token(compose, options, which[0]))
+            return 0
+        for service, port in ports.items():
+            print(f"{service:8} http://127.0.0.1:{port}  {node_token(compose, options, service)}")
+    except DemoError as exc:
+        say(str(exc))
+        return 1
+    return 0
+
+
+def how_to_reach(compose_file: Path) -> str:
+    ports = {p.service: p.host_port for p in published_ports(compose_file)}
+    lines = [f"  {s}: http://127.0.0.1:{p}" for s, p in ports.items()]
+    return (
+        "the demo's APIs (loopback only):\n" + "\n".join(lines) + "\n"
+        "each node made its own token: `python3 -m lab demo token` prints them"
+    )

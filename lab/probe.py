@@ -187,7 +187,8 @@ def _image_of(target: object) -> str:
 
 def run_probe(image_tag: str) -> Capabilities:
     """Start one throwaway container of image_tag and try every feature in it."""
-    from lab.cluster import Cluster, NodeSpec
+    from lab.cluster import Cluster
+    from lab.nodespec import NodeSpec
 
     kernel = os.uname().release
     run_id = f"probe{os.getpid()}x{secrets.token_hex(3)}"

@@ -335,6 +335,12 @@ def render_discovery(rows: Sequence[DiscoveryRow]) -> str:
     return "\n".join(parts)
 
 
+def abbrev(names: Sequence[str], limit: int = 8) -> list[str]:
+    """At most `limit` names, and how many there are in all."""
+    names = list(names)
+    return names if len(names) <= limit else [*names[:limit], f"... ({len(names)} in all)"]
+
+
 def render_summary(results: Sequence[Result]) -> str:
     body = []
     for r in results:

@@ -186,6 +186,8 @@ class DhtNode:
         )
         self.counters: dict[str, int] = {}
         self._out = _Outbox()
+        self._responder = _Responder(self)
+        self._lk = _Lookups(self)
         self._pending: dict[bytes, _Pending] = {}
         self._deadlines: list[tuple[float, bytes]] = []  # heap; stale entries skipped
         self._lookups: list[_Active] = []
@@ -194,17 +196,7 @@ class DhtNode:
         self._need_bootstrap = bool(self.bootstrap)  # no live node in the table
         self._next_refresh = now + cfg.refresh_interval
         # What a full answer to our find_node/get_peers weighs: we pad queries to this size.
-        self.full_answer = len(
-            krpc.encode(
-                Response(
-                    bytes(T_LEN),
-                    self.node_id,
-                    nodes=tuple(NodeInfo(bytes(20), ("0.0.0.0", 1)) for _ in range(cfg.k)),
-                    token=bytes(self.tokens.length),
-                ),
-                version=cfg.version,
-            )
-        )
+        self.full_answer = _full_answer_size(self.node_id, cfg, self.tokens.length)
 
     # -- the adapter's interface ----------------------------------------------------------------
 
@@ -236,7 +228,7 @@ class DhtNode:
         if now >= self._next_refresh:
             self._next_refresh = now + self.config.refresh_interval
             self._refresh(now)
-        self._run_due_searches(now)
+        self._lk.run_due_searches(now)
         self._send_pings(now)
         self.peer_store.expire(now)
 
@@ -258,7 +250,7 @@ class DhtNode:
         else:
             s.port, s.implied_port, s.next_run = port, implied_port, now
             s.rerun = s.lookup is not None
-        self._run_due_searches(now)
+        self._lk.run_due_searches(now)
 
     def stop_search(self, info_hash: bytes) -> None:
         s = self._searches.pop(info_hash, None)
@@ -285,81 +277,14 @@ class DhtNode:
         except KrpcError as exc:
             self._count("malformed")
             if exc.query and exc.t is not None and self.limiter.allow(addr[0], now):
-                self._error(exc.t, exc.krpc_code, exc.message, addr, len(data))
+                self._responder.error(exc.t, exc.krpc_code, exc.message, addr, len(data))
             return
         if isinstance(msg, Response | KrpcErrorMsg):
             self._on_reply(msg, addr, now)
         else:
-            self._on_query(msg, addr, len(data), now)
+            self._responder.on_query(msg, addr, len(data), now)
         if self.routing.ping_hint:
             self._send_pings(now)
-
-    def _on_query(self, q: Query, addr: Addr, size: int, now: float) -> None:
-        if q.id == self.node_id:
-            self._count("own_id")
-            return
-        if not self.limiter.allow(addr[0], now):
-            self._count("rate_limited")
-            return
-        self._count("q_" + type(q).__name__)
-        own, t, k = self.node_id, q.t, self.config.k
-        if isinstance(q, Ping):
-            self._answer(lambda _n: Response(t, own), 0, 0, addr, size)
-        elif isinstance(q, FindNode):
-            nodes = self.routing.closest(q.target, k)
-            self._answer(lambda n: Response(t, own, nodes=tuple(nodes[:n])), len(nodes),
-                         NODE_ITEM, addr, size)  # fmt: skip
-        elif isinstance(q, GetPeers):
-            token = self.tokens.issue(addr[0], now)
-            peers = self.peer_store.get(q.info_hash, now, self.config.max_values)
-            if peers:
-                self._answer(lambda n: Response(t, own, values=tuple(peers[:n]), token=token),
-                             len(peers), VALUE_ITEM, addr, size)  # fmt: skip
-            else:
-                nodes = self.routing.closest(q.info_hash, k)
-                self._answer(lambda n: Response(t, own, nodes=tuple(nodes[:n]), token=token),
-                             len(nodes), NODE_ITEM, addr, size)  # fmt: skip
-        else:
-            if not self.tokens.check(q.token, addr[0], now):
-                self._count("bad_token")
-                self._error(t, krpc.PROTOCOL_ERROR, "bad token", addr, size)
-                return
-            port = addr[1] if q.implied_port else q.port
-            if self.peer_store.add(q.info_hash, (addr[0], port), now):
-                self._count("stored")
-            self._answer(lambda _n: Response(t, own), 0, 0, addr, size)
-        if not q.read_only:
-            self.routing.heard_query(q.id, addr, now)
-
-    def _answer(
-        self,
-        make: Callable[[int], krpc.Message],
-        n_max: int,
-        item: int,
-        addr: Addr,
-        limit: int,
-    ) -> None:
-        """Send make(n) for the largest n <= n_max that fits in `limit` bytes (see module doc:
-        an answer never outweighs its query); the ``v`` key is the first thing to go."""
-        versions = (self.config.version, None) if self.config.version else (None,)
-        n = n_max
-        while True:
-            for version in versions:
-                data = krpc.encode(make(n), version=version)
-                if len(data) <= limit:
-                    if n < n_max:
-                        self._count("trimmed")
-                    self._out.datagrams.append((data, addr))
-                    return
-            if n == 0:
-                self._count("unanswerable")
-                return
-            n = max(0, n - max(1, math.ceil((len(data) - limit) / item)))
-
-    def _error(self, t: bytes, code: int, text: str, addr: Addr, limit: int) -> None:
-        """A KRPC error, its message cut (ASCII: one byte a character) to fit the size rule."""
-        raw = text.encode("ascii", "replace")[:64].decode("ascii")
-        self._answer(lambda n: KrpcErrorMsg(t, code, raw[:n]), len(raw), 1, addr, limit)
 
     def _on_reply(self, msg: Response | KrpcErrorMsg, addr: Addr, now: float) -> None:
         p = self._pending.get(msg.t)
@@ -372,12 +297,12 @@ class DhtNode:
             self._count("wrong_source")
             return
         del self._pending[msg.t]
-        lookup = p.lookup if p.lookup is not None and self._active(p.lookup) else None
+        lookup = p.lookup if p.lookup is not None and self._lk.active(p.lookup) else None
         if isinstance(msg, KrpcErrorMsg):
             self._count("error_reply")
             if lookup is not None:
                 lookup.on_failure(addr)
-                self._drive(lookup, now)
+                self._lk.drive(lookup, now)
             return
         self._count("r_" + p.kind)
         self.routing.heard_response(msg.id, addr, now)
@@ -388,15 +313,15 @@ class DhtNode:
             own = next((a.lookup for a in self._lookups if a.lookup.target == self.node_id), None)
             if own is None:
                 seeds = [*(msg.nodes or ()), *self.routing.closest(self.node_id)]
-                self._start_lookup(self.node_id, seeds, None, now)
+                self._lk.start_lookup(self.node_id, seeds, None, now)
             else:
                 own.add_nodes(msg.nodes or ())
-                self._drive(own, now)
+                self._lk.drive(own, now)
         elif lookup is not None:
             new = lookup.on_response(addr, msg.id, msg.nodes or (), msg.values or (), msg.token)
             if new:
                 self._out.events.append(PeersFound(lookup.target, tuple(new)))
-            self._drive(lookup, now)
+            self._lk.drive(lookup, now)
 
     # -- sending --------------------------------------------------------------------------------
 
@@ -444,7 +369,7 @@ class DhtNode:
                 p.lookup.on_failure(p.addr)
                 touched.append(p.lookup)
         for lookup in touched:
-            self._drive(lookup, now)
+            self._lk.drive(lookup, now)
 
     def _send_pings(self, now: float) -> None:
         room = (self.config.max_transactions - len(self._pending)) // 4
@@ -464,68 +389,76 @@ class DhtNode:
         if not len(self.routing):
             return
         if not any(a.lookup.target == self.node_id for a in self._lookups):
-            self._start_lookup(self.node_id, self.routing.closest(self.node_id), None, now)
+            self._lk.start_lookup(self.node_id, self.routing.closest(self.node_id), None, now)
         for target in self.routing.refresh_targets(now, self.config.refresh_interval):
             if len(self._lookups) >= self.config.max_lookups:
                 break
-            self._start_lookup(target, self.routing.closest(target), None, now)
+            self._lk.start_lookup(target, self.routing.closest(target), None, now)
 
-    # -- lookups and searches -------------------------------------------------------------------
 
-    def _start_lookup(
+class _Lookups:
+    """The node's lookups under way, and the searches that start them (get_peers for a group's
+    info-hash, then announce_peer to the closest nodes that gave a token)."""
+
+    def __init__(self, node: DhtNode) -> None:
+        self.node = node
+
+    def start_lookup(
         self, target: bytes, seeds: Sequence[NodeInfo], search: _Search | None, now: float
     ) -> bool:
-        if len(self._lookups) >= self.config.max_lookups:
-            self._count("lookups_full")
+        if len(self.node._lookups) >= self.node.config.max_lookups:
+            self.node._count("lookups_full")
             return False
         lookup = Lookup(
             target,
             seeds,
             want_peers=search is not None,
-            own_id=self.node_id,
-            k=self.config.k,
-            alpha=self.config.alpha,
+            own_id=self.node.node_id,
+            k=self.node.config.k,
+            alpha=self.node.config.alpha,
         )
-        self._lookups.append(_Active(lookup, search))
+        self.node._lookups.append(_Active(lookup, search))
         if search is not None:
             search.lookup = lookup
             # Peers announced to us directly count too: we may be one of the closest nodes.
-            local = self.peer_store.get(target, now, lookup.max_peers)
+            local = self.node.peer_store.get(target, now, lookup.max_peers)
             if local:
                 lookup.peers.update(dict.fromkeys(local))
-                self._out.events.append(PeersFound(target, tuple(local)))
-        self._drive(lookup, now)
+                self.node._out.events.append(PeersFound(target, tuple(local)))
+        self.drive(lookup, now)
         return True
 
-    def _run_due_searches(self, now: float) -> None:
-        for s in self._searches.values():
+    def run_due_searches(self, now: float) -> None:
+        for s in self.node._searches.values():
             if s.lookup is not None or s.next_run > now:
                 continue
-            seeds = self.routing.closest(s.info_hash, self.config.k)
+            seeds = self.node.routing.closest(s.info_hash, self.node.config.k)
             if not seeds:
-                s.next_run = now + self.config.retry_interval
+                s.next_run = now + self.node.config.retry_interval
                 continue
-            if len(self._lookups) >= self.config.max_lookups:
-                s.next_run = now + self.config.retry_interval
+            if len(self.node._lookups) >= self.node.config.max_lookups:
+                s.next_run = now + self.node.config.retry_interval
                 continue
-            self._start_lookup(s.info_hash, seeds, s, now)
+            self.start_lookup(s.info_hash, seeds, s, now)
 
-    def _active(self, lookup: Lookup) -> _Active | None:
-        return next((a for a in self._lookups if a.lookup is lookup), None)
+    def active(self, lookup: Lookup) -> _Active | None:
+        return next((a for a in self.node._lookups if a.lookup is lookup), None)
 
-    def _drive(self, lookup: Lookup, now: float) -> None:
+    def drive(self, lookup: Lookup, now: float) -> None:
         """Send what `lookup` wants next; finish it when it is done."""
-        active = self._active(lookup)
+        active = self.active(lookup)
         if active is None:
             return  # stopped meanwhile: late answers are ignored
         kind_q = GetPeers if lookup.want_peers else FindNode
-        own, target = self.node_id, lookup.target
+        own, target = self.node.node_id, lookup.target
         for n in lookup.next_queries():
-            if not self._query(lambda t: kind_q(t, own, target), n.addr, "lookup", now, lookup):
+            if not self.node._query(
+                lambda t: kind_q(t, own, target), n.addr, "lookup", now, lookup
+            ):
                 lookup.on_failure(n.addr)
         if not lookup.done:
             return
-        self._lookups.remove(active)
+        self.node._lookups.remove(active)
         s = active.search
         if s is None:
             return
@@ -533,11 +466,97 @@ class DhtNode:
         if s.port is not None or s.implied_port:
             for node, token in lookup.announce_targets():
                 make = _announcer(own, target, s.port or 0, token, s.implied_port)
-                announced += self._query(make, node.addr, "announce", now)
+                announced += self.node._query(make, node.addr, "announce", now)
         s.lookup = None
-        s.next_run = now if s.rerun else now + self.config.search_interval
+        s.next_run = now if s.rerun else now + self.node.config.search_interval
         s.rerun = False
-        self._out.events.append(SearchDone(target, len(lookup.peers), lookup.queried, announced))
+        self.node._out.events.append(
+            SearchDone(target, len(lookup.peers), lookup.queried, announced)
+        )
+
+
+class _Responder:
+    """The answering side of a DHT node: each query answered within its rate limit, and never
+    with more bytes than it arrived with (see the module docstring)."""
+
+    def __init__(self, node: DhtNode) -> None:
+        self.node = node
+
+    def on_query(self, q: Query, addr: Addr, size: int, now: float) -> None:
+        node = self.node
+        if q.id == node.node_id:
+            node._count("own_id")
+            return
+        if not node.limiter.allow(addr[0], now):
+            node._count("rate_limited")
+            return
+        node._count("q_" + type(q).__name__)
+        own, t, k = node.node_id, q.t, node.config.k
+        if isinstance(q, Ping):
+            self._answer(lambda _n: Response(t, own), 0, 0, addr, size)
+        elif isinstance(q, FindNode):
+            nodes = node.routing.closest(q.target, k)
+            self._answer(lambda n: Response(t, own, nodes=tuple(nodes[:n])), len(nodes),
+                         NODE_ITEM, addr, size)  # fmt: skip
+        elif isinstance(q, GetPeers):
+            token = node.tokens.issue(addr[0], now)
+            peers = node.peer_store.get(q.info_hash, now, node.config.max_values)
+            if peers:
+                self._answer(lambda n: Response(t, own, values=tuple(peers[:n]), token=token),
+                             len(peers), VALUE_ITEM, addr, size)  # fmt: skip
+            else:
+                nodes = node.routing.closest(q.info_hash, k)
+                self._answer(lambda n: Response(t, own, nodes=tuple(nodes[:n]), token=token),
+                             len(nodes), NODE_ITEM, addr, size)  # fmt: skip
+        else:
+            if not node.tokens.check(q.token, addr[0], now):
+                node._count("bad_token")
+                self.error(t, krpc.PROTOCOL_ERROR, "bad token", addr, size)
+                return
+            port = addr[1] if q.implied_port else q.port
+            if node.peer_store.add(q.info_hash, (addr[0], port), now):
+                node._count("stored")
+            self._answer(lambda _n: Response(t, own), 0, 0, addr, size)
+        if not q.read_only:
+            node.routing.heard_query(q.id, addr, now)
+
+    def _answer(
+        self,
+        make: Callable[[int], krpc.Message],
+        n_max: int,
+        item: int,
+        addr: Addr,
+        limit: int,
+    ) -> None:
+        """Send make(n) for the largest n <= n_max that fits in `limit` bytes (see module doc:
+        an answer never outweighs its query); the ``v`` key is the first thing to go."""
+        node = self.node
+        versions = (node.config.version, None) if node.config.version else (None,)
+        n = n_max
+        while True:
+            for version in versions:
+                data = krpc.encode(make(n), version=version)
+                if len(data) <= limit:
+                    if n < n_max:
+                        node._count("trimmed")
+                    node._out.datagrams.append((data, addr))
+                    return
+            if n == 0:
+                node._count("unanswerable")
+                return
+            n = max(0, n - max(1, math.ceil((len(data) - limit) / item)))
+
+    def error(self, t: bytes, code: int, text: str, addr: Addr, limit: int) -> None:
+        """A KRPC error, its message cut (ASCII: one byte a character) to fit the size rule."""
+        raw = text.encode("ascii", "replace")[:64].decode("ascii")
+        self._answer(lambda n: KrpcErrorMsg(t, code, raw[:n]), len(raw), 1, addr, limit)
+
+
+def _full_answer_size(node_id: bytes, cfg: DhtConfig, token_len: int) -> int:
+    """Bytes of a full find_node/get_peers answer (k nodes and a token)."""
+    nodes = tuple(NodeInfo(bytes(20), ("0.0.0.0", 1)) for _ in range(cfg.k))
+    full = Response(bytes(T_LEN), node_id, nodes=nodes, token=bytes(token_len))
+    return len(krpc.encode(full, version=cfg.version))
 
 
 def new_node_id(rng: random.Random | None = None) -> bytes:

@@ -7,9 +7,10 @@ sender must not take a node down).
 
 from __future__ import annotations
 
+import heapq
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Final
 
 from node.errors import ErrorCode, RemoteProtocolError
@@ -146,6 +147,7 @@ class Peer:
     last_seen: float
     static: bool  # known by TCP hello only (no broadcast from it reaches us)
     expires: float = math.inf  # when it is dropped without news
+    heard: int = 1  # announces (or hellos) so far: a real peer keeps coming back
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,6 +194,8 @@ class PeerTable:
         self.max_peers = max_peers
         self.max_interval = max_interval
         self._peers: dict[str, Peer] = {}
+        self._once: dict[str, None] = {}  # peers heard once, oldest first (eviction order)
+        self._expiries: list[tuple[float, str]] = []  # (expires, node), with stale entries
         self.counters: dict[str, int] = {}
 
     def _count(self, key: str) -> None:
@@ -209,7 +213,7 @@ class PeerTable:
             return []
         if isinstance(msg, Goodbye):
             self._count("goodbye")
-            gone = self._peers.pop(msg.node, None)
+            gone = self._forget(msg.node)
             return [PeerDown(msg.node, "goodbye", gone)] if gone else []
         self._count("announce")
         peer = Peer(
@@ -249,7 +253,13 @@ class PeerTable:
         events: list[PeerEvent] = []
         if old is None and len(self._peers) >= self.max_peers:
             events.append(self._evict())
+        if old is not None:
+            peer = replace(peer, heard=min(old.heard + 1, 1 << 30))
+            self._once.pop(peer.node, None)
+        elif not peer.static:
+            self._once[peer.node] = None  # insertion order: the oldest heard-once first
         self._peers[peer.node] = peer
+        self._note_expiry(peer)
         if old is None:
             return [*events, PeerUp(peer)]
         if _identity(old) != _identity(peer):
@@ -257,26 +267,52 @@ class PeerTable:
         return []
 
     def _evict(self) -> PeerDown:
-        """The table is full: the peer known only from broadcasts (anyone can send those) that
-        would expire first goes; one known by a TCP hello only when there is no other."""
+        """The table is full: who makes room. A flood of fake announces is made of node ids
+        heard once; a real peer announces again every interval. So the oldest peer heard only
+        once goes first; then (all heard again) the broadcast-only one that would expire first;
+        one known by a TCP hello only when there is no other."""
         self._count("evicted")
-        pool = [p for p in self._peers.values() if not p.static] or list(self._peers.values())
-        victim = min(pool, key=lambda p: p.expires)
-        del self._peers[victim.node]
+        if self._once:  # O(1) in a flood: each new fake displaces the oldest fake
+            node = next(iter(self._once))
+            victim = self._peers[node]
+        else:
+            peers = list(self._peers.values())
+            pool = [p for p in peers if not p.static] or peers
+            victim = min(pool, key=lambda p: p.expires)
+        self._forget(victim.node)
         return PeerDown(victim.node, "evicted", victim)
+
+    def _forget(self, node: str) -> Peer | None:
+        self._once.pop(node, None)
+        return self._peers.pop(node, None)
 
     def expire(self, now: float) -> list[PeerDown]:
         """Drop peers not heard from in time (missed x their interval; static: static_ttl)."""
-        gone = [p for p in self._peers.values() if p.expires <= now]
-        for p in gone:
-            del self._peers[p.node]
-        return [PeerDown(p.node, "expired", p) for p in gone]
+        gone: list[PeerDown] = []
+        heap = self._expiries
+        while heap and heap[0][0] <= now:
+            when, node = heapq.heappop(heap)
+            p = self._peers.get(node)
+            if p is not None and p.expires == when:  # else a stale entry: refreshed or gone
+                self._forget(node)
+                gone.append(PeerDown(node, "expired", p))
+        return gone
 
     def next_expiry(self, now: float) -> float | None:
-        """The earliest time `expire()` has work, or None with no peers."""
-        if not self._peers:
-            return None
-        return max(now, min(p.expires for p in self._peers.values()))
+        """The earliest time `expire()` has work, or None with no peers. O(1) amortised: a
+        heap of expiries with stale entries dropped as they come up (a flood of announces
+        calls this for every one)."""
+        heap = self._expiries
+        while heap and ((p := self._peers.get(heap[0][1])) is None or p.expires != heap[0][0]):
+            heapq.heappop(heap)
+        return max(now, heap[0][0]) if heap else None
+
+    def _note_expiry(self, peer: Peer) -> None:
+        heapq.heappush(self._expiries, (peer.expires, peer.node))
+        if len(self._expiries) > 2 * len(self._peers) + 64:
+            # Each refresh pushes an entry: keep only the live ones.
+            self._expiries = [(p.expires, p.node) for p in self._peers.values()]
+            heapq.heapify(self._expiries)
 
     def peers(self) -> list[Peer]:
         return sorted(self._peers.values(), key=lambda p: (p.name, p.node))

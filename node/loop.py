@@ -45,6 +45,9 @@ from node.transport import (
 
 __all__ = ["Address", "Handle", "Loop", "StreamProtocol", "Transport"]
 
+UDP_BATCH = 64  # datagrams read per readable event
+UDP_RCVBUF = 1 << 20  # bytes the kernel may queue for the discovery socket
+
 
 class Handle:
     """A scheduled callback; `cancel()` stops it from running (idempotent)."""
@@ -237,17 +240,23 @@ class DatagramEndpoint(_IOHandler):
             self._count_error(exc, f"sendto {addr}")
 
     def _on_readable(self) -> None:
-        try:
-            data, raw_addr = self._sock.recvfrom(UDP_MAX)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError as exc:
-            self._count_error(exc, "recvfrom")
-            return
-        try:
-            self._on_datagram(data, _addr(raw_addr))
-        except Exception as exc:
-            self._loop._report_callback_error(f"datagram handler of port {self.port}", exc)
+        # A bounded batch per round: one datagram per round let a flood of junk fill the
+        # socket's buffer until real announces were dropped; a batch drains it, and the bound
+        # keeps the TCP connections served in the same round.
+        for _ in range(UDP_BATCH):
+            try:
+                data, raw_addr = self._sock.recvfrom(UDP_MAX)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                self._count_error(exc, "recvfrom")
+                return
+            try:
+                self._on_datagram(data, _addr(raw_addr))
+            except Exception as exc:
+                self._loop._report_callback_error(f"datagram handler of port {self.port}", exc)
+            if self._closed:
+                return
 
     def _count_error(self, exc: BaseException, where: str) -> None:
         self.errors += 1
@@ -420,6 +429,10 @@ class Loop:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             if broadcast:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+            # Room for bursts (a hundred nodes starting at once, a flood of junk) so that the
+            # announces of real peers are not dropped by the kernel before we read them.
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RCVBUF)
             sock.bind(addr)
             sock.setblocking(False)
         except OSError as exc:

@@ -35,7 +35,7 @@ def new_transfer_id() -> str:
 
 
 SAMPLE_EVERY = 0.25  # s between rate samples while transfers are active
-CONTENDED_TRIAL = 5.0  # s a stream runs before its rate can cost it its slot
+CONTENDED_TRIAL = 2.0  # s a stream runs before its rate can cost it its slot
 HISTORY = 2000  # finished transfers kept in memory (all of them are in the event log)
 
 

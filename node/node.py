@@ -56,6 +56,7 @@ from node.transfer import Transfer
 PARTIAL_MAX_AGE = 7 * 86400.0
 RESCAN_EVERY = 5.0
 RESCAN_MIN_GAP = 1.0
+PUBLISH_EVERY = 0.05  # s: a file just hashed is listed this soon (small shares; see publish_due)
 SCAN_BUDGET = 256  # directory entries of the share looked at per slice (a few ms)
 SCAN_IDLE = 0.5  # s between looks at whether a pass is due
 PEER_LINES_PER_S = 64.0  # peer_up/peer_down lines per second during a flood ...
@@ -101,6 +102,7 @@ class Node:
             rescan_interval=RESCAN_EVERY,
             rescan_min_interval=RESCAN_MIN_GAP,
         )
+        self.store.index.publish_interval = PUBLISH_EVERY
         self.policy = Policy(config)
         self.peers = Peers(
             self.node_id,
@@ -134,7 +136,7 @@ class Node:
             self.loop,
             self.store,
             config.share,
-            on_shared=lambda name, meta: None,  # Store.finish_hash tells the index
+            on_shared=self._hashed,  # Store.finish_hash told the index already
             on_push_hashed=self.pushes.hashed,
             on_push_failed=self.pushes.hash_failed,
         )
@@ -218,6 +220,8 @@ class Node:
         # While a pass over the share is under way, a slice every loop turn (the Timers fire
         # after I/O); else a look every SCAN_IDLE s, which starts the periodic passes.
         when = now if self.shared.scanning else self._scan_at
+        if self.shared.unpublished:  # finished hashes wait to be published: look again soon
+            when = min(when, now + self.shared.publish_interval)
         if self._peer_lines.suppressed:
             when = min(when, now + 1.0)
         return when
@@ -230,6 +234,15 @@ class Node:
             self.bus.publish(ev.PeerLinesSuppressed(self._peer_lines.take_suppressed()))
         if now >= self._scan_at or self.shared.scanning:
             self._scan_step(now)
+        elif self.shared.publish_due(now):
+            self.shared.step(0, now)  # list what was hashed meanwhile, no walking
+
+    def _hashed(self, name: str, meta: FileMeta) -> None:
+        """A file of the share was hashed: list it soon (the index batches publications)."""
+        if self.shared.publish_due(self.loop.time()):
+            self.shared.step(0, self.loop.time())
+        else:
+            self.timers.update(self)
 
     def _scan_step(self, now: float) -> None:
         passes = self.shared.passes
@@ -259,7 +272,8 @@ class Node:
             self.bus.publish(ev.PeerDown(event.node, event.reason))
         if self._peer_lines.suppressed:
             self.timers.update(self)  # the summary line comes from handle_timer
-        self.timers.update(self.peers)
+        if isinstance(event, PeerUp):
+            self.timers.update(self.peers)  # a newcomer (or a change) may expire first
 
     # -- transfers -------------------------------------------------------------------------------
     def _start(self, t: Transfer) -> None:
@@ -321,6 +335,7 @@ class Node:
             )
             if slow is not None:
                 self._drop_stream(slow, f"{slow.rate:.0f} B/s while another peer waits")
+                why = self.manager.slot_refusal(addr)  # its slot is free now: take it at once
         return why
 
     def _drop_stream(self, t: Transfer, why: str) -> None:

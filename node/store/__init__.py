@@ -28,7 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from node.errors import BadName, HashMismatch, StoreError
-from node.names import MAX_DEPTH, check_name
+from node.names import MAX_DEPTH, MOLE_DIR, check_name
 from node.store import hashcache as _hashcache
 from node.store import hashing as _hashing
 from node.store import incoming as _incoming
@@ -199,9 +199,15 @@ class Store:
         return self._meta_or_job(Path(path), name, real, st)
 
     def in_share(self, path: Path) -> bool:
-        """Whether `path` (after symlinks) is a file inside the share."""
+        """Whether `path` (after symlinks) is a file mole may send without being told: inside
+        the share, or a file it received (inside the inbox, not its own `.mole` directory:
+        forwarding what arrived is what a relay does)."""
         real = os.path.realpath(path)
-        return inside(real, self.share_real) and real != self.share_real
+        if inside(real, self.share_real) and real != self.share_real:
+            return True
+        inbox = self.inbox_real
+        mole = os.path.join(inbox, MOLE_DIR)
+        return inside(real, inbox) and real != inbox and not inside(real, mole)
 
     def resolve_shared(self, name: str | None, sha256: str | None) -> Path:
         """The path of a shared file by name (or, without a name, by cached content hash)."""

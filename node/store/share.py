@@ -25,6 +25,7 @@ be shared are in `skipped()` with the reason (see walk.py).
 from __future__ import annotations
 
 import math
+import time
 from pathlib import Path
 
 from node.messages import FileInfo, Files
@@ -73,6 +74,7 @@ class ShareIndex:
         self._skipped: tuple[Skipped, ...] = ()
         self._skipped_total = 0
         self._published_at = -math.inf
+        self._encode_cost = 0.0  # s the last listing took to encode
         # Hashes finished since the last step(): merged into the view there, in one batch.
         self._fresh: dict[str, FileMeta] = {}
         self._fresh_by_sha: dict[str, FileMeta] = {}
@@ -133,9 +135,23 @@ class ShareIndex:
         """The `files` frame body for this view (node/messages.py `Files.body()`), encoded once
         per change: the same bytes object until the view changes."""
         if self._body is None:
+            started = time.perf_counter()
             infos = tuple(FileInfo(m.name, m.size, m.sha256, m.mtime, m.mime) for m in self.files())
             self._body = Files(infos).body()
+            self._encode_cost = time.perf_counter() - started
         return self._body
+
+    @property
+    def unpublished(self) -> bool:
+        """Hashes finished since the last publication wait to be listed."""
+        return bool(self._fresh)
+
+    def publish_due(self, now: float) -> bool:
+        """Whether finished hashes may be published now. A small share publishes them within
+        `publish_interval` (a file just hashed is listed at once); a large one waits 20x what
+        encoding its listing last cost, so re-encoding never takes over 5 % of the loop."""
+        wait = max(self.publish_interval, 20 * self._encode_cost)
+        return bool(self._fresh) and now - self._published_at >= wait
 
     def skipped(self) -> tuple[Skipped, ...]:
         """Files the last complete pass could not share, and why (at most MAX_SKIPPED)."""
@@ -165,7 +181,7 @@ class ShareIndex:
         """Per loop tick: publish finished hashes (when publish_interval allows), start a pass
         when one is due, and walk up to `budget_entries` directory entries of it. Returns the
         entries looked at."""
-        if self._fresh and now - self._published_at >= self.publish_interval:
+        if self.publish_due(now):
             self._publish_fresh(now)
         if self._walk is None:
             due = now - self._started_at >= (self.min_interval if self._wanted else self.interval)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from lab import cluster
+from lab import bench_support, cluster, logfile
 from lab.cluster import Cluster, LabError, NodeSpec
 
 pytestmark = [
@@ -283,9 +283,9 @@ def test_real_node_api_answers_with_token(lab: Cluster) -> None:
 CHILD = """
 import sys, time
 from pathlib import Path
-from lab import cluster
+from lab import cluster, signals
 c = cluster.Cluster(sys.argv[1], image=sys.argv[2], workdir=Path(sys.argv[3]))
-cluster.install_signal_cleanup(c)
+signals.install_signal_cleanup(c)
 c.add_network("lan")
 sleep = ["python3", "-c", "import time; time.sleep(600)"]
 specs = [cluster.NodeSpec(f"n{i}", ["lan"], entrypoint=sleep, command=[]) for i in range(6)]
@@ -334,7 +334,7 @@ def test_bare_lifecycle_times_phases_labels_and_leaves_nothing(
         return remove(cid)
 
     monkeypatch.setattr(cluster, "_remove_container", spy)
-    times = cluster.bare_lifecycle(3, node_image, workdir=tmp_path)
+    times = bench_support.bare_lifecycle(3, node_image, workdir=tmp_path)
     assert set(times) == {"network", "create_start", "remove", "total"}
     assert all(v > 0 for v in times.values())
     assert times["total"] >= times["network"] + times["create_start"] + times["remove"]
@@ -360,7 +360,7 @@ def test_bare_lifecycle_failure_removes_what_it_made(
 
     monkeypatch.setattr(Cluster, "close", spy)
     with pytest.raises(LabError, match="create"):
-        cluster.bare_lifecycle(2, "mole-no-such-image:never", workdir=tmp_path)
+        bench_support.bare_lifecycle(2, "mole-no-such-image:never", workdir=tmp_path)
     assert runs and runs[0].startswith("bare-")
     assert cluster.resources(runs[0]) == {"containers": [], "networks": []}
 
@@ -370,10 +370,10 @@ def test_containers_memory_counts_this_owners_running_nodes(lab: Cluster) -> Non
     lab.create_nodes([placeholder("m", ["lan"]), placeholder("idle", ["lan"], start=False)])
     name = f"mole-{lab.run_id}-m"
     wait_for(lambda: "ready" in lab.logs("m"), what="the interpreter to be up")
-    mem = cluster.containers_memory()
+    mem = bench_support.containers_memory()
     assert mem.get(name, 0) > 1 << 20  # a Python interpreter: more than 1 MiB
     assert f"mole-{lab.run_id}-idle" not in mem  # created, not running
-    assert cluster.containers_memory(owner=f"{cluster.owner_id()}x") == {}
+    assert bench_support.containers_memory(owner=f"{cluster.owner_id()}x") == {}
 
 
 def test_logs_read_from_the_engines_file_equal_the_logs_api(lab: Cluster) -> None:
@@ -406,8 +406,8 @@ def test_log_file_follower_reads_increments_and_follows_rotation(tmp_path: Path)
 
     path = tmp_path / "c-json.log"
     path.write_bytes(entry("a\n") + entry("b")[:10])  # the second entry is half written
-    assert cluster._LogFile.open(tmp_path / "missing") is None
-    lf = cluster._LogFile.open(path)
+    assert logfile.LogFile.open(tmp_path / "missing") is None
+    lf = logfile.LogFile.open(path)
     assert lf is not None
     assert lf.read() == "a\n"
     with path.open("ab") as f:

@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 
 from lab import scenario as sc_mod
+from lab.files import generate_file
 from lab.results import (
     DiscoveryRow,
     Failure,
@@ -35,8 +36,9 @@ from lab.results import (
     render_table,
     render_transfers,
 )
-from lab.runner import generate_file, parse_events, run_scenario
+from lab.runner import run_scenario
 from lab.scenario import loads
+from lab.tail import parse_events
 from lab.waits import WaitTimeout, wait_until
 
 # --------------------------------------------------------------------------- rendering
@@ -557,13 +559,13 @@ def test_the_runner_never_sees_a_half_written_file(
     for one with wrong content. Each write is held at half way until the runner has looked at
     that very inbox path: deterministic, where the race used to make test_fake_run_passes flaky.
     """
-    from lab import runner
+    from lab import files
 
     looked: dict[tuple[str, str], threading.Event] = {}
-    original = runner._Run._check_file
+    original = files.Inboxes.holds
 
     def check_file(
-        self: runner._Run, node: str, name: str, as_name: str | None = None
+        self: files.Inboxes, node: str, name: str, as_name: str | None = None
     ) -> bool | None:
         found = original(self, node, name, as_name)
         looked.setdefault((node, name), threading.Event()).set()
@@ -574,7 +576,7 @@ def test_the_runner_never_sees_a_half_written_file(
         event.clear()
         assert event.wait(timeout=5), f"the runner never looked at {node}'s {name}"
 
-    monkeypatch.setattr(runner._Run, "_check_file", check_file)
+    monkeypatch.setattr(files.Inboxes, "holds", check_file)
     world = FakeWorld()
     world.mid_write = hold
     result, _, _ = fake_run(PUSH, tmp_path, world)

@@ -279,3 +279,23 @@ def test_twenty_nodes_see_each_other_within_100ms() -> None:
     assert complete_at is not None, [len(tb) for tb in tables]
     assert complete_at - starts[-1] <= 0.1, complete_at - starts[-1]
     assert all(tb.counters.get("own", 0) >= 1 for tb in tables)
+
+
+def test_a_flood_of_fake_ids_displaces_only_itself() -> None:
+    """The table is full of ids heard once (a flood); a real peer that announces again and
+    again is never the one to go, and each eviction is O(1)."""
+    from node.discovery import PeerTable
+
+    table = PeerTable("f" * 32, max_peers=64)
+    real = raw({**GOOD, "node": "1" * 32})
+    table.observe(real, "10.0.0.1", 0.0)
+    table.observe(real, "10.0.0.1", 1.0)  # heard again: a real peer
+    for i in range(10_000):
+        table.observe(raw({**GOOD, "node": f"{i + 2:032x}", "interval": 86400}), "10.9.9.9", 2.0)
+    assert len(table) == 64
+    assert table.get("1" * 32) is not None
+    assert table.counters["evicted"] == 10_000 - 63
+    # the real peer expires first (its own short interval); a claimed day of interval is
+    # believed for at most 60 s: nothing stays longer than 3 minutes
+    assert table.next_expiry(2.0) == 1.0 + 3 * GOOD["interval"]
+    assert table.expire(2.0 + 3 * 60) and len(table) == 0

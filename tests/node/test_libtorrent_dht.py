@@ -86,7 +86,7 @@ class Harness:
         self.proc.stdin.write(json.dumps(cmd) + "\n")
         self.proc.stdin.flush()
 
-    def run_until(self, cond: Callable[[], bool], timeout: float = 10.0) -> None:
+    def run_until(self, cond: Callable[[], bool], timeout: float = 30.0) -> None:
         """Drive mole's socket and timers until `cond()` holds (fails after `timeout`)."""
         deadline = time.monotonic() + timeout
         while not cond():

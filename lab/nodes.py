@@ -1,0 +1,267 @@
+"""The run's node containers: made from the scenario's nodes (static peers, routers, tmpfs),
+created in waves, started, routed, and ready once they say `listening`; and what the run asks
+of them (an API client, their status, a diagnosis for a failure report)."""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from lab.files import place_file
+from lab.nodeapi import NodeApi
+from lab.nodespec import TCP_PORT, NodeSpec
+from lab.parallel import each
+from lab.results import abbrev
+from lab.scenario import NodeDecl, Scenario, route_for
+from lab.tail import Event, EventTail, brief
+from lab.verbs import StepError
+from lab.waits import wait_until
+
+READY_TIMEOUT = 30.0  # per start batch: container start -> its `listening` event
+LOG_TAIL = 25
+EVENTS_TAIL = 8
+MAX_TAILS = 6  # nodes whose log tails go into a failure report
+
+
+class NodeDied(Exception):
+    pass
+
+
+def tmpfs_options(value: str) -> str:
+    """`64m` (a size, as scenarios write it) -> `size=64m`; full option strings pass through."""
+    return value if "=" in value else f"size={value}"
+
+
+class Nodes:
+    """The containers of the scenario's nodes, and which of them run."""
+
+    def __init__(
+        self,
+        sc: Scenario,
+        cluster: Any,
+        tail: EventTail,
+        *,
+        say: Callable[[str], None],
+        remaining: Callable[[], float],
+    ) -> None:
+        self.sc = sc
+        self.cluster = cluster
+        self.tail = tail
+        self.say = say
+        self.remaining = remaining
+        self.lock = threading.RLock()
+        self.handles: dict[str, Any] = {}
+        self.running: set[str] = set()
+        self.node_ids: dict[str, str] = {}  # node id -> name
+        self.past_ips: dict[str, set[tuple[str, str]]] = {}  # node -> every (network, ip) it had
+
+    # -- creating and starting
+
+    def create_all(self, files: Mapping[str, Path]) -> None:
+        """Create every node (files placed in its share) and start those that start now.
+
+        Nodes with a routed static peer reach it by IP, known only once the peer runs: they
+        are created in a second wave.
+        """
+        routed = {n for n in self.sc.nodes if self._routed_peers(n)}
+        wave1 = [n for n in self.sc.nodes if n not in routed]
+        wave2 = [n for n in self.sc.nodes if n in routed]
+        for wave in (wave1, wave2):
+            if wave:
+                self._create(wave, files)
+                self.after_start([n.name for n in wave if n.start], start=True)
+
+    def _create(self, decls: list[NodeDecl], files: Mapping[str, Path]) -> None:
+        handles = self.cluster.create_nodes([self._spec(n) for n in decls])
+        self.handles.update(handles)
+        for n in decls:
+            share = Path(self.handles[n.name].data_dir) / "share"
+            for f in self.sc.files:
+                if n.name in f.on:
+                    place_file(files[f.id], share / f.name)
+            if not n.router:
+                self.tail.watch(n.name)
+        if not self.tail.started:
+            self.tail.start()
+
+    def _routed_peers(self, n: NodeDecl) -> list[str]:
+        return [r.b for r in self.sc.routes() if r.a == n.name]
+
+    def _spec(self, n: NodeDecl) -> NodeSpec:
+        tmpfs = {k: tmpfs_options(v) for k, v in n.tmpfs}
+        if n.router:  # no node: it only forwards packets between its networks
+            return NodeSpec(
+                name=n.name,
+                networks=list(n.networks),
+                entrypoint=["sleep"],
+                command=["infinity"],
+                start=False,
+                env=dict(n.env),
+                tmpfs=tmpfs,
+            )
+        args: list[str] = []
+        for g in n.groups:
+            args += ["--group", g]
+        for p in n.peers:
+            # A shared network: Docker's DNS answers with the right address; else its IP.
+            routed = route_for(self.sc.nodes, n.name, p) is not None
+            host = self._ip_towards(p, n) if routed else p
+            args += ["--peer", f"{host}:{TCP_PORT}"]
+        args += list(n.args)
+        return NodeSpec(
+            name=n.name,
+            networks=list(n.networks),
+            args=args,
+            env=dict(n.env),
+            tmpfs=tmpfs,
+            start=False,
+        )
+
+    def _ip_towards(self, name: str, other: NodeDecl) -> str:
+        r = route_for(self.sc.nodes, other.name, name)
+        assert r is not None
+        ip = self.handles[name].ips.get(r.net_b, "")
+        if not ip:
+            raise StepError(f"node {name} has no address on {r.net_b} (not running?)", [name])
+        return str(ip)
+
+    def after_start(
+        self, names: list[str], *, start: bool = False, since: float | None = None
+    ) -> None:
+        """Start (if asked) the containers concurrently, add routes, wait until every node is
+        listening. `since`: wall-clock time before the containers were (re)started; a node is
+        ready once its output has a `listening` event from then on."""
+        if not names:
+            return
+        since = time.time() if since is None else since
+        if start:
+            with ThreadPoolExecutor(max_workers=8, thread_name_prefix="mole-lab-start") as pool:
+                list(pool.map(self.cluster.start, names))
+        with self.lock:
+            self.running.update(names)
+            for n in names:  # a restarted container may get new addresses: keep the old ones
+                for net, ip in self.handles[n].ips.items():
+                    self.past_ips.setdefault(n, set()).add((net, ip))
+        self._apply_routes(names)
+        mole = [n for n in names if not self.sc.node(n).router]
+        timeout = min(READY_TIMEOUT, self.remaining())
+        _, errors = each(
+            lambda n: self._wait_ready(n, timeout, since), mole, workers=8, name="mole-lab-ready"
+        )
+        if errors:
+            raise errors[0]
+        self.say(f"ready: {', '.join(abbrev(names))}")
+
+    def _wait_ready(self, name: str, timeout: float, since: float) -> None:
+        """Until the node's output has a `listening` event stamped `since` or later.
+
+        The node emits it once its transfer and API sockets listen, and the event tail already
+        reads every node's output: no HTTP poll per node (fifty of them, each answered late by
+        a node booting on cores the others and the engine keep busy) and no thread held by it.
+        """
+        last_status = [time.monotonic()]
+
+        def ready() -> bool:
+            for e in reversed(self.tail.events(name)):
+                if e.get("event") == "listening" and float(e.get("ts") or 0) >= since:
+                    if isinstance(e.get("node"), str):
+                        with self.lock:
+                            self.node_ids[e["node"]] = name
+                    return True
+            now = time.monotonic()
+            if now - last_status[0] > 1.0:
+                last_status[0] = now
+                status = self.status(name)
+                if status in ("exited", "dead"):
+                    raise NodeDied(
+                        f"node {name}: container {status} before it was listening\n"
+                        + self.diagnose([name]),
+                    )
+            return False
+
+        wait_until(
+            ready,
+            timeout=timeout,
+            what=f"node {name} to be listening (its `listening` event)",
+            diagnose=lambda: self.diagnose([name]),
+        )
+
+    def _apply_routes(self, started: Iterable[str]) -> None:
+        started = set(started)
+        for r in self.sc.routes():
+            if not {r.a, r.b, r.via} & started:
+                continue
+            if not {r.a, r.b, r.via} <= self.running:
+                continue
+            for node, other, net_here, net_there in (
+                (r.a, r.b, r.net_a, r.net_b),
+                (r.b, r.a, r.net_b, r.net_a),
+            ):
+                gw = self.handles[r.via].ips.get(net_here, "")
+                other_ip = self.handles[other].ips.get(net_there, "")
+                if not gw or not other_ip:
+                    raise StepError(
+                        f"route {node} -> {other} via {r.via}: addresses unknown", [node, r.via]
+                    )
+                subnet = str(ipaddress.ip_interface(f"{other_ip}/24").network)
+                cmd = ["ip", "route", "replace", subnet, "via", gw]
+                code, out = self.cluster.exec(node, cmd)
+                if code != 0:
+                    raise StepError(
+                        f"node {node}: `{' '.join(cmd)}` exited {code}: {out.strip()}", [node]
+                    )
+
+    # -- stopping
+
+    def stop(self, names: list[str], timeout: float) -> None:
+        """`docker stop` (SIGTERM, then SIGKILL after timeout), concurrently."""
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            list(pool.map(lambda n: self.cluster.stop(n, timeout=timeout), names))
+        self.mark_down(names)
+
+    def mark_down(self, names: Iterable[str]) -> None:
+        """These nodes no longer run: nothing is asked of them until they start again."""
+        with self.lock:
+            self.running.difference_update(names)
+
+    # -- asking them
+
+    def api(self, name: str, timeout: float = 5.0) -> NodeApi:
+        h = self.handles[name]
+        if not h.api_url:
+            raise StepError(f"node {name} has no address (is it running?)", [name])
+        return NodeApi(h.api_url, h.token, timeout=timeout)
+
+    def status(self, name: str) -> str:
+        try:
+            return str(self.cluster.status(name))
+        except Exception as e:
+            return f"unknown ({type(e).__name__}: {e})"
+
+    def peer_name(self, ev: Event) -> str:
+        """The node an event is about (`peer_name`, else its node id's name)."""
+        return str(ev.get("peer_name") or self.node_ids.get(str(ev.get("peer")), ev.get("peer")))
+
+    def diagnose(self, names: Iterable[str]) -> str:
+        """Container status, last events and log tail of each node (for timeouts)."""
+        out = []
+        for n in list(dict.fromkeys(names))[:MAX_TAILS]:
+            if n not in self.handles:
+                continue
+            with contextlib.suppress(Exception):
+                self.tail.poll(n)
+            evs = self.tail.events(n)[-EVENTS_TAIL:]
+            text = self.tail.text(n)
+            out.append(f"--- node {n}: container {self.status(n)} ---")
+            if evs:
+                out.append("last events:")
+                out += [f"  {brief(e)}" for e in evs]
+            tail = "\n".join(text.splitlines()[-LOG_TAIL:])
+            out.append("log tail:" + ("\n" + tail if tail else " (empty)"))
+        return "\n".join(out)

@@ -1,0 +1,140 @@
+"""What lab.cluster speaks, free of Docker: the spec a node container is created from, the
+handle it is known by once created, the node's command line inside it, and LabError."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+API_PORT = 47102  # the node API inside every container (--api 0.0.0.0:47102)
+TCP_PORT = 47101  # the node's transfer port (what a static --peer names)
+# Run ids, node and network names end up in container names, DNS aliases and labels.
+_NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
+
+
+class LabError(Exception):
+    """A Docker operation of the lab failed; says which node, what, the status and the logs."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        node: str | None = None,
+        operation: str | None = None,
+        status: str | None = None,
+        log_tail: str | None = None,
+    ) -> None:
+        self.node = node
+        self.operation = operation
+        self.status = status
+        self.log_tail = log_tail
+        where = " ".join(
+            p
+            for p in (
+                f"node {node}:" if node else "",
+                f"{operation} failed" if operation else "",
+                f"(container {status})" if status else "",
+            )
+            if p
+        )
+        text = f"{where}: {message}" if where else message
+        if log_tail:
+            text += "\n--- last log lines ---\n" + log_tail.rstrip()
+        super().__init__(text)
+
+
+def check_name(kind: str, name: str) -> None:
+    if not _NAME_RE.match(name):
+        raise ValueError(f"invalid {kind} {name!r}: use letters, digits, '_', '.', '-'")
+
+
+@dataclass
+class NodeSpec:
+    name: str
+    networks: list[str]
+    args: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    tmpfs: dict[str, str] = field(default_factory=dict)
+    start: bool = True
+    cap_net_admin: bool = True
+    # Overrides of the image's entrypoint/command (tests, placeholder processes). With
+    # `command` set, the `serve ...` command line and `args` are not used.
+    command: list[str] | None = None
+    entrypoint: list[str] | None = None
+    # "uid:gid" of the node process. Default: root when the lab runs as root, else the host
+    # user, so the bind-mounted data dir stays removable by whoever ran the lab.
+    user: str | None = None
+
+    def process_user(self) -> str:
+        """`user`, else root when the lab runs as root, else the host user ("" = the image's)."""
+        if self.user:
+            return self.user
+        return "" if os.geteuid() == 0 else f"{os.getuid()}:{os.getgid()}"
+
+    def make_data_dir(self, workdir: Path) -> Path:
+        """The host directory bind-mounted at /data, with share/, inbox/ and state/."""
+        data_dir = (workdir / self.name).resolve()
+        for sub in ("share", "inbox", "state"):
+            (data_dir / sub).mkdir(parents=True, exist_ok=True)
+        return data_dir
+
+    def command_line(self, token: str) -> list[str]:
+        """The container's command: `command`, else the node's `serve` with the lab's layout
+        (share, inbox and state under the bind-mounted /data) and `args` appended."""
+        if self.command is not None:
+            return self.command
+        return [
+            "serve",
+            "--name", self.name,
+            "--share", "/data/share",
+            "--inbox", "/data/inbox",
+            "--state", "/data/state",
+            "--api", f"0.0.0.0:{API_PORT}",
+            "--api-token", token,
+            *self.args,
+        ]  # fmt: skip
+
+
+@dataclass
+class NodeHandle:
+    name: str
+    container_id: str
+    ips: dict[str, str]  # lab network name -> IPv4 address ("" until started)
+    api_url: str  # http://<ip on the first network>:47102 ("" until started)
+    token: str
+    data_dir: Path  # host dir bind-mounted at /data (share/, inbox/, state/ inside)
+    networks: list[str] = field(default_factory=list)  # lab network names, first = primary
+
+    def set_addresses(self, attached: Mapping[str, Any], docker_names: Mapping[str, str]) -> None:
+        """Addresses from an inspect's NetworkSettings.Networks (assigned at start, and they may
+        change on a restart); `docker_names` maps lab network names to Docker's."""
+        self.ips = {
+            lab: (attached.get(docker_names[lab]) or {}).get("IPAddress") or ""
+            for lab in self.networks
+        }
+        primary = self.ips.get(self.networks[0], "") if self.networks else ""
+        self.api_url = f"http://{primary}:{API_PORT}" if primary else ""
+
+
+def split_image_ref(ref: str) -> tuple[str, str]:
+    """`repo:tag` -> (repo, tag); no tag (a `:` of a registry port does not count): latest."""
+    repo, sep, tag = ref.rpartition(":")
+    if not sep or "/" in tag:
+        return ref, "latest"
+    return repo, tag
+
+
+def check_specs(specs: Sequence[NodeSpec], *, taken: Collection[str]) -> None:
+    """Names valid and unique (also against `taken`), each node on a network at least."""
+    names = [s.name for s in specs]
+    dupes = {n for n in names if names.count(n) > 1 or n in taken}
+    if dupes:
+        raise ValueError(f"duplicate node names: {sorted(dupes)}")
+    for s in specs:
+        check_name("node name", s.name)
+        if not s.networks:
+            raise ValueError(f"node {s.name}: needs at least one network")

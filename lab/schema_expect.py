@@ -1,0 +1,170 @@
+"""Parsing `expect:`: what must hold at the end of a run (files present or absent, discovery,
+failures), into the frozen specs of lab.scenario. lab.expectations checks them during a run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from lab.checks import Context, join
+from lab.scenario import (
+    DiscoveryExpect,
+    Expect,
+    FailureSpec,
+    FileExpect,
+    numbered_name,
+)
+
+
+def parse_expect(v: object, ctx: Context, step_ids: Iterable[str] = ()) -> Expect:
+    """`expect:` of a document whose nodes, files and steps ctx knows."""
+    return _ExpectParser(ctx.source, ctx.refs, ctx.files).expect(v, step_ids)
+
+
+class _ExpectParser(Context):
+    def expect(self, v: object, step_ids: Iterable[str] = ()) -> Expect:
+        files = self.files
+        keys = ("files", "discovery", "no_failures", "allow_failures", "failures")
+        m = self.mapping(v if v is not None else {}, "expect", keys)
+        fexp: list[FileExpect] = []
+        said: dict[tuple[str, str], tuple[str, bool]] = {}  # (node, file id) -> (path, absent)
+        for i, item in enumerate(self.list_of(m.get("files", []), "expect.files")):
+            p = f"expect.files[{i}]"
+            fkeys = ("node", "group", "file", "within", "resumed", "resent_at_most", "after")
+            e = self.mapping(item, p, (*fkeys, "min_seconds", "absent", "as"), ("file",))
+            nodes = self.refs.node_or_group(e, p)
+            names = self.file_ids(e["file"], join(p, "file"), star=False)
+            absent = self.boolean(e.get("absent", False), join(p, "absent"))
+            if absent:
+                for k in ("resumed", "resent_at_most", "after", "min_seconds"):
+                    if k in e:
+                        raise self.fail(
+                            join(p, k), "only for a file that must arrive, not with `absent`"
+                        )
+            as_name = None
+            if "as" in e:
+                as_name = self.file_name(e["as"], join(p, "as"))
+                if len(names) != 1:
+                    raise self.fail(
+                        join(p, "as"), f"is the inbox name of one file, not of {len(names)}"
+                    )
+                decl = next(f for f in files if f.id == names[0])
+                same = sum(1 for f in files if f.name == decl.name)
+                can = (decl.name, *(numbered_name(decl.name, k) for k in range(1, same)))
+                if as_name not in can:
+                    raise self.fail(
+                        join(p, "as"),
+                        f"{decl.id!r} cannot arrive as {as_name!r}: {same} "
+                        f"file{'s are' if same > 1 else ' is'} named {decl.name!r}, so a node "
+                        f"stores it as {' or '.join(repr(c) for c in can)}",
+                    )
+            within = (
+                self.number(e["within"], join(p, "within"), positive=True)
+                if "within" in e
+                else None
+            )
+            resumed = self.boolean(e.get("resumed", False), join(p, "resumed"))
+            resent = None
+            if "resent_at_most" in e:
+                resent = self.fraction(e["resent_at_most"], join(p, "resent_at_most"))
+            after = None
+            if "after" in e:
+                after = self.string(e["after"], join(p, "after"))
+                if after not in step_ids:
+                    known = ", ".join(sorted(step_ids)) or "none have an `id`"
+                    raise self.fail(join(p, "after"), f"no step with id {after!r} ({known})")
+            min_s = None
+            if "min_seconds" in e:
+                min_s = self.number(e["min_seconds"], join(p, "min_seconds"), positive=True)
+            for n in nodes:
+                for f in names:
+                    other = said.get((n, f))
+                    if other is not None and other[1] != absent:
+                        raise self.fail(
+                            join(p, "absent"),
+                            f"contradicts {other[0]}, where {n} must "
+                            f"{'' if absent else 'not '}end with {f!r}",
+                        )
+                    said.setdefault((n, f), (p, absent))
+                    fexp.append(
+                        FileExpect(
+                            node=n,
+                            file=f,
+                            within=within,
+                            path=p,
+                            resumed=resumed,
+                            resent_at_most=resent,
+                            after=after,
+                            min_seconds=min_s,
+                            absent=absent,
+                            as_name=as_name,
+                        )
+                    )
+        disc = self.discovery(m["discovery"]) if "discovery" in m else None
+        no_failures = self.boolean(m.get("no_failures", True), "expect.no_failures")
+        allow = self.failure_specs(
+            m.get("allow_failures", []), "expect.allow_failures", within=False
+        )
+        must = self.failure_specs(m.get("failures", []), "expect.failures", within=True)
+        return Expect(
+            files=tuple(fexp),
+            discovery=disc,
+            no_failures=no_failures,
+            allow_failures=allow,
+            failures=must,
+        )
+
+    def discovery(self, v: object) -> DiscoveryExpect:
+        p = "expect.discovery"
+        m = self.mapping(v, p, ("within", "see", "not_see"), ("within",))
+        within = self.number(m["within"], join(p, "within"), positive=True)
+        if m.get("see") == "all":
+            names = [n.name for n in self.refs.nodes if not n.router]
+            see = tuple((a, b) for a in names for b in names if a != b)
+        else:
+            see = self.pairs(m.get("see", []), join(p, "see"))
+        not_see = self.pairs(m.get("not_see", []), join(p, "not_see"))
+        clash = set(see) & set(not_see)
+        if clash:
+            a, b = sorted(clash)[0]
+            raise self.fail(join(p, "not_see"), f"{a} -> {b} is also in `see`")
+        return DiscoveryExpect(within=within, see=see, not_see=not_see, path=p)
+
+    def pairs(self, v: object, p: str) -> tuple[tuple[str, str], ...]:
+        out: list[tuple[str, str]] = []
+        for i, item in enumerate(self.list_of(v, p)):
+            q = f"{p}[{i}]"
+            items = self.list_of(item, q)
+            if len(items) != 2:
+                raise self.fail(
+                    q, f"a pair is [node or group, node or group], not {len(items)} items"
+                )
+            left = self.refs.nodes_of(items[0], f"{q}[0]", allow_single=True)
+            right = self.refs.nodes_of(items[1], f"{q}[1]", allow_single=True)
+            for a in left:
+                for b in right:
+                    if a == b:
+                        continue
+                    for pair in ((a, b), (b, a)):
+                        if pair not in out:
+                            out.append(pair)
+            if not any(a != b for a in left for b in right):
+                raise self.fail(q, "pairs a node only with itself")
+        return tuple(out)
+
+    def failure_specs(self, v: object, p: str, *, within: bool) -> tuple[FailureSpec, ...]:
+        out = []
+        keys = ("node", "group", "code", "within") if within else ("node", "group", "code")
+        for i, item in enumerate(self.list_of(v, p)):
+            q = f"{p}[{i}]"
+            m = self.mapping(item, q, keys)
+            nodes = self.refs.node_or_group(m, q)
+            ref = str(m.get("node", m.get("group")))
+            code = self.string(m["code"], join(q, "code")) if "code" in m else None
+            w = (
+                self.number(m["within"], join(q, "within"), positive=True)
+                if "within" in m
+                else None
+            )
+            out.append(FailureSpec(ref=ref, nodes=nodes, code=code, within=w, path=q))
+        return tuple(out)

@@ -1,0 +1,272 @@
+"""Bounded attacks on a node over loopback, for tests and bench/flood.py.
+
+Each attack runs in a thread between `start()` and `stop()` and sends only to the address it
+is given (loopback here). They are what the security issue measured against the node: junk
+connections, pipelined `list`s from peers that never read, `get`s of names that do not exist,
+pushes trickled from many addresses, a flood of fake announces, a flood of offers, and API
+connections that never finish a request.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import random
+import socket
+import threading
+import time
+from collections.abc import Callable
+
+from tests.junkflood import JunkFlood, frame, hello, offer
+
+Stopper = threading.Event
+
+
+class Attack:
+    """A thread that attacks until stopped; subclasses implement `run(stop)`."""
+
+    name = "attack"
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self.sent = 0  # units of attack sent (requests, datagrams, connections)
+
+    def start(self) -> Attack:
+        self._spawn(self.run)
+        return self
+
+    def _spawn(self, fn: Callable[[Stopper], None]) -> None:
+        t = threading.Thread(target=fn, args=(self._stop,), daemon=True, name=self.name)
+        t.start()
+        self._threads.append(t)
+
+    def run(self, stop: Stopper) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(15)
+
+
+class Junk(Attack):
+    """Junk TCP connections (silent, random bytes, trickled hellos and headers) + datagrams."""
+
+    name = "junk_connections"
+
+    def __init__(self, host: str, port: int, udp: tuple[str, int], rate: int = 200) -> None:
+        super().__init__(host, port)
+        tick = 0.05
+        self.flood = JunkFlood(
+            [(host, port)], udp=udp, total=10**6, wave=max(1, round(rate * tick)), tick=tick
+        )
+
+    def start(self) -> Attack:
+        self.flood.start()
+        return self
+
+    def stop(self) -> None:
+        self.flood.stop_opening()
+        self.sent = self.flood.opened
+        self.flood.close()
+
+
+class ListFlood(Attack):
+    """Peers that pipeline `list` requests and never read the answers."""
+
+    name = "pipelined_lists"
+
+    def __init__(self, host: str, port: int, conns: int = 20) -> None:
+        super().__init__(host, port)
+        self.conns = conns
+
+    def run(self, stop: Stopper) -> None:
+        socks = []
+        try:
+            while not stop.is_set() and len(socks) < self.conns:
+                with contextlib.suppress(OSError):
+                    s = socket.create_connection((self.host, self.port), timeout=5)
+                    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+                    s.sendall(hello(random.randbytes(32).hex()))
+                    s.setblocking(False)
+                    with contextlib.suppress(OSError):
+                        self.sent += s.send(frame({"type": "list"}) * 20_000) // 19
+                    socks.append(s)
+            stop.wait()
+        finally:
+            for s in socks:
+                s.close()
+
+
+class UnknownGets(Attack):
+    """`get`s of names that do not exist, at `rate` per second (the node answers each)."""
+
+    name = "unknown_gets"
+
+    def __init__(self, host: str, port: int, rate: float = 500.0) -> None:
+        super().__init__(host, port)
+        self.rate = rate
+
+    def run(self, stop: Stopper) -> None:
+        while not stop.is_set():
+            try:
+                with socket.create_connection((self.host, self.port), timeout=5) as s:
+                    s.sendall(hello(random.randbytes(32).hex()))
+                    s.settimeout(5)
+                    for i in range(60):  # under the per-connection budgets
+                        if stop.is_set():
+                            return
+                        s.sendall(
+                            frame({"type": "get", "id": f"g{i}", "name": f"no{i}", "offset": 0})
+                        )
+                        self.sent += 1
+                        s.recv(65536)
+                        stop.wait(1 / self.rate)  # the attack's pace
+            except OSError:
+                stop.wait(0.05)  # refused or reset: the node is defending itself; go again
+
+
+class Tricklers(Attack):
+    """Pushes that stream at ~1.5 KB/s each, from `count` different loopback addresses."""
+
+    name = "trickling_pushes"
+
+    def __init__(self, host: str, port: int, count: int = 16) -> None:
+        super().__init__(host, port)
+        self.count = count
+
+    def start(self) -> Attack:
+        for i in range(self.count):
+            self._spawn(lambda stop, i=i: self._one(stop, i))
+        return self
+
+    def _one(self, stop: Stopper, i: int) -> None:
+        data = random.Random(i).randbytes(1 << 20)
+        sha = hashlib.sha256(data).hexdigest()
+        while not stop.is_set():
+            try:
+                s = socket.socket()
+                s.bind((f"127.0.0.{2 + i}", 0))
+                s.connect((self.host, self.port))
+                s.settimeout(10)
+                with s:
+                    s.sendall(hello(f"{i:02x}" * 32) + offer("t1", f"slow{i}.bin", len(data), sha))
+                    self.sent += 1
+                    pos = 0
+                    s.sendall(frame({"type": "data", "body": len(data)}))
+                    while not stop.is_set() and pos < len(data):
+                        s.sendall(data[pos : pos + 150])
+                        pos += 150
+                        stop.wait(0.1)  # the attacker's pace
+            except OSError:
+                stop.wait(0.2)  # dropped or refused: come back, as a real attacker would
+
+
+class Announces(Attack):
+    """Fake announces from ever new node ids (claiming a day's interval), `rate` per second."""
+
+    name = "announce_flood"
+
+    def __init__(self, host: str, port: int, rate: float = 5000.0) -> None:
+        super().__init__(host, port)
+        self.rate = rate
+
+    def run(self, stop: Stopper) -> None:
+        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        i = 0
+        try:
+            while not stop.is_set():
+                msg = {
+                    "mole": 1, "type": "announce", "node": f"{i:032x}", "name": f"fake{i}",
+                    "port": 1 + i % 60000, "groups": [], "seq": 1, "interval": 86400,
+                }  # fmt: skip
+                with contextlib.suppress(OSError):
+                    udp.sendto(json.dumps(msg).encode(), (self.host, self.port))
+                    self.sent += 1
+                i += 1
+                if i % 50 == 0:
+                    stop.wait(50 / self.rate)  # the attack's pace
+        finally:
+            udp.close()
+
+
+class Offers(Attack):
+    """Offers of content the node already holds, each a new transfer record, `rate`/s."""
+
+    name = "offer_flood"
+
+    def __init__(self, host: str, port: int, rate: float = 1000.0) -> None:
+        super().__init__(host, port)
+        self.rate = rate
+
+    def run(self, stop: Stopper) -> None:
+        empty = hashlib.sha256(b"").hexdigest()
+        n = 0
+        while not stop.is_set():
+            try:
+                with socket.create_connection((self.host, self.port), timeout=5) as s:
+                    s.sendall(hello(random.randbytes(32).hex()))
+                    s.settimeout(5)
+                    for _ in range(200):
+                        if stop.is_set():
+                            return
+                        s.sendall(offer(f"o{n}", f"e{n}.txt", 0, empty))
+                        n += 1
+                        self.sent += 1
+                        s.recv(65536)
+                        stop.wait(1 / self.rate)  # the attack's pace
+            except OSError:
+                stop.wait(0.05)
+
+
+class SlowApi(Attack):
+    """API connections that never finish a request (a byte now and then), and many of them."""
+
+    name = "api_slowloris"
+
+    def run(self, stop: Stopper) -> None:
+        socks: list[socket.socket] = []
+        try:
+            while not stop.is_set():
+                for _ in range(5):  # at most 100 new connections a second, up to 500 held
+                    if len(socks) >= 500:
+                        break
+                    with contextlib.suppress(OSError):
+                        s = socket.create_connection((self.host, self.port), timeout=2)
+                        s.sendall(b"GET /api/node HTTP/1.1\r\nHo")
+                        socks.append(s)
+                        self.sent += 1
+                for s in list(socks):
+                    try:
+                        s.send(b"s")
+                    except OSError:
+                        socks.remove(s)
+                        s.close()
+                stop.wait(0.05)
+        finally:
+            for s in socks:
+                s.close()
+
+
+def sample_rss(pid: int, stop: threading.Event, out: list[int], every: float = 0.05) -> None:
+    """Record the process's resident memory (KiB) until `stop` (for the peak during a run)."""
+    path = f"/proc/{pid}/status"
+    while not stop.is_set():
+        with contextlib.suppress(OSError), open(path) as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    out.append(int(line.split()[1]))
+                    break
+        stop.wait(every)
+
+
+def wait_until(pred: Callable[[], bool], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(0.02)  # polling interval of a deadline-bounded wait
+    return pred()
