@@ -359,3 +359,17 @@ def test_retry_route(tmp_path: Path) -> None:
     c.send(request("GET", "/api/transfers/t1/retry"))
     ((status, headers, _),) = c.answers()
     assert status == 405 and headers["allow"] == "POST"
+
+
+def test_every_web_file_ships_as_package_data() -> None:
+    """An installed `mole` (not only a checkout) serves the page: pyproject.toml's package data
+    covers every file in node/web/, and each has a content type the server knows."""
+    import fnmatch
+    import tomllib
+
+    pyproject = WEB_DIR.parents[1] / "pyproject.toml"
+    with pyproject.open("rb") as f:
+        globs = tomllib.load(f)["tool"]["setuptools"]["package-data"]["node"]
+    for path in WEB_DIR.iterdir():
+        assert any(fnmatch.fnmatch(f"web/{path.name}", g) for g in globs), path.name
+        assert WebFiles().get(f"/{path.name}") is not None, path.name
