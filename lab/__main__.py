@@ -103,6 +103,9 @@ def cmd_test(args: list[str]) -> int:
     else:
         # Built here once, so parallel workers find it ready.
         env["MOLE_NODE_IMAGE"] = image.ensure_node_image()
+    why = bootstrap.ensure_browser()  # the dashboard's browser tests
+    if why:
+        print(f"lab: WARNING: no browser ({why}); browser tests will be skipped", file=sys.stderr)
     parallel = any(
         a in ("-n", "--numprocesses") or a.startswith(("-n", "--numprocesses=")) for a in args
     )

@@ -37,6 +37,8 @@ PROJECT = "mole-p2p"  # the repo's own distribution, installed editable with the
 # otherwise re-execute itself for ever.
 REEXEC_ENV = "MOLE_LAB_VENV_REEXEC"
 DEBOOTSTRAP_PATHS = ("/usr/sbin/debootstrap", "/usr/bin/debootstrap")
+# The dashboard's browser tests (tests/node/test_dashboard.py): Debian's packages -> programs.
+BROWSER_PACKAGES = {"chromium": "chromium", "chromium-driver": "chromedriver"}
 _REQ = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*(?:\[[^\]]*\])?\s*(?:>=\s*([0-9][^,;\s]*))?")
 
 
@@ -227,3 +229,28 @@ def ensure_debootstrap() -> str:
     if not path:
         raise SystemExit("lab: debootstrap still missing after apt-get install")
     return path
+
+
+def missing_browser() -> list[str]:
+    """The Debian packages of the browser tests whose program is not on PATH."""
+    return [pkg for pkg, prog in BROWSER_PACKAGES.items() if not shutil.which(prog)]
+
+
+def ensure_browser() -> str | None:
+    """Install headless Chromium and its WebDriver (Debian's `chromium`, `chromium-driver`)
+    when missing and we are root with apt-get, as for debootstrap. Never fatal: None when the
+    browser is there (now), else why not (the browser tests then skip with that reason)."""
+    need = missing_browser()
+    if not need:
+        return None
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        return f"{' and '.join(need)} missing and no root apt-get to install them"
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", *need]):
+        say(f"running: {' '.join(cmd)}")
+        try:
+            subprocess.run(cmd, check=True, env=env, stdout=sys.stderr)
+        except (OSError, subprocess.CalledProcessError) as e:
+            return f"`{' '.join(cmd)}` failed: {e}"
+    still = missing_browser()
+    return f"still missing after apt-get: {', '.join(still)}" if still else None

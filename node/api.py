@@ -6,7 +6,8 @@ answers in request order. This is the API edge: the one mapping from the domain'
 (node/errors.py) to HTTP statuses lives here. `GET /api/peers/{peer}/files` is answered later
 (the node has to ask the peer over TCP); while it is pending, later pipelined requests wait in
 the parser's buffer. `GET /api/events` turns the connection into a stream of server-sent events
-for as long as the client keeps it open.
+for as long as the client keeps it open. The dashboard's files, its streamed upload
+(`POST /api/uploads`) and retry are in node/apiweb.py.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import unquote
 
+from node import apiweb
 from node.apiauth import ApiGuard
 from node.errors import LocalCode, MoleError, RequestError
 from node.events import Record
@@ -53,6 +55,9 @@ STATUS: dict[str, int] = {
     LocalCode.PEER_UNREACHABLE: 502,
     LocalCode.PEER_ERROR: 502,
     LocalCode.OUTSIDE_SHARE: 403,
+    LocalCode.NOT_RETRYABLE: 409,
+    "no_space": 507,
+    "bad_name": 400,
 }
 
 
@@ -87,9 +92,11 @@ class NodeFacade(Protocol):
     def skipped(self) -> dict[str, Any]: ...
     def transfers(self) -> list[dict[str, Any]]: ...
     def transfer(self, tid: str) -> dict[str, Any] | None: ...
-    def push(self, peer: str, path: str) -> dict[str, Any]: ...
+    def push(self, peer: str, path: str, name: str | None = None) -> dict[str, Any]: ...
     def pull(self, peer: str, name: str | None, sha256: str | None) -> dict[str, Any]: ...
     def cancel(self, tid: str) -> dict[str, Any]: ...
+    def retry(self, tid: str) -> dict[str, Any]: ...
+    def begin_upload(self, name: str, length: int) -> apiweb.Sink: ...
 
     def peer_files(self, peer: str, reply: Reply) -> None:
         """Ask the peer for its file list; call `reply(status, body)` exactly once, maybe later
@@ -149,7 +156,9 @@ class ApiServerProtocol:
         self._head_timer: TimerHandle | None = None
         self._call_later = call_later
         self._idle_timeout = idle_timeout
-        self._parser = RequestParser()
+        self._parser = RequestParser(stream_body=apiweb.streams_body)
+        self._body: apiweb.Body | None = None  # a streamed request body under way (upload)
+        self.web_files = apiweb.WEB_FILES
         self._transport: ApiTransport | None = None
         self._timer: TimerHandle | None = None
         self._pending: _Pending | None = None
@@ -189,6 +198,9 @@ class ApiServerProtocol:
         self._pump()  # answer what is complete, then close (a half-closed client still reads)
 
     def _end_stream(self) -> None:
+        if self._body is not None:  # the connection ends with an upload incomplete
+            self._body.sink.abort()
+            self._body = None
         if self._stream is not None:
             self._stream.stop()
             self._stream = None
@@ -222,6 +234,10 @@ class ApiServerProtocol:
                 and not self._paused
                 and self._stream is None
             ):
+                if self._body is not None:
+                    if not self._feed_body():
+                        return
+                    continue
                 try:
                     request = self._parser.next_request()
                 except HttpError as exc:
@@ -235,13 +251,58 @@ class ApiServerProtocol:
         finally:
             self._pumping = False
 
+    def _feed_body(self) -> bool:
+        """Hand a streamed body's buffered bytes to its sink; True once all of it is in."""
+        body = self._body
+        assert body is not None
+        try:
+            while (chunk := self._parser.next_body_chunk()) is not None:
+                body.sink.write(chunk)
+        except HttpError:  # the client closed mid-body
+            self._abort()
+            return False
+        except OSError as exc:  # the disk: the upload goes, its answer now, the rest dropped
+            body.sink.abort()
+            self._body = None
+            self._respond(body.request, *apiweb.disk_error(exc))
+            return True
+        if self._parser.body_left:
+            return False
+        self._body = None
+        answer = apiweb.finish_body(self, body)
+        if answer is None:
+            self._close()  # a refusal was answered before its body: now the connection goes
+        else:
+            self._respond(body.request, *answer)
+        return True
+
+    def start_body(self, body: apiweb.Body) -> None:
+        """Take the request's body in as it comes (node/apiweb.py), watched for stalls."""
+        self._body = body
+        self._cancel_idle_timer()
+        if self._call_later is not None:
+            self._timer = self._call_later(self._idle_timeout, self._on_body_idle)
+
+    def _on_body_idle(self) -> None:
+        self._timer = None
+        if self._body is None or self._closed:
+            return
+        if self._body.stalled():
+            self._abort()  # no byte of the body for idle_timeout s: the upload goes
+        elif self._call_later is not None:
+            self._timer = self._call_later(self._idle_timeout, self._on_body_idle)
+
     def _dispatch(self, request: Request) -> None:
         self._cancel_head_timer()
         refusal = self.guard.host_refusal(request.headers)
         if refusal is not None:
             self._respond(request, 403, error_body("forbidden", refusal), close=True)
             return
-        refusal = self.guard.content_refusal(request.method, request.headers)
+        if not request.path.startswith("/api/"):
+            self._run(apiweb.get_web, request, {})  # the dashboard's files
+            return
+        allowed = apiweb.allowed_types(request)
+        refusal = self.guard.content_refusal(request.method, request.headers, allowed)
         if refusal is not None:
             self._respond(request, 415, error_body("unsupported_media_type", refusal))
             return
@@ -258,6 +319,14 @@ class ApiServerProtocol:
             return
         try:
             handler, params = _route(request)
+        except ApiError as exc:
+            extra = {"Allow": exc.allow} if isinstance(exc, _MethodNotAllowed) else None
+            self._respond(request, exc.status, exc.body(), headers=extra)
+            return
+        self._run(handler, request, params)
+
+    def _run(self, handler: Handler, request: Request, params: dict[str, str]) -> None:
+        try:
             answer = handler(self, request, params)
         except ApiError as exc:
             extra = {"Allow": exc.allow} if isinstance(exc, _MethodNotAllowed) else None
@@ -285,16 +354,24 @@ class ApiServerProtocol:
         *,
         headers: Mapping[str, str] | None = None,
         close: bool = False,
+        content_type: str | None = None,
     ) -> None:
         keep_alive = request.keep_alive and not close
+        early = request.streamed and self._body is None and self._parser.body_left > 0
+        if early:  # answered before its body: read the body in and drop it, then close
+            keep_alive = False
         try:
-            data = encode_response(status, body, headers=headers, keep_alive=keep_alive)
+            data = encode_response(
+                status, body, headers=headers, keep_alive=keep_alive, content_type=content_type
+            )
         except (TypeError, ValueError) as exc:
             body = error_body("internal", f"cannot encode the answer: {exc}")
             data = encode_response(500, body, keep_alive=keep_alive)
         if self._transport is not None and not self._closed:
             self._transport.write(data)
-        if keep_alive:
+        if early:
+            self.start_body(apiweb.Body(request, apiweb.Drain(), answered=True))
+        elif keep_alive:
             self._arm_idle_timer()
         else:
             self._close()
@@ -341,6 +418,7 @@ class ApiServerProtocol:
     def _incomplete_request(self) -> bool:
         """Part of a request sits in the parser and nothing else explains the wait."""
         waiting = self._pending is not None or self._stream is not None or self._closed
+        waiting = waiting or self._body is not None
         return bool(self._parser.buffered) and self._head_timer is None and not waiting
 
     def _cancel_head_timer(self) -> None:
@@ -351,6 +429,8 @@ class ApiServerProtocol:
     def _on_head_timeout(self) -> None:
         self._head_timer = None
         if self._closed or self._pending is not None or self._stream is not None:
+            return
+        if self._body is not None:
             return
         if self._transport is not None:
             message = f"request not complete within {self._head_timeout:g} s"
@@ -443,7 +523,12 @@ class ApiServerProtocol:
         peer, path = body.get("peer"), body.get("path")
         if not isinstance(peer, str) or not peer or not isinstance(path, str) or not path:
             raise ApiError(400, "bad_request", 'push needs "peer" and "path" strings')
-        return 202, self.facade.push(peer, path)
+        name = body.get("name")
+        if name is None:
+            return 202, self.facade.push(peer, path)
+        if not isinstance(name, str) or not name:
+            raise ApiError(400, "bad_request", '"name" must be a non-empty string')
+        return 202, self.facade.push(peer, path, name)
 
     def post_pull(self, request: Request, params: dict[str, str]) -> Answer:
         body = _json_object(request)
@@ -508,6 +593,8 @@ ROUTES: list[tuple[tuple[str, ...], dict[str, Handler]]] = [
     (("api", "transfers"), {"GET": P.get_transfers}),
     (("api", "transfers", "{id}"), {"GET": P.get_transfer}),
     (("api", "transfers", "{id}", "cancel"), {"POST": P.post_cancel}),
+    (("api", "transfers", "{id}", "retry"), {"POST": apiweb.post_retry}),
+    (("api", "uploads"), {"POST": apiweb.post_upload}),
     (("api", "push"), {"POST": P.post_push}),
     (("api", "pull"), {"POST": P.post_pull}),
     (("api", "events"), {"GET": P.get_events}),

@@ -105,12 +105,17 @@ class ApiGuard:
             return f"Origin {origin!r} is not this API's own origin"
         return None
 
-    def content_refusal(self, method: str, headers: dict[str, str]) -> str | None:
+    def content_refusal(
+        self, method: str, headers: dict[str, str], allowed: Iterable[str] = ("application/json",)
+    ) -> str | None:
+        """None when the request may change state: a GET/HEAD, or a body of an `allowed` type
+        (none of which a form or a "simple" cross-origin request can send)."""
         if method in ("GET", "HEAD"):
             return None
         ctype = headers.get("content-type", "").split(";", 1)[0].strip().lower()
-        if ctype != "application/json":
-            return f"{method} needs Content-Type: application/json"
+        allowed = tuple(allowed)
+        if ctype not in allowed:
+            return f"{method} needs Content-Type: {' or '.join(allowed)}"
         return None
 
     def token_ok(self, given: str) -> bool:

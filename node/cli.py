@@ -721,6 +721,30 @@ def peer_name(d: dict[str, Any], peers: dict[str, str]) -> str:
     return str(d.get("peer_name") or peers.get(node) or node[:8] or "-")
 
 
+def dashboard_url(api_url: str) -> str:
+    """The web dashboard's address for an API URL (the page is served at its root)."""
+    return api_url.rstrip("/") + "/"
+
+
+def cmd_open(args: argparse.Namespace, client: Client, out: TextIO) -> int:
+    """Open the node's web dashboard in a browser (it asks for the token: `mole token`)."""
+    import webbrowser
+
+    url = dashboard_url(client.url)
+    print_line(out, url)
+    if not webbrowser.open(url):
+        raise CliError(f"no web browser found here: open {url} yourself")
+    return EXIT_OK
+
+
+def cmd_token(args: argparse.Namespace, client: Client, out: TextIO) -> int:
+    """Print the API token this client would send (what the dashboard's login asks for)."""
+    if not client.token_info.value:
+        raise CliError(client.unauthorized())
+    out.write(client.token_info.value + "\n")  # a token is ASCII we made, printed as is
+    return EXIT_OK
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from node.config import config_from_args
     from node.errors import ConfigError
@@ -855,6 +879,8 @@ def build_parser() -> argparse.ArgumentParser:
     cancel = client_cmd("cancel", cmd_cancel, "cancel a transfer")
     cancel.add_argument("id", metavar="ID")
     client_cmd("inbox", cmd_inbox, "list received files")
+    client_cmd("open", cmd_open, "open the node's web dashboard in a browser")
+    client_cmd("token", cmd_token, "print the node's API token (the dashboard's login)")
     watch = client_cmd("watch", cmd_watch, "print the node's events as they happen")
     watch.add_argument(
         "--type", dest="types", action="append", metavar="NAME",

@@ -44,6 +44,7 @@ class Config:
     accept_from: tuple[str, ...] = ()
     max_size: int | None = None
     inbox_quota: int | None = None  # bytes of partial data the inbox may hold
+    upload_quota: int | None = None  # bytes the dashboard's staged uploads may hold
     max_transfers: int = 16
     max_transfers_per_peer: int = 4  # slots one address may hold (the rest stay for others)
     contended_min_rate: int = 64 << 10  # bytes/s a stream keeps its slot with while others wait
@@ -191,6 +192,12 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
         "directories they create count against it (e.g. 10GiB; default: only the disk's size)",
     )
     p.add_argument(
+        "--upload-quota",
+        default=_env("UPLOAD_QUOTA"),
+        help="room for files the web dashboard uploads to send (staged in share/.mole-uploads; "
+        "e.g. 20GiB; default: the share's free space)",
+    )
+    p.add_argument(
         "--max-transfers-per-peer",
         type=int,
         default=4,
@@ -302,6 +309,7 @@ def config_from_args(ns: argparse.Namespace) -> Config:
         accept_from=tuple(ns.accept_from or ()),
         max_size=parse_size(ns.max_size) if ns.max_size else None,
         inbox_quota=units.parse_size(ns.inbox_quota) if ns.inbox_quota else None,
+        upload_quota=units.parse_size(ns.upload_quota) if ns.upload_quota else None,
         max_transfers=ns.max_transfers,
         max_transfers_per_peer=ns.max_transfers_per_peer,
         contended_min_rate=ns.contended_min_rate,

@@ -61,6 +61,7 @@ class LocalCode(StrEnum):
     PEER_UNREACHABLE = "peer_unreachable"
     PEER_ERROR = "peer_error"
     OUTSIDE_SHARE = "outside_share"  # a push of a path outside the share, not allowed here
+    NOT_RETRYABLE = "not_retryable"  # retry of a transfer that is not over, or not ours to start
 
 
 class MoleError(Exception):

@@ -2,21 +2,26 @@
 
 Bytes go in through `RequestParser.receive_data`, complete requests come out of `next_request`.
 Only what the control API needs: origin-form targets, Content-Length bodies (no chunked request
-bodies), keep-alive and pipelining. Anything else is refused with an `HttpError` that carries the
-status and the API error code to answer with; after an error the parser stays broken, because the
-byte stream can no longer be framed.
+bodies), keep-alive and pipelining. One streaming mode: a request whose method and path the
+`stream_body` predicate picks (the dashboard's upload) comes out of `next_request` as soon as
+its head is complete, with `streamed=True` and an empty `body`; its `length` body bytes are then
+taken with `next_body_chunk()` as they arrive (never held whole; bounded by `max_stream_body`).
+Anything else is refused with an `HttpError` that carries the status and the API error code to
+answer with; after an error the parser stays broken, because the byte stream can no longer be
+framed.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl
 
 MAX_HEAD = 16 * 1024  # request line + headers, including the blank line
 MAX_BODY = 1024 * 1024
+MAX_STREAM_BODY = 1 << 50  # a streamed body's own bound: its route checks the room it needs
 
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _VERSION = re.compile(rb"HTTP/(\d)\.(\d)")
@@ -47,6 +52,8 @@ class Request:
     body: bytes = b""
     keep_alive: bool = True
     version: str = "HTTP/1.1"
+    streamed: bool = False  # the body follows: RequestParser.next_body_chunk()
+    length: int = field(default=0, compare=False)  # Content-Length (streamed or not)
 
 
 @dataclass(frozen=True)
@@ -58,6 +65,7 @@ class _Head:
     version: str
     keep_alive: bool
     body_len: int
+    streamed: bool = False
 
 
 class RequestParser:
@@ -68,9 +76,19 @@ class RequestParser:
     buffered, so requests can be taken one at a time while an earlier answer is pending.
     """
 
-    def __init__(self, *, max_head: int = MAX_HEAD, max_body: int = MAX_BODY) -> None:
+    def __init__(
+        self,
+        *,
+        max_head: int = MAX_HEAD,
+        max_body: int = MAX_BODY,
+        stream_body: Callable[[str, str], bool] | None = None,
+        max_stream_body: int = MAX_STREAM_BODY,
+    ) -> None:
         self.max_head = max_head
         self.max_body = max_body
+        self.stream_body = stream_body
+        self.max_stream_body = max_stream_body
+        self.body_left = 0  # bytes of a streamed body not yet taken with next_body_chunk()
         self._buf = bytearray()
         self._pos = 0  # start of unconsumed data; compacted lazily to avoid quadratic copying
         self._scan = 0  # where to resume searching for the end of the head
@@ -112,7 +130,26 @@ class RequestParser:
             self._error = exc
             raise
 
+    def next_body_chunk(self) -> bytes | None:
+        """The next buffered bytes of a streamed body (at most what is left of it), or None
+        when none are buffered. `body_left` is 0 once the whole body was taken."""
+        if self._error is not None:
+            raise self._error
+        n = min(self.body_left, self.buffered)
+        if n <= 0:
+            if self.body_left and self._eof:
+                self._error = HttpError(400, "bad_request", "connection closed mid-body")
+                raise self._error
+            return None
+        chunk = bytes(self._buf[self._pos : self._pos + n])
+        self._pos += n
+        self._scan = self._pos
+        self.body_left -= n
+        return chunk
+
     def _next(self) -> Request | None:
+        if self.body_left:
+            return None  # a streamed body is being taken: the next request comes after it
         if self._head is None:
             self._skip_blank_lines()
             end = self._buf.find(b"\r\n\r\n", max(self._scan, self._pos))
@@ -127,8 +164,15 @@ class RequestParser:
             head_bytes = bytes(self._buf[self._pos : end])
             self._pos = end + 4
             self._scan = self._pos
-            self._head = _parse_head(head_bytes, self.max_body)
+            self._head = _parse_head(head_bytes, self.max_body, self._streams)
         head = self._head
+        if head.streamed:
+            self._head = None
+            self.body_left = head.body_len
+            return Request(
+                head.method, head.path, head.query, head.headers, b"", head.keep_alive,
+                head.version, streamed=True, length=head.body_len,
+            )  # fmt: skip
         if self.buffered < head.body_len:
             self._at_eof()
             return None
@@ -137,8 +181,15 @@ class RequestParser:
         self._scan = self._pos
         self._head = None
         return Request(
-            head.method, head.path, head.query, head.headers, body, head.keep_alive, head.version
-        )
+            head.method, head.path, head.query, head.headers, body, head.keep_alive,
+            head.version, length=head.body_len,
+        )  # fmt: skip
+
+    def _streams(self, method: str, path: str) -> int | None:
+        """The body limit of a streamed request, or None for a buffered one."""
+        if self.stream_body is not None and self.stream_body(method, path):
+            return self.max_stream_body
+        return None
 
     def _head_too_large(self) -> HttpError:
         return HttpError(431, "header_too_large", f"request head over {self.max_head} bytes")
@@ -154,9 +205,14 @@ class RequestParser:
             raise HttpError(400, "bad_request", "connection closed in the middle of a request")
 
 
-def _parse_head(raw: bytes, max_body: int) -> _Head:
+def _parse_head(
+    raw: bytes, max_body: int, streams: Callable[[str, str], int | None] | None = None
+) -> _Head:
     lines = raw.split(b"\r\n")
     method, path, query, version = _parse_request_line(lines[0])
+    stream_limit = streams(method, path) if streams is not None else None
+    if stream_limit is not None:
+        max_body = stream_limit
     headers: dict[str, str] = {}
     lengths: set[str] = set()
     for line in lines[1:]:
@@ -172,7 +228,8 @@ def _parse_head(raw: bytes, max_body: int) -> _Head:
         keep_alive = "close" not in tokens
     else:
         keep_alive = "keep-alive" in tokens and "close" not in tokens
-    return _Head(method, path, query, headers, version, keep_alive, body_len)
+    streamed = stream_limit is not None and body_len > 0
+    return _Head(method, path, query, headers, version, keep_alive, body_len, streamed)
 
 
 def _parse_request_line(line: bytes) -> tuple[str, str, dict[str, str], str]:
@@ -224,7 +281,7 @@ def _content_length(values: set[str], max_body: int) -> int:
 
 # The statuses the API uses; http.HTTPStatus would cost an idle node ~0.5 MiB for this table.
 _REASONS: dict[int, str] = {
-    200: "OK", 201: "Created", 202: "Accepted", 204: "No Content",
+    200: "OK", 201: "Created", 202: "Accepted", 204: "No Content", 304: "Not Modified",
     400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
     405: "Method Not Allowed", 408: "Request Timeout", 409: "Conflict", 411: "Length Required",
     413: "Request Entity Too Large", 414: "URI Too Long", 429: "Too Many Requests",

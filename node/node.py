@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -184,6 +185,16 @@ class Node:
         )
         for timed in (self.lan, self.peers, self.manager, self):
             self.timers.update(timed)
+        # The web dashboard (node/web/, served by the API): where a person finds it.
+        host = cfg.api_host
+        host = {"0.0.0.0": "127.0.0.1", "::": "[::1]"}.get(host, host)
+        host = f"[{host}]" if ":" in host and not host.startswith("[") else host
+        where = "--api-token" if cfg.api_token else f"{cfg.state / 'api_token'} (`mole token`)"
+        print(
+            f"mole: dashboard at http://{host}:{self.api_port}/ (log in with the token: {where})",
+            file=sys.stderr,
+            flush=True,
+        )
 
     def run(self) -> None:
         self.start()

@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from node.conn import ClientHandler
-from node.errors import ErrorCode, LocalCode, NotFound, RequestError, StoreError
+from node.errors import BadName, ErrorCode, LocalCode, NotFound, RequestError, StoreError
 from node.messages import Accept, Data, Digest, FileInfo, Hello, Message, Offer, Reject, Verdict
+from node.names import check_name
 from node.sender import FileSender
 from node.store import FileMeta, HashJob, guess_mime
 from node.transfer import TEvent, Transfer, TState
@@ -38,8 +39,14 @@ class Pushes:
         # Pushes streaming before their file is hashed: told when the pending job is done.
         self.watchers: dict[str, PushClient] = {}
 
-    def create(self, peer_text: str, path_text: str) -> Transfer:
+    def create(self, peer_text: str, path_text: str, name: str | None = None) -> Transfer:
+        """A push of the file at `path_text`, offered as `name` (default: its base name)."""
         node = self.node
+        if name is not None:
+            try:
+                name = check_name(name)
+            except BadName as exc:
+                raise RequestError(f"bad name: {exc}", LocalCode.BAD_REQUEST) from None
         peer = node.peers.resolve(peer_text)
         path = Path(path_text)
         if not path.is_absolute():
@@ -56,7 +63,7 @@ class Pushes:
             found = node.store.meta_for_path(path)
         except StoreError as exc:
             raise NotFound(f"file missing: {path_text}", LocalCode.FILE_MISSING) from exc
-        t = node.manager.new("push", "send", peer.node, peer.name, path.name)
+        t = node.manager.new("push", "send", peer.node, peer.name, name or path.name)
         t.source = str(path)
         t.size = found.size
         if isinstance(found, FileMeta):

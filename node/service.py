@@ -13,10 +13,11 @@ from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 from node import __version__
-from node.errors import LocalCode, NotFound
+from node.errors import LocalCode, NotFound, RequestError
 from node.events import Record
 from node.query import ListClient, Reply
 from node.transfer import TState
+from node.upload import Upload, Uploads
 
 if TYPE_CHECKING:
     from node.node import Node
@@ -29,6 +30,9 @@ def meta_json(name: str, size: int, sha256: str, mtime: float, mime: str) -> dic
 class Service:
     def __init__(self, node: Node) -> None:
         self.node = node
+        # Files the dashboard uploads, staged in the share to be pushed (node/upload.py).
+        self.uploads = Uploads(node.config.share, quota=node.config.upload_quota)
+        node.bus.subscribe(self._on_event)
 
     def info(self) -> dict[str, Any]:
         n = self.node
@@ -88,8 +92,8 @@ class Service:
         t = self.node.manager.transfers.get(tid)
         return t.to_json() if t else None
 
-    def push(self, peer: str, path: str) -> dict[str, Any]:
-        return self.node.pushes.create(peer, path).to_json()
+    def push(self, peer: str, path: str, name: str | None = None) -> dict[str, Any]:
+        return self.node.pushes.create(peer, path, name).to_json()
 
     def pull(self, peer: str, name: str | None, sha256: str | None) -> dict[str, Any]:
         return self.node.pulls.create(peer, name, sha256).to_json()
@@ -104,6 +108,45 @@ class Service:
             # says no retry is wanted.
             self.node.cancel_failed_receive(t)
         return manager.cancel(tid).to_json()
+
+    def retry(self, tid: str) -> dict[str, Any]:
+        """A new transfer of the same file with the same peer, for one that failed or was
+        cancelled (one this node started: the peer retries its own)."""
+        t = self.node.manager.transfers.get(tid)
+        if t is None:
+            raise NotFound(f"no transfer {tid}", LocalCode.NOT_FOUND)
+        if not t.initiator:
+            raise RequestError(
+                f"transfer {tid} was started by the peer: only it can send it again",
+                LocalCode.NOT_RETRYABLE,
+            )
+        if t.state not in (TState.FAILED, TState.CANCELLED):
+            raise RequestError(
+                f"transfer {tid} is {t.state.value}: only a failed or cancelled transfer is "
+                "retried",
+                LocalCode.NOT_RETRYABLE,
+            )
+        if t.direction == "push":
+            if t.source is None:
+                raise RequestError(f"transfer {tid} has no source file", LocalCode.NOT_RETRYABLE)
+            return self.push(t.peer, t.source, t.name)
+        name = t.name or None
+        return self.pull(t.peer, name, None if name else t.sha256)
+
+    def begin_upload(self, name: str, length: int) -> Upload:
+        """A file of `length` bytes the dashboard streams in, staged under the share."""
+        return self.uploads.begin(name, length)
+
+    def _on_event(self, record: Record) -> None:
+        """A push of a staged upload is done: the staged copy goes (the peer has it)."""
+        if record.name != "transfer_done":
+            return
+        t = self.node.manager.transfers.get(str(record.data.get("id")))
+        if t is None or t.source is None or not self.uploads.owns(t.source):
+            return
+        others = self.node.manager.transfers.values()
+        if not any(o.source == t.source and not o.final for o in others):
+            self.uploads.release(t.source)
 
     def peer_files(self, peer: str, reply: Reply) -> None:
         """Ask the peer for its file list; `reply(status, body)` exactly once, maybe later."""

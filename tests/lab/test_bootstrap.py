@@ -157,3 +157,36 @@ def test_reexec_runs_the_same_command_under_the_venv_python(
     assert argv == [path, "-m", "lab", "run", "scenarios/x.yaml"]
     assert env[bootstrap.REEXEC_ENV] == "1" and env["VIRTUAL_ENV"] == str(tmp_path / "v")
     assert env["PYTHONPATH"].split(os.pathsep)[0] == str(REPO)
+
+
+def test_the_browser_is_installed_with_apt_when_root_and_missing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    have: set[str] = set()
+    commands: list[list[str]] = []
+
+    def run(cmd: list[str], **kw: object) -> None:
+        commands.append(cmd)
+        if cmd[1] == "install":
+            have.update({"chromium", "chromedriver"})
+
+    monkeypatch.setattr(bootstrap.shutil, "which", lambda p: p if p in have | {"apt-get"} else None)
+    monkeypatch.setattr(bootstrap.subprocess, "run", run)
+    monkeypatch.setattr(bootstrap.os, "geteuid", lambda: 0)
+    assert bootstrap.ensure_browser() is None
+    assert commands == [
+        ["apt-get", "update", "-qq"],
+        ["apt-get", "install", "-y", "-qq", "chromium", "chromium-driver"],
+    ]
+    commands.clear()
+    assert bootstrap.ensure_browser() is None and commands == []  # there now: nothing run
+
+
+def test_without_root_the_browser_is_not_installed_and_the_reason_given(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(bootstrap.shutil, "which", lambda p: None)
+    monkeypatch.setattr(bootstrap.os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(bootstrap.subprocess, "run", lambda *a, **kw: pytest.fail("ran"))
+    why = bootstrap.ensure_browser()
+    assert why is not None and "chromium" in why and "root" in why

@@ -1,0 +1,216 @@
+"""Files a browser uploads to the node, to be pushed from there (the dashboard's send).
+
+The browser cannot name a file on the node's disk, and a push reads only from the share
+(docs/api.md 1.2). So the dashboard first streams the file's bytes to the node
+(`POST /api/uploads?name=NAME`, node/api.py), which writes them into a staging directory inside
+the share, `share/.mole-uploads/` (hidden: the share index never lists it, and peers cannot ask
+for it), then pushes that path. Each upload:
+
+- is refused before any byte is written when its name is one `node/names.py` refuses, or when
+  its size does not fit: the share's free space (minus a reserve, and minus what uploads under
+  way will still write) and the `--upload-quota` over everything staged;
+- is written to a temporary file `<staging>/<upload id>/.upload` (O_EXCL, O_NOFOLLOW, 0600),
+  one chunk at a time as the body arrives (never held in memory), and appears under its name
+  only when complete: `<staging>/<upload id>/<name>` by rename (atomic);
+- is removed whole (temporary file and directory) when the body does not arrive complete;
+- stays until the push of it is done (`release`), or at most `MAX_AGE` (pruned at start and at
+  each new upload).
+
+Nothing is ever created outside `<staging>/<upload id>/`: the id is ours (random hex) and the
+name's components were checked (no `..`, no absolute path, no `.mole`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import stat
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from node.errors import BadName, ErrorCode, LocalCode, RequestError
+from node.names import check_depth, check_name
+
+STAGING = ".mole-uploads"
+TEMP = ".upload"
+MAX_AGE = 24 * 3600.0  # s a staged upload is kept when no push took it
+RESERVE = 64 << 20  # bytes of the file system an upload never takes
+
+
+class NoRoom(RequestError):
+    """The upload does not fit (free space, quota): answered 507 `no_space`."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, ErrorCode.NO_SPACE)
+
+
+class Upload:
+    """One upload under way: `write` each chunk, then `finish` (or `abort`)."""
+
+    def __init__(self, owner: Uploads, uid: str, name: str, length: int) -> None:
+        self.owner = owner
+        self.id = uid
+        self.name = name
+        self.length = length
+        self.received = 0
+        self.dir = owner.staging / uid
+        self._fd: int | None = None
+        self.done = False
+
+    def open(self) -> None:
+        self.dir.mkdir(mode=0o700)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        self._fd = os.open(self.dir / TEMP, flags, 0o600)
+
+    def write(self, data: bytes) -> None:
+        if self._fd is None:
+            raise RuntimeError("upload not open")
+        if self.received + len(data) > self.length:
+            raise ValueError("more bytes than announced")
+        view = memoryview(data)
+        while view:
+            n = os.write(self._fd, view)
+            view = view[n:]
+        self.received += len(data)
+
+    def finish(self) -> dict[str, Any]:
+        """Close the temporary file and give it its name; the upload's JSON."""
+        if self._fd is None or self.received != self.length:
+            raise RuntimeError(f"upload incomplete: {self.received}/{self.length}")
+        fd, self._fd = self._fd, None
+        os.close(fd)
+        final = self.dir.joinpath(*self.name.split("/"))
+        final.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.rename(self.dir / TEMP, final)  # the file appears complete or not at all
+        self.done = True
+        self.owner.ended(self)
+        return {
+            "id": self.id,
+            "name": self.name,
+            "size": self.length,
+            "path": str(final),
+        }
+
+    def abort(self) -> None:
+        """The body did not arrive complete: nothing of it stays."""
+        if self.done:
+            return
+        self.done = True
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        shutil.rmtree(self.dir, ignore_errors=True)
+        self.owner.ended(self)
+
+
+class Uploads:
+    """The staging directory and its uploads (one per node)."""
+
+    def __init__(
+        self,
+        share: Path,
+        *,
+        quota: int | None = None,
+        reserve: int = RESERVE,
+        clock: Callable[[], float] = time.time,
+        new_id: Callable[[], str] = lambda: os.urandom(8).hex(),
+        free: Callable[[Path], int] | None = None,
+    ) -> None:
+        self.share = share
+        self.staging = share / STAGING
+        self.quota = quota
+        self.reserve = reserve
+        self._clock = clock
+        self._new_id = new_id
+        self._free = free or (lambda p: shutil.disk_usage(p).free)
+        self.open: dict[str, Upload] = {}
+
+    def begin(self, name: str, length: int) -> Upload:
+        """A new upload of `length` bytes named `name`, its temporary file open; refused
+        (RequestError) before anything is written when the name or the size is wrong."""
+        try:
+            name = check_name(name)
+            check_depth(name)
+        except BadName as exc:
+            raise RequestError(f"bad file name: {exc}", ErrorCode.BAD_NAME) from None
+        if length <= 0:
+            raise RequestError("an upload needs a body (Content-Length > 0)", LocalCode.BAD_REQUEST)
+        self.prune()
+        self.staging.mkdir(mode=0o700, exist_ok=True)
+        st = os.lstat(self.staging)
+        if not stat.S_ISDIR(st.st_mode):
+            raise NoRoom(f"{self.staging} is not a directory")
+        pending = sum(u.length - u.received for u in self.open.values())
+        room = self._free(self.staging) - self.reserve - pending
+        if length > room:
+            raise NoRoom(
+                f"no room for {length} bytes in the share (free {max(0, room)} bytes "
+                f"after a {self.reserve} byte reserve)"
+            )
+        if self.quota is not None:
+            used = self.staged_bytes() + pending
+            if used + length > self.quota:
+                raise NoRoom(
+                    f"the upload quota ({self.quota} bytes) would be exceeded: "
+                    f"{used} bytes are staged"
+                )
+        upload = Upload(self, self._new_id(), name, length)
+        upload.open()
+        self.open[upload.id] = upload
+        return upload
+
+    def ended(self, upload: Upload) -> None:
+        self.open.pop(upload.id, None)
+
+    def staged_bytes(self) -> int:
+        total = 0
+        for root, _dirs, files in os.walk(self.staging):
+            for f in files:
+                with contextlib.suppress(OSError):
+                    total += os.lstat(os.path.join(root, f)).st_size
+        return total
+
+    def owns(self, path: str) -> bool:
+        """`path` is a staged upload's file."""
+        real = os.path.realpath(path)
+        base = os.path.realpath(self.staging) + os.sep
+        return real.startswith(base)
+
+    def release(self, path: str) -> None:
+        """The push of a staged file is done: its upload directory goes."""
+        if not self.owns(path):
+            return
+        rel = os.path.relpath(os.path.realpath(path), os.path.realpath(self.staging))
+        uid = rel.split(os.sep, 1)[0]
+        if uid in self.open or uid in ("", ".", ".."):
+            return
+        shutil.rmtree(self.staging / uid, ignore_errors=True)
+
+    def prune(self, max_age: float = MAX_AGE) -> int:
+        """Remove upload directories older than `max_age` that no upload writes now."""
+        try:
+            entries = list(os.scandir(self.staging))
+        except FileNotFoundError:
+            return 0
+        removed = 0
+        now = self._clock()
+        for entry in entries:
+            if entry.name in self.open:
+                continue
+            try:
+                old = now - entry.stat(follow_symlinks=False).st_mtime > max_age
+            except OSError:
+                continue
+            if old:
+                if entry.is_dir(follow_symlinks=False):
+                    shutil.rmtree(entry.path, ignore_errors=True)
+                else:
+                    os.unlink(entry.path)
+                removed += 1
+        return removed
+
+
+__all__ = ["MAX_AGE", "STAGING", "NoRoom", "Upload", "Uploads"]

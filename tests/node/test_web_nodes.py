@@ -1,0 +1,90 @@
+"""The dashboard's routes on real nodes (no browser): upload then push, retry, the page."""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import json
+import os
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from tests.node.test_integration import done, write_random
+from tests.nodeproc import NodeProc, nodes, wait_mesh
+
+
+def upload(node: NodeProc, name: str, data: bytes) -> tuple[int, Any]:
+    host, _, port = node.api_url.removeprefix("http://").partition(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=30)
+    try:
+        conn.request(
+            "POST",
+            f"/api/uploads?name={quote(name, safe='')}",
+            body=data,
+            headers={
+                "Content-Type": "application/octet-stream",
+                "Authorization": f"Bearer {node.file_token()}",
+            },
+        )
+        resp = conn.getresponse()
+        return resp.status, json.loads(resp.read())
+    finally:
+        conn.close()
+
+
+def test_upload_then_push_keeps_the_folder_name_and_cleans_up(tmp_path: Path) -> None:
+    with nodes(tmp_path, ["a", "b"]) as (a, b):
+        wait_mesh([a, b])
+        data = os.urandom(5 << 20)
+        status, staged = upload(a, "photos/trip.jpg", data)
+        assert status == 201, staged
+        assert Path(staged["path"]).is_relative_to(a.share / ".mole-uploads")
+        push = {"peer": "b", "path": staged["path"], "name": staged["name"]}
+        t = a.api("POST", "/api/push", push)
+        assert t["name"] == "photos/trip.jpg"
+        assert done(a, t["id"])["state"] == "done"
+        got = b.inbox / "photos" / "trip.jpg"
+        b.wait_api("/api/inbox", lambda fs: any(f["name"] == "photos/trip.jpg" for f in fs))
+        assert hashlib.sha256(got.read_bytes()).digest() == hashlib.sha256(data).digest()
+        # The staged copy goes once the peer has it; the share never listed it.
+        a.wait_api(
+            "/api/transfers", lambda ts: not Path(staged["path"]).exists(), what="staged gone"
+        )
+        assert all(".mole-uploads" not in f["name"] for f in a.api("GET", "/api/files"))
+        assert all(f["name"] != "photos/trip.jpg" for f in a.api("GET", "/api/files"))
+
+
+def test_retry_makes_a_new_transfer_of_the_same_file(tmp_path: Path) -> None:
+    with nodes(tmp_path, ["a", "b"], "--max-rate", "1MiB") as (a, b):
+        wait_mesh([a, b])
+        digest = write_random(a.share / "slow.bin", 3 << 20)
+        first = a.api("POST", "/api/push", {"peer": "b", "path": "slow.bin"})
+        a.api("POST", f"/api/transfers/{first['id']}/cancel")
+        status, body = a.api_raw("POST", f"/api/transfers/{first['id']}/retry")
+        assert status == 202, body
+        assert body["id"] != first["id"] and body["name"] == "slow.bin"
+        assert body["peer"] == b.node_id
+        assert done(a, body["id"], timeout=30)["state"] == "done"
+        assert hashlib.sha256((b.inbox / "slow.bin").read_bytes()).hexdigest() == digest
+        # A done transfer, an unknown one, and the peer's side of one are not retried.
+        status, err = a.api_raw("POST", f"/api/transfers/{body['id']}/retry")
+        assert status == 409 and err["error"] == "not_retryable"
+        assert a.api_raw("POST", "/api/transfers/0000000000000000/retry")[0] == 404
+        theirs = b.local_id(body["id"])
+        status, err = b.api_raw("POST", f"/api/transfers/{theirs}/retry")
+        assert status == 409 and "started by the peer" in err["message"]
+
+
+def test_the_dashboard_is_served_by_an_installed_style_node(tmp_path: Path) -> None:
+    with nodes(tmp_path, ["a"]) as (a,):
+        host, _, port = a.api_url.removeprefix("http://").partition(":")
+        conn = http.client.HTTPConnection(host, int(port), timeout=10)
+        conn.request("GET", "/")
+        resp = conn.getresponse()
+        body = resp.read()
+        assert resp.status == 200 and b"mole" in body
+        assert "default-src 'self'" in (resp.getheader("Content-Security-Policy") or "")
+        conn.close()
+        err = (a.root / "stderr.log").read_text()
+        assert f"dashboard at http://127.0.0.1:{port}/" in err
