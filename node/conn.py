@@ -17,6 +17,16 @@ from typing import TYPE_CHECKING
 
 from node import PROTOCOL_VERSION
 from node.errors import ErrorCode, LocalCode, LocalProtocolError, RemoteProtocolError
+from node.batchmsg import (
+    AnyMessage,
+    Batch,
+    BatchAccept,
+    BatchMessage,
+    BatchVerdict,
+    BEnd,
+    BFile,
+    GetBatch,
+)
 from node.loop import Transport
 from node.messages import Error, Hello, Message, encode_message
 from node.session import NEED_DATA, Closed, DataChunk, Role, Session, State
@@ -25,7 +35,7 @@ if TYPE_CHECKING:
     from node.node import Node
     from node.sender import FileSender
 
-FEATURES = ("resume", "digest")
+FEATURES = ("resume", "digest", "batch")
 RATE_WINDOW = 10.0  # a stream must average Config.min_rate over this (or the idle timeout)
 STREAM_CHECK = 0.5  # s between looks at a stream's progress (rate floor, activity)
 CLOSE_GRACE = 5.0  # after an error, how long a peer that does not read gets to take our bytes
@@ -49,6 +59,10 @@ class Handler:
     def on_chunk(self, data: memoryview, done: bool) -> None:
         self.conn.fail(ErrorCode.UNEXPECTED_MESSAGE, "unexpected data")
 
+    def on_batch(self, msg: BatchMessage) -> None:
+        """A batch message (docs/protocol.md 2.9); handlers that speak batches override it."""
+        self.conn.fail(ErrorCode.UNEXPECTED_MESSAGE, f"unexpected {type(msg).__name__}")
+
     def on_peer_error(self, code: str, reason: str) -> None:
         self.on_failed(code, f"peer error: {reason}")
 
@@ -59,6 +73,15 @@ class Handler:
     def busy(self) -> bool:
         """Something is in flight (a transfer, a stream): the connection is not idle clutter."""
         return False
+
+    def streaming(self) -> bool:
+        """We are sending a stream of our own (a batch): never pause reading for it."""
+        return False
+
+    # The transport's water marks, for a handler that writes a stream itself (a batch).
+    def on_write_paused(self) -> None: ...
+
+    def on_writable(self) -> None: ...
 
     def account(self) -> None:
         """Refresh the transfer's byte counts from the stream (called by the deadline checks)."""
@@ -190,7 +213,10 @@ class Conn:
         # A peer that asks faster than it reads (pipelined `list`s) gets no more of its
         # requests read until it takes our answers: memory stays at the water marks. Not
         # while we stream a file (our queue is the stream; the peer's `error` must get in).
+        self.handler.on_write_paused()
         if self.transport is not None and self.handler.sender is None:
+            if self.handler.streaming():
+                return
             self.transport.pause_reading()
             self._reads_paused = True
 
@@ -198,6 +224,7 @@ class Conn:
         if self._reads_paused and self.transport is not None:
             self._reads_paused = False
             self.transport.resume_reading()
+        self.handler.on_writable()
 
     # -- helpers ---------------------------------------------------------------------------------
     def _drain(self) -> None:
@@ -219,9 +246,12 @@ class Conn:
                 if isinstance(event, Hello) and self.hello_by is not None:
                     self.hello_by = None
                     self.node.admission.done(self)
-                self.handler.on_message(event)
+                if isinstance(event, (Batch, BatchAccept, BatchVerdict, GetBatch, BFile, BEnd)):
+                    self.handler.on_batch(event)
+                else:
+                    self.handler.on_message(event)
 
-    def send(self, msg: Message) -> None:
+    def send(self, msg: AnyMessage) -> None:
         if self.closed or self.transport is None:
             return
         self.transport.write(self.session.send(msg))
@@ -333,9 +363,16 @@ class Conn:
             if self.transport is None or not self.transport.get_write_buffer_size():
                 return None  # nothing waits on the peer (e.g. our own --max-rate): not its fault
             return sender.progress()
-        if self.session.state in (State.PUSH_STREAM, State.PULL_STREAM):
+        if self.receiving_stream():
             return self.rx_bytes  # we are the receiving side of this stream
         return None
+
+    def receiving_stream(self) -> bool:
+        """The peer streams file bytes to us now (a single file, or a batch)."""
+        state, role = self.session.state, self.session.role
+        if state in (State.PUSH_STREAM, State.PULL_STREAM):
+            return True
+        return (state, role) in ((State.BATCH_PUSH, Role.SERVER), (State.BATCH_PULL, Role.CLIENT))
 
     def _check(self, now: float) -> None:
         """Header completion, the digest, the stream rate (which trickled bytes cannot satisfy,
@@ -375,10 +412,7 @@ class Conn:
     def _check_rate(self, now: float) -> bool:
         cfg = self.node.config
         moved = self._stream_bytes()
-        streaming = moved is not None or self.session.state in (
-            State.PUSH_STREAM,
-            State.PULL_STREAM,
-        )
+        streaming = moved is not None or self.receiving_stream() or self.handler.streaming()
         if streaming or sender_alive(self):
             self._next_look = now + STREAM_CHECK
         if moved is None or not cfg.min_rate:
