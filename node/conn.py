@@ -16,7 +16,6 @@ import math
 from typing import TYPE_CHECKING
 
 from node import PROTOCOL_VERSION
-from node.errors import ErrorCode, LocalCode, LocalProtocolError, RemoteProtocolError
 from node.batchmsg import (
     AnyMessage,
     Batch,
@@ -27,6 +26,7 @@ from node.batchmsg import (
     BFile,
     GetBatch,
 )
+from node.errors import ErrorCode, LocalCode, LocalProtocolError, RemoteProtocolError
 from node.loop import Transport
 from node.messages import Error, Hello, Message, encode_message
 from node.session import NEED_DATA, Closed, DataChunk, Role, Session, State

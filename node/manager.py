@@ -372,5 +372,5 @@ class TransferManager:
                 t.size,
                 round(t.rate, 1),
                 eta,
-            )  # fmt: skip
+            )
         )

@@ -28,6 +28,7 @@ from node.admission import Admission, RateLimit
 from node.api import ApiRefuse, ApiServerProtocol
 from node.apiauth import ApiGuard, load_or_create_token
 from node.autofetch import AutoFetch
+from node.batches import Batches
 from node.config import Config
 from node.conn import Conn, Handler
 from node.discovery import PeerDown, PeerEvent, PeerUp
@@ -120,6 +121,7 @@ class Node:
         )
         self.pushes = Pushes(self)
         self.pulls = Pulls(self)
+        self.batches = Batches(self)
         self.manager = TransferManager(
             config,
             self.bus,
@@ -278,7 +280,9 @@ class Node:
     # -- transfers -------------------------------------------------------------------------------
     def _start(self, t: Transfer) -> None:
         """The manager's next attempt of a transfer this node started."""
-        if t.direction == "push":
+        if t.kind == "batch":
+            self.batches.start(t)
+        elif t.direction == "push":
             self.pushes.start(t)
         else:
             self.pulls.start(t)
@@ -297,6 +301,7 @@ class Node:
         if t.role == "receive":
             self.store.discard_partial(t.peer, t.name)
         self.pushes.forget(t)
+        self.batches.forget(t)
 
     def cancel_failed_receive(self, t: Transfer) -> None:
         """A broken receive keeps its .part for the sender's retry; cancelling it says no retry

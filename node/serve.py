@@ -3,6 +3,8 @@ node's inbox) and `get` (a pull out of its share). docs/protocol.md 2.2-2.5."""
 
 from __future__ import annotations
 
+from node.batches import BatchServe
+from node.batchmsg import BatchMessage
 from node.conn import Handler
 from node.errors import ErrorCode, LocalCode, StoreError
 from node.events import TransferRefused
@@ -42,9 +44,28 @@ class ServerHandler(Receiving, Handler):
         self.transfer: Transfer | None = None
         self.sender: FileSender | None = None
         self.lists = 0
+        self.batches: BatchServe | None = None  # batches pushed here or pulled from here
 
     def busy(self) -> bool:
-        return self.transfer is not None or self.incoming is not None
+        batch = self.batches is not None and self.batches.busy()
+        return self.transfer is not None or self.incoming is not None or batch
+
+    # -- batches (node/batches.py) -------------------------------------------------------------
+    def on_batch(self, msg: BatchMessage) -> None:
+        if self.batches is None:
+            self.batches = BatchServe(self, self.addr)
+        self.batches.on_batch(msg)
+
+    def streaming(self) -> bool:
+        return self.batches is not None and self.batches.stream is not None
+
+    def on_write_paused(self) -> None:
+        if self.batches is not None and self.batches.stream is not None:
+            self.batches.stream.on_write_paused()
+
+    def on_writable(self) -> None:
+        if self.batches is not None and self.batches.stream is not None:
+            self.batches.stream.on_writable()
 
     @property
     def addr(self) -> str:
@@ -71,6 +92,8 @@ class ServerHandler(Receiving, Handler):
             self._digest(msg)
         elif isinstance(msg, Verdict):
             self._pull_verdict(msg)
+        elif isinstance(msg, Reject) and self.batches is not None:
+            self.batches.on_reject(msg)
         else:
             super().on_message(msg)
 
@@ -158,6 +181,9 @@ class ServerHandler(Receiving, Handler):
                 )
 
     def on_chunk(self, data: memoryview, done: bool) -> None:
+        if self.batches is not None and self.batches.sink is not None:
+            self.batches.on_chunk(data, done)
+            return
         t = self.transfer
         if t is None or self.incoming is None:
             return
@@ -290,6 +316,8 @@ class ServerHandler(Receiving, Handler):
         self._stop(LocalCode.CONNECTION_LOST, reason)
 
     def _stop(self, code: str, reason: str) -> None:
+        if self.batches is not None:
+            self.batches.stop(code, reason)
         if self.sender is not None:
             self.account()
             self.sender.stop()
