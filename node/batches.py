@@ -11,11 +11,12 @@ broken off by either side continues at the file and byte where it stopped.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import os
 import stat
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from node.batchio import BatchSink, BatchStream, missing_json
 from node.batchmsg import (
@@ -32,10 +33,10 @@ from node.batchmsg import (
 )
 from node.batchtree import TreeBuilder
 from node.conn import ClientHandler
-from node.errors import BadRequest, ErrorCode, LocalCode, RequestError, StoreError
+from node.errors import BadRequest, ErrorCode, LocalCode, NotFound, RequestError, StoreError
 from node.events import BatchStarted
 from node.messages import FileInfo, Hello, Message, Reject
-from node.transfer import TEvent, Transfer, keeps_part
+from node.transfer import Job, TEvent, Transfer, keeps_part
 
 if TYPE_CHECKING:
     from node.conn import Conn, Handler
@@ -45,10 +46,61 @@ if TYPE_CHECKING:
 HASH_SLICE = 8 << 20  # bytes hashed per loop turn while a batch push prepares
 
 
+class GroupSend:
+    """A send to every member of a group: one batch per member, each retried on its own."""
+
+    def __init__(self, job: Job, group: str, paths: list[str], links: str, late: bool) -> None:
+        self.job = job
+        self.group = group
+        self.paths = paths
+        self.links = links
+        self.include_late = late
+        self.members: dict[str, str] = {}  # peer node id -> its transfer id
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            **self.job.to_json(),
+            "group": self.group,
+            "include_late": self.include_late,
+            "members": dict(self.members),
+            "batches": [t.to_json() for t in self.job.children],
+        }
+
+
 class Batches:
     def __init__(self, node: Node) -> None:
         self.node = node
         self.preparing: dict[str, TreeBuilder] = {}
+        self.groups: dict[str, GroupSend] = {}
+
+    # -- send to a group -----------------------------------------------------------------------
+    def create_group_push(
+        self, group: str, paths: list[str], links: str = "refuse", *, include_late: bool = False
+    ) -> GroupSend:
+        """`mole send @GROUP`: a batch to each current member (peers whose announces or
+        hellos carry the group); with `include_late`, to members heard later too."""
+        node = self.node
+        members = [p for p in node.peers.all() if group in p.groups]
+        if not members and not include_late:
+            raise NotFound(f"no member of group {group!r} is known", LocalCode.UNKNOWN_PEER)
+        job = node.manager.new_job("push", f"@{group}")
+        send = GroupSend(job, group, paths, links, include_late)
+        self.groups[job.id] = send
+        for p in members:
+            self._member(send, p.node)
+        return send
+
+    def _member(self, send: GroupSend, peer: str) -> None:
+        t = self.create_push(peer, send.paths, send.links)
+        send.job.add(t)
+        send.members[peer] = t.id
+
+    def peer_up(self, peer: str, groups: tuple[str, ...]) -> None:
+        """A peer was heard: a late member of an --include-late group send gets its batch."""
+        for send in self.groups.values():
+            if send.include_late and send.group in groups and peer not in send.members:
+                with contextlib.suppress(RequestError):
+                    self._member(send, peer)
 
     # -- creating ------------------------------------------------------------------------------
     def create_push(self, peer_text: str, paths: list[str], links: str = "refuse") -> Transfer:

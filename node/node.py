@@ -268,6 +268,7 @@ class Node:
                 )
             # Retry transfers that were waiting for this peer right away, not at their backoff.
             self.manager.peer_appeared(p.node)
+            self.batches.peer_up(p.node, tuple(p.groups))
             if self.config.auto_fetch:
                 self.autofetch.peer_seen(p.node)
         elif isinstance(event, PeerDown) and self._peer_lines.allow(self.loop.time()):

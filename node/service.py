@@ -99,7 +99,14 @@ class Service:
             return self.push_batch(peer, [path], "refuse")  # a directory is a batch
         return self.node.pushes.create(peer, path, name).to_json()
 
-    def push_batch(self, peer: str, paths: list[str], links: str) -> dict[str, Any]:
+    def push_batch(
+        self, peer: str, paths: list[str], links: str, include_late: bool = False
+    ) -> dict[str, Any]:
+        if peer.startswith("@"):  # a group: one batch per member (docs/api.md)
+            send = self.node.batches.create_group_push(
+                peer[1:], paths, links, include_late=include_late
+            )
+            return send.to_json()
         return self.node.batches.create_push(peer, paths, links).to_json()
 
     def pull_batch(self, peer: str, prefix: str | None, glob: str | None) -> dict[str, Any]:

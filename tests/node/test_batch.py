@@ -10,6 +10,9 @@ import os
 import random
 from pathlib import Path
 
+import pytest
+
+from node import cli
 from tests.node.test_resume import ev, pair
 from tests.nodeproc import NodeProc
 
@@ -106,3 +109,29 @@ def test_receiver_restart_mid_batch_resumes_at_the_file_and_byte(tmp_path: Path)
         assert done["state"] == "done", done
         assert 0 < done["sent"] < big  # only the rest crossed the wire
         assert tree_of(b.inbox / "set") == want
+
+
+def mole(capsys: pytest.CaptureFixture[str], node: NodeProc, *argv: str) -> tuple[int, str]:
+    code = cli.main(["--api", node.api_url, "--token", node.file_token(), *argv])
+    captured = capsys.readouterr()
+    return code, captured.out + captured.err
+
+
+def test_cli_send_get_and_ls_a_directory(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pair(tmp_path, a_args=("--group", "team")) as (a, b):
+        want = make_tree(a.share / "pics", 25, seed=4)
+        code, text = mole(capsys, a, "send", "b", str(a.share / "pics"))
+        assert code == 0, text
+        assert "(25/25 files)" in text
+        assert tree_of(b.inbox / "pics") == want
+        a.wait_api("/api/files", lambda fs: len(fs) >= 25, timeout=20, what="pics hashed")
+        code, text = mole(capsys, b, "ls", "a", "pics/")
+        assert code == 0 and "  d1/" in text and "    sub1/" in text, text
+        code, text = mole(capsys, b, "get", "a", "pics/")
+        assert code == 0, text
+        code, text = mole(capsys, b, "peers", "--group", "team")
+        assert code == 0 and "\na " in text and "team" in text, text
+        code, text = mole(capsys, b, "peers", "--group", "nobody")
+        assert code == 0 and "no peers" in text, text
