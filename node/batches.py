@@ -1,4 +1,4 @@
-"""Batches: a directory or several files as one transfer (docs/protocol.md 2.9).
+"""Batches: a directory or several files as one transfer (docs/protocol.md 2.10).
 
 `Batches` is the operation: it creates batch pushes and pulls (one `Transfer` record each,
 `kind` "batch", with totals and per-entry counts) and starts each attempt; a push first walks

@@ -1,4 +1,4 @@
-"""The batch messages of the transfer protocol (feature "batch", docs/protocol.md 2.9).
+"""The batch messages of the transfer protocol (feature "batch", docs/protocol.md 2.10).
 
 A batch moves a whole tree on one connection with one accept decision and no round trip per
 file: the manifest (`batch`), the receiver's answer saying what it already holds

@@ -60,7 +60,7 @@ class Handler:
         self.conn.fail(ErrorCode.UNEXPECTED_MESSAGE, "unexpected data")
 
     def on_batch(self, msg: BatchMessage) -> None:
-        """A batch message (docs/protocol.md 2.9); handlers that speak batches override it."""
+        """A batch message (docs/protocol.md 2.10); handlers that speak batches override it."""
         self.conn.fail(ErrorCode.UNEXPECTED_MESSAGE, f"unexpected {type(msg).__name__}")
 
     def on_peer_error(self, code: str, reason: str) -> None:

@@ -114,7 +114,7 @@ class State(Enum):
     PUSH_DIGEST = "PUSH_DIGEST"  # a hash-less push streamed: waiting for the client's digest
     PUSH_VERDICT = "PUSH_VERDICT"
     PULL_VERDICT = "PULL_VERDICT"
-    # Batches (feature "batch", docs/protocol.md 2.9): a push...
+    # Batches (feature "batch", docs/protocol.md 2.10): a push...
     BATCH_OFFERED = "BATCH_OFFERED"
     BATCH_PUSH = "BATCH_PUSH"  # the client streams bfile + data ... bend
     BATCH_PUSH_VERDICT = "BATCH_PUSH_VERDICT"
@@ -232,7 +232,7 @@ class Session:
         self._files_len = 0
         self._body_fields: dict[str, Any] = {}  # the header of the body being collected
         self._body_new = State.IDLE  # where that message leads
-        # The batch under way (docs/protocol.md 2.9): its id, manifest and what the receiver
+        # The batch under way (docs/protocol.md 2.10): its id, manifest and what the receiver
         # said it holds; the next index a bfile may name (indexes only go up).
         self.batch_id: str | None = None
         self.batch: Batch | None = None
@@ -468,7 +468,7 @@ class Session:
             if ours and isinstance(msg, Accept):
                 self._done_pending = True  # we receive nothing: tell the app now
 
-    # -- batches (docs/protocol.md 2.9) -------------------------------------------------------
+    # -- batches (docs/protocol.md 2.10) -------------------------------------------------------
     def _apply_batch(
         self, msg: Batch | BatchAccept | BatchVerdict | GetBatch | BFile | BEnd, ours: bool
     ) -> None:

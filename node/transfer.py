@@ -130,7 +130,7 @@ class Transfer:
     wire_id: str = ""
     job: str | None = None  # the Job this transfer belongs to
     addr: str = ""  # the peer's IP address on the current attempt (slot fairness)
-    # A batch (a directory, several files: docs/protocol.md 2.9) is one record: `name` is its
+    # A batch (a directory, several files: docs/protocol.md 2.10) is one record: `name` is its
     # first root, `size`/`bytes` its totals, `files`/`files_done` its entry counts, `missing`
     # what its verdict said it lacks ({"path", "code", "reason"}).
     kind: str = "file"  # file | batch
