@@ -9,12 +9,13 @@ import hashlib
 import os
 import random
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from node import cli
 from tests.node.test_resume import ev, pair
-from tests.nodeproc import NodeProc
+from tests.nodeproc import NodeProc, nodes, wait_mesh
 
 
 def make_tree(root: Path, files: int, seed: int = 1, big: int = 0) -> dict[str, str]:
@@ -45,9 +46,10 @@ def tree_of(root: Path) -> dict[str, str]:
     }
 
 
-def wait_done(node: NodeProc, tid: str, timeout: float = 60) -> dict[str, object]:
+def wait_done(node: NodeProc, tid: str, timeout: float = 60) -> dict[str, Any]:
+    """The batch_done of `tid` (by either id); "" for the first batch_done at all."""
     return node.wait_event(
-        lambda e: e["event"] in ("batch_done",) and tid in (e.get("id"), e.get("wire_id")),
+        lambda e: e["event"] == "batch_done" and (not tid or tid in (e["id"], e["wire_id"])),
         timeout=timeout,
         what=f"batch_done {tid}",
     )
@@ -135,3 +137,54 @@ def test_cli_send_get_and_ls_a_directory(
         assert code == 0 and "\na " in text and "team" in text, text
         code, text = mole(capsys, b, "peers", "--group", "nobody")
         assert code == 0 and "no peers" in text, text
+
+
+def test_sender_restart_mid_batch_resumes_from_the_journal(tmp_path: Path) -> None:
+    big = 24 << 20
+    with pair(tmp_path, a_args=("--max-rate", "8MiB")) as (a, b):
+        src = a.share / "set"
+        want = make_tree(src, 20, seed=5, big=big)
+        t = a.api("POST", "/api/push", {"peer": "b", "path": str(src)})
+        b.wait_event(
+            lambda e: e["event"] == "batch_progress" and e["bytes"] > big // 4,
+            timeout=30,
+            what="a quarter of the big file",
+        )
+        a.stop(kill=True)
+        a.start()
+        restored = a.wait_event(
+            lambda e: e["event"] == "transfer_started" and e.get("restored"),
+            timeout=10,
+            what="the batch restored from the journal",
+        )
+        assert restored["id"] == t["id"] and restored["kind"] == "batch"
+        done = b.wait_event(
+            lambda e: e["event"] == "batch_done" and e["state"] == "done",
+            timeout=60,
+            what="the resumed batch done",
+        )
+        assert 0 < done["sent"] < big  # only the rest crossed the wire
+        assert tree_of(b.inbox / "set") == want
+
+
+def test_send_to_a_group_one_batch_per_member_and_a_late_member(tmp_path: Path) -> None:
+    fast = ("--announce-interval", "0.5", "--retry-backoff", "0.2")
+    with nodes(tmp_path, ["a", "b", "c"], *fast, "--group", "team") as (a, b, c):
+        wait_mesh([a, b, c])
+        want = make_tree(a.share / "drop", 12, seed=6)
+        send = a.api(
+            "POST", "/api/push", {"peer": "@team", "paths": [str(a.share / "drop")],
+                                  "include_late": True},
+        )  # fmt: skip
+        assert set(send["members"]) == {b.node_id, c.node_id} and len(send["batches"]) == 2
+        for node in (b, c):
+            assert wait_done(node, send["members"][node.node_id])["state"] == "done"
+            assert tree_of(node.inbox / "drop") == want
+        late = NodeProc(tmp_path, "d", a.discovery_port, *fast, "--group", "team").start()
+        try:
+            assert wait_done(late, "", timeout=30)["state"] == "done"
+            assert tree_of(late.inbox / "drop") == want
+            ids = {t["id"] for t in a.api("GET", "/api/transfers") if t.get("job") == send["id"]}
+            assert len(ids) == 3
+        finally:
+            late.stop()
