@@ -20,6 +20,7 @@ from lab.results import DiscoveryRow, Result, TransferRow
 from lab.scenario import DiscoveryExpect, FailureSpec, FileExpect, Scenario, event_code
 from lab.state import RunState
 from lab.tail import Event, brief
+from lab.trees import tree_expectations
 from lab.verbs import StepError
 
 EVENT_GRACE = 5.0  # s an arrived file may wait for its transfer_done line to be read
@@ -61,6 +62,7 @@ def expectations(sc: Scenario) -> list[Expectation]:
         ContentIntact(),
         NoFailures(sc),
         *files,
+        *tree_expectations(sc),
         InboxListing(arrivals),
         *(FailureHappens(spec) for spec in sc.expect.failures),
         Discovery(sc.expect.discovery),

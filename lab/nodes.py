@@ -20,6 +20,7 @@ from lab.parallel import each
 from lab.results import abbrev
 from lab.scenario import NodeDecl, Scenario, route_for
 from lab.tail import Event, EventTail, brief
+from lab.trees import Tree, place_tree
 from lab.verbs import StepError
 from lab.waits import wait_until
 
@@ -53,6 +54,7 @@ class Nodes:
         self.sc = sc
         self.cluster = cluster
         self.tail = tail
+        self.trees: dict[str, Tree] = {}  # lab.trees: generated before the nodes are made
         self.say = say
         self.remaining = remaining
         self.lock = threading.RLock()
@@ -85,6 +87,9 @@ class Nodes:
             for f in self.sc.files:
                 if n.name in f.on:
                     place_file(files[f.id], share / f.name)
+            for t in self.sc.trees:
+                if n.name in t.on:
+                    place_tree(self.trees[t.id], share)
             if not n.router:
                 self.tail.watch(n.name)
         if not self.tail.started:

@@ -37,6 +37,7 @@ from lab.scenario import Scenario, ScenarioError, ScenarioSkip, Step, load_scena
 from lab.state import Report, RunState
 from lab.tail import parse_events
 from lab.timeline import Timeline
+from lab.trees import generate_tree
 from lab.verbs import StepError
 from lab.waits import WaitTimeout, wait_until
 
@@ -154,12 +155,14 @@ class Run:
         paths, shas = {}, {}
         for f in sc.files:
             paths[f.id], shas[f.id] = generate_file(f, workdir / "_files")
+        trees = {t.id: generate_tree(t, workdir / "_files") for t in sc.trees}
         timings["files"] = time.monotonic() - t
         t = time.monotonic()
         tail = self.ctx.open_tail(lambda name: str(cluster.logs(name)))
         nodes = Nodes(sc, cluster, tail, say=self.report.say, remaining=self.report.remaining)
         inboxes = Inboxes(sc, shas, nodes, fail=self.report.fail)
         self.state = state = RunState(sc, self.report, nodes, inboxes, tail)
+        state.trees = nodes.trees = trees
         nodes.create_all(paths)
         state.t0, state.t0_wall = time.monotonic(), time.time()
         timings["nodes"] = state.t0 - t

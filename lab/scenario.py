@@ -243,6 +243,7 @@ class FailureSpec:
 @dataclass(frozen=True)
 class Expect:
     files: tuple[FileExpect, ...] = ()
+    trees: tuple[Any, ...] = ()  # lab.trees.TreeExpect
     discovery: DiscoveryExpect | None = None
     no_failures: bool = True
     allow_failures: tuple[FailureSpec, ...] = ()
@@ -262,6 +263,7 @@ class Scenario:
     groups: Mapping[str, tuple[str, ...]]  # group name -> member node names
     source: str = "<string>"
     text: str = ""  # the YAML as written (copied into the artifacts)
+    trees: tuple[Any, ...] = ()  # lab.trees.TreeDecl: directories sent as batches
 
     def node(self, name: str) -> NodeDecl:
         for n in self.nodes:

@@ -27,6 +27,11 @@ from lab.scenario import (
 )
 from lab.schema_expect import parse_expect
 from lab.timeline import check_cycles, parse_trigger
+from lab.trees import parse_trees
+
+TOP_KEYS = tuple(
+    ["name", "description", "timeout", "networks", "nodes", "files", "trees", "steps", "expect"]
+)
 
 
 def parse(
@@ -217,7 +222,7 @@ class Parser(Checks):
         top = self.mapping(
             data,
             "",
-            ("name", "description", "timeout", "networks", "nodes", "files", "steps", "expect"),
+            (*TOP_KEYS, *TOP_KEYS_MORE),
             required=("nodes",),
         )
         if "name" in top:
@@ -239,6 +244,7 @@ class Parser(Checks):
         self.refs = Refs(self, nodes, groups)
         files = self.files(top.get("files", []))
         ctx = Context(self.source, self.refs, files)
+        ctx.trees = parse_trees(ctx, top.get("trees", []))
         steps = self.steps(top.get("steps", []), ctx)
         expect = parse_expect(top.get("expect", {}), ctx, [st.id for st in steps])
         return Scenario(
@@ -253,6 +259,7 @@ class Parser(Checks):
             groups=MappingProxyType(groups),
             source=self.source,
             text=text,
+            trees=ctx.trees,
         )
 
     def files(self, v: object) -> tuple[FileDecl, ...]:
