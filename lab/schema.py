@@ -222,7 +222,7 @@ class Parser(Checks):
         top = self.mapping(
             data,
             "",
-            (*TOP_KEYS, *TOP_KEYS_MORE),
+            TOP_KEYS,
             required=("nodes",),
         )
         if "name" in top:
