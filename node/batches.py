@@ -33,9 +33,18 @@ from node.batchmsg import (
 )
 from node.batchtree import TreeBuilder
 from node.conn import ClientHandler
-from node.errors import BadRequest, ErrorCode, LocalCode, NotFound, RequestError, StoreError
+from node.errors import (
+    BadName,
+    BadRequest,
+    ErrorCode,
+    LocalCode,
+    NotFound,
+    RequestError,
+    StoreError,
+)
 from node.events import BatchStarted
 from node.messages import FileInfo, Hello, Message, Reject
+from node.names import check_name, is_valid_name
 from node.transfer import Job, TEvent, Transfer, keeps_part
 
 if TYPE_CHECKING:
@@ -229,10 +238,36 @@ class Batches:
             sources[name] = str(path)
             if len(entries) >= MAX_ENTRIES:
                 break
+        if msg.prefix is not None and len(entries) < MAX_ENTRIES:
+            entries += self._empty_dirs(msg.prefix, MAX_ENTRIES - len(entries))
         if not entries:
             what = msg.prefix if msg.prefix is not None else msg.glob
             raise StoreError(ErrorCode.NOT_FOUND, f"no shared file matches {what!r}")
         return Batch(msg.id, tuple(entries)), sources
+
+    def _empty_dirs(self, prefix: str, limit: int) -> list[Entry]:
+        """The empty directories under a pulled prefix (the share index lists files only):
+        a bounded walk that follows no symlink and skips what the share does not list (dot
+        names, names no node may store)."""
+        share = self.node.store.share
+        top = prefix.rstrip("/")
+        try:
+            check_name(top)
+        except BadName:
+            return []
+        out: list[Entry] = []
+        seen = 0
+        for dirpath, dirnames, filenames in os.walk(share / top):
+            seen += 1 + len(dirnames) + len(filenames)
+            if seen > 4 * MAX_ENTRIES or len(out) >= limit:
+                break
+            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+            if dirnames or filenames:
+                continue
+            rel = Path(dirpath).relative_to(share).as_posix()
+            if is_valid_name(rel) and not os.path.islink(dirpath):
+                out.append(Entry(rel, mode=os.stat(dirpath).st_mode & 0o777, kind="dir"))
+        return out
 
 
 def _refusal(

@@ -86,6 +86,7 @@ def test_pull_a_directory_and_a_glob(tmp_path: Path) -> None:
         t = a.api("POST", "/api/pull", {"peer": "b", "prefix": "docs/"})
         assert wait_done(a, t["id"])["state"] == "done"
         assert tree_of(a.inbox / "docs") == want
+        assert (a.inbox / "docs" / "empty" / "deeper").is_dir()  # empty directories too
         t = a.api("POST", "/api/pull", {"peer": "b", "glob": "*.bin"})
         done = wait_done(a, t["id"])
         assert done["state"] == "done" and done["files"] == sum(n.endswith(".bin") for n in want)
