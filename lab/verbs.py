@@ -186,16 +186,18 @@ def _push_finish(
         raise ctx.fail(path, "needs exactly one of `file` or `tree`")
     if "file" in p:
         ctx.held_elsewhere(p["file"], p["from"], join(path, "file"), "push")
-    return {
-        "from": p["from"], "to": dst, "files": p.get("file", ()), "wait": p["wait"],
-        "tree": p.get("tree"), "group": group,
-    }  # fmt: skip
+    out = {"from": p["from"], "to": dst, "files": p.get("file", ()), "wait": p["wait"]}
+    if "tree" in p:
+        out["tree"] = p["tree"]
+    if group is not None:
+        out["group"] = group
+    return out
 
 
 def _push_batch(ctx: StepContext, step: Step) -> None:
     """A tree (lab.trees), to nodes or, with `to: "@group"`, as one send to the group."""
     src: str = step.params["from"]
-    tree, group = step.params["tree"] or "", step.params["group"]
+    tree, group = step.params.get("tree") or "", step.params.get("group")
     files = [ctx.state.sc.file(fid).name for fid in step.params["files"]]
     paths = [tree] if tree else files
     known: set[str] = set()
@@ -247,7 +249,10 @@ def _pull_finish(
     if p.get("file", ("*",)) != ("*",):
         ctx.held_elsewhere(p["file"], p["from"], join(path, "file"), "pull")
     files = p.get("file", ())
-    return {"by": by, "from": p["from"], "files": files, "wait": p["wait"], "tree": p.get("tree")}
+    out = {"by": by, "from": p["from"], "files": files, "wait": p["wait"]}
+    if "tree" in p:
+        out["tree"] = p["tree"]
+    return out
 
 
 def _pull(ctx: StepContext, step: Step) -> None:
