@@ -189,3 +189,20 @@ def test_send_to_a_group_one_batch_per_member_and_a_late_member(tmp_path: Path) 
             assert len(ids) == 3
         finally:
             late.stop()
+
+
+def test_links_inside_the_tree_are_sent_with_links_inside(tmp_path: Path) -> None:
+    with pair(tmp_path) as (a, b):
+        src = a.share / "site"
+        want = make_tree(src, 8, seed=7)
+        os.symlink("d1", src / "current")  # inside: sent as a link
+        os.symlink("../../etc", src / "escape")  # leaves the tree: never sent
+        body = {"peer": "b", "paths": [str(src)], "links": "inside"}
+        t = a.api("POST", "/api/push", body)
+        done = wait_done(a, t["id"])
+        assert done["state"] == "done", done
+        assert [m["path"] for m in done["missing"]] == ["site/escape"]
+        assert os.readlink(b.inbox / "site" / "current") == "d1"
+        assert not os.path.lexists(b.inbox / "site" / "escape")
+        assert tree_of(b.inbox / "site") == want
+        assert (b.inbox / "site" / "current" / "sub1" / "f1.txt").is_file()  # resolves inside
