@@ -199,6 +199,14 @@ class BatchSink:
         have: list[int] = []
         offsets: list[tuple[int, int]] = []
         names: set[str] = set()
+        # One listing of the parts instead of a record read per entry; and a root the inbox
+        # does not have holds no file yet (a fresh batch skips a lookup per file).
+        parts = {
+            p.name: (p.held, p.sha256)
+            for p in store.partials()
+            if p.peer == self.peer and not p.active and p.sha256
+        }
+        roots: dict[str, bool] = {}
         for i, e in enumerate(self.batch.entries):
             try:
                 name = check_name(e.path)
@@ -215,13 +223,16 @@ class BatchSink:
                 self._make(i, e, name)
                 have.append(i)
                 continue
-            if store.holds(name, e.sha256, e.size):
+            root = name.split("/", 1)[0]
+            if root not in roots:
+                roots[root] = store.has_entry(root)
+            if roots[root] and store.holds(name, e.sha256, e.size):
                 have.append(i)
                 self.placed.add(i)
                 self.t.files_done += 1
                 self.t.bytes += e.size
                 continue
-            part = store.partial_for(self.peer, name)
+            part = parts.get(name)
             if part is not None and part[1] == e.sha256 and 0 < part[0] <= e.size:
                 offsets.append((i, part[0]))
                 self.t.bytes += part[0]

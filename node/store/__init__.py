@@ -284,6 +284,11 @@ class Store:
         """The inbox has exactly `name` with this content (a resumed batch skips it)."""
         return _tree.holds(self.receiving, name, sha256, size)
 
+    def has_entry(self, name: str) -> bool:
+        """Something (file, directory) is at the top-level `name` of the inbox (no symlink
+        followed): a batch whose root is absent holds none of its files yet."""
+        return _tree.has_entry(self.receiving, name)
+
     def make_dir(self, name: str, mode: int = 0o755) -> None:
         """Create an (empty) directory of a batch under the inbox; StoreError/BadName."""
         _tree.make_dir(self.receiving, name, mode)

@@ -72,6 +72,20 @@ def holds(inbox: Inbox, name: str, sha256: str, size: int) -> bool:
         root.close()
 
 
+def has_entry(inbox: Inbox, name: str) -> bool:
+    try:
+        root = open_root(inbox.real, "inbox", inbox.dirs)
+    except (OSError, StoreError):
+        return True  # cannot tell: look file by file
+    try:
+        root.lstat(name)
+        return True
+    except OSError:
+        return False
+    finally:
+        root.close()
+
+
 def make_dir(inbox: Inbox, name: str, mode: int) -> None:
     """Create the directory `name` (and its parents) under the inbox."""
     name = check_depth(check_name(name), inbox.max_depth)
