@@ -53,6 +53,7 @@ if TYPE_CHECKING:
     from node.sender import FileSender
 
 HASH_SLICE = 8 << 20  # bytes hashed per loop turn while a batch push prepares
+MAX_LATE_GROUPS = 64  # --include-late group sends still taking late members
 
 
 class GroupSend:
@@ -94,7 +95,10 @@ class Batches:
             raise NotFound(f"no member of group {group!r} is known", LocalCode.UNKNOWN_PEER)
         job = node.manager.new_job("push", f"@{group}")
         send = GroupSend(job, group, paths, links, include_late)
-        self.groups[job.id] = send
+        if include_late:  # only these are looked at again (peer_up); the oldest go first
+            self.groups[job.id] = send
+            while len(self.groups) > MAX_LATE_GROUPS:
+                del self.groups[next(iter(self.groups))]
         for p in members:
             self._member(send, p.node)
         return send

@@ -65,6 +65,7 @@ class BatchStream:
         self.ended = False
         self.big: FileSender | None = None
         self._big_base = 0  # t.bytes before the big file under way
+        self._big_counted = 0  # bytes of it already added to t.sent
         self.on_sender = on_sender  # the handler's `sender` (the connection's rate checks)
         # What the receiver holds already counts as done (a resumed batch starts there).
         entries = batch.entries
@@ -138,6 +139,7 @@ class BatchStream:
     def _send_big(self, path: str, entry: Entry, offset: int) -> None:
         node = self.conn.node
         self._big_base = self.t.bytes
+        self._big_counted = 0
         sender = FileSender(self.conn, path, offset, entry.size, node.upload_bucket)
         sender.on_sent = self._big_sent
         self.big = sender
@@ -147,6 +149,8 @@ class BatchStream:
     def _big_sent(self) -> None:
         sender = self.big
         assert sender is not None
+        self.account()
+        self.t.sent += sender.count - self._big_counted
         self.t.bytes = self._big_base + sender.count
         self.t.files_done += 1
         self.big = None
@@ -159,6 +163,8 @@ class BatchStream:
             return 0
         moved = self.big.progress()
         self.t.bytes = self._big_base + moved
+        self.t.sent += moved - self._big_counted  # the rate (and ETA) are sampled from sent
+        self._big_counted = moved
         return moved
 
     def stop(self) -> None:

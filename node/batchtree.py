@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from node.store import Store
 
 LINK_POLICIES = ("refuse", "inside")
+MAX_TREE_DEPTH = 64  # components: bounds the walk's recursion too
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +98,9 @@ class TreeBuilder:
             raise RequestError(
                 f"more than {MAX_ENTRIES} entries in one batch", LocalCode.BAD_REQUEST
             )
+        if rel.count("/") >= MAX_TREE_DEPTH:  # deeper than any receiver stores (names.py)
+            self.skipped.append(Skipped(rel, f"deeper than {MAX_TREE_DEPTH} levels"))
+            return
         try:
             rel = check_name(rel)
         except BadName as exc:

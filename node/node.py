@@ -293,6 +293,8 @@ class Node:
         for conn in list(self.conns):
             h = conn.handler
             owner = getattr(h, "transfer", None)
+            if owner is None:  # a batch served on an inbound connection (node/batches.py)
+                owner = getattr(getattr(h, "batches", None), "transfer", None)
             if owner is not None and owner.id == t.id:
                 incoming = getattr(h, "incoming", None)
                 if incoming is not None:
