@@ -42,7 +42,7 @@ from node.errors import (
     RequestError,
     StoreError,
 )
-from node.events import BatchStarted
+from node.events import BatchStarted, TransferRefused
 from node.messages import FileInfo, Hello, Message, Reject
 from node.names import check_name, is_valid_name
 from node.transfer import Job, TEvent, Transfer, keeps_part
@@ -566,6 +566,7 @@ class BatchServe(_BatchHandler):
         refusal = _refusal(node, sink, accept, peer, self.addr)
         if refusal is not None:
             self.conn.send(refusal)
+            node.bus.publish(TransferRefused(msg.id, peer, root, refusal.code, refusal.reason))
             return
         self.sink, self.transfer = sink, t
         node.manager.add(t)

@@ -206,3 +206,25 @@ def test_links_inside_the_tree_are_sent_with_links_inside(tmp_path: Path) -> Non
         assert not os.path.lexists(b.inbox / "site" / "escape")
         assert tree_of(b.inbox / "site") == want
         assert (b.inbox / "site" / "current" / "sub1" / "f1.txt").is_file()  # resolves inside
+
+
+def test_cancel_a_batch_ends_both_records_and_drops_the_partial_file(tmp_path: Path) -> None:
+    big = 24 << 20
+    with pair(tmp_path, a_args=("--max-rate", "8MiB")) as (a, b):
+        make_tree(a.share / "c", 6, seed=8, big=big)
+        t = a.api("POST", "/api/push", {"peer": "b", "path": str(a.share / "c")})
+        b.wait_event(
+            lambda e: e["event"] == "batch_progress" and e["bytes"] > big // 8,
+            timeout=30,
+            what="an eighth of the big file",
+        )
+        a.api("POST", f"/api/transfers/{t['id']}/cancel")
+        assert wait_done(a, t["id"])["state"] == "cancelled"
+        done_b = wait_done(b, t["id"])
+        assert done_b["state"] == "failed" and done_b["error"]["code"] == "cancelled", done_b
+        b.wait_api(
+            "/api/inbox/partials",
+            lambda p: not p["partials"],
+            timeout=10,
+            what="no partial file kept",
+        )
