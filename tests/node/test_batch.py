@@ -228,3 +228,20 @@ def test_cancel_a_batch_ends_both_records_and_drops_the_partial_file(tmp_path: P
             timeout=10,
             what="no partial file kept",
         )
+
+
+@pytest.mark.parametrize(
+    ("b_args", "code"), [(("--inbox-quota", "64KiB"), "no_space"), (("--accept", "none"), "policy")]
+)
+def test_one_accept_decision_for_the_whole_batch(
+    tmp_path: Path, b_args: tuple[str, ...], code: str
+) -> None:
+    """Every file would fit on its own; together they do not: refused before any byte."""
+    with pair(tmp_path, b_args=b_args) as (a, b):
+        make_tree(a.share / "many", 80, seed=9)
+        t = a.api("POST", "/api/push", {"peer": "b", "path": str(a.share / "many")})
+        done = wait_done(a, t["id"])
+        assert done["state"] == "failed" and done["error"]["code"] == code, done
+        refused = b.wait_event(lambda e: e["event"] == "transfer_refused", what="refused")
+        assert refused["code"] == code and refused["name"] == "many"
+        assert not (b.inbox / "many").exists()
