@@ -480,6 +480,7 @@ class BatchPullClient(_BatchHandler, ClientHandler):
                 self.conn.close()
                 return
             self.sink = sink
+            sink.make_entries()
             node.bus.publish(BatchStarted(t.to_json()))
             node.manager.move(t, TEvent.STREAM)
             self.conn.send(accept)
@@ -569,6 +570,7 @@ class BatchServe(_BatchHandler):
             node.bus.publish(TransferRefused(msg.id, peer, root, refusal.code, refusal.reason))
             return
         self.sink, self.transfer = sink, t
+        sink.make_entries()
         node.manager.add(t)
         node.bus.publish(BatchStarted(t.to_json()))
         node.manager.move(t, TEvent.STREAM)

@@ -187,6 +187,7 @@ class BatchSink:
         self.placed: set[int] = set()
         self.incoming: Incoming | None = None
         self.index = -1  # the file being received
+        self.later: list[tuple[int, Entry, str]] = []  # directories and links of the plan
         entries = batch.entries
         t.files = sum(1 for e in entries if e.kind == "file")
         t.size = sum(e.size for e in entries if e.kind == "file")
@@ -226,7 +227,7 @@ class BatchSink:
                 continue
             names.add(name)
             if e.kind != "file":
-                self._make(i, e, name)
+                self.later.append((i, e, name))  # created once the batch is accepted
                 have.append(i)
                 continue
             root = name.split("/", 1)[0]
@@ -243,6 +244,13 @@ class BatchSink:
                 offsets.append((i, part[0]))
                 self.t.bytes += part[0]
         return BatchAccept(self.batch.id, tuple(have), tuple(offsets))
+
+    def make_entries(self) -> None:
+        """The planned empty directories and links, once the batch is accepted (a refused
+        batch leaves nothing behind)."""
+        for i, e, name in self.later:
+            self._make(i, e, name)
+        self.later = []
 
     def _make(self, i: int, e: Entry, name: str) -> None:
         try:
