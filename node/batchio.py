@@ -13,7 +13,6 @@ cannot store is drained and named in the verdict, the rest of the batch goes on.
 from __future__ import annotations
 
 import contextlib
-import mimetypes
 import os
 from typing import TYPE_CHECKING
 
@@ -24,7 +23,7 @@ from node.errors import BadName, ErrorCode, StoreError
 from node.messages import Data
 from node.names import check_name
 from node.sender import FileSender
-from node.store import FileMeta, Incoming
+from node.store import FileMeta, Incoming, guess_mime
 from node.store.tree import safe_mode
 
 if TYPE_CHECKING:
@@ -35,10 +34,6 @@ if TYPE_CHECKING:
     from node.transfer import Transfer
 
 SMALL_FILE = 256 << 10  # read whole and written at once; larger files go by sendfile
-
-
-def _mime(path: str) -> str:
-    return mimetypes.guess_type(path, strict=False)[0] or "application/octet-stream"
 
 
 class BatchStream:
@@ -276,7 +271,7 @@ class BatchSink:
     def on_bfile(self, msg: BFile) -> None:
         e = self.batch.entries[msg.index]
         self.index = msg.index
-        meta = FileMeta(e.path, e.size, e.sha256, e.mtime, _mime(e.path))
+        meta = FileMeta(e.path, e.size, e.sha256, e.mtime, guess_mime(e.path))
         try:
             incoming = self.store.open_incoming(
                 self.peer, meta, owner=f"{self.batch.id}", offset=msg.offset
