@@ -756,8 +756,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise CliError(str(exc), EXIT_USAGE) from None
     try:
         return run_node(config)
+    except ConfigError as exc:  # e.g. identity files that cannot be used
+        raise CliError(str(exc)) from None
     except OSError as exc:
         raise CliError(str(exc)) from None
+
+
+def cmd_id(args: argparse.Namespace, client: Client, out: TextIO) -> int:
+    """Print the node's id in its human form and as hex: what a peer compares to verify it."""
+    info = client.get("/api/node")
+    print_line(out, f"{info.get('node_human', '')}")
+    print_line(out, f"{info.get('node', '')}")
+    return EXIT_OK
 
 
 # -- argument parsing ------------------------------------------------------------------------
@@ -866,6 +876,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(run=run)
         return p
 
+    client_cmd("id", cmd_id, "print this node's id (compare it with a peer's to verify it)")
     client_cmd("peers", cmd_peers, "list the peers this node knows")
     ls = client_cmd("ls", cmd_ls, "list own shared files, or a peer's")
     ls.add_argument("peer", nargs="?", metavar="PEER")
