@@ -18,12 +18,12 @@ from typing import TYPE_CHECKING
 
 from node import handshake
 from node.errors import ErrorCode, LocalCode, LocalProtocolError, RemoteProtocolError
-from node.loop import Transport
-from node.tlsproto import TlsTransport
 from node.identity import short_id
+from node.loop import Transport
 from node.messages import Challenge, Error, Hello, Message, encode_message
 from node.peerauth import PeerAuth
 from node.session import NEED_DATA, Closed, DataChunk, Role, Session, State
+from node.tlsproto import TlsTransport
 
 if TYPE_CHECKING:
     from node.node import Node

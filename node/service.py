@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 from node import __version__
 from node.errors import LocalCode, NotFound, RequestError
-from node.identity import format_id
 from node.events import Record
+from node.identity import format_id
 from node.query import ListClient, Reply
 from node.transfer import TState
 from node.upload import Upload, Uploads
