@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING
 
 from node import handshake
 from node.errors import ErrorCode, LocalCode, LocalProtocolError, RemoteProtocolError
-from node.identity import short_id
 from node.loop import Transport
 from node.messages import Challenge, Error, Hello, Message, encode_message
 from node.peerauth import PeerAuth
@@ -163,12 +162,14 @@ class Conn:
             if self.server_cert is not None and expect is not None:
                 actual = handshake.cert_id(self.server_cert)
                 if actual != expect:
+                    # Nothing is sent. Transient: addresses get reused, the real node may
+                    # announce itself elsewhere; an impostor never gets past this check.
                     where = f"{transport.peername[0]}:{transport.peername[1]}"
                     self.fail(
-                        ErrorCode.AUTH_FAILED,
-                        f"the node at {where} is {short_id(actual)}, not {short_id(expect)}: "
-                        "its certificate does not match the node id (an impostor, or another "
-                        "node now at that address); nothing was sent",
+                        LocalCode.UNREACHABLE,
+                        f"node {actual[:8]} answers at {where}, not {expect[:8]}: its "
+                        "certificate does not match the node id (an impostor, or another node "
+                        "now at that address); nothing was sent",
                         send=False,
                     )
                     return

@@ -74,9 +74,9 @@ def offer(tid: str, name: str, size: int, sha256: str | None, mtime: float = 0.0
 def stalled_pull(port: int, node: str, name: str, tid: str = "t1") -> socket.socket:
     """A client that asks for `name` and then never reads: the node's stream to it fills a
     tiny receive buffer and stalls. The caller closes the socket."""
-    s = socket.socket()
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect: window is set
-    s.connect(("127.0.0.1", port))
+    from tests import tlspeer
+
+    s = tlspeer.connect(("127.0.0.1", port), None, rcvbuf=4096)  # the window is set first
     s.sendall(hello(node, "reader") + frame({"type": "get", "id": tid, "name": name, "offset": 0}))
     return s
 
