@@ -36,7 +36,8 @@ class Gate:
     def __init__(self, node: Node) -> None:
         self.node = node
         cfg = node.config
-        self.admission: Admission[Conn] = Admission(cfg.max_pending_per_addr)
+        # Pending: before the hello; a connection in its TLS handshake is pending as its Sniff.
+        self.admission: Admission[Conn | Sniff] = Admission(cfg.max_pending_per_addr)
         self._lines = RateLimit(DROP_LINES_PER_S, DROP_LINES_BURST, node.loop.time())
         self.counts: dict[str, int] = {}
         # Inbound connections before their TLS handshake is done, oldest first (a dict as an
@@ -52,7 +53,9 @@ class Gate:
             # A TLS handshake not yet done has got nothing done at all: it goes first.
             if self.handshaking:
                 oldest = next(iter(self.handshaking))
-                oldest.evict(f"evicted: {limit} connections open, TLS handshake not done")
+                oldest.drop(
+                    ErrorCode.BUSY, f"evicted: {limit} connections open, TLS handshake not done"
+                )
             else:
                 victim = self._victim()
                 if victim is None:
@@ -80,10 +83,11 @@ class Gate:
                 victim = c
         return victim
 
-    def admit(self, conn: Conn) -> None:
+    def admit(self, conn: Conn | Sniff, addr: str | None = None) -> None:
         """An inbound connection is pending until its hello; one address gets a bounded share."""
-        assert conn.transport is not None
-        addr = conn.transport.peername[0]
+        if addr is None:
+            assert isinstance(conn, Conn) and conn.transport is not None
+            addr = conn.transport.peername[0]
         victim = self.admission.opened(conn, addr)
         if victim is not None:
             victim.drop(
@@ -147,6 +151,7 @@ class Sniff:
         node = self.gate.node
         self.raw = transport
         self.timer = node.loop.call_later(node.config.handshake_timeout, self._timed_out)
+        self.gate.admit(self, transport.peername[0])
 
     def data_received(self, data: memoryview) -> None:
         if self.tls is None:
@@ -183,16 +188,25 @@ class Sniff:
         self.timer = None
         if self.raw is not None and self.gate.handshaking.get(self, 0) is None:
             limit = self.gate.node.config.handshake_timeout
-            self.evict(f"TLS handshake not done within {limit:g} s", ErrorCode.TIMEOUT)
+            if self.tls is None:
+                self.drop(ErrorCode.TIMEOUT, f"nothing received within {limit:g} s")
+            else:
+                self.drop(ErrorCode.TOO_SLOW, f"TLS handshake not done within {limit:g} s")
 
-    def evict(self, reason: str, code: str = ErrorCode.BUSY) -> None:
+    def drop(self, code: str, reason: str) -> None:
+        """Evicted or too slow: counted; a peer that has sent nothing yet is no TLS client
+        yet, so it is told why in plaintext (as `Refuse` does), then reset."""
         self._forget()
-        if self.raw is not None:
-            self.gate.note_drop(self.raw.peername, code, reason)
-            self.raw.abort()
+        raw = self.raw
+        if raw is not None and not raw.is_closing():
+            self.gate.note_drop(raw.peername, code, reason)
+            if self.tls is None:
+                raw.write(encode_message(Error(code, reason)))
+            raw.abort()
 
     def _forget(self) -> None:
         self.gate.handshaking.pop(self, None)
+        self.gate.admission.done(self)
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None

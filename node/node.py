@@ -376,7 +376,7 @@ class Node:
         self.gate.note_drop(peer, code, reason)
 
     @property
-    def admission(self) -> Admission[Conn]:
+    def admission(self) -> Admission[Any]:
         return self.gate.admission
 
     @property

@@ -192,6 +192,81 @@ def connect(
     return TlsPeer(raw)
 
 
+class NbTls:
+    """The client side of TLS + challenge for a non-blocking socket owned by someone else
+    (tests/junkflood.py): ciphertext in through `feed`, out through `take_out`."""
+
+    def __init__(self) -> None:
+        self._in = ssl.MemoryBIO()
+        self._out = ssl.MemoryBIO()
+        self._ssl = _client_context().wrap_bio(self._in, self._out)
+        self.handshaken = False
+        self.challenge: Challenge | None = None
+        self._buf = b""
+        self._step()
+
+    def _step(self) -> None:
+        if not self.handshaken:
+            try:
+                self._ssl.do_handshake()
+                self.handshaken = True
+            except ssl.SSLWantReadError:
+                pass
+
+    def take_out(self) -> bytes:
+        return self._out.read()
+
+    def feed(self, data: bytes) -> bytes:
+        """Ciphertext from the node (b"": its FIN); returns the plaintext after the challenge."""
+        if data:
+            self._in.write(data)
+        else:
+            self._in.write_eof()
+        try:
+            self._step()
+        except ssl.SSLError:
+            return b""
+        if not self.handshaken:
+            return b""
+        plain = bytearray()
+        while True:
+            try:
+                chunk = self._ssl.read(65536)
+            except (ssl.SSLWantReadError, ssl.SSLError):
+                break
+            if not chunk:
+                break
+            plain += chunk
+        if self.challenge is None:
+            self._buf += plain
+            if len(self._buf) < 4 or len(self._buf) < 4 + struct.unpack(">I", self._buf[:4])[0]:
+                return b""
+            n = struct.unpack(">I", self._buf[:4])[0]
+            fields = json.loads(self._buf[4 : 4 + n])
+            if fields.get("type") != "challenge":
+                rest, self._buf = self._buf, b""
+                return rest  # e.g. an error frame: the caller records it
+            self.challenge = Challenge(2, str(fields["node"]), str(fields["nonce"]))
+            rest, self._buf = self._buf[4 + n :], b""
+            return rest
+        return bytes(plain)
+
+    def sign(self, data: bytes) -> bytes:
+        """`data` with a junkflood hello frame at its start made the real signed hello."""
+        assert self.challenge is not None
+        if len(data) >= 4:
+            n = struct.unpack(">I", data[:4])[0]
+            if len(data) >= 4 + n and _is_hello(data[: 4 + n]):
+                return signed_hello(data[: 4 + n], self.challenge) + data[4 + n :]
+        return data
+
+    def wrap(self, plain: bytes) -> bytes:
+        view = memoryview(plain)
+        while view:
+            view = view[self._ssl.write(view) :]
+        return self._out.read()
+
+
 class ServerSide:
     """The server part of the handshake for a fake peer (blocking, one connection)."""
 
@@ -217,7 +292,9 @@ class ServerSide:
         tls.sendall(encode_message(handshake.challenge(self.node_id, nonce)))
         return tls, _read_frame(tls)
 
-    def hello(self, client: dict[str, Any], name: str, port: int, features: tuple[str, ...]) -> bytes:
+    def hello(
+        self, client: dict[str, Any], name: str, port: int, features: tuple[str, ...]
+    ) -> bytes:
         fake = Hello(2, str(client["node"]), "", 0, nonce=str(client["nonce"]))
         return encode_message(
             handshake.server_hello(

@@ -16,10 +16,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from tests import tlspeer
 from tests.junkflood import frame, hello, offer
 from tests.node.test_hostile import FakeServer, read_frames
 from tests.node.test_integration import done, write_random
-from tests import tlspeer
 from tests.nodeproc import NodeProc, free_udp_port, nodes, wait_mesh
 
 ATTACKER = "a7" * 16

@@ -22,8 +22,8 @@ import pytest
 
 from node.admission import Admission, RateLimit
 from node.framing import NEED_DATA, BodyChunk, FrameDecoder, Header, encode_header
-from tests.junkflood import JunkFlood, error_codes, frame, hello, offer, stalled_pull
 from tests import tlspeer
+from tests.junkflood import JunkFlood, error_codes, frame, hello, offer, stalled_pull
 from tests.nodeproc import NodeProc, free_udp_port, nodes, wait_mesh
 
 LIAR = "e" * 32

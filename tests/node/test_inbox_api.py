@@ -4,12 +4,11 @@ the inbox quota holds against concurrent offers (real node processes)."""
 from __future__ import annotations
 
 import hashlib
-import socket
 from pathlib import Path
 
+from tests import tlspeer
 from tests.junkflood import frame, hello, offer
 from tests.node.test_hostile import read_frames
-from tests import tlspeer
 from tests.nodeproc import nodes
 
 PEER = "5" * 32
@@ -34,7 +33,11 @@ def test_partial_data_is_listed_with_the_quota(tmp_path: Path) -> None:
             what="the kept part",
         )
         (part,) = got["partials"]
-        assert (part["peer"], part["name"], part["size"]) == (tlspeer.peer_id(PEER), "half.bin", 300_000)
+        assert (part["peer"], part["name"], part["size"]) == (
+            tlspeer.peer_id(PEER),
+            "half.bin",
+            300_000,
+        )
         assert got["usage"]["quota"] == 1 << 20 and got["usage"]["parts_bytes"] == 100_000
         # Two offers at once that together claim more than the quota: the first fits (and holds
         # its claim while it streams), the second does not.

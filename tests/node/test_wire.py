@@ -11,10 +11,10 @@ import socket
 from pathlib import Path
 from typing import Any
 
+from tests import tlspeer
 from tests.junkflood import frame, hello, offer
 from tests.node.test_hostile import FakeServer, frames, read_frames, recv_until_closed
 from tests.node.test_integration import done, write_random
-from tests import tlspeer
 from tests.nodeproc import NodeProc, free_udp_port, nodes, wait_mesh
 
 PEER = "7" * 32
