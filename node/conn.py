@@ -222,10 +222,22 @@ class Conn:
         if self._reads_paused and self.transport is not None:
             self._reads_paused = False
             self.transport.resume_reading()
+            # Requests already received wait in the session (see _drain).
+            try:
+                self._drain()
+            except RemoteProtocolError as exc:
+                self.fail(exc.code, str(exc))
 
     # -- helpers ---------------------------------------------------------------------------------
     def _drain(self) -> None:
         while not self.closed:
+            if self._reads_paused:
+                # The peer does not take our answers: answer no more of what it already sent
+                # (a burst of pipelined `list`s would otherwise cost one copy each, and over
+                # TLS each answer is its own ciphertext). What waits is copied: the buffer it
+                # is a view of is reused.
+                self.session.detach()
+                return
             event = self.session.next_event()
             if event is NEED_DATA:
                 return

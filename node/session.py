@@ -268,6 +268,10 @@ class Session:
         """Queue received bytes (not copied); b"" means the peer closed its side."""
         self._decoder.receive_data(data)
 
+    def detach(self) -> None:
+        """The caller pauses draining events (see `FrameDecoder.detach`)."""
+        self._decoder.detach()
+
     def next_event(self) -> Event:
         """The next message, data chunk, `NEED_DATA` or `Closed`."""
         if self._error is not None:

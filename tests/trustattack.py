@@ -126,13 +126,14 @@ class TamperProxy:
         target_port: int,
         flip_after: int | None = None,
         replace: tuple[tuple[bytes, bytes], ...] = (),
+        listen: tuple[str, int] = ("127.0.0.1", 0),
     ) -> None:
         self.target_port = target_port
         self.flip_after = flip_after
         self.replace = replace  # (old, new) pairs of equal length, rewritten in both directions
         self.connections = 0
         self.flipped = 0
-        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.sock = socket.create_server(listen)
         self.port = int(self.sock.getsockname()[1])
         self._stop = False
         self._socks: list[socket.socket] = []

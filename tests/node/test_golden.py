@@ -163,8 +163,9 @@ ROLE = {"client": [Role.CLIENT], "server": [Role.SERVER], "either": list(Role)}
 def doc_transitions() -> dict[tuple[State, type[Message], Role], State]:
     text = DOC.read_text(encoding="utf-8")
     table = text.split("<!-- transitions:begin -->")[1].split("<!-- transitions:end -->")[0]
-    by_wire = {cls.TYPE: cls for cls in (Challenge, Hello, List, Files, Offer, Accept, Get,
-                                         FileHeader, Data, Digest, Verdict, Reject, Error)}  # fmt: skip
+    types = (Challenge, Hello, List, Files, Offer, Accept, Get, FileHeader, Data, Digest, Verdict,
+             Reject, Error)  # fmt: skip
+    by_wire = {cls.TYPE: cls for cls in types}
     out: dict[tuple[State, type[Message], Role], State] = {}
     rows = [r for r in table.strip().splitlines() if r.startswith("|")][2:]
     assert rows, "empty transition table"

@@ -89,8 +89,8 @@ def test_every_type_has_an_example() -> None:
 
 def test_wire_types() -> None:
     assert [t.TYPE for t in MESSAGE_TYPES] == [
-        "challenge", "hello", "list", "files", "offer", "accept", "get", "file", "data", "digest", "verdict",
-        "reject", "error",
+        "challenge", "hello", "list", "files", "offer", "accept", "get", "file", "data", "digest",
+        "verdict", "reject", "error",
     ]  # fmt: skip
 
 
