@@ -52,7 +52,9 @@ if TYPE_CHECKING:
     from node.node import Node
     from node.sender import FileSender
 
-HASH_SLICE = 8 << 20  # bytes hashed per loop turn while a batch push prepares
+# Bytes hashed per loop turn by one preparing batch push: several at once (a group send) must
+# still leave the streams under way their turns.
+HASH_SLICE = 2 << 20
 MAX_LATE_GROUPS = 64  # --include-late group sends still taking late members
 
 

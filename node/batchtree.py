@@ -154,6 +154,14 @@ class TreeBuilder:
         OSError when a file cannot be read (the caller fails the batch with io_error)."""
         while self._pending and budget > 0:
             i, job = self._pending[-1]
+            known = self.store.cache.lookup(*job.key) if not job.hashed else None
+            if known is not None:  # another batch of the same tree (a group send) hashed it
+                self._pending.pop()
+                job.close()
+                old = self.entries[i]
+                self.entries[i] = Entry(old.path, job.size, known, job.mtime, old.mode)
+                budget -= 1
+                continue
             before = job.hashed
             done = job.step(budget)
             budget -= max(job.hashed - before, 1)
