@@ -160,6 +160,7 @@ class Conn:
         self.abort_at: float | None = None  # after fail(): reset if the peer has not read it
         self._next_look = math.inf  # next look at a stream's progress
         self._last_progress = -1
+        self._last_pending = -1  # write buffer size at the last look (handler-written streams)
         # (start, bytes moved at start) of the current minimum-rate window of a stream.
         self._window: tuple[float, int] | None = None
         self._reads_paused = False
@@ -471,6 +472,13 @@ class Conn:
             progress = sender.progress()
             if progress != self._last_progress:
                 self._last_progress = progress
+                self.last_activity = self.useful_at = now
+        elif self.handler.streaming() and self.transport is not None:
+            # A stream written by the handler itself (a batch's small files): the peer taking
+            # our queued bytes is its progress.
+            pending = self.transport.get_write_buffer_size()
+            if pending != self._last_pending:
+                self._last_pending = pending
                 self.last_activity = self.useful_at = now
         limit = cfg.handshake_timeout
         if self.header_since is not None and now - self.header_since > limit:
