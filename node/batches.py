@@ -28,6 +28,7 @@ from node.batchmsg import (
     BatchVerdict,
     BEnd,
     BFile,
+    BProgress,
     Entry,
     GetBatch,
 )
@@ -407,6 +408,8 @@ class BatchPushClient(_BatchHandler, ClientHandler):
     def on_batch(self, msg: BatchMessage) -> None:
         t = self.transfer
         assert t is not None
+        if isinstance(msg, BProgress):
+            return  # the receiver is alive and placing files (its bytes reset our idle timer)
         if isinstance(msg, BatchAccept):
             self._start_stream(t, self.batch, self.sources, msg)
         elif isinstance(msg, BatchVerdict):
@@ -534,6 +537,8 @@ class BatchServe(_BatchHandler):
 
     def on_batch(self, msg: BatchMessage) -> None:
         peer = self.conn.peer_id or "?"
+        if isinstance(msg, BProgress):
+            return  # a puller placing what we stream (see BatchPushClient)
         if isinstance(msg, Batch):
             self._push_in(msg, peer)
         elif isinstance(msg, BFile) and self.sink is not None:

@@ -17,7 +17,16 @@ import os
 from typing import TYPE_CHECKING
 
 from node import plat
-from node.batchmsg import Batch, BatchAccept, BatchVerdict, BEnd, BFile, Entry, Missing
+from node.batchmsg import (
+    Batch,
+    BatchAccept,
+    BatchVerdict,
+    BEnd,
+    BFile,
+    BProgress,
+    Entry,
+    Missing,
+)
 from node.batchtree import link_target_inside
 from node.errors import BadName, ErrorCode, StoreError
 from node.messages import Data
@@ -34,6 +43,7 @@ if TYPE_CHECKING:
     from node.transfer import Transfer
 
 SMALL_FILE = 256 << 10  # read whole and written at once; larger files go by sendfile
+PROGRESS_EVERY = 1.0  # s between a receiver's bprogress messages
 
 
 class BatchStream:
@@ -183,6 +193,7 @@ class BatchSink:
         self.incoming: Incoming | None = None
         self.index = -1  # the file being received
         self.later: list[tuple[int, Entry, str]] = []  # directories and links of the plan
+        self._progress_at = conn.node.loop.time() + PROGRESS_EVERY
         entries = batch.entries
         t.files = sum(1 for e in entries if e.kind == "file")
         t.size = sum(e.size for e in entries if e.kind == "file")
@@ -307,6 +318,11 @@ class BatchSink:
             return
         self.placed.add(self.index)
         self.t.files_done += 1
+        now = self.conn.node.loop.time()
+        if now >= self._progress_at:
+            # The sender hears nothing else until the verdict (docs/protocol.md 2.10).
+            self._progress_at = now + PROGRESS_EVERY
+            self.conn.send(BProgress(self.batch.id, self.t.files_done))
 
     def verdict(self) -> BatchVerdict:
         """After `bend`: every file entry is placed, or missing with a reason."""

@@ -271,7 +271,25 @@ class BEnd:
         return BEnd(f.str_("id", MAX_ID))
 
 
-BatchMessage = Batch | BatchAccept | BatchVerdict | GetBatch | BFile | BEnd
+@dataclass(frozen=True, slots=True)
+class BProgress:
+    """The receiving side, while a batch streams: how many files it has placed so far. It
+    answers nothing per file, so without this a sender whose bytes all sit in the kernel's
+    buffers could not tell a receiver busy placing thousands of files from a dead one."""
+
+    TYPE: ClassVar[str] = "bprogress"
+    id: str
+    files: int
+
+    def to_header(self) -> dict[str, Any]:
+        return {"type": self.TYPE, "id": self.id, "files": self.files}
+
+    @staticmethod
+    def parse(f: _Fields) -> BProgress:
+        return BProgress(f.str_("id", MAX_ID), f.int_("files", 0, MAX_ENTRIES))
+
+
+BatchMessage = Batch | BatchAccept | BatchVerdict | GetBatch | BFile | BEnd | BProgress
 AnyMessage = Message | BatchMessage
 BATCH_TYPES: Final[tuple[type[BatchMessage], ...]] = (
     Batch,
@@ -280,6 +298,7 @@ BATCH_TYPES: Final[tuple[type[BatchMessage], ...]] = (
     GetBatch,
     BFile,
     BEnd,
+    BProgress,
 )
 BATCH_BY_WIRE_TYPE: Final[dict[str, type[BatchMessage]]] = {c.TYPE: c for c in BATCH_TYPES}
 ALL_BY_WIRE_TYPE: Final[dict[str, type[AnyMessage]]] = {**BY_WIRE_TYPE, **BATCH_BY_WIRE_TYPE}
@@ -291,7 +310,7 @@ def encode_any(msg: AnyMessage) -> bytes:
     if isinstance(msg, (Batch, BatchAccept, BatchVerdict)):
         body = msg.body()
         return encode_header(msg.to_header()) + body
-    if isinstance(msg, (GetBatch, BFile, BEnd)):
+    if isinstance(msg, (GetBatch, BFile, BEnd, BProgress)):
         return encode_header(msg.to_header())
     return encode_message(msg)
 

@@ -25,6 +25,7 @@ from node.batchmsg import (
     BatchVerdict,
     BEnd,
     BFile,
+    BProgress,
     GetBatch,
 )
 from node.errors import ErrorCode, LocalCode, LocalProtocolError, RemoteProtocolError
@@ -287,7 +288,9 @@ class Conn:
                     if self.hello_by is not None:
                         self.hello_by = None
                         self.node.admission.done(self)
-                if isinstance(event, (Batch, BatchAccept, BatchVerdict, GetBatch, BFile, BEnd)):
+                if isinstance(
+                    event, (Batch, BatchAccept, BatchVerdict, GetBatch, BFile, BEnd, BProgress)
+                ):
                     self.handler.on_batch(event)
                 else:
                     self.handler.on_message(event)

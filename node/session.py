@@ -50,6 +50,7 @@ from node.batchmsg import (
     BatchVerdict,
     BEnd,
     BFile,
+    BProgress,
     GetBatch,
     encode_any,
     parse_any,
@@ -160,6 +161,8 @@ _FLOW: dict[tuple[State, type[AnyMessage], Role], State] = {
     (State.BATCH_PUSH, Data, _C): State.BATCH_PUSH,
     (State.BATCH_PUSH, BEnd, _C): State.BATCH_PUSH_VERDICT,
     (State.BATCH_PUSH_VERDICT, BatchVerdict, _S): State.IDLE,
+    (State.BATCH_PUSH, BProgress, _S): State.BATCH_PUSH,
+    (State.BATCH_PUSH_VERDICT, BProgress, _S): State.BATCH_PUSH_VERDICT,
     (State.IDLE, GetBatch, _C): State.BATCH_REQUESTED,
     (State.BATCH_REQUESTED, Batch, _S): State.BATCH_PULL_OFFERED,
     (State.BATCH_REQUESTED, Reject, _S): State.IDLE,
@@ -169,6 +172,8 @@ _FLOW: dict[tuple[State, type[AnyMessage], Role], State] = {
     (State.BATCH_PULL, Data, _S): State.BATCH_PULL,
     (State.BATCH_PULL, BEnd, _S): State.BATCH_PULL_VERDICT,
     (State.BATCH_PULL_VERDICT, BatchVerdict, _C): State.IDLE,
+    (State.BATCH_PULL, BProgress, _C): State.BATCH_PULL,
+    (State.BATCH_PULL_VERDICT, BProgress, _C): State.BATCH_PULL_VERDICT,
 }
 # Either side may give up with an error in any state but CLOSED. In ERROR (we saw a protocol
 # violation) we may still tell the peer why; the session stays in ERROR.
@@ -425,7 +430,9 @@ class Session:
     def _apply(self, msg: AnyMessage, sender: Role, new: State) -> None:
         """Check content rules and move to `new`; raises RemoteProtocolError (no change)."""
         ours = sender is self.role
-        if isinstance(msg, (Batch, BatchAccept, BatchVerdict, GetBatch, BFile, BEnd)):
+        if isinstance(msg, BProgress):
+            self._check_batch_id(msg.id)
+        elif isinstance(msg, (Batch, BatchAccept, BatchVerdict, GetBatch, BFile, BEnd)):
             self._apply_batch(msg, ours)
         elif isinstance(msg, Reject) and self.state in _BATCH_STATES:
             self._check_batch_id(msg.id)

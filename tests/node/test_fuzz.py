@@ -37,12 +37,12 @@ NONCE = "5" * 64
 WIRE_TYPES = [
     "challenge", "hello", "list", "files", "offer", "accept", "get", "file", "data", "digest",
     "verdict", "reject", "error", "bogus",
-    "batch", "batch_accept", "batch_verdict", "get_batch", "bfile", "bend",
+    "batch", "batch_accept", "batch_verdict", "get_batch", "bfile", "bend", "bprogress",
 ]  # fmt: skip
 KEYS = [
     "proto", "node", "name", "port", "groups", "features", "id", "size", "sha256", "mtime",
     "mime", "offset", "expect", "ok", "skipped", "code", "reason", "body", "nonce", "cert", "sig",
-    "index", "prefix", "glob",
+    "index", "prefix", "glob", "files",
 ]  # fmt: skip
 
 # Structured inputs are built from a hypothesis-provided `random.Random`: composing them from
@@ -100,6 +100,7 @@ TEMPLATES: dict[str, dict[str, Any]] = {
     "get_batch": {"id": "t1", "prefix": "d/"},
     "bfile": {"id": "t1", "index": 0, "offset": 0},
     "bend": {"id": "t1"},
+    "bprogress": {"id": "t1", "files": 1},
 }
 ENTRY: dict[str, Any] = {"path": "d/f.txt", "size": 10, "sha256": SHA, "mtime": 1.5, "mode": 420}
 BATCH_BODIES: dict[str, dict[str, Any]] = {

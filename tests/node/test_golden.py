@@ -22,6 +22,7 @@ from node.batchmsg import (
     BatchVerdict,
     BEnd,
     BFile,
+    BProgress,
     Entry,
     GetBatch,
     Missing,
@@ -94,6 +95,7 @@ GOLDEN: dict[str, AnyMessage | discovery.Datagram] = {
     "batch_accept": BatchAccept(TID, (1,), ((0, 2),)),
     "bfile": BFile(TID, 0, 2),
     "bend": BEnd(TID),
+    "bprogress": BProgress(TID, 700),
     "batch_verdict": BatchVerdict(TID, (Missing(0, "no_space", "disk full"),)),
     "get_batch": GetBatch(TID, prefix="photos/"),
 }

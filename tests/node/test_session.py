@@ -15,6 +15,7 @@ from node.batchmsg import (
     BatchVerdict,
     BEnd,
     BFile,
+    BProgress,
     Entry,
     GetBatch,
     encode_any,
@@ -166,6 +167,7 @@ def sample(msg_type: type[AnyMessage], state: State) -> AnyMessage:
         GetBatch: GetBatch("t1", glob="*.txt"),
         BFile: BFile("t1", 0, 0),
         BEnd: BEnd("t1"),
+        BProgress: BProgress("t1", 1),
         List: List(),
         Files: Files((INFO,)),
         Offer: Offer("t1", INFO),
@@ -666,3 +668,18 @@ def test_batch_pull_declined_by_the_puller() -> None:
     c, s = pair_in(State.BATCH_PULL_OFFERED)
     deliver(c, s, Reject("t1", "no_space", "too big"))
     assert c.state is s.state is State.IDLE and s.batch_id is None
+
+
+def test_bprogress_from_the_receiver_while_the_batch_streams_and_after_bend() -> None:
+    c, s = pair_in(State.BATCH_PUSH)
+    deliver(c, s, BFile("t1", 0))
+    assert deliver(s, c, BProgress("t1", 0)) == [BProgress("t1", 0)]  # crosses the stream
+    deliver(c, s, Data(10), b"x" * 10)
+    deliver(c, s, BEnd("t1"))
+    assert deliver(s, c, BProgress("t1", 1)) == [BProgress("t1", 1)]  # crossed the bend
+    assert c.state is State.BATCH_PUSH_VERDICT
+    with pytest.raises(LocalProtocolError):
+        c.send(BProgress("t1", 1))  # only the receiving side sends it
+    c2, _s2 = pair_in(State.BATCH_PUSH)
+    c2.receive_data(encode_any(BProgress("t2", 1)))
+    assert drain_until_error(c2).code is ErrorCode.BAD_MESSAGE
