@@ -745,19 +745,41 @@ def cmd_token(args: argparse.Namespace, client: Client, out: TextIO) -> int:
     return EXIT_OK
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
+def serve_config(args: argparse.Namespace, argv: Sequence[str]) -> tuple[Any, Any]:
+    """(Config, Effective): the command line completed from MOLE_* and the config file."""
     from node.config import config_from_args
+    from node.configfile import effective
     from node.errors import ConfigError
-    from node.node import run_node
 
     try:
-        config = config_from_args(args)
+        eff = effective(build_parser, args, argv, args.command)
+        return config_from_args(eff.ns), eff
     except ConfigError as exc:
         raise CliError(str(exc), EXIT_USAGE) from None
+
+
+def cmd_serve(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from node.node import run_node
+
+    config, _ = serve_config(args, argv)
     try:
         return run_node(config)
     except OSError as exc:
         raise CliError(str(exc)) from None
+
+
+def cmd_config(args: argparse.Namespace, argv: Sequence[str], out: TextIO) -> int:
+    """Print the options `mole serve` would run with (same arguments), and where each came
+    from; secrets masked."""
+    from node.configfile import render, report
+
+    _, eff = serve_config(args, argv)
+    if args.json:
+        rows = {k: {"value": v, "source": src} for k, v, src in report(eff)}
+        emit_json({"file": str(eff.path) if eff.path else None, "options": rows}, out)
+    else:
+        print_block(out, render(eff))
+    return EXIT_OK
 
 
 # -- argument parsing ------------------------------------------------------------------------
@@ -859,6 +881,13 @@ def build_parser() -> argparse.ArgumentParser:
     from node.config import add_serve_arguments
 
     add_serve_arguments(serve)
+    config = sub.add_parser(
+        "config",
+        help="print the effective serve options and where each comes from",
+        formatter_class=_ServeHelp,
+    )
+    add_serve_arguments(config)
+    config.add_argument("--json", action="store_true", help="print JSON")
 
     def client_cmd(name: str, run: object, help: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help)
@@ -890,6 +919,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -897,7 +927,9 @@ def main(argv: list[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     try:
         if args.command == "serve":
-            return cmd_serve(args)
+            return cmd_serve(args, argv)
+        if args.command == "config":
+            return cmd_config(args, argv, sys.stdout)
         # A tiny --timeout bounds the wait for transfers; single answers still get a second.
         http_timeout = REQUEST_TIMEOUT if args.timeout is None else max(1.0, args.timeout)
         from node.apiclient import ApiFailure, find_token

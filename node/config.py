@@ -9,7 +9,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from node import units
+from node.configfile import add_config_argument
 from node.errors import ConfigError
+from node.logs import add_log_arguments
 
 DISCOVERY_PORT = 47100
 TRANSFER_PORT = 47101
@@ -61,6 +63,9 @@ class Config:
     auto_fetch: bool = False
     progress_interval: float = 0.5
     fsync: bool = False
+    log_format: str = "json"  # auto | text | json (node/logs.py); json: the lab's event lines
+    log_level: str = "info"
+    log_file: Path | None = None  # None: stdout
     extra: dict[str, str] = field(default_factory=dict)
 
 
@@ -248,6 +253,9 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--auto-fetch", action="store_true", help="pull every file group peers share")
     p.add_argument("--fsync", action="store_true", help="fsync received files before rename")
+    # Logging and the config file live in their own modules (node/logs.py, node/configfile.py).
+    add_log_arguments(p)
+    add_config_argument(p)
 
 
 def config_from_args(ns: argparse.Namespace) -> Config:
@@ -262,7 +270,8 @@ def config_from_args(ns: argparse.Namespace) -> Config:
     # The wire limits (docs/protocol.md): refuse here, not later inside a hello.
     if len(groups) > 32 or any(len(g) > 64 for g in groups):
         raise ConfigError("at most 32 groups of at most 64 characters each")
-    peers_text = list(ns.peer or []) + [p for p in (_env("PEERS") or "").split(",") if p]
+    # MOLE_PEERS only without --peer: the command line wins (node/configfile.py).
+    peers_text = ns.peer or [p for p in (_env("PEERS") or "").split(",") if p]
     for name, value in (("--port", ns.port), ("--discovery-port", ns.discovery_port)):
         if not 0 <= value < 65536:
             raise ConfigError(f"{name} {value} is not a port")
@@ -325,4 +334,7 @@ def config_from_args(ns: argparse.Namespace) -> Config:
         progress_interval=ns.progress_interval,
         auto_fetch=ns.auto_fetch or _env("AUTO_FETCH") == "1",
         fsync=ns.fsync,
+        log_format=ns.log_format,
+        log_level=ns.log_level,
+        log_file=Path(ns.log_file).expanduser() if ns.log_file else None,
     )

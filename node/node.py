@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from node import __version__
+from node import __version__, logs
 from node import events as ev
 from node.admission import Admission, RateLimit
 from node.api import ApiRefuse, ApiServerProtocol
@@ -32,7 +32,7 @@ from node.config import Config
 from node.conn import Conn, Handler
 from node.discovery import PeerDown, PeerEvent, PeerUp
 from node.errors import ErrorCode, LocalCode
-from node.events import EventBus, EventLog
+from node.events import EventBus
 from node.framing import encode_header
 from node.gate import Gate
 from node.hashqueue import HashQueue
@@ -88,7 +88,13 @@ class Node:
             d.mkdir(parents=True, exist_ok=True)
         self.node_id = load_node_id(config.state)
         self.loop = loop or Loop()
-        self.bus: EventBus = events or EventLog(self.node_id)
+        self._log_file = None
+        if events is None:  # the log: --log-format, --log-level, --log-file (node/logs.py)
+            events = EventBus(self.node_id)
+            self._log_file = logs.attach(
+                events, config.log_format, config.log_level, config.log_file
+            )
+        self.bus: EventBus = events
         self.timers = Timers(self.loop)
         self.store = Store(
             config.share,
@@ -211,6 +217,7 @@ class Node:
         self.store.flush()
         self.bus.publish(ev.Shutdown())
         self.loop.close()
+        logs.close(self._log_file)
 
     # -- housekeeping (Timed): the share index, the flood summary line --------------------------
     def get_timer(self) -> float | None:
