@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 from urllib.parse import quote
 
+from node.addr import hostport
 from node.termsafe import safe_json, safe_text
 from node.units import format_size
 
@@ -251,7 +252,7 @@ def peers_table(peers: list[dict[str, Any]], now: float) -> str:
         (
             p.get("name", ""),
             str(p.get("node", ""))[:8],
-            f"{p.get('addr', '?')}:{p.get('port', '?')}",
+            hostport(str(p.get("addr", "?")), p.get("port", "?")),
             ",".join(p.get("groups") or []) or "-",
             "static" if p.get("static") else human_age(p.get("last_seen"), now),
         )
@@ -684,7 +685,8 @@ def describe_event(name: str, d: dict[str, Any], peers: dict[str, str]) -> str:
     if name == "peer_up":
         peers[str(d.get("peer"))] = str(d.get("peer_name") or "")
         how = "static" if d.get("static") else ",".join(d.get("groups") or []) or "-"
-        return f"{peer_name(d, peers)} at {d.get('addr')}:{d.get('port')} ({how})"
+        where = hostport(str(d.get("addr")), d.get("port", "?"))
+        return f"{peer_name(d, peers)} at {where} ({how})"
     if name == "peer_down":
         return f"{peer_name(d, peers)} ({d.get('reason')})"
     if name == "transfer_started":

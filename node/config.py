@@ -24,7 +24,7 @@ class Config:
     share: Path
     inbox: Path
     state: Path
-    host: str = "0.0.0.0"
+    host: str = "::"  # dual-stack; 0.0.0.0 where the host has no IPv6 (Node.start)
     port: int = TRANSFER_PORT
     discovery_port: int = DISCOVERY_PORT
     api_host: str = "127.0.0.1"
@@ -115,7 +115,11 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--inbox", default=_env("INBOX") or str(home / "inbox"), help="received files")
     p.add_argument("--state", default=_env("STATE") or str(home / "state"), help="node id, caches")
-    p.add_argument("--listen", default=_env("LISTEN") or "0.0.0.0", help="transfer listen address")
+    p.add_argument(
+        "--listen",
+        default=_env("LISTEN") or "::",
+        help="transfer listen address (`::`: every address of both IP versions)",
+    )
     p.add_argument(
         "--port", type=int, default=int(_env("PORT") or TRANSFER_PORT), help="transfer TCP port"
     )

@@ -15,6 +15,7 @@ service, API                what a user may ask (node/service.py, node/api.py)
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import sys
@@ -24,6 +25,7 @@ from typing import Any
 
 from node import __version__, logs
 from node import events as ev
+from node.addr import hostport, url_host
 from node.admission import Admission, RateLimit
 from node.api import ApiRefuse, ApiServerProtocol
 from node.apiauth import ApiGuard, load_or_create_token
@@ -170,7 +172,13 @@ class Node:
     # -- lifecycle -------------------------------------------------------------------------------
     def start(self) -> None:
         cfg = self.config
-        self.server = self.loop.listen_tcp(cfg.host, cfg.port, self.gate.accept)
+        try:
+            self.server = self.loop.listen_tcp(cfg.host, cfg.port, self.gate.accept)
+        except OSError as exc:
+            if cfg.host != "::" or exc.errno not in (errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL):
+                raise
+            # `::` (the default) on a host without IPv6: every IPv4 address instead.
+            self.server = self.loop.listen_tcp("0.0.0.0", cfg.port, self.gate.accept)
         self.tcp_port = self.server.port
         self.api_server = self.loop.listen_tcp(cfg.api_host, cfg.api_port, self._accept_api)
         self.api_port = self.api_server.port
@@ -183,7 +191,7 @@ class Node:
             ev.Listening(
                 cfg.name,
                 self.tcp_port,
-                f"http://{cfg.api_host}:{self.api_port}",
+                f"http://{hostport(cfg.api_host, self.api_port)}",
                 cfg.discovery_port if cfg.discovery else None,
                 list(cfg.groups),
                 __version__,
@@ -193,8 +201,7 @@ class Node:
             self.timers.update(timed)
         # The web dashboard (node/web/, served by the API): where a person finds it.
         host = cfg.api_host
-        host = {"0.0.0.0": "127.0.0.1", "::": "[::1]"}.get(host, host)
-        host = f"[{host}]" if ":" in host and not host.startswith("[") else host
+        host = url_host({"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host))
         where = "--api-token" if cfg.api_token else f"{cfg.state / 'api_token'} (`mole token`)"
         print(
             f"mole: dashboard at http://{host}:{self.api_port}/ (log in with the token: {where})",

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Final, Protocol
 
 from node import plat
+from node.addr import unmap
 
 if TYPE_CHECKING:
     from node.loop import Loop
@@ -99,9 +100,18 @@ class StreamProtocol(Protocol):
 
 
 def _addr(raw: object) -> Address:
-    """(host, port) of an AF_INET or AF_INET6 socket address."""
+    """(host, port) of an AF_INET or AF_INET6 socket address. An IPv4 peer of a dual-stack
+    socket is its IPv4 address; a link-local IPv6 one carries its zone (`fe80::1%eth0`), without
+    which it cannot be dialled back (node/addr.py)."""
     if isinstance(raw, tuple) and len(raw) >= 2:
-        return (str(raw[0]), int(raw[1]))
+        host = unmap(str(raw[0]))
+        if len(raw) >= 4 and raw[3] and "%" not in host:
+            try:
+                zone = socket.if_indextoname(int(raw[3]))
+            except (OSError, AttributeError):  # gone meanwhile; no if_indextoname (Windows)
+                zone = str(raw[3])
+            host = f"{host}%{zone}"
+        return (host, int(raw[1]))
     return ("", 0)
 
 
