@@ -40,6 +40,7 @@ class Config:
     broadcast: tuple[str, ...] = ()
     interfaces: tuple[str, ...] = ()
     discovery: bool = True
+    discovery6: bool = True  # IPv6 link-local multicast besides IPv4 broadcast (node/lan6.py)
     announce_interval: float = 2.0
     missed_announcements: int = 3
     accept: str = "any"  # any | none | ids
@@ -179,6 +180,11 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--no-discovery", action="store_true", help="no UDP discovery at all")
     p.add_argument(
+        "--no-discovery6",
+        action="store_true",
+        help="no IPv6 multicast discovery (IPv4 broadcast only)",
+    )
+    p.add_argument(
         "--announce-interval",
         type=float,
         default=2.0,
@@ -316,6 +322,7 @@ def config_from_args(ns: argparse.Namespace) -> Config:
         broadcast=tuple(ns.broadcast or [b for b in (_env("BROADCAST") or "").split(",") if b]),
         interfaces=tuple(ns.interface or ()),
         discovery=not ns.no_discovery,
+        discovery6=not ns.no_discovery6,
         announce_interval=ns.announce_interval,
         missed_announcements=ns.missed,
         accept=ns.accept,
