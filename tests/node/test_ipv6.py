@@ -1,0 +1,149 @@
+"""IPv6: `[addr]:port` written and read back, IPv4-mapped and zoned peer addresses, the
+dual-stack listener, which interfaces IPv6 discovery uses, and the peer table's choice between
+a peer's IPv4 and IPv6 address. Host tests use loopback only; real multicast between nodes is
+tests/node/test_ipv6_netns.py."""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+
+import pytest
+
+from node import addr, cli
+from node.config import Config, parse_hostport
+from node.discovery import Announce, PeerTable, PeerUp, encode
+from node.events import EventBus
+from node.lan6 import GROUP, choose
+from node.loop import Loop
+from node.node import Node
+from node.plat.ifaces import Address, Interface
+from node.transport import _addr
+from tests.node.test_loop import Recorder, run
+
+V4, V6 = socket.AF_INET, socket.AF_INET6
+HAS_V6 = socket.has_ipv6
+
+
+def test_hostport_brackets_ipv6_and_parses_back() -> None:
+    cases = [("10.0.0.1", 5, "10.0.0.1:5"), ("::1", 5, "[::1]:5"),
+             ("fe80::1%eth0", 47101, "[fe80::1%eth0]:47101"), ("host.lan", 7, "host.lan:7")]  # fmt: skip
+    for host, port, text in cases:
+        assert addr.hostport(host, port) == text
+        assert parse_hostport(text, 1) == (host, port)
+    assert parse_hostport("[::1]", 9) == ("::1", 9)
+    assert parse_hostport("::1", 9) == ("::1", 9)  # bare IPv6: no port can follow it
+    assert addr.url_host("[::1]") == "[::1]"
+
+
+def test_families_zones_and_mapped_addresses() -> None:
+    assert addr.family("10.0.0.1") == 4 and addr.family("fe80::1%eth0") == 6
+    assert addr.family("host") == 0
+    assert addr.is_link_local("fe80::1%eth0") and not addr.is_link_local("2001:db8::1")
+    assert addr.unmap("::ffff:10.1.2.3") == "10.1.2.3"
+    assert addr.unmap("::FFFF:10.1.2.3") == "10.1.2.3"
+    assert addr.unmap("::1") == "::1" and addr.unmap("::ffff:zz") == "::ffff:zz"
+    assert _addr(("::ffff:127.0.0.1", 5, 0, 0)) == ("127.0.0.1", 5)
+    index, name = socket.if_nameindex()[0]
+    assert _addr(("fe80::1", 5, 0, index)) == (f"fe80::1%{name}", 5)
+    assert _addr(("2001:db8::1", 5, 0, 0)) == ("2001:db8::1", 5)
+
+
+def iface(name: str, index: int, **kw: object) -> Interface:
+    v6 = (Address(V6, f"fe80::{index}", 64, scope_id=index),)
+    base: dict[str, object] = {"multicast": True, "addresses": v6}
+    base.update(kw)
+    return Interface(name, index, **base)  # type: ignore[arg-type]
+
+
+def test_choose_interfaces_for_ipv6_discovery() -> None:
+    lo = iface("lo", 1, loopback=True, multicast=False, addresses=(Address(V6, "::1"),))
+    eth = iface("eth0", 2)
+    down = iface("eth1", 3, up=False)
+    nocarrier = iface("eth2", 4, running=False)
+    v4only = iface("eth3", 5, addresses=(Address(V4, "10.0.0.1", 24),))
+    nomc = iface("tun0", 6, multicast=False)
+    all_ = [lo, eth, down, nocarrier, v4only, nomc]
+    assert choose(all_, [], pinned=False) == [("eth0", 2)]
+    # --broadcast without --interface: the targets were pinned, no multicast anywhere.
+    assert choose(all_, [], pinned=True) == []
+    # --interface names them, loopback included (a network namespace's lo, a test).
+    assert choose(all_, ["lo", "eth0", "nope"], pinned=True) == [("lo", 1), ("eth0", 2)]
+    assert choose(all_, ["eth1"], pinned=False) == []  # down
+    assert GROUP == "ff02::6d6f:6c65"
+
+
+def announce(seq: int) -> bytes:
+    return encode(Announce("ab" * 16, "peer", 47101, (), seq, 2.0))
+
+
+def test_peer_heard_on_both_families_keeps_its_first_address() -> None:
+    table = PeerTable("cd" * 16)
+    first = table.observe(announce(1), "10.0.0.2", 0.0)
+    assert isinstance(first[0], PeerUp) and first[0].peer.addr == "10.0.0.2"
+    # The same node over IPv6 multicast, while IPv4 keeps coming: no change, no event.
+    assert table.observe(announce(2), "fe80::2%eth0", 0.1) == []
+    assert table.observe(announce(3), "10.0.0.2", 2.0) == []
+    assert table.observe(announce(4), "fe80::2%eth0", 2.1) == []
+    assert next(iter(table._peers.values())).addr == "10.0.0.2"
+    # IPv4 went quiet for more than 1.5 intervals: the IPv6 address takes over.
+    moved = table.observe(announce(5), "fe80::2%eth0", 5.5)
+    assert isinstance(moved[0], PeerUp) and moved[0].changed
+    assert moved[0].peer.addr == "fe80::2%eth0"
+    # Same family, new address: taken at once (a peer that moved).
+    again = table.observe(announce(6), "fe80::3%eth0", 5.6)
+    assert isinstance(again[0], PeerUp) and again[0].peer.addr == "fe80::3%eth0"
+
+
+@pytest.mark.skipif(not HAS_V6, reason="no IPv6 in this Python")
+def test_dual_stack_listener_takes_both_families() -> None:
+    loop = Loop()
+    try:
+        accepted: list[Recorder] = []
+
+        def factory() -> Recorder:
+            accepted.append(Recorder())
+            return accepted[-1]
+
+        try:
+            srv = loop.listen_tcp("::", 0, factory)
+        except OSError as exc:
+            pytest.skip(f"no IPv6 listener here: {exc}")
+        clients = []
+        for host in ("127.0.0.1", "::1"):
+            c = Recorder()
+            loop.connect_tcp(host, srv.port, c)
+            clients.append(c)
+        run(loop, lambda: len(accepted) == 2 and all(a.transport for a in accepted))
+        peers = sorted(a.t.peername[0] for a in accepted)
+        assert peers == ["127.0.0.1", "::1"]  # the IPv4 client is not ::ffff:127.0.0.1
+    finally:
+        loop.close()
+
+
+def test_cli_prints_bracketed_addresses() -> None:
+    peers = [{"name": "b", "node": "ab" * 16, "addr": "fe80::1%eth0", "port": 4000,
+              "groups": [], "static": True}]  # fmt: skip
+    assert "[fe80::1%eth0]:4000" in cli.peers_table(peers, 0.0)
+    line = cli.describe_event("peer_up", {"peer": "ab" * 16, "peer_name": "b",
+                                          "addr": "::1", "port": 9, "static": True}, {})  # fmt: skip
+    assert line == "b at [::1]:9 (static)"
+
+
+@pytest.mark.skipif(not HAS_V6, reason="no IPv6 in this Python")
+def test_listening_event_brackets_an_ipv6_api(tmp_path: Path) -> None:
+    cfg = Config(
+        name="n", share=tmp_path / "s", inbox=tmp_path / "i", state=tmp_path / "t",
+        host="::1", port=0, api_host="::1", api_port=0, discovery=False,
+    )  # fmt: skip
+    bus = EventBus("ab" * 16)
+    node = Node(cfg, events=bus)
+    try:
+        node.start()
+    except OSError as exc:
+        pytest.skip(f"no ::1 here: {exc}")
+    node.shutdown()
+    listening = next(r.data for r in bus.records() if r.name == "listening")
+    assert listening["api"] == f"http://[::1]:{node.api_port}"
+    json.dumps(listening)
