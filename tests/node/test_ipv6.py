@@ -27,8 +27,12 @@ HAS_V6 = socket.has_ipv6
 
 
 def test_hostport_brackets_ipv6_and_parses_back() -> None:
-    cases = [("10.0.0.1", 5, "10.0.0.1:5"), ("::1", 5, "[::1]:5"),
-             ("fe80::1%eth0", 47101, "[fe80::1%eth0]:47101"), ("host.lan", 7, "host.lan:7")]  # fmt: skip
+    cases = [
+        ("10.0.0.1", 5, "10.0.0.1:5"),
+        ("::1", 5, "[::1]:5"),
+        ("fe80::1%eth0", 47101, "[fe80::1%eth0]:47101"),
+        ("host.lan", 7, "host.lan:7"),
+    ]
     for host, port, text in cases:
         assert addr.hostport(host, port) == text
         assert parse_hostport(text, 1) == (host, port)
@@ -126,8 +130,8 @@ def test_cli_prints_bracketed_addresses() -> None:
     peers = [{"name": "b", "node": "ab" * 16, "addr": "fe80::1%eth0", "port": 4000,
               "groups": [], "static": True}]  # fmt: skip
     assert "[fe80::1%eth0]:4000" in cli.peers_table(peers, 0.0)
-    line = cli.describe_event("peer_up", {"peer": "ab" * 16, "peer_name": "b",
-                                          "addr": "::1", "port": 9, "static": True}, {})  # fmt: skip
+    up = {"peer": "ab" * 16, "peer_name": "b", "addr": "::1", "port": 9, "static": True}
+    line = cli.describe_event("peer_up", up, {})
     assert line == "b at [::1]:9 (static)"
 
 
