@@ -236,7 +236,7 @@ class PeerTable:
     def _keep_family(self, peer: Peer, interval: float, now: float) -> Peer:
         """A peer heard over IPv4 broadcast and IPv6 multicast keeps the address of the family
         it was heard on first, as long as that family keeps being heard (within 1.5 of its
-        intervals): its address does not flap with every announce. Docs: protocol.md 1.4."""
+        intervals): its address does not flap with every announce. Docs: protocol.md 1.5."""
         old = self._peers.get(peer.node)
         if (
             old is not None
