@@ -22,6 +22,7 @@ from lab.scenario import NodeDecl, Scenario, route_for
 from lab.tail import Event, EventTail, brief
 from lab.verbs import StepError
 from lab.waits import wait_until
+from node.addr import hostport
 
 READY_TIMEOUT = 30.0  # per start batch: container start -> its `listening` event
 LOG_TAIL = 25
@@ -112,7 +113,7 @@ class Nodes:
             # A shared network: Docker's DNS answers with the right address; else its IP.
             routed = route_for(self.sc.nodes, n.name, p) is not None
             host = self._ip_towards(p, n) if routed else p
-            args += ["--peer", f"{host}:{TCP_PORT}"]
+            args += ["--peer", hostport(host, TCP_PORT)]  # [v6]:port for an IPv6 address
         args += list(n.args)
         return NodeSpec(
             name=n.name,

@@ -262,6 +262,7 @@ class Scenario:
     groups: Mapping[str, tuple[str, ...]]  # group name -> member node names
     source: str = "<string>"
     text: str = ""  # the YAML as written (copied into the artifacts)
+    ipv6: bool = False  # every network also gets an IPv6 /64 (ULA) besides its IPv4 /24
 
     def node(self, name: str) -> NodeDecl:
         for n in self.nodes:

@@ -217,7 +217,17 @@ class Parser(Checks):
         top = self.mapping(
             data,
             "",
-            ("name", "description", "timeout", "networks", "nodes", "files", "steps", "expect"),
+            (
+                "name",
+                "description",
+                "timeout",
+                "networks",
+                "ipv6",
+                "nodes",
+                "files",
+                "steps",
+                "expect",
+            ),
             required=("nodes",),
         )
         if "name" in top:
@@ -230,6 +240,9 @@ class Parser(Checks):
         if not isinstance(desc, str):
             raise self.fail("description", f"must be a string, not {type_name(desc)}")
         timeout = self.number(top.get("timeout", 60), "timeout", positive=True)
+        ipv6 = top.get("ipv6", False)
+        if not isinstance(ipv6, bool):
+            raise self.fail("ipv6", f"must be true or false, not {type_name(ipv6)}")
 
         topo = Topology(self.source)
         networks = topo.networks(top.get("networks", ["lan"]))
@@ -246,6 +259,7 @@ class Parser(Checks):
             description=desc.strip(),
             timeout=timeout,
             networks=networks,
+            ipv6=ipv6,
             nodes=nodes,
             files=files,
             steps=steps,
