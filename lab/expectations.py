@@ -568,8 +568,10 @@ class Discovery(Expectation):
         sc = state.sc
         shared = [n for n in sc.node(peer).networks if n in sc.node(observer).networks]
         had = state.nodes.past_ips.get(peer, set()) | set(h.ips.items())
+        had |= {(net, ip) for net, ips in getattr(h, "ips6", {}).items() for ip in ips}
         allowed = {ip for net, ip in had if net in shared or not shared}
-        if ev["addr"] not in allowed:
+        # A link-local IPv6 address carries the observer's zone (`fe80::1%eth0`): not the peer's.
+        if str(ev["addr"]).partition("%")[0] not in allowed:
             state.fail(
                 "discovery.addr",
                 f"{observer} saw {peer} at {ev['addr']}, expected "
