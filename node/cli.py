@@ -747,20 +747,8 @@ def cmd_token(args: argparse.Namespace, client: Client, out: TextIO) -> int:
     return EXIT_OK
 
 
-def serve_config(args: argparse.Namespace, argv: Sequence[str]) -> tuple[Any, Any]:
-    """(Config, Effective): the command line completed from MOLE_* and the config file."""
-    from node.config import config_from_args
-    from node.configfile import effective
-    from node.errors import ConfigError
-
-    try:
-        eff = effective(build_parser, args, argv, args.command)
-        return config_from_args(eff.ns), eff
-    except ConfigError as exc:
-        raise CliError(str(exc), EXIT_USAGE) from None
-
-
 def cmd_serve(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from node.cli_config import serve_config
     from node.node import run_node
 
     config, _ = serve_config(args, argv)
@@ -768,20 +756,6 @@ def cmd_serve(args: argparse.Namespace, argv: Sequence[str]) -> int:
         return run_node(config)
     except OSError as exc:
         raise CliError(str(exc)) from None
-
-
-def cmd_config(args: argparse.Namespace, argv: Sequence[str], out: TextIO) -> int:
-    """Print the options `mole serve` would run with (same arguments), and where each came
-    from; secrets masked."""
-    from node.configfile import render, report
-
-    _, eff = serve_config(args, argv)
-    if args.json:
-        rows = {k: {"value": v, "source": src} for k, v, src in report(eff)}
-        emit_json({"file": str(eff.path) if eff.path else None, "options": rows}, out)
-    else:
-        print_block(out, render(eff))
-    return EXIT_OK
 
 
 # -- argument parsing ------------------------------------------------------------------------
@@ -931,6 +905,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "serve":
             return cmd_serve(args, argv)
         if args.command == "config":
+            from node.cli_config import cmd_config
+
             return cmd_config(args, argv, sys.stdout)
         # A tiny --timeout bounds the wait for transfers; single answers still get a second.
         http_timeout = REQUEST_TIMEOUT if args.timeout is None else max(1.0, args.timeout)
