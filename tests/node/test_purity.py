@@ -37,6 +37,7 @@ PURE = [
     "x509",
     "units",
     "termsafe",
+    "addr",
 ]
 FORBIDDEN_MODULES = {
     "socket",
