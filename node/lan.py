@@ -49,8 +49,7 @@ class Lan:
         cfg = self.config
         if cfg.discovery:
             self.udp = self.loop.open_udp("0.0.0.0", cfg.discovery_port, self._datagram)
-            if cfg.discovery6:
-                self.mc6.start()
+            self.mc6.start()  # unless --no-discovery6 (node/lan6.py)
 
     def stop(self) -> None:
         """Say goodbye (one datagram per target) and stop announcing."""

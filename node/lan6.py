@@ -79,13 +79,17 @@ class Multicast6:
         self.joined: dict[int, str] = {}  # interface index -> name
 
     def start(self) -> None:
-        """Open the socket when there is an interface to use; a host without IPv6 skips it."""
-        if socket.has_ipv6:
-            self.refresh(open_socket=True)
+        """Open the socket when there is an interface to use (else at a later announce: an
+        interface may come up, a laptop joining Wi-Fi)."""
+        self.refresh()
 
-    def refresh(self, *, open_socket: bool = False) -> list[int]:
+    def refresh(self) -> list[int]:
         """Join the group on interfaces that appeared since; the indexes to send on."""
         cfg = self.config
+        if not (cfg.discovery and cfg.discovery6 and socket.has_ipv6):
+            return []
+        if cfg.broadcast and not cfg.interfaces:
+            return []  # targets pinned (choose): no need to look at the interfaces
         try:
             found = choose(self.scan(), cfg.interfaces, bool(cfg.broadcast))
         except (OSError, ValueError):
@@ -93,8 +97,6 @@ class Multicast6:
         if not found:
             return []
         if self.udp is None:
-            if not open_socket:
-                return []
             try:
                 self.udp = self.loop.open_multicast6(cfg.discovery_port, self.on_datagram)
             except OSError:
@@ -105,9 +107,8 @@ class Multicast6:
         return [index for _, index in found if index in self.joined]
 
     def send(self, data: bytes) -> None:
-        if self.udp is None:
-            return
         for index in self.refresh():
+            assert self.udp is not None  # refresh() opened it, or returned no interface
             self.udp.sendto(data, (GROUP, self.config.discovery_port, 0, index))
 
     def close(self) -> None:

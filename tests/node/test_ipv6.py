@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import socket
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -151,3 +152,66 @@ def test_listening_event_brackets_an_ipv6_api(tmp_path: Path) -> None:
     listening = next(r.data for r in bus.records() if r.name == "listening")
     assert listening["api"] == f"http://[::1]:{node.api_port}"
     json.dumps(listening)
+
+
+class FakeEndpoint:
+    def __init__(self) -> None:
+        self.joins: list[int] = []
+        self.sent: list[tuple[bytes, tuple[object, ...]]] = []
+
+    def join6(self, group: str, index: int) -> bool:
+        assert group == GROUP
+        self.joins.append(index)
+        return index != 99  # the system refuses index 99
+
+    def sendto(self, data: bytes, where: tuple[object, ...]) -> None:
+        self.sent.append((data, where))
+
+
+class FakeLoop:
+    def __init__(self) -> None:
+        self.opened: list[int] = []
+        self.endpoint = FakeEndpoint()
+
+    def open_multicast6(self, port: int, on_datagram: object) -> FakeEndpoint:
+        self.opened.append(port)
+        return self.endpoint
+
+
+def multicast(tmp_path: Path, found: list[Interface], **kw: object) -> tuple[Any, FakeLoop]:
+    from node.lan6 import Multicast6
+
+    cfg = Config(name="n", share=tmp_path, inbox=tmp_path, state=tmp_path,
+                 discovery_port=47555, **kw)  # type: ignore[arg-type]  # fmt: skip
+    loop = FakeLoop()
+    return Multicast6(cfg, loop, lambda d, a: None, scan=lambda: found), loop  # type: ignore[arg-type]
+
+
+def test_multicast_joins_each_interface_once_and_sends_once_per_interface(tmp_path: Path) -> None:
+    found = [iface("eth0", 2)]
+    mc, loop = multicast(tmp_path, found)
+    mc.start()
+    mc.send(b"announce")
+    found.append(iface("wlan0", 3))  # came up later: joined at the next announce
+    found.append(iface("bad0", 99))
+    mc.send(b"again")
+    assert loop.opened == [47555]
+    assert loop.endpoint.joins == [2, 3, 99]
+    assert loop.endpoint.sent == [
+        (b"announce", (GROUP, 47555, 0, 2)),
+        (b"again", (GROUP, 47555, 0, 2)),
+        (b"again", (GROUP, 47555, 0, 3)),
+    ]
+    mc.send(b"third")
+    assert loop.endpoint.joins == [2, 3, 99, 99]  # a refused join is tried again next time
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [{"discovery6": False}, {"discovery": False}, {"broadcast": ("127.255.255.255",)}],
+)
+def test_multicast_off_sends_nothing(tmp_path: Path, kw: dict[str, object]) -> None:
+    mc, loop = multicast(tmp_path, [iface("eth0", 2)], **kw)
+    mc.start()
+    mc.send(b"announce")
+    assert loop.opened == [] and loop.endpoint.sent == []
