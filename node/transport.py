@@ -116,9 +116,11 @@ def _addr(raw: object) -> Address:
 
 
 def _is_ip_literal(host: str) -> bool:
+    # A zone (`fe80::1%eth0`) is no name to look up: getaddrinfo takes it with AI_NUMERICHOST.
+    bare = host.partition("%")[0]
     for family in (socket.AF_INET, socket.AF_INET6):
         try:
-            socket.inet_pton(family, host)
+            socket.inet_pton(family, bare)
         except OSError:
             continue
         return True

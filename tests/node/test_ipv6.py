@@ -20,7 +20,7 @@ from node.lan6 import GROUP, choose
 from node.loop import Loop
 from node.node import Node
 from node.plat.ifaces import Address, Interface
-from node.transport import _addr
+from node.transport import _addr, _is_ip_literal
 from tests.node.test_loop import Recorder, run
 
 V4, V6 = socket.AF_INET, socket.AF_INET6
@@ -53,6 +53,10 @@ def test_families_zones_and_mapped_addresses() -> None:
     index, name = socket.if_nameindex()[0]
     assert _addr(("fe80::1", 5, 0, index)) == (f"fe80::1%{name}", 5)
     assert _addr(("2001:db8::1", 5, 0, 0)) == ("2001:db8::1", 5)
+    # A zoned literal is resolved without a lookup, and keeps its scope id for connect().
+    assert _is_ip_literal(f"fe80::1%{name}") and not _is_ip_literal("fe80::1.example")
+    family, sockaddr = Loop._resolve(f"fe80::1%{name}", 9, socket.SOCK_STREAM, passive=False)
+    assert family == socket.AF_INET6 and sockaddr == ("fe80::1", 9, 0, index)
 
 
 def iface(name: str, index: int, **kw: object) -> Interface:
