@@ -65,7 +65,7 @@ class Config:
     progress_interval: float = 0.5
     fsync: bool = False
     log_format: str = "json"  # auto | text | json (node/logs.py); json: the lab's event lines
-    log_level: str = "info"
+    log_level: str = "auto"  # debug for json (every event), info for text
     log_file: Path | None = None  # None: stdout
     extra: dict[str, str] = field(default_factory=dict)
 

@@ -6,8 +6,10 @@ coloured on a terminal that takes colour. `auto` (the default) is text on a term
 otherwise (a pipe, a file, a service manager's journal: readers that parse).
 
 `--log-level` drops events below it from the log (never from the API's event stream); every
-event has one level, EVENT_LEVELS. `--log-file` appends to a file created 0600 instead of
-writing to stdout. No event carries a secret; `redacted` keeps it so if one ever does.
+event has one level, EVENT_LEVELS. Its default, `auto`, is `debug` for JSON (every event, as
+the lab and scripts have always read them) and `info` for text (no progress chatter).
+`--log-file` appends to a file created 0600 instead of writing to stdout. No event carries a
+secret; `redacted` keeps it so if one ever does.
 """
 
 from __future__ import annotations
@@ -48,7 +50,12 @@ def add_log_arguments(p: argparse.ArgumentParser) -> None:
         default="auto",
         help="event log lines: text for people, json for programs (auto: text on a terminal)",
     )
-    p.add_argument("--log-level", choices=tuple(LEVELS), default="info", help="least level logged")
+    p.add_argument(
+        "--log-level",
+        choices=("auto", *LEVELS),
+        default="auto",
+        help="least level logged (auto: debug for json, every event; info for text)",
+    )
     p.add_argument(
         "--log-file",
         metavar="FILE",
@@ -95,11 +102,14 @@ def _isatty(stream: TextIO) -> bool:
 class LogLines:
     """A bus subscriber writing each record at or above `level` to `stream`."""
 
-    def __init__(self, stream: TextIO, fmt: str = "json", level: str = "info") -> None:
+    def __init__(self, stream: TextIO, fmt: str = "json", level: str = "auto") -> None:
         if fmt == "auto":
             fmt = "text" if _isatty(stream) else "json"
+        if level == "auto":
+            level = "debug" if fmt == "json" else "info"
         self.stream = stream
         self.format = fmt
+        self.level = level
         self.least = LEVELS[level]
         self.colour = fmt == "text" and wants_colour(stream)
         self.peers: dict[str, str] = {}  # node id -> name, for text lines (as `mole watch`)
@@ -136,7 +146,7 @@ def attach(bus: EventBus, fmt: str, level: str, log_file: Path | None) -> TextIO
     """Subscribe the log to `bus`; returns the log file opened (the caller closes it)."""
     stream = open_log_file(log_file) if log_file is not None else None
     bus.subscribe(LogLines(stream or sys.stdout, fmt, level))
-    if level == "debug":
+    if level == "debug":  # asked for: the loop's own debug lines on stderr too
         from node import transport
 
         transport.log.debug_enabled = True

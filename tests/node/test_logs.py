@@ -67,6 +67,18 @@ def test_text_lines_read_like_mole_watch_and_are_terminal_safe(
     assert plain.getvalue().split()[1:] == ["warning", "warning", "disk", "nearly", "full"]
 
 
+def test_json_logs_every_event_by_default_text_only_info_and_up() -> None:
+    out = io.StringIO()
+    bus_with(out, "json", "auto").publish(progress())
+    assert '"transfer_progress"' in out.getvalue()  # the lab's and scripts' lines, as ever
+    out = io.StringIO()
+    bus = bus_with(out, "text", "auto")
+    bus.publish(progress())
+    assert out.getvalue() == ""
+    bus.publish(ev.Shutdown())
+    assert "shutdown" in out.getvalue()
+
+
 def test_log_level_filters_the_log() -> None:
     out = io.StringIO()
     bus = bus_with(out, "json", "info")
