@@ -56,6 +56,10 @@ from node.timers import Timers
 from node.transfer import Transfer
 
 PARTIAL_MAX_AGE = 7 * 86400.0
+# What binding `::` says on a host without IPv6 (Windows numbers its socket errors apart).
+NO_IPV6 = frozenset(
+    {errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL, getattr(errno, "WSAEAFNOSUPPORT", -1)}
+)
 RESCAN_EVERY = 5.0
 RESCAN_MIN_GAP = 1.0
 PUBLISH_EVERY = 0.05  # s: a file just hashed is listed this soon (small shares; see publish_due)
@@ -175,7 +179,7 @@ class Node:
         try:
             self.server = self.loop.listen_tcp(cfg.host, cfg.port, self.gate.accept)
         except OSError as exc:
-            if cfg.host != "::" or exc.errno not in (errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL):
+            if cfg.host != "::" or exc.errno not in NO_IPV6:
                 raise
             # `::` (the default) on a host without IPv6: every IPv4 address instead.
             self.server = self.loop.listen_tcp("0.0.0.0", cfg.port, self.gate.accept)

@@ -219,3 +219,28 @@ def test_multicast_off_sends_nothing(tmp_path: Path, kw: dict[str, object]) -> N
     mc.start()
     mc.send(b"announce")
     assert loop.opened == [] and loop.endpoint.sent == []
+
+
+def test_default_listener_falls_back_to_ipv4_without_ipv6(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    real = Loop.listen_tcp
+    hosts: list[str] = []
+
+    def listen(self: Loop, host: str, port: int, factory: Any, **kw: Any) -> Any:
+        hosts.append(host)
+        if host == "::":
+            raise OSError(errno.EAFNOSUPPORT, "Address family not supported by protocol")
+        return real(self, host, port, factory, **kw)
+
+    monkeypatch.setattr(Loop, "listen_tcp", listen)
+    cfg = Config(name="n", share=tmp_path / "s", inbox=tmp_path / "i", state=tmp_path / "t",
+                 port=0, api_port=0, discovery=False)  # fmt: skip
+    node = Node(cfg, events=EventBus("ab" * 16))
+    node.start()
+    try:
+        assert hosts[:2] == ["::", "0.0.0.0"] and node.server.sockname[0] == "0.0.0.0"
+    finally:
+        node.shutdown()
