@@ -12,11 +12,9 @@ means the same wherever it is written.
 from __future__ import annotations
 
 import argparse
-import difflib
 import os
 import stat
 import sys
-import tomllib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -99,6 +97,8 @@ def read_file(path: Path) -> dict[str, Any]:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
     if len(data) > MAX_FILE:
         raise ConfigError(f"config file {path} is larger than {MAX_FILE} bytes")
+    import tomllib  # here: a node without a config file does not load the parser
+
     try:
         table = tomllib.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
@@ -223,6 +223,8 @@ def resolve(
     by_key = {key.replace("_", "-"): v for key, v in table.items()}
     unknown = sorted(set(by_key) - set(known))
     if unknown:
+        import difflib
+
         hints = [
             f"{k} (did you mean {m[0]}?)" if (m := difflib.get_close_matches(k, known, 1)) else k
             for k in unknown
