@@ -853,7 +853,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
-    serve = sub.add_parser("serve", help="run a node", formatter_class=_ServeHelp)
+    serve = sub.add_parser(
+        "serve",
+        help="run a node",
+        formatter_class=_ServeHelp,
+        epilog="Every option can also be set as MOLE_<OPTION> (e.g. MOLE_MAX_SIZE) or in the "
+        'config file (max-size = "2GiB"); the command line wins, then the environment, then '
+        "the file. `mole config` shows what applies (docs/config.md).",
+    )
     from node.config import add_serve_arguments
 
     add_serve_arguments(serve)
