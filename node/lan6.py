@@ -99,8 +99,10 @@ class Multicast6:
         if self.udp is None:
             try:
                 self.udp = self.loop.open_multicast6(cfg.discovery_port, self.on_datagram)
-            except OSError:
-                return []  # no IPv6 here (EAFNOSUPPORT) or the port is taken: IPv4 only
+            except (OSError, AttributeError):
+                # No IPv6 here (EAFNOSUPPORT), the port is taken, or a Python without the
+                # IPV6_* socket options: IPv4 discovery only.
+                return []
         for name, index in found:
             if index not in self.joined and self.udp.join6(GROUP, index):
                 self.joined[index] = name

@@ -237,6 +237,8 @@ class DatagramEndpoint(_IOHandler):
         mreq = socket.inet_pton(socket.AF_INET6, group) + struct.pack("@I", ifindex)
         try:
             self._sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP, mreq)
+        except AttributeError:  # a Python built without it: no group to join
+            return False
         except OSError as exc:  # EADDRINUSE: joined already; ENODEV: the interface went
             self._count_error(exc, f"join {group}%{ifindex}")
             return exc.errno == errno.EADDRINUSE
