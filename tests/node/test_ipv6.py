@@ -244,3 +244,16 @@ def test_default_listener_falls_back_to_ipv4_without_ipv6(
         assert hosts[:2] == ["::", "0.0.0.0"] and node.server.sockname[0] == "0.0.0.0"
     finally:
         node.shutdown()
+
+
+@pytest.mark.parametrize("error", [OSError(97, "EAFNOSUPPORT"), AttributeError("IPV6_V6ONLY")])
+def test_no_ipv6_socket_means_ipv4_discovery_only(tmp_path: Path, error: Exception) -> None:
+    mc, loop = multicast(tmp_path, [iface("eth0", 2)])
+
+    def refuse(port: int, on_datagram: object) -> FakeEndpoint:
+        raise error
+
+    loop.open_multicast6 = refuse  # type: ignore[method-assign]
+    mc.start()
+    mc.send(b"announce")  # no exception: the node goes on with IPv4 broadcast
+    assert mc.udp is None
