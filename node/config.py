@@ -12,6 +12,7 @@ from node import units
 from node.configfile import add_config_argument
 from node.errors import ConfigError
 from node.logs import add_log_arguments
+from node.peerauth import GroupProver, NoGroups
 
 DISCOVERY_PORT = 47100
 TRANSFER_PORT = 47101
@@ -67,6 +68,10 @@ class Config:
     log_format: str = "json"  # auto | text | json (node/logs.py); json: the lab's event lines
     log_level: str = "auto"  # debug for json (every event), info for text
     log_file: Path | None = None  # None: stdout
+    # Tests and benchmarks only: transfer connections without TLS (both peers must say so).
+    insecure_plaintext: bool = False
+    # Group membership proofs in the handshake (the group layer's; no groups by default).
+    prover: GroupProver = field(default_factory=NoGroups)
     extra: dict[str, str] = field(default_factory=dict)
 
 
@@ -183,6 +188,12 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
         "--no-discovery6",
         action="store_true",
         help="no IPv6 multicast discovery (IPv4 broadcast only)",
+    )
+    p.add_argument(
+        "--insecure-plaintext",
+        action="store_true",
+        help="TESTS AND BENCHMARKS ONLY: transfers without TLS, peers unverified, readable and "
+        "changeable by anyone on the network (both peers must use it)",
     )
     p.add_argument(
         "--announce-interval",
@@ -348,4 +359,5 @@ def config_from_args(ns: argparse.Namespace) -> Config:
         log_format=ns.log_format,
         log_level=ns.log_level,
         log_file=Path(ns.log_file).expanduser() if ns.log_file else None,
+        insecure_plaintext=ns.insecure_plaintext,
     )
