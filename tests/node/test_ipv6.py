@@ -84,11 +84,11 @@ def test_choose_interfaces_for_ipv6_discovery() -> None:
 
 
 def announce(seq: int) -> bytes:
-    return encode(Announce("ab" * 16, "peer", 47101, (), seq, 2.0))
+    return encode(Announce("ab" * 32, "peer", 47101, (), seq, 2.0))
 
 
 def test_peer_heard_on_both_families_keeps_its_first_address() -> None:
-    table = PeerTable("cd" * 16)
+    table = PeerTable("cd" * 32)
     first = table.observe(announce(1), "10.0.0.2", 0.0)
     assert isinstance(first[0], PeerUp) and first[0].peer.addr == "10.0.0.2"
     # The same node over IPv6 multicast, while IPv4 keeps coming: no change, no event.
