@@ -28,6 +28,7 @@ from lab import bootstrap, cluster
 REPO = Path(__file__).resolve().parent.parent
 DOCKERFILE = REPO / "lab" / "Dockerfile"
 NODE_DIR = REPO / "node"
+ATTACKER = "attacker.py"  # lab/attacker.py, the hostile peer, next to the Dockerfile
 SUITE = os.environ.get("MOLE_SUITE", "bookworm")
 BASE_TAG = f"mole-base:{SUITE}"
 REGISTRY_BASE = "python:3.11-slim"
@@ -339,6 +340,9 @@ def node_image_tag(
     """`<repo>:<hash>`: the hash covers the Dockerfile, every node/ file and the base image."""
     h = hashlib.sha256()
     h.update(b"dockerfile\0" + dockerfile.read_bytes() + b"\0")
+    attacker = dockerfile.parent / ATTACKER
+    if attacker.exists():
+        h.update(b"attacker\0" + attacker.read_bytes() + b"\0")
     for f in _node_files(node_dir):
         data = f.read_bytes()
         rel = f.relative_to(node_dir).as_posix()
@@ -348,8 +352,15 @@ def node_image_tag(
 
 
 def _context(node_dir: Path, dockerfile: Path, into: Path) -> None:
-    """Build context with exactly what the tag hashes: the Dockerfile and node/."""
+    """Build context with exactly what the tag hashes: the Dockerfile, node/ and the lab's
+    hostile peer (laid out as in the repo, so compose builds from the repo root alike)."""
     shutil.copyfile(dockerfile, into / "Dockerfile")
+    (into / "lab").mkdir()
+    attacker = dockerfile.parent / ATTACKER
+    if attacker.exists():
+        shutil.copyfile(attacker, into / "lab" / ATTACKER)
+    else:  # a test's stand-in Dockerfile: the COPY still needs a file
+        (into / "lab" / ATTACKER).write_text("")
     for f in _node_files(node_dir):
         dst = into / "node" / f.relative_to(node_dir)
         dst.parent.mkdir(parents=True, exist_ok=True)

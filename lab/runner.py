@@ -279,7 +279,8 @@ class Run:
                 self.logs[n] = tail.text(n) + f"\n(lab: could not read logs: {err})\n"
             self.statuses[n] = state.nodes.status(n)
         for n, text in self.logs.items():  # the events in the artifacts: the complete logs'
-            tail.replace(n, text)
+            if self.sc.node(n).runs_node:  # a hostile peer's lines are its own, not a node's
+                tail.replace(n, text)
         if state.t0 is not None:
             with contextlib.suppress(Exception):
                 self.result.transfers = transfer_rows(state)

@@ -13,7 +13,7 @@ import zlib
 from types import MappingProxyType
 from typing import Any
 
-from lab import verbs
+from lab import hostile, verbs
 from lab.checks import Checks, Context, Refs, join, type_name
 from lab.scenario import (
     MAX_COUNT,
@@ -69,6 +69,7 @@ class Topology(Checks):
             "tmpfs",
             "env",
             "router",
+            "hostile",
         )
         for i, item in enumerate(items):
             p = f"nodes[{i}]"
@@ -106,6 +107,11 @@ class Topology(Checks):
             env = self.str_map(m.get("env", {}), join(p, "env"))
             start = self.boolean(m.get("start", True), join(p, "start"))
             router = self.boolean(m.get("router", False), join(p, "router"))
+            attack = hostile.parse(self, m["hostile"], join(p, "hostile")) if "hostile" in m else ()
+            if attack:
+                for k in ("groups", "peers", "args", "router", "tmpfs"):
+                    if k in m:
+                        raise self.fail(join(p, k), "a hostile node runs no mole node: not allowed")
             if router:
                 for k in ("groups", "peers", "args", "group"):
                     if k in m:
@@ -134,6 +140,7 @@ class Topology(Checks):
                         env=env,
                         router=router,
                         path=p,
+                        hostile=attack,
                     )
                 )
         return tuple(out)
@@ -180,8 +187,8 @@ class Topology(Checks):
                 if peer not in by_name:
                     hint = " (a group: list its nodes)" if peer in groups else ""
                     raise self.fail(q, f"unknown node {peer!r}{hint}")
-                if by_name[peer].router:
-                    raise self.fail(q, f"{peer!r} is a router, it runs no node")
+                if not by_name[peer].runs_node:
+                    raise self.fail(q, f"{peer!r} runs no node (a router or a hostile peer)")
                 try:
                     r = route_for(nodes, n.name, peer)
                 except KeyError as e:
@@ -236,6 +243,7 @@ class Parser(Checks):
         nodes = topo.nodes(top["nodes"], networks)
         groups = topo.groups(nodes)
         topo.static_peers(nodes, groups)
+        hostile.check_targets(self, nodes)
         self.refs = Refs(self, nodes, groups)
         files = self.files(top.get("files", []))
         ctx = Context(self.source, self.refs, files)

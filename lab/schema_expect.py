@@ -119,7 +119,7 @@ class _ExpectParser(Context):
         m = self.mapping(v, p, ("within", "see", "not_see"), ("within",))
         within = self.number(m["within"], join(p, "within"), positive=True)
         if m.get("see") == "all":
-            names = [n.name for n in self.refs.nodes if not n.router]
+            names = [n.name for n in self.refs.nodes if n.runs_node]
             see = tuple((a, b) for a in names for b in names if a != b)
         else:
             see = self.pairs(m.get("see", []), join(p, "see"))
@@ -158,7 +158,11 @@ class _ExpectParser(Context):
         for i, item in enumerate(self.list_of(v, p)):
             q = f"{p}[{i}]"
             m = self.mapping(item, q, keys)
-            nodes = self.refs.node_or_group(m, q)
+            self.refs.hostile_ok = True
+            try:
+                nodes = self.refs.node_or_group(m, q)
+            finally:
+                self.refs.hostile_ok = False
             ref = str(m.get("node", m.get("group")))
             code = self.string(m["code"], join(q, "code")) if "code" in m else None
             w = (
