@@ -120,6 +120,10 @@ def test_hostile_scenarios_prove_the_attack_was_refused(path: Path) -> None:
     sc = load_scenario(path)
     (evil,) = [n for n in sc.nodes if n.hostile]
     target = dict(evil.hostile)["target"]
+    victim = dict(evil.hostile).get("impersonate")
+    if victim:  # spoofing: what must hold is that the victim still gets the target's file
+        assert any(f.node == victim for f in sc.expect.files)
+        return
     triggers = [s.trigger for s in sc.steps if s.do == "push"]
     on_target = [t for t in triggers if t.event is not None and target in t.event.nodes]
     failures = [f for f in sc.expect.failures if evil.name in f.nodes]
