@@ -250,7 +250,8 @@ def _other_ips(cluster: ClusterLike, node: str) -> list[str]:
     if listing is None:
         raise FaultError("the cluster cannot list its nodes", verb="duplicate", node=node)
     out = []
-    for name, h in dict(listing()).items():
+    handles = listing() if callable(listing) else listing  # Cluster.nodes is a property
+    for name, h in dict(handles).items():
         if name != node:
             out += [ip for ip in dict(h.ips).values() if ip]
     return list(dict.fromkeys(out))

@@ -56,7 +56,8 @@ class FakeCluster:
     def node(self, name: str) -> SimpleNamespace:
         return SimpleNamespace(name=name, ips=dict(IPS[name]))
 
-    def nodes(self) -> dict[str, SimpleNamespace]:
+    @property
+    def nodes(self) -> dict[str, SimpleNamespace]:  # as lab.cluster.Cluster's
         return {n: self.node(n) for n in IPS}
 
     def exec(self, name: str, cmd: list[str]) -> tuple[int, str]:
