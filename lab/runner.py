@@ -141,6 +141,10 @@ class Run:
             factory: Callable[..., Any] = Cluster
         else:
             factory = self.cluster_factory
+        if sc.nodes_per_container > 1:
+            from lab import dense
+
+            factory = dense.factory(factory, sc.nodes_per_container)
         workdir = self.ctx.open_workdir()
         self.report.say(f"run {self.run_id}: {len(sc.nodes)} nodes, {len(sc.networks)} networks")
         cluster = self.ctx.open_cluster(factory, self.image)

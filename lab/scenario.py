@@ -268,6 +268,7 @@ class Scenario:
     groups: Mapping[str, tuple[str, ...]]  # group name -> member node names
     source: str = "<string>"
     text: str = ""  # the YAML as written (copied into the artifacts)
+    nodes_per_container: int = 1  # dense mode (lab.dense) when > 1
 
     def node(self, name: str) -> NodeDecl:
         for n in self.nodes:

@@ -15,6 +15,7 @@ from typing import Any
 
 from lab import hostile, verbs
 from lab.checks import Checks, Context, Refs, join, type_name
+from lab.dense import MAX_PER_CONTAINER
 from lab.scenario import (
     MAX_COUNT,
     NAME_RE,
@@ -27,6 +28,13 @@ from lab.scenario import (
 )
 from lab.schema_expect import parse_expect
 from lab.timeline import check_cycles, parse_trigger
+
+TOP_KEYS = (
+    "name", "description", "timeout", "networks", "nodes", "files", "steps", "expect",
+    "nodes_per_container",
+)  # fmt: skip
+# Verbs acting on a node's container: with several nodes in one, they would hit them all.
+DENSE_REFUSED_VERBS = frozenset({"kill", "stop", "start", "restart", "pause", "unpause"})
 
 
 def parse(
@@ -224,7 +232,7 @@ class Parser(Checks):
         top = self.mapping(
             data,
             "",
-            ("name", "description", "timeout", "networks", "nodes", "files", "steps", "expect"),
+            TOP_KEYS,
             required=("nodes",),
         )
         if "name" in top:
@@ -249,6 +257,7 @@ class Parser(Checks):
         ctx = Context(self.source, self.refs, files)
         steps = self.steps(top.get("steps", []), ctx)
         expect = parse_expect(top.get("expect", {}), ctx, [st.id for st in steps])
+        dense = self.dense(top.get("nodes_per_container", 1), nodes, steps)
         return Scenario(
             name=name,
             description=desc.strip(),
@@ -261,7 +270,36 @@ class Parser(Checks):
             groups=MappingProxyType(groups),
             source=self.source,
             text=text,
+            nodes_per_container=dense,
         )
+
+    def dense(self, v: object, nodes: tuple[NodeDecl, ...], steps: tuple[Step, ...]) -> int:
+        """`nodes_per_container`, and what dense mode cannot keep the meaning of (lab.dense)."""
+        p = "nodes_per_container"
+        k = self.integer(v, p, 1, MAX_PER_CONTAINER)
+        if k == 1:
+            return k
+        for st in steps:
+            if st.do in DENSE_REFUSED_VERBS:
+                raise self.fail(
+                    join(st.path, "do"),
+                    f"`{st.do}` acts on a container, which holds up to {k} nodes with "
+                    f"nodes_per_container: {k} (use 1)",
+                )
+        for n in nodes:
+            if n.peers:
+                raise self.fail(
+                    join(n.path, "peers"),
+                    "static peers are reached by container name, which packed nodes lack "
+                    "(nodes_per_container > 1)",
+                )
+            if n.hostile:
+                raise self.fail(
+                    join(n.path, "hostile"),
+                    "a hostile peer reaches its target by container name, which packed nodes "
+                    "lack (nodes_per_container > 1)",
+                )
+        return k
 
     def files(self, v: object) -> tuple[FileDecl, ...]:
         out: list[FileDecl] = []
