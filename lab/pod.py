@@ -6,8 +6,9 @@ Shipped in the node image as /opt/mole-lab/pod.py; run as the container's PID 1 
     python3 pod.py /data/pod.json
 
 pod.json: {"nodes": [{"name", "ip", "prefix", "gateway", "argv", "user"}]}. For node i it
-makes namespace `n<i>`, a macvlan `mv<i>` of eth0 in bridge mode moved into it (so broadcasts
-on the bridge reach every namespace, as they reach every container), the address, loopback and
+makes namespace `n<i>`, a macvlan `mv<i>` of eth0 in bridge mode moved into it and renamed
+eth0 there (so broadcasts on the bridge reach every namespace, as they reach every container),
+the address, loopback and
 the default route, then runs `ip netns exec n<i> python3 -m node <argv>` with its output in
 /data/<name>/node.log. This is what Mininet and Containernet do to start hundreds of hosts in
 seconds: network namespaces, not one container (one engine round trip of ~0.3 s) per host.
@@ -35,9 +36,12 @@ def setup(i: int, n: dict[str, Any]) -> None:
     sh("ip", "netns", "add", ns)
     sh("ip", "link", "add", dev, "link", "eth0", "type", "macvlan", "mode", "bridge")
     sh("ip", "link", "set", dev, "netns", ns)
+    # eth0 inside, as in a container of its own: the faults (iptables -i eth+, tc on eth*)
+    # and the node's interface scan see what they see everywhere else.
+    sh("ip", "-n", ns, "link", "set", dev, "name", "eth0")
     sh("ip", "-n", ns, "link", "set", "lo", "up")
-    sh("ip", "-n", ns, "addr", "add", f"{n['ip']}/{n['prefix']}", "brd", "+", "dev", dev)
-    sh("ip", "-n", ns, "link", "set", dev, "up")
+    sh("ip", "-n", ns, "addr", "add", f"{n['ip']}/{n['prefix']}", "brd", "+", "dev", "eth0")
+    sh("ip", "-n", ns, "link", "set", "eth0", "up")
     sh("ip", "-n", ns, "route", "add", "default", "via", n["gateway"])
 
 
