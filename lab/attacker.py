@@ -19,6 +19,8 @@ Behaviours (what a real network throws at a node):
               its own address (a spoofed announce) at `--rate` a second
   goodbye     the same, but broadcasts goodbyes in that node's name
   oversized   connects, greets, then sends frame headers announcing more than the limit
+  sizeliar    pushes `--file` announcing `--size` bytes and streams more than that
+  connflood   opens `--rate` connections a second that never greet, up to `--conns` held
 
 Output: JSON lines like a node's events, `{"ts", "event": "attack", "behaviour", "sent",
 "refused", "answers"}` every second and `attack_done` at the end (the lab's report draws them
@@ -298,8 +300,68 @@ class Attack:
                 self.count(sent=1)
             self.pace()
 
+    def sizeliar(self) -> None:
+        """A push whose stream is longer than the size it offered (a liar about size)."""
+        size = self.a.size
+        n = 0
+        while not self.stop.is_set():
+            s = self.connect()
+            if s is None:
+                continue
+            with s:
+                try:
+                    s.sendall(hello(self.node_id, self.name))
+                    s.sendall(
+                        frame({"type": "offer", "id": f"big{n}", "name": self.a.file,
+                               "size": size, "sha256": "0" * 64, "mtime": 1_700_000_000.0,
+                               "mime": "application/octet-stream"})
+                    )  # fmt: skip
+                    codes = self.answer_codes(s)
+                    if "accept" in codes:
+                        s.sendall(frame({"type": "data", "body": size + 4096}))
+                        s.sendall(random.Random(n).randbytes(size + 4096))
+                        codes += self.answer_codes(s, timeout=10)
+                    for c in codes:
+                        if c != "accept":
+                            self.count(answer=c)
+                    self.count(sent=1)
+                except OSError:
+                    self.count(refused=1)
+            n += 1
+            self.pace()
 
-BEHAVIOURS = ("liar", "slowloris", "junk", "flood", "impostor", "goodbye", "oversized")
+    def connflood(self) -> None:
+        """Connections that never greet: at most `conns` held, `rate` new ones a second."""
+        held: list[socket.socket] = []
+        try:
+            while not self.stop.is_set():
+                s = self.connect()
+                if s is not None:
+                    held.append(s)
+                    self.count(sent=1)
+                for old in list(held):  # the node's evictions and deadlines close them
+                    try:
+                        if old.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b"":
+                            raise ConnectionResetError
+                    except BlockingIOError:
+                        continue
+                    except OSError:
+                        pass
+                    self.count(refused=1)
+                    held.remove(old)
+                    old.close()
+                while len(held) > self.a.conns:
+                    held.pop(0).close()
+                self.pace()
+        finally:
+            for s in held:
+                s.close()
+
+
+BEHAVIOURS = (
+    "liar", "slowloris", "junk", "flood", "impostor", "goodbye", "oversized", "sizeliar",
+    "connflood",
+)  # fmt: skip
 
 
 def parse(argv: list[str]) -> argparse.Namespace:

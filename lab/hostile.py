@@ -23,7 +23,10 @@ from typing import Any
 from lab.checks import Checks, join
 from lab.scenario import NodeDecl, parse_size
 
-BEHAVIOURS = ("liar", "slowloris", "junk", "flood", "impostor", "goodbye", "oversized")
+BEHAVIOURS = (
+    "liar", "slowloris", "junk", "flood", "impostor", "goodbye", "oversized", "sizeliar",
+    "connflood",
+)  # fmt: skip
 KEYS = ("behaviour", "target", "file", "size", "rate", "conns", "duration", "delay", "impersonate")
 ATTACKER = "/opt/mole-lab/attacker.py"
 MAX_RATE = 5000.0  # the attacker's own caps, checked here too so a scenario fails at load time
