@@ -26,6 +26,7 @@ from lab.results import DiscoveryRow, Result, TransferRow, discovery_summary
 from lab.tail import Event
 
 LOG_LINES = 40  # per node on the page
+MAX_REASONS = 8  # failure messages shown per expectation (all are in result.json)
 GRID_MAX = 40  # larger discovery grids are summarised
 LANE_H = 18
 MAX_SUBROWS = 4  # overlapping transfers of one node are stacked this deep, then overlap
@@ -200,7 +201,9 @@ def section_expectations(run: RunData) -> str:
             verdict = '<span class="bad">FAIL</span>'
         else:
             verdict = '<span class="ok">PASS</span>'
-        reasons = "<br>".join(esc(r.failures[i].message) for i in mine)
+        reasons = "<br>".join(esc(r.failures[i].message) for i in mine[:MAX_REASONS])
+        if len(mine) > MAX_REASONS:
+            reasons += f"<br><i>... and {len(mine) - MAX_REASONS} more (result.json)</i>"
         rows.append([verdict, f"<code>{esc(path)}</code>", esc(what), reasons])
     for i, f in enumerate(r.failures):
         if i not in used:

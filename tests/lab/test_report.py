@@ -61,6 +61,16 @@ def test_a_failed_expectation_says_why(tmp_path: Path) -> None:
     assert "x.bin" in row.group(0) and "a" in row.group(0)
 
 
+def test_many_failures_of_one_expectation_are_cut_short(tmp_path: Path) -> None:
+    d = _evil_run(tmp_path / "run", name="x")
+    r = Result.from_json(json.loads((d / "result.json").read_text()))
+    r.failures = [Failure("expect.no_failures", f"failure number {i}") for i in range(30)]
+    (d / "result.json").write_text(r.dumps())
+    page = report.write_report(d).read_text()
+    assert "failure number 7<" in page and "failure number 8<" not in page
+    assert "... and 22 more (result.json)" in page
+
+
 def _evil_run(d: Path, name: str = EVIL) -> Path:
     d.mkdir(parents=True)
     r = Result(
