@@ -247,12 +247,24 @@ class FailureSpec:
 
 
 @dataclass(frozen=True)
+class EventsExpect:
+    """`expect.events[i]`: every node of `spec` emitted at least `at_least` such events by
+    `within` s after time 0 (e.g. a hostile peer's connections dropped)."""
+
+    spec: EventSpec
+    at_least: int = 1
+    within: float | None = None
+    path: str = ""
+
+
+@dataclass(frozen=True)
 class Expect:
     files: tuple[FileExpect, ...] = ()
     discovery: DiscoveryExpect | None = None
     no_failures: bool = True
     allow_failures: tuple[FailureSpec, ...] = ()
     failures: tuple[FailureSpec, ...] = ()
+    events: tuple[EventsExpect, ...] = ()
 
 
 @dataclass(frozen=True)

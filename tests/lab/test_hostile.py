@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import textwrap
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
 from lab import attacker, hostile
+from lab.expectations import EventsHappen, Verdict
 from lab.nodes import Nodes
 from lab.scenario import ScenarioError, load_scenario, loads
 
@@ -134,3 +137,56 @@ def test_hostile_scenarios_prove_the_attack_was_refused(path: Path) -> None:
 def test_the_lab_knows_the_attackers_node_id() -> None:
     a = attacker.Attack(attacker.parse(["--behaviour", "junk", "--target", "b", "--name", "ev"]))
     assert a.node_id == hostile.node_id("ev")
+
+
+def _state(events: dict[str, list[dict[str, object]]], t0: float = 100.0) -> Any:
+    failed: list[tuple[str, str]] = []
+    return SimpleNamespace(
+        nodes=SimpleNamespace(node_ids={hostile.node_id("evil"): "evil"}),
+        events=lambda n: events.get(n, []),
+        t0=t0,
+        deadline=t0 + 60,
+        fail=lambda path, msg, nodes=(): failed.append((path, msg)),
+        failed=failed,
+    )
+
+
+def test_an_events_expectation_counts_what_the_node_refused() -> None:
+    """expect.events: at least N matching events per node by `within`; a connection_dropped
+    line stands for 1 + its `suppressed` drops."""
+    sc = load(
+        "{behaviour: liar, target: b}",
+        "events: [{node: b, event: transfer_failed, code: hash_mismatch, peer: evil, "
+        "at_least: 3, within: 5}, {node: b, event: connection_dropped, at_least: 12}]",
+    )
+    lie, drops = (EventsHappen(e) for e in sc.expect.events)  # type: ignore[attr-defined]
+    bad = {"event": "transfer_failed", "peer": hostile.node_id("evil"), "peer_name": "",
+           "error": {"code": "hash_mismatch"}}  # fmt: skip
+    other = {**bad, "error": {"code": "timeout"}}
+    events: dict[str, list[dict[str, object]]] = {"b": [bad, other, bad]}
+    st = _state(events)
+    assert lie.check(101.0, st) is Verdict.PENDING
+    events["b"].append(bad)
+    assert lie.check(102.0, st) is Verdict.MET
+    dropped = {"event": "connection_dropped", "code": "junk", "suppressed": 10}
+    events["b"] += [dropped, {"event": "connection_dropped", "code": "junk", "suppressed": 0}]
+    assert drops.check(103.0, st) is Verdict.MET  # 11 + 1
+    # too few by the deadline: fails, naming the count
+    st2 = _state({"b": [bad]})
+    late = EventsHappen(sc.expect.events[0])  # type: ignore[attr-defined]
+    assert late.check(106.0, st2) is Verdict.FAILED
+    assert st2.failed == [
+        (
+            "expect.events[0]",
+            "expected at least 3 × transfer_failed on b peer=evil code=hash_mismatch; b had 1",
+        )
+    ]
+
+
+def test_events_expectations_are_checked_at_load_time() -> None:
+    with pytest.raises(ScenarioError, match=r"expect.events\[0\].event: unknown event"):
+        load("{behaviour: junk, target: b}", "events: [{node: b, event: nope}]")
+    with pytest.raises(ScenarioError, match=r"at_least: must be between 1"):
+        load("{behaviour: junk, target: b}", "events: [{node: b, event: warning, at_least: 0}]")
+    with pytest.raises(ScenarioError, match="hostile peer"):
+        load("{behaviour: junk, target: b}", "events: [{node: evil, event: warning}]")
