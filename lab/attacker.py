@@ -337,6 +337,7 @@ class Attack:
             while not self.stop.is_set():
                 s = self.connect()
                 if s is not None:
+                    s.setblocking(False)  # else the peek below waits out the socket's timeout
                     held.append(s)
                     self.count(sent=1)
                 for old in list(held):  # the node's evictions and deadlines close them

@@ -234,7 +234,7 @@ def expectation_paths(scenario_text: str) -> list[tuple[str, str]]:
     if not isinstance(exp, dict):
         exp = {}
     out: list[tuple[str, str]] = []
-    for key in ("files", "failures"):
+    for key in ("files", "failures", "events"):
         for i, item in enumerate(exp.get(key) or ()):
             out.append((f"expect.{key}[{i}]", _flow(item)))
     if "discovery" in exp:
@@ -407,12 +407,20 @@ MARKS = {
     "transfer_refused": ("refused", "transfer refused"),
     "transfer_retry": ("peer_down", "transfer retry"),
     "warning": ("peer_down", "warning"),
+    # a hostile peer's own lines (lab/attacker.py)
+    "attack_started": ("hostile", "attack started"),
+    "attack": ("hostile", "attack progress"),
+    "attack_learned": ("hostile", "attack learned"),
+    "attack_done": ("hostile", "attack done"),
 }
 
 
 def _mark_label(ev: Event) -> str:
     bits = [str(ev.get("event"))]
-    for k in ("peer_name", "name", "addr", "code", "reason", "count", "message"):
+    for k in (
+        "peer_name", "name", "addr", "code", "reason", "count", "message", "behaviour", "sent",
+        "refused", "answers",
+    ):  # fmt: skip
         if ev.get(k) not in (None, ""):
             bits.append(f"{k}={ev[k]}")
     return " ".join(bits)

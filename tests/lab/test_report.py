@@ -84,7 +84,10 @@ def _evil_run(d: Path, name: str = EVIL) -> Path:
         node_status={name: f"exited{name}"},
     )
     (d / "result.json").write_text(r.dumps())
-    (d / "scenario.yaml").write_text(f"name: x\nexpect:\n  files: [{{node: b, file: '{name}'}}]\n")
+    (d / "scenario.yaml").write_text(
+        f"name: x\nexpect:\n  files: [{{node: b, file: '{name}'}}]\n"
+        "  events: [{node: b, event: connection_dropped}]\n"
+    )
     (d / "timeline.json").write_text(
         json.dumps({"t0": 100.0, "steps": [{"id": name, "describe": name, "fired": 101.0}]})
     )
@@ -106,6 +109,7 @@ def test_everything_on_the_page_is_escaped(tmp_path: Path) -> None:
     _no_external_resources(page)
     assert EVIL not in page and "<img" not in page
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "<code>expect.events[0]</code>" in page
     # the malformed event line was skipped, the rest drawn
     assert "connection_dropped" in page and "failed in 1.00 s" in page
     # attribute context too: a quote cannot close the attribute
