@@ -195,7 +195,9 @@ class DenseCluster:
         try:
             text = (Path(h.data_dir) / "node.log").read_text(errors="replace")
         except FileNotFoundError:
-            return ""
+            # The node never started: the pod's own output says why (e.g. `ip netns add`).
+            pod = self.pod_of[name][0]
+            return f"(no node.log yet; pod {pod} says:)\n" + str(self.inner.logs(pod))
         return "\n".join(text.split("\n")[-tail - 1 :]) if tail else text
 
     def status(self, name: str) -> str:

@@ -56,6 +56,9 @@ class FakeInner:
     def close(self) -> None:
         self.calls.append(("close",))
 
+    def logs(self, name: str) -> str:
+        return f"RTNETLINK answers: Operation not permitted ({name})\n"
+
 
 def test_k_nodes_per_container_each_with_its_own_address_and_data(tmp_path: Path) -> None:
     inner = FakeInner(tmp_path)
@@ -92,7 +95,8 @@ def test_k_nodes_per_container_each_with_its_own_address_and_data(tmp_path: Path
         c.kill("n0")
     c.kill("t")
     assert inner.calls[-1] == ("kill", "t")
-    # logs are the node's own file
+    # logs are the node's own file; before it exists, the pod's output
+    assert "Operation not permitted (pod0)" in c.logs("n2")
     (handles["n2"].data_dir / "node.log").write_text('{"event":"listening"}\nx\n')
     assert c.logs("n2").startswith('{"event":"listening"}')
     assert set(c.nodes) >= {"n0", "n4", "t", "pod0"}
