@@ -55,7 +55,7 @@ CHECKS: dict[str, str] = {
 
 # feature -> (what needs it, the kernel piece, the tool whose error we quote)
 _WHY: dict[str, tuple[str, str, str]] = {
-    "netem": ("latency", "sch_netem", "tc"),
+    "netem": ("latency/reorder", "sch_netem", "tc"),
     "tbf": ("bandwidth (qdisc: tbf)", "sch_tbf", "tc"),
     "htb": ("bandwidth (qdisc: htb)", "sch_htb", "tc"),
     "iptables": ("partition and loss", "iptables (ip_tables or nf_tables)", "iptables"),

@@ -138,6 +138,15 @@ SPECS: dict[str, FaultVerb] = {
             needs=lambda p: {"netem"},
         ),
         FaultVerb(
+            "reorder",
+            shaping.shape("reorder"),
+            (
+                Param("percent", number(gt=0, le=100), required=True, example="percent: 25"),
+                Param("ms", number(gt=0), default=10),
+            ),
+            needs=lambda p: {"netem"},
+        ),
+        FaultVerb(
             "duplicate",
             netfilter.duplicate,
             (Param("percent", number(gt=0, le=100), required=True, example="percent: 5"),),

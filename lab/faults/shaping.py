@@ -157,6 +157,12 @@ def netem_cmd(dev: str, ms: float, jitter: float) -> list[str]:
     return cmd + ([f"{jitter:g}ms"] if jitter else [])
 
 
+def reorder_cmd(dev: str, ms: float, percent: float) -> list[str]:
+    """netem sends `percent` of the packets at once and holds the rest `ms`: reordered."""
+    return ["tc", "qdisc", "add", "dev", dev, "root", "handle", QDISC_HANDLE,
+            "netem", "delay", f"{ms:g}ms", "reorder", f"{percent:g}%"]  # fmt: skip
+
+
 def shape_add_lines(verb: str, p: Mapping[str, Any], devices: Sequence[str]) -> list[str]:
     lines = [
         f"! ours {dev} || {{ echo {shlex.quote(f'{dev} already has a mole qdisc (bandwidth or latency); unshape it first')}; exit {REFUSED}; }}"  # noqa: E501
@@ -173,10 +179,12 @@ def shape_add_lines(verb: str, p: Mapping[str, Any], devices: Sequence[str]) -> 
             )
             lines.extend(ingress_add_lines(dev))
             shaped.append(ifb)
-        if (verb == "bandwidth" and direction in ("out", "both")) or verb == "latency":
+        if (verb == "bandwidth" and direction in ("out", "both")) or verb != "bandwidth":
             shaped.append(dev)
     for dev in shaped:
-        if verb == "latency":
+        if verb == "reorder":
+            lines.append(run_line(reorder_cmd(dev, p["ms"], p["percent"])))
+        elif verb == "latency":
             lines.append(run_line(netem_cmd(dev, p["ms"], p["jitter"])))
         elif p["qdisc"] == "tbf":
             lines.append(run_line(tbf_cmd(dev, p["bits"], p["burst"])))
@@ -215,7 +223,7 @@ def shape(verb: str) -> Apply:
 
 
 def unshape(cluster: ClusterLike, p: dict[str, Any], targets: Targets) -> None:
-    undo_kind(cluster, "unshape", {"bandwidth", "latency"}, targets.nodes, _shape_sweep)
+    undo_kind(cluster, "unshape", {"bandwidth", "latency", "reorder"}, targets.nodes, _shape_sweep)
 
 
 def _shape(cluster: ClusterLike, verb: str, p: dict[str, Any], nodes: list[str]) -> Revert:
@@ -236,7 +244,9 @@ def _shape(cluster: ClusterLike, verb: str, p: dict[str, Any], nodes: list[str])
     def undo(n: str) -> None:
         exec_if_up(cluster, n, "unshape", shape_del_lines(devices.get(n)))
 
-    if verb == "latency":
+    if verb == "reorder":
+        what = f"reorder {p['percent']:g}% (others held {p['ms']:g}ms)"
+    elif verb == "latency":
         what = f"latency {p['ms']:g}ms" + (f" ±{p['jitter']:g}ms" if p["jitter"] else "")
     else:
         way = {"out": "egress", "in": "ingress", "both": "egress+ingress"}[p["direction"]]

@@ -403,6 +403,17 @@ def test_latency_uses_netem_and_needs_it(fc: FakeCluster) -> None:
     assert r.done
 
 
+def test_reorder_uses_netem_and_needs_it(fc: FakeCluster) -> None:
+    assert faults.requirements("reorder", {"percent": 25}) == {"netem"}
+    r = faults.apply(fc, "reorder", {"percent": 25}, targets={"node": ["b"]})
+    assert "run tc qdisc add dev eth0 root handle 6d6f: netem delay 10ms reorder 25%" in fc.lines(
+        "b"
+    )
+    assert r is not None and r.describe() == "reorder 25% (others held 10ms) on b"
+    faults.apply(fc, "unshape", {}, targets={"node": ["b"]})
+    assert r.done
+
+
 def test_validate_is_a_value_error_for_the_scenario_parser() -> None:
     faults.validate("loss", {"node": "b", "group": "g", "percent": 5, "at": 1, "duration": 3})
     faults.validate("partition", {"groups": [["a"], ["b", "c"]]})
@@ -649,7 +660,7 @@ def test_probe_parsing_and_missing_reasons() -> None:
         "bandwidth needs sch_tbf or sch_htb, which this kernel lacks (tc: tbf: x; htb: y)"
     ]
     assert probe.missing(caps, faults.requirements("latency", {"ms": 5})) == [
-        "latency needs sch_netem, which this kernel lacks "
+        "latency/reorder needs sch_netem, which this kernel lacks "
         "(tc: Error: Specified qdisc kind is unknown.)"
     ]
     [reason] = probe.missing(caps, {"hashlimit"})
@@ -821,7 +832,7 @@ def test_probe_matches_reality(lab_cluster: Any) -> None:
             "a", ["tc", "qdisc", "add", "dev", "eth0", "root", "netem", "delay", "1ms"]
         )
         assert code != 0 and caps.details["netem"] in out
-        assert probe.missing(caps, {"netem"})[0].startswith("latency needs sch_netem")
+        assert probe.missing(caps, {"netem"})[0].startswith("latency/reorder needs sch_netem")
     assert probe.probe(lab_cluster) == caps  # cached
     assert _leftovers(lab_cluster, "a") == ""
 
