@@ -21,6 +21,7 @@ Behaviours (what a real network throws at a node):
   oversized   connects, greets, then sends frame headers announcing more than the limit
   sizeliar    pushes `--file` announcing `--size` bytes and streams more than that
   connflood   opens `--rate` connections a second that never greet, up to `--conns` held
+  trickle     holds `--conns` pushes of `--file`, each streaming its body at ~100 bytes a second
 
 Output: JSON lines like a node's events, `{"ts", "event": "attack", "behaviour", "sent",
 "refused", "answers"}` every second and `attack_done` at the end (the lab's report draws them
@@ -330,6 +331,51 @@ class Attack:
             n += 1
             self.pace()
 
+    def trickle(self) -> None:
+        """Pushes accepted, then streamed far below any useful rate (slow body, not slow
+        hello): each ties up a transfer slot until the node's rate floor ends it."""
+        threads = [
+            threading.Thread(target=self._trickle_one, args=(i,), daemon=True)
+            for i in range(self.a.conns)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+
+    def _trickle_one(self, i: int) -> None:
+        size = self.a.size
+        data = random.Random(i).randbytes(size)
+        n = 0
+        while not self.stop.is_set():
+            s = self.connect()
+            if s is None:
+                continue
+            with s:
+                try:
+                    s.sendall(hello(self.node_id, self.name))
+                    s.sendall(
+                        frame({"type": "offer", "id": f"slow{i}-{n}", "name": f"t{i}-{self.a.file}",
+                               "size": size, "sha256": hashlib.sha256(data).hexdigest(),
+                               "mtime": 1_700_000_000.0, "mime": "application/octet-stream"})
+                    )  # fmt: skip
+                    codes = self.answer_codes(s)
+                    if "accept" in codes:
+                        s.sendall(frame({"type": "data", "body": size}))
+                        self.count(sent=1)
+                        pos = 0
+                        while not self.stop.is_set() and pos < size:
+                            s.sendall(data[pos : pos + 10])
+                            pos += 10
+                            self.stop.wait(0.1)  # the trickle: ~100 bytes a second
+                    for c in codes:
+                        if c != "accept":
+                            self.count(answer=c)
+                except OSError:
+                    self.count(refused=1)  # dropped, as it should be: come back
+            n += 1
+            self.stop.wait(0.5)
+
     def connflood(self) -> None:
         """Connections that never greet: at most `conns` held, `rate` new ones a second."""
         held: list[socket.socket] = []
@@ -361,7 +407,7 @@ class Attack:
 
 BEHAVIOURS = (
     "liar", "slowloris", "junk", "flood", "impostor", "goodbye", "oversized", "sizeliar",
-    "connflood",
+    "connflood", "trickle",
 )  # fmt: skip
 
 

@@ -167,7 +167,9 @@ class Refs:
                 raise self.p.fail(path, f"{name!r} is a router, it runs no node")
             if not self._named(self.by_name[name]):
                 raise self.p.fail(
-                    path, f"{name!r} is a hostile peer: only failures may name it (as a peer)"
+                    path,
+                    f"{name!r} is a hostile peer: only failures and the `peer` of an event may "
+                    "name it",
                 )
             return (name,)
         if kind in ("group", "node or group") and name in self.groups:

@@ -5,7 +5,6 @@ failures), into the frozen specs of lab.scenario. lab.expectations checks them d
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import replace
 
 from lab.checks import Context, join
 from lab.scenario import (
@@ -126,15 +125,7 @@ class _ExpectParser(Context):
             p = f"expect.events[{i}]"
             keys = ("event", "node", "group", "file", "peer", "code", "progress")
             m = self.mapping(item, p, (*keys, "at_least", "within"), ("event",))
-            spec = parse_event_spec({k: m[k] for k in keys if k in m and k != "peer"}, p, self)
-            if "peer" in m:  # may be a hostile peer: who attacked
-                peer = self.string(m["peer"], join(p, "peer"))
-                self.refs.hostile_ok = True
-                try:
-                    self.refs.resolve(peer, join(p, "peer"), kind="node")
-                finally:
-                    self.refs.hostile_ok = False
-                spec = replace(spec, peer=peer)
+            spec = parse_event_spec({k: m[k] for k in keys if k in m}, p, self)
             at_least = self.integer(m.get("at_least", 1), join(p, "at_least"), 1, 10**9)
             within = (
                 self.number(m["within"], join(p, "within"), positive=True)
