@@ -117,13 +117,13 @@ class Attack:
                     (n,) = struct.unpack(">I", buf[:4])
                     if len(buf) < 4 + n:
                         break
-                    with_hdr = json.loads(buf[4 : 4 + n])
+                    header = json.loads(buf[4 : 4 + n])
                     buf = buf[4 + n :]
-                    kind = with_hdr.get("type")
+                    kind = header.get("type")
                     if kind in ("error", "reject"):
-                        out.append(str(with_hdr.get("code")))
+                        out.append(str(header.get("code")))
                     elif kind == "verdict":
-                        out.append("ok" if with_hdr.get("ok") else str(with_hdr.get("code")))
+                        out.append("ok" if header.get("ok") else str(header.get("code")))
                         return out
                     elif kind == "accept":
                         out.append("accept")
@@ -204,9 +204,9 @@ class Attack:
         rng = random.Random(3)
         with udp:
             while not self.stop.is_set():
-                with_udp = rng.randbytes(rng.randrange(1, 1400))
+                datagram = rng.randbytes(rng.randrange(1, 1400))
                 try:
-                    udp.sendto(with_udp, (self.target(), UDP_PORT))
+                    udp.sendto(datagram, (self.target(), UDP_PORT))
                 except OSError:
                     self.count(refused=1)
                 s = self.connect()
