@@ -12,8 +12,10 @@ Standard library only (it runs in the node image), one thread per behaviour.
 Behaviours (what a real network throws at a node):
   liar        pushes `--file` announcing the SHA-256 of one content and streaming another of
               the same size: the receiver must refuse it (`hash_mismatch`), nothing may land
-  slowloris   holds up to `--conns` connections, each trickling its hello one byte a second
-  junk        random bytes over new connections and random datagrams to the discovery port
+  slowloris   holds up to `--conns` connections, each trickling its TLS ClientHello one byte a
+              second
+  junk        random bytes over new connections (no TLS) and random datagrams to the discovery
+              port
   flood       announces from ever new node ids (`--rate` a second) to the target's discovery port
   impostor    learns `--impersonate`'s node id from its broadcasts, then announces that id with
               its own address (a spoofed announce) at `--rate` a second
@@ -31,16 +33,24 @@ in the hostile node's lane).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
 import random
 import socket
+import ssl
 import struct
 import sys
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
+
+from node import handshake
+from node.identity import Identity
+from node.messages import Challenge, encode_message
+from node.peerauth import NoGroups
 
 TCP_PORT = 47101
 UDP_PORT = 47100
@@ -55,11 +65,41 @@ def frame(header: dict[str, object]) -> bytes:
     return struct.pack(">I", len(raw)) + raw
 
 
-def hello(node: str, name: str) -> bytes:
-    return frame(
-        {"type": "hello", "proto": 1, "node": node, "name": name, "port": 0, "groups": [],
-         "features": ["resume", "digest"]}
-    )  # fmt: skip
+def identity(name: str) -> Identity:
+    """The attacker's key, stable per name: its verified node id is known to the lab."""
+    return Identity.from_seed(hashlib.sha256(b"mole-lab attacker " + name.encode()).digest())
+
+
+def tls_context() -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE  # a client checks the id, not a CA (docs/protocol.md 2.0)
+    return ctx
+
+
+def recv_exact(s: Any, n: int) -> bytes:
+    buf = b""
+    while len(buf) < n:
+        chunk = s.recv(n - len(buf))
+        if not chunk:
+            raise ConnectionError("closed")
+        buf += chunk
+    return buf
+
+
+def read_frame(s: Any) -> dict[str, Any]:
+    (n,) = struct.unpack(">I", recv_exact(s, 4))
+    return dict(json.loads(recv_exact(s, n)))
+
+
+def client_hello_record() -> bytes:
+    """The first TLS record a client sends (its ClientHello), for trickling."""
+    inb, outb = ssl.MemoryBIO(), ssl.MemoryBIO()
+    obj = tls_context().wrap_bio(inb, outb)
+    with contextlib.suppress(ssl.SSLWantReadError):  # it waits for the ServerHello: ours to hold
+        obj.do_handshake()
+    return outb.read()
 
 
 def emit(event: str, **kw: object) -> None:
@@ -76,7 +116,9 @@ class Attack:
         self.answers: dict[str, int] = {}  # codes of the target's error/reject/verdict frames
         self.lock = threading.Lock()
         self.name = args.name
-        self.node_id = hashlib.sha256(args.name.encode()).hexdigest()[:32]
+        self.me = identity(args.name)
+        self.node_id = self.me.node_id
+        self.tls = tls_context()
 
     def count(self, sent: int = 0, refused: int = 0, answer: str | None = None) -> None:
         with self.lock:
@@ -101,6 +143,36 @@ class Attack:
         except OSError:
             self.count(refused=1)
             self.stop.wait(0.2)  # the target is down or refusing: come back, as an attacker would
+            return None
+
+    def session(self) -> Any:
+        """A TLS connection past the handshake (challenge, our signed hello, the server's
+        hello): what any peer with a key gets. None when refused (counted)."""
+        raw = self.connect()
+        if raw is None:
+            return None
+        try:
+            s = self.tls.wrap_socket(raw)
+            ch = read_frame(s)
+            if ch.get("type") != "challenge":
+                raise ConnectionError(f"no challenge: {ch.get('type')}")
+            challenge = Challenge(int(ch["proto"]), str(ch["node"]), str(ch["nonce"]))
+            me = self.me
+            hello = handshake.client_hello(
+                me.seed, me.cert_der, me.node_id, challenge, os.urandom(32), NoGroups(),
+                name=self.name, port=0, features=("resume", "digest"),
+            )  # fmt: skip
+            s.sendall(encode_message(hello))
+            reply = read_frame(s)
+            if reply.get("type") != "hello":
+                self.count(answer=str(reply.get("code") or reply.get("type")))
+                s.close()
+                return None
+            return s
+        except (OSError, ValueError, KeyError) as e:
+            self.count(refused=1, answer=type(e).__name__)
+            raw.close()
+            self.stop.wait(0.2)
             return None
 
     def answer_codes(self, s: socket.socket, timeout: float = 5.0) -> list[str]:
@@ -141,12 +213,11 @@ class Attack:
         sha = hashlib.sha256(promised).hexdigest()
         n = 0
         while not self.stop.is_set():
-            s = self.connect()
+            s = self.session()
             if s is None:
                 continue
             with s:
                 try:
-                    s.sendall(hello(self.node_id, self.name))
                     tid = f"lie{n}"
                     s.sendall(
                         frame({"type": "offer", "id": tid, "name": self.a.file, "size": size,
@@ -170,7 +241,7 @@ class Attack:
 
     def slowloris(self) -> None:
         socks: list[socket.socket] = []
-        greeting = hello(self.node_id, self.name)
+        greeting = client_hello_record()
         pos: dict[socket.socket, int] = {}
         try:
             while not self.stop.is_set():
@@ -228,7 +299,7 @@ class Attack:
             ip = self.target()
             while not self.stop.is_set():
                 for _ in range(10):
-                    msg = {"mole": 1, "type": "announce", "node": f"{os.getpid():08x}{i:024x}",
+                    msg = {"mole": 1, "type": "announce", "node": f"{os.getpid():08x}{i:056x}",
                            "name": f"fake{i}", "port": 1 + i % 60000, "groups": [], "seq": 1,
                            "interval": 86400}  # fmt: skip
                     try:
@@ -288,11 +359,11 @@ class Attack:
 
     def oversized(self) -> None:
         while not self.stop.is_set():
-            s = self.connect()
+            s = self.session()
             if s is not None:
                 with s:
                     try:
-                        s.sendall(hello(self.node_id, self.name) + struct.pack(">I", 1 << 24))
+                        s.sendall(struct.pack(">I", 1 << 24))
                         s.sendall(b"{" * 65536)
                         for c in self.answer_codes(s, timeout=2):
                             self.count(answer=c)
@@ -306,12 +377,11 @@ class Attack:
         size = self.a.size
         n = 0
         while not self.stop.is_set():
-            s = self.connect()
+            s = self.session()
             if s is None:
                 continue
             with s:
                 try:
-                    s.sendall(hello(self.node_id, self.name))
                     s.sendall(
                         frame({"type": "offer", "id": f"big{n}", "name": self.a.file,
                                "size": size, "sha256": "0" * 64, "mtime": 1_700_000_000.0,
@@ -348,12 +418,11 @@ class Attack:
         data = random.Random(i).randbytes(size)
         n = 0
         while not self.stop.is_set():
-            s = self.connect()
+            s = self.session()
             if s is None:
                 continue
             with s:
                 try:
-                    s.sendall(hello(self.node_id, self.name))
                     s.sendall(
                         frame({"type": "offer", "id": f"slow{i}-{n}", "name": f"t{i}-{self.a.file}",
                                "size": size, "sha256": hashlib.sha256(data).hexdigest(),

@@ -16,7 +16,6 @@ artifacts and drawn in the report.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -90,9 +89,11 @@ def check_targets(c: Checks, nodes: tuple[NodeDecl, ...]) -> None:
 
 
 def node_id(name: str) -> str:
-    """The node id a hostile node's attacker claims in its hellos (as lab/attacker.py derives
-    it), so the lab can name it as the peer of the failures it causes."""
-    return hashlib.sha256(name.encode()).hexdigest()[:32]
+    """The verified node id of a hostile node's attacker (its key is derived from its name,
+    lab/attacker.py), so the lab can name it as the peer of the failures it causes."""
+    from lab.attacker import identity
+
+    return identity(name).node_id
 
 
 def command(n: NodeDecl) -> list[str]:
