@@ -25,6 +25,9 @@ from lab.verbs import StepError
 from lab.waits import wait_until
 
 READY_TIMEOUT = 30.0  # per start batch: container start -> its `listening` event
+# More nodes booting at once share the same cores (a node's start costs ~0.4 CPU-seconds:
+# imports, its key and certificate): the batch's deadline grows with its size.
+READY_PER_NODE = 0.6
 LOG_TAIL = 25
 EVENTS_TAIL = 8
 MAX_TAILS = 6  # nodes whose log tails go into a failure report
@@ -162,7 +165,7 @@ class Nodes:
                     self.past_ips.setdefault(n, set()).add((net, ip))
         self._apply_routes(names)
         mole = [n for n in names if self.sc.node(n).runs_node]
-        timeout = min(READY_TIMEOUT, self.remaining())
+        timeout = min(max(READY_TIMEOUT, READY_PER_NODE * len(mole)), self.remaining())
         _, errors = each(
             lambda n: self._wait_ready(n, timeout, since), mole, workers=8, name="mole-lab-ready"
         )
