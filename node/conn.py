@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from node.node import Node
     from node.sender import FileSender
 
-FEATURES = ("resume", "digest")
+FEATURES = ("resume", "digest", "pull-digest")
 RATE_WINDOW = 10.0  # a stream must average Config.min_rate over this (or the idle timeout)
 STREAM_CHECK = 0.5  # s between looks at a stream's progress (rate floor, activity)
 CLOSE_GRACE = 5.0  # after an error, how long a peer that does not read gets to take our bytes
@@ -353,7 +353,7 @@ class Conn:
             self.fail(ErrorCode.TOO_SLOW, f"frame header not complete within {limit:g} s")
             return
         if self.digest_by is not None and now >= self.digest_by:
-            if self.session.state is State.PUSH_DIGEST:
+            if self.session.state in (State.PUSH_DIGEST, State.PULL_DIGEST):
                 self.fail(ErrorCode.TOO_SLOW, "no digest in time after the data")
                 return
             self.digest_by = None

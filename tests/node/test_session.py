@@ -34,8 +34,8 @@ OTHER_SHA = "cd" * 32
 INFO = FileInfo("f.txt", 10, SHA, 1700000000.5, "text/plain")
 UNHASHED = FileInfo("f.txt", 10, None, 1700000000.5, "text/plain")  # a hash-less offer's
 HELLO = {
-    C: Hello(1, "a" * 32, "client", 47101, ("lab",), ("resume", "digest")),
-    S: Hello(1, "b" * 32, "server", 47101, (), ("resume", "digest")),
+    C: Hello(1, "a" * 32, "client", 47101, ("lab",), ("resume", "digest", "pull-digest")),
+    S: Hello(1, "b" * 32, "server", 47101, (), ("resume", "digest", "pull-digest")),
 }
 
 
@@ -77,6 +77,11 @@ def pair_in(state: State) -> tuple[Session, Session]:
         deliver(c, s, Offer("t1", UNHASHED))
         deliver(s, c, Accept("t1", 0))
         events = deliver(c, s, Data(UNHASHED.size), b"x" * UNHASHED.size)
+        assert events == [DataChunk(memoryview(b"x" * UNHASHED.size), True)]
+    elif state is State.PULL_DIGEST:
+        deliver(c, s, Get("t1", "f.txt", None, 0, None))
+        deliver(s, c, FileHeader("t1", UNHASHED, 0))
+        events = deliver(s, c, Data(UNHASHED.size), b"x" * UNHASHED.size)
         assert events == [DataChunk(memoryview(b"x" * UNHASHED.size), True)]
     elif state in (State.REQUESTED, State.PULL_STREAM, State.PULL_VERDICT):
         offset = INFO.size if state is State.PULL_VERDICT else 0
