@@ -246,3 +246,23 @@ def test_a_cold_pull_between_two_nodes(tmp_path: Path) -> None:
             lambda e: e["event"] == "transfer_started" and about(e, t["id"]), what="a's record"
         )
         assert started["sha256"] is None and started["role"] == "send", started
+
+
+def test_a_capped_stream_is_read_as_it_comes_not_held_for_the_low_water_mark(
+    tmp_path: Path,
+) -> None:
+    """The receiver asks to be woken per STREAM_LOWAT bytes; a sender capped far below that per
+    idle timeout must still be read as it trickles (a stalled look drops the mark to 1), or
+    the receiver would time the stream out as idle."""
+    with nodes(tmp_path, ["a", "b"], "--max-rate", "64KiB", "--idle-timeout", "2") as (a, b):
+        wait_mesh([a, b])
+        data = os.urandom(320 << 10)  # 5 s at the cap; under STREAM_LOWAT
+        (a.share / "slow.bin").write_bytes(data)
+        t = a.api("POST", "/api/push", {"peer": "b", "path": str(a.share / "slow.bin")})
+        done = b.wait_event(
+            lambda e: e["event"] in ("transfer_done", "transfer_failed") and about(e, t["id"]),
+            timeout=30,
+            what="the push's end",
+        )
+        assert done["event"] == "transfer_done", done
+        assert (b.inbox / "slow.bin").read_bytes() == data
