@@ -25,7 +25,7 @@ import base64
 import ipaddress
 import os
 import time
-from _operator import _compare_digest  # hmac.compare_digest itself, see compare_digest()
+from _operator import _compare_digest  # constant time, see compare_digest()
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -34,9 +34,9 @@ from node import plat
 
 
 def compare_digest(a: bytes, b: bytes) -> bool:
-    """Constant-time comparison: `hmac.compare_digest` is this very C function, re-exported;
-    importing `hmac` (or `secrets`) would load OpenSSL's libcrypto, about 3.7 MiB of an idle
-    node's RSS, for nothing else."""
+    """Constant-time comparison: the C function `hmac.compare_digest` is when hashlib has no
+    OpenSSL (CPython's own, documented there as timing-safe). Importing `hmac` (or `secrets`)
+    would load OpenSSL's libcrypto, about 3.7 MiB of an idle node's RSS, for nothing else."""
     return _compare_digest(a, b)
 
 
