@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from node.config import Config
 from node.events import EventLog
 from node.node import Node
 from node.store import HashJob
@@ -266,3 +267,71 @@ def test_a_capped_stream_is_read_as_it_comes_not_held_for_the_low_water_mark(
         )
         assert done["event"] == "transfer_done", done
         assert (b.inbox / "slow.bin").read_bytes() == data
+
+
+class ChangingServer:
+    """A server on a raw socket: the first `get` is streamed hash-less, then ended with `error`
+    `source_changed` (its file changed while it was sent); the second is served with the
+    file's sha256."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.gets: list[dict[str, Any]] = []
+        self.verdict: dict[str, Any] = {}
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _serve(self, attempt: int) -> None:
+        conn, _ = self.sock.accept()
+        with conn:
+            conn.settimeout(20)
+            w = Wire(conn)
+            w.frame()
+            w.send({**HELLO, "features": ["resume", "digest", "pull-digest"]})
+            get = w.frame()[0]
+            self.gets.append(get)
+            sha = None if attempt == 0 else hashlib.sha256(self.data).hexdigest()
+            info = {"name": get["name"], "size": len(self.data), "sha256": sha, "mtime": 1.0}
+            w.send({"type": "file", "id": get["id"], **info, "mime": "", "offset": 0})
+            half = len(self.data) // 2
+            if attempt == 0:
+                w.send({"type": "data", "body": half}, self.data[:half])
+                w.send({"type": "error", "code": "source_changed", "reason": "it changed"})
+                with contextlib.suppress(OSError):
+                    conn.recv(1)
+                return
+            w.send({"type": "data", "body": len(self.data)}, self.data)
+            self.verdict = w.frame()[0]
+
+    def _run(self) -> None:
+        try:
+            self._serve(0)
+            self._serve(1)
+        except BaseException as exc:  # reported by the test
+            self.error = exc
+        finally:
+            self.sock.close()
+
+
+def test_a_pull_whose_source_changed_while_streamed_is_asked_again(tmp_path: Path) -> None:
+    data = os.urandom(1 << 20)
+    server = ChangingServer(data)
+    dirs = {d: tmp_path / d for d in ("share", "inbox", "state")}
+    cfg = Config(name="t", discovery=False, port=0, api_port=0, retry_backoff=0.05, **dirs)
+    n = Node(cfg, events=EventLog("t", stream=io.StringIO()))
+    n.start()
+    try:
+        n.peers.add_static(FAKE, "fake", "127.0.0.1", server.port, (), n.loop.time())
+        t = n.pull("fake", "x.bin", None)
+        n.loop.run(until=lambda: t.final, timeout=20)
+    finally:
+        n.loop.close()
+        server.thread.join(timeout=20)
+    assert server.error is None, server.error
+    assert t.state == "done", t.to_json()
+    assert [g["offset"] for g in server.gets] == [0, 0]  # the changed half was not resumed
+    assert server.verdict["ok"] is True
+    assert (n.config.inbox / "x.bin").read_bytes() == data
