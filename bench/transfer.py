@@ -1,6 +1,7 @@
 """Throughput of a verified transfer between two nodes on loopback, against a raw Python pair.
 
     python bench/transfer.py [--size 1GiB] [--runs 5] [--warmup 1] [--dir DIR]
+                             [--insecure-plaintext]
 
 Sides, all over the same source file, all measured in the same process and interleaved:
 
@@ -31,9 +32,14 @@ node's CPU seconds per GiB of a warm push, `baseline_rx_cpu_s_per_gib` the raw r
 `cpu_ratio` = baseline / node (what the node costs per byte over the raw loop; unlike wall
 time, hardly moved by other load on the machine). Last line: one JSON object.
 
-Transport: the nodes run plaintext (`--insecure-plaintext` when the node has that option;
-plaintext is then not the default). The encrypted figure (an encrypted push against a raw TLS
-pair, bench/tls_pair.py's receiver) plugs in at `tls_figures()`.
+Transport: the nodes of the sides above run plaintext (`--insecure-plaintext`, a node option
+for tests and benchmarks since TLS became the default in protocol 2), so the figures compare
+the node's own work with the raw plaintext pair. Then `tls_figures()` starts two nodes with
+the default transport (TLS 1.3, both peers verified) and alternates an encrypted warm push
+with a raw TLS pair (bench/tls_pair.py's: a blocking Python TLS 1.3 sender, a receiver that
+SHA-256s and writes what it gets): `tls_push`, `tls_pair` (spreads), `tls_ratio` = pair /
+push time at the medians (target >= 0.9), `tls_ratio_best`. The bench's own
+`--insecure-plaintext` skips that part.
 
 The files live on a tmpfs (/dev/shm) when it has room, else in the system temp dir (`--dir`
 chooses): on a disk, the writeback of the gigabytes both sides write soon throttles them to
@@ -60,6 +66,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.tls_pair import run_raw as tls_pair_run
+from node.identity import load_or_create
 from node.units import size_argument
 from tests.nodeproc import NodeProc, free_udp_port, wait_mesh
 
@@ -164,9 +172,9 @@ def _done_after(b: NodeProc, t0: float, local_id: Callable[[dict[str, object]], 
     return float(ev["ts"]) - t0
 
 
-def push_once(a: NodeProc, b: NodeProc, path: Path) -> float:
+def push_once(a: NodeProc, b: NodeProc, path: Path, peer: str = "b") -> float:
     t0 = time.time()
-    t = a.api("POST", "/api/push", {"peer": "b", "path": str(path)})
+    t = a.api("POST", "/api/push", {"peer": peer, "path": str(path)})
     # b's record of a push has its own id; the wire id is the pusher's
     elapsed = _done_after(b, t0, lambda e: e.get("wire_id") == t["id"])
     (b.inbox / path.name).unlink()  # so the next run is a real transfer, not "already have"
@@ -205,12 +213,42 @@ def transport_args() -> list[str]:
     return ["--insecure-plaintext"] if "--insecure-plaintext" in out else []
 
 
-def tls_figures(root: Path, src: Path, runs: int) -> dict[str, object]:
-    """Hook for the encrypted figure: an encrypted warm push (nodes started without
-    `--insecure-plaintext`) against a raw TLS pair over the same file, interleaved like the
-    rest, reported as `tls_gbps`, `tls_pair_gbps` and `tls_ratio` (target >= 0.9). Empty
-    until the TLS transport is the nodes' default."""
-    return {}
+def tls_figures(root: Path, src: Path, size: int, runs: int, warmup: int) -> dict[str, object]:
+    """An encrypted warm push (two nodes with the default transport) against the raw TLS pair,
+    over the same file, alternating (order flipped every round), after `warmup` rounds."""
+    port = free_udp_port()
+    c = NodeProc(root, "c", port).start()
+    d = NodeProc(root, "d", port).start()
+    state = root / "tls-state"
+    load_or_create(state)
+    expected = hashlib.sha256(src.read_bytes()).hexdigest()
+    times: dict[str, list[float]] = {"tls_pair": [], "tls_push": []}
+    try:
+        wait_mesh([c, d])
+        warm = c.share / "warm.bin"
+        os.link(src, warm)
+        push_once(c, d, warm, peer="d")  # hashes it: every later push is warm
+        run: dict[str, Callable[[], float]] = {
+            "tls_pair": lambda: tls_pair_run(state, src, size, root / "tls.out", expected),
+            "tls_push": lambda: push_once(c, d, warm, peer="d"),
+        }
+        for i in range(warmup + runs):
+            for side in ("tls_pair", "tls_push") if i % 2 == 0 else ("tls_push", "tls_pair"):
+                read_through(src)
+                elapsed = run[side]()
+                if i >= warmup:
+                    times[side].append(elapsed)
+    finally:
+        c.stop()
+        d.stop()
+    gb = size / 1e9
+    pair, push = times["tls_pair"], times["tls_push"]
+    return {
+        "tls_pair": spread(pair, gb),
+        "tls_push": spread(push, gb),
+        "tls_ratio": round(statistics.median(pair) / statistics.median(push), 3),
+        "tls_ratio_best": round(min(pair) / min(push), 3),
+    }
 
 
 def spread(seconds: list[float], gb: float) -> dict[str, float]:
@@ -232,6 +270,11 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=5, help="counted rounds (default 5)")
     ap.add_argument("--warmup", type=int, default=1, help="uncounted rounds first (default 1)")
     ap.add_argument("--dir", help="where the files live (default: /dev/shm if it has room)")
+    ap.add_argument(
+        "--insecure-plaintext",
+        action="store_true",
+        help="plaintext sides only (no encrypted push, no tls_ratio)",
+    )
     args = ap.parse_args()
     # Byte-compile the node first, as an install does (pip, lab/Dockerfile): with
     # PYTHONDONTWRITEBYTECODE set, every node would otherwise compile its source at start, which
@@ -286,10 +329,12 @@ def main() -> None:
                         times[side].append(elapsed)
                     elif side in CPU:
                         CPU[side].pop()
-            tls = tls_figures(root, src, args.runs)
         finally:
             a.stop()
             b.stop()
+        tls = (
+            {} if args.insecure_plaintext else tls_figures(root, src, size, args.runs, args.warmup)
+        )
     gb = size / 1e9
     med = {s: statistics.median(v) for s, v in times.items()}
     rounds = [b_ / w for b_, w in zip(times["baseline"], times["warm_push"], strict=True)]
@@ -328,6 +373,7 @@ def main() -> None:
             "cold_pull_ratio": 0.8,
             "limit_ratio": 0.6,
             "idle_rss_mib": 20,
+            "tls_ratio": 0.9,
         },
     }
     print(json.dumps(result))
