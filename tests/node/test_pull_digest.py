@@ -19,16 +19,17 @@ from node.config import Config
 from node.events import EventLog
 from node.node import Node
 from node.store import HashJob
-from tests.node.test_hashing import FAKE, _frame, config
+from tests import junkflood, tlspeer
+from tests.node.test_hashing import _frame, config
 from tests.nodeproc import about, nodes, wait_mesh
 
-HELLO = {"type": "hello", "proto": 1, "node": FAKE, "name": "fake", "port": 0, "groups": []}
+FEATURES = ("resume", "digest", "pull-digest")
 
 
 class Wire:
     """Frames over a raw blocking socket (the fake peer's side)."""
 
-    def __init__(self, conn: socket.socket) -> None:
+    def __init__(self, conn: Any) -> None:
         self.conn = conn
         self.buf = b""
 
@@ -67,9 +68,9 @@ class Puller:
 
     def _run(self) -> None:
         try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=20) as conn:
+            with tlspeer.connect(("127.0.0.1", self.port)) as conn:
                 w = Wire(conn)
-                w.send({**HELLO, "features": self.features})
+                conn.sendall(junkflood.hello("puller", "puller", 0, tuple(self.features)))
                 assert w.frame()[0]["type"] == "hello"
                 w.send({"type": "get", "id": "p1", "name": self.name, "offset": 0})
                 header, _ = w.frame()
@@ -166,6 +167,7 @@ class LiarServer:
 
     def __init__(self, data: bytes, digest: str) -> None:
         self.data, self.claim = data, digest
+        self.side = tlspeer.ServerSide("liar")
         self.sock = socket.create_server(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
         self.verdict: dict[str, Any] = {}
@@ -175,13 +177,13 @@ class LiarServer:
 
     def _run(self) -> None:
         try:
-            conn, _ = self.sock.accept()
+            raw, _ = self.sock.accept()
+            raw.settimeout(20)
+            conn, hello = self.side.accept(raw)
             with conn:
-                conn.settimeout(20)
                 w = Wire(conn)
-                hello = w.frame()[0]
                 assert "pull-digest" in hello["features"], hello
-                w.send({**HELLO, "features": ["resume", "digest", "pull-digest"]})
+                conn.sendall(self.side.hello(hello, "fake", 0, FEATURES))
                 get = w.frame()[0]
                 assert get["type"] == "get", get
                 info = {"name": get["name"], "size": len(self.data), "sha256": None}
@@ -206,7 +208,7 @@ def test_the_client_places_nothing_unless_the_digest_matches(tmp_path: Path, lie
     events: list[dict[str, Any]] = []
     n = serving_node(tmp_path, events)
     try:
-        n.peers.add_static(FAKE, "fake", "127.0.0.1", server.port, (), n.loop.time())
+        n.peers.add_static(server.side.node_id, "fake", "127.0.0.1", server.port, (), n.loop.time())
         t = n.pull("fake", "x.bin", None)
         n.loop.run(until=lambda: t.final, timeout=20)
         n.loop.run(until=lambda: not server.thread.is_alive(), timeout=5)
@@ -276,6 +278,7 @@ class ChangingServer:
 
     def __init__(self, data: bytes) -> None:
         self.data = data
+        self.side = tlspeer.ServerSide("changing")
         self.sock = socket.create_server(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
         self.gets: list[dict[str, Any]] = []
@@ -285,12 +288,12 @@ class ChangingServer:
         self.thread.start()
 
     def _serve(self, attempt: int) -> None:
-        conn, _ = self.sock.accept()
+        raw, _ = self.sock.accept()
+        raw.settimeout(20)
+        conn, hello = self.side.accept(raw)
         with conn:
-            conn.settimeout(20)
             w = Wire(conn)
-            w.frame()
-            w.send({**HELLO, "features": ["resume", "digest", "pull-digest"]})
+            conn.sendall(self.side.hello(hello, "fake", 0, FEATURES))
             get = w.frame()[0]
             self.gets.append(get)
             sha = None if attempt == 0 else hashlib.sha256(self.data).hexdigest()
@@ -324,7 +327,7 @@ def test_a_pull_whose_source_changed_while_streamed_is_asked_again(tmp_path: Pat
     n = Node(cfg, events=EventLog("t", stream=io.StringIO()))
     n.start()
     try:
-        n.peers.add_static(FAKE, "fake", "127.0.0.1", server.port, (), n.loop.time())
+        n.peers.add_static(server.side.node_id, "fake", "127.0.0.1", server.port, (), n.loop.time())
         t = n.pull("fake", "x.bin", None)
         n.loop.run(until=lambda: t.final, timeout=20)
     finally:
