@@ -107,7 +107,10 @@ def push_once(a: NodeProc, b: NodeProc, path: Path) -> float:
     t0 = time.time()
     t = a.api("POST", "/api/push", {"peer": "b", "path": str(path)})
     ev = b.wait_event(
-        lambda e: e["event"] in ("transfer_done", "transfer_failed") and e["id"] == t["id"],
+        lambda e: (
+            e["event"] in ("transfer_done", "transfer_failed")
+            and t["id"] in (e["id"], e.get("wire_id"))
+        ),
         timeout=600,
         what="transfer_done",
     )
