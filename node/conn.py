@@ -13,10 +13,9 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 from typing import TYPE_CHECKING
 
-from node import handshake
+from node import connauth
 from node.errors import ErrorCode, LocalCode, LocalProtocolError, RemoteProtocolError
 from node.loop import Transport
 from node.messages import Challenge, Error, Hello, Message, encode_message
@@ -28,7 +27,7 @@ if TYPE_CHECKING:
     from node.node import Node
     from node.sender import FileSender
 
-FEATURES = ("resume", "digest")
+
 RATE_WINDOW = 10.0  # a stream must average Config.min_rate over this (or the idle timeout)
 STREAM_CHECK = 0.5  # s between looks at a stream's progress (rate floor, activity)
 CLOSE_GRACE = 5.0  # after an error, how long a peer that does not read gets to take our bytes
@@ -74,7 +73,7 @@ class Handler:
 
     def hello(self) -> Hello:
         """The server's answer to the client's (verified) hello."""
-        return self.conn.server_hello()
+        return connauth.server_hello(self.conn)
 
     def greet_peer(self, msg: Hello) -> bool:
         """A hello (its proof checked by Conn) tells us who is at the other end; remember them
@@ -151,28 +150,11 @@ class Conn:
         if self.session.role is Role.SERVER:
             self.hello_by = self.last_activity + node.config.handshake_timeout
             node.admit(self)
-            self.send(handshake.challenge(node.node_id, os.urandom(handshake.NONCE_SIZE)))
+            self.send(connauth.challenge(self))
         else:
-            # Our hello (with its proof) answers the server's challenge; before anything, the
-            # certificate must be the one of the node we meant to reach.
             self.hello_by = self.last_activity + node.config.handshake_timeout
-            peer_cert = getattr(transport, "peer_certificate", None)
-            self.server_cert = peer_cert() if peer_cert is not None else None
-            expect = getattr(self.handler, "expect_peer", None)
-            if self.server_cert is not None and expect is not None:
-                actual = handshake.cert_id(self.server_cert)
-                if actual != expect:
-                    # Nothing is sent. Transient: addresses get reused, the real node may
-                    # announce itself elsewhere; an impostor never gets past this check.
-                    where = f"{transport.peername[0]}:{transport.peername[1]}"
-                    self.fail(
-                        LocalCode.UNREACHABLE,
-                        f"node {actual[:8]} answers at {where}, not {expect[:8]}: its "
-                        "certificate does not match the node id (an impostor, or another node "
-                        "now at that address); nothing was sent",
-                        send=False,
-                    )
-                    return
+            if not connauth.server_is_expected(self, transport):
+                return
         self.handler.on_connected()
         self.wake()
 
@@ -252,61 +234,14 @@ class Conn:
                 self.close()
                 return
             elif isinstance(event, Challenge):
-                self._on_challenge(event)
+                self.send(connauth.answer_challenge(self, event))
             else:
                 if isinstance(event, Hello):
-                    self._check_hello(event)  # raises auth_failed
+                    connauth.check_hello(self, event)  # raises auth_failed
                     if self.hello_by is not None:
                         self.hello_by = None
                         self.node.admission.done(self)
                 self.handler.on_message(event)
-
-    # -- the handshake (node/handshake.py has the proofs) -----------------------------------------
-    def _on_challenge(self, msg: Challenge) -> None:
-        """Client: the server's challenge. Answer with our certificate and proof."""
-        node = self.node
-        server_id = handshake.cert_id(self.server_cert) if self.server_cert is not None else None
-        handshake.check_challenge(msg, server_id, getattr(self.handler, "expect_peer", None))
-        ident = node.identity
-        self.send(
-            handshake.client_hello(
-                ident.seed,
-                ident.cert_der,
-                ident.node_id,
-                msg,
-                os.urandom(handshake.NONCE_SIZE),
-                node.config.prover,
-                name=node.config.name,
-                port=node.tcp_port,
-                features=FEATURES,
-            )
-        )
-
-    def _check_hello(self, msg: Hello) -> None:
-        session = self.session
-        ours = session.challenge
-        assert ours is not None  # the session table puts the challenge first
-        prover = self.node.config.prover
-        if session.role is Role.SERVER:
-            self.peer_auth = handshake.check_client(msg, ours, prover)
-        else:
-            assert session.our_hello is not None
-            cert = self.server_cert or b""
-            self.peer_auth = handshake.check_server(msg, ours, session.our_hello, prover, cert)
-        self.peer_id = self.peer_auth.node_id
-
-    def server_hello(self) -> Hello:
-        hello = self.session.their_hello
-        assert hello is not None and self.session.role is Role.SERVER
-        cfg = self.node.config
-        return handshake.server_hello(
-            self.node.node_id,
-            hello,
-            cfg.prover,
-            name=cfg.name,
-            port=self.node.tcp_port,
-            features=FEATURES,
-        )
 
     def send(self, msg: Message) -> None:
         if self.closed or self.transport is None:
