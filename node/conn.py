@@ -345,6 +345,10 @@ class Conn:
         if self.rx_bytes:
             reason = f"hello not complete within {limit:g} s ({self.rx_bytes} bytes received)"
             self.drop(ErrorCode.TOO_SLOW, reason)
+        elif self.session.role is Role.CLIENT and self.node.tls_client is None:
+            # A TLS node waits for a TLS ClientHello; we wait for its challenge.
+            reason = f"no challenge within {limit:g} s (a TLS node? --insecure-plaintext "
+            self.drop(ErrorCode.TIMEOUT, reason + "works only between nodes that both use it)")
         else:
             self.drop(ErrorCode.TIMEOUT, f"no hello within {limit:g} s")
 
