@@ -14,6 +14,7 @@ from typing import Any
 
 from node.discovery import Peer, PeerDown, PeerEvent, PeerTable, PeerUp
 from node.errors import LocalCode, NotFound
+from node.identity import parse_id
 from node.messages import Hello
 
 PeerListener = Callable[[PeerEvent], None]
@@ -91,8 +92,14 @@ class Peers:
         return unknown if known is None else feature in known
 
     def resolve(self, text: str) -> Peer:
-        """The one peer `text` names: id, display name, or a unique id prefix (>= 4 chars)."""
+        """The one peer `text` names: id (hex or the human form `mole id` prints), display
+        name, or a unique id prefix (>= 4 chars)."""
         peers = self.table.peers()
+        if len("".join(text.split()).replace("-", "")) == 56:
+            try:
+                text = parse_id(text)
+            except ValueError:
+                pass  # a display name may contain dashes
         for key in ("node", "name"):
             hits = [p for p in peers if getattr(p, key) == text]
             if len(hits) == 1:

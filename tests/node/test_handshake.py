@@ -122,3 +122,19 @@ def test_group_proofs_are_bound_to_both_ids_and_the_nonce() -> None:
     assert hello.groups == ({"group": "lab", "m": expected.hex()},)
     with pytest.raises(RemoteProtocolError):  # the signature fails first on a fresh nonce
         handshake.check_client(hello, fresh, OneGroup())
+
+
+def test_a_peer_is_named_by_its_id_in_the_human_form_mole_id_prints() -> None:
+    from node.errors import NotFound
+    from node.identity import format_id
+    from node.peers import Peers
+
+    peers = Peers("0" * 64, missed=3, clock=lambda: 1.0, on_change=lambda ev: None)
+    hello = Hello(2, CLIENT.node_id, "desk-1", 47101)
+    peers.learn(hello, "10.0.0.2")
+    human = format_id(CLIENT.node_id)
+    assert peers.resolve(human).node == CLIENT.node_id
+    assert peers.resolve(human.lower().replace("-", " ")).node == CLIENT.node_id
+    assert peers.resolve("desk-1").node == CLIENT.node_id  # a name with a dash still works
+    with pytest.raises(NotFound):
+        peers.resolve(format_id(OTHER.node_id))
