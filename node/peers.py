@@ -8,6 +8,8 @@ here too, so the API, the CLI and the policy see one notion of "the peer called 
 
 from __future__ import annotations
 
+import contextlib
+
 import time
 from collections.abc import Callable
 from typing import Any
@@ -96,10 +98,8 @@ class Peers:
         name, or a unique id prefix (>= 4 chars)."""
         peers = self.table.peers()
         if len("".join(text.split()).replace("-", "")) == 56:
-            try:
+            with contextlib.suppress(ValueError):  # a display name may look alike
                 text = parse_id(text)
-            except ValueError:
-                pass  # a display name may contain dashes
         for key in ("node", "name"):
             hits = [p for p in peers if getattr(p, key) == text]
             if len(hits) == 1:
