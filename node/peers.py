@@ -9,7 +9,6 @@ here too, so the API, the CLI and the policy see one notion of "the peer called 
 from __future__ import annotations
 
 import contextlib
-
 import time
 from collections.abc import Callable
 from typing import Any
