@@ -90,7 +90,7 @@ class Handler:
 
 
 class ClientHandler(Handler):
-    """A connection we dialed: the client speaks first, with its hello."""
+    """A connection we dialed: our hello (with its proof) answers the server's challenge."""
 
     # The node we meant to reach. Addresses are reused (a restarted container may get the old
     # address of another node), so a hello from anyone else must not receive its file.
