@@ -786,7 +786,46 @@ def cmd_id(args: argparse.Namespace, client: Client, out: TextIO) -> int:
 # -- argument parsing ------------------------------------------------------------------------
 
 
+def _columns() -> int:
+    """The terminal's width as `shutil.get_terminal_size` finds it ($COLUMNS, then the tty,
+    else 80), without importing shutil: argparse would, for every parser it builds, and a
+    node's RSS would carry shutil (and bz2, lzma, fnmatch) for its whole life (~0.6 MiB)."""
+    try:
+        columns = int(os.environ.get("COLUMNS", "0"))
+    except ValueError:
+        columns = 0
+    if columns <= 0:
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
+        except (AttributeError, ValueError, OSError):
+            columns = 0
+    return columns or 80
+
+
+class _Width:
+    """A help formatter mixin that passes argparse the width it would ask shutil for."""
+
+    def __init__(
+        self,
+        prog: str,
+        indent_increment: int = 2,
+        max_help_position: int = 24,
+        width: int | None = None,
+    ) -> None:
+        super().__init__(  # type: ignore[call-arg]
+            prog, indent_increment, max_help_position, _columns() - 2 if width is None else width
+        )
+
+
+class _Help(_Width, argparse.HelpFormatter):
+    pass
+
+
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _Help)
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str) -> NoReturn:
         self.print_usage(sys.stderr)
         self.exit(EXIT_USAGE, f"mole: {message}\n")
@@ -833,7 +872,7 @@ def add_client_options(p: argparse.ArgumentParser, *, top: bool) -> None:
     )  # fmt: skip
 
 
-class _ServeHelp(argparse.ArgumentDefaultsHelpFormatter):
+class _ServeHelp(_Width, argparse.ArgumentDefaultsHelpFormatter):
     """`serve --help` shows each default, except a token's (a secret) and unset ones."""
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
