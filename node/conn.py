@@ -13,10 +13,9 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 from typing import TYPE_CHECKING
 
-from node import handshake
+from node import connauth
 from node.batchmsg import (
     AnyMessage,
     Batch,
@@ -39,7 +38,10 @@ if TYPE_CHECKING:
     from node.node import Node
     from node.sender import FileSender
 
-FEATURES = ("resume", "digest", "batch")
+# While a stream we receive flows, the loop wakes us only once this much is queued (or the
+# stream's last bytes are): fewer, fuller reads, so the per-read cost in Python (loop turn,
+# framing, session) is paid per ~STREAM_LOWAT bytes instead of per ~150 KiB on loopback.
+STREAM_LOWAT = 512 << 10
 RATE_WINDOW = 10.0  # a stream must average Config.min_rate over this (or the idle timeout)
 STREAM_CHECK = 0.5  # s between looks at a stream's progress (rate floor, activity)
 CLOSE_GRACE = 5.0  # after an error, how long a peer that does not read gets to take our bytes
@@ -98,7 +100,7 @@ class Handler:
 
     def hello(self) -> Hello:
         """The server's answer to the client's (verified) hello."""
-        return self.conn.server_hello()
+        return connauth.server_hello(self.conn)
 
     def greet_peer(self, msg: Hello) -> bool:
         """A hello (its proof checked by Conn) tells us who is at the other end; remember them
@@ -115,7 +117,7 @@ class Handler:
 
 
 class ClientHandler(Handler):
-    """A connection we dialed: the client speaks first, with its hello."""
+    """A connection we dialed: our hello (with its proof) answers the server's challenge."""
 
     # The node we meant to reach. Addresses are reused (a restarted container may get the old
     # address of another node), so a hello from anyone else must not receive its file.
@@ -162,6 +164,7 @@ class Conn:
         self._next_look = math.inf  # next look at a stream's progress
         self._last_progress = -1
         self._last_pending = -1  # write buffer size at the last look (handler-written streams)
+        self._rx_at_look = 0  # rx_bytes at the last look at a stream (a stalled read)
         # (start, bytes moved at start) of the current minimum-rate window of a stream.
         self._window: tuple[float, int] | None = None
         self._reads_paused = False
@@ -176,28 +179,11 @@ class Conn:
         if self.session.role is Role.SERVER:
             self.hello_by = self.last_activity + node.config.handshake_timeout
             node.admit(self)
-            self.send(handshake.challenge(node.node_id, os.urandom(handshake.NONCE_SIZE)))
+            self.send(connauth.challenge(self))
         else:
-            # Our hello (with its proof) answers the server's challenge; before anything, the
-            # certificate must be the one of the node we meant to reach.
             self.hello_by = self.last_activity + node.config.handshake_timeout
-            peer_cert = getattr(transport, "peer_certificate", None)
-            self.server_cert = peer_cert() if peer_cert is not None else None
-            expect = getattr(self.handler, "expect_peer", None)
-            if self.server_cert is not None and expect is not None:
-                actual = handshake.cert_id(self.server_cert)
-                if actual != expect:
-                    # Nothing is sent. Transient: addresses get reused, the real node may
-                    # announce itself elsewhere; an impostor never gets past this check.
-                    where = f"{transport.peername[0]}:{transport.peername[1]}"
-                    self.fail(
-                        LocalCode.UNREACHABLE,
-                        f"node {actual[:8]} answers at {where}, not {expect[:8]}: its "
-                        "certificate does not match the node id (an impostor, or another node "
-                        "now at that address); nothing was sent",
-                        send=False,
-                    )
-                    return
+            if not connauth.server_is_expected(self, transport):
+                return
         self.handler.on_connected()
         self.wake()
 
@@ -211,6 +197,7 @@ class Conn:
         except RemoteProtocolError as exc:
             self.fail(exc.code, str(exc))
             return
+        self._tune_lowat()
         # Trickled bytes keep a connection "active"; a header must still finish in time.
         if self.session.partial_header:
             if self.header_since is None:
@@ -218,6 +205,28 @@ class Conn:
                 self.wake()
         else:
             self.header_since = None
+
+    def _tune_lowat(self) -> None:
+        """Read in large gulps while a stream comes in, never waiting for bytes that cannot
+        come: at most what is left of the stream (frame headers only add to what arrives);
+        back to 1 outside a stream and when a look at the stream finds it stalled."""
+        transport = self.transport
+        if transport is None or self.closed:
+            return
+        session = self.session
+        incoming = session.state in (State.PUSH_STREAM, State.PULL_STREAM) and (
+            (session.state is State.PUSH_STREAM) is (session.role is Role.SERVER)
+        )
+        want = min(STREAM_LOWAT, session.stream_remaining) if incoming else 1
+        self._set_lowat(max(1, want))
+
+    def _set_lowat(self, n: int) -> None:
+        # Only a plain socket transport has the mark: under TLS, ciphertext of the stream's
+        # last bytes may already sit read in the TLS layer, so a mark on the socket could wait
+        # for bytes that will never come again.
+        set_mark = getattr(self.transport, "set_read_low_water", None)
+        if set_mark is not None:
+            set_mark(n)
 
     def eof_received(self) -> None:
         try:
@@ -281,10 +290,10 @@ class Conn:
                 self.close()
                 return
             elif isinstance(event, Challenge):
-                self._on_challenge(event)
+                self.send(connauth.answer_challenge(self, event))
             else:
                 if isinstance(event, Hello):
-                    self._check_hello(event)  # raises auth_failed
+                    connauth.check_hello(self, event)  # raises auth_failed
                     if self.hello_by is not None:
                         self.hello_by = None
                         self.node.admission.done(self)
@@ -294,53 +303,6 @@ class Conn:
                     self.handler.on_batch(event)
                 else:
                     self.handler.on_message(event)
-
-    # -- the handshake (node/handshake.py has the proofs) -----------------------------------------
-    def _on_challenge(self, msg: Challenge) -> None:
-        """Client: the server's challenge. Answer with our certificate and proof."""
-        node = self.node
-        server_id = handshake.cert_id(self.server_cert) if self.server_cert is not None else None
-        handshake.check_challenge(msg, server_id, getattr(self.handler, "expect_peer", None))
-        ident = node.identity
-        self.send(
-            handshake.client_hello(
-                ident.seed,
-                ident.cert_der,
-                ident.node_id,
-                msg,
-                os.urandom(handshake.NONCE_SIZE),
-                node.config.prover,
-                name=node.config.name,
-                port=node.tcp_port,
-                features=FEATURES,
-            )
-        )
-
-    def _check_hello(self, msg: Hello) -> None:
-        session = self.session
-        ours = session.challenge
-        assert ours is not None  # the session table puts the challenge first
-        prover = self.node.config.prover
-        if session.role is Role.SERVER:
-            self.peer_auth = handshake.check_client(msg, ours, prover)
-        else:
-            assert session.our_hello is not None
-            cert = self.server_cert or b""
-            self.peer_auth = handshake.check_server(msg, ours, session.our_hello, prover, cert)
-        self.peer_id = self.peer_auth.node_id
-
-    def server_hello(self) -> Hello:
-        hello = self.session.their_hello
-        assert hello is not None and self.session.role is Role.SERVER
-        cfg = self.node.config
-        return handshake.server_hello(
-            self.node.node_id,
-            hello,
-            cfg.prover,
-            name=cfg.name,
-            port=self.node.tcp_port,
-            features=FEATURES,
-        )
 
     def send(self, msg: AnyMessage) -> None:
         if self.closed or self.transport is None:
@@ -444,6 +406,10 @@ class Conn:
         if self.rx_bytes:
             reason = f"hello not complete within {limit:g} s ({self.rx_bytes} bytes received)"
             self.drop(ErrorCode.TOO_SLOW, reason)
+        elif self.session.role is Role.CLIENT and self.node.tls_client is None:
+            # A TLS node waits for a TLS ClientHello; we wait for its challenge.
+            reason = f"no challenge within {limit:g} s (a TLS node? --insecure-plaintext "
+            self.drop(ErrorCode.TIMEOUT, reason + "works only between nodes that both use it)")
         else:
             self.drop(ErrorCode.TIMEOUT, f"no hello within {limit:g} s")
 
@@ -488,12 +454,17 @@ class Conn:
             self.fail(ErrorCode.TOO_SLOW, f"frame header not complete within {limit:g} s")
             return
         if self.digest_by is not None and now >= self.digest_by:
-            if self.session.state is State.PUSH_DIGEST:
+            if self.session.state in (State.PUSH_DIGEST, State.PULL_DIGEST):
                 self.fail(ErrorCode.TOO_SLOW, "no digest in time after the data")
                 return
             self.digest_by = None
         if now >= self._next_look:
             self._next_look = math.inf
+            if self.rx_bytes == self._rx_at_look:
+                # Nothing read since the last look: a slow (or capped) sender must not wait
+                # for STREAM_LOWAT bytes to be seen at all; data_received raises it again.
+                self._set_lowat(1)
+            self._rx_at_look = self.rx_bytes
             if not self._check_rate(now):
                 return
         if now - self.last_activity > cfg.idle_timeout:
