@@ -8,7 +8,7 @@ import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from node import units
+from node import units, wanopts
 from node.errors import ConfigError
 
 DISCOVERY_PORT = 47100
@@ -34,6 +34,12 @@ class Config:
     api_head_timeout: float = 10.0
     groups: tuple[str, ...] = ()
     static_peers: tuple[tuple[str, int], ...] = ()
+    # Beyond the LAN (node/wan.py, options in node/wanopts.py).
+    trackers: tuple[str, ...] = ()
+    dht: bool = False
+    dht_bootstrap: tuple[tuple[str, int], ...] = ()
+    dht_bind: tuple[str, int] = ("0.0.0.0", 6881)
+    wan_interval: float = 300.0
     # Explicit broadcast targets (e.g. 127.255.255.255); empty means every IPv4 interface.
     broadcast: tuple[str, ...] = ()
     interfaces: tuple[str, ...] = ()
@@ -159,6 +165,7 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--peer", action="append", default=None, help="static peer HOST:PORT (repeatable)"
     )
+    wanopts.add_arguments(p)
     p.add_argument(
         "--broadcast",
         action="append",
@@ -325,4 +332,5 @@ def config_from_args(ns: argparse.Namespace) -> Config:
         progress_interval=ns.progress_interval,
         auto_fetch=ns.auto_fetch or _env("AUTO_FETCH") == "1",
         fsync=ns.fsync,
+        **wanopts.from_args(ns, parse_hostport),
     )

@@ -60,6 +60,13 @@ def check_name(name: str) -> str:
     return n
 
 
+def check_name_or_none(name: str) -> str | None:
+    try:
+        return check_name(name)
+    except ValueError:
+        return None
+
+
 def encode_query(qid: int, name: str, qtype: int) -> bytes:
     """One question, recursion desired."""
     out = bytearray(_HEAD.pack(qid, 0x0100, 1, 0, 0, 0))
@@ -299,6 +306,7 @@ __all__ = [
     "DnsFormatError",
     "Resolver",
     "check_name",
+    "check_name_or_none",
     "decode_answer",
     "encode_answer",
     "encode_query",

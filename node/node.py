@@ -15,6 +15,7 @@ service, API                what a user may ask (node/service.py, node/api.py)
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import sys
@@ -52,6 +53,7 @@ from node.session import Role
 from node.store import FileMeta, Store
 from node.timers import Timers
 from node.transfer import Transfer
+from node.wan import Wan
 
 PARTIAL_MAX_AGE = 7 * 86400.0
 RESCAN_EVERY = 5.0
@@ -110,14 +112,24 @@ class Node:
             clock=self.loop.time,
             on_change=self._peer_event,
         )
+        # Static peers are dialled by node/wan.py (names resolved without blocking the loop).
         self.lan = Lan(
-            config,
+            dataclasses.replace(config, static_peers=()),
             self.loop,
             self.peers,
             node_id=self.node_id,
             tcp_port=lambda: self.tcp_port,
             ping=lambda host, port: self.connect(host, port, PingClient()),
         )
+        self.wan = Wan(
+            config,
+            self.loop,
+            self.peers,
+            tcp_port=lambda: self.tcp_port,
+            connect=self.connect,
+            wake=lambda: self.timers.update(self.wan),
+        )
+        self.peers.found_by = self.wan.source_of
         self.pushes = Pushes(self)
         self.pulls = Pulls(self)
         self.manager = TransferManager(
@@ -173,6 +185,7 @@ class Node:
         self.store.prune_partials(PARTIAL_MAX_AGE)
         self.manager.restore()
         self.lan.start()
+        self.wan.start()
         self.bus.publish(
             ev.Listening(
                 cfg.name,
@@ -183,7 +196,7 @@ class Node:
                 __version__,
             )
         )
-        for timed in (self.lan, self.peers, self.manager, self):
+        for timed in (self.lan, self.wan, self.peers, self.manager, self):
             self.timers.update(timed)
         # The web dashboard (node/web/, served by the API): where a person finds it.
         host = cfg.api_host
@@ -207,6 +220,7 @@ class Node:
 
     def shutdown(self) -> None:
         self.lan.stop()
+        self.wan.stop()
         self.manager.shutdown()
         self.store.flush()
         self.bus.publish(ev.Shutdown())
@@ -270,6 +284,8 @@ class Node:
                 self.autofetch.peer_seen(p.node)
         elif isinstance(event, PeerDown) and self._peer_lines.allow(self.loop.time()):
             self.bus.publish(ev.PeerDown(event.node, event.reason))
+        if isinstance(event, PeerDown):
+            self.wan.forget(event.node)
         if self._peer_lines.suppressed:
             self.timers.update(self)  # the summary line comes from handle_timer
         if isinstance(event, PeerUp):
