@@ -67,6 +67,7 @@ log = logging.getLogger("mole.wan")
 Source = Literal["lan", "static", "tracker", "dht"]
 MAX_CANDIDATES: Final = 256
 MAX_STATIC: Final = 64
+MAX_KEPT: Final = 64  # candidates that answered, re-dialled every announce interval
 RESOLVE_EVERY: Final = 60.0
 FIRST_BACKOFF: Final = 2.0
 STATIC_FILE: Final = "static_peers.json"
@@ -323,7 +324,7 @@ class Wan:
         if self.stopped:
             return None
         times = [self._next_cycle, self.resolver.get_timer() or math.inf]
-        if self.static:
+        if self.static or self._answered():
             times.append(self._next_ping)
             times.extend(s.resolved_at + RESOLVE_EVERY for s in self.static.values())
         for t in self.trackers:
@@ -357,10 +358,13 @@ class Wan:
                 self._announce(a, now)
         if self.dht is not None:
             self.dht.handle_timer(now)
-        if self.static and now >= self._next_ping:
+        if now >= self._next_ping and (self.static or self._answered()):
+            # As for broadcasts: a hello every announce interval keeps the peer in the table.
             self._next_ping = now + self.config.announce_interval
             for s in self.static.values():
                 self._ping_static(s)
+            for addr in self._answered():
+                self._dial(addr, self.candidates[addr], now)
         self._flush(now)
 
     def _names_due(self, now: float) -> set[str]:
@@ -515,8 +519,17 @@ class Wan:
             c = self.candidates[addr] = _Candidate(source)
         if c.pinging or now - c.tried_at < self.interval:
             return
-        if c.node is not None and self.peers.get(c.node) is not None:
-            return  # already a peer: its own hellos and announces keep it
+        if c.node is None:
+            self._dial(addr, c, now)
+
+    def _answered(self) -> list[Addr]:
+        """Candidates that answered their last dial (kept alive like static peers)."""
+        return [a for a, c in self.candidates.items() if c.node is not None][:MAX_KEPT]
+
+    def _dial(self, addr: Addr, c: _Candidate, now: float) -> None:
+        if c.pinging:
+            return
+        source = c.source
         c.tried_at = now
         c.pinging = True
         self.stats.count(f"{source}_dials")
@@ -527,8 +540,8 @@ class Wan:
         if c is None:
             return
         c.pinging = False
+        c.node = node  # None: no node there (any more); tried again when found again
         if node is not None:
-            c.node = node
             self._found(node, c.source)
 
     def _found(self, node: str, source: Source) -> None:
