@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from node.dns import decode_answer, encode_answer
-from node.rendezvous import lookup_infohashes, rendezvous_infohash, day_of
+from node.rendezvous import day_of, rendezvous_infohash
 from node.tracker import AnnounceEvent, AnnounceRequest, TrackerPeers, random_peer_id
 from node.wan import group_key
 from tests.node.test_integration import done, sha, write_random
@@ -89,8 +89,9 @@ def test_two_nodes_meet_through_opentracker_and_push(tmp_path: Path, tracker: in
                      "--tracker", f"http://127.0.0.1:{tracker}/announce").start()  # fmt: skip
         started.append(b)
         # Another group on the same tracker: its hash differs, it never meets them.
-        c = NodeProc(tmp_path, "c", free_udp_port(), "--no-discovery", "--group", "other",
-                     "--wan-interval", "1", "--tracker", f"udp://127.0.0.1:{tracker}").start()  # fmt: skip
+        other = ("--no-discovery", "--group", "other", "--wan-interval", "1")
+        c = NodeProc(tmp_path, "c", free_udp_port(), *other,
+                     "--tracker", f"udp://127.0.0.1:{tracker}").start()  # fmt: skip
         started.append(c)
         wait_found(b, "a", "tracker")
         wait_found(a, "b", "tracker")
