@@ -58,8 +58,7 @@ class Service:
         return self.node.peers.list_json()
 
     def static_peers(self) -> list[dict[str, Any]]:
-        wan = self.node.wan
-        return [wan.static_json(k) for k in wan.static]
+        return self.node.wan.static_json()
 
     def add_static_peer(self, text: str) -> dict[str, Any]:
         return self.node.wan.add_static(text)
