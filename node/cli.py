@@ -254,7 +254,7 @@ def peers_table(peers: list[dict[str, Any]], now: float) -> str:
             f"{p.get('addr', '?')}:{p.get('port', '?')}",
             ",".join(p.get("groups") or []) or "-",
             "static" if p.get("static") else human_age(p.get("last_seen"), now),
-            str(p.get("found_by") or "-"),
+            str(p.get("found_by") or ("static" if p.get("static") else "lan")),
         )
         for p in peers
     ]

@@ -251,13 +251,15 @@ def test_peers_table(api: tuple[FakeApi, str], capsys: pytest.CaptureFixture[str
     fake.peers = [
         PEER_B,
         {**PEER_B, "name": "longer-name", "node": "c" * 32, "groups": [], "static": True},
+        {**PEER_B, "name": "far", "node": "d" * 32, "static": True, "found_by": "tracker"},
     ]
     code, out, err = run(capsys, "--api", url, "peers")
     assert (code, err) == (0, "")
     assert out == (
-        "NAME         NODE      ADDRESS          GROUPS  SEEN\n"
-        "b            bbbbbbbb  127.0.0.1:47101  lab,x   5s ago\n"
-        "longer-name  cccccccc  127.0.0.1:47101  -       static\n"
+        "NAME         NODE      ADDRESS          GROUPS  SEEN    FOUND BY\n"
+        "b            bbbbbbbb  127.0.0.1:47101  lab,x   5s ago  lan\n"
+        "longer-name  cccccccc  127.0.0.1:47101  -       static  static\n"
+        "far          dddddddd  127.0.0.1:47101  lab,x   static  tracker\n"
     )
 
 

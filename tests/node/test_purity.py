@@ -37,6 +37,7 @@ PURE = [
     "x509",
     "units",
     "termsafe",
+    "dns",
 ]
 FORBIDDEN_MODULES = {
     "socket",
