@@ -4,28 +4,15 @@ Every node runs with --no-discovery, so no broadcast can be what found the peer.
 
 from __future__ import annotations
 
-import os
-import select
-import shutil
-import socket
-import struct
-import subprocess
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from node.dns import decode_answer, encode_answer
-from node.rendezvous import day_of, rendezvous_infohash
-from node.tracker import AnnounceEvent, AnnounceRequest, TrackerPeers, random_peer_id
-from node.wan import group_key
 from tests.node.test_integration import done, sha, write_random
-from tests.node.test_opentracker import free_port, http_announce
+from tests.node.test_opentracker import free_port
 from tests.nodeproc import NodeProc, free_udp_port
-
-OPENTRACKER = shutil.which("opentracker")
+from tests.wankit import OPENTRACKER, FakeResolver, opentracker
 
 
 def peers_of(node: NodeProc) -> dict[str, str]:
@@ -45,38 +32,8 @@ def wait_found(node: NodeProc, name: str, how: str, timeout: float = 15) -> None
 def tracker(tmp_path: Path) -> Iterator[int]:
     if OPENTRACKER is None:
         pytest.skip("opentracker is not installed (apt-get install opentracker)")
-    root = tmp_path / "opentracker"
-    root.mkdir()
-    root.chmod(0o755)
-    today = day_of(time.time())
-    hashes = [rendezvous_infohash(group_key(g), d) for g in ("g", "other")
-              for d in (today - 1, today, today + 1)]  # fmt: skip
-    (root / "whitelist").write_text("".join(h.hex() + "\n" for h in hashes))
-    (root / "whitelist").chmod(0o644)
-    listed = "/whitelist" if os.geteuid() == 0 else str(root / "whitelist")
-    port = free_port()
-    proc = subprocess.Popen(
-        [OPENTRACKER, "-i", "127.0.0.1", "-p", str(port), "-P", str(port), "-d", str(root),
-         "-w", listed],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
-    try:
-        probe = AnnounceRequest(hashes[1], random_peer_id(), 1, event=AnnounceEvent.STOPPED)
-        deadline = time.monotonic() + 10.0
-        while True:
-            assert proc.poll() is None, f"opentracker exited: {proc.communicate()[0]}"
-            try:
-                url = f"http://127.0.0.1:{port}/announce"
-                if isinstance(http_announce(url, probe, 1.0), TrackerPeers):
-                    break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, "opentracker did not become ready"
-            select.select([], [], [], 0.02)
+    with opentracker(tmp_path, ["g", "other"]) as port:
         yield port
-    finally:
-        proc.terminate()
-        proc.wait(5)
 
 
 def test_two_nodes_meet_through_opentracker_and_push(tmp_path: Path, tracker: int) -> None:
@@ -132,38 +89,6 @@ def test_two_nodes_meet_through_a_small_dht(tmp_path: Path) -> None:
     finally:
         for n in reversed(started):
             n.stop()
-
-
-class FakeResolver:
-    """A one-name DNS server on loopback whose answer the test changes."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.addr = "127.0.0.1"
-        self.queries = 0
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        self._stop = False
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
-
-    def _serve(self) -> None:
-        while not self._stop:
-            ready, _, _ = select.select([self.sock], [], [], 0.1)
-            if not ready:
-                continue
-            data, src = self.sock.recvfrom(512)
-            qid = struct.unpack(">H", data[:2])[0]
-            q = decode_answer(data[:2] + b"\x81\x80" + data[4:])
-            self.queries += 1
-            addrs = [self.addr] if q.name == self.name and q.qtype == 1 else []
-            self.sock.sendto(encode_answer(qid, q.name, q.qtype, addrs), src)
-
-    def close(self) -> None:
-        self._stop = True
-        self.thread.join(2)
-        self.sock.close()
 
 
 def test_static_peer_by_name_is_found_again_at_its_new_address(tmp_path: Path) -> None:
