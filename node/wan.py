@@ -293,10 +293,11 @@ class Wan:
             self.found_by[node] = source
 
     def source_of(self, p: Peer) -> str:
-        """How `p` was found: broadcasts reaching us make it "lan" whatever else found it."""
+        """How `p` was found: broadcasts reaching us make it "lan" whatever else found it;
+        "inbound" is a peer known only because it dialled us (and proved itself doing so)."""
         if not p.static:
             return "lan"
-        return self.found_by.get(p.node, "static")
+        return self.found_by.get(p.node, "inbound")
 
     def forget(self, node: str) -> None:
         """The peer left the table (keeps found_by as small as the table)."""

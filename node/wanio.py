@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from node.messages import Hello
     from node.transport import Transport
 
-Source = Literal["lan", "static", "tracker", "dht"]
+Source = Literal["lan", "static", "tracker", "dht", "inbound"]
 RESOLVE_EVERY: Final = 60.0  # s between resolutions of a name that resolved
 RETRY_RESOLVE: Final = 10.0  # s before a name that did not resolve is asked again
 # A group's rendezvous key. The trust work gives each group a secret (>= 16 bytes of entropy);
