@@ -127,3 +127,16 @@ def test_bounded_pending() -> None:
     for i in range(3):
         r.resolve(f"n{i}.example", 0.0)
     assert r.results() == [("n2.example", ())] and r.counters["refused"] == 1
+
+
+def test_rendezvous_vectors_of_protocol_md() -> None:
+    from node.rendezvous import rendezvous_infohash
+    from node.wanio import group_key
+
+    assert rendezvous_infohash(bytes(range(32)), 19783).hex() == (
+        "2d0a3ae4ddd7f90429092e66e823766b8f63c193"
+    )
+    assert rendezvous_infohash(group_key("g"), 19783).hex() == (
+        "a9774f64eb0ff39da67bbfbfc86beca209ef1562"
+    )
+    assert group_key("g", b"s" * 16) == b"s" * 16  # a secret, when the node has one
