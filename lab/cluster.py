@@ -131,7 +131,9 @@ def _used_nets() -> list[ipaddress.IPv4Network]:
     return used
 
 
-def _create_network(dname: str, labels: dict[str, str]) -> tuple[str, str]:
+def _create_network(
+    dname: str, labels: dict[str, str], options: dict[str, str] | None = None
+) -> tuple[str, str]:
     """A bridge network on a free /24 of SUBNET_POOLS: (its id, its subnet)."""
     op, last = f"create network {dname}", ""
     for _attempt in range(20):
@@ -150,7 +152,7 @@ def _create_network(dname: str, labels: dict[str, str]) -> tuple[str, str]:
         try:
             net = _api().create_network(
                 dname, driver="bridge", ipam=ipam, labels=labels, attachable=True,
-                check_duplicate=True,
+                check_duplicate=True, options=options,
             )  # fmt: skip
         except _DOCKER_ERRORS as e:
             # A parallel run took the same subnet between our listing and our create.
@@ -455,14 +457,17 @@ class Cluster(_Containers):
 
     # -- networks
 
-    def add_network(self, name: str) -> str:
-        """A bridge network on a free /24; returns its docker name."""
+    def add_network(self, name: str, *, host_nat: bool = True) -> str:
+        """A bridge network on a free /24; returns its docker name. host_nat=False: the host
+        does not masquerade what leaves it (with bridge netfilter on, it would also rewrite
+        packets a router container forwards onto the bridge: lab/wan.py's NAT sites)."""
         check_name("network name", name)
         self._check_open()
         if name in self.networks:
             raise ValueError(f"network {name!r} already exists in run {self.run_id}")
         dname = self._docker_name(name)
-        nid, subnet = _create_network(dname, self.labels)
+        options = None if host_nat else {"com.docker.network.bridge.enable_ip_masquerade": "false"}
+        nid, subnet = _create_network(dname, self.labels, options)
         with self._lock:
             self.networks[name] = dname
             self._network_ids[dname] = nid
@@ -522,7 +527,7 @@ class Cluster(_Containers):
         )
         try:
             c = api.create_container(
-                self.image,
+                spec.image or self.image,
                 command=spec.command_line(token),
                 entrypoint=spec.entrypoint,
                 name=self._docker_name(spec.name),

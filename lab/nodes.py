@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from lab import wan
 from lab.files import place_file
 from lab.nodeapi import NodeApi
 from lab.nodespec import TCP_PORT, NodeSpec
@@ -69,7 +70,8 @@ class Nodes:
         Nodes with a routed static peer reach it by IP, known only once the peer runs: they
         are created in a second wave.
         """
-        routed = {n for n in self.sc.nodes if self._routed_peers(n)}
+        # Also those whose args name another container's address ({ip:NAME}): known at its start.
+        routed = {n for n in self.sc.nodes if self._routed_peers(n) or wan.ip_refs(n.args)}
         wave1 = [n for n in self.sc.nodes if n not in routed]
         wave2 = [n for n in self.sc.nodes if n in routed]
         for wave in (wave1, wave2):
@@ -85,6 +87,8 @@ class Nodes:
             for f in self.sc.files:
                 if n.name in f.on:
                     place_file(files[f.id], share / f.name)
+            if n.service is not None:
+                wan.prepare_service(n, self.sc, Path(self.handles[n.name].data_dir))
             if not n.router:
                 self.tail.watch(n.name)
         if not self.tail.started:
@@ -95,6 +99,8 @@ class Nodes:
 
     def _spec(self, n: NodeDecl) -> NodeSpec:
         tmpfs = {k: tmpfs_options(v) for k, v in n.tmpfs}
+        if n.service is not None:
+            return wan.service_spec(n, self.sc, tmpfs)
         if n.router:  # no node: it only forwards packets between its networks
             return NodeSpec(
                 name=n.name,
@@ -113,7 +119,7 @@ class Nodes:
             routed = route_for(self.sc.nodes, n.name, p) is not None
             host = self._ip_towards(p, n) if routed else p
             args += ["--peer", f"{host}:{TCP_PORT}"]
-        args += list(n.args)
+        args += wan.expand_ips(n.args, self.handles)
         return NodeSpec(
             name=n.name,
             networks=list(n.networks),
@@ -149,6 +155,9 @@ class Nodes:
                 for net, ip in self.handles[n].ips.items():
                     self.past_ips.setdefault(n, set()).add((net, ip))
         self._apply_routes(names)
+        with self.lock:
+            running = set(self.running)
+        wan.apply_nat(self.sc, self.handles, running, names, self.cluster.exec)
         mole = [n for n in names if not self.sc.node(n).router]
         timeout = min(READY_TIMEOUT, self.remaining())
         _, errors = each(

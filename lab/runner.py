@@ -147,8 +147,9 @@ class Run:
         timings["cluster"] = time.monotonic() - t
         self._check_kernel(cluster)
         t = time.monotonic()
+        routed = {net for n in sc.nodes if n.nat is not None for net in n.networks}
         for net in sc.networks:
-            cluster.add_network(net)
+            cluster.add_network(net, host_nat=net not in routed)
         timings["networks"] = time.monotonic() - t
         t = time.monotonic()
         paths, shas = {}, {}
