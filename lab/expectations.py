@@ -569,6 +569,12 @@ class Discovery(Expectation):
         shared = [n for n in sc.node(peer).networks if n in sc.node(observer).networks]
         had = state.nodes.past_ips.get(peer, set()) | set(h.ips.items())
         allowed = {ip for net, ip in had if net in shared or not shared}
+        # Behind a NAT router (lab/wan.py) a peer is seen at the router's address on the NAT
+        # network: what its traffic is masqueraded to, and where its port is forwarded from.
+        for r in sc.nodes:
+            rh = state.nodes.handles.get(r.name)
+            if r.nat and rh is not None and set(r.networks) & set(sc.node(peer).networks):
+                allowed.add(rh.ips.get(r.nat, ""))
         if ev["addr"] not in allowed:
             state.fail(
                 "discovery.addr",
