@@ -99,6 +99,11 @@ class StaticPeers:
                     s.resolved_at = -math.inf  # re-resolve at once: its address may have moved
                     self._wake()
             else:
+                if s.node is not None and node != s.node and not dns.is_ip(s.host):
+                    # Another node at the name's old address (addresses are reused): the one
+                    # we knew may have moved; look the name up again at once.
+                    s.resolved_at = -math.inf
+                    self._wake()
                 s.failures = 0
                 s.node = node
                 self._found(node)
