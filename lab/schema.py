@@ -145,6 +145,16 @@ class Topology(Checks):
                         path=p,
                     )
                 )
+        by_name = {n.name: n for n in out}
+        for n in out:
+            f = by_name.get(n.forward or "")
+            if n.forward is not None and (
+                f is None or f.router or not set(f.networks) & set(n.networks) - {n.nat}
+            ):
+                raise self.fail(
+                    join(n.path, "forward"),
+                    f"{n.forward!r} is not a node on one of the router's site networks",
+                )
         return tuple(out)
 
     def wan_keys(
