@@ -145,15 +145,15 @@ class Topology(Checks):
                         path=p,
                     )
                 )
-        by_name = {n.name: n for n in out}
-        for n in out:
-            f = by_name.get(n.forward or "")
-            if n.forward is not None and (
-                f is None or f.router or not set(f.networks) & set(n.networks) - {n.nat}
+        by_name = {d.name: d for d in out}
+        for d in out:
+            f = by_name.get(d.forward or "")
+            if d.forward is not None and (
+                f is None or f.router or not set(f.networks) & set(d.networks) - {d.nat}
             ):
                 raise self.fail(
-                    join(n.path, "forward"),
-                    f"{n.forward!r} is not a node on one of the router's site networks",
+                    join(d.path, "forward"),
+                    f"{d.forward!r} is not a node on one of the router's site networks",
                 )
         return tuple(out)
 
