@@ -70,11 +70,12 @@ class Nodes:
         Nodes with a routed static peer reach it by IP, known only once the peer runs: they
         are created in a second wave.
         """
-        # Also those whose args name another container's address ({ip:NAME}): known at its start.
-        routed = {n for n in self.sc.nodes if self._routed_peers(n) or wan.ip_refs(n.args)}
+        routed = {n for n in self.sc.nodes if self._routed_peers(n)}
         wave1 = [n for n in self.sc.nodes if n not in routed]
         wave2 = [n for n in self.sc.nodes if n in routed]
-        for wave in (wave1, wave2):
+        # Nodes whose args name another container's address ({ip:NAME}) wait for NAME's start:
+        # each of these waves holds those whose every NAME is running by then.
+        for wave in (*wan.ip_waves(wave1), wave2):
             if wave:
                 self._create(wave, files)
                 self.after_start([n.name for n in wave if n.start], start=True)
@@ -100,7 +101,7 @@ class Nodes:
     def _spec(self, n: NodeDecl) -> NodeSpec:
         tmpfs = {k: tmpfs_options(v) for k, v in n.tmpfs}
         if n.service is not None:
-            return wan.service_spec(n, self.sc, tmpfs)
+            return wan.service_spec(n, tmpfs, self.handles)
         if n.router:  # no node: it only forwards packets between its networks
             return NodeSpec(
                 name=n.name,

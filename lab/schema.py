@@ -179,7 +179,7 @@ class Topology(Checks):
             service = m["service"]
             if service not in SERVICES:
                 raise self.fail(join(p, "service"), f"one of {', '.join(SERVICES)}")
-            for k in ("groups", "peers", "args", "group", "router"):
+            for k in ("groups", "peers", "group", "router"):
                 if k in m:
                     raise self.fail(join(p, k), "a service runs no node: not allowed")
         return nat, forward, service

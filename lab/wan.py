@@ -5,7 +5,8 @@
   `forward: NODE` forwards TCP port 47101 arriving on NET to NODE (a port forward). Every node
   on the router's other networks that is not itself on NET gets its default route through it.
 * A `service: opentracker` container runs lab/services.py's opentracker image, with a whitelist
-  of the scenario groups' rendezvous hashes.
+  of the scenario groups' rendezvous hashes; `service: libtorrent-dht` a libtorrent DHT node
+  (its `args`: the IP:PORT of nodes to bootstrap from).
 * `{ip:NAME}` in a node's args is NAME's address on its first network (e.g. the tracker's on
   the wan network), substituted when the node is created, after NAME started.
 """
@@ -19,7 +20,12 @@ from pathlib import Path
 
 from lab.nodespec import TCP_PORT, NodeHandle, NodeSpec
 from lab.scenario import NodeDecl, Scenario
-from lab.services import ensure_opentracker_image, opentracker_command, whitelist
+from lab.services import (
+    ensure_libtorrent_image,
+    ensure_opentracker_image,
+    opentracker_command,
+    whitelist,
+)
 from lab.verbs import StepError
 
 _IP_REF = re.compile(r"\{ip:([A-Za-z0-9][A-Za-z0-9_.-]*)\}")
@@ -29,6 +35,23 @@ Exec = Callable[[str, list[str]], tuple[int, str]]
 
 def ip_refs(args: Iterable[str]) -> set[str]:
     return {m for a in args for m in _IP_REF.findall(a)}
+
+
+def ip_waves(decls: list[NodeDecl]) -> list[list[NodeDecl]]:
+    """`decls` in creation waves: a node comes after every node its `{ip:NAME}` names (a name
+    outside `decls`, or a cycle, is left to `expand_ips` to report)."""
+    waves: list[list[NodeDecl]] = []
+    done: set[str] = set()
+    left = list(decls)
+    names = {d.name for d in decls}
+    while left:
+        wave = [d for d in left if (ip_refs(d.args) & names) <= done]
+        if not wave:  # a cycle: let the first fail with a clear message
+            wave = left
+        waves.append(wave)
+        done |= {d.name for d in wave}
+        left = [d for d in left if d not in wave]
+    return waves
 
 
 def expand_ips(args: Iterable[str], handles: Mapping[str, NodeHandle]) -> list[str]:
@@ -42,13 +65,17 @@ def expand_ips(args: Iterable[str], handles: Mapping[str, NodeHandle]) -> list[s
     return [_IP_REF.sub(sub, a) for a in args]
 
 
-def service_spec(n: NodeDecl, sc: Scenario, tmpfs: dict[str, str]) -> NodeSpec:
-    assert n.service == "opentracker"
+def service_spec(n: NodeDecl, tmpfs: dict[str, str], handles: Mapping[str, NodeHandle]) -> NodeSpec:
+    """opentracker: its ports and whitelist; libtorrent-dht: `args` are its bootstrap nodes."""
+    if n.service == "opentracker":
+        command, tag = opentracker_command(), ensure_opentracker_image()
+    else:
+        command, tag = expand_ips(n.args, handles), ensure_libtorrent_image()
     return NodeSpec(
         name=n.name,
         networks=list(n.networks),
-        command=opentracker_command(),
-        image=ensure_opentracker_image(),
+        command=command,
+        image=tag,
         start=False,
         env=dict(n.env),
         tmpfs=tmpfs,
@@ -120,4 +147,4 @@ def _run(run: Exec, node: str, cmd: list[str]) -> None:
         raise StepError(f"node {node}: `{' '.join(cmd)}` exited {code}: {out.strip()}", [node])
 
 
-__all__ = ["apply_nat", "expand_ips", "ip_refs", "prepare_service", "service_spec"]
+__all__ = ["apply_nat", "expand_ips", "ip_refs", "ip_waves", "prepare_service", "service_spec"]

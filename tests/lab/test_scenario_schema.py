@@ -413,12 +413,12 @@ BAD = [
         "unknown service",
         "nodes: [{name: t, service: ftp}]\n",
         "nodes[0].service",
-        "one of opentracker",
+        "one of opentracker, libtorrent-dht",
     ),
     (
-        "service with args",
-        "nodes: [{name: t, service: opentracker, args: [x]}]\n",
-        "nodes[0].args",
+        "service with peers",
+        "nodes: [{name: t, service: opentracker, peers: [u]}, {name: u}]\n",
+        "nodes[0].peers",
         "a service runs no node",
     ),
     (

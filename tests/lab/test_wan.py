@@ -65,6 +65,12 @@ def test_ip_references() -> None:
         wan.expand_ips(["{ip:nobody}"], handles())
 
 
+def test_ip_waves_follow_the_references() -> None:
+    sc = load_scenario(SCENARIO)
+    waves = [[d.name for d in w] for w in wan.ip_waves(list(sc.nodes))]
+    assert waves == [["tracker", "nat-a", "nat-b"], ["a", "b", "c"]]
+
+
 def test_whitelist_holds_three_days_of_each_group() -> None:
     now = 1_800_000_000.0
     lines = whitelist(["far", "other"], now).split()
