@@ -85,6 +85,7 @@ class Run:
         self.ctx = RunContext(self.run_id, self.report, self)
         self.state: RunState | None = None
         self.logs: dict[str, str] = {}
+        self.service_logs: dict[str, str] = {}  # opentracker, libtorrent: kept as artifacts
         self.statuses: dict[str, str] = {}
         self.t_teardown = 0.0
 
@@ -272,6 +273,9 @@ class Run:
         if cluster is None or state is None or tail is None:
             return
         for n in list(state.nodes.handles):
+            if self.sc.node(n).service is not None:
+                with contextlib.suppress(Exception):
+                    self.service_logs[n] = str(cluster.logs(n))
             if self.sc.node(n).router:
                 continue
             try:
@@ -309,6 +313,8 @@ class Run:
             self.artifacts.mkdir(parents=True, exist_ok=True)
             r.artifacts = str(self.artifacts)
             (self.artifacts / "scenario.yaml").write_text(self.sc.text or "")
+            for n, text in self.service_logs.items():
+                (self.artifacts / f"{n}.log").write_text(text)
             for n, text in self.logs.items():
                 (self.artifacts / f"{n}.log").write_text(text)
                 with (self.artifacts / f"{n}.events.jsonl").open("w") as out:
