@@ -19,7 +19,8 @@ What it does with them:
   a blocking getaddrinfo, and are resolved again periodically.
 
 Bounded: at most `MAX_CANDIDATES` candidate addresses (the least recently dialled forgotten),
-`MAX_KEPT` of them re-dialled, at most 64 static peers, one announce per tracker and hash in
+`MAX_KEPT` of them re-dialled, `MAX_DIALS_PER_RESULT` new dials per tracker answer or DHT
+result, at most 64 static peers, one announce per tracker and hash in
 flight, and the resolver's and the DHT's own caps.
 """
 
@@ -51,6 +52,9 @@ log = logging.getLogger("mole.wan")
 
 MAX_CANDIDATES: Final = 256
 MAX_KEPT: Final = 64  # candidates that answered, re-dialled every announce interval
+# New addresses dialled per tracker answer or DHT result: a hostile tracker could otherwise
+# make this node open connections to thousands of addresses of its choosing.
+MAX_DIALS_PER_RESULT: Final = 16
 CYCLE: Final = 60.0  # s between looks at the clock for the midnight rotation
 
 
@@ -111,14 +115,14 @@ class Wan:
         self._dht_hashes: set[bytes] = set()
         self._next_ping = -math.inf
         self._next_cycle = -math.inf  # rendezvous hashes recomputed, DHT searches updated
-        self._own: set[str] = set()
+        self._own = {"127.0.0.1", "::1", "0.0.0.0"}  # + the interfaces' addresses at start
         self.stopped = False
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> None:
         cfg = self.config
         now = self.loop.time()
-        self._own = netif.local_addresses() | {"127.0.0.1", "::1", "0.0.0.0"}
+        self._own |= netif.local_addresses()
         self.dns_udp = self.loop.open_udp("0.0.0.0", 0, self._dns_datagram, broadcast=False)
         self.trackers.start()
         if cfg.dht:
@@ -249,7 +253,11 @@ class Wan:
 
     # -- candidates ----------------------------------------------------------------------------
     def _candidates(self, addrs: tuple[Addr, ...], source: Source, now: float) -> None:
+        dials = self.stats.counters.get(f"{source}_dials", 0)
         for addr in addrs:
+            if self.stats.counters.get(f"{source}_dials", 0) - dials >= MAX_DIALS_PER_RESULT:
+                self.stats.count(f"{source}_capped")
+                break
             self._candidate(addr, source, now)
 
     def _candidate(self, addr: Addr, source: Source, now: float) -> None:
@@ -287,8 +295,8 @@ class Wan:
             self._found(node, c.source)
 
     def _found(self, node: str, source: Source) -> None:
-        if node == self.peers.self_id:
-            return
+        if node == self.peers.self_id or self.peers.get(node) is None:
+            return  # not in the table (e.g. a hello with port 0): nothing to remember
         if self.found_by.get(node) in (None, "tracker", "dht") or source == "static":
             self.found_by[node] = source
 
