@@ -104,8 +104,8 @@ def decode(data: bytes) -> Datagram:
         )
     kind = obj.get("type")
     node = obj.get("node")
-    if not (isinstance(node, str) and len(node) == 32 and _HEX.issuperset(node)):
-        raise _bad("node", "must be 32 lowercase hex characters")
+    if not (isinstance(node, str) and len(node) == 64 and _HEX.issuperset(node)):
+        raise _bad("node", "must be 64 lowercase hex characters")
     seq = _int(obj, "seq", 0, MAX_SEQ)
     if kind == "goodbye":
         return Goodbye(node, seq)

@@ -16,11 +16,10 @@ service, API                what a user may ask (node/service.py, node/api.py)
 from __future__ import annotations
 
 import dataclasses
-import os
 import signal
+import ssl
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 from node import __version__
@@ -32,11 +31,12 @@ from node.autofetch import AutoFetch
 from node.config import Config
 from node.conn import Conn, Handler
 from node.discovery import PeerDown, PeerEvent, PeerUp
-from node.errors import ErrorCode, LocalCode
+from node.errors import ConfigError, ErrorCode, LocalCode
 from node.events import EventBus, EventLog
 from node.framing import encode_header
 from node.gate import Gate
 from node.hashqueue import HashQueue
+from node.identity import IdentityError, load_or_create
 from node.journal import Journal
 from node.lan import Lan
 from node.loop import Loop
@@ -52,6 +52,7 @@ from node.service import Service
 from node.session import Role
 from node.store import FileMeta, Store
 from node.timers import Timers
+from node.tlsproto import client_context, connect_tls, server_context
 from node.transfer import Transfer
 from node.wan import Wan
 
@@ -65,22 +66,6 @@ PEER_LINES_PER_S = 64.0  # peer_up/peer_down lines per second during a flood ...
 PEER_LINES_BURST = 512  # ... after a burst that a 100-node lab's start fits in
 
 
-def load_node_id(state: Path) -> str:
-    """The node id is random once, then stable: peers recognise a restarted node."""
-    path = state / "node_id"
-    try:
-        text = path.read_text().strip()
-        if len(text) == 32 and all(c in "0123456789abcdef" for c in text):
-            return text
-    except FileNotFoundError:
-        pass
-    node_id = os.urandom(16).hex()  # secrets.token_hex, minus the hmac/OpenSSL import
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(node_id + "\n")
-    os.replace(tmp, path)
-    return node_id
-
-
 class Node:
     """A mole node: discovery, transfers, API, events."""
 
@@ -88,7 +73,19 @@ class Node:
         self.config = config
         for d in (config.share, config.inbox, config.state):
             d.mkdir(parents=True, exist_ok=True)
-        self.node_id = load_node_id(config.state)
+        # The node id is the SHA-256 of the certificate (made at the first start): a peer
+        # checks it against the certificate TLS shows, so nobody else can answer for it.
+        try:
+            self.identity = load_or_create(config.state)
+        except IdentityError as exc:
+            raise ConfigError(str(exc)) from None
+        self.node_id = self.identity.node_id
+        # Every transfer connection is TLS 1.3; the contexts are made once.
+        self.tls_server: ssl.SSLContext | None = None
+        self.tls_client: ssl.SSLContext | None = None
+        if not config.insecure_plaintext:
+            self.tls_server = server_context(self.identity)
+            self.tls_client = client_context(self.identity)
         self.loop = loop or Loop()
         self.bus: EventBus = events or EventLog(self.node_id)
         self.timers = Timers(self.loop)
@@ -176,6 +173,14 @@ class Node:
     # -- lifecycle -------------------------------------------------------------------------------
     def start(self) -> None:
         cfg = self.config
+        if cfg.insecure_plaintext:
+            print(
+                "mole: WARNING: --insecure-plaintext: transfers are NOT encrypted and peers are "
+                "NOT verified; anyone on the network can read, change or impersonate them. "
+                "For tests and benchmarks only.",
+                file=sys.stderr,
+                flush=True,
+            )
         self.server = self.loop.listen_tcp(cfg.host, cfg.port, self.gate.accept)
         self.tcp_port = self.server.port
         self.api_server = self.loop.listen_tcp(cfg.api_host, cfg.api_port, self._accept_api)
@@ -367,7 +372,18 @@ class Node:
     # -- connections -----------------------------------------------------------------------------
     def connect(self, host: str, port: int, handler: Handler) -> None:
         conn = Conn(self, Role.CLIENT, handler)
-        self.loop.connect_tcp(host, port, conn, timeout=10.0)
+        if self.tls_client is None:  # --insecure-plaintext
+            self.loop.connect_tcp(host, port, conn, timeout=10.0)
+            return
+        connect_tls(
+            self.loop,
+            host,
+            port,
+            self.tls_client,
+            conn,
+            timeout=10.0,
+            handshake_timeout=self.config.handshake_timeout,
+        )
 
     def admit(self, conn: Conn) -> None:
         self.gate.admit(conn)
@@ -376,7 +392,7 @@ class Node:
         self.gate.note_drop(peer, code, reason)
 
     @property
-    def admission(self) -> Admission[Conn]:
+    def admission(self) -> Admission[Any]:
         return self.gate.admission
 
     @property

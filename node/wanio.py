@@ -98,7 +98,8 @@ class WanPing(PingClient):
 
     def greet_peer(self, msg: Hello) -> bool:
         ok = super().greet_peer(msg)
-        self._report(msg.node)
+        # Only a hello whose proof Conn checked names a node: the id its certificate proves.
+        self._report(self.conn.peer_id if ok else None)
         return ok
 
     def on_failed(self, code: str, reason: str) -> None:

@@ -22,9 +22,9 @@ from node.discovery import (
 )
 from node.errors import ErrorCode, RemoteProtocolError
 
-ME = "0" * 32
-A = "a" * 32
-B = "b" * 32
+ME = "0" * 64
+A = "a" * 64
+B = "b" * 64
 
 
 def announce(node: str = A, **kw: Any) -> bytes:
@@ -81,7 +81,7 @@ MALFORMED: list[tuple[bytes, ErrorCode]] = [
     (raw({**GOOD, "mole": "1"}), ErrorCode.BAD_MESSAGE),
     (raw({k: v for k, v in GOOD.items() if k != "mole"}), ErrorCode.BAD_MESSAGE),
     (raw({**GOOD, "type": "hi"}), ErrorCode.BAD_MESSAGE),
-    (raw({**GOOD, "node": "A" * 32}), ErrorCode.BAD_MESSAGE),
+    (raw({**GOOD, "node": "A" * 64}), ErrorCode.BAD_MESSAGE),
     (raw({**GOOD, "node": None}), ErrorCode.BAD_MESSAGE),
     (raw({**GOOD, "name": "n" * 65}), ErrorCode.BAD_MESSAGE),
     (raw({**GOOD, "name": 3}), ErrorCode.BAD_MESSAGE),
@@ -237,7 +237,7 @@ def test_twenty_nodes_see_each_other_within_100ms() -> None:
     after 1 ms; nodes start at random times over 50 ms, periodic interval 2 s."""
     rng = random.Random(7)
     n, latency, interval = 20, 0.001, 2.0
-    ids = [f"{i:032x}" for i in range(1, n + 1)]
+    ids = [f"{i:064x}" for i in range(1, n + 1)]
     starts = sorted(rng.uniform(0.0, 0.05) for _ in range(n))
     tables = [PeerTable(i) for i in ids]
     announcers = [Announcer(interval) for _ in ids]
@@ -286,14 +286,14 @@ def test_a_flood_of_fake_ids_displaces_only_itself() -> None:
     again is never the one to go, and each eviction is O(1)."""
     from node.discovery import PeerTable
 
-    table = PeerTable("f" * 32, max_peers=64)
-    real = raw({**GOOD, "node": "1" * 32})
+    table = PeerTable("f" * 64, max_peers=64)
+    real = raw({**GOOD, "node": "1" * 64})
     table.observe(real, "10.0.0.1", 0.0)
     table.observe(real, "10.0.0.1", 1.0)  # heard again: a real peer
     for i in range(10_000):
-        table.observe(raw({**GOOD, "node": f"{i + 2:032x}", "interval": 86400}), "10.9.9.9", 2.0)
+        table.observe(raw({**GOOD, "node": f"{i + 2:064x}", "interval": 86400}), "10.9.9.9", 2.0)
     assert len(table) == 64
-    assert table.get("1" * 32) is not None
+    assert table.get("1" * 64) is not None
     assert table.counters["evicted"] == 10_000 - 63
     # the real peer expires first (its own short interval); a claimed day of interval is
     # believed for at most 60 s: nothing stays longer than 3 minutes

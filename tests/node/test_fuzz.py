@@ -31,14 +31,15 @@ FUZZ = settings(
 )
 
 SHA = "ab" * 32
-NODE = "c" * 32
+NODE = "c" * 64
+NONCE = "5" * 64
 WIRE_TYPES = [
-    "hello", "list", "files", "offer", "accept", "get", "file", "data", "digest", "verdict",
-    "reject", "error", "bogus",
+    "challenge", "hello", "list", "files", "offer", "accept", "get", "file", "data", "digest",
+    "verdict", "reject", "error", "bogus",
 ]  # fmt: skip
 KEYS = [
     "proto", "node", "name", "port", "groups", "features", "id", "size", "sha256", "mtime",
-    "mime", "offset", "expect", "ok", "skipped", "code", "reason", "body",
+    "mime", "offset", "expect", "ok", "skipped", "code", "reason", "body", "nonce", "cert", "sig",
 ]  # fmt: skip
 
 # Structured inputs are built from a hypothesis-provided `random.Random`: composing them from
@@ -66,7 +67,18 @@ FILE_OBJ: dict[str, Any] = {"name": "f.txt", "size": 10, "sha256": SHA, "mtime":
 # A valid header of every type (ids match the sessions of test_session.session_in), so that a
 # few mutations reach the deep checks instead of failing the first key.
 TEMPLATES: dict[str, dict[str, Any]] = {
-    "hello": {"proto": 1, "node": NODE, "name": "n", "port": 1, "groups": [], "features": []},
+    "challenge": {"proto": 2, "node": NODE, "nonce": NONCE},
+    "hello": {
+        "proto": 2,
+        "node": NODE,
+        "name": "n",
+        "port": 1,
+        "groups": [],
+        "features": [],
+        "cert": "AA==",
+        "nonce": NONCE,
+        "sig": "6" * 128,
+    },
     "list": {},
     "files": {},
     "offer": {"id": "t1", **FILE_OBJ},
@@ -242,7 +254,7 @@ def test_parse_message_structured(seed: int) -> None:
 @FUZZ
 @given(st.binary(max_size=1500))
 def test_discovery_random_bytes(data: bytes) -> None:
-    table = discovery.PeerTable("0" * 32)
+    table = discovery.PeerTable("0" * 64)
     try:
         discovery.decode(data)
     except RemoteProtocolError as exc:
@@ -273,7 +285,7 @@ def datagram(rng: random.Random) -> dict[str, Any]:
 def test_discovery_structured(seed: int, now: float) -> None:
     rng = random.Random(seed)
     objs = [datagram(rng) for _ in range(rng.randint(1, 6))]
-    table = discovery.PeerTable("0" * 32)
+    table = discovery.PeerTable("0" * 64)
     for obj in objs:
         data = json.dumps(obj, ensure_ascii=rng.random() < 0.5).encode()
         for ev in table.observe(data, "127.0.0.9", now):
