@@ -519,7 +519,7 @@ class Cluster(_Containers):
         host_config = api.create_host_config(
             binds={str(data_dir): {"bind": "/data", "mode": "rw"}},
             tmpfs=dict(spec.tmpfs) or None,
-            cap_add=["NET_ADMIN"] if spec.cap_net_admin else None,
+            cap_add=(["NET_ADMIN"] if spec.cap_net_admin else []) + list(spec.cap_add) or None,
         )
         first = nets[0][1]
         networking = api.create_networking_config(

@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from lab import wan
+from lab import hostile, wan
 from lab.files import place_file
 from lab.nodeapi import NodeApi
 from lab.nodespec import TCP_PORT, NodeSpec
@@ -25,6 +25,9 @@ from lab.verbs import StepError
 from lab.waits import wait_until
 
 READY_TIMEOUT = 30.0  # per start batch: container start -> its `listening` event
+# More nodes booting at once share the same cores (a node's start costs ~0.4 CPU-seconds:
+# imports, its key and certificate): the batch's deadline grows with its size.
+READY_PER_NODE = 0.6
 LOG_TAIL = 25
 EVENTS_TAIL = 8
 MAX_TAILS = 6  # nodes whose log tails go into a failure report
@@ -90,8 +93,10 @@ class Nodes:
                     place_file(files[f.id], share / f.name)
             if n.service is not None:
                 wan.prepare_service(n, self.sc, Path(self.handles[n.name].data_dir))
-            if not n.router:
+            if n.runs_node:
                 self.tail.watch(n.name)
+            elif n.hostile:
+                self.node_ids[hostile.node_id(n.name)] = n.name
         if not self.tail.started:
             self.tail.start()
 
@@ -102,6 +107,15 @@ class Nodes:
         tmpfs = {k: tmpfs_options(v) for k, v in n.tmpfs}
         if n.service is not None:
             return wan.service_spec(n, tmpfs, self.handles)
+        if n.hostile:  # no node: the lab's attacker (lab.hostile), against its target only
+            return NodeSpec(
+                name=n.name,
+                networks=list(n.networks),
+                entrypoint=["python3"],
+                command=hostile.command(n),
+                start=False,
+                env=dict(n.env),
+            )
         if n.router:  # no node: it only forwards packets between its networks
             return NodeSpec(
                 name=n.name,
@@ -159,8 +173,8 @@ class Nodes:
         with self.lock:
             running = set(self.running)
         wan.apply_nat(self.sc, self.handles, running, names, self.cluster.exec)
-        mole = [n for n in names if not self.sc.node(n).router]
-        timeout = min(READY_TIMEOUT, self.remaining())
+        mole = [n for n in names if self.sc.node(n).runs_node]
+        timeout = min(max(READY_TIMEOUT, READY_PER_NODE * len(mole)), self.remaining())
         _, errors = each(
             lambda n: self._wait_ready(n, timeout, since), mole, workers=8, name="mole-lab-ready"
         )

@@ -61,6 +61,7 @@ class NodeSpec:
     tmpfs: dict[str, str] = field(default_factory=dict)
     start: bool = True
     cap_net_admin: bool = True
+    cap_add: list[str] = field(default_factory=list)  # more capabilities (dense pods: SYS_ADMIN)
     # Overrides of the image's entrypoint/command (tests, placeholder processes). With
     # `command` set, the `serve ...` command line and `args` are not used.
     command: list[str] | None = None
