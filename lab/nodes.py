@@ -23,6 +23,7 @@ from lab.scenario import NodeDecl, Scenario, route_for
 from lab.tail import Event, EventTail, brief
 from lab.verbs import StepError
 from lab.waits import wait_until
+from node.addr import hostport
 
 READY_TIMEOUT = 30.0  # per start batch: container start -> its `listening` event
 # More nodes booting at once share the same cores (a node's start costs ~0.4 CPU-seconds:
@@ -133,7 +134,7 @@ class Nodes:
             # A shared network: Docker's DNS answers with the right address; else its IP.
             routed = route_for(self.sc.nodes, n.name, p) is not None
             host = self._ip_towards(p, n) if routed else p
-            args += ["--peer", f"{host}:{TCP_PORT}"]
+            args += ["--peer", hostport(host, TCP_PORT)]  # [v6]:port for an IPv6 address
         args += wan.expand_ips(n.args, self.handles)
         return NodeSpec(
             name=n.name,

@@ -286,6 +286,7 @@ class Scenario:
     source: str = "<string>"
     text: str = ""  # the YAML as written (copied into the artifacts)
     nodes_per_container: int = 1  # dense mode (lab.dense) when > 1
+    ipv6: bool = False  # every network also gets an IPv6 /64 (ULA) besides its IPv4 /24
 
     def node(self, name: str) -> NodeDecl:
         for n in self.nodes:

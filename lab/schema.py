@@ -31,7 +31,7 @@ from lab.timeline import check_cycles, parse_trigger
 
 TOP_KEYS = (
     "name", "description", "timeout", "networks", "nodes", "files", "steps", "expect",
-    "nodes_per_container",
+    "nodes_per_container", "ipv6",
 )  # fmt: skip
 # Verbs acting on a node's container: with several nodes in one, they would hit them all.
 DENSE_REFUSED_VERBS = frozenset({"kill", "stop", "start", "restart", "pause", "unpause"})
@@ -291,6 +291,9 @@ class Parser(Checks):
         if not isinstance(desc, str):
             raise self.fail("description", f"must be a string, not {type_name(desc)}")
         timeout = self.number(top.get("timeout", 60), "timeout", positive=True)
+        ipv6 = top.get("ipv6", False)
+        if not isinstance(ipv6, bool):
+            raise self.fail("ipv6", f"must be true or false, not {type_name(ipv6)}")
 
         topo = Topology(self.source)
         networks = topo.networks(top.get("networks", ["lan"]))
@@ -309,6 +312,7 @@ class Parser(Checks):
             description=desc.strip(),
             timeout=timeout,
             networks=networks,
+            ipv6=ipv6,
             nodes=nodes,
             files=files,
             steps=steps,

@@ -142,6 +142,30 @@ def test_beyond_the_lan_is_two_nat_sites_and_a_tracker() -> None:
     assert s.expect.discovery is not None and ("a", "c") in s.expect.discovery.not_see
 
 
+def test_ipv6_discovery_pins_ipv4_to_loopback_and_names_the_link() -> None:
+    s = load_scenario(next(p for p in SCENARIOS if p.stem == "ipv6-discovery"))
+    assert s.ipv6
+    for n in s.nodes:
+        args = list(n.args)
+        # IPv4 announces stay inside each container: only IPv6 multicast can find the others.
+        assert args[args.index("--broadcast") + 1] == "127.255.255.255"
+        assert args[args.index("--interface") + 1] == "eth0"
+    assert not load_scenario(next(p for p in SCENARIOS if p.stem == "two-node-push")).ipv6
+
+
+def test_lab_ipv6_addresses() -> None:
+    import ipaddress
+
+    from lab.cluster import ipv6_subnet
+    from lab.nodespec import link_local
+
+    assert link_local("02:42:ac:13:00:02") == "fe80::42:acff:fe13:2"
+    assert link_local("junk") == "" and link_local("02:42") == ""
+    net = ipv6_subnet(ipaddress.IPv4Network("10.213.175.0/24"))
+    assert net == "fd6d:6f6c:0ad5:af00::/64"
+    assert ipaddress.IPv6Network(net).is_private
+
+
 def test_multi_homed_hub_is_on_both_networks() -> None:
     s = load_scenario(next(p for p in SCENARIOS if p.stem == "multi-homed"))
     assert s.node("hub").networks == ("left", "right")
@@ -867,6 +891,7 @@ BAD = [
         "steps[0].after.progress",
         "only for event: transfer_progress",
     ),
+    ("ipv6 not a bool", "ipv6: yes please\nnodes: [{name: a}]\n", "ipv6", "true or false"),
     (
         "router as target",
         "networks: [x, y]\n"

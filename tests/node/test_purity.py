@@ -40,6 +40,7 @@ PURE = [
     "units",
     "termsafe",
     "dns",
+    "addr",
 ]
 FORBIDDEN_MODULES = {
     "socket",
