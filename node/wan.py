@@ -35,8 +35,6 @@ from typing import TYPE_CHECKING, Any, Final
 
 from node import dns, netif
 from node.compact import Addr
-from node.dht import DhtConfig, DhtNode, PeersFound
-from node.rendezvous import lookup_infohashes
 from node.statics import StaticPeers
 from node.wanio import Source, WanPing, WanStats, group_key, next_resolve, system_resolver
 from node.wantrackers import Trackers
@@ -44,6 +42,7 @@ from node.wantrackers import Trackers
 if TYPE_CHECKING:
     from node.config import Config
     from node.conn import Handler
+    from node.dht import DhtNode
     from node.discovery import Peer
     from node.loop import Loop
     from node.peers import Peers
@@ -126,6 +125,10 @@ class Wan:
         self.dns_udp = self.loop.open_udp("0.0.0.0", 0, self._dns_datagram, broadcast=False)
         self.trackers.start()
         if cfg.dht:
+            # Imported only when used: the DHT's tokens need hmac and secrets, which a node
+            # without --dht never loads (tests/node/test_idle_imports.py).
+            from node.dht import DhtConfig, DhtNode
+
             host, port = cfg.dht_bind
             self.dht_udp = self.loop.open_udp(
                 host, port, self._dht_datagram, broadcast=False, reuse_port=False
@@ -192,6 +195,10 @@ class Wan:
         """Recompute the rendezvous hashes (they rotate at UTC midnight): an announce schedule
         per tracker and hash, a DHT search per hash (announcing under today's only)."""
         self._next_cycle = now + min(self.interval, CYCLE)
+        if not self.keys or not (self.trackers or self.dht is not None):
+            return  # nothing to announce: rendezvous (and its hmac) is never loaded
+        from node.rendezvous import lookup_infohashes
+
         wall = self.wall()
         wanted: set[bytes] = set()
         today: set[bytes] = set()
@@ -238,6 +245,8 @@ class Wan:
             for name, addrs in results:
                 self._resolved(name, addrs, now)
         if self.dht is not None:
+            from node.dht import PeersFound
+
             for ev in self.dht.events():
                 if isinstance(ev, PeersFound):
                     self.stats.count("dht_peers", len(ev.peers))
