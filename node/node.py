@@ -44,6 +44,7 @@ from node.lan import Lan
 from node.loop import Loop
 from node.manager import TransferManager
 from node.messages import FileInfo
+from node.peerauth import PeerAuth
 from node.peers import Peers
 from node.policy import Policy, Refusal
 from node.pull import Pulls
@@ -343,8 +344,11 @@ class Node:
         if not self.manager.live_receive(t.peer, t.name):
             self.store.discard_partial(t.peer, t.name)
 
-    def incoming_refusal(self, peer: str, info: FileInfo, addr: str = "") -> Refusal | None:
-        """Accept policy, limits and free space, decided before any byte is sent."""
+    def incoming_refusal(
+        self, peer: str, info: FileInfo, addr: str = "", auth: PeerAuth | None = None
+    ) -> Refusal | None:
+        """Accept policy, limits and free space, decided before any byte is sent. `auth`: what
+        the pushing peer proved on its connection (None: a pull we started, from `peer`)."""
         need = info.size
         partial = self.store.partial_for(peer, info.name)
         if partial is not None and partial[1] == info.sha256:
@@ -356,6 +360,7 @@ class Node:
             need=need,
             free=self.store.free_space(),
             busy=False,
+            auth=auth,
         )
         if refusal is None and addr:
             why = self.slot_refusal(addr)

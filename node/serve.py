@@ -62,6 +62,10 @@ class ServerHandler(Receiving, Handler):
             self.conn.send(self.hello())
             self.greet_peer(msg)
         elif isinstance(msg, List):
+            refused = node.policy.read_refusal(self.conn.peer_id or "?", self.conn.peer_auth)
+            if refused is not None:
+                self.conn.fail(refused.code, refused.reason)  # `files` has no refusal form
+                return
             self.lists += 1
             if self.lists > MAX_LISTS_PER_CONN:
                 reason = f"more than {MAX_LISTS_PER_CONN} list requests on one connection"
@@ -94,7 +98,7 @@ class ServerHandler(Receiving, Handler):
         # deduplicated by content; it resumes a part of the same size and mtime (the digest
         # checks the whole file); nothing is placed before the digest.
         hashless = info.sha256 is None
-        refusal = node.incoming_refusal(peer, info, self.addr)
+        refusal = node.incoming_refusal(peer, info, self.addr, self.conn.peer_auth)
         if refusal is not None:
             self.conn.send(Reject(msg.id, refusal.code, refusal.reason))
             node.bus.publish(TransferRefused(msg.id, peer, info.name, refusal.code, refusal.reason))
@@ -203,6 +207,10 @@ class ServerHandler(Receiving, Handler):
     # -- a pull out of this node's share -------------------------------------------------------
     def _get(self, msg: Get) -> None:
         node = self.node
+        refused = node.policy.read_refusal(self.conn.peer_id or "?", self.conn.peer_auth)
+        if refused is not None:
+            self.conn.send(Reject(msg.id, refused.code, refused.reason))
+            return
         meta = node.find_shared(msg.name, msg.sha256)
         cold = wants_hashless(self.conn.session, msg)
         if meta is None and cold:
