@@ -86,6 +86,7 @@ class Run:
         self.ctx = RunContext(self.run_id, self.report, self)
         self.state: RunState | None = None
         self.logs: dict[str, str] = {}
+        self.service_logs: dict[str, str] = {}  # opentracker, libtorrent: kept as artifacts
         self.statuses: dict[str, str] = {}
         self.t_teardown = 0.0
 
@@ -152,11 +153,13 @@ class Run:
         timings["cluster"] = time.monotonic() - t
         self._check_kernel(cluster)
         t = time.monotonic()
+        routed = {net for n in sc.nodes if n.nat is not None for net in n.networks}
         for net in sc.networks:
-            if sc.ipv6:  # only then: fake clusters of the tests take a name alone
-                cluster.add_network(net, ipv6=True)
-            else:
-                cluster.add_network(net)
+            # Only the options a network needs: fake clusters of the tests take a name alone.
+            opts: dict[str, bool] = {"ipv6": True} if sc.ipv6 else {}
+            if net in routed:
+                opts["host_nat"] = False
+            cluster.add_network(net, **opts)
         timings["networks"] = time.monotonic() - t
         t = time.monotonic()
         paths, shas = {}, {}
@@ -281,6 +284,9 @@ class Run:
         if cluster is None or state is None or tail is None:
             return
         for n in list(state.nodes.handles):
+            if self.sc.node(n).service is not None:
+                with contextlib.suppress(Exception):
+                    self.service_logs[n] = str(cluster.logs(n))
             if self.sc.node(n).router:
                 continue
             try:
@@ -319,6 +325,8 @@ class Run:
             self.artifacts.mkdir(parents=True, exist_ok=True)
             r.artifacts = str(self.artifacts)
             (self.artifacts / "scenario.yaml").write_text(self.sc.text or "")
+            for n, text in self.service_logs.items():
+                (self.artifacts / f"{n}.log").write_text(text)
             for n, text in self.logs.items():
                 (self.artifacts / f"{n}.log").write_text(text)
                 with (self.artifacts / f"{n}.events.jsonl").open("w") as out:

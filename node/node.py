@@ -15,6 +15,7 @@ service, API                what a user may ask (node/service.py, node/api.py)
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import signal
 import ssl
@@ -57,6 +58,7 @@ from node.store import FileMeta, Store
 from node.timers import Timers
 from node.tlsproto import client_context, connect_tls, server_context
 from node.transfer import Transfer
+from node.wan import Wan
 
 PARTIAL_MAX_AGE = 7 * 86400.0
 # What binding `::` says on a host without IPv6 (Windows numbers its socket errors apart).
@@ -121,14 +123,24 @@ class Node:
             clock=self.loop.time,
             on_change=self._peer_event,
         )
+        # Static peers are dialled by node/wan.py (names resolved without blocking the loop).
         self.lan = Lan(
-            config,
+            dataclasses.replace(config, static_peers=()),
             self.loop,
             self.peers,
             node_id=self.node_id,
             tcp_port=lambda: self.tcp_port,
             ping=lambda host, port: self.connect(host, port, PingClient()),
         )
+        self.wan = Wan(
+            config,
+            self.loop,
+            self.peers,
+            tcp_port=lambda: self.tcp_port,
+            connect=self.connect,
+            wake=lambda: self.timers.update(self.wan),
+        )
+        self.peers.found_by = self.wan.source_of
         self.pushes = Pushes(self)
         self.pulls = Pulls(self)
         self.batches = Batches(self)
@@ -199,6 +211,7 @@ class Node:
         self.store.prune_partials(PARTIAL_MAX_AGE)
         self.manager.restore()
         self.lan.start()
+        self.wan.start()
         self.bus.publish(
             ev.Listening(
                 cfg.name,
@@ -209,7 +222,7 @@ class Node:
                 __version__,
             )
         )
-        for timed in (self.lan, self.peers, self.manager, self):
+        for timed in (self.lan, self.wan, self.peers, self.manager, self):
             self.timers.update(timed)
         # The web dashboard (node/web/, served by the API): where a person finds it.
         host = cfg.api_host
@@ -232,6 +245,7 @@ class Node:
 
     def shutdown(self) -> None:
         self.lan.stop()
+        self.wan.stop()
         self.manager.shutdown()
         self.store.flush()
         self.bus.publish(ev.Shutdown())
@@ -297,6 +311,8 @@ class Node:
                 self.autofetch.peer_seen(p.node)
         elif isinstance(event, PeerDown) and self._peer_lines.allow(self.loop.time()):
             self.bus.publish(ev.PeerDown(event.node, event.reason))
+        if isinstance(event, PeerDown):
+            self.wan.forget(event.node)
         if self._peer_lines.suppressed:
             self.timers.update(self)  # the summary line comes from handle_timer
         if isinstance(event, PeerUp):

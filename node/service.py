@@ -54,10 +54,20 @@ class Service:
                 "dropped": dict(n.drop_counts),
                 "uptime": round(time.time() - n.started, 3),
             },
+            "wan": n.wan.info(),
         }
 
     def peers(self) -> list[dict[str, Any]]:
         return self.node.peers.list_json()
+
+    def static_peers(self) -> list[dict[str, Any]]:
+        return self.node.wan.static_json()
+
+    def add_static_peer(self, text: str) -> dict[str, Any]:
+        return self.node.wan.add_static(text)
+
+    def remove_static_peer(self, text: str) -> None:
+        self.node.wan.remove_static(text)
 
     def files(self) -> list[dict[str, Any]]:
         metas = self.node.shared.files()
