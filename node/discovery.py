@@ -234,14 +234,17 @@ class PeerTable:
         return self._update(self._keep_family(peer, min(msg.interval, self.max_interval), now))
 
     def _keep_family(self, peer: Peer, interval: float, now: float) -> Peer:
-        """A peer heard over IPv4 broadcast and IPv6 multicast keeps the address of the family
-        it was heard on first, as long as that family keeps being heard (within 1.5 of its
-        intervals): its address does not flap with every announce. Docs: protocol.md 1.5."""
+        """A peer heard over IPv4 broadcast and IPv6 multicast is reached at its IPv4 address
+        while that family keeps being heard (within 1.5 of its intervals); the IPv6 address
+        (often link-local) is used only while IPv4 is quiet. A fixed preference, not "first
+        heard", so the address neither flaps with every announce nor depends on which datagram
+        won a race at start-up. Docs: protocol.md 1.5."""
         old = self._peers.get(peer.node)
         if (
             old is not None
             and not old.static
-            and family(old.addr) != family(peer.addr)
+            and family(old.addr) == 4
+            and family(peer.addr) == 6
             and now - self._addr_heard.get(peer.node, -math.inf) <= 1.5 * interval
         ):
             return replace(peer, addr=old.addr)
