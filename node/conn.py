@@ -76,7 +76,7 @@ class Handler:
             n.node_id,
             n.config.name,
             n.tcp_port,
-            tuple(n.config.groups),
+            (),  # group names are never sent in clear: members prove a group (node/groups.py)
             FEATURES,
         )
 

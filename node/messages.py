@@ -41,7 +41,7 @@ def is_hex(value: object, length: int) -> bool:
 
 
 def is_node_id(value: object) -> bool:
-    return is_hex(value, 32)
+    return is_hex(value, 64)
 
 
 def is_sha256(value: object) -> bool:
@@ -219,7 +219,7 @@ class Hello:
             )
         return Hello(
             proto=proto,
-            node=f.hex_("node", 32),
+            node=f.hex_("node", 64),
             name=f.str_("name", MAX_NODE_NAME, empty=True),
             port=f.int_("port", 0, 65535),
             groups=f.str_list("groups", MAX_GROUPS, MAX_GROUP),

@@ -15,11 +15,9 @@ service, API                what a user may ask (node/service.py, node/api.py)
 
 from __future__ import annotations
 
-import os
 import signal
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 from node import __version__
@@ -31,11 +29,13 @@ from node.autofetch import AutoFetch
 from node.config import Config
 from node.conn import Conn, Handler
 from node.discovery import PeerDown, PeerEvent, PeerUp
-from node.errors import ErrorCode, LocalCode
+from node.errors import ConfigError, ErrorCode, LocalCode
 from node.events import EventBus, EventLog
 from node.framing import encode_header
 from node.gate import Gate
+from node.groups import Groups
 from node.hashqueue import HashQueue
+from node.identity import IdentityError, load_or_create
 from node.journal import Journal
 from node.lan import Lan
 from node.loop import Loop
@@ -63,22 +63,6 @@ PEER_LINES_PER_S = 64.0  # peer_up/peer_down lines per second during a flood ...
 PEER_LINES_BURST = 512  # ... after a burst that a 100-node lab's start fits in
 
 
-def load_node_id(state: Path) -> str:
-    """The node id is random once, then stable: peers recognise a restarted node."""
-    path = state / "node_id"
-    try:
-        text = path.read_text().strip()
-        if len(text) == 32 and all(c in "0123456789abcdef" for c in text):
-            return text
-    except FileNotFoundError:
-        pass
-    node_id = os.urandom(16).hex()  # secrets.token_hex, minus the hmac/OpenSSL import
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(node_id + "\n")
-    os.replace(tmp, path)
-    return node_id
-
-
 class Node:
     """A mole node: discovery, transfers, API, events."""
 
@@ -86,7 +70,14 @@ class Node:
         self.config = config
         for d in (config.share, config.inbox, config.state):
             d.mkdir(parents=True, exist_ok=True)
-        self.node_id = load_node_id(config.state)
+        # The node id is the SHA-256 of the certificate (made at the first start): a peer
+        # checks it against the certificate TLS shows, so nobody else can answer for it.
+        try:
+            self.identity = load_or_create(config.state)
+        except IdentityError as exc:
+            raise ConfigError(str(exc)) from None
+        self.node_id = self.identity.node_id
+        self.groups = Groups(config.groups)
         self.loop = loop or Loop()
         self.bus: EventBus = events or EventLog(self.node_id)
         self.timers = Timers(self.loop)
@@ -109,12 +100,15 @@ class Node:
             missed=config.missed_announcements,
             clock=self.loop.time,
             on_change=self._peer_event,
+            membership=self.groups.announce_membership,
+            admit=self._admit,
         )
         self.lan = Lan(
             config,
             self.loop,
             self.peers,
-            node_id=self.node_id,
+            identity=self.identity,
+            groups=self.groups,
             tcp_port=lambda: self.tcp_port,
             ping=lambda host, port: self.connect(host, port, PingClient()),
         )
@@ -179,7 +173,7 @@ class Node:
                 self.tcp_port,
                 f"http://{cfg.api_host}:{self.api_port}",
                 cfg.discovery_port if cfg.discovery else None,
-                list(cfg.groups),
+                list(self.groups.names),
                 __version__,
             )
         )
@@ -254,6 +248,10 @@ class Node:
                 self.autofetch.peer_seen(p.node)
 
     # -- peers -------------------------------------------------------------------------------------
+    def _admit(self, node_id: str, groups: tuple[str, ...]) -> bool:
+        """--group-only: only members of one of our groups (or trusted peers) are listed."""
+        return not self.config.group_only or bool(groups)
+
     def _peer_event(self, event: PeerEvent) -> None:
         if isinstance(event, PeerUp):
             p = event.peer

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from node.discovery import Peer, PeerDown, PeerEvent, PeerTable, PeerUp
+from node.discovery import Admit, Membership, Peer, PeerDown, PeerEvent, PeerTable, PeerUp
 from node.errors import LocalCode, NotFound
 from node.messages import Hello
 
@@ -29,8 +29,15 @@ class Peers:
         missed: int,
         clock: Callable[[], float],
         on_change: PeerListener,
+        membership: Membership | None = None,
+        admit: Admit | None = None,
     ) -> None:
-        self.table = PeerTable(self_id, missed=missed)
+        extra: dict[str, Any] = {}
+        if membership is not None:
+            extra["membership"] = membership
+        if admit is not None:
+            extra["admit"] = admit
+        self.table = PeerTable(self_id, missed=missed, **extra)
         self.self_id = self_id
         self._clock = clock
         self._on_change = on_change
@@ -48,9 +55,7 @@ class Peers:
         if hello.node == self.self_id or not hello.port:
             return  # port 0: it accepts no connections, so it is no peer to dial
         now = self._clock()
-        events = self.table.add_static(
-            hello.node, hello.name, addr, hello.port, tuple(hello.groups), now
-        )
+        events = self.table.add_static(hello.node, hello.name, addr, hello.port, (), now)
         for ev in events:
             self._on_change(ev)
 

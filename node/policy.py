@@ -42,8 +42,6 @@ class Policy:
         cfg = self.config
         if cfg.accept == "none":
             return Refusal(ErrorCode.POLICY, "this node accepts no pushes")
-        if cfg.accept == "ids" and peer not in cfg.accept_from:
-            return Refusal(ErrorCode.POLICY, f"node {peer} is not allowed to push here")
         if cfg.max_size is not None and size > cfg.max_size:
             return Refusal(ErrorCode.TOO_LARGE, f"{size} bytes exceeds the limit of {cfg.max_size}")
         if need > free:

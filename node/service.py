@@ -42,7 +42,8 @@ class Service:
             "version": __version__,
             "tcp_port": n.tcp_port,
             "discovery_port": n.config.discovery_port,
-            "groups": list(n.config.groups),
+            "groups": list(n.groups.names),
+            "group_tags": n.groups.public_json(),
             "share": str(n.config.share),
             "inbox": str(n.config.inbox),
             "stats": {

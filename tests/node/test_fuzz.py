@@ -16,9 +16,10 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from node import discovery
+from node import discovery, ed25519
 from node.errors import LocalProtocolError, RemoteProtocolError
 from node.framing import EOF, NEED_DATA, BodyChunk, FrameDecoder, Header, encode_header
+from node.identity import Identity
 from node.messages import Message, parse_message
 from node.session import TRANSITIONS, Closed, DataChunk, Role, Session, State
 from tests.node.test_session import session_in
@@ -31,7 +32,7 @@ FUZZ = settings(
 )
 
 SHA = "ab" * 32
-NODE = "c" * 32
+NODE = "c" * 64
 WIRE_TYPES = [
     "hello", "list", "files", "offer", "accept", "get", "file", "data", "digest", "verdict",
     "reject", "error", "bogus",
@@ -242,7 +243,7 @@ def test_parse_message_structured(seed: int) -> None:
 @FUZZ
 @given(st.binary(max_size=1500))
 def test_discovery_random_bytes(data: bytes) -> None:
-    table = discovery.PeerTable("0" * 32)
+    table = discovery.PeerTable("0" * 64)
     try:
         discovery.decode(data)
     except RemoteProtocolError as exc:
@@ -251,20 +252,23 @@ def test_discovery_random_bytes(data: bytes) -> None:
     assert len(events) <= 1 and sum(table.counters.values()) == 1
 
 
-DATAGRAM_KEYS = ["mole", "type", "node", "name", "port", "groups", "seq", "interval"]
-DATAGRAM_VALUES: list[Any] = [1, 2, "announce", "goodbye", NODE, "n", 47101, 0, ["g"], 0.5, -1]
+FUZZ_ID = Identity.from_seed(b"\x05" * 32)
+DNODE = FUZZ_ID.node_id
+CERT = discovery._b64(FUZZ_ID.cert_der)
+DATAGRAM_KEYS = ["mole", "type", "node", "cert", "name", "port", "groups", "counter", "interval"]
+DATAGRAM_VALUES: list[Any] = [1, 2, "announce", "goodbye", DNODE, CERT, "n", 47101, 0, [], 0.5, -1]
 
 
 def datagram(rng: random.Random) -> dict[str, Any]:
-    obj: dict[str, Any] = {"mole": 1, "type": rng.choice(["announce", "goodbye", "x"])}
-    obj.update(node=NODE, name="n", port=47101, groups=["g"], seq=1, interval=0.5)
+    obj: dict[str, Any] = {"mole": 2, "type": rng.choice(["announce", "goodbye", "x"])}
+    obj.update(node=DNODE, cert=CERT, name="n", port=47101, groups=[], counter=1, interval=0.5)
     for key in rng.sample(DATAGRAM_KEYS, rng.randint(0, 4)):
         if rng.random() < 0.3:
             del obj[key]
         else:
             obj[key] = rng.choice(DATAGRAM_VALUES) if rng.random() < 0.7 else leaf(rng)
     if rng.random() < 0.3:
-        obj["node"] = rng.choice(["a" * 32, "b" * 32, "0" * 32])
+        obj["node"] = rng.choice(["a" * 64, "b" * 64, "0" * 64])
     return obj
 
 
@@ -273,9 +277,10 @@ def datagram(rng: random.Random) -> dict[str, Any]:
 def test_discovery_structured(seed: int, now: float) -> None:
     rng = random.Random(seed)
     objs = [datagram(rng) for _ in range(rng.randint(1, 6))]
-    table = discovery.PeerTable("0" * 32)
+    table = discovery.PeerTable("0" * 64)
     for obj in objs:
-        data = json.dumps(obj, ensure_ascii=rng.random() < 0.5).encode()
+        body = json.dumps(obj, ensure_ascii=rng.random() < 0.5).encode()
+        data = body + ed25519.sign(FUZZ_ID.seed, discovery.signed_bytes(body))
         for ev in table.observe(data, "127.0.0.9", now):
             assert isinstance(ev, discovery.PeerUp | discovery.PeerDown)
     assert sum(table.counters.values()) == len(objs)

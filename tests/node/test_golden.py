@@ -15,6 +15,7 @@ import pytest
 
 from node import discovery
 from node.framing import NEED_DATA, BodyChunk, FrameDecoder, Header, encode_header
+from node.identity import Identity
 from node.messages import (
     Accept,
     Data,
@@ -37,7 +38,10 @@ from node.session import TRANSITIONS, Role, State
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "protocol.md"
 
-NODE = "4f1c0a6e9d2b47a8b3e5c7d9f1a2b3c4"
+# The example node's identity: a fixed seed, so its certificate, id and signatures are fixed
+# (Ed25519 signatures are deterministic).
+ALPHA = Identity.from_seed(bytes(range(32)))
+NODE = ALPHA.node_id
 SHA = "e18ebaabb9f2fba0f9acbcf84e1e8bfdaa041eb52c186612c7d900d94378abf5"  # sha256(b"mole")
 TID = "7d3f9a1c5e2b4d60"
 INFO = FileInfo("report.pdf", 1048576, SHA, 1700000000.5, "application/pdf")
@@ -56,14 +60,16 @@ GOLDEN: dict[str, Message | discovery.Datagram] = {
     "verdict": Verdict(TID, True, SHA, "report.pdf"),
     "reject": Reject(TID, "no_space", "need 1048576 bytes, 4096 free"),
     "error": Error("version_mismatch", "peer speaks protocol 2, this node speaks 1"),
-    "announce": discovery.Announce(NODE, "alpha", 47101, ("lab",), 42, 2.0),
-    "goodbye": discovery.Goodbye(NODE, 43),
+    "announce": discovery.Announce(
+        NODE, ALPHA.cert_der, "alpha", 47101, (bytes(range(16)),), 1764770400000042, 2.0
+    ),
+    "goodbye": discovery.Goodbye(NODE, 1764770400000043),
 }
 
 
 def encode(obj: Message | discovery.Datagram) -> bytes:
     if isinstance(obj, discovery.Announce | discovery.Goodbye):
-        return discovery.encode(obj)
+        return discovery.encode(obj, ALPHA.seed)
     return encode_message(obj)
 
 
@@ -137,7 +143,10 @@ def test_golden_frame_decodes_the_same_at_every_split(name: str) -> None:
 
 @pytest.mark.parametrize("name", ["announce", "goodbye"])
 def test_golden_datagrams_decode(name: str) -> None:
-    assert discovery.decode(BLOCKS[name]) == GOLDEN[name]
+    msg, body, sig = discovery.decode(BLOCKS[name])
+    assert msg == GOLDEN[name]
+    # what the document says the signature covers
+    assert discovery.ed25519.verify(ALPHA.public, b"mole/2 discovery\x00" + body, sig)
 
 
 # -- the state table --------------------------------------------------------------------------

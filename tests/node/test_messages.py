@@ -33,8 +33,8 @@ SHA = "0123456789abcdef" * 4
 INFO = FileInfo("dir/ünï.txt", 1234, SHA, 1700000000.25, "text/plain")
 UNHASHED = FileInfo("dir/ünï.txt", 1234, None, 1700000000.25, "text/plain")
 EXAMPLES: list[Message] = [
-    Hello(1, "f" * 32, "alpha", 47101, ("lab", "x"), ("resume",)),
-    Hello(1, "0" * 32, "", 0),
+    Hello(1, "f" * 64, "alpha", 47101, ("lab", "x"), ("resume",)),
+    Hello(1, "0" * 64, "", 0),
     List(),
     Files((INFO, FileInfo("b", 0, SHA, 0.0, ""))),
     Files(()),

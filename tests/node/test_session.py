@@ -34,8 +34,8 @@ OTHER_SHA = "cd" * 32
 INFO = FileInfo("f.txt", 10, SHA, 1700000000.5, "text/plain")
 UNHASHED = FileInfo("f.txt", 10, None, 1700000000.5, "text/plain")  # a hash-less offer's
 HELLO = {
-    C: Hello(1, "a" * 32, "client", 47101, ("lab",), ("resume", "digest")),
-    S: Hello(1, "b" * 32, "server", 47101, (), ("resume", "digest")),
+    C: Hello(1, "a" * 64, "client", 47101, ("lab",), ("resume", "digest")),
+    S: Hello(1, "b" * 64, "server", 47101, (), ("resume", "digest")),
 }
 
 
@@ -359,12 +359,12 @@ def test_eof_inside_data_counts_bytes() -> None:
 
 def test_version_mismatch() -> None:
     s = Session(S)
-    s.receive_data(encode_header({"type": "hello", "proto": 2, "node": "a" * 32}))
+    s.receive_data(encode_header({"type": "hello", "proto": 2, "node": "a" * 64}))
     with pytest.raises(RemoteProtocolError) as err:
         s.next_event()
     assert err.value.code is ErrorCode.VERSION_MISMATCH
     with pytest.raises(LocalProtocolError):
-        Session(C).send(Hello(2, "a" * 32, "x", 1))
+        Session(C).send(Hello(2, "a" * 64, "x", 1))
 
 
 @pytest.mark.parametrize(
@@ -425,7 +425,7 @@ def test_after_a_remote_error_we_may_still_report_it() -> None:
 def test_their_hello() -> None:
     c, s = pair_in(State.IDLE)
     assert s.their_hello == HELLO[C] and c.their_hello == HELLO[S]
-    assert s.peer_node == "a" * 32 and c.our_hello == HELLO[C]
+    assert s.peer_node == "a" * 64 and c.our_hello == HELLO[C]
 
 
 def test_invalid_own_message_is_local_error() -> None:
