@@ -54,6 +54,7 @@ TRANSFER_ERRORS = {
     "file_missing": "file missing: {name}",
     "cancelled": "cancelled: {name}",
     "policy": "refused by {peer}: {name} ({reason})",
+    "not_authorized": "not authorized by {peer}: {name} ({reason})",
     "too_large": "too large for {peer}: {name} ({reason})",
     "no_space": "no space left: {name} ({reason})",
     "unreachable": "peer unreachable: {peer} ({reason})",

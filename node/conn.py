@@ -19,6 +19,7 @@ from node import PROTOCOL_VERSION
 from node.errors import ErrorCode, LocalCode, LocalProtocolError, RemoteProtocolError
 from node.loop import Transport
 from node.messages import Error, Hello, Message, encode_message
+from node.peerauth import PeerAuth
 from node.session import NEED_DATA, Closed, DataChunk, Role, Session, State
 
 if TYPE_CHECKING:
@@ -124,6 +125,9 @@ class Conn:
         now = node.loop.time()
         self.last_activity = now
         self.peer_id: str | None = None
+        # What the peer proved (TLS certificate + in-band proof + group proofs); None until it
+        # did, and then every policy treats it as a stranger (node/policy.py).
+        self.peer_auth: PeerAuth | None = None
         self.rx_bytes = 0
         # Last time the peer got something done (a whole message, stream bytes): trickled
         # bytes move last_activity, not this. Eviction picks the smallest.

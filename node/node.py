@@ -41,6 +41,7 @@ from node.lan import Lan
 from node.loop import Loop
 from node.manager import TransferManager
 from node.messages import FileInfo
+from node.peerauth import PeerAuth
 from node.peers import Peers
 from node.policy import Policy, Refusal
 from node.pull import Pulls
@@ -52,6 +53,7 @@ from node.session import Role
 from node.store import FileMeta, Store
 from node.timers import Timers
 from node.transfer import Transfer
+from node.truststore import TrustStore
 
 PARTIAL_MAX_AGE = 7 * 86400.0
 RESCAN_EVERY = 5.0
@@ -94,7 +96,8 @@ class Node:
             rescan_min_interval=RESCAN_MIN_GAP,
         )
         self.store.index.publish_interval = PUBLISH_EVERY
-        self.policy = Policy(config)
+        self.trust = TrustStore(config.state)
+        self.policy = Policy(config, self.trust)
         self.peers = Peers(
             self.node_id,
             missed=config.missed_announcements,
@@ -302,19 +305,29 @@ class Node:
         if not self.manager.live_receive(t.peer, t.name):
             self.store.discard_partial(t.peer, t.name)
 
-    def incoming_refusal(self, peer: str, info: FileInfo, addr: str = "") -> Refusal | None:
-        """Accept policy, limits and free space, decided before any byte is sent."""
+    def incoming_refusal(
+        self,
+        peer: str,
+        info: FileInfo,
+        addr: str = "",
+        *,
+        auth: PeerAuth | None = None,
+        asked: bool = False,
+    ) -> Refusal | None:
+        """Accept policy (on what the connection proved: `auth`; `asked`: our own pull),
+        limits and free space, decided before any byte is sent."""
         need = info.size
         partial = self.store.partial_for(peer, info.name)
         if partial is not None and partial[1] == info.sha256:
             need -= partial[0]  # a resume only needs room for the rest
         refusal = self.policy.push_refusal(
-            peer,
+            auth,
             info.name,
             info.size,
             need=need,
             free=self.store.free_space(),
             busy=False,
+            asked=asked,
         )
         if refusal is None and addr:
             why = self.slot_refusal(addr)

@@ -57,6 +57,8 @@ class ServerHandler(Receiving, Handler):
             self.conn.send(self.hello())
             self.greet_peer(msg)
         elif isinstance(msg, List):
+            if self._read_refused():
+                return
             self.lists += 1
             if self.lists > MAX_LISTS_PER_CONN:
                 reason = f"more than {MAX_LISTS_PER_CONN} list requests on one connection"
@@ -74,6 +76,15 @@ class ServerHandler(Receiving, Handler):
         else:
             super().on_message(msg)
 
+    def _read_refused(self) -> bool:
+        """--share-to: a peer not allowed to read gets `not_authorized` and the connection ends
+        (a listing has no id to reject)."""
+        refusal = self.node.policy.read_refusal(self.conn.peer_auth)
+        if refusal is None:
+            return False
+        self.conn.fail(refusal.code, refusal.reason)
+        return True
+
     # -- a push into this node -----------------------------------------------------------------
     def _offer(self, msg: Offer) -> None:
         node = self.node
@@ -89,7 +100,7 @@ class ServerHandler(Receiving, Handler):
         # deduplicated by content; it resumes a part of the same size and mtime (the digest
         # checks the whole file); nothing is placed before the digest.
         hashless = info.sha256 is None
-        refusal = node.incoming_refusal(peer, info, self.addr)
+        refusal = node.incoming_refusal(peer, info, self.addr, auth=self.conn.peer_auth)
         if refusal is not None:
             self.conn.send(Reject(msg.id, refusal.code, refusal.reason))
             node.bus.publish(TransferRefused(msg.id, peer, info.name, refusal.code, refusal.reason))
@@ -198,6 +209,10 @@ class ServerHandler(Receiving, Handler):
     # -- a pull out of this node's share -------------------------------------------------------
     def _get(self, msg: Get) -> None:
         node = self.node
+        refusal = node.policy.read_refusal(self.conn.peer_auth)
+        if refusal is not None:
+            self.conn.send(Reject(msg.id, refusal.code, refusal.reason))
+            return
         meta = node.find_shared(msg.name, msg.sha256)
         if meta is None:
             what = msg.name or msg.sha256
