@@ -51,7 +51,7 @@ class Policy:
             return "unverified"
         if peer.node_id in self.trusted:
             return "trusted"
-        if peer.groups:
+        if peer.groups & {g.name for g in self.config.groups}:  # only our groups count
             return "member"
         return "stranger"
 
