@@ -445,6 +445,51 @@ class Error:
         return Error(code=f.str_("code", MAX_CODE), reason=f.text("reason"))
 
 
+@dataclass(frozen=True, slots=True)
+class PairCommit:
+    """Pairing, step 1 (client): a commitment to its nonce (node/pairing.py)."""
+
+    TYPE: ClassVar[str] = "pair_commit"
+    commit: str  # 64 hex: SHA-256 of the context, the client's id and its nonce
+
+    def to_header(self) -> dict[str, Any]:
+        return {"type": self.TYPE, "commit": self.commit}
+
+    @staticmethod
+    def parse(f: _Fields) -> PairCommit:
+        return PairCommit(commit=f.hex_("commit", 64))
+
+
+@dataclass(frozen=True, slots=True)
+class PairReveal:
+    """Pairing, steps 2 (server: its nonce) and 3 (client: the nonce it committed to)."""
+
+    TYPE: ClassVar[str] = "pair_reveal"
+    nonce: str  # 64 hex (32 random bytes)
+
+    def to_header(self) -> dict[str, Any]:
+        return {"type": self.TYPE, "nonce": self.nonce}
+
+    @staticmethod
+    def parse(f: _Fields) -> PairReveal:
+        return PairReveal(nonce=f.hex_("nonce", 64))
+
+
+@dataclass(frozen=True, slots=True)
+class PairConfirm:
+    """Pairing, step 4 (each side, once its user compared the codes): yes or no."""
+
+    TYPE: ClassVar[str] = "pair_confirm"
+    ok: bool
+
+    def to_header(self) -> dict[str, Any]:
+        return {"type": self.TYPE, "ok": self.ok}
+
+    @staticmethod
+    def parse(f: _Fields) -> PairConfirm:
+        return PairConfirm(ok=f.bool_("ok"))
+
+
 Message = (
     Hello
     | List
@@ -458,6 +503,9 @@ Message = (
     | Verdict
     | Reject
     | Error
+    | PairCommit
+    | PairReveal
+    | PairConfirm
 )
 
 MESSAGE_TYPES: Final[tuple[type[Message], ...]] = (
@@ -473,6 +521,9 @@ MESSAGE_TYPES: Final[tuple[type[Message], ...]] = (
     Verdict,
     Reject,
     Error,
+    PairCommit,
+    PairReveal,
+    PairConfirm,
 )
 BY_WIRE_TYPE: Final[dict[str, type[Message]]] = {cls.TYPE: cls for cls in MESSAGE_TYPES}
 # Messages whose header announces a body (others must carry "body": 0 or none).

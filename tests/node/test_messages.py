@@ -22,6 +22,9 @@ from node.messages import (
     List,
     Message,
     Offer,
+    PairCommit,
+    PairConfirm,
+    PairReveal,
     Reject,
     Verdict,
     encode_message,
@@ -54,6 +57,9 @@ EXAMPLES: list[Message] = [
     Verdict("t1", True, SHA, "a.bin", skipped=True),
     Reject("t1", "policy", "not in my groups"),
     Error("bad_frame", "header length 1 is too short"),
+    PairCommit("ab" * 32),
+    PairReveal("cd" * 32),
+    PairConfirm(False),
 ]
 
 
@@ -78,7 +84,7 @@ def test_every_type_has_an_example() -> None:
 def test_wire_types() -> None:
     assert [t.TYPE for t in MESSAGE_TYPES] == [
         "hello", "list", "files", "offer", "accept", "get", "file", "data", "digest", "verdict",
-        "reject", "error",
+        "reject", "error", "pair_commit", "pair_reveal", "pair_confirm",
     ]  # fmt: skip
 
 

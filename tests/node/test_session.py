@@ -22,6 +22,9 @@ from node.messages import (
     List,
     Message,
     Offer,
+    PairCommit,
+    PairConfirm,
+    PairReveal,
     Reject,
     Verdict,
     encode_message,
@@ -116,6 +119,9 @@ def sample(msg_type: type[Message], state: State) -> Message:
         Verdict: Verdict("t1", True, SHA, "f.txt"),
         Reject: Reject("t1", "policy", "not wanted"),
         Error: Error("internal", "giving up"),
+        PairCommit: PairCommit("a" * 64),
+        PairReveal: PairReveal("b" * 64),
+        PairConfirm: PairConfirm(True),
     }
     return samples.get(msg_type) or HELLO[C if state is State.START else S]
 
