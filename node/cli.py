@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 from urllib.parse import quote
 
+from node import clitrust
 from node.termsafe import safe_json, safe_text
 from node.units import format_size
 
@@ -868,6 +869,7 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     client_cmd("peers", cmd_peers, "list the peers this node knows")
+    clitrust.add_commands(client_cmd)
     ls = client_cmd("ls", cmd_ls, "list own shared files, or a peer's")
     ls.add_argument("peer", nargs="?", metavar="PEER")
     send = client_cmd("send", cmd_send, "push files to a peer")
