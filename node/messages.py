@@ -446,6 +446,23 @@ class Error:
 
 
 @dataclass(frozen=True, slots=True)
+class Pending:
+    """The server's answer to an offer a person must decide on (`--accept prompt`): wait.
+    Repeated as a keepalive until `accept` or `reject` follows."""
+
+    TYPE: ClassVar[str] = "pending"
+    id: str
+    timeout: float  # seconds the server waits for its user at most (from the first pending)
+
+    def to_header(self) -> dict[str, Any]:
+        return {"type": self.TYPE, "id": self.id, "timeout": self.timeout}
+
+    @staticmethod
+    def parse(f: _Fields) -> Pending:
+        return Pending(id=f.str_("id", MAX_ID), timeout=f.number("timeout"))
+
+
+@dataclass(frozen=True, slots=True)
 class PairCommit:
     """Pairing, step 1 (client): a commitment to its nonce (node/pairing.py)."""
 
@@ -503,6 +520,7 @@ Message = (
     | Verdict
     | Reject
     | Error
+    | Pending
     | PairCommit
     | PairReveal
     | PairConfirm
@@ -521,6 +539,7 @@ MESSAGE_TYPES: Final[tuple[type[Message], ...]] = (
     Verdict,
     Reject,
     Error,
+    Pending,
     PairCommit,
     PairReveal,
     PairConfirm,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from node.conn import Handler
 from node.errors import ErrorCode, LocalCode, StoreError
-from node.events import TransferRefused
+from node.events import OfferPending, TransferRefused
 from node.messages import (
     Accept,
     Digest,
@@ -16,15 +16,19 @@ from node.messages import (
     List,
     Message,
     Offer,
+    Pending,
     Reject,
     Verdict,
 )
 from node.names import check_name
+from node.policy import PROMPT
 from node.push import info_of
 from node.receive import Receiving
 from node.sender import FileSender
 from node.store import FileMeta, HashJob
 from node.transfer import TEvent, Transfer, keeps_part
+
+PENDING_KEEPALIVE = 10.0  # s between `pending` frames while a person decides (< idle timeouts)
 
 # A receiver waits for a hash-less push's digest at most the idle timeout plus this much per
 # byte: the sender hashed while it streamed, and any machine hashes faster than 10 MiB/s.
@@ -42,6 +46,9 @@ class ServerHandler(Receiving, Handler):
         self.transfer: Transfer | None = None
         self.sender: FileSender | None = None
         self.lists = 0
+        self.waiting: str | None = None  # the pending offer (--accept prompt) we wait on
+        self.waiting_wire = ""
+        self._keepalive_at = 0.0
 
     def busy(self) -> bool:
         return self.transfer is not None or self.incoming is not None
@@ -96,15 +103,76 @@ class ServerHandler(Receiving, Handler):
         )  # fmt: skip
         t.sha256 = info.sha256
         t.addr = self.addr
+        auth = self.conn.peer_auth
+        refusal = node.incoming_refusal(peer, info, self.addr, auth=auth)
+        if refusal is not None:
+            self._refuse(msg, peer, refusal.code, refusal.reason)
+            return
+        if node.policy.authorization(auth) == PROMPT:
+            self._ask(msg, t, peer)
+            return
+        self._take(msg, t, peer)
+
+    def _refuse(self, msg: Offer, peer: str, code: str, reason: str) -> None:
+        self.conn.send(Reject(msg.id, code, reason))
+        self.node.bus.publish(TransferRefused(msg.id, peer, msg.info.name, code, reason))
+
+    def _ask(self, msg: Offer, t: Transfer, peer: str) -> None:
+        """--accept prompt: the offer waits for a person (GET /api/offers, `mole accept`); the
+        sender is told to wait (`pending`, repeated as a keepalive) and then gets the verdict.
+        Nothing is opened in the inbox before a yes."""
+        node = self.node
+        book = node.service.trust.offers
+        files = [{"name": msg.info.name, "size": msg.info.size, "sha256": msg.info.sha256}]
+
+        def decided(ok: bool, why: str) -> None:
+            self.waiting = None
+            if self.conn.closed:
+                return
+            if not ok:
+                self._refuse(msg, peer, ErrorCode.NOT_AUTHORIZED, why)
+                return
+            # Limits again: the inbox may have filled while the person thought.
+            refusal = node.incoming_refusal(peer, msg.info, self.addr, asked=True)
+            if refusal is not None:
+                self._refuse(msg, peer, refusal.code, refusal.reason)
+            else:
+                self._take(msg, t, peer)
+            node.timers.update(self.conn)
+
+        now = node.loop.time()
+        pending = book.add(peer, node.peers.name_of(peer), files, now, decided)
+        if pending is None:
+            self._refuse(msg, peer, ErrorCode.BUSY, "too many offers wait for a decision here")
+            return
+        self.waiting, self.waiting_wire = pending.id, msg.id
+        self._keepalive_at = now + PENDING_KEEPALIVE
+        self.conn.send(Pending(msg.id, book.timeout))
+        node.bus.publish(OfferPending(pending.id, msg.id, peer, pending.peer_name, files))
+
+    def get_timer(self) -> float | None:
+        if self.waiting is None:
+            return None
+        deadline = self.node.service.trust.offers.next_deadline()
+        return self._keepalive_at if deadline is None else min(self._keepalive_at, deadline)
+
+    def handle_timer(self, now: float) -> None:
+        if self.waiting is None:
+            return
+        self.node.service.trust.offers.expire(now)  # may decide (no) and clear `waiting`
+        if self.waiting is not None and now >= self._keepalive_at:
+            self._keepalive_at = now + PENDING_KEEPALIVE
+            book = self.node.service.trust.offers
+            self.conn.send(Pending(self.waiting_wire, book.timeout))
+            self.conn.last_activity = now  # waiting on our user, not on an idle peer
+
+    def _take(self, msg: Offer, t: Transfer, peer: str) -> None:
+        node = self.node
+        info = msg.info
         # Hash-less ("digest" feature): the sha256 follows the stream. Such an offer cannot be
         # deduplicated by content; it resumes a part of the same size and mtime (the digest
         # checks the whole file); nothing is placed before the digest.
         hashless = info.sha256 is None
-        refusal = node.incoming_refusal(peer, info, self.addr, auth=self.conn.peer_auth)
-        if refusal is not None:
-            self.conn.send(Reject(msg.id, refusal.code, refusal.reason))
-            node.bus.publish(TransferRefused(msg.id, peer, info.name, refusal.code, refusal.reason))
-            return
         placed = None if hashless else self._place_held(info)
         if placed is not None:
             assert info.sha256 is not None
@@ -305,6 +373,9 @@ class ServerHandler(Receiving, Handler):
         self._stop(LocalCode.CONNECTION_LOST, reason)
 
     def _stop(self, code: str, reason: str) -> None:
+        if self.waiting is not None:  # the sender went away: nothing left to decide
+            self.node.service.trust.offers.withdraw(self.waiting)
+            self.waiting = None
         if self.sender is not None:
             self.account()
             self.sender.stop()

@@ -65,6 +65,7 @@ from node.messages import (
     List,
     Message,
     Offer,
+    Pending,
     Reject,
     Verdict,
     encode_message,
@@ -120,6 +121,7 @@ _FLOW: dict[tuple[State, type[Message], Role], State] = {
     (State.OFFERED, Accept, _S): State.PUSH_STREAM,
     (State.OFFERED, Reject, _S): State.IDLE,
     (State.OFFERED, Verdict, _S): State.IDLE,  # content already present: skipped
+    (State.OFFERED, Pending, _S): State.OFFERED,  # a person decides (--accept prompt): wait
     (State.PUSH_STREAM, Data, _C): State.PUSH_STREAM,
     (State.PUSH_DIGEST, Data, _C): State.PUSH_DIGEST,  # empty data frame only
     (State.PUSH_DIGEST, Digest, _C): State.PUSH_VERDICT,

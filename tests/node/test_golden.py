@@ -29,6 +29,7 @@ from node.messages import (
     List,
     Message,
     Offer,
+    Pending,
     Reject,
     Verdict,
     encode_message,
@@ -158,7 +159,7 @@ def doc_transitions() -> dict[tuple[State, type[Message], Role], State]:
     text = DOC.read_text(encoding="utf-8")
     table = text.split("<!-- transitions:begin -->")[1].split("<!-- transitions:end -->")[0]
     by_wire = {cls.TYPE: cls for cls in (Hello, List, Files, Offer, Accept, Get, FileHeader, Data,
-                                         Digest, Verdict, Reject, Error)}  # fmt: skip
+                                         Digest, Verdict, Reject, Error, Pending)}  # fmt: skip
     out: dict[tuple[State, type[Message], Role], State] = {}
     rows = [r for r in table.strip().splitlines() if r.startswith("|")][2:]
     assert rows, "empty transition table"

@@ -25,6 +25,7 @@ from node.messages import (
     PairCommit,
     PairConfirm,
     PairReveal,
+    Pending,
     Reject,
     Verdict,
     encode_message,
@@ -57,6 +58,7 @@ EXAMPLES: list[Message] = [
     Verdict("t1", True, SHA, "a.bin", skipped=True),
     Reject("t1", "policy", "not in my groups"),
     Error("bad_frame", "header length 1 is too short"),
+    Pending("t1", 120.0),
     PairCommit("ab" * 32),
     PairReveal("cd" * 32),
     PairConfirm(False),
@@ -84,7 +86,7 @@ def test_every_type_has_an_example() -> None:
 def test_wire_types() -> None:
     assert [t.TYPE for t in MESSAGE_TYPES] == [
         "hello", "list", "files", "offer", "accept", "get", "file", "data", "digest", "verdict",
-        "reject", "error", "pair_commit", "pair_reveal", "pair_confirm",
+        "reject", "error", "pending", "pair_commit", "pair_reveal", "pair_confirm",
     ]  # fmt: skip
 
 
