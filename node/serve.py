@@ -16,6 +16,9 @@ from node.messages import (
     List,
     Message,
     Offer,
+    PairCommit,
+    PairConfirm,
+    PairReveal,
     Pending,
     Reject,
     Verdict,
@@ -80,6 +83,8 @@ class ServerHandler(Receiving, Handler):
             self._digest(msg)
         elif isinstance(msg, Verdict):
             self._pull_verdict(msg)
+        elif isinstance(msg, PairCommit | PairReveal | PairConfirm):
+            node.service.trust.pairings.on_message(self.conn, msg, client=False)
         else:
             super().on_message(msg)
 
@@ -152,12 +157,13 @@ class ServerHandler(Receiving, Handler):
 
     def get_timer(self) -> float | None:
         if self.waiting is None:
-            return None
+            return self.node.service.trust.pairings.keepalive_at(self.conn)
         deadline = self.node.service.trust.offers.next_deadline()
         return self._keepalive_at if deadline is None else min(self._keepalive_at, deadline)
 
     def handle_timer(self, now: float) -> None:
         if self.waiting is None:
+            self.node.service.trust.pairings.keepalive(self.conn, now)
             return
         self.node.service.trust.offers.expire(now)  # may decide (no) and clear `waiting`
         if self.waiting is not None and now >= self._keepalive_at:
@@ -373,6 +379,7 @@ class ServerHandler(Receiving, Handler):
         self._stop(LocalCode.CONNECTION_LOST, reason)
 
     def _stop(self, code: str, reason: str) -> None:
+        self.node.service.trust.pairings.lost(self.conn)
         if self.waiting is not None:  # the sender went away: nothing left to decide
             self.node.service.trust.offers.withdraw(self.waiting)
             self.waiting = None

@@ -65,6 +65,9 @@ from node.messages import (
     List,
     Message,
     Offer,
+    PairCommit,
+    PairConfirm,
+    PairReveal,
     Pending,
     Reject,
     Verdict,
@@ -106,6 +109,7 @@ class State(Enum):
     PUSH_DIGEST = "PUSH_DIGEST"  # a hash-less push streamed: waiting for the client's digest
     PUSH_VERDICT = "PUSH_VERDICT"
     PULL_VERDICT = "PULL_VERDICT"
+    PAIRING = "PAIRING"  # pair_commit sent: the pairing exchange (docs/protocol.md 2.9)
     CLOSED = "CLOSED"
     ERROR = "ERROR"
 
@@ -131,6 +135,11 @@ _FLOW: dict[tuple[State, type[Message], Role], State] = {
     (State.REQUESTED, Reject, _S): State.IDLE,
     (State.PULL_STREAM, Data, _S): State.PULL_STREAM,
     (State.PULL_VERDICT, Verdict, _C): State.IDLE,
+    (State.IDLE, PairCommit, _C): State.PAIRING,
+    (State.PAIRING, PairReveal, _S): State.PAIRING,
+    (State.PAIRING, PairReveal, _C): State.PAIRING,
+    (State.PAIRING, PairConfirm, _S): State.PAIRING,
+    (State.PAIRING, PairConfirm, _C): State.PAIRING,
 }
 # Either side may give up with an error in any state but CLOSED. In ERROR (we saw a protocol
 # violation) we may still tell the peer why; the session stays in ERROR.

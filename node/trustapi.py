@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from node.errors import LocalCode, NotFound, RequestError
 from node.identity import format_id, parse_id
 from node.offers import PendingOffers
+from node.pairconn import PairingDesk
 
 if TYPE_CHECKING:
     from node.api import Answer, ApiServerProtocol
@@ -22,6 +23,7 @@ class TrustService:
     def __init__(self, node: Node) -> None:
         self.node = node
         self.offers = PendingOffers(node.config.prompt_timeout)
+        self.pairings = PairingDesk(node)
 
     def resolve_id(self, text: str) -> tuple[str, str]:
         """(node id, name) for what a user typed: a node id (human form or hex), or a peer
@@ -115,6 +117,23 @@ def post_offer_reject(api: ApiServerProtocol, request: Request, params: dict[str
     return 200, _svc(api).decide(params["id"], False)
 
 
+def post_pair(api: ApiServerProtocol, request: Request, params: dict[str, str]) -> Answer:
+    return 202, _svc(api).pairings.start(_text(request, "peer"))
+
+
+def get_pairings(api: ApiServerProtocol, request: Request, params: dict[str, str]) -> Answer:
+    return 200, _svc(api).pairings.list_json()
+
+
+def post_pair_answer(api: ApiServerProtocol, request: Request, params: dict[str, str]) -> Answer:
+    from node.api import ApiError, _json_object
+
+    ok = _json_object(request).get("ok")
+    if type(ok) is not bool:
+        raise ApiError(400, "bad_request", 'needs "ok": true or false')
+    return 200, _svc(api).pairings.answer(params["peer"], ok)
+
+
 ROUTES: list[tuple[tuple[str, ...], dict[str, Any]]] = [
     (("api", "trusted"), {"GET": get_trusted}),
     (("api", "trust"), {"POST": post_trust}),
@@ -122,4 +141,7 @@ ROUTES: list[tuple[tuple[str, ...], dict[str, Any]]] = [
     (("api", "offers"), {"GET": get_offers}),
     (("api", "offers", "{id}", "accept"), {"POST": post_offer_accept}),
     (("api", "offers", "{id}", "reject"), {"POST": post_offer_reject}),
+    (("api", "pair"), {"POST": post_pair}),
+    (("api", "pairings"), {"GET": get_pairings}),
+    (("api", "pairings", "{peer}", "answer"), {"POST": post_pair_answer}),
 ]

@@ -79,6 +79,10 @@ TEMPLATES: dict[str, dict[str, Any]] = {
     "verdict": {"id": "t1", "ok": True, "sha256": SHA, "skipped": False},
     "reject": {"id": "t1", "code": "policy", "reason": ""},
     "error": {"code": "internal", "reason": "r"},
+    "pending": {"id": "t1", "timeout": 120.0},
+    "pair_commit": {"commit": SHA},
+    "pair_reveal": {"nonce": SHA},
+    "pair_confirm": {"ok": True},
     "bogus": {},
 }
 

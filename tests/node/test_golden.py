@@ -29,6 +29,9 @@ from node.messages import (
     List,
     Message,
     Offer,
+    PairCommit,
+    PairConfirm,
+    PairReveal,
     Pending,
     Reject,
     Verdict,
@@ -159,7 +162,8 @@ def doc_transitions() -> dict[tuple[State, type[Message], Role], State]:
     text = DOC.read_text(encoding="utf-8")
     table = text.split("<!-- transitions:begin -->")[1].split("<!-- transitions:end -->")[0]
     by_wire = {cls.TYPE: cls for cls in (Hello, List, Files, Offer, Accept, Get, FileHeader, Data,
-                                         Digest, Verdict, Reject, Error, Pending)}  # fmt: skip
+                                         Digest, Verdict, Reject, Error, Pending, PairCommit,
+                                         PairReveal, PairConfirm)}  # fmt: skip
     out: dict[tuple[State, type[Message], Role], State] = {}
     rows = [r for r in table.strip().splitlines() if r.startswith("|")][2:]
     assert rows, "empty transition table"

@@ -87,6 +87,8 @@ def pair_in(state: State) -> tuple[Session, Session]:
         deliver(c, s, Get("t1", "f.txt", None, offset, SHA if offset else None))
         if state is not State.REQUESTED:
             deliver(s, c, FileHeader("t1", INFO, offset))
+    elif state is State.PAIRING:
+        deliver(c, s, PairCommit("a" * 64))
     assert c.state is state and s.state is state, (c.state, s.state)
     return c, s
 

@@ -152,3 +152,20 @@ def test_no_group_secret_on_the_wire_or_in_the_api(tmp_path: Path) -> None:
         assert b"hunter2" not in data and b"crew" not in data
         [its_hello] = talk(a, hello(MALLORY.node_id, "x"), count=1)
         assert its_hello["type"] == "hello" and its_hello["groups"] == []
+
+
+def test_pairing_needs_a_connection_that_proved_its_id(tmp_path: Path) -> None:
+    """New: pairing stores a peer as trusted, so it is refused on a connection whose client
+    proved no id (a claimed id would let anyone pair as anyone)."""
+    with nodes(tmp_path, ["a", "b"]) as (a, b):
+        wait_mesh([a, b])
+        commit = frame({"type": "pair_commit", "commit": SHA})
+        _, refused = talk(b, hello(a.node_id, "a"), commit, count=2)
+        assert (refused["type"], refused["code"]) == ("error", "not_authorized"), refused
+        a.api("POST", "/api/pair", {"peer": "b"})
+        a.wait_api(
+            "/api/pairings",
+            lambda ps: bool(ps) and ps[0]["state"] == "failed",
+            what="the pairing to fail",
+        )
+        assert b.api("GET", "/api/trusted") == [] and a.api("GET", "/api/trusted") == []
