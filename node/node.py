@@ -253,7 +253,7 @@ class Node:
     # -- peers -------------------------------------------------------------------------------------
     def _admit(self, node_id: str, groups: tuple[str, ...]) -> bool:
         """--group-only: only members of one of our groups (or trusted peers) are listed."""
-        return not self.config.group_only or bool(groups)
+        return not self.config.group_only or bool(groups) or node_id in self.trust
 
     def _peer_event(self, event: PeerEvent) -> None:
         if isinstance(event, PeerUp):
