@@ -95,11 +95,14 @@ class NodeSpec:
     def command_line(self, token: str, *, group: bool = False) -> list[str]:
         """The container's command: `command`, else the node's `serve` with the lab's layout
         (share, inbox and state under the bind-mounted /data) and `args` appended. `group`:
-        join the run's group (every node of a scenario may push to and pull from the others,
-        as before nodes needed to prove anything), unless `args` name groups themselves."""
+        join the run's group too."""
         if self.command is not None:
             return self.command
-        joins = group and not any(a == "--group" or a.startswith("--group=") for a in self.args)
+        # Every node joins the run's group (so any two may push and pull, as before nodes had
+        # to prove anything), besides the groups a scenario names, unless one is called "lab".
+        joins = group and not any(
+            a.removeprefix("--group=").startswith(f"{LAB_GROUP}:") for a in self.args
+        )
         return [
             "serve",
             "--name", self.name,

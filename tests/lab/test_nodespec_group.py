@@ -22,7 +22,9 @@ def test_nodes_join_the_run_group_through_a_secret_file(tmp_path: Path) -> None:
     assert "--group" not in spec.command_line("tok")  # group=False: as before
 
 
-def test_a_scenario_that_names_groups_keeps_its_own(tmp_path: Path) -> None:
-    spec = NodeSpec("n1", ["lan"], args=["--group", "other:@/data/x"])
+def test_a_scenario_group_comes_on_top_of_the_run_group(tmp_path: Path) -> None:
+    spec = NodeSpec("n1", ["lan"], args=["--group", "swarm:@/data/x"])
     line = spec.command_line("tok", group=True)
-    assert line.count("--group") == 1 and "other:@/data/x" in line
+    assert line.count("--group") == 2 and "swarm:@/data/x" in line
+    named_lab = NodeSpec("n1", ["lan"], args=["--group", "lab:@/data/x"])
+    assert named_lab.command_line("tok", group=True).count("--group") == 1
