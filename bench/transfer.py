@@ -1,6 +1,13 @@
-"""Throughput of a verified push between two nodes on loopback, against a raw Python pair.
+"""Throughput of a verified push between two nodes on loopback, against raw Python pairs.
 
-    python bench/transfer.py [--size 1GiB] [--runs N]
+    python bench/transfer.py [--size 1GiB] [--runs N] [--insecure-plaintext]
+
+Since protocol 2 the nodes' push is encrypted (TLS 1.3) and both peers verified. `tls_ratio`
+compares it with a raw TLS pair (bench/tls_pair.py's: a blocking Python TLS 1.3 sender and a
+receiver that SHA-256s and writes what it gets, one process each, the same certificate type),
+measured in the same run: target >= 0.9. `ratio` and `cold_ratio` stay against the plaintext
+sendfile pair below (what TLS costs is in them); with `--insecure-plaintext` the nodes run
+without TLS (tests and benchmarks only), as before protocol 2.
 
 Baseline (same run, same file): one process `os.sendfile`s the file, another `recv_into`s it,
 feeds `hashlib.sha256` and writes it to disk. mole: time from the API request to the verified
@@ -20,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import compileall
+import hashlib
 import json
 import os
 import socket
@@ -32,6 +40,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.tls_pair import run_raw as tls_pair_run
+from node.identity import load_or_create
 from node.units import size_argument
 from tests.nodeproc import NodeProc, free_udp_port, wait_mesh
 
@@ -123,6 +133,9 @@ def main() -> None:
     ap.add_argument("--size", type=size_argument, default="1GiB", help="e.g. 1GiB, 500MB")
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--dir", help="where the files live (default: /dev/shm if it has room)")
+    ap.add_argument(
+        "--insecure-plaintext", action="store_true", help="nodes without TLS (no tls_ratio)"
+    )
     args = ap.parse_args()
     # Byte-compile the node first, as an install does (pip, lab/Dockerfile): with
     # PYTHONDONTWRITEBYTECODE set, every node would otherwise compile its source at start, which
@@ -135,8 +148,13 @@ def main() -> None:
         src = root / "payload.bin"
         make_file(src, size)
         port = free_udp_port()
-        a = NodeProc(root, "a", port).start()
-        b = NodeProc(root, "b", port).start()
+        extra = ("--insecure-plaintext",) if args.insecure_plaintext else ()
+        a = NodeProc(root, "a", port, *extra).start()
+        b = NodeProc(root, "b", port, *extra).start()
+        tls_state = root / "tls-state"
+        load_or_create(tls_state)
+        expected = hashlib.sha256(src.read_bytes()).hexdigest() if not extra else ""
+        tls_base: list[float] = []
         base: list[float] = []
         cold: list[float] = []
         warm: list[float] = []
@@ -145,6 +163,9 @@ def main() -> None:
             idle = max(rss_mib(a.proc.pid), rss_mib(b.proc.pid))  # type: ignore[union-attr]
             for i in range(args.runs):
                 base.append(baseline(src, size, root / "baseline.out"))
+                if not extra:
+                    out = root / "tls.out"
+                    tls_base.append(tls_pair_run(tls_state, src, size, out, expected))
                 cold_src = a.share / f"cold{i}.bin"
                 os.link(src, cold_src)  # a path this node has never hashed
                 cold.append(push_once(a, b, cold_src))
@@ -167,8 +188,14 @@ def main() -> None:
         "cold_gbps": round(gb / cold_s, 3),
         "cold_ratio": round(base_s / cold_s, 3),
         "idle_rss_mib": round(idle, 1),
-        "targets": {"ratio": 0.85, "cold_ratio": 0.6, "idle_rss_mib": 20},
+        "tls": not args.insecure_plaintext,
+        "targets": {"ratio": 0.85, "cold_ratio": 0.6, "idle_rss_mib": 20, "tls_ratio": 0.9},
     }
+    if tls_base:
+        tls_s = statistics.median(tls_base)
+        result["tls_pair_s"] = round(tls_s, 4)
+        result["tls_pair_gbps"] = round(gb / tls_s, 3)
+        result["tls_ratio"] = round(tls_s / warm_s, 3)
     print(json.dumps(result))
 
 

@@ -10,6 +10,7 @@ through node/termsafe.py first: names and reasons come from peers.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -428,6 +429,18 @@ def cmd_cancel(args: argparse.Namespace, client: Client, out: TextIO) -> int:
     return EXIT_OK
 
 
+def timed_out(timeout: float | None, running: list[dict[str, Any]]) -> str:
+    """The give-up line: what is still waiting, and why its last attempt failed (a retried
+    transfer's error says, e.g., that the peer's certificate is not the id we meant)."""
+    names = ", ".join(str(t.get("name")) for t in running)
+    line = f"timed out after {timeout:g} s waiting for {names}"
+    errors = [t["error"] for t in running if isinstance(t.get("error"), dict)]
+    if errors:
+        last = errors[-1]
+        line += f" (last attempt: {last.get('code')}: {last.get('reason')})"
+    return safe_text(line)
+
+
 def cmd_send(args: argparse.Namespace, client: Client, out: TextIO) -> int:
     from node.apiclient import ApiFailure
 
@@ -539,8 +552,9 @@ def follow(
         try:
             ev = client.next_event(stream)
         except DeadlineExpired:
-            names = ", ".join(str(current[tid].get("name")) for tid in running)
-            raise CliError(f"timed out after {timeout:g} s waiting for {names}") from None
+            with contextlib.suppress(Exception):  # the latest error, if the node still answers
+                refresh(client, current)
+            raise CliError(timed_out(timeout, [current[tid] for tid in running])) from None
         if ev.event == "reset":
             # Events were lost (the node restarted, or we were away longer than its buffer):
             # what the node says now replaces what we know; the buffer it replays follows.
@@ -606,8 +620,7 @@ def wait_for(
         if not running:
             return list(current.values())
         if deadline is not None and time.monotonic() >= deadline:
-            names = ", ".join(str(current[tid].get("name")) for tid in running)
-            raise CliError(f"timed out after {timeout:g} s waiting for {names}")
+            raise CliError(timed_out(timeout, [current[tid] for tid in running]))
         sleep(POLL_INTERVAL)
         for tid in running:
             current[tid] = client.get(f"/api/transfers/{quote(tid, safe='')}")
@@ -758,8 +771,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise CliError(str(exc), EXIT_USAGE) from None
     try:
         return run_node(config)
+    except ConfigError as exc:  # e.g. identity files that cannot be used
+        raise CliError(str(exc)) from None
     except OSError as exc:
         raise CliError(str(exc)) from None
+
+
+def cmd_id(args: argparse.Namespace, client: Client, out: TextIO) -> int:
+    """Print the node's id in its human form and as hex: what a peer compares to verify it."""
+    info = client.get("/api/node")
+    print_line(out, f"{info.get('node_human', '')}")
+    print_line(out, f"{info.get('node', '')}")
+    return EXIT_OK
 
 
 # -- argument parsing ------------------------------------------------------------------------
@@ -868,6 +891,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(run=run)
         return p
 
+    client_cmd("id", cmd_id, "print this node's id (compare it with a peer's to verify it)")
     client_cmd("peers", cmd_peers, "list the peers this node knows")
     clitrust.add_commands(client_cmd)
     ls = client_cmd("ls", cmd_ls, "list own shared files, or a peer's")

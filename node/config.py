@@ -11,6 +11,7 @@ from pathlib import Path
 from node import units
 from node.errors import ConfigError
 from node.groups import MAX_GROUPS, Group, parse_group
+from node.peerauth import GroupProver, NoGroups
 
 DISCOVERY_PORT = 47100
 TRANSFER_PORT = 47101
@@ -65,6 +66,10 @@ class Config:
     auto_fetch: bool = False
     progress_interval: float = 0.5
     fsync: bool = False
+    # Tests and benchmarks only: transfer connections without TLS (both peers must say so).
+    insecure_plaintext: bool = False
+    # Group membership proofs in the handshake (the group layer's; no groups by default).
+    prover: GroupProver = field(default_factory=NoGroups)
     extra: dict[str, str] = field(default_factory=dict)
 
 
@@ -186,6 +191,12 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
         "--interface", action="append", default=None, help="announce only on this interface"
     )
     p.add_argument("--no-discovery", action="store_true", help="no UDP discovery at all")
+    p.add_argument(
+        "--insecure-plaintext",
+        action="store_true",
+        help="TESTS AND BENCHMARKS ONLY: transfers without TLS, peers unverified, readable and "
+        "changeable by anyone on the network (both peers must use it)",
+    )
     p.add_argument(
         "--announce-interval",
         type=float,
@@ -359,4 +370,5 @@ def config_from_args(ns: argparse.Namespace) -> Config:
         progress_interval=ns.progress_interval,
         auto_fetch=ns.auto_fetch or _env("AUTO_FETCH") == "1",
         fsync=ns.fsync,
+        insecure_plaintext=ns.insecure_plaintext,
     )

@@ -13,14 +13,16 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 from typing import TYPE_CHECKING
 
-from node import PROTOCOL_VERSION
+from node import handshake
 from node.errors import ErrorCode, LocalCode, LocalProtocolError, RemoteProtocolError
 from node.loop import Transport
-from node.messages import Error, Hello, Message, encode_message
+from node.messages import Challenge, Error, Hello, Message, encode_message
 from node.peerauth import PeerAuth
 from node.session import NEED_DATA, Closed, DataChunk, Role, Session, State
+from node.tlsproto import TlsTransport
 
 if TYPE_CHECKING:
     from node.node import Node
@@ -71,22 +73,20 @@ class Handler:
     def handle_timer(self, now: float) -> None: ...
 
     def hello(self) -> Hello:
-        n = self.node
-        return Hello(
-            PROTOCOL_VERSION,
-            n.node_id,
-            n.config.name,
-            n.tcp_port,
-            (),  # group names are never sent in clear: members prove a group (node/groups.py)
-            FEATURES,
-        )
+        """The server's answer to the client's (verified) hello."""
+        return self.conn.server_hello()
 
     def greet_peer(self, msg: Hello) -> bool:
-        """A hello tells us who is at the other end; remember them as a reachable peer.
-        False (and the connection failed) when it is not the node we dialed."""
-        self.conn.peer_id = msg.node
+        """A hello (its proof checked by Conn) tells us who is at the other end; remember them
+        as a reachable peer. False (and the connection failed) when it is not the node we
+        dialed."""
+        auth = self.conn.peer_auth
+        if auth is None:  # Conn checks every hello before a handler sees it
+            self.conn.fail(ErrorCode.AUTH_FAILED, "hello without a checked proof")
+            return False
+        self.conn.peer_id = auth.node_id
         if self.conn.transport is not None:
-            self.node.peers.learn(msg, self.conn.transport.peername[0])
+            self.node.peers.learn(msg, self.conn.transport.peername[0], tuple(sorted(auth.groups)))
         return True
 
 
@@ -96,9 +96,6 @@ class ClientHandler(Handler):
     # The node we meant to reach. Addresses are reused (a restarted container may get the old
     # address of another node), so a hello from anyone else must not receive its file.
     expect_peer: str | None = None
-
-    def on_connected(self) -> None:
-        self.conn.send(self.hello())
 
     def greet_peer(self, msg: Hello) -> bool:
         super().greet_peer(msg)
@@ -120,14 +117,15 @@ class Conn:
         self.node = node
         self.session = Session(role)
         self.handler = handler
-        self.transport: Transport | None = None
+        self.transport: Transport | TlsTransport | None = None
         self.closed = False
         now = node.loop.time()
         self.last_activity = now
-        self.peer_id: str | None = None
-        # What the peer proved (TLS certificate + in-band proof + group proofs); None until it
-        # did, and then every policy treats it as a stranger (node/policy.py).
+        self.peer_id: str | None = None  # set only from a verified hello (peer_auth)
+        # What the peer proved (after its hello checked out): handlers and policy read this.
         self.peer_auth: PeerAuth | None = None
+        # Client: the certificate the server showed in TLS (None on an insecure connection).
+        self.server_cert: bytes | None = None
         self.rx_bytes = 0
         # Last time the peer got something done (a whole message, stream bytes): trickled
         # bytes move last_activity, not this. Eviction picks the smallest.
@@ -145,7 +143,7 @@ class Conn:
         handler.conn = self
 
     # -- StreamProtocol --------------------------------------------------------------------------
-    def connection_made(self, transport: Transport) -> None:
+    def connection_made(self, transport: Transport | TlsTransport) -> None:
         node = self.node
         self.transport = transport
         self.last_activity = self.useful_at = node.loop.time()
@@ -153,6 +151,28 @@ class Conn:
         if self.session.role is Role.SERVER:
             self.hello_by = self.last_activity + node.config.handshake_timeout
             node.admit(self)
+            self.send(handshake.challenge(node.node_id, os.urandom(handshake.NONCE_SIZE)))
+        else:
+            # Our hello (with its proof) answers the server's challenge; before anything, the
+            # certificate must be the one of the node we meant to reach.
+            self.hello_by = self.last_activity + node.config.handshake_timeout
+            peer_cert = getattr(transport, "peer_certificate", None)
+            self.server_cert = peer_cert() if peer_cert is not None else None
+            expect = getattr(self.handler, "expect_peer", None)
+            if self.server_cert is not None and expect is not None:
+                actual = handshake.cert_id(self.server_cert)
+                if actual != expect:
+                    # Nothing is sent. Transient: addresses get reused, the real node may
+                    # announce itself elsewhere; an impostor never gets past this check.
+                    where = f"{transport.peername[0]}:{transport.peername[1]}"
+                    self.fail(
+                        LocalCode.UNREACHABLE,
+                        f"node {actual[:8]} answers at {where}, not {expect[:8]}: its "
+                        "certificate does not match the node id (an impostor, or another node "
+                        "now at that address); nothing was sent",
+                        send=False,
+                    )
+                    return
         self.handler.on_connected()
         self.wake()
 
@@ -202,10 +222,22 @@ class Conn:
         if self._reads_paused and self.transport is not None:
             self._reads_paused = False
             self.transport.resume_reading()
+            # Requests already received wait in the session (see _drain).
+            try:
+                self._drain()
+            except RemoteProtocolError as exc:
+                self.fail(exc.code, str(exc))
 
     # -- helpers ---------------------------------------------------------------------------------
     def _drain(self) -> None:
         while not self.closed:
+            if self._reads_paused:
+                # The peer does not take our answers: answer no more of what it already sent
+                # (a burst of pipelined `list`s would otherwise cost one copy each, and over
+                # TLS each answer is its own ciphertext). What waits is copied: the buffer it
+                # is a view of is reused.
+                self.session.detach()
+                return
             event = self.session.next_event()
             if event is NEED_DATA:
                 return
@@ -219,11 +251,62 @@ class Conn:
                 self.handler.on_peer_error(event.code, event.reason)
                 self.close()
                 return
+            elif isinstance(event, Challenge):
+                self._on_challenge(event)
             else:
-                if isinstance(event, Hello) and self.hello_by is not None:
-                    self.hello_by = None
-                    self.node.admission.done(self)
+                if isinstance(event, Hello):
+                    self._check_hello(event)  # raises auth_failed
+                    if self.hello_by is not None:
+                        self.hello_by = None
+                        self.node.admission.done(self)
                 self.handler.on_message(event)
+
+    # -- the handshake (node/handshake.py has the proofs) -----------------------------------------
+    def _on_challenge(self, msg: Challenge) -> None:
+        """Client: the server's challenge. Answer with our certificate and proof."""
+        node = self.node
+        server_id = handshake.cert_id(self.server_cert) if self.server_cert is not None else None
+        handshake.check_challenge(msg, server_id, getattr(self.handler, "expect_peer", None))
+        ident = node.identity
+        self.send(
+            handshake.client_hello(
+                ident.seed,
+                ident.cert_der,
+                ident.node_id,
+                msg,
+                os.urandom(handshake.NONCE_SIZE),
+                node.prover,
+                name=node.config.name,
+                port=node.tcp_port,
+                features=FEATURES,
+            )
+        )
+
+    def _check_hello(self, msg: Hello) -> None:
+        session = self.session
+        ours = session.challenge
+        assert ours is not None  # the session table puts the challenge first
+        prover = self.node.prover
+        if session.role is Role.SERVER:
+            self.peer_auth = handshake.check_client(msg, ours, prover)
+        else:
+            assert session.our_hello is not None
+            cert = self.server_cert or b""
+            self.peer_auth = handshake.check_server(msg, ours, session.our_hello, prover, cert)
+        self.peer_id = self.peer_auth.node_id
+
+    def server_hello(self) -> Hello:
+        hello = self.session.their_hello
+        assert hello is not None and self.session.role is Role.SERVER
+        cfg = self.node.config
+        return handshake.server_hello(
+            self.node.node_id,
+            hello,
+            self.node.prover,
+            name=cfg.name,
+            port=self.node.tcp_port,
+            features=FEATURES,
+        )
 
     def send(self, msg: Message) -> None:
         if self.closed or self.transport is None:

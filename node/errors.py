@@ -33,6 +33,10 @@ class ErrorCode(StrEnum):
     VERSION_MISMATCH = "version_mismatch"
     TOO_MUCH_DATA = "too_much_data"
     TRUNCATED = "truncated"
+    # connection security (protocol 2): a proof or certificate that does not check out, a
+    # plaintext client at a TLS port
+    AUTH_FAILED = "auth_failed"
+    TLS_REQUIRED = "tls_required"
     # transfer outcome
     HASH_MISMATCH = "hash_mismatch"
     BAD_NAME = "bad_name"

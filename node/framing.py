@@ -167,6 +167,11 @@ class FrameDecoder:
         self._pending.append(view)
         self._buffered += len(view)
 
+    def detach(self) -> None:
+        """Copy the received bytes not yet consumed: the caller stops draining for a while
+        and will reuse the buffer they were views of."""
+        self._pending = deque(memoryview(bytes(v)) for v in self._pending)
+
     def next_event(self) -> FrameEvent:
         if self._error is not None:
             raise self._error

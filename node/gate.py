@@ -16,8 +16,13 @@ from node import events as ev
 from node.admission import Admission, RateLimit
 from node.conn import Conn, Refuse
 from node.errors import ErrorCode
+from node.loop import Handle, Transport
+from node.messages import Error, encode_message
 from node.serve import ServerHandler
 from node.session import Role
+from node.tlsproto import TlsProtocol, TlsTransport
+
+TLS_HANDSHAKE_RECORD = 0x16  # the first byte of a TLS ClientHello
 
 if TYPE_CHECKING:
     from node.node import Node
@@ -31,25 +36,40 @@ class Gate:
     def __init__(self, node: Node) -> None:
         self.node = node
         cfg = node.config
-        self.admission: Admission[Conn] = Admission(cfg.max_pending_per_addr)
+        # Pending: before the hello; a connection in its TLS handshake is pending as its Sniff.
+        self.admission: Admission[Conn | Sniff] = Admission(cfg.max_pending_per_addr)
         self._lines = RateLimit(DROP_LINES_PER_S, DROP_LINES_BURST, node.loop.time())
         self.counts: dict[str, int] = {}
+        # Inbound connections before their TLS handshake is done, oldest first (a dict as an
+        # ordered set): they count against --max-connections like any other.
+        self.handshaking: dict[Sniff, None] = {}
 
     def accept(self) -> Any:
         """The protocol for a new inbound connection (the loop's listen factory)."""
         node = self.node
         limit = node.config.max_connections
-        if len(node.conns) >= limit:
+        if len(node.conns) + len(self.handshaking) >= limit:
             # Full: make room rather than refuse, or a flood of silent sockets locks peers out.
-            victim = self._victim()
-            if victim is None:
-                return Refuse(node)
-            age = node.loop.time() - victim.useful_at
-            victim.drop(
-                ErrorCode.BUSY,
-                f"evicted: {limit} connections open and this one got nothing done for {age:.1f} s",
-            )
-        return Conn(node, Role.SERVER, ServerHandler())
+            # A TLS handshake not yet done has got nothing done at all: it goes first.
+            if self.handshaking:
+                oldest = next(iter(self.handshaking))
+                oldest.drop(
+                    ErrorCode.BUSY, f"evicted: {limit} connections open, TLS handshake not done"
+                )
+            else:
+                victim = self._victim()
+                if victim is None:
+                    return Refuse(node)
+                age = node.loop.time() - victim.useful_at
+                victim.drop(
+                    ErrorCode.BUSY,
+                    f"evicted: {limit} connections open and this one got nothing done "
+                    f"for {age:.1f} s",
+                )
+        conn = Conn(node, Role.SERVER, ServerHandler())
+        if node.tls_server is None:
+            return conn  # --insecure-plaintext
+        return Sniff(self, conn)
 
     def _victim(self) -> Conn | None:
         """The inbound connection with nothing in flight that got nothing done for longest.
@@ -63,10 +83,11 @@ class Gate:
                 victim = c
         return victim
 
-    def admit(self, conn: Conn) -> None:
+    def admit(self, conn: Conn | Sniff, addr: str | None = None) -> None:
         """An inbound connection is pending until its hello; one address gets a bounded share."""
-        assert conn.transport is not None
-        addr = conn.transport.peername[0]
+        if addr is None:
+            assert isinstance(conn, Conn) and conn.transport is not None
+            addr = conn.transport.peername[0]
         victim = self.admission.opened(conn, addr)
         if victim is not None:
             victim.drop(
@@ -101,3 +122,110 @@ class Gate:
         if self._lines.suppressed and self._lines.allow(now):
             # The flood's tail: say how many drops had no line of their own.
             self.node.bus.publish(ev.ConnectionsDropped(self._lines.take_suppressed()))
+
+
+class Sniff:
+    """The first protocol of an inbound connection: TLS or a clear refusal.
+
+    A TLS client's first byte is a handshake record (0x16). Anything else is a plaintext
+    client (an old node, a script, a port scanner): it gets one plaintext `error` frame,
+    `tls_required`, so a person sees why, and the connection closes (counted). A TLS client
+    is handed to a `TlsProtocol` whose application is the connection's `Conn`; this object
+    stays the loop's protocol and forwards to it (the loop's Transport has one protocol).
+    The whole TLS handshake must finish within --handshake-timeout.
+    """
+
+    FRAME = encode_message(
+        Error(ErrorCode.TLS_REQUIRED, "this node speaks TLS 1.3 only (mole protocol 2)")
+    )
+
+    def __init__(self, gate: Gate, conn: Conn) -> None:
+        self.gate = gate
+        self.conn = conn
+        self.raw: Transport | None = None
+        self.tls: TlsProtocol | None = None
+        self.timer: Handle | None = None
+        gate.handshaking[self] = None
+
+    def connection_made(self, transport: Transport) -> None:
+        node = self.gate.node
+        self.raw = transport
+        self.timer = node.loop.call_later(node.config.handshake_timeout, self._timed_out)
+        self.gate.admit(self, transport.peername[0])
+
+    def data_received(self, data: memoryview) -> None:
+        if self.tls is None:
+            if not data or self.raw is None:
+                return
+            if data[0] != TLS_HANDSHAKE_RECORD:
+                self._refuse_plaintext()
+                return
+            node = self.gate.node
+            assert node.tls_server is not None
+            self.tls = TlsProtocol(
+                node.loop,
+                node.tls_server,
+                self.conn,
+                server_side=True,
+                handshake_timeout=node.config.handshake_timeout,
+                handshake_done=self._handshake_done,
+            )
+            self.tls.connection_made(self.raw)
+        self.tls.data_received(data)
+
+    def _handshake_done(self, transport: TlsTransport) -> None:
+        self._forget()
+
+    def _refuse_plaintext(self) -> None:
+        raw = self.raw
+        assert raw is not None
+        raw.write(self.FRAME)
+        raw.close()  # flush the frame, then FIN; the linger stage bounds a peer that never reads
+        self._forget()
+        self.gate.note_drop(raw.peername, ErrorCode.TLS_REQUIRED, "plaintext client refused")
+
+    def _timed_out(self) -> None:
+        self.timer = None
+        if self.raw is not None and self.gate.handshaking.get(self, 0) is None:
+            limit = self.gate.node.config.handshake_timeout
+            if self.tls is None:
+                self.drop(ErrorCode.TIMEOUT, f"nothing received within {limit:g} s")
+            else:
+                self.drop(ErrorCode.TOO_SLOW, f"TLS handshake not done within {limit:g} s")
+
+    def drop(self, code: str, reason: str) -> None:
+        """Evicted or too slow: counted; a peer that has sent nothing yet is no TLS client
+        yet, so it is told why in plaintext (as `Refuse` does), then reset."""
+        self._forget()
+        raw = self.raw
+        if raw is not None and not raw.is_closing():
+            self.gate.note_drop(raw.peername, code, reason)
+            if self.tls is None:
+                raw.write(encode_message(Error(code, reason)))
+            raw.abort()
+
+    def _forget(self) -> None:
+        self.gate.handshaking.pop(self, None)
+        self.gate.admission.done(self)
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def eof_received(self) -> None:
+        if self.tls is not None:
+            self.tls.eof_received()
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self._forget()
+        if self.tls is not None:
+            self.tls.connection_lost(exc)
+        else:
+            self.conn.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        if self.tls is not None:
+            self.tls.pause_writing()
+
+    def resume_writing(self) -> None:
+        if self.tls is not None:
+            self.tls.resume_writing()

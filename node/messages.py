@@ -16,7 +16,7 @@ from typing import Any, ClassVar, Final
 from node.errors import ErrorCode, RemoteProtocolError
 from node.framing import MAX_BODY, encode_header
 
-PROTOCOL_VERSION: Final = 1
+PROTOCOL_VERSION: Final = 2
 # A file name is any non-empty string at this level (the 64 KiB header bounds it); whether it
 # is a name a node may store is the receiver's decision, `bad_name` (docs/protocol.md 2.6,
 # node/names.py), not a malformed message.
@@ -30,6 +30,10 @@ MAX_FEATURE: Final = 64
 MAX_ID: Final = 64  # transfer id
 MAX_CODE: Final = 64
 MAX_LIST_BODY: Final = 64 << 20
+MAX_CERT: Final = 4096  # a peer's certificate (DER bytes); ours is about 300
+MAX_CERT_B64: Final = (MAX_CERT + 2) // 3 * 4
+MAX_PROOF_KEYS: Final = 8  # strings per group proof object
+MAX_PROOF_VALUE: Final = 256  # characters per group proof string
 MAX_SIZE: Final = MAX_BODY
 
 _HEX: Final = frozenset("0123456789abcdef")
@@ -187,44 +191,110 @@ class FileInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class Challenge:
+    """The server's first frame (protocol 2): its node id and a fresh nonce the client's proof
+    must sign, so a proof made for one connection is worthless on any other."""
+
+    TYPE: ClassVar[str] = "challenge"
+    proto: int
+    node: str  # the server's node id (SHA-256 of its certificate)
+    nonce: str  # 32 random bytes, hex
+
+    def to_header(self) -> dict[str, Any]:
+        return {"type": self.TYPE, "proto": self.proto, "node": self.node, "nonce": self.nonce}
+
+    @staticmethod
+    def parse(f: _Fields) -> Challenge:
+        proto = _proto(f)
+        return Challenge(proto=proto, node=f.hex_("node", 64), nonce=f.hex_("nonce", 64))
+
+
+@dataclass(frozen=True, slots=True)
 class Hello:
-    """First message of each side: who I am and what I speak."""
+    """Each side's greeting: who I am and what I speak. The client's carries its certificate,
+    its own nonce and its proof (`sig`); `groups` are group membership proofs (what a
+    `peerauth.GroupProver` makes: one JSON object of strings per group)."""
 
     TYPE: ClassVar[str] = "hello"
     proto: int
     node: str
     name: str
     port: int  # TCP transfer port the sender listens on (0: none)
-    groups: tuple[str, ...] = ()
+    groups: tuple[dict[str, str], ...] = ()
     features: tuple[str, ...] = ()
+    cert: str | None = None  # client: its certificate, DER in base64
+    nonce: str | None = None  # client: 32 random bytes, hex (the server's group proofs sign it)
+    sig: str | None = None  # client: Ed25519 signature of peerauth.proof_message, hex
 
     def to_header(self) -> dict[str, Any]:
-        return {
+        header: dict[str, Any] = {
             "type": self.TYPE,
             "proto": self.proto,
             "node": self.node,
             "name": self.name,
             "port": self.port,
-            "groups": list(self.groups),
+            "groups": [dict(g) for g in self.groups],
             "features": list(self.features),
         }
+        for key in ("cert", "nonce", "sig"):
+            value = getattr(self, key)
+            if value is not None:
+                header[key] = value
+        return header
 
     @staticmethod
     def parse(f: _Fields) -> Hello:
-        proto = f.int_("proto", 0, MAX_SIZE)
-        if proto != PROTOCOL_VERSION:
-            raise RemoteProtocolError(
-                ErrorCode.VERSION_MISMATCH,
-                f"peer speaks protocol {proto}, this node speaks {PROTOCOL_VERSION}",
-            )
+        proto = _proto(f)
         return Hello(
             proto=proto,
             node=f.hex_("node", 64),
             name=f.str_("name", MAX_NODE_NAME, empty=True),
             port=f.int_("port", 0, 65535),
-            groups=f.str_list("groups", MAX_GROUPS, MAX_GROUP),
+            groups=_group_proofs(f),
             features=f.str_list("features", MAX_FEATURES, MAX_FEATURE),
+            cert=f.opt_str("cert", MAX_CERT_B64),
+            nonce=f.opt_hex("nonce", 64),
+            sig=f.opt_hex("sig", 128),
         )
+
+
+def _proto(f: _Fields) -> int:
+    proto = f.int_("proto", 0, MAX_SIZE)
+    if proto != PROTOCOL_VERSION:
+        raise RemoteProtocolError(
+            ErrorCode.VERSION_MISMATCH,
+            f"peer speaks protocol {proto}, this node speaks {PROTOCOL_VERSION}",
+        )
+    return proto
+
+
+def _group_proofs(f: _Fields) -> tuple[dict[str, str], ...]:
+    """A list of at most MAX_GROUPS objects of at most MAX_PROOF_KEYS short strings: what a
+    proof holds is the group layer's business, its size is bounded here."""
+    value = f._get("groups", False)
+    if not isinstance(value, list) or len(value) > MAX_GROUPS:
+        raise _bad(f.where, "groups", f"must be a list of at most {MAX_GROUPS} objects")
+    out = []
+    for item in value:
+        if (
+            not isinstance(item, dict)
+            or len(item) > MAX_PROOF_KEYS
+            or not all(
+                isinstance(k, str)
+                and isinstance(v, str)
+                and len(k) <= MAX_GROUP
+                and len(v) <= MAX_PROOF_VALUE
+                for k, v in item.items()
+            )
+        ):
+            raise _bad(
+                f.where,
+                "groups",
+                f"entries must be objects of at most {MAX_PROOF_KEYS} strings "
+                f"(values of at most {MAX_PROOF_VALUE} characters)",
+            )
+        out.append(dict(item))
+    return tuple(out)
 
 
 @dataclass(frozen=True, slots=True)
@@ -508,7 +578,8 @@ class PairConfirm:
 
 
 Message = (
-    Hello
+    Challenge
+    | Hello
     | List
     | Files
     | Offer
@@ -527,6 +598,7 @@ Message = (
 )
 
 MESSAGE_TYPES: Final[tuple[type[Message], ...]] = (
+    Challenge,
     Hello,
     List,
     Files,

@@ -16,6 +16,7 @@ service, API                what a user may ask (node/service.py, node/api.py)
 from __future__ import annotations
 
 import signal
+import ssl
 import sys
 import time
 from typing import Any
@@ -41,7 +42,7 @@ from node.lan import Lan
 from node.loop import Loop
 from node.manager import TransferManager
 from node.messages import FileInfo
-from node.peerauth import PeerAuth
+from node.peerauth import GroupProver, PeerAuth
 from node.peers import Peers
 from node.policy import Policy, Refusal
 from node.pull import Pulls
@@ -52,6 +53,7 @@ from node.service import Service
 from node.session import Role
 from node.store import FileMeta, Store
 from node.timers import Timers
+from node.tlsproto import client_context, connect_tls, server_context
 from node.transfer import Transfer
 from node.truststore import TrustStore
 
@@ -80,6 +82,14 @@ class Node:
             raise ConfigError(str(exc)) from None
         self.node_id = self.identity.node_id
         self.groups = Groups(config.groups)
+        # What the handshake proves and checks group membership with (node/handshake.py).
+        self.prover: GroupProver = self.groups if config.groups else config.prover
+        # Every transfer connection is TLS 1.3; the contexts are made once.
+        self.tls_server: ssl.SSLContext | None = None
+        self.tls_client: ssl.SSLContext | None = None
+        if not config.insecure_plaintext:
+            self.tls_server = server_context(self.identity)
+            self.tls_client = client_context(self.identity)
         self.loop = loop or Loop()
         self.bus: EventBus = events or EventLog(self.node_id)
         self.timers = Timers(self.loop)
@@ -161,6 +171,14 @@ class Node:
     # -- lifecycle -------------------------------------------------------------------------------
     def start(self) -> None:
         cfg = self.config
+        if cfg.insecure_plaintext:
+            print(
+                "mole: WARNING: --insecure-plaintext: transfers are NOT encrypted and peers are "
+                "NOT verified; anyone on the network can read, change or impersonate them. "
+                "For tests and benchmarks only.",
+                file=sys.stderr,
+                flush=True,
+            )
         self.server = self.loop.listen_tcp(cfg.host, cfg.port, self.gate.accept)
         self.tcp_port = self.server.port
         self.api_server = self.loop.listen_tcp(cfg.api_host, cfg.api_port, self._accept_api)
@@ -362,7 +380,18 @@ class Node:
     # -- connections -----------------------------------------------------------------------------
     def connect(self, host: str, port: int, handler: Handler) -> None:
         conn = Conn(self, Role.CLIENT, handler)
-        self.loop.connect_tcp(host, port, conn, timeout=10.0)
+        if self.tls_client is None:  # --insecure-plaintext
+            self.loop.connect_tcp(host, port, conn, timeout=10.0)
+            return
+        connect_tls(
+            self.loop,
+            host,
+            port,
+            self.tls_client,
+            conn,
+            timeout=10.0,
+            handshake_timeout=self.config.handshake_timeout,
+        )
 
     def admit(self, conn: Conn) -> None:
         self.gate.admit(conn)
@@ -371,7 +400,7 @@ class Node:
         self.gate.note_drop(peer, code, reason)
 
     @property
-    def admission(self) -> Admission[Conn]:
+    def admission(self) -> Admission[Any]:
         return self.gate.admission
 
     @property

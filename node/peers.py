@@ -49,13 +49,14 @@ class Peers:
         for ev in self.table.observe(datagram, addr, self._clock()):
             self._on_change(ev)
 
-    def learn(self, hello: Hello, addr: str) -> None:
-        """A TCP hello proves reachability: keep the peer even without broadcasts."""
+    def learn(self, hello: Hello, addr: str, groups: tuple[str, ...] = ()) -> None:
+        """A TCP hello (its proof checked) proves reachability: keep the peer even without
+        broadcasts. `groups`: the groups it proved membership of."""
         self.features[hello.node] = frozenset(hello.features)
         if hello.node == self.self_id or not hello.port:
             return  # port 0: it accepts no connections, so it is no peer to dial
         now = self._clock()
-        events = self.table.add_static(hello.node, hello.name, addr, hello.port, (), now)
+        events = self.table.add_static(hello.node, hello.name, addr, hello.port, groups, now)
         for ev in events:
             self._on_change(ev)
 

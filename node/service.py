@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from node import __version__
 from node.errors import LocalCode, NotFound, RequestError
 from node.events import Record
+from node.identity import format_id
 from node.query import ListClient, Reply
 from node.transfer import TState
 from node.trustapi import TrustService
@@ -40,6 +41,7 @@ class Service:
         n = self.node
         return {
             "node": n.node_id,
+            "node_human": format_id(n.node_id),
             "name": n.config.name,
             "version": __version__,
             "tcp_port": n.tcp_port,

@@ -25,7 +25,10 @@ Rules beyond the table (they need message contents, not just types):
   from the next `next_event()` after `send(Accept)`), so the app verifies in one place.
 - ids of `accept`/`reject`/`file`/`digest`/`verdict` must match the pending `offer`/`get`;
   `accept.offset` <= offered size; `file.offset` is 0 or the `get.offset` asked for.
-- `hello` with `proto` != 1 is `version_mismatch`.
+- the server speaks first: `challenge` (its node id and a nonce), then the client's `hello`
+  (which must carry `cert`, `nonce` and `sig`, else `auth_failed`), then the server's `hello`.
+  Checking the proof is the caller's (node/handshake.py): the session knows no keys.
+- `challenge` or `hello` with `proto` != 2 is `version_mismatch`.
 - EOF (b"") at a frame boundary in START, IDLE or CLOSED gives `Closed`; anywhere else it is
   `truncated`.
 - a peer's `error` is returned as an event; the state is then CLOSED and every later
@@ -54,6 +57,7 @@ from node.messages import (
     BY_WIRE_TYPE,
     MAX_LIST_BODY,
     Accept,
+    Challenge,
     Data,
     Digest,
     Error,
@@ -99,7 +103,8 @@ class Role(Enum):
 
 class State(Enum):
     START = "START"
-    GREETING = "GREETING"
+    CHALLENGED = "CHALLENGED"  # the server sent its challenge: the client's hello (proof) is due
+    GREETING = "GREETING"  # the client's hello is in: the server's hello is due
     IDLE = "IDLE"
     LISTING = "LISTING"
     OFFERED = "OFFERED"
@@ -117,7 +122,8 @@ class State(Enum):
 _C, _S = Role.CLIENT, Role.SERVER
 
 _FLOW: dict[tuple[State, type[Message], Role], State] = {
-    (State.START, Hello, _C): State.GREETING,
+    (State.START, Challenge, _S): State.CHALLENGED,
+    (State.CHALLENGED, Hello, _C): State.GREETING,
     (State.GREETING, Hello, _S): State.IDLE,
     (State.IDLE, List, _C): State.LISTING,
     (State.LISTING, Files, _S): State.IDLE,
@@ -187,6 +193,7 @@ class Session:
         self.state = State.START
         self.their_hello: Hello | None = None
         self.our_hello: Hello | None = None
+        self.challenge: Challenge | None = None  # the server's, sent or received
         # The pending offer or get, and the file being streamed.
         self.request: Offer | Get | None = None
         self.file: FileInfo | None = None
@@ -271,6 +278,10 @@ class Session:
     def receive_data(self, data: bytes | memoryview) -> None:
         """Queue received bytes (not copied); b"" means the peer closed its side."""
         self._decoder.receive_data(data)
+
+    def detach(self) -> None:
+        """The caller pauses draining events (see `FrameDecoder.detach`)."""
+        self._decoder.detach()
 
     def next_event(self) -> Event:
         """The next message, data chunk, `NEED_DATA` or `Closed`."""
@@ -366,7 +377,13 @@ class Session:
     def _apply(self, msg: Message, sender: Role, new: State) -> None:
         """Check content rules and move to `new`; raises RemoteProtocolError (no change)."""
         ours = sender is self.role
-        if isinstance(msg, Hello):
+        if isinstance(msg, Challenge):
+            self.challenge = msg
+        elif isinstance(msg, Hello):
+            if sender is Role.CLIENT and (msg.cert is None or msg.nonce is None or msg.sig is None):
+                raise RemoteProtocolError(
+                    ErrorCode.AUTH_FAILED, "the client's hello needs cert, nonce and sig"
+                )
             if ours:
                 self.our_hello = msg
             else:

@@ -33,6 +33,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from tests.tlspeer import NbTls
+
 KINDS = ("silent", "random", "slow_hello", "slow_header", "slow_body", "idle_hello")
 
 
@@ -74,9 +76,9 @@ def offer(tid: str, name: str, size: int, sha256: str | None, mtime: float = 0.0
 def stalled_pull(port: int, node: str, name: str, tid: str = "t1") -> socket.socket:
     """A client that asks for `name` and then never reads: the node's stream to it fills a
     tiny receive buffer and stalls. The caller closes the socket."""
-    s = socket.socket()
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect: window is set
-    s.connect(("127.0.0.1", port))
+    from tests import tlspeer
+
+    s = tlspeer.connect(("127.0.0.1", port), None, rcvbuf=4096)  # the window is set first
     s.sendall(hello(node, "reader") + frame({"type": "get", "id": tid, "name": name, "offset": 0}))
     return s
 
@@ -120,6 +122,7 @@ class Junk:
     initial: bytes = b""
     trickle: bytes = b""  # sent one byte per tick after `initial`
     reply: bytearray = field(default_factory=bytearray)
+    tls: NbTls | None = None  # protocol 2: every kind but silent and random speaks TLS
     closed_at: float | None = None
     how: str = ""  # eof | reset | refused | ...
 
@@ -277,10 +280,28 @@ class JunkFlood:
             return
         j.connected = True
         self._sel.modify(j.sock, selectors.EVENT_READ, j)
+        if j.kind not in ("silent", "random"):
+            # TLS and the node's challenge first; `initial` and the trickle follow it.
+            j.tls = NbTls()
+            self._raw_send(j, j.tls.take_out())
+            return
         if j.initial:
             self._send(j, j.initial)
 
+    def _challenged(self, j: Junk) -> None:
+        assert j.tls is not None
+        if j.initial:
+            j.initial = j.tls.sign(j.initial)
+            self._send(j, j.initial)
+        elif j.trickle:
+            j.trickle = j.tls.sign(j.trickle)
+
     def _send(self, j: Junk, data: bytes) -> None:
+        if j.tls is not None:
+            data = j.tls.wrap(data)
+        self._raw_send(j, data)
+
+    def _raw_send(self, j: Junk, data: bytes) -> None:
         try:
             j.sock.send(data)
         except BlockingIOError:
@@ -290,7 +311,7 @@ class JunkFlood:
 
     def _trickle(self) -> None:
         for j in self.open_junk():
-            if j.connected and j.trickle:
+            if j.connected and j.trickle and (j.tls is None or j.tls.challenge is not None):
                 byte, j.trickle = j.trickle[:1], j.trickle[1:]
                 self._send(j, byte)
 
@@ -315,10 +336,20 @@ class JunkFlood:
             except OSError as exc:
                 self._finish(j, "reset" if exc.errno == errno.ECONNRESET else str(exc.errno))
                 return
+            if j.tls is not None:
+                had = j.tls.challenge is not None
+                plain = j.tls.feed(data)
+                out = j.tls.take_out()
+                if out:
+                    self._raw_send(j, out)
+                if not had and j.tls.challenge is not None:
+                    self._challenged(j)
+                j.reply += plain
             if not data:
                 self._finish(j, "eof")
                 return
-            j.reply += data
+            if j.tls is None:
+                j.reply += data
 
     def _finish(self, j: Junk, how: str) -> None:
         with self._lock:

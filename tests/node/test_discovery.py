@@ -118,6 +118,7 @@ MALFORMED: list[tuple[bytes, ErrorCode]] = [
     (raw({**GOOD, "node": "a" * 32}), ErrorCode.BAD_MESSAGE),
     (raw({**GOOD, "cert": ""}), ErrorCode.BAD_MESSAGE),
     (raw({**GOOD, "cert": "!!"}), ErrorCode.BAD_MESSAGE),
+    (raw({**GOOD, "node": None}), ErrorCode.BAD_MESSAGE),
     (raw({**GOOD, "name": "n" * 65}), ErrorCode.BAD_MESSAGE),
     (raw({**GOOD, "port": 0}), ErrorCode.BAD_MESSAGE),
     (raw({**GOOD, "port": "47101"}), ErrorCode.BAD_MESSAGE),

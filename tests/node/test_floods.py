@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from tests import tlspeer
 from tests.attackkit import fake_identities, flood_datagrams, signed_announce
 from tests.junkflood import frame, hello, offer
 from tests.node.test_hostile import FakeServer, read_frames
@@ -76,7 +77,7 @@ def test_pipelined_lists_cost_bounded_memory_and_time(tmp_path: Path) -> None:
         socks = []
         with responsiveness(b) as times:
             for _ in range(20):  # 20 connections x 380 KB of `list`s, none of them reading
-                s = socket.create_connection(("127.0.0.1", b.tcp_port), timeout=10)
+                s = tlspeer.connect(("127.0.0.1", b.tcp_port), timeout=10)
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
                 s.sendall(hello(ATTACKER))
                 s.setblocking(False)
@@ -99,7 +100,7 @@ def test_gets_of_unknown_names_do_not_rescan_each_time(tmp_path: Path) -> None:
         many_files(b.share / "many", 20_000)
         b.wait_api("/api/files", lambda fs: len(fs) == 20_000, timeout=120, what="20k files")
         with responsiveness(b) as times:
-            s = socket.create_connection(("127.0.0.1", b.tcp_port), timeout=30)
+            s = tlspeer.connect(("127.0.0.1", b.tcp_port), timeout=30)
             s.sendall(hello(ATTACKER))
             _, rest = read_frames(s, b"", 1)
             for i in range(200):
@@ -117,10 +118,7 @@ def test_gets_of_unknown_names_do_not_rescan_each_time(tmp_path: Path) -> None:
 def trickler(src: str, port: int, i: int, stop: threading.Event) -> None:
     """A push that streams a 1 MB file at about 1.5 KB/s from its own address."""
     data = random.Random(i).randbytes(1 << 20)
-    s = socket.socket()
-    s.bind((src, 0))
-    s.connect(("127.0.0.1", port))
-    s.settimeout(30)
+    s = tlspeer.connect(("127.0.0.1", port), 30, source=src)
     try:
         sha = hashlib.sha256(data).hexdigest()
         s.sendall(hello(f"{i:02x}" * 16) + offer("t1", f"slow{i}.bin", len(data), sha))
@@ -238,7 +236,7 @@ def test_auto_fetch_of_a_hostile_listing_runs_a_bounded_number_of_pulls(tmp_path
 def test_transfer_history_is_bounded(tmp_path: Path) -> None:
     """Before: 50,000 offers added 37 MB and made each offer 3x slower."""
     with nodes(tmp_path, ["b"]) as (b,):
-        s = socket.create_connection(("127.0.0.1", b.tcp_port), timeout=30)
+        s = tlspeer.connect(("127.0.0.1", b.tcp_port), timeout=30)
         s.sendall(hello(ATTACKER))
         _, rest = read_frames(s, b"", 1)
         empty = hashlib.sha256(b"").hexdigest()

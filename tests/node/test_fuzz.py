@@ -33,13 +33,14 @@ FUZZ = settings(
 
 SHA = "ab" * 32
 NODE = "c" * 64
+NONCE = "5" * 64
 WIRE_TYPES = [
-    "hello", "list", "files", "offer", "accept", "get", "file", "data", "digest", "verdict",
-    "reject", "error", "bogus",
+    "challenge", "hello", "list", "files", "offer", "accept", "get", "file", "data", "digest",
+    "verdict", "reject", "error", "bogus",
 ]  # fmt: skip
 KEYS = [
     "proto", "node", "name", "port", "groups", "features", "id", "size", "sha256", "mtime",
-    "mime", "offset", "expect", "ok", "skipped", "code", "reason", "body",
+    "mime", "offset", "expect", "ok", "skipped", "code", "reason", "body", "nonce", "cert", "sig",
 ]  # fmt: skip
 
 # Structured inputs are built from a hypothesis-provided `random.Random`: composing them from
@@ -67,7 +68,18 @@ FILE_OBJ: dict[str, Any] = {"name": "f.txt", "size": 10, "sha256": SHA, "mtime":
 # A valid header of every type (ids match the sessions of test_session.session_in), so that a
 # few mutations reach the deep checks instead of failing the first key.
 TEMPLATES: dict[str, dict[str, Any]] = {
-    "hello": {"proto": 1, "node": NODE, "name": "n", "port": 1, "groups": [], "features": []},
+    "challenge": {"proto": 2, "node": NODE, "nonce": NONCE},
+    "hello": {
+        "proto": 2,
+        "node": NODE,
+        "name": "n",
+        "port": 1,
+        "groups": [],
+        "features": [],
+        "cert": "AA==",
+        "nonce": NONCE,
+        "sig": "6" * 128,
+    },
     "list": {},
     "files": {},
     "offer": {"id": "t1", **FILE_OBJ},

@@ -13,11 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from node import discovery
+from node import discovery, handshake
 from node.framing import NEED_DATA, BodyChunk, FrameDecoder, Header, encode_header
 from node.identity import Identity
 from node.messages import (
     Accept,
+    Challenge,
     Data,
     Digest,
     Error,
@@ -38,20 +39,33 @@ from node.messages import (
     encode_message,
     parse_message,
 )
+from node.peerauth import NoGroups
 from node.session import TRANSITIONS, Role, State
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "protocol.md"
 
-# The example node's identity: a fixed seed, so its certificate, id and signatures are fixed
-# (Ed25519 signatures are deterministic).
+NODE = "4f1c0a6e9d2b47a8b3e5c7d9f1a2b3c40a1b2c3d4e5f60718293a4b5c6d7e8f9"
+PEER = "9e8d7c6b5a4f30211f2e3d4c5b6a79880f1e2d3c4b5a69788796a5b4c3d2e1f0"
+NONCE_S = "5c" * 32
+NONCE_C = "c5" * 32
+# A client hello of protocol 2 as a real node sends it: the certificate of the Ed25519 key with
+# seed 0x01 * 32, its proof over (NODE, NONCE_S) and no groups (node/handshake.py).
+_IDENT = Identity.from_seed(bytes([1]) * 32)
+CLIENT_HELLO = handshake.client_hello(
+    _IDENT.seed, _IDENT.cert_der, _IDENT.node_id, Challenge(2, NODE, NONCE_S),
+    bytes.fromhex(NONCE_C), NoGroups(), name="beta", port=47101, features=("resume", "digest"),
+)  # fmt: skip
+# The example node of the discovery datagrams: a fixed seed, so its certificate, id and
+# signatures are fixed (Ed25519 signatures are deterministic).
 ALPHA = Identity.from_seed(bytes(range(32)))
-NODE = ALPHA.node_id
 SHA = "e18ebaabb9f2fba0f9acbcf84e1e8bfdaa041eb52c186612c7d900d94378abf5"  # sha256(b"mole")
 TID = "7d3f9a1c5e2b4d60"
 INFO = FileInfo("report.pdf", 1048576, SHA, 1700000000.5, "application/pdf")
 
 GOLDEN: dict[str, Message | discovery.Datagram] = {
-    "hello": Hello(1, NODE, "alpha", 47101, ("lab",), ("resume",)),
+    "challenge": Challenge(2, NODE, NONCE_S),
+    "hello_client": CLIENT_HELLO,
+    "hello": Hello(2, NODE, "alpha", 47101, ({"group": "lab", "mac": "a1b2"},), ("resume",)),
     "list": List(),
     "files": Files((FileInfo("a.txt", 4, SHA, 1700000000.0, "text/plain"),)),
     "offer": Offer(TID, INFO),
@@ -65,9 +79,9 @@ GOLDEN: dict[str, Message | discovery.Datagram] = {
     "reject": Reject(TID, "no_space", "need 1048576 bytes, 4096 free"),
     "error": Error("version_mismatch", "peer speaks protocol 2, this node speaks 1"),
     "announce": discovery.Announce(
-        NODE, ALPHA.cert_der, "alpha", 47101, (bytes(range(16)),), 1764770400000042, 2.0
+        ALPHA.node_id, ALPHA.cert_der, "alpha", 47101, (bytes(range(16)),), 1764770400000042, 2.0
     ),
-    "goodbye": discovery.Goodbye(NODE, 1764770400000043),
+    "goodbye": discovery.Goodbye(ALPHA.node_id, 1764770400000043),
 }
 
 
@@ -161,9 +175,9 @@ ROLE = {"client": [Role.CLIENT], "server": [Role.SERVER], "either": list(Role)}
 def doc_transitions() -> dict[tuple[State, type[Message], Role], State]:
     text = DOC.read_text(encoding="utf-8")
     table = text.split("<!-- transitions:begin -->")[1].split("<!-- transitions:end -->")[0]
-    by_wire = {cls.TYPE: cls for cls in (Hello, List, Files, Offer, Accept, Get, FileHeader, Data,
-                                         Digest, Verdict, Reject, Error, Pending, PairCommit,
-                                         PairReveal, PairConfirm)}  # fmt: skip
+    types = (Challenge, Hello, List, Files, Offer, Accept, Get, FileHeader, Data, Digest, Verdict,
+             Reject, Error, Pending, PairCommit, PairReveal, PairConfirm)  # fmt: skip
+    by_wire = {cls.TYPE: cls for cls in types}
     out: dict[tuple[State, type[Message], Role], State] = {}
     rows = [r for r in table.strip().splitlines() if r.startswith("|")][2:]
     assert rows, "empty transition table"

@@ -19,6 +19,7 @@ from node.config import Config
 from node.events import EventLog
 from node.node import Node
 from node.store import HashJob
+from tests import tlspeer
 
 STEP = 1 << 20
 SIZE = 3 * STEP + 5  # four steps of hashing
@@ -111,8 +112,6 @@ def test_a_changed_file_is_not_taken_for_the_queued_one(node: Node) -> None:
 
 # -- hashing while sending: a push that waits for its own hash keeps the connection alive ----------
 
-FAKE = "d" * 32
-
 
 def _frame(header: dict[str, object]) -> bytes:
     raw = json.dumps(header, separators=(",", ":")).encode()
@@ -125,6 +124,7 @@ class DigestPeer:
 
     def __init__(self, gate: threading.Event) -> None:
         self.gate = gate
+        self.side = tlspeer.ServerSide("digest-peer")
         self.sock = socket.create_server(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
         self.offer: dict[str, object] = {}
@@ -153,12 +153,11 @@ class DigestPeer:
 
     def _run(self) -> None:
         try:
-            conn, _ = self.sock.accept()
+            raw, _ = self.sock.accept()
+            raw.settimeout(20)
+            conn, their = self.side.accept(raw)
             with conn:
-                conn.settimeout(20)
-                assert self._frame(conn)[0]["type"] == "hello"
-                hello = {"type": "hello", "proto": 1, "node": FAKE, "name": "fake", "port": 0}
-                conn.sendall(_frame({**hello, "groups": [], "features": ["resume", "digest"]}))
+                conn.sendall(self.side.hello(their, "fake", 0, ("resume", "digest")))
                 self.offer = offer = self._frame(conn)[0]
                 conn.sendall(_frame({"type": "accept", "id": offer["id"], "offset": 0}))
                 got = 0
@@ -205,7 +204,7 @@ def test_a_push_waiting_for_its_own_hash_sends_keepalives_then_the_digest(
     n = Node(cfg, events=EventLog("t", stream=io.StringIO(), sink=events.append))
     try:
         n.start()
-        n.peers.add_static(FAKE, "fake", "127.0.0.1", peer.port, (), n.loop.time())
+        n.peers.add_static(peer.side.node_id, "fake", "127.0.0.1", peer.port, (), n.loop.time())
         data = os.urandom(3 << 20)
         (n.config.share / "k.bin").write_bytes(data)
         t = n.push("fake", str(n.config.share / "k.bin"))

@@ -11,6 +11,7 @@ import hashlib
 import json
 import random
 import socket
+import ssl
 import struct
 import threading
 from collections.abc import Callable, Iterator
@@ -21,6 +22,7 @@ import pytest
 
 from node.admission import Admission, RateLimit
 from node.framing import NEED_DATA, BodyChunk, FrameDecoder, Header, encode_header
+from tests import tlspeer
 from tests.junkflood import JunkFlood, error_codes, frame, hello, offer, stalled_pull
 from tests.nodeproc import NodeProc, free_udp_port, nodes, wait_mesh
 
@@ -124,7 +126,7 @@ def liar_push(
     node: NodeProc, content: bytes, *, declared: int, sha256: str, stream: bytes
 ) -> socket.socket:
     """Hello + offer `declared` bytes; once accepted, a data header for `declared` + `stream`."""
-    s = socket.create_connection(("127.0.0.1", node.tcp_port), timeout=20)
+    s = tlspeer.connect(("127.0.0.1", node.tcp_port), timeout=20)
     s.sendall(hello(LIAR, "liar") + offer("t1", "lie.bin", declared, sha256))
     head = b""
     while len(frames_complete(head)) < 2:  # their hello, then accept
@@ -149,7 +151,7 @@ def frames_complete(reply: bytes) -> list[int]:
 
 
 def accept_offset(node: NodeProc, size: int, sha256: str) -> int:
-    with socket.create_connection(("127.0.0.1", node.tcp_port), timeout=20) as s:
+    with tlspeer.connect(("127.0.0.1", node.tcp_port), timeout=20) as s:
         s.sendall(hello(LIAR, "liar") + offer("t2", "lie.bin", size, sha256))
         got = b""
         while len(frames_complete(got)) < 2:
@@ -183,7 +185,7 @@ def test_fewer_bytes_than_declared_keeps_the_part_for_resume(tmp_path: Path) -> 
 def test_more_bytes_than_declared_is_a_protocol_error(tmp_path: Path) -> None:
     content = b"twelve bytes"
     with nodes(tmp_path, ["b"]) as (b,):
-        s = socket.create_connection(("127.0.0.1", b.tcp_port), timeout=20)
+        s = tlspeer.connect(("127.0.0.1", b.tcp_port), timeout=20)
         digest = hashlib.sha256(content).hexdigest()
         s.sendall(hello(LIAR, "liar") + offer("t1", "lie.bin", len(content), digest))
         s.sendall(frame({"type": "data", "body": len(content) + 5}) + content + b"extra")
@@ -229,7 +231,7 @@ def hashless_push(
     node: NodeProc, tid: str, content: bytes, *, offset: int = 0, mtime: float = 0.0
 ) -> socket.socket:
     """Hello, a hash-less offer of lie.bin, accepted at `offset`, then the rest of the stream."""
-    s = socket.create_connection(("127.0.0.1", node.tcp_port), timeout=20)
+    s = tlspeer.connect(("127.0.0.1", node.tcp_port), timeout=20)
     s.sendall(hello(LIAR, "liar") + offer(tid, "lie.bin", len(content), None, mtime))
     (hello_back, accept), rest = read_frames(s, b"", 2)
     assert "digest" in hello_back["features"], hello_back
@@ -398,6 +400,7 @@ class FakeServer:
         self.gets: list[dict[str, Any]] = []
         self.offers: list[dict[str, Any]] = []
         self.listing: list[dict[str, Any]] = []  # what a `list` gets
+        self.side = tlspeer.ServerSide("fake")
         self.sock = socket.create_server(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
         self._stop = False
@@ -412,18 +415,20 @@ class FakeServer:
                 return
             threading.Thread(target=self._talk, args=(conn,), daemon=True).start()
 
-    def _talk(self, conn: socket.socket) -> None:
-        with conn:
-            conn.settimeout(20)
+    def _talk(self, raw: socket.socket) -> None:
+        with raw:
+            raw.settimeout(20)
             buf = b""
             try:
+                conn, their = self.side.accept(raw)
+                conn.sendall(self.side.hello(their, "fake", self.port, ()))
                 while True:
                     ends = frames_complete(buf)
                     if ends:
                         header = frames(buf[: ends[0]])[0]
                         buf = buf[ends[0] :]
                         if header["type"] == "hello":
-                            conn.sendall(hello("d" * 32, "fake", self.port, features=()))
+                            raise AssertionError("a second hello")
                         elif header["type"] == "list":
                             body = json.dumps(self.listing).encode()
                             conn.sendall(frame({"type": "files", "body": len(body)}) + body)
@@ -434,18 +439,19 @@ class FakeServer:
                         elif header["type"] == "get":
                             self.gets.append(header)
                             conn.sendall(self.serve(header))
-                            conn.shutdown(socket.SHUT_WR)
+                            conn.unwrap().shutdown(socket.SHUT_WR)
                         continue
                     chunk = conn.recv(65536)
                     if not chunk:
                         return
                     buf += chunk
-            except OSError:
+            except (OSError, ssl.SSLError):
                 return
 
     def close(self) -> None:
         self._stop = True
         self.sock.close()
+        self.side.close()
 
 
 @pytest.fixture
@@ -539,7 +545,7 @@ def trickle(sock: socket.socket, data: bytes, stop: threading.Event, pace: float
 def test_slowloris_gets_a_clear_error_and_is_closed(tmp_path: Path, kind: str) -> None:
     args = ("--handshake-timeout", "1", "--idle-timeout", "2")
     with nodes(tmp_path, ["b"], *args) as (b,):
-        s = socket.create_connection(("127.0.0.1", b.tcp_port), timeout=20)
+        s = tlspeer.connect(("127.0.0.1", b.tcp_port), timeout=20)
         size = 1 << 20
         sha = hashlib.sha256(b"x").hexdigest()
         first, slow = {

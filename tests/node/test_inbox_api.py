@@ -4,9 +4,9 @@ the inbox quota holds against concurrent offers (real node processes)."""
 from __future__ import annotations
 
 import hashlib
-import socket
 from pathlib import Path
 
+from tests import tlspeer
 from tests.junkflood import frame, hello, offer
 from tests.node.test_hostile import read_frames
 from tests.nodeproc import nodes
@@ -18,7 +18,7 @@ def test_partial_data_is_listed_with_the_quota(tmp_path: Path) -> None:
     with nodes(tmp_path, ["b"], "--inbox-quota", "1MiB") as (b,):
         data = bytes(300_000)
         sha = hashlib.sha256(data).hexdigest()
-        s = socket.create_connection(("127.0.0.1", b.tcp_port), timeout=10)
+        s = tlspeer.connect(("127.0.0.1", b.tcp_port), timeout=10)
         s.sendall(hello(PEER) + offer("p1", "half.bin", len(data), sha))
         (_, accept), _ = read_frames(s, b"", 2)
         assert accept["type"] == "accept", accept
@@ -33,15 +33,19 @@ def test_partial_data_is_listed_with_the_quota(tmp_path: Path) -> None:
             what="the kept part",
         )
         (part,) = got["partials"]
-        assert (part["peer"], part["name"], part["size"]) == (PEER, "half.bin", 300_000)
+        assert (part["peer"], part["name"], part["size"]) == (
+            tlspeer.peer_id(PEER),
+            "half.bin",
+            300_000,
+        )
         assert got["usage"]["quota"] == 1 << 20 and got["usage"]["parts_bytes"] == 100_000
         # Two offers at once that together claim more than the quota: the first fits (and holds
         # its claim while it streams), the second does not.
         big = hashlib.sha256(b"x").hexdigest()
-        s1 = socket.create_connection(("127.0.0.1", b.tcp_port), timeout=10)
+        s1 = tlspeer.connect(("127.0.0.1", b.tcp_port), timeout=10)
         s1.sendall(hello(PEER) + offer("q1", "a.bin", 600_000, big))
         (_, first), _ = read_frames(s1, b"", 2)
-        s2 = socket.create_connection(("127.0.0.1", b.tcp_port), timeout=10)
+        s2 = tlspeer.connect(("127.0.0.1", b.tcp_port), timeout=10)
         s2.sendall(hello(PEER) + offer("q2", "b.bin", 600_000, big))
         (_, second), _ = read_frames(s2, b"", 2)
         s1.close()

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import tlspeer
 from tests.nodeproc import NodeProc, about, free_udp_port, nodes, wait_mesh
 
 
@@ -233,7 +234,7 @@ def test_bad_frames_get_an_error_code_and_node_survives(
     tmp_path: Path, payload: bytes, code: str
 ) -> None:
     with nodes(tmp_path, ["a"]) as (a,):
-        with socket.create_connection(("127.0.0.1", a.tcp_port)) as s:
+        with tlspeer.connect(("127.0.0.1", a.tcp_port)) as s:
             s.sendall(payload)
             reply = _recv_all(s)
         assert code.encode() in reply, reply
@@ -254,7 +255,7 @@ def test_traversal_names_are_refused(tmp_path: Path, name: str) -> None:
             "type": "offer", "id": "t1", "name": name, "size": 4, "sha256": "0" * 64,
             "mtime": 0.0, "mime": "text/plain",
         }  # fmt: skip
-        with socket.create_connection(("127.0.0.1", b.tcp_port)) as s:
+        with tlspeer.connect(("127.0.0.1", b.tcp_port)) as s:
             s.sendall(_frame(hello) + _frame(offer))
             s.shutdown(socket.SHUT_WR)
             reply = _recv_all(s)
@@ -276,7 +277,7 @@ def test_hash_mismatch_leaves_nothing_under_final_name(tmp_path: Path) -> None:
             "sha256": hashlib.sha256(b"something else").hexdigest(), "mtime": 0.0,
             "mime": "text/plain",
         }  # fmt: skip
-        with socket.create_connection(("127.0.0.1", b.tcp_port)) as s:
+        with tlspeer.connect(("127.0.0.1", b.tcp_port)) as s:
             s.sendall(_frame(hello) + _frame(offer))
             s.sendall(_frame({"type": "data", "body": len(body)}) + body)
             s.shutdown(socket.SHUT_WR)

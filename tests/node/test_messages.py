@@ -11,6 +11,7 @@ from node.framing import parse_header
 from node.messages import (
     MESSAGE_TYPES,
     Accept,
+    Challenge,
     Data,
     Digest,
     Error,
@@ -37,8 +38,19 @@ SHA = "0123456789abcdef" * 4
 INFO = FileInfo("dir/ünï.txt", 1234, SHA, 1700000000.25, "text/plain")
 UNHASHED = FileInfo("dir/ünï.txt", 1234, None, 1700000000.25, "text/plain")
 EXAMPLES: list[Message] = [
-    Hello(1, "f" * 64, "alpha", 47101, ("lab", "x"), ("resume",)),
-    Hello(1, "0" * 64, "", 0),
+    Hello(
+        2,
+        "f" * 64,
+        "alpha",
+        47101,
+        ({"group": "lab", "mac": "00"},),
+        ("resume",),
+        cert="MIIB",
+        nonce="1" * 64,
+        sig="2" * 128,
+    ),
+    Hello(2, "0" * 64, "", 0),
+    Challenge(2, "f" * 64, "3" * 64),
     List(),
     Files((INFO, FileInfo("b", 0, SHA, 0.0, ""))),
     Files(()),
@@ -85,8 +97,8 @@ def test_every_type_has_an_example() -> None:
 
 def test_wire_types() -> None:
     assert [t.TYPE for t in MESSAGE_TYPES] == [
-        "hello", "list", "files", "offer", "accept", "get", "file", "data", "digest", "verdict",
-        "reject", "error", "pending", "pair_commit", "pair_reveal", "pair_confirm",
+        "challenge", "hello", "list", "files", "offer", "accept", "get", "file", "data", "digest",
+        "verdict", "reject", "error", "pending", "pair_commit", "pair_reveal", "pair_confirm",
     ]  # fmt: skip
 
 
@@ -111,7 +123,9 @@ def test_unknown_type() -> None:
 
 def test_version_mismatch() -> None:
     with pytest.raises(RemoteProtocolError) as err:
-        parse_message({"type": "hello", "proto": 2})
+        parse_message({"type": "hello", "proto": 1})
+    with pytest.raises(RemoteProtocolError) as err:
+        parse_message({"type": "challenge", "proto": 3})
     assert err.value.code is ErrorCode.VERSION_MISMATCH
 
 
@@ -129,8 +143,8 @@ LONG = "x" * 65537  # longer than any header: name rules (bad_name) are the rece
 # (fields, key expected in the message)
 BAD: list[tuple[dict[str, Any], str]] = [
     ({**HELLO, "proto": "1"}, "proto"),
-    ({**HELLO, "node": "F" * 32}, "node"),
-    ({**HELLO, "node": "f" * 31}, "node"),
+    ({**HELLO, "node": "F" * 64}, "node"),
+    ({**HELLO, "node": "f" * 32}, "node"),
     ({**HELLO, "node": None}, "node"),
     ({**HELLO, "name": 5}, "name"),
     ({**HELLO, "name": "n" * 65}, "name"),
@@ -138,9 +152,16 @@ BAD: list[tuple[dict[str, Any], str]] = [
     ({**HELLO, "port": -1}, "port"),
     ({**HELLO, "port": True}, "port"),
     ({**HELLO, "groups": "lab"}, "groups"),
-    ({**HELLO, "groups": ["g"] * 33}, "groups"),
-    ({**HELLO, "groups": [""]}, "groups"),
-    ({**HELLO, "groups": [1]}, "groups"),
+    ({**HELLO, "groups": [{}] * 33}, "groups"),
+    ({**HELLO, "groups": ["lab"]}, "groups"),
+    ({**HELLO, "groups": [{"g": 1}]}, "groups"),
+    ({**HELLO, "groups": [{"g": "x" * 257}]}, "groups"),
+    ({**HELLO, "groups": [{str(i): "" for i in range(9)}]}, "groups"),
+    ({**HELLO, "cert": "c" * 5500}, "cert"),
+    ({**HELLO, "nonce": "1" * 63}, "nonce"),
+    ({**HELLO, "sig": "2" * 64}, "sig"),
+    ({"type": "challenge", "proto": 2, "node": "f" * 64, "nonce": "x" * 64}, "nonce"),
+    ({"type": "challenge", "proto": 2, "node": "f" * 32, "nonce": "1" * 64}, "node"),
     ({**HELLO, "features": ["f" * 65]}, "features"),
     ({k: v for k, v in HELLO.items() if k != "features"}, "features"),
     ({**OFFER, "id": ""}, "id"),

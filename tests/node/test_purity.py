@@ -35,6 +35,8 @@ PURE = [
     "ed25519",
     "der",
     "x509",
+    "peerauth",
+    "handshake",
     "units",
     "termsafe",
 ]

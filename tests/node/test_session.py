@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
 
 import pytest
 
@@ -11,6 +12,7 @@ from node.framing import encode_header
 from node.messages import (
     MESSAGE_TYPES,
     Accept,
+    Challenge,
     Data,
     Digest,
     Error,
@@ -38,9 +40,20 @@ OTHER_SHA = "cd" * 32
 INFO = FileInfo("f.txt", 10, SHA, 1700000000.5, "text/plain")
 UNHASHED = FileInfo("f.txt", 10, None, 1700000000.5, "text/plain")  # a hash-less offer's
 HELLO = {
-    C: Hello(1, "a" * 64, "client", 47101, ("lab",), ("resume", "digest")),
-    S: Hello(1, "b" * 64, "server", 47101, (), ("resume", "digest")),
+    C: Hello(
+        2,
+        "a" * 64,
+        "client",
+        47101,
+        ({"group": "lab"},),
+        ("resume", "digest"),
+        cert="AA==",
+        nonce="c" * 64,
+        sig="d" * 128,
+    ),
+    S: Hello(2, "b" * 64, "server", 47101, (), ("resume", "digest")),
 }
+CHALLENGE = Challenge(2, "b" * 64, "e" * 64)
 
 
 def drain(session: Session) -> list[Event]:
@@ -63,6 +76,9 @@ def pair_in(state: State) -> tuple[Session, Session]:
     """A client and a server session that both reached `state` over legal traffic."""
     c, s = Session(C), Session(S)
     if state is State.START:
+        return c, s
+    deliver(s, c, CHALLENGE)
+    if state is State.CHALLENGED:
         return c, s
     deliver(c, s, HELLO[C])
     if state is State.GREETING:
@@ -127,7 +143,9 @@ def sample(msg_type: type[Message], state: State) -> Message:
         PairReveal: PairReveal("b" * 64),
         PairConfirm: PairConfirm(True),
     }
-    return samples.get(msg_type) or HELLO[C if state is State.START else S]
+    if msg_type is Challenge:
+        return CHALLENGE
+    return samples.get(msg_type) or HELLO[C if state is State.CHALLENGED else S]
 
 
 LIVE_STATES = [s for s in State if s not in (State.CLOSED, State.ERROR)]
@@ -368,13 +386,13 @@ def test_eof_inside_data_counts_bytes() -> None:
 
 
 def test_version_mismatch() -> None:
-    s = Session(S)
-    s.receive_data(encode_header({"type": "hello", "proto": 2, "node": "a" * 64}))
+    s = Session(C)
+    s.receive_data(encode_header({"type": "challenge", "proto": 1, "node": "a" * 64}))
     with pytest.raises(RemoteProtocolError) as err:
         s.next_event()
     assert err.value.code is ErrorCode.VERSION_MISMATCH
     with pytest.raises(LocalProtocolError):
-        Session(C).send(Hello(2, "a" * 64, "x", 1))
+        Session(C).send(Hello(3, "a" * 64, "x", 1))
 
 
 @pytest.mark.parametrize(
@@ -439,10 +457,23 @@ def test_their_hello() -> None:
 
 
 def test_invalid_own_message_is_local_error() -> None:
-    c = Session(C)
+    c = pair_in(State.CHALLENGED)[0]
     with pytest.raises(LocalProtocolError, match="node"):
-        c.send(Hello(1, "NOT-HEX", "x", 1))
-    assert c.state is State.START
+        c.send(replace(HELLO[C], node="NOT-HEX"))
+    assert c.state is State.CHALLENGED
+
+
+def test_the_client_hello_must_carry_its_proof() -> None:
+    """A protocol-1 style hello (no certificate, nonce or signature) is auth_failed."""
+    for missing in ("cert", "nonce", "sig"):
+        c, s = pair_in(State.CHALLENGED)
+        bare = replace(HELLO[C], **{missing: None})
+        with pytest.raises(LocalProtocolError, match="cert, nonce and sig"):
+            c.send(bare)
+        s.receive_data(encode_message(bare))
+        with pytest.raises(RemoteProtocolError) as err:
+            s.next_event()
+        assert err.value.code is ErrorCode.AUTH_FAILED
 
 
 def test_own_files_are_checked() -> None:
@@ -482,8 +513,9 @@ def test_an_empty_data_frame_in_a_verdict_state_is_unexpected(state: State) -> N
 @pytest.mark.parametrize("lacking", [C, S])
 def test_a_hashless_offer_needs_digest_in_both_hellos(lacking: Role) -> None:
     hellos = dict(HELLO)
-    hellos[lacking] = Hello(1, hellos[lacking].node, "old", 47101, (), ("resume",))
+    hellos[lacking] = replace(hellos[lacking], features=("resume",))
     c, s = Session(C), Session(S)
+    deliver(s, c, CHALLENGE)
     deliver(c, s, hellos[C])
     deliver(s, c, hellos[S])
     with pytest.raises(LocalProtocolError, match="digest"):

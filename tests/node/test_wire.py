@@ -11,6 +11,7 @@ import socket
 from pathlib import Path
 from typing import Any
 
+from tests import tlspeer
 from tests.junkflood import frame, hello, offer
 from tests.node.test_hostile import FakeServer, frames, read_frames, recv_until_closed
 from tests.node.test_integration import done, write_random
@@ -22,7 +23,7 @@ EMPTY_SHA = hashlib.sha256(b"").hexdigest()
 
 def connect(node: NodeProc) -> tuple[socket.socket, bytes]:
     """A greeted raw connection: returns the socket and what followed the node's hello."""
-    s = socket.create_connection(("127.0.0.1", node.tcp_port), timeout=20)
+    s = tlspeer.connect(("127.0.0.1", node.tcp_port), timeout=20)
     s.sendall(hello(PEER, "raw"))
     (their,), rest = read_frames(s, b"", 1)
     assert their["type"] == "hello", their
@@ -144,7 +145,7 @@ def test_transfer_ids_are_the_nodes_own_whatever_peers_send(tmp_path: Path) -> N
         ids = []
         for i, who in enumerate(("8" * 32, "9" * 32)):
             data = bytes([i]) * 1000
-            with socket.create_connection(("127.0.0.1", b.tcp_port), timeout=20) as s:
+            with tlspeer.connect(("127.0.0.1", b.tcp_port), timeout=20) as s:
                 s.sendall(hello(who, f"peer{i}"))
                 sha = hashlib.sha256(data).hexdigest()
                 s.sendall(offer("dup", f"f{i}.bin", len(data), sha))
