@@ -104,7 +104,7 @@ def test_an_announce_with_a_foreign_key_for_a_known_id_is_ignored(tmp_path: Path
 def talk(node: NodeProc, *frames: bytes, count: int) -> list[dict[str, Any]]:
     """Frames over TLS; a junkflood `hello(label)` becomes the signed hello of the identity the
     label names (tests/tlspeer.py): a verified peer, in none of the node's groups."""
-    with tlspeer.connect(("127.0.0.1", node.tcp_port), timeout=10) as s:
+    with tlspeer.connect(("127.0.0.1", node.tcp_port), timeout=10, member=False) as s:
         s.sendall(b"".join(frames))
         got, _ = read_frames(s, b"", count)  # type: ignore[arg-type]
         return got
