@@ -212,7 +212,7 @@ def test_auto_fetch_of_a_hostile_listing_runs_a_bounded_number_of_pulls(tmp_path
     ]
     b = NodeProc(
         tmp_path, "b", free_udp_port(), "--no-discovery", "--peer", f"127.0.0.1:{fake.port}",
-        "--auto-fetch", "--retries", "0",
+        "--auto-fetch", "--retries", "0", group=False,  # in no group: it fetches from anyone
     )  # fmt: skip
     b.start()
     try:
