@@ -4,6 +4,7 @@
     clean [--stale]     remove every lab container and network (io.mole.lab=1) and old
                         node images; --stale: only those of runs whose process is dead
     run FILE...         run scenario files
+    report DIR...       (re)build each run's report.html; several: also a comparison page
     demo [-d|--detach]  the 4-node compose demo; `demo down` stops it (other words go to compose)
     test [ARGS...]      every test: `python -m pytest -n auto ARGS`, images built first
     env                 print the Python that runs the lab (installing what it lacks)
@@ -67,6 +68,12 @@ def cmd_run(args: list[str]) -> int:
     from lab import runner
 
     return int(runner.main_run(args) or 0)
+
+
+def cmd_report(args: list[str]) -> int:
+    from lab import report
+
+    return report.main(args)
 
 
 def cmd_demo(args: list[str]) -> int:
@@ -138,6 +145,7 @@ COMMANDS = {
     "image": cmd_image,
     "clean": cmd_clean,
     "run": cmd_run,
+    "report": cmd_report,
     "demo": cmd_demo,
     "test": cmd_test,
     "env": cmd_env,

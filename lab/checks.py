@@ -154,15 +154,26 @@ class Refs:
         self.by_name = {n.name: n for n in nodes}
         self.groups = groups
         self.networks = {net for n in nodes for net in n.networks}
+        # Hostile peers may be named only as the other end of a failure (lab.hostile).
+        self.hostile_ok = False
+
+    def _named(self, n: NodeDecl) -> bool:
+        return n.runs_node or (self.hostile_ok and bool(n.hostile))
 
     def resolve(self, ref: object, path: str, *, kind: str = "node or group") -> tuple[str, ...]:
         name = self.p.string(ref, path)
         if kind in ("node", "node or group") and name in self.by_name:
             if self.by_name[name].router:
                 raise self.p.fail(path, f"{name!r} is a router, it runs no node")
+            if not self._named(self.by_name[name]):
+                raise self.p.fail(
+                    path,
+                    f"{name!r} is a hostile peer: only failures and the `peer` of an event may "
+                    "name it",
+                )
             return (name,)
         if kind in ("group", "node or group") and name in self.groups:
-            return tuple(n for n in self.groups[name] if not self.by_name[n].router)
+            return tuple(n for n in self.groups[name] if self._named(self.by_name[n]))
         raise self.p.fail(path, f"unknown {kind} {name!r}{self.hint(name, kind)}")
 
     def hint(self, name: str, kind: str) -> str:
@@ -170,7 +181,7 @@ class Refs:
             return " (it is a group: use `group:`)"
         if kind == "group" and name in self.by_name:
             return " (it is a node: use `node:`)"
-        known = sorted(self.groups) + [n for n in self.by_name if not self.by_name[n].router]
+        known = sorted(self.groups) + [n for n in self.by_name if self.by_name[n].runs_node]
         return f" (known: {', '.join(known[:12])}{', ...' if len(known) > 12 else ''})"
 
     def nodes_of(self, v: object, path: str, *, allow_single: bool) -> tuple[str, ...]:

@@ -131,8 +131,16 @@ def _used_nets() -> list[ipaddress.IPv4Network]:
     return used
 
 
-def _create_network(dname: str, labels: dict[str, str]) -> tuple[str, str]:
-    """A bridge network on a free /24 of SUBNET_POOLS: (its id, its subnet)."""
+def ipv6_subnet(v4: ipaddress.IPv4Network) -> str:
+    """The IPv6 /64 of a lab network: a unique local prefix (RFC 4193, fd00::/8) made of its
+    IPv4 /24, so that the two are free or taken together."""
+    a, b, c, _ = v4.network_address.packed
+    return f"fd6d:6f6c:{a:02x}{b:02x}:{c:02x}00::/64"
+
+
+def _create_network(dname: str, labels: dict[str, str], *, ipv6: bool = False) -> tuple[str, str]:
+    """A bridge network on a free /24 of SUBNET_POOLS: (its id, its subnet). With `ipv6`,
+    Docker's `enable_ipv6` and a /64 besides (containers get link-local addresses too)."""
     op, last = f"create network {dname}", ""
     for _attempt in range(20):
         subnets = free_subnets(SUBNET_POOLS, _engine(f"list networks for {dname}", _used_nets))
@@ -146,11 +154,14 @@ def _create_network(dname: str, labels: dict[str, str]) -> tuple[str, str]:
             )
         gateway = str(subnets[0].network_address + 1)
         pool = docker.types.IPAMPool(subnet=str(subnets[0]), gateway=gateway)
-        ipam = docker.types.IPAMConfig(pool_configs=[pool])
+        pools = [pool]
+        if ipv6:
+            pools.append(docker.types.IPAMPool(subnet=ipv6_subnet(subnets[0])))
+        ipam = docker.types.IPAMConfig(pool_configs=pools)
         try:
             net = _api().create_network(
                 dname, driver="bridge", ipam=ipam, labels=labels, attachable=True,
-                check_duplicate=True,
+                check_duplicate=True, enable_ipv6=ipv6,
             )  # fmt: skip
         except _DOCKER_ERRORS as e:
             # A parallel run took the same subnet between our listing and our create.
@@ -458,14 +469,15 @@ class Cluster(_Containers):
 
     # -- networks
 
-    def add_network(self, name: str) -> str:
-        """A bridge network on a free /24; returns its docker name."""
+    def add_network(self, name: str, *, ipv6: bool = False) -> str:
+        """A bridge network on a free /24 (and with `ipv6`, the /64 of ipv6_subnet);
+        returns its docker name."""
         check_name("network name", name)
         self._check_open()
         if name in self.networks:
             raise ValueError(f"network {name!r} already exists in run {self.run_id}")
         dname = self._docker_name(name)
-        nid, subnet = _create_network(dname, self.labels)
+        nid, subnet = _create_network(dname, self.labels, ipv6=ipv6)
         with self._lock:
             self.networks[name] = dname
             self._network_ids[dname] = nid
@@ -517,7 +529,7 @@ class Cluster(_Containers):
         host_config = api.create_host_config(
             binds={str(data_dir): {"bind": "/data", "mode": "rw"}},
             tmpfs=dict(spec.tmpfs) or None,
-            cap_add=["NET_ADMIN"] if spec.cap_net_admin else None,
+            cap_add=(["NET_ADMIN"] if spec.cap_net_admin else []) + list(spec.cap_add) or None,
         )
         first = nets[0][1]
         networking = api.create_networking_config(

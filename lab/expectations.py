@@ -17,7 +17,14 @@ from enum import Enum
 from lab.files import inbox_on_tmpfs
 from lab.nodeapi import ApiError
 from lab.results import DiscoveryRow, Result, TransferRow
-from lab.scenario import DiscoveryExpect, FailureSpec, FileExpect, Scenario, event_code
+from lab.scenario import (
+    DiscoveryExpect,
+    EventsExpect,
+    FailureSpec,
+    FileExpect,
+    Scenario,
+    event_code,
+)
 from lab.state import RunState
 from lab.tail import Event, brief
 from lab.verbs import StepError
@@ -63,6 +70,7 @@ def expectations(sc: Scenario) -> list[Expectation]:
         *files,
         InboxListing(arrivals),
         *(FailureHappens(spec) for spec in sc.expect.failures),
+        *(EventsHappen(e) for e in sc.expect.events),
         Discovery(sc.expect.discovery),
     ]
 
@@ -450,6 +458,67 @@ class FailureHappens(Expectation):
             )
 
 
+# --------------------------------------------------------------------------- events
+
+
+class EventsHappen(Expectation):
+    """`events[i]`: each node named emitted at least `at_least` matching events by `within`.
+    A `connection_dropped` line counts the drops it stands for (1 + its `suppressed`: the node
+    rate-limits these lines during a flood)."""
+
+    def __init__(self, e: EventsExpect) -> None:
+        self.e = e
+        self.path = e.path
+        self.ok: bool | None = None
+
+    def counts(self, state: RunState) -> dict[str, int]:
+        ids = dict(state.nodes.node_ids)
+        out = {}
+        for n in self.e.spec.nodes:
+            total = 0
+            for ev in state.events(n):
+                if self.e.spec.matches(ev, ids):
+                    extra = ev.get("suppressed") if ev.get("event") == "connection_dropped" else 0
+                    total += 1 + (extra if isinstance(extra, int) and extra > 0 else 0)
+            out[n] = total
+        return out
+
+    def _short(self, counts: dict[str, int]) -> list[str]:
+        return [n for n, c in counts.items() if c < self.e.at_least]
+
+    def check(self, now: float, state: RunState) -> Verdict:
+        if self.ok is not None:
+            return _verdict(self.ok)
+        counts = self.counts(state)
+        if not self._short(counts):
+            self.ok = True
+            return Verdict.MET
+        assert state.t0 is not None
+        limit = state.deadline if self.e.within is None else state.t0 + self.e.within
+        if now <= limit:
+            return Verdict.PENDING
+        self._fail(state, counts)
+        return Verdict.FAILED
+
+    def final(self, state: RunState) -> None:
+        if self.ok is None:
+            counts = self.counts(state)
+            if self._short(counts):
+                self._fail(state, counts)
+            else:
+                self.ok = True
+
+    def _fail(self, state: RunState, counts: dict[str, int]) -> None:
+        self.ok = False
+        short = self._short(counts)
+        state.fail(
+            self.path,
+            f"expected at least {self.e.at_least} × {self.e.spec.describe()}; "
+            + ", ".join(f"{n} had {counts[n]}" for n in short[:10]),
+            short,
+        )
+
+
 # --------------------------------------------------------------------------- discovery
 
 
@@ -568,8 +637,10 @@ class Discovery(Expectation):
         sc = state.sc
         shared = [n for n in sc.node(peer).networks if n in sc.node(observer).networks]
         had = state.nodes.past_ips.get(peer, set()) | set(h.ips.items())
+        had |= {(net, ip) for net, ips in getattr(h, "ips6", {}).items() for ip in ips}
         allowed = {ip for net, ip in had if net in shared or not shared}
-        if ev["addr"] not in allowed:
+        # A link-local IPv6 address carries the observer's zone (`fe80::1%eth0`): not the peer's.
+        if str(ev["addr"]).partition("%")[0] not in allowed:
             state.fail(
                 "discovery.addr",
                 f"{observer} saw {peer} at {ev['addr']}, expected "

@@ -28,6 +28,8 @@ from lab import bootstrap, cluster
 REPO = Path(__file__).resolve().parent.parent
 DOCKERFILE = REPO / "lab" / "Dockerfile"
 NODE_DIR = REPO / "node"
+# Lab programs shipped in the image (next to the Dockerfile): the hostile peer, dense mode's init
+LAB_FILES = ("attacker.py", "pod.py")
 SUITE = os.environ.get("MOLE_SUITE", "bookworm")
 BASE_TAG = f"mole-base:{SUITE}"
 REGISTRY_BASE = "python:3.11-slim"
@@ -339,6 +341,10 @@ def node_image_tag(
     """`<repo>:<hash>`: the hash covers the Dockerfile, every node/ file and the base image."""
     h = hashlib.sha256()
     h.update(b"dockerfile\0" + dockerfile.read_bytes() + b"\0")
+    for name in LAB_FILES:
+        f = dockerfile.parent / name
+        if f.exists():
+            h.update(f"lab\0{name}\0".encode() + f.read_bytes() + b"\0")
     for f in _node_files(node_dir):
         data = f.read_bytes()
         rel = f.relative_to(node_dir).as_posix()
@@ -348,8 +354,17 @@ def node_image_tag(
 
 
 def _context(node_dir: Path, dockerfile: Path, into: Path) -> None:
-    """Build context with exactly what the tag hashes: the Dockerfile and node/."""
+    """Build context with exactly what the tag hashes: the Dockerfile, node/ and the lab's
+    lab programs of LAB_FILES (laid out as in the repo, so compose builds from the repo root
+    alike)."""
     shutil.copyfile(dockerfile, into / "Dockerfile")
+    (into / "lab").mkdir()
+    for name in LAB_FILES:
+        f = dockerfile.parent / name
+        if f.exists():
+            shutil.copyfile(f, into / "lab" / name)
+        else:  # a test's stand-in Dockerfile: the COPY still needs a file
+            (into / "lab" / name).write_text("")
     for f in _node_files(node_dir):
         dst = into / "node" / f.relative_to(node_dir)
         dst.parent.mkdir(parents=True, exist_ok=True)

@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from lab import hostile
 from lab.files import place_file
 from lab.nodeapi import NodeApi
 from lab.nodespec import GROUP_SECRET_FILE, TCP_PORT, NodeSpec
@@ -22,8 +23,12 @@ from lab.scenario import NodeDecl, Scenario, route_for
 from lab.tail import Event, EventTail, brief
 from lab.verbs import StepError
 from lab.waits import wait_until
+from node.addr import hostport
 
 READY_TIMEOUT = 30.0  # per start batch: container start -> its `listening` event
+# More nodes booting at once share the same cores (a node's start costs ~0.4 CPU-seconds:
+# imports, its key and certificate): the batch's deadline grows with its size.
+READY_PER_NODE = 0.6
 LOG_TAIL = 25
 EVENTS_TAIL = 8
 MAX_TAILS = 6  # nodes whose log tails go into a failure report
@@ -85,8 +90,10 @@ class Nodes:
             for f in self.sc.files:
                 if n.name in f.on:
                     place_file(files[f.id], share / f.name)
-            if not n.router:
+            if n.runs_node:
                 self.tail.watch(n.name)
+            elif n.hostile:
+                self.node_ids[hostile.node_id(n.name)] = n.name
         if not self.tail.started:
             self.tail.start()
 
@@ -95,6 +102,15 @@ class Nodes:
 
     def _spec(self, n: NodeDecl) -> NodeSpec:
         tmpfs = {k: tmpfs_options(v) for k, v in n.tmpfs}
+        if n.hostile:  # no node: the lab's attacker (lab.hostile), against its target only
+            return NodeSpec(
+                name=n.name,
+                networks=list(n.networks),
+                entrypoint=["python3"],
+                command=hostile.command(n),
+                start=False,
+                env=dict(n.env),
+            )
         if n.router:  # no node: it only forwards packets between its networks
             return NodeSpec(
                 name=n.name,
@@ -113,7 +129,7 @@ class Nodes:
             # A shared network: Docker's DNS answers with the right address; else its IP.
             routed = route_for(self.sc.nodes, n.name, p) is not None
             host = self._ip_towards(p, n) if routed else p
-            args += ["--peer", f"{host}:{TCP_PORT}"]
+            args += ["--peer", hostport(host, TCP_PORT)]  # [v6]:port for an IPv6 address
         args += list(n.args)
         return NodeSpec(
             name=n.name,
@@ -150,8 +166,8 @@ class Nodes:
                 for net, ip in self.handles[n].ips.items():
                     self.past_ips.setdefault(n, set()).add((net, ip))
         self._apply_routes(names)
-        mole = [n for n in names if not self.sc.node(n).router]
-        timeout = min(READY_TIMEOUT, self.remaining())
+        mole = [n for n in names if self.sc.node(n).runs_node]
+        timeout = min(max(READY_TIMEOUT, READY_PER_NODE * len(mole)), self.remaining())
         _, errors = each(
             lambda n: self._wait_ready(n, timeout, since), mole, workers=8, name="mole-lab-ready"
         )

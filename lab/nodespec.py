@@ -3,6 +3,7 @@ handle it is known by once created, the node's command line inside it, and LabEr
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Collection, Mapping, Sequence
@@ -64,6 +65,7 @@ class NodeSpec:
     tmpfs: dict[str, str] = field(default_factory=dict)
     start: bool = True
     cap_net_admin: bool = True
+    cap_add: list[str] = field(default_factory=list)  # more capabilities (dense pods: SYS_ADMIN)
     # Overrides of the image's entrypoint/command (tests, placeholder processes). With
     # `command` set, the `serve ...` command line and `args` are not used.
     command: list[str] | None = None
@@ -125,6 +127,7 @@ class NodeHandle:
     token: str
     data_dir: Path  # host dir bind-mounted at /data (share/, inbox/, state/ inside)
     networks: list[str] = field(default_factory=list)  # lab network names, first = primary
+    ips6: dict[str, tuple[str, ...]] = field(default_factory=dict)  # lab network -> IPv6 addrs
 
     def set_addresses(self, attached: Mapping[str, Any], docker_names: Mapping[str, str]) -> None:
         """Addresses from an inspect's NetworkSettings.Networks (assigned at start, and they may
@@ -133,8 +136,34 @@ class NodeHandle:
             lab: (attached.get(docker_names[lab]) or {}).get("IPAddress") or ""
             for lab in self.networks
         }
+        # IPv6 (scenarios with `ipv6: true`): the network's address and the link-local one
+        # the kernel derives from the MAC (EUI-64), either of which a peer may be seen at.
+        self.ips6 = {
+            lab: tuple(
+                a
+                for a in (
+                    (attached.get(docker_names[lab]) or {}).get("GlobalIPv6Address") or "",
+                    link_local((attached.get(docker_names[lab]) or {}).get("MacAddress") or ""),
+                )
+                if a
+            )
+            for lab in self.networks
+        }
         primary = self.ips.get(self.networks[0], "") if self.networks else ""
         self.api_url = f"http://{primary}:{API_PORT}" if primary else ""
+
+
+def link_local(mac: str) -> str:
+    """The EUI-64 link-local IPv6 address of a MAC (`02:42:ac:13:00:02` ->
+    `fe80::42:acff:fe13:2`); "" for a malformed MAC."""
+    try:
+        b = bytes.fromhex(mac.replace(":", ""))
+    except ValueError:
+        return ""
+    if len(b) != 6:
+        return ""
+    eui = bytes([b[0] ^ 0x02, b[1], b[2], 0xFF, 0xFE, b[3], b[4], b[5]])
+    return str(ipaddress.IPv6Address(b"\xfe\x80" + bytes(6) + eui))
 
 
 def split_image_ref(ref: str) -> tuple[str, str]:

@@ -13,6 +13,7 @@ collection: the other scenarios still run.
 
 from __future__ import annotations
 
+import os
 import sys
 import warnings
 from collections.abc import Iterator
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
 
 LAB_DIR = Path(__file__).resolve().parent
 SCENARIO_DIR = LAB_DIR.parent / "scenarios"
+SCALE_NODES = 50  # larger scenarios run under pytest only with MOLE_LAB_SCALE=1
 
 
 class ScenarioFailed(Exception):
@@ -146,6 +148,11 @@ class ScenarioItem(pytest.Item):
         assert self.spec is not None
         from lab import runner
 
+        if len(self.spec.nodes) > SCALE_NODES and not os.environ.get("MOLE_LAB_SCALE"):
+            pytest.skip(
+                f"{self.spec.name}: {len(self.spec.nodes)} nodes take minutes of the whole "
+                "engine; set MOLE_LAB_SCALE=1 to run it (or `python -m lab run` the file)"
+            )
         session = self.config.stash[_SESSION]
         image = session.image()
         result = runner.run_scenario(

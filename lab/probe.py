@@ -25,8 +25,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-FEATURES = ("netem", "tbf", "htb", "iptables", "iptables_statistic", "hashlimit")
-CACHE_VERSION = 1
+FEATURES = ("netem", "tbf", "htb", "iptables", "iptables_statistic", "hashlimit", "ifb", "tee")
+CACHE_VERSION = 2  # 2: ifb, tee
 PROBE_CHAIN = "MOLE-PROBE"
 _IPT = "iptables -w 5"
 
@@ -45,16 +45,24 @@ CHECKS: dict[str, str] = {
     "hashlimit": f"{_IPT} -A OUTPUT -m hashlimit --hashlimit-upto 100/sec"
     f" --hashlimit-name moleprobe -j ACCEPT && {_IPT} -D OUTPUT -m hashlimit"
     " --hashlimit-upto 100/sec --hashlimit-name moleprobe -j ACCEPT",
+    "ifb": "ip link add moleprobe type ifb && tc qdisc add dev eth0 handle ffff: ingress"
+    " && tc filter add dev eth0 parent ffff: protocol all u32 match u32 0 0"
+    " action mirred egress redirect dev moleprobe"
+    " && tc qdisc del dev eth0 ingress && ip link del moleprobe",
+    "tee": f"{_IPT} -t mangle -A POSTROUTING -d 127.0.0.2 -j TEE --gateway 127.0.0.2"
+    f" && {_IPT} -t mangle -D POSTROUTING -d 127.0.0.2 -j TEE --gateway 127.0.0.2",
 }
 
 # feature -> (what needs it, the kernel piece, the tool whose error we quote)
 _WHY: dict[str, tuple[str, str, str]] = {
-    "netem": ("latency", "sch_netem", "tc"),
+    "netem": ("latency/reorder", "sch_netem", "tc"),
     "tbf": ("bandwidth (qdisc: tbf)", "sch_tbf", "tc"),
     "htb": ("bandwidth (qdisc: htb)", "sch_htb", "tc"),
     "iptables": ("partition and loss", "iptables (ip_tables or nf_tables)", "iptables"),
     "iptables_statistic": ("loss", "the iptables statistic match (xt_statistic)", "iptables"),
     "hashlimit": ("rate limiting", "the iptables hashlimit match (xt_hashlimit)", "iptables"),
+    "ifb": ("bandwidth (direction: in/both)", "ifb, sch_ingress and act_mirred", "ip/tc"),
+    "tee": ("duplicate", "the iptables TEE target (xt_TEE)", "iptables"),
 }
 
 
@@ -70,6 +78,8 @@ class Capabilities:
     details: dict[str, str] = field(default_factory=dict, hash=False)
     kernel: str = ""  # os.uname().release of the probing host (containers share it)
     iptables_version: str = ""  # e.g. "iptables v1.8.9 (nf_tables)"
+    ifb: bool = False  # ingress shaping: an ifb device, the ingress qdisc, mirred redirect
+    tee: bool = False  # the TEE target (packet duplication)
 
     @property
     def shaping(self) -> bool:
@@ -130,6 +140,9 @@ def probe_script() -> str:
     # Leave nothing behind even when a delete failed half-way (the container is thrown away
     # anyway, but a probe run against a live node must not leave rules).
     lines.append("tc qdisc del dev eth0 root 2>/dev/null; true")
+    lines.append(
+        "tc qdisc del dev eth0 ingress 2>/dev/null; ip link del moleprobe 2>/dev/null; true"
+    )
     return "\n".join(lines) + "\n"
 
 

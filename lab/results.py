@@ -129,6 +129,10 @@ class Result:
             log_tails=dict(d.get("log_tails", {})),
         )
 
+    def report_path(self) -> str | None:
+        """The run's report.html (lab.report), if it has an artifact directory."""
+        return f"{self.artifacts}/report.html" if self.artifacts else None
+
     # -- text
 
     def headline(self) -> str:
@@ -162,7 +166,7 @@ class Result:
             status = self.node_status.get(node)
             out += ["", f"--- {node} ({status or '?'}): last log lines ---", tail.rstrip()]
         if self.artifacts:
-            out += ["", f"artifacts: {self.artifacts}"]
+            out += ["", f"artifacts: {self.artifacts}", f"report: {self.report_path()}"]
         return "\n".join(out)
 
 

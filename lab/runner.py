@@ -141,6 +141,10 @@ class Run:
             factory: Callable[..., Any] = Cluster
         else:
             factory = self.cluster_factory
+        if sc.nodes_per_container > 1:
+            from lab import dense
+
+            factory = dense.factory(factory, sc.nodes_per_container)
         workdir = self.ctx.open_workdir()
         self.report.say(f"run {self.run_id}: {len(sc.nodes)} nodes, {len(sc.networks)} networks")
         cluster = self.ctx.open_cluster(factory, self.image)
@@ -148,7 +152,10 @@ class Run:
         self._check_kernel(cluster)
         t = time.monotonic()
         for net in sc.networks:
-            cluster.add_network(net)
+            if sc.ipv6:  # only then: fake clusters of the tests take a name alone
+                cluster.add_network(net, ipv6=True)
+            else:
+                cluster.add_network(net)
         timings["networks"] = time.monotonic() - t
         t = time.monotonic()
         paths, shas = {}, {}
@@ -279,7 +286,8 @@ class Run:
                 self.logs[n] = tail.text(n) + f"\n(lab: could not read logs: {err})\n"
             self.statuses[n] = state.nodes.status(n)
         for n, text in self.logs.items():  # the events in the artifacts: the complete logs'
-            tail.replace(n, text)
+            if self.sc.node(n).runs_node:  # a hostile peer's lines are its own, not a node's
+                tail.replace(n, text)
         if state.t0 is not None:
             with contextlib.suppress(Exception):
                 self.result.transfers = transfer_rows(state)
@@ -317,8 +325,43 @@ class Run:
             snapshot = Result(**{**r.__dict__, "status": status})
             (self.artifacts / "result.json").write_text(snapshot.dumps())
             (self.artifacts / "matrix.txt").write_text(snapshot.render_matrix() + "\n")
+            (self.artifacts / "timeline.json").write_text(json.dumps(self._timeline_json()))
         except OSError as e:
             self.report.say(f"could not write artifacts to {self.artifacts}: {e}")
+            return
+        try:
+            from lab.report import write_report
+
+            self.report.say(f"report: {write_report(self.artifacts)}")
+        except Exception as e:  # the report is a view: its bug must not lose the run's result
+            self.report.say(f"could not write report.html: {type(e).__name__}: {e}")
+
+    def _timeline_json(self) -> dict[str, Any]:
+        """When each step fired and returned (wall clock), for report.html's timeline."""
+        state = self.state
+        fired = state.steps_fired if state else {}
+        done = state.steps_done if state else {}
+        t0_mono = state.t0 if state else None
+        t0 = state.t0_wall if state else None
+
+        def wall(mono: float | None) -> float | None:
+            if mono is None or t0 is None or t0_mono is None:
+                return None
+            return t0 + (mono - t0_mono)
+
+        steps = [
+            {
+                "id": s.id,
+                "do": s.do,
+                "describe": s.describe(),
+                "fault": s.is_fault,
+                "duration": s.duration,
+                "fired": fired.get(s.id),
+                "done": wall(done.get(s.id)),
+            }
+            for s in self.sc.steps
+        ]
+        return {"t0": t0, "end": time.time(), "steps": steps}
 
 
 # --------------------------------------------------------------------------- public API
@@ -400,6 +443,8 @@ def main_run(argv: Sequence[str]) -> int:
         print(r.report() if not r.passed_or_skipped else r.headline(), flush=True)
         if r.status == "passed":
             print(r.render_matrix(), flush=True)
+            if r.artifacts:
+                print(f"report: {r.report_path()}", flush=True)
         print(flush=True)
     print(render_summary(results))
     print(f"artifacts: {root}")

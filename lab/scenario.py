@@ -82,6 +82,12 @@ class NodeDecl:
     env: tuple[tuple[str, str], ...] = ()
     router: bool = False  # runs no node: only forwards packets between its networks
     path: str = ""
+    hostile: tuple[tuple[str, str], ...] = ()  # runs lab/attacker.py with these (lab.hostile)
+
+    @property
+    def runs_node(self) -> bool:
+        """A mole node runs in it (not a router, not a hostile peer)."""
+        return not self.router and not self.hostile
 
 
 @dataclass(frozen=True)
@@ -241,12 +247,24 @@ class FailureSpec:
 
 
 @dataclass(frozen=True)
+class EventsExpect:
+    """`expect.events[i]`: every node of `spec` emitted at least `at_least` such events by
+    `within` s after time 0 (e.g. a hostile peer's connections dropped)."""
+
+    spec: EventSpec
+    at_least: int = 1
+    within: float | None = None
+    path: str = ""
+
+
+@dataclass(frozen=True)
 class Expect:
     files: tuple[FileExpect, ...] = ()
     discovery: DiscoveryExpect | None = None
     no_failures: bool = True
     allow_failures: tuple[FailureSpec, ...] = ()
     failures: tuple[FailureSpec, ...] = ()
+    events: tuple[EventsExpect, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -262,6 +280,8 @@ class Scenario:
     groups: Mapping[str, tuple[str, ...]]  # group name -> member node names
     source: str = "<string>"
     text: str = ""  # the YAML as written (copied into the artifacts)
+    nodes_per_container: int = 1  # dense mode (lab.dense) when > 1
+    ipv6: bool = False  # every network also gets an IPv6 /64 (ULA) besides its IPv4 /24
 
     def node(self, name: str) -> NodeDecl:
         for n in self.nodes:
@@ -296,8 +316,8 @@ class Scenario:
 
     @property
     def mole_nodes(self) -> tuple[NodeDecl, ...]:
-        """Nodes that run a mole node (every node but routers)."""
-        return tuple(n for n in self.nodes if not n.router)
+        """Nodes that run a mole node (every node but routers and hostile peers)."""
+        return tuple(n for n in self.nodes if n.runs_node)
 
     @property
     def fault_verbs(self) -> frozenset[str]:
@@ -347,7 +367,7 @@ def route_for(nodes: Iterable[NodeDecl], a: str, b: str) -> Route | None:
         return None
     candidates = sorted(by_name.values(), key=lambda n: not n.router)
     for via in candidates:
-        if via.name in (a, b):
+        if via.name in (a, b) or via.hostile:  # never route honest traffic through an attacker
             continue
         ka = [net for net in na.networks if net in via.networks]
         kb = [net for net in nb.networks if net in via.networks]

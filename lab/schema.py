@@ -13,8 +13,9 @@ import zlib
 from types import MappingProxyType
 from typing import Any
 
-from lab import verbs
+from lab import hostile, verbs
 from lab.checks import Checks, Context, Refs, join, type_name
+from lab.dense import MAX_PER_CONTAINER
 from lab.scenario import (
     MAX_COUNT,
     NAME_RE,
@@ -27,6 +28,13 @@ from lab.scenario import (
 )
 from lab.schema_expect import parse_expect
 from lab.timeline import check_cycles, parse_trigger
+
+TOP_KEYS = (
+    "name", "description", "timeout", "networks", "nodes", "files", "steps", "expect",
+    "nodes_per_container", "ipv6",
+)  # fmt: skip
+# Verbs acting on a node's container: with several nodes in one, they would hit them all.
+DENSE_REFUSED_VERBS = frozenset({"kill", "stop", "start", "restart", "pause", "unpause"})
 
 
 def parse(
@@ -69,6 +77,7 @@ class Topology(Checks):
             "tmpfs",
             "env",
             "router",
+            "hostile",
         )
         for i, item in enumerate(items):
             p = f"nodes[{i}]"
@@ -106,6 +115,11 @@ class Topology(Checks):
             env = self.str_map(m.get("env", {}), join(p, "env"))
             start = self.boolean(m.get("start", True), join(p, "start"))
             router = self.boolean(m.get("router", False), join(p, "router"))
+            attack = hostile.parse(self, m["hostile"], join(p, "hostile")) if "hostile" in m else ()
+            if attack:
+                for k in ("groups", "peers", "args", "router", "tmpfs"):
+                    if k in m:
+                        raise self.fail(join(p, k), "a hostile node runs no mole node: not allowed")
             if router:
                 for k in ("groups", "peers", "args", "group"):
                     if k in m:
@@ -134,6 +148,7 @@ class Topology(Checks):
                         env=env,
                         router=router,
                         path=p,
+                        hostile=attack,
                     )
                 )
         return tuple(out)
@@ -180,8 +195,8 @@ class Topology(Checks):
                 if peer not in by_name:
                     hint = " (a group: list its nodes)" if peer in groups else ""
                     raise self.fail(q, f"unknown node {peer!r}{hint}")
-                if by_name[peer].router:
-                    raise self.fail(q, f"{peer!r} is a router, it runs no node")
+                if not by_name[peer].runs_node:
+                    raise self.fail(q, f"{peer!r} runs no node (a router or a hostile peer)")
                 try:
                     r = route_for(nodes, n.name, peer)
                 except KeyError as e:
@@ -217,7 +232,7 @@ class Parser(Checks):
         top = self.mapping(
             data,
             "",
-            ("name", "description", "timeout", "networks", "nodes", "files", "steps", "expect"),
+            TOP_KEYS,
             required=("nodes",),
         )
         if "name" in top:
@@ -230,22 +245,28 @@ class Parser(Checks):
         if not isinstance(desc, str):
             raise self.fail("description", f"must be a string, not {type_name(desc)}")
         timeout = self.number(top.get("timeout", 60), "timeout", positive=True)
+        ipv6 = top.get("ipv6", False)
+        if not isinstance(ipv6, bool):
+            raise self.fail("ipv6", f"must be true or false, not {type_name(ipv6)}")
 
         topo = Topology(self.source)
         networks = topo.networks(top.get("networks", ["lan"]))
         nodes = topo.nodes(top["nodes"], networks)
         groups = topo.groups(nodes)
         topo.static_peers(nodes, groups)
+        hostile.check_targets(self, nodes)
         self.refs = Refs(self, nodes, groups)
         files = self.files(top.get("files", []))
         ctx = Context(self.source, self.refs, files)
         steps = self.steps(top.get("steps", []), ctx)
         expect = parse_expect(top.get("expect", {}), ctx, [st.id for st in steps])
+        dense = self.dense(top.get("nodes_per_container", 1), nodes, steps)
         return Scenario(
             name=name,
             description=desc.strip(),
             timeout=timeout,
             networks=networks,
+            ipv6=ipv6,
             nodes=nodes,
             files=files,
             steps=steps,
@@ -253,7 +274,36 @@ class Parser(Checks):
             groups=MappingProxyType(groups),
             source=self.source,
             text=text,
+            nodes_per_container=dense,
         )
+
+    def dense(self, v: object, nodes: tuple[NodeDecl, ...], steps: tuple[Step, ...]) -> int:
+        """`nodes_per_container`, and what dense mode cannot keep the meaning of (lab.dense)."""
+        p = "nodes_per_container"
+        k = self.integer(v, p, 1, MAX_PER_CONTAINER)
+        if k == 1:
+            return k
+        for st in steps:
+            if st.do in DENSE_REFUSED_VERBS:
+                raise self.fail(
+                    join(st.path, "do"),
+                    f"`{st.do}` acts on a container, which holds up to {k} nodes with "
+                    f"nodes_per_container: {k} (use 1)",
+                )
+        for n in nodes:
+            if n.peers:
+                raise self.fail(
+                    join(n.path, "peers"),
+                    "static peers are reached by container name, which packed nodes lack "
+                    "(nodes_per_container > 1)",
+                )
+            if n.hostile:
+                raise self.fail(
+                    join(n.path, "hostile"),
+                    "a hostile peer reaches its target by container name, which packed nodes "
+                    "lack (nodes_per_container > 1)",
+                )
+        return k
 
     def files(self, v: object) -> tuple[FileDecl, ...]:
         out: list[FileDecl] = []

@@ -9,11 +9,13 @@ from collections.abc import Iterable
 from lab.checks import Context, join
 from lab.scenario import (
     DiscoveryExpect,
+    EventsExpect,
     Expect,
     FailureSpec,
     FileExpect,
     numbered_name,
 )
+from lab.timeline import parse_event_spec
 
 
 def parse_expect(v: object, ctx: Context, step_ids: Iterable[str] = ()) -> Expect:
@@ -24,7 +26,7 @@ def parse_expect(v: object, ctx: Context, step_ids: Iterable[str] = ()) -> Expec
 class _ExpectParser(Context):
     def expect(self, v: object, step_ids: Iterable[str] = ()) -> Expect:
         files = self.files
-        keys = ("files", "discovery", "no_failures", "allow_failures", "failures")
+        keys = ("files", "discovery", "no_failures", "allow_failures", "failures", "events")
         m = self.mapping(v if v is not None else {}, "expect", keys)
         fexp: list[FileExpect] = []
         said: dict[tuple[str, str], tuple[str, bool]] = {}  # (node, file id) -> (path, absent)
@@ -112,14 +114,33 @@ class _ExpectParser(Context):
             no_failures=no_failures,
             allow_failures=allow,
             failures=must,
+            events=self.events(m.get("events", [])),
         )
+
+    def events(self, v: object) -> tuple[EventsExpect, ...]:
+        """`events: [{node: b, event: connection_dropped, code: too_slow, at_least: 10}]`: the
+        event filters of a trigger (lab.timeline), a count and a deadline."""
+        out = []
+        for i, item in enumerate(self.list_of(v, "expect.events")):
+            p = f"expect.events[{i}]"
+            keys = ("event", "node", "group", "file", "peer", "code", "progress")
+            m = self.mapping(item, p, (*keys, "at_least", "within"), ("event",))
+            spec = parse_event_spec({k: m[k] for k in keys if k in m}, p, self)
+            at_least = self.integer(m.get("at_least", 1), join(p, "at_least"), 1, 10**9)
+            within = (
+                self.number(m["within"], join(p, "within"), positive=True)
+                if "within" in m
+                else None
+            )
+            out.append(EventsExpect(spec=spec, at_least=at_least, within=within, path=p))
+        return tuple(out)
 
     def discovery(self, v: object) -> DiscoveryExpect:
         p = "expect.discovery"
         m = self.mapping(v, p, ("within", "see", "not_see"), ("within",))
         within = self.number(m["within"], join(p, "within"), positive=True)
         if m.get("see") == "all":
-            names = [n.name for n in self.refs.nodes if not n.router]
+            names = [n.name for n in self.refs.nodes if n.runs_node]
             see = tuple((a, b) for a in names for b in names if a != b)
         else:
             see = self.pairs(m.get("see", []), join(p, "see"))
@@ -158,7 +179,11 @@ class _ExpectParser(Context):
         for i, item in enumerate(self.list_of(v, p)):
             q = f"{p}[{i}]"
             m = self.mapping(item, q, keys)
-            nodes = self.refs.node_or_group(m, q)
+            self.refs.hostile_ok = True
+            try:
+                nodes = self.refs.node_or_group(m, q)
+            finally:
+                self.refs.hostile_ok = False
             ref = str(m.get("node", m.get("group")))
             code = self.string(m["code"], join(q, "code")) if "code" in m else None
             w = (

@@ -65,7 +65,11 @@ def parse_event_spec(v: object, p: str, ctx: Context) -> EventSpec:
     peer = None
     if "peer" in m:
         peer = ctx.string(m["peer"], join(p, "peer"))
-        ctx.refs.resolve(peer, join(p, "peer"), kind="node")
+        ctx.refs.hostile_ok = True  # the peer an event is about may be a hostile one
+        try:
+            ctx.refs.resolve(peer, join(p, "peer"), kind="node")
+        finally:
+            ctx.refs.hostile_ok = False
     code = ctx.string(m["code"], join(p, "code")) if "code" in m else None
     progress = None
     if "progress" in m:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import re
-import secrets
 import sys
 import traceback
 from collections.abc import Callable, Mapping
@@ -23,7 +22,7 @@ from typing import Any, Protocol
 from urllib.parse import unquote
 
 from node import apiweb, trustapi
-from node.apiauth import ApiGuard
+from node.apiauth import ApiGuard, token_urlsafe
 from node.errors import LocalCode, MoleError, RequestError
 from node.events import Record
 from node.httpparse import (
@@ -151,7 +150,7 @@ class ApiServerProtocol:
     ) -> None:
         self.facade = facade
         # Always a token: without one given, a random one nobody knows (nothing is authorized).
-        self.guard = guard or ApiGuard(token or secrets.token_urlsafe(32))
+        self.guard = guard or ApiGuard(token or token_urlsafe(32))
         self._head_timeout = head_timeout
         self._head_timer: TimerHandle | None = None
         self._call_later = call_later

@@ -21,16 +21,30 @@ where the CLI of the same user finds it.
 
 from __future__ import annotations
 
-import hmac
+import base64
 import ipaddress
 import os
-import secrets
 import time
+from _operator import _compare_digest  # constant time, see compare_digest()
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from node import plat
+
+
+def compare_digest(a: bytes, b: bytes) -> bool:
+    """Constant-time comparison: the C function `hmac.compare_digest` is when hashlib has no
+    OpenSSL (CPython's own, documented there as timing-safe). Importing `hmac` (or `secrets`)
+    would load OpenSSL's libcrypto, about 3.7 MiB of an idle node's RSS, for nothing else."""
+    return _compare_digest(a, b)
+
+
+def token_urlsafe(nbytes: int = 32) -> str:
+    """`secrets.token_urlsafe` (os.urandom, URL-safe base64 without padding), minus the
+    hmac/OpenSSL import that `secrets` brings."""
+    return base64.urlsafe_b64encode(os.urandom(nbytes)).rstrip(b"=").decode("ascii")
+
 
 TOKEN_FILE = "api_token"
 COOKIE = "mole_session"
@@ -47,7 +61,7 @@ def load_or_create_token(state: Path) -> str:
             return text
     except FileNotFoundError:
         pass
-    token = secrets.token_urlsafe(32)
+    token = token_urlsafe(32)
     tmp = path.with_name(f".{TOKEN_FILE}.{os.getpid()}.tmp")
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | plat.O_NOFOLLOW | plat.O_CLOEXEC
     fd = os.open(tmp, flags, 0o600)
@@ -120,7 +134,7 @@ class ApiGuard:
 
     def token_ok(self, given: str) -> bool:
         # latin-1 round-trips the header's raw bytes; compare_digest keeps timing flat.
-        return hmac.compare_digest(given.encode("latin-1", "replace"), self._token)
+        return compare_digest(given.encode("latin-1", "replace"), self._token)
 
     def authorized(self, headers: dict[str, str]) -> bool:
         scheme, _, credentials = headers.get("authorization", "").partition(" ")
@@ -134,7 +148,7 @@ class ApiGuard:
         """A new session id for the right token, else None."""
         if not self.token_ok(token):
             return None
-        sid = secrets.token_urlsafe(32)
+        sid = token_urlsafe(32)
         self._sessions[sid] = self._now() + SESSION_TTL
         while len(self._sessions) > MAX_SESSIONS:
             self._sessions.popitem(last=False)
@@ -153,7 +167,7 @@ class ApiGuard:
         # Constant time over the ids we hold, so timing does not tell a prefix apart.
         ok = False
         for known in self._sessions:
-            ok |= hmac.compare_digest(known.encode(), sid.encode("latin-1", "replace"))
+            ok |= compare_digest(known.encode(), sid.encode("latin-1", "replace"))
         return ok
 
     @staticmethod

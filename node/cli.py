@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 from urllib.parse import quote
 
 from node import clitrust
+from node.addr import hostport
 from node.termsafe import safe_json, safe_text
 from node.units import format_size
 
@@ -254,7 +255,7 @@ def peers_table(peers: list[dict[str, Any]], now: float) -> str:
         (
             p.get("name", ""),
             str(p.get("node", ""))[:8],
-            f"{p.get('addr', '?')}:{p.get('port', '?')}",
+            hostport(str(p.get("addr", "?")), p.get("port", "?")),
             ",".join(p.get("groups") or []) or "-",
             "static" if p.get("static") else human_age(p.get("last_seen"), now),
         )
@@ -699,7 +700,8 @@ def describe_event(name: str, d: dict[str, Any], peers: dict[str, str]) -> str:
     if name == "peer_up":
         peers[str(d.get("peer"))] = str(d.get("peer_name") or "")
         how = "static" if d.get("static") else ",".join(d.get("groups") or []) or "-"
-        return f"{peer_name(d, peers)} at {d.get('addr')}:{d.get('port')} ({how})"
+        where = hostport(str(d.get("addr")), d.get("port", "?"))
+        return f"{peer_name(d, peers)} at {where} ({how})"
     if name == "peer_down":
         return f"{peer_name(d, peers)} ({d.get('reason')})"
     if name == "transfer_started":
@@ -760,15 +762,12 @@ def cmd_token(args: argparse.Namespace, client: Client, out: TextIO) -> int:
     return EXIT_OK
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
-    from node.config import config_from_args
+def cmd_serve(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from node.cli_config import serve_config
     from node.errors import ConfigError
     from node.node import run_node
 
-    try:
-        config = config_from_args(args)
-    except ConfigError as exc:
-        raise CliError(str(exc), EXIT_USAGE) from None
+    config, _ = serve_config(args, argv)
     try:
         return run_node(config)
     except ConfigError as exc:  # e.g. identity files that cannot be used
@@ -788,7 +787,46 @@ def cmd_id(args: argparse.Namespace, client: Client, out: TextIO) -> int:
 # -- argument parsing ------------------------------------------------------------------------
 
 
+def _columns() -> int:
+    """The terminal's width as `shutil.get_terminal_size` finds it ($COLUMNS, then the tty,
+    else 80), without importing shutil: argparse would, for every parser it builds, and a
+    node's RSS would carry shutil (and bz2, lzma, fnmatch) for its whole life (~0.6 MiB)."""
+    try:
+        columns = int(os.environ.get("COLUMNS", "0"))
+    except ValueError:
+        columns = 0
+    if columns <= 0:
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
+        except (AttributeError, ValueError, OSError):
+            columns = 0
+    return columns or 80
+
+
+class _Width:
+    """A help formatter mixin that passes argparse the width it would ask shutil for."""
+
+    def __init__(
+        self,
+        prog: str,
+        indent_increment: int = 2,
+        max_help_position: int = 24,
+        width: int | None = None,
+    ) -> None:
+        super().__init__(  # type: ignore[call-arg]
+            prog, indent_increment, max_help_position, _columns() - 2 if width is None else width
+        )
+
+
+class _Help(_Width, argparse.HelpFormatter):
+    pass
+
+
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _Help)
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str) -> NoReturn:
         self.print_usage(sys.stderr)
         self.exit(EXIT_USAGE, f"mole: {message}\n")
@@ -835,7 +873,7 @@ def add_client_options(p: argparse.ArgumentParser, *, top: bool) -> None:
     )  # fmt: skip
 
 
-class _ServeHelp(argparse.ArgumentDefaultsHelpFormatter):
+class _ServeHelp(_Width, argparse.ArgumentDefaultsHelpFormatter):
     """`serve --help` shows each default, except a token's (a secret) and unset ones."""
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
@@ -880,10 +918,24 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
-    serve = sub.add_parser("serve", help="run a node", formatter_class=_ServeHelp)
+    serve = sub.add_parser(
+        "serve",
+        help="run a node",
+        formatter_class=_ServeHelp,
+        epilog="Every option can also be set as MOLE_<OPTION> (e.g. MOLE_MAX_SIZE) or in the "
+        'config file (max-size = "2GiB"); the command line wins, then the environment, then '
+        "the file. `mole config` shows what applies (docs/config.md).",
+    )
     from node.config import add_serve_arguments
 
     add_serve_arguments(serve)
+    config = sub.add_parser(
+        "config",
+        help="print the effective serve options and where each comes from",
+        formatter_class=_ServeHelp,
+    )
+    add_serve_arguments(config)
+    config.add_argument("--json", action="store_true", help="print JSON")
 
     def client_cmd(name: str, run: object, help: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help)
@@ -917,6 +969,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -924,7 +977,11 @@ def main(argv: list[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     try:
         if args.command == "serve":
-            return cmd_serve(args)
+            return cmd_serve(args, argv)
+        if args.command == "config":
+            from node.cli_config import cmd_config
+
+            return cmd_config(args, argv, sys.stdout)
         # A tiny --timeout bounds the wait for transfers; single answers still get a second.
         http_timeout = REQUEST_TIMEOUT if args.timeout is None else max(1.0, args.timeout)
         from node.apiclient import ApiFailure, find_token

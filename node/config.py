@@ -9,8 +9,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from node import units
+from node.configfile import add_config_argument
 from node.errors import ConfigError
 from node.groups import MAX_GROUPS, Group, parse_group
+from node.logs import add_log_arguments
 from node.peerauth import GroupProver, NoGroups
 
 DISCOVERY_PORT = 47100
@@ -24,7 +26,7 @@ class Config:
     share: Path
     inbox: Path
     state: Path
-    host: str = "0.0.0.0"
+    host: str = "::"  # dual-stack; 0.0.0.0 where the host has no IPv6 (Node.start)
     port: int = TRANSFER_PORT
     discovery_port: int = DISCOVERY_PORT
     api_host: str = "127.0.0.1"
@@ -41,6 +43,7 @@ class Config:
     broadcast: tuple[str, ...] = ()
     interfaces: tuple[str, ...] = ()
     discovery: bool = True
+    discovery6: bool = True  # IPv6 link-local multicast besides IPv4 broadcast (node/lan6.py)
     announce_interval: float = 2.0
     missed_announcements: int = 3
     # Who may push here / list and pull from here (node/policy.py): safe on a cafe Wi-Fi.
@@ -66,6 +69,9 @@ class Config:
     auto_fetch: bool = False
     progress_interval: float = 0.5
     fsync: bool = False
+    log_format: str = "json"  # auto | text | json (node/logs.py); json: the lab's event lines
+    log_level: str = "auto"  # debug for json (every event), info for text
+    log_file: Path | None = None  # None: stdout
     # Tests and benchmarks only: transfer connections without TLS (both peers must say so).
     insecure_plaintext: bool = False
     # Group membership proofs in the handshake (the group layer's; no groups by default).
@@ -119,7 +125,11 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--inbox", default=_env("INBOX") or str(home / "inbox"), help="received files")
     p.add_argument("--state", default=_env("STATE") or str(home / "state"), help="node id, caches")
-    p.add_argument("--listen", default=_env("LISTEN") or "0.0.0.0", help="transfer listen address")
+    p.add_argument(
+        "--listen",
+        default=_env("LISTEN") or "::",
+        help="transfer listen address (`::`: every address of both IP versions)",
+    )
     p.add_argument(
         "--port", type=int, default=int(_env("PORT") or TRANSFER_PORT), help="transfer TCP port"
     )
@@ -191,6 +201,11 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
         "--interface", action="append", default=None, help="announce only on this interface"
     )
     p.add_argument("--no-discovery", action="store_true", help="no UDP discovery at all")
+    p.add_argument(
+        "--no-discovery6",
+        action="store_true",
+        help="no IPv6 multicast discovery (IPv4 broadcast only)",
+    )
     p.add_argument(
         "--insecure-plaintext",
         action="store_true",
@@ -289,6 +304,9 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--auto-fetch", action="store_true", help="pull every file group peers share")
     p.add_argument("--fsync", action="store_true", help="fsync received files before rename")
+    # Logging and the config file live in their own modules (node/logs.py, node/configfile.py).
+    add_log_arguments(p)
+    add_config_argument(p)
 
 
 def config_from_args(ns: argparse.Namespace) -> Config:
@@ -305,7 +323,8 @@ def config_from_args(ns: argparse.Namespace) -> Config:
         raise ConfigError(f"at most {MAX_GROUPS} groups, each named once")
     if ns.prompt_timeout <= 0:
         raise ConfigError("--prompt-timeout must be > 0")
-    peers_text = list(ns.peer or []) + [p for p in (_env("PEERS") or "").split(",") if p]
+    # MOLE_PEERS only without --peer: the command line wins (node/configfile.py).
+    peers_text = ns.peer or [p for p in (_env("PEERS") or "").split(",") if p]
     for name, value in (("--port", ns.port), ("--discovery-port", ns.discovery_port)):
         if not 0 <= value < 65536:
             raise ConfigError(f"{name} {value} is not a port")
@@ -347,6 +366,7 @@ def config_from_args(ns: argparse.Namespace) -> Config:
         broadcast=tuple(ns.broadcast or [b for b in (_env("BROADCAST") or "").split(",") if b]),
         interfaces=tuple(ns.interface or ()),
         discovery=not ns.no_discovery,
+        discovery6=not ns.no_discovery6,
         announce_interval=ns.announce_interval,
         missed_announcements=ns.missed,
         accept=ns.accept,
@@ -370,5 +390,8 @@ def config_from_args(ns: argparse.Namespace) -> Config:
         progress_interval=ns.progress_interval,
         auto_fetch=ns.auto_fetch or _env("AUTO_FETCH") == "1",
         fsync=ns.fsync,
+        log_format=ns.log_format,
+        log_level=ns.log_level,
+        log_file=Path(ns.log_file).expanduser() if ns.log_file else None,
         insecure_plaintext=ns.insecure_plaintext,
     )

@@ -28,7 +28,11 @@ if TYPE_CHECKING:
     from node.node import Node
     from node.sender import FileSender
 
-FEATURES = ("resume", "digest")
+FEATURES = ("resume", "digest", "pull-digest")
+# While a stream we receive flows, the loop wakes us only once this much is queued (or the
+# stream's last bytes are): fewer, fuller reads, so the per-read cost in Python (loop turn,
+# framing, session) is paid per ~STREAM_LOWAT bytes instead of per ~150 KiB on loopback.
+STREAM_LOWAT = 512 << 10
 RATE_WINDOW = 10.0  # a stream must average Config.min_rate over this (or the idle timeout)
 STREAM_CHECK = 0.5  # s between looks at a stream's progress (rate floor, activity)
 CLOSE_GRACE = 5.0  # after an error, how long a peer that does not read gets to take our bytes
@@ -137,6 +141,7 @@ class Conn:
         self.abort_at: float | None = None  # after fail(): reset if the peer has not read it
         self._next_look = math.inf  # next look at a stream's progress
         self._last_progress = -1
+        self._rx_at_look = 0  # rx_bytes at the last look at a stream (a stalled read)
         # (start, bytes moved at start) of the current minimum-rate window of a stream.
         self._window: tuple[float, int] | None = None
         self._reads_paused = False
@@ -186,6 +191,7 @@ class Conn:
         except RemoteProtocolError as exc:
             self.fail(exc.code, str(exc))
             return
+        self._tune_lowat()
         # Trickled bytes keep a connection "active"; a header must still finish in time.
         if self.session.partial_header:
             if self.header_since is None:
@@ -193,6 +199,28 @@ class Conn:
                 self.wake()
         else:
             self.header_since = None
+
+    def _tune_lowat(self) -> None:
+        """Read in large gulps while a stream comes in, never waiting for bytes that cannot
+        come: at most what is left of the stream (frame headers only add to what arrives);
+        back to 1 outside a stream and when a look at the stream finds it stalled."""
+        transport = self.transport
+        if transport is None or self.closed:
+            return
+        session = self.session
+        incoming = session.state in (State.PUSH_STREAM, State.PULL_STREAM) and (
+            (session.state is State.PUSH_STREAM) is (session.role is Role.SERVER)
+        )
+        want = min(STREAM_LOWAT, session.stream_remaining) if incoming else 1
+        self._set_lowat(max(1, want))
+
+    def _set_lowat(self, n: int) -> None:
+        # Only a plain socket transport has the mark: under TLS, ciphertext of the stream's
+        # last bytes may already sit read in the TLS layer, so a mark on the socket could wait
+        # for bytes that will never come again.
+        set_mark = getattr(self.transport, "set_read_low_water", None)
+        if set_mark is not None:
+            set_mark(n)
 
     def eof_received(self) -> None:
         try:
@@ -440,12 +468,17 @@ class Conn:
             self.fail(ErrorCode.TOO_SLOW, f"frame header not complete within {limit:g} s")
             return
         if self.digest_by is not None and now >= self.digest_by:
-            if self.session.state is State.PUSH_DIGEST:
+            if self.session.state in (State.PUSH_DIGEST, State.PULL_DIGEST):
                 self.fail(ErrorCode.TOO_SLOW, "no digest in time after the data")
                 return
             self.digest_by = None
         if now >= self._next_look:
             self._next_look = math.inf
+            if self.rx_bytes == self._rx_at_look:
+                # Nothing read since the last look: a slow (or capped) sender must not wait
+                # for STREAM_LOWAT bytes to be seen at all; data_received raises it again.
+                self._set_lowat(1)
+            self._rx_at_look = self.rx_bytes
             if not self._check_rate(now):
                 return
         if now - self.last_activity > cfg.idle_timeout:

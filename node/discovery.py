@@ -22,6 +22,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Final
 
 from node import ed25519, x509
+from node.addr import family
 from node.errors import ErrorCode, RemoteProtocolError
 from node.framing import no_duplicates
 from node.ratelimit import TokenBucket
@@ -317,6 +318,8 @@ class PeerTable:
         self._budget_known: TokenBucket | None = None
         self._budget_new: TokenBucket | None = None
         self.counters: dict[str, int] = {}
+        # node -> when its announce last came from the address kept (node/addr.py family).
+        self._addr_heard: dict[str, float] = {}
 
     def _count(self, key: str) -> None:
         self.counters[key] = self.counters.get(key, 0) + 1
@@ -383,7 +386,22 @@ class PeerTable:
             # day must not keep a phantom (a flood of them) in the table for three days.
             expires=now + self.missed * min(msg.interval, self.max_interval),
         )
-        return self._update(peer)
+        return self._update(self._keep_family(peer, min(msg.interval, self.max_interval), now))
+
+    def _keep_family(self, peer: Peer, interval: float, now: float) -> Peer:
+        """A peer heard over IPv4 broadcast and IPv6 multicast keeps the address of the family
+        it was heard on first, as long as that family keeps being heard (within 1.5 of its
+        intervals): its address does not flap with every announce. Docs: protocol.md 1.6."""
+        old = self._peers.get(peer.node)
+        if (
+            old is not None
+            and not old.static
+            and family(old.addr) != family(peer.addr)
+            and now - self._addr_heard.get(peer.node, -math.inf) <= 1.5 * interval
+        ):
+            return replace(peer, addr=old.addr)
+        self._addr_heard[peer.node] = now
+        return peer
 
     def _remember(self, node: str, msg: Datagram, public: bytes, sig: bytes) -> None:
         key = self._keys.get(node)
@@ -483,6 +501,7 @@ class PeerTable:
 
     def _forget(self, node: str) -> Peer | None:
         self._once.pop(node, None)
+        self._addr_heard.pop(node, None)
         return self._peers.pop(node, None)
 
     def expire(self, now: float) -> list[PeerDown]:

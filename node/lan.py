@@ -19,6 +19,7 @@ from node.config import Config
 from node.discovery import Announce, Announcer, Goodbye, encode
 from node.groups import Groups
 from node.identity import Identity
+from node.lan6 import Multicast6
 from node.loop import Loop
 from node.peers import Peers
 
@@ -48,11 +49,13 @@ class Lan:
         self.counter = 0
         self._next_ping = -math.inf if config.static_peers else math.inf
         self.stopped = False
+        self.mc6 = Multicast6(config, loop, self._datagram)  # IPv6 discovery: node/lan6.py
 
     def start(self) -> None:
         cfg = self.config
         if cfg.discovery:
             self.udp = self.loop.open_udp("0.0.0.0", cfg.discovery_port, self._datagram)
+            self.mc6.start()  # unless --no-discovery6 (node/lan6.py)
 
     def stop(self) -> None:
         """Say goodbye (one datagram per target) and stop announcing."""
@@ -100,6 +103,7 @@ class Lan:
     def _broadcast(self, data: bytes) -> None:
         for target in self._targets():
             self.udp.sendto(data, (target, self.config.discovery_port))
+        self.mc6.send(data)
 
     def _announce(self, now: float) -> None:
         cfg = self.config

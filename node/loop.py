@@ -22,8 +22,10 @@ import mmap
 import os
 import selectors
 import socket
+import struct
 import time
 from collections.abc import Callable
+from typing import Any
 
 from node import plat
 from node.transport import (
@@ -230,7 +232,19 @@ class DatagramEndpoint(_IOHandler):
         loop._endpoints.add(self)
         self._set_events(_EVENT_READ)
 
-    def sendto(self, data: bytes | bytearray | memoryview, addr: Address) -> None:
+    def join6(self, group: str, ifindex: int) -> bool:
+        """Join IPv6 multicast `group` on interface `ifindex`; whether the system agreed."""
+        mreq = socket.inet_pton(socket.AF_INET6, group) + struct.pack("@I", ifindex)
+        try:
+            self._sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP, mreq)
+        except AttributeError:  # a Python built without it: no group to join
+            return False
+        except OSError as exc:  # EADDRINUSE: joined already; ENODEV: the interface went
+            self._count_error(exc, f"join {group}%{ifindex}")
+            return exc.errno == errno.EADDRINUSE
+        return True
+
+    def sendto(self, data: bytes | bytearray | memoryview, addr: tuple[Any, ...]) -> None:
         """Best effort (UDP): a full socket buffer or unreachable network is an error count."""
         if self._closed:
             self._count_error(OSError(errno.EBADF, "datagram endpoint is closed"), "sendto")
@@ -365,6 +379,12 @@ class Loop:
         sock = socket.socket(family, socket.SOCK_STREAM)
         try:
             plat.set_reuse_address(sock)  # not on Windows (port sharing there)
+            if family == socket.AF_INET6 and addr[0] == "::":
+                # `::` is every address of both families (dual-stack): IPv4 peers arrive as
+                # ::ffff:a.b.c.d, shown as a.b.c.d (transport._addr). Windows and some BSDs
+                # default to IPv6 only; a system without IPv4 mapping refuses: IPv6 only then.
+                with contextlib.suppress(OSError, AttributeError):
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
             sock.bind(addr)
             sock.listen(backlog)
             sock.setblocking(False)
@@ -442,10 +462,34 @@ class Loop:
             raise OSError(exc.errno, f"cannot bind udp {host}:{port}: {exc.strerror}") from exc
         return DatagramEndpoint(self, sock, on_datagram)
 
+    def open_multicast6(
+        self, port: int, on_datagram: Callable[[bytes, Address], None]
+    ) -> DatagramEndpoint:
+        """An IPv6-only UDP socket on `port` for link-local multicast (discovery); it joins
+        groups per interface with `DatagramEndpoint.join6`. Several processes may bind the
+        port, as with open_udp; IPv6 only, so the IPv4 socket on the same port stays apart."""
+        self._check_open()
+        sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        try:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            plat.set_reuse_port(sock)
+            # Loop back: nodes on one host meet as they do by broadcast. One hop: link-local.
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_LOOP, 1)
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 1)
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RCVBUF)
+            sock.bind(("::", port))
+            sock.setblocking(False)
+        except OSError as exc:
+            sock.close()
+            raise OSError(exc.errno, f"cannot bind udp [::]:{port}: {exc.strerror}") from exc
+        return DatagramEndpoint(self, sock, on_datagram)
+
     @staticmethod
     def _resolve(
         host: str, port: int, kind: socket.SocketKind, *, passive: bool
-    ) -> tuple[socket.AddressFamily, tuple[str, int]]:
+    ) -> tuple[socket.AddressFamily, tuple[Any, ...]]:
         if passive and host in ("", "0.0.0.0"):
             return socket.AF_INET, ("0.0.0.0", port)
         flags = socket.AI_NUMERICHOST if _is_ip_literal(host) else 0
@@ -454,7 +498,8 @@ class Loop:
         infos = socket.getaddrinfo(host, port, socket.AF_UNSPEC, kind, 0, flags)
         infos.sort(key=lambda info: info[0] != socket.AF_INET)  # prefer IPv4
         family, _, _, _, sockaddr = infos[0]
-        return family, (str(sockaddr[0]), int(sockaddr[1]))
+        # The whole sockaddr: an IPv6 one carries the scope id a link-local address needs.
+        return family, tuple(sockaddr)
 
     def _start_transport(
         self, sock: socket.socket, protocol: StreamProtocol, peer: Address

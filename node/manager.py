@@ -185,10 +185,9 @@ class TransferManager:
         code = str(code)
         t.error = {"code": code, "reason": reason}
         self.unwatch(t)
-        # A push whose source changed under it starts over: hashed again, offered anew.
-        again = code in TRANSIENT_CODES or (
-            code == ErrorCode.SOURCE_CHANGED and t.direction == "push"
-        )
+        # A transfer whose source changed under it starts over: a push hashed again and offered
+        # anew, a pull asked again (the server's file changed while it streamed it hash-less).
+        again = code in TRANSIENT_CODES or code == ErrorCode.SOURCE_CHANGED
         streak = t.failed_attempt()
         cfg = self.config
         if retry and t.initiator and again and streak <= cfg.retries:

@@ -161,7 +161,8 @@ class FileInfo:
     """What a file is: name, size, content hash, modification time, media type.
 
     `sha256` is None only in a hash-less `offer` (feature "digest": the hash follows the stream
-    in a `digest` message); everywhere else the parser refuses a null or missing hash.
+    in a `digest` message) or a hash-less `file` (feature "pull-digest", the same for a pull);
+    everywhere else the parser refuses a null or missing hash.
     """
 
     name: str
@@ -397,7 +398,9 @@ class Get:
 
 @dataclass(frozen=True, slots=True)
 class FileHeader:
-    """Pull: the server's answer to get; data from `offset` to `info.size` follows."""
+    """Pull: the server's answer to get; data from `offset` to `info.size` follows.
+    `info.sha256` None: a hash-less file (only to a peer whose hello lists "pull-digest"), the
+    server sends `Digest` after the stream."""
 
     TYPE: ClassVar[str] = "file"
     id: str
@@ -409,7 +412,7 @@ class FileHeader:
 
     @staticmethod
     def parse(f: _Fields) -> FileHeader:
-        info = FileInfo.parse(f)
+        info = FileInfo.parse(f, null_sha=True)
         return FileHeader(id=f.str_("id", MAX_ID), info=info, offset=_offset(f, info.size))
 
 
@@ -426,7 +429,7 @@ class Data:
 
 @dataclass(frozen=True, slots=True)
 class Digest:
-    """Push of a hash-less offer: the SHA-256 of the whole file, sent after its last byte."""
+    """A hash-less offer's (or file's) SHA-256 of the whole file, sent after its last byte."""
 
     TYPE: ClassVar[str] = "digest"
     id: str

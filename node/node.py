@@ -15,14 +15,16 @@ service, API                what a user may ask (node/service.py, node/api.py)
 
 from __future__ import annotations
 
+import errno
 import signal
 import ssl
 import sys
 import time
 from typing import Any
 
-from node import __version__
+from node import __version__, logs
 from node import events as ev
+from node.addr import hostport, url_host
 from node.admission import Admission, RateLimit
 from node.api import ApiRefuse, ApiServerProtocol
 from node.apiauth import ApiGuard, load_or_create_token
@@ -31,7 +33,7 @@ from node.config import Config
 from node.conn import Conn, Handler
 from node.discovery import PeerDown, PeerEvent, PeerUp
 from node.errors import ConfigError, ErrorCode, LocalCode
-from node.events import EventBus, EventLog
+from node.events import EventBus
 from node.framing import encode_header
 from node.gate import Gate
 from node.groups import Groups
@@ -58,6 +60,10 @@ from node.transfer import Transfer
 from node.truststore import TrustStore
 
 PARTIAL_MAX_AGE = 7 * 86400.0
+# What binding `::` says on a host without IPv6 (Windows numbers its socket errors apart).
+NO_IPV6 = frozenset(
+    {errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL, getattr(errno, "WSAEAFNOSUPPORT", -1)}
+)
 RESCAN_EVERY = 5.0
 RESCAN_MIN_GAP = 1.0
 PUBLISH_EVERY = 0.05  # s: a file just hashed is listed this soon (small shares; see publish_due)
@@ -91,7 +97,13 @@ class Node:
             self.tls_server = server_context(self.identity)
             self.tls_client = client_context(self.identity)
         self.loop = loop or Loop()
-        self.bus: EventBus = events or EventLog(self.node_id)
+        self._log_file = None
+        if events is None:  # the log: --log-format, --log-level, --log-file (node/logs.py)
+            events = EventBus(self.node_id)
+            self._log_file = logs.attach(
+                events, config.log_format, config.log_level, config.log_file
+            )
+        self.bus: EventBus = events
         self.timers = Timers(self.loop)
         self.store = Store(
             config.share,
@@ -179,7 +191,13 @@ class Node:
                 file=sys.stderr,
                 flush=True,
             )
-        self.server = self.loop.listen_tcp(cfg.host, cfg.port, self.gate.accept)
+        try:
+            self.server = self.loop.listen_tcp(cfg.host, cfg.port, self.gate.accept)
+        except OSError as exc:
+            if cfg.host != "::" or exc.errno not in NO_IPV6:
+                raise
+            # `::` (the default) on a host without IPv6: every IPv4 address instead.
+            self.server = self.loop.listen_tcp("0.0.0.0", cfg.port, self.gate.accept)
         self.tcp_port = self.server.port
         self.api_server = self.loop.listen_tcp(cfg.api_host, cfg.api_port, self._accept_api)
         self.api_port = self.api_server.port
@@ -192,7 +210,7 @@ class Node:
             ev.Listening(
                 cfg.name,
                 self.tcp_port,
-                f"http://{cfg.api_host}:{self.api_port}",
+                f"http://{hostport(cfg.api_host, self.api_port)}",
                 cfg.discovery_port if cfg.discovery else None,
                 list(self.groups.names),
                 __version__,
@@ -202,8 +220,7 @@ class Node:
             self.timers.update(timed)
         # The web dashboard (node/web/, served by the API): where a person finds it.
         host = cfg.api_host
-        host = {"0.0.0.0": "127.0.0.1", "::": "[::1]"}.get(host, host)
-        host = f"[{host}]" if ":" in host and not host.startswith("[") else host
+        host = url_host({"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host))
         where = "--api-token" if cfg.api_token else f"{cfg.state / 'api_token'} (`mole token`)"
         print(
             f"mole: dashboard at http://{host}:{self.api_port}/ (log in with the token: {where})",
@@ -226,6 +243,7 @@ class Node:
         self.store.flush()
         self.bus.publish(ev.Shutdown())
         self.loop.close()
+        logs.close(self._log_file)
 
     # -- housekeeping (Timed): the share index, the flood summary line --------------------------
     def get_timer(self) -> float | None:

@@ -2,7 +2,9 @@
 
 `Pulls` starts each attempt; `PullClient` is the client side of one attempt: hello, `get`
 (with the resume offset of the partial data it holds, claimed so nothing else writes it
-meanwhile), the stream into a `.part`, the whole-file check, and its `verdict`.
+meanwhile), the stream into a `.part`, the whole-file check, and its `verdict`. A hash-less
+`file` (feature "pull-digest": the server streams while it hashes) is checked against the
+server's `digest` after the stream; nothing is placed before it matched.
 """
 
 from __future__ import annotations
@@ -12,8 +14,8 @@ from typing import TYPE_CHECKING
 
 from node.conn import ClientHandler
 from node.errors import BadRequest, ErrorCode, LocalCode, StoreError
-from node.messages import FileHeader, Get, Hello, Message, Reject
-from node.receive import Receiving
+from node.messages import Digest, FileHeader, Get, Hello, Message, Reject
+from node.receive import DIGEST_WAIT_PER_BYTE, Receiving
 from node.store import Reservation
 from node.transfer import TEvent, Transfer, keeps_part
 
@@ -85,6 +87,8 @@ class PullClient(Receiving, ClientHandler):
             self.conn.send(Get(t.id, t.name or None, self.want_sha, offset, expect))
         elif isinstance(msg, FileHeader):
             self._file(msg)
+        elif isinstance(msg, Digest):
+            self._digest(msg)
         elif isinstance(msg, Reject):
             self.finished = True
             node.manager.fail(t, msg.code, msg.reason)
@@ -108,6 +112,7 @@ class PullClient(Receiving, ClientHandler):
             self.incoming = node.store.open_incoming(
                 t.peer,
                 node.meta_of(info),
+                unhashed=info.sha256 is None,  # a hash-less file: the digest follows the data
                 owner=t.id,
                 reservation=self.reservation,
                 offset=msg.offset,
@@ -128,7 +133,29 @@ class PullClient(Receiving, ClientHandler):
 
     def on_chunk(self, data: memoryview, done: bool) -> None:
         if self.receive_chunk(self.transfer, data) and done:
-            self.verify()
+            assert self.incoming is not None
+            if not self.incoming.unhashed:
+                self.verify()
+                return
+            # A hash-less file waits for the server's digest, but not forever: its empty data
+            # frames keep the connection from idling out, so they must not hold it open.
+            t = self.transfer
+            limit = self.node.config.idle_timeout + t.size * DIGEST_WAIT_PER_BYTE
+            self.conn.digest_by = self.node.loop.time() + limit
+            self.conn.wake()
+
+    def _digest(self, msg: Digest) -> None:
+        """The sha256 of a hash-less file, after its last byte: verify against it now."""
+        if self.incoming is None:
+            return  # failing already
+        self.conn.digest_by = None
+        try:
+            self.incoming.expect(msg.sha256)
+        except StoreError as exc:
+            self.conn.fail(exc.code, str(exc))
+            return
+        self.transfer.sha256 = msg.sha256
+        self.verify()
 
     def verify(self) -> None:
         t = self.transfer

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from node.conn import ClientHandler
 from node.errors import BadName, ErrorCode, LocalCode, NotFound, RequestError, StoreError
@@ -39,6 +39,14 @@ if TYPE_CHECKING:
 DIGEST_KEEPALIVE = 5.0  # empty data frames while a streamed push waits for its own hash
 
 
+class HashWatcher(Protocol):
+    """A stream waiting for its file's hash job (Pushes.hashed / hash_failed call it)."""
+
+    def hashed(self, job: HashJob, meta: FileMeta) -> None: ...
+
+    def hash_failed(self, reason: str) -> None: ...
+
+
 def info_of(meta: FileMeta) -> FileInfo:
     return FileInfo(meta.name, meta.size, meta.sha256, meta.mtime, meta.mime)
 
@@ -48,8 +56,9 @@ class Pushes:
 
     def __init__(self, node: Node) -> None:
         self.node = node
-        # Pushes streaming before their file is hashed: told when the pending job is done.
-        self.watchers: dict[str, PushClient] = {}
+        # Streams running before their file is hashed (pushes, and pulls served hash-less by
+        # node/pullcold.py): told when the pending job is done.
+        self.watchers: dict[str, HashWatcher] = {}
 
     def create(self, peer_text: str, path_text: str, name: str | None = None) -> Transfer:
         """A push of the file at `path_text`, offered as `name` (default: its base name)."""
@@ -136,7 +145,7 @@ class Pushes:
         watcher = self.watchers.pop(t.id, None)
         if watcher is not None:
             watcher.hash_failed(reason)
-        else:
+        elif t.direction == "push":  # a hash-less pull served without a watcher: over already
             self.node.manager.fail(t, ErrorCode.IO_ERROR, reason, retry=False)
 
     def offer_meta(self, t: Transfer, found: FileMeta) -> FileMeta:

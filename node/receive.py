@@ -14,6 +14,10 @@ if TYPE_CHECKING:
     from node.conn import Conn
     from node.node import Node
 
+# A receiver waits for a hash-less stream's digest at most the idle timeout plus this much per
+# byte: the sender hashed while it streamed, and any machine hashes faster than 10 MiB/s.
+DIGEST_WAIT_PER_BYTE = 1 / (10 << 20)
+
 
 class Receiving:
     """Mixed into a handler that receives a file stream on its connection."""

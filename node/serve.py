@@ -1,5 +1,11 @@
 """The serving side of a connection a peer opened: hello, `list`, `offer` (a push into this
-node's inbox) and `get` (a pull out of its share). docs/protocol.md 2.2-2.5."""
+node's inbox) and `get` (a pull out of its share). docs/protocol.md 2.2-2.5.
+
+A `get` of a file this node has not hashed (never, or not since it changed) from a client whose
+hello lists "pull-digest" is streamed at once with a null sha256 while the hash queue hashes
+the file; the `digest` follows the last byte (node/pullcold.py). Without the feature the
+client is told `busy` until the file is hashed.
+"""
 
 from __future__ import annotations
 
@@ -25,17 +31,14 @@ from node.messages import (
 )
 from node.names import check_name
 from node.policy import PROMPT
+from node.pullcold import HashlessPull, wants_hashless
 from node.push import info_of
-from node.receive import Receiving
+from node.receive import DIGEST_WAIT_PER_BYTE, Receiving
 from node.sender import FileSender
 from node.store import FileMeta, HashJob
 from node.transfer import TEvent, Transfer, keeps_part
 
 PENDING_KEEPALIVE = 10.0  # s between `pending` frames while a person decides (< idle timeouts)
-
-# A receiver waits for a hash-less push's digest at most the idle timeout plus this much per
-# byte: the sender hashed while it streamed, and any machine hashes faster than 10 MiB/s.
-DIGEST_WAIT_PER_BYTE = 1 / (10 << 20)
 # A connection's budget of `list` requests: a peer has no use for more (the listing changes
 # every few seconds at most), and each costs a copy of the listing on the wire.
 MAX_LISTS_PER_CONN = 64
@@ -52,6 +55,7 @@ class ServerHandler(Receiving, Handler):
         self.waiting: str | None = None  # the pending offer (--accept prompt) we wait on
         self.waiting_wire = ""
         self._keepalive_at = 0.0
+        self.hashless: HashlessPull | None = None  # a pull streamed while its file is hashed
 
     def busy(self) -> bool:
         return self.transfer is not None or self.incoming is not None
@@ -155,13 +159,20 @@ class ServerHandler(Receiving, Handler):
         self.conn.send(Pending(msg.id, book.timeout))
         node.bus.publish(OfferPending(pending.id, msg.id, peer, pending.peer_name, files))
 
+    # Keepalives: a hash-less pull's while its digest is pending, a pending offer's while a
+    # person decides, a pairing's while the users compare codes.
     def get_timer(self) -> float | None:
+        if self.hashless is not None:
+            return self.hashless.get_timer()
         if self.waiting is None:
             return self.node.service.trust.pairings.keepalive_at(self.conn)
         deadline = self.node.service.trust.offers.next_deadline()
         return self._keepalive_at if deadline is None else min(self._keepalive_at, deadline)
 
     def handle_timer(self, now: float) -> None:
+        if self.hashless is not None:
+            self.hashless.handle_timer(now)
+            return
         if self.waiting is None:
             self.node.service.trust.pairings.keepalive(self.conn, now)
             return
@@ -288,6 +299,16 @@ class ServerHandler(Receiving, Handler):
             self.conn.send(Reject(msg.id, refusal.code, refusal.reason))
             return
         meta = node.find_shared(msg.name, msg.sha256)
+        cold = wants_hashless(self.conn.session, msg)
+        if meta is None and cold:
+            # Not listed yet (never hashed): a client that takes a hash-less file gets it now.
+            try:
+                path = node.store.resolve_shared(msg.name, None)
+                found = node.store.meta_for_path(path)
+            except StoreError:
+                found = None
+            if found is not None and msg.name is not None:
+                meta = FileMeta(check_name(msg.name), found.size, "", found.mtime, "")
         if meta is None:
             what = msg.name or msg.sha256
             if node.rescan_for(msg.name):
@@ -309,6 +330,11 @@ class ServerHandler(Receiving, Handler):
         except StoreError as exc:
             self.conn.send(Reject(msg.id, ErrorCode.NOT_FOUND, str(exc)))
             return
+        if isinstance(current, HashJob) and cold:
+            self._end_older(msg.id)
+            self.hashless = HashlessPull(self, msg, path, current)
+            self.hashless.start()
+            return
         if isinstance(current, HashJob):
             node.hashq.add_scan_job(current)
             reason = f"{meta.name!r} changed since it was hashed; hashing it, retry later"
@@ -320,18 +346,7 @@ class ServerHandler(Receiving, Handler):
         meta = FileMeta(meta.name, current.size, current.sha256, current.mtime, current.mime)
         offset = msg.offset if msg.expect == meta.sha256 and msg.offset <= meta.size else 0
         peer = self.conn.peer_id or "?"
-        # The puller came back (restarted, or gave up a half-open connection): the stream it
-        # no longer reads ends now, before its failure could follow this attempt's events.
-        for conn in list(node.conns):
-            h = conn.handler
-            if (
-                h is not self
-                and isinstance(h, ServerHandler)
-                and h.transfer is not None
-                and h.transfer.wire_id == msg.id
-                and conn.peer_id == peer
-            ):
-                conn.fail(ErrorCode.CANCELLED, "superseded: requested again on another connection")
+        self._end_older(msg.id)
         t = node.manager.new(
             "pull", "send", peer, node.peers.name_of(peer), meta.name, size=meta.size,
             wire_id=msg.id,
@@ -348,6 +363,21 @@ class ServerHandler(Receiving, Handler):
         self.sender = FileSender(self.conn, str(path), offset, meta.size, node.upload_bucket)
         self.sender.start()
 
+    def _end_older(self, wire_id: str) -> None:
+        """The puller came back (restarted, or gave up a half-open connection): the stream it
+        no longer reads ends now, before its failure could follow this attempt's events."""
+        peer = self.conn.peer_id or "?"
+        for conn in list(self.node.conns):
+            h = conn.handler
+            if (
+                h is not self
+                and isinstance(h, ServerHandler)
+                and h.transfer is not None
+                and h.transfer.wire_id == wire_id
+                and conn.peer_id == peer
+            ):
+                conn.fail(ErrorCode.CANCELLED, "superseded: requested again on another connection")
+
     def _pull_verdict(self, msg: Verdict) -> None:
         """The puller's word on what it received ends a pull we served."""
         t = self.transfer
@@ -355,6 +385,9 @@ class ServerHandler(Receiving, Handler):
             return
         self.account()
         self.transfer = None
+        if self.hashless is not None:
+            self.hashless.stop()
+            self.hashless = None
         if self.sender is not None:
             # This operation is over: a later one on the connection must not count its bytes.
             self.sender.stop()
@@ -383,6 +416,9 @@ class ServerHandler(Receiving, Handler):
         if self.waiting is not None:  # the sender went away: nothing left to decide
             self.node.service.trust.offers.withdraw(self.waiting)
             self.waiting = None
+        if self.hashless is not None:
+            self.hashless.stop()
+            self.hashless = None
         if self.sender is not None:
             self.account()
             self.sender.stop()

@@ -20,6 +20,9 @@ Rules beyond the table (they need message contents, not just types):
   the client's `digest` (same id as the offer) then moves it to `PUSH_VERDICT`. Empty `data`
   frames are allowed in `PUSH_DIGEST` (keepalives of a client still hashing): they precede the
   digest on the wire, so they too are never in flight across the server's verdict.
+- a pull whose `file` had `sha256` null (feature "pull-digest" in both hellos, offset 0, a get
+  by name) goes to `PULL_DIGEST` when its stream is counted; the server's `digest` moves it to
+  `PULL_VERDICT` (empty `data` frames allowed in between, as in `PUSH_DIGEST`).
 - the receiving side sees the stream as `DataChunk`s; exactly one per stream has `done=True` (an
   empty one when size - offset == 0: it follows the `file` event, or, for a push server, comes
   from the next `next_event()` after `send(Accept)`), so the app verifies in one place.
@@ -112,6 +115,7 @@ class State(Enum):
     PUSH_STREAM = "PUSH_STREAM"
     PULL_STREAM = "PULL_STREAM"
     PUSH_DIGEST = "PUSH_DIGEST"  # a hash-less push streamed: waiting for the client's digest
+    PULL_DIGEST = "PULL_DIGEST"  # a hash-less pull streamed: waiting for the server's digest
     PUSH_VERDICT = "PUSH_VERDICT"
     PULL_VERDICT = "PULL_VERDICT"
     PAIRING = "PAIRING"  # pair_commit sent: the pairing exchange (docs/protocol.md 2.9)
@@ -140,6 +144,8 @@ _FLOW: dict[tuple[State, type[Message], Role], State] = {
     (State.REQUESTED, FileHeader, _S): State.PULL_STREAM,
     (State.REQUESTED, Reject, _S): State.IDLE,
     (State.PULL_STREAM, Data, _S): State.PULL_STREAM,
+    (State.PULL_DIGEST, Data, _S): State.PULL_DIGEST,  # empty data frame only
+    (State.PULL_DIGEST, Digest, _S): State.PULL_VERDICT,
     (State.PULL_VERDICT, Verdict, _C): State.IDLE,
     (State.IDLE, PairCommit, _C): State.PAIRING,
     (State.PAIRING, PairReveal, _S): State.PAIRING,
@@ -157,6 +163,8 @@ _ERRORS: dict[tuple[State, type[Message], Role], State] = {
 }
 TRANSITIONS: Final[dict[tuple[State, type[Message], Role], State]] = {**_FLOW, **_ERRORS}
 
+# The hello feature that allows a hash-less `file` (a pull streamed while the server hashes).
+PULL_DIGEST_FEATURE: Final = "pull-digest"
 _STREAMS: Final = {State.PUSH_STREAM: State.PUSH_VERDICT, State.PULL_STREAM: State.PULL_VERDICT}
 # Where EOF at a frame boundary is a clean close.
 _CLEAN_EOF: Final = frozenset({State.START, State.IDLE, State.CLOSED})
@@ -359,7 +367,7 @@ class Session:
         self._apply(msg, peer, new)
         if isinstance(msg, Data):
             return None  # the app sees the body as DataChunks
-        if isinstance(msg, FileHeader) and self.state is State.PULL_VERDICT:
+        if isinstance(msg, FileHeader) and self.state in (State.PULL_VERDICT, State.PULL_DIGEST):
             self._done_pending = True  # nothing to stream: tell the app now
         return msg
 
@@ -390,7 +398,7 @@ class Session:
                 self.their_hello = msg
         elif isinstance(msg, (Offer, Get)):
             if isinstance(msg, Offer) and msg.info.sha256 is None:
-                self._check_hashless(ours)
+                self._check_hashless(ours, "digest", "offer")
             self.request = msg
         elif isinstance(msg, (Accept, Reject, FileHeader, Digest, Verdict)):
             self._check_id(msg.id)
@@ -401,6 +409,13 @@ class Session:
                 self._start_stream(self.request.info, msg.offset, "accept")
             elif isinstance(msg, FileHeader):
                 assert isinstance(self.request, Get)
+                if msg.info.sha256 is None:
+                    self._check_hashless(ours, PULL_DIGEST_FEATURE, "file")
+                    if msg.offset != 0 or self.request.name is None:
+                        raise RemoteProtocolError(
+                            ErrorCode.BAD_MESSAGE,
+                            "file message: a null 'sha256' needs offset 0 and a get by name",
+                        )
                 if msg.offset not in (0, self.request.offset):
                     raise RemoteProtocolError(
                         ErrorCode.BAD_MESSAGE,
@@ -432,14 +447,15 @@ class Session:
             if ours and isinstance(msg, Accept):
                 self._done_pending = True  # we receive nothing: tell the app now
 
-    def _check_hashless(self, ours: bool) -> None:
-        """A hash-less offer needs "digest" in both hellos: the server must know to wait for
-        the digest, and the client must have said it may send one."""
+    def _check_hashless(self, ours: bool, feature: str, what: str) -> None:
+        """A hash-less offer needs "digest" in both hellos (a hash-less file "pull-digest"): the
+        receiver must know to wait for the digest, and the sender must have said it may send
+        one."""
         for hello, who in ((self.our_hello, "our"), (self.their_hello, "the peer's")):
-            if hello is None or "digest" not in hello.features:
+            if hello is None or feature not in hello.features:
                 raise RemoteProtocolError(
                     ErrorCode.BAD_MESSAGE,
-                    f"offer message: key 'sha256' is null but {who} hello lacks \"digest\"",
+                    f"{what} message: key 'sha256' is null but {who} hello lacks {feature!r}",
                 )
 
     def _check_id(self, msg_id: str) -> None:
@@ -463,8 +479,9 @@ class Session:
 
     def _end_stream(self) -> None:
         new = _STREAMS.get(self.state, self.state)
-        req = self.request
-        hashless = isinstance(req, Offer) and req.info.sha256 is None
-        if self.state is State.PUSH_STREAM and hashless:
-            new = State.PUSH_DIGEST  # hash-less offer: the digest comes before the verdict
+        if self.file is not None and self.file.sha256 is None:
+            # A hash-less offer or file: the digest comes before the verdict.
+            new = {State.PUSH_STREAM: State.PUSH_DIGEST, State.PULL_STREAM: State.PULL_DIGEST}.get(
+                self.state, new
+            )
         self.state = new

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Final, Protocol
 
 from node import plat
+from node.addr import unmap
 
 if TYPE_CHECKING:
     from node.loop import Loop
@@ -63,6 +64,9 @@ SENDFILE_CHUNK: Final = 4 << 20  # cap per sendfile call so one transfer cannot 
 # No SO_RCVBUF / SO_SNDBUF: kernel autotuning. A fixed 4 MiB receive buffer gave fuller recvs and
 # fewer sender wake-ups on loopback, but the receiver then spent 20-100% more CPU per byte in
 # about half of the 1 GiB runs (measured with a raw sendfile/recv_into pair too), so it was undone.
+# SO_RCVLOWAT where readiness honours it (Linux); elsewhere set_read_low_water does nothing
+# (macOS accepts it too, Windows has no such option for select()).
+HAS_RCVLOWAT: Final = sys.platform == "linux" and hasattr(socket, "SO_RCVLOWAT")
 READ_FALLBACK_CHUNK: Final = 256 * 1024
 MAX_IOV: Final = 64  # buffers gathered into one sendmsg
 ACCEPT_BATCH: Final = 64
@@ -99,16 +103,27 @@ class StreamProtocol(Protocol):
 
 
 def _addr(raw: object) -> Address:
-    """(host, port) of an AF_INET or AF_INET6 socket address."""
+    """(host, port) of an AF_INET or AF_INET6 socket address. An IPv4 peer of a dual-stack
+    socket is its IPv4 address; a link-local IPv6 one carries its zone (`fe80::1%eth0`), without
+    which it cannot be dialled back (node/addr.py)."""
     if isinstance(raw, tuple) and len(raw) >= 2:
-        return (str(raw[0]), int(raw[1]))
+        host = unmap(str(raw[0]))
+        if len(raw) >= 4 and raw[3] and "%" not in host:
+            try:
+                zone = socket.if_indextoname(int(raw[3]))
+            except (OSError, AttributeError):  # gone meanwhile; no if_indextoname (Windows)
+                zone = str(raw[3])
+            host = f"{host}%{zone}"
+        return (host, int(raw[1]))
     return ("", 0)
 
 
 def _is_ip_literal(host: str) -> bool:
+    # A zone (`fe80::1%eth0`) is no name to look up: getaddrinfo takes it with AI_NUMERICHOST.
+    bare = host.partition("%")[0]
     for family in (socket.AF_INET, socket.AF_INET6):
         try:
-            socket.inet_pton(family, host)
+            socket.inet_pton(family, bare)
         except OSError:
             continue
         return True
@@ -372,6 +387,7 @@ class Transport(_Sending, _IOHandler):
         self._lost_called = False
         self._dropped: list[Callable[[], None]] = []  # on_done of segments never sent
         self._read_limit = RECV_BUFFER_SIZE
+        self._low_water_read = 1  # SO_RCVLOWAT as last set
         self._use_sendfile = plat.HAS_SENDFILE  # else pread + send (Windows)
         loop._transports.add(self)
         self._update_events()
@@ -383,6 +399,18 @@ class Transport(_Sending, _IOHandler):
     def resume_reading(self) -> None:
         self._reading = True
         self._update_events()
+
+    def set_read_low_water(self, n: int) -> None:
+        """Wake for reading only once `n` bytes are queued (SO_RCVLOWAT; EOF and errors still
+        wake at once). Fewer, fuller reads while a stream flows; 1 is the default. The caller
+        must lower it when fewer than `n` bytes can still come, or it waits for nothing."""
+        if n == self._low_water_read or not HAS_RCVLOWAT:
+            return
+        try:
+            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, n)
+        except OSError:
+            return  # a platform that refuses it: reads just stay smaller
+        self._low_water_read = n
 
     def set_read_limit(self, n: int) -> None:
         """At most `n` bytes per recv (capped at the loop's buffer size)."""

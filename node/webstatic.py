@@ -14,7 +14,6 @@ node was upgraded.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,6 +59,10 @@ class WebFiles:
         self._assets: dict[str, Asset] | None = None
 
     def _load(self) -> dict[str, Asset]:
+        # Imported here, at the dashboard's first request: hashlib loads OpenSSL's libcrypto,
+        # ~3.7 MiB of RSS that a node nobody browses (and one not hashing) does without.
+        import hashlib
+
         assets: dict[str, Asset] = {}
         try:
             entries = sorted(self.root.iterdir())

@@ -121,11 +121,7 @@ SPECS: dict[str, FaultVerb] = {
             (
                 Param("rate", parsed(shaping.rate_bits), required=True, example="rate: 10mbit"),
                 Param("burst", parsed(shaping.burst_bytes)),
-                Param(
-                    "direction",
-                    choice("out", refused={"in": shaping.INGRESS, "both": shaping.INGRESS}),
-                    default="out",
-                ),
+                Param("direction", choice("out", "in", "both"), default="out"),
                 Param("qdisc", choice("auto", "tbf", "htb"), default="auto"),
             ),
             needs=shaping.bandwidth_needs,
@@ -141,6 +137,29 @@ SPECS: dict[str, FaultVerb] = {
             ),
             needs=lambda p: {"netem"},
         ),
+        FaultVerb(
+            "reorder",
+            shaping.shape("reorder"),
+            (
+                Param("percent", number(gt=0, le=100), required=True, example="percent: 25"),
+                Param("ms", number(gt=0), default=10),
+            ),
+            needs=lambda p: {"netem"},
+        ),
+        FaultVerb(
+            "duplicate",
+            netfilter.duplicate,
+            (Param("percent", number(gt=0, le=100), required=True, example="percent: 5"),),
+            needs=lambda p: {"iptables", "iptables_statistic", "tee"},
+        ),
+        FaultVerb("unduplicate", netfilter.unduplicate, needs=_iptables),
+        FaultVerb(
+            "dns_fail",
+            netfilter.dns_fail,
+            (Param("mode", choice("drop", "refuse"), default="drop"),),
+            needs=_iptables,
+        ),
+        FaultVerb("dns_heal", netfilter.dns_heal, needs=_iptables),
         FaultVerb(
             "fill", disk.fill, (_PATH, Param("leave", parsed(shaping.byte_count), default=0))
         ),

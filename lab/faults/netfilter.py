@@ -205,3 +205,134 @@ def unloss(cluster: ClusterLike, p: dict[str, Any], targets: Targets) -> None:
 
 def _loss_sweep(cluster: ClusterLike, node: str) -> None:
     exec_if_up(cluster, node, "unloss", loss_del_lines("both"))
+
+
+# --------------------------------------------------------------------------- duplicate
+
+DUP_CHAIN = "MOLE-DUP"
+DNS_CHAIN = "MOLE-DNS"
+DOCKER_DNS = "127.0.0.11"  # Docker's embedded resolver, in every container on a user network
+
+
+def duplicate_add_lines(percent: float, peer_ips: Sequence[str]) -> list[str]:
+    """TEE (mangle POSTROUTING) clones `percent` of the packets to each peer and sends the
+    clone to that same peer: it receives the packet twice. Per peer, because TEE's gateway is
+    one fixed address."""
+    m = [*IPT, "-t", "mangle"]
+    lines = [
+        refuse_line([*m, "-S", DUP_CHAIN], "duplicate is already active; unduplicate it first"),
+        run_line([*m, "-N", DUP_CHAIN]),
+    ]
+    for ip in peer_ips:
+        lines.append(
+            run_line(
+                [*m, "-A", DUP_CHAIN, "-d", ip, "-m", "statistic", "--mode", "random",
+                 "--probability", _probability(percent), "-j", "TEE", "--gateway", ip]
+            )
+        )  # fmt: skip
+    lines.append(run_line([*m, "-I", "POSTROUTING", "1", "-o", "eth+", "-j", DUP_CHAIN]))
+    return lines
+
+
+def duplicate_del_lines() -> list[str]:
+    m = [*IPT, "-t", "mangle"]
+    jump = ["POSTROUTING", "-o", "eth+", "-j", DUP_CHAIN]
+    return [
+        f"while has {shlex.join([*m, '-D', *jump])}; do :; done",
+        f"! has {shlex.join([*m, '-S', DUP_CHAIN])} || "
+        f"{{ {run_line([*m, '-F', DUP_CHAIN])}; {run_line([*m, '-X', DUP_CHAIN])}; }}",
+    ]
+
+
+def _other_ips(cluster: ClusterLike, node: str) -> list[str]:
+    """Every address of every other node of the run (the peers a node may talk to)."""
+    listing = getattr(cluster, "nodes", None)
+    if listing is None:
+        raise FaultError("the cluster cannot list its nodes", verb="duplicate", node=node)
+    out = []
+    handles = listing() if callable(listing) else listing  # Cluster.nodes is a property
+    for name, h in dict(handles).items():
+        if name != node:
+            out += [ip for ip in dict(h.ips).values() if ip]
+    return list(dict.fromkeys(out))
+
+
+def duplicate(cluster: ClusterLike, p: dict[str, Any], targets: Targets) -> Revert:
+    nodes, percent = targets.nodes, p["percent"]
+
+    def add(n: str) -> None:
+        try:
+            exec_script(
+                cluster, n, "duplicate", duplicate_add_lines(percent, _other_ips(cluster, n))
+            )
+        except FaultError as e:
+            if e.exit_code != REFUSED:
+                best_effort(lambda: exec_script(cluster, n, "unduplicate", duplicate_del_lines()))
+            raise
+
+    def undo(n: str) -> None:
+        exec_if_up(cluster, n, "unduplicate", duplicate_del_lines())
+
+    desc = f"duplicate {percent:g}% (out) on {', '.join(nodes)}"
+    return apply_each(cluster, "duplicate", "unduplicate", nodes, add, undo, desc)
+
+
+def unduplicate(cluster: ClusterLike, p: dict[str, Any], targets: Targets) -> None:
+    undo_kind(
+        cluster,
+        "unduplicate",
+        {"duplicate"},
+        targets.nodes,
+        lambda c, n: exec_if_up(c, n, "unduplicate", duplicate_del_lines()),
+    )
+
+
+# --------------------------------------------------------------------------- DNS failure
+
+
+def dns_add_lines(mode: str) -> list[str]:
+    """Every query to Docker's resolver dropped (lookups time out) or refused (they fail at
+    once). Matched on the address: Docker's own NAT rules change only the port."""
+    target = ["DROP"] if mode == "drop" else ["REJECT"]
+    return [
+        refuse_line([*IPT, "-S", DNS_CHAIN], "dns_fail is already active; dns_heal it first"),
+        run_line([*IPT, "-N", DNS_CHAIN]),
+        run_line([*IPT, "-A", DNS_CHAIN, "-d", DOCKER_DNS, "-j", *target]),
+        run_line([*IPT, "-I", "OUTPUT", "1", "-j", DNS_CHAIN]),
+    ]
+
+
+def dns_del_lines() -> list[str]:
+    return [
+        f"while has {shlex.join([*IPT, '-D', 'OUTPUT', '-j', DNS_CHAIN])}; do :; done",
+        f"! has {shlex.join([*IPT, '-S', DNS_CHAIN])} || "
+        f"{{ {run_line([*IPT, '-F', DNS_CHAIN])}; {run_line([*IPT, '-X', DNS_CHAIN])}; }}",
+    ]
+
+
+def dns_fail(cluster: ClusterLike, p: dict[str, Any], targets: Targets) -> Revert:
+    nodes, mode = targets.nodes, p["mode"]
+
+    def add(n: str) -> None:
+        try:
+            exec_script(cluster, n, "dns_fail", dns_add_lines(mode))
+        except FaultError as e:
+            if e.exit_code != REFUSED:
+                best_effort(lambda: exec_script(cluster, n, "dns_heal", dns_del_lines()))
+            raise
+
+    def undo(n: str) -> None:
+        exec_if_up(cluster, n, "dns_heal", dns_del_lines())
+
+    desc = f"dns_fail ({mode}) on {', '.join(nodes)}"
+    return apply_each(cluster, "dns_fail", "dns_heal", nodes, add, undo, desc)
+
+
+def dns_heal(cluster: ClusterLike, p: dict[str, Any], targets: Targets) -> None:
+    undo_kind(
+        cluster,
+        "dns_heal",
+        {"dns_fail"},
+        targets.nodes,
+        lambda c, n: exec_if_up(c, n, "dns_heal", dns_del_lines()),
+    )

@@ -1,6 +1,8 @@
 """Traffic shaping with tc inside the containers: bandwidth (tbf, or htb where the kernel lacks
-sch_tbf), latency (netem), unshape. Egress only, on every eth* device; our root qdiscs carry
-the handle 6d6f: so nothing else is ever deleted. See docs/faults.md.
+sch_tbf), latency (netem), unshape. Egress on every eth* device; ingress (bandwidth `direction:
+in/both`) through an ifb device per eth (mole-ifb<N>) that the eth's ingress redirects to. Our
+root qdiscs carry the handle 6d6f: and our ifb devices the prefix mole-ifb, so nothing else is
+ever deleted. See docs/faults.md.
 """
 
 from __future__ import annotations
@@ -35,10 +37,7 @@ _RATE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(bit|kbit|mbit|gbit)?\s*$", re.IGN
 _RATE_UNITS = {"bit": 1, "kbit": 10**3, "mbit": 10**6, "gbit": 10**9}
 _SIZE_RE = re.compile(r"^\s*(\d+)\s*(b|k|kb|m|mb)?\s*$", re.IGNORECASE)
 _SIZE_UNITS = {"b": 1, "k": 1024, "kb": 1024, "m": 1 << 20, "mb": 1 << 20}
-INGRESS = (
-    "ingress shaping is not supported (it needs an ifb device and tc mirred redirect); "
-    "shape the sender's egress instead: direction: out on the sending node"
-)
+IFB_PREFIX = "mole-ifb"  # our ifb devices: mole-ifb<N> shapes what eth<N> receives
 
 
 def parse_rate(rate: object) -> int:
@@ -99,13 +98,43 @@ def bandwidth_finish(p: dict[str, Any]) -> dict[str, Any]:
     """rate -> bits; the default burst: 10 ms worth of the rate covers any timer granularity
     (HZ >= 100)."""
     bits = p.pop("rate")
-    p.pop("direction", None)  # out: the only one there is
+    p.setdefault("direction", "out")
     return {**p, "bits": bits, "burst": p.get("burst") or max(MIN_BURST, bits // 800)}
 
 
 def bandwidth_needs(params: Mapping[str, Any]) -> set[str]:
     qdisc = params.get("qdisc", "auto")
-    return {qdisc} if qdisc in ("tbf", "htb") else {"shaping"}
+    needs = {qdisc} if qdisc in ("tbf", "htb") else {"shaping"}
+    if params.get("direction", "out") in ("in", "both"):
+        needs.add("ifb")
+    return needs
+
+
+def ifb_for(dev: str) -> str:
+    return IFB_PREFIX + dev.removeprefix("eth")
+
+
+def ingress_add_lines(dev: str) -> list[str]:
+    """Redirect everything `dev` receives through our ifb device (where it is shaped as
+    egress: the kernel shapes only what leaves a device)."""
+    ifb = ifb_for(dev)
+    return [
+        run_line(["ip", "link", "add", ifb, "type", "ifb"]),
+        run_line(["ip", "link", "set", ifb, "up"]),
+        run_line(["tc", "qdisc", "add", "dev", dev, "handle", "ffff:", "ingress"]),
+        run_line(["tc", "filter", "add", "dev", dev, "parent", "ffff:", "protocol", "all", "u32",
+                  "match", "u32", "0", "0", "action", "mirred", "egress", "redirect", "dev",
+                  ifb]),
+    ]  # fmt: skip
+
+
+def ingress_del_lines() -> list[str]:
+    """Remove every ingress redirect of ours: our ifb devices and their eth's ingress qdisc."""
+    return [
+        "for dev in $(ls /sys/class/net); do case $dev in "
+        f"{IFB_PREFIX}*) n=${{dev#{IFB_PREFIX}}}; "
+        'tc qdisc del dev "eth$n" ingress >/dev/null 2>&1; run ip link del "$dev";; esac; done'
+    ]
 
 
 def tbf_cmd(dev: str, bits: int, burst: int) -> list[str]:
@@ -128,13 +157,34 @@ def netem_cmd(dev: str, ms: float, jitter: float) -> list[str]:
     return cmd + ([f"{jitter:g}ms"] if jitter else [])
 
 
+def reorder_cmd(dev: str, ms: float, percent: float) -> list[str]:
+    """netem sends `percent` of the packets at once and holds the rest `ms`: reordered."""
+    return ["tc", "qdisc", "add", "dev", dev, "root", "handle", QDISC_HANDLE,
+            "netem", "delay", f"{ms:g}ms", "reorder", f"{percent:g}%"]  # fmt: skip
+
+
 def shape_add_lines(verb: str, p: Mapping[str, Any], devices: Sequence[str]) -> list[str]:
     lines = [
         f"! ours {dev} || {{ echo {shlex.quote(f'{dev} already has a mole qdisc (bandwidth or latency); unshape it first')}; exit {REFUSED}; }}"  # noqa: E501
         for dev in devices
     ]
+    direction = p.get("direction", "out")
+    shaped: list[str] = []
     for dev in devices:
-        if verb == "latency":
+        if verb == "bandwidth" and direction in ("in", "both"):
+            ifb = ifb_for(dev)
+            lines.insert(
+                0,
+                f"! has ip link show {ifb} || {{ echo {shlex.quote(f'{dev} already has a mole ingress cap; unshape it first')}; exit {REFUSED}; }}",  # noqa: E501
+            )
+            lines.extend(ingress_add_lines(dev))
+            shaped.append(ifb)
+        if (verb == "bandwidth" and direction in ("out", "both")) or verb != "bandwidth":
+            shaped.append(dev)
+    for dev in shaped:
+        if verb == "reorder":
+            lines.append(run_line(reorder_cmd(dev, p["ms"], p["percent"])))
+        elif verb == "latency":
             lines.append(run_line(netem_cmd(dev, p["ms"], p["jitter"])))
         elif p["qdisc"] == "tbf":
             lines.append(run_line(tbf_cmd(dev, p["bits"], p["burst"])))
@@ -151,10 +201,15 @@ def shape_del_lines(devices: Sequence[str] | None = None) -> list[str]:
     if devices is None:
         return [
             "for dev in $(ls /sys/class/net); do case $dev in eth*) "
-            '! ours "$dev" || run tc qdisc del dev "$dev" root;; esac; done'
+            '! ours "$dev" || run tc qdisc del dev "$dev" root;; esac; done',
+            *ingress_del_lines(),
         ]
     return [
-        f"! ours {dev} || {run_line(['tc', 'qdisc', 'del', 'dev', dev, 'root'])}" for dev in devices
+        *(
+            f"! ours {dev} || {run_line(['tc', 'qdisc', 'del', 'dev', dev, 'root'])}"
+            for dev in devices
+        ),
+        *ingress_del_lines(),
     ]
 
 
@@ -168,7 +223,7 @@ def shape(verb: str) -> Apply:
 
 
 def unshape(cluster: ClusterLike, p: dict[str, Any], targets: Targets) -> None:
-    undo_kind(cluster, "unshape", {"bandwidth", "latency"}, targets.nodes, _shape_sweep)
+    undo_kind(cluster, "unshape", {"bandwidth", "latency", "reorder"}, targets.nodes, _shape_sweep)
 
 
 def _shape(cluster: ClusterLike, verb: str, p: dict[str, Any], nodes: list[str]) -> Revert:
@@ -189,10 +244,13 @@ def _shape(cluster: ClusterLike, verb: str, p: dict[str, Any], nodes: list[str])
     def undo(n: str) -> None:
         exec_if_up(cluster, n, "unshape", shape_del_lines(devices.get(n)))
 
-    if verb == "latency":
+    if verb == "reorder":
+        what = f"reorder {p['percent']:g}% (others held {p['ms']:g}ms)"
+    elif verb == "latency":
         what = f"latency {p['ms']:g}ms" + (f" ±{p['jitter']:g}ms" if p["jitter"] else "")
     else:
-        what = f"bandwidth {_fmt_rate(p['bits'])} egress ({p['qdisc']})"
+        way = {"out": "egress", "in": "ingress", "both": "egress+ingress"}[p["direction"]]
+        what = f"bandwidth {_fmt_rate(p['bits'])} {way} ({p['qdisc']})"
     return apply_each(cluster, verb, "unshape", nodes, add, undo, f"{what} on {', '.join(nodes)}")
 
 

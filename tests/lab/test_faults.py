@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 
 from lab import faults, probe
-from lab.faults import FaultError, FaultSet, Revert
+from lab.faults import FaultError, FaultSet, Revert, shaping
 
 # --------------------------------------------------------------------------- fake cluster
 
@@ -55,6 +55,10 @@ class FakeCluster:
 
     def node(self, name: str) -> SimpleNamespace:
         return SimpleNamespace(name=name, ips=dict(IPS[name]))
+
+    @property
+    def nodes(self) -> dict[str, SimpleNamespace]:  # as lab.cluster.Cluster's
+        return {n: self.node(n) for n in IPS}
 
     def exec(self, name: str, cmd: list[str]) -> tuple[int, str]:
         assert cmd[:2] == ["sh", "-c"]
@@ -216,6 +220,44 @@ def test_loss_pins_rules_and_exempts_the_host(fc: FakeCluster) -> None:
     assert any("run iptables -w 5 -X MOLE-LOSS-OUT" in ln for ln in undo)
 
 
+def test_duplicate_tees_a_share_of_packets_to_each_peer(fc: FakeCluster) -> None:
+    assert faults.requirements("duplicate", {"percent": 5}) == {
+        "iptables", "iptables_statistic", "tee",
+    }  # fmt: skip
+    r = faults.apply(fc, "duplicate", {"percent": 10}, targets={"node": ["b"]})
+    assert r is not None and r.describe() == "duplicate 10% (out) on b"
+    lines = fc.lines("b")
+    m = "run iptables -w 5 -t mangle"
+    peers = ["10.0.0.2", "10.0.1.2", "10.0.0.4", "10.0.1.4", "10.0.0.5"]  # not b's own
+    for ip in peers:
+        assert (
+            f"{m} -A MOLE-DUP -d {ip} -m statistic --mode random --probability 0.1 "
+            f"-j TEE --gateway {ip}"
+        ) in lines
+    assert "10.0.0.3" not in "\n".join(lines)
+    assert lines[-2] == f"{m} -I POSTROUTING 1 -o eth+ -j MOLE-DUP"  # the jump last
+    fc.calls.clear()
+    faults.apply(fc, "unduplicate", {}, targets={"node": ["b"]})
+    undo = fc.lines("b")
+    assert undo[0] == (
+        "while has iptables -w 5 -t mangle -D POSTROUTING -o eth+ -j MOLE-DUP; do :; done"
+    )
+    assert r.done
+
+
+def test_dns_fail_drops_or_refuses_dockers_resolver(fc: FakeCluster) -> None:
+    r = faults.apply(fc, "dns_fail", {}, targets={"node": ["a"]})
+    assert r is not None and r.describe() == "dns_fail (drop) on a"
+    lines = fc.lines("a")
+    assert "run iptables -w 5 -A MOLE-DNS -d 127.0.0.11 -j DROP" in lines
+    assert lines[-2] == "run iptables -w 5 -I OUTPUT 1 -j MOLE-DNS"
+    r()
+    faults.apply(fc, "dns_fail", {"mode": "refuse"}, targets={"node": ["b"]})
+    assert "run iptables -w 5 -A MOLE-DNS -d 127.0.0.11 -j REJECT" in fc.lines("b")
+    with pytest.raises(FaultError, match="mode must be"):
+        faults.apply(fc, "dns_fail", {"mode": "slow"}, targets={"node": ["b"]})
+
+
 def test_loss_one_direction_and_unloss(fc: FakeCluster) -> None:
     r = faults.apply(fc, "loss", {"percent": 100, "direction": "out"}, targets={"node": ["b"]})
     text = "\n".join(fc.lines("b"))
@@ -274,8 +316,49 @@ def test_bandwidth_tbf_on_every_eth_device(fc: FakeCluster) -> None:
     assert fc.lines("a") == [
         "! ours eth0 || run tc qdisc del dev eth0 root",
         "! ours eth1 || run tc qdisc del dev eth1 root",
+        *shaping.ingress_del_lines(),
         "exit 0",
     ]
+
+
+def test_bandwidth_ingress_through_an_ifb_device(fc: FakeCluster) -> None:
+    """direction: in shapes what the node receives: eth's ingress redirected (mirred) to our
+    ifb device, shaped there as its egress; both = that and the eth's own egress."""
+    assert faults.requirements("bandwidth", {"rate": "1mbit", "direction": "in"}) == {
+        "shaping",
+        "ifb",
+    }
+    r = faults.apply(
+        fc,
+        "bandwidth",
+        {"rate": "4mbit", "qdisc": "tbf", "direction": "in"},
+        targets={"node": ["a"]},
+    )
+    assert r is not None and r.describe() == "bandwidth 4mbit ingress (tbf) on a"
+    lines = fc.lines("a")
+    for n in ("0", "1"):
+        assert f"run ip link add mole-ifb{n} type ifb" in lines
+        assert f"run tc qdisc add dev eth{n} handle ffff: ingress" in lines
+        assert (
+            f"run tc filter add dev eth{n} parent ffff: protocol all u32 match u32 0 0 action "
+            f"mirred egress redirect dev mole-ifb{n}"
+        ) in lines
+        assert (
+            f"run tc qdisc add dev mole-ifb{n} root handle 6d6f: tbf rate 4000000bit burst 16000 "
+            "latency 200ms"
+        ) in lines
+        assert not any(f"dev eth{n} root" in ln and "add" in ln for ln in lines)
+    # a second ingress cap is refused before anything changes
+    assert any(ln.startswith("! has ip link show mole-ifb0 ||") for ln in lines)
+    fc.calls.clear()
+    r()
+    assert fc.lines("a")[-2:] == [*shaping.ingress_del_lines(), "exit 0"]
+    fc.calls.clear()
+    faults.apply(fc, "bandwidth", {"rate": "4mbit", "qdisc": "tbf", "direction": "both"},
+                 targets={"node": ["b"]})  # fmt: skip
+    both = fc.lines("b")
+    assert any("dev eth0 root handle 6d6f: tbf" in ln for ln in both)
+    assert any("dev mole-ifb0 root handle 6d6f: tbf" in ln for ln in both)
 
 
 def test_bandwidth_htb_and_auto_fallback(fc: FakeCluster) -> None:
@@ -301,7 +384,7 @@ def test_bandwidth_htb_and_auto_fallback(fc: FakeCluster) -> None:
         ({}, "missing parameter 'rate'"),
         ({"rate": "10mbps"}, "bad rate"),
         ({"rate": "1kbit"}, "below 8kbit"),
-        ({"rate": "10mbit", "direction": "in"}, "ingress shaping is not supported"),
+        ({"rate": "10mbit", "direction": "sideways"}, "direction must be"),
         ({"rate": "10mbit", "burst": 100}, "smaller than one frame"),
         ({"rate": "10mbit", "qdisc": "cake"}, "qdisc must be"),
     ],
@@ -316,6 +399,17 @@ def test_latency_uses_netem_and_needs_it(fc: FakeCluster) -> None:
     r = faults.apply(fc, "latency", {"ms": 50, "jitter": 5}, targets={"node": ["b"]})
     assert "run tc qdisc add dev eth0 root handle 6d6f: netem delay 50ms 5ms" in fc.lines("b")
     assert r is not None and r.verb == "latency"
+    faults.apply(fc, "unshape", {}, targets={"node": ["b"]})
+    assert r.done
+
+
+def test_reorder_uses_netem_and_needs_it(fc: FakeCluster) -> None:
+    assert faults.requirements("reorder", {"percent": 25}) == {"netem"}
+    r = faults.apply(fc, "reorder", {"percent": 25}, targets={"node": ["b"]})
+    assert "run tc qdisc add dev eth0 root handle 6d6f: netem delay 10ms reorder 25%" in fc.lines(
+        "b"
+    )
+    assert r is not None and r.describe() == "reorder 25% (others held 10ms) on b"
     faults.apply(fc, "unshape", {}, targets={"node": ["b"]})
     assert r.done
 
@@ -547,6 +641,8 @@ Error: Specified qdisc kind is unknown.
 iptables v1.8.9 (nf_tables): Couldn't load match `hashlimit':No such file or directory
 
 Try `iptables -h' for more information.
+@@ifb 0
+@@tee 0
 """
 
 
@@ -564,7 +660,7 @@ def test_probe_parsing_and_missing_reasons() -> None:
         "bandwidth needs sch_tbf or sch_htb, which this kernel lacks (tc: tbf: x; htb: y)"
     ]
     assert probe.missing(caps, faults.requirements("latency", {"ms": 5})) == [
-        "latency needs sch_netem, which this kernel lacks "
+        "latency/reorder needs sch_netem, which this kernel lacks "
         "(tc: Error: Specified qdisc kind is unknown.)"
     ]
     [reason] = probe.missing(caps, {"hashlimit"})
@@ -736,7 +832,7 @@ def test_probe_matches_reality(lab_cluster: Any) -> None:
             "a", ["tc", "qdisc", "add", "dev", "eth0", "root", "netem", "delay", "1ms"]
         )
         assert code != 0 and caps.details["netem"] in out
-        assert probe.missing(caps, {"netem"})[0].startswith("latency needs sch_netem")
+        assert probe.missing(caps, {"netem"})[0].startswith("latency/reorder needs sch_netem")
     assert probe.probe(lab_cluster) == caps  # cached
     assert _leftovers(lab_cluster, "a") == ""
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import hmac
+import _operator
 import http.client
 import json
 import threading
@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from node import apiauth
 from node.api import MAX_HELD, ApiError, ApiServerProtocol, Reply
 
 TRANSFER = {"id": "t1", "state": "queued", "name": "f.bin"}
@@ -340,13 +341,16 @@ def test_missing_or_wrong_token_is_401_and_closes(auth: str) -> None:
 @pytest.mark.parametrize("auth", ["Bearer s3cret", "bearer s3cret", "BEARER  s3cret "])
 def test_right_token_is_accepted(auth: str, monkeypatch: pytest.MonkeyPatch) -> None:
     compared: list[tuple[bytes, bytes]] = []
-    real = hmac.compare_digest
+    # node.apiauth compares with the constant-time C function hmac.compare_digest falls back to
+    # (without importing hmac, which loads OpenSSL)
+    real = apiauth._compare_digest
+    assert real is _operator._compare_digest and real(b"a", b"a") and not real(b"a", b"b")
 
     def spy(a: bytes, b: bytes) -> bool:
         compared.append((a, b))
         return real(a, b)
 
-    monkeypatch.setattr(hmac, "compare_digest", spy)
+    monkeypatch.setattr(apiauth, "_compare_digest", spy)
     c = Conn(token="s3cret")
     c.send(get("/api/peers", f"Authorization: {auth}"))
     assert c.one()[0] == 200

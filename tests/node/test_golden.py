@@ -73,6 +73,9 @@ GOLDEN: dict[str, Message | discovery.Datagram] = {
     "accept": Accept(TID, 524288),
     "get": Get(TID, "report.pdf", None, 524288, SHA),
     "file": FileHeader(TID, INFO, 524288),
+    "file_unhashed": FileHeader(
+        TID, FileInfo(INFO.name, INFO.size, None, INFO.mtime, INFO.mime), 0
+    ),
     "data": Data(524288),
     "digest": Digest(TID, SHA),
     "verdict": Verdict(TID, True, SHA, "report.pdf"),

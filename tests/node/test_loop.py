@@ -16,7 +16,7 @@ import pytest
 
 from node import plat
 from node.loop import Loop, Transport
-from node.transport import HIGH_WATER
+from node.transport import HAS_RCVLOWAT, HIGH_WATER
 
 WAIT = 5.0
 
@@ -601,3 +601,32 @@ def test_stop_from_another_thread_wakes_a_blocking_select(loop: Loop) -> None:
     loop.call_soon(lambda: threading.Thread(target=loop.stop).start())
     loop.run(timeout=WAIT)  # no timers, no sockets: only the waker can end this select
     assert time.monotonic() - started < WAIT / 2
+
+
+@pytest.mark.skipif(not HAS_RCVLOWAT, reason="SO_RCVLOWAT readiness is Linux's")
+def test_read_low_water_holds_small_reads_until_enough_is_queued(loop: Loop) -> None:
+    server, client = Recorder(), Recorder()
+    pair(loop, server, client)
+    server.t.set_read_low_water(1000)
+    client.t.write(b"x" * 10)
+    ticks: list[int] = []
+    for i in range(3):
+        loop.call_later(0.02 * i, lambda: ticks.append(1))
+    run(loop, lambda: len(ticks) == 3)
+    assert server.data == b""  # 10 bytes queued in the kernel: not worth a wake-up
+    client.t.write(b"y" * 990)
+    run(loop, lambda: len(server.data) == 1000)
+    server.t.set_read_low_water(1)
+    client.t.write(b"z")
+    run(loop, lambda: len(server.data) == 1001)
+
+
+@pytest.mark.skipif(not HAS_RCVLOWAT, reason="SO_RCVLOWAT readiness is Linux's")
+def test_eof_wakes_a_reader_waiting_for_its_low_water_mark(loop: Loop) -> None:
+    server, client = Recorder(), Recorder()
+    pair(loop, server, client)
+    server.t.set_read_low_water(1 << 20)
+    client.t.write(b"short")
+    client.t.close()
+    run(loop, lambda: "eof" in server.events)
+    assert server.data == b"short"

@@ -198,8 +198,8 @@ BAD: list[tuple[dict[str, Any], str]] = [
     ({"type": "error", "code": "x", "reason": None}, "reason"),
     ({"type": "error", "reason": "r"}, "code"),
     ({**OFFER, "sha256": ""}, "sha256"),
-    ({**FILE, "sha256": None}, "sha256"),
-    ({k: v for k, v in FILE.items() if k != "sha256"}, "sha256"),
+    ({**FILE, "sha256": ""}, "sha256"),
+    ({**FILE, "sha256": SHA.upper()}, "sha256"),
     ({**DIGEST, "sha256": None}, "sha256"),
     ({**DIGEST, "sha256": SHA.upper()}, "sha256"),
     ({**DIGEST, "sha256": SHA[:-1]}, "sha256"),
@@ -226,18 +226,24 @@ def test_bad_example_fields_are_valid_without_the_change() -> None:
         parse_message(fields)
 
 
-def test_null_sha256_only_in_an_offer() -> None:
-    """A hash-less offer ("digest" feature) has sha256 null or absent; nothing else may."""
-    for fields in ({**OFFER, "sha256": None}, {k: v for k, v in OFFER.items() if k != "sha256"}):
-        msg = parse_message(fields)
-        assert isinstance(msg, Offer) and msg.info.sha256 is None
+def test_null_sha256_only_in_an_offer_or_a_file() -> None:
+    """A hash-less offer ("digest" feature) or file ("pull-digest") has sha256 null or absent;
+    nothing else may."""
+    for base_fields in (OFFER, FILE):
+        for fields in (
+            {**base_fields, "sha256": None},
+            {k: v for k, v in base_fields.items() if k != "sha256"},
+        ):
+            msg = parse_message(fields)
+            assert isinstance(msg, Offer | FileHeader) and msg.info.sha256 is None
     assert b'"sha256":null' in encode_message(Offer("t1", UNHASHED))
+    assert b'"sha256":null' in encode_message(FileHeader("t1", UNHASHED, 0))
     with pytest.raises(RemoteProtocolError) as err:
         parse_files_body(b'[{"name":"a","size":1,"sha256":null,"mtime":0,"mime":""}]')
     assert err.value.code is ErrorCode.BAD_MESSAGE and "'sha256'" in str(err.value)
     with pytest.raises(RemoteProtocolError) as err:
-        parse_message({**FILE, "sha256": None})
-    assert err.value.code is ErrorCode.BAD_MESSAGE and "must not be null" in str(err.value)
+        parse_message({**DIGEST, "sha256": None})
+    assert err.value.code is ErrorCode.BAD_MESSAGE and "'sha256'" in str(err.value)
 
 
 @pytest.mark.parametrize(

@@ -39,6 +39,7 @@ PURE = [
     "handshake",
     "units",
     "termsafe",
+    "addr",
 ]
 FORBIDDEN_MODULES = {
     "socket",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from dataclasses import replace
 
@@ -46,12 +47,12 @@ HELLO = {
         "client",
         47101,
         ({"group": "lab"},),
-        ("resume", "digest"),
+        ("resume", "digest", "pull-digest"),
         cert="AA==",
         nonce="c" * 64,
         sig="d" * 128,
     ),
-    S: Hello(2, "b" * 64, "server", 47101, (), ("resume", "digest")),
+    S: Hello(2, "b" * 64, "server", 47101, (), ("resume", "digest", "pull-digest")),
 }
 CHALLENGE = Challenge(2, "b" * 64, "e" * 64)
 
@@ -97,6 +98,11 @@ def pair_in(state: State) -> tuple[Session, Session]:
         deliver(c, s, Offer("t1", UNHASHED))
         deliver(s, c, Accept("t1", 0))
         events = deliver(c, s, Data(UNHASHED.size), b"x" * UNHASHED.size)
+        assert events == [DataChunk(memoryview(b"x" * UNHASHED.size), True)]
+    elif state is State.PULL_DIGEST:
+        deliver(c, s, Get("t1", "f.txt", None, 0, None))
+        deliver(s, c, FileHeader("t1", UNHASHED, 0))
+        events = deliver(s, c, Data(UNHASHED.size), b"x" * UNHASHED.size)
         assert events == [DataChunk(memoryview(b"x" * UNHASHED.size), True)]
     elif state in (State.REQUESTED, State.PULL_STREAM, State.PULL_VERDICT):
         offset = INFO.size if state is State.PULL_VERDICT else 0
@@ -535,3 +541,59 @@ def test_body_null_reads_as_no_body() -> None:
     s2.receive_data(encode_header({"type": "data", "body": None}))
     assert drain(s2) == []  # an empty data frame
     assert s2.stream_remaining == INFO.size
+
+
+# -- hash-less file (feature "pull-digest"): the server's digest after a pull's stream -----------
+
+
+def test_hashless_pull_goes_through_the_digest_state() -> None:
+    c, s = pair_in(State.PULL_DIGEST)
+    with pytest.raises(LocalProtocolError, match="PULL_DIGEST"):
+        c.send(Verdict("t1", True, SHA))  # the client must wait for the digest
+    assert deliver(s, c, Data(0)) == []  # keepalives while the server still hashes
+    assert deliver(s, c, Digest("t1", SHA)) == [Digest("t1", SHA)]
+    assert c.state is s.state is State.PULL_VERDICT
+    with pytest.raises(LocalProtocolError, match="PULL_VERDICT"):
+        s.send(Data(0))  # nothing of the server may cross the verdict
+    assert deliver(c, s, Verdict("t1", True, SHA, "f.txt")) == [Verdict("t1", True, SHA, "f.txt")]
+    assert c.state is s.state is State.IDLE
+
+
+def test_empty_hashless_file_goes_to_the_digest_state_at_once() -> None:
+    empty = FileInfo("f.txt", 0, None, 0.0, "")
+    c, s = pair_in(State.IDLE)
+    deliver(c, s, Get("t1", "f.txt", None, 0, None))
+    assert deliver(s, c, FileHeader("t1", empty, 0)) == [
+        FileHeader("t1", empty, 0),
+        DataChunk(memoryview(b""), True),
+    ]
+    assert c.state is s.state is State.PULL_DIGEST
+
+
+@pytest.mark.parametrize(
+    ("client_features", "server_features", "get", "offset", "text"),
+    [
+        (("digest",), ("pull-digest",), Get("t1", "f.txt", None, 0, None), 0, "our hello"),
+        (("pull-digest",), ("digest",), Get("t1", "f.txt", None, 0, None), 0, "peer's hello"),
+        (("pull-digest",),) * 2 + (Get("t1", "f.txt", None, 4, SHA), 4, "offset 0"),
+        (("pull-digest",),) * 2 + (Get("t1", None, SHA, 0, None), 0, "by name"),
+    ],
+)
+def test_a_hashless_file_is_refused_without_the_feature_offset_0_or_a_name(
+    client_features: tuple[str, ...],
+    server_features: tuple[str, ...],
+    get: Get,
+    offset: int,
+    text: str,
+) -> None:
+    c, s = Session(C), Session(S)
+    deliver(s, c, CHALLENGE)
+    deliver(c, s, dataclasses.replace(HELLO[C], features=client_features))
+    deliver(s, c, dataclasses.replace(HELLO[S], features=server_features))
+    deliver(c, s, get)
+    c.receive_data(encode_message(FileHeader("t1", UNHASHED, offset)))
+    with pytest.raises(RemoteProtocolError) as err:
+        c.next_event()
+    assert err.value.code is ErrorCode.BAD_MESSAGE and text in str(err.value)
+    with pytest.raises(LocalProtocolError):  # and we never send one either
+        s.send(FileHeader("t1", UNHASHED, offset))

@@ -1,0 +1,526 @@
+"""The lab's hostile peer: one attack behaviour against one target node, bounded, then exit.
+
+Shipped in the node image as /opt/mole/lab/attacker.py and run by a scenario node with
+`hostile:` (lab/nodes.py), never on the host: it only ever sends to the `--target` container
+it is given (a name Docker's DNS resolves on the lab's own bridge) or to its own LAN's
+broadcast address, and every behaviour is capped in rate, connections and duration.
+Standard library only (it runs in the node image), one thread per behaviour.
+
+    python3 attacker.py --behaviour liar --target b [--file payload.bin] [--duration 20]
+        [--rate R] [--conns N] [--impersonate a] [--delay S]
+
+Behaviours (what a real network throws at a node):
+  liar        pushes `--file` announcing the SHA-256 of one content and streaming another of
+              the same size: the receiver must refuse it (`hash_mismatch`), nothing may land
+  slowloris   holds up to `--conns` connections, each trickling its TLS ClientHello one byte a
+              second
+  junk        random bytes over new connections (no TLS) and random datagrams to the discovery
+              port
+  flood       announces from ever new node ids (`--rate` a second) to the target's discovery port
+  impostor    learns `--impersonate`'s node id from its broadcasts, then announces that id with
+              its own address (a spoofed announce) at `--rate` a second
+  goodbye     the same, but broadcasts goodbyes in that node's name
+  oversized   connects, greets, then sends frame headers announcing more than the limit
+  sizeliar    pushes `--file` announcing `--size` bytes and streams more than that
+  connflood   opens `--rate` connections a second that never greet, up to `--conns` held
+  trickle     holds `--conns` pushes of `--file`, each streaming its body at ~100 bytes a second
+
+Output: JSON lines like a node's events, `{"ts", "event": "attack", "behaviour", "sent",
+"refused", "answers"}` every second and `attack_done` at the end (the lab's report draws them
+in the hostile node's lane).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import json
+import os
+import random
+import socket
+import ssl
+import struct
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from node import handshake
+from node.identity import Identity
+from node.messages import Challenge, encode_message
+from node.peerauth import NoGroups
+
+TCP_PORT = 47101
+UDP_PORT = 47100
+MAX_RATE = 5000.0  # per second: a lab attack, not a load test of the engine
+MAX_CONNS = 512
+MAX_DURATION = 600.0
+MAX_FILE = 64 << 20
+
+
+def frame(header: dict[str, object]) -> bytes:
+    raw = json.dumps(header, separators=(",", ":")).encode()
+    return struct.pack(">I", len(raw)) + raw
+
+
+def identity(name: str) -> Identity:
+    """The attacker's key, stable per name: its verified node id is known to the lab."""
+    return Identity.from_seed(hashlib.sha256(b"mole-lab attacker " + name.encode()).digest())
+
+
+def tls_context() -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE  # a client checks the id, not a CA (docs/protocol.md 2.0)
+    return ctx
+
+
+def recv_exact(s: Any, n: int) -> bytes:
+    buf = b""
+    while len(buf) < n:
+        chunk = s.recv(n - len(buf))
+        if not chunk:
+            raise ConnectionError("closed")
+        buf += chunk
+    return buf
+
+
+def read_frame(s: Any) -> dict[str, Any]:
+    (n,) = struct.unpack(">I", recv_exact(s, 4))
+    return dict(json.loads(recv_exact(s, n)))
+
+
+def client_hello_record() -> bytes:
+    """The first TLS record a client sends (its ClientHello), for trickling."""
+    inb, outb = ssl.MemoryBIO(), ssl.MemoryBIO()
+    obj = tls_context().wrap_bio(inb, outb)
+    with contextlib.suppress(ssl.SSLWantReadError):  # it waits for the ServerHello: ours to hold
+        obj.do_handshake()
+    return outb.read()
+
+
+def emit(event: str, **kw: object) -> None:
+    sys.stdout.write(json.dumps({"ts": round(time.time(), 6), "event": event, **kw}) + "\n")
+    sys.stdout.flush()
+
+
+class Attack:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.a = args
+        self.stop = threading.Event()
+        self.sent = 0
+        self.refused = 0  # connections the target closed or reset on us, datagrams refused
+        self.answers: dict[str, int] = {}  # codes of the target's error/reject/verdict frames
+        self.lock = threading.Lock()
+        self.name = args.name
+        self.me = identity(args.name)
+        self.node_id = self.me.node_id
+        self.tls = tls_context()
+
+    def count(self, sent: int = 0, refused: int = 0, answer: str | None = None) -> None:
+        with self.lock:
+            self.sent += sent
+            self.refused += refused
+            if answer:
+                self.answers[answer] = self.answers.get(answer, 0) + 1
+
+    def snapshot(self) -> dict[str, object]:
+        with self.lock:
+            return {"sent": self.sent, "refused": self.refused, "answers": dict(self.answers)}
+
+    def target(self) -> str:
+        return socket.gethostbyname(self.a.target)
+
+    def pace(self, n: int = 1) -> None:
+        self.stop.wait(n / self.a.rate)
+
+    def connect(self) -> socket.socket | None:
+        try:
+            return socket.create_connection((self.target(), TCP_PORT), timeout=5)
+        except OSError:
+            self.count(refused=1)
+            self.stop.wait(0.2)  # the target is down or refusing: come back, as an attacker would
+            return None
+
+    def session(self) -> Any:
+        """A TLS connection past the handshake (challenge, our signed hello, the server's
+        hello): what any peer with a key gets. None when refused (counted)."""
+        raw = self.connect()
+        if raw is None:
+            return None
+        try:
+            s = self.tls.wrap_socket(raw)
+            ch = read_frame(s)
+            if ch.get("type") != "challenge":
+                raise ConnectionError(f"no challenge: {ch.get('type')}")
+            challenge = Challenge(int(ch["proto"]), str(ch["node"]), str(ch["nonce"]))
+            me = self.me
+            hello = handshake.client_hello(
+                me.seed, me.cert_der, me.node_id, challenge, os.urandom(32), NoGroups(),
+                name=self.name, port=0, features=("resume", "digest"),
+            )  # fmt: skip
+            s.sendall(encode_message(hello))
+            reply = read_frame(s)
+            if reply.get("type") != "hello":
+                self.count(answer=str(reply.get("code") or reply.get("type")))
+                s.close()
+                return None
+            return s
+        except (OSError, ValueError, KeyError) as e:
+            self.count(refused=1, answer=type(e).__name__)
+            raw.close()
+            self.stop.wait(0.2)
+            return None
+
+    def answer_codes(self, s: socket.socket, timeout: float = 5.0) -> list[str]:
+        """Read the target's frames until it closes or goes quiet; their types/codes."""
+        s.settimeout(timeout)
+        buf, out = b"", []
+        try:
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                buf += chunk
+                while len(buf) >= 4:
+                    (n,) = struct.unpack(">I", buf[:4])
+                    if len(buf) < 4 + n:
+                        break
+                    header = json.loads(buf[4 : 4 + n])
+                    buf = buf[4 + n :]
+                    kind = header.get("type")
+                    if kind in ("error", "reject"):
+                        out.append(str(header.get("code")))
+                    elif kind == "verdict":
+                        out.append("ok" if header.get("ok") else str(header.get("code")))
+                        return out
+                    elif kind == "accept":
+                        out.append("accept")
+                        return out
+        except (OSError, ValueError):
+            pass
+        return out
+
+    # -- behaviours
+
+    def liar(self) -> None:
+        """Honest-looking push of `file` whose bytes do not match the announced hash."""
+        size = self.a.size
+        promised = random.Random(1).randbytes(size)
+        sha = hashlib.sha256(promised).hexdigest()
+        n = 0
+        while not self.stop.is_set():
+            s = self.session()
+            if s is None:
+                continue
+            with s:
+                try:
+                    tid = f"lie{n}"
+                    s.sendall(
+                        frame({"type": "offer", "id": tid, "name": self.a.file, "size": size,
+                               "sha256": sha, "mtime": 1_700_000_000.0 + n,
+                               "mime": "application/octet-stream"})
+                    )  # fmt: skip
+                    codes = self.answer_codes(s)
+                    if "accept" in codes:
+                        # The lie: other bytes of the same size, from byte 0 (offset ignored).
+                        s.sendall(frame({"type": "data", "body": size}))
+                        s.sendall(random.Random(2 + n).randbytes(size))
+                        codes += self.answer_codes(s, timeout=30)
+                    for c in codes:
+                        if c != "accept":
+                            self.count(answer=c)
+                    self.count(sent=1)
+                except OSError:
+                    self.count(refused=1)
+            n += 1
+            self.pace()
+
+    def slowloris(self) -> None:
+        socks: list[socket.socket] = []
+        greeting = client_hello_record()
+        pos: dict[socket.socket, int] = {}
+        try:
+            while not self.stop.is_set():
+                while len(socks) < self.a.conns and not self.stop.is_set():
+                    s = self.connect()
+                    if s is None:
+                        break
+                    s.setblocking(False)
+                    socks.append(s)
+                    pos[s] = 0
+                    self.count(sent=1)
+                for s in list(socks):  # one byte of its hello each, a second apart
+                    try:
+                        s.send(greeting[pos[s] : pos[s] + 1])
+                        pos[s] = (pos[s] + 1) % len(greeting)
+                        if s.recv(65536, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b"":
+                            raise ConnectionResetError
+                    except BlockingIOError:
+                        pass
+                    except OSError:
+                        self.count(refused=1)
+                        socks.remove(s)
+                        s.close()
+                self.stop.wait(1.0)  # the trickle's pace
+        finally:
+            for s in socks:
+                s.close()
+
+    def junk(self) -> None:
+        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        rng = random.Random(3)
+        with udp:
+            while not self.stop.is_set():
+                datagram = rng.randbytes(rng.randrange(1, 1400))
+                try:
+                    udp.sendto(datagram, (self.target(), UDP_PORT))
+                except OSError:
+                    self.count(refused=1)
+                s = self.connect()
+                if s is not None:
+                    with s:
+                        try:
+                            s.sendall(rng.randbytes(rng.randrange(4, 4096)))
+                            for c in self.answer_codes(s, timeout=2):
+                                self.count(answer=c)
+                        except OSError:
+                            self.count(refused=1)
+                self.count(sent=1)
+                self.pace()
+
+    def flood(self) -> None:
+        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        i = 0
+        with udp:
+            ip = self.target()
+            while not self.stop.is_set():
+                for _ in range(10):
+                    msg = {"mole": 1, "type": "announce", "node": f"{os.getpid():08x}{i:056x}",
+                           "name": f"fake{i}", "port": 1 + i % 60000, "groups": [], "seq": 1,
+                           "interval": 86400}  # fmt: skip
+                    try:
+                        udp.sendto(json.dumps(msg).encode(), (ip, UDP_PORT))
+                        self.count(sent=1)
+                    except OSError:
+                        self.count(refused=1)
+                    i += 1
+                self.pace(10)
+
+    def _learn_id(self) -> str | None:
+        """The node id of `--impersonate`, from its own broadcast announces."""
+        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        udp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        with udp:
+            udp.bind(("", UDP_PORT))
+            udp.settimeout(1.0)
+            while not self.stop.is_set():
+                try:
+                    data, _ = udp.recvfrom(2048)
+                    msg = json.loads(data)
+                except (OSError, ValueError):
+                    continue
+                if isinstance(msg, dict) and msg.get("name") == self.a.impersonate:
+                    node = msg.get("node")
+                    emit("attack_learned", behaviour=self.a.behaviour, victim=self.a.impersonate,
+                         node=node)  # fmt: skip
+                    return str(node)
+        return None
+
+    def _spoof(self, make: Callable[[str, int], dict[str, object]]) -> None:
+        node = self._learn_id()
+        if node is None:
+            return
+        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        udp.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+        seq = 1 << 40
+        with udp:
+            while not self.stop.is_set():
+                seq += 1
+                try:
+                    udp.sendto(json.dumps(make(node, seq)).encode(), (self.target(), UDP_PORT))
+                    self.count(sent=1)
+                except OSError:
+                    self.count(refused=1)
+                self.pace()
+
+    def impostor(self) -> None:
+        victim = self.a.impersonate
+        self._spoof(
+            lambda node, seq: {"mole": 1, "type": "announce", "node": node, "name": victim,
+                               "port": TCP_PORT, "groups": [], "seq": seq, "interval": 2}
+        )  # fmt: skip
+
+    def goodbye(self) -> None:
+        self._spoof(lambda node, seq: {"mole": 1, "type": "goodbye", "node": node, "seq": seq})
+
+    def oversized(self) -> None:
+        while not self.stop.is_set():
+            s = self.session()
+            if s is not None:
+                with s:
+                    try:
+                        s.sendall(struct.pack(">I", 1 << 24))
+                        s.sendall(b"{" * 65536)
+                        for c in self.answer_codes(s, timeout=2):
+                            self.count(answer=c)
+                    except OSError:
+                        self.count(refused=1)
+                self.count(sent=1)
+            self.pace()
+
+    def sizeliar(self) -> None:
+        """A push whose stream is longer than the size it offered (a liar about size)."""
+        size = self.a.size
+        n = 0
+        while not self.stop.is_set():
+            s = self.session()
+            if s is None:
+                continue
+            with s:
+                try:
+                    s.sendall(
+                        frame({"type": "offer", "id": f"big{n}", "name": self.a.file,
+                               "size": size, "sha256": "0" * 64, "mtime": 1_700_000_000.0,
+                               "mime": "application/octet-stream"})
+                    )  # fmt: skip
+                    codes = self.answer_codes(s)
+                    if "accept" in codes:
+                        s.sendall(frame({"type": "data", "body": size + 4096}))
+                        s.sendall(random.Random(n).randbytes(size + 4096))
+                        codes += self.answer_codes(s, timeout=10)
+                    for c in codes:
+                        if c != "accept":
+                            self.count(answer=c)
+                    self.count(sent=1)
+                except OSError:
+                    self.count(refused=1)
+            n += 1
+            self.pace()
+
+    def trickle(self) -> None:
+        """Pushes accepted, then streamed far below any useful rate (slow body, not slow
+        hello): each ties up a transfer slot until the node's rate floor ends it."""
+        threads = [
+            threading.Thread(target=self._trickle_one, args=(i,), daemon=True)
+            for i in range(self.a.conns)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+
+    def _trickle_one(self, i: int) -> None:
+        size = self.a.size
+        data = random.Random(i).randbytes(size)
+        n = 0
+        while not self.stop.is_set():
+            s = self.session()
+            if s is None:
+                continue
+            with s:
+                try:
+                    s.sendall(
+                        frame({"type": "offer", "id": f"slow{i}-{n}", "name": f"t{i}-{self.a.file}",
+                               "size": size, "sha256": hashlib.sha256(data).hexdigest(),
+                               "mtime": 1_700_000_000.0, "mime": "application/octet-stream"})
+                    )  # fmt: skip
+                    codes = self.answer_codes(s)
+                    if "accept" in codes:
+                        s.sendall(frame({"type": "data", "body": size}))
+                        self.count(sent=1)
+                        pos = 0
+                        while not self.stop.is_set() and pos < size:
+                            s.sendall(data[pos : pos + 10])
+                            pos += 10
+                            self.stop.wait(0.1)  # the trickle: ~100 bytes a second
+                    for c in codes:
+                        if c != "accept":
+                            self.count(answer=c)
+                except OSError:
+                    self.count(refused=1)  # dropped, as it should be: come back
+            n += 1
+            self.stop.wait(0.5)
+
+    def connflood(self) -> None:
+        """Connections that never greet: at most `conns` held, `rate` new ones a second."""
+        held: list[socket.socket] = []
+        try:
+            while not self.stop.is_set():
+                s = self.connect()
+                if s is not None:
+                    s.setblocking(False)  # else the peek below waits out the socket's timeout
+                    held.append(s)
+                    self.count(sent=1)
+                for old in list(held):  # the node's evictions and deadlines close them
+                    try:
+                        if old.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b"":
+                            raise ConnectionResetError
+                    except BlockingIOError:
+                        continue
+                    except OSError:
+                        pass
+                    self.count(refused=1)
+                    held.remove(old)
+                    old.close()
+                while len(held) > self.a.conns:
+                    held.pop(0).close()
+                self.pace()
+        finally:
+            for s in held:
+                s.close()
+
+
+BEHAVIOURS = (
+    "liar", "slowloris", "junk", "flood", "impostor", "goodbye", "oversized", "sizeliar",
+    "connflood", "trickle",
+)  # fmt: skip
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="attacker", description="the lab's hostile peer")
+    ap.add_argument("--behaviour", choices=BEHAVIOURS, required=True)
+    ap.add_argument("--target", required=True, help="the container name to attack")
+    ap.add_argument("--name", default=os.environ.get("HOSTNAME", "hostile")[:64])
+    ap.add_argument("--file", default="payload.bin", help="liar: the name it lies about")
+    ap.add_argument("--size", type=int, default=1 << 20, help="liar: bytes it sends")
+    ap.add_argument("--impersonate", default="", help="impostor/goodbye: the node it claims to be")
+    ap.add_argument("--rate", type=float, default=10.0, help="attack units per second")
+    ap.add_argument("--conns", type=int, default=32, help="slowloris: connections held")
+    ap.add_argument("--duration", type=float, default=20.0)
+    ap.add_argument("--delay", type=float, default=0.0, help="seconds before it starts")
+    a = ap.parse_args(argv)
+    # Hard caps: whatever a scenario asks, the attack stays a bounded lab fault.
+    a.rate = min(max(a.rate, 0.1), MAX_RATE)
+    a.conns = min(max(a.conns, 1), MAX_CONNS)
+    a.duration = min(max(a.duration, 0.0), MAX_DURATION)
+    a.size = min(max(a.size, 1), MAX_FILE)
+    if a.behaviour in ("impostor", "goodbye") and not a.impersonate:
+        ap.error(f"{a.behaviour} needs --impersonate")
+    return a
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = parse(sys.argv[1:] if argv is None else argv)
+    attack = Attack(a)
+    time.sleep(a.delay)  # a plain program, not the node's loop: nothing else to do meanwhile
+    emit("attack_started", behaviour=a.behaviour, target=a.target, duration=a.duration)
+    worker = threading.Thread(target=getattr(attack, a.behaviour), daemon=True)
+    worker.start()
+    end = time.monotonic() + a.duration
+    while time.monotonic() < end and worker.is_alive():
+        time.sleep(min(1.0, max(0.0, end - time.monotonic())))  # the progress lines' cadence
+        emit("attack", behaviour=a.behaviour, **attack.snapshot())
+    attack.stop.set()
+    worker.join(35)
+    emit("attack_done", behaviour=a.behaviour, **attack.snapshot())
+    # Stay up (idle) so the container's status and logs stay readable until teardown.
+    threading.Event().wait()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,152 @@
+"""A pull of a file this node has not hashed yet, streamed while the hash queue hashes it.
+
+The serving side of docs/protocol.md 2.4 "Pull of a file the server has not hashed yet": to a
+client whose hello lists "pull-digest", a `get` by name of a never-hashed (or changed) file is
+answered at once with a `file` whose sha256 is null; the data follows while the node's hash
+queue hashes the same file (first in line, as a cold push's is), and `digest` carries the
+sha256 after the last byte -- only if the file still has the size and mtime it had when the
+job began, so the digest is of the bytes that were streamed. Until the hash is done the stream
+is complete but the digest is not: empty `data` frames keep both idle timeouts quiet.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from node.errors import ErrorCode
+from node.messages import Data, Digest, FileHeader, FileInfo, Get
+from node.names import check_name
+from node.sender import FileSender
+from node.session import PULL_DIGEST_FEATURE, Session, State
+from node.store import FileMeta, HashJob, guess_mime
+from node.transfer import TEvent
+
+if TYPE_CHECKING:
+    from node.serve import ServerHandler
+
+DIGEST_KEEPALIVE = 5.0  # s between empty data frames while the digest waits for the hash
+
+
+def wants_hashless(session: Session, msg: Get) -> bool:
+    """The client may be sent a hash-less `file` for this get (protocol.md 2.2 "Features")."""
+    hello = session.their_hello
+    return (
+        msg.name is not None
+        and msg.sha256 is None
+        and hello is not None
+        and PULL_DIGEST_FEATURE in hello.features
+    )
+
+
+class HashlessPull:
+    """One hash-less pull on a ServerHandler's connection: stream, hash, then `digest`."""
+
+    def __init__(self, handler: ServerHandler, msg: Get, path: Path, job: HashJob) -> None:
+        assert msg.name is not None  # wants_hashless() said so
+        self.handler = handler
+        self.conn = handler.conn
+        self.node = handler.node
+        self.msg = msg
+        self.path = path
+        self.name = check_name(msg.name)
+        self.key = (job.size, job.mtime_ns)
+        self.job = job
+        self.digest: str | None = None
+        self.digest_sent = False
+        self.stopped = False
+        self._keepalive_at: float | None = None
+
+    def start(self) -> None:
+        node, h, msg, job = self.node, self.handler, self.msg, self.job
+        peer = self.conn.peer_id or "?"
+        t = node.manager.new(
+            "pull", "send", peer, node.peers.name_of(peer), self.name, size=job.size,
+            wire_id=msg.id,
+        )  # fmt: skip
+        t.sha256, t.offset, t.bytes = None, 0, 0
+        t.addr = h.addr
+        node.manager.add(t)
+        node.manager.move(t, TEvent.STREAM)
+        node.manager.watch(t, h.account)
+        h.transfer = t
+        # First in the hash queue (a user waits); a rescan's job for the same file is adopted.
+        self.job = node.hashq.add_push(t, job)
+        node.pushes.watchers[t.id] = self
+        mime = guess_mime(self.name)
+        info = FileInfo(self.name, job.size, None, job.mtime, mime)
+        self.conn.send(FileHeader(msg.id, info, 0))
+        h.sender = FileSender(self.conn, str(self.path), 0, job.size, node.upload_bucket)
+        h.sender.on_sent = self.send_digest
+        h.sender.start()
+
+    # -- the hash queue (through Pushes.hashed / hash_failed) ------------------------------------
+    def hashed(self, job: HashJob, meta: FileMeta) -> None:
+        if self.stopped:
+            return
+        if (job.size, job.mtime_ns) != self.key:
+            self._changed("the file changed while it was hashed")
+            return
+        self.digest = meta.sha256
+        t = self.handler.transfer
+        if t is not None:
+            t.sha256 = meta.sha256
+        self.send_digest()
+
+    def hash_failed(self, reason: str) -> None:
+        if not self.stopped:
+            self.conn.fail(ErrorCode.IO_ERROR, reason)
+
+    # -- the digest ------------------------------------------------------------------------------
+    def send_digest(self) -> None:
+        """Digest after the last data byte, once the hash is known; keepalives until then."""
+        if self.stopped or self.digest_sent or self.conn.closed:
+            return
+        if self.conn.session.state is not State.PULL_DIGEST:
+            return  # the stream is not fully sent yet: the sender's on_sent comes back here
+        if self.digest is None:
+            if self._keepalive_at is None:
+                every = min(DIGEST_KEEPALIVE, self.node.config.idle_timeout / 3)
+                self._keepalive_at = self.node.loop.time() + every
+                self.conn.wake()
+            return
+        # Never vouch for bytes that may not be what was streamed.
+        try:
+            st = os.stat(self.path)
+            unchanged = (st.st_size, st.st_mtime_ns) == self.key
+        except OSError:
+            unchanged = False
+        if not unchanged:
+            self._changed("the file changed while it was sent")
+            return
+        self.digest_sent = True
+        self._keepalive_at = None
+        self.conn.send(Digest(self.msg.id, self.digest))
+
+    def get_timer(self) -> float | None:
+        return self._keepalive_at
+
+    def handle_timer(self, now: float) -> None:
+        """An empty data frame: the client (and our idle timeout) see we are still here."""
+        if self._keepalive_at is None or now < self._keepalive_at:
+            return
+        self._keepalive_at = None
+        if self.stopped or self.digest_sent or self.conn.closed:
+            return
+        self.conn.send(Data(0))
+        self.conn.last_activity = now
+        self.send_digest()
+
+    def _changed(self, reason: str) -> None:
+        self.conn.fail(ErrorCode.SOURCE_CHANGED, reason)
+
+    def stop(self) -> None:
+        """The operation is over (verdict, failure, close): no digest, no keepalive. The hash
+        job goes on: its result lands in the cache for the next request."""
+        self.stopped = True
+        self._keepalive_at = None
+        watchers = self.node.pushes.watchers
+        for tid, w in list(watchers.items()):
+            if w is self:
+                del watchers[tid]

@@ -1,0 +1,192 @@
+"""Hostile peers in scenarios (lab.hostile) and the attacker's own bounds (lab/attacker.py)."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from lab import attacker, hostile
+from lab.expectations import EventsHappen, Verdict
+from lab.nodes import Nodes
+from lab.scenario import ScenarioError, load_scenario, loads
+
+SCENARIOS = Path(__file__).resolve().parents[2] / "scenarios"
+
+BASE = """
+    name: h
+    nodes:
+      - name: a
+      - name: b
+      - name: evil
+        hostile: {hostile}
+    files: [{{name: payload.bin, size: 1MiB, on: a}}]
+    expect:
+      files: [{{node: b, file: payload.bin}}]
+      {extra}
+"""
+
+
+def load(hostile_spec: str, extra: str = "") -> object:
+    text = textwrap.dedent(BASE.format(hostile=hostile_spec, extra=extra))
+    return loads(text, source="t.yaml")
+
+
+def refused(hostile_spec: str, extra: str = "") -> str:
+    with pytest.raises(ScenarioError) as info:
+        load(hostile_spec, extra)
+    return str(info.value)
+
+
+def test_a_hostile_node_runs_the_attacker_not_a_node() -> None:
+    sc = load("{behaviour: liar, target: b, file: payload.bin, size: 64KiB, rate: 2}")
+    evil = sc.node("evil")  # type: ignore[attr-defined]
+    assert not evil.runs_node and not evil.router
+    assert [n.name for n in sc.mole_nodes] == ["a", "b"]  # type: ignore[attr-defined]
+    assert hostile.command(evil) == [
+        hostile.ATTACKER, "--name", "evil", "--behaviour", "liar", "--target", "b",
+        "--file", "payload.bin", "--size", "65536", "--rate", "2",
+    ]  # fmt: skip
+    spec = Nodes._spec(Nodes.__new__(Nodes), evil)
+    assert spec.entrypoint == ["python3"] and spec.command == hostile.command(evil)
+    # and `see: all` means the honest nodes only
+    sc = load("{behaviour: junk, target: b}", "discovery: {within: 3, see: all}")
+    pairs = sc.expect.discovery.see  # type: ignore[attr-defined]
+    assert set(pairs) == {("a", "b"), ("b", "a")}
+
+
+def test_failures_may_name_the_hostile_peer_nothing_else_may() -> None:
+    sc = load("{behaviour: liar, target: b}", "failures: [{node: evil, code: hash_mismatch}]")
+    assert sc.expect.failures[0].nodes == ("evil",)  # type: ignore[attr-defined]
+    text = textwrap.dedent(BASE.format(hostile="{behaviour: liar, target: b}", extra=""))
+    bad = text.replace("{node: b, file: payload.bin}", "{node: evil, file: payload.bin}")
+    with pytest.raises(ScenarioError, match=r"expect.files\[0\].node: 'evil' is a hostile peer"):
+        loads(bad, source="t.yaml")
+    bad = text.replace("on: a}", "on: [a, evil]}")
+    with pytest.raises(ScenarioError, match="hostile peer"):
+        loads(bad, source="t.yaml")
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("{behaviour: nice, target: b}", "behaviour: unknown 'nice'"),
+        ("{target: b}", "hostile.behaviour: is required"),
+        ("{behaviour: liar, target: zz}", "hostile.target: unknown node 'zz'"),
+        ("{behaviour: liar, target: evil}", "runs no node"),
+        ("{behaviour: flood, target: b, rate: 100000}", "rate: must be at most 5000"),
+        ("{behaviour: flood, target: b, rate: 0}", "rate: must be > 0"),
+        ("{behaviour: slowloris, target: b, conns: 10000}", "conns: must be between 1 and 512"),
+        ("{behaviour: liar, target: b, size: 1GiB}", "size: must be 1 B .. 64 MiB"),
+        ("{behaviour: impostor, target: b}", "impersonate: is required"),
+        ("{behaviour: goodbye, target: b, impersonate: q}", "impersonate: unknown node 'q'"),
+        ("{behaviour: junk, target: b, colour: red}", "colour"),
+    ],
+)
+def test_bad_hostile_specs_are_refused(spec: str, message: str) -> None:
+    assert message in refused(spec)
+
+
+def test_a_hostile_node_must_share_a_network_with_its_target() -> None:
+    text = """
+        name: h
+        networks: [x, y]
+        nodes:
+          - {name: a, networks: [x]}
+          - {name: evil, networks: [y], hostile: {behaviour: junk, target: a}}
+    """
+    with pytest.raises(ScenarioError, match="shares no network"):
+        loads(textwrap.dedent(text), source="t.yaml")
+
+
+def test_the_attacker_caps_whatever_it_is_asked() -> None:
+    a = attacker.parse(
+        ["--behaviour", "flood", "--target", "b", "--rate", "1e9", "--conns", "99999",
+         "--duration", "1e6", "--size", str(1 << 40)]
+    )  # fmt: skip
+    assert (a.rate, a.conns, a.duration, a.size) == (
+        attacker.MAX_RATE, attacker.MAX_CONNS, attacker.MAX_DURATION, attacker.MAX_FILE,
+    )  # fmt: skip
+    assert set(attacker.BEHAVIOURS) == set(hostile.BEHAVIOURS)
+    assert attacker.MAX_RATE == hostile.MAX_RATE and attacker.MAX_CONNS == hostile.MAX_CONNS
+    with pytest.raises(SystemExit):
+        attacker.parse(["--behaviour", "impostor", "--target", "b"])
+
+
+@pytest.mark.parametrize("path", sorted(SCENARIOS.glob("hostile-*.yaml")), ids=lambda p: p.stem)
+def test_hostile_scenarios_prove_the_attack_was_refused(path: Path) -> None:
+    """Each shipped hostile scenario waits for the target's refusal before the honest push (a
+    refusal that never comes fails the run: the step never runs), or expects the failure."""
+    sc = load_scenario(path)
+    (evil,) = [n for n in sc.nodes if n.hostile]
+    target = dict(evil.hostile)["target"]
+    victim = dict(evil.hostile).get("impersonate")
+    if victim:  # spoofing: what must hold is that the victim still gets the target's file
+        assert any(f.node == victim for f in sc.expect.files)
+        return
+    triggers = [s.trigger for s in sc.steps if s.do == "push"]
+    on_target = [t for t in triggers if t.event is not None and target in t.event.nodes]
+    failures = [f for f in sc.expect.failures if evil.name in f.nodes]
+    assert on_target or failures
+    assert any(f.node == target for f in sc.expect.files)
+
+
+def test_the_lab_knows_the_attackers_node_id() -> None:
+    a = attacker.Attack(attacker.parse(["--behaviour", "junk", "--target", "b", "--name", "ev"]))
+    assert a.node_id == hostile.node_id("ev")
+
+
+def _state(events: dict[str, list[dict[str, object]]], t0: float = 100.0) -> Any:
+    failed: list[tuple[str, str]] = []
+    return SimpleNamespace(
+        nodes=SimpleNamespace(node_ids={hostile.node_id("evil"): "evil"}),
+        events=lambda n: events.get(n, []),
+        t0=t0,
+        deadline=t0 + 60,
+        fail=lambda path, msg, nodes=(): failed.append((path, msg)),
+        failed=failed,
+    )
+
+
+def test_an_events_expectation_counts_what_the_node_refused() -> None:
+    """expect.events: at least N matching events per node by `within`; a connection_dropped
+    line stands for 1 + its `suppressed` drops."""
+    sc = load(
+        "{behaviour: liar, target: b}",
+        "events: [{node: b, event: transfer_failed, code: hash_mismatch, peer: evil, "
+        "at_least: 3, within: 5}, {node: b, event: connection_dropped, at_least: 12}]",
+    )
+    lie, drops = (EventsHappen(e) for e in sc.expect.events)  # type: ignore[attr-defined]
+    bad = {"event": "transfer_failed", "peer": hostile.node_id("evil"), "peer_name": "",
+           "error": {"code": "hash_mismatch"}}  # fmt: skip
+    other = {**bad, "error": {"code": "timeout"}}
+    events: dict[str, list[dict[str, object]]] = {"b": [bad, other, bad]}
+    st = _state(events)
+    assert lie.check(101.0, st) is Verdict.PENDING
+    events["b"].append(bad)
+    assert lie.check(102.0, st) is Verdict.MET
+    dropped = {"event": "connection_dropped", "code": "junk", "suppressed": 10}
+    events["b"] += [dropped, {"event": "connection_dropped", "code": "junk", "suppressed": 0}]
+    assert drops.check(103.0, st) is Verdict.MET  # 11 + 1
+    # too few by the deadline: fails, naming the count
+    st2 = _state({"b": [bad]})
+    late = EventsHappen(sc.expect.events[0])  # type: ignore[attr-defined]
+    assert late.check(106.0, st2) is Verdict.FAILED
+    assert st2.failed == [
+        (
+            "expect.events[0]",
+            "expected at least 3 × transfer_failed on b peer=evil code=hash_mismatch; b had 1",
+        )
+    ]
+
+
+def test_events_expectations_are_checked_at_load_time() -> None:
+    with pytest.raises(ScenarioError, match=r"expect.events\[0\].event: unknown event"):
+        load("{behaviour: junk, target: b}", "events: [{node: b, event: nope}]")
+    with pytest.raises(ScenarioError, match=r"at_least: must be between 1"):
+        load("{behaviour: junk, target: b}", "events: [{node: b, event: warning, at_least: 0}]")
+    with pytest.raises(ScenarioError, match="hostile peer"):
+        load("{behaviour: junk, target: b}", "events: [{node: evil, event: warning}]")
