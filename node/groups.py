@@ -17,14 +17,23 @@ Two kinds of proof:
 
 from __future__ import annotations
 
-import hmac
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Final
 
 from node.errors import ConfigError
+
+
+def _hmac() -> ModuleType:
+    """hmac, imported when a group is used: a node in no group never loads it (nor OpenSSL's
+    HMAC; tests/node/test_idle_imports.py)."""
+    import hmac
+
+    return hmac
+
 
 if TYPE_CHECKING:
     from node.discovery import Announce
@@ -41,10 +50,11 @@ _TAG: Final = b"mole/2 group tag"
 
 def hkdf_sha256(ikm: bytes, salt: bytes, info: bytes, length: int = 32) -> bytes:
     """RFC 5869 HKDF with SHA-256 (extract, then expand)."""
-    prk = hmac.digest(salt, ikm, "sha256")
+
+    prk = _hmac().digest(salt, ikm, "sha256")
     out, block, i = b"", b"", 1
     while len(out) < length:
-        block = hmac.digest(prk, block + info + bytes([i]), "sha256")
+        block = _hmac().digest(prk, block + info + bytes([i]), "sha256")
         out += block
         i += 1
     return out[:length]
@@ -61,8 +71,9 @@ class Group:
     @classmethod
     def make(cls, name: str, secret: str) -> Group:
         # The name is part of the key: one secret used for two groups gives unrelated keys.
+
         key = hkdf_sha256(secret.encode("utf-8"), _SALT, name.encode("utf-8"))
-        return cls(name, key, hmac.digest(key, _TAG, "sha256")[:8].hex())
+        return cls(name, key, _hmac().digest(key, _TAG, "sha256")[:8].hex())
 
 
 def parse_group(text: str) -> Group:
@@ -131,8 +142,9 @@ class Groups:
 
     # -- announces (docs/protocol.md 1) ------------------------------------------------------
     def announce_proofs(self, node_id: str, counter: int) -> tuple[bytes, ...]:
+
         msg = announce_message(node_id, counter)
-        return tuple(hmac.digest(g.key, msg, "sha256")[:PROOF_SIZE] for g in self.groups)
+        return tuple(_hmac().digest(g.key, msg, "sha256")[:PROOF_SIZE] for g in self.groups)
 
     def announce_membership(self, announce: Announce) -> tuple[str, ...]:
         """The names of our groups that `announce`'s proofs prove (at most MAX_GROUPS HMACs
@@ -140,25 +152,29 @@ class Groups:
         if not self.groups or not announce.proofs:
             return ()
         msg = announce_message(announce.node, announce.counter)
+
         found = []
         for g in self.groups:
-            want = hmac.digest(g.key, msg, "sha256")[:PROOF_SIZE]
+            want = _hmac().digest(g.key, msg, "sha256")[:PROOF_SIZE]
             hit = False
             for proof in announce.proofs:
-                hit |= hmac.compare_digest(want, proof)
+                hit |= _hmac().compare_digest(want, proof)
             if hit:
                 found.append(g.name)
         return tuple(found)
 
     # -- connections (peerauth.GroupProver) --------------------------------------------------
     def prove(self, message: bytes) -> list[dict[str, str]]:
+
         return [
-            {"tag": g.tag, "mac": hmac.digest(g.key, message, "sha256").hex()} for g in self.groups
+            {"tag": g.tag, "mac": _hmac().digest(g.key, message, "sha256").hex()}
+            for g in self.groups
         ]
 
     def verify(self, proofs: object, message: bytes) -> frozenset[str]:
         if not isinstance(proofs, list):
             return frozenset()
+
         found: set[str] = set()
         for proof in proofs[: 4 * MAX_GROUPS]:  # bounded work for a peer's junk
             if not isinstance(proof, dict):
@@ -167,8 +183,8 @@ class Groups:
             group = self._by_tag.get(tag) if isinstance(tag, str) else None
             if group is None or not isinstance(mac, str) or not mac.isascii():
                 continue
-            want = hmac.digest(group.key, message, "sha256").hex()
-            if hmac.compare_digest(want, mac):
+            want = _hmac().digest(group.key, message, "sha256").hex()
+            if _hmac().compare_digest(want, mac):
                 found.add(group.name)
         return frozenset(found)
 

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import enum
 import hashlib
-import hmac
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -140,6 +139,8 @@ class Pairing:
         self._move(PEvent.RECV_CLIENT_NONCE)
         nonce = bytes.fromhex(msg.nonce)
         assert self._commit is not None
+        import hmac  # here: an idle node does not load it (tests/node/test_idle_imports.py)
+
         if not hmac.compare_digest(commitment(self.peer, nonce), self._commit):
             self.fail("the peer's nonce does not match its commitment")
             raise RemoteProtocolError(
