@@ -13,10 +13,9 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 from typing import TYPE_CHECKING
 
-from node import handshake
+from node import connauth
 from node.errors import ErrorCode, LocalCode, LocalProtocolError, RemoteProtocolError
 from node.loop import Transport
 from node.messages import Challenge, Error, Hello, Message, encode_message
@@ -28,7 +27,6 @@ if TYPE_CHECKING:
     from node.node import Node
     from node.sender import FileSender
 
-FEATURES = ("resume", "digest", "pull-digest")
 # While a stream we receive flows, the loop wakes us only once this much is queued (or the
 # stream's last bytes are): fewer, fuller reads, so the per-read cost in Python (loop turn,
 # framing, session) is paid per ~STREAM_LOWAT bytes instead of per ~150 KiB on loopback.
@@ -78,7 +76,7 @@ class Handler:
 
     def hello(self) -> Hello:
         """The server's answer to the client's (verified) hello."""
-        return self.conn.server_hello()
+        return connauth.server_hello(self.conn)
 
     def greet_peer(self, msg: Hello) -> bool:
         """A hello (its proof checked by Conn) tells us who is at the other end; remember them
@@ -95,7 +93,7 @@ class Handler:
 
 
 class ClientHandler(Handler):
-    """A connection we dialed: the client speaks first, with its hello."""
+    """A connection we dialed: our hello (with its proof) answers the server's challenge."""
 
     # The node we meant to reach. Addresses are reused (a restarted container may get the old
     # address of another node), so a hello from anyone else must not receive its file.
@@ -156,28 +154,11 @@ class Conn:
         if self.session.role is Role.SERVER:
             self.hello_by = self.last_activity + node.config.handshake_timeout
             node.admit(self)
-            self.send(handshake.challenge(node.node_id, os.urandom(handshake.NONCE_SIZE)))
+            self.send(connauth.challenge(self))
         else:
-            # Our hello (with its proof) answers the server's challenge; before anything, the
-            # certificate must be the one of the node we meant to reach.
             self.hello_by = self.last_activity + node.config.handshake_timeout
-            peer_cert = getattr(transport, "peer_certificate", None)
-            self.server_cert = peer_cert() if peer_cert is not None else None
-            expect = getattr(self.handler, "expect_peer", None)
-            if self.server_cert is not None and expect is not None:
-                actual = handshake.cert_id(self.server_cert)
-                if actual != expect:
-                    # Nothing is sent. Transient: addresses get reused, the real node may
-                    # announce itself elsewhere; an impostor never gets past this check.
-                    where = f"{transport.peername[0]}:{transport.peername[1]}"
-                    self.fail(
-                        LocalCode.UNREACHABLE,
-                        f"node {actual[:8]} answers at {where}, not {expect[:8]}: its "
-                        "certificate does not match the node id (an impostor, or another node "
-                        "now at that address); nothing was sent",
-                        send=False,
-                    )
-                    return
+            if not connauth.server_is_expected(self, transport):
+                return
         self.handler.on_connected()
         self.wake()
 
@@ -280,61 +261,14 @@ class Conn:
                 self.close()
                 return
             elif isinstance(event, Challenge):
-                self._on_challenge(event)
+                self.send(connauth.answer_challenge(self, event))
             else:
                 if isinstance(event, Hello):
-                    self._check_hello(event)  # raises auth_failed
+                    connauth.check_hello(self, event)  # raises auth_failed
                     if self.hello_by is not None:
                         self.hello_by = None
                         self.node.admission.done(self)
                 self.handler.on_message(event)
-
-    # -- the handshake (node/handshake.py has the proofs) -----------------------------------------
-    def _on_challenge(self, msg: Challenge) -> None:
-        """Client: the server's challenge. Answer with our certificate and proof."""
-        node = self.node
-        server_id = handshake.cert_id(self.server_cert) if self.server_cert is not None else None
-        handshake.check_challenge(msg, server_id, getattr(self.handler, "expect_peer", None))
-        ident = node.identity
-        self.send(
-            handshake.client_hello(
-                ident.seed,
-                ident.cert_der,
-                ident.node_id,
-                msg,
-                os.urandom(handshake.NONCE_SIZE),
-                node.prover,
-                name=node.config.name,
-                port=node.tcp_port,
-                features=FEATURES,
-            )
-        )
-
-    def _check_hello(self, msg: Hello) -> None:
-        session = self.session
-        ours = session.challenge
-        assert ours is not None  # the session table puts the challenge first
-        prover = self.node.prover
-        if session.role is Role.SERVER:
-            self.peer_auth = handshake.check_client(msg, ours, prover)
-        else:
-            assert session.our_hello is not None
-            cert = self.server_cert or b""
-            self.peer_auth = handshake.check_server(msg, ours, session.our_hello, prover, cert)
-        self.peer_id = self.peer_auth.node_id
-
-    def server_hello(self) -> Hello:
-        hello = self.session.their_hello
-        assert hello is not None and self.session.role is Role.SERVER
-        cfg = self.node.config
-        return handshake.server_hello(
-            self.node.node_id,
-            hello,
-            self.node.prover,
-            name=cfg.name,
-            port=self.node.tcp_port,
-            features=FEATURES,
-        )
 
     def send(self, msg: Message) -> None:
         if self.closed or self.transport is None:
@@ -438,6 +372,10 @@ class Conn:
         if self.rx_bytes:
             reason = f"hello not complete within {limit:g} s ({self.rx_bytes} bytes received)"
             self.drop(ErrorCode.TOO_SLOW, reason)
+        elif self.session.role is Role.CLIENT and self.node.tls_client is None:
+            # A TLS node waits for a TLS ClientHello; we wait for its challenge.
+            reason = f"no challenge within {limit:g} s (a TLS node? --insecure-plaintext "
+            self.drop(ErrorCode.TIMEOUT, reason + "works only between nodes that both use it)")
         else:
             self.drop(ErrorCode.TIMEOUT, f"no hello within {limit:g} s")
 

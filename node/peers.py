@@ -8,12 +8,14 @@ here too, so the API, the CLI and the policy see one notion of "the peer called 
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from typing import Any
 
 from node.discovery import Admit, Membership, Peer, PeerDown, PeerEvent, PeerTable, PeerUp
 from node.errors import LocalCode, NotFound
+from node.identity import parse_id
 from node.messages import Hello
 
 PeerListener = Callable[[PeerEvent], None]
@@ -98,8 +100,12 @@ class Peers:
         return unknown if known is None else feature in known
 
     def resolve(self, text: str) -> Peer:
-        """The one peer `text` names: id, display name, or a unique id prefix (>= 4 chars)."""
+        """The one peer `text` names: id (hex or the human form `mole id` prints), display
+        name, or a unique id prefix (>= 4 chars)."""
         peers = self.table.peers()
+        if len("".join(text.split()).replace("-", "")) == 56:
+            with contextlib.suppress(ValueError):  # a display name may look alike
+                text = parse_id(text)
         for key in ("node", "name"):
             hits = [p for p in peers if getattr(p, key) == text]
             if len(hits) == 1:

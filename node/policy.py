@@ -27,6 +27,7 @@ from node.peerauth import PeerAuth
 
 if TYPE_CHECKING:
     from node.config import Config
+    from node.peerauth import PeerAuth
 
 ACCEPT: Final = ("trusted", "group", "prompt", "any", "none")
 SHARE_TO: Final = ("trusted", "group", "any")

@@ -96,7 +96,7 @@ __all__ = [
 
 
 class Role(Enum):
-    CLIENT = "client"  # opened the connection, speaks first
+    CLIENT = "client"  # opened the connection; answers the server's challenge
     SERVER = "server"
 
     @property
