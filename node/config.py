@@ -8,7 +8,7 @@ import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from node import units
+from node import units, wanopts
 from node.configfile import add_config_argument
 from node.errors import ConfigError
 from node.groups import MAX_GROUPS, Group, parse_group
@@ -39,6 +39,12 @@ class Config:
     groups: tuple[Group, ...] = ()  # --group NAME:SECRET (node/groups.py)
     group_only: bool = False  # ignore announces of nodes that prove none of our groups
     static_peers: tuple[tuple[str, int], ...] = ()
+    # Beyond the LAN (node/wan.py, options in node/wanopts.py).
+    trackers: tuple[str, ...] = ()
+    dht: bool = False
+    dht_bootstrap: tuple[tuple[str, int], ...] = ()
+    dht_bind: tuple[str, int] = ("0.0.0.0", 6881)
+    wan_interval: float = 300.0
     # Explicit broadcast targets (e.g. 127.255.255.255); empty means every IPv4 interface.
     broadcast: tuple[str, ...] = ()
     interfaces: tuple[str, ...] = ()
@@ -191,6 +197,7 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--peer", action="append", default=None, help="static peer HOST:PORT (repeatable)"
     )
+    wanopts.add_arguments(p)
     p.add_argument(
         "--broadcast",
         action="append",
@@ -394,4 +401,5 @@ def config_from_args(ns: argparse.Namespace) -> Config:
         log_level=ns.log_level,
         log_file=Path(ns.log_file).expanduser() if ns.log_file else None,
         insecure_plaintext=ns.insecure_plaintext,
+        **wanopts.from_args(ns, parse_hostport),
     )

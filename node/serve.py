@@ -9,6 +9,8 @@ client is told `busy` until the file is hashed.
 
 from __future__ import annotations
 
+from node.batches import BatchServe
+from node.batchmsg import BatchMessage
 from node.conn import Handler
 from node.errors import ErrorCode, LocalCode, StoreError
 from node.events import OfferPending, TransferRefused
@@ -55,10 +57,29 @@ class ServerHandler(Receiving, Handler):
         self.waiting: str | None = None  # the pending offer (--accept prompt) we wait on
         self.waiting_wire = ""
         self._keepalive_at = 0.0
+        self.batches: BatchServe | None = None  # batches pushed here or pulled from here
         self.hashless: HashlessPull | None = None  # a pull streamed while its file is hashed
 
     def busy(self) -> bool:
-        return self.transfer is not None or self.incoming is not None
+        batch = self.batches is not None and self.batches.busy()
+        return self.transfer is not None or self.incoming is not None or batch
+
+    # -- batches (node/batches.py) -------------------------------------------------------------
+    def on_batch(self, msg: BatchMessage) -> None:
+        if self.batches is None:
+            self.batches = BatchServe(self, self.addr)
+        self.batches.on_batch(msg)
+
+    def streaming(self) -> bool:
+        return self.batches is not None and self.batches.stream is not None
+
+    def on_write_paused(self) -> None:
+        if self.batches is not None and self.batches.stream is not None:
+            self.batches.stream.on_write_paused()
+
+    def on_writable(self) -> None:
+        if self.batches is not None and self.batches.stream is not None:
+            self.batches.stream.on_writable()
 
     @property
     def addr(self) -> str:
@@ -89,6 +110,8 @@ class ServerHandler(Receiving, Handler):
             self._pull_verdict(msg)
         elif isinstance(msg, PairCommit | PairReveal | PairConfirm):
             node.service.trust.pairings.on_message(self.conn, msg, client=False)
+        elif isinstance(msg, Reject) and self.batches is not None:
+            self.batches.on_reject(msg)
         else:
             super().on_message(msg)
 
@@ -254,6 +277,9 @@ class ServerHandler(Receiving, Handler):
                 )
 
     def on_chunk(self, data: memoryview, done: bool) -> None:
+        if self.batches is not None and self.batches.sink is not None:
+            self.batches.on_chunk(data, done)
+            return
         t = self.transfer
         if t is None or self.incoming is None:
             return
@@ -416,6 +442,8 @@ class ServerHandler(Receiving, Handler):
         if self.waiting is not None:  # the sender went away: nothing left to decide
             self.node.service.trust.offers.withdraw(self.waiting)
             self.waiting = None
+        if self.batches is not None:
+            self.batches.stop(code, reason)
         if self.hashless is not None:
             self.hashless.stop()
             self.hashless = None
