@@ -123,7 +123,7 @@ def mole(capsys: pytest.CaptureFixture[str], node: NodeProc, *argv: str) -> tupl
 def test_cli_send_get_and_ls_a_directory(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    with pair(tmp_path, a_args=("--group", "team")) as (a, b):
+    with pair(tmp_path, a_args=("--group", "team:team-secret")) as (a, b):
         want = make_tree(a.share / "pics", 25, seed=4)
         code, text = mole(capsys, a, "send", "b", str(a.share / "pics"))
         assert code == 0, text
@@ -170,7 +170,7 @@ def test_sender_restart_mid_batch_resumes_from_the_journal(tmp_path: Path) -> No
 
 def test_send_to_a_group_one_batch_per_member_and_a_late_member(tmp_path: Path) -> None:
     fast = ("--announce-interval", "0.5", "--retry-backoff", "0.2")
-    with nodes(tmp_path, ["a", "b", "c"], *fast, "--group", "team") as (a, b, c):
+    with nodes(tmp_path, ["a", "b", "c"], *fast, "--group", "team:team-secret") as (a, b, c):
         wait_mesh([a, b, c])
         want = make_tree(a.share / "drop", 12, seed=6)
         send = a.api(
@@ -181,7 +181,9 @@ def test_send_to_a_group_one_batch_per_member_and_a_late_member(tmp_path: Path) 
         for node in (b, c):
             assert wait_done(node, send["members"][node.node_id])["state"] == "done"
             assert tree_of(node.inbox / "drop") == want
-        late = NodeProc(tmp_path, "d", a.discovery_port, *fast, "--group", "team").start()
+        late = NodeProc(
+            tmp_path, "d", a.discovery_port, *fast, "--group", "team:team-secret"
+        ).start()
         try:
             assert wait_done(late, "", timeout=30)["state"] == "done"
             assert tree_of(late.inbox / "drop") == want
