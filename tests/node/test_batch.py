@@ -15,7 +15,7 @@ import pytest
 
 from node import cli
 from tests.node.test_resume import ev, pair
-from tests.nodeproc import NodeProc, nodes, wait_mesh
+from tests.nodeproc import TEST_GROUP_SECRET, NodeProc, nodes, wait_mesh
 
 
 def make_tree(root: Path, files: int, seed: int = 1, big: int = 0) -> dict[str, str]:
@@ -123,7 +123,8 @@ def mole(capsys: pytest.CaptureFixture[str], node: NodeProc, *argv: str) -> tupl
 def test_cli_send_get_and_ls_a_directory(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    with pair(tmp_path, a_args=("--group", "team:team-secret")) as (a, b):
+    both = ("--group", "team:team-secret", "--group", f"test:{TEST_GROUP_SECRET}")
+    with pair(tmp_path, a_args=both) as (a, b):
         want = make_tree(a.share / "pics", 25, seed=4)
         code, text = mole(capsys, a, "send", "b", str(a.share / "pics"))
         assert code == 0, text
@@ -233,7 +234,8 @@ def test_cancel_a_batch_ends_both_records_and_drops_the_partial_file(tmp_path: P
 
 
 @pytest.mark.parametrize(
-    ("b_args", "code"), [(("--inbox-quota", "64KiB"), "no_space"), (("--accept", "none"), "policy")]
+    ("b_args", "code"),
+    [(("--inbox-quota", "64KiB"), "no_space"), (("--accept", "none"), "not_authorized")],
 )
 def test_one_accept_decision_for_the_whole_batch(
     tmp_path: Path, b_args: tuple[str, ...], code: str

@@ -222,7 +222,7 @@ def test_no_group_secret_on_the_wire_or_in_the_api(tmp_path: Path) -> None:
     """The group's secret (and its name) never leave the node: not in announces, not in a
     hello, not in the API's status."""
     with (
-        nodes(tmp_path, ["a"], "--group", "crew:hunter2-hunter2") as (a,),
+        nodes(tmp_path, ["a"], "--group", "crew:hunter2-hunter2", group=False) as (a,),
         listener(a.discovery_port) as ear,
     ):
         info = a.api("GET", "/api/node")
