@@ -124,7 +124,7 @@ def test_cli_send_get_and_ls_a_directory(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     both = ("--group", "team:team-secret", "--group", f"test:{TEST_GROUP_SECRET}")
-    with pair(tmp_path, a_args=both) as (a, b):
+    with pair(tmp_path, a_args=both, b_args=both) as (a, b):  # members see members
         want = make_tree(a.share / "pics", 25, seed=4)
         code, text = mole(capsys, a, "send", "b", str(a.share / "pics"))
         assert code == 0, text
