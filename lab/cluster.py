@@ -420,6 +420,9 @@ class Cluster(_Containers):
         self._container_ids: set[str] = set()
         self._closed = False
         self._used = False  # set before the first Docker resource is requested
+        # One random group secret per run, never committed nor shown: the run's nodes prove
+        # membership to each other (default policies let group members push and pull).
+        self.group_secret = secrets.token_hex(16)
 
     # -- context manager
 
@@ -511,7 +514,7 @@ class Cluster(_Containers):
         addresses). create_nodes() builds on it; bench_support times it bare."""
         self._check_open()
         api = _api()
-        data_dir = spec.make_data_dir(self.workdir)
+        data_dir = spec.make_data_dir(self.workdir, self.group_secret)
         token = secrets.token_hex(16)
         nets = [self._net(n) for n in spec.networks]
         host_config = api.create_host_config(
@@ -526,7 +529,7 @@ class Cluster(_Containers):
         try:
             c = api.create_container(
                 spec.image or self.image,
-                command=spec.command_line(token),
+                command=spec.command_line(token, group=True),
                 entrypoint=spec.entrypoint,
                 name=self._docker_name(spec.name),
                 hostname=spec.name,

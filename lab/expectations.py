@@ -549,9 +549,6 @@ class Discovery(Expectation):
         if d is None:
             return Verdict.MET
         seen = state.seen_pairs()
-        # The address is judged on the latest sighting: a peer heard over IPv6 first (its
-        # link-local address) is reached over IPv4 as soon as that is heard (protocol.md 1.5).
-        latest = state.seen_pairs(last=True)
         listened = state.listened()
         wall = time.time()
         done = True
@@ -586,9 +583,6 @@ class Discovery(Expectation):
         if d is None:
             return
         seen = state.seen_pairs()
-        # The address is judged on the latest sighting: a peer heard over IPv6 first (its
-        # link-local address) is reached over IPv4 as soon as that is heard (protocol.md 1.5).
-        latest = state.seen_pairs(last=True)
         listened = state.listened()
         for a, b in d.see:
             if (a, b) not in seen:
@@ -610,7 +604,7 @@ class Discovery(Expectation):
         d = self.d
         seen = state.seen_pairs()
         # The address is judged on the latest sighting: a peer heard over IPv6 first (its
-        # link-local address) is reached over IPv4 as soon as that is heard (protocol.md 1.5).
+        # link-local address) is reached over IPv4 as soon as that is heard (protocol.md 1.6).
         latest = state.seen_pairs(last=True)
         listened = state.listened()
         pairs: list[tuple[tuple[str, str], str]] = []

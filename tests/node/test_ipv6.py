@@ -16,6 +16,7 @@ from node import addr, cli
 from node.config import Config, parse_hostport
 from node.discovery import Announce, PeerTable, PeerUp, encode
 from node.events import EventBus
+from node.identity import Identity
 from node.lan6 import GROUP, choose
 from node.loop import Loop
 from node.node import Node
@@ -83,8 +84,12 @@ def test_choose_interfaces_for_ipv6_discovery() -> None:
     assert GROUP == "ff02::6d6f:6c65"
 
 
+PEER = Identity.from_seed(b"\x07" * 32)
+
+
 def announce(seq: int) -> bytes:
-    return encode(Announce("ab" * 32, "peer", 47101, (), seq, 2.0))
+    msg = Announce(PEER.node_id, PEER.cert_der, "peer", 47101, (), seq, 2.0)
+    return encode(msg, PEER.seed)
 
 
 def test_peer_heard_on_both_families_is_reached_over_ipv4_while_it_is_heard() -> None:
