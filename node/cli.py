@@ -10,20 +10,34 @@ through node/termsafe.py first: names and reasons come from peers.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import json
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 from urllib.parse import quote
 
 from node import clibatch, clitrust
-from node.addr import hostport
-from node.termsafe import safe_json, safe_text
-from node.units import format_size
+from node.clifollow import run_transfers
+from node.cliview import (
+    EXIT_FAILED,
+    EXIT_NO_NODE,
+    EXIT_OK,
+    EXIT_USAGE,
+    CliError,
+    emit_json,
+    event_record,
+    files_table,
+    peers_table,
+    print_block,
+    print_error,
+    print_line,
+    table,
+    transfers_table,
+    watch_line,
+)
+from node.termsafe import safe_text
 
 if TYPE_CHECKING:
     from node.apiclient import ApiEvent, ApiFailure, EventStream, Token
@@ -32,65 +46,7 @@ if TYPE_CHECKING:
 # command uses them: `mole serve` never does, and they would cost an idle node about 3 MiB.
 
 DEFAULT_API = "http://127.0.0.1:47102"
-POLL_INTERVAL = 0.2  # seconds between GET /api/transfers/{id}, for a node without /api/events
 REQUEST_TIMEOUT = 30.0  # a peer file list may take a connect timeout (10 s) and more
-FINAL_STATES = frozenset({"done", "failed", "cancelled"})
-# The events send/get follow; each carries the transfer's `id`.
-TRANSFER_EVENTS = (
-    "transfer_started",
-    "transfer_progress",
-    "transfer_resumed",
-    "transfer_reset",
-    "transfer_retry",
-    "transfer_done",
-    "transfer_failed",
-)
-# Whole transfer objects (docs/api.md): they replace what we know of the transfer.
-WHOLE_TRANSFER_EVENTS = frozenset({"transfer_started", "transfer_done", "transfer_failed"})
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NO_NODE = 0, 1, 2, 3
-
-# Transfer error codes (transfer["error"]["code"]) -> the one line we print.
-TRANSFER_ERRORS = {
-    "hash_mismatch": "hash mismatch: {name}",
-    "not_found": "file missing: {name}",
-    "file_missing": "file missing: {name}",
-    "cancelled": "cancelled: {name}",
-    "policy": "refused by {peer}: {name} ({reason})",
-    "not_authorized": "not authorized by {peer}: {name} ({reason})",
-    "too_large": "too large for {peer}: {name} ({reason})",
-    "no_space": "no space left: {name} ({reason})",
-    "unreachable": "peer unreachable: {peer} ({reason})",
-    "source_changed": "file changed while sending: {name}",
-}
-
-
-class CliError(Exception):
-    """Ends the command with `mole: <message>` on stderr and `status`."""
-
-    def __init__(self, message: str, status: int = EXIT_FAILED) -> None:
-        super().__init__(message)
-        self.message = " ".join(message.split())  # one line, whatever the node said
-        self.status = status
-
-
-# -- printing --------------------------------------------------------------------------------
-
-
-def print_line(stream: TextIO, line: str) -> None:
-    """Every line mole prints goes through here (or print_block): peer-controlled text may hold
-    terminal escape sequences, which safe_text turns into visible `\\x1b`-style escapes."""
-    stream.write(safe_text(line) + "\n")
-
-
-def print_block(stream: TextIO, text: str) -> None:
-    """Several lines of our own making (a table), each made safe like print_line."""
-    for line in text.split("\n"):
-        print_line(stream, line)
-
-
-def print_error(message: str) -> None:
-    print_line(sys.stderr, f"mole: {message}")
 
 
 # -- talking to the node ---------------------------------------------------------------------
@@ -186,195 +142,7 @@ def explain(exc: ApiFailure, *, peer: str | None = None, item: str | None = None
     return CliError(exc.message or exc.code)
 
 
-def transfer_error(t: dict[str, Any]) -> str:
-    err = t.get("error") or {}
-    code = str(err.get("code") or t.get("state") or "failed")
-    reason = str(err.get("reason") or "")
-    fields = {"name": t.get("name") or t.get("id"), "peer": peer_label(t), "reason": reason}
-    template = TRANSFER_ERRORS.get(code, "transfer failed: {name}: {code}: {reason}")
-    return " ".join(template.format(code=code, **fields).split())
-
-
-# -- formatting ------------------------------------------------------------------------------
-
-
-# Sizes are shown in the one IEC format of node/units.py ("1000 B", "4.5 MiB").
-human_size = format_size
-
-
-def human_duration(seconds: float) -> str:
-    s = max(0, round(seconds))
-    if s >= 3600:
-        return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
-    return f"{s // 60}:{s % 60:02d}"
-
-
-def human_age(then: object, now: float) -> str:
-    # last_seen is a unix time; anything else (a missing or monotonic value) shows as "-".
-    if not isinstance(then, int | float) or then < 1e9 or then > now + 60:
-        return "-"
-    age = max(0.0, now - then)
-    if age < 120:
-        return f"{age:.0f}s ago"
-    if age < 7200:
-        return f"{age / 60:.0f}m ago"
-    return f"{age / 3600:.0f}h ago"
-
-
-def table(
-    headers: Sequence[str], rows: Sequence[Sequence[object]], right: Sequence[str] = ()
-) -> str:
-    """Columns padded to their widest cell; columns named in `right` are right-aligned."""
-    # Cells are made safe before they are measured, so the escapes keep the columns straight.
-    cells = [list(headers), *[[safe_text(c) for c in row] for row in rows]]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    lines = []
-    for r in cells:
-        parts = [
-            c.rjust(w) if h in right else c.ljust(w)
-            for c, w, h in zip(r, widths, headers, strict=True)
-        ]
-        lines.append("  ".join(parts).rstrip())
-    return "\n".join(lines)
-
-
-def peer_label(t: dict[str, Any]) -> str:
-    return str(t.get("peer_name") or str(t.get("peer") or "")[:8] or "-")
-
-
-def percent(t: dict[str, Any]) -> float:
-    size = int(t.get("size") or 0)
-    got = int(t.get("bytes") or 0)
-    if size <= 0:
-        return 100.0 if t.get("state") == "done" else 0.0
-    return min(100.0, 100.0 * got / size)
-
-
-def peers_table(peers: list[dict[str, Any]], now: float) -> str:
-    rows = [
-        (
-            p.get("name", ""),
-            str(p.get("node", ""))[:8],
-            hostport(str(p.get("addr", "?")), p.get("port", "?")),
-            ",".join(p.get("groups") or []) or "-",
-            "static" if p.get("static") else human_age(p.get("last_seen"), now),
-            str(p.get("found_by") or ("static" if p.get("static") else "lan")),
-        )
-        for p in peers
-    ]
-    return table(["NAME", "NODE", "ADDRESS", "GROUPS", "SEEN", "FOUND BY"], rows)
-
-
-def files_table(files: list[dict[str, Any]]) -> str:
-    rows = [
-        (f.get("name", ""), human_size(int(f.get("size") or 0)), str(f.get("sha256") or "")[:12])
-        for f in files
-    ]
-    return table(["NAME", "SIZE", "SHA256"], rows, right=["SIZE"])
-
-
-def transfers_table(transfers: list[dict[str, Any]]) -> str:
-    rows = []
-    for t in sorted(transfers, key=lambda t: float(t.get("started") or 0)):
-        state = str(t.get("state", ""))
-        if state in ("failed", "cancelled") and t.get("error"):
-            state = f"{state}: {t['error'].get('code', '')}"
-        progress = (
-            f"{percent(t):3.0f}% {human_size(int(t.get('bytes') or 0))}"
-            f"/{human_size(int(t.get('size') or 0))}"
-        )
-        rate = float(t.get("rate") or 0)
-        active = t.get("state") not in FINAL_STATES and rate > 0
-        name = str(t.get("name", "")) + batch_files(t)
-        if t.get("path") and t["path"] != name:
-            name = f"{name} -> {t['path']}"  # the name it got on the receiver
-        rows.append(
-            (
-                t.get("id", ""),
-                "out" if t.get("role") == "send" else "in",
-                peer_label(t),
-                name,
-                progress,
-                f"{human_size(rate)}/s" if active else "-",
-                state,
-            )
-        )
-    return table(["ID", "DIR", "PEER", "NAME", "PROGRESS", "RATE", "STATE"], rows)
-
-
-def batch_files(t: dict[str, Any]) -> str:
-    """ " (12/40 files)" after a batch's name."""
-    if t.get("kind") != "batch":
-        return ""
-    return f" ({int(t.get('files_done') or 0)}/{int(t.get('files') or 0)} files)"
-
-
-def progress_line(t: dict[str, Any], columns: int, position: str = "") -> str:
-    """One redrawable line: [i/n] name [####....] 45% 4.5 MiB/10.0 MiB 1.2 MiB/s ETA 0:05."""
-    size = int(t.get("size") or 0)
-    got = int(t.get("bytes") or 0)
-    rate = float(t.get("rate") or 0)
-    state = str(t.get("state", ""))
-    if state == "active" and rate > 0:
-        tail = f"{human_size(rate)}/s ETA {human_duration(max(0, size - got) / rate)}"
-    elif state == "active":
-        tail = "ETA --:--"
-    else:
-        tail = state
-    numbers = f"{percent(t):3.0f}% {human_size(got)}/{human_size(size)} {tail}"
-    bar_len = max(10, min(30, columns // 4))
-    filled = int(bar_len * percent(t) / 100)
-    bar = "[" + "#" * filled + "." * (bar_len - filled) + "]"
-    room = columns - 1 - len(position) - len(bar) - len(numbers) - 3
-    name = safe_text(t.get("name") or t.get("id") or "") + batch_files(t)  # measured as printed
-    if room < len(name):
-        name = name[: max(0, room - 1)] + "…" if room > 1 else ""
-    return " ".join(p for p in (position.strip(), name, bar, numbers) if p)[: columns - 1]
-
-
-class ProgressBar:
-    """A one-line live view on a terminal, redrawn in place with carriage returns."""
-
-    def __init__(self, stream: TextIO) -> None:
-        self.stream = stream
-        self.drawn = False
-        self.line = ""
-
-    def update(self, transfers: list[dict[str, Any]]) -> None:
-        running = [t for t in transfers if t.get("state") not in FINAL_STATES]
-        if not running:
-            return
-        t = running[0]
-        position = ""
-        if len(transfers) > 1:
-            position = f"[{transfers.index(t) + 1}/{len(transfers)}]"
-        import shutil
-
-        columns = shutil.get_terminal_size((80, 24)).columns
-        line = safe_text(progress_line(t, columns, position))
-        if self.drawn and line == self.line:
-            return  # an event that changes nothing shown (a transfer_started echo, a retry)
-        # Our own \r and erase-line wrap a line made safe: nothing of a peer's is sent raw.
-        self.stream.write("\r" + line + "\x1b[K")
-        self.stream.flush()
-        self.drawn, self.line = True, line
-
-    def finish(self) -> None:
-        if self.drawn:
-            self.stream.write("\r\x1b[K")
-            self.stream.flush()
-            self.drawn, self.line = False, ""
-
-
 # -- commands --------------------------------------------------------------------------------
-
-
-def emit_json(value: object, out: TextIO, *, indent: int | None = 2) -> None:
-    # ensure_ascii=False keeps names readable; safe_json then escapes what a terminal would
-    # act on (json.dumps writes DEL, C1 and bidi controls raw), and the JSON stays equal.
-    separators = None if indent else (",", ":")
-    text = json.dumps(value, indent=indent, ensure_ascii=False, separators=separators)
-    out.write(safe_json(text) + "\n")
 
 
 def cmd_peers(args: argparse.Namespace, client: Client, out: TextIO) -> int:
@@ -466,18 +234,6 @@ def cmd_cancel(args: argparse.Namespace, client: Client, out: TextIO) -> int:
     return EXIT_OK
 
 
-def timed_out(timeout: float | None, running: list[dict[str, Any]]) -> str:
-    """The give-up line: what is still waiting, and why its last attempt failed (a retried
-    transfer's error says, e.g., that the peer's certificate is not the id we meant)."""
-    names = ", ".join(str(t.get("name")) for t in running)
-    line = f"timed out after {timeout:g} s waiting for {names}"
-    errors = [t["error"] for t in running if isinstance(t.get("error"), dict)]
-    if errors:
-        last = errors[-1]
-        line += f" (last attempt: {last.get('code')}: {last.get('reason')})"
-    return safe_text(line)
-
-
 def cmd_send(args: argparse.Namespace, client: Client, out: TextIO) -> int:
     from node.apiclient import ApiFailure
 
@@ -527,171 +283,6 @@ def cmd_get(args: argparse.Namespace, client: Client, out: TextIO) -> int:
     return run_transfers(args, client, start, out)
 
 
-def run_transfers(
-    args: argparse.Namespace,
-    client: Client,
-    start: Callable[[], list[dict[str, Any]]],
-    out: TextIO,
-) -> int:
-    """Start the transfers and, unless --no-wait, follow them to their ends."""
-    if args.no_wait:
-        final = start()
-    else:
-        # Subscribe first: every event of the transfers we are about to start is then ours.
-        stream = subscribe_transfers(client)
-        bar = ProgressBar(sys.stderr) if sys.stderr.isatty() else None
-        try:
-            started = start()
-            if stream is None:
-                final = wait_for(client, started, args.timeout, bar)
-            else:
-                final = follow(client, stream, started, args.timeout, bar)
-        finally:
-            if stream is not None:
-                stream.close()
-            if bar is not None:
-                bar.finish()
-    if args.json:
-        emit_json(final, out)
-    elif args.no_wait:
-        print_block(out, transfers_table(final))
-    else:
-        for t in final:
-            if t.get("state") == "done":
-                print_line(out, done_line(t))
-    failed = [t for t in final if not args.no_wait and t.get("state") != "done"]
-    for t in failed:
-        print_error(transfer_error(t))
-    return EXIT_FAILED if failed else EXIT_OK
-
-
-def subscribe_transfers(client: Client) -> EventStream | None:
-    """The transfer events of GET /api/events, or None from a node without it (404): then
-    send/get poll instead. An outage of the stream is borne as long as a request's timeout."""
-    from node.apiclient import ApiFailure
-
-    try:
-        return client.subscribe(TRANSFER_EVENTS, retry_for=client.timeout)
-    except ApiFailure as exc:
-        if exc.status == 404:
-            return None
-        raise
-
-
-def follow(
-    client: Client,
-    stream: EventStream,
-    transfers: list[dict[str, Any]],
-    timeout: float | None,
-    bar: ProgressBar | None,
-) -> list[dict[str, Any]]:
-    """Follow the transfers on the event stream until all are done, failed or cancelled."""
-    from node.apiclient import DeadlineExpired
-
-    stream.deadline = None if timeout is None else time.monotonic() + timeout
-    current = {str(t["id"]): dict(t) for t in transfers}
-    # One read each catches what happened before the node took our subscription in.
-    refresh(client, current)
-    while True:
-        if bar is not None:
-            bar.update(list(current.values()))
-        running = [tid for tid, t in current.items() if t.get("state") not in FINAL_STATES]
-        if not running:
-            return list(current.values())
-        try:
-            ev = client.next_event(stream)
-        except DeadlineExpired:
-            with contextlib.suppress(Exception):  # the latest error, if the node still answers
-                refresh(client, current)
-            raise CliError(timed_out(timeout, [current[tid] for tid in running])) from None
-        if ev.event == "reset":
-            # Events were lost (the node restarted, or we were away longer than its buffer):
-            # what the node says now replaces what we know; the buffer it replays follows.
-            refresh(client, current)
-        else:
-            apply_event(current, ev)
-
-
-def refresh(client: Client, current: dict[str, dict[str, Any]]) -> None:
-    """Read each unfinished transfer once (GET /api/transfers/{id})."""
-    from node.apiclient import ApiFailure
-
-    for tid, t in current.items():
-        if t.get("state") in FINAL_STATES:
-            continue
-        try:
-            current[tid] = client.get(f"/api/transfers/{quote(tid, safe='')}")
-        except ApiFailure as exc:
-            if exc.code != "not_found":
-                raise
-            # A node that restarted without this transfer in its journal.
-            reason = "the node no longer knows this transfer (did it restart?)"
-            t.update(state="failed", error={"code": "lost", "reason": reason})
-
-
-def apply_event(current: dict[str, dict[str, Any]], ev: ApiEvent) -> None:
-    """Fold one transfer event into the transfer it names (docs/api.md section 2)."""
-    data = ev.data
-    if not isinstance(data, dict):
-        return
-    t = current.get(str(data.get("id")))
-    if t is None or t.get("state") in FINAL_STATES:
-        return  # not ours; or a final state already known (a replay after a reset)
-    # Only the transfer's own keys: an event adds ts, event, node, seconds, ... around them.
-    known = {k: v for k, v in data.items() if k in t and k not in ("id", "wire_id")}
-    if ev.event in WHOLE_TRANSFER_EVENTS:
-        t.update(known)
-    elif ev.event == "transfer_progress":
-        t.update(known, state="active")  # the node reports progress of active transfers only
-    elif ev.event == "transfer_retry":
-        t.update(state="retrying", attempts=data.get("attempt", t.get("attempts")))
-    elif ev.event == "transfer_resumed":
-        t.update(offset=data.get("offset", t.get("offset")))
-    elif ev.event == "transfer_reset":
-        t.update(bytes=0, offset=0)  # the partial data was discarded: it starts over
-
-
-def wait_for(
-    client: Client,
-    transfers: list[dict[str, Any]],
-    timeout: float | None,
-    bar: ProgressBar | None,
-    sleep: Callable[[float], None] = time.sleep,
-) -> list[dict[str, Any]]:
-    """Poll each unfinished transfer until all are done, failed or cancelled (the fallback for
-    a node without GET /api/events)."""
-    deadline = None if timeout is None else time.monotonic() + timeout
-    current = {str(t["id"]): t for t in transfers}
-    while True:
-        if bar is not None:
-            bar.update(list(current.values()))
-        running = [tid for tid, t in current.items() if t.get("state") not in FINAL_STATES]
-        if not running:
-            return list(current.values())
-        if deadline is not None and time.monotonic() >= deadline:
-            raise CliError(timed_out(timeout, [current[tid] for tid in running]))
-        sleep(POLL_INTERVAL)
-        for tid in running:
-            current[tid] = client.get(f"/api/transfers/{quote(tid, safe='')}")
-
-
-def done_line(t: dict[str, Any]) -> str:
-    name, peer = f"{t.get('name', '')}{batch_files(t)}", peer_label(t)
-    size = human_size(int(t.get("size") or 0))
-    path = str(t.get("path") or name)
-    if t.get("skipped"):
-        where = f"on {peer}" if t.get("role") == "send" else "here"
-        return f"{name}: already held {where}, now as {path} (no bytes sent)"
-    seconds = max(0.0, float(t.get("finished") or 0) - float(t.get("started") or 0))
-    speed = f", {human_size(int(t.get('sent') or 0) / seconds)}/s" if seconds > 0 else ""
-    timing = f"{size} in {seconds:.1f} s{speed}"
-    # The final name differs when the receiver had the name taken by other content.
-    where = f" as {path}" if path != name else ""
-    if t.get("role") == "send":
-        return f"sent {name} to {peer}{where} ({timing})"
-    return f"received {name} from {peer}{where} ({timing})"
-
-
 # -- watch -----------------------------------------------------------------------------------
 
 
@@ -722,68 +313,6 @@ def cmd_watch(args: argparse.Namespace, client: Client, out: TextIO) -> int:
                 out.flush()
     except KeyboardInterrupt:
         return EXIT_OK
-
-
-def event_record(ev: ApiEvent) -> object:
-    """The node's own event line (the stream's data); a `reset` gets its `event` key added."""
-    if isinstance(ev.data, dict) and "event" not in ev.data:
-        return {"event": ev.event, **ev.data}
-    return ev.data
-
-
-def watch_line(ev: ApiEvent, peers: dict[str, str]) -> str:
-    """`HH:MM:SS event  what happened`, in the words the other commands use."""
-    d: dict[str, Any] = ev.data if isinstance(ev.data, dict) else {"data": ev.data}
-    ts = d.get("ts")
-    clock = time.strftime("%H:%M:%S", time.localtime(ts if isinstance(ts, int | float) else None))
-    return f"{clock} {ev.event}  {describe_event(ev.event, d, peers)}".rstrip()
-
-
-def describe_event(name: str, d: dict[str, Any], peers: dict[str, str]) -> str:
-    tid = f"[{d.get('id')}]"
-    if name == "reset":
-        return f"the stream started over ({d.get('reason')}): events may have been missed"
-    if name == "listening":
-        return f"{d.get('name')} listening (tcp {d.get('tcp_port')}, api {d.get('api')})"
-    if name == "peer_up":
-        peers[str(d.get("peer"))] = str(d.get("peer_name") or "")
-        how = "static" if d.get("static") else ",".join(d.get("groups") or []) or "-"
-        where = hostport(str(d.get("addr")), d.get("port", "?"))
-        return f"{peer_name(d, peers)} at {where} ({how})"
-    if name == "peer_down":
-        return f"{peer_name(d, peers)} ({d.get('reason')})"
-    if name == "transfer_started":
-        way = "to" if d.get("role") == "send" else "from"
-        size = human_size(int(d.get("size") or 0))
-        return f"{d.get('name')} {way} {peer_label(d)} ({size}) {tid}"
-    if name == "transfer_progress":
-        rate = f" {human_size(float(d.get('rate') or 0))}/s" if d.get("rate") else ""
-        got, size = human_size(int(d.get("bytes") or 0)), human_size(int(d.get("size") or 0))
-        return f"{d.get('name')} {percent(d):3.0f}% {got}/{size}{rate} {tid}"
-    if name == "transfer_resumed":
-        return f"{d.get('name')} resumes after {human_size(int(d.get('offset') or 0))} {tid}"
-    if name == "transfer_reset":
-        return f"{d.get('name')} starts over ({d.get('reason')}) {tid}"
-    if name == "transfer_retry":
-        return (
-            f"attempt {d.get('attempt')} failed ({d.get('code')}: {d.get('reason')}); "
-            f"retrying in {d.get('delay')} s {tid}"
-        )
-    if name == "transfer_refused":
-        return f"{d.get('name')} from {peer_name(d, peers)} ({d.get('code')}: {d.get('reason')})"
-    if name == "transfer_done":
-        return f"{done_line(d)} {tid}"
-    if name == "transfer_failed":
-        return f"{transfer_error(d)} {tid}"
-    if name == "warning":
-        return str(d.get("message"))
-    rest = {k: v for k, v in d.items() if k not in ("ts", "event", "node")}
-    return " ".join(f"{k}={json.dumps(v, ensure_ascii=False)}" for k, v in rest.items())
-
-
-def peer_name(d: dict[str, Any], peers: dict[str, str]) -> str:
-    node = str(d.get("peer") or "")
-    return str(d.get("peer_name") or peers.get(node) or node[:8] or "-")
 
 
 def dashboard_url(api_url: str) -> str:

@@ -7,7 +7,8 @@ import argparse
 from collections.abc import Sequence
 from typing import TextIO
 
-from node.cli import EXIT_OK, EXIT_USAGE, CliError, build_parser, emit_json, print_block
+from node.cli import build_parser
+from node.cliview import EXIT_OK, EXIT_USAGE, CliError, emit_json, print_block
 from node.config import Config, config_from_args
 from node.configfile import Effective, effective, render, report
 from node.errors import ConfigError

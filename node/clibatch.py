@@ -78,7 +78,7 @@ def get_batch(args: argparse.Namespace, client: Client, out: TextIO, run: RunTra
 
 def print_tree(args: argparse.Namespace, files: list[dict[str, Any]], out: TextIO) -> int:
     """The files under DIR/ as an indented tree (each directory once, then its files)."""
-    from node.cli import emit_json, human_size
+    from node.cliview import emit_json, human_size
 
     prefix = str(args.dir)
     if prefix and not prefix.endswith("/"):

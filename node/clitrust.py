@@ -19,7 +19,7 @@ ClientCmd = Callable[[str, object, str], argparse.ArgumentParser]
 
 
 def _out() -> tuple[Callable[..., None], Callable[..., None]]:
-    from node.cli import emit_json, print_line
+    from node.cliview import emit_json, print_line
 
     return print_line, emit_json
 
@@ -114,7 +114,7 @@ def _wait(client: Client, peer: str, done: Callable[[dict[str, Any]], bool]) -> 
 def cmd_pair(args: argparse.Namespace, client: Client, out: TextIO) -> int:
     """Both users run `mole pair` (the second one answers the first one's request), compare the
     code, and say yes: then each node trusts the other."""
-    from node.cli import CliError, print_line
+    from node.cliview import CliError, print_line
 
     existing = _pairing(client, args.peer)
     if existing is None or existing["state"] in ("paired", "failed"):

@@ -130,7 +130,7 @@ class LogLines:
             pass  # a closed or broken stdout must never take the node down
 
     def text_line(self, name: str, data: dict[str, Any], level: str) -> str:
-        from node.cli import describe_event  # the words `mole watch` uses
+        from node.cliview import describe_event  # the words `mole watch` uses
         from node.termsafe import safe_text  # names and reasons come from peers
 
         ts = data.get("ts")

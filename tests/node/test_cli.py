@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from node import cli
+from node import cli, clifollow, cliview
 from node.termsafe import UNSAFE, safe_json
 from tests.ssefake import EventBuffer, serve_events
 
@@ -160,7 +160,7 @@ class FakeApi:
                 self.buf.cond.wait_for(lambda: "transfer_started" in self.buf.connections[0].sent)
             self.buf.restart()
         for step in steps[1:]:
-            if step["state"] in cli.FINAL_STATES:
+            if step["state"] in cliview.FINAL_STATES:
                 name = "transfer_done" if step["state"] == "done" else "transfer_failed"
                 self.buf.emit(name, **step)
             else:
@@ -208,7 +208,7 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPath
     monkeypatch.delenv("MOLE_HOME_DIR", raising=False)
     # Never the token file of a node of the person running the tests.
     monkeypatch.setenv("MOLE_STATE", str(tmp_path_factory.mktemp("state")))
-    monkeypatch.setattr(cli, "POLL_INTERVAL", 0.0)
+    monkeypatch.setattr(clifollow, "POLL_INTERVAL", 0.0)
     monkeypatch.setattr(cli.time, "time", lambda: NOW + 5)
 
 
@@ -235,7 +235,7 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
     return code, out, err
 
 
-EVENTS = "/api/events?types=" + ",".join(cli.TRANSFER_EVENTS)
+EVENTS = "/api/events?types=" + ",".join(clifollow.TRANSFER_EVENTS)
 
 
 def posts(fake: FakeApi) -> list[tuple[str, str, Any]]:
@@ -609,7 +609,7 @@ def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str], argv: list[str]
     [(0, "0 B"), (1023, "1023 B"), (1024, "1.0 KiB"), (1536, "1.5 KiB"), (10 << 20, "10.0 MiB")],
 )
 def test_human_size(n: int, text: str) -> None:
-    assert cli.human_size(n) == text
+    assert cliview.human_size(n) == text
 
 
 def test_progress_line_fits_the_terminal() -> None:
@@ -621,7 +621,7 @@ def test_progress_line_fits_the_terminal() -> None:
         rate=1 << 20,
         state="active",
     )
-    line = cli.progress_line(t, 80, "[2/3]")
+    line = cliview.progress_line(t, 80, "[2/3]")
     assert 70 < len(line) < 80
     assert line.startswith("[2/3] a-very-")
     assert line.endswith(" 50% 5.0 MiB/10.0 MiB 1.0 MiB/s ETA 0:05")
@@ -630,9 +630,9 @@ def test_progress_line_fits_the_terminal() -> None:
 
 def test_transfer_error_messages() -> None:
     failed = transfer("t1", state="failed", error={"code": "policy", "reason": "no pushes"})
-    assert cli.transfer_error(failed) == "refused by b: f.bin (no pushes)"
+    assert cliview.transfer_error(failed) == "refused by b: f.bin (no pushes)"
     odd = transfer("t1", state="failed", error={"code": "weird", "reason": "a\nb"})
-    assert cli.transfer_error(odd) == "transfer failed: f.bin: weird: a b"
+    assert cliview.transfer_error(odd) == "transfer failed: f.bin: weird: a b"
 
 
 def test_node_that_never_answers(capsys: pytest.CaptureFixture[str]) -> None:
@@ -658,7 +658,7 @@ def test_serve_help_shows_defaults_but_never_the_token(
 
 
 def test_done_lines_say_where_the_file_is() -> None:
-    from node.cli import done_line
+    from node.cliview import done_line
 
     sent = transfer("t1", state="done", path="f.bin", finished=NOW + 2, sent=1000)
     assert done_line(sent) == "sent f.bin to b (1000 B in 2.0 s, 500 B/s)"

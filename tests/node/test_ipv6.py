@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from node import addr, cli
+from node import addr, cliview
 from node.config import Config, parse_hostport
 from node.discovery import Announce, PeerTable, PeerUp, encode
 from node.events import EventBus
@@ -154,9 +154,9 @@ def test_dual_stack_listener_takes_both_families() -> None:
 def test_cli_prints_bracketed_addresses() -> None:
     peers = [{"name": "b", "node": "ab" * 16, "addr": "fe80::1%eth0", "port": 4000,
               "groups": [], "static": True}]  # fmt: skip
-    assert "[fe80::1%eth0]:4000" in cli.peers_table(peers, 0.0)
+    assert "[fe80::1%eth0]:4000" in cliview.peers_table(peers, 0.0)
     up = {"peer": "ab" * 16, "peer_name": "b", "addr": "::1", "port": 9, "static": True}
-    line = cli.describe_event("peer_up", up, {})
+    line = cliview.describe_event("peer_up", up, {})
     assert line == "b at [::1]:9 (static)"
 
 
