@@ -2,27 +2,27 @@
 
 `ApiServerProtocol` is one connection's stream protocol. It turns bytes into requests with
 `httpparse`, checks the bearer token, routes to a `NodeFacade` (node/service.py) and writes the
-answers in request order. This is the API edge: the one mapping from the domain's error codes
-(node/errors.py) to HTTP statuses lives here. `GET /api/peers/{peer}/files` is answered later
-(the node has to ask the peer over TCP); while it is pending, later pipelined requests wait in
-the parser's buffer. `GET /api/events` turns the connection into a stream of server-sent events
-for as long as the client keeps it open. The dashboard's files, its streamed upload
-(`POST /api/uploads`) and retry are in node/apiweb.py.
+answers in request order; the ROUTES table and what each route means are in node/apiroutes.py.
+This is the API edge: the one mapping from the domain's error codes (node/errors.py) to HTTP
+statuses lives here. `GET /api/peers/{peer}/files` is answered later (the node has to ask the
+peer over TCP); while it is pending, later pipelined requests wait in the parser's buffer.
+`GET /api/events` turns the connection into a stream of server-sent events for as long as the
+client keeps it open. The dashboard's files, its streamed upload (`POST /api/uploads`) and
+retry are in node/apiweb.py.
 """
 
 from __future__ import annotations
 
 import json
-import re
 import sys
 import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
-from urllib.parse import unquote
 
-from node import apiweb, trustapi
+from node import apiweb
 from node.apiauth import ApiGuard, token_urlsafe
+from node.apiroutes import Answer, ApiError, Handler, MethodNotAllowed, error_body, route
 from node.errors import LocalCode, MoleError, RequestError
 from node.events import Record
 from node.httpparse import (
@@ -39,7 +39,6 @@ IDLE_TIMEOUT = 60.0
 HEAD_TIMEOUT = 10.0  # s from the first byte of a request to its complete head and body
 # Bytes a client may pipeline behind a pending answer before we stop listening to it.
 MAX_HELD = MAX_BODY + 4 * MAX_HEAD
-_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 Reply = Callable[[int, object], None]
 KEEPALIVE = 15.0  # s between comment lines on an idle event stream (proxies, dead peers)
@@ -58,26 +57,6 @@ STATUS: dict[str, int] = {
     "no_space": 507,
     "bad_name": 400,
 }
-
-
-class ApiError(Exception):
-    """A request the node refuses: answered with `status` and `{"error": code, "message": ...}`."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-
-    def body(self) -> dict[str, str]:
-        return error_body(self.code, self.message)
-
-    def __repr__(self) -> str:
-        return f"ApiError({self.status}, {self.code!r}, {self.message!r})"
-
-
-def error_body(code: str, message: str) -> dict[str, str]:
-    return {"error": code, "message": " ".join(str(message).split())}  # always one line
 
 
 class NodeFacade(Protocol):
@@ -132,8 +111,6 @@ class TimerHandle(Protocol):
 
 
 CallLater = Callable[[float, Callable[[], None]], TimerHandle]
-Answer = tuple[int, object] | None  # None: the answer comes later through a reply callback
-Handler = Callable[["ApiServerProtocol", Request, dict[str, str]], Answer]
 
 
 @dataclass
@@ -324,9 +301,9 @@ class ApiServerProtocol:
             self._respond(request, 401, body, headers=headers, close=True)
             return
         try:
-            handler, params = _route(request)
+            handler, params = route(request)
         except ApiError as exc:
-            extra = {"Allow": exc.allow} if isinstance(exc, _MethodNotAllowed) else None
+            extra = {"Allow": exc.allow} if isinstance(exc, MethodNotAllowed) else None
             self._respond(request, exc.status, exc.body(), headers=extra)
             return
         self._run(handler, request, params)
@@ -335,7 +312,7 @@ class ApiServerProtocol:
         try:
             answer = handler(self, request, params)
         except ApiError as exc:
-            extra = {"Allow": exc.allow} if isinstance(exc, _MethodNotAllowed) else None
+            extra = {"Allow": exc.allow} if isinstance(exc, MethodNotAllowed) else None
             self._respond(request, exc.status, exc.body(), headers=extra)
             return
         except RequestError as exc:
@@ -483,39 +460,14 @@ class ApiServerProtocol:
         if self._transport is not None:
             self._transport.abort()
 
-    # -- routes ---------------------------------------------------------------------------------
-    def get_node(self, request: Request, params: dict[str, str]) -> Answer:
-        return 200, self.facade.info()
-
-    def get_peers(self, request: Request, params: dict[str, str]) -> Answer:
-        return 200, self.facade.peers()
-
-    def get_files(self, request: Request, params: dict[str, str]) -> Answer:
-        return 200, self.facade.files()
-
-    def get_inbox(self, request: Request, params: dict[str, str]) -> Answer:
-        return 200, self.facade.inbox()
-
-    def get_partials(self, request: Request, params: dict[str, str]) -> Answer:
-        return 200, self.facade.partials()
-
-    def get_skipped(self, request: Request, params: dict[str, str]) -> Answer:
-        return 200, self.facade.skipped()
-
-    def get_transfers(self, request: Request, params: dict[str, str]) -> Answer:
-        return 200, self.facade.transfers()
-
-    def get_transfer(self, request: Request, params: dict[str, str]) -> Answer:
-        found = self.facade.transfer(params["id"])
-        if found is None:
-            raise ApiError(404, "not_found", f"no transfer {params['id']}")
-        return 200, found
-
-    def get_peer_files(self, request: Request, params: dict[str, str]) -> Answer:
+    # -- what routes ask of the connection (node/apiroutes.py) ----------------------------------
+    def answer_later(self, request: Request, ask: Callable[[Reply], None]) -> Answer:
+        """`ask` answers through the reply it is given, now or later (a peer's file list);
+        later pipelined requests wait in the parser's buffer until it does."""
         reply = self._begin_pending(request)
         mine = self._pending
         try:
-            self.facade.peer_files(params["peer"], reply)
+            ask(reply)
         except Exception:
             if self._pending is not mine:
                 traceback.print_exc(file=sys.stderr)
@@ -524,181 +476,15 @@ class ApiServerProtocol:
             raise
         return None
 
-    def get_static(self, request: Request, params: dict[str, str]) -> Answer:
-        return 200, self.facade.static_peers()
-
-    def post_static(self, request: Request, params: dict[str, str]) -> Answer:
-        peer = _json_object(request).get("peer")
-        if not isinstance(peer, str) or not peer or len(peer) > 300:
-            raise ApiError(400, "bad_request", 'needs "peer": "HOST:PORT"')
-        return 201, self.facade.add_static_peer(peer)
-
-    def post_static_remove(self, request: Request, params: dict[str, str]) -> Answer:
-        peer = _json_object(request).get("peer")
-        if not isinstance(peer, str) or not peer or len(peer) > 300:
-            raise ApiError(400, "bad_request", 'needs "peer": "HOST:PORT"')
-        self.facade.remove_static_peer(peer)
-        return 200, {"removed": peer}
-
-    def post_push(self, request: Request, params: dict[str, str]) -> Answer:
-        body = _json_object(request)
-        peer, path = body.get("peer"), body.get("path")
-        if isinstance(body.get("paths"), list) and path is None:
-            path = "-"  # only "paths"
-        if not isinstance(peer, str) or not peer or not isinstance(path, str) or not path:
-            raise ApiError(400, "bad_request", 'push needs "peer" and "path" strings')
-        if "paths" in body or "links" in body or peer.startswith("@"):  # a batch (docs/api.md)
-            late = body.get("include_late", False)
-            if not isinstance(late, bool):
-                raise ApiError(400, "bad_request", '"include_late" must be true or false')
-            return 202, self.facade.push_batch(peer, _batch_paths(body), _links(body), late)
-        name = body.get("name")
-        if name is None:
-            return 202, self.facade.push(peer, path)
-        if not isinstance(name, str) or not name:
-            raise ApiError(400, "bad_request", '"name" must be a non-empty string')
-        return 202, self.facade.push(peer, path, name)
-
-    def post_pull(self, request: Request, params: dict[str, str]) -> Answer:
-        body = _json_object(request)
-        peer, name, sha256 = body.get("peer"), body.get("name"), body.get("sha256")
-        if not isinstance(peer, str) or not peer:
-            raise ApiError(400, "bad_request", 'pull needs a "peer" string')
-        if name is not None and (not isinstance(name, str) or not name):
-            raise ApiError(400, "bad_request", '"name" must be a non-empty string')
-        if sha256 is not None and (not isinstance(sha256, str) or not _SHA256.fullmatch(sha256)):
-            raise ApiError(400, "bad_request", '"sha256" must be 64 lower-case hex digits')
-        prefix, glob = body.get("prefix"), body.get("glob")
-        if prefix is not None or glob is not None:
-            for key, value in (("prefix", prefix), ("glob", glob)):
-                if value is not None and (not isinstance(value, str) or not value):
-                    raise ApiError(400, "bad_request", f'"{key}" must be a non-empty string')
-            if prefix is not None and glob is not None:
-                raise ApiError(400, "bad_request", 'a pull takes "prefix" or "glob", not both')
-            return 202, self.facade.pull_batch(peer, prefix, glob)
-        if name is None and sha256 is None:
-            raise ApiError(400, "bad_request", "pull needs a name or a sha256")
-        return 202, self.facade.pull(peer, name, sha256)
-
-    def post_cancel(self, request: Request, params: dict[str, str]) -> Answer:
-        return 200, self.facade.cancel(params["id"])
-
-    def post_session(self, request: Request, params: dict[str, str]) -> Answer:
-        """Log a browser in: the token in the body, a session cookie back (never the token)."""
-        token = _json_object(request).get("token")
-        sid = self.guard.login(token) if isinstance(token, str) else None
-        if sid is None:
-            raise ApiError(401, "unauthorized", "wrong token")
-        self._respond(
-            request, 200, {"ok": True}, headers={"Set-Cookie": ApiGuard.session_cookie(sid)}
-        )
-        return None
-
-    def delete_session(self, request: Request, params: dict[str, str]) -> Answer:
-        self.guard.logout(request.headers)
-        self._respond(request, 200, {"ok": True}, headers={"Set-Cookie": ApiGuard.expired_cookie()})
-        return None
-
-    def get_events(self, request: Request, params: dict[str, str]) -> Answer:
-        """Server-sent events: the buffer after Last-Event-ID, then every event as it comes."""
-        types = {t for t in request.query.get("types", "").split(",") if t} or None
+    def start_event_stream(self, types: set[str] | None, last_id: str | None) -> Answer:
+        """Turn this connection into a GET /api/events stream for as long as the client stays."""
         transport = self._transport
         if transport is None:
             return None
         self._cancel_idle_timer()  # the stream's keepalives and the client decide its life
         self._stream = _EventStream(self, transport, types)
-        self._stream.start(request.headers.get("last-event-id"))
+        self._stream.start(last_id)
         return None
-
-
-class _MethodNotAllowed(ApiError):
-    def __init__(self, method: str, path: str, allow: list[str]) -> None:
-        super().__init__(405, "method_not_allowed", f"{method} is not allowed on {path}")
-        self.allow = ", ".join(allow)
-
-
-P = ApiServerProtocol
-# Segments in braces are parameters; each route lists the handler per method.
-ROUTES: list[tuple[tuple[str, ...], dict[str, Handler]]] = [
-    (("api", "node"), {"GET": P.get_node}),
-    (("api", "peers"), {"GET": P.get_peers}),
-    (("api", "peers", "static"), {"GET": P.get_static, "POST": P.post_static}),
-    (("api", "peers", "static", "remove"), {"POST": P.post_static_remove}),
-    (("api", "peers", "{peer}", "files"), {"GET": P.get_peer_files}),
-    (("api", "files"), {"GET": P.get_files}),
-    (("api", "inbox"), {"GET": P.get_inbox}),
-    (("api", "inbox", "partials"), {"GET": P.get_partials}),
-    (("api", "files", "skipped"), {"GET": P.get_skipped}),
-    (("api", "transfers"), {"GET": P.get_transfers}),
-    (("api", "transfers", "{id}"), {"GET": P.get_transfer}),
-    (("api", "transfers", "{id}", "cancel"), {"POST": P.post_cancel}),
-    (("api", "transfers", "{id}", "retry"), {"POST": apiweb.post_retry}),
-    (("api", "uploads"), {"POST": apiweb.post_upload}),
-    (("api", "push"), {"POST": P.post_push}),
-    (("api", "pull"), {"POST": P.post_pull}),
-    (("api", "events"), {"GET": P.get_events}),
-    (("api", "session"), {"POST": P.post_session, "DELETE": P.delete_session}),
-    *trustapi.ROUTES,
-]
-
-
-def _batch_paths(body: dict[str, Any]) -> list[str]:
-    paths = body.get("paths", [body.get("path")])
-    if (
-        not isinstance(paths, list)
-        or not 0 < len(paths) <= 1000
-        or not all(isinstance(p, str) and p for p in paths)
-    ):
-        raise ApiError(400, "bad_request", '"paths" must be a list of 1..1000 path strings')
-    return paths
-
-
-def _links(body: dict[str, Any]) -> str:
-    links = body.get("links", "refuse")
-    if links not in ("refuse", "inside"):
-        raise ApiError(400, "bad_request", '"links" must be "refuse" or "inside"')
-    return str(links)
-
-
-def _route(request: Request) -> tuple[Handler, dict[str, str]]:
-    """404 for an unknown path, 405 (with Allow) for a known path and another method."""
-    raw = request.path.split("/")[1:]
-    if len(raw) > 1 and raw[-1] == "":
-        raw.pop()  # one trailing slash is forgiven
-    segments = [unquote(s) for s in raw]  # decode after splitting: names may contain %2F
-    for pattern, methods in ROUTES:
-        params = _match(pattern, segments)
-        if params is None:
-            continue
-        handler = methods.get(request.method)
-        if handler is None:
-            raise _MethodNotAllowed(request.method, request.path, sorted(methods))
-        return handler, params
-    raise ApiError(404, "not_found", f"no such route: {request.method} {request.path}")
-
-
-def _match(pattern: tuple[str, ...], segments: list[str]) -> dict[str, str] | None:
-    if len(pattern) != len(segments):
-        return None
-    params: dict[str, str] = {}
-    for want, got in zip(pattern, segments, strict=True):
-        if want.startswith("{"):
-            if not got:
-                return None
-            params[want[1:-1]] = got
-        elif want != got:
-            return None
-    return params
-
-
-def _json_object(request: Request) -> dict[str, Any]:
-    try:
-        value = json.loads(request.body.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise ApiError(400, "bad_request", f"the body is not JSON: {exc}") from None
-    if not isinstance(value, dict):
-        raise ApiError(400, "bad_request", "the body must be a JSON object")
-    return value
 
 
 class _EventStream:

@@ -26,7 +26,8 @@ from node.httpparse import Request
 from node.webstatic import WebFiles
 
 if TYPE_CHECKING:
-    from node.api import Answer, ApiServerProtocol
+    from node.api import ApiServerProtocol
+    from node.apiroutes import Answer
 
 UPLOAD_PATH = "/api/uploads"
 UPLOAD_TYPES = ("application/octet-stream",)
@@ -89,10 +90,10 @@ class Body:
 
 def get_web(api: ApiServerProtocol, request: Request, params: dict[str, str]) -> Answer:
     """A request outside /api/: one of the dashboard's files, or 404/405."""
-    from node.api import ApiError, _MethodNotAllowed
+    from node.apiroutes import ApiError, MethodNotAllowed
 
     if request.method != "GET":
-        raise _MethodNotAllowed(request.method, request.path, ["GET"])
+        raise MethodNotAllowed(request.method, request.path, ["GET"])
     found = api.web_files.answer(request.path, request.headers.get("if-none-match"))
     if found is None:
         raise ApiError(404, "not_found", f"no such route: {request.method} {request.path}")

@@ -14,7 +14,8 @@ from node.offers import PendingOffers
 from node.pairconn import PairingDesk
 
 if TYPE_CHECKING:
-    from node.api import Answer, ApiServerProtocol
+    from node.api import ApiServerProtocol
+    from node.apiroutes import Answer
     from node.httpparse import Request
     from node.node import Node
 
@@ -73,16 +74,16 @@ class TrustService:
 
 
 def _text(request: Request, key: str) -> str:
-    from node.api import ApiError, _json_object
+    from node.apiroutes import ApiError, json_object
 
-    value = _json_object(request).get(key)
+    value = json_object(request).get(key)
     if not isinstance(value, str) or not value:
         raise ApiError(400, "bad_request", f'needs a "{key}" string')
     return value
 
 
 def _svc(api: ApiServerProtocol) -> TrustService:
-    from node.api import ApiError
+    from node.apiroutes import ApiError
 
     svc = getattr(api.facade, "trust", None)
     if not isinstance(svc, TrustService):
@@ -95,9 +96,9 @@ def get_trusted(api: ApiServerProtocol, request: Request, params: dict[str, str]
 
 
 def post_trust(api: ApiServerProtocol, request: Request, params: dict[str, str]) -> Answer:
-    from node.api import _json_object
+    from node.apiroutes import json_object
 
-    name = _json_object(request).get("name")
+    name = json_object(request).get("name")
     return 200, _svc(api).trust(_text(request, "peer"), name if isinstance(name, str) else None)
 
 
@@ -126,9 +127,9 @@ def get_pairings(api: ApiServerProtocol, request: Request, params: dict[str, str
 
 
 def post_pair_answer(api: ApiServerProtocol, request: Request, params: dict[str, str]) -> Answer:
-    from node.api import ApiError, _json_object
+    from node.apiroutes import ApiError, json_object
 
-    ok = _json_object(request).get("ok")
+    ok = json_object(request).get("ok")
     if type(ok) is not bool:
         raise ApiError(400, "bad_request", 'needs "ok": true or false')
     return 200, _svc(api).pairings.answer(params["peer"], ok)
