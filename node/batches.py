@@ -299,7 +299,7 @@ def _refusal(
         why = "this node asks its user for each file (--accept prompt): send files one by one"
         return Reject(sink.batch.id, ErrorCode.NOT_AUTHORIZED, why)
     info = FileInfo(root, biggest, None, 0.0, "")
-    refusal = node.incoming_refusal(peer, info, addr, auth=auth, asked=asked)
+    refusal = node.intake.incoming_refusal(peer, info, addr, auth=auth, asked=asked)
     if refusal is not None:
         return Reject(sink.batch.id, refusal.code, refusal.reason)
     need = sink.need(accept)
@@ -605,7 +605,7 @@ class BatchServe(_BatchHandler):
         if refused is not None:
             self.conn.send(Reject(msg.id, refused.code, refused.reason))
             return
-        busy = node.slot_refusal(self.addr)
+        busy = node.intake.slot_refusal(self.addr)
         if busy is not None:
             self.conn.send(Reject(msg.id, ErrorCode.BUSY, busy))
             return

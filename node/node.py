@@ -5,10 +5,13 @@ timers (node/timers.py)     every deadline: connections, discovery, retries, pro
 bus (node/events.py)        typed events -> stdout JSON lines, ring buffer, API stream
 store (node/store.py)       disk: share, hash cache, inbox, partial files
 peers, lan                  who is out there; announcing and listening on the LAN
+peerwatch (node/peerwatch.py) what a peer's arrival or departure sets off; its log lines
+share (node/nodeshare.py)   the share's index kept current, the listing peers get
 manager (node/manager.py)   transfer records, retries, journal, progress
 pushes, pulls               starting push and pull attempts (node/push.py, node/pull.py)
 hashq (node/hashqueue.py)   hashing a slice per loop turn, pushes first
 policy (node/policy.py)     who may push here, who may read
+intake (node/intake.py)     whether a transfer may start here now: policy, space, slots
 conns, admission            transfer connections (node/conn.py, node/serve.py)
 service, API                what a user may ask (node/service.py, node/api.py)
 """
@@ -26,36 +29,36 @@ from typing import Any
 from node import __version__, logs
 from node import events as ev
 from node.addr import hostport, url_host
-from node.admission import Admission, RateLimit
+from node.admission import Admission
 from node.api import ApiRefuse, ApiServerProtocol
 from node.apiauth import ApiGuard, load_or_create_token
 from node.autofetch import AutoFetch
 from node.batches import Batches
 from node.config import Config
 from node.conn import Conn, Handler
-from node.discovery import PeerDown, PeerEvent, PeerUp
 from node.errors import ConfigError, ErrorCode, LocalCode
 from node.events import EventBus
-from node.framing import encode_header
 from node.gate import Gate
 from node.groups import Groups
 from node.hashqueue import HashQueue
 from node.identity import IdentityError, load_or_create
+from node.intake import Intake
 from node.journal import Journal
 from node.lan import Lan
 from node.loop import Loop
 from node.manager import TransferManager
-from node.messages import FileInfo
-from node.peerauth import GroupProver, PeerAuth
+from node.nodeshare import ShareKeeper
+from node.peerauth import GroupProver
 from node.peers import Peers
-from node.policy import Policy, Refusal
+from node.peerwatch import PeerWatch
+from node.policy import Policy
 from node.pull import Pulls
 from node.push import Pushes
 from node.query import PingClient
 from node.ratelimit import TokenBucket, frame_for_rate
 from node.service import Service
 from node.session import Role
-from node.store import FileMeta, Store
+from node.store import Store
 from node.timers import Timers
 from node.tlsproto import client_context, connect_tls, server_context
 from node.transfer import Transfer
@@ -70,10 +73,6 @@ NO_IPV6 = frozenset(
 RESCAN_EVERY = 5.0
 RESCAN_MIN_GAP = 1.0
 PUBLISH_EVERY = 0.05  # s: a file just hashed is listed this soon (small shares; see publish_due)
-SCAN_BUDGET = 256  # directory entries of the share looked at per slice (a few ms)
-SCAN_IDLE = 0.5  # s between looks at whether a pass is due
-PEER_LINES_PER_S = 64.0  # peer_up/peer_down lines per second during a flood ...
-PEER_LINES_BURST = 512  # ... after a burst that a 100-node lab's start fits in
 
 
 class Node:
@@ -123,13 +122,14 @@ class Node:
         self.store.index.publish_interval = PUBLISH_EVERY
         self.trust = TrustStore(config.state)
         self.policy = Policy(config, self.trust)
+        self.peerwatch = PeerWatch(self)
         self.peers = Peers(
             self.node_id,
             missed=config.missed_announcements,
             clock=self.loop.time,
-            on_change=self._peer_event,
+            on_change=self.peerwatch.on_change,
             membership=self.groups.announce_membership,
-            admit=self._admit,
+            admit=self.peerwatch.admit,
         )
         # Static peers are dialled by node/wan.py (names resolved without blocking the loop).
         self.lan = Lan(
@@ -164,12 +164,13 @@ class Node:
         )
         self.manager.wake = lambda: self.timers.update(self.manager)
         self.shared = self.store.index  # what peers see: incremental, cached listing
-        self._listing: tuple[int, bytes] | None = None
+        self.share = ShareKeeper(self)
+        self.intake = Intake(self)
         self.hashq = HashQueue(
             self.loop,
             self.store,
             config.share,
-            on_shared=self._hashed,  # Store.finish_hash told the index already
+            on_shared=self.share.hashed,  # Store.finish_hash told the index already
             on_push_hashed=self.pushes.hashed,
             on_push_failed=self.pushes.hash_failed,
         )
@@ -180,15 +181,12 @@ class Node:
         self.api_conns = 0
         self.conns: set[Conn] = set()
         self.gate = Gate(self)
-        # peer_up/peer_down lines: a flood of fake announces must not become a flood of lines.
-        self._peer_lines = RateLimit(PEER_LINES_PER_S, PEER_LINES_BURST, self.loop.time())
         self.autofetch = AutoFetch(self)
         # --max-rate: one bucket for every outgoing file stream (push client and pull server).
         self.upload_bucket: TokenBucket | None = None
         if config.max_rate:
             burst = frame_for_rate(config.max_rate)
             self.upload_bucket = TokenBucket(config.max_rate, burst, self.loop.time())
-        self._scan_at = 0.0
         self.stopping = False
         self.tcp_port = 0
         self.api_port = 0
@@ -215,7 +213,7 @@ class Node:
         self.tcp_port = self.server.port
         self.api_server = self.loop.listen_tcp(cfg.api_host, cfg.api_port, self._accept_api)
         self.api_port = self.api_server.port
-        self.rescan()
+        self.share.rescan()
         # Partial files of peers that never came back are dropped after a week.
         self.store.prune_partials(PARTIAL_MAX_AGE)
         self.manager.restore()
@@ -231,7 +229,7 @@ class Node:
                 __version__,
             )
         )
-        for timed in (self.lan, self.wan, self.peers, self.manager, self):
+        for timed in (self.lan, self.wan, self.peers, self.manager, self.share, self.peerwatch):
             self.timers.update(timed)
         # The web dashboard (node/web/, served by the API): where a person finds it.
         host = cfg.api_host
@@ -260,76 +258,6 @@ class Node:
         self.bus.publish(ev.Shutdown())
         self.loop.close()
         logs.close(self._log_file)
-
-    # -- housekeeping (Timed): the share index, the flood summary line --------------------------
-    def get_timer(self) -> float | None:
-        if self.stopping:
-            return None
-        now = self.loop.time()
-        # While a pass over the share is under way, a slice every loop turn (the Timers fire
-        # after I/O); else a look every SCAN_IDLE s, which starts the periodic passes.
-        when = now if self.shared.scanning else self._scan_at
-        if self.shared.unpublished:  # finished hashes wait to be published: look again soon
-            when = min(when, now + self.shared.publish_interval)
-        if self._peer_lines.suppressed:
-            when = min(when, now + 1.0)
-        return when
-
-    def handle_timer(self, now: float) -> None:
-        if self.stopping:
-            return
-        if self._peer_lines.suppressed and self._peer_lines.allow(now):
-            # A flood of announces: one line says how many peer lines it cost.
-            self.bus.publish(ev.PeerLinesSuppressed(self._peer_lines.take_suppressed()))
-        if now >= self._scan_at or self.shared.scanning:
-            self._scan_step(now)
-        elif self.shared.publish_due(now):
-            self.shared.step(0, now)  # list what was hashed meanwhile, no walking
-
-    def _hashed(self, name: str, meta: FileMeta) -> None:
-        """A file of the share was hashed: list it soon (the index batches publications)."""
-        if self.shared.publish_due(self.loop.time()):
-            self.shared.step(0, self.loop.time())
-        else:
-            self.timers.update(self)
-
-    def _scan_step(self, now: float) -> None:
-        passes = self.shared.passes
-        self.shared.step(SCAN_BUDGET, now)
-        self.hashq.add_scan_jobs(self.shared.take_jobs())
-        self._scan_at = now + SCAN_IDLE
-        if self.shared.passes != passes and self.config.auto_fetch:
-            for p in self.peers.all():  # a pass finished: also look at what peers share
-                self.autofetch.peer_seen(p.node)
-
-    # -- peers -------------------------------------------------------------------------------------
-    def _admit(self, node_id: str, groups: tuple[str, ...]) -> bool:
-        """--group-only: only members of one of our groups (or trusted peers) are listed."""
-        return not self.config.group_only or bool(groups) or node_id in self.trust
-
-    def _peer_event(self, event: PeerEvent) -> None:
-        if isinstance(event, PeerUp):
-            p = event.peer
-            if not event.changed:
-                self.lan.on_new_peer()
-                self.timers.update(self.lan)
-            if self._peer_lines.allow(self.loop.time()):
-                self.bus.publish(
-                    ev.PeerUp(p.node, p.name, p.addr, p.port, list(p.groups), p.static)
-                )
-            # Retry transfers that were waiting for this peer right away, not at their backoff.
-            self.manager.peer_appeared(p.node)
-            self.batches.peer_up(p.node, tuple(p.groups))
-            if self.config.auto_fetch:
-                self.autofetch.peer_seen(p.node)
-        elif isinstance(event, PeerDown) and self._peer_lines.allow(self.loop.time()):
-            self.bus.publish(ev.PeerDown(event.node, event.reason))
-        if isinstance(event, PeerDown):
-            self.wan.forget(event.node)
-        if self._peer_lines.suppressed:
-            self.timers.update(self)  # the summary line comes from handle_timer
-        if isinstance(event, PeerUp):
-            self.timers.update(self.peers)  # a newcomer (or a change) may expire first
 
     # -- transfers -------------------------------------------------------------------------------
     def _start(self, t: Transfer) -> None:
@@ -364,60 +292,6 @@ class Node:
         is wanted (unless a newer attempt is already receiving into it)."""
         if not self.manager.live_receive(t.peer, t.name):
             self.store.discard_partial(t.peer, t.name)
-
-    def incoming_refusal(
-        self,
-        peer: str,
-        info: FileInfo,
-        addr: str = "",
-        *,
-        auth: PeerAuth | None = None,
-        asked: bool = False,
-    ) -> Refusal | None:
-        """Accept policy (on what the connection proved: `auth`; `asked`: our own pull),
-        limits and free space, decided before any byte is sent."""
-        need = info.size
-        partial = self.store.partial_for(peer, info.name)
-        if partial is not None and partial[1] == info.sha256:
-            need -= partial[0]  # a resume only needs room for the rest
-        refusal = self.policy.push_refusal(
-            auth,
-            info.name,
-            info.size,
-            need=need,
-            free=self.store.free_space(),
-            busy=False,
-            asked=asked,
-        )
-        if refusal is None and addr:
-            why = self.slot_refusal(addr)
-            if why is not None:
-                refusal = Refusal(ErrorCode.BUSY, why)
-        return refusal
-
-    def slot_refusal(self, addr: str) -> str | None:
-        """No slot for `addr` now? Then, if every slot is taken, the slowest stream of another
-        address (below --contended-min-rate after a fair trial) gives its slot up: a peer that
-        waits gets it on its retry, however many trickling streams hold the node."""
-        why = self.manager.slot_refusal(addr)
-        if why is not None and self.manager.busy():
-            slow = self.manager.slowest_other(
-                addr, self.config.contended_min_rate, self.loop.time()
-            )
-            if slow is not None:
-                self._drop_stream(slow, f"{slow.rate:.0f} B/s while another peer waits")
-                why = self.manager.slot_refusal(addr)  # its slot is free now: take it at once
-        return why
-
-    def _drop_stream(self, t: Transfer, why: str) -> None:
-        for conn in list(self.conns):
-            if getattr(conn.handler, "transfer", None) is t:
-                conn.fail(ErrorCode.TOO_SLOW, f"dropped: {why}")
-
-    @staticmethod
-    def meta_of(info: FileInfo) -> FileMeta:
-        """The store's view of a file object; a hash-less offer's sha256 is "" (unknown)."""
-        return FileMeta(info.name, info.size, info.sha256 or "", info.mtime, info.mime)
 
     # -- connections -----------------------------------------------------------------------------
     def connect(self, host: str, port: int, handler: Handler) -> None:
@@ -465,37 +339,6 @@ class Node:
 
         api.on_lost = lost
         return api
-
-    # -- shared files ------------------------------------------------------------------------------
-    def rescan(self) -> None:
-        """A whole pass over the share now (at start; tests). The loop's passes are
-        incremental (_scan_step)."""
-        _, jobs = self.store.scan_share()
-        self.hashq.add_scan_jobs(jobs)
-        self._scan_at = self.loop.time() + SCAN_IDLE
-
-    def listing_frame(self) -> bytes:
-        """The `files` frame, encoded once per change of the index (not once per `list`)."""
-        generation = self.shared.generation
-        if self._listing is None or self._listing[0] != generation:
-            body = self.shared.listing_body()
-            self._listing = (generation, encode_header({"type": "files", "body": len(body)}) + body)
-        return self._listing[1]
-
-    def find_shared(self, name: str | None, sha256: str | None) -> FileMeta | None:
-        if name is not None:
-            meta = self.shared.lookup(name)
-            if meta is not None and (sha256 is None or meta.sha256 == sha256):
-                return meta
-            return None
-        return self.shared.by_sha(sha256) if sha256 is not None else None
-
-    def rescan_for(self, name: str | None) -> bool:
-        """A peer asked for a name we do not list: ask the index for a pass (it starts at
-        most one per few seconds, whoever asks). True while a pass that may find it runs."""
-        self.shared.request_rescan(self.loop.time())
-        self.timers.update(self)
-        return self.shared.scanning
 
     # -- what tests and tools reach for ----------------------------------------------------------
     def push(self, peer_text: str, path_text: str) -> Transfer:

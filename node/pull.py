@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from node.conn import ClientHandler
 from node.errors import BadRequest, ErrorCode, LocalCode, StoreError
+from node.intake import meta_of
 from node.messages import Digest, FileHeader, Get, Hello, Message, Reject
 from node.receive import DIGEST_WAIT_PER_BYTE, Receiving
 from node.store import Reservation
@@ -100,7 +101,7 @@ class PullClient(Receiving, ClientHandler):
         t, node = self.transfer, self.node
         info = msg.info
         t.size, t.sha256, t.name = info.size, info.sha256, info.name
-        refusal = node.incoming_refusal(t.peer, info, asked=True)
+        refusal = node.intake.incoming_refusal(t.peer, info, asked=True)
         if refusal is not None:
             self.conn.fail(refusal.code, refusal.reason)
             return
@@ -111,7 +112,7 @@ class PullClient(Receiving, ClientHandler):
             # At the server's offset: ours, or 0 when it starts over (its file changed).
             self.incoming = node.store.open_incoming(
                 t.peer,
-                node.meta_of(info),
+                meta_of(info),
                 unhashed=info.sha256 is None,  # a hash-less file: the digest follows the data
                 owner=t.id,
                 reservation=self.reservation,

@@ -14,6 +14,7 @@ from node.batchmsg import BatchMessage
 from node.conn import Handler
 from node.errors import ErrorCode, LocalCode, StoreError
 from node.events import OfferPending, TransferRefused
+from node.intake import meta_of
 from node.messages import (
     Accept,
     Digest,
@@ -99,7 +100,7 @@ class ServerHandler(Receiving, Handler):
                 reason = f"more than {MAX_LISTS_PER_CONN} list requests on one connection"
                 self.conn.fail(ErrorCode.BUSY, reason)
                 return
-            self.conn.send_files_frame(node.listing_frame())
+            self.conn.send_files_frame(node.share.listing_frame())
         elif isinstance(msg, Offer):
             self._offer(msg)
         elif isinstance(msg, Get):
@@ -136,7 +137,7 @@ class ServerHandler(Receiving, Handler):
         t.sha256 = info.sha256
         t.addr = self.addr
         auth = self.conn.peer_auth
-        refusal = node.incoming_refusal(peer, info, self.addr, auth=auth)
+        refusal = node.intake.incoming_refusal(peer, info, self.addr, auth=auth)
         if refusal is not None:
             self._refuse(msg, peer, refusal.code, refusal.reason)
             return
@@ -165,7 +166,7 @@ class ServerHandler(Receiving, Handler):
                 self._refuse(msg, peer, ErrorCode.NOT_AUTHORIZED, why)
                 return
             # Limits again: the inbox may have filled while the person thought.
-            refusal = node.incoming_refusal(peer, msg.info, self.addr, asked=True)
+            refusal = node.intake.incoming_refusal(peer, msg.info, self.addr, asked=True)
             if refusal is not None:
                 self._refuse(msg, peer, refusal.code, refusal.reason)
             else:
@@ -223,7 +224,7 @@ class ServerHandler(Receiving, Handler):
             return
         try:
             incoming = node.store.open_incoming(
-                peer, node.meta_of(info), unhashed=hashless, owner=msg.id
+                peer, meta_of(info), unhashed=hashless, owner=msg.id
             )
         except StoreError as exc:
             self.conn.send(Reject(msg.id, exc.code, str(exc)))
@@ -254,7 +255,7 @@ class ServerHandler(Receiving, Handler):
         try:
             if existing == check_name(info.name):
                 return existing
-            return store.copy_in(existing, self.node.meta_of(info))
+            return store.copy_in(existing, meta_of(info))
         except StoreError:
             return None  # too big to copy here, or gone meanwhile: receive it instead
 
@@ -324,7 +325,7 @@ class ServerHandler(Receiving, Handler):
         if refusal is not None:
             self.conn.send(Reject(msg.id, refusal.code, refusal.reason))
             return
-        meta = node.find_shared(msg.name, msg.sha256)
+        meta = node.share.find_shared(msg.name, msg.sha256)
         cold = wants_hashless(self.conn.session, msg)
         if meta is None and cold:
             # Not listed yet (never hashed): a client that takes a hash-less file gets it now.
@@ -337,14 +338,14 @@ class ServerHandler(Receiving, Handler):
                 meta = FileMeta(check_name(msg.name), found.size, "", found.mtime, "")
         if meta is None:
             what = msg.name or msg.sha256
-            if node.rescan_for(msg.name):
+            if node.share.rescan_for(msg.name):
                 # It may have just been put in the share: the pass under way may find it.
                 reason = f"no shared file {what!r} yet; looking at the share again, retry"
                 self.conn.send(Reject(msg.id, ErrorCode.BUSY, reason))
                 return
             self.conn.send(Reject(msg.id, ErrorCode.NOT_FOUND, f"no shared file {what!r}"))
             return
-        busy = node.slot_refusal(self.addr)
+        busy = node.intake.slot_refusal(self.addr)
         if busy is not None:
             self.conn.send(Reject(msg.id, ErrorCode.BUSY, busy))
             return

@@ -62,7 +62,7 @@ def hash_all(node: Node) -> int:
 
 def test_a_push_takes_over_the_rescan_job_for_its_file(node: Node) -> None:
     path, digest = make(node, "new.bin")
-    node.rescan()
+    node.share.rescan()
     assert [j.path for j in node.hash_jobs] == [path]
     node._hash_step()  # the rescan's job is under way ...
     started = node.hash_jobs[0].hashed
@@ -80,7 +80,7 @@ def test_a_rescan_during_a_push_does_not_hash_the_file_again(node: Node) -> None
     path, digest = make(node, "new.bin")
     t = node.push("peer", str(path))
     node._hash_step()
-    node.rescan()  # queues the file: the cache does not know it yet
+    node.share.rescan()  # queues the file: the cache does not know it yet
     assert [j.path for j in node.hash_jobs] == [path]
     hash_all(node)
     assert node.store.hashes_done == 1
@@ -99,7 +99,7 @@ def test_two_pushes_of_one_new_file_share_one_pass(node: Node) -> None:
 
 def test_a_changed_file_is_not_taken_for_the_queued_one(node: Node) -> None:
     path, _ = make(node, "new.bin")
-    node.rescan()
+    node.share.rescan()
     queued = node.hash_jobs[0]
     data = os.urandom(SIZE + 1)
     path.write_bytes(data)  # other size: another file as far as hashing goes
