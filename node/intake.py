@@ -14,11 +14,13 @@ from node.errors import ErrorCode
 from node.messages import FileInfo
 from node.policy import Refusal
 from node.store import FileMeta
+from node.transfer import Transfer, TState
+
+CONTENDED_TRIAL = 2.0  # s a stream runs before its rate can cost it its slot
 
 if TYPE_CHECKING:
     from node.node import Node
     from node.peerauth import PeerAuth
-    from node.transfer import Transfer
 
 
 def meta_of(info: FileInfo) -> FileMeta:
@@ -68,15 +70,42 @@ class Intake:
         address (below --contended-min-rate after a fair trial) gives its slot up: a peer that
         waits gets it on its retry, however many trickling streams hold the node."""
         manager = self.node.manager
-        why = manager.slot_refusal(addr)
+        why = self.no_slot(addr)
         if why is not None and manager.busy():
-            slow = manager.slowest_other(
+            slow = self.slowest_other(
                 addr, self.node.config.contended_min_rate, self.node.loop.time()
             )
             if slow is not None:
                 self._drop_stream(slow, f"{slow.rate:.0f} B/s while another peer waits")
-                why = manager.slot_refusal(addr)  # its slot is free now: take it at once
+                why = self.no_slot(addr)  # its slot is free now: take it at once
         return why
+
+    def no_slot(self, addr: str) -> str | None:
+        """Why a new transfer with the peer at `addr` gets no slot now, or None.
+
+        Slots are shared fairly: one address holds at most `max_transfers_per_peer` of them,
+        so a peer trickling many streams cannot lock everyone else out."""
+        active = self.node.manager.active()
+        cfg = self.node.config
+        if len(active) >= cfg.max_transfers:
+            return f"all {cfg.max_transfers} transfer slots are taken, retry later"
+        mine = sum(1 for t in active if t.addr == addr)
+        if mine >= cfg.max_transfers_per_peer:
+            return f"{addr} already has {mine} transfers here, retry later"
+        return None
+
+    def slowest_other(self, addr: str, min_rate: float, now: float) -> Transfer | None:
+        """The slowest active stream of another address below `min_rate` (bytes/s) after a
+        fair trial, to give its slot to a peer that waits."""
+        worst: Transfer | None = None
+        for t in self.node.manager.active():
+            if t.addr == addr or t.state is not TState.ACTIVE:
+                continue
+            if self.node.manager.wall() - t.started < CONTENDED_TRIAL or t.rate >= min_rate:
+                continue
+            if worst is None or t.rate < worst.rate:
+                worst = t
+        return worst
 
     def _drop_stream(self, t: Transfer, why: str) -> None:
         for conn in list(self.node.conns):

@@ -21,6 +21,7 @@ from node.config import Config
 from node.errors import ErrorCode, LocalCode, NotFound
 from node.events import EventBus
 from node.journal import Journal
+from node.progress import SAMPLE_EVERY, ProgressSampler
 from node.transfer import (
     TRANSIENT_CODES,
     Job,
@@ -34,8 +35,6 @@ def new_transfer_id() -> str:
     return os.urandom(8).hex()  # what secrets.token_hex does, without importing hmac/hashlib
 
 
-SAMPLE_EVERY = 0.25  # s between rate samples while transfers are active
-CONTENDED_TRIAL = 2.0  # s a stream runs before its rate can cost it its slot
 HISTORY = 2000  # finished transfers kept in memory (all of them are in the event log)
 
 
@@ -56,7 +55,7 @@ class TransferManager:
         self.bus = bus
         self.journal = journal
         self._clock = clock
-        self._wall = wall
+        self.wall = wall
         self._start = start
         self._on_cancel = on_cancel
         self.history = history
@@ -64,8 +63,7 @@ class TransferManager:
         self.jobs: dict[str, Job] = {}
         self.offered: dict[str, str] = {}  # push id -> the sha256 its last offer announced
         self._retry_at: dict[str, float] = {}
-        self._probes: dict[str, Callable[[], None]] = {}  # refresh bytes/sent of a live stream
-        self._next_sample: float | None = None
+        self.progress = ProgressSampler(config, bus, wall)  # rates, progress events
         # Called when this object's deadline may have moved earlier (node/timers.py).
         self.wake: Callable[[], None] = lambda: None
 
@@ -118,45 +116,18 @@ class TransferManager:
         live = (TState.ACTIVE, TState.VERIFYING)
         return [t for t in self.transfers.values() if t.state in live]
 
-    def slot_refusal(self, addr: str) -> str | None:
-        """Why a new transfer with the peer at `addr` gets no slot now, or None.
-
-        Slots are shared fairly: one address holds at most `max_transfers_per_peer` of them,
-        so a peer trickling many streams cannot lock everyone else out."""
-        active = self.active()
-        cfg = self.config
-        if len(active) >= cfg.max_transfers:
-            return f"all {cfg.max_transfers} transfer slots are taken, retry later"
-        mine = sum(1 for t in active if t.addr == addr)
-        if mine >= cfg.max_transfers_per_peer:
-            return f"{addr} already has {mine} transfers here, retry later"
-        return None
-
-    def slowest_other(self, addr: str, min_rate: float, now: float) -> Transfer | None:
-        """The slowest active stream of another address below `min_rate` (bytes/s) after a
-        fair trial, to give its slot to a peer that waits."""
-        worst: Transfer | None = None
-        for t in self.active():
-            if t.addr == addr or t.state is not TState.ACTIVE:
-                continue
-            if self._wall() - t.started < CONTENDED_TRIAL or t.rate >= min_rate:
-                continue
-            if worst is None or t.rate < worst.rate:
-                worst = t
-        return worst
-
     def watch(self, t: Transfer, probe: Callable[[], None]) -> None:
         """`probe` refreshes t.bytes/t.sent from a live stream before each sample."""
-        self._probes[t.id] = probe
+        self.progress.watch(t, probe)
 
     def unwatch(self, t: Transfer) -> None:
-        self._probes.pop(t.id, None)
+        self.progress.unwatch(t)
 
     # -- the state machine's side effects ----------------------------------------------------------
     def move(self, t: Transfer, event: TEvent) -> None:
         t.apply(event)
-        if t.state is TState.ACTIVE and self._next_sample is None:
-            self._next_sample = self._clock() + SAMPLE_EVERY
+        if t.state is TState.ACTIVE and self.progress.next_sample is None:
+            self.progress.next_sample = self._clock() + SAMPLE_EVERY
             self.wake()
 
     def resumed(self, t: Transfer, offset: int) -> None:
@@ -173,7 +144,7 @@ class TransferManager:
         t.bytes = t.size
         self.unwatch(t)
         self.offered.pop(t.id, None)
-        seconds = round((t.finished or self._wall()) - t.started, 6)
+        seconds = round((t.finished or self.wall()) - t.started, 6)
         self.bus.publish(ev.TransferDone(seconds, t.to_json(), hashed_while_sending))
         self._batch_done(t)
         if t.initiator:
@@ -226,7 +197,7 @@ class TransferManager:
 
     def _batch_done(self, t: Transfer) -> None:
         if t.kind == "batch":
-            seconds = round((t.finished or self._wall()) - t.started, 6)
+            seconds = round((t.finished or self.wall()) - t.started, 6)
             self.bus.publish(ev.BatchDone(seconds, t.to_json()))
 
     def live_receive(self, peer: str, name: str) -> bool:
@@ -315,8 +286,9 @@ class TransferManager:
     # -- Timed ---------------------------------------------------------------------------------
     def get_timer(self) -> float | None:
         due = min(self._retry_at.values(), default=None)
-        if self._next_sample is not None:
-            due = self._next_sample if due is None else min(due, self._next_sample)
+        sample = self.progress.next_sample
+        if sample is not None:
+            due = sample if due is None else min(due, sample)
         return due
 
     def handle_timer(self, now: float) -> None:
@@ -327,49 +299,5 @@ class TransferManager:
                     self._retry_at.pop(tid, None)
                 else:
                     self.retry_now(t)
-        if self._next_sample is not None and now >= self._next_sample:
-            self._sample(now)
-
-    def _sample(self, now: float) -> None:
-        wall = self._wall()
-        active = [t for t in self.transfers.values() if t.state is TState.ACTIVE]
-        for t in active:
-            probe = self._probes.get(t.id)
-            if probe is not None:
-                probe()
-            t.sample_rate(now)
-            if wall - t._progress_at >= self.config.progress_interval:
-                t._progress_at = wall
-                self.bus.publish(
-                    ev.TransferProgress(
-                        t.id,
-                        t.wire_id,
-                        t.name,
-                        t.role,
-                        t.bytes,
-                        t.size,
-                        t.sent,
-                        t.offset,
-                        round(t.rate, 1),
-                    )
-                )
-                if t.kind == "batch":
-                    self._batch_progress(t)
-        self._next_sample = now + SAMPLE_EVERY if active else None
-
-    def _batch_progress(self, t: Transfer) -> None:
-        eta = t.to_json()["eta"]
-        self.bus.publish(
-            ev.BatchProgress(
-                t.id,
-                t.wire_id,
-                t.name,
-                t.role,
-                t.files,
-                t.files_done,
-                t.bytes,
-                t.size,
-                round(t.rate, 1),
-                eta,
-            )
-        )
+        if self.progress.next_sample is not None and now >= self.progress.next_sample:
+            self.progress.sample(now, self.transfers.values())
