@@ -28,6 +28,7 @@ from node.webstatic import WebFiles
 if TYPE_CHECKING:
     from node.api import ApiServerProtocol
     from node.apiroutes import Answer
+    from node.httpconn import HttpConnection
 
 UPLOAD_PATH = "/api/uploads"
 UPLOAD_TYPES = ("application/octet-stream",)
@@ -122,7 +123,7 @@ def post_upload(api: ApiServerProtocol, request: Request, params: dict[str, str]
     return None
 
 
-def finish_body(api: ApiServerProtocol, body: Body) -> tuple[int, object] | None:
+def finish_body(api: HttpConnection, body: Body) -> tuple[int, object] | None:
     """The whole body arrived: the upload's answer (None for a drained, answered body)."""
     if body.answered:
         return None

@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 
 from node import apiauth
-from node.api import MAX_HELD, ApiError, ApiServerProtocol, Reply
+from node.api import ApiError, ApiServerProtocol, Reply
+from node.httpconn import MAX_HELD
 
 TRANSFER = {"id": "t1", "state": "queued", "name": "f.bin"}
 TOKEN = "s3cret-token"
