@@ -13,13 +13,9 @@ from node.batches import BatchServe
 from node.batchmsg import BatchMessage
 from node.conn import Handler
 from node.errors import ErrorCode, LocalCode, StoreError
-from node.events import OfferPending, TransferRefused
-from node.intake import meta_of
 from node.messages import (
-    Accept,
     Digest,
     FileHeader,
-    FileInfo,
     Get,
     Hello,
     List,
@@ -33,21 +29,20 @@ from node.messages import (
     Verdict,
 )
 from node.names import check_name
-from node.policy import PROMPT
 from node.pullcold import HashlessPull, wants_hashless
 from node.push import info_of
-from node.receive import DIGEST_WAIT_PER_BYTE, Receiving
+from node.receive import DIGEST_WAIT_PER_BYTE
 from node.sender import FileSender
+from node.servepush import PENDING_KEEPALIVE, ServingPush
 from node.store import FileMeta, HashJob
 from node.transfer import TEvent, Transfer, keeps_part
 
-PENDING_KEEPALIVE = 10.0  # s between `pending` frames while a person decides (< idle timeouts)
 # A connection's budget of `list` requests: a peer has no use for more (the listing changes
 # every few seconds at most), and each costs a copy of the listing on the wire.
 MAX_LISTS_PER_CONN = 64
 
 
-class ServerHandler(Receiving, Handler):
+class ServerHandler(ServingPush, Handler):
     """The listening side: answers hello, list, offer (push in) and get (pull out)."""
 
     def __init__(self) -> None:
@@ -81,11 +76,6 @@ class ServerHandler(Receiving, Handler):
     def on_writable(self) -> None:
         if self.batches is not None and self.batches.stream is not None:
             self.batches.stream.on_writable()
-
-    @property
-    def addr(self) -> str:
-        transport = self.conn.transport
-        return transport.peername[0] if transport is not None else ""
 
     def on_message(self, msg: Message) -> None:
         node = self.node
@@ -125,64 +115,7 @@ class ServerHandler(Receiving, Handler):
         self.conn.fail(refusal.code, refusal.reason)
         return True
 
-    # -- a push into this node -----------------------------------------------------------------
-    def _offer(self, msg: Offer) -> None:
-        node = self.node
-        peer = self.conn.peer_id or "?"
-        info = msg.info
-        t = node.manager.new(
-            "push", "receive", peer, node.peers.name_of(peer), info.name, size=info.size,
-            wire_id=msg.id,
-        )  # fmt: skip
-        t.sha256 = info.sha256
-        t.addr = self.addr
-        auth = self.conn.peer_auth
-        refusal = node.intake.incoming_refusal(peer, info, self.addr, auth=auth)
-        if refusal is not None:
-            self._refuse(msg, peer, refusal.code, refusal.reason)
-            return
-        if node.policy.authorization(auth) == PROMPT:
-            self._ask(msg, t, peer)
-            return
-        self._take(msg, t, peer)
-
-    def _refuse(self, msg: Offer, peer: str, code: str, reason: str) -> None:
-        self.conn.send(Reject(msg.id, code, reason))
-        self.node.bus.publish(TransferRefused(msg.id, peer, msg.info.name, code, reason))
-
-    def _ask(self, msg: Offer, t: Transfer, peer: str) -> None:
-        """--accept prompt: the offer waits for a person (GET /api/offers, `mole accept`); the
-        sender is told to wait (`pending`, repeated as a keepalive) and then gets the verdict.
-        Nothing is opened in the inbox before a yes."""
-        node = self.node
-        book = node.service.trust.offers
-        files = [{"name": msg.info.name, "size": msg.info.size, "sha256": msg.info.sha256}]
-
-        def decided(ok: bool, why: str) -> None:
-            self.waiting = None
-            if self.conn.closed:
-                return
-            if not ok:
-                self._refuse(msg, peer, ErrorCode.NOT_AUTHORIZED, why)
-                return
-            # Limits again: the inbox may have filled while the person thought.
-            refusal = node.intake.incoming_refusal(peer, msg.info, self.addr, asked=True)
-            if refusal is not None:
-                self._refuse(msg, peer, refusal.code, refusal.reason)
-            else:
-                self._take(msg, t, peer)
-            node.timers.update(self.conn)
-
-        now = node.loop.time()
-        pending = book.add(peer, node.peers.name_of(peer), files, now, decided)
-        if pending is None:
-            self._refuse(msg, peer, ErrorCode.BUSY, "too many offers wait for a decision here")
-            return
-        self.waiting, self.waiting_wire = pending.id, msg.id
-        self._keepalive_at = now + PENDING_KEEPALIVE
-        self.conn.send(Pending(msg.id, book.timeout))
-        node.bus.publish(OfferPending(pending.id, msg.id, peer, pending.peer_name, files))
-
+    # -- pushes into this node: node/servepush.py ------------------------------------------------
     # Keepalives: a hash-less pull's while its digest is pending, a pending offer's while a
     # person decides, a pairing's while the users compare codes.
     def get_timer(self) -> float | None:
@@ -207,76 +140,6 @@ class ServerHandler(Receiving, Handler):
             self.conn.send(Pending(self.waiting_wire, book.timeout))
             self.conn.last_activity = now  # waiting on our user, not on an idle peer
 
-    def _take(self, msg: Offer, t: Transfer, peer: str) -> None:
-        node = self.node
-        info = msg.info
-        # Hash-less ("digest" feature): the sha256 follows the stream. Such an offer cannot be
-        # deduplicated by content; it resumes a part of the same size and mtime (the digest
-        # checks the whole file); nothing is placed before the digest.
-        hashless = info.sha256 is None
-        placed = None if hashless else self._place_held(info)
-        if placed is not None:
-            assert info.sha256 is not None
-            self.conn.send(Verdict(msg.id, True, info.sha256, placed, True, None, None))
-            t.skipped, t.path, t.bytes = True, placed, info.size
-            node.manager.add(t)
-            node.manager.finish(t)
-            return
-        try:
-            incoming = node.store.open_incoming(
-                peer, meta_of(info), unhashed=hashless, owner=msg.id
-            )
-        except StoreError as exc:
-            self.conn.send(Reject(msg.id, exc.code, str(exc)))
-            return
-        self._drop_superseded(info.name)
-        self.incoming = incoming
-        self.transfer = t
-        t.offset = t.bytes = incoming.offset
-        node.manager.add(t)
-        node.manager.move(t, TEvent.STREAM)
-        if incoming.reset_reason:
-            node.manager.reset(t, incoming.reset_reason)
-        if incoming.offset:
-            node.manager.resumed(t, incoming.offset)
-        self.conn.send(Accept(msg.id, incoming.offset))
-        self.conn.watch_stream()
-
-    def _place_held(self, info: FileInfo) -> str | None:
-        """The inbox already holds this content: make it exist under the offered name too
-        (a verified local copy, no transfer) and return the name it got; None to receive it.
-
-        The user asked for a file under a name; content under another name does not answer
-        that (an empty __init__.py is not a .gitkeep)."""
-        store = self.node.store
-        existing = store.find_existing(info.sha256, info.size)
-        if existing is None:
-            return None
-        try:
-            if existing == check_name(info.name):
-                return existing
-            return store.copy_in(existing, meta_of(info))
-        except StoreError:
-            return None  # too big to copy here, or gone meanwhile: receive it instead
-
-    def _drop_superseded(self, name: str) -> None:
-        """End connections whose incoming file this offer just took over.
-
-        A sender that died without its FIN reaching us (power loss, a killed container) leaves a
-        half-open connection that would sit on its transfer until the idle timeout; when it comes
-        back and offers the file again, the new offer owns the .part and the old one ends now.
-        """
-        for conn in list(self.node.conns):
-            h = conn.handler
-            if h is self or not isinstance(h, ServerHandler) or h.incoming is None:
-                continue
-            if h.incoming.superseded:
-                h.incoming = None
-                conn.fail(
-                    ErrorCode.CANCELLED,
-                    f"superseded: {name!r} was offered again on another connection",
-                )
-
     def on_chunk(self, data: memoryview, done: bool) -> None:
         if self.batches is not None and self.batches.sink is not None:
             self.batches.on_chunk(data, done)
@@ -293,30 +156,6 @@ class ServerHandler(Receiving, Handler):
             limit = self.node.config.idle_timeout + t.size * DIGEST_WAIT_PER_BYTE
             self.conn.digest_by = self.node.loop.time() + limit
             self.conn.wake()
-
-    def _digest(self, msg: Digest) -> None:
-        """The sha256 of a hash-less push, after its last byte: verify against it now."""
-        t, incoming = self.transfer, self.incoming
-        if t is None or incoming is None:
-            return  # cancelled meanwhile: that connection is failing already
-        self.conn.digest_by = None
-        try:
-            incoming.expect(msg.sha256)
-        except StoreError as exc:
-            self.conn.fail(exc.code, str(exc))
-            return
-        t.sha256 = msg.sha256
-        self._verify()
-
-    def _verify(self) -> None:
-        t = self.transfer
-        assert t is not None
-        error = self.finish_incoming(t)
-        self.transfer = None
-        if error is None:
-            self.node.manager.finish(t)
-        else:
-            self.node.manager.fail(t, error.code, str(error), retry=False)
 
     # -- a pull out of this node's share -------------------------------------------------------
     def _get(self, msg: Get) -> None:
