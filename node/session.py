@@ -36,6 +36,8 @@ Rules beyond the table (they need message contents, not just types):
   `truncated`.
 - a peer's `error` is returned as an event; the state is then CLOSED and every later
   `next_event()` returns `Closed` (bytes after it are ignored).
+- batches (docs/protocol.md 2.10): their content rules are the BatchRules mixin's
+  (node/sessionbatch.py); their transitions are in the one table here.
 """
 
 from __future__ import annotations
@@ -92,6 +94,7 @@ from node.messages import (
     Verdict,
     parse_files_body,
 )
+from node.sessionbatch import BatchRules
 
 __all__ = [
     "NEED_DATA",
@@ -242,7 +245,27 @@ def _name(msg_type: type[AnyMessage]) -> str:
     return f"{msg_type.__name__} ({msg_type.TYPE!r})"
 
 
-class Session:
+def _check_own(msg: AnyMessage, data: bytes, max_list_body: int) -> AnyMessage:
+    """Validate our own message exactly as the peer will, so we never send junk."""
+    if isinstance(msg, Data):
+        if not 0 <= msg.length <= MAX_BODY:
+            raise RemoteProtocolError(ErrorCode.BAD_FRAME, f"data length {msg.length}")
+        return msg
+    hlen = int.from_bytes(data[:PREFIX_LEN], "big")
+    if isinstance(msg, Files):
+        body = data[PREFIX_LEN + hlen :]
+        if len(body) > max_list_body:
+            raise RemoteProtocolError(
+                ErrorCode.TOO_LARGE,
+                f"files body of {len(body)} bytes exceeds {max_list_body}",
+            )
+        parse_files_body(body)
+        return msg
+    fields = parse_header(data[PREFIX_LEN : PREFIX_LEN + hlen]).fields
+    return parse_any(fields, data[PREFIX_LEN + hlen :])
+
+
+class Session(BatchRules):
     """One side of one TCP connection."""
 
     def __init__(self, role: Role, *, max_list_body: int = MAX_LIST_BODY) -> None:
@@ -302,7 +325,7 @@ class Session:
             )
         data = encode_any(msg)
         try:
-            checked = self._check_own(msg, data)
+            checked = _check_own(msg, data, self.max_list_body)
             self._apply(checked, self.role, new)
         except RemoteProtocolError as exc:
             raise LocalProtocolError(
@@ -322,25 +345,6 @@ class Session:
             )
         self.state = new
         return frame
-
-    def _check_own(self, msg: AnyMessage, data: bytes) -> AnyMessage:
-        """Validate our own message exactly as the peer will, so we never send junk."""
-        if isinstance(msg, Data):
-            if not 0 <= msg.length <= MAX_BODY:
-                raise RemoteProtocolError(ErrorCode.BAD_FRAME, f"data length {msg.length}")
-            return msg
-        hlen = int.from_bytes(data[:PREFIX_LEN], "big")
-        if isinstance(msg, Files):
-            body = data[PREFIX_LEN + hlen :]
-            if len(body) > self.max_list_body:
-                raise RemoteProtocolError(
-                    ErrorCode.TOO_LARGE,
-                    f"files body of {len(body)} bytes exceeds {self.max_list_body}",
-                )
-            parse_files_body(body)
-            return msg
-        fields = parse_header(data[PREFIX_LEN : PREFIX_LEN + hlen]).fields
-        return parse_any(fields, data[PREFIX_LEN + hlen :])
 
     # -- receiving ---------------------------------------------------------------------------
     def receive_data(self, data: bytes | memoryview) -> None:
@@ -452,7 +456,7 @@ class Session:
         if isinstance(msg, BProgress):
             self._check_batch_id(msg.id)
         elif isinstance(msg, (Batch, BatchAccept, BatchVerdict, GetBatch, BFile, BEnd)):
-            self._apply_batch(msg, ours)
+            self._apply_batch(msg, self.state is State.IDLE)
         elif isinstance(msg, Reject) and self.state in _BATCH_STATES:
             self._check_batch_id(msg.id)
             self._end_batch()
@@ -517,99 +521,6 @@ class Session:
             self._end_stream()
             if ours and isinstance(msg, Accept):
                 self._done_pending = True  # we receive nothing: tell the app now
-
-    # -- batches (docs/protocol.md 2.10) -------------------------------------------------------
-    def _apply_batch(
-        self, msg: Batch | BatchAccept | BatchVerdict | GetBatch | BFile | BEnd, ours: bool
-    ) -> None:
-        if isinstance(msg, GetBatch):
-            self._check_feature("get_batch")
-            self.batch_id = msg.id
-        elif isinstance(msg, Batch):
-            if self.state is State.IDLE:
-                self._check_feature("batch")
-                self.batch_id = msg.id
-            self._check_batch_id(msg.id)
-            self.batch = msg
-            self.batch_have, self.batch_offsets, self.batch_next = frozenset(), {}, 0
-        elif isinstance(msg, BatchAccept):
-            self._check_batch_id(msg.id)
-            assert self.batch is not None
-            entries = self.batch.entries
-            offsets = dict(msg.offsets)
-            for i in (*msg.have, *offsets):
-                if i >= len(entries):
-                    raise RemoteProtocolError(
-                        ErrorCode.BAD_MESSAGE, f"batch_accept: index {i} beyond the manifest"
-                    )
-            for i, off in offsets.items():
-                if entries[i].kind != "file" or off > entries[i].size:
-                    raise RemoteProtocolError(
-                        ErrorCode.BAD_MESSAGE, f"batch_accept: offset {off} of entry {i} is bad"
-                    )
-            self.batch_have, self.batch_offsets = frozenset(msg.have), offsets
-        elif isinstance(msg, BFile):
-            self._check_batch_id(msg.id)
-            self._start_bfile(msg)
-        elif isinstance(msg, BEnd):
-            self._check_batch_id(msg.id)
-            if self.stream_remaining:
-                raise RemoteProtocolError(
-                    ErrorCode.TRUNCATED, f"bend with {self.stream_remaining} bytes of a file owed"
-                )
-        else:
-            self._check_batch_id(msg.id)
-            assert self.batch is not None
-            n = len(self.batch.entries)
-            if any(m.index >= n for m in msg.missing):
-                raise RemoteProtocolError(
-                    ErrorCode.BAD_MESSAGE, "batch_verdict: index beyond the manifest"
-                )
-            self._end_batch()
-
-    def _start_bfile(self, msg: BFile) -> None:
-        assert self.batch is not None
-        entries = self.batch.entries
-        if self.stream_remaining:
-            raise RemoteProtocolError(
-                ErrorCode.BAD_MESSAGE, f"bfile with {self.stream_remaining} bytes of a file owed"
-            )
-        i = msg.index
-        if i >= len(entries) or i < self.batch_next:
-            raise RemoteProtocolError(
-                ErrorCode.BAD_MESSAGE,
-                f"bfile: index {i} must be in {self.batch_next}..{len(entries) - 1}",
-            )
-        entry = entries[i]
-        if entry.kind != "file" or i in self.batch_have:
-            raise RemoteProtocolError(
-                ErrorCode.BAD_MESSAGE, f"bfile: entry {i} is a {entry.kind} or already held"
-            )
-        if msg.offset not in (0, self.batch_offsets.get(i, 0)):
-            raise RemoteProtocolError(
-                ErrorCode.BAD_MESSAGE,
-                f"bfile: offset must be 0 or {self.batch_offsets.get(i, 0)}, got {msg.offset}",
-            )
-        self.batch_next = i + 1
-        self.stream_remaining = entry.size - msg.offset
-
-    def _check_feature(self, what: str) -> None:
-        for hello in (self.our_hello, self.their_hello):
-            if hello is None or "batch" not in hello.features:
-                raise RemoteProtocolError(
-                    ErrorCode.BAD_MESSAGE, f'{what} message but a hello lacks "batch"'
-                )
-
-    def _check_batch_id(self, msg_id: str) -> None:
-        if msg_id != self.batch_id:
-            raise RemoteProtocolError(
-                ErrorCode.BAD_MESSAGE,
-                f"key 'id' is {msg_id!r:.70} but the pending batch is {self.batch_id!r}",
-            )
-
-    def _end_batch(self) -> None:
-        self.batch_id, self.batch = None, None
-        self.batch_have, self.batch_offsets, self.batch_next = frozenset(), {}, 0
 
     def _check_hashless(self, ours: bool, feature: str, what: str) -> None:
         """A hash-less offer needs "digest" in both hellos (a hash-less file "pull-digest"): the
