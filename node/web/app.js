@@ -226,7 +226,7 @@ class App {
       await navigator.clipboard.writeText(text);
       toast("Node id copied.");
     } catch {
-      // No clipboard (an http:// page on another host is not a secure context): select it.
+      // No clipboard (a plain-HTTP page on another host is not a secure context): select it.
       const range = document.createRange();
       range.selectNodeContents($("node-id"));
       getSelection().removeAllRanges();
