@@ -165,7 +165,8 @@ class App {
     this.node = n;
     document.title = `mole · ${n.name}`;
     setText($("node-name"), n.name);
-    setText($("node-id"), n.node_human || String(n.node).slice(0, 8));
+    // The header has room for the id's first groups; "This node" and Copy give all of it.
+    setText($("node-id"), n.node_human ? `${n.node_human.slice(0, 15)}…` : String(n.node).slice(0, 8));
     $("node-id").title = n.node;
     $("whoami").hidden = false;
     const facts = [
@@ -180,6 +181,7 @@ class App {
       ["Version", n.version],
     ];
     $("node-facts").replaceChildren(...facts.flatMap(([k, v]) => [h("dt", { text: k }), h("dd", { text: v })]));
+    $("node-facts").children[3].id = "node-human"; // the "Node id" value: selected when copying
   }
 
   // -- events ----------------------------------------------------------------------------------
@@ -228,7 +230,7 @@ class App {
     } catch {
       // No clipboard (a plain-HTTP page on another host is not a secure context): select it.
       const range = document.createRange();
-      range.selectNodeContents($("node-id"));
+      range.selectNodeContents($("node-human"));
       getSelection().removeAllRanges();
       getSelection().addRange(range);
       toast("Select and copy the id: the browser refused the clipboard.");

@@ -65,6 +65,7 @@ def test_an_offer_appears_live_and_accepting_it_delivers_the_file(
         assert hashlib.sha256((b.inbox / "report.pdf").read_bytes()).hexdigest() == digest
         br.one(page, "#offers-card[hidden]", "the offer gone from the page")
         assert b.api("GET", "/api/offers") == []
+        br.one(page, '#inbox li[data-name="report.pdf"]', "the file in the inbox")
 
 
 def test_rejecting_an_offer_leaves_nothing_and_peer_text_stays_text(
@@ -152,11 +153,15 @@ def test_a_declined_pairing_trusts_nobody(
         assert a.api("GET", "/api/trusted") == [] and b.api("GET", "/api/trusted") == []
 
 
-def test_own_id_is_shown_and_copied_and_the_panels_work_at_phone_width(
+def test_own_id_copied_and_an_offer_accepted_by_keyboard_at_phone_width(
     page: Any,  # noqa: F811
     tmp_path: Path,
 ) -> None:
-    with nodes(tmp_path, ["alpha"], "--accept", "prompt", group=False) as (a,):
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.keys import Keys
+
+    with nodes(tmp_path, ["alpha", "beta"], "--accept", "prompt", group=False) as (a, b):
+        wait_mesh([a, b])
         page.set_window_size(390, 844)
         br.logged_in(page, a)
         human = a.api("GET", "/api/node")["node_human"]
@@ -168,7 +173,19 @@ def test_own_id_is_shown_and_copied_and_the_panels_work_at_phone_width(
         br.one(page, "#copy-id").click()
         br.wait(page, lambda d: d.execute_script("return window.copied") == human, "copied")
         br.one(page, "#trusted-card:not([hidden])", "the trusted list")
+        long = "a-rather-long-file-name-that-must-wrap-on-a-phone-" * 3 + ".bin"
+        write_random(b.share / long, 2000)
+        tid = b.api("POST", "/api/push", {"peer": "alpha", "path": long})["id"]
+        offer_row(page)
         overflow = page.execute_script(
             "return document.documentElement.scrollWidth - document.documentElement.clientWidth"
         )
         assert overflow <= 0, f"{overflow} px wider than a phone"
+        page.execute_script("document.activeElement.blur()")
+        for _ in range(60):  # the Accept button is reachable with Tab alone
+            ActionChains(page).send_keys(Keys.TAB).perform()
+            if page.execute_script("return document.activeElement.classList.contains('accept')"):
+                break
+        ActionChains(page).send_keys(Keys.ENTER).perform()
+        assert final(b, tid)["state"] == "done" and (a.inbox / long).is_file()
+        br.one(page, f'#inbox li[data-name="{long}"]', "the file in the inbox")
