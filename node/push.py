@@ -255,8 +255,19 @@ class PushClient(ClientHandler):
     # -- hashing while sending -------------------------------------------------------------------
     def _offer_unhashed(self, hello: Hello) -> None:
         t, node = self.transfer, self.node
+        if "digest" in hello.features:
+            # Hash-less even if the hash finished while we connected (the digest then follows
+            # the last data byte at once): which offer goes out must not depend on whether the
+            # hash or the handshake won a race, or a loaded machine turns a hash-less push into
+            # a hashed one -- whose source changing mid-stream ends in the receiver's
+            # hash_mismatch instead of our source_changed before any digest.
+            self.hashless = True
+            m = self.meta
+            self.conn.send(Offer(t.id, FileInfo(m.name, m.size, None, m.mtime, m.mime)))
+            return
         if self.digest is not None:
-            # Hashed while we connected: a plain offer (which can resume, or be deduplicated).
+            # A peer without the feature, hashed while we connected: a plain offer on this
+            # connection (which can resume, or be deduplicated).
             try:
                 found = node.store.meta_for_path(Path(self.path))
             except StoreError as exc:
@@ -268,13 +279,8 @@ class PushClient(ClientHandler):
                 self.meta = node.pushes.offer_meta(t, found)
                 self.conn.send(Offer(t.id, info_of(self.meta)))
                 return
-        elif "digest" in hello.features:
-            self.hashless = True
-            m = self.meta
-            self.conn.send(Offer(t.id, FileInfo(m.name, m.size, None, m.mtime, m.mime)))
-            return
-        # A peer without the feature (or a file that changed again): hash first, then offer
-        # on a new connection, as a node without the feature would.
+        # A peer without the feature (the file not hashed yet, or changed again): hash first,
+        # then offer on a new connection, as a node without the feature would.
         self.finished = True
         self._unwatch()
         self.conn.close()
