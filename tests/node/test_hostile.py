@@ -531,6 +531,10 @@ def test_pull_of_garbage_fails_with_hash_mismatch_and_leaves_nothing(
 # -- slowloris ---------------------------------------------------------------------------------
 
 
+HANDSHAKE_S = 3  # --handshake-timeout of the slowloris tests
+PACE = 0.05  # s between two trickled bytes
+
+
 def trickle(sock: socket.socket, data: bytes, stop: threading.Event, pace: float) -> None:
     for i in range(len(data)):
         if stop.wait(pace):
@@ -543,7 +547,12 @@ def trickle(sock: socket.socket, data: bytes, stop: threading.Event, pace: float
 
 @pytest.mark.parametrize("kind", ["silent", "slow_hello", "slow_header", "slow_body"])
 def test_slowloris_gets_a_clear_error_and_is_closed(tmp_path: Path, kind: str) -> None:
-    args = ("--handshake-timeout", "1", "--idle-timeout", "2")
+    # The same deadline bounds what this client does at full speed (its TLS handshake; its
+    # signed hello for slow_header/slow_body) and what it trickles: 1 s left a loaded 2-core
+    # machine too little for the first (the node then dropped a client that was not slow
+    # yet). 3 s is far above the first and far below the trickles (a 129-byte hello or a
+    # 185-byte offer at 20 B/s: 6.5 s, 9 s; slower under load, which only widens the gap).
+    args = ("--handshake-timeout", str(HANDSHAKE_S), "--idle-timeout", "4")
     with nodes(tmp_path, ["b"], *args) as (b,):
         s = tlspeer.connect(("127.0.0.1", b.tcp_port), timeout=20)
         size = 1 << 20
@@ -561,7 +570,7 @@ def test_slowloris_gets_a_clear_error_and_is_closed(tmp_path: Path, kind: str) -
         }[kind]
         s.sendall(first)
         stop = threading.Event()
-        pacer = threading.Thread(target=trickle, args=(s, slow, stop, 0.05), daemon=True)
+        pacer = threading.Thread(target=trickle, args=(s, slow, stop, PACE), daemon=True)
         pacer.start()
         try:
             reply = recv_until_closed(s)
@@ -569,6 +578,8 @@ def test_slowloris_gets_a_clear_error_and_is_closed(tmp_path: Path, kind: str) -
             stop.set()
             pacer.join()
             s.close()
+        if kind in ("slow_hello", "slow_header"):  # the trickle outlasts the deadline twice
+            assert len(slow) * PACE > 2 * HANDSHAKE_S, len(slow)
         want = "timeout" if kind == "silent" else "too_slow"
         assert want in error_codes(reply), reply
         ev = b.wait_event(
