@@ -13,10 +13,20 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 from typing import TYPE_CHECKING
 
-from node import handshake
+from node import connauth
+from node.batchmsg import (
+    AnyMessage,
+    Batch,
+    BatchAccept,
+    BatchMessage,
+    BatchVerdict,
+    BEnd,
+    BFile,
+    BProgress,
+    GetBatch,
+)
 from node.errors import ErrorCode, LocalCode, LocalProtocolError, RemoteProtocolError
 from node.loop import Transport
 from node.messages import Challenge, Error, Hello, Message, encode_message
@@ -28,7 +38,6 @@ if TYPE_CHECKING:
     from node.node import Node
     from node.sender import FileSender
 
-FEATURES = ("resume", "digest", "pull-digest")
 # While a stream we receive flows, the loop wakes us only once this much is queued (or the
 # stream's last bytes are): fewer, fuller reads, so the per-read cost in Python (loop turn,
 # framing, session) is paid per ~STREAM_LOWAT bytes instead of per ~150 KiB on loopback.
@@ -56,6 +65,10 @@ class Handler:
     def on_chunk(self, data: memoryview, done: bool) -> None:
         self.conn.fail(ErrorCode.UNEXPECTED_MESSAGE, "unexpected data")
 
+    def on_batch(self, msg: BatchMessage) -> None:
+        """A batch message (docs/protocol.md 2.10); handlers that speak batches override it."""
+        self.conn.fail(ErrorCode.UNEXPECTED_MESSAGE, f"unexpected {type(msg).__name__}")
+
     def on_peer_error(self, code: str, reason: str) -> None:
         self.on_failed(code, f"peer error: {reason}")
 
@@ -66,6 +79,15 @@ class Handler:
     def busy(self) -> bool:
         """Something is in flight (a transfer, a stream): the connection is not idle clutter."""
         return False
+
+    def streaming(self) -> bool:
+        """We are sending a stream of our own (a batch): never pause reading for it."""
+        return False
+
+    # The transport's water marks, for a handler that writes a stream itself (a batch).
+    def on_write_paused(self) -> None: ...
+
+    def on_writable(self) -> None: ...
 
     def account(self) -> None:
         """Refresh the transfer's byte counts from the stream (called by the deadline checks)."""
@@ -78,7 +100,7 @@ class Handler:
 
     def hello(self) -> Hello:
         """The server's answer to the client's (verified) hello."""
-        return self.conn.server_hello()
+        return connauth.server_hello(self.conn)
 
     def greet_peer(self, msg: Hello) -> bool:
         """A hello (its proof checked by Conn) tells us who is at the other end; remember them
@@ -95,7 +117,7 @@ class Handler:
 
 
 class ClientHandler(Handler):
-    """A connection we dialed: the client speaks first, with its hello."""
+    """A connection we dialed: our hello (with its proof) answers the server's challenge."""
 
     # The node we meant to reach. Addresses are reused (a restarted container may get the old
     # address of another node), so a hello from anyone else must not receive its file.
@@ -141,6 +163,7 @@ class Conn:
         self.abort_at: float | None = None  # after fail(): reset if the peer has not read it
         self._next_look = math.inf  # next look at a stream's progress
         self._last_progress = -1
+        self._last_pending = -1  # write buffer size at the last look (handler-written streams)
         self._rx_at_look = 0  # rx_bytes at the last look at a stream (a stalled read)
         # (start, bytes moved at start) of the current minimum-rate window of a stream.
         self._window: tuple[float, int] | None = None
@@ -156,28 +179,11 @@ class Conn:
         if self.session.role is Role.SERVER:
             self.hello_by = self.last_activity + node.config.handshake_timeout
             node.admit(self)
-            self.send(handshake.challenge(node.node_id, os.urandom(handshake.NONCE_SIZE)))
+            self.send(connauth.challenge(self))
         else:
-            # Our hello (with its proof) answers the server's challenge; before anything, the
-            # certificate must be the one of the node we meant to reach.
             self.hello_by = self.last_activity + node.config.handshake_timeout
-            peer_cert = getattr(transport, "peer_certificate", None)
-            self.server_cert = peer_cert() if peer_cert is not None else None
-            expect = getattr(self.handler, "expect_peer", None)
-            if self.server_cert is not None and expect is not None:
-                actual = handshake.cert_id(self.server_cert)
-                if actual != expect:
-                    # Nothing is sent. Transient: addresses get reused, the real node may
-                    # announce itself elsewhere; an impostor never gets past this check.
-                    where = f"{transport.peername[0]}:{transport.peername[1]}"
-                    self.fail(
-                        LocalCode.UNREACHABLE,
-                        f"node {actual[:8]} answers at {where}, not {expect[:8]}: its "
-                        "certificate does not match the node id (an impostor, or another node "
-                        "now at that address); nothing was sent",
-                        send=False,
-                    )
-                    return
+            if not connauth.server_is_expected(self, transport):
+                return
         self.handler.on_connected()
         self.wake()
 
@@ -242,7 +248,10 @@ class Conn:
         # A peer that asks faster than it reads (pipelined `list`s) gets no more of its
         # requests read until it takes our answers: memory stays at the water marks. Not
         # while we stream a file (our queue is the stream; the peer's `error` must get in).
+        self.handler.on_write_paused()
         if self.transport is not None and self.handler.sender is None:
+            if self.handler.streaming():
+                return
             self.transport.pause_reading()
             self._reads_paused = True
 
@@ -255,6 +264,7 @@ class Conn:
                 self._drain()
             except RemoteProtocolError as exc:
                 self.fail(exc.code, str(exc))
+        self.handler.on_writable()
 
     # -- helpers ---------------------------------------------------------------------------------
     def _drain(self) -> None:
@@ -280,63 +290,21 @@ class Conn:
                 self.close()
                 return
             elif isinstance(event, Challenge):
-                self._on_challenge(event)
+                self.send(connauth.answer_challenge(self, event))
             else:
                 if isinstance(event, Hello):
-                    self._check_hello(event)  # raises auth_failed
+                    connauth.check_hello(self, event)  # raises auth_failed
                     if self.hello_by is not None:
                         self.hello_by = None
                         self.node.admission.done(self)
-                self.handler.on_message(event)
+                if isinstance(
+                    event, (Batch, BatchAccept, BatchVerdict, GetBatch, BFile, BEnd, BProgress)
+                ):
+                    self.handler.on_batch(event)
+                else:
+                    self.handler.on_message(event)
 
-    # -- the handshake (node/handshake.py has the proofs) -----------------------------------------
-    def _on_challenge(self, msg: Challenge) -> None:
-        """Client: the server's challenge. Answer with our certificate and proof."""
-        node = self.node
-        server_id = handshake.cert_id(self.server_cert) if self.server_cert is not None else None
-        handshake.check_challenge(msg, server_id, getattr(self.handler, "expect_peer", None))
-        ident = node.identity
-        self.send(
-            handshake.client_hello(
-                ident.seed,
-                ident.cert_der,
-                ident.node_id,
-                msg,
-                os.urandom(handshake.NONCE_SIZE),
-                node.config.prover,
-                name=node.config.name,
-                port=node.tcp_port,
-                features=FEATURES,
-            )
-        )
-
-    def _check_hello(self, msg: Hello) -> None:
-        session = self.session
-        ours = session.challenge
-        assert ours is not None  # the session table puts the challenge first
-        prover = self.node.config.prover
-        if session.role is Role.SERVER:
-            self.peer_auth = handshake.check_client(msg, ours, prover)
-        else:
-            assert session.our_hello is not None
-            cert = self.server_cert or b""
-            self.peer_auth = handshake.check_server(msg, ours, session.our_hello, prover, cert)
-        self.peer_id = self.peer_auth.node_id
-
-    def server_hello(self) -> Hello:
-        hello = self.session.their_hello
-        assert hello is not None and self.session.role is Role.SERVER
-        cfg = self.node.config
-        return handshake.server_hello(
-            self.node.node_id,
-            hello,
-            cfg.prover,
-            name=cfg.name,
-            port=self.node.tcp_port,
-            features=FEATURES,
-        )
-
-    def send(self, msg: Message) -> None:
+    def send(self, msg: AnyMessage) -> None:
         if self.closed or self.transport is None:
             return
         self.transport.write(self.session.send(msg))
@@ -438,6 +406,10 @@ class Conn:
         if self.rx_bytes:
             reason = f"hello not complete within {limit:g} s ({self.rx_bytes} bytes received)"
             self.drop(ErrorCode.TOO_SLOW, reason)
+        elif self.session.role is Role.CLIENT and self.node.tls_client is None:
+            # A TLS node waits for a TLS ClientHello; we wait for its challenge.
+            reason = f"no challenge within {limit:g} s (a TLS node? --insecure-plaintext "
+            self.drop(ErrorCode.TIMEOUT, reason + "works only between nodes that both use it)")
         else:
             self.drop(ErrorCode.TIMEOUT, f"no hello within {limit:g} s")
 
@@ -448,9 +420,16 @@ class Conn:
             if self.transport is None or not self.transport.get_write_buffer_size():
                 return None  # nothing waits on the peer (e.g. our own --max-rate): not its fault
             return sender.progress()
-        if self.session.state in (State.PUSH_STREAM, State.PULL_STREAM):
+        if self.receiving_stream():
             return self.rx_bytes  # we are the receiving side of this stream
         return None
+
+    def receiving_stream(self) -> bool:
+        """The peer streams file bytes to us now (a single file, or a batch)."""
+        state, role = self.session.state, self.session.role
+        if state in (State.PUSH_STREAM, State.PULL_STREAM):
+            return True
+        return (state, role) in ((State.BATCH_PUSH, Role.SERVER), (State.BATCH_PULL, Role.CLIENT))
 
     def _check(self, now: float) -> None:
         """Header completion, the digest, the stream rate (which trickled bytes cannot satisfy,
@@ -462,6 +441,13 @@ class Conn:
             progress = sender.progress()
             if progress != self._last_progress:
                 self._last_progress = progress
+                self.last_activity = self.useful_at = now
+        elif self.handler.streaming() and self.transport is not None:
+            # A stream written by the handler itself (a batch's small files): the peer taking
+            # our queued bytes is its progress.
+            pending = self.transport.get_write_buffer_size()
+            if pending != self._last_pending:
+                self._last_pending = pending
                 self.last_activity = self.useful_at = now
         limit = cfg.handshake_timeout
         if self.header_since is not None and now - self.header_since > limit:
@@ -495,10 +481,7 @@ class Conn:
     def _check_rate(self, now: float) -> bool:
         cfg = self.node.config
         moved = self._stream_bytes()
-        streaming = moved is not None or self.session.state in (
-            State.PUSH_STREAM,
-            State.PULL_STREAM,
-        )
+        streaming = moved is not None or self.receiving_stream() or self.handler.streaming()
         if streaming or sender_alive(self):
             self._next_look = now + STREAM_CHECK
         if moved is None or not cfg.min_rate:

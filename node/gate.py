@@ -189,7 +189,8 @@ class Sniff:
         if self.raw is not None and self.gate.handshaking.get(self, 0) is None:
             limit = self.gate.node.config.handshake_timeout
             if self.tls is None:
-                self.drop(ErrorCode.TIMEOUT, f"nothing received within {limit:g} s")
+                reason = f"nothing received within {limit:g} s (this node speaks TLS 1.3 only)"
+                self.drop(ErrorCode.TIMEOUT, reason)
             else:
                 self.drop(ErrorCode.TOO_SLOW, f"TLS handshake not done within {limit:g} s")
 

@@ -8,12 +8,14 @@ here too, so the API, the CLI and the policy see one notion of "the peer called 
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from typing import Any
 
 from node.discovery import Peer, PeerDown, PeerEvent, PeerTable, PeerUp
 from node.errors import LocalCode, NotFound
+from node.identity import parse_id
 from node.messages import Hello
 
 PeerListener = Callable[[PeerEvent], None]
@@ -35,6 +37,8 @@ class Peers:
         self._clock = clock
         self._on_change = on_change
         self.features: dict[str, frozenset[str]] = {}  # node id -> its last hello's features
+        # How each peer was found (lan|static|tracker|dht); node/wan.py knows beyond the LAN.
+        self.found_by: Callable[[Peer], str] = lambda p: "static" if p.static else "lan"
 
     # -- input ---------------------------------------------------------------------------------
     def observe(self, datagram: bytes, addr: str) -> None:
@@ -91,8 +95,12 @@ class Peers:
         return unknown if known is None else feature in known
 
     def resolve(self, text: str) -> Peer:
-        """The one peer `text` names: id, display name, or a unique id prefix (>= 4 chars)."""
+        """The one peer `text` names: id (hex or the human form `mole id` prints), display
+        name, or a unique id prefix (>= 4 chars)."""
         peers = self.table.peers()
+        if len("".join(text.split()).replace("-", "")) == 56:
+            with contextlib.suppress(ValueError):  # a display name may look alike
+                text = parse_id(text)
         for key in ("node", "name"):
             hits = [p for p in peers if getattr(p, key) == text]
             if len(hits) == 1:
@@ -113,6 +121,7 @@ class Peers:
             "groups": list(p.groups),
             "last_seen": round(wall, 3),
             "static": p.static,
+            "found_by": self.found_by(p),
         }
 
     def list_json(self) -> list[dict[str, Any]]:

@@ -15,6 +15,7 @@ from node.names import check_name
 
 if TYPE_CHECKING:
     from node.config import Config
+    from node.peerauth import PeerAuth
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,9 +37,12 @@ class Policy:
         need: int,
         free: int,
         busy: bool,
+        auth: PeerAuth | None = None,
     ) -> Refusal | None:
         """An offer of `size` bytes named `name` from `peer`; `need` is what it would add to
-        the inbox (less when it resumes partial data), `free` what the inbox can take."""
+        the inbox (less when it resumes partial data), `free` what the inbox can take. `auth`
+        is what the peer proved on this connection (its verified id, certificate and groups;
+        None for a file we pulled ourselves): the hook for trust- and group-based policy."""
         cfg = self.config
         if cfg.accept == "none":
             return Refusal(ErrorCode.POLICY, "this node accepts no pushes")
@@ -56,6 +60,6 @@ class Policy:
             return Refusal(ErrorCode.BAD_NAME, exc.message)
         return None
 
-    def read_refusal(self, peer: str) -> Refusal | None:
-        """May `peer` list the share and pull from it? (Everyone, for now.)"""
+    def read_refusal(self, peer: str, auth: PeerAuth | None = None) -> Refusal | None:
+        """May `peer` (proved: `auth`) list the share and pull from it? (Everyone, for now.)"""
         return None

@@ -219,3 +219,28 @@ def test_a_plaintext_client_is_refused_with_a_clear_error(tmp_path: Path) -> Non
         assert err["type"] == "error" and err["code"] == "tls_required", err
         stats = b.api("GET", "/api/node")["stats"]
         assert stats["dropped"].get("tls_required") == 1, stats
+
+
+def test_insecure_plaintext_is_loud_and_only_talks_to_its_like(tmp_path: Path) -> None:
+    """`--insecure-plaintext` (tests and benchmarks): both ends must use it, it says so at
+    start, and it never reaches a default (TLS) node: the TLS node waits for a ClientHello,
+    the plaintext client for a challenge, and the attempt fails saying so."""
+    with nodes(tmp_path, ["a", "b"], "--insecure-plaintext") as (a, b):
+        wait_mesh([a, b])
+        digest = write_random(a.share / "p.bin", 50_000)
+        t = a.api("POST", "/api/push", {"peer": "b", "path": "p.bin"})
+        final = a.wait_api(f"/api/transfers/{t['id']}", lambda x: x["state"] in ("done", "failed"))
+        assert final["state"] == "done" and _sha(b.inbox / "p.bin") == digest, final
+        assert "NOT encrypted" in a.stderr_path.read_text()
+        port = a.discovery_port
+        c = NodeProc(tmp_path, "c", port).start()  # TLS, the default
+        try:
+            wait_mesh([a, c])
+            t = a.api("POST", "/api/push", {"peer": "c", "path": "p.bin"})
+            retry = a.wait_event(
+                lambda e: e["event"] == "transfer_retry" and e["id"] == t["id"], what="refusal"
+            )
+            assert "TLS" in retry["reason"], retry  # whichever side's deadline came first
+            assert not (c.inbox / "p.bin").exists()
+        finally:
+            c.stop()
