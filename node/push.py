@@ -25,6 +25,10 @@ if TYPE_CHECKING:
     from node.node import Node
 
 DIGEST_KEEPALIVE = 5.0  # empty data frames while a streamed push waits for its own hash
+# A never-hashed file this small is hashed before its offer (a fraction of one loop turn): the
+# offer then carries the sha256, which the receiver can deduplicate. A larger one to a "digest"
+# peer always goes hash-less, whether or not its hash happens to finish while we connect.
+HASH_FIRST_MAX = 1 << 20  # about a millisecond of hashing
 
 
 class HashWatcher(Protocol):
@@ -98,10 +102,11 @@ class Pushes:
         if isinstance(found, HashJob):  # never hashed, or changed since it was hashed
             job = node.hashq.add_push(t, found)
             t.size = job.size
-            # Hash first when the peer needs the sha256 in the offer, or when an earlier attempt
-            # offered one: the receiver may hold a part of it, and only a hashed offer resumes
-            # (or learns that the content changed).
-            if t.id in node.manager.offered or not node.peers.supports(t.peer, "digest"):
+            # Hash first when the file is small (HASH_FIRST_MAX), when the peer needs the sha256
+            # in the offer, or when an earlier attempt offered one: the receiver may hold a part
+            # of it, and only a hashed offer resumes (or learns that the content changed).
+            small = job.size <= HASH_FIRST_MAX
+            if small or t.id in node.manager.offered or not node.peers.supports(t.peer, "digest"):
                 node.manager.move(t, TEvent.HASH)  # hashed() comes back here when it is done
                 return
             # Hash while sending: offer at once without a sha256; the digest follows the data.
