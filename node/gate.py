@@ -20,12 +20,12 @@ from node.loop import Handle, Transport
 from node.messages import Error, encode_message
 from node.serve import ServerHandler
 from node.session import Role
-from node.tlsproto import TlsProtocol, TlsTransport
 
 TLS_HANDSHAKE_RECORD = 0x16  # the first byte of a TLS ClientHello
 
 if TYPE_CHECKING:
     from node.node import Node
+    from node.tlsproto import TlsProtocol, TlsTransport
 
 DROP_LINES_PER_S = 10.0  # connection_dropped lines during a flood (burst DROP_LINES_BURST)
 DROP_LINES_BURST = 20
@@ -67,7 +67,7 @@ class Gate:
                     f"for {age:.1f} s",
                 )
         conn = Conn(node, Role.SERVER, ServerHandler())
-        if node.tls_server is None:
+        if not node.tls:
             return conn  # --insecure-plaintext
         return Sniff(self, conn)
 
@@ -160,11 +160,14 @@ class Sniff:
             if data[0] != TLS_HANDSHAKE_RECORD:
                 self._refuse_plaintext()
                 return
+            # ssl is loaded (and the contexts made) here, at the first TLS client: an idle
+            # node does not hold libssl (node.Node.tls_contexts).
+            from node.tlsproto import TlsProtocol
+
             node = self.gate.node
-            assert node.tls_server is not None
             self.tls = TlsProtocol(
                 node.loop,
-                node.tls_server,
+                node.tls_contexts()[0],
                 self.conn,
                 server_side=True,
                 handshake_timeout=node.config.handshake_timeout,
