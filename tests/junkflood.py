@@ -6,7 +6,11 @@ sends a few junk datagrams, and records what each connection received before the
 it. Kinds:
 
 - `silent`: connects, sends nothing (the node should evict it or time out the hello).
-- `random`: random bytes at once (a frame error).
+- `random`: random bytes at once, in plaintext: the node's first-byte sniff refuses it
+  (`tls_required`). The only plaintext kind besides `silent`.
+- `tls_random`: TLS, then random bytes where the hello belongs (a frame error).
+- `oversized`: TLS and a whole hello, then a frame header announcing 4 GiB (refused from the
+  header alone, without reading or buffering the body).
 - `slow_hello`: its hello, one byte per tick (too slow to finish within the handshake deadline).
 - `slow_header`: a whole hello, then an `offer` header one byte per tick.
 - `slow_body`: hello, offer and a `data` header, then the body one byte per tick (below the
@@ -24,7 +28,6 @@ import contextlib
 import errno
 import hashlib
 import json
-import os
 import random
 import selectors
 import socket
@@ -35,7 +38,11 @@ from dataclasses import dataclass, field
 
 from tests.tlspeer import NbTls
 
-KINDS = ("silent", "random", "slow_hello", "slow_header", "slow_body", "idle_hello")
+KINDS = (
+    "silent", "random", "tls_random", "oversized", "slow_hello", "slow_header", "slow_body",
+    "idle_hello",
+)  # fmt: skip
+IDENTITIES = 32  # junk peers sign as one of this many ids (each is made once, then cached)
 
 
 def frame(header: dict[str, object]) -> bytes:
@@ -245,11 +252,13 @@ class JunkFlood:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setblocking(False)
         j = Junk(kind, target, sock, time.monotonic())
-        node = os.urandom(16).hex()
+        node = f"junk{self._rng.randrange(IDENTITIES)}"
         if kind == "idle_hello":
             j.initial = hello(node)
-        elif kind == "random":
+        elif kind in ("random", "tls_random"):
             j.initial = self._rng.randbytes(self._rng.randrange(1, 4096))
+        elif kind == "oversized":
+            j.initial = hello(node) + struct.pack(">I", 0xFFFFFFFF) + b'{"type":"offer"'
         elif kind == "slow_hello":
             j.trickle = hello(node)
         elif kind == "slow_header":
