@@ -216,6 +216,11 @@ class Conn:
         node.conns.discard(self)
         node.admission.done(self)
         node.timers.discard(self)
+        head = getattr(exc, "head", None)  # tlsproto.NotTls: a plaintext answer to our TLS
+        answer = connauth.plaintext_answer(head) if isinstance(head, bytes) else None
+        if answer is not None:
+            self.handler.on_failed(*answer)
+            return
         reason = f"connection lost: {exc}" if exc else "connection closed"
         self.handler.on_lost(reason)
 
