@@ -5,7 +5,11 @@ connections (until `total` are open or `stop_opening()`), trickles one byte on e
 sends a few junk datagrams, and records what each connection received before the node closed
 it. Kinds:
 
-- `silent`: connects, sends nothing (the node should evict it or time out the hello).
+- `silent`: connects, sends nothing (the node answers `tls_required` after 1 s of silence, or
+  evicts it first).
+- `stalled_tls`: the first 64 bytes of a TLS ClientHello, then nothing: pending in its TLS
+  handshake until --handshake-timeout (`too_slow`) or an eviction (`busy`, in plaintext: the
+  node has sent no TLS yet).
 - `random`: random bytes at once, in plaintext: the node's first-byte sniff refuses it
   (`tls_required`). The only plaintext kind besides `silent`.
 - `tls_random`: TLS, then random bytes where the hello belongs (a frame error).
@@ -39,8 +43,8 @@ from dataclasses import dataclass, field
 from tests.tlspeer import NbTls
 
 KINDS = (
-    "silent", "random", "tls_random", "oversized", "slow_hello", "slow_header", "slow_body",
-    "idle_hello",
+    "silent", "stalled_tls", "random", "tls_random", "oversized", "slow_hello", "slow_header",
+    "slow_body", "idle_hello",
 )  # fmt: skip
 IDENTITIES = 32  # junk peers sign as one of this many ids (each is made once, then cached)
 
@@ -289,6 +293,9 @@ class JunkFlood:
             return
         j.connected = True
         self._sel.modify(j.sock, selectors.EVENT_READ, j)
+        if j.kind == "stalled_tls":
+            self._raw_send(j, NbTls().take_out()[:64])
+            return
         if j.kind not in ("silent", "random"):
             # TLS and the node's challenge first; `initial` and the trickle follow it.
             j.tls = NbTls()

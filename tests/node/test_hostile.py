@@ -602,7 +602,7 @@ def test_a_peer_that_stops_reading_a_pull_is_dropped(tmp_path: Path) -> None:
 # -- admission under a flood -----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kind", ["silent", "idle_hello"])
+@pytest.mark.parametrize("kind", ["stalled_tls", "idle_hello"])
 def test_full_node_evicts_an_unproductive_connection_for_a_newcomer(
     tmp_path: Path, kind: str
 ) -> None:
@@ -630,10 +630,24 @@ def test_full_node_evicts_an_unproductive_connection_for_a_newcomer(
             flood.close()
 
 
+def test_a_silent_client_is_told_tls_required_long_before_the_handshake_timeout(
+    tmp_path: Path,
+) -> None:
+    """A protocol-2 client without TLS waits for the challenge and sends nothing. Before, the
+    TLS node waited for a ClientHello until --handshake-timeout (then `timeout`), so both
+    sides waited; now silence gets `tls_required` after 1 s (gate.SNIFF_SILENCE)."""
+    with nodes(tmp_path, ["b"], "--handshake-timeout", "60") as (b,):
+        with socket.create_connection(("127.0.0.1", b.tcp_port), timeout=30) as s:
+            reply = recv_until_closed(s)  # the node closes it, or this raises after 30 s
+        assert error_codes(reply) == ["tls_required"], reply
+        ev = b.wait_event(lambda e: e["event"] == "connection_dropped", what="drop line")
+        assert ev["code"] == "tls_required" and "speaks first" in ev["reason"], ev
+
+
 def test_one_address_holds_a_bounded_share_of_pending_connections(tmp_path: Path) -> None:
     args = ("--max-pending-per-addr", "8", "--handshake-timeout", "60")
     with nodes(tmp_path, ["b"], *args) as (b,):
-        flood = JunkFlood([("127.0.0.1", b.tcp_port)], total=20, wave=1, mix={"silent": 1})
+        flood = JunkFlood([("127.0.0.1", b.tcp_port)], total=20, wave=1, mix={"stalled_tls": 1})
         flood.start()
         try:
             assert flood.wait(lambda: flood.opened == 20 and flood.closed >= 12, timeout=20)
@@ -658,7 +672,10 @@ def test_legitimate_push_completes_during_a_flood(tmp_path: Path) -> None:
                 f.write(i.to_bytes(8, "little") + data[8:])
         digest = hashlib.sha256((a.share / "big.bin").read_bytes()).hexdigest()
         targets = [("127.0.0.1", b.tcp_port)] * 3 + [("127.0.0.1", a.tcp_port)]
-        mix = {"silent": 40, "random": 25, "slow_hello": 15, "slow_header": 15, "slow_body": 1}
+        mix = {
+            "silent": 30, "stalled_tls": 10, "random": 15, "tls_random": 10, "oversized": 10,
+            "slow_hello": 15, "slow_header": 15, "slow_body": 1,
+        }  # fmt: skip
         flood = JunkFlood(
             targets, udp=("127.255.255.255", b.discovery_port), total=400, wave=40, mix=mix
         )
@@ -682,9 +699,11 @@ def test_legitimate_push_completes_during_a_flood(tmp_path: Path) -> None:
             by_kind: dict[str, set[str]] = {}
             for j in flood.junk:
                 by_kind.setdefault(j.kind, set()).update(j.codes)
-            assert by_kind["silent"] <= {"timeout", "busy"} and by_kind["silent"]
+            assert by_kind["silent"] <= {"tls_required", "busy"} and by_kind["silent"]
             assert "too_slow" in by_kind["slow_hello"] | by_kind["slow_header"]
-            assert by_kind["random"] - {"busy", "too_slow"}, by_kind  # frame errors
+            assert by_kind["random"] <= {"tls_required", "busy"}, by_kind  # plaintext
+            assert by_kind["tls_random"] - {"busy", "too_slow"}, by_kind  # frame errors, in TLS
+            assert by_kind["oversized"] <= {"header_too_large", "busy"} and by_kind["oversized"]
         finally:
             flood.close()
         # both nodes still answer, still list each other, and took in nothing else
