@@ -229,6 +229,7 @@ class Context(Checks):
         super().__init__(source)
         self.refs = refs
         self.files = files
+        self.trees: tuple[Any, ...] = ()  # lab.trees.TreeDecl, once parsed
 
     def file_ids(self, v: object, p: str, *, star: bool) -> tuple[str, ...]:
         """File references (ids, or the name of a file declared once; `"*"` if `star`)."""

@@ -138,9 +138,16 @@ def ipv6_subnet(v4: ipaddress.IPv4Network) -> str:
     return f"fd6d:6f6c:{a:02x}{b:02x}:{c:02x}00::/64"
 
 
-def _create_network(dname: str, labels: dict[str, str], *, ipv6: bool = False) -> tuple[str, str]:
+def _create_network(
+    dname: str,
+    labels: dict[str, str],
+    *,
+    ipv6: bool = False,
+    options: dict[str, str] | None = None,
+) -> tuple[str, str]:
     """A bridge network on a free /24 of SUBNET_POOLS: (its id, its subnet). With `ipv6`,
-    Docker's `enable_ipv6` and a /64 besides (containers get link-local addresses too)."""
+    Docker's `enable_ipv6` and a /64 besides (containers get link-local addresses too);
+    `options`: the bridge driver's options."""
     op, last = f"create network {dname}", ""
     for _attempt in range(20):
         subnets = free_subnets(SUBNET_POOLS, _engine(f"list networks for {dname}", _used_nets))
@@ -161,7 +168,7 @@ def _create_network(dname: str, labels: dict[str, str], *, ipv6: bool = False) -
         try:
             net = _api().create_network(
                 dname, driver="bridge", ipam=ipam, labels=labels, attachable=True,
-                check_duplicate=True, enable_ipv6=ipv6,
+                check_duplicate=True, enable_ipv6=ipv6, options=options,
             )  # fmt: skip
         except _DOCKER_ERRORS as e:
             # A parallel run took the same subnet between our listing and our create.
@@ -466,15 +473,18 @@ class Cluster(_Containers):
 
     # -- networks
 
-    def add_network(self, name: str, *, ipv6: bool = False) -> str:
+    def add_network(self, name: str, *, ipv6: bool = False, host_nat: bool = True) -> str:
         """A bridge network on a free /24 (and with `ipv6`, the /64 of ipv6_subnet);
-        returns its docker name."""
+        returns its docker name. host_nat=False: the host does not masquerade what leaves it
+        (with bridge netfilter on, it would also rewrite packets a router container forwards
+        onto the bridge: lab/wan.py's NAT sites)."""
         check_name("network name", name)
         self._check_open()
         if name in self.networks:
             raise ValueError(f"network {name!r} already exists in run {self.run_id}")
         dname = self._docker_name(name)
-        nid, subnet = _create_network(dname, self.labels, ipv6=ipv6)
+        options = None if host_nat else {"com.docker.network.bridge.enable_ip_masquerade": "false"}
+        nid, subnet = _create_network(dname, self.labels, ipv6=ipv6, options=options)
         with self._lock:
             self.networks[name] = dname
             self._network_ids[dname] = nid
@@ -534,7 +544,7 @@ class Cluster(_Containers):
         )
         try:
             c = api.create_container(
-                self.image,
+                spec.image or self.image,
                 command=spec.command_line(token),
                 entrypoint=spec.entrypoint,
                 name=self._docker_name(spec.name),

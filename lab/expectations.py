@@ -27,6 +27,7 @@ from lab.scenario import (
 )
 from lab.state import RunState
 from lab.tail import Event, brief
+from lab.trees import tree_expectations
 from lab.verbs import StepError
 
 EVENT_GRACE = 5.0  # s an arrived file may wait for its transfer_done line to be read
@@ -68,6 +69,7 @@ def expectations(sc: Scenario) -> list[Expectation]:
         ContentIntact(),
         NoFailures(sc),
         *files,
+        *tree_expectations(sc),
         InboxListing(arrivals),
         *(FailureHappens(spec) for spec in sc.expect.failures),
         *(EventsHappen(e) for e in sc.expect.events),
@@ -639,6 +641,12 @@ class Discovery(Expectation):
         had = state.nodes.past_ips.get(peer, set()) | set(h.ips.items())
         had |= {(net, ip) for net, ips in getattr(h, "ips6", {}).items() for ip in ips}
         allowed = {ip for net, ip in had if net in shared or not shared}
+        # Behind a NAT router (lab/wan.py) a peer is seen at the router's address on the NAT
+        # network: what its traffic is masqueraded to, and where its port is forwarded from.
+        for r in sc.nodes:
+            rh = state.nodes.handles.get(r.name)
+            if r.nat and rh is not None and set(r.networks) & set(sc.node(peer).networks):
+                allowed.add(rh.ips.get(r.nat, ""))
         # A link-local IPv6 address carries the observer's zone (`fe80::1%eth0`): not the peer's.
         if str(ev["addr"]).partition("%")[0] not in allowed:
             state.fail(

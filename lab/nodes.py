@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from lab import hostile
+from lab import hostile, wan
 from lab.files import place_file
 from lab.nodeapi import NodeApi
 from lab.nodespec import TCP_PORT, NodeSpec
@@ -21,6 +21,7 @@ from lab.parallel import each
 from lab.results import abbrev
 from lab.scenario import NodeDecl, Scenario, route_for
 from lab.tail import Event, EventTail, brief
+from lab.trees import Tree, place_tree
 from lab.verbs import StepError
 from lab.waits import wait_until
 from node.addr import hostport
@@ -58,6 +59,7 @@ class Nodes:
         self.sc = sc
         self.cluster = cluster
         self.tail = tail
+        self.trees: dict[str, Tree] = {}  # lab.trees: generated before the nodes are made
         self.say = say
         self.remaining = remaining
         self.lock = threading.RLock()
@@ -77,7 +79,9 @@ class Nodes:
         routed = {n for n in self.sc.nodes if self._routed_peers(n)}
         wave1 = [n for n in self.sc.nodes if n not in routed]
         wave2 = [n for n in self.sc.nodes if n in routed]
-        for wave in (wave1, wave2):
+        # Nodes whose args name another container's address ({ip:NAME}) wait for NAME's start:
+        # each of these waves holds those whose every NAME is running by then.
+        for wave in (*wan.ip_waves(wave1), wave2):
             if wave:
                 self._create(wave, files)
                 self.after_start([n.name for n in wave if n.start], start=True)
@@ -90,6 +94,11 @@ class Nodes:
             for f in self.sc.files:
                 if n.name in f.on:
                     place_file(files[f.id], share / f.name)
+            for t in self.sc.trees:
+                if n.name in t.on:
+                    place_tree(self.trees[t.id], share)
+            if n.service is not None:
+                wan.prepare_service(n, self.sc, Path(self.handles[n.name].data_dir))
             if n.runs_node:
                 self.tail.watch(n.name)
             elif n.hostile:
@@ -102,6 +111,8 @@ class Nodes:
 
     def _spec(self, n: NodeDecl) -> NodeSpec:
         tmpfs = {k: tmpfs_options(v) for k, v in n.tmpfs}
+        if n.service is not None:
+            return wan.service_spec(n, tmpfs, self.handles)
         if n.hostile:  # no node: the lab's attacker (lab.hostile), against its target only
             return NodeSpec(
                 name=n.name,
@@ -129,7 +140,7 @@ class Nodes:
             routed = route_for(self.sc.nodes, n.name, p) is not None
             host = self._ip_towards(p, n) if routed else p
             args += ["--peer", hostport(host, TCP_PORT)]  # [v6]:port for an IPv6 address
-        args += list(n.args)
+        args += wan.expand_ips(n.args, self.handles)
         return NodeSpec(
             name=n.name,
             networks=list(n.networks),
@@ -165,6 +176,9 @@ class Nodes:
                 for net, ip in self.handles[n].ips.items():
                     self.past_ips.setdefault(n, set()).add((net, ip))
         self._apply_routes(names)
+        with self.lock:
+            running = set(self.running)
+        wan.apply_nat(self.sc, self.handles, running, names, self.cluster.exec)
         mole = [n for n in names if self.sc.node(n).runs_node]
         timeout = min(max(READY_TIMEOUT, READY_PER_NODE * len(mole)), self.remaining())
         _, errors = each(

@@ -70,6 +70,7 @@ class NodeSpec:
     # "uid:gid" of the node process. Default: root when the lab runs as root, else the host
     # user, so the bind-mounted data dir stays removable by whoever ran the lab.
     user: str | None = None
+    image: str | None = None  # another image than the run's node image (service containers)
 
     def process_user(self) -> str:
         """`user`, else root when the lab runs as root, else the host user ("" = the image's)."""

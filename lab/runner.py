@@ -37,6 +37,7 @@ from lab.scenario import Scenario, ScenarioError, ScenarioSkip, Step, load_scena
 from lab.state import Report, RunState
 from lab.tail import parse_events
 from lab.timeline import Timeline
+from lab.trees import generate_tree
 from lab.verbs import StepError
 from lab.waits import WaitTimeout, wait_until
 
@@ -85,6 +86,7 @@ class Run:
         self.ctx = RunContext(self.run_id, self.report, self)
         self.state: RunState | None = None
         self.logs: dict[str, str] = {}
+        self.service_logs: dict[str, str] = {}  # opentracker, libtorrent: kept as artifacts
         self.statuses: dict[str, str] = {}
         self.t_teardown = 0.0
 
@@ -151,22 +153,26 @@ class Run:
         timings["cluster"] = time.monotonic() - t
         self._check_kernel(cluster)
         t = time.monotonic()
+        routed = {net for n in sc.nodes if n.nat is not None for net in n.networks}
         for net in sc.networks:
-            if sc.ipv6:  # only then: fake clusters of the tests take a name alone
-                cluster.add_network(net, ipv6=True)
-            else:
-                cluster.add_network(net)
+            # Only the options a network needs: fake clusters of the tests take a name alone.
+            opts: dict[str, bool] = {"ipv6": True} if sc.ipv6 else {}
+            if net in routed:
+                opts["host_nat"] = False
+            cluster.add_network(net, **opts)
         timings["networks"] = time.monotonic() - t
         t = time.monotonic()
         paths, shas = {}, {}
         for f in sc.files:
             paths[f.id], shas[f.id] = generate_file(f, workdir / "_files")
+        trees = {t.id: generate_tree(t, workdir / "_files") for t in sc.trees}
         timings["files"] = time.monotonic() - t
         t = time.monotonic()
         tail = self.ctx.open_tail(lambda name: str(cluster.logs(name)))
         nodes = Nodes(sc, cluster, tail, say=self.report.say, remaining=self.report.remaining)
         inboxes = Inboxes(sc, shas, nodes, fail=self.report.fail)
         self.state = state = RunState(sc, self.report, nodes, inboxes, tail)
+        state.trees = nodes.trees = trees
         nodes.create_all(paths)
         state.t0, state.t0_wall = time.monotonic(), time.time()
         timings["nodes"] = state.t0 - t
@@ -278,6 +284,9 @@ class Run:
         if cluster is None or state is None or tail is None:
             return
         for n in list(state.nodes.handles):
+            if self.sc.node(n).service is not None:
+                with contextlib.suppress(Exception):
+                    self.service_logs[n] = str(cluster.logs(n))
             if self.sc.node(n).router:
                 continue
             try:
@@ -316,6 +325,8 @@ class Run:
             self.artifacts.mkdir(parents=True, exist_ok=True)
             r.artifacts = str(self.artifacts)
             (self.artifacts / "scenario.yaml").write_text(self.sc.text or "")
+            for n, text in self.service_logs.items():
+                (self.artifacts / f"{n}.log").write_text(text)
             for n, text in self.logs.items():
                 (self.artifacts / f"{n}.log").write_text(text)
                 with (self.artifacts / f"{n}.events.jsonl").open("w") as out:

@@ -81,6 +81,11 @@ class NodeDecl:
     tmpfs: tuple[tuple[str, str], ...] = ()
     env: tuple[tuple[str, str], ...] = ()
     router: bool = False  # runs no node: only forwards packets between its networks
+    # Beyond the LAN (docs/scenarios.md "NAT sites"): a router's NAT onto network `nat` with
+    # TCP port 47101 forwarded to node `forward`; a service container (`service`) runs no node.
+    nat: str | None = None
+    forward: str | None = None
+    service: str | None = None
     path: str = ""
     hostile: tuple[tuple[str, str], ...] = ()  # runs lab/attacker.py with these (lab.hostile)
 
@@ -260,6 +265,7 @@ class EventsExpect:
 @dataclass(frozen=True)
 class Expect:
     files: tuple[FileExpect, ...] = ()
+    trees: tuple[Any, ...] = ()  # lab.trees.TreeExpect
     discovery: DiscoveryExpect | None = None
     no_failures: bool = True
     allow_failures: tuple[FailureSpec, ...] = ()
@@ -282,6 +288,7 @@ class Scenario:
     text: str = ""  # the YAML as written (copied into the artifacts)
     nodes_per_container: int = 1  # dense mode (lab.dense) when > 1
     ipv6: bool = False  # every network also gets an IPv6 /64 (ULA) besides its IPv4 /24
+    trees: tuple[Any, ...] = ()  # lab.trees.TreeDecl: directories sent as batches
 
     def node(self, name: str) -> NodeDecl:
         for n in self.nodes:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from lab.checks import Context, join
+from lab.files import inbox_on_tmpfs
 from lab.scenario import (
     DiscoveryExpect,
     EventsExpect,
@@ -16,17 +17,40 @@ from lab.scenario import (
     numbered_name,
 )
 from lab.timeline import parse_event_spec
+from lab.trees import TreeExpect, tree_ref
 
 
 def parse_expect(v: object, ctx: Context, step_ids: Iterable[str] = ()) -> Expect:
     """`expect:` of a document whose nodes, files and steps ctx knows."""
-    return _ExpectParser(ctx.source, ctx.refs, ctx.files).expect(v, step_ids)
+    parser = _ExpectParser(ctx.source, ctx.refs, ctx.files)
+    parser.trees = ctx.trees
+    return parser.expect(v, step_ids)
 
 
 class _ExpectParser(Context):
+    def tree_expects(self, v: object) -> tuple[TreeExpect, ...]:
+        """`expect.trees`: every node of `node`/`group` holds the whole tree (lab.trees)."""
+        out = []
+        for i, item in enumerate(self.list_of(v, "expect.trees")):
+            p = f"expect.trees[{i}]"
+            e = self.mapping(item, p, ("node", "group", "tree", "within"), ("tree",))
+            nodes = self.refs.node_or_group(e, p)
+            tid = tree_ref(e["tree"], self, join(p, "tree"))
+            for n in nodes:
+                if inbox_on_tmpfs(self.refs.by_name[n]):
+                    raise self.fail(p, f"{n}'s inbox is a tmpfs: trees are checked on the host")
+            within = (
+                self.number(e["within"], join(p, "within"), positive=True)
+                if "within" in e
+                else None
+            )
+            out.append(TreeExpect(tid, tuple(nodes), within))
+        return tuple(out)
+
     def expect(self, v: object, step_ids: Iterable[str] = ()) -> Expect:
         files = self.files
-        keys = ("files", "discovery", "no_failures", "allow_failures", "failures", "events")
+        keys: tuple[str, ...] = ("files", "trees", "discovery", "no_failures", "allow_failures")
+        keys += ("failures", "events")
         m = self.mapping(v if v is not None else {}, "expect", keys)
         fexp: list[FileExpect] = []
         said: dict[tuple[str, str], tuple[str, bool]] = {}  # (node, file id) -> (path, absent)
@@ -109,6 +133,7 @@ class _ExpectParser(Context):
         )
         must = self.failure_specs(m.get("failures", []), "expect.failures", within=True)
         return Expect(
+            trees=self.tree_expects(m.get("trees", [])),
             files=tuple(fexp),
             discovery=disc,
             no_failures=no_failures,

@@ -82,6 +82,7 @@ class RunState:
         self.steps_fired: dict[str, float] = {}  # step id -> time.time() it fired
         self._initiated: list[tuple[str, str, str, str]] = []
         self._discovered = False
+        self.trees: dict[str, Any] = {}  # lab.trees.Tree by tree id (generated before t0)
         self._lock = threading.Lock()
 
     # -- the clock and the report

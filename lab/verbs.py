@@ -27,6 +27,7 @@ from lab.nodeapi import ApiError
 from lab.params import Param, Where, check_params
 from lab.results import abbrev
 from lab.scenario import Scenario, ScenarioSkip, Step
+from lab.trees import tree_ref
 from lab.waits import wait_until
 
 if TYPE_CHECKING:
@@ -127,6 +128,13 @@ def node_refs(v: object, where: Where, path: str) -> tuple[str, ...]:
     return _ctx(where).refs.nodes_of(v, path, allow_single=True)
 
 
+def dests(v: object, where: Where, path: str) -> tuple[str, ...]:
+    """`to:` nodes and groups; `"@group"`: one send to the group (a batch per member)."""
+    if isinstance(v, str) and v.startswith("@"):
+        return (v, *_ctx(where).refs.nodes_of(v[1:], path, allow_single=True))
+    return node_refs(v, where, path)
+
+
 def files(*, star: bool) -> Callable[[object, Where, str], tuple[str, ...]]:
     """File ids (or "*": whatever the source lists, if `star`)."""
 
@@ -170,16 +178,49 @@ def _wait_knows(ctx: StepContext, node: str, peer: str, timeout: float) -> set[s
 def _push_finish(
     p: dict[str, Any], written: Mapping[str, Any], ctx: Context, path: str
 ) -> dict[str, Any]:
-    dst = tuple(x for x in p["to"] if x != p["from"])
+    group = p["to"][0][1:] if p["to"][0].startswith("@") else None
+    dst = tuple(x for x in p["to"] if x != p["from"] and not x.startswith("@"))
     if not dst:
         raise ctx.fail(join(path, "to"), "has no node other than the sender")
-    ctx.held_elsewhere(p["file"], p["from"], join(path, "file"), "push")
-    return {"from": p["from"], "to": dst, "files": p["file"], "wait": p["wait"]}
+    if ("file" in p) == ("tree" in p):
+        raise ctx.fail(path, "needs exactly one of `file` or `tree`")
+    if "file" in p:
+        ctx.held_elsewhere(p["file"], p["from"], join(path, "file"), "push")
+    out = {"from": p["from"], "to": dst, "files": p.get("file", ()), "wait": p["wait"]}
+    if "tree" in p:
+        out["tree"] = p["tree"]
+    if group is not None:
+        out["group"] = group
+    return out
+
+
+def _push_batch(ctx: StepContext, step: Step) -> None:
+    """A tree (lab.trees), to nodes or, with `to: "@group"`, as one send to the group."""
+    src: str = step.params["from"]
+    tree, group = step.params.get("tree") or "", step.params.get("group")
+    files = [ctx.state.sc.file(fid).name for fid in step.params["files"]]
+    paths = [tree] if tree else files
+    known: set[str] = set()
+    for dst in step.params["to"]:
+        if dst not in known:
+            known = _wait_knows(ctx, src, dst, step.params["wait"])
+    targets = [f"@{group}"] if group else list(step.params["to"])
+    for peer in targets:
+        try:
+            answer = ctx.nodes.api(src).post("/api/push", {"peer": peer, "paths": paths})
+        except ApiError as e:
+            raise StepError(f"node {src}: push {paths} to {peer}: {e}", [src]) from e
+        for t in answer.get("batches", [answer]):
+            ctx.state.initiated(t, src, str(t.get("peer_name")), tree or files[0])
+        ctx.state.say(f"{src} pushes {tree or files} to {peer} as a batch ({answer.get('id')})")
 
 
 def _push(ctx: StepContext, step: Step) -> None:
     src: str = step.params["from"]
     sc = ctx.state.sc
+    if step.params.get("tree") or step.params.get("group"):
+        _push_batch(ctx, step)
+        return
     known: set[str] = set()  # one listing serves many receivers of a fan-out
     for dst in step.params["to"]:
         if dst not in known:
@@ -203,15 +244,30 @@ def _pull_finish(
     by = tuple(x for x in p["by"] if x != p["from"])
     if not by:
         raise ctx.fail(join(path, "by"), "has no node other than the source")
-    if p["file"] != ("*",):
+    if ("file" in p) == ("tree" in p):
+        raise ctx.fail(path, "needs exactly one of `file` or `tree`")
+    if p.get("file", ("*",)) != ("*",):
         ctx.held_elsewhere(p["file"], p["from"], join(path, "file"), "pull")
-    return {"by": by, "from": p["from"], "files": p["file"], "wait": p["wait"]}
+    files = p.get("file", ())
+    out = {"by": by, "from": p["from"], "files": files, "wait": p["wait"]}
+    if "tree" in p:
+        out["tree"] = p["tree"]
+    return out
 
 
 def _pull(ctx: StepContext, step: Step) -> None:
     src: str = step.params["from"]
     for by in step.params["by"]:
         _wait_knows(ctx, by, src, step.params["wait"])
+        tree = step.params.get("tree")
+        if tree:  # a batch pull of the tree's directory in src's share
+            try:
+                t = ctx.nodes.api(by).post("/api/pull", {"peer": src, "prefix": f"{tree}/"})
+            except ApiError as e:
+                raise StepError(f"node {by}: pull {tree}/ from {src}: {e}", [by, src]) from e
+            ctx.state.initiated(t, src, by, tree)
+            ctx.state.say(f"{by} pulls {tree}/ from {src} as a batch ({t.get('id')})")
+            continue
         names = [ctx.state.sc.file(fid).name for fid in step.params["files"] if fid != "*"]
         if step.params["files"] == ("*",):
             try:
@@ -256,8 +312,9 @@ CORE: dict[str, Verb] = {
             "push",
             (
                 Param("from", node_ref, required=True),
-                Param("to", node_refs, required=True),
-                Param("file", files(star=False), required=True),
+                Param("to", dests, required=True),
+                Param("file", files(star=False)),
+                Param("tree", tree_ref),
                 Param("wait", seconds, default=10),
             ),
             _push,
@@ -268,7 +325,8 @@ CORE: dict[str, Verb] = {
             (
                 Param("by", node_refs, required=True),
                 Param("from", node_ref, required=True),
-                Param("file", files(star=True), required=True),
+                Param("file", files(star=True)),
+                Param("tree", tree_ref),
                 Param("wait", seconds, default=10),
             ),
             _pull,

@@ -85,6 +85,9 @@ class NodeFacade(Protocol):
 
     def info(self) -> dict[str, Any]: ...
     def peers(self) -> list[dict[str, Any]]: ...
+    def static_peers(self) -> list[dict[str, Any]]: ...
+    def add_static_peer(self, text: str) -> dict[str, Any]: ...
+    def remove_static_peer(self, text: str) -> None: ...
     def files(self) -> list[dict[str, Any]]: ...
     def inbox(self) -> list[dict[str, Any]]: ...
     def partials(self) -> dict[str, Any]: ...
@@ -93,6 +96,10 @@ class NodeFacade(Protocol):
     def transfer(self, tid: str) -> dict[str, Any] | None: ...
     def push(self, peer: str, path: str, name: str | None = None) -> dict[str, Any]: ...
     def pull(self, peer: str, name: str | None, sha256: str | None) -> dict[str, Any]: ...
+    def push_batch(
+        self, peer: str, paths: list[str], links: str, include_late: bool = False
+    ) -> dict[str, Any]: ...
+    def pull_batch(self, peer: str, prefix: str | None, glob: str | None) -> dict[str, Any]: ...
     def cancel(self, tid: str) -> dict[str, Any]: ...
     def retry(self, tid: str) -> dict[str, Any]: ...
     def begin_upload(self, name: str, length: int) -> apiweb.Sink: ...
@@ -517,11 +524,34 @@ class ApiServerProtocol:
             raise
         return None
 
+    def get_static(self, request: Request, params: dict[str, str]) -> Answer:
+        return 200, self.facade.static_peers()
+
+    def post_static(self, request: Request, params: dict[str, str]) -> Answer:
+        peer = _json_object(request).get("peer")
+        if not isinstance(peer, str) or not peer or len(peer) > 300:
+            raise ApiError(400, "bad_request", 'needs "peer": "HOST:PORT"')
+        return 201, self.facade.add_static_peer(peer)
+
+    def post_static_remove(self, request: Request, params: dict[str, str]) -> Answer:
+        peer = _json_object(request).get("peer")
+        if not isinstance(peer, str) or not peer or len(peer) > 300:
+            raise ApiError(400, "bad_request", 'needs "peer": "HOST:PORT"')
+        self.facade.remove_static_peer(peer)
+        return 200, {"removed": peer}
+
     def post_push(self, request: Request, params: dict[str, str]) -> Answer:
         body = _json_object(request)
         peer, path = body.get("peer"), body.get("path")
+        if isinstance(body.get("paths"), list) and path is None:
+            path = "-"  # only "paths"
         if not isinstance(peer, str) or not peer or not isinstance(path, str) or not path:
             raise ApiError(400, "bad_request", 'push needs "peer" and "path" strings')
+        if "paths" in body or "links" in body or peer.startswith("@"):  # a batch (docs/api.md)
+            late = body.get("include_late", False)
+            if not isinstance(late, bool):
+                raise ApiError(400, "bad_request", '"include_late" must be true or false')
+            return 202, self.facade.push_batch(peer, _batch_paths(body), _links(body), late)
         name = body.get("name")
         if name is None:
             return 202, self.facade.push(peer, path)
@@ -538,6 +568,14 @@ class ApiServerProtocol:
             raise ApiError(400, "bad_request", '"name" must be a non-empty string')
         if sha256 is not None and (not isinstance(sha256, str) or not _SHA256.fullmatch(sha256)):
             raise ApiError(400, "bad_request", '"sha256" must be 64 lower-case hex digits')
+        prefix, glob = body.get("prefix"), body.get("glob")
+        if prefix is not None or glob is not None:
+            for key, value in (("prefix", prefix), ("glob", glob)):
+                if value is not None and (not isinstance(value, str) or not value):
+                    raise ApiError(400, "bad_request", f'"{key}" must be a non-empty string')
+            if prefix is not None and glob is not None:
+                raise ApiError(400, "bad_request", 'a pull takes "prefix" or "glob", not both')
+            return 202, self.facade.pull_batch(peer, prefix, glob)
         if name is None and sha256 is None:
             raise ApiError(400, "bad_request", "pull needs a name or a sha256")
         return 202, self.facade.pull(peer, name, sha256)
@@ -584,6 +622,8 @@ P = ApiServerProtocol
 ROUTES: list[tuple[tuple[str, ...], dict[str, Handler]]] = [
     (("api", "node"), {"GET": P.get_node}),
     (("api", "peers"), {"GET": P.get_peers}),
+    (("api", "peers", "static"), {"GET": P.get_static, "POST": P.post_static}),
+    (("api", "peers", "static", "remove"), {"POST": P.post_static_remove}),
     (("api", "peers", "{peer}", "files"), {"GET": P.get_peer_files}),
     (("api", "files"), {"GET": P.get_files}),
     (("api", "inbox"), {"GET": P.get_inbox}),
@@ -599,6 +639,24 @@ ROUTES: list[tuple[tuple[str, ...], dict[str, Handler]]] = [
     (("api", "events"), {"GET": P.get_events}),
     (("api", "session"), {"POST": P.post_session, "DELETE": P.delete_session}),
 ]
+
+
+def _batch_paths(body: dict[str, Any]) -> list[str]:
+    paths = body.get("paths", [body.get("path")])
+    if (
+        not isinstance(paths, list)
+        or not 0 < len(paths) <= 1000
+        or not all(isinstance(p, str) and p for p in paths)
+    ):
+        raise ApiError(400, "bad_request", '"paths" must be a list of 1..1000 path strings')
+    return paths
+
+
+def _links(body: dict[str, Any]) -> str:
+    links = body.get("links", "refuse")
+    if links not in ("refuse", "inside"):
+        raise ApiError(400, "bad_request", '"links" must be "refuse" or "inside"')
+    return str(links)
 
 
 def _route(request: Request) -> tuple[Handler, dict[str, str]]:

@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 from urllib.parse import quote
 
+from node import clibatch
 from node.addr import hostport
 from node.termsafe import safe_json, safe_text
 from node.units import format_size
@@ -259,10 +260,11 @@ def peers_table(peers: list[dict[str, Any]], now: float) -> str:
             hostport(str(p.get("addr", "?")), p.get("port", "?")),
             ",".join(p.get("groups") or []) or "-",
             "static" if p.get("static") else human_age(p.get("last_seen"), now),
+            str(p.get("found_by") or ("static" if p.get("static") else "lan")),
         )
         for p in peers
     ]
-    return table(["NAME", "NODE", "ADDRESS", "GROUPS", "SEEN"], rows)
+    return table(["NAME", "NODE", "ADDRESS", "GROUPS", "SEEN", "FOUND BY"], rows)
 
 
 def files_table(files: list[dict[str, Any]]) -> str:
@@ -285,7 +287,7 @@ def transfers_table(transfers: list[dict[str, Any]]) -> str:
         )
         rate = float(t.get("rate") or 0)
         active = t.get("state") not in FINAL_STATES and rate > 0
-        name = str(t.get("name", ""))
+        name = str(t.get("name", "")) + batch_files(t)
         if t.get("path") and t["path"] != name:
             name = f"{name} -> {t['path']}"  # the name it got on the receiver
         rows.append(
@@ -300,6 +302,13 @@ def transfers_table(transfers: list[dict[str, Any]]) -> str:
             )
         )
     return table(["ID", "DIR", "PEER", "NAME", "PROGRESS", "RATE", "STATE"], rows)
+
+
+def batch_files(t: dict[str, Any]) -> str:
+    """ " (12/40 files)" after a batch's name."""
+    if t.get("kind") != "batch":
+        return ""
+    return f" ({int(t.get('files_done') or 0)}/{int(t.get('files') or 0)} files)"
 
 
 def progress_line(t: dict[str, Any], columns: int, position: str = "") -> str:
@@ -319,7 +328,7 @@ def progress_line(t: dict[str, Any], columns: int, position: str = "") -> str:
     filled = int(bar_len * percent(t) / 100)
     bar = "[" + "#" * filled + "." * (bar_len - filled) + "]"
     room = columns - 1 - len(position) - len(bar) - len(numbers) - 3
-    name = safe_text(t.get("name") or t.get("id") or "")  # measured as it will be printed
+    name = safe_text(t.get("name") or t.get("id") or "") + batch_files(t)  # measured as printed
     if room < len(name):
         name = name[: max(0, room - 1)] + "…" if room > 1 else ""
     return " ".join(p for p in (position.strip(), name, bar, numbers) if p)[: columns - 1]
@@ -372,10 +381,36 @@ def emit_json(value: object, out: TextIO, *, indent: int | None = 2) -> None:
 
 def cmd_peers(args: argparse.Namespace, client: Client, out: TextIO) -> int:
     peers = client.get("/api/peers")
+    if getattr(args, "group", None):
+        peers = [p for p in peers if args.group in (p.get("groups") or [])]
     if args.json:
         emit_json(peers, out)
     else:
         print_block(out, peers_table(peers, time.time()) if peers else "no peers yet")
+    return EXIT_OK
+
+
+def cmd_peer(args: argparse.Namespace, client: Client, out: TextIO) -> int:
+    """`mole peer add|remove|list HOST:PORT`: static peers (names allowed), kept by the node."""
+    if args.action == "list":
+        statics = client.get("/api/peers/static")
+        if args.json:
+            emit_json(statics, out)
+        else:
+            rows = [
+                (str(s["peer"]), ",".join(s["addrs"]) or "-", str(s["node"] or "-")[:8])
+                for s in statics
+            ]
+            print_block(out, table(["PEER", "RESOLVED", "NODE"], rows) if rows else "none")
+        return EXIT_OK
+    if not args.address:
+        raise SystemExit(f"mole peer {args.action}: give HOST:PORT")
+    path = "/api/peers/static" + ("/remove" if args.action == "remove" else "")
+    answer = client.post(path, {"peer": args.address})
+    if args.json:
+        emit_json(answer, out)
+    else:
+        out.write(f"{'added' if args.action == 'add' else 'removed'} {safe_text(args.address)}\n")
     return EXIT_OK
 
 
@@ -389,6 +424,8 @@ def cmd_ls(args: argparse.Namespace, client: Client, out: TextIO) -> int:
             files = client.get(f"/api/peers/{quote(args.peer, safe='')}/files")
         except ApiFailure as exc:
             raise explain(exc, peer=args.peer) from None
+    if getattr(args, "dir", None) is not None:
+        return clibatch.print_tree(args, files, out)
     return print_files(args, files, out, "no shared files")
 
 
@@ -450,8 +487,15 @@ def cmd_send(args: argparse.Namespace, client: Client, out: TextIO) -> int:
     for typed, path in paths:  # before asking the node: nothing starts if one path is wrong
         # An absolute path we cannot see may still be the node's own (a node in a container,
         # its API published on this host): that node checks it and answers file_missing.
-        if not os.path.isfile(path) and not (os.path.isabs(typed) and not os.path.exists(path)):
+        seen = os.path.isfile(path) or os.path.isdir(path)
+        if not seen and not (os.path.isabs(typed) and not os.path.exists(path)):
             raise CliError(f"file missing: {typed}")
+    if (
+        args.peer.startswith("@")
+        or args.links != "refuse"
+        or any(os.path.isdir(p) for _, p in paths)
+    ):
+        return clibatch.send_batch(args, client, [p for _, p in paths], out, run_transfers)
 
     def start() -> list[dict[str, Any]]:
         started = []
@@ -467,6 +511,11 @@ def cmd_send(args: argparse.Namespace, client: Client, out: TextIO) -> int:
 
 def cmd_get(args: argparse.Namespace, client: Client, out: TextIO) -> int:
     from node.apiclient import ApiFailure
+
+    if args.glob is not None or any(n.endswith("/") for n in args.names):
+        return clibatch.get_batch(args, client, out, run_transfers)
+    if not args.names:
+        raise CliError("get needs a NAME, a DIR/ or --glob PATTERN")
 
     def start() -> list[dict[str, Any]]:
         started = []
@@ -629,7 +678,7 @@ def wait_for(
 
 
 def done_line(t: dict[str, Any]) -> str:
-    name, peer = t.get("name", ""), peer_label(t)
+    name, peer = f"{t.get('name', '')}{batch_files(t)}", peer_label(t)
     size = human_size(int(t.get("size") or 0))
     path = str(t.get("path") or name)
     if t.get("skipped"):
@@ -945,15 +994,22 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     client_cmd("id", cmd_id, "print this node's id (compare it with a peer's to verify it)")
-    client_cmd("peers", cmd_peers, "list the peers this node knows")
-    ls = client_cmd("ls", cmd_ls, "list own shared files, or a peer's")
+    peers = client_cmd("peers", cmd_peers, "list the peers this node knows")
+    peers.add_argument("--group", metavar="G", help="only the members of group G")
+    peer = client_cmd("peer", cmd_peer, "add, remove or list static peers (HOST:PORT, names too)")
+    peer.add_argument("action", choices=["add", "remove", "list"])
+    peer.add_argument("address", nargs="?", metavar="HOST:PORT")
+    ls = client_cmd("ls", cmd_ls, "list own shared files, or a peer's (a DIR/ as a tree)")
     ls.add_argument("peer", nargs="?", metavar="PEER")
+    ls.add_argument("dir", nargs="?", metavar="DIR/")
     send = client_cmd("send", cmd_send, "push files to a peer")
     send.add_argument("peer", metavar="PEER")
     send.add_argument("paths", nargs="+", metavar="PATH")
-    get = client_cmd("get", cmd_get, "pull files from a peer by name")
+    clibatch.send_options(send)
+    get = client_cmd("get", cmd_get, "pull files from a peer by name, a DIR/ or --glob")
     get.add_argument("peer", metavar="PEER")
-    get.add_argument("names", nargs="+", metavar="NAME")
+    get.add_argument("names", nargs="*", metavar="NAME")
+    get.add_argument("--glob", metavar="PATTERN", help="every shared file matching it, as a batch")
     client_cmd("transfers", cmd_transfers, "list transfers")
     cancel = client_cmd("cancel", cmd_cancel, "cancel a transfer")
     cancel.add_argument("id", metavar="ID")

@@ -8,7 +8,7 @@ import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from node import units
+from node import units, wanopts
 from node.configfile import add_config_argument
 from node.errors import ConfigError
 from node.logs import add_log_arguments
@@ -37,6 +37,12 @@ class Config:
     api_head_timeout: float = 10.0
     groups: tuple[str, ...] = ()
     static_peers: tuple[tuple[str, int], ...] = ()
+    # Beyond the LAN (node/wan.py, options in node/wanopts.py).
+    trackers: tuple[str, ...] = ()
+    dht: bool = False
+    dht_bootstrap: tuple[tuple[str, int], ...] = ()
+    dht_bind: tuple[str, int] = ("0.0.0.0", 6881)
+    wan_interval: float = 300.0
     # Explicit broadcast targets (e.g. 127.255.255.255); empty means every IPv4 interface.
     broadcast: tuple[str, ...] = ()
     interfaces: tuple[str, ...] = ()
@@ -174,6 +180,7 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--peer", action="append", default=None, help="static peer HOST:PORT (repeatable)"
     )
+    wanopts.add_arguments(p)
     p.add_argument(
         "--broadcast",
         action="append",
@@ -360,4 +367,5 @@ def config_from_args(ns: argparse.Namespace) -> Config:
         log_level=ns.log_level,
         log_file=Path(ns.log_file).expanduser() if ns.log_file else None,
         insecure_plaintext=ns.insecure_plaintext,
+        **wanopts.from_args(ns, parse_hostport),
     )

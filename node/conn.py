@@ -16,6 +16,17 @@ import math
 from typing import TYPE_CHECKING
 
 from node import connauth
+from node.batchmsg import (
+    AnyMessage,
+    Batch,
+    BatchAccept,
+    BatchMessage,
+    BatchVerdict,
+    BEnd,
+    BFile,
+    BProgress,
+    GetBatch,
+)
 from node.errors import ErrorCode, LocalCode, LocalProtocolError, RemoteProtocolError
 from node.loop import Transport
 from node.messages import Challenge, Error, Hello, Message, encode_message
@@ -54,6 +65,10 @@ class Handler:
     def on_chunk(self, data: memoryview, done: bool) -> None:
         self.conn.fail(ErrorCode.UNEXPECTED_MESSAGE, "unexpected data")
 
+    def on_batch(self, msg: BatchMessage) -> None:
+        """A batch message (docs/protocol.md 2.10); handlers that speak batches override it."""
+        self.conn.fail(ErrorCode.UNEXPECTED_MESSAGE, f"unexpected {type(msg).__name__}")
+
     def on_peer_error(self, code: str, reason: str) -> None:
         self.on_failed(code, f"peer error: {reason}")
 
@@ -64,6 +79,15 @@ class Handler:
     def busy(self) -> bool:
         """Something is in flight (a transfer, a stream): the connection is not idle clutter."""
         return False
+
+    def streaming(self) -> bool:
+        """We are sending a stream of our own (a batch): never pause reading for it."""
+        return False
+
+    # The transport's water marks, for a handler that writes a stream itself (a batch).
+    def on_write_paused(self) -> None: ...
+
+    def on_writable(self) -> None: ...
 
     def account(self) -> None:
         """Refresh the transfer's byte counts from the stream (called by the deadline checks)."""
@@ -139,6 +163,7 @@ class Conn:
         self.abort_at: float | None = None  # after fail(): reset if the peer has not read it
         self._next_look = math.inf  # next look at a stream's progress
         self._last_progress = -1
+        self._last_pending = -1  # write buffer size at the last look (handler-written streams)
         self._rx_at_look = 0  # rx_bytes at the last look at a stream (a stalled read)
         # (start, bytes moved at start) of the current minimum-rate window of a stream.
         self._window: tuple[float, int] | None = None
@@ -228,7 +253,10 @@ class Conn:
         # A peer that asks faster than it reads (pipelined `list`s) gets no more of its
         # requests read until it takes our answers: memory stays at the water marks. Not
         # while we stream a file (our queue is the stream; the peer's `error` must get in).
+        self.handler.on_write_paused()
         if self.transport is not None and self.handler.sender is None:
+            if self.handler.streaming():
+                return
             self.transport.pause_reading()
             self._reads_paused = True
 
@@ -241,6 +269,7 @@ class Conn:
                 self._drain()
             except RemoteProtocolError as exc:
                 self.fail(exc.code, str(exc))
+        self.handler.on_writable()
 
     # -- helpers ---------------------------------------------------------------------------------
     def _drain(self) -> None:
@@ -273,9 +302,14 @@ class Conn:
                     if self.hello_by is not None:
                         self.hello_by = None
                         self.node.admission.done(self)
-                self.handler.on_message(event)
+                if isinstance(
+                    event, (Batch, BatchAccept, BatchVerdict, GetBatch, BFile, BEnd, BProgress)
+                ):
+                    self.handler.on_batch(event)
+                else:
+                    self.handler.on_message(event)
 
-    def send(self, msg: Message) -> None:
+    def send(self, msg: AnyMessage) -> None:
         if self.closed or self.transport is None:
             return
         self.transport.write(self.session.send(msg))
@@ -391,9 +425,16 @@ class Conn:
             if self.transport is None or not self.transport.get_write_buffer_size():
                 return None  # nothing waits on the peer (e.g. our own --max-rate): not its fault
             return sender.progress()
-        if self.session.state in (State.PUSH_STREAM, State.PULL_STREAM):
+        if self.receiving_stream():
             return self.rx_bytes  # we are the receiving side of this stream
         return None
+
+    def receiving_stream(self) -> bool:
+        """The peer streams file bytes to us now (a single file, or a batch)."""
+        state, role = self.session.state, self.session.role
+        if state in (State.PUSH_STREAM, State.PULL_STREAM):
+            return True
+        return (state, role) in ((State.BATCH_PUSH, Role.SERVER), (State.BATCH_PULL, Role.CLIENT))
 
     def _check(self, now: float) -> None:
         """Header completion, the digest, the stream rate (which trickled bytes cannot satisfy,
@@ -405,6 +446,13 @@ class Conn:
             progress = sender.progress()
             if progress != self._last_progress:
                 self._last_progress = progress
+                self.last_activity = self.useful_at = now
+        elif self.handler.streaming() and self.transport is not None:
+            # A stream written by the handler itself (a batch's small files): the peer taking
+            # our queued bytes is its progress.
+            pending = self.transport.get_write_buffer_size()
+            if pending != self._last_pending:
+                self._last_pending = pending
                 self.last_activity = self.useful_at = now
         limit = cfg.handshake_timeout
         if self.header_since is not None and now - self.header_since > limit:
@@ -438,10 +486,7 @@ class Conn:
     def _check_rate(self, now: float) -> bool:
         cfg = self.node.config
         moved = self._stream_bytes()
-        streaming = moved is not None or self.session.state in (
-            State.PUSH_STREAM,
-            State.PULL_STREAM,
-        )
+        streaming = moved is not None or self.receiving_stream() or self.handler.streaming()
         if streaming or sender_alive(self):
             self._next_look = now + STREAM_CHECK
         if moved is None or not cfg.min_rate:

@@ -189,6 +189,39 @@ class TransferFailed(Event):
     transfer: Mapping[str, Any] = _flat()
 
 
+@event("batch_started")
+@dataclass(frozen=True)
+class BatchStarted(Event):
+    """A batch's manifest is known (sender: walked and hashed; receiver: accepted)."""
+
+    transfer: Mapping[str, Any] = _flat()
+
+
+@event("batch_progress")
+@dataclass(frozen=True)
+class BatchProgress(Event):
+    id: str
+    wire_id: str
+    name: str
+    role: str
+    files: int
+    files_done: int
+    bytes: int
+    size: int
+    rate: float
+    eta: float | None
+
+
+@event("batch_done")
+@dataclass(frozen=True)
+class BatchDone(Event):
+    """A batch ended: `state` done (every entry in place) or failed/cancelled, `missing`
+    naming each entry the receiver lacks and why."""
+
+    seconds: float
+    transfer: Mapping[str, Any] = _flat()
+
+
 @event("connection_dropped")
 @dataclass(frozen=True)
 class ConnectionDropped(Event):

@@ -175,6 +175,7 @@ class TransferManager:
         self.offered.pop(t.id, None)
         seconds = round((t.finished or self._wall()) - t.started, 6)
         self.bus.publish(ev.TransferDone(seconds, t.to_json(), hashed_while_sending))
+        self._batch_done(t)
         if t.initiator:
             self.journal.delete(t.id)
         self._trim()
@@ -202,6 +203,7 @@ class TransferManager:
         t.apply(TEvent.FAIL)
         self.offered.pop(t.id, None)
         self.bus.publish(ev.TransferFailed(t.to_json()))
+        self._batch_done(t)
         if t.initiator:
             self.journal.delete(t.id)
         self._trim()
@@ -217,9 +219,15 @@ class TransferManager:
         self.offered.pop(t.id, None)
         self._on_cancel(t)
         self.bus.publish(ev.TransferFailed(t.to_json()))
+        self._batch_done(t)
         if t.initiator:
             self.journal.delete(t.id)
         return t
+
+    def _batch_done(self, t: Transfer) -> None:
+        if t.kind == "batch":
+            seconds = round((t.finished or self._wall()) - t.started, 6)
+            self.bus.publish(ev.BatchDone(seconds, t.to_json()))
 
     def live_receive(self, peer: str, name: str) -> bool:
         """A receive of (peer, name) still under way (its partial data is in use)."""
@@ -266,6 +274,8 @@ class TransferManager:
             "sha256": self.offered.get(t.id, t.sha256),
             "size": t.size,
         }
+        if t.kind == "batch":
+            row.update(kind="batch", sources=list(t.sources), links=t.links, query=t.query)
         self.journal.put(row)
 
     def restore(self) -> None:
@@ -286,6 +296,11 @@ class TransferManager:
                     size=int(row["size"] or 0),
                 )
                 t.source, t.sha256 = row.get("source"), row.get("sha256")
+                if row.get("kind") == "batch":
+                    t.kind, t.links = "batch", str(row.get("links") or "refuse")
+                    t.sources = tuple(str(p) for p in row.get("sources") or ())
+                    query = row.get("query")
+                    t.query = {str(k): str(v) for k, v in query.items()} if query else None
             except (KeyError, TypeError, ValueError):
                 continue
             t.apply(TEvent.RETRY)
@@ -338,4 +353,23 @@ class TransferManager:
                         round(t.rate, 1),
                     )
                 )
+                if t.kind == "batch":
+                    self._batch_progress(t)
         self._next_sample = now + SAMPLE_EVERY if active else None
+
+    def _batch_progress(self, t: Transfer) -> None:
+        eta = t.to_json()["eta"]
+        self.bus.publish(
+            ev.BatchProgress(
+                t.id,
+                t.wire_id,
+                t.name,
+                t.role,
+                t.files,
+                t.files_done,
+                t.bytes,
+                t.size,
+                round(t.rate, 1),
+                eta,
+            )
+        )

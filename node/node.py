@@ -15,6 +15,7 @@ service, API                what a user may ask (node/service.py, node/api.py)
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import signal
 import sys
@@ -28,6 +29,7 @@ from node.admission import Admission, RateLimit
 from node.api import ApiRefuse, ApiServerProtocol
 from node.apiauth import ApiGuard, load_or_create_token
 from node.autofetch import AutoFetch
+from node.batches import Batches
 from node.config import Config
 from node.conn import Conn, Handler
 from node.discovery import PeerDown, PeerEvent, PeerUp
@@ -54,6 +56,7 @@ from node.session import Role
 from node.store import FileMeta, Store
 from node.timers import Timers
 from node.transfer import Transfer
+from node.wan import Wan
 
 if TYPE_CHECKING:
     import ssl
@@ -120,16 +123,27 @@ class Node:
             clock=self.loop.time,
             on_change=self._peer_event,
         )
+        # Static peers are dialled by node/wan.py (names resolved without blocking the loop).
         self.lan = Lan(
-            config,
+            dataclasses.replace(config, static_peers=()),
             self.loop,
             self.peers,
             node_id=self.node_id,
             tcp_port=lambda: self.tcp_port,
             ping=lambda host, port: self.connect(host, port, PingClient()),
         )
+        self.wan = Wan(
+            config,
+            self.loop,
+            self.peers,
+            tcp_port=lambda: self.tcp_port,
+            connect=self.connect,
+            wake=lambda: self.timers.update(self.wan),
+        )
+        self.peers.found_by = self.wan.source_of
         self.pushes = Pushes(self)
         self.pulls = Pulls(self)
+        self.batches = Batches(self)
         self.manager = TransferManager(
             config,
             self.bus,
@@ -197,6 +211,7 @@ class Node:
         self.store.prune_partials(PARTIAL_MAX_AGE)
         self.manager.restore()
         self.lan.start()
+        self.wan.start()
         self.bus.publish(
             ev.Listening(
                 cfg.name,
@@ -207,7 +222,7 @@ class Node:
                 __version__,
             )
         )
-        for timed in (self.lan, self.peers, self.manager, self):
+        for timed in (self.lan, self.wan, self.peers, self.manager, self):
             self.timers.update(timed)
         # The web dashboard (node/web/, served by the API): where a person finds it.
         host = cfg.api_host
@@ -230,6 +245,7 @@ class Node:
 
     def shutdown(self) -> None:
         self.lan.stop()
+        self.wan.stop()
         self.manager.shutdown()
         self.store.flush()
         self.bus.publish(ev.Shutdown())
@@ -290,10 +306,13 @@ class Node:
                 )
             # Retry transfers that were waiting for this peer right away, not at their backoff.
             self.manager.peer_appeared(p.node)
+            self.batches.peer_up(p.node, tuple(p.groups))
             if self.config.auto_fetch:
                 self.autofetch.peer_seen(p.node)
         elif isinstance(event, PeerDown) and self._peer_lines.allow(self.loop.time()):
             self.bus.publish(ev.PeerDown(event.node, event.reason))
+        if isinstance(event, PeerDown):
+            self.wan.forget(event.node)
         if self._peer_lines.suppressed:
             self.timers.update(self)  # the summary line comes from handle_timer
         if isinstance(event, PeerUp):
@@ -302,7 +321,9 @@ class Node:
     # -- transfers -------------------------------------------------------------------------------
     def _start(self, t: Transfer) -> None:
         """The manager's next attempt of a transfer this node started."""
-        if t.direction == "push":
+        if t.kind == "batch":
+            self.batches.start(t)
+        elif t.direction == "push":
             self.pushes.start(t)
         else:
             self.pulls.start(t)
@@ -312,6 +333,8 @@ class Node:
         for conn in list(self.conns):
             h = conn.handler
             owner = getattr(h, "transfer", None)
+            if owner is None:  # a batch served on an inbound connection (node/batches.py)
+                owner = getattr(getattr(h, "batches", None), "transfer", None)
             if owner is not None and owner.id == t.id:
                 incoming = getattr(h, "incoming", None)
                 if incoming is not None:
@@ -321,6 +344,7 @@ class Node:
         if t.role == "receive":
             self.store.discard_partial(t.peer, t.name)
         self.pushes.forget(t)
+        self.batches.forget(t)
 
     def cancel_failed_receive(self, t: Transfer) -> None:
         """A broken receive keeps its .part for the sender's retry; cancelling it says no retry

@@ -37,6 +37,8 @@ class Peers:
         self._clock = clock
         self._on_change = on_change
         self.features: dict[str, frozenset[str]] = {}  # node id -> its last hello's features
+        # How each peer was found (lan|static|tracker|dht); node/wan.py knows beyond the LAN.
+        self.found_by: Callable[[Peer], str] = lambda p: "static" if p.static else "lan"
 
     # -- input ---------------------------------------------------------------------------------
     def observe(self, datagram: bytes, addr: str) -> None:
@@ -119,6 +121,7 @@ class Peers:
             "groups": list(p.groups),
             "last_seen": round(wall, 3),
             "static": p.static,
+            "found_by": self.found_by(p),
         }
 
     def list_json(self) -> list[dict[str, Any]]:

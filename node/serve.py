@@ -9,6 +9,8 @@ client is told `busy` until the file is hashed.
 
 from __future__ import annotations
 
+from node.batches import BatchServe
+from node.batchmsg import BatchMessage
 from node.conn import Handler
 from node.errors import ErrorCode, LocalCode, StoreError
 from node.events import TransferRefused
@@ -46,10 +48,29 @@ class ServerHandler(Receiving, Handler):
         self.transfer: Transfer | None = None
         self.sender: FileSender | None = None
         self.lists = 0
+        self.batches: BatchServe | None = None  # batches pushed here or pulled from here
         self.hashless: HashlessPull | None = None  # a pull streamed while its file is hashed
 
     def busy(self) -> bool:
-        return self.transfer is not None or self.incoming is not None
+        batch = self.batches is not None and self.batches.busy()
+        return self.transfer is not None or self.incoming is not None or batch
+
+    # -- batches (node/batches.py) -------------------------------------------------------------
+    def on_batch(self, msg: BatchMessage) -> None:
+        if self.batches is None:
+            self.batches = BatchServe(self, self.addr)
+        self.batches.on_batch(msg)
+
+    def streaming(self) -> bool:
+        return self.batches is not None and self.batches.stream is not None
+
+    def on_write_paused(self) -> None:
+        if self.batches is not None and self.batches.stream is not None:
+            self.batches.stream.on_write_paused()
+
+    def on_writable(self) -> None:
+        if self.batches is not None and self.batches.stream is not None:
+            self.batches.stream.on_writable()
 
     @property
     def addr(self) -> str:
@@ -80,6 +101,8 @@ class ServerHandler(Receiving, Handler):
             self._digest(msg)
         elif isinstance(msg, Verdict):
             self._pull_verdict(msg)
+        elif isinstance(msg, Reject) and self.batches is not None:
+            self.batches.on_reject(msg)
         else:
             super().on_message(msg)
 
@@ -167,6 +190,9 @@ class ServerHandler(Receiving, Handler):
                 )
 
     def on_chunk(self, data: memoryview, done: bool) -> None:
+        if self.batches is not None and self.batches.sink is not None:
+            self.batches.on_chunk(data, done)
+            return
         t = self.transfer
         if t is None or self.incoming is None:
             return
@@ -333,6 +359,8 @@ class ServerHandler(Receiving, Handler):
             self.hashless.handle_timer(now)
 
     def _stop(self, code: str, reason: str) -> None:
+        if self.batches is not None:
+            self.batches.stop(code, reason)
         if self.hashless is not None:
             self.hashless.stop()
             self.hashless = None

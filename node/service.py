@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import asdict
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from node import __version__
@@ -53,10 +54,20 @@ class Service:
                 "dropped": dict(n.drop_counts),
                 "uptime": round(time.time() - n.started, 3),
             },
+            "wan": n.wan.info(),
         }
 
     def peers(self) -> list[dict[str, Any]]:
         return self.node.peers.list_json()
+
+    def static_peers(self) -> list[dict[str, Any]]:
+        return self.node.wan.static_json()
+
+    def add_static_peer(self, text: str) -> dict[str, Any]:
+        return self.node.wan.add_static(text)
+
+    def remove_static_peer(self, text: str) -> None:
+        self.node.wan.remove_static(text)
 
     def files(self) -> list[dict[str, Any]]:
         metas = self.node.shared.files()
@@ -95,7 +106,23 @@ class Service:
         return t.to_json() if t else None
 
     def push(self, peer: str, path: str, name: str | None = None) -> dict[str, Any]:
+        full = Path(path) if Path(path).is_absolute() else self.node.config.share / path
+        if name is None and full.is_dir():
+            return self.push_batch(peer, [path], "refuse")  # a directory is a batch
         return self.node.pushes.create(peer, path, name).to_json()
+
+    def push_batch(
+        self, peer: str, paths: list[str], links: str, include_late: bool = False
+    ) -> dict[str, Any]:
+        if peer.startswith("@"):  # a group: one batch per member (docs/api.md)
+            send = self.node.batches.create_group_push(
+                peer[1:], paths, links, include_late=include_late
+            )
+            return send.to_json()
+        return self.node.batches.create_push(peer, paths, links).to_json()
+
+    def pull_batch(self, peer: str, prefix: str | None, glob: str | None) -> dict[str, Any]:
+        return self.node.batches.create_pull(peer, prefix, glob).to_json()
 
     def pull(self, peer: str, name: str | None, sha256: str | None) -> dict[str, Any]:
         return self.node.pulls.create(peer, name, sha256).to_json()
@@ -128,6 +155,11 @@ class Service:
                 "retried",
                 LocalCode.NOT_RETRYABLE,
             )
+        if t.kind == "batch":
+            if t.direction == "push":
+                return self.push_batch(t.peer, list(t.sources), t.links)
+            q = t.query or {}
+            return self.pull_batch(t.peer, q.get("prefix"), q.get("glob"))
         if t.direction == "push":
             if t.source is None:
                 raise RequestError(f"transfer {tid} has no source file", LocalCode.NOT_RETRYABLE)

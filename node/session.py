@@ -42,8 +42,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
-from typing import Final
+from typing import Any, Final
 
+from node.batchmsg import (
+    ALL_BY_WIRE_TYPE,
+    BODY_BATCH_TYPES,
+    AnyMessage,
+    Batch,
+    BatchAccept,
+    BatchVerdict,
+    BEnd,
+    BFile,
+    BProgress,
+    GetBatch,
+    encode_any,
+    parse_any,
+)
 from node.errors import ErrorCode, LocalProtocolError, RemoteProtocolError
 from node.framing import (
     EOF,
@@ -57,7 +71,6 @@ from node.framing import (
     parse_header,
 )
 from node.messages import (
-    BY_WIRE_TYPE,
     MAX_LIST_BODY,
     Accept,
     Challenge,
@@ -70,13 +83,10 @@ from node.messages import (
     Get,
     Hello,
     List,
-    Message,
     Offer,
     Reject,
     Verdict,
-    encode_message,
     parse_files_body,
-    parse_message,
 )
 
 __all__ = [
@@ -114,13 +124,22 @@ class State(Enum):
     PULL_DIGEST = "PULL_DIGEST"  # a hash-less pull streamed: waiting for the server's digest
     PUSH_VERDICT = "PUSH_VERDICT"
     PULL_VERDICT = "PULL_VERDICT"
+    # Batches (feature "batch", docs/protocol.md 2.10): a push...
+    BATCH_OFFERED = "BATCH_OFFERED"
+    BATCH_PUSH = "BATCH_PUSH"  # the client streams bfile + data ... bend
+    BATCH_PUSH_VERDICT = "BATCH_PUSH_VERDICT"
+    # ...and a pull, the same with the roles swapped after the server's manifest.
+    BATCH_REQUESTED = "BATCH_REQUESTED"
+    BATCH_PULL_OFFERED = "BATCH_PULL_OFFERED"
+    BATCH_PULL = "BATCH_PULL"
+    BATCH_PULL_VERDICT = "BATCH_PULL_VERDICT"
     CLOSED = "CLOSED"
     ERROR = "ERROR"
 
 
 _C, _S = Role.CLIENT, Role.SERVER
 
-_FLOW: dict[tuple[State, type[Message], Role], State] = {
+_FLOW: dict[tuple[State, type[AnyMessage], Role], State] = {
     (State.START, Challenge, _S): State.CHALLENGED,
     (State.CHALLENGED, Hello, _C): State.GREETING,
     (State.GREETING, Hello, _S): State.IDLE,
@@ -141,16 +160,47 @@ _FLOW: dict[tuple[State, type[Message], Role], State] = {
     (State.PULL_DIGEST, Data, _S): State.PULL_DIGEST,  # empty data frame only
     (State.PULL_DIGEST, Digest, _S): State.PULL_VERDICT,
     (State.PULL_VERDICT, Verdict, _C): State.IDLE,
+    (State.IDLE, Batch, _C): State.BATCH_OFFERED,
+    (State.BATCH_OFFERED, BatchAccept, _S): State.BATCH_PUSH,
+    (State.BATCH_OFFERED, Reject, _S): State.IDLE,
+    (State.BATCH_PUSH, BFile, _C): State.BATCH_PUSH,
+    (State.BATCH_PUSH, Data, _C): State.BATCH_PUSH,
+    (State.BATCH_PUSH, BEnd, _C): State.BATCH_PUSH_VERDICT,
+    (State.BATCH_PUSH_VERDICT, BatchVerdict, _S): State.IDLE,
+    (State.BATCH_PUSH, BProgress, _S): State.BATCH_PUSH,
+    (State.BATCH_PUSH_VERDICT, BProgress, _S): State.BATCH_PUSH_VERDICT,
+    (State.IDLE, GetBatch, _C): State.BATCH_REQUESTED,
+    (State.BATCH_REQUESTED, Batch, _S): State.BATCH_PULL_OFFERED,
+    (State.BATCH_REQUESTED, Reject, _S): State.IDLE,
+    (State.BATCH_PULL_OFFERED, BatchAccept, _C): State.BATCH_PULL,
+    (State.BATCH_PULL_OFFERED, Reject, _C): State.IDLE,  # the puller declines the manifest
+    (State.BATCH_PULL, BFile, _S): State.BATCH_PULL,
+    (State.BATCH_PULL, Data, _S): State.BATCH_PULL,
+    (State.BATCH_PULL, BEnd, _S): State.BATCH_PULL_VERDICT,
+    (State.BATCH_PULL_VERDICT, BatchVerdict, _C): State.IDLE,
+    (State.BATCH_PULL, BProgress, _C): State.BATCH_PULL,
+    (State.BATCH_PULL_VERDICT, BProgress, _C): State.BATCH_PULL_VERDICT,
 }
 # Either side may give up with an error in any state but CLOSED. In ERROR (we saw a protocol
 # violation) we may still tell the peer why; the session stays in ERROR.
-_ERRORS: dict[tuple[State, type[Message], Role], State] = {
+_ERRORS: dict[tuple[State, type[AnyMessage], Role], State] = {
     (state, Error, role): (State.ERROR if state is State.ERROR else State.CLOSED)
     for state in State
     if state is not State.CLOSED
     for role in Role
 }
-TRANSITIONS: Final[dict[tuple[State, type[Message], Role], State]] = {**_FLOW, **_ERRORS}
+TRANSITIONS: Final[dict[tuple[State, type[AnyMessage], Role], State]] = {**_FLOW, **_ERRORS}
+_BATCH_STATES: Final = frozenset(
+    {
+        State.BATCH_OFFERED,
+        State.BATCH_PUSH,
+        State.BATCH_PUSH_VERDICT,
+        State.BATCH_REQUESTED,
+        State.BATCH_PULL_OFFERED,
+        State.BATCH_PULL,
+        State.BATCH_PULL_VERDICT,
+    }
+)
 
 # The hello feature that allows a hash-less `file` (a pull streamed while the server hashes).
 PULL_DIGEST_FEATURE: Final = "pull-digest"
@@ -173,11 +223,11 @@ class Closed:
 
 
 CLOSED_EVENT: Final = Closed()
-Event = Message | DataChunk | NeedData | Closed
+Event = AnyMessage | DataChunk | NeedData | Closed
 _EMPTY: Final = memoryview(b"")
 
 
-def _name(msg_type: type[Message]) -> str:
+def _name(msg_type: type[AnyMessage]) -> str:
     return f"{msg_type.__name__} ({msg_type.TYPE!r})"
 
 
@@ -198,8 +248,17 @@ class Session:
         self._decoder = FrameDecoder()
         self._error: RemoteProtocolError | None = None
         self._data_left = 0  # body bytes of the current incoming data frame
-        self._files: bytearray | None = None  # incoming files body being collected
+        self._files: bytearray | None = None  # incoming files/batch body being collected
         self._files_len = 0
+        self._body_fields: dict[str, Any] = {}  # the header of the body being collected
+        self._body_new = State.IDLE  # where that message leads
+        # The batch under way (docs/protocol.md 2.10): its id, manifest and what the receiver
+        # said it holds; the next index a bfile may name (indexes only go up).
+        self.batch_id: str | None = None
+        self.batch: Batch | None = None
+        self.batch_have: frozenset[int] = frozenset()
+        self.batch_offsets: dict[int, int] = {}
+        self.batch_next = 0
         self._done_pending = False  # an empty done=True DataChunk is owed to the app
 
     # -- hints for the I/O loop --------------------------------------------------------------
@@ -222,7 +281,7 @@ class Session:
         return self.their_hello.node if self.their_hello else None
 
     # -- sending -----------------------------------------------------------------------------
-    def send(self, msg: Message) -> bytes:
+    def send(self, msg: AnyMessage) -> bytes:
         """Check our message against the state machine; return the bytes to transmit."""
         kind = type(msg)
         new = TRANSITIONS.get((self.state, kind, self.role))
@@ -230,7 +289,7 @@ class Session:
             raise LocalProtocolError(
                 f"{self.role.value} may not send {_name(kind)} in state {self.state.name}"
             )
-        data = encode_message(msg)
+        data = encode_any(msg)
         try:
             checked = self._check_own(msg, data)
             self._apply(checked, self.role, new)
@@ -253,7 +312,7 @@ class Session:
         self.state = new
         return frame
 
-    def _check_own(self, msg: Message, data: bytes) -> Message:
+    def _check_own(self, msg: AnyMessage, data: bytes) -> AnyMessage:
         """Validate our own message exactly as the peer will, so we never send junk."""
         if isinstance(msg, Data):
             if not 0 <= msg.length <= MAX_BODY:
@@ -269,7 +328,8 @@ class Session:
                 )
             parse_files_body(body)
             return msg
-        return parse_message(parse_header(data[PREFIX_LEN : PREFIX_LEN + hlen]).fields)
+        fields = parse_header(data[PREFIX_LEN : PREFIX_LEN + hlen]).fields
+        return parse_any(fields, data[PREFIX_LEN + hlen :])
 
     # -- receiving ---------------------------------------------------------------------------
     def receive_data(self, data: bytes | memoryview) -> None:
@@ -328,11 +388,11 @@ class Session:
             return DataChunk(chunk.data, True)
         return DataChunk(chunk.data, False)
 
-    def _on_header(self, header: Header) -> Message | None:
+    def _on_header(self, header: Header) -> AnyMessage | None:
         fields = header.fields
         kind = fields["type"]
         peer = self.role.peer
-        msg_type = BY_WIRE_TYPE.get(kind)
+        msg_type = ALL_BY_WIRE_TYPE.get(kind)
         if msg_type is None:
             raise RemoteProtocolError(ErrorCode.BAD_MESSAGE, f"unknown message type {kind!r:.64}")
         new = TRANSITIONS.get((self.state, msg_type, peer))
@@ -341,40 +401,51 @@ class Session:
                 ErrorCode.UNEXPECTED_MESSAGE,
                 f"unexpected {_name(msg_type)} from {peer.value} in state {self.state.name}",
             )
-        if msg_type is Files:
+        if msg_type is Files or msg_type in BODY_BATCH_TYPES:
             if header.body_len > self.max_list_body:
                 raise RemoteProtocolError(
                     ErrorCode.TOO_LARGE,
-                    f"files body of {header.body_len} bytes exceeds {self.max_list_body}",
+                    f"{kind} body of {header.body_len} bytes exceeds {self.max_list_body}",
                 )
             self._files = bytearray()
             self._files_len = header.body_len
+            self._body_fields = dict(fields)
+            self._body_new = new
             if header.body_len == 0:
                 return self._collect_files(BodyChunk(_EMPTY, True))
             return None
-        msg = parse_message(fields)
+        msg = parse_any(fields)
         self._apply(msg, peer, new)
         if isinstance(msg, Data):
             return None  # the app sees the body as DataChunks
         if isinstance(msg, FileHeader) and self.state in (State.PULL_VERDICT, State.PULL_DIGEST):
             self._done_pending = True  # nothing to stream: tell the app now
+        if isinstance(msg, BFile) and self.stream_remaining == 0:
+            self._done_pending = True  # an empty file (or all held): tell the app now
         return msg
 
-    def _collect_files(self, chunk: BodyChunk) -> Message | None:
+    def _collect_files(self, chunk: BodyChunk) -> AnyMessage | None:
         assert self._files is not None
         self._files += chunk.data
         if not chunk.last:
             return None
         body, self._files = bytes(self._files), None
-        msg = parse_message({"type": "files", "body": len(body)}, body)
-        self._apply(msg, self.role.peer, State.IDLE)
+        msg = parse_any(self._body_fields, body)
+        self._apply(msg, self.role.peer, self._body_new)
         return msg
 
     # -- the state machine proper -------------------------------------------------------------
-    def _apply(self, msg: Message, sender: Role, new: State) -> None:
+    def _apply(self, msg: AnyMessage, sender: Role, new: State) -> None:
         """Check content rules and move to `new`; raises RemoteProtocolError (no change)."""
         ours = sender is self.role
-        if isinstance(msg, Challenge):
+        if isinstance(msg, BProgress):
+            self._check_batch_id(msg.id)
+        elif isinstance(msg, (Batch, BatchAccept, BatchVerdict, GetBatch, BFile, BEnd)):
+            self._apply_batch(msg, ours)
+        elif isinstance(msg, Reject) and self.state in _BATCH_STATES:
+            self._check_batch_id(msg.id)
+            self._end_batch()
+        elif isinstance(msg, Challenge):
             self.challenge = msg
         elif isinstance(msg, Hello):
             if sender is Role.CLIENT and (msg.cert is None or msg.nonce is None or msg.sig is None):
@@ -435,6 +506,99 @@ class Session:
             self._end_stream()
             if ours and isinstance(msg, Accept):
                 self._done_pending = True  # we receive nothing: tell the app now
+
+    # -- batches (docs/protocol.md 2.10) -------------------------------------------------------
+    def _apply_batch(
+        self, msg: Batch | BatchAccept | BatchVerdict | GetBatch | BFile | BEnd, ours: bool
+    ) -> None:
+        if isinstance(msg, GetBatch):
+            self._check_feature("get_batch")
+            self.batch_id = msg.id
+        elif isinstance(msg, Batch):
+            if self.state is State.IDLE:
+                self._check_feature("batch")
+                self.batch_id = msg.id
+            self._check_batch_id(msg.id)
+            self.batch = msg
+            self.batch_have, self.batch_offsets, self.batch_next = frozenset(), {}, 0
+        elif isinstance(msg, BatchAccept):
+            self._check_batch_id(msg.id)
+            assert self.batch is not None
+            entries = self.batch.entries
+            offsets = dict(msg.offsets)
+            for i in (*msg.have, *offsets):
+                if i >= len(entries):
+                    raise RemoteProtocolError(
+                        ErrorCode.BAD_MESSAGE, f"batch_accept: index {i} beyond the manifest"
+                    )
+            for i, off in offsets.items():
+                if entries[i].kind != "file" or off > entries[i].size:
+                    raise RemoteProtocolError(
+                        ErrorCode.BAD_MESSAGE, f"batch_accept: offset {off} of entry {i} is bad"
+                    )
+            self.batch_have, self.batch_offsets = frozenset(msg.have), offsets
+        elif isinstance(msg, BFile):
+            self._check_batch_id(msg.id)
+            self._start_bfile(msg)
+        elif isinstance(msg, BEnd):
+            self._check_batch_id(msg.id)
+            if self.stream_remaining:
+                raise RemoteProtocolError(
+                    ErrorCode.TRUNCATED, f"bend with {self.stream_remaining} bytes of a file owed"
+                )
+        else:
+            self._check_batch_id(msg.id)
+            assert self.batch is not None
+            n = len(self.batch.entries)
+            if any(m.index >= n for m in msg.missing):
+                raise RemoteProtocolError(
+                    ErrorCode.BAD_MESSAGE, "batch_verdict: index beyond the manifest"
+                )
+            self._end_batch()
+
+    def _start_bfile(self, msg: BFile) -> None:
+        assert self.batch is not None
+        entries = self.batch.entries
+        if self.stream_remaining:
+            raise RemoteProtocolError(
+                ErrorCode.BAD_MESSAGE, f"bfile with {self.stream_remaining} bytes of a file owed"
+            )
+        i = msg.index
+        if i >= len(entries) or i < self.batch_next:
+            raise RemoteProtocolError(
+                ErrorCode.BAD_MESSAGE,
+                f"bfile: index {i} must be in {self.batch_next}..{len(entries) - 1}",
+            )
+        entry = entries[i]
+        if entry.kind != "file" or i in self.batch_have:
+            raise RemoteProtocolError(
+                ErrorCode.BAD_MESSAGE, f"bfile: entry {i} is a {entry.kind} or already held"
+            )
+        if msg.offset not in (0, self.batch_offsets.get(i, 0)):
+            raise RemoteProtocolError(
+                ErrorCode.BAD_MESSAGE,
+                f"bfile: offset must be 0 or {self.batch_offsets.get(i, 0)}, got {msg.offset}",
+            )
+        self.batch_next = i + 1
+        self.stream_remaining = entry.size - msg.offset
+
+    def _check_feature(self, what: str) -> None:
+        for hello in (self.our_hello, self.their_hello):
+            if hello is None or "batch" not in hello.features:
+                raise RemoteProtocolError(
+                    ErrorCode.BAD_MESSAGE, f'{what} message but a hello lacks "batch"'
+                )
+
+    def _check_batch_id(self, msg_id: str) -> None:
+        if msg_id != self.batch_id:
+            raise RemoteProtocolError(
+                ErrorCode.BAD_MESSAGE,
+                f"key 'id' is {msg_id!r:.70} but the pending batch is {self.batch_id!r}",
+            )
+
+    def _end_batch(self) -> None:
+        self.batch_id, self.batch = None, None
+        self.batch_have, self.batch_offsets, self.batch_next = frozenset(), {}, 0
 
     def _check_hashless(self, ours: bool, feature: str, what: str) -> None:
         """A hash-less offer needs "digest" in both hellos (a hash-less file "pull-digest"): the

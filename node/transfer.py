@@ -130,8 +130,18 @@ class Transfer:
     wire_id: str = ""
     job: str | None = None  # the Job this transfer belongs to
     addr: str = ""  # the peer's IP address on the current attempt (slot fairness)
+    # A batch (a directory, several files: docs/protocol.md 2.10) is one record: `name` is its
+    # first root, `size`/`bytes` its totals, `files`/`files_done` its entry counts, `missing`
+    # what its verdict said it lacks ({"path", "code", "reason"}).
+    kind: str = "file"  # file | batch
+    files: int = 0
+    files_done: int = 0
+    missing: list[dict[str, str]] | None = None
     # Not exported: where a push reads from, and the rate estimator's last sample.
     source: str | None = None
+    sources: tuple[str, ...] = ()  # a batch push: the paths it was asked for
+    links: str = "refuse"  # a batch push: the symlink policy (node/batchtree.py)
+    query: dict[str, str] | None = None  # a batch pull: {"prefix": ...} or {"glob": ...}
     _rate_at: float = 0.0
     _rate_bytes: int = 0
     _progress_at: float = 0.0
@@ -192,6 +202,18 @@ class Transfer:
             "attempts": self.attempts,
             "wire_id": self.wire_id,
             "job": self.job,
+            **(self._batch_json() if self.kind == "batch" else {}),
+        }
+
+    def _batch_json(self) -> dict[str, Any]:
+        left = self.size - self.bytes
+        eta = round(left / self.rate, 1) if self.rate > 0 and not self.final else None
+        return {
+            "kind": "batch",
+            "files": self.files,
+            "files_done": self.files_done,
+            "missing": self.missing,
+            "eta": eta,
         }
 
     def failed_attempt(self) -> int:

@@ -37,6 +37,7 @@ from node.store import incoming as _incoming
 from node.store import placement as _placement
 from node.store import received as _received
 from node.store import share as _share
+from node.store import tree as _tree
 from node.store.hashcache import CACHE_FILE, MAX_CACHE_ENTRIES, HashCache
 from node.store.hashing import MAX_HASH_RESTARTS, READ_CHUNK, HashJob
 from node.store.inbox import Inbox, Reservation
@@ -277,6 +278,24 @@ class Store:
         on a collision with other content; an existing same-content file is kept as is).
         """
         return self.received.copy_in(src, meta)
+
+    # -- trees (batches) ---------------------------------------------------------------------
+    def holds(self, name: str, sha256: str, size: int) -> bool:
+        """The inbox has exactly `name` with this content (a resumed batch skips it)."""
+        return _tree.holds(self.receiving, name, sha256, size)
+
+    def has_entry(self, name: str) -> bool:
+        """Something (file, directory) is at the top-level `name` of the inbox (no symlink
+        followed): a batch whose root is absent holds none of its files yet."""
+        return _tree.has_entry(self.receiving, name)
+
+    def make_dir(self, name: str, mode: int = 0o755) -> None:
+        """Create an (empty) directory of a batch under the inbox; StoreError/BadName."""
+        _tree.make_dir(self.receiving, name, mode)
+
+    def make_link(self, name: str, target: str) -> None:
+        """Create a link of a batch whose target stays inside its tree; StoreError/BadName."""
+        _tree.make_link(self.receiving, name, target)
 
     # -- space -------------------------------------------------------------------------------
     def free_space(self) -> int:

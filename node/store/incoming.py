@@ -75,6 +75,7 @@ class Incoming:
         self._buf: bytearray | None = None
         self._state = "open"  # open | broken | finished | kept | discarded | superseded
         self.unhashed = False  # hash-less offer: expect() must name the sha256 before finish()
+        self.mode: int | None = None  # permission bits to give the file (a batch entry's)
         self.owner: str | None = None  # the transfer id on the wire (Inbox.claim_key)
         # False: a second receive of the same (peer, name) at once, into a part of its own;
         # such a part is not resumable (a retry resumes the first one's), so it never stays.
@@ -223,6 +224,10 @@ class Incoming:
                 self._close("discarded")
                 raise HashMismatch(self.meta.sha256, actual)
             self._set_mtime()
+            if self.mode is not None and hasattr(os, "fchmod"):
+                # Before placing: the hard link shares the inode, so the name appears with it.
+                with contextlib.suppress(OSError):
+                    os.fchmod(self._fd, self.mode)
             if self._inbox.fsync:
                 os.fsync(self._fd)
             name = self._place()

@@ -96,6 +96,11 @@ class FakeApi:
         parts = path.strip("/").split("/")
         if (method, path) == ("GET", "/api/peers"):
             return 200, self.peers
+        if (method, path) == ("GET", "/api/peers/static"):
+            return 200, [{"peer": "nas.lan:47101", "addrs": ["10.0.0.9"], "node": "c" * 32,
+                          "runtime": True, "failures": 0}]  # fmt: skip
+        if method == "POST" and path.startswith("/api/peers/static"):
+            return (201 if path.endswith("static") else 200), {"peer": body["peer"]}
         if (method, path) in (("GET", "/api/files"), ("GET", "/api/inbox")):
             return 200, self.files
         if method == "GET" and parts[:2] == ["api", "peers"] and parts[3:] == ["files"]:
@@ -251,14 +256,31 @@ def test_peers_table(api: tuple[FakeApi, str], capsys: pytest.CaptureFixture[str
     fake.peers = [
         PEER_B,
         {**PEER_B, "name": "longer-name", "node": "c" * 32, "groups": [], "static": True},
+        {**PEER_B, "name": "far", "node": "d" * 32, "static": True, "found_by": "tracker"},
     ]
     code, out, err = run(capsys, "--api", url, "peers")
     assert (code, err) == (0, "")
     assert out == (
-        "NAME         NODE      ADDRESS          GROUPS  SEEN\n"
-        "b            bbbbbbbb  127.0.0.1:47101  lab,x   5s ago\n"
-        "longer-name  cccccccc  127.0.0.1:47101  -       static\n"
+        "NAME         NODE      ADDRESS          GROUPS  SEEN    FOUND BY\n"
+        "b            bbbbbbbb  127.0.0.1:47101  lab,x   5s ago  lan\n"
+        "longer-name  cccccccc  127.0.0.1:47101  -       static  static\n"
+        "far          dddddddd  127.0.0.1:47101  lab,x   static  tracker\n"
     )
+
+
+def test_peer_add_remove_list(api: tuple[FakeApi, str], capsys: pytest.CaptureFixture[str]) -> None:
+    fake, url = api
+    assert run(capsys, "--api", url, "peer", "add", "nas.lan:47101")[:2] == (
+        0,
+        "added nas.lan:47101\n",
+    )
+    assert run(capsys, "--api", url, "peer", "remove", "nas.lan:47101")[0] == 0
+    assert posts(fake) == [
+        ("POST", "/api/peers/static", {"peer": "nas.lan:47101"}),
+        ("POST", "/api/peers/static/remove", {"peer": "nas.lan:47101"}),
+    ]
+    code, out, _ = run(capsys, "--api", url, "peer", "list")
+    assert code == 0 and "nas.lan:47101  10.0.0.9  cccccccc" in out
 
 
 def test_peers_json_with_options_after_the_command(
@@ -403,8 +425,9 @@ def test_send_absolute_path_only_the_node_has_is_left_to_the_node(
     code, out, err = run(capsys, "--api", url, "send", "b", theirs)
     assert (code, out, err) == (0, "sent hello.txt to b (1000 B in 2.0 s, 500 B/s)\n", "")
     assert posts(fake) == [("POST", "/api/push", {"peer": "b", "path": theirs})]
-    # ... and a directory, or a relative path, is still refused here before anything starts
-    for bad in (str(tmp_path), "nope.bin"):
+    # ... and a relative path is still refused here before anything starts (a directory is
+    # a batch now: tests/node/test_batch.py)
+    for bad in ("nope.bin",):
         fake.requests.clear()
         assert run(capsys, "--api", url, "send", "b", bad) == (
             1,

@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from node import discovery
+from node.batchmsg import BatchMessage
 from node.errors import LocalProtocolError, RemoteProtocolError
 from node.framing import EOF, NEED_DATA, BodyChunk, FrameDecoder, Header, encode_header
 from node.messages import Message, parse_message
@@ -36,10 +37,12 @@ NONCE = "5" * 64
 WIRE_TYPES = [
     "challenge", "hello", "list", "files", "offer", "accept", "get", "file", "data", "digest",
     "verdict", "reject", "error", "bogus",
+    "batch", "batch_accept", "batch_verdict", "get_batch", "bfile", "bend", "bprogress",
 ]  # fmt: skip
 KEYS = [
     "proto", "node", "name", "port", "groups", "features", "id", "size", "sha256", "mtime",
     "mime", "offset", "expect", "ok", "skipped", "code", "reason", "body", "nonce", "cert", "sig",
+    "index", "prefix", "glob", "files",
 ]  # fmt: skip
 
 # Structured inputs are built from a hypothesis-provided `random.Random`: composing them from
@@ -91,6 +94,19 @@ TEMPLATES: dict[str, dict[str, Any]] = {
     "reject": {"id": "t1", "code": "policy", "reason": ""},
     "error": {"code": "internal", "reason": "r"},
     "bogus": {},
+    "batch": {"id": "t1"},
+    "batch_accept": {"id": "t1"},
+    "batch_verdict": {"id": "t1"},
+    "get_batch": {"id": "t1", "prefix": "d/"},
+    "bfile": {"id": "t1", "index": 0, "offset": 0},
+    "bend": {"id": "t1"},
+    "bprogress": {"id": "t1", "files": 1},
+}
+ENTRY: dict[str, Any] = {"path": "d/f.txt", "size": 10, "sha256": SHA, "mtime": 1.5, "mode": 420}
+BATCH_BODIES: dict[str, dict[str, Any]] = {
+    "batch": {"entries": [ENTRY, {"path": "d/e", "kind": "dir", "mode": 493}]},
+    "batch_accept": {"have": [1], "offsets": {"0": 4}},
+    "batch_verdict": {"missing": [{"index": 0, "code": "io_error", "reason": "r"}]},
 }
 
 
@@ -121,6 +137,9 @@ def frame(rng: random.Random, kinds: list[str] = WIRE_TYPES) -> bytes:
     header = header_dict(rng, kinds)
     if header["type"] == "files" and rng.random() < 0.8:
         body = files_body(rng)
+    elif header["type"] in BATCH_BODIES and rng.random() < 0.8:
+        obj = BATCH_BODIES[header["type"]]
+        body = json.dumps(mutate(obj, [*obj, "entries", "have", "offsets"], rng)).encode()
     else:
         body = rng.randbytes(rng.randint(0, 24))
     if rng.random() < 0.6:
@@ -191,7 +210,7 @@ def run_session(session: Session, pieces: list[bytes], eof: bool) -> None:
                 ev = session.next_event()
                 if ev is NEED_DATA or isinstance(ev, Closed):
                     break
-                assert isinstance(ev, DataChunk | Message)  # type: ignore[arg-type]
+                assert isinstance(ev, DataChunk | Message | BatchMessage)  # type: ignore[arg-type]
                 assert session.stream_remaining >= 0
             if isinstance(ev, Closed):
                 break

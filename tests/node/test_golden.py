@@ -14,6 +14,21 @@ from pathlib import Path
 import pytest
 
 from node import discovery, handshake
+from node.batchmsg import (
+    BATCH_BY_WIRE_TYPE,
+    AnyMessage,
+    Batch,
+    BatchAccept,
+    BatchVerdict,
+    BEnd,
+    BFile,
+    BProgress,
+    Entry,
+    GetBatch,
+    Missing,
+    encode_any,
+    parse_any,
+)
 from node.framing import NEED_DATA, BodyChunk, FrameDecoder, Header, encode_header
 from node.identity import Identity
 from node.messages import (
@@ -28,12 +43,9 @@ from node.messages import (
     Get,
     Hello,
     List,
-    Message,
     Offer,
     Reject,
     Verdict,
-    encode_message,
-    parse_message,
 )
 from node.peerauth import NoGroups
 from node.session import TRANSITIONS, Role, State
@@ -55,7 +67,7 @@ SHA = "e18ebaabb9f2fba0f9acbcf84e1e8bfdaa041eb52c186612c7d900d94378abf5"  # sha2
 TID = "7d3f9a1c5e2b4d60"
 INFO = FileInfo("report.pdf", 1048576, SHA, 1700000000.5, "application/pdf")
 
-GOLDEN: dict[str, Message | discovery.Datagram] = {
+GOLDEN: dict[str, AnyMessage | discovery.Datagram] = {
     "challenge": Challenge(2, NODE, NONCE_S),
     "hello_client": CLIENT_HELLO,
     "hello": Hello(2, NODE, "alpha", 47101, ({"group": "lab", "mac": "a1b2"},), ("resume",)),
@@ -76,13 +88,26 @@ GOLDEN: dict[str, Message | discovery.Datagram] = {
     "error": Error("version_mismatch", "peer speaks protocol 2, this node speaks 1"),
     "announce": discovery.Announce(NODE, "alpha", 47101, ("lab",), 42, 2.0),
     "goodbye": discovery.Goodbye(NODE, 43),
+    "batch": Batch(
+        TID,
+        (
+            Entry("photos/a.jpg", 4, SHA, 1700000000.0, 0o644),
+            Entry("photos/empty", kind="dir", mode=0o755),
+        ),
+    ),
+    "batch_accept": BatchAccept(TID, (1,), ((0, 2),)),
+    "bfile": BFile(TID, 0, 2),
+    "bend": BEnd(TID),
+    "bprogress": BProgress(TID, 700),
+    "batch_verdict": BatchVerdict(TID, (Missing(0, "no_space", "disk full"),)),
+    "get_batch": GetBatch(TID, prefix="photos/"),
 }
 
 
-def encode(obj: Message | discovery.Datagram) -> bytes:
+def encode(obj: AnyMessage | discovery.Datagram) -> bytes:
     if isinstance(obj, discovery.Announce | discovery.Goodbye):
         return discovery.encode(obj)
-    return encode_message(obj)
+    return encode_any(obj)
 
 
 def hexdump(data: bytes) -> str:
@@ -147,10 +172,10 @@ def test_golden_frame_decodes_the_same_at_every_split(name: str) -> None:
                     headers.append(ev)
         header = headers[0]
         assert [h.fields for h in headers[1:]] == [{"type": "list"}], cut
-        if isinstance(msg, Files):
-            assert parse_message(header.fields, got_body) == msg
+        if isinstance(msg, Files | Batch | BatchAccept | BatchVerdict):
+            assert parse_any(header.fields, got_body) == msg
         else:
-            assert parse_message(header.fields) == msg and got_body == body
+            assert parse_any(header.fields) == msg and got_body == body
 
 
 @pytest.mark.parametrize("name", ["announce", "goodbye"])
@@ -163,13 +188,14 @@ def test_golden_datagrams_decode(name: str) -> None:
 ROLE = {"client": [Role.CLIENT], "server": [Role.SERVER], "either": list(Role)}
 
 
-def doc_transitions() -> dict[tuple[State, type[Message], Role], State]:
+def doc_transitions() -> dict[tuple[State, type[AnyMessage], Role], State]:
     text = DOC.read_text(encoding="utf-8")
     table = text.split("<!-- transitions:begin -->")[1].split("<!-- transitions:end -->")[0]
     types = (Challenge, Hello, List, Files, Offer, Accept, Get, FileHeader, Data, Digest, Verdict,
              Reject, Error)  # fmt: skip
-    by_wire = {cls.TYPE: cls for cls in types}
-    out: dict[tuple[State, type[Message], Role], State] = {}
+    by_wire: dict[str, type[AnyMessage]] = {cls.TYPE: cls for cls in types}
+    by_wire.update(BATCH_BY_WIRE_TYPE)
+    out: dict[tuple[State, type[AnyMessage], Role], State] = {}
     rows = [r for r in table.strip().splitlines() if r.startswith("|")][2:]
     assert rows, "empty transition table"
     for row in rows:

@@ -8,6 +8,19 @@ from dataclasses import replace
 
 import pytest
 
+from node.batchmsg import (
+    BATCH_TYPES,
+    AnyMessage,
+    Batch,
+    BatchAccept,
+    BatchVerdict,
+    BEnd,
+    BFile,
+    BProgress,
+    Entry,
+    GetBatch,
+    encode_any,
+)
 from node.errors import ErrorCode, LocalProtocolError, RemoteProtocolError
 from node.framing import encode_header
 from node.messages import (
@@ -43,14 +56,22 @@ HELLO = {
         "client",
         47101,
         ({"group": "lab"},),
-        ("resume", "digest", "pull-digest"),
+        ("resume", "digest", "pull-digest", "batch"),
         cert="AA==",
         nonce="c" * 64,
         sig="d" * 128,
     ),
-    S: Hello(2, "b" * 64, "server", 47101, (), ("resume", "digest", "pull-digest")),
+    S: Hello(2, "b" * 64, "server", 47101, (), ("resume", "digest", "pull-digest", "batch")),
 }
 CHALLENGE = Challenge(2, "b" * 64, "e" * 64)
+MANIFEST = Batch(
+    "t1",
+    (
+        Entry("d/f.txt", 10, SHA, 1700000000.5, 0o644),
+        Entry("d/empty", kind="dir", mode=0o755),
+        Entry("d/zero", 0, SHA, 1700000000.5, 0o600),
+    ),
+)
 
 
 def drain(session: Session) -> list[Event]:
@@ -64,7 +85,7 @@ def drain(session: Session) -> list[Event]:
             return events
 
 
-def deliver(src: Session, dst: Session, msg: Message, body: bytes = b"") -> list[Event]:
+def deliver(src: Session, dst: Session, msg: AnyMessage, body: bytes = b"") -> list[Event]:
     dst.receive_data(src.send(msg) + body)
     return drain(dst)
 
@@ -105,6 +126,25 @@ def pair_in(state: State) -> tuple[Session, Session]:
         deliver(c, s, Get("t1", "f.txt", None, offset, SHA if offset else None))
         if state is not State.REQUESTED:
             deliver(s, c, FileHeader("t1", INFO, offset))
+    elif state in (State.BATCH_OFFERED, State.BATCH_PUSH, State.BATCH_PUSH_VERDICT):
+        deliver(c, s, MANIFEST)
+        if state is not State.BATCH_OFFERED:
+            deliver(s, c, BatchAccept("t1"))
+        if state is State.BATCH_PUSH_VERDICT:
+            deliver(c, s, BEnd("t1"))
+    elif state in (
+        State.BATCH_REQUESTED,
+        State.BATCH_PULL_OFFERED,
+        State.BATCH_PULL,
+        State.BATCH_PULL_VERDICT,
+    ):
+        deliver(c, s, GetBatch("t1", prefix="d/"))
+        if state is not State.BATCH_REQUESTED:
+            deliver(s, c, MANIFEST)
+        if state in (State.BATCH_PULL, State.BATCH_PULL_VERDICT):
+            deliver(c, s, BatchAccept("t1"))
+        if state is State.BATCH_PULL_VERDICT:
+            deliver(s, c, BEnd("t1"))
     assert c.state is state and s.state is state, (c.state, s.state)
     return c, s
 
@@ -124,9 +164,16 @@ def session_in(state: State, role: Role) -> Session:
     return c if role is C else s
 
 
-def sample(msg_type: type[Message], state: State) -> Message:
+def sample(msg_type: type[AnyMessage], state: State) -> AnyMessage:
     stream_open = state in (State.PUSH_STREAM, State.PULL_STREAM)
-    samples: dict[type[Message], Message] = {
+    samples: dict[type[AnyMessage], AnyMessage] = {
+        Batch: MANIFEST,
+        BatchAccept: BatchAccept("t1", (1,), ((0, 4),)),
+        BatchVerdict: BatchVerdict("t1"),
+        GetBatch: GetBatch("t1", glob="*.txt"),
+        BFile: BFile("t1", 0, 0),
+        BEnd: BEnd("t1"),
+        BProgress: BProgress("t1", 1),
         List: List(),
         Files: Files((INFO,)),
         Offer: Offer("t1", INFO),
@@ -145,20 +192,21 @@ def sample(msg_type: type[Message], state: State) -> Message:
 
 
 LIVE_STATES = [s for s in State if s not in (State.CLOSED, State.ERROR)]
-ALL = list(itertools.product(State, MESSAGE_TYPES, Role))
+ALL_TYPES: tuple[type[AnyMessage], ...] = (*MESSAGE_TYPES, *BATCH_TYPES)
+ALL = list(itertools.product(State, ALL_TYPES, Role))
 
 
 def test_table_only_mentions_known_things() -> None:
     for (state, msg_type, role), new in TRANSITIONS.items():
         assert isinstance(state, State) and isinstance(new, State) and isinstance(role, Role)
-        assert msg_type in MESSAGE_TYPES
+        assert msg_type in ALL_TYPES
     # Error is the way out of every state but CLOSED, for both sides.
     for state, role in itertools.product(State, Role):
         assert ((state, Error, role) in TRANSITIONS) == (state is not State.CLOSED)
 
 
 @pytest.mark.parametrize(("state", "msg_type", "role"), ALL)
-def test_send(state: State, msg_type: type[Message], role: Role) -> None:
+def test_send(state: State, msg_type: type[AnyMessage], role: Role) -> None:
     session = session_in(state, role)
     msg = sample(msg_type, state)
     expected = TRANSITIONS.get((state, msg_type, role))
@@ -170,17 +218,18 @@ def test_send(state: State, msg_type: type[Message], role: Role) -> None:
         assert session.state is state  # our mistake does not break the session
     else:
         data = session.send(msg)
-        assert data[:4] == len(data[4:]).to_bytes(4, "big") or msg_type is Files
+        body_types = (Files, Batch, BatchAccept, BatchVerdict)
+        assert data[:4] == len(data[4:]).to_bytes(4, "big") or msg_type in body_types
         assert session.state is expected
 
 
 @pytest.mark.parametrize(("state", "msg_type", "role"), ALL)
-def test_receive(state: State, msg_type: type[Message], role: Role) -> None:
+def test_receive(state: State, msg_type: type[AnyMessage], role: Role) -> None:
     """`role` is the receiving session's role; the message comes from the other side."""
     session = session_in(state, role)
     msg = sample(msg_type, state)
     body = b"x" * msg.length if isinstance(msg, Data) else b""
-    session.receive_data(encode_message(msg) + body)
+    session.receive_data(encode_any(msg) + body)
     if state is State.ERROR:
         with pytest.raises(RemoteProtocolError) as err:
             session.next_event()
@@ -531,6 +580,115 @@ def test_body_null_reads_as_no_body() -> None:
     s2.receive_data(encode_header({"type": "data", "body": None}))
     assert drain(s2) == []  # an empty data frame
     assert s2.stream_remaining == INFO.size
+
+
+# -- batches (docs/protocol.md 2.9) -----------------------------------------------------------
+
+
+def test_batch_push_streams_files_back_to_back_with_resume() -> None:
+    c, _s = pair_in(State.BATCH_PUSH)
+    c2, s2 = pair_in(State.BATCH_OFFERED)
+    events = deliver(s2, c2, BatchAccept("t1", (), ((0, 6),)))
+    assert c2.batch_offsets == {0: 6}
+    # The resumed file carries only its last 4 bytes; the empty one ends at once.
+    s2.receive_data(
+        c2.send(BFile("t1", 0, 6)) + c2.send(Data(4)) + b"wxyz" + c2.send(BFile("t1", 2))
+    )
+    events = drain(s2)
+    assert events == [
+        BFile("t1", 0, 6),
+        DataChunk(memoryview(b"wxyz"), True),
+        BFile("t1", 2, 0),
+        DataChunk(memoryview(b""), True),
+    ]
+    deliver(c2, s2, BEnd("t1"))
+    assert c2.state is s2.state is State.BATCH_PUSH_VERDICT
+    assert deliver(s2, c2, BatchVerdict("t1")) == [BatchVerdict("t1")]
+    assert c2.state is s2.state is State.IDLE and c2.batch is None
+    assert c.state is State.BATCH_PUSH
+
+
+@pytest.mark.parametrize(
+    ("accept", "bfile", "why"),
+    [
+        (BatchAccept("t1"), BFile("t1", 1), "dir"),  # a directory has no bytes
+        (BatchAccept("t1", (0,)), BFile("t1", 0), "already held"),
+        (BatchAccept("t1"), BFile("t1", 0, 3), "offset must be 0 or 0"),
+        (BatchAccept("t1"), BFile("t1", 9), "index 9"),
+        (BatchAccept("t1"), BFile("t2", 0), "pending batch"),
+    ],
+)
+def test_batch_bfile_rules(accept: BatchAccept, bfile: BFile, why: str) -> None:
+    c, s = pair_in(State.BATCH_OFFERED)
+    deliver(s, c, accept)
+    with pytest.raises(LocalProtocolError, match=why):
+        c.send(bfile)
+    s.receive_data(encode_any(bfile))
+    with pytest.raises(RemoteProtocolError, match=why) as err:
+        s.next_event()
+    assert err.value.code is ErrorCode.BAD_MESSAGE
+
+
+def test_batch_indexes_only_go_up_and_a_file_must_be_complete() -> None:
+    c, s = pair_in(State.BATCH_PUSH)
+    deliver(c, s, BFile("t1", 2))
+    s.receive_data(encode_any(BFile("t1", 0)))
+    with pytest.raises(RemoteProtocolError, match="index 0 must be in 3"):
+        s.next_event()
+    c, s = pair_in(State.BATCH_PUSH)
+    deliver(c, s, BFile("t1", 0))
+    s.receive_data(encode_any(Data(3)) + b"abc" + encode_any(BEnd("t1")))
+    assert drain_until_error(s).code is ErrorCode.TRUNCATED
+    c, s = pair_in(State.BATCH_PUSH)
+    deliver(c, s, BFile("t1", 0))
+    s.receive_data(encode_any(Data(11)) + b"x" * 11)
+    assert drain_until_error(s).code is ErrorCode.TOO_MUCH_DATA
+
+
+def drain_until_error(session: Session) -> RemoteProtocolError:
+    with pytest.raises(RemoteProtocolError) as err:
+        drain(session)
+    assert session.state is State.ERROR
+    return err.value
+
+
+def test_batch_accept_indexes_are_checked_against_the_manifest() -> None:
+    c, _s = pair_in(State.BATCH_OFFERED)
+    c.receive_data(encode_any(BatchAccept("t1", (), ((0, 11),))))
+    assert drain_until_error(c).code is ErrorCode.BAD_MESSAGE
+    c, _s = pair_in(State.BATCH_OFFERED)
+    c.receive_data(encode_any(BatchAccept("t1", (3,))))
+    assert drain_until_error(c).code is ErrorCode.BAD_MESSAGE
+
+
+def test_batch_needs_the_feature_in_both_hellos() -> None:
+    c, s = pair_in(State.GREETING)
+    deliver(s, c, Hello(2, "b" * 64, "server", 47101, (), ("resume",)))
+    with pytest.raises(LocalProtocolError, match="batch"):
+        c.send(MANIFEST)
+    s.receive_data(encode_any(GetBatch("t1", prefix="d/")))
+    assert drain_until_error(s).code is ErrorCode.BAD_MESSAGE
+
+
+def test_batch_pull_declined_by_the_puller() -> None:
+    c, s = pair_in(State.BATCH_PULL_OFFERED)
+    deliver(c, s, Reject("t1", "no_space", "too big"))
+    assert c.state is s.state is State.IDLE and s.batch_id is None
+
+
+def test_bprogress_from_the_receiver_while_the_batch_streams_and_after_bend() -> None:
+    c, s = pair_in(State.BATCH_PUSH)
+    deliver(c, s, BFile("t1", 0))
+    assert deliver(s, c, BProgress("t1", 0)) == [BProgress("t1", 0)]  # crosses the stream
+    deliver(c, s, Data(10), b"x" * 10)
+    deliver(c, s, BEnd("t1"))
+    assert deliver(s, c, BProgress("t1", 1)) == [BProgress("t1", 1)]  # crossed the bend
+    assert c.state is State.BATCH_PUSH_VERDICT
+    with pytest.raises(LocalProtocolError):
+        c.send(BProgress("t1", 1))  # only the receiving side sends it
+    c2, _s2 = pair_in(State.BATCH_PUSH)
+    c2.receive_data(encode_any(BProgress("t2", 1)))
+    assert drain_until_error(c2).code is ErrorCode.BAD_MESSAGE
 
 
 # -- hash-less file (feature "pull-digest"): the server's digest after a pull's stream -----------
