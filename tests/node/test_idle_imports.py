@@ -16,7 +16,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 
-HEAVY = ("hmac", "secrets", "shutil", "bz2", "lzma", "ssl", "_ssl", "hashlib", "_hashlib")
+HEAVY = (
+    "hmac", "secrets", "shutil", "bz2", "lzma", "ssl", "_ssl", "hashlib", "_hashlib", "logging",
+)  # fmt: skip
 
 
 def test_an_idle_node_and_its_api_load_no_ssl_hashlib_hmac_secrets_nor_shutil(
