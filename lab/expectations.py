@@ -603,6 +603,9 @@ class Discovery(Expectation):
         """The observer x peer grid: the pairs expected either way, then every pair seen."""
         d = self.d
         seen = state.seen_pairs()
+        # The address is judged on the latest sighting: a peer heard over IPv6 first (its
+        # link-local address) is reached over IPv4 as soon as that is heard (protocol.md 1.6).
+        latest = state.seen_pairs(last=True)
         listened = state.listened()
         pairs: list[tuple[tuple[str, str], str]] = []
         if d is not None:
@@ -623,12 +626,12 @@ class Discovery(Expectation):
                     peer=b,
                     seconds=pair_seconds(ev, listened, a, b) if ev else None,
                     expected=kind,  # type: ignore[arg-type]
-                    addr=ev.get("addr") if ev else None,
+                    addr=latest[(a, b)].get("addr") if ev else None,
                     static=ev.get("static") if ev else None,
                 )
             )
             if ev and kind != "not_see" and k < checked:
-                self.check_addr(state, a, b, ev)
+                self.check_addr(state, a, b, latest[(a, b)])
         result.discovery = rows
 
     def check_addr(self, state: RunState, observer: str, peer: str, ev: Event) -> None:

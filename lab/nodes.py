@@ -16,7 +16,7 @@ from typing import Any
 from lab import hostile, wan
 from lab.files import place_file
 from lab.nodeapi import NodeApi
-from lab.nodespec import TCP_PORT, NodeSpec
+from lab.nodespec import GROUP_SECRET_FILE, TCP_PORT, NodeSpec
 from lab.parallel import each
 from lab.results import abbrev
 from lab.scenario import NodeDecl, Scenario, route_for
@@ -134,7 +134,8 @@ class Nodes:
             )
         args: list[str] = []
         for g in n.groups:
-            args += ["--group", g]
+            # A scenario's group gets the run's secret too (its name makes it another key).
+            args += ["--group", f"{g}:@/data/{GROUP_SECRET_FILE}"]
         for p in n.peers:
             # A shared network: Docker's DNS answers with the right address; else its IP.
             routed = route_for(self.sc.nodes, n.name, p) is not None

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import unquote
 
-from node import apiweb
+from node import apiweb, trustapi
 from node.apiauth import ApiGuard, token_urlsafe
 from node.errors import LocalCode, MoleError, RequestError
 from node.events import Record
@@ -638,6 +638,7 @@ ROUTES: list[tuple[tuple[str, ...], dict[str, Handler]]] = [
     (("api", "pull"), {"POST": P.post_pull}),
     (("api", "events"), {"GET": P.get_events}),
     (("api", "session"), {"POST": P.post_session, "DELETE": P.delete_session}),
+    *trustapi.ROUTES,
 ]
 
 

@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 from urllib.parse import quote
 
-from node import clibatch
+from node import clibatch, clitrust
 from node.addr import hostport
 from node.termsafe import safe_json, safe_text
 from node.units import format_size
@@ -57,6 +57,7 @@ TRANSFER_ERRORS = {
     "file_missing": "file missing: {name}",
     "cancelled": "cancelled: {name}",
     "policy": "refused by {peer}: {name} ({reason})",
+    "not_authorized": "not authorized by {peer}: {name} ({reason})",
     "too_large": "too large for {peer}: {name} ({reason})",
     "no_space": "no space left: {name} ({reason})",
     "unreachable": "peer unreachable: {peer} ({reason})",
@@ -995,6 +996,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     client_cmd("id", cmd_id, "print this node's id (compare it with a peer's to verify it)")
     peers = client_cmd("peers", cmd_peers, "list the peers this node knows")
+    clitrust.add_commands(client_cmd)
     peers.add_argument("--group", metavar="G", help="only the members of group G")
     peer = client_cmd("peer", cmd_peer, "add, remove or list static peers (HOST:PORT, names too)")
     peer.add_argument("action", choices=["add", "remove", "list"])

@@ -15,7 +15,7 @@ import importlib
 from collections.abc import Callable
 from typing import Any, Protocol
 
-__all__ = ["sha256", "sha512"]
+__all__ = ["hmac_sha256", "sha256", "sha512"]
 
 
 class _Hash(Protocol):
@@ -44,3 +44,16 @@ def sha256(data: bytes) -> bytes:
 
 def sha512(data: bytes) -> bytes:
     return _SHA512(data).digest()
+
+
+_BLOCK = 64  # SHA-256's block size
+
+
+def hmac_sha256(key: bytes, msg: bytes) -> bytes:
+    """RFC 2104 HMAC-SHA-256 over the built-in SHA-256: the stdlib `hmac` imports OpenSSL's
+    libcrypto (see above), which a node in a group would otherwise hold for its group proofs."""
+    if len(key) > _BLOCK:
+        key = sha256(key)
+    key = key.ljust(_BLOCK, b"\0")
+    inner = sha256(bytes(b ^ 0x36 for b in key) + msg)
+    return sha256(bytes(b ^ 0x5C for b in key) + inner)

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from node.discovery import Peer, PeerDown, PeerEvent, PeerTable, PeerUp
+from node.discovery import Admit, Membership, Peer, PeerDown, PeerEvent, PeerTable, PeerUp
 from node.errors import LocalCode, NotFound
 from node.identity import parse_id
 from node.messages import Hello
@@ -31,8 +31,15 @@ class Peers:
         missed: int,
         clock: Callable[[], float],
         on_change: PeerListener,
+        membership: Membership | None = None,
+        admit: Admit | None = None,
     ) -> None:
-        self.table = PeerTable(self_id, missed=missed)
+        extra: dict[str, Any] = {}
+        if membership is not None:
+            extra["membership"] = membership
+        if admit is not None:
+            extra["admit"] = admit
+        self.table = PeerTable(self_id, missed=missed, **extra)
         self.self_id = self_id
         self._clock = clock
         self._on_change = on_change

@@ -19,6 +19,7 @@ from node.events import Record
 from node.identity import format_id
 from node.query import ListClient, Reply
 from node.transfer import TState
+from node.trustapi import TrustService
 from node.upload import Upload, Uploads
 
 if TYPE_CHECKING:
@@ -32,6 +33,7 @@ def meta_json(name: str, size: int, sha256: str, mtime: float, mime: str) -> dic
 class Service:
     def __init__(self, node: Node) -> None:
         self.node = node
+        self.trust = TrustService(node)  # trust store, pending offers (node/trustapi.py)
         # Files the dashboard uploads, staged in the share to be pushed (node/upload.py).
         self.uploads = Uploads(node.config.share, quota=node.config.upload_quota)
         node.bus.subscribe(self._on_event)
@@ -45,7 +47,12 @@ class Service:
             "version": __version__,
             "tcp_port": n.tcp_port,
             "discovery_port": n.config.discovery_port,
-            "groups": list(n.config.groups),
+            "groups": list(n.groups.names),
+            "group_tags": n.groups.public_json(),
+            "accept": n.config.accept,
+            "share_to": n.config.share_to,
+            "group_only": n.config.group_only,
+            "trusted": len(n.trust),
             "share": str(n.config.share),
             "inbox": str(n.config.inbox),
             "stats": {

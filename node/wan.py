@@ -87,7 +87,8 @@ class Wan:
         self.wall = wall
         self.interval = max(1.0, config.wan_interval)
         self.stats = WanStats()
-        self.keys = {g: group_key(g, (group_secrets or {}).get(g)) for g in config.groups}
+        names = [str(getattr(g, "name", g)) for g in config.groups]  # rendezvous per group name
+        self.keys = {g: group_key(g, (group_secrets or {}).get(g)) for g in names}
         self.trackers = Trackers(
             loop,
             config.trackers,

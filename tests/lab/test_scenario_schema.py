@@ -156,7 +156,7 @@ def test_ipv6_discovery_pins_ipv4_to_loopback_and_names_the_link() -> None:
 def test_lab_ipv6_addresses() -> None:
     import ipaddress
 
-    from lab.cluster import ipv6_subnet
+    from lab.naming import ipv6_subnet
     from lab.nodespec import link_local
 
     assert link_local("02:42:ac:13:00:02") == "fe80::42:acff:fe13:2"

@@ -35,7 +35,9 @@ from node.apiauth import ApiGuard, token_urlsafe
 cli.build_parser().format_help()
 root = Path({str(tmp_path)!r})
 dirs = {{d: root / d for d in ("share", "inbox", "state")}}
-cfg = Config(name="t", discovery=False, port=0, api_port=0, **dirs)
+from node.groups import parse_group
+group = (parse_group("lab:" + "s" * 16),)  # a group's proofs are HMACs: node/digest.py
+cfg = Config(name="t", discovery=False, port=0, api_port=0, groups=group, **dirs)
 n = Node(cfg, events=EventLog("t", stream=io.StringIO()))
 n.start()
 guard = ApiGuard(token_urlsafe(32))
@@ -50,7 +52,7 @@ print(sorted(m for m in {HEAVY!r} if m in sys.modules))
     assert r.stdout.strip() == "[]", r.stdout
 
 
-def test_the_light_digests_are_sha256_and_sha512() -> None:
+def test_the_light_digests_are_sha256_sha512_and_hmac_sha256() -> None:
     import hashlib
 
     from node import digest
@@ -58,3 +60,8 @@ def test_the_light_digests_are_sha256_and_sha512() -> None:
     for data in (b"", b"abc", bytes(range(256)) * 40):
         assert digest.sha256(data) == hashlib.sha256(data).digest()
         assert digest.sha512(data) == hashlib.sha512(data).digest()
+    import hmac
+
+    for key in (b"", b"k", bytes(64), bytes(range(65)), b"x" * 200):
+        for data in (b"", b"abc", bytes(range(256)) * 3):
+            assert digest.hmac_sha256(key, data) == hmac.digest(key, data, "sha256")

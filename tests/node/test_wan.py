@@ -37,7 +37,7 @@ def tracker(tmp_path: Path) -> Iterator[int]:
 
 
 def test_two_nodes_meet_through_opentracker_and_push(tmp_path: Path, tracker: int) -> None:
-    common = ("--no-discovery", "--group", "g", "--wan-interval", "1")
+    common = ("--no-discovery", "--group", "g:g-secret-0001", "--wan-interval", "1")
     a = NodeProc(tmp_path, "a", free_udp_port(), *common,
                  "--tracker", f"udp://127.0.0.1:{tracker}").start()  # fmt: skip
     started: list[NodeProc] = [a]
@@ -46,7 +46,7 @@ def test_two_nodes_meet_through_opentracker_and_push(tmp_path: Path, tracker: in
                      "--tracker", f"http://127.0.0.1:{tracker}/announce").start()  # fmt: skip
         started.append(b)
         # Another group on the same tracker: its hash differs, it never meets them.
-        other = ("--no-discovery", "--group", "other", "--wan-interval", "1")
+        other = ("--no-discovery", "--group", "other:other-secret", "--wan-interval", "1")
         c = NodeProc(tmp_path, "c", free_udp_port(), *other,
                      "--tracker", f"udp://127.0.0.1:{tracker}").start()  # fmt: skip
         started.append(c)
@@ -73,7 +73,7 @@ def test_two_nodes_meet_through_a_small_dht(tmp_path: Path) -> None:
                     "--dht-bind", f"127.0.0.2:{boot_port}").start()  # fmt: skip
     started = [boot]
     try:
-        via = ("--dht-bootstrap", f"127.0.0.2:{boot_port}", "--group", "g")
+        via = ("--dht-bootstrap", f"127.0.0.2:{boot_port}", "--group", "g:g-secret-0001")
         a = NodeProc(tmp_path, "a", free_udp_port(), *common, *via, "--listen", "127.0.0.3",
                      "--dht-bind", f"127.0.0.3:{pa}").start()  # fmt: skip
         started.append(a)
