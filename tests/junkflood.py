@@ -32,6 +32,7 @@ import contextlib
 import errno
 import hashlib
 import json
+import os
 import random
 import selectors
 import socket
@@ -46,7 +47,6 @@ KINDS = (
     "silent", "stalled_tls", "random", "tls_random", "oversized", "slow_hello", "slow_header",
     "slow_body", "idle_hello",
 )  # fmt: skip
-IDENTITIES = 32  # junk peers sign as one of this many ids (each is made once, then cached)
 
 
 def frame(header: dict[str, object]) -> bytes:
@@ -256,7 +256,7 @@ class JunkFlood:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setblocking(False)
         j = Junk(kind, target, sock, time.monotonic())
-        node = f"junk{self._rng.randrange(IDENTITIES)}"
+        node = os.urandom(16).hex()  # a new id each (a shared id changed which one was evicted)
         if kind == "idle_hello":
             j.initial = hello(node)
         elif kind in ("random", "tls_random"):
