@@ -610,7 +610,7 @@ def test_a_peer_that_stops_reading_a_pull_is_dropped(tmp_path: Path) -> None:
 # -- admission under a flood -----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kind", ["silent", "idle_hello"])
+@pytest.mark.parametrize("kind", ["stalled_tls", "idle_hello"])
 def test_full_node_evicts_an_unproductive_connection_for_a_newcomer(
     tmp_path: Path, kind: str
 ) -> None:
@@ -641,7 +641,7 @@ def test_full_node_evicts_an_unproductive_connection_for_a_newcomer(
 def test_one_address_holds_a_bounded_share_of_pending_connections(tmp_path: Path) -> None:
     args = ("--max-pending-per-addr", "8", "--handshake-timeout", "60")
     with nodes(tmp_path, ["b"], *args) as (b,):
-        flood = JunkFlood([("127.0.0.1", b.tcp_port)], total=20, wave=1, mix={"silent": 1})
+        flood = JunkFlood([("127.0.0.1", b.tcp_port)], total=20, wave=1, mix={"stalled_tls": 1})
         flood.start()
         try:
             assert flood.wait(lambda: flood.opened == 20 and flood.closed >= 12, timeout=20)
@@ -666,7 +666,10 @@ def test_legitimate_push_completes_during_a_flood(tmp_path: Path) -> None:
                 f.write(i.to_bytes(8, "little") + data[8:])
         digest = hashlib.sha256((a.share / "big.bin").read_bytes()).hexdigest()
         targets = [("127.0.0.1", b.tcp_port)] * 3 + [("127.0.0.1", a.tcp_port)]
-        mix = {"silent": 40, "random": 25, "slow_hello": 15, "slow_header": 15, "slow_body": 1}
+        mix = {
+            "silent": 30, "stalled_tls": 10, "random": 15, "tls_random": 10, "oversized": 10,
+            "slow_hello": 15, "slow_header": 15, "slow_body": 1,
+        }  # fmt: skip
         flood = JunkFlood(
             targets, udp=("127.255.255.255", b.discovery_port), total=400, wave=40, mix=mix
         )
@@ -690,9 +693,11 @@ def test_legitimate_push_completes_during_a_flood(tmp_path: Path) -> None:
             by_kind: dict[str, set[str]] = {}
             for j in flood.junk:
                 by_kind.setdefault(j.kind, set()).update(j.codes)
-            assert by_kind["silent"] <= {"timeout", "busy"} and by_kind["silent"]
+            assert by_kind["silent"] <= {"tls_required", "busy"} and by_kind["silent"]
             assert "too_slow" in by_kind["slow_hello"] | by_kind["slow_header"]
-            assert by_kind["random"] - {"busy", "too_slow"}, by_kind  # frame errors
+            assert by_kind["random"] <= {"tls_required", "busy"}, by_kind  # plaintext
+            assert by_kind["tls_random"] - {"busy", "too_slow"}, by_kind  # frame errors, in TLS
+            assert by_kind["oversized"] <= {"header_too_large", "busy"} and by_kind["oversized"]
         finally:
             flood.close()
         # both nodes still answer, still list each other, and took in nothing else
