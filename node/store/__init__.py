@@ -38,6 +38,7 @@ from node.store import placement as _placement
 from node.store import received as _received
 from node.store import share as _share
 from node.store import tree as _tree
+from node.store import whole as _whole
 from node.store.hashcache import CACHE_FILE, MAX_CACHE_ENTRIES, HashCache
 from node.store.hashing import MAX_HASH_RESTARTS, READ_CHUNK, HashJob
 from node.store.inbox import Inbox, Reservation
@@ -283,6 +284,12 @@ class Store:
     def holds(self, name: str, sha256: str, size: int) -> bool:
         """The inbox has exactly `name` with this content (a resumed batch skips it)."""
         return _tree.holds(self.receiving, name, sha256, size)
+
+    def store_whole(
+        self, peer: str, meta: FileMeta, data: bytes | bytearray, mode: int | None = None
+    ) -> str:
+        """Verify and place a small file received whole in memory (whole.py); its name."""
+        return _whole.store_whole(self.receiving, peer, meta, data, mode)
 
     def has_entry(self, name: str) -> bool:
         """Something (file, directory) is at the top-level `name` of the inbox (no symlink

@@ -1,0 +1,136 @@
+"""A small file that arrived whole: verified from memory, then written and placed at once.
+
+A batch receiver buffers a small file (bounded: WHOLE_MAX) until its last byte, then calls
+`store_whole`. Its sha256 is checked on the buffer *before* anything touches the disk, so a
+bad file leaves nothing behind and a good one needs no resume record: one fresh part
+(`<key>-<random>.part`, O_EXCL, no symlink followed, the kind prune_partials drops at once if
+a crash leaves it), one write, the mode and mtime, then the same no-clobber hard-link placement
+as every received file (placement.py) and the hash cache record. Everything goes through the
+same `Dir` handles as Incoming (dirs.py): never outside the inbox, no symlink followed. The
+per-file costs it saves against open_incoming + finish: the record's write and removal, the
+resume lookup, the space claim (nothing else runs before it returns: one thread) and the
+inbox's re-identification (the root is opened and used within this one call).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import math
+import os
+import time
+from typing import TYPE_CHECKING
+
+from node import plat
+from node.errors import HashMismatch, StoreError
+from node.names import check_depth, check_name
+from node.store.dirs import check_target, make_dirs, open_root, os_error
+from node.store.meta import FileMeta, is_sha256
+from node.store.parts import PART_SUFFIX, part_key
+from node.store.placement import link_free_name
+from node.store.space import DIR_COST
+
+if TYPE_CHECKING:
+    from node.store.dirs import Dir
+    from node.store.inbox import Inbox
+
+WHOLE_MAX = 256 << 10  # bytes a receiver may buffer for one file (one per connection)
+
+
+def store_whole(
+    inbox: Inbox, peer: str, meta: FileMeta, data: bytes | bytearray, mode: int | None
+) -> str:
+    """Verify `data` against meta (size, sha256) and place it under the inbox; returns the
+    inbox-relative name it got (numbered on a collision with other content; an existing
+    same-content file is kept as is). HashMismatch, BadName, StoreError as finish() raises."""
+    name = check_depth(check_name(meta.name), inbox.max_depth)
+    if not is_sha256(meta.sha256):
+        raise StoreError("bad_message", f"bad sha256 {meta.sha256!r}")
+    if len(data) != meta.size:
+        raise StoreError("truncated", f"received {len(data)} of {meta.size} bytes of {name!r}")
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != meta.sha256:
+        raise HashMismatch(meta.sha256, actual)
+    try:
+        root = open_root(inbox.real, "inbox", inbox.dirs)
+    except OSError as exc:
+        raise os_error(exc, f"cannot start receiving {name!r}") from exc
+    try:
+        dirs = check_target(root, name)
+        inbox._check_room(meta.size + dirs * DIR_COST, name)
+        parts_dir = inbox.parts_dir(root)
+        try:
+            return _write_and_place(inbox, root, parts_dir, peer, meta, name, data, mode)
+        finally:
+            parts_dir.close()
+    except OSError as exc:
+        raise os_error(exc, f"cannot store {name!r}") from exc
+    finally:
+        root.close()
+
+
+def _write_and_place(
+    inbox: Inbox,
+    root: Dir,
+    parts_dir: Dir,
+    peer: str,
+    meta: FileMeta,
+    name: str,
+    data: bytes | bytearray,
+    mode: int | None,
+) -> str:
+    # A part of its own: never the (peer, name) part a resumable receive may hold.
+    part = f"{part_key(peer, name)}-{os.urandom(6).hex()}{PART_SUFFIX}"
+    fd = parts_dir.open(part, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        view = memoryview(data)
+        while view:
+            w = os.write(fd, view)
+            if w <= 0:
+                raise StoreError("io_error", f"cannot write {name!r}: no progress")
+            view = view[w:]
+        _set_mtime(parts_dir, part, fd, meta.mtime)
+        if mode is not None and hasattr(os, "fchmod"):
+            # Before placing: the hard link shares the inode, so the name appears with it.
+            with contextlib.suppress(OSError):
+                os.fchmod(fd, mode)
+        if inbox.fsync:
+            os.fsync(fd)
+        comps = name.split("/")
+        dest = make_dirs(root, comps[:-1])
+        try:
+            placed = link_free_name(
+                inbox.cache,
+                parts_dir,
+                part,
+                fd,
+                dest,
+                comps,
+                os.path.join(inbox.real, *comps[:-1]),
+                meta.sha256,
+            )
+            if placed.linked:
+                if inbox.fsync:
+                    dest.fsync()
+                st = os.fstat(fd)  # the placed name is this inode (a hard link of the part)
+                real = os.path.join(inbox.real, *placed.name.split("/"))
+                inbox.cache.record(real, st.st_size, st.st_mtime_ns, meta.sha256)
+            return placed.name
+        finally:
+            if dest is not root:
+                dest.close()
+    finally:
+        os.close(fd)
+        # Placed (a link: the part is a second name), surplus or failed: the part goes.
+        with contextlib.suppress(OSError):
+            parts_dir.unlink(part)
+
+
+def _set_mtime(parts_dir: Dir, part: str, fd: int, mtime: object) -> None:
+    """The sender's mtime, as Incoming._set_mtime gives it (by name where fds cannot)."""
+    if isinstance(mtime, (int, float)) and math.isfinite(mtime) and 0 <= mtime < 2**33:
+        ns = (time.time_ns(), round(mtime * 1e9))
+        with contextlib.suppress(OSError, ValueError, OverflowError, StoreError):
+            if not plat.utime_fd(fd, ns):
+                st = os.fstat(fd)
+                parts_dir.set_mtime(part, ns, (st.st_dev, st.st_ino))
