@@ -364,10 +364,12 @@ class BatchSink:
             if e.kind == "file" and i not in self.placed and i not in self.missing:
                 self._miss(i, ErrorCode.TRUNCATED, "not sent")
         self.store.note_received()
+        self.store.release_whole()
         return BatchVerdict(self.batch.id, tuple(self.missing[i] for i in sorted(self.missing)))
 
     def abort(self, *, keep: bool) -> None:
         self.whole = None
+        self.store.release_whole()
         if self.incoming is not None:
             with contextlib.suppress(StoreError):
                 self.incoming.abort(keep=keep)

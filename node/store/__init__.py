@@ -137,6 +137,7 @@ class Store:
         )
         self.dirs = self.receiving.dirs  # "dirfd" or "path": node/store/dirs.py
         self.received = ReceivedFiles(self.receiving, self.inbox, share_real=self.share_real)
+        self.whole = _whole.WholeFiles(self.receiving, clock)
         self.hashes_done = 0  # files hashed by this store (tests assert the cache avoids work)
 
     # -- hashing and the cache ---------------------------------------------------------------
@@ -288,8 +289,13 @@ class Store:
     def store_whole(
         self, peer: str, meta: FileMeta, data: bytes | bytearray, mode: int | None = None
     ) -> str:
-        """Verify and place a small file received whole in memory (whole.py); its name."""
-        return _whole.store_whole(self.receiving, peer, meta, data, mode)
+        """Verify and place a small file received whole in memory (whole.py); its name.
+        Directory handles are kept between calls (at most whole.HOLD s): `release_whole()`
+        lets them go when a batch ends."""
+        return self.whole.store(peer, meta, data, mode)
+
+    def release_whole(self) -> None:
+        self.whole.close()
 
     def has_entry(self, name: str) -> bool:
         """Something (file, directory) is at the top-level `name` of the inbox (no symlink
