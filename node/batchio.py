@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from node.transfer import Transfer
 
 SMALL_FILE = 256 << 10  # read whole and written at once; larger files go by sendfile
+PACK = 256 << 10  # bytes of small files' frames gathered into one transport write
 PROGRESS_EVERY = 1.0  # s between a receiver's bprogress messages
 
 
@@ -73,6 +74,7 @@ class BatchStream:
         self._big_base = 0  # t.bytes before the big file under way
         self._big_counted = 0  # bytes of it already added to t.sent
         self.on_sender = on_sender  # the handler's `sender` (the connection's rate checks)
+        self._out: list[bytes] = []  # frames packed by pump() not written yet
         # What the receiver holds already counts as done (a resumed batch starts there).
         entries = batch.entries
         t.files_done = sum(1 for i in have if entries[i].kind == "file")
@@ -94,34 +96,50 @@ class BatchStream:
         """Queue files until the transport pushes back or the batch is all sent."""
         conn = self.conn
         bucket = conn.node.upload_bucket
+        # Small files' frames go out together, up to PACK bytes per transport write: one TLS
+        # record and one send for many files instead of three of each per file.
+        out = self._out
+        packed = 0
         while not self.paused and self.big is None and not self.ended:
             if conn.closed or conn.transport is None or conn.transport.is_closing():
-                return
+                break
             conn.last_activity = conn.node.loop.time()
             if self.pos >= len(self.queue):
                 self.ended = True
-                conn.send(BEnd(self.batch.id))
-                return
+                out.append(conn.session.send(BEnd(self.batch.id)))
+                break
             i = self.queue[self.pos]
-            self.pos += 1
             entry = self.batch.entries[i]
             offset = self.offsets.get(i, 0)
             path = self.sources[entry.path]
             if entry.size - offset > SMALL_FILE or bucket is not None:
+                self._write(out)
+                self.pos += 1
                 conn.send(BFile(self.batch.id, i, offset))
                 self._send_big(path, entry, offset)
                 return
+            self.pos += 1
             data = self._read_small(path, entry, offset)
             if data is None:
-                return
-            conn.send(BFile(self.batch.id, i, offset))
+                return  # failed: the files packed before it went out first (_read_small)
+            out.append(conn.session.send(BFile(self.batch.id, i, offset)))
             if data:
-                conn.send(Data(len(data)))
-                assert conn.transport is not None
-                conn.transport.write(data)
+                out.append(conn.session.send(Data(len(data))))
+                out.append(data)
+            packed += len(data)
             self.t.bytes += len(data)
             self.t.sent += len(data)
             self.t.files_done += 1
+            if packed >= PACK:
+                self._write(out)  # may pause us (the transport's high-water mark)
+                packed = 0
+        self._write(out)
+
+    def _write(self, out: list[bytes]) -> None:
+        conn = self.conn
+        if out and not conn.closed and conn.transport is not None:
+            conn.transport.write(b"".join(out))
+        out.clear()
 
     def _read_small(self, path: str, entry: Entry, offset: int) -> bytes | None:
         try:
@@ -135,9 +153,11 @@ class BatchStream:
                 os.close(fd)
         except (OSError, StoreError) as exc:
             code = exc.code if isinstance(exc, StoreError) else ErrorCode.IO_ERROR
+            self._write(self._out)
             self.conn.fail(code, f"cannot read {path}: {exc}")
             return None
         if len(data) != entry.size - offset:
+            self._write(self._out)
             self.conn.fail(ErrorCode.SOURCE_CHANGED, f"{path} changed while it was read")
             return None
         return data
