@@ -1,15 +1,16 @@
 """A small file that arrived whole: verified from memory, then written and placed at once.
 
-A batch receiver buffers a small file (bounded: WHOLE_MAX) until its last byte, then calls
-`store_whole`. Its sha256 is checked on the buffer *before* anything touches the disk, so a
-bad file leaves nothing behind and a good one needs no resume record: one fresh part
-(`<key>-<random>.part`, O_EXCL, no symlink followed, the kind prune_partials drops at once if
-a crash leaves it), one write, the mode and mtime, then the same no-clobber hard-link placement
-as every received file (placement.py) and the hash cache record. Everything goes through the
-same `Dir` handles as Incoming (dirs.py): never outside the inbox, no symlink followed. The
-per-file costs it saves against open_incoming + finish: the record's write and removal, the
-resume lookup, the space claim (nothing else runs before it returns: one thread) and the
-inbox's re-identification (the root is opened and used within this one call).
+A batch receiver (node/batchio.py) gathers a file of at most WHOLE_MAX bytes sent from byte 0
+until its last byte, then calls `WholeFiles.store` (Store.store_whole). Its sha256 is checked
+on the buffer *before* anything touches the disk, so a bad file leaves nothing behind and a
+good one needs no resume record: one fresh part (`<key>-<random>.part`, O_EXCL, no symlink
+followed; the kind prune_partials drops at once if a crash leaves it), one write, the mode and
+mtime, then the same no-clobber hard-link placement as every received file (placement.py) and
+the hash cache record. Everything goes through the same `Dir` handles as Incoming (dirs.py):
+never outside the inbox, no symlink followed. The per-file costs it saves against
+open_incoming + finish: the record's write and removal, the resume lookup, the space claim
+(nothing else runs before it returns: one thread), and the directories opened per file.
+Memory: one buffer per receiving connection, at most WHOLE_MAX bytes.
 """
 
 from __future__ import annotations
@@ -37,8 +38,6 @@ if TYPE_CHECKING:
     from node.store.inbox import Inbox
 
 WHOLE_MAX = 256 << 10  # bytes a receiver may buffer for one file (one per connection)
-
-
 HOLD = 0.5  # s a directory handle is reused before it is opened afresh
 
 
