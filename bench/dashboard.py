@@ -35,9 +35,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from node.discovery import Announce, encode
 from node.units import size_argument
 from tests import browser as br
+from tests.attackkit import fake_identities, signed_announce
 from tests.nodeproc import NodeProc, free_udp_port, wait_mesh
 
 OBSERVE = """
@@ -68,9 +68,10 @@ def fake_peers(node: NodeProc, count: int) -> None:
     reach only one of the sockets sharing the port)."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
-        for i in range(count):
-            msg = Announce(f"{i:032x}", f"peer-{i:03d}", 40000 + i, ("lab",), 1, 60.0)
-            s.sendto(encode(msg), ("127.255.255.255", node.discovery_port))
+        for i, who in enumerate(fake_identities(count, b"dashboard")):
+            data = signed_announce(who, time.time_ns() // 1000, name=f"peer-{i:03d}",
+                                   port=40000 + i, interval=60.0)  # fmt: skip
+            s.sendto(data, ("127.255.255.255", node.discovery_port))
             if i % 25 == 24:
                 time.sleep(0.01)  # pacing the sender; the node reads them in its own time
 

@@ -78,6 +78,9 @@ def cmd_report(args: list[str]) -> int:
 
 def cmd_demo(args: list[str]) -> int:
     compose = compose_command()
+    # compose.yaml needs the demo's group secret to parse at all; a fresh random one (for
+    # `down`, `ps`, `logs` it is unused; for `up` it is the demo's secret).
+    os.environ.setdefault("MOLE_DEMO_SECRET", os.urandom(16).hex())
     options = [
         "-f", str(COMPOSE_FILE),
         "--project-directory", str(REPO),

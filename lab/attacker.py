@@ -107,7 +107,11 @@ def emit(event: str, **kw: object) -> None:
     sys.stdout.flush()
 
 
-class Attack:
+class Peer:
+    """What every behaviour stands on: the counters the progress lines report and the ways
+    in (a raw connection, a session past the handshake, reading the target's answers).
+    Apart from the behaviours so each class owns one thing (issue 9's size rule)."""
+
     def __init__(self, args: argparse.Namespace) -> None:
         self.a = args
         self.stop = threading.Event()
@@ -204,7 +208,10 @@ class Attack:
             pass
         return out
 
-    # -- behaviours
+
+class Attack(Peer):
+    """The behaviours, one method each (named as on the command line), run on a worker
+    thread until `stop` is set."""
 
     def liar(self) -> None:
         """Honest-looking push of `file` whose bytes do not match the announced hash."""

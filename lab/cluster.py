@@ -4,7 +4,8 @@ Every other lab module talks to Docker through this one, so timeouts, labels and
 messages are handled in one place. Everything the lab creates carries `io.mole.lab=1`, the run
 id and the owning process (`<hostname>:<pid>:<start-time>`, lab.host), which lets `sweep()`
 tell the leftovers of a dead run from the resources of a live one. What needs no engine lives
-beside it: lab.nodespec (NodeSpec, NodeHandle), lab.logfile (the engine's log files), lab.host.
+beside it: lab.nodespec (NodeSpec, NodeHandle), lab.naming (labels, names, subnet pools),
+lab.logfile (the engine's log files), lab.host.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ import docker
 import docker.errors
 import requests.exceptions
 
-from lab.host import free_subnets, owner_alive, owner_id, route_nets
+from lab import naming
+from lab.host import free_subnets, owner_id, route_nets
 from lab.logfile import EngineLogRoot, LogFollowers
 from lab.nodespec import LabError as LabError  # the door's error: callers catch it from here
 from lab.nodespec import NodeHandle, NodeSpec, check_name, check_specs, split_image_ref
@@ -35,16 +37,9 @@ from lab.parallel import each
 
 log = logging.getLogger("mole.lab.cluster")
 
-LABEL = "io.mole.lab"  # "1" on everything the lab creates
-LABEL_RUN = "io.mole.lab.run"  # run id
-LABEL_OWNER = "io.mole.lab.owner"  # "<hostname>:<pid>:<start-time>" of the creating process
-LABEL_NODE = "io.mole.lab.node"  # node name (containers only)
-
 WORKERS = 8
 # Per-request deadline of every Docker call (socket timeout of the SDK client).
 TIMEOUT = float(os.environ.get("MOLE_LAB_DOCKER_TIMEOUT", "60"))
-# Candidate /16 pools for lab networks, tried in order; every /24 inside is one network.
-SUBNET_POOLS = ("10.213.0.0/16", "172.30.0.0/16")
 LOG_TAIL = 30
 
 _DOCKER_ERRORS = (docker.errors.DockerException, requests.exceptions.RequestException)
@@ -119,36 +114,29 @@ def _image_call(operation: str, fn: Callable[..., T], *a: Any, **kw: Any) -> T |
 
 
 def _used_nets() -> list[ipaddress.IPv4Network]:
-    used = route_nets()
-    for net in _api().networks():
-        for cfg in (net.get("IPAM") or {}).get("Config") or []:
-            try:
-                n = ipaddress.ip_network(cfg.get("Subnet", ""), strict=False)
-            except ValueError:
-                continue
-            if isinstance(n, ipaddress.IPv4Network):
-                used.append(n)
-    return used
+    return route_nets() + naming.network_subnets(_api().networks())
 
 
-def ipv6_subnet(v4: ipaddress.IPv4Network) -> str:
-    """The IPv6 /64 of a lab network: a unique local prefix (RFC 4193, fd00::/8) made of its
-    IPv4 /24, so that the two are free or taken together."""
-    a, b, c, _ = v4.network_address.packed
-    return f"fd6d:6f6c:{a:02x}{b:02x}:{c:02x}00::/64"
-
-
-def _create_network(dname: str, labels: dict[str, str], *, ipv6: bool = False) -> tuple[str, str]:
-    """A bridge network on a free /24 of SUBNET_POOLS: (its id, its subnet). With `ipv6`,
-    Docker's `enable_ipv6` and a /64 besides (containers get link-local addresses too)."""
+def _create_network(
+    dname: str,
+    labels: dict[str, str],
+    *,
+    ipv6: bool = False,
+    options: dict[str, str] | None = None,
+) -> tuple[str, str]:
+    """A bridge network on a free /24 of naming.SUBNET_POOLS: (its id, its subnet). With `ipv6`,
+    Docker's `enable_ipv6` and a /64 besides (containers get link-local addresses too);
+    `options`: the bridge driver's options."""
     op, last = f"create network {dname}", ""
     for _attempt in range(20):
-        subnets = free_subnets(SUBNET_POOLS, _engine(f"list networks for {dname}", _used_nets))
+        subnets = free_subnets(
+            naming.SUBNET_POOLS, _engine(f"list networks for {dname}", _used_nets)
+        )
         if not subnets and sweep() > 0:  # dead runs' networks hold the pool: free them
             continue
         if not subnets:
             raise LabError(
-                f"no free /24 left in {', '.join(SUBNET_POOLS)}; "
+                f"no free /24 left in {', '.join(naming.SUBNET_POOLS)}; "
                 "remove stale networks with `python3 -m lab clean`",
                 operation=op,
             )
@@ -156,12 +144,12 @@ def _create_network(dname: str, labels: dict[str, str], *, ipv6: bool = False) -
         pool = docker.types.IPAMPool(subnet=str(subnets[0]), gateway=gateway)
         pools = [pool]
         if ipv6:
-            pools.append(docker.types.IPAMPool(subnet=ipv6_subnet(subnets[0])))
+            pools.append(docker.types.IPAMPool(subnet=naming.ipv6_subnet(subnets[0])))
         ipam = docker.types.IPAMConfig(pool_configs=pools)
         try:
             net = _api().create_network(
                 dname, driver="bridge", ipam=ipam, labels=labels, attachable=True,
-                check_duplicate=True, enable_ipv6=ipv6,
+                check_duplicate=True, enable_ipv6=ipv6, options=options,
             )  # fmt: skip
         except _DOCKER_ERRORS as e:
             # A parallel run took the same subnet between our listing and our create.
@@ -432,6 +420,9 @@ class Cluster(_Containers):
         self._container_ids: set[str] = set()
         self._closed = False
         self._used = False  # set before the first Docker resource is requested
+        # One random group secret per run, never committed nor shown: the run's nodes prove
+        # membership to each other (default policies let group members push and pull).
+        self.group_secret = secrets.token_hex(16)
 
     # -- context manager
 
@@ -459,22 +450,25 @@ class Cluster(_Containers):
 
     @property
     def labels(self) -> dict[str, str]:
-        return {LABEL: "1", LABEL_RUN: self.run_id, LABEL_OWNER: self.owner}
+        return naming.run_labels(self.run_id, self.owner)
 
     def _docker_name(self, name: str) -> str:
-        return f"mole-{self.run_id}-{name}"
+        return naming.docker_name(self.run_id, name)
 
     # -- networks
 
-    def add_network(self, name: str, *, ipv6: bool = False) -> str:
-        """A bridge network on a free /24 (and with `ipv6`, the /64 of ipv6_subnet);
-        returns its docker name."""
+    def add_network(self, name: str, *, ipv6: bool = False, host_nat: bool = True) -> str:
+        """A bridge network on a free /24 (and with `ipv6`, the /64 of naming.ipv6_subnet);
+        returns its docker name. host_nat=False: the host does not masquerade what leaves it
+        (with bridge netfilter on, it would also rewrite packets a router container forwards
+        onto the bridge: lab/wan.py's NAT sites)."""
         check_name("network name", name)
         self._check_open()
         if name in self.networks:
             raise ValueError(f"network {name!r} already exists in run {self.run_id}")
         dname = self._docker_name(name)
-        nid, subnet = _create_network(dname, self.labels, ipv6=ipv6)
+        options = None if host_nat else {"com.docker.network.bridge.enable_ip_masquerade": "false"}
+        nid, subnet = _create_network(dname, self.labels, ipv6=ipv6, options=options)
         with self._lock:
             self.networks[name] = dname
             self._network_ids[dname] = nid
@@ -520,7 +514,7 @@ class Cluster(_Containers):
         addresses). create_nodes() builds on it; bench_support times it bare."""
         self._check_open()
         api = _api()
-        data_dir = spec.make_data_dir(self.workdir)
+        data_dir = spec.make_data_dir(self.workdir, self.group_secret)
         token = secrets.token_hex(16)
         nets = [self._net(n) for n in spec.networks]
         host_config = api.create_host_config(
@@ -534,12 +528,12 @@ class Cluster(_Containers):
         )
         try:
             c = api.create_container(
-                self.image,
-                command=spec.command_line(token),
+                spec.image or self.image,
+                command=spec.command_line(token, group=True),
                 entrypoint=spec.entrypoint,
                 name=self._docker_name(spec.name),
                 hostname=spec.name,
-                labels={**self.labels, LABEL_NODE: spec.name},
+                labels={**self.labels, naming.LABEL_NODE: spec.name},
                 environment=dict(spec.env) or None,
                 user=spec.process_user(),
                 host_config=host_config,
@@ -580,7 +574,7 @@ class Cluster(_Containers):
             cids = set(self._container_ids)
             nids = set(self._network_ids.values())
         try:
-            flt = {"label": [f"{LABEL_RUN}={self.run_id}", f"{LABEL_OWNER}={self.owner}"]}
+            flt = {"label": naming.run_filter(self.run_id, self.owner)}
             api = _api()
             # The label query also finds containers whose create call had not returned yet.
             cids |= {c["Id"] for c in api.containers(all=True, filters=flt)}
@@ -667,7 +661,7 @@ def _labelled(operation: str, labels: list[str]) -> tuple[list[Any], list[Any]]:
 
 def resources(run_id: str | None = None) -> dict[str, list[str]]:
     """Names of lab containers and networks (of one run, or all): {"containers", "networks"}."""
-    labels = [f"{LABEL_RUN}={run_id}"] if run_id else [f"{LABEL}=1"]
+    labels = [f"{naming.LABEL_RUN}={run_id}"] if run_id else [f"{naming.LABEL}=1"]
     containers, networks = _labelled("list lab resources", labels)
     return {
         "containers": sorted(c["Names"][0].lstrip("/") for c in containers),
@@ -681,14 +675,9 @@ def sweep(*, everything: bool = False, run_id: str | None = None) -> int:
     Returns how many were removed. Resources without the lab label (e.g. the compose demo)
     are never touched. run_id restricts the sweep to one run.
     """
-    labels = [f"{LABEL}=1"] + ([f"{LABEL_RUN}={run_id}"] if run_id else [])
-    containers, networks = _labelled("sweep", labels)
-
-    def dead(labels: dict[str, str] | None) -> bool:
-        return everything or not owner_alive((labels or {}).get(LABEL_OWNER, ""))
-
-    cids = [c["Id"] for c in containers if dead(c.get("Labels"))]
-    nids = [n["Id"] for n in networks if dead(n.get("Labels"))]
+    containers, networks = _labelled("sweep", naming.sweep_filter(run_id))
+    cids = [c["Id"] for c in containers if naming.is_leftover(c, everything=everything)]
+    nids = [n["Id"] for n in networks if naming.is_leftover(n, everything=everything)]
     return _remove_all(cids, nids)
 
 
@@ -697,7 +686,7 @@ def sweep(*, everything: bool = False, run_id: str | None = None) -> int:
 
 def running_containers(owner: str | None = None) -> dict[str, str]:
     """Running lab containers of `owner` (default: this process): name -> container id."""
-    flt = {"label": [f"{LABEL}=1", f"{LABEL_OWNER}={owner or owner_id()}"], "status": "running"}
+    flt = {"label": naming.owner_filter(owner or owner_id()), "status": "running"}
     found = _engine("list running containers", _api().containers, filters=flt)
     return {c["Names"][0].lstrip("/"): c["Id"] for c in found}
 

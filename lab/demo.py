@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+DEMO_SECRET_VAR = "MOLE_DEMO_SECRET"
+
 TCP_STATES = {
     "01": "ESTABLISHED",
     "02": "SYN_SENT",
@@ -189,7 +191,11 @@ def run_up(
     say(" ".join(argv))
     for line in how_to_reach(compose_file).splitlines():
         say(line)
-    child = popen(argv)
+    # The demo's nodes join group "demo" with a secret made for this demo (compose.yaml reads
+    # it from the environment; it is never written to a file of the repository).
+    env = dict(os.environ)
+    env.setdefault(DEMO_SECRET_VAR, os.urandom(16).hex())
+    child = popen(argv, env=env)
     # Ctrl-C reaches compose too (same process group): it stops the containers and exits;
     # this process only waits for it, and then does not take its exit for a failure.
     interrupted: list[int] = []

@@ -13,10 +13,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from lab import hostile
+from lab import hostile, wan
 from lab.files import place_file
 from lab.nodeapi import NodeApi
-from lab.nodespec import TCP_PORT, NodeSpec
+from lab.nodespec import GROUP_SECRET_FILE, TCP_PORT, NodeSpec
 from lab.parallel import each
 from lab.results import abbrev
 from lab.scenario import NodeDecl, Scenario, route_for
@@ -79,7 +79,9 @@ class Nodes:
         routed = {n for n in self.sc.nodes if self._routed_peers(n)}
         wave1 = [n for n in self.sc.nodes if n not in routed]
         wave2 = [n for n in self.sc.nodes if n in routed]
-        for wave in (wave1, wave2):
+        # Nodes whose args name another container's address ({ip:NAME}) wait for NAME's start:
+        # each of these waves holds those whose every NAME is running by then.
+        for wave in (*wan.ip_waves(wave1), wave2):
             if wave:
                 self._create(wave, files)
                 self.after_start([n.name for n in wave if n.start], start=True)
@@ -95,6 +97,8 @@ class Nodes:
             for t in self.sc.trees:
                 if n.name in t.on:
                     place_tree(self.trees[t.id], share)
+            if n.service is not None:
+                wan.prepare_service(n, self.sc, Path(self.handles[n.name].data_dir))
             if n.runs_node:
                 self.tail.watch(n.name)
             elif n.hostile:
@@ -107,6 +111,8 @@ class Nodes:
 
     def _spec(self, n: NodeDecl) -> NodeSpec:
         tmpfs = {k: tmpfs_options(v) for k, v in n.tmpfs}
+        if n.service is not None:
+            return wan.service_spec(n, tmpfs, self.handles)
         if n.hostile:  # no node: the lab's attacker (lab.hostile), against its target only
             return NodeSpec(
                 name=n.name,
@@ -128,13 +134,14 @@ class Nodes:
             )
         args: list[str] = []
         for g in n.groups:
-            args += ["--group", g]
+            # A scenario's group gets the run's secret too (its name makes it another key).
+            args += ["--group", f"{g}:@/data/{GROUP_SECRET_FILE}"]
         for p in n.peers:
             # A shared network: Docker's DNS answers with the right address; else its IP.
             routed = route_for(self.sc.nodes, n.name, p) is not None
             host = self._ip_towards(p, n) if routed else p
             args += ["--peer", hostport(host, TCP_PORT)]  # [v6]:port for an IPv6 address
-        args += list(n.args)
+        args += wan.expand_ips(n.args, self.handles)
         return NodeSpec(
             name=n.name,
             networks=list(n.networks),
@@ -170,6 +177,9 @@ class Nodes:
                 for net, ip in self.handles[n].ips.items():
                     self.past_ips.setdefault(n, set()).add((net, ip))
         self._apply_routes(names)
+        with self.lock:
+            running = set(self.running)
+        wan.apply_nat(self.sc, self.handles, running, names, self.cluster.exec)
         mole = [n for n in names if self.sc.node(n).runs_node]
         timeout = min(max(READY_TIMEOUT, READY_PER_NODE * len(mole)), self.remaining())
         _, errors = each(

@@ -13,6 +13,9 @@ from typing import Any
 
 API_PORT = 47102  # the node API inside every container (--api 0.0.0.0:47102)
 TCP_PORT = 47101  # the node's transfer port (what a static --peer names)
+LAB_GROUP = "lab"  # the group every node of a run joins (lab/cluster.py makes its secret)
+GROUP_SECRET_FILE = "state/group.secret"  # under the node's data dir (/data in the container)
+
 # Run ids, node and network names end up in container names, DNS aliases and labels.
 _NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
 
@@ -70,6 +73,7 @@ class NodeSpec:
     # "uid:gid" of the node process. Default: root when the lab runs as root, else the host
     # user, so the bind-mounted data dir stays removable by whoever ran the lab.
     user: str | None = None
+    image: str | None = None  # another image than the run's node image (service containers)
 
     def process_user(self) -> str:
         """`user`, else root when the lab runs as root, else the host user ("" = the image's)."""
@@ -77,18 +81,31 @@ class NodeSpec:
             return self.user
         return "" if os.geteuid() == 0 else f"{os.getuid()}:{os.getgid()}"
 
-    def make_data_dir(self, workdir: Path) -> Path:
-        """The host directory bind-mounted at /data, with share/, inbox/ and state/."""
+    def make_data_dir(self, workdir: Path, group_secret: str | None = None) -> Path:
+        """The host directory bind-mounted at /data, with share/, inbox/ and state/; with
+        `group_secret`, the run's group secret in state/group.secret (mode 0600: never on a
+        command line or in the environment, which `docker inspect` shows)."""
         data_dir = (workdir / self.name).resolve()
         for sub in ("share", "inbox", "state"):
             (data_dir / sub).mkdir(parents=True, exist_ok=True)
+        if group_secret is not None:
+            path = data_dir / GROUP_SECRET_FILE
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(group_secret + "\n")
         return data_dir
 
-    def command_line(self, token: str) -> list[str]:
+    def command_line(self, token: str, *, group: bool = False) -> list[str]:
         """The container's command: `command`, else the node's `serve` with the lab's layout
-        (share, inbox and state under the bind-mounted /data) and `args` appended."""
+        (share, inbox and state under the bind-mounted /data) and `args` appended. `group`:
+        join the run's group too."""
         if self.command is not None:
             return self.command
+        # Every node joins the run's group (so any two may push and pull, as before nodes had
+        # to prove anything), besides the groups a scenario names, unless one is called "lab".
+        joins = group and not any(
+            a.removeprefix("--group=").startswith(f"{LAB_GROUP}:") for a in self.args
+        )
         return [
             "serve",
             "--name", self.name,
@@ -97,6 +114,7 @@ class NodeSpec:
             "--state", "/data/state",
             "--api", f"0.0.0.0:{API_PORT}",
             "--api-token", token,
+            *(("--group", f"{LAB_GROUP}:@/data/{GROUP_SECRET_FILE}") if joins else ()),
             *self.args,
         ]  # fmt: skip
 

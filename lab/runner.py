@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import sys
 import time
@@ -27,15 +26,14 @@ from typing import Any
 
 from lab import scenario as sc_mod
 from lab import verbs
+from lab.artifacts import Artifacts
 from lab.expectations import Expectation, Verdict, expectations
 from lab.files import Inboxes, generate_file
-from lab.matrix import transfer_rows
-from lab.nodes import LOG_TAIL, MAX_TAILS, NodeDied, Nodes
+from lab.nodes import NodeDied, Nodes
 from lab.results import Result, render_summary
 from lab.runctx import RunContext
 from lab.scenario import Scenario, ScenarioError, ScenarioSkip, Step, load_scenario
 from lab.state import Report, RunState
-from lab.tail import parse_events
 from lab.timeline import Timeline
 from lab.trees import generate_tree
 from lab.verbs import StepError
@@ -83,11 +81,9 @@ class Run:
         self.result = Result(scenario=sc.name, run_id=self.run_id, source=sc.source)
         self.report = Report(sc, self.result, progress)
         self.expectations: list[Expectation] = expectations(sc)
-        self.ctx = RunContext(self.run_id, self.report, self)
-        self.state: RunState | None = None
-        self.logs: dict[str, str] = {}
-        self.statuses: dict[str, str] = {}
-        self.t_teardown = 0.0
+        self.kept = Artifacts(sc, self.result, self.report, self.expectations, self.artifacts)
+        self.ctx = RunContext(self.run_id, self.report, self.kept)
+        self.kept.ctx = self.ctx
 
     # -- the whole run
 
@@ -115,7 +111,7 @@ class Run:
                     errored = True
                     fail("error", f"{type(e).__name__}: {e}")
                 finally:
-                    self.t_teardown = time.monotonic()
+                    self.kept.t_teardown = time.monotonic()
         except KeyboardInterrupt as e:  # again, during the cleanup (which went on all the same)
             interrupted = interrupted or e
         if self.result.status != "skipped":
@@ -152,11 +148,13 @@ class Run:
         timings["cluster"] = time.monotonic() - t
         self._check_kernel(cluster)
         t = time.monotonic()
+        routed = {net for n in sc.nodes if n.nat is not None for net in n.networks}
         for net in sc.networks:
-            if sc.ipv6:  # only then: fake clusters of the tests take a name alone
-                cluster.add_network(net, ipv6=True)
-            else:
-                cluster.add_network(net)
+            # Only the options a network needs: fake clusters of the tests take a name alone.
+            opts: dict[str, bool] = {"ipv6": True} if sc.ipv6 else {}
+            if net in routed:
+                opts["host_nat"] = False
+            cluster.add_network(net, **opts)
         timings["networks"] = time.monotonic() - t
         t = time.monotonic()
         paths, shas = {}, {}
@@ -168,7 +166,7 @@ class Run:
         tail = self.ctx.open_tail(lambda name: str(cluster.logs(name)))
         nodes = Nodes(sc, cluster, tail, say=self.report.say, remaining=self.report.remaining)
         inboxes = Inboxes(sc, shas, nodes, fail=self.report.fail)
-        self.state = state = RunState(sc, self.report, nodes, inboxes, tail)
+        self.kept.state = state = RunState(sc, self.report, nodes, inboxes, tail)
         state.trees = nodes.trees = trees
         nodes.create_all(paths)
         state.t0, state.t0_wall = time.monotonic(), time.time()
@@ -273,98 +271,6 @@ class Run:
         state.tail.poll_all()  # one last look: events that arrived since the last tick
         for e in self.expectations:
             e.final(state)
-
-    # -- lab.runctx.Finisher: the results, while the run's resources go away
-
-    def collect(self) -> None:
-        cluster, tail, state = self.ctx.cluster, self.ctx.tail, self.state
-        if cluster is None or state is None or tail is None:
-            return
-        for n in list(state.nodes.handles):
-            if self.sc.node(n).router:
-                continue
-            try:
-                self.logs[n] = str(cluster.logs(n))
-            except Exception as err:
-                self.logs[n] = tail.text(n) + f"\n(lab: could not read logs: {err})\n"
-            self.statuses[n] = state.nodes.status(n)
-        for n, text in self.logs.items():  # the events in the artifacts: the complete logs'
-            if self.sc.node(n).runs_node:  # a hostile peer's lines are its own, not a node's
-                tail.replace(n, text)
-        if state.t0 is not None:
-            with contextlib.suppress(Exception):
-                self.result.transfers = transfer_rows(state)
-                for e in self.expectations:
-                    e.contribute(state, self.result)
-
-    def after_teardown(self) -> None:
-        if self.state is None or self.state.t0 is None:
-            return
-        for e in self.expectations:
-            e.after_teardown(self.state)
-
-    def write_artifacts(self) -> None:
-        r = self.result
-        r.timings["teardown"] = time.monotonic() - self.t_teardown
-        r.timings["total"] = time.monotonic() - self.report.t_start
-        involved: list[str] = []
-        for failure in r.failures:
-            involved += [n for n in failure.nodes if n in self.logs]
-        if r.failures and not involved:
-            involved = list(self.logs)[:2]
-        for n in list(dict.fromkeys(involved))[:MAX_TAILS]:
-            r.log_tails[n] = "\n".join(self.logs[n].splitlines()[-LOG_TAIL:])
-        r.node_status = dict(self.statuses)
-        try:
-            self.artifacts.mkdir(parents=True, exist_ok=True)
-            r.artifacts = str(self.artifacts)
-            (self.artifacts / "scenario.yaml").write_text(self.sc.text or "")
-            for n, text in self.logs.items():
-                (self.artifacts / f"{n}.log").write_text(text)
-                with (self.artifacts / f"{n}.events.jsonl").open("w") as out:
-                    for ev in parse_events(text):
-                        out.write(json.dumps(ev, separators=(",", ":")) + "\n")
-            status = "skipped" if r.status == "skipped" else "failed" if r.failures else "passed"
-            snapshot = Result(**{**r.__dict__, "status": status})
-            (self.artifacts / "result.json").write_text(snapshot.dumps())
-            (self.artifacts / "matrix.txt").write_text(snapshot.render_matrix() + "\n")
-            (self.artifacts / "timeline.json").write_text(json.dumps(self._timeline_json()))
-        except OSError as e:
-            self.report.say(f"could not write artifacts to {self.artifacts}: {e}")
-            return
-        try:
-            from lab.report import write_report
-
-            self.report.say(f"report: {write_report(self.artifacts)}")
-        except Exception as e:  # the report is a view: its bug must not lose the run's result
-            self.report.say(f"could not write report.html: {type(e).__name__}: {e}")
-
-    def _timeline_json(self) -> dict[str, Any]:
-        """When each step fired and returned (wall clock), for report.html's timeline."""
-        state = self.state
-        fired = state.steps_fired if state else {}
-        done = state.steps_done if state else {}
-        t0_mono = state.t0 if state else None
-        t0 = state.t0_wall if state else None
-
-        def wall(mono: float | None) -> float | None:
-            if mono is None or t0 is None or t0_mono is None:
-                return None
-            return t0 + (mono - t0_mono)
-
-        steps = [
-            {
-                "id": s.id,
-                "do": s.do,
-                "describe": s.describe(),
-                "fault": s.is_fault,
-                "duration": s.duration,
-                "fired": fired.get(s.id),
-                "done": wall(done.get(s.id)),
-            }
-            for s in self.sc.steps
-        ]
-        return {"t0": t0, "end": time.time(), "steps": steps}
 
 
 # --------------------------------------------------------------------------- public API

@@ -81,6 +81,11 @@ class NodeDecl:
     tmpfs: tuple[tuple[str, str], ...] = ()
     env: tuple[tuple[str, str], ...] = ()
     router: bool = False  # runs no node: only forwards packets between its networks
+    # Beyond the LAN (docs/scenarios.md "NAT sites"): a router's NAT onto network `nat` with
+    # TCP port 47101 forwarded to node `forward`; a service container (`service`) runs no node.
+    nat: str | None = None
+    forward: str | None = None
+    service: str | None = None
     path: str = ""
     hostile: tuple[tuple[str, str], ...] = ()  # runs lab/attacker.py with these (lab.hostile)
 

@@ -78,6 +78,9 @@ class Topology(Checks):
             "tmpfs",
             "env",
             "router",
+            "nat",
+            "forward",
+            "service",
             "hostile",
         )
         for i, item in enumerate(items):
@@ -121,7 +124,10 @@ class Topology(Checks):
                 for k in ("groups", "peers", "args", "router", "tmpfs"):
                     if k in m:
                         raise self.fail(join(p, k), "a hostile node runs no mole node: not allowed")
-            if router:
+            nat, forward, service = self.wan_keys(m, p, nets, router)
+            if service is not None:
+                router = True  # runs no node, as a router
+            elif router:
                 for k in ("groups", "peers", "args", "group"):
                     if k in m:
                         raise self.fail(join(p, k), "a router runs no node: not allowed")
@@ -148,11 +154,51 @@ class Topology(Checks):
                         tmpfs=tmpfs,
                         env=env,
                         router=router,
+                        nat=nat,
+                        forward=forward,
+                        service=service,
                         path=p,
                         hostile=attack,
                     )
                 )
+        by_name = {d.name: d for d in out}
+        for d in out:
+            f = by_name.get(d.forward or "")
+            if d.forward is not None and (
+                f is None or f.router or not set(f.networks) & set(d.networks) - {d.nat}
+            ):
+                raise self.fail(
+                    join(d.path, "forward"),
+                    f"{d.forward!r} is not a node on one of the router's site networks",
+                )
         return tuple(out)
+
+    def wan_keys(
+        self, m: dict[str, Any], p: str, nets: tuple[str, ...], router: bool
+    ) -> tuple[str | None, str | None, str | None]:
+        """`nat`/`forward` (a router's NAT onto one of its networks, TCP 47101 forwarded to a
+        node) and `service` (a container of lab/services.py instead of a node)."""
+        nat = forward = service = None
+        if "nat" in m:
+            if not router:
+                raise self.fail(join(p, "nat"), "only a router (`router: true`) does NAT")
+            nat = self.name(m["nat"], join(p, "nat"), "network name")
+            if nat not in nets:
+                raise self.fail(join(p, "nat"), f"{nat!r} is not one of the router's networks")
+        if "forward" in m:
+            if nat is None:
+                raise self.fail(join(p, "forward"), "needs `nat`")
+            forward = self.name(m["forward"], join(p, "forward"), "node name")
+        if "service" in m:
+            from lab.services import SERVICES
+
+            service = m["service"]
+            if service not in SERVICES:
+                raise self.fail(join(p, "service"), f"one of {', '.join(SERVICES)}")
+            for k in ("groups", "peers", "group", "router"):
+                if k in m:
+                    raise self.fail(join(p, k), "a service runs no node: not allowed")
+        return nat, forward, service
 
     def node_networks(
         self, m: dict[str, Any], p: str, networks: tuple[str, ...]

@@ -146,8 +146,8 @@ class RunState:
     def peer_name(self, ev: Event) -> str:
         return self.nodes.peer_name(ev)
 
-    def seen_pairs(self) -> dict[tuple[str, str], Event]:
-        """First peer_up of each (observer, peer) by node name."""
+    def seen_pairs(self, *, last: bool = False) -> dict[tuple[str, str], Event]:
+        """First (or last) peer_up of each (observer, peer) by node name."""
         seen: dict[tuple[str, str], Event] = {}
         names = {n.name for n in self.sc.mole_nodes}
         for node in names:
@@ -155,7 +155,7 @@ class RunState:
                 if ev.get("event") != "peer_up":
                     continue
                 peer = self.peer_name(ev)
-                if peer in names and (node, peer) not in seen:
+                if peer in names and (last or (node, peer) not in seen):
                     seen[(node, peer)] = ev
         return seen
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import unquote
 
-from node import apiweb
+from node import apiweb, trustapi
 from node.apiauth import ApiGuard, token_urlsafe
 from node.errors import LocalCode, MoleError, RequestError
 from node.events import Record
@@ -85,6 +85,9 @@ class NodeFacade(Protocol):
 
     def info(self) -> dict[str, Any]: ...
     def peers(self) -> list[dict[str, Any]]: ...
+    def static_peers(self) -> list[dict[str, Any]]: ...
+    def add_static_peer(self, text: str) -> dict[str, Any]: ...
+    def remove_static_peer(self, text: str) -> None: ...
     def files(self) -> list[dict[str, Any]]: ...
     def inbox(self) -> list[dict[str, Any]]: ...
     def partials(self) -> dict[str, Any]: ...
@@ -521,6 +524,22 @@ class ApiServerProtocol:
             raise
         return None
 
+    def get_static(self, request: Request, params: dict[str, str]) -> Answer:
+        return 200, self.facade.static_peers()
+
+    def post_static(self, request: Request, params: dict[str, str]) -> Answer:
+        peer = _json_object(request).get("peer")
+        if not isinstance(peer, str) or not peer or len(peer) > 300:
+            raise ApiError(400, "bad_request", 'needs "peer": "HOST:PORT"')
+        return 201, self.facade.add_static_peer(peer)
+
+    def post_static_remove(self, request: Request, params: dict[str, str]) -> Answer:
+        peer = _json_object(request).get("peer")
+        if not isinstance(peer, str) or not peer or len(peer) > 300:
+            raise ApiError(400, "bad_request", 'needs "peer": "HOST:PORT"')
+        self.facade.remove_static_peer(peer)
+        return 200, {"removed": peer}
+
     def post_push(self, request: Request, params: dict[str, str]) -> Answer:
         body = _json_object(request)
         peer, path = body.get("peer"), body.get("path")
@@ -603,6 +622,8 @@ P = ApiServerProtocol
 ROUTES: list[tuple[tuple[str, ...], dict[str, Handler]]] = [
     (("api", "node"), {"GET": P.get_node}),
     (("api", "peers"), {"GET": P.get_peers}),
+    (("api", "peers", "static"), {"GET": P.get_static, "POST": P.post_static}),
+    (("api", "peers", "static", "remove"), {"POST": P.post_static_remove}),
     (("api", "peers", "{peer}", "files"), {"GET": P.get_peer_files}),
     (("api", "files"), {"GET": P.get_files}),
     (("api", "inbox"), {"GET": P.get_inbox}),
@@ -617,6 +638,7 @@ ROUTES: list[tuple[tuple[str, ...], dict[str, Handler]]] = [
     (("api", "pull"), {"POST": P.post_pull}),
     (("api", "events"), {"GET": P.get_events}),
     (("api", "session"), {"POST": P.post_session, "DELETE": P.delete_session}),
+    *trustapi.ROUTES,
 ]
 
 

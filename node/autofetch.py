@@ -35,7 +35,7 @@ class AutoFetch:
         peer = node.peers.get(peer_id)
         if peer is None:
             return
-        mine = set(node.config.groups)
+        mine = set(node.groups.names)
         if mine and not mine & set(peer.groups):
             return
 

@@ -46,6 +46,8 @@ from node.errors import (
 from node.events import BatchStarted, TransferRefused
 from node.messages import FileInfo, Hello, Message, Reject
 from node.names import check_name, is_valid_name
+from node.peerauth import PeerAuth
+from node.policy import PROMPT
 from node.transfer import Job, TEvent, Transfer, keeps_part
 
 if TYPE_CHECKING:
@@ -278,13 +280,26 @@ class Batches:
 
 
 def _refusal(
-    node: Node, sink: BatchSink, accept: BatchAccept, peer: str, addr: str
+    node: Node,
+    sink: BatchSink,
+    accept: BatchAccept,
+    peer: str,
+    addr: str,
+    auth: PeerAuth | None = None,
+    *,
+    asked: bool = False,
 ) -> Reject | None:
-    """The one accept decision for the whole batch: policy (largest file), room (all of it)."""
+    """The one accept decision for the whole batch: policy (largest file; on what the
+    connection proved, `auth`; `asked`: our own pull), room (all of it)."""
     files = [e for e in sink.batch.entries if e.kind == "file"]
     biggest = max((e.size for e in files), default=0)
     root = sink.batch.entries[0].path.split("/")[0]
-    refusal = node.incoming_refusal(peer, FileInfo(root, biggest, None, 0.0, ""), addr)
+    if not asked and node.policy.authorization(auth) == PROMPT:
+        # A person decides offer by offer (node/offers.py); a batch is not offered for that.
+        why = "this node asks its user for each file (--accept prompt): send files one by one"
+        return Reject(sink.batch.id, ErrorCode.NOT_AUTHORIZED, why)
+    info = FileInfo(root, biggest, None, 0.0, "")
+    refusal = node.incoming_refusal(peer, info, addr, auth=auth, asked=asked)
     if refusal is not None:
         return Reject(sink.batch.id, refusal.code, refusal.reason)
     need = sink.need(accept)
@@ -477,7 +492,7 @@ class BatchPullClient(_BatchHandler, ClientHandler):
             t.bytes = t.files_done = 0
             sink = BatchSink(self.conn, t, msg, t.peer)
             accept = sink.plan()
-            refusal = _refusal(node, sink, accept, t.peer, "")
+            refusal = _refusal(node, sink, accept, t.peer, "", asked=True)
             if refusal is not None:
                 self.finished = True
                 self.conn.send(refusal)
@@ -571,7 +586,7 @@ class BatchServe(_BatchHandler):
         t.kind, t.addr = "batch", self.addr
         sink = BatchSink(self.conn, t, msg, peer)
         accept = sink.plan()
-        refusal = _refusal(node, sink, accept, peer, self.addr)
+        refusal = _refusal(node, sink, accept, peer, self.addr, self.conn.peer_auth)
         if refusal is not None:
             self.conn.send(refusal)
             node.bus.publish(TransferRefused(msg.id, peer, root, refusal.code, refusal.reason))
@@ -586,6 +601,10 @@ class BatchServe(_BatchHandler):
 
     def _pull_out(self, msg: GetBatch, peer: str) -> None:
         node = self.conn.node
+        refused = node.policy.read_refusal(self.conn.peer_auth)  # --share-to
+        if refused is not None:
+            self.conn.send(Reject(msg.id, refused.code, refused.reason))
+            return
         busy = node.slot_refusal(self.addr)
         if busy is not None:
             self.conn.send(Reject(msg.id, ErrorCode.BUSY, busy))

@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 from urllib.parse import quote
 
-from node import clibatch
+from node import clibatch, clitrust
 from node.addr import hostport
 from node.termsafe import safe_json, safe_text
 from node.units import format_size
@@ -57,6 +57,7 @@ TRANSFER_ERRORS = {
     "file_missing": "file missing: {name}",
     "cancelled": "cancelled: {name}",
     "policy": "refused by {peer}: {name} ({reason})",
+    "not_authorized": "not authorized by {peer}: {name} ({reason})",
     "too_large": "too large for {peer}: {name} ({reason})",
     "no_space": "no space left: {name} ({reason})",
     "unreachable": "peer unreachable: {peer} ({reason})",
@@ -257,10 +258,11 @@ def peers_table(peers: list[dict[str, Any]], now: float) -> str:
             hostport(str(p.get("addr", "?")), p.get("port", "?")),
             ",".join(p.get("groups") or []) or "-",
             "static" if p.get("static") else human_age(p.get("last_seen"), now),
+            str(p.get("found_by") or ("static" if p.get("static") else "lan")),
         )
         for p in peers
     ]
-    return table(["NAME", "NODE", "ADDRESS", "GROUPS", "SEEN"], rows)
+    return table(["NAME", "NODE", "ADDRESS", "GROUPS", "SEEN", "FOUND BY"], rows)
 
 
 def files_table(files: list[dict[str, Any]]) -> str:
@@ -383,6 +385,30 @@ def cmd_peers(args: argparse.Namespace, client: Client, out: TextIO) -> int:
         emit_json(peers, out)
     else:
         print_block(out, peers_table(peers, time.time()) if peers else "no peers yet")
+    return EXIT_OK
+
+
+def cmd_peer(args: argparse.Namespace, client: Client, out: TextIO) -> int:
+    """`mole peer add|remove|list HOST:PORT`: static peers (names allowed), kept by the node."""
+    if args.action == "list":
+        statics = client.get("/api/peers/static")
+        if args.json:
+            emit_json(statics, out)
+        else:
+            rows = [
+                (str(s["peer"]), ",".join(s["addrs"]) or "-", str(s["node"] or "-")[:8])
+                for s in statics
+            ]
+            print_block(out, table(["PEER", "RESOLVED", "NODE"], rows) if rows else "none")
+        return EXIT_OK
+    if not args.address:
+        raise SystemExit(f"mole peer {args.action}: give HOST:PORT")
+    path = "/api/peers/static" + ("/remove" if args.action == "remove" else "")
+    answer = client.post(path, {"peer": args.address})
+    if args.json:
+        emit_json(answer, out)
+    else:
+        out.write(f"{'added' if args.action == 'add' else 'removed'} {safe_text(args.address)}\n")
     return EXIT_OK
 
 
@@ -967,7 +993,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     client_cmd("id", cmd_id, "print this node's id (compare it with a peer's to verify it)")
     peers = client_cmd("peers", cmd_peers, "list the peers this node knows")
+    clitrust.add_commands(client_cmd)
     peers.add_argument("--group", metavar="G", help="only the members of group G")
+    peer = client_cmd("peer", cmd_peer, "add, remove or list static peers (HOST:PORT, names too)")
+    peer.add_argument("action", choices=["add", "remove", "list"])
+    peer.add_argument("address", nargs="?", metavar="HOST:PORT")
     ls = client_cmd("ls", cmd_ls, "list own shared files, or a peer's (a DIR/ as a tree)")
     ls.add_argument("peer", nargs="?", metavar="PEER")
     ls.add_argument("dir", nargs="?", metavar="DIR/")

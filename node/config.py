@@ -8,9 +8,10 @@ import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from node import units
+from node import units, wanopts
 from node.configfile import add_config_argument
 from node.errors import ConfigError
+from node.groups import MAX_GROUPS, Group, parse_group
 from node.logs import add_log_arguments
 from node.peerauth import GroupProver, NoGroups
 
@@ -35,8 +36,15 @@ class Config:
     allow_outside_share: bool = False  # a push may name any readable file, not only shared ones
     max_api_connections: int = 64
     api_head_timeout: float = 10.0
-    groups: tuple[str, ...] = ()
+    groups: tuple[Group, ...] = ()  # --group NAME:SECRET (node/groups.py)
+    group_only: bool = False  # ignore announces of nodes that prove none of our groups
     static_peers: tuple[tuple[str, int], ...] = ()
+    # Beyond the LAN (node/wan.py, options in node/wanopts.py).
+    trackers: tuple[str, ...] = ()
+    dht: bool = False
+    dht_bootstrap: tuple[tuple[str, int], ...] = ()
+    dht_bind: tuple[str, int] = ("0.0.0.0", 6881)
+    wan_interval: float = 300.0
     # Explicit broadcast targets (e.g. 127.255.255.255); empty means every IPv4 interface.
     broadcast: tuple[str, ...] = ()
     interfaces: tuple[str, ...] = ()
@@ -44,8 +52,10 @@ class Config:
     discovery6: bool = True  # IPv6 link-local multicast besides IPv4 broadcast (node/lan6.py)
     announce_interval: float = 2.0
     missed_announcements: int = 3
-    accept: str = "any"  # any | none | ids
-    accept_from: tuple[str, ...] = ()
+    # Who may push here / list and pull from here (node/policy.py): safe on a cafe Wi-Fi.
+    accept: str = "group"  # trusted | group | prompt | any | none
+    share_to: str = "group"  # trusted | group | any
+    prompt_timeout: float = 120.0  # s a sender waits for a person to accept under `prompt`
     max_size: int | None = None
     inbox_quota: int | None = None  # bytes of partial data the inbox may hold
     upload_quota: int | None = None  # bytes the dashboard's staged uploads may hold
@@ -170,10 +180,24 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="let the API push files from anywhere this user can read, not only from the share",
     )
-    p.add_argument("--group", action="append", default=None, help="group to join (repeatable)")
+    p.add_argument(
+        "--group",
+        action="append",
+        default=None,
+        metavar="NAME:SECRET",
+        help="join a group: NAME:SECRET or NAME:@FILE (secret read from FILE); repeatable; "
+        "env MOLE_GROUPS (comma-separated). Members see each other as members; the secret "
+        "never leaves the node",
+    )
+    p.add_argument(
+        "--group-only",
+        action="store_true",
+        help="ignore announces of nodes that prove none of this node's groups",
+    )
     p.add_argument(
         "--peer", action="append", default=None, help="static peer HOST:PORT (repeatable)"
     )
+    wanopts.add_arguments(p)
     p.add_argument(
         "--broadcast",
         action="append",
@@ -204,11 +228,24 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--missed", type=int, default=3, help="missed announcements before expiry")
     p.add_argument(
         "--accept",
-        choices=["any", "none", "ids"],
-        default=_env("ACCEPT") or "any",
-        help="who may push to this node (ids: those of --accept-from)",
+        choices=["trusted", "group", "prompt", "any", "none"],
+        default=_env("ACCEPT") or "group",
+        help="who may push to this node: trusted peers, group (trusted peers and members of one "
+        "of this node's groups; only trusted peers without a group), prompt (a person accepts "
+        "each offer: `mole offers`), any, none (default: group)",
     )
-    p.add_argument("--accept-from", action="append", default=None, help="node id allowed to push")
+    p.add_argument(
+        "--share-to",
+        choices=["trusted", "group", "any"],
+        default=_env("SHARE_TO") or "group",
+        help="who may list and pull the share (default: group, as --accept)",
+    )
+    p.add_argument(
+        "--prompt-timeout",
+        type=float,
+        default=120.0,
+        help="seconds an offer waits for `mole accept` under --accept prompt",
+    )
     p.add_argument("--max-size", default=_env("MAX_SIZE"), help="largest accepted file (e.g. 2GiB)")
     p.add_argument("--max-transfers", type=int, default=16, help="concurrent transfers")
     p.add_argument(
@@ -286,11 +323,13 @@ def config_from_args(ns: argparse.Namespace) -> Config:
         raise ConfigError(
             "--api-token must be at least 16 characters (or leave it out: the node makes one)"
         )
-    groups = ns.group or [g for g in (_env("GROUPS") or "").split(",") if g]
-    groups = [g for g in groups if g]
-    # The wire limits (docs/protocol.md): refuse here, not later inside a hello.
-    if len(groups) > 32 or any(len(g) > 64 for g in groups):
-        raise ConfigError("at most 32 groups of at most 64 characters each")
+    texts = ns.group or [g for g in (_env("GROUPS") or "").split(",") if g]
+    groups = tuple(parse_group(t) for t in texts if t)
+    # Each group adds a proof to every announce: refuse here, not later inside a datagram.
+    if len(groups) > MAX_GROUPS or len({g.name for g in groups}) != len(groups):
+        raise ConfigError(f"at most {MAX_GROUPS} groups, each named once")
+    if ns.prompt_timeout <= 0:
+        raise ConfigError("--prompt-timeout must be > 0")
     # MOLE_PEERS only without --peer: the command line wins (node/configfile.py).
     peers_text = ns.peer or [p for p in (_env("PEERS") or "").split(",") if p]
     for name, value in (("--port", ns.port), ("--discovery-port", ns.discovery_port)):
@@ -328,7 +367,8 @@ def config_from_args(ns: argparse.Namespace) -> Config:
         allow_outside_share=ns.allow_outside_share,
         api_head_timeout=ns.api_head_timeout,
         max_api_connections=ns.max_api_connections,
-        groups=tuple(g for g in groups if g),
+        groups=groups,
+        group_only=ns.group_only or _env("GROUP_ONLY") == "1",
         static_peers=tuple(parse_hostport(p, TRANSFER_PORT) for p in peers_text),
         broadcast=tuple(ns.broadcast or [b for b in (_env("BROADCAST") or "").split(",") if b]),
         interfaces=tuple(ns.interface or ()),
@@ -337,7 +377,8 @@ def config_from_args(ns: argparse.Namespace) -> Config:
         announce_interval=ns.announce_interval,
         missed_announcements=ns.missed,
         accept=ns.accept,
-        accept_from=tuple(ns.accept_from or ()),
+        share_to=ns.share_to,
+        prompt_timeout=ns.prompt_timeout,
         max_size=parse_size(ns.max_size) if ns.max_size else None,
         inbox_quota=units.parse_size(ns.inbox_quota) if ns.inbox_quota else None,
         upload_quota=units.parse_size(ns.upload_quota) if ns.upload_quota else None,
@@ -360,4 +401,5 @@ def config_from_args(ns: argparse.Namespace) -> Config:
         log_level=ns.log_level,
         log_file=Path(ns.log_file).expanduser() if ns.log_file else None,
         insecure_plaintext=ns.insecure_plaintext,
+        **wanopts.from_args(ns, parse_hostport),
     )

@@ -105,13 +105,19 @@ def read_file(path: Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path}: {exc}") from None
     if os.name == "posix" and mode & (stat.S_IRWXG | stat.S_IRWXO):
         # Anyone else on the machine could read a token written there.
-        secrets = sorted(k for k in table if is_secret(k))
+        secrets = sorted(k for k in table if is_secret(k) or (k == "group" and _inline(table[k])))
         if secrets:
             raise ConfigError(
                 f"config file {path} holds {', '.join(secrets)} but others may read it: "
                 f"chmod 600 {path}"
             )
     return table
+
+
+def _inline(groups: object) -> bool:
+    """A `group` setting that holds a secret itself (not `NAME:@FILE`)."""
+    items = groups if isinstance(groups, list) else [groups]
+    return any(isinstance(g, str) and mask_group(g) != g for g in items)
 
 
 def options(parser: argparse.ArgumentParser) -> Iterator[tuple[str, argparse.Action]]:
@@ -264,6 +270,12 @@ def _toml_value(value: object) -> str:
 MASK = "<hidden>"
 
 
+def mask_group(text: str) -> str:
+    """`NAME:SECRET` -> `NAME:<hidden>`; `NAME:@FILE` (a path, no secret) stays as it is."""
+    name, sep, secret = text.partition(":")
+    return text if not sep or secret.startswith("@") else f"{name}:{MASK}"
+
+
 def report(eff: Effective) -> list[tuple[str, object, str]]:
     """(key, value, source) of every option, secrets masked: what `mole config` shows."""
     rows: list[tuple[str, object, str]] = []
@@ -271,6 +283,8 @@ def report(eff: Effective) -> list[tuple[str, object, str]]:
         value = getattr(eff.ns, dest, None)
         if is_secret(key) and value not in (None, "", []):
             value = MASK
+        elif key == "group" and isinstance(value, list):
+            value = [mask_group(str(v)) for v in value]
         rows.append((key, value, eff.sources[dest]))
     return rows
 

@@ -63,7 +63,7 @@ def answer_challenge(conn: Conn, msg: Challenge) -> Hello:
         ident.node_id,
         msg,
         os.urandom(handshake.NONCE_SIZE),
-        node.config.prover,
+        node.prover,
         name=node.config.name,
         port=node.tcp_port,
         features=FEATURES,
@@ -75,7 +75,7 @@ def check_hello(conn: Conn, msg: Hello) -> None:
     session = conn.session
     ours = session.challenge
     assert ours is not None  # the session table puts the challenge first
-    prover = conn.node.config.prover
+    prover = conn.node.prover
     if session.role is Role.SERVER:
         conn.peer_auth = handshake.check_client(msg, ours, prover)
     else:
@@ -91,6 +91,6 @@ def server_hello(conn: Conn) -> Hello:
     assert hello is not None and conn.session.role is Role.SERVER
     cfg = conn.node.config
     return handshake.server_hello(
-        conn.node.node_id, hello, cfg.prover, name=cfg.name, port=conn.node.tcp_port,
+        conn.node.node_id, hello, conn.node.prover, name=cfg.name, port=conn.node.tcp_port,
         features=FEATURES,
     )  # fmt: skip

@@ -1,74 +1,112 @@
-"""Discovery datagrams, the peer table and announce timing (sans-I/O: the clock is passed in).
+"""Signed discovery datagrams, the peer table and announce timing (sans-I/O, clock passed in).
 
-Wire format: docs/protocol.md section 1. `PeerTable.observe()` never raises: a datagram we cannot
-use is counted in `counters` under its error code (broadcast domains carry junk, and one bad
-sender must not take a node down).
+Wire format: docs/protocol.md section 1. A datagram is a JSON payload followed by the sender's
+64-byte Ed25519 signature over a context-prefixed copy of that payload; an announce carries the
+sender's certificate, whose SHA-256 is the node id. `PeerTable.observe()` never raises: a datagram
+we cannot use (malformed, forged, replayed, spoofed, over the verification budget) is counted in
+`counters` under its reason (broadcast domains carry junk, and one bad sender must not take a
+node down).
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
 import heapq
 import json
 import math
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, Final
 
+from node import ed25519, x509
 from node.addr import family
 from node.errors import ErrorCode, RemoteProtocolError
 from node.framing import no_duplicates
+from node.ratelimit import TokenBucket
 
-VERSION: Final = 1
+VERSION: Final = 2
 MAX_DATAGRAM: Final = 1400
+SIG_SIZE: Final = 64
+MAX_CERT: Final = 512  # DER bytes; the reference node's certificate is 240
 MAX_NAME: Final = 64
-MAX_GROUPS: Final = 32
-MAX_GROUP: Final = 64
+MAX_PROOFS: Final = 8  # group membership proofs in one announce (node/groups.py MAX_GROUPS)
+PROOF_SIZE: Final = 16  # bytes of HMAC-SHA256 kept per proof
 MIN_INTERVAL: Final = 0.01
 MAX_INTERVAL: Final = 86400.0
-MAX_SEQ: Final = (1 << 63) - 1
+MAX_COUNTER: Final = (1 << 63) - 1
 STATIC_TTL: Final = 30.0  # a peer known only by TCP hello lives this long after its last hello
+# Every signature starts with this, so a discovery signature can never be replayed as another
+# kind of proof (node/peerauth.py has the others) nor the other way round.
+SIGN_CONTEXT: Final = b"mole/2 discovery\x00"
 
 _HEX: Final = frozenset("0123456789abcdef")
 
 
 @dataclass(frozen=True, slots=True)
 class Announce:
-    node: str
+    node: str  # SHA-256 of `cert`, 64 hex
+    cert: bytes  # the sender's certificate (DER)
     name: str
     port: int
-    groups: tuple[str, ...]
-    seq: int
+    proofs: tuple[bytes, ...]  # group membership proofs (node/groups.py), PROOF_SIZE each
+    counter: int  # strictly increasing per sender: replay protection
     interval: float  # seconds until the sender's next periodic announce
 
 
 @dataclass(frozen=True, slots=True)
 class Goodbye:
     node: str
-    seq: int
+    counter: int
 
 
 Datagram = Announce | Goodbye
 
 
-def encode(msg: Datagram) -> bytes:
-    """Compact JSON; raises ValueError if the result would exceed MAX_DATAGRAM."""
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _unb64(text: str) -> bytes:
+    if not text.isascii():
+        raise ValueError("not ASCII")
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def payload(msg: Datagram) -> bytes:
+    """The JSON payload of `msg` (compact, keys in the order docs/protocol.md shows)."""
     obj: dict[str, Any]
     if isinstance(msg, Announce):
         obj = {
             "mole": VERSION,
             "type": "announce",
             "node": msg.node,
+            "cert": _b64(msg.cert),
             "name": msg.name,
             "port": msg.port,
-            "groups": list(msg.groups),
-            "seq": msg.seq,
+            "groups": [_b64(p) for p in msg.proofs],
+            "counter": msg.counter,
             "interval": msg.interval,
         }
     else:
-        obj = {"mole": VERSION, "type": "goodbye", "node": msg.node, "seq": msg.seq}
-    data = json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
-    if len(data) > MAX_DATAGRAM:
-        raise ValueError(f"datagram of {len(data)} bytes exceeds {MAX_DATAGRAM}")
-    return data
+        obj = {"mole": VERSION, "type": "goodbye", "node": msg.node, "counter": msg.counter}
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+
+
+def signed_bytes(data: bytes) -> bytes:
+    """What the signature of a datagram whose payload is `data` covers."""
+    return SIGN_CONTEXT + data
+
+
+def encode(msg: Datagram, seed: bytes) -> bytes:
+    """Payload + signature with the identity key `seed`; ValueError beyond MAX_DATAGRAM."""
+    data = payload(msg)
+    out = data + ed25519.sign(seed, signed_bytes(data))
+    if len(out) > MAX_DATAGRAM:
+        raise ValueError(f"datagram of {len(out)} bytes exceeds {MAX_DATAGRAM}")
+    return out
 
 
 def _bad(key: str, why: str) -> RemoteProtocolError:
@@ -79,22 +117,41 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
-def decode(data: bytes) -> Datagram:
-    """Parse and validate one datagram; RemoteProtocolError with a wire code otherwise."""
+def _json(data: bytes) -> Any:
+    return json.loads(
+        bytes(data).decode("utf-8"), object_pairs_hook=no_duplicates, parse_constant=_no_constant
+    )
+
+
+def split(data: bytes) -> tuple[bytes, bytes]:
+    """(payload, signature) of a datagram; a version 1 datagram (JSON alone, unsigned) is
+    `version_mismatch`, anything else unparseable is `bad_json`."""
     if len(data) > MAX_DATAGRAM:
         raise RemoteProtocolError(
             ErrorCode.TOO_LARGE, f"datagram of {len(data)} bytes exceeds {MAX_DATAGRAM}"
         )
+    if len(data) > SIG_SIZE and data[-SIG_SIZE - 1 : -SIG_SIZE] == b"}":
+        return bytes(data[:-SIG_SIZE]), bytes(data[-SIG_SIZE:])
     try:
-        obj = json.loads(
-            bytes(data).decode("utf-8"),
-            object_pairs_hook=no_duplicates,
-            parse_constant=_no_constant,
+        obj = _json(data)  # an old node's unsigned JSON: say which version it speaks
+    except (ValueError, RecursionError):
+        obj = None
+    if isinstance(obj, dict) and type(obj.get("mole")) is int and obj["mole"] != VERSION:
+        raise RemoteProtocolError(
+            ErrorCode.VERSION_MISMATCH, f"datagram version {obj['mole']}, expected {VERSION}"
         )
+    raise RemoteProtocolError(ErrorCode.BAD_JSON, "datagram is not a JSON object and a signature")
+
+
+def decode(data: bytes) -> tuple[Datagram, bytes, bytes]:
+    """Parse and validate one datagram: (message, payload, signature). The signature is NOT
+    checked here (a goodbye's key is the one the table learnt): RemoteProtocolError otherwise."""
+    body, sig = split(data)
+    try:
+        obj = _json(body)
     except (ValueError, RecursionError) as exc:
         raise RemoteProtocolError(ErrorCode.BAD_JSON, f"datagram is not JSON: {exc}") from None
     if not isinstance(obj, dict):
-        # As for a frame header: valid JSON that is not an object is bad_json.
         raise RemoteProtocolError(ErrorCode.BAD_JSON, "datagram is not a JSON object")
     version = obj.get("mole")
     if type(version) is not int:
@@ -107,25 +164,46 @@ def decode(data: bytes) -> Datagram:
     node = obj.get("node")
     if not (isinstance(node, str) and len(node) == 64 and _HEX.issuperset(node)):
         raise _bad("node", "must be 64 lowercase hex characters")
-    seq = _int(obj, "seq", 0, MAX_SEQ)
+    counter = _int(obj, "counter", 1, MAX_COUNTER)
     if kind == "goodbye":
-        return Goodbye(node, seq)
+        return Goodbye(node, counter), body, sig
     if kind != "announce":
         raise _bad("type", 'must be "announce" or "goodbye"')
+    cert = _bytes(obj, "cert", 1, MAX_CERT)
     name = obj.get("name")
     if not isinstance(name, str) or len(name) > MAX_NAME:
         raise _bad("name", f"must be a string of at most {MAX_NAME} characters")
     groups = obj.get("groups")
-    if not isinstance(groups, list) or len(groups) > MAX_GROUPS:
-        raise _bad("groups", f"must be a list of at most {MAX_GROUPS} strings")
+    if not isinstance(groups, list) or len(groups) > MAX_PROOFS:
+        raise _bad("groups", f"must be a list of at most {MAX_PROOFS} proofs")
+    proofs = []
     for g in groups:
-        if not isinstance(g, str) or not 1 <= len(g) <= MAX_GROUP:
-            raise _bad("groups", f"entries must be strings of 1..{MAX_GROUP} characters")
+        proof = _b64_or_none(g)
+        if proof is None or len(proof) != PROOF_SIZE:
+            raise _bad("groups", f"entries must be base64url of {PROOF_SIZE} bytes")
+        proofs.append(proof)
     interval: Any = obj.get("interval")
     if type(interval) not in (int, float) or not MIN_INTERVAL <= interval <= MAX_INTERVAL:
         raise _bad("interval", f"must be a number of seconds in {MIN_INTERVAL}..{MAX_INTERVAL}")
     port = _int(obj, "port", 1, 65535)
-    return Announce(node, name, port, tuple(groups), seq, float(interval))
+    msg = Announce(node, cert, name, port, tuple(proofs), counter, float(interval))
+    return msg, body, sig
+
+
+def _b64_or_none(value: object) -> bytes | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return _unb64(value)
+    except (ValueError, binascii.Error):
+        return None
+
+
+def _bytes(obj: dict[str, Any], key: str, lo: int, hi: int) -> bytes:
+    raw = _b64_or_none(obj.get(key))
+    if raw is None or not lo <= len(raw) <= hi:
+        raise _bad(key, f"must be base64url of {lo}..{hi} bytes")
+    return raw
 
 
 def _int(obj: dict[str, Any], key: str, lo: int, hi: int) -> int:
@@ -175,10 +253,44 @@ def _identity(p: Peer) -> tuple[str, str, int, tuple[str, ...], bool]:
 
 MAX_PEERS: Final = 1024  # a flood of fake announces cannot grow the table beyond this
 MAX_TRUSTED_INTERVAL: Final = 60.0  # s: the longest announce interval expiry believes
+MAX_KEYS: Final = 4096  # keys (and last counters) remembered, also of departed peers
+MAX_SOURCES: Final = 1024  # per-address verification budgets remembered
+# Verification budget (an Ed25519 verify costs ~1 ms in pure Python): per source address, and
+# for all sources together split in two, so a flood of new ids cannot starve the refreshes of
+# peers we already know. A real node sends one announce per interval plus a few extra.
+VERIFY_PER_ADDR: Final = (20.0, 40)  # (per second, burst)
+VERIFY_KNOWN: Final = (200.0, 400)
+VERIFY_NEW: Final = (100.0, 200)
+
+Membership = Callable[[Announce], tuple[str, ...]]  # the names of our groups it proves
+Admit = Callable[[str, tuple[str, ...]], bool]  # (node id, proven groups): keep it?
+
+
+@dataclass(slots=True)
+class _Key:
+    """What we learnt of a node id on first contact: its key, and its last verified counter."""
+
+    cert: bytes
+    public: bytes
+    counter: int
+    sig: bytes  # the last verified signature: a duplicate of that datagram costs nothing
+
+
+def _no_groups(msg: Announce) -> tuple[str, ...]:
+    return ()
+
+
+def _everyone(node: str, groups: tuple[str, ...]) -> bool:
+    return True
 
 
 class PeerTable:
-    """Who is out there, from announces (and TCP hellos), with expiry on a passed-in clock."""
+    """Who is out there, from signed announces (and TCP hellos), expiring on a passed-in clock.
+
+    A node id is the SHA-256 of the certificate its announces carry, so no other key can speak
+    for it; the key is learnt on first contact and kept (with the last counter) after the peer
+    leaves, so neither a replayed announce nor a replayed goodbye has any effect.
+    """
 
     def __init__(
         self,
@@ -188,15 +300,23 @@ class PeerTable:
         static_ttl: float = STATIC_TTL,
         max_peers: int = MAX_PEERS,
         max_interval: float = MAX_TRUSTED_INTERVAL,
+        membership: Membership = _no_groups,
+        admit: Admit = _everyone,
     ) -> None:
         self.self_id = self_id
         self.missed = missed
         self.static_ttl = static_ttl
         self.max_peers = max_peers
         self.max_interval = max_interval
+        self.membership = membership
+        self.admit = admit
         self._peers: dict[str, Peer] = {}
         self._once: dict[str, None] = {}  # peers heard once, oldest first (eviction order)
         self._expiries: list[tuple[float, str]] = []  # (expires, node), with stale entries
+        self._keys: OrderedDict[str, _Key] = OrderedDict()  # least recently heard first
+        self._sources: OrderedDict[str, TokenBucket] = OrderedDict()
+        self._budget_known: TokenBucket | None = None
+        self._budget_new: TokenBucket | None = None
         self.counters: dict[str, int] = {}
         # node -> when its announce last came from the address kept (node/addr.py family).
         self._addr_heard: dict[str, float] = {}
@@ -207,24 +327,59 @@ class PeerTable:
     def observe(self, datagram: bytes, addr: str, now: float) -> list[PeerEvent]:
         """Account for one received datagram. Never raises."""
         try:
-            msg = decode(datagram)
+            msg, body, sig = decode(datagram)
         except RemoteProtocolError as exc:
             self._count(exc.code.value)
             return []
         if msg.node == self.self_id:
             self._count("own")
             return []
+        key = self._keys.get(msg.node)
+        if key is not None and msg.counter <= key.counter:
+            # Checked before any signature: replays and duplicates cost no verification.
+            self._count("duplicate" if sig == key.sig else "replayed")
+            return []
+        if isinstance(msg, Goodbye):
+            if key is None:
+                self._count("unknown_goodbye")  # nothing to drop, and no key to check it with
+                return []
+            public = key.public
+        elif key is not None:
+            if msg.cert != key.cert:
+                self._count("spoofed")  # another certificate for a known id
+                return []
+            public = key.public
+        else:
+            if hashlib.sha256(msg.cert).hexdigest() != msg.node:
+                self._count("spoofed")  # the id is not this certificate's
+                return []
+            try:
+                public = x509.certificate_public_key(msg.cert)
+            except x509.CertError:
+                self._count("bad_cert")
+                return []
+        if not self._afford(addr, known=key is not None, now=now):
+            self._count("rate_limited")
+            return []
+        if not ed25519.verify(public, signed_bytes(body), sig):
+            self._count("forged")
+            return []
+        self._remember(msg.node, msg, public, sig)
         if isinstance(msg, Goodbye):
             self._count("goodbye")
             gone = self._forget(msg.node)
             return [PeerDown(msg.node, "goodbye", gone)] if gone else []
+        groups = self.membership(msg)
+        if not self.admit(msg.node, groups):
+            self._count("not_admitted")
+            return []
         self._count("announce")
         peer = Peer(
             msg.node,
             msg.name,
             addr,
             msg.port,
-            msg.groups,
+            groups,
             now,
             static=False,
             # A peer's own interval decides its expiry, up to a bound: a datagram claiming a
@@ -234,19 +389,66 @@ class PeerTable:
         return self._update(self._keep_family(peer, min(msg.interval, self.max_interval), now))
 
     def _keep_family(self, peer: Peer, interval: float, now: float) -> Peer:
-        """A peer heard over IPv4 broadcast and IPv6 multicast keeps the address of the family
-        it was heard on first, as long as that family keeps being heard (within 1.5 of its
-        intervals): its address does not flap with every announce. Docs: protocol.md 1.5."""
+        """A peer heard over IPv4 broadcast and IPv6 multicast is reached at its IPv4 address
+        while that family keeps being heard (within 1.5 of its intervals); the IPv6 address
+        (often link-local) is used only while IPv4 is quiet. A fixed preference, not "first
+        heard", so the address neither flaps with every announce nor depends on which datagram
+        won a race at start-up. Docs: protocol.md 1.6."""
         old = self._peers.get(peer.node)
         if (
             old is not None
             and not old.static
-            and family(old.addr) != family(peer.addr)
+            and family(old.addr) == 4
+            and family(peer.addr) == 6
             and now - self._addr_heard.get(peer.node, -math.inf) <= 1.5 * interval
         ):
             return replace(peer, addr=old.addr)
         self._addr_heard[peer.node] = now
         return peer
+
+    def _remember(self, node: str, msg: Datagram, public: bytes, sig: bytes) -> None:
+        key = self._keys.get(node)
+        if key is None:
+            assert isinstance(msg, Announce)  # a goodbye needs a known key
+            key = _Key(msg.cert, public, msg.counter, sig)
+            self._keys[node] = key
+            if len(self._keys) > MAX_KEYS:
+                self._drop_a_key()
+        key.counter, key.sig = msg.counter, sig
+        self._keys.move_to_end(node)
+
+    def _drop_a_key(self) -> None:
+        """The least recently heard key of a node not in the table goes (bounded memory; a
+        departed peer forgotten this way could be revived by a replay, so the bound is big)."""
+        for node in self._keys:
+            if node not in self._peers:
+                del self._keys[node]
+                return
+
+    def _afford(self, addr: str, *, known: bool, now: float) -> bool:
+        """Whether one more signature verification fits the budgets (and spend it)."""
+        bucket = self._sources.get(addr)
+        if bucket is None:
+            bucket = self._sources[addr] = TokenBucket(*VERIFY_PER_ADDR, now)
+            if len(self._sources) > MAX_SOURCES:
+                self._sources.popitem(last=False)
+        self._sources.move_to_end(addr)
+        if known:
+            if self._budget_known is None:
+                self._budget_known = TokenBucket(*VERIFY_KNOWN, now)
+            shared = self._budget_known
+        else:
+            if self._budget_new is None:
+                self._budget_new = TokenBucket(*VERIFY_NEW, now)
+            shared = self._budget_new
+        if bucket.tokens(now) < 1 or shared.tokens(now) < 1:
+            return False
+        return bucket.take(1, now) and shared.take(1, now)
+
+    def key_of(self, node_id: str) -> bytes | None:
+        """The certificate learnt for `node_id` from its signed announces, if any."""
+        key = self._keys.get(node_id)
+        return key.cert if key is not None else None
 
     def add_static(
         self,

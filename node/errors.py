@@ -42,6 +42,7 @@ class ErrorCode(StrEnum):
     BAD_NAME = "bad_name"
     NOT_FOUND = "not_found"
     POLICY = "policy"
+    NOT_AUTHORIZED = "not_authorized"  # the peer's verified id (or none) is not allowed this
     TOO_LARGE = "too_large"
     NO_SPACE = "no_space"
     BUSY = "busy"

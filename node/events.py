@@ -175,6 +175,27 @@ class TransferRefused(Event):
     reason: str
 
 
+@event("transfer_waiting")
+@dataclass(frozen=True)
+class TransferWaiting(Event):
+    """Our push waits for a person at the receiver (its --accept prompt), `timeout` s at most."""
+
+    id: str
+    timeout: float
+
+
+@event("offer_pending")
+@dataclass(frozen=True)
+class OfferPending(Event):
+    """An offer waits for the user (--accept prompt): `mole offers`, `mole accept ID`."""
+
+    offer: str
+    wire_id: str
+    peer: str
+    peer_name: str
+    files: list[dict[str, Any]]
+
+
 @event("transfer_done")
 @dataclass(frozen=True)
 class TransferDone(Event):

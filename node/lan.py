@@ -10,12 +10,15 @@ deadline is the earlier of the next announce and the next static ping.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 from typing import Any
 
 from node import netif
 from node.config import Config
 from node.discovery import Announce, Announcer, Goodbye, encode
+from node.groups import Groups
+from node.identity import Identity
 from node.lan6 import Multicast6
 from node.loop import Loop
 from node.peers import Peers
@@ -28,19 +31,22 @@ class Lan:
         loop: Loop,
         peers: Peers,
         *,
-        node_id: str,
+        identity: Identity,
+        groups: Groups,
         tcp_port: Callable[[], int],
         ping: Callable[[str, int], None],
     ) -> None:
         self.config = config
         self.loop = loop
         self.peers = peers
-        self.node_id = node_id
+        self.identity = identity
+        self.node_id = identity.node_id
+        self.groups = groups
         self._tcp_port = tcp_port
         self._ping = ping
         self.announcer = Announcer(config.announce_interval)
         self.udp: Any = None
-        self.seq = 0
+        self.counter = 0
         self._next_ping = -math.inf if config.static_peers else math.inf
         self.stopped = False
         self.mc6 = Multicast6(config, loop, self._datagram)  # IPv6 discovery: node/lan6.py
@@ -54,7 +60,7 @@ class Lan:
     def stop(self) -> None:
         """Say goodbye (one datagram per target) and stop announcing."""
         if self.udp is not None and not self.stopped:
-            self._broadcast(encode(Goodbye(self.node_id, self._next_seq())))
+            self._broadcast(encode(Goodbye(self.node_id, self._next_counter()), self.identity.seed))
         self.stopped = True
 
     # -- Timed ---------------------------------------------------------------------------------
@@ -81,9 +87,11 @@ class Lan:
         self.announcer.on_new_peer(self.loop.time())
 
     # -- I/O -----------------------------------------------------------------------------------
-    def _next_seq(self) -> int:
-        self.seq += 1
-        return self.seq
+    def _next_counter(self) -> int:
+        """Strictly increasing, also across restarts (receivers drop a counter that is not
+        newer than the last they verified): microseconds of the wall clock, or +1."""
+        self.counter = max(self.counter + 1, time.time_ns() // 1000)
+        return self.counter
 
     def _targets(self) -> list[str]:
         cfg = self.config
@@ -99,15 +107,17 @@ class Lan:
 
     def _announce(self, now: float) -> None:
         cfg = self.config
+        counter = self._next_counter()
         msg = Announce(
             self.node_id,
+            self.identity.cert_der,
             cfg.name,
             self._tcp_port(),
-            tuple(cfg.groups),
-            self._next_seq(),
+            self.groups.announce_proofs(self.node_id, counter),
+            counter,
             cfg.announce_interval,
         )
-        self._broadcast(encode(msg))
+        self._broadcast(encode(msg, self.identity.seed))
         self.announcer.sent(now)
 
     def _datagram(self, data: bytes, addr: tuple[str, int]) -> None:

@@ -1,5 +1,5 @@
 """IPv6 discovery: node/lan.py's datagrams also go to a link-local multicast group, on each
-interface (docs/protocol.md section 1.5).
+interface (docs/protocol.md section 1.6).
 
 The same codec (node/discovery.py) and the same UDP port as IPv4 broadcast, on an IPv6-only
 socket joined to GROUP on every chosen interface. A link-local group is scoped per interface:

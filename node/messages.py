@@ -518,6 +518,68 @@ class Error:
         return Error(code=f.str_("code", MAX_CODE), reason=f.text("reason"))
 
 
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """The server's answer to an offer a person must decide on (`--accept prompt`): wait.
+    Repeated as a keepalive until `accept` or `reject` follows."""
+
+    TYPE: ClassVar[str] = "pending"
+    id: str
+    timeout: float  # seconds the server waits for its user at most (from the first pending)
+
+    def to_header(self) -> dict[str, Any]:
+        return {"type": self.TYPE, "id": self.id, "timeout": self.timeout}
+
+    @staticmethod
+    def parse(f: _Fields) -> Pending:
+        return Pending(id=f.str_("id", MAX_ID), timeout=f.number("timeout"))
+
+
+@dataclass(frozen=True, slots=True)
+class PairCommit:
+    """Pairing, step 1 (client): a commitment to its nonce (node/pairing.py)."""
+
+    TYPE: ClassVar[str] = "pair_commit"
+    commit: str  # 64 hex: SHA-256 of the context, the client's id and its nonce
+
+    def to_header(self) -> dict[str, Any]:
+        return {"type": self.TYPE, "commit": self.commit}
+
+    @staticmethod
+    def parse(f: _Fields) -> PairCommit:
+        return PairCommit(commit=f.hex_("commit", 64))
+
+
+@dataclass(frozen=True, slots=True)
+class PairReveal:
+    """Pairing, steps 2 (server: its nonce) and 3 (client: the nonce it committed to)."""
+
+    TYPE: ClassVar[str] = "pair_reveal"
+    nonce: str  # 64 hex (32 random bytes)
+
+    def to_header(self) -> dict[str, Any]:
+        return {"type": self.TYPE, "nonce": self.nonce}
+
+    @staticmethod
+    def parse(f: _Fields) -> PairReveal:
+        return PairReveal(nonce=f.hex_("nonce", 64))
+
+
+@dataclass(frozen=True, slots=True)
+class PairConfirm:
+    """Pairing, step 4 (each side, once its user compared the codes): yes or no."""
+
+    TYPE: ClassVar[str] = "pair_confirm"
+    ok: bool
+
+    def to_header(self) -> dict[str, Any]:
+        return {"type": self.TYPE, "ok": self.ok}
+
+    @staticmethod
+    def parse(f: _Fields) -> PairConfirm:
+        return PairConfirm(ok=f.bool_("ok"))
+
+
 Message = (
     Challenge
     | Hello
@@ -532,6 +594,10 @@ Message = (
     | Verdict
     | Reject
     | Error
+    | Pending
+    | PairCommit
+    | PairReveal
+    | PairConfirm
 )
 
 MESSAGE_TYPES: Final[tuple[type[Message], ...]] = (
@@ -548,6 +614,10 @@ MESSAGE_TYPES: Final[tuple[type[Message], ...]] = (
     Verdict,
     Reject,
     Error,
+    Pending,
+    PairCommit,
+    PairReveal,
+    PairConfirm,
 )
 BY_WIRE_TYPE: Final[dict[str, type[Message]]] = {cls.TYPE: cls for cls in MESSAGE_TYPES}
 # Messages whose header announces a body (others must carry "body": 0 or none).

@@ -15,6 +15,7 @@ service, API                what a user may ask (node/service.py, node/api.py)
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import signal
 import ssl
@@ -37,6 +38,7 @@ from node.errors import ConfigError, ErrorCode, LocalCode
 from node.events import EventBus
 from node.framing import encode_header
 from node.gate import Gate
+from node.groups import Groups
 from node.hashqueue import HashQueue
 from node.identity import IdentityError, load_or_create
 from node.journal import Journal
@@ -44,7 +46,7 @@ from node.lan import Lan
 from node.loop import Loop
 from node.manager import TransferManager
 from node.messages import FileInfo
-from node.peerauth import PeerAuth
+from node.peerauth import GroupProver, PeerAuth
 from node.peers import Peers
 from node.policy import Policy, Refusal
 from node.pull import Pulls
@@ -57,6 +59,8 @@ from node.store import FileMeta, Store
 from node.timers import Timers
 from node.tlsproto import client_context, connect_tls, server_context
 from node.transfer import Transfer
+from node.truststore import TrustStore
+from node.wan import Wan
 
 PARTIAL_MAX_AGE = 7 * 86400.0
 # What binding `::` says on a host without IPv6 (Windows numbers its socket errors apart).
@@ -86,6 +90,9 @@ class Node:
         except IdentityError as exc:
             raise ConfigError(str(exc)) from None
         self.node_id = self.identity.node_id
+        self.groups = Groups(config.groups)
+        # What the handshake proves and checks group membership with (node/handshake.py).
+        self.prover: GroupProver = self.groups if config.groups else config.prover
         # Every transfer connection is TLS 1.3; the contexts are made once.
         self.tls_server: ssl.SSLContext | None = None
         self.tls_client: ssl.SSLContext | None = None
@@ -114,21 +121,35 @@ class Node:
             rescan_min_interval=RESCAN_MIN_GAP,
         )
         self.store.index.publish_interval = PUBLISH_EVERY
-        self.policy = Policy(config)
+        self.trust = TrustStore(config.state)
+        self.policy = Policy(config, self.trust)
         self.peers = Peers(
             self.node_id,
             missed=config.missed_announcements,
             clock=self.loop.time,
             on_change=self._peer_event,
+            membership=self.groups.announce_membership,
+            admit=self._admit,
         )
+        # Static peers are dialled by node/wan.py (names resolved without blocking the loop).
         self.lan = Lan(
-            config,
+            dataclasses.replace(config, static_peers=()),
             self.loop,
             self.peers,
-            node_id=self.node_id,
+            identity=self.identity,
+            groups=self.groups,
             tcp_port=lambda: self.tcp_port,
             ping=lambda host, port: self.connect(host, port, PingClient()),
         )
+        self.wan = Wan(
+            config,
+            self.loop,
+            self.peers,
+            tcp_port=lambda: self.tcp_port,
+            connect=self.connect,
+            wake=lambda: self.timers.update(self.wan),
+        )
+        self.peers.found_by = self.wan.source_of
         self.pushes = Pushes(self)
         self.pulls = Pulls(self)
         self.batches = Batches(self)
@@ -199,17 +220,18 @@ class Node:
         self.store.prune_partials(PARTIAL_MAX_AGE)
         self.manager.restore()
         self.lan.start()
+        self.wan.start()
         self.bus.publish(
             ev.Listening(
                 cfg.name,
                 self.tcp_port,
                 f"http://{hostport(cfg.api_host, self.api_port)}",
                 cfg.discovery_port if cfg.discovery else None,
-                list(cfg.groups),
+                list(self.groups.names),
                 __version__,
             )
         )
-        for timed in (self.lan, self.peers, self.manager, self):
+        for timed in (self.lan, self.wan, self.peers, self.manager, self):
             self.timers.update(timed)
         # The web dashboard (node/web/, served by the API): where a person finds it.
         host = cfg.api_host
@@ -232,6 +254,7 @@ class Node:
 
     def shutdown(self) -> None:
         self.lan.stop()
+        self.wan.stop()
         self.manager.shutdown()
         self.store.flush()
         self.bus.publish(ev.Shutdown())
@@ -280,6 +303,10 @@ class Node:
                 self.autofetch.peer_seen(p.node)
 
     # -- peers -------------------------------------------------------------------------------------
+    def _admit(self, node_id: str, groups: tuple[str, ...]) -> bool:
+        """--group-only: only members of one of our groups (or trusted peers) are listed."""
+        return not self.config.group_only or bool(groups) or node_id in self.trust
+
     def _peer_event(self, event: PeerEvent) -> None:
         if isinstance(event, PeerUp):
             p = event.peer
@@ -297,6 +324,8 @@ class Node:
                 self.autofetch.peer_seen(p.node)
         elif isinstance(event, PeerDown) and self._peer_lines.allow(self.loop.time()):
             self.bus.publish(ev.PeerDown(event.node, event.reason))
+        if isinstance(event, PeerDown):
+            self.wan.forget(event.node)
         if self._peer_lines.suppressed:
             self.timers.update(self)  # the summary line comes from handle_timer
         if isinstance(event, PeerUp):
@@ -337,22 +366,28 @@ class Node:
             self.store.discard_partial(t.peer, t.name)
 
     def incoming_refusal(
-        self, peer: str, info: FileInfo, addr: str = "", auth: PeerAuth | None = None
+        self,
+        peer: str,
+        info: FileInfo,
+        addr: str = "",
+        *,
+        auth: PeerAuth | None = None,
+        asked: bool = False,
     ) -> Refusal | None:
-        """Accept policy, limits and free space, decided before any byte is sent. `auth`: what
-        the pushing peer proved on its connection (None: a pull we started, from `peer`)."""
+        """Accept policy (on what the connection proved: `auth`; `asked`: our own pull),
+        limits and free space, decided before any byte is sent."""
         need = info.size
         partial = self.store.partial_for(peer, info.name)
         if partial is not None and partial[1] == info.sha256:
             need -= partial[0]  # a resume only needs room for the rest
         refusal = self.policy.push_refusal(
-            peer,
+            auth,
             info.name,
             info.size,
             need=need,
             free=self.store.free_space(),
             busy=False,
-            auth=auth,
+            asked=asked,
         )
         if refusal is None and addr:
             why = self.slot_refusal(addr)

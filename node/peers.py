@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from node.discovery import Peer, PeerDown, PeerEvent, PeerTable, PeerUp
+from node.discovery import Admit, Membership, Peer, PeerDown, PeerEvent, PeerTable, PeerUp
 from node.errors import LocalCode, NotFound
 from node.identity import parse_id
 from node.messages import Hello
@@ -31,12 +31,21 @@ class Peers:
         missed: int,
         clock: Callable[[], float],
         on_change: PeerListener,
+        membership: Membership | None = None,
+        admit: Admit | None = None,
     ) -> None:
-        self.table = PeerTable(self_id, missed=missed)
+        extra: dict[str, Any] = {}
+        if membership is not None:
+            extra["membership"] = membership
+        if admit is not None:
+            extra["admit"] = admit
+        self.table = PeerTable(self_id, missed=missed, **extra)
         self.self_id = self_id
         self._clock = clock
         self._on_change = on_change
         self.features: dict[str, frozenset[str]] = {}  # node id -> its last hello's features
+        # How each peer was found (lan|static|tracker|dht); node/wan.py knows beyond the LAN.
+        self.found_by: Callable[[Peer], str] = lambda p: "static" if p.static else "lan"
 
     # -- input ---------------------------------------------------------------------------------
     def observe(self, datagram: bytes, addr: str) -> None:
@@ -119,6 +128,7 @@ class Peers:
             "groups": list(p.groups),
             "last_seen": round(wall, 3),
             "static": p.static,
+            "found_by": self.found_by(p),
         }
 
     def list_json(self) -> list[dict[str, Any]]:

@@ -100,7 +100,7 @@ class PullClient(Receiving, ClientHandler):
         t, node = self.transfer, self.node
         info = msg.info
         t.size, t.sha256, t.name = info.size, info.sha256, info.name
-        refusal = node.incoming_refusal(t.peer, info)
+        refusal = node.incoming_refusal(t.peer, info, asked=True)
         if refusal is not None:
             self.conn.fail(refusal.code, refusal.reason)
             return

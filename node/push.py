@@ -15,7 +15,19 @@ from typing import TYPE_CHECKING, Protocol
 
 from node.conn import ClientHandler
 from node.errors import BadName, ErrorCode, LocalCode, NotFound, RequestError, StoreError
-from node.messages import Accept, Data, Digest, FileInfo, Hello, Message, Offer, Reject, Verdict
+from node.events import TransferWaiting
+from node.messages import (
+    Accept,
+    Data,
+    Digest,
+    FileInfo,
+    Hello,
+    Message,
+    Offer,
+    Pending,
+    Reject,
+    Verdict,
+)
 from node.names import check_name
 from node.sender import FileSender
 from node.store import FileMeta, HashJob, guess_mime
@@ -190,6 +202,7 @@ class PushClient(ClientHandler):
         self.path = path
         self.sender: FileSender | None = None
         self.finished = False
+        self.told_pending = False  # a `pending` from the receiver was reported
         self.job = job
         self.key = (job.size, job.mtime_ns) if job is not None else None
         self.hashless = False  # our offer carried no sha256
@@ -244,6 +257,12 @@ class PushClient(ClientHandler):
                     code, reason = ErrorCode.SOURCE_CHANGED, "the file changed while it was sent"
                 node.manager.fail(t, code, reason)
             self.conn.close()
+        elif isinstance(msg, Pending):
+            # The receiver's user decides (--accept prompt): keep waiting; its `pending`
+            # frames keep the connection alive, its accept or reject follows.
+            if not self.told_pending:
+                self.told_pending = True
+                node.bus.publish(TransferWaiting(t.id, msg.timeout))
         elif isinstance(msg, Reject):
             self.finished = True
             self._unwatch()

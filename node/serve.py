@@ -13,7 +13,7 @@ from node.batches import BatchServe
 from node.batchmsg import BatchMessage
 from node.conn import Handler
 from node.errors import ErrorCode, LocalCode, StoreError
-from node.events import TransferRefused
+from node.events import OfferPending, TransferRefused
 from node.messages import (
     Accept,
     Digest,
@@ -24,10 +24,15 @@ from node.messages import (
     List,
     Message,
     Offer,
+    PairCommit,
+    PairConfirm,
+    PairReveal,
+    Pending,
     Reject,
     Verdict,
 )
 from node.names import check_name
+from node.policy import PROMPT
 from node.pullcold import HashlessPull, wants_hashless
 from node.push import info_of
 from node.receive import DIGEST_WAIT_PER_BYTE, Receiving
@@ -35,6 +40,7 @@ from node.sender import FileSender
 from node.store import FileMeta, HashJob
 from node.transfer import TEvent, Transfer, keeps_part
 
+PENDING_KEEPALIVE = 10.0  # s between `pending` frames while a person decides (< idle timeouts)
 # A connection's budget of `list` requests: a peer has no use for more (the listing changes
 # every few seconds at most), and each costs a copy of the listing on the wire.
 MAX_LISTS_PER_CONN = 64
@@ -48,6 +54,9 @@ class ServerHandler(Receiving, Handler):
         self.transfer: Transfer | None = None
         self.sender: FileSender | None = None
         self.lists = 0
+        self.waiting: str | None = None  # the pending offer (--accept prompt) we wait on
+        self.waiting_wire = ""
+        self._keepalive_at = 0.0
         self.batches: BatchServe | None = None  # batches pushed here or pulled from here
         self.hashless: HashlessPull | None = None  # a pull streamed while its file is hashed
 
@@ -83,9 +92,7 @@ class ServerHandler(Receiving, Handler):
             self.conn.send(self.hello())
             self.greet_peer(msg)
         elif isinstance(msg, List):
-            refused = node.policy.read_refusal(self.conn.peer_id or "?", self.conn.peer_auth)
-            if refused is not None:
-                self.conn.fail(refused.code, refused.reason)  # `files` has no refusal form
+            if self._read_refused():
                 return
             self.lists += 1
             if self.lists > MAX_LISTS_PER_CONN:
@@ -101,10 +108,21 @@ class ServerHandler(Receiving, Handler):
             self._digest(msg)
         elif isinstance(msg, Verdict):
             self._pull_verdict(msg)
+        elif isinstance(msg, PairCommit | PairReveal | PairConfirm):
+            node.service.trust.pairings.on_message(self.conn, msg, client=False)
         elif isinstance(msg, Reject) and self.batches is not None:
             self.batches.on_reject(msg)
         else:
             super().on_message(msg)
+
+    def _read_refused(self) -> bool:
+        """--share-to: a peer not allowed to read gets `not_authorized` and the connection ends
+        (a listing has no id to reject)."""
+        refusal = self.node.policy.read_refusal(self.conn.peer_auth)
+        if refusal is None:
+            return False
+        self.conn.fail(refusal.code, refusal.reason)
+        return True
 
     # -- a push into this node -----------------------------------------------------------------
     def _offer(self, msg: Offer) -> None:
@@ -117,15 +135,84 @@ class ServerHandler(Receiving, Handler):
         )  # fmt: skip
         t.sha256 = info.sha256
         t.addr = self.addr
+        auth = self.conn.peer_auth
+        refusal = node.incoming_refusal(peer, info, self.addr, auth=auth)
+        if refusal is not None:
+            self._refuse(msg, peer, refusal.code, refusal.reason)
+            return
+        if node.policy.authorization(auth) == PROMPT:
+            self._ask(msg, t, peer)
+            return
+        self._take(msg, t, peer)
+
+    def _refuse(self, msg: Offer, peer: str, code: str, reason: str) -> None:
+        self.conn.send(Reject(msg.id, code, reason))
+        self.node.bus.publish(TransferRefused(msg.id, peer, msg.info.name, code, reason))
+
+    def _ask(self, msg: Offer, t: Transfer, peer: str) -> None:
+        """--accept prompt: the offer waits for a person (GET /api/offers, `mole accept`); the
+        sender is told to wait (`pending`, repeated as a keepalive) and then gets the verdict.
+        Nothing is opened in the inbox before a yes."""
+        node = self.node
+        book = node.service.trust.offers
+        files = [{"name": msg.info.name, "size": msg.info.size, "sha256": msg.info.sha256}]
+
+        def decided(ok: bool, why: str) -> None:
+            self.waiting = None
+            if self.conn.closed:
+                return
+            if not ok:
+                self._refuse(msg, peer, ErrorCode.NOT_AUTHORIZED, why)
+                return
+            # Limits again: the inbox may have filled while the person thought.
+            refusal = node.incoming_refusal(peer, msg.info, self.addr, asked=True)
+            if refusal is not None:
+                self._refuse(msg, peer, refusal.code, refusal.reason)
+            else:
+                self._take(msg, t, peer)
+            node.timers.update(self.conn)
+
+        now = node.loop.time()
+        pending = book.add(peer, node.peers.name_of(peer), files, now, decided)
+        if pending is None:
+            self._refuse(msg, peer, ErrorCode.BUSY, "too many offers wait for a decision here")
+            return
+        self.waiting, self.waiting_wire = pending.id, msg.id
+        self._keepalive_at = now + PENDING_KEEPALIVE
+        self.conn.send(Pending(msg.id, book.timeout))
+        node.bus.publish(OfferPending(pending.id, msg.id, peer, pending.peer_name, files))
+
+    # Keepalives: a hash-less pull's while its digest is pending, a pending offer's while a
+    # person decides, a pairing's while the users compare codes.
+    def get_timer(self) -> float | None:
+        if self.hashless is not None:
+            return self.hashless.get_timer()
+        if self.waiting is None:
+            return self.node.service.trust.pairings.keepalive_at(self.conn)
+        deadline = self.node.service.trust.offers.next_deadline()
+        return self._keepalive_at if deadline is None else min(self._keepalive_at, deadline)
+
+    def handle_timer(self, now: float) -> None:
+        if self.hashless is not None:
+            self.hashless.handle_timer(now)
+            return
+        if self.waiting is None:
+            self.node.service.trust.pairings.keepalive(self.conn, now)
+            return
+        self.node.service.trust.offers.expire(now)  # may decide (no) and clear `waiting`
+        if self.waiting is not None and now >= self._keepalive_at:
+            self._keepalive_at = now + PENDING_KEEPALIVE
+            book = self.node.service.trust.offers
+            self.conn.send(Pending(self.waiting_wire, book.timeout))
+            self.conn.last_activity = now  # waiting on our user, not on an idle peer
+
+    def _take(self, msg: Offer, t: Transfer, peer: str) -> None:
+        node = self.node
+        info = msg.info
         # Hash-less ("digest" feature): the sha256 follows the stream. Such an offer cannot be
         # deduplicated by content; it resumes a part of the same size and mtime (the digest
         # checks the whole file); nothing is placed before the digest.
         hashless = info.sha256 is None
-        refusal = node.incoming_refusal(peer, info, self.addr, self.conn.peer_auth)
-        if refusal is not None:
-            self.conn.send(Reject(msg.id, refusal.code, refusal.reason))
-            node.bus.publish(TransferRefused(msg.id, peer, info.name, refusal.code, refusal.reason))
-            return
         placed = None if hashless else self._place_held(info)
         if placed is not None:
             assert info.sha256 is not None
@@ -233,9 +320,9 @@ class ServerHandler(Receiving, Handler):
     # -- a pull out of this node's share -------------------------------------------------------
     def _get(self, msg: Get) -> None:
         node = self.node
-        refused = node.policy.read_refusal(self.conn.peer_id or "?", self.conn.peer_auth)
-        if refused is not None:
-            self.conn.send(Reject(msg.id, refused.code, refused.reason))
+        refusal = node.policy.read_refusal(self.conn.peer_auth)
+        if refusal is not None:
+            self.conn.send(Reject(msg.id, refusal.code, refusal.reason))
             return
         meta = node.find_shared(msg.name, msg.sha256)
         cold = wants_hashless(self.conn.session, msg)
@@ -350,15 +437,11 @@ class ServerHandler(Receiving, Handler):
     def on_lost(self, reason: str) -> None:
         self._stop(LocalCode.CONNECTION_LOST, reason)
 
-    # A hash-less pull's keepalives while its digest is pending.
-    def get_timer(self) -> float | None:
-        return self.hashless.get_timer() if self.hashless is not None else None
-
-    def handle_timer(self, now: float) -> None:
-        if self.hashless is not None:
-            self.hashless.handle_timer(now)
-
     def _stop(self, code: str, reason: str) -> None:
+        self.node.service.trust.pairings.lost(self.conn)
+        if self.waiting is not None:  # the sender went away: nothing left to decide
+            self.node.service.trust.offers.withdraw(self.waiting)
+            self.waiting = None
         if self.batches is not None:
             self.batches.stop(code, reason)
         if self.hashless is not None:

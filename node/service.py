@@ -19,6 +19,7 @@ from node.events import Record
 from node.identity import format_id
 from node.query import ListClient, Reply
 from node.transfer import TState
+from node.trustapi import TrustService
 from node.upload import Upload, Uploads
 
 if TYPE_CHECKING:
@@ -32,6 +33,7 @@ def meta_json(name: str, size: int, sha256: str, mtime: float, mime: str) -> dic
 class Service:
     def __init__(self, node: Node) -> None:
         self.node = node
+        self.trust = TrustService(node)  # trust store, pending offers (node/trustapi.py)
         # Files the dashboard uploads, staged in the share to be pushed (node/upload.py).
         self.uploads = Uploads(node.config.share, quota=node.config.upload_quota)
         node.bus.subscribe(self._on_event)
@@ -45,7 +47,12 @@ class Service:
             "version": __version__,
             "tcp_port": n.tcp_port,
             "discovery_port": n.config.discovery_port,
-            "groups": list(n.config.groups),
+            "groups": list(n.groups.names),
+            "group_tags": n.groups.public_json(),
+            "accept": n.config.accept,
+            "share_to": n.config.share_to,
+            "group_only": n.config.group_only,
+            "trusted": len(n.trust),
             "share": str(n.config.share),
             "inbox": str(n.config.inbox),
             "stats": {
@@ -54,10 +61,20 @@ class Service:
                 "dropped": dict(n.drop_counts),
                 "uptime": round(time.time() - n.started, 3),
             },
+            "wan": n.wan.info(),
         }
 
     def peers(self) -> list[dict[str, Any]]:
         return self.node.peers.list_json()
+
+    def static_peers(self) -> list[dict[str, Any]]:
+        return self.node.wan.static_json()
+
+    def add_static_peer(self, text: str) -> dict[str, Any]:
+        return self.node.wan.add_static(text)
+
+    def remove_static_peer(self, text: str) -> None:
+        self.node.wan.remove_static(text)
 
     def files(self) -> list[dict[str, Any]]:
         metas = self.node.shared.files()

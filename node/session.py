@@ -84,6 +84,10 @@ from node.messages import (
     Hello,
     List,
     Offer,
+    PairCommit,
+    PairConfirm,
+    PairReveal,
+    Pending,
     Reject,
     Verdict,
     parse_files_body,
@@ -124,6 +128,7 @@ class State(Enum):
     PULL_DIGEST = "PULL_DIGEST"  # a hash-less pull streamed: waiting for the server's digest
     PUSH_VERDICT = "PUSH_VERDICT"
     PULL_VERDICT = "PULL_VERDICT"
+    PAIRING = "PAIRING"  # pair_commit sent: the pairing exchange (docs/protocol.md 2.9)
     # Batches (feature "batch", docs/protocol.md 2.10): a push...
     BATCH_OFFERED = "BATCH_OFFERED"
     BATCH_PUSH = "BATCH_PUSH"  # the client streams bfile + data ... bend
@@ -149,6 +154,7 @@ _FLOW: dict[tuple[State, type[AnyMessage], Role], State] = {
     (State.OFFERED, Accept, _S): State.PUSH_STREAM,
     (State.OFFERED, Reject, _S): State.IDLE,
     (State.OFFERED, Verdict, _S): State.IDLE,  # content already present: skipped
+    (State.OFFERED, Pending, _S): State.OFFERED,  # a person decides (--accept prompt): wait
     (State.PUSH_STREAM, Data, _C): State.PUSH_STREAM,
     (State.PUSH_DIGEST, Data, _C): State.PUSH_DIGEST,  # empty data frame only
     (State.PUSH_DIGEST, Digest, _C): State.PUSH_VERDICT,
@@ -160,6 +166,11 @@ _FLOW: dict[tuple[State, type[AnyMessage], Role], State] = {
     (State.PULL_DIGEST, Data, _S): State.PULL_DIGEST,  # empty data frame only
     (State.PULL_DIGEST, Digest, _S): State.PULL_VERDICT,
     (State.PULL_VERDICT, Verdict, _C): State.IDLE,
+    (State.IDLE, PairCommit, _C): State.PAIRING,
+    (State.PAIRING, PairReveal, _S): State.PAIRING,
+    (State.PAIRING, PairReveal, _C): State.PAIRING,
+    (State.PAIRING, PairConfirm, _S): State.PAIRING,
+    (State.PAIRING, PairConfirm, _C): State.PAIRING,
     (State.IDLE, Batch, _C): State.BATCH_OFFERED,
     (State.BATCH_OFFERED, BatchAccept, _S): State.BATCH_PUSH,
     (State.BATCH_OFFERED, Reject, _S): State.IDLE,

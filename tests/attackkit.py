@@ -18,6 +18,9 @@ import threading
 import time
 from collections.abc import Callable
 
+from node import discovery
+from node.discovery import Announce
+from node.identity import Identity
 from tests.junkflood import JunkFlood, frame, hello, offer
 
 Stopper = threading.Event
@@ -165,8 +168,59 @@ class Tricklers(Attack):
                 stop.wait(0.2)  # dropped or refused: come back, as a real attacker would
 
 
+def fake_identities(count: int, tag: bytes = b"fake") -> list[Identity]:
+    """Throwaway node identities (deterministic seeds), each a valid key and certificate."""
+    return [
+        Identity.from_seed(hashlib.sha256(tag + str(i).encode()).digest()) for i in range(count)
+    ]
+
+
+def signed_announce(
+    who: Identity,
+    counter: int,
+    *,
+    name: str = "",
+    port: int = 1,
+    interval: float = 86400.0,
+    node: str | None = None,
+    proofs: tuple[bytes, ...] = (),
+) -> bytes:
+    """A discovery v2 announce signed by `who` (`node` other than its id: a spoof)."""
+    msg = Announce(node or who.node_id, who.cert_der, name, port, proofs, counter, interval)
+    return discovery.encode(msg, who.seed)
+
+
+def flood_datagrams(i: int, pool: list[Identity], signed: list[bytes]) -> bytes:
+    """The i-th datagram of a discovery flood, a mix of every kind a receiver must shrug off:
+    validly signed announces of many throwaway keys (then replayed), ids that are not their
+    certificate's hash (spoofed), junk signatures that cost a verification each (forged), and
+    unsigned version 1 announces."""
+    kind = i % 4
+    if kind == 0:
+        return signed[(i // 4) % len(signed)]
+    who = pool[i % len(pool)]
+    if kind == 1:
+        spoof = Announce(f"{i:064x}", who.cert_der, "", 1, (), i + 1, 86400.0)
+        return discovery.payload(spoof) + bytes(discovery.SIG_SIZE)
+    if kind == 2:
+        body = discovery.payload(Announce(who.node_id, who.cert_der, "", 1, (), i + 1, 86400.0))
+        return body + bytes(discovery.SIG_SIZE)
+    return json.dumps(
+        {
+            "mole": 1,
+            "type": "announce",
+            "node": f"{i:032x}",
+            "name": f"fake{i}",
+            "port": 1,
+            "groups": [],
+            "seq": 1,
+            "interval": 86400,
+        }
+    ).encode()
+
+
 class Announces(Attack):
-    """Fake announces from ever new node ids (claiming a day's interval), `rate` per second."""
+    """A discovery flood (`flood_datagrams`), `rate` datagrams per second."""
 
     name = "announce_flood"
 
@@ -176,15 +230,13 @@ class Announces(Attack):
 
     def run(self, stop: Stopper) -> None:
         udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        pool = fake_identities(64)
+        signed = [signed_announce(w, 1, name=f"fake{n}") for n, w in enumerate(pool)]
         i = 0
         try:
             while not stop.is_set():
-                msg = {
-                    "mole": 1, "type": "announce", "node": f"{i:032x}", "name": f"fake{i}",
-                    "port": 1 + i % 60000, "groups": [], "seq": 1, "interval": 86400,
-                }  # fmt: skip
                 with contextlib.suppress(OSError):
-                    udp.sendto(json.dumps(msg).encode(), (self.host, self.port))
+                    udp.sendto(flood_datagrams(i, pool, signed), (self.host, self.port))
                     self.sent += 1
                 i += 1
                 if i % 50 == 0:

@@ -30,6 +30,10 @@ def free_udp_port() -> int:
         return int(s.getsockname()[1])
 
 
+# One group secret per test run (never committed): NodeProc nodes join group "test" with it.
+TEST_GROUP_SECRET = os.urandom(16).hex()
+
+
 class NodeProc:
     """One `python -m node serve` process; its event lines are collected by a reader thread."""
 
@@ -43,9 +47,12 @@ class NodeProc:
         port: int = 0,
         launcher: tuple[str, ...] = ("-m", "node"),
         env: dict[str, str] | None = None,
+        group: bool = True,
     ) -> None:
         """`launcher`: what follows the Python executable (tests/nonlinux.py runs the node as
-        on a platform without Linux's extras); `env`: added to the environment."""
+        on a platform without Linux's extras); `env`: added to the environment; `group`: join
+        the test run's group (as the lab does), so nodes may push and pull under the default
+        policies; False (or a `--group` in `args`) for a stranger."""
         self.name = name
         self.launcher = launcher
         self.extra_env = dict(env or {})
@@ -57,6 +64,13 @@ class NodeProc:
             d.mkdir(parents=True, exist_ok=True)
         self.discovery_port = discovery_port
         self.token = token
+        joins: tuple[str, ...] = ()
+        if group and not any(a == "--group" or a.startswith("--group=") for a in args):
+            secret = self.root / "group.secret"
+            fd = os.open(secret, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(TEST_GROUP_SECRET)
+            joins = ("--group", f"test:@{secret}")
         self.args = [
             "serve",
             "--name", name,
@@ -69,6 +83,7 @@ class NodeProc:
             "--broadcast", "127.255.255.255",
             "--api", "127.0.0.1:0",
             *(("--api-token", token) if token else ()),
+            *joins,
             *args,
         ]  # fmt: skip
         self.events: list[Event] = []

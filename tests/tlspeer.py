@@ -28,9 +28,11 @@ from pathlib import Path
 from typing import Any
 
 from node import handshake, x509
+from node.groups import Group, Groups
 from node.identity import Identity, load_or_create
 from node.messages import Challenge, Hello, encode_message
-from node.peerauth import NoGroups
+from node.peerauth import GroupProver, NoGroups
+from tests.nodeproc import TEST_GROUP_SECRET
 
 
 @functools.cache
@@ -65,7 +67,13 @@ def _read_frame(sock: Any) -> dict[str, Any]:
     return dict(json.loads(buf[4:]))
 
 
-def signed_hello(frame: bytes, challenge: Challenge) -> bytes:
+# Test peers prove the test run's group (tests/nodeproc.py), as NodeProc nodes are in it: under
+# the default policies they may push and read, as any peer could before groups. A stranger:
+# `connect(..., member=False)`.
+MEMBER: GroupProver = Groups([Group.make("test", TEST_GROUP_SECRET)])
+
+
+def signed_hello(frame: bytes, challenge: Challenge, prover: GroupProver = MEMBER) -> bytes:
     """The real hello for a junkflood hello frame (its `node` is the label of an identity)."""
     fields = json.loads(frame[4:])
     me = ident(str(fields["node"]))
@@ -75,7 +83,7 @@ def signed_hello(frame: bytes, challenge: Challenge) -> bytes:
         me.node_id,
         challenge,
         hashlib.sha256(b"nonce" + challenge.nonce.encode()).digest(),
-        NoGroups(),
+        prover,
         name=str(fields.get("name", "")),
         port=int(fields.get("port", 0)),
         features=tuple(fields.get("features", ())),
@@ -94,8 +102,9 @@ class TlsPeer:
     """A blocking TLS client over a plain socket (SSLObject + MemoryBIO, so that
     `shutdown(SHUT_WR)` sends close_notify and reading goes on, as on a TCP half-close)."""
 
-    def __init__(self, raw: socket.socket) -> None:
+    def __init__(self, raw: socket.socket, prover: GroupProver = MEMBER) -> None:
         self.raw = raw
+        self.prover = prover
         self._in = ssl.MemoryBIO()
         self._out = ssl.MemoryBIO()
         self._ssl = _client_context().wrap_bio(self._in, self._out)
@@ -133,7 +142,7 @@ class TlsPeer:
             head = data[: 4 + n]
             if _is_hello(head):
                 self._greeted = True
-                data = signed_hello(head, self.challenge) + data[4 + n :]
+                data = signed_hello(head, self.challenge, self.prover) + data[4 + n :]
         view = memoryview(data)
         while view:
             view = view[self._ssl.write(view) :]
@@ -180,6 +189,7 @@ def connect(
     *,
     rcvbuf: int | None = None,
     source: str | None = None,
+    member: bool = True,
 ) -> TlsPeer:
     """TLS to a node's transfer port; the challenge is read (the hello is the caller's)."""
     raw = socket.socket()
@@ -189,7 +199,7 @@ def connect(
         raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)  # before connect
     raw.settimeout(timeout)
     raw.connect(addr)
-    return TlsPeer(raw)
+    return TlsPeer(raw, MEMBER if member else NoGroups())
 
 
 class NbTls:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from lab import bench_support, cluster, logfile
+from lab import bench_support, cluster, logfile, naming
 from lab.cluster import Cluster, LabError, NodeSpec
 
 pytestmark = [
@@ -95,9 +95,9 @@ def test_two_nodes_get_ips_exec_labels_and_close_removes_everything(
         assert c.exec("a", ["cat", "/data/share/f.txt"]) == (0, "from the host")
 
         labels = c.container_labels("a")
-        assert labels[cluster.LABEL] == "1"
-        assert labels[cluster.LABEL_RUN] == rid
-        assert labels[cluster.LABEL_OWNER] == cluster.owner_id()
+        assert labels[naming.LABEL] == "1"
+        assert labels[naming.LABEL_RUN] == rid
+        assert labels[naming.LABEL_OWNER] == cluster.owner_id()
         assert cluster.resources(rid) == {
             "containers": [f"mole-{rid}-a", f"mole-{rid}-b"],
             "networks": [net],
@@ -283,7 +283,7 @@ def test_real_node_api_answers_with_token(lab: Cluster) -> None:
 CHILD = """
 import sys, time
 from pathlib import Path
-from lab import cluster, signals
+from lab import cluster, naming, signals
 c = cluster.Cluster(sys.argv[1], image=sys.argv[2], workdir=Path(sys.argv[3]))
 signals.install_signal_cleanup(c)
 c.add_network("lan")
@@ -339,10 +339,10 @@ def test_bare_lifecycle_times_phases_labels_and_leaves_nothing(
     assert all(v > 0 for v in times.values())
     assert times["total"] >= times["network"] + times["create_start"] + times["remove"]
     assert len(seen) == 3
-    runs = {labels[cluster.LABEL_RUN] for labels in seen}
+    runs = {labels[naming.LABEL_RUN] for labels in seen}
     assert len(runs) == 1 and next(iter(runs)).startswith("bare-")
     assert all(
-        labels[cluster.LABEL] == "1" and labels[cluster.LABEL_OWNER] == cluster.owner_id()
+        labels[naming.LABEL] == "1" and labels[naming.LABEL_OWNER] == cluster.owner_id()
         for labels in seen
     )
     assert cluster.resources(next(iter(runs))) == {"containers": [], "networks": []}

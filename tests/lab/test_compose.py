@@ -58,9 +58,13 @@ def demo_lock() -> Iterator[None]:
 
 @pytest.mark.lab
 @pytest.mark.parametrize("flavour", sorted(FLAVOURS))
-def test_compose_demo_fetches_everything(flavour: str, demo_lock: None) -> None:
+def test_compose_demo_fetches_everything(
+    flavour: str, demo_lock: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from lab import cluster, image
 
+    # As `lab demo` does: a group secret for this demo (compose.yaml refuses to start without)
+    monkeypatch.setenv("MOLE_DEMO_SECRET", os.urandom(16).hex())
     reason = cluster.docker_unavailable() or available(flavour)
     if reason:
         pytest.skip(f"compose {flavour}: {reason}")

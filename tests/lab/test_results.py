@@ -413,7 +413,7 @@ class FakeCluster:
     def __enter__(self) -> FakeCluster:
         return self
 
-    def add_network(self, name: str) -> str:
+    def add_network(self, name: str, *, host_nat: bool = True) -> str:
         self.networks.append(name)
         return f"mole-{self.run_id}-{name}"
 

@@ -131,6 +131,17 @@ def test_separate_networks_need_a_route_for_the_static_peer() -> None:
     assert ("w3", "east-gw") in s.expect.discovery.not_see
 
 
+def test_beyond_the_lan_is_two_nat_sites_and_a_tracker() -> None:
+    s = shipped("beyond-the-lan")
+    assert s.node("tracker").service == "opentracker" and s.node("tracker").router
+    for site, node in (("nat-a", "a"), ("nat-b", "b")):
+        r = s.node(site)
+        assert (r.router, r.nat, r.forward) == (True, "wan", node)
+        assert "wan" not in s.node(node).networks
+    assert [n.name for n in s.mole_nodes] == ["a", "b", "c"]
+    assert s.expect.discovery is not None and ("a", "c") in s.expect.discovery.not_see
+
+
 def test_ipv6_discovery_pins_ipv4_to_loopback_and_names_the_link() -> None:
     s = load_scenario(next(p for p in SCENARIOS if p.stem == "ipv6-discovery"))
     assert s.ipv6
@@ -145,7 +156,7 @@ def test_ipv6_discovery_pins_ipv4_to_loopback_and_names_the_link() -> None:
 def test_lab_ipv6_addresses() -> None:
     import ipaddress
 
-    from lab.cluster import ipv6_subnet
+    from lab.naming import ipv6_subnet
     from lab.nodespec import link_local
 
     assert link_local("02:42:ac:13:00:02") == "fe80::42:acff:fe13:2"
@@ -398,6 +409,44 @@ BAD = [
         "networks: [x]\nnodes: [{name: r, router: true}]\n",
         "nodes[0].networks",
         "two or more",
+    ),
+    (
+        "nat on a plain node",
+        "networks: [x, w]\nnodes: [{name: a, networks: [x], nat: w}]\n",
+        "nodes[0].nat",
+        "only a router",
+    ),
+    (
+        "nat onto a network the router is not on",
+        "networks: [x, y, w]\nnodes: [{name: r, networks: [x, y], router: true, nat: w}]\n",
+        "nodes[0].nat",
+        "not one of the router's networks",
+    ),
+    (
+        "forward to a node off the site",
+        "networks: [x, w]\nnodes: [{name: r, networks: [x, w], router: true, nat: w,"
+        " forward: b}, {name: b, networks: [w]}]\n",
+        "nodes[0].forward",
+        "not a node on one of the router's site networks",
+    ),
+    (
+        "forward without nat",
+        "networks: [x, w]\nnodes: [{name: r, networks: [x, w], router: true, forward: b},"
+        " {name: b, networks: [x]}]\n",
+        "nodes[0].forward",
+        "needs `nat`",
+    ),
+    (
+        "unknown service",
+        "nodes: [{name: t, service: ftp}]\n",
+        "nodes[0].service",
+        "one of opentracker, libtorrent-dht",
+    ),
+    (
+        "service with peers",
+        "nodes: [{name: t, service: opentracker, peers: [u]}, {name: u}]\n",
+        "nodes[0].peers",
+        "a service runs no node",
     ),
     (
         "file no on",

@@ -15,7 +15,7 @@ import pytest
 
 from node import cli
 from tests.node.test_resume import ev, pair
-from tests.nodeproc import NodeProc, nodes, wait_mesh
+from tests.nodeproc import TEST_GROUP_SECRET, NodeProc, nodes, wait_mesh
 
 
 def make_tree(root: Path, files: int, seed: int = 1, big: int = 0) -> dict[str, str]:
@@ -123,7 +123,8 @@ def mole(capsys: pytest.CaptureFixture[str], node: NodeProc, *argv: str) -> tupl
 def test_cli_send_get_and_ls_a_directory(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    with pair(tmp_path, a_args=("--group", "team")) as (a, b):
+    both = ("--group", "team:team-secret", "--group", f"test:{TEST_GROUP_SECRET}")
+    with pair(tmp_path, a_args=both, b_args=both) as (a, b):  # members see members
         want = make_tree(a.share / "pics", 25, seed=4)
         code, text = mole(capsys, a, "send", "b", str(a.share / "pics"))
         assert code == 0, text
@@ -170,7 +171,7 @@ def test_sender_restart_mid_batch_resumes_from_the_journal(tmp_path: Path) -> No
 
 def test_send_to_a_group_one_batch_per_member_and_a_late_member(tmp_path: Path) -> None:
     fast = ("--announce-interval", "0.5", "--retry-backoff", "0.2")
-    with nodes(tmp_path, ["a", "b", "c"], *fast, "--group", "team") as (a, b, c):
+    with nodes(tmp_path, ["a", "b", "c"], *fast, "--group", "team:team-secret") as (a, b, c):
         wait_mesh([a, b, c])
         want = make_tree(a.share / "drop", 12, seed=6)
         send = a.api(
@@ -181,7 +182,9 @@ def test_send_to_a_group_one_batch_per_member_and_a_late_member(tmp_path: Path) 
         for node in (b, c):
             assert wait_done(node, send["members"][node.node_id])["state"] == "done"
             assert tree_of(node.inbox / "drop") == want
-        late = NodeProc(tmp_path, "d", a.discovery_port, *fast, "--group", "team").start()
+        late = NodeProc(
+            tmp_path, "d", a.discovery_port, *fast, "--group", "team:team-secret"
+        ).start()
         try:
             assert wait_done(late, "", timeout=30)["state"] == "done"
             assert tree_of(late.inbox / "drop") == want
@@ -231,7 +234,8 @@ def test_cancel_a_batch_ends_both_records_and_drops_the_partial_file(tmp_path: P
 
 
 @pytest.mark.parametrize(
-    ("b_args", "code"), [(("--inbox-quota", "64KiB"), "no_space"), (("--accept", "none"), "policy")]
+    ("b_args", "code"),
+    [(("--inbox-quota", "64KiB"), "no_space"), (("--accept", "none"), "not_authorized")],
 )
 def test_one_accept_decision_for_the_whole_batch(
     tmp_path: Path, b_args: tuple[str, ...], code: str

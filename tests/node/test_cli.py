@@ -96,6 +96,11 @@ class FakeApi:
         parts = path.strip("/").split("/")
         if (method, path) == ("GET", "/api/peers"):
             return 200, self.peers
+        if (method, path) == ("GET", "/api/peers/static"):
+            return 200, [{"peer": "nas.lan:47101", "addrs": ["10.0.0.9"], "node": "c" * 32,
+                          "runtime": True, "failures": 0}]  # fmt: skip
+        if method == "POST" and path.startswith("/api/peers/static"):
+            return (201 if path.endswith("static") else 200), {"peer": body["peer"]}
         if (method, path) in (("GET", "/api/files"), ("GET", "/api/inbox")):
             return 200, self.files
         if method == "GET" and parts[:2] == ["api", "peers"] and parts[3:] == ["files"]:
@@ -251,14 +256,31 @@ def test_peers_table(api: tuple[FakeApi, str], capsys: pytest.CaptureFixture[str
     fake.peers = [
         PEER_B,
         {**PEER_B, "name": "longer-name", "node": "c" * 32, "groups": [], "static": True},
+        {**PEER_B, "name": "far", "node": "d" * 32, "static": True, "found_by": "tracker"},
     ]
     code, out, err = run(capsys, "--api", url, "peers")
     assert (code, err) == (0, "")
     assert out == (
-        "NAME         NODE      ADDRESS          GROUPS  SEEN\n"
-        "b            bbbbbbbb  127.0.0.1:47101  lab,x   5s ago\n"
-        "longer-name  cccccccc  127.0.0.1:47101  -       static\n"
+        "NAME         NODE      ADDRESS          GROUPS  SEEN    FOUND BY\n"
+        "b            bbbbbbbb  127.0.0.1:47101  lab,x   5s ago  lan\n"
+        "longer-name  cccccccc  127.0.0.1:47101  -       static  static\n"
+        "far          dddddddd  127.0.0.1:47101  lab,x   static  tracker\n"
     )
+
+
+def test_peer_add_remove_list(api: tuple[FakeApi, str], capsys: pytest.CaptureFixture[str]) -> None:
+    fake, url = api
+    assert run(capsys, "--api", url, "peer", "add", "nas.lan:47101")[:2] == (
+        0,
+        "added nas.lan:47101\n",
+    )
+    assert run(capsys, "--api", url, "peer", "remove", "nas.lan:47101")[0] == 0
+    assert posts(fake) == [
+        ("POST", "/api/peers/static", {"peer": "nas.lan:47101"}),
+        ("POST", "/api/peers/static/remove", {"peer": "nas.lan:47101"}),
+    ]
+    code, out, _ = run(capsys, "--api", url, "peer", "list")
+    assert code == 0 and "nas.lan:47101  10.0.0.9  cccccccc" in out
 
 
 def test_peers_json_with_options_after_the_command(

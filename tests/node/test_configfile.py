@@ -90,12 +90,12 @@ def test_default_file_found_and_config_env(tmp_path: Path, monkeypatch: pytest.M
 def test_lists_flags_and_ipv6_peers_from_file(tmp_path: Path) -> None:
     f = write(
         tmp_path,
-        'peer = ["[fe80::1%eth0]:4000", "10.0.0.2"]\ngroup = ["a", "b"]\n'
+        'peer = ["[fe80::1%eth0]:4000", "10.0.0.2"]\ngroup = ["a:secret-aa", "b:secret-bb"]\n'
         "no-discovery = true\nauto-fetch = true\nlog-format = 'json'\n",
     )
     cfg, _ = resolve("--config", str(f))
     assert cfg.static_peers == (("fe80::1%eth0", 4000), ("10.0.0.2", 47101))
-    assert cfg.groups == ("a", "b")
+    assert tuple(g.name for g in cfg.groups) == ("a", "b")
     assert cfg.discovery is False and cfg.auto_fetch is True
     # The command line replaces a list from the file; it does not add to it.
     cfg, _ = resolve("--config", str(f), "--peer", "127.0.0.1:9")
@@ -195,3 +195,17 @@ def test_config_from_args_without_env_layer_still_works() -> None:
     add_serve_arguments(p)
     cfg = config_from_args(p.parse_args(DIRS))
     assert cfg.log_format == "auto" and cfg.log_file is None
+
+
+def test_mole_config_hides_group_secrets(tmp_path: Path) -> None:
+    """A group's secret is shown as `<hidden>` (its file path, with `@`, is no secret); a
+    config file holding one must not be readable by others."""
+    key = tmp_path / "lab.key"
+    key.write_text("file-secret-77")
+    status, text = run_config("--group", "home:inline-secret-42", "--group", f"lab:@{key}")
+    assert status == 0 and "inline-secret-42" not in text and "file-secret-77" not in text
+    assert "home:<hidden>" in text and f"lab:@{key}" in text
+    f = write(tmp_path, 'group = ["home:inline-secret-42"]\n')
+    f.chmod(0o644)
+    status, _ = run_config("--config", str(f))
+    assert status != 0

@@ -16,10 +16,11 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from node import discovery
+from node import discovery, ed25519
 from node.batchmsg import BatchMessage
 from node.errors import LocalProtocolError, RemoteProtocolError
 from node.framing import EOF, NEED_DATA, BodyChunk, FrameDecoder, Header, encode_header
+from node.identity import Identity
 from node.messages import Message, parse_message
 from node.session import TRANSITIONS, Closed, DataChunk, Role, Session, State
 from tests.node.test_session import session_in
@@ -93,6 +94,10 @@ TEMPLATES: dict[str, dict[str, Any]] = {
     "verdict": {"id": "t1", "ok": True, "sha256": SHA, "skipped": False},
     "reject": {"id": "t1", "code": "policy", "reason": ""},
     "error": {"code": "internal", "reason": "r"},
+    "pending": {"id": "t1", "timeout": 120.0},
+    "pair_commit": {"commit": SHA},
+    "pair_reveal": {"nonce": SHA},
+    "pair_confirm": {"ok": True},
     "bogus": {},
     "batch": {"id": "t1"},
     "batch_accept": {"id": "t1"},
@@ -282,20 +287,23 @@ def test_discovery_random_bytes(data: bytes) -> None:
     assert len(events) <= 1 and sum(table.counters.values()) == 1
 
 
-DATAGRAM_KEYS = ["mole", "type", "node", "name", "port", "groups", "seq", "interval"]
-DATAGRAM_VALUES: list[Any] = [1, 2, "announce", "goodbye", NODE, "n", 47101, 0, ["g"], 0.5, -1]
+FUZZ_ID = Identity.from_seed(b"\x05" * 32)
+DNODE = FUZZ_ID.node_id
+CERT = discovery._b64(FUZZ_ID.cert_der)
+DATAGRAM_KEYS = ["mole", "type", "node", "cert", "name", "port", "groups", "counter", "interval"]
+DATAGRAM_VALUES: list[Any] = [1, 2, "announce", "goodbye", DNODE, CERT, "n", 47101, 0, [], 0.5, -1]
 
 
 def datagram(rng: random.Random) -> dict[str, Any]:
-    obj: dict[str, Any] = {"mole": 1, "type": rng.choice(["announce", "goodbye", "x"])}
-    obj.update(node=NODE, name="n", port=47101, groups=["g"], seq=1, interval=0.5)
+    obj: dict[str, Any] = {"mole": 2, "type": rng.choice(["announce", "goodbye", "x"])}
+    obj.update(node=DNODE, cert=CERT, name="n", port=47101, groups=[], counter=1, interval=0.5)
     for key in rng.sample(DATAGRAM_KEYS, rng.randint(0, 4)):
         if rng.random() < 0.3:
             del obj[key]
         else:
             obj[key] = rng.choice(DATAGRAM_VALUES) if rng.random() < 0.7 else leaf(rng)
     if rng.random() < 0.3:
-        obj["node"] = rng.choice(["a" * 32, "b" * 32, "0" * 32])
+        obj["node"] = rng.choice(["a" * 64, "b" * 64, "0" * 64])
     return obj
 
 
@@ -306,7 +314,8 @@ def test_discovery_structured(seed: int, now: float) -> None:
     objs = [datagram(rng) for _ in range(rng.randint(1, 6))]
     table = discovery.PeerTable("0" * 64)
     for obj in objs:
-        data = json.dumps(obj, ensure_ascii=rng.random() < 0.5).encode()
+        body = json.dumps(obj, ensure_ascii=rng.random() < 0.5).encode()
+        data = body + ed25519.sign(FUZZ_ID.seed, discovery.signed_bytes(body))
         for ev in table.observe(data, "127.0.0.9", now):
             assert isinstance(ev, discovery.PeerUp | discovery.PeerDown)
     assert sum(table.counters.values()) == len(objs)

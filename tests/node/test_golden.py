@@ -44,6 +44,10 @@ from node.messages import (
     Hello,
     List,
     Offer,
+    PairCommit,
+    PairConfirm,
+    PairReveal,
+    Pending,
     Reject,
     Verdict,
 )
@@ -63,6 +67,9 @@ CLIENT_HELLO = handshake.client_hello(
     _IDENT.seed, _IDENT.cert_der, _IDENT.node_id, Challenge(2, NODE, NONCE_S),
     bytes.fromhex(NONCE_C), NoGroups(), name="beta", port=47101, features=("resume", "digest"),
 )  # fmt: skip
+# The example node of the discovery datagrams: a fixed seed, so its certificate, id and
+# signatures are fixed (Ed25519 signatures are deterministic).
+ALPHA = Identity.from_seed(bytes(range(32)))
 SHA = "e18ebaabb9f2fba0f9acbcf84e1e8bfdaa041eb52c186612c7d900d94378abf5"  # sha256(b"mole")
 TID = "7d3f9a1c5e2b4d60"
 INFO = FileInfo("report.pdf", 1048576, SHA, 1700000000.5, "application/pdf")
@@ -86,8 +93,10 @@ GOLDEN: dict[str, AnyMessage | discovery.Datagram] = {
     "verdict": Verdict(TID, True, SHA, "report.pdf"),
     "reject": Reject(TID, "no_space", "need 1048576 bytes, 4096 free"),
     "error": Error("version_mismatch", "peer speaks protocol 2, this node speaks 1"),
-    "announce": discovery.Announce(NODE, "alpha", 47101, ("lab",), 42, 2.0),
-    "goodbye": discovery.Goodbye(NODE, 43),
+    "announce": discovery.Announce(
+        ALPHA.node_id, ALPHA.cert_der, "alpha", 47101, (bytes(range(16)),), 1764770400000042, 2.0
+    ),
+    "goodbye": discovery.Goodbye(ALPHA.node_id, 1764770400000043),
     "batch": Batch(
         TID,
         (
@@ -106,7 +115,7 @@ GOLDEN: dict[str, AnyMessage | discovery.Datagram] = {
 
 def encode(obj: AnyMessage | discovery.Datagram) -> bytes:
     if isinstance(obj, discovery.Announce | discovery.Goodbye):
-        return discovery.encode(obj)
+        return discovery.encode(obj, ALPHA.seed)
     return encode_any(obj)
 
 
@@ -180,7 +189,10 @@ def test_golden_frame_decodes_the_same_at_every_split(name: str) -> None:
 
 @pytest.mark.parametrize("name", ["announce", "goodbye"])
 def test_golden_datagrams_decode(name: str) -> None:
-    assert discovery.decode(BLOCKS[name]) == GOLDEN[name]
+    msg, body, sig = discovery.decode(BLOCKS[name])
+    assert msg == GOLDEN[name]
+    # what the document says the signature covers
+    assert discovery.ed25519.verify(ALPHA.public, b"mole/2 discovery\x00" + body, sig)
 
 
 # -- the state table --------------------------------------------------------------------------
@@ -192,7 +204,7 @@ def doc_transitions() -> dict[tuple[State, type[AnyMessage], Role], State]:
     text = DOC.read_text(encoding="utf-8")
     table = text.split("<!-- transitions:begin -->")[1].split("<!-- transitions:end -->")[0]
     types = (Challenge, Hello, List, Files, Offer, Accept, Get, FileHeader, Data, Digest, Verdict,
-             Reject, Error)  # fmt: skip
+             Reject, Error, Pending, PairCommit, PairReveal, PairConfirm)  # fmt: skip
     by_wire: dict[str, type[AnyMessage]] = {cls.TYPE: cls for cls in types}
     by_wire.update(BATCH_BY_WIRE_TYPE)
     out: dict[tuple[State, type[AnyMessage], Role], State] = {}

@@ -150,7 +150,7 @@ def test_accept_policy_none_refuses_before_sending(tmp_path: Path) -> None:
         wait_mesh([a, b])
         write_random(a.share / "f.bin", 1 << 20)
         final = done(a, a.api("POST", "/api/push", {"peer": "b", "path": "f.bin"})["id"])
-        assert final["state"] == "failed" and final["error"]["code"] == "policy"
+        assert final["state"] == "failed" and final["error"]["code"] == "not_authorized"
         assert final["sent"] == 0
         assert not any(p for p in b.inbox.rglob("*") if p.is_file())
     finally:

@@ -16,6 +16,7 @@ from node import addr, cli
 from node.config import Config, parse_hostport
 from node.discovery import Announce, PeerTable, PeerUp, encode
 from node.events import EventBus
+from node.identity import Identity
 from node.lan6 import GROUP, choose
 from node.loop import Loop
 from node.node import Node
@@ -83,11 +84,15 @@ def test_choose_interfaces_for_ipv6_discovery() -> None:
     assert GROUP == "ff02::6d6f:6c65"
 
 
+PEER = Identity.from_seed(b"\x07" * 32)
+
+
 def announce(seq: int) -> bytes:
-    return encode(Announce("ab" * 32, "peer", 47101, (), seq, 2.0))
+    msg = Announce(PEER.node_id, PEER.cert_der, "peer", 47101, (), seq, 2.0)
+    return encode(msg, PEER.seed)
 
 
-def test_peer_heard_on_both_families_keeps_its_first_address() -> None:
+def test_peer_heard_on_both_families_is_reached_over_ipv4_while_it_is_heard() -> None:
     table = PeerTable("cd" * 32)
     first = table.observe(announce(1), "10.0.0.2", 0.0)
     assert isinstance(first[0], PeerUp) and first[0].peer.addr == "10.0.0.2"
@@ -103,6 +108,21 @@ def test_peer_heard_on_both_families_keeps_its_first_address() -> None:
     # Same family, new address: taken at once (a peer that moved).
     again = table.observe(announce(6), "fe80::3%eth0", 5.6)
     assert isinstance(again[0], PeerUp) and again[0].peer.addr == "fe80::3%eth0"
+    # IPv4 heard again: it takes the address back.
+    back = table.observe(announce(7), "10.0.0.2", 5.7)
+    assert isinstance(back[0], PeerUp) and back[0].changed and back[0].peer.addr == "10.0.0.2"
+
+
+def test_ipv4_is_preferred_whichever_family_is_heard_first() -> None:
+    """The lab's dense pods saw peers at fe80:: addresses when the IPv6 datagram happened to
+    arrive first: the address a user (and the lab) expects is the IPv4 one."""
+    table = PeerTable("cd" * 32)
+    first = table.observe(announce(1), "fe80::2%eth0", 0.0)
+    assert isinstance(first[0], PeerUp) and first[0].peer.addr == "fe80::2%eth0"
+    switched = table.observe(announce(2), "10.0.0.2", 0.1)
+    assert isinstance(switched[0], PeerUp) and switched[0].peer.addr == "10.0.0.2"
+    assert table.observe(announce(3), "fe80::2%eth0", 0.2) == []
+    assert next(iter(table._peers.values())).addr == "10.0.0.2"
 
 
 @pytest.mark.skipif(not HAS_V6, reason="no IPv6 in this Python")

@@ -23,6 +23,10 @@ from node.messages import (
     List,
     Message,
     Offer,
+    PairCommit,
+    PairConfirm,
+    PairReveal,
+    Pending,
     Reject,
     Verdict,
     encode_message,
@@ -66,6 +70,10 @@ EXAMPLES: list[Message] = [
     Verdict("t1", True, SHA, "a.bin", skipped=True),
     Reject("t1", "policy", "not in my groups"),
     Error("bad_frame", "header length 1 is too short"),
+    Pending("t1", 120.0),
+    PairCommit("ab" * 32),
+    PairReveal("cd" * 32),
+    PairConfirm(False),
 ]
 
 
@@ -90,7 +98,7 @@ def test_every_type_has_an_example() -> None:
 def test_wire_types() -> None:
     assert [t.TYPE for t in MESSAGE_TYPES] == [
         "challenge", "hello", "list", "files", "offer", "accept", "get", "file", "data", "digest",
-        "verdict", "reject", "error",
+        "verdict", "reject", "error", "pending", "pair_commit", "pair_reveal", "pair_confirm",
     ]  # fmt: skip
 
 

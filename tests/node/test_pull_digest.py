@@ -17,11 +17,12 @@ import pytest
 
 from node.config import Config
 from node.events import EventLog
+from node.groups import Group
 from node.node import Node
 from node.store import HashJob
 from tests import junkflood, tlspeer
 from tests.node.test_hashing import _frame, config
-from tests.nodeproc import about, nodes, wait_mesh
+from tests.nodeproc import TEST_GROUP_SECRET, about, nodes, wait_mesh
 
 FEATURES = ("resume", "digest", "pull-digest")
 
@@ -103,7 +104,8 @@ class Puller:
 
 def serving_node(tmp_path: Path, sink: list[dict[str, Any]]) -> Node:
     n = Node(
-        config(tmp_path, port=0, api_port=0),
+        # in the test run's group, which the raw pullers (tests/tlspeer.py) prove
+        config(tmp_path, port=0, api_port=0, groups=(Group.make("test", TEST_GROUP_SECRET),)),
         events=EventLog("t", stream=io.StringIO(), sink=sink.append),
     )
     n.start()

@@ -39,6 +39,7 @@ PURE = [
     "handshake",
     "units",
     "termsafe",
+    "dns",
     "addr",
 ]
 FORBIDDEN_MODULES = {

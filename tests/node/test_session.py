@@ -38,6 +38,10 @@ from node.messages import (
     List,
     Message,
     Offer,
+    PairCommit,
+    PairConfirm,
+    PairReveal,
+    Pending,
     Reject,
     Verdict,
     encode_message,
@@ -126,6 +130,8 @@ def pair_in(state: State) -> tuple[Session, Session]:
         deliver(c, s, Get("t1", "f.txt", None, offset, SHA if offset else None))
         if state is not State.REQUESTED:
             deliver(s, c, FileHeader("t1", INFO, offset))
+    elif state is State.PAIRING:
+        deliver(c, s, PairCommit("a" * 64))
     elif state in (State.BATCH_OFFERED, State.BATCH_PUSH, State.BATCH_PUSH_VERDICT):
         deliver(c, s, MANIFEST)
         if state is not State.BATCH_OFFERED:
@@ -185,6 +191,10 @@ def sample(msg_type: type[AnyMessage], state: State) -> AnyMessage:
         Verdict: Verdict("t1", True, SHA, "f.txt"),
         Reject: Reject("t1", "policy", "not wanted"),
         Error: Error("internal", "giving up"),
+        Pending: Pending("t1", 120.0),
+        PairCommit: PairCommit("a" * 64),
+        PairReveal: PairReveal("b" * 64),
+        PairConfirm: PairConfirm(True),
     }
     if msg_type is Challenge:
         return CHALLENGE

@@ -1,0 +1,103 @@
+"""Offers waiting for a person (`--accept prompt`): bounded, timed, decided once (pure).
+
+An offer from a verified peer that is neither trusted nor refused outright waits here until
+the user accepts or rejects it (`mole accept ID`, `POST /api/offers/{id}/accept`) or it times
+out (a rejection). The connection's handler registers a callback and tells the sender to wait;
+this module only keeps the book, on a clock passed in.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+MAX_PENDING: Final = 64  # offers waiting at once, over all peers
+MAX_PER_PEER: Final = 4  # one peer cannot fill the list (and the user's screen)
+
+Decide = Callable[[bool, str], None]  # (accepted, why)
+
+
+@dataclass
+class PendingOffer:
+    id: str
+    peer: str  # verified node id
+    peer_name: str  # what its announces call it (a claim: the id is what counts)
+    files: list[dict[str, Any]]  # name, size, sha256 of each offered file
+    created: float
+    deadline: float
+    state: str = "pending"  # pending | accepted | rejected | expired
+    on_decide: Decide | None = field(default=None, repr=False)
+
+    def to_json(self, now: float | None = None) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "peer": self.peer,
+            "peer_name": self.peer_name,
+            "files": self.files,
+            "state": self.state,
+            "expires_in": None
+            if self.state != "pending" or now is None
+            else round(max(0.0, self.deadline - now), 3),
+        }
+
+
+class PendingOffers:
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self._offers: dict[str, PendingOffer] = {}
+
+    def add(
+        self,
+        peer: str,
+        peer_name: str,
+        files: list[dict[str, Any]],
+        now: float,
+        on_decide: Decide | None = None,
+    ) -> PendingOffer | None:
+        """A new pending offer, or None when the list (or this peer's share of it) is full."""
+        self.expire(now)
+        if len(self._offers) >= MAX_PENDING:
+            return None
+        if sum(1 for o in self._offers.values() if o.peer == peer) >= MAX_PER_PEER:
+            return None
+        offer = PendingOffer(os.urandom(6).hex(), peer, peer_name, files, now, now + self.timeout)
+        offer.on_decide = on_decide
+        self._offers[offer.id] = offer
+        return offer
+
+    def decide(self, offer_id: str, ok: bool, now: float) -> PendingOffer | None:
+        self.expire(now)
+        offer = self._offers.pop(offer_id, None)
+        if offer is None:
+            return None
+        offer.state = "accepted" if ok else "rejected"
+        if offer.on_decide is not None:
+            offer.on_decide(ok, "accepted by the user" if ok else "rejected by the user")
+        return offer
+
+    def withdraw(self, offer_id: str) -> None:
+        """The sender went away: nothing left to decide."""
+        self._offers.pop(offer_id, None)
+
+    def expire(self, now: float) -> list[PendingOffer]:
+        gone = [o for o in self._offers.values() if o.deadline <= now]
+        for offer in gone:
+            del self._offers[offer.id]
+            offer.state = "expired"
+            if offer.on_decide is not None:
+                offer.on_decide(False, f"nobody accepted it within {self.timeout:g} s")
+        return gone
+
+    def next_deadline(self) -> float | None:
+        return min((o.deadline for o in self._offers.values()), default=None)
+
+    def list_json(self, now: float) -> list[dict[str, Any]]:
+        return [o.to_json(now) for o in sorted(self._offers.values(), key=lambda o: o.created)]
+
+    def __len__(self) -> int:
+        return len(self._offers)
+
+
+__all__ = ["PendingOffer", "PendingOffers"]

@@ -1,0 +1,80 @@
+"""lab/wan.py without Docker: the NAT rules and routes it asks for, `{ip:NAME}`, whitelists."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from lab import wan
+from lab.nodespec import NodeHandle
+from lab.scenario import load_scenario
+from lab.services import whitelist
+from lab.verbs import StepError
+from node.rendezvous import day_of, rendezvous_infohash
+from node.wanio import group_key
+
+SCENARIO = Path(__file__).resolve().parents[2] / "scenarios" / "beyond-the-lan.yaml"
+IPS = {
+    "tracker": {"wan": "10.0.9.2"},
+    "nat-a": {"site-a": "10.0.1.2", "wan": "10.0.9.3"},
+    "nat-b": {"site-b": "10.0.2.2", "wan": "10.0.9.4"},
+    "a": {"site-a": "10.0.1.3"},
+    "b": {"site-b": "10.0.2.3"},
+    "c": {"wan": "10.0.9.5"},
+}
+
+
+def handles() -> dict[str, NodeHandle]:
+    return {n: NodeHandle(n, n, dict(ips), "", "", Path("/x"), list(ips)) for n, ips in IPS.items()}
+
+
+def test_nat_rules_and_default_routes() -> None:
+    sc = load_scenario(SCENARIO)
+    ran: list[tuple[str, list[str]]] = []
+
+    def run(node: str, cmd: list[str]) -> tuple[int, str]:
+        ran.append((node, cmd))
+        return 0, ""
+
+    wan.apply_nat(sc, handles(), set(IPS), list(IPS), run)
+    by_node = {n: c for n, c in ran}
+    script = by_node["nat-a"][2]
+    assert "awk -v ip=10.0.9.3" in script
+    assert "-A POSTROUTING -o $IF -j MASQUERADE" in script
+    assert "--dport 47101 -j DNAT --to-destination 10.0.1.3:47101" in script
+    assert by_node["a"] == ["ip", "route", "replace", "default", "via", "10.0.1.2"]
+    assert by_node["b"] == ["ip", "route", "replace", "default", "via", "10.0.2.2"]
+    assert "c" not in by_node and "tracker" not in by_node  # on the wan itself: no NAT
+
+
+def test_nothing_to_do_when_no_party_started_and_a_failure_names_the_node() -> None:
+    sc = load_scenario(SCENARIO)
+    ran: list[str] = []
+    wan.apply_nat(sc, handles(), set(IPS), ["c"], lambda n, c: (ran.append(n), (0, ""))[1])
+    assert ran == []
+    with pytest.raises(StepError, match="node nat-a"):
+        wan.apply_nat(sc, handles(), set(IPS), ["nat-a"], lambda n, c: (1, "boom"))
+
+
+def test_ip_references() -> None:
+    args = ["--tracker", "udp://{ip:tracker}:6969", "--x"]
+    assert wan.ip_refs(args) == {"tracker"}
+    assert wan.expand_ips(args, handles()) == ["--tracker", "udp://10.0.9.2:6969", "--x"]
+    with pytest.raises(StepError, match="nobody"):
+        wan.expand_ips(["{ip:nobody}"], handles())
+
+
+def test_ip_waves_follow_the_references() -> None:
+    sc = load_scenario(SCENARIO)
+    waves = [[d.name for d in w] for w in wan.ip_waves(list(sc.nodes))]
+    assert waves == [["tracker", "nat-a", "nat-b"], ["a", "b", "c"]]
+
+
+def test_whitelist_holds_three_days_of_each_group() -> None:
+    now = 1_800_000_000.0
+    lines = whitelist(["far", "other"], now).split()
+    today = day_of(now)
+    assert len(lines) == 6
+    assert rendezvous_infohash(group_key("far"), today).hex() in lines
+    assert rendezvous_infohash(group_key("other"), today + 1).hex() in lines
