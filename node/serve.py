@@ -13,6 +13,7 @@ from node.batches import BatchServe
 from node.batchmsg import BatchMessage
 from node.conn import Handler
 from node.errors import ErrorCode, LocalCode, StoreError
+from node.events import OfferDecided
 from node.messages import (
     Digest,
     FileHeader,
@@ -280,7 +281,9 @@ class ServerHandler(ServingPush, Handler):
     def _stop(self, code: str, reason: str) -> None:
         self.node.service.trust.pairings.lost(self.conn)
         if self.waiting is not None:  # the sender went away: nothing left to decide
-            self.node.service.trust.offers.withdraw(self.waiting)
+            gone = self.node.service.trust.offers.withdraw(self.waiting)
+            if gone is not None:
+                self.node.bus.publish(OfferDecided(gone.id, gone.peer, False, reason))
             self.waiting = None
         if self.batches is not None:
             self.batches.stop(code, reason)

@@ -10,7 +10,7 @@ side and serves pulls; this mixin owns the receiving of pushes.
 from __future__ import annotations
 
 from node.errors import ErrorCode, StoreError
-from node.events import OfferPending, TransferRefused
+from node.events import OfferDecided, OfferPending, TransferRefused
 from node.intake import meta_of
 from node.messages import Accept, Digest, FileInfo, Offer, Pending, Reject, Verdict
 from node.names import check_name
@@ -67,6 +67,8 @@ class ServingPush(Receiving):
         files = [{"name": msg.info.name, "size": msg.info.size, "sha256": msg.info.sha256}]
 
         def decided(ok: bool, why: str) -> None:
+            if self.waiting is not None:
+                node.bus.publish(OfferDecided(self.waiting, peer, ok, why))
             self.waiting = None
             if self.conn.closed:
                 return
