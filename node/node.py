@@ -75,6 +75,20 @@ RESCAN_EVERY = 5.0
 RESCAN_MIN_GAP = 1.0
 PUBLISH_EVERY = 0.05  # s: a file just hashed is listed this soon (small shares; see publish_due)
 
+PLAINTEXT_WARNING = (
+    "mole: WARNING: --insecure-plaintext: transfers are NOT encrypted and peers are "
+    "NOT verified; anyone on the network can read, change or impersonate them. "
+    "For tests and benchmarks only."
+)
+
+
+def dashboard_line(cfg: Config, api_port: int) -> str:
+    """The web dashboard (node/web/, served by the API): where a person finds it."""
+    host = cfg.api_host
+    host = url_host({"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host))
+    where = "--api-token" if cfg.api_token else f"{cfg.state / 'api_token'} (`mole token`)"
+    return f"mole: dashboard at http://{host}:{api_port}/ (log in with the token: {where})"
+
 
 class Node:
     """A mole node: discovery, transfers, API, events."""
@@ -199,13 +213,7 @@ class Node:
     def start(self) -> None:
         cfg = self.config
         if cfg.insecure_plaintext:
-            print(
-                "mole: WARNING: --insecure-plaintext: transfers are NOT encrypted and peers are "
-                "NOT verified; anyone on the network can read, change or impersonate them. "
-                "For tests and benchmarks only.",
-                file=sys.stderr,
-                flush=True,
-            )
+            print(PLAINTEXT_WARNING, file=sys.stderr, flush=True)
         try:
             self.server = self.loop.listen_tcp(cfg.host, cfg.port, self.gate.accept)
         except OSError as exc:
@@ -234,15 +242,7 @@ class Node:
         )
         for timed in (self.lan, self.wan, self.peers, self.manager, self.share, self.peerwatch):
             self.timers.update(timed)
-        # The web dashboard (node/web/, served by the API): where a person finds it.
-        host = cfg.api_host
-        host = url_host({"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host))
-        where = "--api-token" if cfg.api_token else f"{cfg.state / 'api_token'} (`mole token`)"
-        print(
-            f"mole: dashboard at http://{host}:{self.api_port}/ (log in with the token: {where})",
-            file=sys.stderr,
-            flush=True,
-        )
+        print(dashboard_line(cfg, self.api_port), file=sys.stderr, flush=True)
 
     def run(self) -> None:
         self.start()
