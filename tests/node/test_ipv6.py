@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from node import addr, cli
+from node import addr, cli, sockopen
 from node.config import Config, parse_hostport
 from node.discovery import Announce, PeerTable, PeerUp, encode
 from node.events import EventBus
@@ -56,7 +56,7 @@ def test_families_zones_and_mapped_addresses() -> None:
     assert _addr(("2001:db8::1", 5, 0, 0)) == ("2001:db8::1", 5)
     # A zoned literal is resolved without a lookup, and keeps its scope id for connect().
     assert _is_ip_literal(f"fe80::1%{name}") and not _is_ip_literal("fe80::1.example")
-    family, sockaddr = Loop._resolve(f"fe80::1%{name}", 9, socket.SOCK_STREAM, passive=False)
+    family, sockaddr = sockopen.resolve(f"fe80::1%{name}", 9, socket.SOCK_STREAM, passive=False)
     assert family == socket.AF_INET6 and sockaddr == ("fe80::1", 9, 0, index)
 
 
