@@ -50,7 +50,7 @@ from typing import Any
 from node import handshake
 from node.identity import Identity
 from node.messages import Challenge, encode_message
-from node.peerauth import NoGroups
+from node.groups import groups_from_args
 
 TCP_PORT = 47101
 UDP_PORT = 47100
@@ -123,6 +123,8 @@ class Peer:
         self.me = identity(args.name)
         self.node_id = self.me.node_id
         self.tls = tls_context()
+        # `--group NAME:@FILE` (an insider): its hellos prove those groups, as a member's do.
+        self.groups = groups_from_args(args.group)
 
     def count(self, sent: int = 0, refused: int = 0, answer: str | None = None) -> None:
         with self.lock:
@@ -163,7 +165,7 @@ class Peer:
             challenge = Challenge(int(ch["proto"]), str(ch["node"]), str(ch["nonce"]))
             me = self.me
             hello = handshake.client_hello(
-                me.seed, me.cert_der, me.node_id, challenge, os.urandom(32), NoGroups(),
+                me.seed, me.cert_der, me.node_id, challenge, os.urandom(32), self.groups,
                 name=self.name, port=0, features=("resume", "digest"),
             )  # fmt: skip
             s.sendall(encode_message(hello))
@@ -499,6 +501,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--conns", type=int, default=32, help="slowloris: connections held")
     ap.add_argument("--duration", type=float, default=20.0)
     ap.add_argument("--delay", type=float, default=0.0, help="seconds before it starts")
+    ap.add_argument("--group", action="append", default=[], help="NAME:@FILE: prove it (insider)")
     a = ap.parse_args(argv)
     # Hard caps: whatever a scenario asks, the attack stays a bounded lab fault.
     a.rate = min(max(a.rate, 0.1), MAX_RATE)
