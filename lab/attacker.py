@@ -48,9 +48,9 @@ from collections.abc import Callable
 from typing import Any
 
 from node import handshake
+from node.groups import groups_from_args
 from node.identity import Identity
 from node.messages import Challenge, encode_message
-from node.groups import groups_from_args
 
 TCP_PORT = 47101
 UDP_PORT = 47100
