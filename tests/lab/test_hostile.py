@@ -190,3 +190,22 @@ def test_events_expectations_are_checked_at_load_time() -> None:
         load("{behaviour: junk, target: b}", "events: [{node: b, event: warning, at_least: 0}]")
     with pytest.raises(ScenarioError, match="hostile peer"):
         load("{behaviour: junk, target: b}", "events: [{node: evil, event: warning}]")
+
+
+def test_an_insider_attacker_proves_the_run_group_a_stranger_proves_none(tmp_path: Path) -> None:
+    """insider: true hands the attacker the run's group secret file (every container has it):
+    its hellos prove group `lab`, so the target hears its lies instead of refusing it first."""
+    spec = "{behaviour: liar, target: b, file: payload.bin, insider: true}"
+    evil = load(spec).node("evil")  # type: ignore[attr-defined]
+    argv = hostile.command(evil)
+    assert argv[argv.index("--group") + 1] == "lab:@/data/state/group.secret"
+    assert "--insider" not in argv
+    secret = tmp_path / "group.secret"
+    secret.write_text("0123456789abcdef0123456789abcdef\n")
+    a = attacker.Attack(
+        attacker.parse(["--behaviour", "liar", "--target", "b", "--group", f"lab:@{secret}"])
+    )
+    assert a.groups.names == ("lab",) and len(a.groups.prove(b"m")) == 1
+    stranger = attacker.Attack(attacker.parse(["--behaviour", "liar", "--target", "b"]))
+    assert stranger.groups.prove(b"m") == []
+    assert "--group" not in hostile.command(load(spec.replace("true", "false")).node("evil"))  # type: ignore[attr-defined]
