@@ -48,6 +48,7 @@ from collections.abc import Callable
 from typing import Any
 
 from node import handshake
+from node.discovery import Announce, payload
 from node.groups import groups_from_args
 from node.identity import Identity
 from node.messages import Challenge, encode_message
@@ -302,17 +303,22 @@ class Attack(Peer):
                 self.pace()
 
     def flood(self) -> None:
+        """Announces in the signed format from a pool of real certificates (ids the target
+        never heard), each with a junk signature: what costs the target a verification. Its
+        per-address budget must bound that work (discovery stats `forged`, `rate_limited`)."""
+        pool = [identity(f"{self.name}-fake{k}") for k in range(32)]
         udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         i = 0
         with udp:
             ip = self.target()
             while not self.stop.is_set():
                 for _ in range(10):
-                    msg = {"mole": 1, "type": "announce", "node": f"{os.getpid():08x}{i:056x}",
-                           "name": f"fake{i}", "port": 1 + i % 60000, "groups": [], "seq": 1,
-                           "interval": 86400}  # fmt: skip
+                    who = pool[i % len(pool)]
+                    msg = Announce(who.node_id, who.cert_der, f"fake{i}", 1 + i % 60000, (),
+                                   i + 1, 86400.0)  # fmt: skip
+                    data = payload(msg) + os.urandom(64)  # a signature that verifies nothing
                     try:
-                        udp.sendto(json.dumps(msg).encode(), (ip, UDP_PORT))
+                        udp.sendto(data, (ip, UDP_PORT))
                         self.count(sent=1)
                     except OSError:
                         self.count(refused=1)

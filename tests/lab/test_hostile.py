@@ -130,7 +130,8 @@ def test_hostile_scenarios_prove_the_attack_was_refused(path: Path) -> None:
     triggers = [s.trigger for s in sc.steps if s.do == "push"]
     on_target = [t for t in triggers if t.event is not None and target in t.event.nodes]
     failures = [f for f in sc.expect.failures if evil.name in f.nodes]
-    assert on_target or failures
+    counted = [e for e in sc.expect.stats if target in e.nodes]  # what the target counted
+    assert on_target or failures or counted
     assert any(f.node == target for f in sc.expect.files)
 
 
@@ -209,3 +210,26 @@ def test_an_insider_attacker_proves_the_run_group_a_stranger_proves_none(tmp_pat
     stranger = attacker.Attack(attacker.parse(["--behaviour", "liar", "--target", "b"]))
     assert stranger.groups.prove(b"m") == []
     assert "--group" not in hostile.command(load(spec.replace("true", "false")).node("evil"))  # type: ignore[attr-defined]
+
+
+def test_stats_expectations_read_the_node_counters_at_the_end() -> None:
+    from lab.expectations import StatsReach
+
+    sc = load("{behaviour: flood, target: b}", "stats: [{node: b, key: discovery.forged}]")
+    (e,) = sc.expect.stats  # type: ignore[attr-defined]
+    assert (e.nodes, e.key, e.at_least) == (("b",), "discovery.forged", 1)
+    assert "one of `node` or `group`" in refused(
+        "{behaviour: flood, target: b}", "stats: [{key: x}]"
+    )
+    fails: list[str] = []
+    counters = {"discovery": {"forged": 0}}
+    api = SimpleNamespace(node=lambda: {"stats": counters})
+    state: Any = SimpleNamespace(
+        nodes=SimpleNamespace(api=lambda node, timeout: api),
+        fail=lambda path, msg, nodes: fails.append(msg),
+    )
+    StatsReach(e).final(state)
+    assert fails == ["b: stats.discovery.forged is 0, expected >= 1"]
+    counters["discovery"]["forged"] = 3
+    StatsReach(e).final(state)
+    assert len(fails) == 1
