@@ -1,6 +1,7 @@
 """Batches node to node on loopback, against a `tar | socat` pipe, in the same run (issue #12).
 
     python bench/batch.py [--files 10000] [--file-size 4KiB] [--large 20] [--large-total 1GiB]
+                          [--mole-mode tls|plaintext|both]
 
 Two sets: many small files (`--files` of `--file-size`, 100 per directory) and a few large ones
 (`--large` files making `--large-total`). For each set:
@@ -14,7 +15,11 @@ Two sets: many small files (`--files` of `--file-size`, 100 per directory) and a
   compared with the source.
 
 `ratio` = baseline / mole on the small files (target >= 0.5), `large_ratio` the same on the large
-ones (target >= 0.9), `files_per_s` mole's small files per second. Last line: one JSON object.
+ones (target >= 0.9), `files_per_s` mole's small files per second; all three for mole as it runs
+by default, over TLS (the baseline is plaintext: tar | socat encrypts nothing). With
+`--mole-mode both` (the default) a second pair of nodes started with --insecure-plaintext is
+measured too (`plaintext_ratio`, `plaintext_large_ratio`, `plaintext_files_per_s`), so the
+cost of TLS is visible; `mole_mode` in the JSON says which ran. Last line: one JSON object.
 """
 
 from __future__ import annotations
@@ -145,12 +150,36 @@ def mole(a: NodeProc, b: NodeProc, src: Path, name: str) -> float:
     return seconds
 
 
+def run_mole(root: Path, src: Path, plaintext: bool) -> tuple[float, float]:
+    """(small s, large s) between a fresh pair of nodes (an inbox of its own per mode)."""
+    port = free_udp_port()
+    common = ("--allow-outside-share", "--max-transfers", "64")
+    if plaintext:
+        common += ("--insecure-plaintext",)
+    a = NodeProc(root, "a", port, *common)
+    b = NodeProc(root, "b", port, *common)
+    try:
+        a.start()
+        b.start()
+        wait_mesh([a, b])
+        return mole(a, b, src, "small"), mole(a, b, src, "large")
+    finally:
+        a.stop()
+        b.stop()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--files", type=int, default=10_000)
     ap.add_argument("--file-size", type=size_argument, default=4096)
     ap.add_argument("--large", type=int, default=20)
     ap.add_argument("--large-total", type=size_argument, default=1 << 30)
+    ap.add_argument(
+        "--mole-mode",
+        choices=("tls", "plaintext", "both"),
+        default="both",
+        help="mole over TLS (as it runs by default), --insecure-plaintext, or both",
+    )
     ap.add_argument("--dir", default="/dev/shm" if os.path.isdir("/dev/shm") else None)
     args = ap.parse_args()
     root = Path(tempfile.mkdtemp(prefix="mole-bench-batch-", dir=args.dir))
@@ -161,19 +190,8 @@ def main() -> None:
         base_small, kind = baseline(src, root / "base", "small")
         base_large, _ = baseline(src, root / "base", "large")
         shutil.rmtree(root / "base")
-        port = free_udp_port()
-        common = ("--allow-outside-share", "--max-transfers", "64")
-        a = NodeProc(root / "nodes", "a", port, *common)
-        b = NodeProc(root / "nodes", "b", port, *common)
-        try:
-            a.start()
-            b.start()
-            wait_mesh([a, b])
-            mole_small = mole(a, b, src, "small")
-            mole_large = mole(a, b, src, "large")
-        finally:
-            a.stop()
-            b.stop()
+        modes = ["tls", "plaintext"] if args.mole_mode == "both" else [args.mole_mode]
+        runs = {m: run_mole(root / f"nodes-{m}", src, m == "plaintext") for m in modes}
         results = {
             "bench": "batch",
             "baseline": kind,
@@ -182,14 +200,17 @@ def main() -> None:
             "large_files": args.large,
             "large_total": args.large_total,
             "baseline_small_s": round(base_small, 3),
-            "mole_small_s": round(mole_small, 3),
             "baseline_large_s": round(base_large, 3),
-            "mole_large_s": round(mole_large, 3),
-            "files_per_s": round(args.files / mole_small, 1),
-            "ratio": round(base_small / mole_small, 3),
-            "large_ratio": round(base_large / mole_large, 3),
+            "mole_mode": args.mole_mode,
             "targets": {"ratio": 0.5, "large_ratio": 0.9},
         }
+        for mode, (mole_small, mole_large) in runs.items():
+            pre = "" if mode == modes[0] else "plaintext_"
+            results[f"{pre}mole_small_s"] = round(mole_small, 3)
+            results[f"{pre}mole_large_s"] = round(mole_large, 3)
+            results[f"{pre}files_per_s"] = round(args.files / mole_small, 1)
+            results[f"{pre}ratio"] = round(base_small / mole_small, 3)
+            results[f"{pre}large_ratio"] = round(base_large / mole_large, 3)
         print(json.dumps(results))
     finally:
         shutil.rmtree(root, ignore_errors=True)

@@ -4,14 +4,18 @@
 
 Three nodes on loopback: `a` pushes a file to the victim `b` while `c` pulls another file
 from `b`, both verified (SHA-256) and timed from the API request to the `transfer_done` event.
-Each attack of tests/attackkit.py (junk connections, pipelined `list`s from peers that never
-read, `get`s of unknown names (500/s), pushes trickled from 16 addresses, fake announces
-(5,000/s), offers (1,000/s), API connections that never finish a request) runs against `b` while the
-two transfers run; quiet runs alternate with attacked ones. Per attack: `ratio` =
+Each attack of tests/attackkit.py runs against `b` while the two transfers run: junk
+connections (plaintext ones, refused at the first byte, and TLS ones with random frames,
+oversized frames, trickled hellos and headers), then, all over TLS with signed hellos:
+pipelined `list`s from peers that never read, `get`s of unknown names (500/s), pushes trickled
+from 16 addresses, offers (1,000/s); and fake announces (5,000/s) and API connections that
+never finish a request. Quiet runs alternate with attacked ones. Per attack: `ratio` =
 attacked seconds / quiet seconds (median; 1.0 = the attack costs nothing; target <= 1.5 for
-each transfer), and the victim's peak resident memory during it (target <= 64 MiB). On this
-2-core machine the attack threads compete with the nodes for the CPU, so the ratios include
-the attacker's own cost. Last line: one JSON object.
+each transfer), the victim's peak resident memory during it (target <= 64 MiB), and
+`victim_drops`: the connections the victim dropped during it, by error code (what the attack
+reached: `tls_required` only for the plaintext part). On this 2-core machine the attack
+threads compete with the nodes for the CPU, so the ratios include the attacker's own cost.
+Last line: one JSON object.
 """
 
 from __future__ import annotations
@@ -111,6 +115,7 @@ def main() -> None:
                 attacked: list[tuple[float, float]] = []
                 peak: list[int] = []
                 sent = 0
+                drops_before = b.api("GET", "/api/node")["stats"]["dropped"]
                 for _ in range(args.runs):
                     quiet.append(run_both(a, b, c))
                     attack = table[name]().start()
@@ -131,6 +136,7 @@ def main() -> None:
                     sent += attack.sent
                     peak.append(max(rss, default=0))
                     wait_mesh([a, b, c], timeout=30)  # they still see each other
+                drops = b.api("GET", "/api/node")["stats"]["dropped"]
                 qp = statistics.median(q[0] for q in quiet)
                 ql = statistics.median(q[1] for q in quiet)
                 ap_ = statistics.median(x[0] for x in attacked)
@@ -141,6 +147,11 @@ def main() -> None:
                     "ratio": round(max(ap_ / qp, al / ql), 3),
                     "victim_peak_rss_mib": round(max(peak) / 1024, 1),
                     "attack_units_sent": sent,
+                    "victim_drops": {
+                        k: v - drops_before.get(k, 0)
+                        for k, v in sorted(drops.items())
+                        if v > drops_before.get(k, 0)
+                    },
                 }
                 print(name, json.dumps(results[name]), file=sys.stderr, flush=True)
         finally:

@@ -75,7 +75,7 @@ class TreeBuilder:
             if name in seen:
                 raise RequestError(f"two paths named {name!r} in one batch", LocalCode.BAD_REQUEST)
             seen.add(name)
-            self._visit(str(path), name, st, found)
+            self._visit(str(path), name, st, found, None)
         found.sort(key=lambda f: f[0])
         for rel, entry, src, job in found:
             if job is not None:
@@ -92,7 +92,10 @@ class TreeBuilder:
         rel: str,
         st: os.stat_result,
         out: list[tuple[str, Entry, str, HashJob | None]],
+        real: str | None,
     ) -> None:
+        """`real`: the resolved path, known for an entry of a directory already resolved (it
+        was lstat'ed: no symlink, so parent's realpath + its name), else resolved here."""
         self._count += 1
         if self._count > MAX_ENTRIES:
             raise RequestError(
@@ -116,6 +119,7 @@ class TreeBuilder:
                 self.skipped.append(Skipped(rel, f"{why} (not sent; --links inside)"))
             return
         if stat.S_ISDIR(mode):
+            real = real if real is not None else os.path.realpath(path)
             try:
                 with os.scandir(path) as it:
                     children = sorted(it, key=lambda e: e.name)
@@ -130,12 +134,13 @@ class TreeBuilder:
                 except OSError as exc:
                     self.skipped.append(Skipped(f"{rel}/{child.name}", f"io_error: {exc.strerror}"))
                     continue
-                self._visit(child.path, f"{rel}/{child.name}", cst, out)
+                sub = os.path.join(real, child.name)
+                self._visit(child.path, f"{rel}/{child.name}", cst, out, sub)
             return
         if not stat.S_ISREG(mode):
             self.skipped.append(Skipped(rel, "not a regular file"))
             return
-        real = os.path.realpath(path)
+        real = real if real is not None else os.path.realpath(path)
         sha = self.store.cache.get(real, st)
         entry = Entry(rel, st.st_size, sha or "", st.st_mtime_ns / 1e9, mode & 0o777)
         job = None if sha else HashJob(Path(path), rel, real=real, st=st)

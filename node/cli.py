@@ -62,6 +62,9 @@ TRANSFER_ERRORS = {
     "no_space": "no space left: {name} ({reason})",
     "unreachable": "peer unreachable: {peer} ({reason})",
     "source_changed": "file changed while sending: {name}",
+    # A node running --insecure-plaintext and a TLS node (docs/security.md): neither retries.
+    "tls_required": "peer requires TLS: {peer} (this node runs --insecure-plaintext): {name}",
+    "version_mismatch": "incompatible peer: {peer}: {name} ({reason})",
 }
 
 

@@ -32,11 +32,11 @@ from node.loop import Transport
 from node.messages import Challenge, Error, Hello, Message, encode_message
 from node.peerauth import PeerAuth
 from node.session import NEED_DATA, Closed, DataChunk, Role, Session, State
-from node.tlsproto import TlsTransport
 
 if TYPE_CHECKING:
     from node.node import Node
     from node.sender import FileSender
+    from node.tlsproto import TlsTransport
 
 # While a stream we receive flows, the loop wakes us only once this much is queued (or the
 # stream's last bytes are): fewer, fuller reads, so the per-read cost in Python (loop turn,
@@ -241,6 +241,11 @@ class Conn:
         node.conns.discard(self)
         node.admission.done(self)
         node.timers.discard(self)
+        head = getattr(exc, "head", None)  # tlsproto.NotTls: a plaintext answer to our TLS
+        answer = connauth.plaintext_answer(head) if isinstance(head, bytes) else None
+        if answer is not None:
+            self.handler.on_failed(*answer)
+            return
         reason = f"connection lost: {exc}" if exc else "connection closed"
         self.handler.on_lost(reason)
 
@@ -406,7 +411,7 @@ class Conn:
         if self.rx_bytes:
             reason = f"hello not complete within {limit:g} s ({self.rx_bytes} bytes received)"
             self.drop(ErrorCode.TOO_SLOW, reason)
-        elif self.session.role is Role.CLIENT and self.node.tls_client is None:
+        elif self.session.role is Role.CLIENT and not self.node.tls:
             # A TLS node waits for a TLS ClientHello; we wait for its challenge.
             reason = f"no challenge within {limit:g} s (a TLS node? --insecure-plaintext "
             self.drop(ErrorCode.TIMEOUT, reason + "works only between nodes that both use it)")

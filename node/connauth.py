@@ -9,11 +9,13 @@ leaves what the peer proved in `conn.peer_auth` (and `conn.peer_id`); the server
 from __future__ import annotations
 
 import os
+import struct
 from typing import TYPE_CHECKING
 
 from node import handshake
-from node.errors import LocalCode
-from node.messages import Challenge, Hello
+from node.errors import ErrorCode, LocalCode, RemoteProtocolError
+from node.framing import MAX_HEADER, parse_header
+from node.messages import Challenge, Error, Hello, parse_message
 from node.session import Role
 
 if TYPE_CHECKING:
@@ -94,3 +96,33 @@ def server_hello(conn: Conn) -> Hello:
         conn.node.node_id, hello, conn.node.prover, name=cfg.name, port=conn.node.tcp_port,
         features=FEATURES,
     )  # fmt: skip
+
+
+def plaintext_answer(head: bytes) -> tuple[str, str] | None:
+    """Client: the server answered our TLS ClientHello in plaintext (tlsproto.NotTls). When its
+    first bytes are a whole mole frame, what to fail with, as (code, reason), else None.
+
+    - an `error` frame: a TLS node that refused us before any TLS (docs/protocol.md 2.0:
+      `busy` at its connection limit; `tls_required` when it saw no ClientHello from us in
+      time, so a timeout on our side): its code, transient or not as any peer error;
+    - a `challenge` (or any other frame): a node running --insecure-plaintext; not a transient
+      failure (retrying cannot help), so `version_mismatch`, saying what to change.
+    """
+    if len(head) < 4:
+        return None
+    (n,) = struct.unpack(">I", head[:4])
+    if not 2 <= n <= MAX_HEADER or len(head) < 4 + n:
+        return None
+    try:
+        msg = parse_message(parse_header(head[4 : 4 + n]).fields)
+    except RemoteProtocolError:
+        return None
+    if isinstance(msg, Error):
+        if msg.code == ErrorCode.TLS_REQUIRED:
+            return ErrorCode.TIMEOUT, f"the peer saw no TLS from us in time: {msg.reason}"
+        return msg.code, f"peer error: {msg.reason}"
+    return (
+        ErrorCode.VERSION_MISMATCH,
+        "the peer speaks mole without TLS (it runs --insecure-plaintext); this node requires "
+        "TLS: both sides must use --insecure-plaintext, or neither",
+    )

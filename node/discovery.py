@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import heapq
 import json
 import math
@@ -21,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, Final
 
-from node import ed25519, x509
+from node import digest, ed25519, x509
 from node.addr import family
 from node.errors import ErrorCode, RemoteProtocolError
 from node.framing import no_duplicates
@@ -354,7 +353,7 @@ class PeerTable:
                 return []
             public = key.public
         else:
-            if hashlib.sha256(msg.cert).hexdigest() != msg.node:
+            if digest.sha256(msg.cert).hex() != msg.node:  # not hashlib: node/digest.py
                 self._count("spoofed")  # the id is not this certificate's
                 return []
             try:

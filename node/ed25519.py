@@ -27,8 +27,9 @@ whose threat is a forged announcement, not a co-located timing attacker.
 
 from __future__ import annotations
 
-import hashlib
 from typing import Final
+
+from node.digest import sha512
 
 __all__ = ["public_key", "sign", "valid_public_key", "verify"]
 
@@ -312,7 +313,7 @@ def _expand(seed: bytes) -> tuple[int, bytes, bytes]:
     global _last_signer
     if not _buffers(seed) or len(seed := bytes(seed)) != 32:
         raise ValueError("an Ed25519 seed is 32 bytes")
-    h = hashlib.sha512(seed).digest()
+    h = sha512(seed)
     a = int.from_bytes(h[:32], "little")
     a = (a & ((1 << 254) - 8)) | (1 << 254)
     if _last_signer[0] == h:
@@ -335,9 +336,9 @@ def sign(seed: bytes, msg: bytes) -> bytes:
     """The 64-byte signature R || S of `msg` (RFC 8032 5.1.6)."""
     a, prefix, pub = _expand(seed)
     msg = bytes(msg)
-    r = int.from_bytes(hashlib.sha512(prefix + msg).digest(), "little") % L
+    r = int.from_bytes(sha512(prefix + msg), "little") % L
     r_enc = _encode(*_base_mul(r))
-    k = int.from_bytes(hashlib.sha512(r_enc + pub + msg).digest(), "little") % L
+    k = int.from_bytes(sha512(r_enc + pub + msg), "little") % L
     return r_enc + ((r + k * a) % L).to_bytes(32, "little")
 
 
@@ -367,5 +368,5 @@ def verify(public: bytes, msg: bytes, sig: bytes) -> bool:
     neg_a = _negated_key(public)
     if neg_a is None:
         return False
-    k = int.from_bytes(hashlib.sha512(r_enc + public + msg).digest(), "little") % L
+    k = int.from_bytes(sha512(r_enc + public + msg), "little") % L
     return _encode(*_double_scalar(s, k, neg_a)) == r_enc

@@ -16,20 +16,25 @@ from node import events as ev
 from node.admission import Admission, RateLimit
 from node.conn import Conn, Refuse
 from node.errors import ErrorCode
-from node.loop import Handle, Transport
+from node.loop import Transport
 from node.messages import Error, encode_message
 from node.serve import ServerHandler
 from node.session import Role
-from node.tlsproto import TlsProtocol, TlsTransport
 
 TLS_HANDSHAKE_RECORD = 0x16  # the first byte of a TLS ClientHello
 
 if TYPE_CHECKING:
     from node.node import Node
+    from node.tlsproto import TlsProtocol, TlsTransport
 
 DROP_LINES_PER_S = 10.0  # connection_dropped lines during a flood (burst DROP_LINES_BURST)
 DROP_LINES_BURST = 20
 DROP_TAIL_EVERY = 0.25  # s between looks at whether the flood's summary line may go
+# A TLS client sends its ClientHello as soon as TCP connects; a protocol-2 client without TLS
+# (--insecure-plaintext) sends nothing and waits for our challenge. Silence this long (or
+# --handshake-timeout if shorter) is answered `tls_required`, so such a client fails at once
+# with a clear error instead of both sides timing out; a silent socket of a flood goes too.
+SNIFF_SILENCE = 1.0
 
 
 class Gate:
@@ -67,7 +72,7 @@ class Gate:
                     f"for {age:.1f} s",
                 )
         conn = Conn(node, Role.SERVER, ServerHandler())
-        if node.tls_server is None:
+        if not node.tls:
             return conn  # --insecure-plaintext
         return Sniff(self, conn)
 
@@ -129,10 +134,12 @@ class Sniff:
 
     A TLS client's first byte is a handshake record (0x16). Anything else is a plaintext
     client (an old node, a script, a port scanner): it gets one plaintext `error` frame,
-    `tls_required`, so a person sees why, and the connection closes (counted). A TLS client
-    is handed to a `TlsProtocol` whose application is the connection's `Conn`; this object
-    stays the loop's protocol and forwards to it (the loop's Transport has one protocol).
-    The whole TLS handshake must finish within --handshake-timeout.
+    `tls_required`, so a person sees why, and the connection closes (counted). So does a
+    client that sends nothing within SNIFF_SILENCE (a protocol-2 node running
+    --insecure-plaintext waits for our challenge). A TLS client is handed to a `TlsProtocol`
+    whose application is the connection's `Conn`; this object stays the loop's protocol and
+    forwards to it (the loop's Transport has one protocol). The whole TLS handshake must
+    finish within --handshake-timeout. Deadlines are `Timed` (node/timers.py).
     """
 
     FRAME = encode_message(
@@ -144,73 +151,88 @@ class Sniff:
         self.conn = conn
         self.raw: Transport | None = None
         self.tls: TlsProtocol | None = None
-        self.timer: Handle | None = None
+        self.opened = 0.0
+        self.pending = True  # until handshake done, refused, dropped or lost
         gate.handshaking[self] = None
 
     def connection_made(self, transport: Transport) -> None:
         node = self.gate.node
         self.raw = transport
-        self.timer = node.loop.call_later(node.config.handshake_timeout, self._timed_out)
+        self.opened = node.loop.time()
+        node.timers.update(self)
         self.gate.admit(self, transport.peername[0])
+
+    # -- Timed --------------------------------------------------------------------------------
+    def get_timer(self) -> float | None:
+        if not self.pending:
+            return None
+        limit = self.gate.node.config.handshake_timeout
+        return self.opened + (min(SNIFF_SILENCE, limit) if self.tls is None else limit)
+
+    def handle_timer(self, now: float) -> None:
+        when = self.get_timer()
+        if when is None or now < when or self.raw is None:
+            return
+        if self.tls is None:
+            self._refuse_plaintext("nothing received: a TLS client speaks first")
+        else:
+            limit = self.gate.node.config.handshake_timeout
+            self.drop(ErrorCode.TOO_SLOW, f"TLS handshake not done within {limit:g} s")
 
     def data_received(self, data: memoryview) -> None:
         if self.tls is None:
             if not data or self.raw is None:
                 return
             if data[0] != TLS_HANDSHAKE_RECORD:
-                self._refuse_plaintext()
+                self._refuse_plaintext("plaintext client refused")
                 return
+            # ssl is loaded (and the contexts made) here, at the first TLS client: an idle
+            # node does not hold libssl (node.Node.tls_contexts).
+            from node.tlsproto import TlsProtocol
+
             node = self.gate.node
-            assert node.tls_server is not None
             self.tls = TlsProtocol(
                 node.loop,
-                node.tls_server,
+                node.tls_contexts()[0],
                 self.conn,
                 server_side=True,
                 handshake_timeout=node.config.handshake_timeout,
                 handshake_done=self._handshake_done,
             )
             self.tls.connection_made(self.raw)
+            # its deadline is now the whole handshake's (later): Timers finds that lazily
         self.tls.data_received(data)
 
     def _handshake_done(self, transport: TlsTransport) -> None:
         self._forget()
 
-    def _refuse_plaintext(self) -> None:
+    def _refuse_plaintext(self, reason: str) -> None:
         raw = self.raw
         assert raw is not None
         raw.write(self.FRAME)
         raw.close()  # flush the frame, then FIN; the linger stage bounds a peer that never reads
         self._forget()
-        self.gate.note_drop(raw.peername, ErrorCode.TLS_REQUIRED, "plaintext client refused")
-
-    def _timed_out(self) -> None:
-        self.timer = None
-        if self.raw is not None and self.gate.handshaking.get(self, 0) is None:
-            limit = self.gate.node.config.handshake_timeout
-            if self.tls is None:
-                reason = f"nothing received within {limit:g} s (this node speaks TLS 1.3 only)"
-                self.drop(ErrorCode.TIMEOUT, reason)
-            else:
-                self.drop(ErrorCode.TOO_SLOW, f"TLS handshake not done within {limit:g} s")
+        self.gate.note_drop(raw.peername, ErrorCode.TLS_REQUIRED, reason)
 
     def drop(self, code: str, reason: str) -> None:
-        """Evicted or too slow: counted; a peer that has sent nothing yet is no TLS client
-        yet, so it is told why in plaintext (as `Refuse` does), then reset."""
+        """Evicted or too slow: counted, told why, then reset. Until we have sent a byte of TLS
+        (our ServerHello answers a whole ClientHello) the answer is a plaintext `error` frame,
+        as `Refuse`'s: a protocol-2 client reads a non-TLS answer to its ClientHello as one
+        (docs/protocol.md 2.0). After it, only TLS can reach the client, and there is no TLS
+        connection to say it in until the handshake is done: the reset is all it gets."""
         self._forget()
         raw = self.raw
         if raw is not None and not raw.is_closing():
             self.gate.note_drop(raw.peername, code, reason)
-            if self.tls is None:
+            if self.tls is None or not self.tls.wrote:
                 raw.write(encode_message(Error(code, reason)))
             raw.abort()
 
     def _forget(self) -> None:
+        self.pending = False
         self.gate.handshaking.pop(self, None)
         self.gate.admission.done(self)
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        self.gate.node.timers.discard(self)
 
     def eof_received(self) -> None:
         if self.tls is not None:

@@ -18,21 +18,20 @@ Two kinds of proof:
 from __future__ import annotations
 
 import os
+from _operator import _compare_digest as compare_digest  # constant time; not hmac's
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
 from typing import TYPE_CHECKING, Final
 
+from node import digest
 from node.errors import ConfigError
 
 
-def _hmac() -> ModuleType:
-    """hmac, imported when a group is used: a node in no group never loads it (nor OpenSSL's
-    HMAC; tests/node/test_idle_imports.py)."""
-    import hmac
-
-    return hmac
+def _mac(key: bytes, msg: bytes) -> bytes:
+    """HMAC-SHA-256 without the stdlib `hmac`, which loads OpenSSL's libcrypto (~3.8 MiB of an
+    idle node's memory: tests/node/test_idle_imports.py): node/digest.py."""
+    return digest.hmac_sha256(key, msg)
 
 
 if TYPE_CHECKING:
@@ -51,10 +50,10 @@ _TAG: Final = b"mole/2 group tag"
 def hkdf_sha256(ikm: bytes, salt: bytes, info: bytes, length: int = 32) -> bytes:
     """RFC 5869 HKDF with SHA-256 (extract, then expand)."""
 
-    prk = _hmac().digest(salt, ikm, "sha256")
+    prk = _mac(salt, ikm)
     out, block, i = b"", b"", 1
     while len(out) < length:
-        block = _hmac().digest(prk, block + info + bytes([i]), "sha256")
+        block = _mac(prk, block + info + bytes([i]))
         out += block
         i += 1
     return out[:length]
@@ -73,7 +72,7 @@ class Group:
         # The name is part of the key: one secret used for two groups gives unrelated keys.
 
         key = hkdf_sha256(secret.encode("utf-8"), _SALT, name.encode("utf-8"))
-        return cls(name, key, _hmac().digest(key, _TAG, "sha256")[:8].hex())
+        return cls(name, key, _mac(key, _TAG)[:8].hex())
 
 
 def parse_group(text: str) -> Group:
@@ -144,7 +143,7 @@ class Groups:
     def announce_proofs(self, node_id: str, counter: int) -> tuple[bytes, ...]:
 
         msg = announce_message(node_id, counter)
-        return tuple(_hmac().digest(g.key, msg, "sha256")[:PROOF_SIZE] for g in self.groups)
+        return tuple(_mac(g.key, msg)[:PROOF_SIZE] for g in self.groups)
 
     def announce_membership(self, announce: Announce) -> tuple[str, ...]:
         """The names of our groups that `announce`'s proofs prove (at most MAX_GROUPS HMACs
@@ -155,10 +154,10 @@ class Groups:
 
         found = []
         for g in self.groups:
-            want = _hmac().digest(g.key, msg, "sha256")[:PROOF_SIZE]
+            want = _mac(g.key, msg)[:PROOF_SIZE]
             hit = False
             for proof in announce.proofs:
-                hit |= _hmac().compare_digest(want, proof)
+                hit |= compare_digest(want, proof)
             if hit:
                 found.append(g.name)
         return tuple(found)
@@ -166,10 +165,7 @@ class Groups:
     # -- connections (peerauth.GroupProver) --------------------------------------------------
     def prove(self, message: bytes) -> list[dict[str, str]]:
 
-        return [
-            {"tag": g.tag, "mac": _hmac().digest(g.key, message, "sha256").hex()}
-            for g in self.groups
-        ]
+        return [{"tag": g.tag, "mac": _mac(g.key, message).hex()} for g in self.groups]
 
     def verify(self, proofs: object, message: bytes) -> frozenset[str]:
         if not isinstance(proofs, list):
@@ -183,8 +179,8 @@ class Groups:
             group = self._by_tag.get(tag) if isinstance(tag, str) else None
             if group is None or not isinstance(mac, str) or not mac.isascii():
                 continue
-            want = _hmac().digest(group.key, message, "sha256").hex()
-            if _hmac().compare_digest(want, mac):
+            want = _mac(group.key, message).hex()
+            if compare_digest(want, mac):
                 found.add(group.name)
         return frozenset(found)
 

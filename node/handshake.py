@@ -17,10 +17,9 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 from typing import Final
 
-from node import ed25519, x509
+from node import digest, ed25519, x509
 from node.errors import ErrorCode, RemoteProtocolError
 from node.messages import MAX_CERT, PROTOCOL_VERSION, Challenge, Hello
 from node.peerauth import GroupProver, PeerAuth, group_message, proof_message
@@ -34,7 +33,7 @@ def _failed(reason: str) -> RemoteProtocolError:
 
 def cert_id(cert_der: bytes) -> str:
     """A node id: the SHA-256 of its certificate's DER, 64 hex."""
-    return hashlib.sha256(cert_der).hexdigest()
+    return digest.sha256(cert_der).hex()
 
 
 def challenge(server_id: str, nonce: bytes) -> Challenge:

@@ -20,14 +20,13 @@ import base64
 import binascii
 import contextlib
 import errno
-import hashlib
 import os
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, NamedTuple
 
-from node import ed25519, plat, x509
+from node import digest, ed25519, plat, x509
 
 KEY_FILE: Final = "identity.key"
 CERT_FILE: Final = "identity.crt"
@@ -70,7 +69,7 @@ class Identity:
 
 
 def node_id_of(cert_der: bytes) -> str:
-    return hashlib.sha256(cert_der).hexdigest()
+    return digest.sha256(cert_der).hex()
 
 
 # -- files ----------------------------------------------------------------------------------------
@@ -280,6 +279,6 @@ def sas_code(id_a: str, id_b: str, *, context: bytes = b"") -> str:
     `context` per-session nonces that both sides committed to before either revealed its own.
     """
     low, high = sorted((_digest(id_a), _digest(id_b)))
-    digest = hashlib.sha256(b"mole sas v1\0" + low + high + context).digest()
-    n = int.from_bytes(digest[:8], "big") % 1_000_000
+    code = digest.sha256(b"mole sas v1\0" + low + high + context)
+    n = int.from_bytes(code[:8], "big") % 1_000_000
     return f"{n // 1000:03d} {n % 1000:03d}"

@@ -28,6 +28,7 @@ Limits are in UTF-8 bytes, not characters, because file systems count bytes.
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from typing import Final
 
@@ -55,6 +56,11 @@ MAX_DEPTH: Final = 32
 MOLE_DIR: Final = ".mole"
 
 _WINDOWS_FORBIDDEN: Final = frozenset('\\<>:"|?*')
+# Any ASCII character _check_char refuses: an ASCII name without one skips the per-character
+# loop (a batch checks every one of its thousands of names, twice).
+_BAD_ASCII: Final = re.compile(
+    "[\x00-\x1f\x7f" + re.escape("".join(sorted(_WINDOWS_FORBIDDEN))) + "]"
+)
 _RESERVED: Final = frozenset(
     ["con", "prn", "aux", "nul", "conin$", "conout$"]
     + [f"{p}{d}" for p in ("com", "lpt") for d in "123456789\u00b9\u00b2\u00b3"]
@@ -79,9 +85,15 @@ def check_name(name: object) -> str:
         raise BadName(f"name must be a string, not {type(name).__name__}")
     if not name:
         raise BadName("name is empty")
-    norm = name if name.isascii() else unicodedata.normalize("NFC", _no_surrogates(name))
-    for i, ch in enumerate(norm):
-        _check_char(norm, i, ch, name)
+    if name.isascii():
+        norm = name
+        if _BAD_ASCII.search(name) is not None:
+            for i, ch in enumerate(norm):
+                _check_char(norm, i, ch, name)
+    else:
+        norm = unicodedata.normalize("NFC", _no_surrogates(name))
+        for i, ch in enumerate(norm):
+            _check_char(norm, i, ch, name)
     if norm.startswith("/"):
         raise BadName(f"name {name!r} is an absolute path")
     total = len(norm.encode("utf-8"))

@@ -18,10 +18,9 @@ from __future__ import annotations
 import dataclasses
 import errno
 import signal
-import ssl
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from node import __version__, logs
 from node import events as ev
@@ -57,10 +56,12 @@ from node.service import Service
 from node.session import Role
 from node.store import FileMeta, Store
 from node.timers import Timers
-from node.tlsproto import client_context, connect_tls, server_context
 from node.transfer import Transfer
 from node.truststore import TrustStore
 from node.wan import Wan
+
+if TYPE_CHECKING:
+    import ssl
 
 PARTIAL_MAX_AGE = 7 * 86400.0
 # What binding `::` says on a host without IPv6 (Windows numbers its socket errors apart).
@@ -93,12 +94,11 @@ class Node:
         self.groups = Groups(config.groups)
         # What the handshake proves and checks group membership with (node/handshake.py).
         self.prover: GroupProver = self.groups if config.groups else config.prover
-        # Every transfer connection is TLS 1.3; the contexts are made once.
-        self.tls_server: ssl.SSLContext | None = None
-        self.tls_client: ssl.SSLContext | None = None
-        if not config.insecure_plaintext:
-            self.tls_server = server_context(self.identity)
-            self.tls_client = client_context(self.identity)
+        # Every transfer connection is TLS 1.3 (unless --insecure-plaintext); the contexts are
+        # made at the first connection in or out (`tls_contexts`), not here: `ssl` maps libssl
+        # and libcrypto (~4 MiB), which an idle node need not hold (issue 17: <= 20 MiB).
+        self.tls = not config.insecure_plaintext
+        self._tls: tuple[ssl.SSLContext, ssl.SSLContext] | None = None
         self.loop = loop or Loop()
         self._log_file = None
         if events is None:  # the log: --log-format, --log-level, --log-file (node/logs.py)
@@ -420,16 +420,29 @@ class Node:
         return FileMeta(info.name, info.size, info.sha256 or "", info.mtime, info.mime)
 
     # -- connections -----------------------------------------------------------------------------
+    def tls_contexts(self) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+        """(server, client) TLS contexts, made (and `ssl` imported) at the first use."""
+        if self._tls is None:
+            from node import tlsproto  # deferred: see __init__
+
+            self._tls = (
+                tlsproto.server_context(self.identity),
+                tlsproto.client_context(self.identity),
+            )
+        return self._tls
+
     def connect(self, host: str, port: int, handler: Handler) -> None:
         conn = Conn(self, Role.CLIENT, handler)
-        if self.tls_client is None:  # --insecure-plaintext
+        if not self.tls:  # --insecure-plaintext
             self.loop.connect_tcp(host, port, conn, timeout=10.0)
             return
+        from node.tlsproto import connect_tls  # deferred: see __init__
+
         connect_tls(
             self.loop,
             host,
             port,
-            self.tls_client,
+            self.tls_contexts()[1],
             conn,
             timeout=10.0,
             handshake_timeout=self.config.handshake_timeout,

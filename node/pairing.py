@@ -26,12 +26,12 @@ naming both.
 from __future__ import annotations
 
 import enum
-import hashlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
+from node import digest
 from node.errors import ErrorCode, LocalProtocolError, RemoteProtocolError
 from node.identity import sas_code
 from node.messages import PairCommit, PairConfirm, PairReveal
@@ -80,7 +80,8 @@ TRANSITIONS: Final[dict[tuple[PState, PEvent], PState]] = {
 
 
 def commitment(client_id: str, nonce: bytes) -> str:
-    return hashlib.sha256(COMMIT_CONTEXT + bytes.fromhex(client_id) + nonce).hexdigest()
+    # not hashlib (OpenSSL's libcrypto at import): node/digest.py
+    return digest.sha256(COMMIT_CONTEXT + bytes.fromhex(client_id) + nonce).hex()
 
 
 @dataclass

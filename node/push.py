@@ -37,6 +37,10 @@ if TYPE_CHECKING:
     from node.node import Node
 
 DIGEST_KEEPALIVE = 5.0  # empty data frames while a streamed push waits for its own hash
+# A never-hashed file this small is hashed before its offer (a fraction of one loop turn): the
+# offer then carries the sha256, which the receiver can deduplicate. A larger one to a "digest"
+# peer always goes hash-less, whether or not its hash happens to finish while we connect.
+HASH_FIRST_MAX = 1 << 20  # about a millisecond of hashing
 
 
 class HashWatcher(Protocol):
@@ -110,10 +114,11 @@ class Pushes:
         if isinstance(found, HashJob):  # never hashed, or changed since it was hashed
             job = node.hashq.add_push(t, found)
             t.size = job.size
-            # Hash first when the peer needs the sha256 in the offer, or when an earlier attempt
-            # offered one: the receiver may hold a part of it, and only a hashed offer resumes
-            # (or learns that the content changed).
-            if t.id in node.manager.offered or not node.peers.supports(t.peer, "digest"):
+            # Hash first when the file is small (HASH_FIRST_MAX), when the peer needs the sha256
+            # in the offer, or when an earlier attempt offered one: the receiver may hold a part
+            # of it, and only a hashed offer resumes (or learns that the content changed).
+            small = job.size <= HASH_FIRST_MAX
+            if small or t.id in node.manager.offered or not node.peers.supports(t.peer, "digest"):
                 node.manager.move(t, TEvent.HASH)  # hashed() comes back here when it is done
                 return
             # Hash while sending: offer at once without a sha256; the digest follows the data.
@@ -274,8 +279,19 @@ class PushClient(ClientHandler):
     # -- hashing while sending -------------------------------------------------------------------
     def _offer_unhashed(self, hello: Hello) -> None:
         t, node = self.transfer, self.node
+        if "digest" in hello.features:
+            # Hash-less even if the hash finished while we connected (the digest then follows
+            # the last data byte at once): which offer goes out must not depend on whether the
+            # hash or the handshake won a race, or a loaded machine turns a hash-less push into
+            # a hashed one -- whose source changing mid-stream ends in the receiver's
+            # hash_mismatch instead of our source_changed before any digest.
+            self.hashless = True
+            m = self.meta
+            self.conn.send(Offer(t.id, FileInfo(m.name, m.size, None, m.mtime, m.mime)))
+            return
         if self.digest is not None:
-            # Hashed while we connected: a plain offer (which can resume, or be deduplicated).
+            # A peer without the feature, hashed while we connected: a plain offer on this
+            # connection (which can resume, or be deduplicated).
             try:
                 found = node.store.meta_for_path(Path(self.path))
             except StoreError as exc:
@@ -287,13 +303,8 @@ class PushClient(ClientHandler):
                 self.meta = node.pushes.offer_meta(t, found)
                 self.conn.send(Offer(t.id, info_of(self.meta)))
                 return
-        elif "digest" in hello.features:
-            self.hashless = True
-            m = self.meta
-            self.conn.send(Offer(t.id, FileInfo(m.name, m.size, None, m.mtime, m.mime)))
-            return
-        # A peer without the feature (or a file that changed again): hash first, then offer
-        # on a new connection, as a node without the feature would.
+        # A peer without the feature (the file not hashed yet, or changed again): hash first,
+        # then offer on a new connection, as a node without the feature would.
         self.finished = True
         self._unwatch()
         self.conn.close()

@@ -42,7 +42,8 @@ class FileSender:
         self._inflight = False  # the transport holds a segment of our fd
         self._wait_until = math.inf  # the upload bucket's next token
         self._seen = 0  # highest progress() observed while the connection was alive
-        # Called once the kernel has taken the last byte (progress() has counted them all).
+        # Called once the transport has taken the last byte (a TLS transport: encrypted it; the
+        # ciphertext may still wait for the kernel, which progress() keeps counting down).
         self.on_sent: Callable[[], None] | None = None
 
     def start(self) -> None:
@@ -107,9 +108,15 @@ class FileSender:
 
     def progress(self) -> int:
         """Bytes handed to the kernel so far. Once the connection is gone (its queue dropped)
-        the last value seen while it was alive is kept: bytes never sent are not counted."""
+        the last value seen while it was alive is kept: bytes never sent are not counted.
+
+        Still measured after the last frame was queued (the file closed): a TLS transport calls
+        on_done once it has *encrypted* the last chunk, with up to a few hundred KiB of
+        ciphertext still queued for the kernel, and freezing the count there would report a
+        finished stream as short. Bytes another operation queues later on the connection only
+        add to `pending`, so they can never be counted as ours (`_seen` never goes down)."""
         transport = self.conn.transport
-        if self.fd >= 0 and transport is not None and not transport.is_closing():
+        if transport is not None and not transport.is_closing():
             pending = transport.get_write_buffer_size()
             self._seen = max(self._seen, self.queued - pending)
         return self._seen

@@ -60,6 +60,9 @@ class Service:
                 "connections": len(n.conns),
                 "dropped": dict(n.drop_counts),
                 "uptime": round(time.time() - n.started, 3),
+                # Passes over the share started (a `get` of an unknown name asks for one, at
+                # most one per RESCAN_MIN_GAP s): shows a peer cannot make it rescan at will.
+                "share_passes": n.shared.passes_started,
             },
             "wan": n.wan.info(),
         }

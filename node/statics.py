@@ -5,7 +5,6 @@ address changed is found again); those added at run time kept in `state/static_p
 from __future__ import annotations
 
 import json
-import logging
 import math
 import os
 from collections.abc import Callable
@@ -16,12 +15,13 @@ from typing import TYPE_CHECKING, Any, Final
 from node import dns
 from node.config import TRANSFER_PORT, parse_hostport
 from node.errors import BadRequest, ConfigError, LocalCode, NotFound
+from node.transport import StderrLog
 from node.wanio import WanPing, format_hostport, next_resolve
 
 if TYPE_CHECKING:
     from node.conn import Handler
 
-log = logging.getLogger("mole.wan")
+log = StderrLog("mole.wan")  # not logging: see node/transport.py
 
 MAX_STATIC: Final = 64
 STATIC_FILE: Final = "static_peers.json"

@@ -55,8 +55,22 @@ READ_CHUNK: Final = 256 << 10  # plaintext per data_received at most
 FILE_CHUNK: Final = 256 << 10  # file bytes read and encrypted per step
 PUMP_BUDGET: Final = 1 << 20  # file bytes encrypted per turn before other connections' turn
 FAILED_CLOSE_GRACE: Final = 2.0  # after a failed handshake: time for our alert to leave
+PLAIN_HEAD: Final = 4096  # a client keeps this much of a server's non-TLS answer (NotTls.head)
+# The content types a TLS record can start with (RFC 8446 5.1: change_cipher_spec, alert,
+# handshake, application_data, heartbeat). A server's first byte outside them is not TLS.
+TLS_RECORD_TYPES: Final = frozenset(range(0x14, 0x19))
 
 _HANDSHAKE, _OPEN, _CLOSING, _SHUTDOWN, _CLOSED = range(5)
+
+
+class NotTls(ConnectionError):
+    """A client's handshake failed because the server answered with bytes that are not TLS (a
+    server that speaks plaintext, or one that refused us in plaintext before any TLS): `head`
+    is the start of what it sent (at most PLAIN_HEAD bytes) for the application to read."""
+
+    def __init__(self, head: bytes) -> None:
+        super().__init__(f"the peer answered in plaintext, not TLS ({head[:16]!r}...)")
+        self.head = head
 
 
 class TlsApp(Protocol):
@@ -228,6 +242,10 @@ class TlsProtocol:
         self._high = HIGH_WATER
         self._low = LOW_WATER
         self._app_reading = True
+        # A client keeps the start of what the server sent until the handshake is done: a
+        # server that answers in plaintext is then told apart from a broken TLS one (NotTls).
+        self._head: bytearray | None = None if server_side else bytearray()
+        self.wrote = False  # anything sent to the peer yet (a server: nothing before the hello)
         self.peername: Address = ("", 0)
         self.sockname: Address = ("", 0)
 
@@ -251,13 +269,19 @@ class TlsProtocol:
             if self._app_reading:
                 self._read_app_data()
         elif state == _HANDSHAKE:
+            head = self._head
+            if head is not None and len(head) < PLAIN_HEAD:
+                head += data[: PLAIN_HEAD - len(head)]
             self._incoming.write(data)
             self._do_handshake()
         # closing or failed: incoming data is discarded, as the loop's Transport does
 
     def eof_received(self) -> None:
         if self._state == _HANDSHAKE:
-            self._fail(ConnectionResetError("the peer closed the connection during the handshake"))
+            plain = self._not_tls()
+            self._fail(
+                plain or ConnectionResetError("the peer closed the connection during the handshake")
+            )
             return
         if self._state == _OPEN:
             if self._app_reading:  # a close_notify may still wait in the incoming BIO
@@ -314,9 +338,10 @@ class TlsProtocol:
             return
         except (ssl.SSLError, ssl.CertificateError, OSError, ValueError) as exc:
             self._flush()  # our alert tells the peer why
-            self._fail(exc)
+            self._fail(self._not_tls() or exc)
             return
         self._flush()
+        self._head = None
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -330,6 +355,13 @@ class TlsProtocol:
         self._app.connection_made(transport)
         if self._state == _OPEN and self._app_reading:
             self._read_app_data()  # records that came with the end of the handshake
+
+    def _not_tls(self) -> NotTls | None:
+        """Client: the server's first bytes, when they cannot be a TLS record."""
+        head = self._head
+        if head and head[0] not in TLS_RECORD_TYPES:
+            return NotTls(bytes(head))
+        return None
 
     def _handshake_timed_out(self) -> None:
         self._timer = None
@@ -412,6 +444,7 @@ class TlsProtocol:
     # -- writing -----------------------------------------------------------------------------
     def _flush(self) -> None:
         if self._outgoing.pending and self._raw is not None:
+            self.wrote = True
             self._raw.write(self._outgoing.read())
 
     def _encrypt(self, data: bytes | bytearray | memoryview) -> None:

@@ -27,22 +27,30 @@ if TYPE_CHECKING:
     from node.loop import Loop
 
 
-class _StderrLog:
-    """Warnings and errors to stderr; debug only with MOLE_DEBUG=1.
+class StderrLog:
+    """Warnings and errors to stderr; debug and info only with MOLE_DEBUG=1 (as `logging`
+    without configuration shows warnings and up).
 
     The stdlib `logging` package costs about a mebibyte of an idle node's memory for the few
-    lines the loop ever writes, so it is not imported.
+    lines the loop (and the WAN modules) ever write, so it is not imported.
     """
 
     debug_enabled = os.environ.get("MOLE_DEBUG") == "1"
 
+    def __init__(self, name: str = "mole.loop") -> None:
+        self.name = name
+
     def _write(self, level: str, msg: str, args: tuple[object, ...]) -> None:
         with contextlib.suppress(OSError, ValueError):
-            sys.stderr.write(f"mole.loop {level}: {msg % args if args else msg}\n")
+            sys.stderr.write(f"{self.name} {level}: {msg % args if args else msg}\n")
 
     def debug(self, msg: str, *args: object) -> None:
         if self.debug_enabled:
             self._write("debug", msg, args)
+
+    def info(self, msg: str, *args: object) -> None:
+        if self.debug_enabled:
+            self._write("info", msg, args)
 
     def warning(self, msg: str, *args: object) -> None:
         self._write("warning", msg, args)
@@ -55,7 +63,7 @@ class _StderrLog:
             traceback.print_exception(exc_info, file=sys.stderr)
 
 
-log = _StderrLog()
+log = StderrLog()
 
 RECV_BUFFER_SIZE: Final = 1 << 20
 HIGH_WATER: Final = 64 * 1024

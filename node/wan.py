@@ -26,7 +26,6 @@ flight, and the resolver's and the DHT's own caps.
 
 from __future__ import annotations
 
-import logging
 import math
 import time
 from collections.abc import Callable
@@ -36,6 +35,7 @@ from typing import TYPE_CHECKING, Any, Final
 from node import dns, netif
 from node.compact import Addr
 from node.statics import StaticPeers
+from node.transport import StderrLog
 from node.wanio import Source, WanPing, WanStats, group_key, next_resolve, system_resolver
 from node.wantrackers import Trackers
 
@@ -47,7 +47,7 @@ if TYPE_CHECKING:
     from node.loop import Loop
     from node.peers import Peers
 
-log = logging.getLogger("mole.wan")
+log = StderrLog("mole.wan")  # not logging: see node/transport.py
 
 MAX_CANDIDATES: Final = 256
 MAX_KEPT: Final = 64  # candidates that answered, re-dialled every announce interval

@@ -5,7 +5,6 @@ system's resolver configuration."""
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import math
 import os
 from collections.abc import Callable
@@ -14,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Final, Literal
 from urllib.parse import urlsplit
 
-from node import dns
+from node import digest, dns
 from node.compact import Addr
 from node.errors import ConfigError
 from node.query import PingClient
@@ -37,7 +36,7 @@ def group_key(name: str, secret: bytes | None = None) -> bytes:
     """The key a group's rendezvous hashes are made with (node/rendezvous.py)."""
     if secret is not None and len(secret) >= 16:
         return secret
-    return hashlib.sha256(_NAME_LABEL + name.encode()).digest()
+    return digest.sha256(_NAME_LABEL + name.encode())  # not hashlib: see node/digest.py
 
 
 def format_hostport(host: str, port: int) -> str:

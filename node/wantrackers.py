@@ -10,7 +10,6 @@ announcing after their interval, and a candidate that does not answer costs one 
 
 from __future__ import annotations
 
-import logging
 import math
 import os
 from collections.abc import Callable
@@ -28,12 +27,13 @@ from node.tracker import (
 )
 from node.tracker_http import HttpTrackerClient
 from node.tracker_udp import UdpTrackerClient
+from node.transport import StderrLog
 from node.wanio import HttpAnnounce, Tracker, WanStats, next_resolve, parse_tracker
 
 if TYPE_CHECKING:
     from node.loop import Loop
 
-log = logging.getLogger("mole.wan")
+log = StderrLog("mole.wan")  # not logging: see node/transport.py
 
 FIRST_BACKOFF: Final = 2.0
 

@@ -12,11 +12,10 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
-import hashlib
 import re
 from typing import Final
 
-from node import der, ed25519
+from node import der, digest, ed25519
 from node.der import DerError, Node
 
 ED25519_OID: Final = "1.3.101.112"
@@ -46,7 +45,7 @@ def _serial(public: bytes, serial: bytes | None) -> bytes:
     """A positive INTEGER of at most 20 content octets (RFC 5280 4.1.2.2)."""
     if serial is None:
         # Derived, not random: the certificate is then a function of the key.
-        value = int.from_bytes(hashlib.sha256(b"mole serial\0" + public).digest()[:16], "big")
+        value = int.from_bytes(digest.sha256(b"mole serial\0" + public)[:16], "big")
         value = (value >> 1) | 1 << 126  # positive, never zero, always 16 octets
     else:
         value = int.from_bytes(serial, "big")

@@ -5,6 +5,13 @@ is given (loopback here). They are what the security issue measured against the 
 connections, pipelined `list`s from peers that never read, `get`s of names that do not exist,
 pushes trickled from many addresses, a flood of fake announces, a flood of offers, and API
 connections that never finish a request.
+
+Protocol 2: every attack on a transfer port speaks TLS 1.3 and signs its hello as one of a few
+test identities (tests/tlspeer.py), so it measures what the node does after the TLS layer and
+the handshake (frames, streams, budgets), not a refusal at the first byte. The one plaintext
+attack left is the `random` part of `Junk` (the node's first-byte sniff, `tls_required`).
+Each TLS connection costs the attacker a handshake too: the rates below are what the
+attacker threads reach on a loaded machine, bounded as before.
 """
 
 from __future__ import annotations
@@ -21,9 +28,20 @@ from collections.abc import Callable
 from node import discovery
 from node.discovery import Announce
 from node.identity import Identity
+from tests import tlspeer
 from tests.junkflood import JunkFlood, frame, hello, offer
 
 Stopper = threading.Event
+# What a refused attack connection raises: socket and TLS errors, or (tests/tlspeer.py) an
+# answer that is not the challenge, e.g. the node's `busy` at its connection limit.
+REFUSED = (OSError, ValueError, AssertionError)
+LABELS = 8  # the attacker's identities (tests/tlspeer.ident: one key and certificate each)
+
+
+def label() -> str:
+    """One of the attacker's few identities (a new key per connection would cost the attacker,
+    not the node, a key and a certificate each)."""
+    return f"attacker{random.randrange(LABELS)}"
 
 
 class Attack:
@@ -56,15 +74,25 @@ class Attack:
 
 
 class Junk(Attack):
-    """Junk TCP connections (silent, random bytes, trickled hellos and headers) + datagrams."""
+    """Junk TCP connections + junk datagrams. All but `random` (plaintext: the sniff path) and
+    `silent` speak TLS: random frames, oversized frames, trickled hellos and headers."""
 
     name = "junk_connections"
 
     def __init__(self, host: str, port: int, udp: tuple[str, int], rate: int = 200) -> None:
         super().__init__(host, port)
         tick = 0.05
+        mix = {
+            "silent": 25, "random": 15, "tls_random": 20, "oversized": 10, "slow_hello": 15,
+            "slow_header": 15,
+        }  # fmt: skip
         self.flood = JunkFlood(
-            [(host, port)], udp=udp, total=10**6, wave=max(1, round(rate * tick)), tick=tick
+            [(host, port)],
+            udp=udp,
+            total=10**6,
+            wave=max(1, round(rate * tick)),
+            tick=tick,
+            mix=mix,
         )
 
     def start(self) -> Attack:
@@ -90,13 +118,13 @@ class ListFlood(Attack):
         socks = []
         try:
             while not stop.is_set() and len(socks) < self.conns:
-                with contextlib.suppress(OSError):
-                    s = socket.create_connection((self.host, self.port), timeout=5)
-                    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-                    s.sendall(hello(random.randbytes(32).hex()))
-                    s.setblocking(False)
+                with contextlib.suppress(*REFUSED):
+                    s = tlspeer.connect((self.host, self.port), 5, rcvbuf=4096)
+                    s.sendall(hello(label()))
+                    blob = s.wrap(frame({"type": "list"}) * 20_000)  # TLS records of lists
+                    s.raw.setblocking(False)
                     with contextlib.suppress(OSError):
-                        self.sent += s.send(frame({"type": "list"}) * 20_000) // 19
+                        self.sent += s.raw.send(blob) * 20_000 // len(blob)
                     socks.append(s)
             stop.wait()
         finally:
@@ -116,9 +144,8 @@ class UnknownGets(Attack):
     def run(self, stop: Stopper) -> None:
         while not stop.is_set():
             try:
-                with socket.create_connection((self.host, self.port), timeout=5) as s:
-                    s.sendall(hello(random.randbytes(32).hex()))
-                    s.settimeout(5)
+                with tlspeer.connect((self.host, self.port), 5) as s:
+                    s.sendall(hello(label()))
                     for i in range(60):  # under the per-connection budgets
                         if stop.is_set():
                             return
@@ -128,7 +155,7 @@ class UnknownGets(Attack):
                         self.sent += 1
                         s.recv(65536)
                         stop.wait(1 / self.rate)  # the attack's pace
-            except OSError:
+            except REFUSED:
                 stop.wait(0.05)  # refused or reset: the node is defending itself; go again
 
 
@@ -151,11 +178,7 @@ class Tricklers(Attack):
         sha = hashlib.sha256(data).hexdigest()
         while not stop.is_set():
             try:
-                s = socket.socket()
-                s.bind((f"127.0.0.{2 + i}", 0))
-                s.connect((self.host, self.port))
-                s.settimeout(10)
-                with s:
+                with tlspeer.connect((self.host, self.port), 10, source=f"127.0.0.{2 + i}") as s:
                     s.sendall(hello(f"{i:02x}" * 32) + offer("t1", f"slow{i}.bin", len(data), sha))
                     self.sent += 1
                     pos = 0
@@ -164,7 +187,7 @@ class Tricklers(Attack):
                         s.sendall(data[pos : pos + 150])
                         pos += 150
                         stop.wait(0.1)  # the attacker's pace
-            except OSError:
+            except REFUSED:
                 stop.wait(0.2)  # dropped or refused: come back, as a real attacker would
 
 
@@ -259,9 +282,8 @@ class Offers(Attack):
         n = 0
         while not stop.is_set():
             try:
-                with socket.create_connection((self.host, self.port), timeout=5) as s:
-                    s.sendall(hello(random.randbytes(32).hex()))
-                    s.settimeout(5)
+                with tlspeer.connect((self.host, self.port), 5) as s:
+                    s.sendall(hello(label()))
                     for _ in range(200):
                         if stop.is_set():
                             return
@@ -270,7 +292,7 @@ class Offers(Attack):
                         self.sent += 1
                         s.recv(65536)
                         stop.wait(1 / self.rate)  # the attack's pace
-            except OSError:
+            except REFUSED:
                 stop.wait(0.05)
 
 

@@ -5,8 +5,16 @@ connections (until `total` are open or `stop_opening()`), trickles one byte on e
 sends a few junk datagrams, and records what each connection received before the node closed
 it. Kinds:
 
-- `silent`: connects, sends nothing (the node should evict it or time out the hello).
-- `random`: random bytes at once (a frame error).
+- `silent`: connects, sends nothing (the node answers `tls_required` after 1 s of silence, or
+  evicts it first).
+- `stalled_tls`: the first 64 bytes of a TLS ClientHello, then nothing: pending in its TLS
+  handshake until --handshake-timeout (`too_slow`) or an eviction (`busy`, in plaintext: the
+  node has sent no TLS yet).
+- `random`: random bytes at once, in plaintext: the node's first-byte sniff refuses it
+  (`tls_required`). The only plaintext kind besides `silent`.
+- `tls_random`: TLS, then random bytes where the hello belongs (a frame error).
+- `oversized`: TLS and a whole hello, then a frame header announcing 4 GiB (refused from the
+  header alone, without reading or buffering the body).
 - `slow_hello`: its hello, one byte per tick (too slow to finish within the handshake deadline).
 - `slow_header`: a whole hello, then an `offer` header one byte per tick.
 - `slow_body`: hello, offer and a `data` header, then the body one byte per tick (below the
@@ -35,7 +43,10 @@ from dataclasses import dataclass, field
 
 from tests.tlspeer import NbTls
 
-KINDS = ("silent", "random", "slow_hello", "slow_header", "slow_body", "idle_hello")
+KINDS = (
+    "silent", "stalled_tls", "random", "tls_random", "oversized", "slow_hello", "slow_header",
+    "slow_body", "idle_hello",
+)  # fmt: skip
 
 
 def frame(header: dict[str, object]) -> bytes:
@@ -245,11 +256,13 @@ class JunkFlood:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setblocking(False)
         j = Junk(kind, target, sock, time.monotonic())
-        node = os.urandom(16).hex()
+        node = os.urandom(16).hex()  # a new id each (a shared id changed which one was evicted)
         if kind == "idle_hello":
             j.initial = hello(node)
-        elif kind == "random":
+        elif kind in ("random", "tls_random"):
             j.initial = self._rng.randbytes(self._rng.randrange(1, 4096))
+        elif kind == "oversized":
+            j.initial = hello(node) + struct.pack(">I", 0xFFFFFFFF) + b'{"type":"offer"'
         elif kind == "slow_hello":
             j.trickle = hello(node)
         elif kind == "slow_header":
@@ -280,6 +293,9 @@ class JunkFlood:
             return
         j.connected = True
         self._sel.modify(j.sock, selectors.EVENT_READ, j)
+        if j.kind == "stalled_tls":
+            self._raw_send(j, NbTls().take_out()[:64])
+            return
         if j.kind not in ("silent", "random"):
             # TLS and the node's challenge first; `initial` and the trickle follow it.
             j.tls = NbTls()

@@ -26,7 +26,7 @@ class Connection:
     headers: dict[str, str]
     drop_after: int | None = None  # close after this many events (abruptly, mid-stream)
     cut_event: bool = False  # ... and send half of the next event first
-    sent: list[str] = field(default_factory=list)  # event names sent on this connection
+    sent: list[str] = field(default_factory=list)  # event names sent (or being sent) on it
 
 
 class EventBuffer:
@@ -162,8 +162,10 @@ def _stream(
                     out.write(_frame(eid, name, data)[:20])
                     out.flush()
                 return  # the handler ends: the server closes the socket mid-stream
-            out.write(_frame(eid, name, data))
-            out.flush()
+            # Recorded before it is written: once the client has it, it may finish and the test
+            # read `sent` while this thread has yet to come back from flush().
             with buf.cond:
                 conn.sent.append(name)
                 buf.cond.notify_all()
+            out.write(_frame(eid, name, data))
+            out.flush()

@@ -38,6 +38,7 @@ from node.store import placement as _placement
 from node.store import received as _received
 from node.store import share as _share
 from node.store import tree as _tree
+from node.store import whole as _whole
 from node.store.hashcache import CACHE_FILE, MAX_CACHE_ENTRIES, HashCache
 from node.store.hashing import MAX_HASH_RESTARTS, READ_CHUNK, HashJob
 from node.store.inbox import Inbox, Reservation
@@ -136,6 +137,7 @@ class Store:
         )
         self.dirs = self.receiving.dirs  # "dirfd" or "path": node/store/dirs.py
         self.received = ReceivedFiles(self.receiving, self.inbox, share_real=self.share_real)
+        self.whole = _whole.WholeFiles(self.receiving, clock)
         self.hashes_done = 0  # files hashed by this store (tests assert the cache avoids work)
 
     # -- hashing and the cache ---------------------------------------------------------------
@@ -283,6 +285,17 @@ class Store:
     def holds(self, name: str, sha256: str, size: int) -> bool:
         """The inbox has exactly `name` with this content (a resumed batch skips it)."""
         return _tree.holds(self.receiving, name, sha256, size)
+
+    def store_whole(
+        self, peer: str, meta: FileMeta, data: bytes | bytearray, mode: int | None = None
+    ) -> str:
+        """Verify and place a small file received whole in memory (whole.py); its name.
+        Directory handles are kept between calls (at most whole.HOLD s): `release_whole()`
+        lets them go when a batch ends."""
+        return self.whole.store(peer, meta, data, mode)
+
+    def release_whole(self) -> None:
+        self.whole.close()
 
     def has_entry(self, name: str) -> bool:
         """Something (file, directory) is at the top-level `name` of the inbox (no symlink

@@ -15,6 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from node.node import RESCAN_MIN_GAP
+from node.store.hashcache import CACHE_FILE, HashCache
 from tests import tlspeer
 from tests.attackkit import fake_identities, flood_datagrams, signed_announce
 from tests.junkflood import frame, hello, offer
@@ -23,6 +25,7 @@ from tests.node.test_integration import done, write_random
 from tests.nodeproc import NodeProc, free_udp_port, nodes, wait_mesh
 
 ATTACKER = "a7" * 16
+ATTACK_S = 4.0  # how long the unknown-name gets go on at least
 
 
 def rss_kib(node: NodeProc, key: str = "VmHWM") -> int:
@@ -94,25 +97,57 @@ def test_pipelined_lists_cost_bounded_memory_and_time(tmp_path: Path) -> None:
         assert grown < 64 << 10, f"peak RSS grew by {grown} KiB"
 
 
+def hashed_beforehand(node: NodeProc) -> None:
+    """Record every share file in the node's hash cache before it starts, as a node that ran
+    before would have: a walk of a big share stays what the test measures, without hashing
+    (20,000 hash jobs took over 120 s on a loaded 2-core machine before anything was listed)."""
+    cache = HashCache(node.state / CACHE_FILE)
+    for path in node.share.rglob("*"):
+        if path.is_file():
+            st = path.stat()
+            real = os.path.realpath(path)
+            cache.record(
+                real, st.st_size, st.st_mtime_ns, hashlib.sha256(path.read_bytes()).hexdigest()
+            )
+    cache.flush()
+
+
 def test_gets_of_unknown_names_do_not_rescan_each_time(tmp_path: Path) -> None:
     """Before: each `get` of an unknown name rescanned the whole share inside the loop."""
-    with nodes(tmp_path, ["b"]) as (b,):
-        many_files(b.share / "many", 20_000)
+    b = NodeProc(tmp_path, "b", free_udp_port())
+    many_files(b.share / "many", 20_000)
+    hashed_beforehand(b)
+    try:
+        b.start()
         b.wait_api("/api/files", lambda fs: len(fs) == 20_000, timeout=120, what="20k files")
         with responsiveness(b) as times:
             s = tlspeer.connect(("127.0.0.1", b.tcp_port), timeout=30)
             s.sendall(hello(ATTACKER))
             _, rest = read_frames(s, b"", 1)
-            for i in range(200):
+            t0 = time.monotonic()
+            before = b.api("GET", "/api/node")["stats"]["share_passes"]
+            i = 0
+            # At least 200 gets, for at least ATTACK_S: time for passes to pile up if every
+            # get could start one (a pass over 20,000 names takes well under a second).
+            while i < 200 or time.monotonic() - t0 < ATTACK_S:
                 s.sendall(frame({"type": "get", "id": f"g{i}", "name": f"nope{i}", "offset": 0}))
                 (reject,), rest = read_frames(s, rest, 1)
                 # not_found, or busy while the one pass it may cause looks for it
                 assert reject["type"] == "reject", reject
                 assert reject["code"] in ("not_found", "busy"), reject
+                i += 1
+            passes = b.api("GET", "/api/node")["stats"]["share_passes"] - before
+            elapsed = time.monotonic() - t0
             s.close()
+        # Two pass starts are RESCAN_MIN_GAP apart at least, however many gets ask (a slow
+        # machine only makes `elapsed`, and so the allowance, longer).
+        allowed = 1 + int(elapsed / RESCAN_MIN_GAP)
+        assert 1 <= passes <= allowed, f"{passes} passes in {elapsed:.1f} s for {i} gets"
         assert max(times) < 2.0, f"the loop froze: slowest API answer {max(times):.2f} s"
         codes = [r for r in b.events if r["event"] == "transfer_refused"]
         assert codes == []  # gets are not pushes: nothing to refuse, nothing logged per get
+    finally:
+        b.stop()
 
 
 def trickler(src: str, port: int, i: int, stop: threading.Event) -> None:

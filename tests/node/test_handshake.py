@@ -138,3 +138,25 @@ def test_a_peer_is_named_by_its_id_in_the_human_form_mole_id_prints() -> None:
     assert peers.resolve("desk-1").node == CLIENT.node_id  # a name with a dash still works
     with pytest.raises(NotFound):
         peers.resolve(format_id(OTHER.node_id))
+
+
+def test_a_plaintext_answer_to_our_tls_is_read_as_what_it_says() -> None:
+    """tlsproto.NotTls's bytes: a TLS node's plaintext refusal keeps its code (busy stays
+    transient), tls_required (our ClientHello came too late) is a timeout, a plaintext node's
+    challenge is version_mismatch (not retried); bytes that are no whole frame say nothing."""
+    from node import connauth
+    from node.messages import Error, encode_message
+
+    busy = encode_message(Error("busy", "connection limit reached, retry later"))
+    assert connauth.plaintext_answer(busy) == (
+        "busy",
+        "peer error: connection limit reached, retry later",
+    )
+    late = encode_message(Error("tls_required", "this node speaks TLS 1.3 only"))
+    code, reason = connauth.plaintext_answer(late) or ("", "")
+    assert code == "timeout" and "no TLS from us in time" in reason
+    challenge = encode_message(handshake.challenge("ab" * 32, bytes(32)))
+    code, reason = connauth.plaintext_answer(challenge) or ("", "")
+    assert code == "version_mismatch" and "--insecure-plaintext" in reason
+    for junk in (b"", b"\0\0", challenge[:-1], b"\xff" * 64, b"\0\0\0\x02[]"):
+        assert connauth.plaintext_answer(junk) is None, junk

@@ -202,6 +202,32 @@ def test_an_interrupted_cold_push_resumes_after_the_sender_restarts(tmp_path: Pa
         assert received(b) == ["cold.bin"]
 
 
+def test_a_cold_push_hashed_while_it_connects_still_goes_hash_less(tmp_path: Path) -> None:
+    """The hash finishes before the receiver's hello (here: the receiver is stopped until a
+    has hashed the file): the offer is still hash-less, the digest follows the data. Before,
+    such a push offered the sha256 instead, so which offer went out depended on a race between
+    the hash and the handshake (on a loaded machine the cold-push tests saw hashed offers)."""
+    with pair(tmp_path, a_args=SLOW) as (a, b):
+        src = a.share / "cold.bin"
+        digest = write_random(src, seed=24)
+        freeze(b)
+        try:
+            tid = str(a.api("POST", "/api/push", {"peer": "b", "path": str(src)})["id"])
+            a.wait_api(
+                "/api/files",
+                lambda files: any(f["name"] == "cold.bin" for f in files),
+                timeout=20,
+                what="cold.bin hashed",
+            )
+        finally:
+            thaw(b)
+        assert ev(b, "transfer_started", tid)["sha256"] is None  # hash-less offer
+        done_b = ev(b, "transfer_done", tid)
+        assert (done_b["sha256"], done_b["offset"]) == (digest, 0), done_b
+        assert ev(a, "transfer_done", tid)["sha256"] == digest
+        assert sha(b.inbox / "cold.bin") == digest and received(b) == ["cold.bin"]
+
+
 def test_push_retries_with_backoff_and_resumes_when_the_receiver_returns(tmp_path: Path) -> None:
     with pair(tmp_path, a_args=SLOW) as (a, b):
         src = a.share / "big.bin"
@@ -296,6 +322,7 @@ def test_a_cold_source_modified_while_sent_sends_no_digest_and_starts_over(
         write_random(src, seed=22)
         tid = str(a.api("POST", "/api/push", {"peer": "b", "path": str(src)})["id"])
         halfway(b, tid, "receive")
+        assert ev(b, "transfer_started", tid)["sha256"] is None  # hash-less offer
         with src.open("r+b") as f:
             f.seek(SIZE - (1 << 20))
             f.write(random.Random(23).randbytes(1 << 20))

@@ -467,6 +467,42 @@ def test_server_closing_mid_handshake_fails_the_client(loop: Loop) -> None:
     assert isinstance(client.lost[0], ConnectionError)
 
 
+@pytest.mark.parametrize("then_close", [False, True])
+def test_a_server_answering_in_plaintext_is_not_tls_with_its_bytes(
+    loop: Loop, then_close: bool
+) -> None:
+    """A plaintext server (a mole node with --insecure-plaintext, or one refusing in plaintext)
+    answers our ClientHello with a frame: the client reports NotTls holding those bytes, not
+    an anonymous `wrong version number`, so the application can say what the peer is."""
+    answer = struct.pack(">I", 15) + b'{"type":"x","a"' + b"}"
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        client = App()
+        connect_tls(loop, "127.0.0.1", listener.getsockname()[1], tlsproto.client_context(), client)
+        accepted: list[socket.socket] = []
+
+        def accept_and_answer() -> None:
+            listener.setblocking(False)
+            try:
+                conn, _ = listener.accept()
+            except BlockingIOError:
+                loop.call_later(0.005, accept_and_answer)
+                return
+            accepted.append(conn)
+            conn.sendall(answer)
+            if then_close:
+                conn.close()
+
+        loop.call_soon(accept_and_answer)
+        run(loop, lambda: bool(client.lost))
+        for conn in accepted:
+            conn.close()
+    assert client.events == ["lost"]
+    exc = client.lost[0]
+    assert isinstance(exc, tlsproto.NotTls) and exc.head == answer, exc
+
+
 def test_handshake_timeout(loop: Loop, ident: Identity) -> None:
     server = App()
     port = _server(loop, ident, server, handshake_timeout=0.2)

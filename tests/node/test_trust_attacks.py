@@ -221,10 +221,23 @@ def test_a_plaintext_client_is_refused_with_a_clear_error(tmp_path: Path) -> Non
         assert stats["dropped"].get("tls_required") == 1, stats
 
 
+def _send(node: NodeProc, peer: str, path: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "MOLE_API_TOKEN": node.file_token(), "PYTHONPATH": str(REPO)}
+    cmd = [sys.executable, "-m", "node", "--api", node.api_url, "--timeout", "20"]
+    return subprocess.run(
+        [*cmd, "send", peer, str(path)],
+        capture_output=True, text=True, timeout=60, env=env, cwd=REPO,
+    )  # fmt: skip
+
+
 def test_insecure_plaintext_is_loud_and_only_talks_to_its_like(tmp_path: Path) -> None:
     """`--insecure-plaintext` (tests and benchmarks): both ends must use it, it says so at
-    start, and it never reaches a default (TLS) node: the TLS node waits for a ClientHello,
-    the plaintext client for a challenge, and the attempt fails saying so."""
+    start, and it never reaches a default (TLS) node; either way the attempt fails at once
+    (not after a timeout, not retried) and the CLI says why.
+
+    Before: the plaintext client waited for a challenge while the TLS node waited for a
+    ClientHello, until a 5 s `timeout`, retried forever; a TLS client failed with
+    "connection lost: [SSL: WRONG_VERSION_NUMBER]", retried forever."""
     with nodes(tmp_path, ["a", "b"], "--insecure-plaintext") as (a, b):
         wait_mesh([a, b])
         digest = write_random(a.share / "p.bin", 50_000)
@@ -236,11 +249,21 @@ def test_insecure_plaintext_is_loud_and_only_talks_to_its_like(tmp_path: Path) -
         c = NodeProc(tmp_path, "c", port).start()  # TLS, the default
         try:
             wait_mesh([a, c])
-            t = a.api("POST", "/api/push", {"peer": "c", "path": "p.bin"})
-            retry = a.wait_event(
-                lambda e: e["event"] == "transfer_retry" and e["id"] == t["id"], what="refusal"
-            )
-            assert "TLS" in retry["reason"], retry  # whichever side's deadline came first
-            assert not (c.inbox / "p.bin").exists()
+            run = _send(a, "c", a.share / "p.bin")  # plaintext -> TLS
+            assert run.returncode != 0 and "peer requires TLS: c" in run.stderr, run
+            failed = a.wait_event(lambda e: e["event"] == "transfer_failed", what="failure")
+            assert failed["error"]["code"] == "tls_required", failed
+            assert not any(e["event"] == "transfer_retry" for e in a.events)
+            started = a.first("transfer_started")
+            # the TLS node answered the silent client after 1 s, not the 5 s handshake timeout
+            assert failed["ts"] - started["ts"] < 4, (started, failed)
+            write_random(c.share / "q.bin", 1000)
+            run = _send(c, "a", c.share / "q.bin")  # TLS -> plaintext
+            assert run.returncode != 0 and "incompatible peer: a" in run.stderr, run
+            assert "without TLS" in run.stderr, run
+            failed = c.wait_event(lambda e: e["event"] == "transfer_failed", what="failure")
+            assert failed["error"]["code"] == "version_mismatch", failed
+            assert not any(e["event"] == "transfer_retry" for e in c.events)
+            assert not (c.inbox / "p.bin").exists() and not (a.inbox / "q.bin").exists()
         finally:
             c.stop()
