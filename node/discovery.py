@@ -423,7 +423,7 @@ class PeerTable:
             or peer.static
             or family(peer.addr) != 6
             or family(addr) != 4
-            or hashlib.sha256(body).digest() != key.body
+            or digest.sha256(body) != key.body
         ):
             return []
         interval = min(msg.interval, self.max_interval)
@@ -440,7 +440,7 @@ class PeerTable:
             if len(self._keys) > MAX_KEYS:
                 self._drop_a_key()
         key.counter, key.sig = msg.counter, sig
-        key.body = hashlib.sha256(body).digest()
+        key.body = digest.sha256(body)
         self._keys.move_to_end(node)
 
     def _drop_a_key(self) -> None:
