@@ -87,8 +87,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="mole-wan-") as tmp:
         root = Path(tmp)
         try:
-            with opentracker(root, ["g"]) as port:
-                via = ("--no-discovery", "--group", "g", *wan,
+            with opentracker(root, ["g:bench-secret-0001"]) as port:
+                via = ("--no-discovery", "--group", "g:bench-secret-0001", *wan,
                        "--tracker", f"udp://127.0.0.1:{port}")  # fmt: skip
                 a = NodeProc(root, "a", free_udp_port(), *via).start()
                 procs.append(a)
@@ -121,7 +121,7 @@ def main() -> None:
                 procs.append(NodeProc(root, f"d{i}", free_udp_port(), *dht, *extra,
                                       "--listen", ip, "--dht-bind", f"{ip}:{boot if i == 0 else 0}"
                                       ).start())  # fmt: skip
-            members = ("--group", "g", "--dht-bootstrap", f"127.0.1.1:{boot}")
+            members = ("--group", "g:bench-secret-0001", "--dht-bootstrap", f"127.0.1.1:{boot}")
             da = NodeProc(root, "da", free_udp_port(), *dht, *members, "--listen", "127.0.2.1",
                           "--dht-bind", "127.0.2.1:0").start()  # fmt: skip
             procs.append(da)

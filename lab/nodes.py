@@ -98,7 +98,9 @@ class Nodes:
                 if n.name in t.on:
                     place_tree(self.trees[t.id], share)
             if n.service is not None:
-                wan.prepare_service(n, self.sc, Path(self.handles[n.name].data_dir))
+                wan.prepare_service(
+                    n, self.sc, Path(self.handles[n.name].data_dir), self.cluster.group_secret
+                )
             if n.runs_node:
                 self.tail.watch(n.name)
             elif n.hostile:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Final
 
 from lab import cluster, image
+from node.groups import Group
 from node.rendezvous import day_of, rendezvous_infohash
 from node.wanio import group_key
 
@@ -86,12 +87,14 @@ def ensure_libtorrent_image() -> str:
     return _ensure(LT_REPO, LT_PACKAGES, LT_DOCKERFILE, {"lt_dht_service.py": LT_SCRIPT})
 
 
-def whitelist(groups: list[str], now: float) -> str:
+def whitelist(groups: list[str], now: float, secret: str) -> str:
     """opentracker's whitelist (Debian builds it in whitelist mode): the rendezvous hashes of
-    `groups` for yesterday, today and tomorrow (a run may cross UTC midnight)."""
+    `groups` (each with the run's `secret`, as every node of the run has it) for yesterday,
+    today and tomorrow (a run may cross UTC midnight)."""
     today = day_of(now)
     days = (today - 1, today, today + 1)
-    hashes = [rendezvous_infohash(group_key(g), d) for g in groups for d in days]
+    keys = [group_key(g, Group.make(g, secret).rendezvous_key()) for g in groups]
+    hashes = [rendezvous_infohash(k, d) for k in keys for d in days]
     return "".join(h.hex() + "\n" for h in hashes)
 
 

@@ -82,11 +82,12 @@ def service_spec(n: NodeDecl, tmpfs: dict[str, str], handles: Mapping[str, NodeH
     )
 
 
-def prepare_service(n: NodeDecl, sc: Scenario, data_dir: Path) -> None:
-    """Files the service reads from /data, written before it starts."""
+def prepare_service(n: NodeDecl, sc: Scenario, data_dir: Path, secret: str) -> None:
+    """Files the service reads from /data, written before it starts (the whitelist holds the
+    hashes of the scenario's groups under the run's secret, as the nodes compute them)."""
     groups = sorted({g for m in sc.nodes for g in m.groups})
     path = data_dir / "whitelist"
-    path.write_text(whitelist(groups, time.time()))
+    path.write_text(whitelist(groups, time.time(), secret))
     path.chmod(0o644)
     data_dir.chmod(0o755)  # opentracker chroots here and reads it as "nobody"
 

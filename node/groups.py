@@ -67,6 +67,11 @@ class Group:
     key: bytes = field(repr=False)
     tag: str
 
+    def rendezvous_key(self) -> bytes:
+        """The key this group's tracker/DHT rendezvous hashes are made from (node/rendezvous.py):
+        derived from the group key under its own label, so it proves nothing about membership."""
+        return _mac(self.key, b"mole/2 rendezvous key")
+
     @classmethod
     def make(cls, name: str, secret: str) -> Group:
         # The name is part of the key: one secret used for two groups gives unrelated keys.

@@ -148,6 +148,9 @@ class Node:
             tcp_port=lambda: self.tcp_port,
             connect=self.connect,
             wake=lambda: self.timers.update(self.wan),
+            # The rendezvous is keyed by the group secret (through its derived key, never the
+            # secret itself): strangers can neither find the group nor link it to its name.
+            group_secrets={g.name: g.rendezvous_key() for g in self.groups.groups},
         )
         self.peers.found_by = self.wan.source_of
         self.pushes = Pushes(self)

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from node.dns import decode_answer, encode_answer
+from node.groups import parse_group
 from node.rendezvous import day_of, rendezvous_infohash
 from node.tracker import AnnounceEvent, AnnounceRequest, TrackerPeers, random_peer_id
 from node.wanio import group_key
@@ -27,13 +28,15 @@ OPENTRACKER = shutil.which("opentracker")
 @contextlib.contextmanager
 def opentracker(tmp: Path, groups: list[str]) -> Iterator[int]:
     """Debian's opentracker (whitelist mode) on 127.0.0.1, UDP and TCP on the port it yields;
-    the whitelist holds the groups' hashes of yesterday, today and tomorrow."""
+    the whitelist holds the hashes of yesterday, today and tomorrow of the `groups`, given as
+    NAME:SECRET (as the nodes' --group)."""
     assert OPENTRACKER is not None, "opentracker is not installed (apt-get install opentracker)"
     root = tmp / "opentracker"
     root.mkdir()
     root.chmod(0o755)  # as root it chroots here and drops to "nobody", who must read the list
     today = day_of(time.time())
-    hashes = [rendezvous_infohash(group_key(g), d) for g in groups
+    keys = [group_key(g.partition(":")[0], parse_group(g).rendezvous_key()) for g in groups]
+    hashes = [rendezvous_infohash(k, d) for k in keys
               for d in (today, today - 1, today + 1)]  # fmt: skip
     (root / "whitelist").write_text("".join(h.hex() + "\n" for h in hashes))
     (root / "whitelist").chmod(0o644)

@@ -16,7 +16,6 @@ Memory: one buffer per receiving connection, at most WHOLE_MAX bytes.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import math
 import os
 import time
@@ -26,6 +25,7 @@ from node import plat
 from node.errors import HashMismatch, StoreError
 from node.names import check_depth, check_name
 from node.store.dirs import make_dirs, open_root, os_error
+from node.store.hashing import new_sha256
 from node.store.meta import FileMeta, is_sha256
 from node.store.parts import PART_SUFFIX, part_key
 from node.store.placement import link_free_name
@@ -114,7 +114,9 @@ class WholeFiles:
             raise StoreError("bad_message", f"bad sha256 {meta.sha256!r}")
         if len(data) != meta.size:
             raise StoreError("truncated", f"received {len(data)} of {meta.size} bytes of {name!r}")
-        actual = hashlib.sha256(data).hexdigest()
+        h = new_sha256()  # hashlib on first use: an idle node never loads it
+        h.update(data)
+        actual = h.hexdigest()
         if actual != meta.sha256:
             raise HashMismatch(meta.sha256, actual)
         comps = name.split("/")

@@ -11,6 +11,7 @@ from lab.nodespec import NodeHandle
 from lab.scenario import load_scenario
 from lab.services import whitelist
 from lab.verbs import StepError
+from node.groups import Group
 from node.rendezvous import day_of, rendezvous_infohash
 from node.wanio import group_key
 
@@ -73,8 +74,12 @@ def test_ip_waves_follow_the_references() -> None:
 
 def test_whitelist_holds_three_days_of_each_group() -> None:
     now = 1_800_000_000.0
-    lines = whitelist(["far", "other"], now).split()
+    lines = whitelist(["far", "other"], now, "run-secret").split()
     today = day_of(now)
     assert len(lines) == 6
-    assert rendezvous_infohash(group_key("far"), today).hex() in lines
-    assert rendezvous_infohash(group_key("other"), today + 1).hex() in lines
+    far = Group.make("far", "run-secret").rendezvous_key()
+    assert rendezvous_infohash(group_key("far", far), today).hex() in lines
+    other = Group.make("other", "run-secret").rendezvous_key()
+    assert rendezvous_infohash(group_key("other", other), today + 1).hex() in lines
+    # Not the hashes of the names alone: without the secret nobody finds the run's nodes.
+    assert rendezvous_infohash(group_key("far"), today).hex() not in lines

@@ -91,3 +91,14 @@ def test_parse_group_forms(tmp_path: Path) -> None:
     with pytest.raises(ConfigError):
         Groups([Group.make("a", "12345678")] * 2)
     assert len(new_secret()) == 32 and new_secret() != new_secret()
+
+
+def test_the_rendezvous_key_comes_from_the_secret_and_is_not_the_group_key() -> None:
+    """Before, the tracker/DHT rendezvous was keyed by the group's name alone: anyone who knew
+    the name could find the group's addresses. Now two groups of one name but different secrets
+    meet under unrelated hashes, and the key used in public proves nothing about membership."""
+    a = Group.make("team", "correct horse battery staple")
+    b = Group.make("team", "another secret entirely")
+    assert a.rendezvous_key() != b.rendezvous_key()
+    assert a.rendezvous_key() not in (a.key, b.key)
+    assert a.rendezvous_key() == Group.make("team", "correct horse battery staple").rendezvous_key()

@@ -32,7 +32,7 @@ def wait_found(node: NodeProc, name: str, how: str, timeout: float = 15) -> None
 def tracker(tmp_path: Path) -> Iterator[int]:
     if OPENTRACKER is None:
         pytest.skip("opentracker is not installed (apt-get install opentracker)")
-    with opentracker(tmp_path, ["g", "other"]) as port:
+    with opentracker(tmp_path, ["g:g-secret-0001", "other:other-secret"]) as port:
         yield port
 
 
