@@ -196,6 +196,29 @@ class OfferPending(Event):
     files: list[dict[str, Any]]
 
 
+@event("offer_decided")
+@dataclass(frozen=True)
+class OfferDecided(Event):
+    """A pending offer is over: accepted, rejected, timed out, or its sender went away (the
+    dashboard drops it from its list)."""
+
+    offer: str
+    peer: str
+    accepted: bool
+    reason: str
+
+
+@event("pairing")
+@dataclass(frozen=True)
+class PairingChanged(Event):
+    """A pairing began or moved on (both sides): the code itself is read from GET /api/pairings,
+    never logged."""
+
+    peer: str
+    peer_name: str
+    state: str
+
+
 @event("transfer_done")
 @dataclass(frozen=True)
 class TransferDone(Event):

@@ -77,9 +77,9 @@ class PendingOffers:
             offer.on_decide(ok, "accepted by the user" if ok else "rejected by the user")
         return offer
 
-    def withdraw(self, offer_id: str) -> None:
-        """The sender went away: nothing left to decide."""
-        self._offers.pop(offer_id, None)
+    def withdraw(self, offer_id: str) -> PendingOffer | None:
+        """The sender went away: nothing left to decide (the offer, if it was still waiting)."""
+        return self._offers.pop(offer_id, None)
 
     def expire(self, now: float) -> list[PendingOffer]:
         gone = [o for o in self._offers.values() if o.deadline <= now]

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from node.conn import ClientHandler, Conn
 from node.errors import ErrorCode, LocalCode, NotFound, RemoteProtocolError
+from node.events import PairingChanged
 from node.messages import Hello, Message, PairCommit, PairConfirm, PairReveal
 from node.pairing import Pairing, PairingError, PState
 
@@ -31,6 +32,7 @@ class _Desk:
     conn: Conn | None
     name: str
     deadline: float
+    told: str = ""  # the last state published as a `pairing` event
 
 
 class PairingDesk:
@@ -45,6 +47,7 @@ class PairingDesk:
         peer = node.peers.resolve(peer_text)
         self._make(peer.node, peer.name, client=True, conn=None)
         node.connect(peer.addr, peer.port, PairClient(self, peer.node))
+        self._changed(self._by_peer[peer.node])
         return self._by_peer[peer.node].pairing.to_json()
 
     def answer(self, peer_text: str, ok: bool) -> dict[str, Any]:
@@ -73,6 +76,7 @@ class PairingDesk:
                 del self._by_peer[peer]
             elif now > desk.deadline:
                 p.fail("nobody confirmed in time")
+                self._changed(desk)
                 if desk.conn is not None:
                     desk.conn.close()
 
@@ -87,6 +91,7 @@ class PairingDesk:
         if isinstance(msg, PairCommit) and not client:
             desk = self._make(auth.node_id, self.node.peers.name_of(auth.node_id), False, conn)
             conn.send(desk.pairing.on_commit(msg))
+            self._changed(desk)
             return
         if desk is None or desk.conn is not conn:
             conn.fail(
@@ -103,6 +108,7 @@ class PairingDesk:
                 p.on_confirm(msg)
         except (PairingError, RemoteProtocolError) as exc:
             p.fail(str(exc))
+            self._changed(desk)
             conn.fail(ErrorCode.BAD_MESSAGE, str(exc))
             return
         self._settle(desk)
@@ -132,6 +138,7 @@ class PairingDesk:
             if desk.conn is conn:
                 desk.pairing.fail("the connection closed")
                 desk.conn = None
+                self._changed(desk)
 
     # -- internals -------------------------------------------------------------------------------
     def _make(self, peer: str, name: str, client: bool, conn: Conn | None) -> _Desk:
@@ -149,7 +156,16 @@ class PairingDesk:
                 return desk
         raise NotFound(f"no pairing with {text!r:.64} under way", LocalCode.NOT_FOUND)
 
+    def _changed(self, desk: _Desk) -> None:
+        # One event per state a pairing reaches: a dashboard then reads the code from
+        # list_json() (the code stays out of the event log).
+        state = desk.pairing.state.value
+        if state != desk.told:
+            desk.told = state
+            self.node.bus.publish(PairingChanged(desk.pairing.peer, desk.name, state))
+
     def _settle(self, desk: _Desk) -> None:
+        self._changed(desk)
         p = desk.pairing
         if p.paired:
             self.node.trust.trust(p.peer, desk.name, "paired")
@@ -178,9 +194,11 @@ class PairClient(ClientHandler):
                 )
                 if entry is not None:
                     entry.pairing.fail("the connection proved no id")
+                    self.desk._changed(entry)
                 return
             entry.conn = self.conn
             self.conn.send(entry.pairing.start())
+            self.desk._changed(entry)
         elif isinstance(msg, PairReveal | PairConfirm):
             self.desk.on_message(self.conn, msg, client=True)
         else:

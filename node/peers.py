@@ -15,7 +15,7 @@ from typing import Any
 
 from node.discovery import Admit, Membership, Peer, PeerDown, PeerEvent, PeerTable, PeerUp
 from node.errors import LocalCode, NotFound
-from node.identity import parse_id
+from node.identity import format_id, parse_id
 from node.messages import Hello
 
 PeerListener = Callable[[PeerEvent], None]
@@ -129,10 +129,19 @@ class Peers:
             "last_seen": round(wall, 3),
             "static": p.static,
             "found_by": self.found_by(p),
+            "node_human": _human(p.node),
         }
 
     def list_json(self) -> list[dict[str, Any]]:
         return [self.to_json(p) for p in self.table.peers()]
+
+
+def _human(node_id: str) -> str | None:
+    # A peer's id is 64 hex digits (its certificate's hash); older tables may hold others.
+    try:
+        return format_id(node_id)
+    except ValueError:
+        return None
 
 
 __all__ = ["PeerDown", "PeerEvent", "PeerUp", "Peers"]

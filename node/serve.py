@@ -13,7 +13,7 @@ from node.batches import BatchServe
 from node.batchmsg import BatchMessage
 from node.conn import Handler
 from node.errors import ErrorCode, LocalCode, StoreError
-from node.events import OfferPending, TransferRefused
+from node.events import OfferDecided, OfferPending, TransferRefused
 from node.messages import (
     Accept,
     Digest,
@@ -158,6 +158,8 @@ class ServerHandler(Receiving, Handler):
         files = [{"name": msg.info.name, "size": msg.info.size, "sha256": msg.info.sha256}]
 
         def decided(ok: bool, why: str) -> None:
+            if self.waiting is not None:
+                node.bus.publish(OfferDecided(self.waiting, peer, ok, why))
             self.waiting = None
             if self.conn.closed:
                 return
@@ -440,7 +442,9 @@ class ServerHandler(Receiving, Handler):
     def _stop(self, code: str, reason: str) -> None:
         self.node.service.trust.pairings.lost(self.conn)
         if self.waiting is not None:  # the sender went away: nothing left to decide
-            self.node.service.trust.offers.withdraw(self.waiting)
+            gone = self.node.service.trust.offers.withdraw(self.waiting)
+            if gone is not None:
+                self.node.bus.publish(OfferDecided(gone.id, gone.peer, False, reason))
             self.waiting = None
         if self.batches is not None:
             self.batches.stop(code, reason)

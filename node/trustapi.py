@@ -63,7 +63,7 @@ class TrustService:
     def pending(self) -> list[dict[str, Any]]:
         now = self.node.loop.time()
         self.offers.expire(now)
-        return self.offers.list_json(now)
+        return [{**o, "peer_human": format_id(o["peer"])} for o in self.offers.list_json(now)]
 
     def decide(self, offer_id: str, ok: bool) -> dict[str, Any]:
         offer = self.offers.decide(offer_id, ok, self.node.loop.time())

@@ -81,17 +81,13 @@ export function upload(file, name, progress) {
   });
 }
 
-// Every event name the node may send (docs/api.md section 2), the stream's own `reset`, and
-// the trust branch's (pairing, offers, trust), which make the page re-read those lists.
+// Every event name the page reacts to (docs/api.md section 2), and the stream's own `reset`.
 export const EVENT_NAMES = [
   "listening", "peer_up", "peer_down", "peer_lines_suppressed",
   "transfer_started", "transfer_progress", "transfer_resumed", "transfer_reset",
   "transfer_retry", "transfer_refused", "transfer_done", "transfer_failed",
   "connection_dropped", "connections_dropped", "warning", "shutdown", "reset",
-  "offer", "offer_pending", "offer_received", "offer_accepted", "offer_rejected",
-  "offer_expired", "pairing", "pairing_request", "pairing_started", "pairing_done",
-  "pairing_failed", "pair_request", "paired", "trust_changed", "trusted", "untrusted",
-  "peer_trusted", "peer_untrusted", "peer_changed",
+  "offer_pending", "offer_decided", "pairing",
 ];
 
 /**

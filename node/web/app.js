@@ -4,12 +4,12 @@
 import { api, get, post, setUnauthorizedHandler, Events } from "./api.js";
 import { $, h, setText, toast } from "./dom.js";
 import { Transfers } from "./transfers.js";
-import { Peers, Offers } from "./peers.js";
+import { Peers } from "./peers.js";
+import { Offers, Pairing, Trusted } from "./trust.js";
 import { FileList, Browse } from "./files.js";
 import { Send } from "./send.js";
 
 const FRAME_GAP = 100; // ms between two DOM updates at most once per frame (see schedule)
-const TRUST_EVENT = /^(offer|pair|trust|untrust|peer_trust|peer_untrust|peer_changed)/;
 
 class App {
   constructor() {
@@ -24,6 +24,8 @@ class App {
     this.transfers = new Transfers(this);
     this.peers = new Peers(this);
     this.offers = new Offers(this);
+    this.trusted = new Trusted(this);
+    this.pairing = new Pairing(this);
     this.inbox = new FileList(this, "inbox", "/api/inbox");
     this.share = new FileList(this, "share", "/api/files");
     this.browse = new Browse(this);
@@ -36,6 +38,7 @@ class App {
     });
     $("logout").addEventListener("click", () => this.logout());
     $("share-refresh").addEventListener("click", () => this.share.load());
+    $("copy-id").addEventListener("click", () => this.copyId());
     setInterval(() => this.running && this.peers.tick(), 10000);
   }
 
@@ -154,30 +157,21 @@ class App {
     this.inbox.load();
     this.share.load();
     this.offers.load();
-    this.probeTrust();
-  }
-
-  async probeTrust() {
-    try {
-      await get("/api/pairings");
-      this.peers.trust = true;
-    } catch {
-      this.peers.trust = false;
-    }
-    for (const k of this.peers.list.rows.keys()) this.peers.list.mark(k);
-    this.peers.resort();
+    this.trusted.load();
+    this.pairing.refresh();
   }
 
   showNode(n) {
     this.node = n;
     document.title = `mole · ${n.name}`;
     setText($("node-name"), n.name);
-    setText($("node-id"), n.id_human || String(n.node).slice(0, 8));
+    // The header has room for the id's first groups; "This node" and Copy give all of it.
+    setText($("node-id"), n.node_human ? `${n.node_human.slice(0, 15)}…` : String(n.node).slice(0, 8));
     $("node-id").title = n.node;
     $("whoami").hidden = false;
     const facts = [
       ["Name", n.name],
-      ["Node id", n.id_human ? `${n.id_human} (${n.node})` : n.node],
+      ["Node id", n.node_human ? `${n.node_human} (${n.node})` : n.node],
       ["Groups", (n.groups || []).join(", ") || "none"],
       ["Dashboard", location.origin],
       ["Transfers on", `TCP port ${n.tcp_port}`],
@@ -187,6 +181,7 @@ class App {
       ["Version", n.version],
     ];
     $("node-facts").replaceChildren(...facts.flatMap(([k, v]) => [h("dt", { text: k }), h("dd", { text: v })]));
+    $("node-facts").children[3].id = "node-human"; // the "Node id" value: selected when copying
   }
 
   // -- events ----------------------------------------------------------------------------------
@@ -216,10 +211,29 @@ class App {
       toast(`Node: ${d.message}`, true);
     } else if (name === "shutdown") {
       toast("The node is shutting down.", true);
-    } else if (TRUST_EVENT.test(name)) {
+    } else if (name === "offer_pending") {
       this.offers.load();
-      this.peers.pairingEvent();
-      get("/api/peers").then((p) => this.peers.load(p), () => {});
+    } else if (name === "offer_decided") {
+      this.offers.drop(d.offer);
+    } else if (name === "pairing") {
+      this.pairing.refresh();
+      if (d.state === "paired") this.trusted.load();
+    }
+  }
+
+  /** Copy this node's id (human form) for the other user's `mole trust ID`. */
+  async copyId() {
+    const text = (this.node && (this.node.node_human || this.node.node)) || "";
+    try {
+      await navigator.clipboard.writeText(text);
+      toast("Node id copied.");
+    } catch {
+      // No clipboard (a plain-HTTP page on another host is not a secure context): select it.
+      const range = document.createRange();
+      range.selectNodeContents($("node-human"));
+      getSelection().removeAllRanges();
+      getSelection().addRange(range);
+      toast("Select and copy the id: the browser refused the clipboard.");
     }
   }
 

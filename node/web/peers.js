@@ -1,8 +1,6 @@
-// Peers (online and gone), the send target list, and the trust branch's parts: pending offers,
-// pairing (with its verification code) and trust. Those last use routes a node may not have
-// yet (GET /api/offers, /api/pairings answer 404): their controls then stay hidden.
-import { get, post, api, enc } from "./api.js";
-import { $, h, setText, KeyedList, Pager, ago, size, toast } from "./dom.js";
+// Peers (online and gone) and the send target list. A row's Pair/Trust/Untrust buttons show
+// only on a node with the trust routes (GET /api/trusted answered): node/web/trust.js.
+import { $, h, setText, KeyedList, Pager, ago } from "./dom.js";
 
 const PAGE = 50;
 
@@ -125,33 +123,37 @@ export class Peers {
       h("div", { class: "actions" },
         act("Send", "send-to", (n) => this.app.send.choose(n)),
         act("Browse", "browse", (n) => this.app.browse.open(n)),
-        act("Pair", "pair", (n) => this.pair(n)),
-        act("Trust", "trust", (n) => this.setTrust(n, true)),
-        act("Untrust", "untrust", (n) => this.setTrust(n, false))),
+        act("Pair", "pair", (n) => this.app.pairing.start(n)),
+        act("Trust", "trust", (n) => this.app.trusted.set(n, true)),
+        act("Untrust", "untrust", (n) => this.app.trusted.set(n, false))),
       h("div", { class: "sub" }));
   }
 
   update(node, li) {
     const p = this.items.get(node);
     if (!p) return;
+    const trusted = this.app.trusted.ids.has(node);
     const [title, actions, sub] = li.children;
     const [dot, name, id, badges] = title.children;
     dot.className = p.online ? "dot on" : "dot";
     setText(name, p.name || "(no name)");
-    setText(id, p.id_human || node.slice(0, 8));
+    setText(id, p.node_human || node.slice(0, 8));
     id.title = node;
     const tags = [];
-    if (p.trusted) tags.push(h("span", { class: "badge ok" }, "trusted"));
+    if (trusted) tags.push(h("span", { class: "badge ok" }, "trusted"));
     for (const g of p.groups_proven || []) tags.push(h("span", { class: "badge accent" }, `${g} ✓`));
     if (p.static) tags.push(h("span", { class: "badge" }, "static"));
     badges.replaceChildren(...tags);
     const [sendTo, browse, pair, trust, untrust] = actions.children;
     sendTo.disabled = browse.disabled = !p.online;
     sendTo.setAttribute("aria-label", `Send to ${p.name || node}`);
+    pair.setAttribute("aria-label", `Pair with ${p.name || node}`);
+    trust.setAttribute("aria-label", `Trust ${p.name || node}`);
+    untrust.setAttribute("aria-label", `Stop trusting ${p.name || node}`);
     browse.setAttribute("aria-label", `Browse the files of ${p.name || node}`);
-    pair.hidden = !this.trust || Boolean(p.trusted);
-    trust.hidden = !this.trust || Boolean(p.trusted);
-    untrust.hidden = !this.trust || !p.trusted;
+    pair.hidden = !this.trust || trusted || !p.online;
+    trust.hidden = !this.trust || trusted;
+    untrust.hidden = !this.trust || !trusted;
     const where = p.addr ? `${p.addr}:${p.port}` : "";
     const groups = (p.groups || []).length ? `groups ${(p.groups || []).join(", ")}` : "no group";
     const seen = p.online ? `online · seen ${ago(p.last_seen)}` : `offline${p.down_reason ? ` (${p.down_reason})` : ""} · last seen ${ago(p.last_seen)}`;
@@ -159,101 +161,15 @@ export class Peers {
     li.dataset.online = String(Boolean(p.online));
   }
 
-  // -- trust branch: pairing and trust ----------------------------------------------------------
-  async pair(node) {
-    const dialog = $("pair-dialog");
-    setText($("pair-peer"), this.label(node));
-    setText($("pair-code"), "…");
-    setText($("pair-status"), "asking the peer…");
-    dialog.showModal();
-    try {
-      const r = await post("/api/pair", { peer: node });
-      const code = r && (r.code || r.sas || r.verification_code);
-      setText($("pair-code"), code || "–");
-      setText($("pair-status"), r && r.state ? `state: ${r.state}` : "compare the code on both nodes");
-      this.pairing = { node, id: r && r.id };
-    } catch (err) {
-      setText($("pair-code"), "–");
-      setText($("pair-status"), `pairing failed: ${err.message}`);
-    }
+  // -- trust: the marks on the rows (node/web/trust.js does the rest) -------------------------
+  markTrusted(available) {
+    this.trust = available;
+    for (const k of this.list.rows.keys()) this.list.mark(k);
+    this.app.schedule();
   }
 
-  async pairingEvent() {
-    if (!this.pairing || !$("pair-dialog").open) return;
-    try {
-      const list = await get("/api/pairings");
-      const mine = (list || []).find((x) => x.peer === this.pairing.node || (this.pairing.id && x.id === this.pairing.id));
-      if (mine) {
-        const code = mine.code || mine.sas || mine.verification_code;
-        if (code) setText($("pair-code"), code);
-        if (mine.state) setText($("pair-status"), `state: ${mine.state}`);
-      }
-    } catch {
-      /* the dialog keeps what it shows */
-    }
-  }
-
-  async setTrust(node, on) {
-    try {
-      if (on) await post("/api/trust", { peer: node });
-      else await api("DELETE", `/api/trust/${enc(node)}`);
-      const p = this.items.get(node);
-      if (p) {
-        p.trusted = on;
-        this.list.mark(node);
-        this.app.schedule();
-      }
-      toast(on ? `${this.label(node)} is trusted` : `${this.label(node)} is no longer trusted`);
-    } catch (err) {
-      toast(`Could not change trust: ${err.message}`, true);
-    }
-  }
-}
-
-/** Pending offers (GET /api/offers): files a peer wants to send, waiting for a yes or no. */
-export class Offers {
-  constructor(app) {
-    this.app = app;
-    this.available = false;
-    this.items = [];
-  }
-
-  async load() {
-    try {
-      this.items = (await get("/api/offers")) || [];
-      this.available = true;
-    } catch (err) {
-      if (err.status !== 404) toast(`Offers: ${err.message}`, true);
-      this.available = false;
-      this.items = [];
-    }
-    this.render();
-  }
-
-  render() {
-    $("offers-card").hidden = !this.available || this.items.length === 0;
-    setText($("offers-count"), this.items.length ? `(${this.items.length})` : "");
-    const rows = this.items.map((o) => {
-      const id = String(o.id);
-      const from = o.peer_name || this.app.peers.label(String(o.peer || ""));
-      const what = o.name || (o.files ? `${o.files.length} files` : id);
-      return h("li", { class: "row offer", dataset: { offer: id } },
-        h("div", { class: "title" }, h("span", { class: "dir" }, `↓ from ${from}`), h("span", { class: "name" }, what)),
-        h("div", { class: "actions" },
-          h("button", { type: "button", class: "small primary accept", "aria-label": `Accept ${what}`, onclick: () => this.answer(id, "accept") }, "Accept"),
-          h("button", { type: "button", class: "small danger reject", "aria-label": `Reject ${what}`, onclick: () => this.answer(id, "reject") }, "Reject")),
-        h("div", { class: "sub" }, o.size !== undefined ? size(o.size) : ""));
-    });
-    $("offers").replaceChildren(...rows);
-  }
-
-  async answer(id, verb) {
-    try {
-      await post(`/api/offers/${enc(id)}/${verb}`);
-      this.items = this.items.filter((o) => String(o.id) !== id);
-      this.render();
-    } catch (err) {
-      toast(`Could not ${verb} the offer: ${err.message}`, true);
-    }
+  human(node) {
+    const p = this.items.get(node);
+    return (p && p.node_human) || node;
   }
 }

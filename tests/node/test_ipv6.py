@@ -277,3 +277,24 @@ def test_no_ipv6_socket_means_ipv4_discovery_only(tmp_path: Path, error: Excepti
     mc.start()
     mc.send(b"announce")  # no exception: the node goes on with IPv4 broadcast
     assert mc.udp is None
+
+
+def test_the_ipv4_copy_of_a_datagram_first_heard_over_ipv6_takes_the_address() -> None:
+    """A node sends each announce once per family, the same bytes: when the IPv6 copy
+    arrives first, the IPv4 copy is a duplicate (no second verification) but still gives the
+    IPv4 address (before: dropped as a duplicate, so dense lab pods kept fe80:: addresses)."""
+    table = PeerTable("cd" * 32)
+    data = announce(1)
+    first = table.observe(data, "fe80::2%eth0", 0.0)
+    assert isinstance(first[0], PeerUp) and first[0].peer.addr == "fe80::2%eth0"
+    switched = table.observe(data, "10.0.0.2", 0.01)
+    assert isinstance(switched[0], PeerUp) and switched[0].changed
+    assert switched[0].peer.addr == "10.0.0.2"
+    assert table.observe(data, "10.0.0.2", 0.02) == []  # a third copy: nothing more
+    # A copy with the same signature but another body is no copy: it changes nothing.
+    table = PeerTable("cd" * 32)
+    other = announce(2)
+    table.observe(other, "fe80::2%eth0", 0.1)
+    body = encode(Announce(PEER.node_id, PEER.cert_der, "peer", 9, (), 2, 2.0), PEER.seed)[:-64]
+    assert table.observe(body + other[-64:], "10.0.0.9", 0.11) == []
+    assert next(iter(table._peers.values())).addr == "fe80::2%eth0"

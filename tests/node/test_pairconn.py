@@ -43,6 +43,11 @@ class FakeNode:
         self.loop = self
         self.peers = self
         self.connected: list[Any] = []
+        self.bus = self
+        self.published: list[Any] = []
+
+    def publish(self, event: Any) -> None:
+        self.published.append(event)
 
     def time(self) -> float:
         return 0.0
@@ -85,6 +90,12 @@ def test_both_confirm_and_both_trust(tmp_path: Path) -> None:
     assert desk_a.list_json()[0]["state"] == desk_b.list_json()[0]["state"] == "paired"
     assert B in node_a.trust and A in node_b.trust
     assert node_a.trust.get(B).how == "paired"  # type: ignore[union-attr]
+    # A `pairing` event per state change seen, on both sides, and never the code (it is
+    # logged). Here a reply comes back inside send(): `committed`/`revealed` pass untold.
+    states = {n: [(e.peer, e.state) for e in n.published] for n in (node_a, node_b)}
+    assert states[node_a] == [(B, "start"), (B, "shown"), (B, "peer_confirmed"), (B, "paired")]
+    assert states[node_b] == [(A, "shown"), (A, "confirmed"), (A, "paired")]
+    assert pa["code"] not in repr(node_a.published + node_b.published)
 
 
 def test_one_no_and_nobody_trusts(tmp_path: Path) -> None:
@@ -92,3 +103,4 @@ def test_one_no_and_nobody_trusts(tmp_path: Path) -> None:
     desk_a.answer(B, False)
     assert desk_b.list_json()[0]["state"] == "failed" and conn.closed
     assert len(node_a.trust) == len(node_b.trust) == 0
+    assert [e.state for e in node_b.published][-1] == "failed"

@@ -233,3 +233,23 @@ def test_no_group_secret_on_the_wire_or_in_the_api(tmp_path: Path) -> None:
         # its group proofs (over our nonce) carry a tag and a MAC, never the name or secret
         assert its_hello["type"] == "hello" and len(its_hello["groups"]) == 1
         assert "crew" not in repr(its_hello) and "hunter2" not in repr(its_hello)
+
+
+def test_an_offer_whose_sender_goes_away_is_decided_and_ids_come_in_human_form(
+    tmp_path: Path,
+) -> None:
+    """The dashboard's needs: `offer_decided` when the sender goes away (the page drops the
+    offer), the sender's id in human form on the offer, and each peer's on GET /api/peers."""
+    with nodes(tmp_path, ["a", "b"], "--accept", "prompt", group=False) as (a, b):
+        wait_mesh([a, b])
+        human = a.api("GET", "/api/node")["node_human"]
+        [peer] = b.api("GET", "/api/peers")
+        assert peer["node_human"] == human
+        write_random(a.share / "gone.bin", 1000)
+        a.api("POST", "/api/push", {"peer": "b", "path": "gone.bin"})
+        [o] = b.wait_api("/api/offers", bool, what="a pending offer")
+        assert o["peer_human"] == human
+        a.stop()
+        e = b.wait_event(lambda e: e["event"] == "offer_decided", what="offer_decided")
+        assert (e["offer"], e["peer"], e["accepted"]) == (o["id"], a.node_id, False)
+        assert b.api("GET", "/api/offers") == []
