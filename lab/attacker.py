@@ -48,9 +48,10 @@ from collections.abc import Callable
 from typing import Any
 
 from node import handshake
+from node.discovery import Announce, payload
+from node.groups import groups_from_args
 from node.identity import Identity
 from node.messages import Challenge, encode_message
-from node.peerauth import NoGroups
 
 TCP_PORT = 47101
 UDP_PORT = 47100
@@ -123,6 +124,8 @@ class Peer:
         self.me = identity(args.name)
         self.node_id = self.me.node_id
         self.tls = tls_context()
+        # `--group NAME:@FILE` (an insider): its hellos prove those groups, as a member's do.
+        self.groups = groups_from_args(args.group)
 
     def count(self, sent: int = 0, refused: int = 0, answer: str | None = None) -> None:
         with self.lock:
@@ -163,7 +166,7 @@ class Peer:
             challenge = Challenge(int(ch["proto"]), str(ch["node"]), str(ch["nonce"]))
             me = self.me
             hello = handshake.client_hello(
-                me.seed, me.cert_der, me.node_id, challenge, os.urandom(32), NoGroups(),
+                me.seed, me.cert_der, me.node_id, challenge, os.urandom(32), self.groups,
                 name=self.name, port=0, features=("resume", "digest"),
             )  # fmt: skip
             s.sendall(encode_message(hello))
@@ -300,17 +303,22 @@ class Attack(Peer):
                 self.pace()
 
     def flood(self) -> None:
+        """Announces in the signed format from a pool of real certificates (ids the target
+        never heard), each with a junk signature: what costs the target a verification. Its
+        per-address budget must bound that work (discovery stats `forged`, `rate_limited`)."""
+        pool = [identity(f"{self.name}-fake{k}") for k in range(32)]
         udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         i = 0
         with udp:
             ip = self.target()
             while not self.stop.is_set():
                 for _ in range(10):
-                    msg = {"mole": 1, "type": "announce", "node": f"{os.getpid():08x}{i:056x}",
-                           "name": f"fake{i}", "port": 1 + i % 60000, "groups": [], "seq": 1,
-                           "interval": 86400}  # fmt: skip
+                    who = pool[i % len(pool)]
+                    msg = Announce(who.node_id, who.cert_der, f"fake{i}", 1 + i % 60000, (),
+                                   i + 1, 86400.0)  # fmt: skip
+                    data = payload(msg) + os.urandom(64)  # a signature that verifies nothing
                     try:
-                        udp.sendto(json.dumps(msg).encode(), (ip, UDP_PORT))
+                        udp.sendto(data, (ip, UDP_PORT))
                         self.count(sent=1)
                     except OSError:
                         self.count(refused=1)
@@ -499,6 +507,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--conns", type=int, default=32, help="slowloris: connections held")
     ap.add_argument("--duration", type=float, default=20.0)
     ap.add_argument("--delay", type=float, default=0.0, help="seconds before it starts")
+    ap.add_argument("--group", action="append", default=[], help="NAME:@FILE: prove it (insider)")
     a = ap.parse_args(argv)
     # Hard caps: whatever a scenario asks, the attack stays a bounded lab fault.
     a.rate = min(max(a.rate, 0.1), MAX_RATE)

@@ -38,18 +38,9 @@ def packable(spec: NodeSpec) -> bool:
 
 
 def node_argv(spec: NodeSpec, token: str) -> list[str]:
-    """The node's `serve` line with its data under /data/<name>/ (the pod's bind mount)."""
-    d = f"/data/{spec.name}"
-    return [
-        "serve",
-        "--name", spec.name,
-        "--share", f"{d}/share",
-        "--inbox", f"{d}/inbox",
-        "--state", f"{d}/state",
-        "--api", f"0.0.0.0:{API_PORT}",
-        "--api-token", token,
-        *spec.args,
-    ]  # fmt: skip
+    """The node's `serve` line with its data under /data/<name>/ (the pod's bind mount), in
+    the run's group like a node of its own container (lab/cluster.py)."""
+    return spec.command_line(token, group=True, root=f"/data/{spec.name}")
 
 
 class DenseCluster:
@@ -141,9 +132,8 @@ class DenseCluster:
             net = s.networks[0]
             ip, prefix, gateway = self._address(net)
             token = secrets.token_hex(16)
-            data = Path(pod.data_dir) / s.name
-            for sub in ("share", "inbox", "state"):
-                (data / sub).mkdir(parents=True, exist_ok=True)
+            # The run's group secret in the node's state dir, as lab/cluster.py does.
+            data = s.make_data_dir(Path(pod.data_dir), getattr(self.inner, "group_secret", None))
             entries.append(
                 {"name": s.name, "ip": ip, "prefix": prefix, "gateway": gateway,
                  "argv": node_argv(s, token), "user": user}

@@ -13,6 +13,7 @@ import contextlib
 import time
 from concurrent.futures import ThreadPoolExecutor
 from enum import Enum
+from typing import Any
 
 from lab.files import inbox_on_tmpfs
 from lab.nodeapi import ApiError
@@ -23,6 +24,7 @@ from lab.scenario import (
     FailureSpec,
     FileExpect,
     Scenario,
+    StatsExpect,
     event_code,
 )
 from lab.state import RunState
@@ -73,6 +75,7 @@ def expectations(sc: Scenario) -> list[Expectation]:
         InboxListing(arrivals),
         *(FailureHappens(spec) for spec in sc.expect.failures),
         *(EventsHappen(e) for e in sc.expect.events),
+        *(StatsReach(e) for e in sc.expect.stats),
         Discovery(sc.expect.discovery),
     ]
 
@@ -532,6 +535,28 @@ def pair_seconds(ev: Event | None, listened: dict[str, float], a: str, b: str) -
     if not isinstance(ts, (int, float)):
         return None
     return round(max(0.0, float(ts) - max(listened[a], listened[b])), 6)
+
+
+class StatsReach(Expectation):
+    """`expect.stats[i]`: read from each node's GET /api/node at the end of the run."""
+
+    def __init__(self, e: StatsExpect) -> None:
+        self.e = e
+
+    def final(self, state: RunState) -> None:
+        e = self.e
+        for node in e.nodes:
+            try:
+                value: Any = state.nodes.api(node, 3).node().get("stats", {})
+            except (ApiError, OSError, ValueError, StepError) as exc:
+                state.fail(e.path, f"{node}: GET /api/node failed: {exc}", [node])
+                continue
+            for part in e.key.split("."):
+                value = value.get(part, 0) if isinstance(value, dict) else 0
+            if not isinstance(value, int) or value < e.at_least:
+                state.fail(
+                    e.path, f"{node}: stats.{e.key} is {value!r}, expected >= {e.at_least}", [node]
+                )
 
 
 class Discovery(Expectation):

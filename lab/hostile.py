@@ -20,13 +20,17 @@ from collections.abc import Mapping
 from typing import Any
 
 from lab.checks import Checks, join
+from lab.nodespec import GROUP_SECRET_FILE, LAB_GROUP
 from lab.scenario import NodeDecl, parse_size
 
 BEHAVIOURS = (
     "liar", "slowloris", "junk", "flood", "impostor", "goodbye", "oversized", "sizeliar",
     "connflood", "trickle",
 )  # fmt: skip
-KEYS = ("behaviour", "target", "file", "size", "rate", "conns", "duration", "delay", "impersonate")
+KEYS = (
+    "behaviour", "target", "file", "size", "rate", "conns", "duration", "delay", "impersonate",
+    "insider",
+)  # fmt: skip
 ATTACKER = "/opt/mole-lab/attacker.py"
 MAX_RATE = 5000.0  # the attacker's own caps, checked here too so a scenario fails at load time
 MAX_CONNS = 512
@@ -65,6 +69,10 @@ def parse(c: Checks, v: object, p: str) -> tuple[tuple[str, str], ...]:
         out["impersonate"] = c.name(m["impersonate"], join(p, "impersonate"), "node name")
     elif b in ("impostor", "goodbye"):
         raise c.fail(join(p, "impersonate"), f"is required with behaviour {b!r}")
+    # An insider holds the run's group secret and proves the group in its hello: a member
+    # that lies is a real threat (nodes accept members' pushes); a stranger is refused first.
+    if "insider" in m and c.boolean(m["insider"], join(p, "insider")):
+        out["insider"] = "true"
     return tuple((k, out[k]) for k in KEYS if k in out)
 
 
@@ -100,5 +108,8 @@ def command(n: NodeDecl) -> list[str]:
     """The attacker's command line for a hostile node."""
     argv = [ATTACKER, "--name", n.name]
     for k, v in n.hostile:
-        argv += [f"--{k}", v]
+        if k == "insider":  # the secret file every container of the run has (lab/cluster.py)
+            argv += ["--group", f"{LAB_GROUP}:@/data/{GROUP_SECRET_FILE}"]
+        else:
+            argv += [f"--{k}", v]
     return argv

@@ -95,12 +95,16 @@ class NodeSpec:
                 f.write(group_secret + "\n")
         return data_dir
 
-    def command_line(self, token: str, *, group: bool = False) -> list[str]:
+    def command_line(self, token: str, *, group: bool = False, root: str = "/data") -> list[str]:
         """The container's command: `command`, else the node's `serve` with the lab's layout
-        (share, inbox and state under the bind-mounted /data) and `args` appended. `group`:
-        join the run's group too."""
+        (share, inbox and state under `root`, the bind-mounted /data or a dense pod's
+        /data/<name>) and `args` appended. `group`: join the run's group too."""
         if self.command is not None:
             return self.command
+        secret = f"@{root}/{GROUP_SECRET_FILE}"
+        # Scenario groups (lab/nodes.py) name the secret file under /data: a dense node's is
+        # under its own directory of the pod's /data.
+        args = [a.replace(f"@/data/{GROUP_SECRET_FILE}", secret) for a in self.args]
         # Every node joins the run's group (so any two may push and pull, as before nodes had
         # to prove anything), besides the groups a scenario names, unless one is called "lab".
         joins = group and not any(
@@ -109,13 +113,13 @@ class NodeSpec:
         return [
             "serve",
             "--name", self.name,
-            "--share", "/data/share",
-            "--inbox", "/data/inbox",
-            "--state", "/data/state",
+            "--share", f"{root}/share",
+            "--inbox", f"{root}/inbox",
+            "--state", f"{root}/state",
             "--api", f"0.0.0.0:{API_PORT}",
             "--api-token", token,
-            *(("--group", f"{LAB_GROUP}:@/data/{GROUP_SECRET_FILE}") if joins else ()),
-            *self.args,
+            *(("--group", f"{LAB_GROUP}:{secret}") if joins else ()),
+            *args,
         ]  # fmt: skip
 
 

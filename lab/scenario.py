@@ -271,6 +271,19 @@ class Expect:
     allow_failures: tuple[FailureSpec, ...] = ()
     failures: tuple[FailureSpec, ...] = ()
     events: tuple[EventsExpect, ...] = ()
+    stats: tuple[StatsExpect, ...] = ()
+
+
+@dataclass(frozen=True)
+class StatsExpect:
+    """`expect.stats[i]`: at the end of the run, each node's `GET /api/node` counter at
+    `key` (a dotted path into `stats`, e.g. `discovery.rate_limited`) is at least `at_least`
+    (what a node counts but logs no line for, such as refused discovery datagrams)."""
+
+    nodes: tuple[str, ...]
+    key: str
+    at_least: int = 1
+    path: str = ""
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from lab.scenario import (
     Expect,
     FailureSpec,
     FileExpect,
+    StatsExpect,
     numbered_name,
 )
 from lab.timeline import parse_event_spec
@@ -50,7 +51,7 @@ class _ExpectParser(Context):
     def expect(self, v: object, step_ids: Iterable[str] = ()) -> Expect:
         files = self.files
         keys: tuple[str, ...] = ("files", "trees", "discovery", "no_failures", "allow_failures")
-        keys += ("failures", "events")
+        keys += ("failures", "events", "stats")
         m = self.mapping(v if v is not None else {}, "expect", keys)
         fexp: list[FileExpect] = []
         said: dict[tuple[str, str], tuple[str, bool]] = {}  # (node, file id) -> (path, absent)
@@ -140,6 +141,7 @@ class _ExpectParser(Context):
             allow_failures=allow,
             failures=must,
             events=self.events(m.get("events", [])),
+            stats=self.stats(m.get("stats", [])),
         )
 
     def events(self, v: object) -> tuple[EventsExpect, ...]:
@@ -158,6 +160,21 @@ class _ExpectParser(Context):
                 else None
             )
             out.append(EventsExpect(spec=spec, at_least=at_least, within=within, path=p))
+        return tuple(out)
+
+    def stats(self, v: object) -> tuple[StatsExpect, ...]:
+        """`stats: [{node: b, key: discovery.rate_limited, at_least: 100}]`."""
+        out = []
+        for i, item in enumerate(self.list_of(v, "expect.stats")):
+            p = f"expect.stats[{i}]"
+            m = self.mapping(item, p, ("node", "group", "key", "at_least"), ("key",))
+            if ("node" in m) == ("group" in m):
+                raise self.fail(p, "needs one of `node` or `group`")
+            ref = "node" if "node" in m else "group"
+            nodes = self.refs.nodes_of(m[ref], join(p, ref), allow_single=True)
+            key = self.string(m["key"], join(p, "key"))
+            at_least = self.integer(m.get("at_least", 1), join(p, "at_least"), 1, 10**12)
+            out.append(StatsExpect(nodes=tuple(nodes), key=key, at_least=at_least, path=p))
         return tuple(out)
 
     def discovery(self, v: object) -> DiscoveryExpect:

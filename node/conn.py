@@ -2,17 +2,14 @@
 
 `Conn` is the loop's stream protocol for a transfer connection: it feeds bytes to its `Session`
 (the sans-I/O state machine), hands events to its `Handler` (push, pull, list, ping or the
-serving side), enforces the connection's deadlines, and ends it through one `fail()` path.
-Deadlines (docs/protocol.md 2.7) are `Timed` (node/timers.py): the hello and a frame header
-must complete in time however they trickle in, a stream must keep a minimum rate, an idle
-connection ends, a hash-less push's digest must come, and a peer that stops reading our error
-frame is reset after a grace period.
+serving side), and ends it through one `fail()` path. Its deadlines (docs/protocol.md 2.7)
+are owned by a `Deadlines` (node/conndeadlines.py); the Conn is the `Timed` object
+(node/timers.py) that asks it.
 """
 
 from __future__ import annotations
 
 import contextlib
-import math
 from typing import TYPE_CHECKING
 
 from node import connauth
@@ -27,6 +24,7 @@ from node.batchmsg import (
     BProgress,
     GetBatch,
 )
+from node.conndeadlines import Deadlines
 from node.errors import ErrorCode, LocalCode, LocalProtocolError, RemoteProtocolError
 from node.loop import Transport
 from node.messages import Challenge, Error, Hello, Message, encode_message
@@ -42,8 +40,6 @@ if TYPE_CHECKING:
 # stream's last bytes are): fewer, fuller reads, so the per-read cost in Python (loop turn,
 # framing, session) is paid per ~STREAM_LOWAT bytes instead of per ~150 KiB on loopback.
 STREAM_LOWAT = 512 << 10
-RATE_WINDOW = 10.0  # a stream must average Config.min_rate over this (or the idle timeout)
-STREAM_CHECK = 0.5  # s between looks at a stream's progress (rate floor, activity)
 CLOSE_GRACE = 5.0  # after an error, how long a peer that does not read gets to take our bytes
 
 
@@ -156,17 +152,7 @@ class Conn:
         # Last time the peer got something done (a whole message, stream bytes): trickled
         # bytes move last_activity, not this. Eviction picks the smallest.
         self.useful_at = now
-        # When the peer began the frame header it has not finished yet (slowloris deadline).
-        self.header_since: float | None = None
-        self.hello_by: float | None = None  # the server's deadline for the client's hello
-        self.digest_by: float | None = None  # a hash-less push's digest is due by then
-        self.abort_at: float | None = None  # after fail(): reset if the peer has not read it
-        self._next_look = math.inf  # next look at a stream's progress
-        self._last_progress = -1
-        self._last_pending = -1  # write buffer size at the last look (handler-written streams)
-        self._rx_at_look = 0  # rx_bytes at the last look at a stream (a stalled read)
-        # (start, bytes moved at start) of the current minimum-rate window of a stream.
-        self._window: tuple[float, int] | None = None
+        self.deadlines = Deadlines(self)
         self._reads_paused = False
         handler.conn = self
 
@@ -177,11 +163,11 @@ class Conn:
         self.last_activity = self.useful_at = node.loop.time()
         node.conns.add(self)
         if self.session.role is Role.SERVER:
-            self.hello_by = self.last_activity + node.config.handshake_timeout
+            self.deadlines.hello_by = self.last_activity + node.config.handshake_timeout
             node.admit(self)
             self.send(connauth.challenge(self))
         else:
-            self.hello_by = self.last_activity + node.config.handshake_timeout
+            self.deadlines.hello_by = self.last_activity + node.config.handshake_timeout
             if not connauth.server_is_expected(self, transport):
                 return
         self.handler.on_connected()
@@ -200,11 +186,11 @@ class Conn:
         self._tune_lowat()
         # Trickled bytes keep a connection "active"; a header must still finish in time.
         if self.session.partial_header:
-            if self.header_since is None:
-                self.header_since = now
+            if self.deadlines.header_since is None:
+                self.deadlines.header_since = now
                 self.wake()
         else:
-            self.header_since = None
+            self.deadlines.header_since = None
 
     def _tune_lowat(self) -> None:
         """Read in large gulps while a stream comes in, never waiting for bytes that cannot
@@ -218,9 +204,9 @@ class Conn:
             (session.state is State.PUSH_STREAM) is (session.role is Role.SERVER)
         )
         want = min(STREAM_LOWAT, session.stream_remaining) if incoming else 1
-        self._set_lowat(max(1, want))
+        self.set_lowat(max(1, want))
 
-    def _set_lowat(self, n: int) -> None:
+    def set_lowat(self, n: int) -> None:
         # Only a plain socket transport has the mark: under TLS, ciphertext of the stream's
         # last bytes may already sit read in the TLS layer, so a mark on the socket could wait
         # for bytes that will never come again.
@@ -299,8 +285,8 @@ class Conn:
             else:
                 if isinstance(event, Hello):
                     connauth.check_hello(self, event)  # raises auth_failed
-                    if self.hello_by is not None:
-                        self.hello_by = None
+                    if self.deadlines.hello_by is not None:
+                        self.deadlines.hello_by = None
                         self.node.admission.done(self)
                 if isinstance(
                     event, (Batch, BatchAccept, BatchVerdict, GetBatch, BFile, BEnd, BProgress)
@@ -342,7 +328,7 @@ class Conn:
         else:
             self.close()
             # A peer that stopped reading would keep the flush (and the fd) pending forever.
-            self.abort_at = self.node.loop.time() + CLOSE_GRACE
+            self.deadlines.abort_at = self.node.loop.time() + CLOSE_GRACE
             self.wake()
 
     def drop(self, code: str, reason: str) -> None:
@@ -375,59 +361,24 @@ class Conn:
 
     def watch_stream(self) -> None:
         """A stream starts on this connection: look at its progress every STREAM_CHECK s."""
-        self._next_look = self.node.loop.time() + STREAM_CHECK
+        self.deadlines.watch_stream(self.node.loop.time())
         self.wake()
 
-    # -- Timed -----------------------------------------------------------------------------------
+    @property
+    def digest_by(self) -> float | None:
+        """When a hash-less transfer's digest is due (the pull and serve handlers set it)."""
+        return self.deadlines.digest_by
+
+    @digest_by.setter
+    def digest_by(self, when: float | None) -> None:
+        self.deadlines.digest_by = when
+
+    # -- Timed: the deadlines say -------------------------------------------------------------
     def get_timer(self) -> float | None:
-        if self.closed:
-            return None
-        cfg = self.node.config
-        when = min(self.last_activity + cfg.idle_timeout, self._next_look)
-        for deadline in (self.hello_by, self.digest_by, self.abort_at, self.handler.get_timer()):
-            if deadline is not None:
-                when = min(when, deadline)
-        if self.header_since is not None:
-            when = min(when, self.header_since + cfg.handshake_timeout)
-        return when
+        return self.deadlines.get_timer()
 
     def handle_timer(self, now: float) -> None:
-        if self.closed:
-            return
-        if self.abort_at is not None and now >= self.abort_at:
-            self.abort()
-            return
-        if self.hello_by is not None and now >= self.hello_by:
-            self._hello_overdue()
-            return
-        self.handler.handle_timer(now)
-        if self.closed or (self.transport is not None and self.transport.is_closing()):
-            return
-        self._check(now)
-
-    def _hello_overdue(self) -> None:
-        """The hello must be complete in time, however it trickles in (slowloris)."""
-        limit = self.node.config.handshake_timeout
-        if self.rx_bytes:
-            reason = f"hello not complete within {limit:g} s ({self.rx_bytes} bytes received)"
-            self.drop(ErrorCode.TOO_SLOW, reason)
-        elif self.session.role is Role.CLIENT and not self.node.tls:
-            # A TLS node waits for a TLS ClientHello; we wait for its challenge.
-            reason = f"no challenge within {limit:g} s (a TLS node? --insecure-plaintext "
-            self.drop(ErrorCode.TIMEOUT, reason + "works only between nodes that both use it)")
-        else:
-            self.drop(ErrorCode.TIMEOUT, f"no hello within {limit:g} s")
-
-    def _stream_bytes(self) -> int | None:
-        """Bytes moved so far while a file stream is in flight (either way), else None."""
-        sender = self.handler.sender
-        if sender is not None and sender.fd >= 0:
-            if self.transport is None or not self.transport.get_write_buffer_size():
-                return None  # nothing waits on the peer (e.g. our own --max-rate): not its fault
-            return sender.progress()
-        if self.receiving_stream():
-            return self.rx_bytes  # we are the receiving side of this stream
-        return None
+        self.deadlines.handle_timer(now)
 
     def receiving_stream(self) -> bool:
         """The peer streams file bytes to us now (a single file, or a batch)."""
@@ -435,81 +386,6 @@ class Conn:
         if state in (State.PUSH_STREAM, State.PULL_STREAM):
             return True
         return (state, role) in ((State.BATCH_PUSH, Role.SERVER), (State.BATCH_PULL, Role.CLIENT))
-
-    def _check(self, now: float) -> None:
-        """Header completion, the digest, the stream rate (which trickled bytes cannot satisfy,
-        unlike the idle timeout), then idleness."""
-        cfg = self.node.config
-        sender = self.handler.sender
-        if sender is not None:
-            self.handler.account()
-            progress = sender.progress()
-            if progress != self._last_progress:
-                self._last_progress = progress
-                self.last_activity = self.useful_at = now
-        elif self.handler.streaming() and self.transport is not None:
-            # A stream written by the handler itself (a batch's small files): the peer taking
-            # our queued bytes is its progress.
-            pending = self.transport.get_write_buffer_size()
-            if pending != self._last_pending:
-                self._last_pending = pending
-                self.last_activity = self.useful_at = now
-        limit = cfg.handshake_timeout
-        if self.header_since is not None and now - self.header_since > limit:
-            self.fail(ErrorCode.TOO_SLOW, f"frame header not complete within {limit:g} s")
-            return
-        if self.digest_by is not None and now >= self.digest_by:
-            if self.session.state in (State.PUSH_DIGEST, State.PULL_DIGEST):
-                self.fail(ErrorCode.TOO_SLOW, "no digest in time after the data")
-                return
-            self.digest_by = None
-        if now >= self._next_look:
-            self._next_look = math.inf
-            if self.rx_bytes == self._rx_at_look:
-                # Nothing read since the last look: a slow (or capped) sender must not wait
-                # for STREAM_LOWAT bytes to be seen at all; data_received raises it again.
-                self._set_lowat(1)
-            self._rx_at_look = self.rx_bytes
-            if not self._check_rate(now):
-                return
-        if now - self.last_activity > cfg.idle_timeout:
-            if self._stream_bytes() is not None:
-                # Our stream waits on the peer, which takes nothing: it is too slow to read,
-                # not silent (docs/protocol.md 2.6).
-                self.fail(
-                    ErrorCode.TOO_SLOW,
-                    f"the peer took none of the stream for {cfg.idle_timeout:.0f} s",
-                )
-                return
-            self.fail(ErrorCode.TIMEOUT, f"idle for {cfg.idle_timeout:.0f} s")
-
-    def _check_rate(self, now: float) -> bool:
-        cfg = self.node.config
-        moved = self._stream_bytes()
-        streaming = moved is not None or self.receiving_stream() or self.handler.streaming()
-        if streaming or sender_alive(self):
-            self._next_look = now + STREAM_CHECK
-        if moved is None or not cfg.min_rate:
-            self._window = None
-        elif self._window is None:
-            self._window = (now, moved)
-        elif now - self._window[0] >= min(RATE_WINDOW, cfg.idle_timeout):
-            start, base = self._window
-            rate = (moved - base) / (now - start)
-            if rate < cfg.min_rate:
-                self.fail(
-                    ErrorCode.TOO_SLOW,
-                    f"stream at {rate:.0f} B/s over {now - start:.0f} s, "
-                    f"below the minimum of {cfg.min_rate} B/s",
-                )
-                return False
-            self._window = (now, moved)
-        return True
-
-
-def sender_alive(conn: Conn) -> bool:
-    sender = conn.handler.sender
-    return sender is not None and sender.fd >= 0
 
 
 class Refuse:

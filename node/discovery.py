@@ -273,6 +273,7 @@ class _Key:
     public: bytes
     counter: int
     sig: bytes  # the last verified signature: a duplicate of that datagram costs nothing
+    body: bytes = b""  # SHA-256 of the last verified payload: a true copy, not just its sig
 
 
 def _no_groups(msg: Announce) -> tuple[str, ...]:
@@ -336,8 +337,11 @@ class PeerTable:
         key = self._keys.get(msg.node)
         if key is not None and msg.counter <= key.counter:
             # Checked before any signature: replays and duplicates cost no verification.
-            self._count("duplicate" if sig == key.sig else "replayed")
-            return []
+            if sig != key.sig:
+                self._count("replayed")
+                return []
+            self._count("duplicate")
+            return self._ipv4_copy(msg, body, key, addr, now)
         if isinstance(msg, Goodbye):
             if key is None:
                 self._count("unknown_goodbye")  # nothing to drop, and no key to check it with
@@ -363,7 +367,7 @@ class PeerTable:
         if not ed25519.verify(public, signed_bytes(body), sig):
             self._count("forged")
             return []
-        self._remember(msg.node, msg, public, sig)
+        self._remember(msg.node, msg, public, sig, body)
         if isinstance(msg, Goodbye):
             self._count("goodbye")
             gone = self._forget(msg.node)
@@ -405,7 +409,29 @@ class PeerTable:
         self._addr_heard[peer.node] = now
         return peer
 
-    def _remember(self, node: str, msg: Datagram, public: bytes, sig: bytes) -> None:
+    def _ipv4_copy(
+        self, msg: Datagram, body: bytes, key: _Key, addr: str, now: float
+    ) -> list[PeerEvent]:
+        """A node sends each announce once per family, the same bytes. When the IPv6 copy
+        came first, the IPv4 copy (a duplicate: not verified again) still gives the address
+        IPv4 is preferred at (protocol.md 1.6); else the IPv6 one would stick whenever it wins
+        the race. Only a byte-identical copy of what was verified counts."""
+        peer = self._peers.get(msg.node)
+        if (
+            not isinstance(msg, Announce)
+            or peer is None
+            or peer.static
+            or family(peer.addr) != 6
+            or family(addr) != 4
+            or digest.sha256(body) != key.body
+        ):
+            return []
+        interval = min(msg.interval, self.max_interval)
+        return self._update(self._keep_family(replace(peer, addr=addr), interval, now))
+
+    def _remember(
+        self, node: str, msg: Datagram, public: bytes, sig: bytes, body: bytes = b""
+    ) -> None:
         key = self._keys.get(node)
         if key is None:
             assert isinstance(msg, Announce)  # a goodbye needs a known key
@@ -414,6 +440,7 @@ class PeerTable:
             if len(self._keys) > MAX_KEYS:
                 self._drop_a_key()
         key.counter, key.sig = msg.counter, sig
+        key.body = digest.sha256(body)
         self._keys.move_to_end(node)
 
     def _drop_a_key(self) -> None:

@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from node import plat
+from node import plat, sockopen
 from node.transport import (
     _EVENT_READ,
     _EVENT_WRITE,
@@ -41,7 +41,6 @@ from node.transport import (
     Transport,
     _addr,
     _IOHandler,
-    _is_ip_literal,
     _Lingering,
     log,
 )
@@ -49,7 +48,6 @@ from node.transport import (
 __all__ = ["Address", "Handle", "Loop", "StreamProtocol", "Transport"]
 
 UDP_BATCH = 64  # datagrams read per readable event
-UDP_RCVBUF = 1 << 20  # bytes the kernel may queue for the discovery socket
 
 
 class Handle:
@@ -375,23 +373,7 @@ class Loop:
     ) -> Server:
         """Listen on host:port (port 0 = ephemeral, see `Server.port`)."""
         self._check_open()
-        family, addr = self._resolve(host, port, socket.SOCK_STREAM, passive=True)
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        try:
-            plat.set_reuse_address(sock)  # not on Windows (port sharing there)
-            if family == socket.AF_INET6 and addr[0] == "::":
-                # `::` is every address of both families (dual-stack): IPv4 peers arrive as
-                # ::ffff:a.b.c.d, shown as a.b.c.d (transport._addr). Windows and some BSDs
-                # default to IPv6 only; a system without IPv4 mapping refuses: IPv6 only then.
-                with contextlib.suppress(OSError, AttributeError):
-                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-            sock.bind(addr)
-            sock.listen(backlog)
-            sock.setblocking(False)
-        except OSError as exc:
-            sock.close()
-            raise OSError(exc.errno, f"cannot listen on {host}:{port}: {exc.strerror}") from exc
-        return Server(self, sock, factory)
+        return Server(self, sockopen.listening_tcp(host, port, backlog), factory)
 
     def connect_tcp(
         self, host: str, port: int, protocol: StreamProtocol, *, timeout: float = 10.0
@@ -404,17 +386,8 @@ class Loop:
         self._check_open()
         target = f"{host}:{port}"
         try:
-            family, addr = self._resolve(host, port, socket.SOCK_STREAM, passive=False)
-            sock = socket.socket(family, socket.SOCK_STREAM)
+            sock, err = sockopen.connecting_tcp(host, port)
         except OSError as exc:
-            self.call_soon(functools.partial(self._connect_failed, protocol, exc))
-            return
-        try:
-            sock.setblocking(False)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            err = sock.connect_ex(addr)
-        except OSError as exc:
-            sock.close()
             self.call_soon(functools.partial(self._connect_failed, protocol, exc))
             return
         connector = _Connector(self, sock, protocol, target, timeout)
@@ -443,23 +416,7 @@ class Loop:
         datagram to each of them (tested), but a unicast datagram to only one.
         """
         self._check_open()
-        family, addr = self._resolve(host, port, socket.SOCK_DGRAM, passive=True)
-        sock = socket.socket(family, socket.SOCK_DGRAM)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if reuse_port:
-                plat.set_reuse_port(sock)
-            if broadcast:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
-            # Room for bursts (a hundred nodes starting at once, a flood of junk) so that the
-            # announces of real peers are not dropped by the kernel before we read them.
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RCVBUF)
-            sock.bind(addr)
-            sock.setblocking(False)
-        except OSError as exc:
-            sock.close()
-            raise OSError(exc.errno, f"cannot bind udp {host}:{port}: {exc.strerror}") from exc
+        sock = sockopen.bound_udp(host, port, broadcast=broadcast, reuse_port=reuse_port)
         return DatagramEndpoint(self, sock, on_datagram)
 
     def open_multicast6(
@@ -469,37 +426,7 @@ class Loop:
         groups per interface with `DatagramEndpoint.join6`. Several processes may bind the
         port, as with open_udp; IPv6 only, so the IPv4 socket on the same port stays apart."""
         self._check_open()
-        sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
-        try:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            plat.set_reuse_port(sock)
-            # Loop back: nodes on one host meet as they do by broadcast. One hop: link-local.
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_LOOP, 1)
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 1)
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RCVBUF)
-            sock.bind(("::", port))
-            sock.setblocking(False)
-        except OSError as exc:
-            sock.close()
-            raise OSError(exc.errno, f"cannot bind udp [::]:{port}: {exc.strerror}") from exc
-        return DatagramEndpoint(self, sock, on_datagram)
-
-    @staticmethod
-    def _resolve(
-        host: str, port: int, kind: socket.SocketKind, *, passive: bool
-    ) -> tuple[socket.AddressFamily, tuple[Any, ...]]:
-        if passive and host in ("", "0.0.0.0"):
-            return socket.AF_INET, ("0.0.0.0", port)
-        flags = socket.AI_NUMERICHOST if _is_ip_literal(host) else 0
-        if passive:
-            flags |= socket.AI_PASSIVE
-        infos = socket.getaddrinfo(host, port, socket.AF_UNSPEC, kind, 0, flags)
-        infos.sort(key=lambda info: info[0] != socket.AF_INET)  # prefer IPv4
-        family, _, _, _, sockaddr = infos[0]
-        # The whole sockaddr: an IPv6 one carries the scope id a link-local address needs.
-        return family, tuple(sockaddr)
+        return DatagramEndpoint(self, sockopen.multicast6_udp(port), on_datagram)
 
     def _start_transport(
         self, sock: socket.socket, protocol: StreamProtocol, peer: Address

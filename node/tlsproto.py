@@ -30,12 +30,12 @@ Data path (the node's transfers go through it, so it is kept lean):
   resumes us when it has drained), and at most PUMP_BUDGET bytes per turn before it yields to
   the other connections.
 The read and file buffers are shared by all TLS connections of a loop (one thread, and each
-is used only within one call), so an idle connection costs no buffer memory.
+is used only within one call), so an idle connection costs no buffer memory. The sending half
+(queue, pump, water marks) is `SendQueue` in node/tlssend.py.
 """
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import mmap
 import ssl
@@ -43,8 +43,12 @@ import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Final, Protocol
 
-from node import plat
 from node.loop import Handle, Loop
+
+# FILE_CHUNK and PUMP_BUDGET are read as tlsproto's (tests, docs): the send queue owns them now.
+from node.tlssend import FILE_CHUNK as FILE_CHUNK
+from node.tlssend import PUMP_BUDGET as PUMP_BUDGET
+from node.tlssend import SendQueue
 from node.transport import HIGH_WATER, LOW_WATER, Address, Transport, log
 
 if TYPE_CHECKING:
@@ -52,8 +56,6 @@ if TYPE_CHECKING:
 
 HANDSHAKE_TIMEOUT: Final = 10.0
 READ_CHUNK: Final = 256 << 10  # plaintext per data_received at most
-FILE_CHUNK: Final = 256 << 10  # file bytes read and encrypted per step
-PUMP_BUDGET: Final = 1 << 20  # file bytes encrypted per turn before other connections' turn
 FAILED_CLOSE_GRACE: Final = 2.0  # after a failed handshake: time for our alert to leave
 PLAIN_HEAD: Final = 4096  # a client keeps this much of a server's non-TLS answer (NotTls.head)
 # The content types a TLS record can start with (RFC 8446 5.1: change_cipher_spec, alert,
@@ -71,6 +73,13 @@ class NotTls(ConnectionError):
     def __init__(self, head: bytes) -> None:
         super().__init__(f"the peer answered in plaintext, not TLS ({head[:16]!r}...)")
         self.head = head
+
+    @staticmethod
+    def judge(head: bytearray | None) -> NotTls | None:
+        """Client: the server's first bytes, when they cannot be a TLS record."""
+        if head and head[0] not in TLS_RECORD_TYPES:
+            return NotTls(bytes(head))
+        return None
 
 
 class TlsApp(Protocol):
@@ -192,16 +201,6 @@ def _loop_buffers(loop: Loop) -> _Buffers:
     return buffers
 
 
-class _Segment:
-    __slots__ = ("fd", "offset", "on_done", "remaining")
-
-    def __init__(self, fd: int, offset: int, count: int, on_done: Callable[[], None] | None):
-        self.fd = fd
-        self.offset = offset
-        self.remaining = count
-        self.on_done = on_done
-
-
 class TlsProtocol:
     """Between the loop's Transport (ciphertext) and an application protocol (plaintext)."""
 
@@ -234,13 +233,7 @@ class TlsProtocol:
         self._error: BaseException | None = None  # reported by connection_lost
         self._lost = False
         self._timer: Handle | None = None
-        self._pump_handle: Handle | None = None
-        self._queue: collections.deque[memoryview | _Segment] = collections.deque()
-        self._queued = 0  # plaintext bytes in _queue
-        self._raw_paused = False
-        self._app_paused = False
-        self._high = HIGH_WATER
-        self._low = LOW_WATER
+        self._out = SendQueue(self, self._buffers.file)
         self._app_reading = True
         # A client keeps the start of what the server sent until the handshake is done: a
         # server that answers in plaintext is then told apart from a broken TLS one (NotTls).
@@ -278,7 +271,7 @@ class TlsProtocol:
 
     def eof_received(self) -> None:
         if self._state == _HANDSHAKE:
-            plain = self._not_tls()
+            plain = NotTls.judge(self._head)
             self._fail(
                 plain or ConnectionResetError("the peer closed the connection during the handshake")
             )
@@ -293,11 +286,11 @@ class TlsProtocol:
                     )
                 )
                 return
-        if self._state == _CLOSING and self._queue:
+        if self._state == _CLOSING and self._out.items:
             # The loop's transport closes on FIN once its own queue is flushed; what we still
             # hold (a file being encrypted) can no longer go out: say so instead of None.
             self._error = self._error or ConnectionResetError(
-                f"the peer closed the connection with {self._queued} bytes still to send"
+                f"the peer closed the connection with {self._out.size} bytes still to send"
             )
 
     def connection_lost(self, exc: BaseException | None) -> None:
@@ -305,29 +298,24 @@ class TlsProtocol:
             return
         self._lost = True
         self._state = _CLOSED
-        for handle in (self._timer, self._pump_handle):
-            if handle is not None:
-                handle.cancel()
+        if self._timer is not None:
+            self._timer.cancel()
         error = self._error or exc
         if error is None and not self._app_made:
             error = ConnectionAbortedError("closed before the TLS connection was made")
-        dropped = [item.on_done for item in self._queue if isinstance(item, _Segment)]
-        self._queue.clear()
-        self._queued = 0
-        for on_done in dropped:
-            if on_done is not None:
-                self._report(on_done, "sendfile on_done")
+        for on_done in self._out.drop():
+            self._report(on_done, "sendfile on_done")
         self._report(lambda: self._app.connection_lost(error), "connection_lost")
 
     def pause_writing(self) -> None:
-        self._raw_paused = True
+        self._out.raw_paused = True
 
     def resume_writing(self) -> None:
-        self._raw_paused = False
-        if self._queue:
-            self._pump()
+        self._out.raw_paused = False
+        if self._out.items:
+            self._out.pump()
         elif self._state == _OPEN:
-            self._maybe_resume_app()
+            self._out.maybe_resume_app()
 
     # -- handshake ---------------------------------------------------------------------------
     def _do_handshake(self) -> None:
@@ -338,7 +326,7 @@ class TlsProtocol:
             return
         except (ssl.SSLError, ssl.CertificateError, OSError, ValueError) as exc:
             self._flush()  # our alert tells the peer why
-            self._fail(self._not_tls() or exc)
+            self._fail(NotTls.judge(self._head) or exc)
             return
         self._flush()
         self._head = None
@@ -355,13 +343,6 @@ class TlsProtocol:
         self._app.connection_made(transport)
         if self._state == _OPEN and self._app_reading:
             self._read_app_data()  # records that came with the end of the handshake
-
-    def _not_tls(self) -> NotTls | None:
-        """Client: the server's first bytes, when they cannot be a TLS record."""
-        head = self._head
-        if head and head[0] not in TLS_RECORD_TYPES:
-            return NotTls(bytes(head))
-        return None
 
     def _handshake_timed_out(self) -> None:
         self._timer = None
@@ -454,118 +435,27 @@ class TlsProtocol:
             view = view[write(view) :]
         self._flush()
 
-    def _write(self, data: bytes | bytearray | memoryview) -> None:
-        if self._state != _OPEN:
-            return
-        view = memoryview(data)
-        if view.format != "B" or view.ndim != 1:
-            view = view.cast("B")
-        size = view.nbytes
-        if not size:
-            return
-        if self._queue:
-            self._queue.append(memoryview(bytes(view)))  # the caller may reuse its buffer
-            self._queued += size
-        else:
-            try:
-                self._encrypt(view)
-            except ssl.SSLError as exc:
-                self._fail(exc)
-                return
-        self._maybe_pause_app()
+    # What the send queue asks (it owns no state of the connection).
+    def _is_open(self) -> bool:
+        return self._state == _OPEN
 
-    def _sendfile(
-        self, fd: int, offset: int, count: int, on_done: Callable[[], None] | None
-    ) -> None:
-        if offset < 0 or count < 0:
-            raise ValueError(f"sendfile: bad offset {offset} / count {count}")
-        if self._state != _OPEN or count == 0:
-            if on_done is not None:
-                self._loop.call_soon(on_done)
-            return
-        self._queue.append(_Segment(fd, offset, count, on_done))
-        self._queued += count
-        self._schedule_pump()
-        self._maybe_pause_app()
+    def _sending(self, raw: Transport) -> bool:
+        """Queued plaintext may still go out: open, or closing once the queue is sent."""
+        return self._state in (_OPEN, _CLOSING) and not raw.is_closing()
 
-    def _schedule_pump(self) -> None:
-        if self._pump_handle is None and not self._raw_paused:
-            self._pump_handle = self._loop.call_soon(self._pump_soon)
-
-    def _pump_soon(self) -> None:
-        self._pump_handle = None
-        self._pump()
-
-    def _pump(self) -> None:
-        """Encrypt queued writes and file chunks while the loop's transport takes them."""
-        raw = self._raw
-        queue = self._queue
-        if raw is None:
-            return
-        budget = PUMP_BUDGET
-        buf = self._buffers.file
-        try:
-            while queue and not self._raw_paused and budget > 0:
-                if self._state not in (_OPEN, _CLOSING) or raw.is_closing():
-                    return
-                head = queue[0]
-                if isinstance(head, _Segment):
-                    want = min(head.remaining, FILE_CHUNK)
-                    got = plat.pread_into(head.fd, buf[:want], head.offset)
-                    if not got:
-                        raise EOFError(
-                            f"file ended early: no bytes at offset {head.offset} with "
-                            f"{head.remaining} still to send (did the file shrink?)"
-                        )
-                    head.offset += got
-                    head.remaining -= got
-                    self._queued -= got
-                    budget -= got
-                    self._encrypt(buf[:got])
-                    if head.remaining == 0:
-                        queue.popleft()
-                        if head.on_done is not None:
-                            head.on_done()
-                else:
-                    queue.popleft()
-                    self._queued -= head.nbytes
-                    budget -= head.nbytes
-                    self._encrypt(head)
-        except (OSError, EOFError, ssl.SSLError) as exc:
-            self._fail(exc)
-            return
-        except Exception as exc:
-            self._callback_failed("sendfile on_done", exc)
-            return
-        if queue:
-            if not self._raw_paused:
-                self._schedule_pump()  # budget spent: the other connections' turn first
-        elif self._state == _CLOSING:
+    def _queue_sent(self) -> None:
+        """The send queue is empty: a close that waited for it goes on."""
+        if self._state == _CLOSING:
             self._shutdown()
-            return
-        if self._state == _OPEN:
-            self._maybe_resume_app()
-
-    def _write_buffer_size(self) -> int:
-        raw = self._raw
-        return self._queued + (raw.get_write_buffer_size() if raw is not None else 0)
-
-    def _maybe_pause_app(self) -> None:
-        if not self._app_paused and self._write_buffer_size() > self._high:
-            self._app_paused = True
-            self._report(self._app.pause_writing, "pause_writing", fatal=True)
-
-    def _maybe_resume_app(self) -> None:
-        if self._app_paused and self._write_buffer_size() <= self._low:
-            self._app_paused = False
-            self._report(self._app.resume_writing, "resume_writing", fatal=True)
+        elif self._state == _OPEN:
+            self._out.maybe_resume_app()
 
     # -- closing -----------------------------------------------------------------------------
     def _close(self) -> None:
         if self._state != _OPEN:
             return
         self._state = _CLOSING
-        if not self._queue:
+        if not self._out.items:
             self._shutdown()
 
     def _shutdown(self) -> None:
@@ -616,27 +506,28 @@ class TlsTransport:
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         """Encrypt and send (or queue behind a file); dropped silently after close()."""
-        self._proto._write(data)
+        self._proto._out.write(data)
 
     def sendfile(
         self, fd: int, offset: int, count: int, on_done: Callable[[], None] | None = None
     ) -> None:
         """As `Transport.sendfile`: `on_done` runs exactly once, when every byte was read and
         encrypted, or the connection closed first (then `connection_lost` follows)."""
-        self._proto._sendfile(fd, offset, count, on_done)
+        self._proto._out.sendfile(fd, offset, count, on_done)
 
     def get_write_buffer_size(self) -> int:
         """Plaintext still queued here plus ciphertext the loop's transport has not sent."""
-        return self._proto._write_buffer_size()
+        return self._proto._out.buffer_size()
 
     def set_write_buffer_limits(self, high: int = HIGH_WATER, low: int = LOW_WATER) -> None:
         if not 0 <= low <= high:
             raise ValueError(f"water marks need 0 <= low <= high, got {high}, {low}")
         proto = self._proto
-        proto._high, proto._low = high, low
+        out = proto._out
+        out.high, out.low = high, low
         if proto._state == _OPEN:
-            proto._maybe_pause_app()
-            proto._maybe_resume_app()
+            out.maybe_pause_app()
+            out.maybe_resume_app()
 
     def pause_reading(self) -> None:
         proto = self._proto

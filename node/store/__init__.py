@@ -22,7 +22,6 @@ node/names.py (the protocol's one rule set), plus a depth limit for received nam
 from __future__ import annotations
 
 import os
-import stat
 import sys
 import time
 import types
@@ -30,7 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from node.errors import BadName, HashMismatch, StoreError
-from node.names import MAX_DEPTH, MOLE_DIR, check_name
+from node.names import MAX_DEPTH, check_name
 from node.store import hashcache as _hashcache
 from node.store import hashing as _hashing
 from node.store import incoming as _incoming
@@ -44,9 +43,10 @@ from node.store.hashing import MAX_HASH_RESTARTS, READ_CHUNK, HashJob
 from node.store.inbox import Inbox, Reservation
 from node.store.incoming import CATCHUP_MAX, CATCHUP_MIN, Incoming
 from node.store.meta import DEFAULT_MIME, FileMeta, guess_mime, inside
-from node.store.parts import PART_SUFFIX, PartInfo, part_key
+from node.store.parts import PartInfo, part_key
 from node.store.placement import INLINE_HASH_LIMIT, MAX_COLLISIONS
 from node.store.received import INBOX_HASH_BUDGET, LOCAL_COPY_LIMIT, ReceivedFiles
+from node.store.sendable import LocalFiles
 from node.store.share import MAX_SKIPPED, ShareIndex
 from node.store.space import InboxUsage
 from node.store.walk import Skipped
@@ -138,6 +138,7 @@ class Store:
         self.dirs = self.receiving.dirs  # "dirfd" or "path": node/store/dirs.py
         self.received = ReceivedFiles(self.receiving, self.inbox, share_real=self.share_real)
         self.whole = _whole.WholeFiles(self.receiving, clock)
+        self.local = LocalFiles(self.share, self.share_real, self.inbox_real, self.cache)
         self.hashes_done = 0  # files hashed by this store (tests assert the cache avoids work)
 
     # -- hashing and the cache ---------------------------------------------------------------
@@ -166,14 +167,6 @@ class Store:
         if inside(job.real, self.share_real):
             self.index.note_failed(job, error)
 
-    def _meta_or_job(
-        self, path: Path, name: str, real: str, st: os.stat_result
-    ) -> FileMeta | HashJob:
-        sha = self.cache.get(real, st)
-        if sha is not None:
-            return FileMeta(name, st.st_size, sha, st.st_mtime_ns / 1e9, guess_mime(name))
-        return HashJob(path, name, real=real, st=st)
-
     # -- sharing -----------------------------------------------------------------------------
     def scan_share(self) -> tuple[list[FileMeta], list[HashJob]]:
         """A full pass of the share index now: the listed files, and HashJobs for the rest.
@@ -186,74 +179,16 @@ class Store:
         return list(self.index.files()), jobs
 
     def meta_for_path(self, path: Path) -> FileMeta | HashJob:
-        """Describe any readable regular file (a push of an absolute path or a share name).
-
-        The name is the share-relative name for files in the share, else the base name.
-        """
-        try:
-            real = os.path.realpath(path)
-            st = os.stat(real)
-        except (FileNotFoundError, NotADirectoryError) as exc:
-            raise StoreError("not_found", f"no such file: {path}") from exc
-        except OSError as exc:
-            raise StoreError("io_error", f"cannot stat {path}: {exc.strerror}") from exc
-        if not stat.S_ISREG(st.st_mode):
-            raise StoreError("not_found", f"{path} is not a regular file")
-        if not os.access(real, os.R_OK):
-            raise StoreError("io_error", f"{path} is not readable")
-        name = Path(path).name
-        if inside(real, self.share_real) and real != self.share_real:
-            name = Path(os.path.relpath(real, self.share_real)).as_posix()
-        return self._meta_or_job(Path(path), name, real, st)
+        """Describe any readable regular file (a push of an absolute path or a share name)."""
+        return self.local.meta_for_path(path)
 
     def in_share(self, path: Path) -> bool:
-        """Whether `path` (after symlinks) is a file mole may send without being told: inside
-        the share, or a file it received (inside the inbox, not its own `.mole` directory:
-        forwarding what arrived is what a relay does)."""
-        real = os.path.realpath(path)
-        if inside(real, self.share_real) and real != self.share_real:
-            return True
-        inbox = self.inbox_real
-        mole = os.path.join(inbox, MOLE_DIR)
-        return inside(real, inbox) and real != inbox and not inside(real, mole)
+        """Whether `path` is a file mole may send without being told (sendable.py)."""
+        return self.local.in_share(path)
 
     def resolve_shared(self, name: str | None, sha256: str | None) -> Path:
         """The path of a shared file by name (or, without a name, by cached content hash)."""
-        if name is not None:
-            try:
-                check_name(name)
-            except BadName as exc:
-                raise StoreError("not_found", f"not shared: {exc}") from exc
-            parts = name.split("/")
-            if any(p.startswith(".") for p in parts) or name.endswith(PART_SUFFIX):
-                raise StoreError("not_found", f"{name!r} is not shared")
-            path = self.share.joinpath(*parts)
-            real = os.path.realpath(path)
-            try:
-                ok = inside(real, self.share_real) and stat.S_ISREG(os.stat(real).st_mode)
-            except OSError:
-                ok = False
-            if not ok:
-                raise StoreError("not_found", f"no shared file {name!r}")
-            if sha256 is not None:
-                st = os.stat(real)
-                if self.cache.get(real, st) != sha256:
-                    raise StoreError("not_found", f"shared file {name!r} has other content")
-            return path
-        if sha256 is not None:
-            for real in self.cache.paths_with(sha256):
-                if inside(real, self.share_real) and self._still_valid(real):
-                    rel = os.path.relpath(real, self.share_real)
-                    if not any(p.startswith(".") for p in Path(rel).parts):
-                        return self.share / rel
-        raise StoreError("not_found", f"no shared file with sha256 {sha256}")
-
-    def _still_valid(self, real: str) -> bool:
-        try:
-            st = os.stat(real, follow_symlinks=False)
-        except OSError:
-            return False
-        return stat.S_ISREG(st.st_mode) and self.cache.get(real, st) is not None
+        return self.local.resolve_shared(name, sha256)
 
     # -- the inbox's files -------------------------------------------------------------------
     def scan_inbox(self) -> tuple[list[FileMeta], list[HashJob]]:

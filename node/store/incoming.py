@@ -18,11 +18,11 @@ from typing import TYPE_CHECKING, NoReturn
 
 from node import plat
 from node.errors import BadName, HashMismatch, StoreError
-from node.store.dirs import Dir, make_dirs, open_dir, os_error
+from node.store.dirs import Dir, os_error
 from node.store.hashing import READ_CHUNK, new_sha256
 from node.store.meta import FileMeta, is_sha256
 from node.store.parts import PART_SUFFIX
-from node.store.placement import link_free_name
+from node.store.placement import place_part
 
 if TYPE_CHECKING:
     from node.store.inbox import Inbox
@@ -256,42 +256,19 @@ class Incoming:
                     self._parts_dir.set_mtime(part, ns, (st.st_dev, st.st_ino))
 
     def _place(self) -> str:
-        """Link the verified part under a free name in the inbox; never follows a symlink."""
-        inbox = self._inbox
+        """Link the verified part under a free name in the inbox (placement.py)."""
         root, parts_dir = self._inbox_dir, self._parts_dir
         assert root is not None and parts_dir is not None
-        # The inbox was opened at open_incoming: make sure the path still names it.
-        with open_dir(inbox.real, "inbox", inbox.dirs) as now:
-            if now.ident() != root.ident():
-                raise StoreError("io_error", "the inbox directory was replaced during the transfer")
-        parts = self.name.split("/")
-        dest = make_dirs(root, parts[:-1])
-        try:
-            placed = link_free_name(
-                inbox.cache,
-                parts_dir,
-                self.key + PART_SUFFIX,
-                self._fd,
-                dest,
-                parts,
-                os.path.join(inbox.real, *parts[:-1]),
-                self.meta.sha256,
-            )
-            if not placed.linked:  # the same content is there already: the part is surplus
-                self._drop_part()
-                return placed.name
-            # Placed. A part we cannot unlink is harmless: a resume finds the same inode.
-            with contextlib.suppress(OSError):
-                self._drop_part()
-            if inbox.fsync:
-                dest.fsync()
-            st = dest.lstat(placed.name.rsplit("/", 1)[-1])
-            real = os.path.join(inbox.real, *placed.name.split("/"))
-            inbox.cache.record(real, st.st_size, st.st_mtime_ns, self.meta.sha256)
-            return placed.name
-        finally:
-            if dest is not root:
-                dest.close()
+        return place_part(
+            self._inbox,
+            root,
+            parts_dir,
+            self.key,
+            self._fd,
+            self.name,
+            self.meta.sha256,
+            self._drop_part,
+        )
 
     def _drop_part(self) -> None:
         """Remove the part and its record. The part's fd is closed first: Windows cannot

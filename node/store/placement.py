@@ -8,19 +8,33 @@ holds the same content is the answer, and the part is not placed."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from node import plat
 from node.errors import BadName, StoreError
 from node.names import numbered
-from node.store.dirs import Dir
+from node.store.dirs import Dir, make_dirs, open_dir
 from node.store.hashcache import HashCache
 from node.store.hashing import READ_CHUNK, new_sha256
+from node.store.parts import PART_SUFFIX
 
-__all__ = ["INLINE_HASH_LIMIT", "MAX_COLLISIONS", "Placed", "link_free_name", "same_content"]
+if TYPE_CHECKING:
+    from node.store.inbox import Inbox
+
+__all__ = [
+    "INLINE_HASH_LIMIT",
+    "MAX_COLLISIONS",
+    "Placed",
+    "link_free_name",
+    "place_part",
+    "same_content",
+]
 
 INLINE_HASH_LIMIT = 16 << 20  # existing inbox files up to this size are hashed inline to compare
 MAX_COLLISIONS = 10_000
@@ -33,6 +47,56 @@ class Placed:
 
     name: str
     linked: bool
+
+
+def place_part(
+    inbox: Inbox,
+    root: Dir,
+    parts_dir: Dir,
+    key: str,
+    fd: int,
+    name: str,
+    sha256: str,
+    drop_part: Callable[[], None],
+) -> str:
+    """Link a verified part (`key`, open as `fd`) under a free form of `name` in the inbox
+    (opened as `root` when the receive began); never follows a symlink. Returns the name it
+    got. `drop_part` removes the part and its record (Incoming's, which owns them).
+
+    Moved here from Incoming (issue 9): where a verified file goes is this module's concern,
+    the receive (bytes, hash, its fate) is Incoming's."""
+    # The inbox was opened at open_incoming: make sure the path still names it.
+    with open_dir(inbox.real, "inbox", inbox.dirs) as now:
+        if now.ident() != root.ident():
+            raise StoreError("io_error", "the inbox directory was replaced during the transfer")
+    parts = name.split("/")
+    dest = make_dirs(root, parts[:-1])
+    try:
+        placed = link_free_name(
+            inbox.cache,
+            parts_dir,
+            key + PART_SUFFIX,
+            fd,
+            dest,
+            parts,
+            os.path.join(inbox.real, *parts[:-1]),
+            sha256,
+        )
+        if not placed.linked:  # the same content is there already: the part is surplus
+            drop_part()
+            return placed.name
+        # Placed. A part we cannot unlink is harmless: a resume finds the same inode.
+        with contextlib.suppress(OSError):
+            drop_part()
+        if inbox.fsync:
+            dest.fsync()
+        st = dest.lstat(placed.name.rsplit("/", 1)[-1])
+        real = os.path.join(inbox.real, *placed.name.split("/"))
+        inbox.cache.record(real, st.st_size, st.st_mtime_ns, sha256)
+        return placed.name
+    finally:
+        if dest is not root:
+            dest.close()
 
 
 def link_free_name(

@@ -25,13 +25,12 @@ be shared are in `skipped()` with the reason (see walk.py).
 from __future__ import annotations
 
 import math
-import time
 from pathlib import Path
 
-from node.messages import FileInfo, Files
 from node.store.hashcache import HashCache
 from node.store.hashing import HashJob
 from node.store.meta import FileMeta, guess_mime, inside
+from node.store.published import PublishedView
 from node.store.walk import UNREADABLE, Found, Skipped, TreeWalk
 
 __all__ = ["MAX_SKIPPED", "ShareIndex"]
@@ -60,24 +59,14 @@ class ShareIndex:
         self.cache = cache
         self.interval = interval
         self.min_interval = min_interval
-        self.publish_interval = publish_interval
-        self.generation = 0  # +1 whenever the published view changes
         self.passes = 0  # passes completed
         self.passes_started = 0
         self.entries_visited = 0  # directory entries looked at, all passes (for tests, stats)
         self._exclude = exclude
-        # Published view.
-        self._files: dict[str, FileMeta] = {}
-        self._by_sha: dict[str, FileMeta] = {}
-        self._sorted: tuple[FileMeta, ...] | None = ()
-        self._body: bytes | None = None
+        # What peers see; hashes finished since the last step() are merged there in one batch.
+        self._view = PublishedView(publish_interval)
         self._skipped: tuple[Skipped, ...] = ()
         self._skipped_total = 0
-        self._published_at = -math.inf
-        self._encode_cost = 0.0  # s the last listing took to encode
-        # Hashes finished since the last step(): merged into the view there, in one batch.
-        self._fresh: dict[str, FileMeta] = {}
-        self._fresh_by_sha: dict[str, FileMeta] = {}
         # Files whose hashing failed (unreadable): not queued again until they change.
         self._failed: dict[tuple[str, int, int], Skipped] = {}
         # Names waiting for their hash: name -> (realpath, pass number); realpath -> names.
@@ -108,7 +97,20 @@ class ShareIndex:
         return isinstance(name, str) and self.lookup(name) is not None
 
     def __len__(self) -> int:
-        return len(self._files)
+        return len(self._view)
+
+    @property
+    def generation(self) -> int:
+        """+1 whenever the published view changes."""
+        return self._view.generation
+
+    @property
+    def publish_interval(self) -> float:
+        return self._view.publish_interval
+
+    @publish_interval.setter
+    def publish_interval(self, value: float) -> None:
+        self._view.publish_interval = value
 
     def get(self, name: str) -> FileMeta | None:
         return self.lookup(name)
@@ -119,39 +121,31 @@ class ShareIndex:
     def lookup(self, name: str) -> FileMeta | None:
         """The shared file of this name, or None. O(1). Sees hashes finished since the last
         step() already (a push that just hashed the file), unlike files()."""
-        return self._fresh.get(name) or self._files.get(name)
+        return self._view.lookup(name)
 
     def by_sha(self, sha256: str) -> FileMeta | None:
         """A shared file with this content (the first by name), or None. O(1)."""
-        return self._fresh_by_sha.get(sha256) or self._by_sha.get(sha256)
+        return self._view.by_sha(sha256)
 
     def files(self) -> tuple[FileMeta, ...]:
         """The listed files, sorted by name (the same tuple until the view changes)."""
-        if self._sorted is None:
-            self._sorted = tuple(sorted(self._files.values(), key=lambda m: m.name))
-        return self._sorted
+        return self._view.files()
 
     def listing_body(self) -> bytes:
         """The `files` frame body for this view (node/messages.py `Files.body()`), encoded once
         per change: the same bytes object until the view changes."""
-        if self._body is None:
-            started = time.perf_counter()
-            infos = tuple(FileInfo(m.name, m.size, m.sha256, m.mtime, m.mime) for m in self.files())
-            self._body = Files(infos).body()
-            self._encode_cost = time.perf_counter() - started
-        return self._body
+        return self._view.listing_body()
 
     @property
     def unpublished(self) -> bool:
         """Hashes finished since the last publication wait to be listed."""
-        return bool(self._fresh)
+        return self._view.unpublished
 
     def publish_due(self, now: float) -> bool:
         """Whether finished hashes may be published now. A small share publishes them within
         `publish_interval` (a file just hashed is listed at once); a large one waits 20x what
         encoding its listing last cost, so re-encoding never takes over 5 % of the loop."""
-        wait = max(self.publish_interval, 20 * self._encode_cost)
-        return bool(self._fresh) and now - self._published_at >= wait
+        return self._view.publish_due(now)
 
     def skipped(self) -> tuple[Skipped, ...]:
         """Files the last complete pass could not share, and why (at most MAX_SKIPPED)."""
@@ -182,7 +176,7 @@ class ShareIndex:
         when one is due, and walk up to `budget_entries` directory entries of it. Returns the
         entries looked at."""
         if self.publish_due(now):
-            self._publish_fresh(now)
+            self._view.publish_fresh(now)
         if self._walk is None:
             due = now - self._started_at >= (self.min_interval if self._wanted else self.interval)
             if not due:
@@ -204,7 +198,7 @@ class ShareIndex:
         file that is not hashed yet, and takes them out of take_jobs()."""
         if self._walk is not None:
             self._walk.close()
-        self._publish_fresh(now)
+        self._view.publish_fresh(now)
         self._start(now)
         while self._walk is not None:
             self.step(1 << 30, now)
@@ -230,8 +224,7 @@ class ShareIndex:
             _, pass_no = self._waiting.pop(name)
             self._queue.pop((name, real, size, mtime_ns), None)  # queued again meanwhile
             meta = FileMeta(name, size, sha256, mtime_ns / 1e9, guess_mime(name))
-            self._fresh[name] = meta
-            _index_sha(self._fresh_by_sha, meta)
+            self._view.add_fresh(meta)
             if self._walk is not None and pass_no == self._pass_no:
                 self._next[name] = meta  # seen by this pass already: it must keep it
 
@@ -268,7 +261,7 @@ class ShareIndex:
         sha = self.cache.get(real, st)
         if sha is not None:
             mtime = st.st_mtime_ns / 1e9
-            old = self._files.get(rel)
+            old = self._view.listed(rel)
             if old is None or (old.size, old.sha256, old.mtime) != (st.st_size, sha, mtime):
                 old = FileMeta(rel, st.st_size, sha, mtime, guess_mime(rel))
             self._next[rel] = old  # unchanged: the same object, and no mime lookup
@@ -309,14 +302,7 @@ class ShareIndex:
             self._unwait(name)
         # Hashes noted during the pass are in _next when the pass saw their file (before or
         # after the note); the others' files are gone, and must not be published later.
-        self._fresh.clear()
-        self._fresh_by_sha.clear()
-        if self._next != self._files:
-            self._files = self._next
-            self._by_sha = {}
-            for meta in self._files.values():
-                _index_sha(self._by_sha, meta)
-            self._changed(now)
+        self._view.replace(self._next, now)
         self._next = {}
         self._skipped = tuple(self._next_skipped)
         self._skipped_total = self._next_skipped_total
@@ -325,16 +311,6 @@ class ShareIndex:
         self._known_reals = self._seen_reals
         self._seen_reals = set()
         self._failed = {k: v for k, v in self._failed.items() if k[0] in self._known_reals}
-
-    def _publish_fresh(self, now: float) -> None:
-        if not self._fresh:
-            return
-        for name, meta in self._fresh.items():
-            self._files[name] = meta
-            _index_sha(self._by_sha, meta)
-        self._fresh.clear()
-        self._fresh_by_sha.clear()
-        self._changed(now)
 
     def note_failed(self, job: HashJob, error: OSError) -> None:
         """Hashing a file failed (unreadable, or it kept changing): list it as skipped, and
@@ -346,16 +322,3 @@ class ShareIndex:
         if len(self._skipped) < MAX_SKIPPED:
             self._skipped = (*self._skipped, skipped)
         self._skipped_total += 1
-
-    def _changed(self, now: float) -> None:
-        self.generation += 1
-        self._published_at = now
-        self._sorted = None
-        self._body = None
-
-
-def _index_sha(by_sha: dict[str, FileMeta], meta: FileMeta) -> None:
-    """Index meta by content; of several files with one content, the first by name wins."""
-    cur = by_sha.get(meta.sha256)
-    if cur is None or meta.name < cur.name:
-        by_sha[meta.sha256] = meta

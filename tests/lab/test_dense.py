@@ -4,6 +4,8 @@ what it refuses at load time; and lab/pod.py's command lines."""
 from __future__ import annotations
 
 import json
+import os
+import stat
 import textwrap
 from pathlib import Path
 from types import SimpleNamespace
@@ -12,7 +14,7 @@ from typing import Any
 import pytest
 
 from lab import dense, pod
-from lab.nodespec import LabError, NodeHandle, NodeSpec
+from lab.nodespec import GROUP_SECRET_FILE, LabError, NodeHandle, NodeSpec
 from lab.scenario import ScenarioError, load_scenario, loads
 
 SCENARIOS = Path(__file__).resolve().parents[2] / "scenarios"
@@ -153,3 +155,22 @@ def test_pod_builds_one_namespace_per_node(monkeypatch: pytest.MonkeyPatch) -> N
     pod.spawn(2, {"name": "x", "argv": ["serve"], "user": "1000:1000"})
     assert seen["cmd"][:4] == ["ip", "netns", "exec", "n2"]
     assert "--reuid=1000" in seen["cmd"] and seen["cmd"][-3:] == ["-m", "node", "serve"]
+
+
+def test_dense_nodes_join_the_run_group_and_scenario_groups_with_their_own_secret_file(
+    tmp_path: Path,
+) -> None:
+    # Before: pods' nodes got neither the run's secret nor `--group lab:...`, so every push
+    # between them was refused not_authorized (dense-12).
+    inner = FakeInner(tmp_path)
+    inner.group_secret = "run-secret"  # type: ignore[attr-defined]
+    c = dense.DenseCluster(inner, 2)
+    swarm = ["--group", f"swarm:@/data/{GROUP_SECRET_FILE}"]
+    handles = c.create_nodes([NodeSpec(f"n{i}", ["lan"], args=swarm, start=False) for i in (0, 1)])
+    secret = handles["n1"].data_dir / GROUP_SECRET_FILE
+    assert secret.read_text().strip() == "run-secret"
+    assert stat.S_IMODE(os.stat(secret).st_mode) == 0o600
+    argv = json.loads((tmp_path / "pod0" / "pod.json").read_text())["nodes"][1]["argv"]
+    groups = [argv[i + 1] for i, a in enumerate(argv) if a == "--group"]
+    assert groups == [f"lab:@/data/n1/{GROUP_SECRET_FILE}", f"swarm:@/data/n1/{GROUP_SECRET_FILE}"]
+    assert not any("run-secret" in a for a in argv)

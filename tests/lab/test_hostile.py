@@ -130,7 +130,8 @@ def test_hostile_scenarios_prove_the_attack_was_refused(path: Path) -> None:
     triggers = [s.trigger for s in sc.steps if s.do == "push"]
     on_target = [t for t in triggers if t.event is not None and target in t.event.nodes]
     failures = [f for f in sc.expect.failures if evil.name in f.nodes]
-    assert on_target or failures
+    counted = [e for e in sc.expect.stats if target in e.nodes]  # what the target counted
+    assert on_target or failures or counted
     assert any(f.node == target for f in sc.expect.files)
 
 
@@ -190,3 +191,45 @@ def test_events_expectations_are_checked_at_load_time() -> None:
         load("{behaviour: junk, target: b}", "events: [{node: b, event: warning, at_least: 0}]")
     with pytest.raises(ScenarioError, match="hostile peer"):
         load("{behaviour: junk, target: b}", "events: [{node: evil, event: warning}]")
+
+
+def test_an_insider_attacker_proves_the_run_group_a_stranger_proves_none(tmp_path: Path) -> None:
+    """insider: true hands the attacker the run's group secret file (every container has it):
+    its hellos prove group `lab`, so the target hears its lies instead of refusing it first."""
+    spec = "{behaviour: liar, target: b, file: payload.bin, insider: true}"
+    evil = load(spec).node("evil")  # type: ignore[attr-defined]
+    argv = hostile.command(evil)
+    assert argv[argv.index("--group") + 1] == "lab:@/data/state/group.secret"
+    assert "--insider" not in argv
+    secret = tmp_path / "group.secret"
+    secret.write_text("0123456789abcdef0123456789abcdef\n")
+    a = attacker.Attack(
+        attacker.parse(["--behaviour", "liar", "--target", "b", "--group", f"lab:@{secret}"])
+    )
+    assert a.groups.names == ("lab",) and len(a.groups.prove(b"m")) == 1
+    stranger = attacker.Attack(attacker.parse(["--behaviour", "liar", "--target", "b"]))
+    assert stranger.groups.prove(b"m") == []
+    assert "--group" not in hostile.command(load(spec.replace("true", "false")).node("evil"))  # type: ignore[attr-defined]
+
+
+def test_stats_expectations_read_the_node_counters_at_the_end() -> None:
+    from lab.expectations import StatsReach
+
+    sc = load("{behaviour: flood, target: b}", "stats: [{node: b, key: discovery.forged}]")
+    (e,) = sc.expect.stats  # type: ignore[attr-defined]
+    assert (e.nodes, e.key, e.at_least) == (("b",), "discovery.forged", 1)
+    assert "one of `node` or `group`" in refused(
+        "{behaviour: flood, target: b}", "stats: [{key: x}]"
+    )
+    fails: list[str] = []
+    counters = {"discovery": {"forged": 0}}
+    api = SimpleNamespace(node=lambda: {"stats": counters})
+    state: Any = SimpleNamespace(
+        nodes=SimpleNamespace(api=lambda node, timeout: api),
+        fail=lambda path, msg, nodes: fails.append(msg),
+    )
+    StatsReach(e).final(state)
+    assert fails == ["b: stats.discovery.forged is 0, expected >= 1"]
+    counters["discovery"]["forged"] = 3
+    StatsReach(e).final(state)
+    assert len(fails) == 1

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from node import addr, cliview
+from node import addr, cliview, sockopen
 from node.config import Config, parse_hostport
 from node.discovery import Announce, PeerTable, PeerUp, encode
 from node.events import EventBus
@@ -56,7 +56,7 @@ def test_families_zones_and_mapped_addresses() -> None:
     assert _addr(("2001:db8::1", 5, 0, 0)) == ("2001:db8::1", 5)
     # A zoned literal is resolved without a lookup, and keeps its scope id for connect().
     assert _is_ip_literal(f"fe80::1%{name}") and not _is_ip_literal("fe80::1.example")
-    family, sockaddr = Loop._resolve(f"fe80::1%{name}", 9, socket.SOCK_STREAM, passive=False)
+    family, sockaddr = sockopen.resolve(f"fe80::1%{name}", 9, socket.SOCK_STREAM, passive=False)
     assert family == socket.AF_INET6 and sockaddr == ("fe80::1", 9, 0, index)
 
 
@@ -277,3 +277,24 @@ def test_no_ipv6_socket_means_ipv4_discovery_only(tmp_path: Path, error: Excepti
     mc.start()
     mc.send(b"announce")  # no exception: the node goes on with IPv4 broadcast
     assert mc.udp is None
+
+
+def test_the_ipv4_copy_of_a_datagram_first_heard_over_ipv6_takes_the_address() -> None:
+    """A node sends each announce once per family, the same bytes: when the IPv6 copy
+    arrives first, the IPv4 copy is a duplicate (no second verification) but still gives the
+    IPv4 address (before: dropped as a duplicate, so dense lab pods kept fe80:: addresses)."""
+    table = PeerTable("cd" * 32)
+    data = announce(1)
+    first = table.observe(data, "fe80::2%eth0", 0.0)
+    assert isinstance(first[0], PeerUp) and first[0].peer.addr == "fe80::2%eth0"
+    switched = table.observe(data, "10.0.0.2", 0.01)
+    assert isinstance(switched[0], PeerUp) and switched[0].changed
+    assert switched[0].peer.addr == "10.0.0.2"
+    assert table.observe(data, "10.0.0.2", 0.02) == []  # a third copy: nothing more
+    # A copy with the same signature but another body is no copy: it changes nothing.
+    table = PeerTable("cd" * 32)
+    other = announce(2)
+    table.observe(other, "fe80::2%eth0", 0.1)
+    body = encode(Announce(PEER.node_id, PEER.cert_der, "peer", 9, (), 2, 2.0), PEER.seed)[:-64]
+    assert table.observe(body + other[-64:], "10.0.0.9", 0.11) == []
+    assert next(iter(table._peers.values())).addr == "fe80::2%eth0"
