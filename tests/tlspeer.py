@@ -170,7 +170,11 @@ class TlsPeer:
             except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
                 self._eof = True
             finally:
-                self._flush()
+                # What TLS wants to send back while we read (a ticket ack, an alert) is lost if
+                # the node has closed already; what it sent before closing is still to be read
+                # (a slowloris test read its error frame only until this write broke the pipe).
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                    self._flush()
 
     def shutdown(self, how: int) -> None:
         """SHUT_WR: close_notify (the node sees the end of our data), then a TCP half-close."""
