@@ -11,14 +11,13 @@ is complete but the digest is not: empty `data` frames keep both idle timeouts q
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from node.errors import ErrorCode
 from node.messages import Data, Digest, FileHeader, FileInfo, Get
 from node.names import check_name
-from node.sender import FileSender
+from node.sender import FileSender, unchanged_since
 from node.session import PULL_DIGEST_FEATURE, Session, State
 from node.store import FileMeta, HashJob, guess_mime
 from node.transfer import TEvent
@@ -112,12 +111,7 @@ class HashlessPull:
                 self.conn.wake()
             return
         # Never vouch for bytes that may not be what was streamed.
-        try:
-            st = os.stat(self.path)
-            unchanged = (st.st_size, st.st_mtime_ns) == self.key
-        except OSError:
-            unchanged = False
-        if not unchanged:
+        if not unchanged_since(self.path, self.key):
             self._changed("the file changed while it was sent")
             return
         self.digest_sent = True

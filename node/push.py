@@ -9,7 +9,6 @@ connection: hello, offer, stream, (digest,) verdict.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -29,7 +28,7 @@ from node.messages import (
     Verdict,
 )
 from node.names import check_name
-from node.sender import FileSender
+from node.sender import FileSender, unchanged_since
 from node.store import FileMeta, HashJob, guess_mime
 from node.transfer import TEvent, Transfer, TState
 
@@ -339,12 +338,7 @@ class PushClient(ClientHandler):
                 self.conn.wake()
             return
         # Never vouch for bytes that may not be what was streamed.
-        try:
-            st = os.stat(self.path)
-            unchanged = (st.st_size, st.st_mtime_ns) == self.key
-        except OSError:
-            unchanged = False
-        if not unchanged:
+        if not unchanged_since(self.path, self.key):
             self._changed("the file changed while it was sent")
             return
         self.digest_sent = True

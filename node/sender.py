@@ -25,6 +25,16 @@ if TYPE_CHECKING:
 STREAM_FRAME = 8 << 20  # data frame size when uncapped: a cancel waits for at most one frame
 
 
+def unchanged_since(path: str | os.PathLike[str], key: tuple[int, int] | None) -> bool:
+    """Whether the file still has the (size, mtime_ns) it had when its hash-less stream began:
+    a digest is only sent for bytes that may be what was streamed (pushes and cold pulls)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    return key is not None and (st.st_size, st.st_mtime_ns) == key
+
+
 class FileSender:
     def __init__(
         self, conn: Conn, path: str, offset: int, size: int, bucket: TokenBucket | None = None
