@@ -44,7 +44,7 @@ import struct
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from node import handshake
@@ -219,35 +219,45 @@ class Attack(Peer):
     def liar(self) -> None:
         """Honest-looking push of `file` whose bytes do not match the announced hash."""
         size = self.a.size
-        promised = random.Random(1).randbytes(size)
-        sha = hashlib.sha256(promised).hexdigest()
+        sha = hashlib.sha256(random.Random(1).randbytes(size)).hexdigest()
+        for n in self._sessions():
+            # The lie: other bytes of the same size, from byte 0 (offset ignored).
+            body = random.Random(2 + n).randbytes(size)
+            self._lying_push(f"lie{n}", size, sha, 1_700_000_000.0 + n, body, verdict_wait=30)
+
+    def _sessions(self) -> Iterator[int]:
+        """The push loop of the liars: a numbered round per session until stopped."""
         n = 0
         while not self.stop.is_set():
-            s = self.session()
-            if s is None:
-                continue
-            with s:
-                try:
-                    tid = f"lie{n}"
-                    s.sendall(
-                        frame({"type": "offer", "id": tid, "name": self.a.file, "size": size,
-                               "sha256": sha, "mtime": 1_700_000_000.0 + n,
-                               "mime": "application/octet-stream"})
-                    )  # fmt: skip
-                    codes = self.answer_codes(s)
-                    if "accept" in codes:
-                        # The lie: other bytes of the same size, from byte 0 (offset ignored).
-                        s.sendall(frame({"type": "data", "body": size}))
-                        s.sendall(random.Random(2 + n).randbytes(size))
-                        codes += self.answer_codes(s, timeout=30)
-                    for c in codes:
-                        if c != "accept":
-                            self.count(answer=c)
-                    self.count(sent=1)
-                except OSError:
-                    self.count(refused=1)
+            yield n
             n += 1
             self.pace()
+
+    def _lying_push(
+        self, tid: str, size: int, sha: str, mtime: float, body: bytes, verdict_wait: float
+    ) -> None:
+        """Offer `size` bytes with hash `sha`, then send `body` instead if accepted; the
+        answers counted (what the target said: anything but `accept` is its refusal)."""
+        s = self.session()
+        if s is None:
+            return
+        with s:
+            try:
+                s.sendall(
+                    frame({"type": "offer", "id": tid, "name": self.a.file, "size": size,
+                           "sha256": sha, "mtime": mtime, "mime": "application/octet-stream"})
+                )  # fmt: skip
+                codes = self.answer_codes(s)
+                if "accept" in codes:
+                    s.sendall(frame({"type": "data", "body": len(body)}))
+                    s.sendall(body)
+                    codes += self.answer_codes(s, timeout=verdict_wait)
+                for c in codes:
+                    if c != "accept":
+                        self.count(answer=c)
+                self.count(sent=1)
+            except OSError:
+                self.count(refused=1)
 
     def slowloris(self) -> None:
         socks: list[socket.socket] = []
@@ -390,31 +400,9 @@ class Attack(Peer):
     def sizeliar(self) -> None:
         """A push whose stream is longer than the size it offered (a liar about size)."""
         size = self.a.size
-        n = 0
-        while not self.stop.is_set():
-            s = self.session()
-            if s is None:
-                continue
-            with s:
-                try:
-                    s.sendall(
-                        frame({"type": "offer", "id": f"big{n}", "name": self.a.file,
-                               "size": size, "sha256": "0" * 64, "mtime": 1_700_000_000.0,
-                               "mime": "application/octet-stream"})
-                    )  # fmt: skip
-                    codes = self.answer_codes(s)
-                    if "accept" in codes:
-                        s.sendall(frame({"type": "data", "body": size + 4096}))
-                        s.sendall(random.Random(n).randbytes(size + 4096))
-                        codes += self.answer_codes(s, timeout=10)
-                    for c in codes:
-                        if c != "accept":
-                            self.count(answer=c)
-                    self.count(sent=1)
-                except OSError:
-                    self.count(refused=1)
-            n += 1
-            self.pace()
+        for n in self._sessions():
+            body = random.Random(n).randbytes(size + 4096)
+            self._lying_push(f"big{n}", size, "0" * 64, 1_700_000_000.0, body, verdict_wait=10)
 
     def trickle(self) -> None:
         """Pushes accepted, then streamed far below any useful rate (slow body, not slow

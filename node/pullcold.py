@@ -15,17 +15,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from node.errors import ErrorCode
-from node.messages import Data, Digest, FileHeader, FileInfo, Get
+from node.messages import Digest, FileHeader, FileInfo, Get
 from node.names import check_name
-from node.sender import FileSender, unchanged_since
+from node.sender import DigestKeepalive, FileSender, unchanged_since
 from node.session import PULL_DIGEST_FEATURE, Session, State
 from node.store import FileMeta, HashJob, guess_mime
 from node.transfer import TEvent
 
 if TYPE_CHECKING:
     from node.serve import ServerHandler
-
-DIGEST_KEEPALIVE = 5.0  # s between empty data frames while the digest waits for the hash
 
 
 def wants_hashless(session: Session, msg: Get) -> bool:
@@ -55,7 +53,7 @@ class HashlessPull:
         self.digest: str | None = None
         self.digest_sent = False
         self.stopped = False
-        self._keepalive_at: float | None = None
+        self._keepalive = DigestKeepalive()
 
     def start(self) -> None:
         node, h, msg, job = self.node, self.handler, self.msg, self.job
@@ -105,31 +103,26 @@ class HashlessPull:
         if self.conn.session.state is not State.PULL_DIGEST:
             return  # the stream is not fully sent yet: the sender's on_sent comes back here
         if self.digest is None:
-            if self._keepalive_at is None:
-                every = min(DIGEST_KEEPALIVE, self.node.config.idle_timeout / 3)
-                self._keepalive_at = self.node.loop.time() + every
-                self.conn.wake()
+            self._keepalive.arm(self.conn, self.node.loop.time(), self.node.config.idle_timeout)
             return
         # Never vouch for bytes that may not be what was streamed.
         if not unchanged_since(self.path, self.key):
             self._changed("the file changed while it was sent")
             return
         self.digest_sent = True
-        self._keepalive_at = None
+        self._keepalive.cancel()
         self.conn.send(Digest(self.msg.id, self.digest))
 
     def get_timer(self) -> float | None:
-        return self._keepalive_at
+        return self._keepalive.at
 
     def handle_timer(self, now: float) -> None:
         """An empty data frame: the client (and our idle timeout) see we are still here."""
-        if self._keepalive_at is None or now < self._keepalive_at:
+        if not self._keepalive.due(now):
             return
-        self._keepalive_at = None
         if self.stopped or self.digest_sent or self.conn.closed:
             return
-        self.conn.send(Data(0))
-        self.conn.last_activity = now
+        self._keepalive.send(self.conn, now)
         self.send_digest()
 
     def _changed(self, reason: str) -> None:
@@ -139,7 +132,7 @@ class HashlessPull:
         """The operation is over (verdict, failure, close): no digest, no keepalive. The hash
         job goes on: its result lands in the cache for the next request."""
         self.stopped = True
-        self._keepalive_at = None
+        self._keepalive.cancel()
         watchers = self.node.pushes.watchers
         for tid, w in list(watchers.items()):
             if w is self:

@@ -17,7 +17,6 @@ from node.errors import BadName, ErrorCode, LocalCode, NotFound, RequestError, S
 from node.events import TransferWaiting
 from node.messages import (
     Accept,
-    Data,
     Digest,
     FileInfo,
     Hello,
@@ -28,14 +27,13 @@ from node.messages import (
     Verdict,
 )
 from node.names import check_name
-from node.sender import FileSender, unchanged_since
+from node.sender import DigestKeepalive, FileSender, unchanged_since
 from node.store import FileMeta, HashJob, guess_mime
 from node.transfer import TEvent, Transfer, TState
 
 if TYPE_CHECKING:
     from node.node import Node
 
-DIGEST_KEEPALIVE = 5.0  # empty data frames while a streamed push waits for its own hash
 # A never-hashed file this small is hashed before its offer (a fraction of one loop turn): the
 # offer then carries the sha256, which the receiver can deduplicate. A larger one to a "digest"
 # peer always goes hash-less, whether or not its hash happens to finish while we connect.
@@ -213,7 +211,7 @@ class PushClient(ClientHandler):
         self.digest: str | None = None  # the job's result
         self.digest_sent = False
         self.overlapped = False  # the hash finished while the stream was under way
-        self._keepalive_at: float | None = None
+        self._keepalive = DigestKeepalive()
         self._counted = 0
 
     def busy(self) -> bool:
@@ -332,34 +330,29 @@ class PushClient(ClientHandler):
         if self.conn.session.state.name != "PUSH_DIGEST":
             return  # the stream is not fully sent yet: on_sent comes back here
         if self.digest is None:
-            if self._keepalive_at is None:
-                every = min(DIGEST_KEEPALIVE, self.node.config.idle_timeout / 3)
-                self._keepalive_at = self.node.loop.time() + every
-                self.conn.wake()
+            self._keepalive.arm(self.conn, self.node.loop.time(), self.node.config.idle_timeout)
             return
         # Never vouch for bytes that may not be what was streamed.
         if not unchanged_since(self.path, self.key):
             self._changed("the file changed while it was sent")
             return
         self.digest_sent = True
-        self._keepalive_at = None
+        self._keepalive.cancel()
         t = self.transfer
         t.sha256 = self.digest
         self.conn.send(Digest(t.id, self.digest))
         self.node.pushes.note_offered(t, self.digest)
 
     def get_timer(self) -> float | None:
-        return self._keepalive_at
+        return self._keepalive.at
 
     def handle_timer(self, now: float) -> None:
         """An empty data frame: the receiver (and our idle timeout) see we are still here."""
-        if self._keepalive_at is None or now < self._keepalive_at:
+        if not self._keepalive.due(now):
             return
-        self._keepalive_at = None
         if self.finished or self.digest_sent or self.conn.closed:
             return
-        self.conn.send(Data(0))
-        self.conn.last_activity = now
+        self._keepalive.send(self.conn, now)
         self._send_digest()
 
     def _changed(self, reason: str) -> None:
@@ -369,7 +362,7 @@ class PushClient(ClientHandler):
         self.conn.fail(ErrorCode.SOURCE_CHANGED, reason)
 
     def _unwatch(self) -> None:
-        self._keepalive_at = None
+        self._keepalive.cancel()
         watchers = self.node.pushes.watchers
         if watchers.get(self.transfer.id) is self:
             del watchers[self.transfer.id]

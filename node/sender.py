@@ -35,6 +35,41 @@ def unchanged_since(path: str | os.PathLike[str], key: tuple[int, int] | None) -
     return key is not None and (st.st_size, st.st_mtime_ns) == key
 
 
+DIGEST_KEEPALIVE = 5.0  # s between empty data frames while a hash-less sender waits for its hash
+
+
+class DigestKeepalive:
+    """The deadline of a hash-less sender (push or cold pull) whose last data byte is out but
+    whose hash is not known yet: an empty data frame every DIGEST_KEEPALIVE seconds (at most a
+    third of the idle timeout) tells the receiver, and our own idle deadline, that the
+    connection is alive while the hash queue catches up."""
+
+    def __init__(self) -> None:
+        self.at: float | None = None
+
+    def arm(self, conn: Conn, now: float, idle_timeout: float) -> None:
+        """Waiting for the hash: the first keepalive is due one period from now."""
+        if self.at is None:
+            self.at = now + min(DIGEST_KEEPALIVE, idle_timeout / 3)
+            conn.wake()
+
+    def cancel(self) -> None:
+        self.at = None
+
+    def due(self, now: float) -> bool:
+        """Whether the keepalive is due; if so it is disarmed (the owner sends it, then waits
+        for the digest again, which re-arms it)."""
+        if self.at is None or now < self.at:
+            return False
+        self.at = None
+        return True
+
+    @staticmethod
+    def send(conn: Conn, now: float) -> None:
+        conn.send(Data(0))
+        conn.last_activity = now
+
+
 class FileSender:
     def __init__(
         self, conn: Conn, path: str, offset: int, size: int, bucket: TokenBucket | None = None

@@ -9,7 +9,7 @@ so the lab's own API calls are never the ones losing packets. See docs/faults.md
 from __future__ import annotations
 
 import shlex
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from lab.faults.base import (
@@ -179,24 +179,44 @@ def loss_del_lines(direction: str = "both") -> list[str]:
     return lines
 
 
+def _scripted_fault(
+    cluster: ClusterLike,
+    verbs: tuple[str, str],
+    nodes: list[str],
+    add_lines: Callable[[str], list[str]],
+    del_lines: list[str],
+    desc: str,
+) -> Revert:
+    """A netfilter fault applied by one script per node and reverted by another. A failed
+    add is rolled back on that node unless the script refused (the fault was already active
+    there: the refusal changed nothing and the active one stays)."""
+    verb, unverb = verbs
+
+    def add(n: str) -> None:
+        try:
+            exec_script(cluster, n, verb, add_lines(n))
+        except FaultError as e:
+            if e.exit_code != REFUSED:
+                best_effort(lambda: exec_script(cluster, n, unverb, del_lines))
+            raise
+
+    def undo(n: str) -> None:
+        exec_if_up(cluster, n, unverb, del_lines)
+
+    return apply_each(cluster, verb, unverb, nodes, add, undo, desc)
+
+
 def loss(cluster: ClusterLike, p: dict[str, Any], targets: Targets) -> Revert:
     nodes = targets.nodes
     percent, direction = p["percent"], p["direction"]
 
-    def add(n: str) -> None:
-        info = net_info(cluster, n, "loss")
-        try:
-            exec_script(cluster, n, "loss", loss_add_lines(percent, direction, info.gateways))
-        except FaultError as e:
-            if e.exit_code != REFUSED:  # a refusal changed nothing; the active loss stays
-                best_effort(lambda: exec_script(cluster, n, "unloss", loss_del_lines(direction)))
-            raise
-
-    def undo(n: str) -> None:
-        exec_if_up(cluster, n, "unloss", loss_del_lines(direction))
+    def lines(n: str) -> list[str]:
+        return loss_add_lines(percent, direction, net_info(cluster, n, "loss").gateways)
 
     desc = f"loss {percent:g}% ({direction}) on {', '.join(nodes)}"
-    return apply_each(cluster, "loss", "unloss", nodes, add, undo, desc)
+    return _scripted_fault(
+        cluster, ("loss", "unloss"), nodes, lines, loss_del_lines(direction), desc
+    )
 
 
 def unloss(cluster: ClusterLike, p: dict[str, Any], targets: Targets) -> None:
@@ -260,21 +280,12 @@ def _other_ips(cluster: ClusterLike, node: str) -> list[str]:
 def duplicate(cluster: ClusterLike, p: dict[str, Any], targets: Targets) -> Revert:
     nodes, percent = targets.nodes, p["percent"]
 
-    def add(n: str) -> None:
-        try:
-            exec_script(
-                cluster, n, "duplicate", duplicate_add_lines(percent, _other_ips(cluster, n))
-            )
-        except FaultError as e:
-            if e.exit_code != REFUSED:
-                best_effort(lambda: exec_script(cluster, n, "unduplicate", duplicate_del_lines()))
-            raise
-
-    def undo(n: str) -> None:
-        exec_if_up(cluster, n, "unduplicate", duplicate_del_lines())
+    def lines(n: str) -> list[str]:
+        return duplicate_add_lines(percent, _other_ips(cluster, n))
 
     desc = f"duplicate {percent:g}% (out) on {', '.join(nodes)}"
-    return apply_each(cluster, "duplicate", "unduplicate", nodes, add, undo, desc)
+    verbs = ("duplicate", "unduplicate")
+    return _scripted_fault(cluster, verbs, nodes, lines, duplicate_del_lines(), desc)
 
 
 def unduplicate(cluster: ClusterLike, p: dict[str, Any], targets: Targets) -> None:
@@ -312,20 +323,15 @@ def dns_del_lines() -> list[str]:
 
 def dns_fail(cluster: ClusterLike, p: dict[str, Any], targets: Targets) -> Revert:
     nodes, mode = targets.nodes, p["mode"]
-
-    def add(n: str) -> None:
-        try:
-            exec_script(cluster, n, "dns_fail", dns_add_lines(mode))
-        except FaultError as e:
-            if e.exit_code != REFUSED:
-                best_effort(lambda: exec_script(cluster, n, "dns_heal", dns_del_lines()))
-            raise
-
-    def undo(n: str) -> None:
-        exec_if_up(cluster, n, "dns_heal", dns_del_lines())
-
     desc = f"dns_fail ({mode}) on {', '.join(nodes)}"
-    return apply_each(cluster, "dns_fail", "dns_heal", nodes, add, undo, desc)
+    return _scripted_fault(
+        cluster,
+        ("dns_fail", "dns_heal"),
+        nodes,
+        lambda n: dns_add_lines(mode),
+        dns_del_lines(),
+        desc,
+    )
 
 
 def dns_heal(cluster: ClusterLike, p: dict[str, Any], targets: Targets) -> None:

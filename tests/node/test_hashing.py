@@ -197,7 +197,7 @@ def test_a_push_waiting_for_its_own_hash_sends_keepalives_then_the_digest(
         return real_step(self, budget) if gate.is_set() else False  # held until the gate opens
 
     monkeypatch.setattr(HashJob, "step", gated)
-    monkeypatch.setattr("node.push.DIGEST_KEEPALIVE", 0.05)
+    monkeypatch.setattr("node.sender.DIGEST_KEEPALIVE", 0.05)
     peer = DigestPeer(gate)
     events: list[dict[str, Any]] = []
     cfg = config(tmp_path, port=0, api_port=0)  # any free ports on this host

@@ -124,7 +124,7 @@ def test_a_never_hashed_file_streams_at_once_and_the_digest_follows(
         return real_step(self, budget) if release.is_set() else False
 
     monkeypatch.setattr(HashJob, "step", gated)
-    monkeypatch.setattr("node.pullcold.DIGEST_KEEPALIVE", 0.05)
+    monkeypatch.setattr("node.sender.DIGEST_KEEPALIVE", 0.05)
     events: list[dict[str, Any]] = []
     n = serving_node(tmp_path, events)
     data = os.urandom(3 << 20)
