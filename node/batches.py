@@ -22,6 +22,7 @@ from node.batchio import BatchSink, BatchStream, missing_json
 from node.batchmsg import (
     FEATURE,
     MAX_ENTRIES,
+    PENDING_FEATURE,
     Batch,
     BatchAccept,
     BatchMessage,
@@ -43,17 +44,19 @@ from node.errors import (
     RequestError,
     StoreError,
 )
-from node.events import BatchStarted, TransferRefused
-from node.messages import FileInfo, Hello, Message, Reject
+from node.events import BatchStarted, TransferRefused, TransferWaiting
+from node.messages import FileInfo, Hello, Message, Pending, Reject
 from node.names import check_name, is_valid_name
+from node.offers import batch_summary
 from node.peerauth import PeerAuth
 from node.policy import PROMPT
 from node.transfer import Job, TEvent, Transfer, keeps_part
 
 if TYPE_CHECKING:
-    from node.conn import Conn, Handler
+    from node.conn import Conn
     from node.node import Node
     from node.sender import FileSender
+    from node.serve import ServerHandler
 
 # Bytes hashed per loop turn by one preparing batch push: several at once (a group send) must
 # still leave the streams under way their turns.
@@ -290,14 +293,11 @@ def _refusal(
     asked: bool = False,
 ) -> Reject | None:
     """The one accept decision for the whole batch: policy (largest file; on what the
-    connection proved, `auth`; `asked`: our own pull), room (all of it)."""
+    connection proved, `auth`; `asked`: our own pull, or a batch the user accepted), room (all
+    of it). Under --accept prompt a batch that passes still needs the user (the caller asks)."""
     files = [e for e in sink.batch.entries if e.kind == "file"]
     biggest = max((e.size for e in files), default=0)
     root = sink.batch.entries[0].path.split("/")[0]
-    if not asked and node.policy.authorization(auth) == PROMPT:
-        # A person decides offer by offer (node/offers.py); a batch is not offered for that.
-        why = "this node asks its user for each file (--accept prompt): send files one by one"
-        return Reject(sink.batch.id, ErrorCode.NOT_AUTHORIZED, why)
     info = FileInfo(root, biggest, None, 0.0, "")
     refusal = node.intake.incoming_refusal(peer, info, addr, auth=auth, asked=asked)
     if refusal is not None:
@@ -372,67 +372,56 @@ class _BatchHandler:
             node.manager.fail(t, first.code, reason, retry=first.code in ("truncated", "busy"))
 
 
-class BatchPushClient(_BatchHandler, ClientHandler):
-    def __init__(self, t: Transfer, batch: Batch, sources: dict[str, str]) -> None:
+class _BatchClient(_BatchHandler, ClientHandler):
+    """What both batch clients do on a connection they dialed: the peer's hello (the node we
+    meant, speaking batches) opens the batch, `pending` says its user decides, a `reject`
+    ends the attempt, and a break fails it (retried when the code is transient)."""
+
+    def __init__(self, t: Transfer) -> None:
         self.transfer = t
         self.expect_peer = t.peer
-        self.batch = batch
-        self.sources = sources
         self.sender = None
         self.finished = False
+        self.told_pending = False
 
     def busy(self) -> bool:
         return True
 
-    def streaming(self) -> bool:
-        return self.stream is not None
-
-    def on_write_paused(self) -> None:
-        if self.stream is not None:
-            self.stream.on_write_paused()
-
-    def on_writable(self) -> None:
-        if self.stream is not None:
-            self.stream.on_writable()
+    def _open(self) -> None:
+        """Send the batch's first message (the peer said hello and speaks batches)."""
+        raise NotImplementedError
 
     def on_message(self, msg: Message) -> None:
         t = self.transfer
         assert t is not None
+        node = self.conn.node
         if isinstance(msg, Hello):
             if not self.greet_peer(msg):
                 return
-            if t.final or self.finished:
+            if t.final or self.finished:  # cancelled while we connected
                 self.finished = True
                 self.conn.close()
                 return
             if FEATURE not in msg.features:
                 self.finished = True
-                self.conn.node.manager.fail(
+                node.manager.fail(
                     t, ErrorCode.POLICY, "the peer does not speak batches", retry=False
                 )
                 self.conn.close()
                 return
-            self.conn.send(self.batch)
+            self._open()
+        elif isinstance(msg, Pending):
+            # The receiver's user decides on the whole batch (--accept prompt): keep waiting;
+            # its `pending` frames keep the connection alive, batch_accept or reject follows.
+            if not self.told_pending:
+                self.told_pending = True
+                node.bus.publish(TransferWaiting(t.id, msg.timeout))
         elif isinstance(msg, Reject):
             self.finished = True
-            self.conn.node.manager.fail(t, msg.code, msg.reason)
+            node.manager.fail(t, msg.code, msg.reason)
             self.conn.close()
         else:
             super().on_message(msg)
-
-    def on_batch(self, msg: BatchMessage) -> None:
-        t = self.transfer
-        assert t is not None
-        if isinstance(msg, BProgress):
-            return  # the receiver is alive and placing files (its bytes reset our idle timer)
-        if isinstance(msg, BatchAccept):
-            self._start_stream(t, self.batch, self.sources, msg)
-        elif isinstance(msg, BatchVerdict):
-            self.finished = True
-            self._verdict_in(t, self.batch, msg)
-            self.conn.close()
-        else:
-            super().on_batch(msg)
 
     def on_failed(self, code: str, reason: str) -> None:
         self._end(code, reason)
@@ -448,41 +437,47 @@ class BatchPushClient(_BatchHandler, ClientHandler):
             self.conn.node.manager.fail(self.transfer, code, reason)
 
 
-class BatchPullClient(_BatchHandler, ClientHandler):
-    def __init__(self, t: Transfer) -> None:
-        self.transfer = t
-        self.expect_peer = t.peer
-        self.sender = None
-        self.finished = False
+class BatchPushClient(_BatchClient):
+    def __init__(self, t: Transfer, batch: Batch, sources: dict[str, str]) -> None:
+        super().__init__(t)
+        self.batch = batch
+        self.sources = sources
 
-    def busy(self) -> bool:
-        return True
+    def _open(self) -> None:
+        self.conn.send(self.batch)
 
-    def on_message(self, msg: Message) -> None:
+    def streaming(self) -> bool:
+        return self.stream is not None
+
+    def on_write_paused(self) -> None:
+        if self.stream is not None:
+            self.stream.on_write_paused()
+
+    def on_writable(self) -> None:
+        if self.stream is not None:
+            self.stream.on_writable()
+
+    def on_batch(self, msg: BatchMessage) -> None:
         t = self.transfer
         assert t is not None
-        if isinstance(msg, Hello):
-            if not self.greet_peer(msg):
-                return
-            if t.final:
-                self.finished = True
-                self.conn.close()
-                return
-            if FEATURE not in msg.features:
-                self.finished = True
-                self.conn.node.manager.fail(
-                    t, ErrorCode.POLICY, "the peer does not speak batches", retry=False
-                )
-                self.conn.close()
-                return
-            q = t.query or {}
-            self.conn.send(GetBatch(t.id, q.get("prefix"), q.get("glob")))
-        elif isinstance(msg, Reject):
+        if isinstance(msg, BProgress):
+            return  # the receiver is alive and placing files (its bytes reset our idle timer)
+        if isinstance(msg, BatchAccept):
+            self._start_stream(t, self.batch, self.sources, msg)
+        elif isinstance(msg, BatchVerdict):
             self.finished = True
-            self.conn.node.manager.fail(t, msg.code, msg.reason)
+            self._verdict_in(t, self.batch, msg)
             self.conn.close()
         else:
-            super().on_message(msg)
+            super().on_batch(msg)
+
+
+class BatchPullClient(_BatchClient):
+    def _open(self) -> None:
+        t = self.transfer
+        assert t is not None
+        q = t.query or {}
+        self.conn.send(GetBatch(t.id, q.get("prefix"), q.get("glob")))
 
     def on_batch(self, msg: BatchMessage) -> None:
         t = self.transfer
@@ -519,23 +514,11 @@ class BatchPullClient(_BatchHandler, ClientHandler):
         if self.sink is not None:
             self.sink.on_chunk(data, done)
 
-    def on_failed(self, code: str, reason: str) -> None:
-        self._end(code, reason)
-
-    def on_lost(self, reason: str) -> None:
-        self._end(LocalCode.CONNECTION_LOST, reason)
-
-    def _end(self, code: str, reason: str) -> None:
-        self._stop_io(code)
-        if not self.finished and self.transfer is not None:
-            self.finished = True
-            self.conn.node.manager.fail(self.transfer, code, reason)
-
 
 class BatchServe(_BatchHandler):
     """The serving side of batches on one inbound connection (held by its ServerHandler)."""
 
-    def __init__(self, owner: Handler, addr: str) -> None:
+    def __init__(self, owner: ServerHandler, addr: str) -> None:
         self.owner = owner
         self.conn = owner.conn
         self.addr = addr
@@ -579,6 +562,7 @@ class BatchServe(_BatchHandler):
 
     def _push_in(self, msg: Batch, peer: str) -> None:
         node = self.conn.node
+        auth = self.conn.peer_auth
         root = msg.entries[0].path.split("/")[0]
         t = node.manager.new(
             "push", "receive", peer, node.peers.name_of(peer), root, wire_id=msg.id
@@ -586,11 +570,55 @@ class BatchServe(_BatchHandler):
         t.kind, t.addr = "batch", self.addr
         sink = BatchSink(self.conn, t, msg, peer)
         accept = sink.plan()
-        refusal = _refusal(node, sink, accept, peer, self.addr, self.conn.peer_auth)
+        refusal = _refusal(node, sink, accept, peer, self.addr, auth)
+        if refusal is None and node.policy.authorization(auth) == PROMPT:
+            their = self.conn.session.their_hello
+            if their is not None and PENDING_FEATURE in their.features:
+                self._ask(msg, t, peer)
+                return
+            # An older sender fails its connection on a `pending` to its batch.
+            why = "this node asks its user for each push (--accept prompt) and the sending node "
+            why += "cannot wait for that on a batch: send the files one by one"
+            refusal = Reject(msg.id, ErrorCode.NOT_AUTHORIZED, why)
         if refusal is not None:
-            self.conn.send(refusal)
-            node.bus.publish(TransferRefused(msg.id, peer, root, refusal.code, refusal.reason))
+            self._refuse(msg, peer, refusal)
             return
+        self._take(t, sink, accept)
+
+    def _refuse(self, msg: Batch, peer: str, refusal: Reject) -> None:
+        root = msg.entries[0].path.split("/")[0]
+        self.conn.send(refusal)
+        self.conn.node.bus.publish(
+            TransferRefused(msg.id, peer, root, refusal.code, refusal.reason)
+        )
+
+    def _ask(self, msg: Batch, t: Transfer, peer: str) -> None:
+        """--accept prompt: the whole batch is one offer for the user (its top-level names and
+        totals); a yes plans it again (the inbox may have changed meanwhile) and takes it, a no
+        or the timeout refuses it with `not_authorized`. Nothing is created before a yes."""
+        node = self.conn.node
+        files, totals = batch_summary((e.path, e.size, e.kind, e.sha256) for e in msg.entries)
+
+        def decided(ok: bool, why: str) -> None:
+            if not ok:
+                self._refuse(msg, peer, Reject(msg.id, ErrorCode.NOT_AUTHORIZED, why))
+                return
+            t.bytes = t.files_done = 0
+            sink = BatchSink(self.conn, t, msg, peer)
+            accept = sink.plan()
+            auth = self.conn.peer_auth
+            refusal = _refusal(node, sink, accept, peer, self.addr, auth, asked=True)
+            if refusal is not None:
+                self._refuse(msg, peer, refusal)
+            else:
+                self._take(t, sink, accept)
+
+        if not self.owner.ask_user(peer, msg.id, files, decided, totals):
+            reason = "too many offers wait for a decision here"
+            self._refuse(msg, peer, Reject(msg.id, ErrorCode.BUSY, reason))
+
+    def _take(self, t: Transfer, sink: BatchSink, accept: BatchAccept) -> None:
+        node = self.conn.node
         self.sink, self.transfer = sink, t
         sink.make_entries()
         node.manager.add(t)

@@ -32,6 +32,9 @@ from node.messages import (
 )
 
 FEATURE: Final = "batch"
+# The client waits for a person's decision on a whole batch: the server may answer its `batch`
+# with `pending` (--accept prompt); without it such a batch is refused (docs/protocol.md 2.10).
+PENDING_FEATURE: Final = "batch-pending"
 MAX_ENTRIES: Final = 200_000  # files + directories + links in one batch
 MAX_BATCH_BODY: Final = 64 << 20  # a manifest, accept or verdict body
 MAX_PATTERN: Final = 256

@@ -245,20 +245,19 @@ def cmd_send(args: argparse.Namespace, client: Client, out: TextIO) -> int:
         if not seen and not (os.path.isabs(typed) and not os.path.exists(path)):
             raise CliError(f"file missing: {typed}")
     if (
-        args.peer.startswith("@")
+        len(paths) > 1  # several files are one batch: one decision at the receiver
+        or args.peer.startswith("@")
         or args.links != "refuse"
         or any(os.path.isdir(p) for _, p in paths)
     ):
         return clibatch.send_batch(args, client, [p for _, p in paths], out, run_transfers)
+    [(typed, path)] = paths
 
     def start() -> list[dict[str, Any]]:
-        started = []
-        for typed, path in paths:
-            try:
-                started.append(client.post("/api/push", {"peer": args.peer, "path": path}))
-            except ApiFailure as exc:
-                raise explain(exc, peer=args.peer, item=typed) from None
-        return started
+        try:
+            return [client.post("/api/push", {"peer": args.peer, "path": path})]
+        except ApiFailure as exc:
+            raise explain(exc, peer=args.peer, item=typed) from None
 
     return run_transfers(args, client, start, out)
 

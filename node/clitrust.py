@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from node.cli import Client
 
 PAIR_WAIT = 300.0  # s the CLI waits for the other side
+NAMES_SHOWN = 10  # a batch offer's top-level names on its line
 ClientCmd = Callable[[str, object, str], argparse.ArgumentParser]
 
 
@@ -70,10 +71,28 @@ def cmd_offers(args: argparse.Namespace, client: Client, out: TextIO) -> int:
     if not offers:
         print_line(out, "no offers waiting")
     for o in offers:
-        files = ", ".join(f"{f['name']} ({format_size(int(f['size']))})" for f in o["files"])
         who = o.get("peer_name") or "?"
-        print_line(out, f"{o['id']}  from {who} [{o['peer'][:16]}…]: {files}")
+        print_line(out, f"{o['id']}  from {who} [{o['peer'][:16]}…]: {offer_text(o)}")
     return 0
+
+
+def offer_text(offer: dict[str, Any]) -> str:
+    """What an offer holds, on one line: its file, or a batch's totals and top-level names."""
+    files = list(offer.get("files") or [])
+
+    def one(f: dict[str, Any]) -> str:
+        if f.get("kind") == "dir":
+            return f"{f['name']}/ ({f['files']} files, {format_size(int(f['size']))})"
+        return f"{f['name']} ({format_size(int(f['size']))})"
+
+    shown = files[:NAMES_SHOWN]
+    text = ", ".join(one(f) for f in shown)
+    batch = offer.get("batch")
+    if not isinstance(batch, dict):
+        return text
+    more = int(batch.get("names", len(files))) - len(shown)
+    head = f"batch of {batch.get('files')} files, {format_size(int(batch.get('size', 0)))}: "
+    return head + text + (f", and {more} more" if more > 0 else "")
 
 
 def _decide(args: argparse.Namespace, client: Client, out: TextIO, verb: str) -> int:
@@ -82,8 +101,8 @@ def _decide(args: argparse.Namespace, client: Client, out: TextIO, verb: str) ->
     if args.json:
         emit_json(offer, out)
     else:
-        names = ", ".join(f["name"] for f in offer["files"])
-        print_line(out, f"{offer['state']}: {names} from {offer.get('peer_name') or offer['peer']}")
+        who = offer.get("peer_name") or offer["peer"]
+        print_line(out, f"{offer['state']}: {offer_text(offer)} from {who}")
     return 0
 
 

@@ -194,6 +194,7 @@ class OfferPending(Event):
     peer: str
     peer_name: str
     files: list[dict[str, Any]]
+    batch: dict[str, int] | None = None  # a batch's totals (node/offers.py); None: one file
 
 
 @event("offer_decided")

@@ -4,17 +4,22 @@ An offer from a verified peer that is neither trusted nor refused outright waits
 the user accepts or rejects it (`mole accept ID`, `POST /api/offers/{id}/accept`) or it times
 out (a rejection). The connection's handler registers a callback and tells the sender to wait;
 this module only keeps the book, on a clock passed in.
+
+A batch (several files, a directory) is one offer: `files` then lists its top-level names (a
+directory with the files and bytes under it), at most `MAX_NAMES_SHOWN`, and `batch` holds the
+totals, so a tree of thousands of files is one short line to decide on.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 MAX_PENDING: Final = 64  # offers waiting at once, over all peers
 MAX_PER_PEER: Final = 4  # one peer cannot fill the list (and the user's screen)
+MAX_NAMES_SHOWN: Final = 50  # a batch's top-level names listed in its offer
 
 Decide = Callable[[bool, str], None]  # (accepted, why)
 
@@ -29,9 +34,10 @@ class PendingOffer:
     deadline: float
     state: str = "pending"  # pending | accepted | rejected | expired
     on_decide: Decide | None = field(default=None, repr=False)
+    batch: dict[str, int] | None = None  # a batch's totals (batch_summary); None: one file
 
     def to_json(self, now: float | None = None) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "id": self.id,
             "peer": self.peer,
             "peer_name": self.peer_name,
@@ -41,6 +47,35 @@ class PendingOffer:
             if self.state != "pending" or now is None
             else round(max(0.0, self.deadline - now), 3),
         }
+        if self.batch is not None:
+            out["batch"] = dict(self.batch)
+        return out
+
+
+def batch_summary(
+    entries: Iterable[tuple[str, int, str, str]],
+) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """What a person decides on for a batch, from its manifest's (path, size, kind, sha256):
+    the top-level names in manifest order (a directory: `kind` "dir", the files and bytes
+    under it; a file: its size and sha256; at most MAX_NAMES_SHOWN) and the totals
+    `{"files", "size", "names"}` (`names`: how many top-level names there are in all)."""
+    tops: dict[str, dict[str, Any]] = {}
+    files = size = 0
+    for path, n, kind, sha256 in entries:
+        top, _, rest = path.partition("/")
+        item = tops.get(top)
+        if item is None:
+            whole = kind if not rest else "dir"
+            item = tops[top] = {"name": top, "kind": whole, "size": 0, "files": 0}
+            if whole == "file":
+                item["sha256"] = sha256
+        if kind == "file":
+            files += 1
+            size += n
+            item["files"] += 1
+            item["size"] += n
+    listed = list(tops.values())[:MAX_NAMES_SHOWN]
+    return listed, {"files": files, "size": size, "names": len(tops)}
 
 
 class PendingOffers:
@@ -55,6 +90,8 @@ class PendingOffers:
         files: list[dict[str, Any]],
         now: float,
         on_decide: Decide | None = None,
+        *,
+        batch: dict[str, int] | None = None,
     ) -> PendingOffer | None:
         """A new pending offer, or None when the list (or this peer's share of it) is full."""
         self.expire(now)
@@ -63,7 +100,7 @@ class PendingOffers:
         if sum(1 for o in self._offers.values() if o.peer == peer) >= MAX_PER_PEER:
             return None
         offer = PendingOffer(os.urandom(6).hex(), peer, peer_name, files, now, now + self.timeout)
-        offer.on_decide = on_decide
+        offer.on_decide, offer.batch = on_decide, batch
         self._offers[offer.id] = offer
         return offer
 
@@ -100,4 +137,4 @@ class PendingOffers:
         return len(self._offers)
 
 
-__all__ = ["PendingOffer", "PendingOffers"]
+__all__ = ["PendingOffer", "PendingOffers", "batch_summary"]

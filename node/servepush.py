@@ -9,11 +9,14 @@ side and serves pulls; this mixin owns the receiving of pushes.
 
 from __future__ import annotations
 
+from typing import Any
+
 from node.errors import ErrorCode, StoreError
 from node.events import OfferDecided, OfferPending, TransferRefused
 from node.intake import meta_of
 from node.messages import Accept, Digest, FileInfo, Offer, Pending, Reject, Verdict
 from node.names import check_name
+from node.offers import Decide
 from node.policy import PROMPT
 from node.receive import Receiving
 from node.transfer import TEvent, Transfer
@@ -63,15 +66,9 @@ class ServingPush(Receiving):
         sender is told to wait (`pending`, repeated as a keepalive) and then gets the verdict.
         Nothing is opened in the inbox before a yes."""
         node = self.node
-        book = node.service.trust.offers
         files = [{"name": msg.info.name, "size": msg.info.size, "sha256": msg.info.sha256}]
 
         def decided(ok: bool, why: str) -> None:
-            if self.waiting is not None:
-                node.bus.publish(OfferDecided(self.waiting, peer, ok, why))
-            self.waiting = None
-            if self.conn.closed:
-                return
             if not ok:
                 self._refuse(msg, peer, ErrorCode.NOT_AUTHORIZED, why)
                 return
@@ -81,17 +78,42 @@ class ServingPush(Receiving):
                 self._refuse(msg, peer, refusal.code, refusal.reason)
             else:
                 self._take(msg, t, peer)
+
+        if not self.ask_user(peer, msg.id, files, decided):
+            self._refuse(msg, peer, ErrorCode.BUSY, "too many offers wait for a decision here")
+
+    def ask_user(
+        self,
+        peer: str,
+        wire_id: str,
+        files: list[dict[str, Any]],
+        then: Decide,
+        batch: dict[str, int] | None = None,
+    ) -> bool:
+        """Put an offer (one file, or a batch: `batch` its totals) before the user and tell the
+        sender to wait; `then(ok, why)` runs once it is decided, timed out or withdrawn, while
+        the connection is still open. False when the book is full (nothing was sent)."""
+        node = self.node
+        book = node.service.trust.offers
+
+        def decided(ok: bool, why: str) -> None:
+            if self.waiting is not None:
+                node.bus.publish(OfferDecided(self.waiting, peer, ok, why))
+            self.waiting = None
+            if self.conn.closed:
+                return
+            then(ok, why)
             node.timers.update(self.conn)
 
         now = node.loop.time()
-        pending = book.add(peer, node.peers.name_of(peer), files, now, decided)
+        pending = book.add(peer, node.peers.name_of(peer), files, now, decided, batch=batch)
         if pending is None:
-            self._refuse(msg, peer, ErrorCode.BUSY, "too many offers wait for a decision here")
-            return
-        self.waiting, self.waiting_wire = pending.id, msg.id
+            return False
+        self.waiting, self.waiting_wire = pending.id, wire_id
         self._keepalive_at = now + PENDING_KEEPALIVE
-        self.conn.send(Pending(msg.id, book.timeout))
-        node.bus.publish(OfferPending(pending.id, msg.id, peer, pending.peer_name, files))
+        self.conn.send(Pending(wire_id, book.timeout))
+        node.bus.publish(OfferPending(pending.id, wire_id, peer, pending.peer_name, files, batch))
+        return True
 
     def _take(self, msg: Offer, t: Transfer, peer: str) -> None:
         node = self.node

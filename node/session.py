@@ -177,6 +177,8 @@ _FLOW: dict[tuple[State, type[AnyMessage], Role], State] = {
     (State.IDLE, Batch, _C): State.BATCH_OFFERED,
     (State.BATCH_OFFERED, BatchAccept, _S): State.BATCH_PUSH,
     (State.BATCH_OFFERED, Reject, _S): State.IDLE,
+    # A person decides on the whole batch (--accept prompt; feature "batch-pending"): wait.
+    (State.BATCH_OFFERED, Pending, _S): State.BATCH_OFFERED,
     (State.BATCH_PUSH, BFile, _C): State.BATCH_PUSH,
     (State.BATCH_PUSH, Data, _C): State.BATCH_PUSH,
     (State.BATCH_PUSH, BEnd, _C): State.BATCH_PUSH_VERDICT,
@@ -460,6 +462,8 @@ class Session(BatchRules):
         elif isinstance(msg, Reject) and self.state in _BATCH_STATES:
             self._check_batch_id(msg.id)
             self._end_batch()
+        elif isinstance(msg, Pending) and self.state in _BATCH_STATES:
+            self._check_batch_pending(msg.id)
         elif isinstance(msg, Challenge):
             self.challenge = msg
         elif isinstance(msg, Hello):

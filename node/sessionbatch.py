@@ -10,7 +10,7 @@ it; this mixin holds the batch state it keeps per connection and checks what the
 
 from __future__ import annotations
 
-from node.batchmsg import Batch, BatchAccept, BatchVerdict, BEnd, BFile, GetBatch
+from node.batchmsg import PENDING_FEATURE, Batch, BatchAccept, BatchVerdict, BEnd, BFile, GetBatch
 from node.errors import ErrorCode, RemoteProtocolError
 from node.messages import Hello
 
@@ -105,12 +105,18 @@ class BatchRules:
         self.batch_next = i + 1
         self.stream_remaining = entry.size - msg.offset
 
-    def _check_feature(self, what: str) -> None:
+    def _check_feature(self, what: str, feature: str = "batch") -> None:
         for hello in (self.our_hello, self.their_hello):
-            if hello is None or "batch" not in hello.features:
+            if hello is None or feature not in hello.features:
                 raise RemoteProtocolError(
-                    ErrorCode.BAD_MESSAGE, f'{what} message but a hello lacks "batch"'
+                    ErrorCode.BAD_MESSAGE, f"{what} message but a hello lacks {feature!r}"
                 )
+
+    def _check_batch_pending(self, msg_id: str) -> None:
+        """A `pending` answering a `batch`: only to a client that said it waits for one (an
+        older client would fail the connection on it) and for the batch under way."""
+        self._check_batch_id(msg_id)
+        self._check_feature("pending", PENDING_FEATURE)
 
     def _check_batch_id(self, msg_id: str) -> None:
         if msg_id != self.batch_id:

@@ -57,12 +57,19 @@ export class Offers {
     const id = String(o.id);
     const files = Array.isArray(o.files) ? o.files : [];
     const from = o.peer_name || "(no name)";
-    const total = files.reduce((n, f) => n + (Number(f.size) || 0), 0);
-    const what = files.length === 1 ? String(files[0].name) : `${files.length} files`;
-    const list = h("ul", { class: "offer-files" }, ...files.slice(0, MAX_FILES_SHOWN)
-      .map((f) => h("li", { text: `${f.name} · ${size(f.size)}` })));
-    if (files.length > MAX_FILES_SHOWN) list.append(h("li", { class: "muted", text: `and ${files.length - MAX_FILES_SHOWN} more` }));
-    return h("li", { class: "row offer", dataset: { offer: id } },
+    // A batch (several files, a directory) is one offer: `files` are its top-level names (a
+    // directory with the files under it), `batch` its totals (docs/api.md).
+    const batch = o.batch && typeof o.batch === "object" ? o.batch : null;
+    const total = batch ? Number(batch.size) || 0 : files.reduce((n, f) => n + (Number(f.size) || 0), 0);
+    const count = batch ? Number(batch.files) || 0 : files.length;
+    const names = batch ? Number(batch.names) || files.length : files.length;
+    const what = !batch && files.length === 1 ? String(files[0].name) : `${count} file${count === 1 ? "" : "s"}`;
+    const shown = files.slice(0, MAX_FILES_SHOWN);
+    const list = h("ul", { class: "offer-files" }, ...shown.map((f) => h("li", {
+      text: f.kind === "dir" ? `${f.name}/ · ${Number(f.files) || 0} files · ${size(f.size)}` : `${f.name} · ${size(f.size)}`,
+    })));
+    if (names > shown.length) list.append(h("li", { class: "muted", text: `and ${names - shown.length} more` }));
+    return h("li", { class: "row offer", dataset: { offer: id, kind: batch ? "batch" : "file" } },
       h("div", { class: "title" }, h("span", { class: "dir", text: "from" }),
         h("span", { class: "name peer-name", text: from }), h("span", { class: "muted", text: `${what} · ${size(total)}` })),
       h("div", { class: "actions" },

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from node.offers import MAX_PENDING, MAX_PER_PEER, PendingOffers
+from node.offers import MAX_NAMES_SHOWN, MAX_PENDING, MAX_PER_PEER, PendingOffers, batch_summary
 
 FILES = [{"name": "a.txt", "size": 3, "sha256": "ab" * 32}]
 
@@ -41,3 +41,30 @@ def test_a_withdrawn_offer_is_gone_without_a_decision() -> None:
     assert a is not None
     book.withdraw(a.id)
     assert book.expire(100.0) == [] and said == [] and book.list_json(0.0) == []
+
+
+def test_a_batch_is_one_offer_of_its_top_level_names_and_totals() -> None:
+    sha = "ab" * 32
+    entries = [
+        ("a.txt", 3, "file", sha),
+        ("pics/x.jpg", 100, "file", sha),
+        ("pics/sub/y.jpg", 50, "file", sha),
+        ("pics/empty", 0, "dir", ""),
+        ("void", 0, "dir", ""),
+        ("z.txt", 0, "file", sha),
+    ]
+    files, totals = batch_summary(entries)
+    assert totals == {"files": 4, "size": 153, "names": 4}
+    assert files == [
+        {"name": "a.txt", "kind": "file", "size": 3, "files": 1, "sha256": sha},
+        {"name": "pics", "kind": "dir", "size": 150, "files": 2},
+        {"name": "void", "kind": "dir", "size": 0, "files": 0},
+        {"name": "z.txt", "kind": "file", "size": 0, "files": 1, "sha256": sha},
+    ]
+    book = PendingOffers(timeout=60.0)
+    offer = book.add("p" * 64, "desk", files, 0.0, batch=totals)
+    assert offer is not None and offer.to_json(0.0)["batch"] == totals
+    assert "batch" not in (book.add("p" * 64, "", FILES, 0.0) or offer).to_json()
+    many = [(f"f{i:05}", 1, "file", sha) for i in range(MAX_NAMES_SHOWN + 7)]
+    files, totals = batch_summary(many)
+    assert len(files) == MAX_NAMES_SHOWN and totals["names"] == MAX_NAMES_SHOWN + 7

@@ -60,12 +60,19 @@ HELLO = {
         "client",
         47101,
         ({"group": "lab"},),
-        ("resume", "digest", "pull-digest", "batch"),
+        ("resume", "digest", "pull-digest", "batch", "batch-pending"),
         cert="AA==",
         nonce="c" * 64,
         sig="d" * 128,
     ),
-    S: Hello(2, "b" * 64, "server", 47101, (), ("resume", "digest", "pull-digest", "batch")),
+    S: Hello(
+        2,
+        "b" * 64,
+        "server",
+        47101,
+        (),
+        ("resume", "digest", "pull-digest", "batch", "batch-pending"),
+    ),
 }
 CHALLENGE = Challenge(2, "b" * 64, "e" * 64)
 MANIFEST = Batch(
@@ -678,6 +685,39 @@ def test_batch_needs_the_feature_in_both_hellos() -> None:
         c.send(MANIFEST)
     s.receive_data(encode_any(GetBatch("t1", prefix="d/")))
     assert drain_until_error(s).code is ErrorCode.BAD_MESSAGE
+
+
+def test_a_batch_may_wait_for_the_receivers_user() -> None:
+    """--accept prompt: `pending` (repeated) answers a `batch`, then the accept or reject."""
+    c, s = pair_in(State.BATCH_OFFERED)
+    assert deliver(s, c, Pending("t1", 120.0)) == [Pending("t1", 120.0)]
+    assert deliver(s, c, Pending("t1", 120.0)) == [Pending("t1", 120.0)]  # keepalive
+    assert c.state is s.state is State.BATCH_OFFERED
+    deliver(s, c, BatchAccept("t1"))
+    assert c.state is s.state is State.BATCH_PUSH
+    c, s = pair_in(State.BATCH_OFFERED)
+    deliver(s, c, Pending("t1", 120.0))
+    deliver(s, c, Reject("t1", "not_authorized", "rejected by the user"))
+    assert c.state is s.state is State.IDLE and c.batch_id is None
+    c, s = pair_in(State.BATCH_OFFERED)
+    with pytest.raises(LocalProtocolError, match="pending batch"):
+        s.send(Pending("t2", 120.0))
+    c.receive_data(encode_any(Pending("t2", 120.0)))
+    assert drain_until_error(c).code is ErrorCode.BAD_MESSAGE
+
+
+def test_a_batch_pending_needs_the_feature_in_both_hellos() -> None:
+    """An older client fails on a `pending` to its batch: a server must not send it one."""
+    old = replace(HELLO[C], features=("resume", "digest", "pull-digest", "batch"))
+    c, s = Session(C), Session(S)
+    deliver(s, c, CHALLENGE)
+    deliver(c, s, old)
+    deliver(s, c, HELLO[S])
+    deliver(c, s, MANIFEST)
+    with pytest.raises(LocalProtocolError, match="batch-pending"):
+        s.send(Pending("t1", 120.0))
+    c.receive_data(encode_any(Pending("t1", 120.0)))
+    assert drain_until_error(c).code is ErrorCode.BAD_MESSAGE
 
 
 def test_batch_pull_declined_by_the_puller() -> None:
