@@ -76,7 +76,10 @@ def transfer_error(t: dict[str, Any]) -> str:
     err = t.get("error") or {}
     code = str(err.get("code") or t.get("state") or "failed")
     reason = str(err.get("reason") or "")
-    fields = {"name": t.get("name") or t.get("id"), "peer": peer_label(t), "reason": reason}
+    name = str(t.get("name") or t.get("id"))
+    if t.get("kind") == "batch" and t.get("files"):  # its name is only its first path
+        name += f" (batch of {t['files']} files)"
+    fields = {"name": name, "peer": peer_label(t), "reason": reason}
     template = TRANSFER_ERRORS.get(code, "transfer failed: {name}: {code}: {reason}")
     return " ".join(template.format(code=code, **fields).split())
 

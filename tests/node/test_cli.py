@@ -133,11 +133,14 @@ class FakeApi:
             return self.fail_start
         if body["peer"] not in ("b", "b" * 32):
             return 404, {"error": "unknown_peer", "message": f"peer unknown: {body['peer']}"}
-        if path == "/api/push" and body["path"].endswith("gone.bin"):
-            return 404, {"error": "file_missing", "message": f"file missing: {body['path']}"}
+        src = str(body.get("path") or body.get("paths", [""])[0])
+        if path == "/api/push" and src.endswith("gone.bin"):
+            return 404, {"error": "file_missing", "message": f"file missing: {src}"}
         tid = f"t{len(self.transfers) + 1}"
         if path == "/api/push":
-            first = transfer(tid, name=Path(body["path"]).name, **self.extra)
+            first = transfer(tid, name=Path(src).name, **self.extra)
+            if "paths" in body:  # a batch: one transfer named by its first path
+                first.update(kind="batch", files=len(body["paths"]))
         else:
             first = transfer(tid, direction="pull", role="receive", name=body["name"], **self.extra)
         steps = [first] + [{**first, **step} for step in self.script]
@@ -385,12 +388,14 @@ def test_send_polls_a_node_without_an_event_stream(
     assert polls == [EVENTS] + ["/api/transfers/t1"] * 2, "a 404, then polled until done"
 
 
-def test_send_makes_paths_absolute_one_push_each(
+def test_send_makes_paths_absolute_and_several_files_are_one_batch(
     api: tuple[FakeApi, str],
     capsys: pytest.CaptureFixture[str],
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """Several plain files are one push of `paths` (one batch: one decision at the receiver);
+    before, each was a push of its own."""
     fake, url = api
     shared_file(tmp_path, "a.bin")
     shared_file(tmp_path, "c.bin")
@@ -398,12 +403,10 @@ def test_send_makes_paths_absolute_one_push_each(
     code, out, _ = run(capsys, "--api", url, "--json", "send", "b", "a.bin", "./c.bin")
     assert code == 0
     pushes = [r[2] for r in fake.requests if r[0] == "POST"]
-    assert pushes == [
-        {"peer": "b", "path": str(tmp_path / "a.bin")},
-        {"peer": "b", "path": str(tmp_path / "c.bin")},
-    ]
+    paths = [str(tmp_path / "a.bin"), str(tmp_path / "c.bin")]
+    assert pushes == [{"peer": "b", "paths": paths, "links": "refuse"}]
     final = json.loads(out)
-    assert [(t["name"], t["state"]) for t in final] == [("a.bin", "done"), ("c.bin", "done")]
+    assert [(t["name"], t["kind"], t["state"]) for t in final] == [("a.bin", "batch", "done")]
 
 
 def test_send_missing_file_is_checked_before_asking_the_node(
@@ -633,6 +636,8 @@ def test_transfer_error_messages() -> None:
     assert cliview.transfer_error(failed) == "refused by b: f.bin (no pushes)"
     odd = transfer("t1", state="failed", error={"code": "weird", "reason": "a\nb"})
     assert cliview.transfer_error(odd) == "transfer failed: f.bin: weird: a b"
+    batch = {**failed, "kind": "batch", "files": 3}  # named by its first path only
+    assert cliview.transfer_error(batch) == "refused by b: f.bin (batch of 3 files) (no pushes)"
 
 
 def test_node_that_never_answers(capsys: pytest.CaptureFixture[str]) -> None:
