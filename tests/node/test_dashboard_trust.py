@@ -116,6 +116,37 @@ def test_an_offer_that_times_out_leaves_the_page_by_its_event(
         leave(page)
 
 
+def test_a_batch_is_one_offer_row_and_accepting_it_delivers_every_file(
+    page: Any,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """A batch (a folder and several files) under --accept prompt: one row with its file
+    count and total, its top-level names (a folder with its count), five at most then "and N
+    more"; one Accept takes the whole batch."""
+    with nodes(tmp_path, ["alpha", "beta"], "--accept", "prompt", group=False) as (a, b):
+        wait_mesh([a, b])
+        want = {f"album/p{i}.jpg": write_random(a.share / "album" / f"p{i}.jpg", 300, seed=i)
+                for i in range(3)}  # fmt: skip
+        want.update({f"n{i}.txt": write_random(a.share / f"n{i}.txt", 100, seed=10 + i)
+                     for i in range(6)})  # fmt: skip
+        br.logged_in(page, b)
+        paths = [str(a.share / "album"), *(str(a.share / f"n{i}.txt") for i in range(6))]
+        tid = a.api("POST", "/api/push", {"peer": "beta", "paths": paths})["id"]
+        row = offer_row(page)
+        assert row.get_attribute("data-kind") == "batch"
+        text = row.text
+        assert "9 files · 1.5 KiB" in text, text
+        assert "album/ · 3 files · 900 B" in text and "n3.txt · 100 B" in text, text
+        assert "n4.txt" not in text and "and 2 more" in text, text
+        assert len(br.css(page, "#offers li[data-offer]")) == 1
+        row.find_element("css selector", "button.accept").click()
+        assert final(a, tid)["state"] == "done"
+        got = {p: hashlib.sha256((b.inbox / p).read_bytes()).hexdigest() for p in want}
+        assert got == want
+        br.one(page, "#offers-card[hidden]", "the offer gone from the page")
+        leave(page)
+
+
 def test_pairing_through_two_pages_makes_both_nodes_trust_each_other(
     page: Any,  # noqa: F811
     page2: Any,
