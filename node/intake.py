@@ -3,7 +3,7 @@ on what the connection proved, free space, and the node's transfer slots (a slow
 have to give its slot up to a peer that waits).
 
 Split from node/node.py (issue 9): Node wires the parts; this is the one decision that the
-serving side (node/serve.py), pulls (node/pull.py) and batches (node/batches.py) share.
+serving side (node/serve.py), pulls (node/pull.py) and batches (node/batchconn.py) share.
 """
 
 from __future__ import annotations

@@ -277,7 +277,7 @@ class Node:
         for conn in list(self.conns):
             h = conn.handler
             owner = getattr(h, "transfer", None)
-            if owner is None:  # a batch served on an inbound connection (node/batches.py)
+            if owner is None:  # a batch served on an inbound connection (node/batchconn.py)
                 owner = getattr(getattr(h, "batches", None), "transfer", None)
             if owner is not None and owner.id == t.id:
                 incoming = getattr(h, "incoming", None)

@@ -9,7 +9,7 @@ client is told `busy` until the file is hashed.
 
 from __future__ import annotations
 
-from node.batches import BatchServe
+from node.batchconn import BatchServe
 from node.batchmsg import BatchMessage
 from node.conn import Handler
 from node.errors import ErrorCode, LocalCode, StoreError
@@ -61,7 +61,7 @@ class ServerHandler(ServingPush, Handler):
         batch = self.batches is not None and self.batches.busy()
         return self.transfer is not None or self.incoming is not None or batch
 
-    # -- batches (node/batches.py) -------------------------------------------------------------
+    # -- batches (node/batchconn.py) -------------------------------------------------------------
     def on_batch(self, msg: BatchMessage) -> None:
         if self.batches is None:
             self.batches = BatchServe(self, self.addr)
