@@ -142,6 +142,10 @@ def post_pull(api: ApiServerProtocol, request: Request, params: dict[str, str]) 
     if sha256 is not None and (not isinstance(sha256, str) or not _SHA256.fullmatch(sha256)):
         raise ApiError(400, "bad_request", '"sha256" must be 64 lower-case hex digits')
     prefix, glob = body.get("prefix"), body.get("glob")
+    if "names" in body:  # several named files: one batch (docs/api.md)
+        if prefix is not None or glob is not None or name is not None or sha256 is not None:
+            raise ApiError(400, "bad_request", 'a pull takes "names" alone')
+        return 202, api.facade.pull_batch(peer, None, None, _names(body))
     if prefix is not None or glob is not None:
         for key, value in (("prefix", prefix), ("glob", glob)):
             if value is not None and (not isinstance(value, str) or not value):
@@ -202,6 +206,17 @@ ROUTES: list[tuple[tuple[str, ...], dict[str, Handler]]] = [
     (("api", "session"), {"POST": post_session, "DELETE": delete_session}),
     *trustapi.ROUTES,
 ]
+
+
+def _names(body: dict[str, Any]) -> list[str]:
+    names = body.get("names")
+    if (
+        not isinstance(names, list)
+        or not 0 < len(names) <= 1000
+        or not all(isinstance(n, str) and n for n in names)
+    ):
+        raise ApiError(400, "bad_request", '"names" must be a list of 1..1000 file names')
+    return names
 
 
 def _batch_paths(body: dict[str, Any]) -> list[str]:

@@ -8,11 +8,13 @@ Split from node/batches.py, which creates batches and starts their attempts.
 
 from __future__ import annotations
 
+import unicodedata
 from typing import TYPE_CHECKING
 
 from node.batchio import BatchSink, BatchStream, missing_json
 from node.batchmsg import (
     FEATURE,
+    NAMES_FEATURE,
     PENDING_FEATURE,
     Batch,
     BatchAccept,
@@ -100,18 +102,25 @@ class BatchHandler:
             self.sink.abort(keep=keeps_part(code))
             self.sink = None
 
-    def _verdict_out(self, t: Transfer, sink: BatchSink) -> None:
-        """After `bend`: our verdict on a batch we received ends its record."""
+    def _verdict_out(
+        self, t: Transfer, sink: BatchSink, absent: list[dict[str, str]] | None = None
+    ) -> None:
+        """After `bend`: our verdict on a batch we received ends its record; `absent`: names we
+        pulled that the peer's manifest lacked (they are missing too)."""
         verdict = sink.verdict()
         self.conn.send(verdict)
         missing = missing_json(sink.batch, verdict)
-        t.missing = missing or None
-        if verdict.ok:
-            self.conn.node.manager.finish(t)
-        else:
+        t.missing = (absent or []) + missing or None
+        manager = self.conn.node.manager
+        if not verdict.ok:
             m = verdict.missing[0]
-            why = f"{len(missing)} files missing: {missing[0]['path']}: {m.reason}"
-            self.conn.node.manager.fail(t, m.code, why, retry=False)
+            why = f"{len(t.missing or ())} files missing: {missing[0]['path']}: {m.reason}"
+            manager.fail(t, m.code, why, retry=False)
+        elif absent:
+            why = f"{len(absent)} of the names asked for are not shared: {absent[0]['path']}"
+            manager.fail(t, ErrorCode.NOT_FOUND, why, retry=False)
+        else:
+            manager.finish(t)
 
     def _verdict_in(self, t: Transfer, batch: Batch, msg: BatchVerdict) -> None:
         """The receiver's verdict ends a batch we sent."""
@@ -144,8 +153,8 @@ class BatchClient(BatchHandler, ClientHandler):
     def busy(self) -> bool:
         return True
 
-    def _open(self) -> None:
-        """Send the batch's first message (the peer said hello and speaks batches)."""
+    def _open(self, hello: Hello) -> None:
+        """Send the batch's first message (the peer said `hello` and speaks batches)."""
         raise NotImplementedError
 
     def on_message(self, msg: Message) -> None:
@@ -166,7 +175,7 @@ class BatchClient(BatchHandler, ClientHandler):
                 )
                 self.conn.close()
                 return
-            self._open()
+            self._open(msg)
         elif isinstance(msg, Pending):
             # The receiver's user decides on the whole batch (--accept prompt): keep waiting;
             # its `pending` frames keep the connection alive, batch_accept or reject follows.
@@ -200,7 +209,7 @@ class BatchPushClient(BatchClient):
         self.batch = batch
         self.sources = sources
 
-    def _open(self) -> None:
+    def _open(self, hello: Hello) -> None:
         self.conn.send(self.batch)
 
     def streaming(self) -> bool:
@@ -230,11 +239,38 @@ class BatchPushClient(BatchClient):
 
 
 class BatchPullClient(BatchClient):
-    def _open(self) -> None:
+    absent: list[dict[str, str]] | None = None  # named files the peer's manifest lacks
+
+    def _open(self, hello: Hello) -> None:
         t = self.transfer
         assert t is not None
-        q = t.query or {}
-        self.conn.send(GetBatch(t.id, q.get("prefix"), q.get("glob")))
+        if not t.names:
+            q = t.query or {}
+            self.conn.send(GetBatch(t.id, q.get("prefix"), q.get("glob")))
+        elif NAMES_FEATURE in hello.features:
+            self.conn.send(GetBatch(t.id, names=t.names))
+        else:  # it would fail the connection on a get_batch with names
+            self.finished = True
+            why = (
+                "the peer cannot send named files as one batch (an older node): get them one by one"
+            )
+            self.conn.node.manager.fail(t, ErrorCode.POLICY, why, retry=False)
+            self.conn.close()
+
+    def _named(self, t: Transfer, batch: Batch) -> Reject | None:
+        """A pull of named files: its manifest holds only names we asked for (else it is
+        refused), and those it lacks are missing (`not_found`)."""
+        asked = {unicodedata.normalize("NFC", n): n for n in t.names}
+        if any(e.path not in asked for e in batch.entries):
+            return Reject(batch.id, ErrorCode.POLICY, "the manifest holds files not asked for")
+        got = {e.path for e in batch.entries}
+        why = "the peer does not share it (or not yet hashed)"
+        self.absent = [
+            {"path": n, "code": ErrorCode.NOT_FOUND, "reason": why}
+            for nfc, n in asked.items()
+            if nfc not in got
+        ]
+        return None
 
     def on_batch(self, msg: BatchMessage) -> None:
         t = self.transfer
@@ -244,7 +280,8 @@ class BatchPullClient(BatchClient):
             t.bytes = t.files_done = 0
             sink = BatchSink(self.conn, t, msg, t.peer)
             accept = sink.plan()
-            refusal = batch_refusal(node, sink, accept, t.peer, "", asked=True)
+            refusal = self._named(t, msg) if t.names else None
+            refusal = refusal or batch_refusal(node, sink, accept, t.peer, "", asked=True)
             if refusal is not None:
                 self.finished = True
                 self.conn.send(refusal)
@@ -262,7 +299,7 @@ class BatchPullClient(BatchClient):
         elif isinstance(msg, BEnd) and self.sink is not None:
             sink, self.sink = self.sink, None
             self.finished = True
-            self._verdict_out(t, sink)
+            self._verdict_out(t, sink, self.absent)
             self.conn.close()
         else:
             super().on_batch(msg)

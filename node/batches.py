@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from node.batchconn import BatchPullClient, BatchPushClient
 from node.batchmsg import (
     MAX_ENTRIES,
+    MAX_GET_NAMES,
     Batch,
     Entry,
     GetBatch,
@@ -37,6 +38,7 @@ from node.errors import (
 )
 from node.events import BatchStarted
 from node.names import check_name, is_valid_name
+from node.store import FileMeta
 from node.transfer import Job, TEvent, Transfer
 
 if TYPE_CHECKING:
@@ -132,14 +134,29 @@ class Batches:
         self.start(t)
         return t
 
-    def create_pull(self, peer_text: str, prefix: str | None, glob: str | None) -> Transfer:
-        if (prefix is None) == (glob is None):
-            raise BadRequest("a batch pull needs a prefix (DIR/) or a glob")
+    def create_pull(
+        self,
+        peer_text: str,
+        prefix: str | None,
+        glob: str | None,
+        names: list[str] | None = None,
+    ) -> Transfer:
+        if sum(x is not None for x in (prefix, glob, names)) != 1:
+            raise BadRequest("a batch pull needs a prefix (DIR/), a glob or names")
+        if names is not None:
+            names = list(dict.fromkeys(names))  # each once, in the order asked
+            # One get_batch header (64 KiB) carries them all.
+            if not 0 < len(names) <= MAX_GET_NAMES or sum(len(n) + 3 for n in names) > 60_000:
+                raise BadRequest(f"a batch pull takes 1..{MAX_GET_NAMES} names of 60 kB in all")
         node = self.node
         peer = node.peers.resolve(peer_text)
-        query = {"prefix": prefix} if prefix is not None else {"glob": str(glob)}
-        t = node.manager.new("pull", "receive", peer.node, peer.name, prefix or str(glob))
-        t.kind, t.query = "batch", query
+        if names is not None:
+            t = node.manager.new("pull", "receive", peer.node, peer.name, names[0])
+            t.kind, t.names = "batch", tuple(names)
+        else:
+            query = {"prefix": prefix} if prefix is not None else {"glob": str(glob)}
+            t = node.manager.new("pull", "receive", peer.node, peer.name, prefix or str(glob))
+            t.kind, t.query = "batch", query
         node.manager.add(t)
         self.start(t)
         return t
@@ -210,8 +227,10 @@ class Batches:
 
     # -- the serving side's manifest of a pull -------------------------------------------------
     def shared_batch(self, msg: GetBatch) -> tuple[Batch, dict[str, str]]:
-        """The share's files under `msg.prefix` or matching `msg.glob`; NotFound-like
-        StoreError when nothing matches."""
+        """The share's files under `msg.prefix`, matching `msg.glob` or named in `msg.names`;
+        NotFound-like StoreError when nothing matches."""
+        if msg.names is not None:
+            return self._named_batch(msg, msg.names)
         store = self.node.store
         entries: list[Entry] = []
         sources: dict[str, str] = {}
@@ -223,15 +242,11 @@ class Batches:
                     continue
             elif not fnmatch.fnmatchcase(name, str(msg.glob)):
                 continue
-            try:
-                path = store.resolve_shared(name, None)
-                st = os.stat(path)
-            except (StoreError, OSError):
+            found = self._entry(meta)
+            if found is None:
                 continue
-            if not stat.S_ISREG(st.st_mode) or st.st_size != meta.size:
-                continue  # changed since it was hashed: the next rescan lists it again
-            entries.append(Entry(name, meta.size, meta.sha256, meta.mtime, st.st_mode & 0o777))
-            sources[name] = str(path)
+            entries.append(found[0])
+            sources[name] = found[1]
             if len(entries) >= MAX_ENTRIES:
                 break
         if msg.prefix is not None and len(entries) < MAX_ENTRIES:
@@ -240,6 +255,42 @@ class Batches:
             what = msg.prefix if msg.prefix is not None else msg.glob
             raise StoreError(ErrorCode.NOT_FOUND, f"no shared file matches {what!r}")
         return Batch(msg.id, tuple(entries)), sources
+
+    def _entry(self, meta: FileMeta) -> tuple[Entry, str] | None:
+        """A hashed share file as a manifest entry and the path to read; None when it changed
+        since it was hashed (the next pass over the share lists it again) or is gone."""
+        store = self.node.store
+        try:
+            path = store.resolve_shared(meta.name, None)
+            st = os.stat(path)
+        except (StoreError, OSError):
+            return None
+        if not stat.S_ISREG(st.st_mode) or st.st_size != meta.size:
+            return None
+        entry = Entry(meta.name, meta.size, meta.sha256, meta.mtime, st.st_mode & 0o777)
+        return entry, str(path)
+
+    def _named_batch(self, msg: GetBatch, names: tuple[str, ...]) -> tuple[Batch, dict[str, str]]:
+        """The shared files of these names (the puller names those it did not get as
+        missing); `busy` while a pass over the share may still find one, as a single `get`
+        of an unknown name is told, and `not_found` when none is shared."""
+        share = self.node.share
+        found: dict[str, tuple[Entry, str]] = {}
+        unknown: list[str] = []
+        for name in dict.fromkeys(names):
+            meta = share.find_shared(name, None)
+            got = self._entry(meta) if meta is not None else None
+            if got is None:
+                unknown.append(name)
+            else:
+                found[got[0].path] = got
+        if unknown and share.rescan_for(unknown[0]):
+            why = f"{unknown[0]!r:.80} is not shared yet; looking at the share again, retry"
+            raise StoreError(ErrorCode.BUSY, why)
+        if not found:
+            raise StoreError(ErrorCode.NOT_FOUND, f"no shared file {unknown[0]!r:.80}")
+        chosen = [found[path] for path in sorted(found)]
+        return Batch(msg.id, tuple(e for e, _ in chosen)), {e.path: p for e, p in chosen}
 
     def _empty_dirs(self, prefix: str, limit: int) -> list[Entry]:
         """The empty directories under a pulled prefix (the share index lists files only):

@@ -35,6 +35,10 @@ FEATURE: Final = "batch"
 # The client waits for a person's decision on a whole batch: the server may answer its `batch`
 # with `pending` (--accept prompt); without it such a batch is refused (docs/protocol.md 2.10).
 PENDING_FEATURE: Final = "batch-pending"
+# The client may pull named files as one batch (`get_batch` with `names`); a server without it
+# would answer such a get_batch with bad_message, so a client asks only one that lists it.
+NAMES_FEATURE: Final = "batch-names"
+MAX_GET_NAMES: Final = 1000  # names in one get_batch (the header's 64 KiB bounds them too)
 MAX_ENTRIES: Final = 200_000  # files + directories + links in one batch
 MAX_BATCH_BODY: Final = 64 << 20  # a manifest, accept or verdict body
 MAX_PATTERN: Final = 256
@@ -215,12 +219,14 @@ class BatchVerdict:
 @dataclass(frozen=True, slots=True)
 class GetBatch:
     """Pull a batch: every shared file under `prefix` (a directory, ending in "/"), or whose
-    name matches `glob` (fnmatch, "*" crosses "/")."""
+    name matches `glob` (fnmatch, "*" crosses "/"), or the shared files named in `names`
+    (feature "batch-names")."""
 
     TYPE: ClassVar[str] = "get_batch"
     id: str
     prefix: str | None = None
     glob: str | None = None
+    names: tuple[str, ...] | None = None
 
     def to_header(self) -> dict[str, Any]:
         h: dict[str, Any] = {"type": self.TYPE, "id": self.id}
@@ -228,15 +234,25 @@ class GetBatch:
             h["prefix"] = self.prefix
         if self.glob is not None:
             h["glob"] = self.glob
+        if self.names is not None:
+            h["names"] = list(self.names)
         return h
 
     @staticmethod
     def parse(f: _Fields) -> GetBatch:
+        names = f.str_list("names", MAX_GET_NAMES, MAX_NAME) if "names" in f.obj else None
         msg = GetBatch(
-            f.str_("id", MAX_ID), f.opt_str("prefix", MAX_NAME), f.opt_str("glob", MAX_PATTERN)
+            f.str_("id", MAX_ID),
+            f.opt_str("prefix", MAX_NAME),
+            f.opt_str("glob", MAX_PATTERN),
+            names,
         )
-        if (msg.prefix is None) == (msg.glob is None):
-            raise _bad(f.where, "prefix", 'a get_batch needs exactly one of "prefix", "glob"')
+        if sum(x is not None for x in (msg.prefix, msg.glob, msg.names)) != 1:
+            raise _bad(
+                f.where, "prefix", 'a get_batch needs exactly one of "prefix", "glob", "names"'
+            )
+        if names is not None and not names:
+            raise _bad(f.where, "names", "must name at least one file")
         return msg
 
 

@@ -265,19 +265,17 @@ def cmd_send(args: argparse.Namespace, client: Client, out: TextIO) -> int:
 def cmd_get(args: argparse.Namespace, client: Client, out: TextIO) -> int:
     from node.apiclient import ApiFailure
 
-    if args.glob is not None or any(n.endswith("/") for n in args.names):
+    if args.glob is not None or len(args.names) > 1 or any(n.endswith("/") for n in args.names):
         return clibatch.get_batch(args, client, out, run_transfers)
     if not args.names:
         raise CliError("get needs a NAME, a DIR/ or --glob PATTERN")
+    [name] = args.names
 
     def start() -> list[dict[str, Any]]:
-        started = []
-        for name in args.names:
-            try:
-                started.append(client.post("/api/pull", {"peer": args.peer, "name": name}))
-            except ApiFailure as exc:
-                raise explain(exc, peer=args.peer, item=name) from None
-        return started
+        try:
+            return [client.post("/api/pull", {"peer": args.peer, "name": name})]
+        except ApiFailure as exc:
+            raise explain(exc, peer=args.peer, item=name) from None
 
     return run_transfers(args, client, start, out)
 

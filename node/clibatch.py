@@ -1,6 +1,6 @@
-"""The `mole` commands' batch parts (docs/api.md): `send` of directories (one batch) and to a
-group (`@GROUP`, one batch per member), `get` of a `DIR/` or a `--glob`, and `ls PEER DIR/`
-as a tree. Kept out of node/cli.py, which only dispatches here."""
+"""The `mole` commands' batch parts (docs/api.md): `send` of several files or directories
+(one batch) and to a group (`@GROUP`, one batch per member), `get` of several names, a `DIR/`
+or a `--glob`, and `ls PEER DIR/` as a tree. Kept out of node/cli.py, which only dispatches here."""
 
 from __future__ import annotations
 
@@ -59,18 +59,24 @@ def get_batch(args: argparse.Namespace, client: Client, out: TextIO, run: RunTra
     from node.apiclient import ApiFailure
     from node.cli import explain
 
-    queries: list[dict[str, str]] = [{"prefix": n} for n in args.names if n.endswith("/")]
+    queries: list[dict[str, Any]] = [{"prefix": n} for n in args.names if n.endswith("/")]
     if args.glob is not None:
         queries.append({"glob": args.glob})
     plain = [n for n in args.names if not n.endswith("/")]
+    if len(plain) > 1:
+        queries.append({"names": plain})  # several names: one batch, one record
+    elif plain:
+        queries.append({"name": plain[0]})
 
     def start() -> list[dict[str, Any]]:
         started = []
-        for q in [*queries, *({"name": n} for n in plain)]:
+        for q in queries:
             try:
                 started.append(client.post("/api/pull", {"peer": args.peer, **q}))
             except ApiFailure as exc:
-                raise explain(exc, peer=args.peer, item=next(iter(q.values()))) from None
+                item = next(iter(q.values()))
+                item = ", ".join(item) if isinstance(item, list) else item
+                raise explain(exc, peer=args.peer, item=item) from None
         return started
 
     return run(args, client, start, out)

@@ -77,8 +77,13 @@ def transfer_error(t: dict[str, Any]) -> str:
     code = str(err.get("code") or t.get("state") or "failed")
     reason = str(err.get("reason") or "")
     name = str(t.get("name") or t.get("id"))
-    if t.get("kind") == "batch" and t.get("files"):  # its name is only its first path
-        name += f" (batch of {t['files']} files)"
+    if t.get("kind") == "batch":  # its name is only its first path: say what failed
+        lacking = [str(m.get("path")) for m in t.get("missing") or () if m.get("code") != "skipped"]
+        if lacking:
+            more = len(lacking) - 3
+            name = ", ".join(lacking[:3]) + (f" and {more} more" if more > 0 else "")
+        elif t.get("files"):
+            name += f" (batch of {t['files']} files)"
     fields = {"name": name, "peer": peer_label(t), "reason": reason}
     template = TRANSFER_ERRORS.get(code, "transfer failed: {name}: {code}: {reason}")
     return " ".join(template.format(code=code, **fields).split())

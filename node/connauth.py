@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from node.loop import Transport
     from node.tlsproto import TlsTransport
 
-FEATURES = ("resume", "digest", "pull-digest", "batch", "batch-pending")
+FEATURES = ("resume", "digest", "pull-digest", "batch", "batch-pending", "batch-names")
 
 
 def challenge(conn: Conn) -> Challenge:

@@ -247,6 +247,8 @@ class TransferManager:
         }
         if t.kind == "batch":
             row.update(kind="batch", sources=list(t.sources), links=t.links, query=t.query)
+            if t.names:
+                row["names"] = list(t.names)
         self.journal.put(row)
 
     def restore(self) -> None:
@@ -272,6 +274,7 @@ class TransferManager:
                     t.sources = tuple(str(p) for p in row.get("sources") or ())
                     query = row.get("query")
                     t.query = {str(k): str(v) for k, v in query.items()} if query else None
+                    t.names = tuple(str(n) for n in row.get("names") or ())
             except (KeyError, TypeError, ValueError):
                 continue
             t.apply(TEvent.RETRY)

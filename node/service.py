@@ -131,8 +131,10 @@ class Service:
             return send.to_json()
         return self.node.batches.create_push(peer, paths, links).to_json()
 
-    def pull_batch(self, peer: str, prefix: str | None, glob: str | None) -> dict[str, Any]:
-        return self.node.batches.create_pull(peer, prefix, glob).to_json()
+    def pull_batch(
+        self, peer: str, prefix: str | None, glob: str | None, names: list[str] | None = None
+    ) -> dict[str, Any]:
+        return self.node.batches.create_pull(peer, prefix, glob, names).to_json()
 
     def pull(self, peer: str, name: str | None, sha256: str | None) -> dict[str, Any]:
         return self.node.pulls.create(peer, name, sha256).to_json()
@@ -168,6 +170,8 @@ class Service:
         if t.kind == "batch":
             if t.direction == "push":
                 return self.push_batch(t.peer, list(t.sources), t.links)
+            if t.names:
+                return self.pull_batch(t.peer, None, None, list(t.names))
             q = t.query or {}
             return self.pull_batch(t.peer, q.get("prefix"), q.get("glob"))
         if t.direction == "push":

@@ -10,7 +10,16 @@ it; this mixin holds the batch state it keeps per connection and checks what the
 
 from __future__ import annotations
 
-from node.batchmsg import PENDING_FEATURE, Batch, BatchAccept, BatchVerdict, BEnd, BFile, GetBatch
+from node.batchmsg import (
+    NAMES_FEATURE,
+    PENDING_FEATURE,
+    Batch,
+    BatchAccept,
+    BatchVerdict,
+    BEnd,
+    BFile,
+    GetBatch,
+)
 from node.errors import ErrorCode, RemoteProtocolError
 from node.messages import Hello
 
@@ -36,6 +45,8 @@ class BatchRules:
         `get_batch`)."""
         if isinstance(msg, GetBatch):
             self._check_feature("get_batch")
+            if msg.names is not None:
+                self._check_feature("get_batch", NAMES_FEATURE)
             self.batch_id = msg.id
         elif isinstance(msg, Batch):
             if idle:

@@ -142,6 +142,7 @@ class Transfer:
     sources: tuple[str, ...] = ()  # a batch push: the paths it was asked for
     links: str = "refuse"  # a batch push: the symlink policy (node/batchtree.py)
     query: dict[str, str] | None = None  # a batch pull: {"prefix": ...} or {"glob": ...}
+    names: tuple[str, ...] = ()  # a batch pull of named files (instead of a query)
     _rate_at: float = 0.0
     _rate_bytes: int = 0
     _progress_at: float = 0.0

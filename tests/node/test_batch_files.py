@@ -180,3 +180,28 @@ def test_a_sender_that_cannot_wait_for_a_batch_decision_is_refused(tmp_path: Pat
         assert (reject["type"], reject["code"]) == ("reject", "not_authorized"), reject
         assert "one by one" in reject["reason"]
         assert b.api("GET", "/api/offers") == []
+
+
+def test_get_of_several_names_is_one_batch_and_names_what_the_peer_lacks(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pair(tmp_path) as (a, b):
+        names = ["one.txt", "sub/two.bin", "zz.txt"]
+        want = {n: write_random(b.share / n, 800 + i, seed=30 + i) for i, n in enumerate(names)}
+        b.wait_api("/api/files", lambda fs: len(fs) >= 3, timeout=20, what="b's files hashed")
+        code, text = mole(capsys, a, "get", "b", *names)
+        assert code == 0, text
+        assert "(3/3 files)" in text, text
+        [got] = a.api("GET", "/api/transfers")
+        assert (got["kind"], got["state"], got["files_done"]) == ("batch", "done", 3), got
+        assert {n: sha(a.inbox / n) for n in names} == want
+        [served] = b.api("GET", "/api/transfers")  # one record on the serving side too
+        assert (served["kind"], served["state"]) == ("batch", "done"), served
+        # A name the peer does not share: the others arrive, the batch names the one missing.
+        code, text = mole(capsys, a, "get", "b", "zz.txt", "nope.txt")
+        assert code == 1 and "file missing: nope.txt" in text, text
+        [done] = [t for t in a.api("GET", "/api/transfers") if t["id"] != got["id"]]
+        assert (done["state"], done["error"]["code"]) == ("failed", "not_found"), done
+        assert [(m["path"], m["code"]) for m in done["missing"]] == [("nope.txt", "not_found")]
+        assert sha(a.inbox / "zz.txt") == want["zz.txt"]
+        assert not (a.inbox / "nope.txt").exists()

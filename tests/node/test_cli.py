@@ -142,7 +142,10 @@ class FakeApi:
             if "paths" in body:  # a batch: one transfer named by its first path
                 first.update(kind="batch", files=len(body["paths"]))
         else:
-            first = transfer(tid, direction="pull", role="receive", name=body["name"], **self.extra)
+            name = body.get("name") or (body.get("names") or [body.get("prefix")])[0]
+            first = transfer(tid, direction="pull", role="receive", name=name, **self.extra)
+            if "names" in body:  # a batch of named files: one transfer
+                first.update(kind="batch", files=len(body["names"]))
         steps = [first] + [{**first, **step} for step in self.script]
         if steps[-1]["state"] == "done" and first["role"] == "receive":
             # The node's `path` is the inbox-relative name the file got: here a taken name.
@@ -486,6 +489,20 @@ def test_get_waits_and_reports_the_path(
     assert posts(fake) == [("POST", "/api/pull", {"peer": "b", "name": "doc.txt"})]
 
 
+def test_get_of_several_names_is_one_batch_pull(
+    api: tuple[FakeApi, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Several names are one pull of `names` (one batch); a DIR/ stays its own batch."""
+    fake, url = api
+    code, out, err = run(capsys, "--api", url, "--json", "get", "b", "a.txt", "d/", "c.txt")
+    assert (code, err) == (0, ""), err
+    assert posts(fake) == [
+        ("POST", "/api/pull", {"peer": "b", "prefix": "d/"}),
+        ("POST", "/api/pull", {"peer": "b", "names": ["a.txt", "c.txt"]}),
+    ]
+    assert [t.get("kind") for t in json.loads(out)] == [None, "batch"]
+
+
 def test_get_file_missing_on_the_peer(
     api: tuple[FakeApi, str], capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -638,6 +655,10 @@ def test_transfer_error_messages() -> None:
     assert cliview.transfer_error(odd) == "transfer failed: f.bin: weird: a b"
     batch = {**failed, "kind": "batch", "files": 3}  # named by its first path only
     assert cliview.transfer_error(batch) == "refused by b: f.bin (batch of 3 files) (no pushes)"
+    lacking = [{"path": f"x{i}", "code": "not_found", "reason": "-"} for i in range(5)]
+    skipped = {"path": "link", "code": "skipped", "reason": "symlink"}
+    batch.update(missing=[skipped, *lacking], error={"code": "not_found", "reason": "-"})
+    assert cliview.transfer_error(batch) == "file missing: x0, x1, x2 and 2 more"
 
 
 def test_node_that_never_answers(capsys: pytest.CaptureFixture[str]) -> None:

@@ -60,7 +60,7 @@ HELLO = {
         "client",
         47101,
         ({"group": "lab"},),
-        ("resume", "digest", "pull-digest", "batch", "batch-pending"),
+        ("resume", "digest", "pull-digest", "batch", "batch-pending", "batch-names"),
         cert="AA==",
         nonce="c" * 64,
         sig="d" * 128,
@@ -71,7 +71,7 @@ HELLO = {
         "server",
         47101,
         (),
-        ("resume", "digest", "pull-digest", "batch", "batch-pending"),
+        ("resume", "digest", "pull-digest", "batch", "batch-pending", "batch-names"),
     ),
 }
 CHALLENGE = Challenge(2, "b" * 64, "e" * 64)
@@ -718,6 +718,36 @@ def test_a_batch_pending_needs_the_feature_in_both_hellos() -> None:
         s.send(Pending("t1", 120.0))
     c.receive_data(encode_any(Pending("t1", 120.0)))
     assert drain_until_error(c).code is ErrorCode.BAD_MESSAGE
+
+
+def test_a_pull_of_named_files_needs_the_feature_in_both_hellos() -> None:
+    named = GetBatch("t1", names=("a.txt", "d/b.txt"))
+    c, s = pair_in(State.IDLE)
+    assert deliver(c, s, named) == [named] and s.state is State.BATCH_REQUESTED
+    old = replace(HELLO[C], features=("resume", "batch", "batch-pending"))
+    c, s = Session(C), Session(S)
+    deliver(s, c, CHALLENGE)
+    deliver(c, s, old)
+    deliver(s, c, HELLO[S])
+    with pytest.raises(LocalProtocolError, match="batch-names"):
+        c.send(named)
+    s.receive_data(encode_any(named))
+    assert drain_until_error(s).code is ErrorCode.BAD_MESSAGE
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        {"type": "get_batch", "id": "t1", "names": []},
+        {"type": "get_batch", "id": "t1", "names": ["a"], "glob": "*"},
+        {"type": "get_batch", "id": "t1", "names": "a"},
+        {"type": "get_batch", "id": "t1", "names": [""]},
+    ],
+)
+def test_a_get_batch_names_exactly_one_thing(header: dict[str, object]) -> None:
+    _c, s = pair_in(State.IDLE)
+    s.receive_data(encode_header(header))
+    assert drain_until_error(s).code is ErrorCode.BAD_MESSAGE
 
 
 def test_batch_pull_declined_by_the_puller() -> None:
