@@ -205,3 +205,33 @@ def test_get_of_several_names_is_one_batch_and_names_what_the_peer_lacks(
         assert [(m["path"], m["code"]) for m in done["missing"]] == [("nope.txt", "not_found")]
         assert sha(a.inbox / "zz.txt") == want["zz.txt"]
         assert not (a.inbox / "nope.txt").exists()
+
+
+def test_a_puller_restarted_mid_batch_of_names_takes_it_up_from_its_journal(
+    tmp_path: Path,
+) -> None:
+    big = 24 << 20
+    with pair(tmp_path, b_args=("--max-rate", "8MiB")) as (a, b):
+        sizes = {"a.txt": 900, "m-big.bin": big, "z.txt": 700}
+        want = {
+            n: write_random(b.share / n, size, seed=i) for i, (n, size) in enumerate(sizes.items())
+        }
+        b.wait_api("/api/files", lambda fs: len(fs) >= 3, timeout=30, what="b's files hashed")
+        t = a.api("POST", "/api/pull", {"peer": "b", "names": list(sizes)})
+        a.wait_event(
+            lambda e: e["event"] == "batch_progress" and e["bytes"] > big // 4,
+            timeout=30,
+            what="a quarter of the big file",
+        )
+        a.stop(kill=True)
+        a.start()
+        restored = a.wait_event(
+            lambda e: e["event"] == "transfer_started" and e.get("restored"),
+            timeout=10,
+            what="the named pull restored from the journal",
+        )
+        assert (restored["id"], restored["kind"]) == (t["id"], "batch")
+        done = wait_done(a, t["id"])
+        assert done["state"] == "done" and done["files"] == 3, done
+        assert 0 < done["sent"] < big  # only the rest crossed the wire
+        assert {n: sha(a.inbox / n) for n in sizes} == want
