@@ -365,7 +365,8 @@ class BatchServe(BatchHandler):
         sink = BatchSink(self.conn, t, msg, peer)
         accept = sink.plan()
         refusal = batch_refusal(node, sink, accept, peer, self.addr, auth)
-        if refusal is None and node.policy.authorization(auth) == PROMPT:
+        prompt = refusal is None and node.policy.authorization(auth) == PROMPT
+        if prompt and not node.batches.accepted_before(peer, msg):
             their = self.conn.session.their_hello
             if their is not None and PENDING_FEATURE in their.features:
                 self._ask(msg, t, peer)
@@ -389,7 +390,8 @@ class BatchServe(BatchHandler):
     def _ask(self, msg: Batch, t: Transfer, peer: str) -> None:
         """--accept prompt: the whole batch is one offer for the user (its top-level names and
         totals); a yes plans it again (the inbox may have changed meanwhile) and takes it, a no
-        or the timeout refuses it with `not_authorized`. Nothing is created before a yes."""
+        or the timeout refuses it with `not_authorized`. Nothing is created before a yes. A
+        yes holds for that batch: sent again unchanged after a break, it is not asked again."""
         node = self.conn.node
         files, totals = batch_summary((e.path, e.size, e.kind, e.sha256) for e in msg.entries)
 
@@ -397,6 +399,7 @@ class BatchServe(BatchHandler):
             if not ok:
                 self._refuse(msg, peer, Reject(msg.id, ErrorCode.NOT_AUTHORIZED, why))
                 return
+            node.batches.remember_accepted(peer, msg)
             t.bytes = t.files_done = 0
             sink = BatchSink(self.conn, t, msg, peer)
             accept = sink.plan()

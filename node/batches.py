@@ -18,6 +18,7 @@ import stat
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from node import digest
 from node.batchconn import BatchPullClient, BatchPushClient
 from node.batchmsg import (
     MAX_ENTRIES,
@@ -48,6 +49,7 @@ if TYPE_CHECKING:
 # still leave the streams under way their turns.
 HASH_SLICE = 2 << 20
 MAX_LATE_GROUPS = 64  # --include-late group sends still taking late members
+MAX_ACCEPTED = 256  # batches a user accepted (--accept prompt) remembered for their retries
 
 
 class GroupSend:
@@ -76,6 +78,22 @@ class Batches:
         self.node = node
         self.preparing: dict[str, TreeBuilder] = {}
         self.groups: dict[str, GroupSend] = {}
+        # (peer, batch id) -> SHA-256 of the manifest the user accepted under --accept prompt.
+        self.accepted: dict[tuple[str, str], str] = {}
+
+    # -- what the user accepted ----------------------------------------------------------------
+    # One prompt per batch: a batch broken off (the link, the sender restarting) is sent again
+    # with the same id and manifest, and asking again at every attempt would make the user
+    # accept one batch many times. Only the same verified peer, the same id and the same
+    # manifest count (changed files are a new question); kept in memory (a restart asks again).
+    def remember_accepted(self, peer: str, batch: Batch) -> None:
+        self.accepted[(peer, batch.id)] = digest.sha256(batch.body()).hex()
+        while len(self.accepted) > MAX_ACCEPTED:
+            del self.accepted[next(iter(self.accepted))]
+
+    def accepted_before(self, peer: str, batch: Batch) -> bool:
+        known = self.accepted.get((peer, batch.id))
+        return known is not None and known == digest.sha256(batch.body()).hex()
 
     # -- send to a group -----------------------------------------------------------------------
     def create_group_push(

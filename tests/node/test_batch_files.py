@@ -235,3 +235,33 @@ def test_a_puller_restarted_mid_batch_of_names_takes_it_up_from_its_journal(
         assert done["state"] == "done" and done["files"] == 3, done
         assert 0 < done["sent"] < big  # only the rest crossed the wire
         assert {n: sha(a.inbox / n) for n in sizes} == want
+
+
+def test_an_accepted_batch_sent_again_after_a_break_is_not_asked_again(tmp_path: Path) -> None:
+    """One prompt per batch: the sender killed mid-batch sends it again from its journal (same
+    id, same manifest) and the receiver takes it up without a second offer."""
+    big = 24 << 20
+    fast = ("--announce-interval", "0.5", "--retry-backoff", "0.2", "--max-rate", "8MiB")
+    with nodes(tmp_path, ["a", "b"], *PROMPT, *fast, group=False) as (a, b):
+        wait_mesh([a, b])
+        sizes = {"a.txt": 900, "m-big.bin": big}
+        want = {
+            n: write_random(a.share / n, size, seed=i) for i, (n, size) in enumerate(sizes.items())
+        }
+        t = a.api("POST", "/api/push", {"peer": "b", "paths": [str(a.share / n) for n in sizes]})
+        b.api("POST", f"/api/offers/{offered(b)['id']}/accept")
+        b.wait_event(
+            lambda e: e["event"] == "batch_progress" and e["bytes"] > big // 4,
+            timeout=30,
+            what="a quarter of the big file",
+        )
+        a.stop(kill=True)
+        a.start()
+        done = b.wait_event(
+            lambda e: e["event"] == "batch_done" and e["state"] == "done",
+            timeout=60,
+            what="the batch taken up again and done",
+        )
+        assert done["wire_id"] == t["id"] and 0 < done["sent"] < big, done
+        assert [e["event"] for e in b.events].count("offer_pending") == 1
+        assert {n: sha(b.inbox / n) for n in sizes} == want
