@@ -439,7 +439,7 @@ class BatchServe(BatchHandler):
         except StoreError as exc:
             self.conn.send(Reject(msg.id, exc.code, str(exc)))
             return
-        name = msg.prefix if msg.prefix is not None else str(msg.glob)
+        name = msg.prefix or msg.glob or (msg.names or ("?",))[0]  # a named pull: its first
         t = node.manager.new("pull", "send", peer, node.peers.name_of(peer), name, wire_id=msg.id)
         t.kind, t.addr = "batch", self.addr
         t.files = len(batch.entries)

@@ -196,7 +196,7 @@ def test_get_of_several_names_is_one_batch_and_names_what_the_peer_lacks(
         assert (got["kind"], got["state"], got["files_done"]) == ("batch", "done", 3), got
         assert {n: sha(a.inbox / n) for n in names} == want
         [served] = b.api("GET", "/api/transfers")  # one record on the serving side too
-        assert (served["kind"], served["state"]) == ("batch", "done"), served
+        assert (served["kind"], served["state"], served["name"]) == ("batch", "done", "one.txt")
         # A name the peer does not share: the others arrive, the batch names the one missing.
         code, text = mole(capsys, a, "get", "b", "zz.txt", "nope.txt")
         assert code == 1 and "file missing: nope.txt" in text, text
