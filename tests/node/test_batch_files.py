@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from node.batchmsg import Batch, Entry, encode_any
+from node.units import format_size
 from tests.junkflood import hello
 from tests.node.test_batch import make_tree, mole, tree_of, wait_done
 from tests.node.test_integration import write_random
@@ -98,7 +99,7 @@ def offered(b: NodeProc) -> dict[str, Any]:
 
 
 def test_a_prompt_receiver_sees_one_offer_and_accepting_it_delivers_every_file(
-    tmp_path: Path,
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     with nodes(tmp_path, ["a", "b"], *PROMPT, group=False) as (a, b):
         wait_mesh([a, b])
@@ -115,7 +116,12 @@ def test_a_prompt_receiver_sees_one_offer_and_accepting_it_delivers_every_file(
         assert tops == [("pics", "dir", 12), ("x.txt", "file", 1), ("y.txt", "file", 1)]
         a.wait_event(lambda e: e["event"] == "transfer_waiting" and e["id"] == t["id"])
         assert files_in(b) == [] and not (b.inbox / "pics").exists()  # nothing before a yes
-        b.api("POST", f"/api/offers/{o['id']}/accept")
+        code, text = mole(capsys, b, "offers")  # one line for the whole batch
+        assert code == 0 and text.count("\n") == 1, text
+        assert f"batch of 14 files, {format_size(total)}: pics/ (12 files," in text, text
+        assert "x.txt (700 B), y.txt (0 B)" in text, text
+        code, text = mole(capsys, b, "accept", o["id"])
+        assert code == 0 and text.startswith("accepted: batch of 14 files"), text
         assert wait_done(a, t["id"])["state"] == "done"
         assert tree_of(b.inbox / "pics") == want
         assert (sha(b.inbox / "x.txt"), sha(b.inbox / "y.txt")) == (x, y)
