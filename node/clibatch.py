@@ -1,6 +1,7 @@
 """The `mole` commands' batch parts (docs/api.md): `send` of several files or directories
-(one batch) and to a group (`@GROUP`, one batch per member), `get` of several names, a `DIR/`
-or a `--glob`, and `ls PEER DIR/` as a tree. Kept out of node/cli.py, which only dispatches here."""
+(one batch) and to a group (`@GROUP`, one batch per member), `get` of several names, a
+`DIR/` or a `--glob`, and `ls PEER DIR/` as a tree. Kept out of node/cli.py, which only
+dispatches here."""
 
 from __future__ import annotations
 

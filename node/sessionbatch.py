@@ -1,7 +1,8 @@
 """The content rules of batches (docs/protocol.md 2.10) for node/session.py: a batch message's
-id must be the pending batch's, "batch" must be in both hellos, `batch_accept` and `bfile`
-name entries of the manifest (bfile indexes only go up; a held entry is not streamed), and a
-bfile's stream is counted like a file's.
+id must be the pending batch's, "batch" must be in both hellos (and "batch-pending" for a
+`pending` answering a `batch`, "batch-names" for a `get_batch` of `names`), `batch_accept`
+and `bfile` name entries of the manifest (bfile indexes only go up; a held entry is not
+streamed), and a bfile's stream is counted like a file's.
 
 Split from node/session.py (issue 9): the Session keeps the one TRANSITIONS table and applies
 it; this mixin holds the batch state it keeps per connection and checks what the table cannot
