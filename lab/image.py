@@ -348,13 +348,17 @@ def node_debs(packages: tuple[str, ...] = NODE_DEBS) -> list[Path]:
         have = sorted(cache.glob(f"{pkg}_*.deb"))
         if not have and shutil.which("apt-get"):
             cache.mkdir(parents=True, exist_ok=True)
-            done = subprocess.run(
-                ["apt-get", "download", pkg], cwd=cache, capture_output=True, text=True
-            )
+            download = ["apt-get", "download", pkg]
+            done = subprocess.run(download, cwd=cache, capture_output=True, text=True)
+            if done.returncode != 0 and os.geteuid() == 0:
+                # A fresh machine's apt has no package lists yet (as for debootstrap).
+                subprocess.run(["apt-get", "update", "-qq"], capture_output=True, check=False)
+                done = subprocess.run(download, cwd=cache, capture_output=True, text=True)
             have = sorted(cache.glob(f"{pkg}_*.deb"))
             if not have:
                 say(f"node image without {pkg}: apt-get download: {done.stderr.strip()[-300:]}")
-        found += have[-1:]
+        if have:  # the one apt fetched last (version order is not name order: 0.9.10 > 0.9.9)
+            found.append(max(have, key=lambda p: p.stat().st_mtime))
     return found
 
 
