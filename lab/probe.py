@@ -154,6 +154,9 @@ def missing(caps: Capabilities, needed: Iterable[str]) -> list[str]:
             continue
         user, piece, tool = _WHY[feature]
         detail = caps.details.get(feature, "check failed")
+        if feature == "faketime":  # the image's, not the kernel's
+            reasons.append(f"{user} needs {piece}, which does not work here ({detail})")
+            continue
         reasons.append(f"{user} needs {piece}, which this kernel lacks ({tool}: {detail})")
     return reasons
 
