@@ -106,3 +106,77 @@ def test_the_tail_moves_a_skewed_nodes_times_to_the_host_clock() -> None:
     lines.append('{"ts": 6.0, "event": "peer_up", "node": "x"}')
     tail.replace("a", "\n".join(lines) + "\n")
     assert [e["ts"] for e in tail.events("a")] == [5.0 + 10800, 6.0 + 10800]
+
+
+# --------------------------------------------------------------------------- in a container
+
+# PID 1 of the test container: like the node, a Python under the preload (clock.FAKETIME_ENV)
+# that waits in select (time.sleep fails under libfaketime 0.9.10's monotonic passthrough) and
+# writes what its clocks say into the bind-mounted data dir ten times a second.
+CLOCK_SCRIPT = """
+import json, os, select, time
+while True:
+    with open("/data/.clock.tmp", "w") as f:
+        json.dump({"wall": time.time(), "mono": time.monotonic()}, f)
+    os.replace("/data/.clock.tmp", "/data/clock.json")
+    select.select([], [], [], 0.1)
+"""
+
+
+@pytest.mark.lab
+def test_a_preloaded_process_clock_moves_with_skew_and_its_monotonic_does_not(
+    tmp_path: Path,
+) -> None:
+    """The mechanism end to end: in a container, the wall clock of a process started as the
+    lab starts a skewed node jumps by the offset within seconds and back on unskew, while its
+    monotonic clock stays the host's; a process without the preload is refused."""
+    import json
+    import os
+    import time
+
+    from lab import cluster as lab_cluster
+    from lab import image, probe
+    from lab.nodespec import NodeSpec
+    from lab.waits import wait_until
+
+    reason = lab_cluster.docker_unavailable()
+    if reason:
+        pytest.skip(f"docker unreachable: {reason}")
+    tag = image.ensure_node_image(latest=False)
+    missing = probe.missing(probe.probe(tag), {"faketime"})
+    if missing:
+        pytest.skip("; ".join(missing))
+    entry = clock.node_entrypoint()[:-2]  # env K=V ... python3
+    specs = [
+        NodeSpec(name="p", networks=["n"], entrypoint=entry, command=["-c", CLOCK_SCRIPT]),
+        NodeSpec(name="plain", networks=["n"], entrypoint=["sleep"], command=["300"]),
+    ]
+    with lab_cluster.Cluster(f"skew{os.getpid()}", image=tag, workdir=tmp_path) as c:
+        c.add_network("n")
+        c.create_nodes(specs)
+        state = Path(c.node("p").data_dir) / "clock.json"
+
+        def off() -> tuple[float, float]:
+            seen = json.loads(state.read_text())
+            return seen["wall"] - time.time(), seen["mono"] - time.monotonic()
+
+        def near(offset: float) -> bool:
+            try:
+                wall, mono = off()
+            except (OSError, ValueError):
+                return False
+            return abs(wall - offset) < 3 and abs(mono) < 3
+
+        wait_until(lambda: near(0), timeout=30, what="the clock process writing its clocks")
+        revert = faults.apply(c, "skew", {"seconds": -7200}, targets={"node": ["p"]})
+        assert revert is not None
+        said = "p's (wall, monotonic) minus the host's: {}"
+
+        def diagnose() -> str:
+            return said.format(off())
+
+        wait_until(lambda: near(-7200), timeout=10, what="p 2 h behind", diagnose=diagnose)
+        faults.apply(c, "unskew", {}, targets={"node": ["p"]})
+        wait_until(lambda: near(0), timeout=10, what="p's clock right again", diagnose=diagnose)
+        with pytest.raises(faults.FaultError, match="libfaketime"):
+            faults.apply(c, "skew", {"seconds": 60}, targets={"node": ["plain"]})
