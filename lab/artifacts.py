@@ -104,8 +104,13 @@ class Artifacts:
                 (self.artifacts / f"{n}.log").write_text(text)
             for n, text in self.logs.items():
                 (self.artifacts / f"{n}.log").write_text(text)
+                # The tail's events: as the log, with a skewed node's times moved to the host
+                # clock (its own kept as node_ts), so a re-rendered report lines up.
+                tail = self.ctx.tail if self.ctx is not None else None
+                runs = self.sc.node(n).runs_node
+                events = tail.events(n) if tail is not None and runs else parse_events(text)
                 with (self.artifacts / f"{n}.events.jsonl").open("w") as out:
-                    for ev in parse_events(text):
+                    for ev in events:
                         out.write(json.dumps(ev, separators=(",", ":")) + "\n")
             status = "skipped" if r.status == "skipped" else "failed" if r.failures else "passed"
             snapshot = Result(**{**r.__dict__, "status": status})

@@ -35,6 +35,9 @@ BASE_TAG = f"mole-base:{SUITE}"
 REGISTRY_BASE = "python:3.11-slim"
 NODE_REPO = "mole-node"
 PACKAGES = ("python3", "iproute2", "iptables", "ca-certificates", "procps")
+# Installed into the node image from .debs the host's apt fetches (lab/Dockerfile): the `skew`
+# fault's libfaketime (47 kB, libc only). Missing ones only make the probe skip that fault.
+NODE_DEBS = ("libfaketime",)
 # Trimmed from the rootfs: nothing the node or the lab's fault tools read.
 STRIP = (
     "usr/share/doc",
@@ -335,10 +338,39 @@ def _node_files(node_dir: Path) -> list[Path]:
     return sorted(files, key=lambda p: p.relative_to(node_dir).as_posix())
 
 
+def node_debs(packages: tuple[str, ...] = NODE_DEBS) -> list[Path]:
+    """The .deb files of `packages` for the node image, fetched once by the host's apt into
+    ~/.cache/mole/debs/ (offline afterwards). A package apt cannot fetch is left out, said once:
+    the image is built without it and the probe reports what it lacks."""
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mole" / "debs"
+    found: list[Path] = []
+    for pkg in packages:
+        have = sorted(cache.glob(f"{pkg}_*.deb"))
+        if not have and shutil.which("apt-get"):
+            cache.mkdir(parents=True, exist_ok=True)
+            download = ["apt-get", "download", pkg]
+            done = subprocess.run(download, cwd=cache, capture_output=True, text=True)
+            if done.returncode != 0 and os.geteuid() == 0:
+                # A fresh machine's apt has no package lists yet (as for debootstrap).
+                subprocess.run(["apt-get", "update", "-qq"], capture_output=True, check=False)
+                done = subprocess.run(download, cwd=cache, capture_output=True, text=True)
+            have = sorted(cache.glob(f"{pkg}_*.deb"))
+            if not have:
+                say(f"node image without {pkg}: apt-get download: {done.stderr.strip()[-300:]}")
+        if have:  # the one apt fetched last (version order is not name order: 0.9.10 > 0.9.9)
+            found.append(max(have, key=lambda p: p.stat().st_mtime))
+    return found
+
+
 def node_image_tag(
-    base_id: str, node_dir: Path = NODE_DIR, dockerfile: Path = DOCKERFILE, repo: str = NODE_REPO
+    base_id: str,
+    node_dir: Path = NODE_DIR,
+    dockerfile: Path = DOCKERFILE,
+    repo: str = NODE_REPO,
+    debs: list[Path] | None = None,
 ) -> str:
-    """`<repo>:<hash>`: the hash covers the Dockerfile, every node/ file and the base image."""
+    """`<repo>:<hash>`: the hash covers the Dockerfile, every node/ file, the .debs and the
+    base image."""
     h = hashlib.sha256()
     h.update(b"dockerfile\0" + dockerfile.read_bytes() + b"\0")
     for name in LAB_FILES:
@@ -349,16 +381,20 @@ def node_image_tag(
         data = f.read_bytes()
         rel = f.relative_to(node_dir).as_posix()
         h.update(f"file\0{rel}\0{len(data)}\0".encode() + data)
+    for deb in debs or ():
+        h.update(f"deb\0{deb.name}\0".encode() + deb.read_bytes() + b"\0")
     h.update(b"base\0" + base_id.encode())
     return f"{repo}:{h.hexdigest()[:16]}"
 
 
-def _context(node_dir: Path, dockerfile: Path, into: Path) -> None:
-    """Build context with exactly what the tag hashes: the Dockerfile, node/ and the lab's
-    lab programs of LAB_FILES (laid out as in the repo, so compose builds from the repo root
-    alike)."""
+def _context(node_dir: Path, dockerfile: Path, into: Path, debs: list[Path] | None = None) -> None:
+    """Build context with exactly what the tag hashes: the Dockerfile, node/, the lab programs
+    of LAB_FILES and the .debs in lab/debs/ (laid out as in the repo, so compose builds from the
+    repo root alike)."""
     shutil.copyfile(dockerfile, into / "Dockerfile")
-    (into / "lab").mkdir()
+    (into / "lab" / "debs").mkdir(parents=True)
+    for deb in debs or ():
+        shutil.copyfile(deb, into / "lab" / "debs" / deb.name)
     for name in LAB_FILES:
         f = dockerfile.parent / name
         if f.exists():
@@ -387,11 +423,12 @@ def ensure_node_image(
         base_id = cluster.image_id(base)
         if base_id is None:
             raise cluster.LabError(f"base image {base} vanished", operation="build node image")
-        tag = node_image_tag(base_id, node_dir, dockerfile, repo)
+        debs = node_debs()
+        tag = node_image_tag(base_id, node_dir, dockerfile, repo, debs)
         if not cluster.image_exists(tag):
             t0 = time.monotonic()
             with tempfile.TemporaryDirectory(prefix="mole-context-") as ctx:
-                _context(node_dir, dockerfile, Path(ctx))
+                _context(node_dir, dockerfile, Path(ctx), debs)
                 cluster.build_image(Path(ctx), tag, {"BASE": base})
             say(f"built {tag} on {base} in {time.monotonic() - t0:.1f} s")
         if latest:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from lab import hostile, wan
+from lab.faults import clock
 from lab.files import place_file
 from lab.nodeapi import NodeApi
 from lab.nodespec import GROUP_SECRET_FILE, TCP_PORT, NodeSpec
@@ -151,6 +152,8 @@ class Nodes:
             env=dict(n.env),
             tmpfs=tmpfs,
             start=False,
+            # Only where a step skews a clock: the preload is no cost worth taking elsewhere.
+            entrypoint=clock.node_entrypoint() if "skew" in self.sc.fault_verbs else None,
         )
 
     def _ip_towards(self, name: str, other: NodeDecl) -> str:

@@ -25,10 +25,36 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-FEATURES = ("netem", "tbf", "htb", "iptables", "iptables_statistic", "hashlimit", "ifb", "tee")
-CACHE_VERSION = 2  # 2: ifb, tee
+FEATURES = (
+    "netem", "tbf", "htb", "iptables", "iptables_statistic", "hashlimit", "ifb", "tee", "faketime",
+)  # fmt: skip
+CACHE_VERSION = 3  # 2: ifb, tee; 3: faketime
 PROBE_CHAIN = "MOLE-PROBE"
 _IPT = "iptables -w 5"
+
+_SKEW_TEST = 7200
+
+
+def _faketime_check() -> str:
+    from lab.faults.clock import FAKETIME_ENV
+
+    env = " ".join(
+        f"{k}={'/tmp/mole-probe-skew' if k == 'FAKETIME_TIMESTAMP_FILE' else v}"
+        for k, v in FAKETIME_ENV.items()
+    )
+    code = (
+        "import sys, time; w, m = (float(x) for x in sys.argv[1:3]);"
+        f" dw = time.time() - w - {_SKEW_TEST}; dm = time.monotonic() - m;"
+        " print(round(dw), round(dm)); sys.exit(0 if abs(dw) < 60 and 0 <= dm < 60 else 1)"
+    )
+    return (
+        "test -e {lib} || { echo libfaketime is not in the node image; exit 1; };"
+        f" echo +{_SKEW_TEST} > /tmp/mole-probe-skew"
+        ' && set -- $(python3 -c "import time; print(time.time(), time.monotonic())")'
+        f' && r=$(env {env} python3 -c "{code}" "$1" "$2")'
+        " || { echo the preloaded wall and monotonic clocks are off by $r s; exit 1; }"
+    ).replace("{lib}", FAKETIME_ENV["LD_PRELOAD"])
+
 
 # feature -> shell command that succeeds only when the feature works; each cleans up after
 # itself so the next check starts from a bare eth0 and empty tables.
@@ -51,6 +77,9 @@ CHECKS: dict[str, str] = {
     " && tc qdisc del dev eth0 ingress && ip link del moleprobe",
     "tee": f"{_IPT} -t mangle -A POSTROUTING -d 127.0.0.2 -j TEE --gateway 127.0.0.2"
     f" && {_IPT} -t mangle -D POSTROUTING -d 127.0.0.2 -j TEE --gateway 127.0.0.2",
+    # The skew fault's mechanism (lab/faults/clock.py) as the node runs it: a Python under the
+    # preload sees the file's offset on time.time() and none on time.monotonic().
+    "faketime": _faketime_check(),
 }
 
 # feature -> (what needs it, the kernel piece, the tool whose error we quote)
@@ -63,6 +92,7 @@ _WHY: dict[str, tuple[str, str, str]] = {
     "hashlimit": ("rate limiting", "the iptables hashlimit match (xt_hashlimit)", "iptables"),
     "ifb": ("bandwidth (direction: in/both)", "ifb, sch_ingress and act_mirred", "ip/tc"),
     "tee": ("duplicate", "the iptables TEE target (xt_TEE)", "iptables"),
+    "faketime": ("skew", "libfaketime in the node image", "python3"),
 }
 
 
@@ -80,6 +110,7 @@ class Capabilities:
     iptables_version: str = ""  # e.g. "iptables v1.8.9 (nf_tables)"
     ifb: bool = False  # ingress shaping: an ifb device, the ingress qdisc, mirred redirect
     tee: bool = False  # the TEE target (packet duplication)
+    faketime: bool = False  # libfaketime offsets a node's wall clock (the skew fault)
 
     @property
     def shaping(self) -> bool:
@@ -123,6 +154,9 @@ def missing(caps: Capabilities, needed: Iterable[str]) -> list[str]:
             continue
         user, piece, tool = _WHY[feature]
         detail = caps.details.get(feature, "check failed")
+        if feature == "faketime":  # the image's, not the kernel's
+            reasons.append(f"{user} needs {piece}, which does not work here ({detail})")
+            continue
         reasons.append(f"{user} needs {piece}, which this kernel lacks ({tool}: {detail})")
     return reasons
 

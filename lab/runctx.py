@@ -149,8 +149,12 @@ class RunContext:
         self.cluster = cluster
         return cluster
 
-    def open_tail(self, fetch: Callable[[str], str]) -> EventTail:
-        self.tail = EventTail(fetch)
+    def open_tail(
+        self,
+        fetch: Callable[[str], str],
+        true_time: Callable[[str, float, float], float] | None = None,
+    ) -> EventTail:
+        self.tail = EventTail(fetch, true_time=true_time)
         return self.tail
 
     # -- their cleanups

@@ -28,6 +28,7 @@ from lab import scenario as sc_mod
 from lab import verbs
 from lab.artifacts import Artifacts
 from lab.expectations import Expectation, Verdict, expectations
+from lab.faults import clock
 from lab.files import Inboxes, generate_file
 from lab.nodes import NodeDied, Nodes
 from lab.results import Result, render_summary
@@ -163,7 +164,8 @@ class Run:
         trees = {t.id: generate_tree(t, workdir / "_files") for t in sc.trees}
         timings["files"] = time.monotonic() - t
         t = time.monotonic()
-        tail = self.ctx.open_tail(lambda name: str(cluster.logs(name)))
+        skews = clock.clock_log(cluster)  # skewed nodes stamp events with their own clock
+        tail = self.ctx.open_tail(lambda name: str(cluster.logs(name)), skews.true_time)
         nodes = Nodes(sc, cluster, tail, say=self.report.say, remaining=self.report.remaining)
         inboxes = Inboxes(sc, shas, nodes, fail=self.report.fail)
         self.kept.state = state = RunState(sc, self.report, nodes, inboxes, tail)

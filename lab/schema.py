@@ -333,6 +333,12 @@ class Parser(Checks):
         if k == 1:
             return k
         for st in steps:
+            if st.do in ("skew", "unskew"):
+                raise self.fail(
+                    join(st.path, "do"),
+                    f"`{st.do}` needs the node process started under libfaketime, which a "
+                    "dense pod's nodes are not (nodes_per_container > 1; use 1)",
+                )
             if st.do in DENSE_REFUSED_VERBS:
                 raise self.fail(
                     join(st.path, "do"),

@@ -47,11 +47,21 @@ class EventTail:
     consumed are a prefix of every later answer.
     """
 
-    def __init__(self, fetch: Callable[[str], str], *, interval: float = POLL_INTERVAL) -> None:
+    def __init__(
+        self,
+        fetch: Callable[[str], str],
+        *,
+        interval: float = POLL_INTERVAL,
+        true_time: Callable[[str, float, float], float] | None = None,
+    ) -> None:
         # `interval` is the fastest cadence; _loop() slows it when a round is costly (event
         # times come from the events themselves, so a slower poll costs no accuracy).
         self.fetch = fetch
         self.interval = interval
+        # (node, its event's ts, when read) -> host time: a node whose clock the lab skewed
+        # (lab/faults/clock.py) stamps its own time; its `ts` is moved to the host's, the
+        # node's own kept as `node_ts`.
+        self.true_time = true_time
         self._lock = threading.Lock()
         self._consumed: dict[str, int] = {}
         self._events: dict[str, list[Event]] = {}
@@ -76,7 +86,8 @@ class EventTail:
             if len(lines) < start:  # the log was reset (should not happen): start over
                 start = 0
                 self._events[name] = []
-            self._events.setdefault(name, []).extend(parse_events("\n".join(lines[start:])))
+            fresh = self._stamped(name, parse_events("\n".join(lines[start:])))
+            self._events.setdefault(name, []).extend(fresh)
             self._consumed[name] = len(lines)
             self._errors.pop(name, None)
 
@@ -117,8 +128,27 @@ class EventTail:
     def replace(self, name: str, text: str) -> None:
         """The node's complete output, read once it is over: its events are these from now."""
         with self._lock:
-            self._events[name] = parse_events(text)
+            self._events[name] = self._stamped(name, parse_events(text), rereading=True)
             self._text[name] = text
+
+    def _stamped(self, name: str, events: list[Event], rereading: bool = False) -> list[Event]:
+        if self.true_time is None:
+            return events
+        now = time.time()
+        # A re-read log starts with the lines read before (the log only grows): they keep the
+        # time they were given then (it depends on when they were read).
+        before = self._events.get(name, []) if rereading else []
+        for i, ev in enumerate(events):
+            ts = ev.get("ts")
+            if not isinstance(ts, int | float) or isinstance(ts, bool):
+                continue
+            ev["node_ts"] = ts
+            old = before[i] if i < len(before) else None
+            if old is not None and old.get("node_ts") == ts:
+                ev["ts"] = old["ts"]
+            else:
+                ev["ts"] = self.true_time(name, float(ts), now)
+        return events
 
     def events(self, name: str) -> list[Event]:
         with self._lock:

@@ -101,7 +101,7 @@ class Intake:
         for t in self.node.manager.active():
             if t.addr == addr or t.state is not TState.ACTIVE:
                 continue
-            if self.node.manager.wall() - t.started < CONTENDED_TRIAL or t.rate >= min_rate:
+            if t.elapsed() < CONTENDED_TRIAL or t.rate >= min_rate:
                 continue
             if worst is None or t.rate < worst.rate:
                 worst = t

@@ -10,12 +10,12 @@ deadline is the earlier of the next announce and the next static ping.
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable
 from typing import Any
 
 from node import netif
 from node.config import Config
+from node.counterfloor import CounterFloor
 from node.discovery import Announce, Announcer, Goodbye, encode
 from node.groups import Groups
 from node.identity import Identity
@@ -46,7 +46,7 @@ class Lan:
         self._ping = ping
         self.announcer = Announcer(config.announce_interval)
         self.udp: Any = None
-        self.counter = 0
+        self.counter = CounterFloor(config.state)  # above every counter of earlier runs
         self._next_ping = -math.inf if config.static_peers else math.inf
         self.stopped = False
         self.mc6 = Multicast6(config, loop, self._datagram)  # IPv6 discovery: node/lan6.py
@@ -88,10 +88,9 @@ class Lan:
 
     # -- I/O -----------------------------------------------------------------------------------
     def _next_counter(self) -> int:
-        """Strictly increasing, also across restarts (receivers drop a counter that is not
-        newer than the last they verified): microseconds of the wall clock, or +1."""
-        self.counter = max(self.counter + 1, time.time_ns() // 1000)
-        return self.counter
+        """Strictly increasing, also across restarts and a clock set back (receivers drop a
+        counter that is not newer than the last they verified): node/counterfloor.py."""
+        return self.counter.next()
 
     def _targets(self) -> list[str]:
         cfg = self.config

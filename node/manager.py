@@ -144,7 +144,7 @@ class TransferManager:
         t.bytes = t.size
         self.unwatch(t)
         self.offered.pop(t.id, None)
-        seconds = round((t.finished or self.wall()) - t.started, 6)
+        seconds = round(t.elapsed(), 6)
         self.bus.publish(ev.TransferDone(seconds, t.to_json(), hashed_while_sending))
         self._batch_done(t)
         if t.initiator:
@@ -197,7 +197,7 @@ class TransferManager:
 
     def _batch_done(self, t: Transfer) -> None:
         if t.kind == "batch":
-            seconds = round((t.finished or self.wall()) - t.started, 6)
+            seconds = round(t.elapsed(), 6)
             self.bus.publish(ev.BatchDone(seconds, t.to_json()))
 
     def live_receive(self, peer: str, name: str) -> bool:

@@ -207,7 +207,8 @@ class Node:
         self.stopping = False
         self.tcp_port = 0
         self.api_port = 0
-        self.started = time.time()
+        # The loop's monotonic clock: uptime must not jump when the wall clock is set.
+        self.started = self.loop.time()
 
     # -- lifecycle -------------------------------------------------------------------------------
     def start(self) -> None:

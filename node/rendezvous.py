@@ -24,9 +24,14 @@ tracker and to the DHT nodes storing it, so an observer who watches the same add
 under tomorrow's hash can link the two by traffic analysis. Every peer found this way is only a
 candidate: it must pass the authenticated handshake before it learns or gets anything.
 
-The midnight rule: a member announces under today's hash. A DHT node keeps an announce for 30
-minutes and clocks drift, so for `GRACE` seconds after midnight a lookup covers today *and*
-yesterday (`lookup_days`); the loop switches its announce at `next_rotation`.
+The midnight rule: a member announces and looks up under two hashes, today's and the nearer
+neighbour day's (yesterday's before UTC noon, tomorrow's from noon on; `lookup_days`), so two
+members whose clocks differ by up to a day always share one of them: with k = floor(t / DAY -
+1/2) a node uses days k and k + 1, and clocks less than (or exactly) a day apart give k's at most
+1 apart. One neighbour rather than a fixed grace after midnight: a node whose clock is hours
+behind still announces under the day its peers are already in, and a DHT announce of yesterday
+(kept 30 minutes) is still looked up after midnight. The loop recomputes the hashes every
+minute (node/wan.py), so a clock that is set or skewed while it runs moves along.
 """
 
 from __future__ import annotations
@@ -38,7 +43,6 @@ from typing import Final
 
 LABEL: Final = b"mole-rendezvous-v1"
 DAY: Final = 86400
-GRACE: Final = 3600.0  # covers the DHT's 30-minute announce life plus generous clock skew
 MIN_KEY: Final = 16
 
 
@@ -55,17 +59,17 @@ def rendezvous_infohash(group_key: bytes, day: int) -> bytes:
     return hashlib.sha1(mac.digest()).digest()
 
 
-def lookup_days(unix_time: float, grace: float = GRACE) -> tuple[int, ...]:
-    """Today, and yesterday too within `grace` seconds after UTC midnight."""
+def lookup_days(unix_time: float) -> tuple[int, int]:
+    """Today, then yesterday before UTC noon or tomorrow from noon on (the midnight rule)."""
     today = day_of(unix_time)
-    if unix_time - today * DAY < grace:
+    if unix_time - today * DAY < DAY / 2:
         return (today, today - 1)
-    return (today,)
+    return (today, today + 1)
 
 
-def lookup_infohashes(group_key: bytes, unix_time: float, grace: float = GRACE) -> list[bytes]:
-    """The info-hashes to look up now, today's first."""
-    return [rendezvous_infohash(group_key, d) for d in lookup_days(unix_time, grace)]
+def lookup_infohashes(group_key: bytes, unix_time: float) -> list[bytes]:
+    """The info-hashes to announce and look up now, today's first."""
+    return [rendezvous_infohash(group_key, d) for d in lookup_days(unix_time)]
 
 
 def next_rotation(unix_time: float) -> float:
@@ -75,7 +79,6 @@ def next_rotation(unix_time: float) -> float:
 
 __all__ = [
     "DAY",
-    "GRACE",
     "LABEL",
     "MIN_KEY",
     "day_of",

@@ -7,7 +7,6 @@ node/api.py routes HTTP requests here and maps errors to statuses. One method an
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -59,7 +58,7 @@ class Service:
                 "discovery": dict(n.peers.table.counters),
                 "connections": len(n.conns),
                 "dropped": dict(n.drop_counts),
-                "uptime": round(time.time() - n.started, 3),
+                "uptime": round(n.loop.time() - n.started, 3),
                 # Passes over the share started (a `get` of an unknown name asks for one, at
                 # most one per RESCAN_MIN_GAP s): shows a peer cannot make it rescan at will.
                 "share_passes": n.shared.passes_started,

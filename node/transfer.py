@@ -146,6 +146,11 @@ class Transfer:
     _rate_at: float = 0.0
     _rate_bytes: int = 0
     _progress_at: float = 0.0
+    # How long it took, on the monotonic clock: `started`/`finished` are wall-clock times to
+    # show, and a clock set (or skewed) meanwhile must not make a transfer last hours or less
+    # than nothing.
+    _t0: float = field(default_factory=time.monotonic)
+    _t1: float | None = None
     # Retry budget: failures in a row without progress, and the most the receiver ever held.
     _streak: int = 0
     _best: int = 0
@@ -166,7 +171,12 @@ class Transfer:
         self.state = new
         if new in FINAL:
             self.finished = time.time()
+            self._t1 = time.monotonic()
         return new
+
+    def elapsed(self) -> float:
+        """Seconds since it was made, until it ended (monotonic)."""
+        return (time.monotonic() if self._t1 is None else self._t1) - self._t0
 
     def can(self, ev: TEvent) -> bool:
         return (self.state, ev) in TRANSITIONS

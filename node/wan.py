@@ -9,7 +9,8 @@ earliest of all their deadlines and its own schedule.
 What it does with them:
 * for each group, it announces this node's transfer port under the group's daily rendezvous
   info-hash (node/rendezvous.py) on every `--tracker` and in the DHT (`--dht`), and looks the
-  others up at the same time (within an hour after UTC midnight yesterday's hash too);
+  others up at the same time, under today's and the nearer neighbour day's hash (so clocks up
+  to a day apart still meet);
 * every address found is a *candidate*: it is dialled with a hello-only connection (`WanPing`);
   only a node that answers the handshake enters the peer table, and then only as what its
   handshake proved (node/conn.py, docs/protocol.md): an address from a tracker or the DHT is
@@ -193,8 +194,10 @@ class Wan:
         self._flush(now)
 
     def _cycle(self, now: float) -> None:
-        """Recompute the rendezvous hashes (they rotate at UTC midnight): an announce schedule
-        per tracker and hash, a DHT search per hash (announcing under today's only)."""
+        """Recompute the rendezvous hashes (today's and the nearer neighbour day's, node/
+        rendezvous.py): an announce schedule per tracker and hash, a DHT search announcing
+        under each. Both are announced, not only looked up, so that a peer whose clock puts
+        it in the neighbour day finds us as we find it."""
         self._next_cycle = now + min(self.interval, CYCLE)
         if not self.keys or not (self.trackers or self.dht is not None):
             return  # nothing to announce: rendezvous (and its hmac) is never loaded
@@ -202,17 +205,14 @@ class Wan:
 
         wall = self.wall()
         wanted: set[bytes] = set()
-        today: set[bytes] = set()
         for key in self.keys.values():
-            hashes = lookup_infohashes(key, wall)
-            wanted.update(hashes)
-            today.add(hashes[0])
+            wanted.update(lookup_infohashes(key, wall))
         self.trackers.set_hashes(wanted, now)
         if self.dht is not None:
             for h in self._dht_hashes - wanted:
                 self.dht.stop_search(h)
             for h in wanted - self._dht_hashes:
-                self.dht.search(h, now, port=self._tcp_port() if h in today else None)
+                self.dht.search(h, now, port=self._tcp_port())
             self._dht_hashes = wanted
 
     # -- sockets -------------------------------------------------------------------------------

@@ -9,13 +9,14 @@ Every verb is one entry of SPECS (FaultVerb): its typed parameters (lab.params),
 on, the kernel features it needs, what it does to the node's process, and its implementation,
 which lives with what it owns: lab.faults.process (Docker lifecycle), lab.faults.netfilter
 (iptables: partition, loss), lab.faults.shaping (tc: bandwidth, latency), lab.faults.disk
-(fill). lab.verbs turns these entries into scenario verbs; validate() and apply() check a
-direct call against the same declarations.
+(fill), lab.faults.clock (skew: libfaketime in the node process). lab.verbs turns these
+entries into scenario verbs; validate() and apply() check a direct call against the same
+declarations.
 
 Faults that must be undone return a `Revert`: a callable, idempotent, thread-safe undo with a
 `describe()`. Steps with `duration: N` are reverted by the runner N seconds after apply (it
 owns the clock); everything still active is undone newest first at the end of the run. The
-explicit undo verbs (`heal`, `unloss`, `unshape`, `unpause`, `unfill`) revert the matching
+explicit undo verbs (`heal`, `unloss`, `unshape`, `unpause`, `unfill`, `unskew`) revert the matching
 active faults of the same cluster, so a later timed or final revert finds nothing left to do.
 
 Everything we add inside a container is recognisable, so reverts and sweeps touch nothing
@@ -29,7 +30,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from lab.faults import disk, netfilter, process, shaping
+from lab.faults import clock, disk, netfilter, process, shaping
 from lab.faults.base import NET_INFO_CMD as NET_INFO_CMD
 from lab.faults.base import PRELUDE as PRELUDE
 from lab.faults.base import QDISC_HANDLE as QDISC_HANDLE
@@ -164,6 +165,13 @@ SPECS: dict[str, FaultVerb] = {
             "fill", disk.fill, (_PATH, Param("leave", parsed(shaping.byte_count), default=0))
         ),
         FaultVerb("unfill", disk.unfill, (_PATH,)),
+        FaultVerb(
+            "skew",
+            clock.skew,
+            (Param("seconds", clock.skew_seconds, required=True, example="seconds: -10800"),),
+            needs=lambda p: {"faketime"},
+        ),
+        FaultVerb("unskew", clock.unskew, needs=lambda p: {"faketime"}),
     )
 }
 LIFECYCLE_VERBS = frozenset({"kill", "stop", "start", "restart", "pause", "unpause"})
@@ -245,8 +253,8 @@ def apply(
     targets: node names per role key, already resolved by the runner: {"node": ["n3"]} for
     node verbs (several names apply the fault to each), {"groups": [["a", "b"], ["c"]]} for
     partition. When a key is absent the same key of params is used (direct calls, tests).
-    One-shot verbs (kill, stop, start, restart, unpause, heal, unloss, unshape, unfill) return
-    None. A step's `duration` is not handled here: the runner calls the returned Revert after
+    One-shot verbs (kill, stop, start, restart, unpause, heal, unloss, unshape, unfill, unskew)
+    return None. A step's `duration` is not handled here: the runner calls the returned Revert after
     that many seconds, and undoes whatever is still active at the end.
     """
     s = spec(verb)

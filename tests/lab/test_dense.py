@@ -123,6 +123,7 @@ def test_dense_scenarios_refuse_what_would_change_their_meaning() -> None:
     for extra, message in [
         ("steps: [{at: 1, do: kill, node: n1}]", r"steps\[0\].do: `kill` acts on a container"),
         ("steps: [{at: 1, do: pause, node: n1}]", "`pause` acts on a container"),
+        ("steps: [{at: 1, do: skew, node: n1, seconds: 60}]", "`skew` needs the node process"),
     ]:
         with pytest.raises(ScenarioError, match=message):
             loads(textwrap.dedent(BASE) + extra)

@@ -643,6 +643,8 @@ iptables v1.8.9 (nf_tables): Couldn't load match `hashlimit':No such file or dir
 Try `iptables -h' for more information.
 @@ifb 0
 @@tee 0
+@@faketime 1
+libfaketime is not in the node image
 """
 
 
@@ -651,7 +653,11 @@ def test_probe_parsing_and_missing_reasons() -> None:
     assert (caps.netem, caps.tbf, caps.htb, caps.iptables) == (False, True, True, True)
     assert caps.iptables_statistic and not caps.hashlimit
     assert caps.iptables_version == "iptables v1.8.9 (nf_tables)"
-    assert set(caps.details) == {"netem", "hashlimit"}
+    assert set(caps.details) == {"netem", "hashlimit", "faketime"}
+    assert probe.missing(caps, faults.requirements("skew", {"seconds": 60})) == [
+        "skew needs libfaketime in the node image, which does not work here "
+        "(libfaketime is not in the node image)"
+    ]
     assert probe.missing(caps, {"tbf", "shaping", "iptables_statistic"}) == []
     assert caps.shaping and caps.has("shaping") and not caps.has("netem")
     no_qdisc = probe.Capabilities(False, False, False, True, True, True, {"tbf": "x", "htb": "y"})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import shutil
 import subprocess
 import sys
@@ -252,3 +253,29 @@ def test_lab_entry_point_imports_nothing_third_party_before_bootstrap() -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert "python -m pytest -n auto" in proc.stdout
+
+
+def test_node_tag_covers_the_debs(node_copy: Path, tmp_path: Path) -> None:
+    """The .debs the image installs (libfaketime for the skew fault) are part of its identity."""
+    node, dockerfile = node_copy / "node", node_copy / "Dockerfile"
+    deb = tmp_path / "libfaketime_1_amd64.deb"
+    deb.write_bytes(b"one")
+    without = image.node_image_tag("sha256:base", node, dockerfile)
+    first = image.node_image_tag("sha256:base", node, dockerfile, debs=[deb])
+    assert first != without
+    deb.write_bytes(b"two")
+    assert image.node_image_tag("sha256:base", node, dockerfile, debs=[deb]) != first
+
+
+def test_node_debs_come_from_the_cache_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    debs = tmp_path / "mole" / "debs"
+    debs.mkdir(parents=True)
+    (debs / "libfaketime_0.9.9_amd64.deb").write_bytes(b"old")
+    (debs / "libfaketime_0.9.10_amd64.deb").write_bytes(b"new")
+    os.utime(debs / "libfaketime_0.9.9_amd64.deb", (1, 1))  # fetched before 0.9.10
+    monkeypatch.setattr(image.shutil, "which", lambda name: None)  # no apt: offline
+    assert [p.name for p in image.node_debs()] == ["libfaketime_0.9.10_amd64.deb"]
+    assert image.node_debs(("nothing-here",)) == []

@@ -10,7 +10,6 @@ import pytest
 from node.compact import pack_addr, unpack_addr, unpack_peers
 from node.rendezvous import (
     DAY,
-    GRACE,
     day_of,
     lookup_days,
     lookup_infohashes,
@@ -55,19 +54,30 @@ def test_short_keys_are_refused() -> None:
     assert len(rendezvous_infohash(b"k" * 16, 1)) == 20
 
 
-def test_lookup_covers_yesterday_near_midnight() -> None:
+def test_lookup_covers_the_nearer_neighbour_day() -> None:
     today = day_of(MIDNIGHT)
     assert lookup_days(MIDNIGHT) == (today, today - 1)
-    assert lookup_days(MIDNIGHT + GRACE - 1) == (today, today - 1)
-    assert lookup_days(MIDNIGHT + GRACE) == (today,)
-    assert lookup_days(MIDNIGHT - 1) == (today - 1,)
-    assert lookup_days(MIDNIGHT + 10, grace=5) == (today,)
+    assert lookup_days(MIDNIGHT + DAY / 2 - 1) == (today, today - 1)
+    assert lookup_days(MIDNIGHT + DAY / 2) == (today, today + 1)
+    assert lookup_days(MIDNIGHT - 1) == (today - 1, today)
     assert lookup_infohashes(KEY, MIDNIGHT + 1) == [
         rendezvous_infohash(KEY, today),
         rendezvous_infohash(KEY, today - 1),
     ]
     assert next_rotation(MIDNIGHT - 1) == MIDNIGHT
     assert next_rotation(MIDNIGHT) == MIDNIGHT + DAY
+
+
+@pytest.mark.parametrize("offset", [3 * 3600, 6 * 3600, 12 * 3600, 23 * 3600, DAY])
+def test_clocks_up_to_a_day_apart_share_a_hash(offset: float) -> None:
+    """The clock-skew case (scenarios/clock-skew.yaml): two nodes, one `offset` s ahead, at any
+    moment of the day announce and look up under at least one common hash. Before the
+    neighbour rule a node 3 h behind looked up only its own day near midnight and never met a
+    node already past it."""
+    for minute in range(0, 2 * 24 * 60, 7):
+        behind = MIDNIGHT + minute * 60.0
+        common = set(lookup_days(behind)) & set(lookup_days(behind + offset))
+        assert common, (offset, minute)
 
 
 def test_compact_addresses() -> None:

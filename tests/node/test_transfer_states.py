@@ -73,3 +73,18 @@ def test_a_job_reports_its_children() -> None:
     job.add(c)
     c.apply(TEvent.FAIL)
     assert job.state == "failed"
+
+
+def test_duration_ignores_the_wall_clock_being_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A clock skewed or stepped 3 h back mid-transfer (scenarios/clock-skew.yaml) made the
+    `seconds` of transfer_done (finished - started, wall clock) about -10800."""
+    import time
+
+    t = record(TState.ACTIVE)
+    real = time.time
+    monkeypatch.setattr(time, "time", lambda: real() - 10800)
+    t.apply(TEvent.DONE)
+    assert t.finished is not None and t.finished - t.started < -10000  # the wall clock jumped
+    assert 0 <= t.elapsed() < 60
+    done = t.elapsed()
+    assert t.elapsed() == done  # stopped at the end
