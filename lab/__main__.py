@@ -54,10 +54,12 @@ def cmd_image(_args: list[str]) -> int:
 
 
 def cmd_clean(args: list[str]) -> int:
-    from lab import cluster, image
+    from lab import cluster, image, swarm
 
     stale = "--stale" in args
-    print(cluster.sweep(everything=not stale))
+    # Services and swarm bridges first: their containers and configuration networks go next.
+    swept = 0 if cluster.docker_unavailable() else swarm.sweep(everything=not stale)
+    print(swept + cluster.sweep(everything=not stale))
     if not stale and not cluster.docker_unavailable():
         pruned = image.prune_node_images()
         print(f"lab: removed {pruned} old node image tag(s)", file=sys.stderr)

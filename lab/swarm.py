@@ -131,6 +131,12 @@ def session() -> Iterator[bool]:
                 rec["made"] = False
 
 
+def _users_left() -> bool:
+    """Some live lab process still uses the swarm a session made."""
+    with _record(_lock_path()) as rec:
+        return any(owner_alive(u) for u in rec.get("users", []))
+
+
 @contextlib.contextmanager
 def _record(path: Path) -> Iterator[dict[str, Any]]:
     """The host-wide record of who uses the lab's swarm, read and written under an flock."""
@@ -335,6 +341,14 @@ class SwarmCluster(Cluster):
                     return str(cid)
                 if state in _ENDED:
                     raise LabError(why, node=name, operation="start (swarm task)", status=state)
+                if "no suitable node" in why:  # no machine fits its constraints: say so now
+                    cons = ", ".join(self._constraints(name))
+                    raise LabError(
+                        f"{why} (constraints: {cons}; see `docker node ls` and its labels)",
+                        node=name,
+                        operation="place (swarm task)",
+                        status=state,
+                    )
                 last = f"task {state}: {why}"
             if time.monotonic() > deadline:
                 raise LabError(
@@ -350,9 +364,7 @@ class SwarmCluster(Cluster):
         docker_gwbridge address (an overlay is not reachable from the host)."""
         super()._refresh(h)
         if h.networks and h.networks[0] in self.decl.overlay:
-            gw = self._svc_call(
-                h.name, "inspect docker_gwbridge", _api().inspect_network, GWBRIDGE
-            )
+            gw = self._svc_call(h.name, "inspect docker_gwbridge", _api().inspect_network, GWBRIDGE)
             addr = ((gw.get("Containers") or {}).get(h.container_id) or {}).get("IPv4Address", "")
             if addr:
                 h.api_url = f"http://{addr.split('/')[0]}:{API_PORT}"
