@@ -1,4 +1,4 @@
-"""The lab's only door to Docker: networks, node containers, images, cleanup.
+"""The lab's door to Docker: networks, node containers, images, cleanup (lab.swarm: services).
 
 Every other lab module talks to Docker through this one, so timeouts, labels and error
 messages are handled in one place. Everything the lab creates carries `io.mole.lab=1`, the run
