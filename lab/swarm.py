@@ -479,7 +479,9 @@ def resources(run_id: str | None = None) -> dict[str, list[str]]:
         "networks": sorted(
             n["Name"]
             for n in swarm
-            if n["Name"] in labelled or (n.get("ConfigFrom") or {}).get("Network") in labelled
+            if n["Name"] in labelled
+            or (n.get("ConfigFrom") or {}).get("Network") in labelled
+            or (run_id and n["Name"].startswith(naming.docker_name(run_id, "")))
         ),
     }
 

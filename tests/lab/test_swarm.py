@@ -5,6 +5,7 @@ leave no service, container, network or swarm behind (found by the lab's labels)
 from __future__ import annotations
 
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -120,6 +121,20 @@ def test_scenarios_on_a_single_machine_swarm_leave_nothing_behind(tmp_path: Path
             # bridges found through their labelled configuration networks).
             assert swarm.resources(r.run_id) == {"services": [], "networks": []}
             assert cluster.resources(r.run_id) == {"containers": [], "networks": []}
+        # A node no machine can take: the run fails at once, naming the node and why.
+        nowhere = loads(
+            "name: nowhere\nnodes: [{name: a}]\n"
+            "swarm: {place: {a: [node.labels.mole.site == nowhere]}}\n"
+        )
+        t = time.monotonic()
+        r = runner.run_scenario(nowhere, image=image, artifacts_root=tmp_path, swarm=True)
+        took = time.monotonic() - t
+        failures = " ".join(f.message for f in r.failures)
+        assert r.status == "error" and "node a" in failures, r.report()
+        assert "no suitable node" in failures and "mole.site == nowhere" in failures
+        assert took < swarm.TASK_TIMEOUT  # at once, not after the task deadline
+        assert swarm.resources(r.run_id) == {"services": [], "networks": []}
+        assert cluster.resources(r.run_id) == {"containers": [], "networks": []}
     assert [r.status for r in results] == ["passed", "passed"]
     after = swarm._swarm_info().get("LocalNodeState")
     # Left as found: a swarm this test made is gone (unless another lab process still uses
