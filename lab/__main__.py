@@ -60,6 +60,8 @@ def cmd_clean(args: list[str]) -> int:
     # Services and swarm bridges first: their containers and configuration networks go next.
     swept = 0 if cluster.docker_unavailable() else swarm.sweep(everything=not stale)
     print(swept + cluster.sweep(everything=not stale))
+    if not cluster.docker_unavailable() and swarm.release_unused():
+        print("lab: left the swarm a dead lab run had made", file=sys.stderr)
     if not stale and not cluster.docker_unavailable():
         pruned = image.prune_node_images()
         print(f"lab: removed {pruned} old node image tag(s)", file=sys.stderr)

@@ -73,7 +73,10 @@ class LabSession:
         if reason:
             return f"no Docker: {reason}", None
         try:
-            removed = cluster.sweep()
+            from lab import swarm
+
+            # Services and swarm bridges of dead runs hold their containers and networks.
+            removed = swarm.sweep() + cluster.sweep()
         except cluster.LabError as e:
             warnings.warn(f"lab: sweeping dead runs failed: {e}", stacklevel=1)
         else:

@@ -120,15 +120,30 @@ def session() -> Iterator[bool]:
         yield made
     finally:
         with _record(path) as rec:
-            rec["users"] = [u for u in rec.get("users", []) if u != me and owner_alive(u)]
-            if not rec["users"] and rec.get("made"):
-                sweep(everything=False)
-                with contextlib.suppress(LabError):
-                    _engine("docker swarm leave --force", _api().leave_swarm, force=True)
-                if not rec.get("gwbridge"):  # the swarm made it: as found is without it
-                    with contextlib.suppress(*_DOCKER_ERRORS):
-                        _api().remove_network(GWBRIDGE)
-                rec["made"] = False
+            _release(rec, me)
+
+
+def release_unused() -> bool:
+    """Leave the swarm a lab session made when no live lab process uses it any more (one that
+    died before its session ended: `python -m lab clean`). True if it was left."""
+    with _record(_lock_path()) as rec:
+        return _release(rec, None)
+
+
+def _release(rec: dict[str, Any], me: str | None) -> bool:
+    """`me` no longer uses the swarm; the last user leaves the swarm a session made."""
+    rec["users"] = [u for u in rec.get("users", []) if u != me and owner_alive(u)]
+    if rec["users"] or not rec.get("made"):
+        return False
+    with contextlib.suppress(LabError):
+        sweep(everything=False)
+    with contextlib.suppress(LabError):
+        _engine("docker swarm leave --force", _api().leave_swarm, force=True)
+    if not rec.get("gwbridge"):  # the swarm made it: as found is without it
+        with contextlib.suppress(*_DOCKER_ERRORS):
+            _api().remove_network(GWBRIDGE)
+    rec["made"] = False
+    return True
 
 
 def _users_left() -> bool:

@@ -140,3 +140,50 @@ def test_scenarios_on_a_single_machine_swarm_leave_nothing_behind(tmp_path: Path
     # Left as found: a swarm this test made is gone (unless another lab process still uses
     # it, which the session's record counts), one it found is still there.
     assert after == before or (made and swarm._users_left())
+
+
+class FakeApi:
+    """What the swarm's release asks of the engine, recorded."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def leave_swarm(self, force: bool) -> None:
+        self.calls.append(f"leave force={force}")
+
+    def remove_network(self, name: str) -> None:
+        self.calls.append(f"rm {name}")
+
+
+@pytest.mark.parametrize("gwbridge_before", [False, True])
+def test_the_last_live_user_leaves_the_swarm_a_session_made(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, gwbridge_before: bool
+) -> None:
+    pytest.importorskip("docker")
+    import json
+    import socket
+
+    from lab import swarm
+    from lab.host import owner_id
+
+    api = FakeApi()
+    monkeypatch.setenv("MOLE_LAB_TMP", str(tmp_path))
+    monkeypatch.setattr(swarm, "_api", lambda: api)
+    monkeypatch.setattr(swarm, "sweep", lambda everything: api.calls.append("sweep") or 0)
+    record = tmp_path / "mole-lab-swarm.json"
+    dead = f"{socket.gethostname()}:999999999:1"  # this host, no such pid
+    state = {"users": [owner_id(), dead], "made": True, "gwbridge": gwbridge_before}
+    record.write_text(json.dumps(state))
+    assert not swarm.release_unused()  # this process still uses it
+    assert api.calls == []
+    assert json.loads(record.read_text())["users"] == [owner_id()]  # the dead one forgotten
+    record.write_text(json.dumps({**state, "users": [dead]}))
+    assert swarm.release_unused()
+    gone = [] if gwbridge_before else ["rm docker_gwbridge"]  # left as found
+    assert api.calls == ["sweep", "leave force=True", *gone]
+    assert json.loads(record.read_text()) == {
+        "users": [],
+        "made": False,
+        "gwbridge": gwbridge_before,
+    }
+    assert not swarm.release_unused()  # once
