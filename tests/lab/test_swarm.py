@@ -4,6 +4,8 @@ leave no service, container, network or swarm behind (found by the lab's labels)
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import textwrap
 import time
 from pathlib import Path
@@ -135,11 +137,37 @@ def test_scenarios_on_a_single_machine_swarm_leave_nothing_behind(tmp_path: Path
         assert took < swarm.TASK_TIMEOUT  # at once, not after the task deadline
         assert swarm.resources(r.run_id) == {"services": [], "networks": []}
         assert cluster.resources(r.run_id) == {"containers": [], "networks": []}
+        _overlay_node_answers_at_its_gwbridge_address(image, tmp_path)
     assert [r.status for r in results] == ["passed", "passed"]
     after = swarm._swarm_info().get("LocalNodeState")
     # Left as found: a swarm this test made is gone (unless another lab process still uses
     # it, which the session's record counts), one it found is still there.
     assert after == before or (made and swarm._users_left())
+
+
+def _overlay_node_answers_at_its_gwbridge_address(image: str, tmp_path: Path) -> None:
+    """The host is on no overlay: a node first on one is reached at its docker_gwbridge
+    address, where its API answers."""
+    import ipaddress
+
+    from lab import swarm
+    from lab.nodeapi import NodeApi
+    from lab.nodespec import NodeSpec
+    from lab.waits import wait_until
+
+    sc = loads("name: ovl\nnetworks: [wan]\nnodes: [{name: a, networks: [wan]}]\n")
+    sc = dataclasses.replace(sc, swarm=swarmspec.SwarmDecl(overlay=("wan",)))
+    run_id = f"ovl{os.getpid()}"
+    with swarm.SwarmCluster(run_id, image=image, workdir=tmp_path, sc=sc) as c:
+        c.add_network("wan")
+        h = c.create_nodes([NodeSpec("a", ["wan"], start=False)])["a"]
+        c.start("a")
+        host = h.api_url.split("//")[1].split(":")[0]
+        assert ipaddress.ip_address(host) not in ipaddress.ip_network(c.subnets["wan"])
+        api = NodeApi(h.api_url, h.token)
+        name = wait_until(lambda: api.node().get("name"), timeout=30, what="a's API")
+        assert name == "a"
+    assert swarm.resources(run_id) == {"services": [], "networks": []}
 
 
 class FakeApi:
