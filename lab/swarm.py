@@ -204,6 +204,7 @@ class SwarmCluster(Cluster):
         self._service_ids: dict[str, str] = {}  # node -> service id
         self._swarm_bridges: dict[str, str] = {}  # docker name -> id (unlabelled, see above)
         self._here = ""
+        self._caps: bool | None = None
 
     # -- networks
 
@@ -266,12 +267,20 @@ class SwarmCluster(Cluster):
             self._here = str(_swarm_info().get("NodeID", ""))
         return [f"node.id=={self._here}"]
 
+    def _caps_ok(self) -> bool:
+        """Services on this engine can be given capabilities."""
+        if self._caps is None:
+            self._caps = api_version() >= MIN_API_CAPS
+        return self._caps
+
     def _create_one(self, spec: NodeSpec) -> NodeHandle:
         """The node's service, with no replica yet unless it starts now (start() scales it)."""
         data_dir = spec.make_data_dir(self.workdir, self.group_secret)
         token = secrets.token_hex(16)
         nets = [self._net(n) for n in spec.networks]
         caps = (["NET_ADMIN"] if spec.cap_net_admin else []) + list(spec.cap_add)
+        if caps and not self._caps_ok():
+            caps = []  # the engine cannot: factory() skipped the scenarios that need them
         labels = {**self.labels, naming.LABEL_NODE: spec.name}
         mounts = [docker.types.Mount("/data", str(data_dir), type="bind")]
         mounts += [_tmpfs_mount(t, o) for t, o in spec.tmpfs.items()]

@@ -215,3 +215,22 @@ def test_the_last_live_user_leaves_the_swarm_a_session_made(
         "gwbridge": gwbridge_before,
     }
     assert not swarm.release_unused()  # once
+
+
+def test_an_engine_without_service_capabilities_skips_what_needs_net_admin(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("docker")
+    from lab import swarm
+    from lab.scenario import ScenarioSkip
+
+    monkeypatch.setattr(swarm, "api_version", lambda: (1, 40))
+    beyond = load_scenario(SCENARIOS / "beyond-the-lan.yaml")
+    with pytest.raises(ScenarioSkip, match=r"NET_ADMIN.*API 1\.41.*speaks 1\.40"):
+        swarm.factory(beyond)("r1", image="img", workdir=tmp_path)
+    push = load_scenario(SCENARIOS / "two-node-push.yaml")
+    made = swarm.factory(push)("r2", image="img", workdir=tmp_path)
+    assert isinstance(made, swarm.SwarmCluster) and not made._caps_ok()
+    peers = loads("name: p\nnodes: [{name: a, peers: [b]}, {name: b}]")
+    with pytest.raises(ScenarioSkip, match="--swarm: node a: static peers"):
+        swarm.factory(peers)("r3", image="img", workdir=tmp_path)
