@@ -1,9 +1,9 @@
 """`python3 -m lab COMMAND`: the lab's entry point.
 
     image               build (once) the base and node images, print their tags
-    clean [--stale]     remove every lab container and network (io.mole.lab=1) and old
-                        node images; --stale: only those of runs whose process is dead
-    run FILE...         run scenario files
+    clean [--stale]     remove every lab container, network and swarm service (io.mole.lab=1)
+                        and old node images; --stale: only those of runs whose process is dead
+    run [--swarm] FILE...  run scenario files (--swarm: as Docker Swarm services)
     report DIR...       (re)build each run's report.html; several: also a comparison page
     demo [-d|--detach]  the 4-node compose demo; `demo down` stops it (other words go to compose)
     test [ARGS...]      every test: `python -m pytest -n auto ARGS`, images built first
