@@ -414,13 +414,16 @@ class SwarmCluster(Cluster):
             services = set(self._service_ids.values())
             bridges = set(self._swarm_bridges.values())
         if used:
+            flt = {"label": naming.run_filter(self.run_id, self.owner)}
             try:
-                flt = {"label": naming.run_filter(self.run_id, self.owner)}
                 services |= {s["ID"] for s in _api().services(filters=flt)}
                 bridges |= set(_bridges_of({n["Name"] for n in _api().networks(filters=flt)}))
             except Exception as e:
                 _warn(f"run {self.run_id}: listing swarm resources failed: {e}")
-            _remove_swarm(services, bridges, {"label": naming.run_filter(self.run_id, self.owner)})
+            try:
+                _remove_swarm(services, bridges, flt)
+            except Exception as e:  # Cluster.close still removes what it can
+                _warn(f"run {self.run_id}: removing swarm resources failed: {e}")
         super().close()
 
 
@@ -444,10 +447,10 @@ def _remove_swarm(
     by GONE_TIMEOUT."""
     api = _api()
     for sid in services:
-        with contextlib.suppress(docker.errors.NotFound):
-            try:
-                api.remove_service(sid)
-            except _DOCKER_ERRORS as e:
+        try:
+            api.remove_service(sid)
+        except _DOCKER_ERRORS as e:
+            if not isinstance(e, docker.errors.NotFound):
                 _warn(f"removing service {sid[:12]} failed: {_short(e)}")
     deadline = time.monotonic() + GONE_TIMEOUT
     if label_filter is not None:
