@@ -203,6 +203,7 @@ class SwarmCluster(Cluster):
         self.decls: dict[str, NodeDecl] = {n.name: n for n in sc.nodes}
         self._service_ids: dict[str, str] = {}  # node -> service id
         self._swarm_bridges: dict[str, str] = {}  # docker name -> id (unlabelled, see above)
+        self._placed = self.decl.placed_networks(sc.nodes)
         self._here = ""
         self._caps: bool | None = None
 
@@ -217,6 +218,7 @@ class SwarmCluster(Cluster):
             raise ValueError(f"network {name!r} already exists in run {self.run_id}")
         dname = self._docker_name(name)
         api = _api()
+        options = {} if host_nat else {"com.docker.network.bridge.enable_ip_masquerade": "false"}
         if name in self.decl.overlay:
 
             def create(ipam: Any) -> Any:
@@ -226,10 +228,18 @@ class SwarmCluster(Cluster):
                 )  # fmt: skip
 
             nid, subnet = _create_network(dname, self.labels, create=create)
+        elif name in self._placed:
+            # Its nodes may be on other machines, where a configuration network of this one
+            # does not exist (a task there would be rejected): each machine's engine picks the
+            # subnet of its own bridge from its default address pools.
+            net = _engine(
+                f"create swarm bridge {dname}", api.create_network, dname, driver="bridge",
+                scope="swarm", labels=self.labels, check_duplicate=True, options=options or None,
+            )  # fmt: skip
+            nid, subnet = str(net["Id"]), ""
+            with self._lock:
+                self._swarm_bridges[dname] = nid
         else:
-            options = (
-                {} if host_nat else {"com.docker.network.bridge.enable_ip_masquerade": "false"}
-            )
             cfg = dname + CONFIG_SUFFIX
 
             def config(ipam: Any) -> Any:
@@ -457,13 +467,15 @@ def _remove_swarm(
         flt = label_filter
         with contextlib.suppress(Exception):
             remove_containers(c["Id"] for c in api.containers(all=True, filters=flt))
-        networks |= {n["Id"] for n in _safe(lambda: api.networks(filters=flt)) if _overlay(n)}
+        networks |= {n["Id"] for n in _safe(lambda: api.networks(filters=flt)) if _swarm_scoped(n)}
     for nid in networks:
         _remove_network_until_gone(nid, deadline)
 
 
-def _overlay(net: dict[str, Any]) -> bool:
-    return net.get("Driver") == "overlay"
+def _swarm_scoped(net: dict[str, Any]) -> bool:
+    """An overlay, or a labelled swarm bridge (a placed network's): removed by the manager,
+    then gone from this engine a moment later."""
+    return net.get("Scope") == "swarm"
 
 
 def _safe(fn: Callable[[], list[Any]]) -> list[Any]:
@@ -530,7 +542,7 @@ def sweep(*, everything: bool = False, run_id: str | None = None) -> int:
         if naming.is_leftover(n, everything=everything)
     ]  # fmt: skip
     swarm_nets = set(_bridges_of({n["Name"] for n in nets}))
-    swarm_nets |= {n["Id"] for n in nets if n.get("Driver") == "overlay"}
+    swarm_nets |= {n["Id"] for n in nets if _swarm_scoped(n)}  # overlays, placed bridges
     _remove_swarm(services, swarm_nets, None)
     return len(services) + len(swarm_nets)
 

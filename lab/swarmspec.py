@@ -17,7 +17,7 @@ machine the lab runs on: a LAN split across machines would silently lose its bro
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,6 +45,11 @@ class SwarmDecl:
                 if c not in out:
                     out.append(c)
         return tuple(out)
+
+    def placed_networks(self, nodes: Iterable[NodeDecl]) -> set[str]:
+        """Networks some node of which is placed by a written constraint: possibly on other
+        machines, so the engine there picks the bridge's subnet (lab.swarm)."""
+        return {net for n in nodes if self.constraints(n) for net in n.networks}
 
 
 def parse(checks: Checks, v: object, networks: tuple[str, ...], names: Mapping[str, Any]) -> Any:

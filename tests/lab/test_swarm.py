@@ -49,6 +49,7 @@ def test_overlays_and_placement_by_node_group_and_network() -> None:
     assert decl.constraints(sc.node("a2")) == ("node.labels.mole.site == a",)
     assert decl.constraints(sc.node("b")) == ("node.labels.mole.site == b", "node.role==worker")
     assert decl.constraints(sc.node("t")) == ()  # none written: the lab's own machine
+    assert decl.placed_networks(sc.nodes) == {"site-a", "site-b"}  # the wan's t is not placed
     assert swarmspec.declared(loads("name: x\nnodes: [{name: x}]")) == swarmspec.SwarmDecl()
 
 
@@ -116,6 +117,10 @@ def test_scenarios_on_a_single_machine_swarm_leave_nothing_behind(tmp_path: Path
         assert swarm._swarm_info().get("ControlAvailable")
         for name in ("two-node-push", "beyond-the-lan"):
             sc = load_scenario(SCENARIOS / f"{name}.yaml")
+            if name == "beyond-the-lan":  # each site placed, as on a machine of its own
+                manager = ("node.role == manager",)
+                place = (("site-a", manager), ("site-b", manager))
+                sc = dataclasses.replace(sc, swarm=dataclasses.replace(sc.swarm, place=place))
             r = runner.run_scenario(sc, image=image, artifacts_root=tmp_path, swarm=True)
             results.append(r)
             assert r.status == "passed", r.report()
