@@ -468,8 +468,7 @@ def _remove_swarm(
         with contextlib.suppress(Exception):
             remove_containers(c["Id"] for c in api.containers(all=True, filters=flt))
         networks |= {n["Id"] for n in _safe(lambda: api.networks(filters=flt)) if _swarm_scoped(n)}
-    for nid in networks:
-        _remove_network_until_gone(nid, deadline)
+    _remove_networks_until_gone(networks, deadline)
 
 
 def _swarm_scoped(net: dict[str, Any]) -> bool:
@@ -485,23 +484,30 @@ def _safe(fn: Callable[[], list[Any]]) -> list[Any]:
         return []
 
 
-def _remove_network_until_gone(nid: str, deadline: float) -> None:
+def _remove_networks_until_gone(nids: set[str], deadline: float) -> None:
     """A swarm network stays on this engine (listed, though "not found" to a removal) a few
     seconds after the manager removed it, and the configuration network it came from is in
-    use until then: removed, then waited for until the listing has it no more."""
+    use until then: all removed, then waited for (together) until the listing has none."""
     api = _api()
-    while _safe(lambda: api.networks(filters={"id": nid})):
-        try:
-            api.remove_network(nid)
-        except _DOCKER_ERRORS as e:
-            text = _short(e)
-            if not any(k in text for k in ("in use", "active endpoints", "not found")):
-                _warn(f"removing network {nid[:12]} failed: {text}")
-                return
-        if time.monotonic() > deadline:
-            _warn(f"network {nid[:12]} still there after {GONE_TIMEOUT:g} s")
+    left = set(nids)
+    while left:
+        listed = {n["Id"] for n in _safe(lambda: api.networks(filters={"scope": "swarm"}))}
+        left = {nid for nid in left if any(i.startswith(nid) for i in listed)}
+        for nid in sorted(left):
+            try:
+                api.remove_network(nid)
+            except _DOCKER_ERRORS as e:
+                text = _short(e)
+                if not any(k in text for k in ("in use", "active endpoints", "not found")):
+                    _warn(f"removing network {nid[:12]} failed: {text}")
+                    left.discard(nid)
+        if left and time.monotonic() > deadline:
+            _warn(
+                f"networks {', '.join(n[:12] for n in left)} still there after {GONE_TIMEOUT:g} s"
+            )
             return
-        time.sleep(0.25)  # the engine releases it asynchronously; bounded by `deadline`
+        if left:
+            time.sleep(0.25)  # the engine releases them asynchronously; bounded by `deadline`
 
 
 def resources(run_id: str | None = None) -> dict[str, list[str]]:
