@@ -37,6 +37,7 @@ from docker.utils import parse_bytes
 from lab import naming, swarmspec
 from lab.cluster import (
     _DOCKER_ERRORS,
+    LOG_TAIL,
     Cluster,
     LabError,
     _api,
@@ -182,6 +183,13 @@ def _tmpfs_mount(target: str, options: str) -> Any:
     return docker.types.Mount(
         target, None, type="tmpfs", tmpfs_size=int(parse_bytes(size)) if size else None
     )
+
+
+def _log_tail(cid: str) -> str | None:
+    try:
+        return str(_api().logs(cid, tail=LOG_TAIL).decode("utf-8", "replace"))
+    except _DOCKER_ERRORS:
+        return None
 
 
 def _create_raw_network(body: dict[str, Any]) -> dict[str, Any]:
@@ -373,8 +381,11 @@ class SwarmCluster(Cluster):
                 cid = (st.get("ContainerStatus") or {}).get("ContainerID")
                 if state == "running" and cid:
                     return str(cid)
-                if state in _ENDED:
-                    raise LabError(why, node=name, operation="start (swarm task)", status=state)
+                if state in _ENDED:  # e.g. its process exited at once: what it said
+                    raise LabError(
+                        why, node=name, operation="start (swarm task)", status=state,
+                        log_tail=_log_tail(cid) if cid else None,
+                    )  # fmt: skip
                 if "no suitable node" in why:  # no machine fits its constraints: say so now
                     cons = ", ".join(self._constraints(name))
                     raise LabError(

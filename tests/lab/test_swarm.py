@@ -142,6 +142,11 @@ def test_scenarios_on_a_single_machine_swarm_leave_nothing_behind(tmp_path: Path
         assert took < swarm.TASK_TIMEOUT  # at once, not after the task deadline
         assert swarm.resources(r.run_id) == {"services": [], "networks": []}
         assert cluster.resources(r.run_id) == {"containers": [], "networks": []}
+        # A node that exits at once: the failure names it and quotes what it said.
+        bad = loads("name: bad\nnodes: [{name: a, args: [--no-such-option]}]\n")
+        r = runner.run_scenario(bad, image=image, artifacts_root=tmp_path, swarm=True)
+        assert r.status in ("failed", "error") and "--no-such-option" in r.report(), r.report()
+        assert swarm.resources(r.run_id) == {"services": [], "networks": []}
         _overlay_node_answers_at_its_gwbridge_address(image, tmp_path)
     assert [r.status for r in results] == ["passed", "passed"]
     after = swarm._swarm_info().get("LocalNodeState")
