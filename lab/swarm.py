@@ -179,10 +179,15 @@ def _service_name(run_id: str, node: str) -> str:
 
 
 def _tmpfs_mount(target: str, options: str) -> Any:
-    size = next((o[5:] for o in options.split(",") if o.startswith("size=")), "")
+    """A service's tmpfs mount from the lab's option string (`size=64m,mode=1777`); a
+    container's takes the string itself, a service's only these two."""
+    opts = dict(o.split("=", 1) for o in options.split(",") if "=" in o)
+    size, mode = opts.get("size"), opts.get("mode")
     return docker.types.Mount(
-        target, None, type="tmpfs", tmpfs_size=int(parse_bytes(size)) if size else None
-    )
+        target, None, type="tmpfs",
+        tmpfs_size=int(parse_bytes(size)) if size else None,
+        tmpfs_mode=int(mode, 8) if mode else None,
+    )  # fmt: skip
 
 
 def _log_tail(cid: str) -> str | None:

@@ -91,6 +91,8 @@ def test_service_names_fit_and_tmpfs_sizes_are_bytes() -> None:
     assert swarm._service_name("abcdef-short", "a") == "mole-abcdef-short-a"
     mount = swarm._tmpfs_mount("/data/inbox", "size=1m")
     assert mount["Target"] == "/data/inbox" and mount["TmpfsOptions"]["SizeBytes"] == 1 << 20
+    mount = swarm._tmpfs_mount("/x", "size=64m,mode=1777")
+    assert mount["TmpfsOptions"] == {"SizeBytes": 64 << 20, "Mode": 0o1777}
 
 
 def _swarm_unavailable() -> str | None:
