@@ -78,3 +78,29 @@ def test_only_a_node_that_answered_becomes_a_peer_found_by_its_source(tmp_path: 
     # A node id the table does not hold (e.g. a hello with port 0) is not remembered.
     wan._pinged(("203.0.113.6", 47101), "c" * 64)
     assert "c" * 64 not in wan.found_by
+
+
+def test_a_peer_keeps_every_address_it_is_known_by_with_its_sources(tmp_path: Path) -> None:
+    wan, dials, peers, loop = make(tmp_path)
+    wan._candidates((("203.0.113.5", 47101),), "dht", loop.now)
+    # The DHT's address answered a dial (the success), then it also dialled us from a NAT.
+    peers.learn(hello("b" * 64), "203.0.113.5", dialed=("203.0.113.5", 47101))
+    dials[0][2]._report("b" * 64)
+    loop.now += 1
+    peers.learn(hello("b" * 64), "198.51.100.7")
+    [p] = peers.all()
+    rows = peers.to_json(p)["addrs"]
+    assert [(r["addr"], r["sources"]) for r in rows] == [
+        ("203.0.113.5", ["dht"]),  # the last success first
+        ("198.51.100.7", ["inbound"]),
+    ]
+    assert rows[0]["last_success"] is not None and rows[1]["last_success"] is None
+    # Two failed dials demote the DHT address; the inbound guess is tried first then.
+    for _ in range(2):
+        peers.dial_failed("b" * 64, "203.0.113.5", 47101)
+    assert peers.dial_order(p) == [("198.51.100.7", 47101), ("203.0.113.5", 47101)]
+    # Leaving the table drops the book; a node not in the table gets none.
+    peers.handle_timer(loop.now + 10_000)
+    assert peers.all() == [] and peers.books == {}
+    peers.note("c" * 64, "192.0.2.1", 47101, "tracker")
+    assert peers.books == {}
