@@ -265,7 +265,8 @@ def test_peers_table(api: tuple[FakeApi, str], capsys: pytest.CaptureFixture[str
     code, out, err = run(capsys, "--api", url, "peers")
     assert (code, err) == (0, "")
     assert out == (
-        "NAME         NODE      ADDRESS               VIA                 GROUPS  SEEN    FOUND BY\n"
+        "NAME         NODE      ADDRESS               VIA                 GROUPS  SEEN    "
+        "FOUND BY\n"
         "b            bbbbbbbb  127.0.0.1:47101       -                   lab,x   5s ago  lan\n"
         "longer-name  cccccccc  127.0.0.1:47101       -                   -       static  static\n"
         "far          dddddddd  203.0.113.9:47101     tracker,dht         lab,x   static  tracker\n"
