@@ -122,3 +122,31 @@ def test_dead_broadcast_address_first_then_the_live_one(tmp_path: Path) -> None:
     finally:
         for p in procs:
             p.stop()
+
+
+def test_another_node_at_the_old_address_moves_the_dial_on(tmp_path: Path) -> None:
+    """Addresses are reused: at b's old address another node (c) now answers. Its certificate
+    is not b's id, so nothing is sent there and the same attempt goes on to b's new address."""
+    disc = free_udp_port()
+    b = NodeProc(tmp_path, "b", disc, token=TOKEN).start()
+    procs = [b]
+    try:
+        a = NodeProc(tmp_path, "a", disc, "--peer", f"127.0.0.1:{b.tcp_port}",
+                     "--announce-interval", "60", token=TOKEN).start()  # fmt: skip
+        procs.append(a)
+        p1 = b.tcp_port
+        wait_addrs(a, b, lambda r: p1 in r and r[p1]["last_success"] is not None, "b pinged")
+        b = restart_elsewhere(b)
+        procs.append(b)
+        # c takes b's old port, on a discovery port of its own (a never lists c).
+        c = NodeProc(tmp_path, "c", free_udp_port(), port=p1, token=TOKEN).start()
+        procs.append(c)
+        p2 = b.tcp_port
+        wait_addrs(a, b, lambda r: p2 in r, "b's new address by broadcast")
+        write_random(a.share / "f.bin", 100_000)
+        push(a, "f.bin")
+        assert (b.inbox / "f.bin").exists() and not (c.inbox / "f.bin").exists()
+        assert addrs_of(a, b)[p1]["failures"] == 1
+    finally:
+        for p in procs:
+            p.stop()
