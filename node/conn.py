@@ -49,6 +49,7 @@ class Handler:
 
     conn: Conn
     sender: FileSender | None = None  # the file stream this side is sending, if any
+    keepalive = False  # a hello-only dial that keeps a static/WAN peer listed (query.PingClient)
 
     @property
     def node(self) -> Node:
@@ -114,7 +115,8 @@ class Handler:
             # hello names: a NAT may forward another one to it).
             dialed = transport.peername[:2] if self.conn.session.role is Role.CLIENT else None
             groups = tuple(sorted(auth.groups))
-            self.node.peers.learn(msg, transport.peername[0], groups, dialed=dialed)
+            peers = self.node.peers
+            peers.learn(msg, transport.peername[0], groups, dialed=dialed, keepalive=self.keepalive)
         return True
 
 

@@ -38,7 +38,7 @@ class KnownAddr:
     port: int
     sources: set[str] = field(default_factory=set)
     last_seen: float = -math.inf  # loop clock: last heard of (announce, hint, hello)
-    last_success: float | None = None  # loop clock: last dial that reached the peer
+    last_success: float | None = None  # loop clock: last connection of ours that reached it
     failures: int = 0  # dials that failed since the last success
 
     @property
@@ -57,8 +57,8 @@ class KnownAddr:
 def dial_order(addrs: Iterable[KnownAddr]) -> list[KnownAddr]:
     """The order a connection tries a peer's addresses in.
 
-    1. the address that worked most recently (it is the best evidence there is), unless it
-       failed repeatedly since;
+    1. the address where a connection of ours (not a keepalive) last reached the peer (the
+       best evidence there is), unless it failed repeatedly since;
     2. then by source: LAN (broadcast-seen, link-local too), static, tracker, DHT, inbound;
     3. within a source IPv4 before IPv6 (protocol.md 1.6: link-local IPv6 is the fallback),
        then the most recently seen;
@@ -100,9 +100,15 @@ class AddrBook:
         a.last_seen = max(a.last_seen, now)
         return a
 
-    def succeeded(self, host: str, port: int, now: float) -> None:
+    def succeeded(self, host: str, port: int, now: float, *, keepalive: bool = False) -> None:
+        """A dial reached the peer here. A keepalive (the hello-only dial of a static peer or
+        a tracker/DHT candidate, every interval) clears the failures but is no "last success":
+        else the dial order would follow whichever address the last keepalive went to (a LAN
+        peer's public address, say, over its LAN one)."""
         a = self.seen(host, port, None, now)
-        a.last_success, a.failures = now, 0
+        a.failures = 0
+        if not keepalive:
+            a.last_success = now
 
     def failed(self, host: str, port: int) -> None:
         a = self._addrs.get((host, port))

@@ -70,11 +70,13 @@ class Peers:
         groups: tuple[str, ...] = (),
         *,
         dialed: tuple[str, int] | None = None,
+        keepalive: bool = False,
     ) -> None:
         """A TCP hello (its proof checked) proves reachability: keep the peer even without
         broadcasts. `groups`: the groups it proved membership of. `dialed`: the address we
         dialled to get it (that address works); None for a connection the peer made (then
-        `addr` and its listening port are only a guess: source "inbound")."""
+        `addr` and its listening port are only a guess: source "inbound"). `keepalive`: the
+        dial was a hello-only keepalive (node/peeraddrs.py, AddrBook.succeeded)."""
         self.features[hello.node] = frozenset(hello.features)
         if hello.node == self.self_id or not hello.port:
             return  # port 0: it accepts no connections, so it is no peer to dial
@@ -83,7 +85,7 @@ class Peers:
         if dialed is not None:
             book = self._book(hello.node)
             if book is not None:
-                book.succeeded(dialed[0], dialed[1], now)
+                book.succeeded(dialed[0], dialed[1], now, keepalive=keepalive)
         else:
             self.note(hello.node, addr, hello.port, "inbound", now)
         self._emit(events)

@@ -61,15 +61,17 @@ def test_dead_static_address_first_then_the_live_broadcast_one(tmp_path: Path) -
     procs = [b]
     try:
         # a's static pings every 60 s: none fails the old address between b's restart and the
-        # push, so the old address is still a's last success and is tried first.
+        # push, so the old address (a's last success) is tried first, not demoted.
         a = NodeProc(tmp_path, "a", disc, "--peer", f"127.0.0.1:{b.tcp_port}",
                      "--announce-interval", "60", token=TOKEN).start()  # fmt: skip
         procs.append(a)
         p1 = b.tcp_port
-        seen = wait_addrs(
-            a, b, lambda r: p1 in r and r[p1]["last_success"] is not None, "static ping of b"
-        )
+        seen = wait_addrs(a, b, lambda r: p1 in r and "static" in r[p1]["sources"], "b pinged")
         assert seen[p1]["sources"] == ["lan", "static"], seen
+        assert seen[p1]["last_success"] is None  # a keepalive ping is no "last success" ...
+        write_random(a.share / "e.bin", 1000, seed=3)
+        push(a, "e.bin")  # ... a transfer is
+        assert addrs_of(a, b)[p1]["last_success"] is not None
         b = restart_elsewhere(b)
         procs.append(b)
         p2 = b.tcp_port
@@ -135,7 +137,9 @@ def test_another_node_at_the_old_address_moves_the_dial_on(tmp_path: Path) -> No
                      "--announce-interval", "60", token=TOKEN).start()  # fmt: skip
         procs.append(a)
         p1 = b.tcp_port
-        wait_addrs(a, b, lambda r: p1 in r and r[p1]["last_success"] is not None, "b pinged")
+        wait_addrs(a, b, lambda r: p1 in r and "static" in r[p1]["sources"], "b pinged")
+        write_random(a.share / "e.bin", 1000, seed=3)
+        push(a, "e.bin")  # b's old address is a's last success
         b = restart_elsewhere(b)
         procs.append(b)
         # c takes b's old port, on a discovery port of its own (a never lists c).

@@ -144,3 +144,14 @@ def test_json_in_dial_order_with_sources_and_unix_times() -> None:
     assert rows[1]["last_seen"] == 992.0 and rows[1]["failures"] == 0
     assert book.sources() == {"lan", "static"}
     assert KnownAddr("h", 1).last_seen == -math.inf
+
+
+def test_a_keepalive_clears_failures_but_is_no_last_success() -> None:
+    book = AddrBook()
+    book.seen("10.0.0.1", 1, "lan", 1.0)
+    book.seen("10.0.0.2", 1, "static", 1.0)
+    book.failed("10.0.0.2", 1)
+    book.succeeded("10.0.0.2", 1, 5.0, keepalive=True)  # a static peer's hello-only dial
+    a = book.get("10.0.0.2", 1)
+    assert a is not None and a.failures == 0 and a.last_success is None and a.last_seen == 5.0
+    assert [a.host for a in book.ordered()] == ["10.0.0.1", "10.0.0.2"]  # still by source
