@@ -34,7 +34,7 @@ class Lan:
         identity: Identity,
         groups: Groups,
         tcp_port: Callable[[], int],
-        ping: Callable[[str, int], None],
+        ping: Callable[[str, int], object],
     ) -> None:
         self.config = config
         self.loop = loop

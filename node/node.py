@@ -25,7 +25,7 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any
 
-from node import __version__, logs
+from node import __version__, dial, logs
 from node import events as ev
 from node.addr import hostport, url_host
 from node.admission import Admission
@@ -34,7 +34,7 @@ from node.apiauth import ApiGuard, load_or_create_token
 from node.autofetch import AutoFetch
 from node.batches import Batches
 from node.config import Config
-from node.conn import Conn, Handler
+from node.conn import ClientHandler, Conn, Handler
 from node.errors import ConfigError, ErrorCode, LocalCode
 from node.events import EventBus
 from node.gate import Gate
@@ -56,7 +56,6 @@ from node.push import Pushes
 from node.query import PingClient
 from node.ratelimit import TokenBucket, frame_for_rate
 from node.service import Service
-from node.session import Role
 from node.store import Store
 from node.timers import Timers
 from node.transfer import Transfer
@@ -65,6 +64,8 @@ from node.wan import Wan
 
 if TYPE_CHECKING:
     import ssl
+
+    from node.discovery import Peer
 
 PARTIAL_MAX_AGE = 7 * 86400.0
 # What binding `::` says on a host without IPv6 (Windows numbers its socket errors apart).
@@ -309,22 +310,11 @@ class Node:
             )
         return self._tls
 
-    def connect(self, host: str, port: int, handler: Handler) -> None:
-        conn = Conn(self, Role.CLIENT, handler)
-        if not self.tls:  # --insecure-plaintext
-            self.loop.connect_tcp(host, port, conn, timeout=10.0)
-            return
-        from node.tlsproto import connect_tls  # deferred: see __init__
+    def connect(self, host: str, port: int, handler: Handler) -> Conn:
+        return dial.connect(self, host, port, handler)  # one address
 
-        connect_tls(
-            self.loop,
-            host,
-            port,
-            self.tls_contexts()[1],
-            conn,
-            timeout=10.0,
-            handshake_timeout=self.config.handshake_timeout,
-        )
+    def dial(self, peer: Peer, handler: ClientHandler, transfer: Transfer | None = None) -> None:
+        dial.Dial(self, peer, handler, transfer).start()  # its addresses in turn
 
     def admit(self, conn: Conn) -> None:
         self.gate.admit(conn)

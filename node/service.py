@@ -198,7 +198,7 @@ class Service:
     def peer_files(self, peer: str, reply: Reply) -> None:
         """Ask the peer for its file list; `reply(status, body)` exactly once, maybe later."""
         p = self.node.peers.resolve(peer)
-        self.node.connect(p.addr, p.port, ListClient(reply, p.node))
+        self.node.dial(p, ListClient(reply, p.node))
 
     # -- the event stream --------------------------------------------------------------------
     def events_since(self, last_id: str | None) -> tuple[bool, list[Record]]:

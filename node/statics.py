@@ -49,8 +49,8 @@ class StaticPeers:
         configured: tuple[tuple[str, int], ...],
         state: Path,
         *,
-        connect: Callable[[str, int, Handler], None],
-        found: Callable[[str], None],
+        connect: Callable[[str, int, Handler], object],
+        found: Callable[[str, tuple[str, int]], None],
         wake: Callable[[], None],
     ) -> None:
         self._connect = connect
@@ -106,7 +106,7 @@ class StaticPeers:
                     self._wake()
                 s.failures = 0
                 s.node = node
-                self._found(node)
+                self._found(node, (host, s.port))
 
         self._connect(host, s.port, WanPing(done))
 
