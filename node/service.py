@@ -64,14 +64,15 @@ class Service:
                 # most one per RESCAN_MIN_GAP s): shows a peer cannot make it rescan at will.
                 "share_passes": n.shared.passes_started,
             },
-            "wan": n.wan.info(),
+            "wan": n.wan_info(),
         }
 
     def peers(self) -> list[dict[str, Any]]:
         return self.node.peers.list_json()
 
     def static_peers(self) -> list[dict[str, Any]]:
-        return self.node.wan.static_json()
+        wan = self.node.built("wan")
+        return [] if wan is None else wan.static_json()  # none added: no WAN part built
 
     def add_static_peer(self, text: str) -> dict[str, Any]:
         return self.node.wan.add_static(text)
