@@ -200,11 +200,15 @@ class Node(LazyParts):
         self.tcp_port = self.server.port
         self.api_server = self.loop.listen_tcp(cfg.api_host, cfg.api_port, self._accept_api)
         self.api_port = self.api_server.port
+        # The first announce as soon as both listeners are bound (protocol.md 1.1), before the
+        # pass over the share (seconds on a big one): peers learn of us meanwhile, and what
+        # they answer waits in the socket until the loop runs, when everything is ready.
+        self.lan.start()
+        self.lan.handle_timer(self.loop.time())
         self.share.rescan()
         # Partial files of peers that never came back are dropped after a week.
         self.store.prune_partials(PARTIAL_MAX_AGE)
         self.manager.restore()
-        self.lan.start()
         if self.wants_wan():
             self.wan.start()
         self.bus.publish(

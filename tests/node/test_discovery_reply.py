@@ -3,8 +3,10 @@ that every other node would have to verify (issue 17: discovery time at 20 nodes
 
 from __future__ import annotations
 
+import errno
 import io
 from pathlib import Path
+from typing import Any
 
 from node.config import Config
 from node.events import EventLog
@@ -69,12 +71,44 @@ def test_a_newcomer_on_the_shared_port_gets_a_broadcast(tmp_path: Path) -> None:
         loop.run(until=lambda: a.lan.announcer.last_sent is not None, timeout=5)
         a_sent = a.lan.announcer.last_sent
         assert a_sent is not None
-        b.start()  # its first announce goes out from the loop
-        b.lan.own.close()  # b as an older node: its announces leave from the shared port
-        b.lan.own = None
+        # b as an older node (or one that could not open a socket of its own): its announces
+        # leave from the shared port.
+        real = loop.open_udp
+
+        def no_own_port(host: str, port: int, *args: Any, **kw: Any) -> Any:
+            if port == 0:
+                raise OSError(errno.EADDRINUSE, "no port of its own here")
+            return real(host, port, *args, **kw)
+
+        loop.open_udp = no_own_port  # type: ignore[method-assign]
+        try:
+            b.start()
+        finally:
+            loop.open_udp = real  # type: ignore[method-assign]
+        assert b.lan.own is None
         loop.run(until=lambda: bool(b.peers.get(a.node_id)), timeout=5)
         assert b.peers.get(a.node_id) is not None, b.peers.table.counters
         assert a.lan.replies == 0
         assert a.lan.announcer.last_sent is not None and a.lan.announcer.last_sent > a_sent
+    finally:
+        loop.close()
+
+
+def test_the_first_announce_goes_out_before_the_pass_over_the_share(tmp_path: Path) -> None:
+    """protocol.md 1.1: announce as soon as the listener is bound; a big share's first pass
+    (seconds) must not hold the node back from its peers (issue 17)."""
+    loop = Loop()
+    a = _node(tmp_path, "a", loop, free_udp_port())
+    seen: list[bytes] = []
+    rescan = a.share.rescan
+
+    def watched() -> None:
+        seen.append(a.lan.last_announce)
+        rescan()
+
+    a.share.rescan = watched  # type: ignore[method-assign]
+    try:
+        a.start()
+        assert len(seen) == 1 and seen[0], "the share was scanned before the first announce"
     finally:
         loop.close()
