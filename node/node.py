@@ -332,7 +332,8 @@ class Node(LazyParts):
 
     @property
     def drop_counts(self) -> dict[str, int]:
-        return self.gate.counts
+        gate = self.built("gate")  # none built: no connection came in, none was dropped
+        return {} if gate is None else dict(gate.counts)
 
     def _accept_api(self) -> Any:
         from node.api import ApiRefuse, ApiServerProtocol  # deferred: see LAZY_PARTS

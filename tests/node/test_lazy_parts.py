@@ -70,6 +70,9 @@ n.loop.run(until=lambda: not t.is_alive(), timeout=10)
 t.join()
 info = json.loads(holder["r"])
 assert info["wan"]["static"] == [] and info["wan"]["dht"] is None, info
+# Answering it built neither the gate nor the WAN part (the status of parts never built).
+assert n.built("gate") is None and "node.wan" not in sys.modules
+assert info["stats"]["dropped"] == {} and info["stats"]["connections"] == 0, info
 # An inbound transfer connection: the gate, built by the listener's first accept.
 s = socket.create_connection(("127.0.0.1", n.tcp_port))
 n.loop.run(until=lambda: n.built("gate") is not None and n.gate.handshaking, timeout=10)
