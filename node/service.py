@@ -17,13 +17,13 @@ from node import __version__
 from node.errors import LocalCode, NotFound, RequestError
 from node.events import Record
 from node.identity import format_id
-from node.query import ListClient, Reply
 from node.transfer import TState
 from node.trustapi import TrustService
 from node.upload import Upload, Uploads
 
 if TYPE_CHECKING:
     from node.node import Node
+    from node.query import Reply
 
 
 def meta_json(name: str, size: int, sha256: str, mtime: float, mime: str) -> dict[str, Any]:
@@ -196,6 +196,8 @@ class Service:
     def peer_files(self, peer: str, reply: Reply) -> None:
         """Ask the peer for its file list; `reply(status, body)` exactly once, maybe later."""
         p = self.node.peers.resolve(peer)
+        from node.query import ListClient  # the transfer machinery: at its first use
+
         self.node.connect(p.addr, p.port, ListClient(reply, p.node))
 
     # -- the event stream --------------------------------------------------------------------

@@ -70,8 +70,17 @@ n.loop.run(until=lambda: not t.is_alive(), timeout=10)
 t.join()
 info = json.loads(holder["r"])
 assert info["wan"]["static"] == [] and info["wan"]["dht"] is None, info
-# Answering it built neither the gate nor the WAN part (the status of parts never built).
-assert n.built("gate") is None and "node.wan" not in sys.modules
+# Answering it built neither the gate nor the WAN part (the status of parts never built),
+# nor loaded the connection machinery (pairings, a peer's file list: at their first use).
+assert n.built("gate") is None, "gate"
+assert not {"node.wan", "node.conn", "node.session"} & set(sys.modules), "wan or conn"
+c.request("GET", "/api/pairings", headers={"Authorization": "Bearer " + n.guard._token.decode(),
+                                          "Host": f"127.0.0.1:{n.api_port}"})
+t = threading.Thread(target=lambda: holder.update(p=c.getresponse().read()))
+t.start()
+n.loop.run(until=lambda: not t.is_alive(), timeout=10)
+t.join()
+assert json.loads(holder["p"]) == [] and "node.conn" not in sys.modules, holder["p"]
 assert info["stats"]["dropped"] == {} and info["stats"]["connections"] == 0, info
 # An inbound transfer connection: the gate, built by the listener's first accept.
 s = socket.create_connection(("127.0.0.1", n.tcp_port))
