@@ -15,13 +15,15 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from node.discovery import Admit, Membership, Peer, PeerDown, PeerEvent, PeerTable, PeerUp
 from node.errors import LocalCode, NotFound
 from node.identity import format_id, parse_id
-from node.messages import Hello
 from node.peeraddrs import AddrBook
+
+if TYPE_CHECKING:
+    from node.messages import Hello
 
 PeerListener = Callable[[PeerEvent], None]
 
