@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from node.intake import CONTENDED_TRIAL
 from node.node import RESCAN_MIN_GAP
 from node.store.hashcache import CACHE_FILE, HashCache
 from tests import tlspeer
@@ -204,6 +205,52 @@ def test_trickling_pushes_do_not_hold_every_slot(tmp_path: Path) -> None:
             stop.set()
             for t in threads:
                 t.join(10)
+
+
+def test_a_newcomer_waits_at_most_a_trial_while_tricklers_hold_every_slot(tmp_path: Path) -> None:
+    """Before: a push or pull that came while the 16 trickling streams were young was told
+    `busy` until their 2 s trial ended and then sat out its own growing backoff (59x its
+    quiet time for 1 MiB in bench/flood.py). Now a stream below the floor loses its slot once
+    its 1 s trial is over, and a `busy` meanwhile says when (`retry_after`): with a 5 s backoff
+    configured, every retry must come at that hint, and the newcomers must not wait longer
+    than the trial for a slot."""
+    stop = threading.Event()
+    backoff = ("--retry-backoff", "5", "--retry-backoff-max", "5")
+    with nodes(tmp_path, ["a", "b"], *backoff) as (a, b):
+        wait_mesh([a, b])
+        write_random(a.share / "up.bin", 4 << 20, seed=3)
+        write_random(b.share / "down.bin", 4 << 20, seed=4)
+        for n, name in ((a, "up.bin"), (b, "down.bin")):
+            n.wait_api("/api/files", lambda fs, x=name: any(f["name"] == x for f in fs))
+        threads = [
+            threading.Thread(target=trickler, args=(f"127.0.0.{i + 2}", b.tcp_port, i, stop))
+            for i in range(16)
+        ]
+        for t in threads:
+            t.start()
+        try:
+            b.wait_api(
+                "/api/transfers",
+                lambda ts: sum(1 for t in ts if t["state"] == "active") >= 16,
+                timeout=20,
+                what="every slot taken by a trickler",
+            )
+            push = a.api("POST", "/api/push", {"peer": "b", "path": "up.bin"})["id"]
+            pull = a.api("POST", "/api/pull", {"peer": "b", "name": "down.bin"})["id"]
+            for tid in (push, pull):
+                final = done(a, tid, timeout=60)
+                assert final["state"] == "done", final
+        finally:
+            stop.set()
+            for t in threads:
+                t.join(10)
+        for tid in (push, pull):
+            retries = [e for e in a.events if e["event"] == "transfer_retry" and e["id"] == tid]
+            # Both newcomers may have been told the same first trial's end; the second one to
+            # come back then waits for the next trickler's (they started together).
+            assert len(retries) <= 2, retries
+            for e in retries:
+                assert e["code"] == "busy" and e["delay"] <= CONTENDED_TRIAL, (e["reason"], e)
 
 
 def test_an_announce_flood_leaves_a_bounded_peer_table(tmp_path: Path) -> None:
