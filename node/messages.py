@@ -506,15 +506,8 @@ class Reject:
     retry_after: float | None = None
 
     def to_header(self) -> dict[str, Any]:
-        header: dict[str, Any] = {
-            "type": self.TYPE,
-            "id": self.id,
-            "code": self.code,
-            "reason": self.reason,
-        }
-        if self.retry_after is not None:
-            header["retry_after"] = round(self.retry_after, 3)
-        return header
+        hint = {} if self.retry_after is None else {"retry_after": round(self.retry_after, 3)}
+        return {"type": self.TYPE, "id": self.id, "code": self.code, "reason": self.reason, **hint}
 
     @staticmethod
     def parse(f: _Fields) -> Reject:
