@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from node import events as ev
-from node.admission import Admission, RateLimit
+from node.admission import Admission, RateLimit, Strangers
 from node.conn import Conn, Refuse
 from node.errors import ErrorCode
 from node.loop import Transport
@@ -35,6 +35,10 @@ DROP_TAIL_EVERY = 0.25  # s between looks at whether the flood's summary line ma
 # --handshake-timeout if shorter) is answered `tls_required`, so such a client fails at once
 # with a clear error instead of both sides timing out; a silent socket of a flood goes too.
 SNIFF_SILENCE = 1.0
+# Hellos of node ids neither verified here before nor heard announcing, checked per second
+# (burst): each costs two pure-Python Ed25519 verifications (node/admission.py, Strangers).
+STRANGER_HELLOS_PER_S = 16.0
+STRANGER_HELLOS_BURST = 32
 
 
 class Gate:
@@ -48,6 +52,7 @@ class Gate:
         # Inbound connections before their TLS handshake is done, oldest first (a dict as an
         # ordered set): they count against --max-connections like any other.
         self.handshaking: dict[Sniff, None] = {}
+        self.strangers = Strangers(STRANGER_HELLOS_PER_S, STRANGER_HELLOS_BURST, node.loop.time())
 
     def accept(self) -> Any:
         """The protocol for a new inbound connection (the loop's listen factory)."""

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from node.gate import STRANGER_HELLOS_BURST
 from node.intake import CONTENDED_TRIAL
 from node.node import RESCAN_MIN_GAP
 from node.store.hashcache import CACHE_FILE, HashCache
@@ -251,6 +252,50 @@ def test_a_newcomer_waits_at_most_a_trial_while_tricklers_hold_every_slot(tmp_pa
             assert len(retries) <= 2, retries
             for e in retries:
                 assert e["code"] == "busy" and e["delay"] <= CONTENDED_TRIAL, (e["reason"], e)
+
+
+def test_hellos_of_fresh_ids_are_checked_at_a_bounded_rate(tmp_path: Path) -> None:
+    """Before: every hello was checked in full (two pure-Python Ed25519 verifications, a few
+    ms each), so junk connections signing with a fresh key each (bench/flood.py's
+    junk_connections) kept the loop busy verifying, connections piled up to the limit and
+    were evicted, the transfers crawled (9.5x at 256 MiB) and memory grew with the churn.
+    Now the hellos of ids neither verified here before nor heard announcing are checked at
+    most 16 a second (node/gate.py, after a burst of STRANGER_HELLOS_BURST), the others refused
+    `busy` before any verification; an id that checked out once is not budgeted again, and a
+    peer heard announcing never is: `a` pushes while the flood goes on."""
+    fresh = 3 * STRANGER_HELLOS_BURST  # under --max-pending-per-addr: all pending at once
+    with nodes(tmp_path, ["a", "b"]) as (a, b):
+        wait_mesh([a, b])
+        write_random(a.share / "real.bin", 1 << 20, seed=5)
+        a.wait_api("/api/files", lambda fs: any(f["name"] == "real.bin" for f in fs))
+        labels = [f"fresh{i}-{os.getpid()}" for i in range(fresh)]
+        # The attacker's keys and TLS connections first (the node's challenge read on each),
+        # then every hello at once: the node meets them together, however slow this side.
+        socks = [tlspeer.connect(("127.0.0.1", b.tcp_port), 20) for _ in labels]
+        answers: list[str] = []
+        try:
+            for s, label in zip(socks, labels, strict=True):
+                s.sendall(hello(label))
+            tid = a.api("POST", "/api/push", {"peer": "b", "path": "real.bin"})["id"]
+            for s in socks:
+                frames, _ = read_frames(s, b"", 1)
+                answers.append(str(frames[0].get("code") or frames[0]["type"]))
+        finally:
+            for s in socks:
+                s.close()
+        checked = answers.count("hello")
+        assert answers.count("busy") + checked == fresh, answers
+        # The burst, and what the budget refilled while the node worked through the rest.
+        assert STRANGER_HELLOS_BURST <= checked < fresh, answers
+        final = done(a, tid, timeout=60)
+        assert final["state"] == "done" and final["attempts"] == 1, final
+        # An id that checked out once is no stranger: its hellos are not budgeted again.
+        known = labels[answers.index("hello")]
+        for _ in range(3):
+            with tlspeer.connect(("127.0.0.1", b.tcp_port), 10) as s:
+                s.sendall(hello(known))
+                frames, _ = read_frames(s, b"", 1)
+                assert frames[0]["type"] == "hello", frames
 
 
 def test_an_announce_flood_leaves_a_bounded_peer_table(tmp_path: Path) -> None:
