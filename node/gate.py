@@ -22,6 +22,9 @@ from node.serve import ServerHandler
 from node.session import Role
 
 TLS_HANDSHAKE_RECORD = 0x16  # the first byte of a TLS ClientHello
+# The longest first record (the ClientHello's) we wait for: a TLS record holds at most 2^14
+# bytes of plaintext, and a ClientHello is sent unencrypted.
+MAX_FIRST_RECORD = 5 + (1 << 14)
 
 if TYPE_CHECKING:
     from node.node import Node
@@ -156,6 +159,10 @@ class Sniff:
         self.conn = conn
         self.raw: Transport | None = None
         self.tls: TlsProtocol | None = None
+        # The client's first TLS record until it is whole: OpenSSL takes ~45 KiB for a
+        # connection as soon as it is fed a byte, so a flood of ClientHellos that stop short
+        # costs the node their few bytes each, not an SSL object each, until they are evicted.
+        self.head: bytearray | None = None
         self.opened = 0.0
         self.pending = True  # until handshake done, refused, dropped or lost
         gate.handshaking[self] = None
@@ -172,13 +179,14 @@ class Sniff:
         if not self.pending:
             return None
         limit = self.gate.node.config.handshake_timeout
-        return self.opened + (min(SNIFF_SILENCE, limit) if self.tls is None else limit)
+        silent = self.tls is None and self.head is None
+        return self.opened + (min(SNIFF_SILENCE, limit) if silent else limit)
 
     def handle_timer(self, now: float) -> None:
         when = self.get_timer()
         if when is None or now < when or self.raw is None:
             return
-        if self.tls is None:
+        if self.tls is None and self.head is None:
             self._refuse_plaintext("nothing received: a TLS client speaks first")
         else:
             limit = self.gate.node.config.handshake_timeout
@@ -188,9 +196,21 @@ class Sniff:
         if self.tls is None:
             if not data or self.raw is None:
                 return
-            if data[0] != TLS_HANDSHAKE_RECORD:
-                self._refuse_plaintext("plaintext client refused")
+            if self.head is None:
+                if data[0] != TLS_HANDSHAKE_RECORD:
+                    self._refuse_plaintext("plaintext client refused")
+                    return
+                self.head = bytearray()
+            self.head += data
+            if len(self.head) < 5:
                 return
+            whole = 5 + int.from_bytes(self.head[3:5], "big")
+            if whole > MAX_FIRST_RECORD:
+                self.drop(ErrorCode.BAD_FRAME, f"a first TLS record of {whole} bytes")
+                return
+            if len(self.head) < whole:
+                return  # its deadline is the handshake's (get_timer): wait for the rest
+            data, self.head = memoryview(bytes(self.head)), bytearray()
             # ssl is loaded (and the contexts made) here, at the first TLS client: an idle
             # node does not hold libssl (node.Node.tls_contexts).
             from node.tlsproto import TlsProtocol

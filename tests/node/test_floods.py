@@ -298,6 +298,27 @@ def test_hellos_of_fresh_ids_are_checked_at_a_bounded_rate(tmp_path: Path) -> No
                 assert frames[0]["type"] == "hello", frames
 
 
+def test_clienthellos_that_stop_short_cost_no_tls_state(tmp_path: Path) -> None:
+    """Before: the first byte of a ClientHello made an SSL object (~45 KiB of OpenSSL's
+    memory), so 1,500 connections that sent 64 bytes of one and stalled, evicted at the
+    connection limit, left the node 50 MiB bigger (the allocator keeps what it took). Now the
+    node waits for the whole first record before any TLS state exists."""
+    from tests.junkflood import JunkFlood
+
+    with nodes(tmp_path, ["b"], "--max-connections", "64") as (b,):
+        before = rss_kib(b, "VmRSS")
+        flood = JunkFlood([("127.0.0.1", b.tcp_port)], total=800, wave=20, mix={"stalled_tls": 1})
+        flood.start()
+        try:
+            assert flood.wait(lambda: flood.opened == 800 and flood.closed >= 700, timeout=60)
+        finally:
+            flood.close()
+        codes = b.api("GET", "/api/node")["stats"]["dropped"]
+        assert codes.get("busy", 0) >= 700, codes  # evicted at the limit, every one told why
+        grown = rss_kib(b, "VmHWM") - before
+        assert grown < 8 << 10, f"{grown} KiB more for 800 stalled ClientHellos"
+
+
 def test_an_announce_flood_leaves_a_bounded_peer_table(tmp_path: Path) -> None:
     """Before: 100,000 fake announces left 99,612 peers for 72 h (RSS 22 -> 141 MB, every
     operation 47x slower, 20 MB of log lines). With signed discovery: a mix of validly signed
