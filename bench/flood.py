@@ -19,15 +19,16 @@ allocator take is not given back, so a later attack's peak includes the earlier 
 `victim_drops` the connections the victim dropped, by error code (what the attack reached:
 `tls_required` only for the plaintext part), `met` both targets.
 
-How stable the figures are: on the 2-core machine this was written on, the attacker threads
-run in this process and compete with the three nodes for the CPU (a TLS handshake and an
-Ed25519 signature per attack connection cost the attacker as much as the victim), so a ratio
-includes the attacker's own cost; and with other jobs on the machine, quiet times of the same
-transfer varied by 2-3x within a run. Attacks that cost the victim nothing came out anywhere
-between 0.5 and 1.1 at 32 MiB and up to ~2.4 at 256 MiB: treat a ratio under ~2 from a loaded
-machine as noise (run with more `--runs` on a quiet one); 5x and more is a real problem (the
-trickling pushes' busy-and-backoff wait was 5-8x before it was fixed). Last line: one JSON
-object, with the worst attack's `ratio` at the top and `targets`.
+How stable the figures are: on the 2-core machine this was written on, the attacker threads run
+in this process and compete with the three nodes for the CPU (a TLS handshake and an Ed25519
+signature per attack connection cost the attacker as much as the victim), so a ratio includes
+the attacker's own cost; and with other jobs on the machine, quiet times of the same transfer
+varied by 2-4x within a run (1.6-6.9 s for 256 MiB at a load average of 45). Attacks that cost
+the victim nothing came out anywhere between 0.4 and 1.1 at 32 MiB and up to ~2.6 at 256 MiB:
+treat a ratio under ~3 from a loaded machine as noise (run with more `--runs` on a quiet one);
+5x and more is a real problem (the trickling pushes' busy-and-backoff wait was 5-8x before it
+was fixed). Last line: one JSON object, with the worst attack's `ratio` at the top and
+`targets`.
 """
 
 from __future__ import annotations
