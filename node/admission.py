@@ -1,4 +1,5 @@
-"""Who keeps a connection slot under a flood, and how often a flood may write event lines.
+"""Who keeps a connection slot under a flood, how often a flood may write event lines, and
+how many hellos of never-seen node ids the node checks.
 
 Pure bookkeeping (no sockets, clock passed in), so the policy is testable without a network.
 
@@ -11,6 +12,7 @@ with nothing in flight got nothing done for longest: see `Node._victim` in app.p
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Hashable
 from typing import Generic, TypeVar
 
@@ -82,3 +84,38 @@ class RateLimit(TokenBucket):
     def take_suppressed(self) -> int:
         n, self.suppressed = self.suppressed, 0
         return n
+
+
+class Strangers:
+    """Hello checks of node ids this node has not seen prove themselves before.
+
+    Checking a hello costs two Ed25519 verifications in pure Python (the proof and the
+    certificate's self-signature, a few ms each): a flood of hellos signed by fresh keys would
+    spend the loop on them and starve the transfers. So an id whose hello once checked out
+    is remembered (its certificate is its id's preimage, so the self-signature need not be
+    checked again), and the hellos of ids neither remembered nor heard announcing are checked
+    at most `rate` per second (burst `burst`); the rest are refused `busy` before any
+    verification, and retry later.
+    """
+
+    def __init__(self, rate: float, burst: int, now: float, remember: int = 1024) -> None:
+        self._budget = TokenBucket(rate, burst, now)
+        self._verified: OrderedDict[str, None] = OrderedDict()  # least recently seen first
+        self.remember = remember
+
+    def known(self, node_id: str) -> bool:
+        """Its hello (and certificate) checked out here before."""
+        if node_id in self._verified:
+            self._verified.move_to_end(node_id)
+            return True
+        return False
+
+    def allow(self, now: float) -> bool:
+        """May a stranger's hello be checked now?"""
+        return self._budget.take(1, now)
+
+    def verified(self, node_id: str) -> None:
+        self._verified[node_id] = None
+        self._verified.move_to_end(node_id)
+        if len(self._verified) > self.remember:
+            self._verified.popitem(last=False)

@@ -60,7 +60,7 @@ def batch_refusal(
     info = FileInfo(root, biggest, None, 0.0, "")
     refusal = node.intake.incoming_refusal(peer, info, addr, auth=auth, asked=asked)
     if refusal is not None:
-        return Reject(sink.batch.id, refusal.code, refusal.reason)
+        return Reject(sink.batch.id, refusal.code, refusal.reason, refusal.retry_after)
     need = sink.need(accept)
     free = node.store.free_space()
     if need > free:
@@ -184,7 +184,7 @@ class BatchClient(BatchHandler, ClientHandler):
                 node.bus.publish(TransferWaiting(t.id, msg.timeout))
         elif isinstance(msg, Reject):
             self.finished = True
-            node.manager.fail(t, msg.code, msg.reason)
+            node.manager.fail(t, msg.code, msg.reason, retry_after=msg.retry_after)
             self.conn.close()
         else:
             super().on_message(msg)
@@ -432,7 +432,7 @@ class BatchServe(BatchHandler):
             return
         busy = node.intake.slot_refusal(self.addr)
         if busy is not None:
-            self.conn.send(Reject(msg.id, ErrorCode.BUSY, busy))
+            self.conn.send(Reject(msg.id, busy.code, busy.reason, busy.retry_after))
             return
         try:
             batch, sources = node.batches.shared_batch(msg)

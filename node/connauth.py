@@ -77,7 +77,16 @@ def check_hello(conn: Conn, msg: Hello) -> None:
     assert ours is not None  # the session table puts the challenge first
     prover = conn.node.prover
     if session.role is Role.SERVER:
-        conn.peer_auth = handshake.check_client(msg, ours, prover)
+        node = conn.node
+        strangers = node.gate.strangers
+        known = strangers.known(msg.node)
+        heard = node.peers.table.key_of(msg.node) is not None  # it announced itself (signed)
+        if not known and not heard and not strangers.allow(node.loop.time()):
+            raise RemoteProtocolError(
+                ErrorCode.BUSY, "too many hellos of new node ids here now, retry later"
+            )
+        conn.peer_auth = handshake.check_client(msg, ours, prover, cert_checked=known)
+        strangers.verified(conn.peer_auth.node_id)
     else:
         assert session.our_hello is not None
         cert = conn.server_cert or b""

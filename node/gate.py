@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from node import events as ev
-from node.admission import Admission, RateLimit
+from node.admission import Admission, RateLimit, Strangers
 from node.conn import Conn, Refuse
 from node.errors import ErrorCode
 from node.loop import Transport
@@ -22,6 +22,9 @@ from node.serve import ServerHandler
 from node.session import Role
 
 TLS_HANDSHAKE_RECORD = 0x16  # the first byte of a TLS ClientHello
+# The longest first record (the ClientHello's) we wait for: a TLS record holds at most 2^14
+# bytes of plaintext, and a ClientHello is sent unencrypted.
+MAX_FIRST_RECORD = 5 + (1 << 14)
 
 if TYPE_CHECKING:
     from node.node import Node
@@ -35,6 +38,10 @@ DROP_TAIL_EVERY = 0.25  # s between looks at whether the flood's summary line ma
 # --handshake-timeout if shorter) is answered `tls_required`, so such a client fails at once
 # with a clear error instead of both sides timing out; a silent socket of a flood goes too.
 SNIFF_SILENCE = 1.0
+# Hellos of node ids neither verified here before nor heard announcing, checked per second
+# (burst): each costs two pure-Python Ed25519 verifications (node/admission.py, Strangers).
+STRANGER_HELLOS_PER_S = 16.0
+STRANGER_HELLOS_BURST = 32
 
 
 class Gate:
@@ -48,6 +55,7 @@ class Gate:
         # Inbound connections before their TLS handshake is done, oldest first (a dict as an
         # ordered set): they count against --max-connections like any other.
         self.handshaking: dict[Sniff, None] = {}
+        self.strangers = Strangers(STRANGER_HELLOS_PER_S, STRANGER_HELLOS_BURST, node.loop.time())
 
     def accept(self) -> Any:
         """The protocol for a new inbound connection (the loop's listen factory)."""
@@ -151,6 +159,10 @@ class Sniff:
         self.conn = conn
         self.raw: Transport | None = None
         self.tls: TlsProtocol | None = None
+        # The client's first TLS record until it is whole: OpenSSL takes ~45 KiB for a
+        # connection as soon as it is fed a byte, so a flood of ClientHellos that stop short
+        # costs the node their few bytes each, not an SSL object each, until they are evicted.
+        self.head: bytearray | None = None
         self.opened = 0.0
         self.pending = True  # until handshake done, refused, dropped or lost
         gate.handshaking[self] = None
@@ -167,13 +179,14 @@ class Sniff:
         if not self.pending:
             return None
         limit = self.gate.node.config.handshake_timeout
-        return self.opened + (min(SNIFF_SILENCE, limit) if self.tls is None else limit)
+        silent = self.tls is None and self.head is None
+        return self.opened + (min(SNIFF_SILENCE, limit) if silent else limit)
 
     def handle_timer(self, now: float) -> None:
         when = self.get_timer()
         if when is None or now < when or self.raw is None:
             return
-        if self.tls is None:
+        if self.tls is None and self.head is None:
             self._refuse_plaintext("nothing received: a TLS client speaks first")
         else:
             limit = self.gate.node.config.handshake_timeout
@@ -183,9 +196,21 @@ class Sniff:
         if self.tls is None:
             if not data or self.raw is None:
                 return
-            if data[0] != TLS_HANDSHAKE_RECORD:
-                self._refuse_plaintext("plaintext client refused")
+            if self.head is None:
+                if data[0] != TLS_HANDSHAKE_RECORD:
+                    self._refuse_plaintext("plaintext client refused")
+                    return
+                self.head = bytearray()
+            self.head += data
+            if len(self.head) < 5:
                 return
+            whole = 5 + int.from_bytes(self.head[3:5], "big")
+            if whole > MAX_FIRST_RECORD:
+                self.drop(ErrorCode.BAD_FRAME, f"a first TLS record of {whole} bytes")
+                return
+            if len(self.head) < whole:
+                return  # its deadline is the handshake's (get_timer): wait for the rest
+            data, self.head = memoryview(bytes(self.head)), bytearray()
             # ssl is loaded (and the contexts made) here, at the first TLS client: an idle
             # node does not hold libssl (node.Node.tls_contexts).
             from node.tlsproto import TlsProtocol

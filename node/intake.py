@@ -16,7 +16,11 @@ from node.policy import Refusal
 from node.store import FileMeta
 from node.transfer import Transfer, TState
 
-CONTENDED_TRIAL = 2.0  # s a stream runs before its rate can cost it its slot
+# s a stream runs before its rate can cost it its slot: long enough for a healthy stream to
+# leave TCP slow start on a long path (several round trips), short enough that a peer told
+# `busy` meanwhile is not kept waiting long (its retry comes when the trial ends).
+CONTENDED_TRIAL = 1.0
+RETRY_AFTER_MIN = 0.05  # s, the shortest `busy` hint (the trial's end plus a little)
 
 if TYPE_CHECKING:
     from node.node import Node
@@ -60,25 +64,30 @@ class Intake:
             asked=asked,
         )
         if refusal is None and addr:
-            why = self.slot_refusal(addr)
-            if why is not None:
-                refusal = Refusal(ErrorCode.BUSY, why)
+            refusal = self.slot_refusal(addr)
         return refusal
 
-    def slot_refusal(self, addr: str) -> str | None:
+    def slot_refusal(self, addr: str) -> Refusal | None:
         """No slot for `addr` now? Then, if every slot is taken, the slowest stream of another
-        address (below --contended-min-rate after a fair trial) gives its slot up: a peer that
-        waits gets it on its retry, however many trickling streams hold the node."""
-        manager = self.node.manager
+        address (below --contended-min-rate after a short trial) gives its slot up at once and
+        the newcomer takes it: a peer that asks gets a slot, however many trickling streams
+        hold the node. If the only slow streams are still in their trial, the `busy` says when
+        the first trial ends (`retry_after`), so the newcomer's retry comes then and not after
+        a long backoff."""
         why = self.no_slot(addr)
-        if why is not None and manager.busy():
-            slow = self.slowest_other(
+        if why is None:
+            return None
+        hint = None
+        if self.node.manager.busy():
+            slow, hint = self.slowest_other(
                 addr, self.node.config.contended_min_rate, self.node.loop.time()
             )
             if slow is not None:
                 self._drop_stream(slow, f"{slow.rate:.0f} B/s while another peer waits")
                 why = self.no_slot(addr)  # its slot is free now: take it at once
-        return why
+                if why is None:
+                    return None
+        return Refusal(ErrorCode.BUSY, why, hint)
 
     def no_slot(self, addr: str) -> str | None:
         """Why a new transfer with the peer at `addr` gets no slot now, or None.
@@ -94,18 +103,30 @@ class Intake:
             return f"{addr} already has {mine} transfers here, retry later"
         return None
 
-    def slowest_other(self, addr: str, min_rate: float, now: float) -> Transfer | None:
-        """The slowest active stream of another address below `min_rate` (bytes/s) after a
-        fair trial, to give its slot to a peer that waits."""
+    def slowest_other(
+        self, addr: str, min_rate: float, now: float
+    ) -> tuple[Transfer | None, float | None]:
+        """The slowest active stream of another address below `min_rate` (bytes/s, both its
+        smoothed and its average rate: `Transfer.attempt_rate`) after its trial, to give its
+        slot to a peer that waits; else None and, when streams that slow are still in their
+        trial, the seconds until the first trial ends (the `busy`'s hint)."""
         worst: Transfer | None = None
+        worst_rate = 0.0
+        soonest: float | None = None
         for t in self.node.manager.active():
             if t.addr == addr or t.state is not TState.ACTIVE:
                 continue
-            if t.elapsed() < CONTENDED_TRIAL or t.rate >= min_rate:
+            rate = t.attempt_rate(now, CONTENDED_TRIAL)
+            if rate >= min_rate:
                 continue
-            if worst is None or t.rate < worst.rate:
-                worst = t
-        return worst
+            left = t.active_at + CONTENDED_TRIAL - now
+            if left > 0:
+                soonest = left if soonest is None else min(soonest, left)
+            elif worst is None or rate < worst_rate:
+                worst, worst_rate = t, rate
+        if worst is not None:
+            return worst, None
+        return None, None if soonest is None else max(soonest, RETRY_AFTER_MIN)
 
     def _drop_stream(self, t: Transfer, why: str) -> None:
         for conn in list(self.node.conns):

@@ -125,7 +125,10 @@ class TransferManager:
 
     # -- the state machine's side effects ----------------------------------------------------------
     def move(self, t: Transfer, event: TEvent) -> None:
+        before = t.state
         t.apply(event)
+        if t.state is TState.ACTIVE and before is not TState.ACTIVE:
+            t.began_streaming(self._clock())
         if t.state is TState.ACTIVE and self.progress.next_sample is None:
             self.progress.next_sample = self._clock() + SAMPLE_EVERY
             self.wake()
@@ -151,7 +154,19 @@ class TransferManager:
             self.journal.delete(t.id)
         self._trim()
 
-    def fail(self, t: Transfer, code: str, reason: str, *, retry: bool = True) -> None:
+    def fail(
+        self,
+        t: Transfer,
+        code: str,
+        reason: str,
+        *,
+        retry: bool = True,
+        retry_after: float | None = None,
+    ) -> None:
+        """End this attempt. `retry_after`: the peer's hint (a `busy` reject's, docs/protocol.md
+        2.4) of when it expects a slot to be free; the retry waits that long (at most the
+        backoff's maximum) instead of the growing backoff, which would sit out a slot that a
+        slow stream gives up a moment later."""
         if t.final or t.state is TState.RETRYING:
             return
         code = str(code)
@@ -165,6 +180,8 @@ class TransferManager:
         if retry and t.initiator and again and streak <= cfg.retries:
             t.apply(TEvent.RETRY)
             delay = min(cfg.retry_backoff * 2 ** (streak - 1), cfg.retry_backoff_max)
+            if retry_after is not None:
+                delay = min(retry_after, cfg.retry_backoff_max)
             self.bus.publish(
                 ev.TransferRetry(t.id, t.wire_id, code, reason, t.attempts, delay, t.bytes)
             )

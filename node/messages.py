@@ -29,6 +29,7 @@ MAX_FEATURES: Final = 32
 MAX_FEATURE: Final = 64
 MAX_ID: Final = 64  # transfer id
 MAX_CODE: Final = 64
+MAX_RETRY_AFTER: Final = 3600.0  # s, a `busy` reject's hint (the client caps it at its backoff)
 MAX_LIST_BODY: Final = 64 << 20
 MAX_CERT: Final = 4096  # a peer's certificate (DER bytes); ours is about 300
 MAX_CERT_B64: Final = (MAX_CERT + 2) // 3 * 4
@@ -117,6 +118,15 @@ class _Fields:
         value = self._get(key, False)
         if type(value) not in (int, float) or not math.isfinite(value):
             raise _bad(self.where, key, "must be a finite number")
+        return float(value)
+
+    def opt_number(self, key: str, hi: float) -> float | None:
+        """An optional finite number in 0..hi."""
+        value = self._get(key, True)
+        if value is None:
+            return None
+        if type(value) not in (int, float) or not 0 <= value <= hi:
+            raise _bad(self.where, key, f"must be a number in 0..{hi:g}")
         return float(value)
 
     def bool_(self, key: str, default: bool | None = None) -> bool:
@@ -491,14 +501,21 @@ class Reject:
     id: str
     code: str
     reason: str
+    # `busy` only, optional: seconds after which the server expects a slot to be free (a slow
+    # stream's trial ends then); the client retries then rather than after its own backoff.
+    retry_after: float | None = None
 
     def to_header(self) -> dict[str, Any]:
-        return {"type": self.TYPE, "id": self.id, "code": self.code, "reason": self.reason}
+        hint = {} if self.retry_after is None else {"retry_after": round(self.retry_after, 3)}
+        return {"type": self.TYPE, "id": self.id, "code": self.code, "reason": self.reason, **hint}
 
     @staticmethod
     def parse(f: _Fields) -> Reject:
         return Reject(
-            id=f.str_("id", MAX_ID), code=f.str_("code", MAX_CODE), reason=f.text("reason")
+            id=f.str_("id", MAX_ID),
+            code=f.str_("code", MAX_CODE),
+            reason=f.text("reason"),
+            retry_after=f.opt_number("retry_after", MAX_RETRY_AFTER),
         )
 
 

@@ -25,6 +25,10 @@ from node.peeraddrs import AddrBook
 if TYPE_CHECKING:
     from node.messages import Hello
 
+# Node ids whose hello features are remembered (the least recently greeted go first): as many
+# as the discovery table remembers keys, so every peer we could dial has its entry.
+MAX_FEATURES = 4096
+
 PeerListener = Callable[[PeerEvent], None]
 
 
@@ -79,7 +83,12 @@ class Peers:
         dialled to get it (that address works); None for a connection the peer made (then
         `addr` and its listening port are only a guess: source "inbound"). `keepalive`: the
         dial was a hello-only keepalive (node/peeraddrs.py, AddrBook.succeeded)."""
+        # Re-inserted so the dict's order is least recently greeted first; bounded, as any
+        # caller with a fresh key gets here (a flood of new ids would otherwise grow it).
+        self.features.pop(hello.node, None)
         self.features[hello.node] = frozenset(hello.features)
+        if len(self.features) > MAX_FEATURES:
+            del self.features[next(iter(self.features))]
         if hello.node == self.self_id or not hello.port:
             return  # port 0: it accepts no connections, so it is no peer to dial
         now = self._clock()

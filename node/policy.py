@@ -38,6 +38,7 @@ PROMPT: Final = "prompt"  # push_refusal's answer when a person must decide
 class Refusal:
     code: str  # the wire code (docs/protocol.md 2.6)
     reason: str
+    retry_after: float | None = None  # `busy`: when a slot is expected free (Reject's hint)
 
 
 class Policy:

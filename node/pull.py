@@ -92,7 +92,7 @@ class PullClient(Receiving, ClientHandler):
             self._digest(msg)
         elif isinstance(msg, Reject):
             self.finished = True
-            node.manager.fail(t, msg.code, msg.reason)
+            node.manager.fail(t, msg.code, msg.reason, retry_after=msg.retry_after)
             self.conn.close()
         else:
             super().on_message(msg)

@@ -268,7 +268,7 @@ class PushClient(ClientHandler):
         elif isinstance(msg, Reject):
             self.finished = True
             self._unwatch()
-            node.manager.fail(t, msg.code, msg.reason)
+            node.manager.fail(t, msg.code, msg.reason, retry_after=msg.retry_after)
             self.conn.close()
         else:
             super().on_message(msg)

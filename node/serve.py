@@ -187,7 +187,7 @@ class ServerHandler(ServingPush, Handler):
             return
         busy = node.intake.slot_refusal(self.addr)
         if busy is not None:
-            self.conn.send(Reject(msg.id, ErrorCode.BUSY, busy))
+            self.conn.send(Reject(msg.id, busy.code, busy.reason, busy.retry_after))
             return
         # The share is rescanned every few seconds: make sure the file is still what we would
         # announce, or a resume would splice new bytes onto an old prefix.

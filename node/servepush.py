@@ -50,15 +50,17 @@ class ServingPush(Receiving):
         auth = self.conn.peer_auth
         refusal = node.intake.incoming_refusal(peer, info, self.addr, auth=auth)
         if refusal is not None:
-            self._refuse(msg, peer, refusal.code, refusal.reason)
+            self._refuse(msg, peer, refusal.code, refusal.reason, refusal.retry_after)
             return
         if node.policy.authorization(auth) == PROMPT:
             self._ask(msg, t, peer)
             return
         self._take(msg, t, peer)
 
-    def _refuse(self, msg: Offer, peer: str, code: str, reason: str) -> None:
-        self.conn.send(Reject(msg.id, code, reason))
+    def _refuse(
+        self, msg: Offer, peer: str, code: str, reason: str, retry_after: float | None = None
+    ) -> None:
+        self.conn.send(Reject(msg.id, code, reason, retry_after))
         self.node.bus.publish(TransferRefused(msg.id, peer, msg.info.name, code, reason))
 
     def _ask(self, msg: Offer, t: Transfer, peer: str) -> None:
@@ -75,7 +77,7 @@ class ServingPush(Receiving):
             # Limits again: the inbox may have filled while the person thought.
             refusal = node.intake.incoming_refusal(peer, msg.info, self.addr, asked=True)
             if refusal is not None:
-                self._refuse(msg, peer, refusal.code, refusal.reason)
+                self._refuse(msg, peer, refusal.code, refusal.reason, refusal.retry_after)
             else:
                 self._take(msg, t, peer)
 

@@ -145,6 +145,10 @@ class Transfer:
     names: tuple[str, ...] = ()  # a batch pull of named files (instead of a query)
     _rate_at: float = 0.0
     _rate_bytes: int = 0
+    # When the current attempt's bytes began to flow (the manager's clock) and `sent` then: its
+    # average rate, which a slot contest weighs besides the smoothed one (node/intake.py).
+    active_at: float = 0.0
+    active_sent: int = 0
     _progress_at: float = 0.0
     # How long it took, on the monotonic clock: `started`/`finished` are wall-clock times to
     # show, and a clock set (or skewed) meanwhile must not make a transfer last hours or less
@@ -236,6 +240,21 @@ class Transfer:
             self._streak = 0
         self._streak += 1
         return self._streak
+
+    def began_streaming(self, now: float) -> None:
+        """An attempt's bytes begin to flow: its rate is measured afresh (a retry's record
+        keeps the last attempt's `sent` and rate, which say nothing about this stream)."""
+        self.active_at, self.active_sent = now, self.sent
+        self.rate, self._rate_at, self._rate_bytes = 0.0, 0.0, 0
+
+    def attempt_rate(self, now: float, span: float) -> float:
+        """How fast this attempt moves: the better of its smoothed rate and its average since
+        it began (`now` on the manager's clock), taken over `span` seconds at least (a first
+        chunk a moment after the start is no rate). So it counts as slow only when both are: a
+        fast stream that stalls for a moment keeps its standing, and a stream that burst and
+        then trickles keeps it only as long as its average stays up (it paid for that)."""
+        average = (self.sent - self.active_sent) / max(now - self.active_at, span, 1e-9)
+        return max(self.rate, average)
 
     def sample_rate(self, now: float) -> None:
         """Exponentially smoothed bytes/s, sampled by the manager's clock."""

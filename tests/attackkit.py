@@ -325,15 +325,21 @@ class SlowApi(Attack):
                 s.close()
 
 
+def rss_kib(pid: int) -> int:
+    """The process's resident memory now (KiB; 0 if it is gone)."""
+    with contextlib.suppress(OSError), open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
 def sample_rss(pid: int, stop: threading.Event, out: list[int], every: float = 0.05) -> None:
     """Record the process's resident memory (KiB) until `stop` (for the peak during a run)."""
-    path = f"/proc/{pid}/status"
     while not stop.is_set():
-        with contextlib.suppress(OSError), open(path) as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    out.append(int(line.split()[1]))
-                    break
+        kib = rss_kib(pid)
+        if kib:
+            out.append(kib)
         stop.wait(every)
 
 

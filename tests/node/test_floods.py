@@ -15,6 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from node.gate import STRANGER_HELLOS_BURST
+from node.intake import CONTENDED_TRIAL
 from node.node import RESCAN_MIN_GAP
 from node.store.hashcache import CACHE_FILE, HashCache
 from tests import tlspeer
@@ -204,6 +206,117 @@ def test_trickling_pushes_do_not_hold_every_slot(tmp_path: Path) -> None:
             stop.set()
             for t in threads:
                 t.join(10)
+
+
+def test_a_newcomer_waits_at_most_a_trial_while_tricklers_hold_every_slot(tmp_path: Path) -> None:
+    """Before: a push or pull that came while the 16 trickling streams were young was told
+    `busy` until their 2 s trial ended and then sat out its own growing backoff (59x its
+    quiet time for 1 MiB in bench/flood.py). Now a stream below the floor loses its slot once
+    its 1 s trial is over, and a `busy` meanwhile says when (`retry_after`): with a 5 s backoff
+    configured, every retry must come at that hint, and the newcomers must not wait longer
+    than the trial for a slot."""
+    stop = threading.Event()
+    backoff = ("--retry-backoff", "5", "--retry-backoff-max", "5")
+    with nodes(tmp_path, ["a", "b"], *backoff) as (a, b):
+        wait_mesh([a, b])
+        write_random(a.share / "up.bin", 4 << 20, seed=3)
+        write_random(b.share / "down.bin", 4 << 20, seed=4)
+        for n, name in ((a, "up.bin"), (b, "down.bin")):
+            n.wait_api("/api/files", lambda fs, x=name: any(f["name"] == x for f in fs))
+        threads = [
+            threading.Thread(target=trickler, args=(f"127.0.0.{i + 2}", b.tcp_port, i, stop))
+            for i in range(16)
+        ]
+        for t in threads:
+            t.start()
+        try:
+            b.wait_api(
+                "/api/transfers",
+                lambda ts: sum(1 for t in ts if t["state"] == "active") >= 16,
+                timeout=20,
+                what="every slot taken by a trickler",
+            )
+            push = a.api("POST", "/api/push", {"peer": "b", "path": "up.bin"})["id"]
+            pull = a.api("POST", "/api/pull", {"peer": "b", "name": "down.bin"})["id"]
+            for tid in (push, pull):
+                final = done(a, tid, timeout=60)
+                assert final["state"] == "done", final
+        finally:
+            stop.set()
+            for t in threads:
+                t.join(10)
+        for tid in (push, pull):
+            retries = [e for e in a.events if e["event"] == "transfer_retry" and e["id"] == tid]
+            # Both newcomers may have been told the same first trial's end; the second one to
+            # come back then waits for the next trickler's (they started together).
+            assert len(retries) <= 2, retries
+            for e in retries:
+                assert e["code"] == "busy" and e["delay"] <= CONTENDED_TRIAL, (e["reason"], e)
+
+
+def test_hellos_of_fresh_ids_are_checked_at_a_bounded_rate(tmp_path: Path) -> None:
+    """Before: every hello was checked in full (two pure-Python Ed25519 verifications, a few
+    ms each), so junk connections signing with a fresh key each (bench/flood.py's
+    junk_connections) kept the loop busy verifying, connections piled up to the limit and
+    were evicted, the transfers crawled (9.5x at 256 MiB) and memory grew with the churn.
+    Now the hellos of ids neither verified here before nor heard announcing are checked at
+    most 16 a second (node/gate.py, after a burst of STRANGER_HELLOS_BURST), the others refused
+    `busy` before any verification; an id that checked out once is not budgeted again, and a
+    peer heard announcing never is: `a` pushes while the flood goes on."""
+    fresh = 3 * STRANGER_HELLOS_BURST  # under --max-pending-per-addr: all pending at once
+    with nodes(tmp_path, ["a", "b"]) as (a, b):
+        wait_mesh([a, b])
+        write_random(a.share / "real.bin", 1 << 20, seed=5)
+        a.wait_api("/api/files", lambda fs: any(f["name"] == "real.bin" for f in fs))
+        labels = [f"fresh{i}-{os.getpid()}" for i in range(fresh)]
+        # The attacker's keys and TLS connections first (the node's challenge read on each),
+        # then every hello at once: the node meets them together, however slow this side.
+        socks = [tlspeer.connect(("127.0.0.1", b.tcp_port), 20) for _ in labels]
+        answers: list[str] = []
+        try:
+            for s, label in zip(socks, labels, strict=True):
+                s.sendall(hello(label))
+            tid = a.api("POST", "/api/push", {"peer": "b", "path": "real.bin"})["id"]
+            for s in socks:
+                frames, _ = read_frames(s, b"", 1)
+                answers.append(str(frames[0].get("code") or frames[0]["type"]))
+        finally:
+            for s in socks:
+                s.close()
+        checked = answers.count("hello")
+        assert answers.count("busy") + checked == fresh, answers
+        # The burst, and what the budget refilled while the node worked through the rest.
+        assert STRANGER_HELLOS_BURST <= checked < fresh, answers
+        final = done(a, tid, timeout=60)
+        assert final["state"] == "done" and final["attempts"] == 1, final
+        # An id that checked out once is no stranger: its hellos are not budgeted again.
+        known = labels[answers.index("hello")]
+        for _ in range(3):
+            with tlspeer.connect(("127.0.0.1", b.tcp_port), 10) as s:
+                s.sendall(hello(known))
+                frames, _ = read_frames(s, b"", 1)
+                assert frames[0]["type"] == "hello", frames
+
+
+def test_clienthellos_that_stop_short_cost_no_tls_state(tmp_path: Path) -> None:
+    """Before: the first byte of a ClientHello made an SSL object (~45 KiB of OpenSSL's
+    memory), so 1,500 connections that sent 64 bytes of one and stalled, evicted at the
+    connection limit, left the node 50 MiB bigger (the allocator keeps what it took). Now the
+    node waits for the whole first record before any TLS state exists."""
+    from tests.junkflood import JunkFlood
+
+    with nodes(tmp_path, ["b"], "--max-connections", "64") as (b,):
+        before = rss_kib(b, "VmRSS")
+        flood = JunkFlood([("127.0.0.1", b.tcp_port)], total=800, wave=20, mix={"stalled_tls": 1})
+        flood.start()
+        try:
+            assert flood.wait(lambda: flood.opened == 800 and flood.closed >= 700, timeout=60)
+        finally:
+            flood.close()
+        codes = b.api("GET", "/api/node")["stats"]["dropped"]
+        assert codes.get("busy", 0) >= 700, codes  # evicted at the limit, every one told why
+        grown = rss_kib(b, "VmHWM") - before
+        assert grown < 8 << 10, f"{grown} KiB more for 800 stalled ClientHellos"
 
 
 def test_an_announce_flood_leaves_a_bounded_peer_table(tmp_path: Path) -> None:

@@ -20,8 +20,9 @@ from typing import Any
 
 import pytest
 
-from node.admission import Admission, RateLimit
+from node.admission import Admission, RateLimit, Strangers
 from node.framing import NEED_DATA, BodyChunk, FrameDecoder, Header, encode_header
+from node.messages import Hello
 from tests import tlspeer
 from tests.junkflood import JunkFlood, error_codes, frame, hello, offer, stalled_pull
 from tests.nodeproc import NodeProc, free_udp_port, nodes, wait_mesh
@@ -57,6 +58,34 @@ def test_rate_limit_counts_what_it_holds_back() -> None:
     assert not rl.allow(0.5)
     assert rl.take_suppressed() == 3 and rl.suppressed == 0
     assert [rl.allow(100.0) for _ in range(4)] == [True, True, True, False]  # capped at burst
+
+
+def test_strangers_are_checked_within_a_budget_and_remembered_once_checked() -> None:
+    st = Strangers(rate=2.0, burst=3, now=0.0, remember=2)
+    assert [st.allow(0.0) for _ in range(5)] == [True, True, True, False, False]
+    assert st.allow(0.5) and not st.allow(0.5)  # 2 a second after the burst
+    assert not st.known("a")
+    st.verified("a")
+    st.verified("b")
+    assert st.known("a")  # and "a" is now the most recently seen
+    st.verified("c")  # over `remember`: the least recently seen ("b") goes
+    assert st.known("a") and st.known("c") and not st.known("b")
+
+
+def test_hello_features_are_remembered_for_a_bounded_number_of_ids() -> None:
+    """Before: every hello's features stayed, so a flood of fresh ids grew the dict forever."""
+    from node.peers import MAX_FEATURES, Peers
+
+    peers = Peers("0" * 64, missed=3, clock=lambda: 1.0, on_change=lambda ev: None)
+    first = Hello(2, f"{0:064x}", "", 0, (), ("digest",))
+    peers.learn(first, "10.0.0.2")
+    for i in range(1, MAX_FEATURES + 100):
+        peers.learn(Hello(2, f"{i:064x}", "", 0, (), ("batch",)), "10.0.0.2")
+        if i == MAX_FEATURES - 10:
+            peers.learn(first, "10.0.0.2")  # greeted again: among the most recent, it stays
+    assert len(peers.features) == MAX_FEATURES
+    assert peers.supports(f"{0:064x}", "digest", unknown=False)
+    assert not peers.supports(f"{1:064x}", "batch", unknown=False)  # the oldest went
 
 
 def held(dec: FrameDecoder) -> bool:

@@ -69,6 +69,7 @@ EXAMPLES: list[Message] = [
     Verdict("t1", False, "", None, False, "hash_mismatch", "got something else"),
     Verdict("t1", True, SHA, "a.bin", skipped=True),
     Reject("t1", "policy", "not in my groups"),
+    Reject("t1", "busy", "all 16 transfer slots are taken", 0.25),
     Error("bad_frame", "header length 1 is too short"),
     Pending("t1", 120.0),
     PairCommit("ab" * 32),
@@ -195,6 +196,15 @@ BAD: list[tuple[dict[str, Any], str]] = [
     ({**VERDICT, "reason": 3}, "reason"),
     ({"type": "reject", "id": "t", "code": "x"}, "reason"),
     ({"type": "reject", "id": "t", "code": "c" * 65, "reason": ""}, "code"),
+    ({"type": "reject", "id": "t", "code": "busy", "reason": "", "retry_after": -1}, "retry_after"),
+    (
+        {"type": "reject", "id": "t", "code": "busy", "reason": "", "retry_after": "1"},
+        "retry_after",
+    ),
+    (
+        {"type": "reject", "id": "t", "code": "busy", "reason": "", "retry_after": 1e9},
+        "retry_after",
+    ),
     ({"type": "error", "code": "x", "reason": None}, "reason"),
     ({"type": "error", "reason": "r"}, "code"),
     ({**OFFER, "sha256": ""}, "sha256"),
