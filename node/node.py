@@ -33,6 +33,7 @@ from node.api import ApiRefuse, ApiServerProtocol
 from node.apiauth import ApiGuard, load_or_create_token
 from node.autofetch import AutoFetch
 from node.batches import Batches
+from node.batchfallback import Fallbacks
 from node.config import Config
 from node.conn import Conn, Handler
 from node.errors import ConfigError, ErrorCode, LocalCode
@@ -170,6 +171,7 @@ class Node:
         self.pushes = Pushes(self)
         self.pulls = Pulls(self)
         self.batches = Batches(self)
+        self.fallbacks = Fallbacks(self)  # batch pushes to peers without batches
         self.manager = TransferManager(
             config,
             self.bus,
@@ -290,6 +292,7 @@ class Node:
             self.store.discard_partial(t.peer, t.name)
         self.pushes.forget(t)
         self.batches.forget(t)
+        self.fallbacks.cancel(t)
 
     def cancel_failed_receive(self, t: Transfer) -> None:
         """A broken receive keeps its .part for the sender's retry; cancelling it says no retry

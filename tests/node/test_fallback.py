@@ -1,0 +1,97 @@
+"""A batch push to a real node that does not speak batches (tests/nobatch.py): plain top-level
+files fall back to one plain push each, a directory still fails with the clear reason
+(node/batchfallback.py)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from tests.node.test_batch import mole, wait_done
+from tests.node.test_resume import COMMON, meet
+from tests.nodeproc import NodeProc, free_udp_port
+
+OLD = ("tests/nobatch.py",)
+
+
+@contextmanager
+def old_pair(root: Path, a_args: tuple[str, ...] = ()) -> Iterator[tuple[NodeProc, NodeProc]]:
+    """`a` a current node, `b` one without the batch features."""
+    port = free_udp_port()
+    a = NodeProc(root, "a", port, *COMMON, *a_args)
+    b = NodeProc(root, "b", port, *COMMON, launcher=OLD)
+    try:
+        a.start()
+        b.start()
+        meet(a, b)
+        yield a, b
+    finally:
+        for p in (a, b):
+            if p.alive():
+                os.kill(p.proc.pid, signal.SIGCONT)  # type: ignore[union-attr]
+            p.stop()
+
+
+def files(root: Path, n: int, size: int = 5000) -> dict[str, str]:
+    root.mkdir(parents=True, exist_ok=True)
+    want = {}
+    for i in range(n):
+        data = os.urandom(size + i)
+        (root / f"f{i}.bin").write_bytes(data)
+        want[f"f{i}.bin"] = hashlib.sha256(data).hexdigest()
+    return want
+
+
+def held(inbox: Path, names: list[str]) -> dict[str, str]:
+    return {n: hashlib.sha256((inbox / n).read_bytes()).hexdigest() for n in names}
+
+
+def test_plain_files_fall_back_to_one_push_each_and_a_tree_still_fails(tmp_path: Path) -> None:
+    with old_pair(tmp_path) as (a, b):
+        hello = b.api("GET", "/api/node")
+        assert hello["name"] == "b"
+        want = files(a.share / "set", 3)
+        paths = [str(a.share / "set" / n) for n in want]
+        t = a.api("POST", "/api/push", {"peer": "b", "paths": paths})
+        assert t["kind"] == "batch"
+        fell = a.wait_event(
+            lambda e: e["event"] == "batch_fallback" and e["id"] == t["id"],
+            timeout=20,
+            what="batch_fallback",
+        )
+        assert fell["files"] == 3 and len(fell["transfers"]) == 3
+        done = wait_done(a, t["id"])
+        assert done["state"] == "done" and done["files_done"] == 3, done
+        assert done["fallback"] == fell["transfers"]
+        assert held(b.inbox, list(want)) == want  # each verified by the old node
+        kids = [a.api("GET", f"/api/transfers/{k}") for k in fell["transfers"]]
+        assert {k["state"] for k in kids} == {"done"} and {k["job"] for k in kids} == {t["id"]}
+        # Nothing of a batch reached the old node: plain offers only.
+        assert not [e for e in b.events if e["event"].startswith("batch_")]
+        # A directory cannot be sent as plain pushes: it fails, saying why.
+        (a.share / "dir" / "sub").mkdir(parents=True)
+        (a.share / "dir" / "sub" / "x.txt").write_bytes(b"x" * 10)
+        t2 = a.api("POST", "/api/push", {"peer": "b", "path": str(a.share / "dir")})
+        failed = wait_done(a, t2["id"])
+        assert failed["state"] == "failed", failed
+        assert failed["error"]["code"] == "policy"
+        assert "does not speak batches" in failed["error"]["reason"]
+        assert "directory" in failed["error"]["reason"]
+        assert not (b.inbox / "dir").exists()
+
+
+def test_cli_send_says_once_it_fell_back(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with old_pair(tmp_path) as (a, b):
+        want = files(a.share, 2, size=20000)
+        code, text = mole(capsys, a, "send", "b", *[str(a.share / n) for n in want])
+        assert code == 0, text
+        assert text.count("does not speak batches") == 1, text
+        assert held(b.inbox, list(want)) == want
