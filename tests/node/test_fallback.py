@@ -21,11 +21,13 @@ OLD = ("tests/nobatch.py",)
 
 
 @contextmanager
-def old_pair(root: Path, a_args: tuple[str, ...] = ()) -> Iterator[tuple[NodeProc, NodeProc]]:
+def old_pair(
+    root: Path, a_args: tuple[str, ...] = (), b_args: tuple[str, ...] = ()
+) -> Iterator[tuple[NodeProc, NodeProc]]:
     """`a` a current node, `b` one without the batch features."""
     port = free_udp_port()
     a = NodeProc(root, "a", port, *COMMON, *a_args)
-    b = NodeProc(root, "b", port, *COMMON, launcher=OLD)
+    b = NodeProc(root, "b", port, *COMMON, *b_args, launcher=OLD)
     try:
         a.start()
         b.start()
@@ -95,3 +97,39 @@ def test_cli_send_says_once_it_fell_back(
         assert code == 0, text
         assert text.count("does not speak batches") == 1, text
         assert held(b.inbox, list(want)) == want
+
+
+def test_a_file_the_old_node_refuses_fails_the_batch_naming_it(tmp_path: Path) -> None:
+    with old_pair(tmp_path, b_args=("--max-size", "10000")) as (a, b):
+        (a.share / "small.txt").write_bytes(b"s" * 100)
+        (a.share / "big.bin").write_bytes(os.urandom(50_000))
+        paths = [str(a.share / "small.txt"), str(a.share / "big.bin")]
+        t = a.api("POST", "/api/push", {"peer": "b", "paths": paths})
+        end = wait_done(a, t["id"])
+        assert end["state"] == "failed" and end["files_done"] == 1, end
+        assert [m["path"] for m in end["missing"]] == ["big.bin"], end
+        assert "1 of 2 files not sent: big.bin" in end["error"]["reason"], end
+        assert (b.inbox / "small.txt").read_bytes() == b"s" * 100
+        assert not (b.inbox / "big.bin").exists()
+
+
+def test_cancelling_a_batch_that_fell_back_cancels_its_plain_pushes(tmp_path: Path) -> None:
+    with old_pair(tmp_path, a_args=("--max-rate", "256KiB")) as (a, b):
+        files(a.share, 2, size=2 << 20)
+        paths = [str(a.share / "f0.bin"), str(a.share / "f1.bin")]
+        t = a.api("POST", "/api/push", {"peer": "b", "paths": paths})
+        fell = a.wait_event(
+            lambda e: e["event"] == "batch_fallback" and e["id"] == t["id"],
+            timeout=20,
+            what="batch_fallback",
+        )
+        a.wait_event(
+            lambda e: e["event"] == "transfer_progress" and e["id"] in fell["transfers"],
+            timeout=20,
+            what="a plain push under way",
+        )
+        assert a.api("POST", f"/api/transfers/{t['id']}/cancel")["state"] == "cancelled"
+        for kid in fell["transfers"]:
+            assert a.api("GET", f"/api/transfers/{kid}")["state"] == "cancelled"
+        assert wait_done(a, t["id"])["state"] == "cancelled"
+        assert not (b.inbox / "f0.bin").exists() and not (b.inbox / "f1.bin").exists()

@@ -81,6 +81,27 @@ def test_the_uploads_of_one_send_are_pushed_as_one_batch_and_cleaned_up(tmp_path
                    what="the staged send removed")  # fmt: skip
 
 
+def test_a_cancelled_batch_of_uploads_leaves_nothing_staged(tmp_path: Path) -> None:
+    with nodes(tmp_path, ["a", "b"], "--max-rate", "256KiB") as (a, b):
+        wait_mesh([a, b])
+        batch, roots = "new", []
+        for name in ("p.bin", "q.bin"):
+            status, staged = upload(a, name, os.urandom(2 << 20), batch)
+            assert status == 201, staged
+            batch = staged["batch"]
+            roots.append(staged["root"])
+        t = a.api("POST", "/api/push", {"peer": "b", "paths": roots})
+        a.wait_event(
+            lambda e: e["event"] == "transfer_progress" and e["id"] == t["id"],
+            timeout=20,
+            what="the batch under way",
+        )
+        assert (a.share / ".mole-uploads" / batch).is_dir()  # read while the batch is live
+        assert a.api("POST", f"/api/transfers/{t['id']}/cancel")["state"] == "cancelled"
+        a.wait_api("/api/transfers", lambda ts: not (a.share / ".mole-uploads" / batch).exists(),
+                   what="the staged send removed")  # fmt: skip
+
+
 def test_retry_makes_a_new_transfer_of_the_same_file(tmp_path: Path) -> None:
     with nodes(tmp_path, ["a", "b"], "--max-rate", "1MiB") as (a, b):
         wait_mesh([a, b])
