@@ -89,7 +89,8 @@ export const EVENT_NAMES = [
   "transfer_started", "transfer_progress", "transfer_resumed", "transfer_reset",
   "transfer_retry", "transfer_refused", "transfer_done", "transfer_failed",
   "connection_dropped", "connections_dropped", "warning", "shutdown", "reset",
-  "offer_pending", "offer_decided", "pairing", "batch_progress", "batch_fallback",
+  "offer_pending", "offer_decided", "pairing", "batch_started",
+  "batch_progress", "batch_fallback",
 ];
 
 /**

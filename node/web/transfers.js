@@ -101,7 +101,7 @@ export class Transfers {
 
   /** One event of the stream; true when it concerned a transfer. */
   apply(name, d) {
-    if (name === "batch_progress" || name === "batch_fallback") return this.batch(name, d);
+    if (name.startsWith("batch_")) return this.batch(name, d);
     if (!name.startsWith("transfer_") || !d || !d.id) return false;
     let t = this.items.get(d.id);
     if (WHOLE.has(name)) {
@@ -136,12 +136,16 @@ export class Transfers {
     return true;
   }
 
-  /** A batch's file count moved, or it fell back to plain pushes (its peer has no batches). */
+  /** A batch's manifest is known (its totals), its file count moved, or it fell back to
+   * plain pushes (its peer has no batches). */
   batch(name, d) {
     const t = d && d.id ? this.items.get(d.id) : null;
     if (!t || FINAL.has(t.state)) return true;
-    if (name === "batch_progress") t.files_done = d.files_done;
-    else t.fallback = d.transfers;
+    if (name === "batch_started") {
+      for (const k of ["files", "files_done", "size", "missing"]) if (k in d) t[k] = d[k];
+    } else if (name === "batch_progress") t.files_done = d.files_done;
+    else if (name === "batch_fallback") t.fallback = d.transfers;
+    else return true;
     this.list.mark(d.id);
     this.app.schedule();
     return true;

@@ -148,6 +148,11 @@ def test_a_drag_and_drop_send_completes_and_the_peer_has_the_file(
         br.drop_files(page, files)
         # Mid-way: the bar moves; the README's screenshot is taken here.
         first = br.wait(page, lambda d: row_of(d, "holiday.mov", "active"), "holiday.mov active")
+        br.wait(  # its totals, from batch_started (the record starts before its walk)
+            page,
+            lambda d: "/3 files" in first.find_element("css selector", ".sub").text,
+            "the batch's file count",
+        )
         br.wait(
             page,
             lambda d: 20 <= int(first.find_element("css selector", ".bar").get_attribute(
