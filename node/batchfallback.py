@@ -9,16 +9,22 @@ they all have (done when every one is; failed, naming the first failure, otherwi
 it cancels them). A batch with a tree (directories, files below the top, links) cannot be sent
 this way (a plain push has no directories) and still fails with the clear reason.
 
+At most `WINDOW` of a batch's plain pushes are under way at once (each is a connection of its
+own; a batch of thousands must not dial thousands): the next starts as one ends. What the ended
+ones did is kept here, so the batch's totals do not depend on the manager's history.
+
 The batch's journal row goes when it falls back: the plain pushes are journaled themselves, and
 a restart resumes them alone (the batch's record is then gone, its files are not).
 """
 
 from __future__ import annotations
 
+from collections import deque
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from node.batchmsg import Batch
-from node.errors import ErrorCode, RequestError
+from node.errors import RequestError
 from node.events import BatchFallback, Record
 from node.transfer import TEvent, Transfer, TState
 
@@ -26,6 +32,7 @@ if TYPE_CHECKING:
     from node.node import Node
 
 NO_BATCHES = "the peer does not speak batches"
+WINDOW = 4  # plain pushes of one batch under way at once
 
 
 def plain_files(batch: Batch) -> bool:
@@ -33,13 +40,25 @@ def plain_files(batch: Batch) -> bool:
     return all(e.kind == "file" and "/" not in e.path for e in batch.entries)
 
 
+@dataclass
+class OneByOne:
+    """One batch sent as plain pushes: those still to start, those under way, the ended."""
+
+    todo: deque[tuple[str, str]]  # (name, source path)
+    live: set[str] = field(default_factory=set)
+    bytes: int = 0  # of the ended ones
+    sent: int = 0
+    done: int = 0
+    lost: list[dict[str, str]] = field(default_factory=list)
+
+
 class Fallbacks:
-    """The batches sent as plain pushes: parent id -> its children's ids (`node.fallbacks`)."""
+    """The batches sent as plain pushes (`node.fallbacks`)."""
 
     def __init__(self, node: Node) -> None:
         self.node = node
-        self.parents: dict[str, tuple[str, ...]] = {}
-        self.parent_of: dict[str, str] = {}
+        self.batches: dict[str, OneByOne] = {}  # the batch's id -> how it goes
+        self.parent_of: dict[str, str] = {}  # a live plain push's id -> its batch's id
         node.bus.subscribe(self._on_event)
 
     def refusal(self, batch: Batch) -> str | None:
@@ -56,70 +75,87 @@ class Fallbacks:
         node = self.node
         node.manager.journal.delete(t.id)  # the plain pushes are journaled: they resume alone
         node.manager.move(t, TEvent.STREAM)
-        kids: list[Transfer] = []
-        for entry in batch.entries:
-            try:
-                kid = node.pushes.create(t.peer, sources[entry.path], entry.path)
-            except RequestError as exc:  # gone since it was walked: the others still go
-                t.missing = [*(t.missing or []), {"path": entry.path, "code": str(exc.code),
-                                                  "reason": str(exc)}]  # fmt: skip
-                continue
-            kid.job = t.id
-            kids.append(kid)
-            self.parent_of[kid.id] = t.id
-        t.fallback = tuple(k.id for k in kids)
-        self.parents[t.id] = t.fallback
-        node.manager.watch(t, lambda: self._sum(t))
-        node.bus.publish(BatchFallback(t.id, t.peer, t.name, len(batch.entries), list(t.fallback)))
-        self._check(t)
+        state = OneByOne(deque((e.path, sources[e.path]) for e in batch.entries))
+        self.batches[t.id] = state
+        node.manager.watch(t, lambda: self._sum(t, state))
+        self._fill(t, state)
+        files = len(batch.entries)
+        node.bus.publish(BatchFallback(t.id, t.peer, t.name, files, list(t.fallback)))
+        self._check(t, state)
 
     def cancel(self, t: Transfer) -> None:
-        """The batch was cancelled: so are its plain pushes."""
-        for kid in self.parents.pop(t.id, ()):
+        """The batch was cancelled: so are its plain pushes (none starts any more)."""
+        state = self.batches.pop(t.id, None)
+        if state is None:
+            return
+        state.todo.clear()
+        for kid in list(state.live):
             self.parent_of.pop(kid, None)
             other = self.node.manager.transfers.get(kid)
             if other is not None and not other.final:
                 self.node.manager.cancel(kid)
 
-    def _kids(self, t: Transfer) -> list[Transfer]:
-        transfers = self.node.manager.transfers
-        return [transfers[k] for k in self.parents.get(t.id, ()) if k in transfers]
+    def _fill(self, t: Transfer, state: OneByOne) -> None:
+        while state.todo and len(state.live) < WINDOW:
+            name, source = state.todo.popleft()
+            try:
+                kid = self.node.pushes.create(t.peer, source, name)
+            except RequestError as exc:  # gone since it was walked: the others still go
+                state.lost.append({"path": name, "code": str(exc.code), "reason": str(exc)})
+                continue
+            kid.job = t.id
+            t.fallback = (*t.fallback, kid.id)
+            if not kid.final:  # (a push that failed at once is counted below)
+                state.live.add(kid.id)
+                self.parent_of[kid.id] = t.id
+            else:
+                self._ended(state, kid)
 
-    def _sum(self, t: Transfer) -> None:
-        kids = self._kids(t)
-        t.bytes = sum(k.bytes for k in kids)
-        t.sent = sum(k.sent for k in kids)
-        t.files_done = sum(1 for k in kids if k.state is TState.DONE)
+    def _ended(self, state: OneByOne, kid: Transfer) -> None:
+        state.live.discard(kid.id)
+        self.parent_of.pop(kid.id, None)
+        state.bytes += kid.bytes
+        state.sent += kid.sent
+        if kid.state is TState.DONE:
+            state.done += 1
+            return
+        err = kid.error or {}
+        state.lost.append({"path": kid.name, "code": err.get("code", kid.state.value),
+                           "reason": err.get("reason", kid.state.value)})  # fmt: skip
+
+    def _sum(self, t: Transfer, state: OneByOne) -> None:
+        transfers = self.node.manager.transfers
+        live = [transfers[k] for k in state.live if k in transfers]
+        t.bytes = state.bytes + sum(k.bytes for k in live)
+        t.sent = state.sent + sum(k.sent for k in live)
+        t.files_done = state.done
 
     def _on_event(self, record: Record) -> None:
         if record.name not in ("transfer_done", "transfer_failed"):
             return
-        parent = self.parent_of.get(str(record.data.get("id")))
+        kid_id = str(record.data.get("id"))
+        parent = self.parent_of.get(kid_id)
+        state = self.batches.get(parent) if parent is not None else None
         t = self.node.manager.transfers.get(parent) if parent is not None else None
-        if t is not None:
-            self._check(t)
+        kid = self.node.manager.transfers.get(kid_id)
+        if state is None or t is None or kid is None:
+            return
+        self._ended(state, kid)
+        self._fill(t, state)
+        self._check(t, state)
 
-    def _check(self, t: Transfer) -> None:
+    def _check(self, t: Transfer, state: OneByOne) -> None:
         """The batch ends when every plain push has."""
-        if t.final:
+        if t.final or state.todo or state.live:
             return
-        kids = self._kids(t)
-        self._sum(t)
-        if any(not k.final for k in kids):
+        del self.batches[t.id]
+        self._sum(t, state)
+        if not state.lost:
+            self.node.manager.finish(t)
             return
-        for kid in self.parents.pop(t.id, ()):
-            self.parent_of.pop(kid, None)
-        manager = self.node.manager
-        failed = [k for k in kids if k.state is not TState.DONE]
-        lost = list(t.missing or [])
-        for k in failed:
-            err = k.error or {}
-            lost.append({"path": k.name, "code": err.get("code", "failed"),
-                         "reason": err.get("reason", k.state.value)})  # fmt: skip
-        if not lost and len(kids) == t.files:
-            manager.finish(t)
-            return
-        t.missing = lost
-        first = lost[0] if lost else {"path": t.name, "code": ErrorCode.IO_ERROR, "reason": "?"}
-        reason = f"{len(lost)} of {t.files} files not sent: {first['path']}: {first['reason']}"
-        manager.fail(t, first["code"], reason, retry=False)
+        t.missing = (t.missing or []) + state.lost
+        first = state.lost[0]
+        reason = (
+            f"{len(state.lost)} of {t.files} files not sent: {first['path']}: {first['reason']}"
+        )
+        self.node.manager.fail(t, first["code"], reason, retry=False)

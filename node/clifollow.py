@@ -62,7 +62,8 @@ def tell_fallback(t: dict[str, Any], told: set[str]) -> None:
     who = t.get("peer_name") or str(t.get("peer", ""))[:8]
     print_line(
         sys.stderr,
-        f"{who} does not speak batches (an older node): sending the {len(kids)} files one by one",
+        f"{who} does not speak batches (an older node): sending the "
+        f"{t.get('files') or len(kids)} files one by one",
     )
 
 
