@@ -13,8 +13,9 @@ At most `WINDOW` of a batch's plain pushes are under way at once (each is a conn
 own; a batch of thousands must not dial thousands): the next starts as one ends. What the ended
 ones did is kept here, so the batch's totals do not depend on the manager's history.
 
-The batch's journal row goes when it falls back: the plain pushes are journaled themselves, and
-a restart resumes them alone (the batch's record is then gone, its files are not).
+After a restart the batch (its journal row stays until it ends) falls back again and takes up
+its plain pushes the journal restored (their rows carry the batch's id as `job`) instead of
+starting them twice; the files that had arrived are offered again and answered as held.
 """
 
 from __future__ import annotations
@@ -73,9 +74,20 @@ class Fallbacks:
     def start(self, t: Transfer, batch: Batch, sources: dict[str, str]) -> None:
         """Send each entry of `batch` (plain top-level files) as a plain push of its own."""
         node = self.node
-        node.manager.journal.delete(t.id)  # the plain pushes are journaled: they resume alone
         node.manager.move(t, TEvent.STREAM)
-        state = OneByOne(deque((e.path, sources[e.path]) for e in batch.entries))
+        # Its plain pushes of before a restart (the journal's), still to finish: taken up.
+        ours = {
+            k.name: k
+            for k in node.manager.transfers.values()
+            if k.job == t.id and k.kind == "file" and k.initiator and not k.final
+        }
+        state = OneByOne(
+            deque((e.path, sources[e.path]) for e in batch.entries if e.path not in ours)
+        )
+        for kid in ours.values():
+            t.fallback = (*t.fallback, kid.id)
+            state.live.add(kid.id)
+            self.parent_of[kid.id] = t.id
         self.batches[t.id] = state
         node.manager.watch(t, lambda: self._sum(t, state))
         self._fill(t, state)
@@ -108,6 +120,7 @@ class Fallbacks:
             if not kid.final:  # (a push that failed at once is counted below)
                 state.live.add(kid.id)
                 self.parent_of[kid.id] = t.id
+                self.node.manager.save(kid)  # its journal row names the batch (a restart)
             else:
                 self._ended(state, kid)
 

@@ -136,3 +136,32 @@ def test_cancelling_a_batch_that_fell_back_cancels_its_plain_pushes(tmp_path: Pa
             assert a.api("GET", f"/api/transfers/{kid}")["state"] == "cancelled"
         assert wait_done(a, t["id"])["state"] == "cancelled"
         assert not (b.inbox / "f0.bin").exists() and not (b.inbox / "f1.bin").exists()
+
+
+def test_a_sender_restart_takes_up_the_plain_pushes_once(tmp_path: Path) -> None:
+    with old_pair(tmp_path, a_args=("--max-rate", "1MiB")) as (a, b):
+        want = files(a.share, WINDOW + 2, size=1 << 20)
+        paths = [str(a.share / n) for n in want]
+        t = a.api("POST", "/api/push", {"peer": "b", "paths": paths})
+        fell = a.wait_event(
+            lambda e: e["event"] == "batch_fallback" and e["id"] == t["id"],
+            timeout=20,
+            what="batch_fallback",
+        )
+        a.wait_event(
+            lambda e: e["event"] == "transfer_progress" and e["id"] in fell["transfers"],
+            timeout=20,
+            what="a plain push under way",
+        )
+        a.stop(kill=True)
+        a.start()
+        again = a.wait_event(
+            lambda e: e["event"] == "batch_fallback" and e["id"] == t["id"],
+            timeout=30,
+            what="the restored batch falling back again",
+        )
+        assert set(fell["transfers"]) <= set(again["transfers"])  # taken up, not started twice
+        done = wait_done(a, t["id"])
+        assert done["state"] == "done" and done["files_done"] == WINDOW + 2, done
+        assert held(b.inbox, list(want)) == want
+        assert sorted(p.name for p in b.inbox.iterdir() if p.is_file()) == sorted(want)
