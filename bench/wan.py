@@ -10,7 +10,8 @@ a small DHT, and whether a transfer over the path found that way is as fast as o
 * ratio: a push from b to a over the tracker-found pair, against the same push between two
   nodes that found each other by LAN broadcast in the same process (median of `--runs`).
   Target >= 0.9. On loopback both paths are the same wire: this checks that nothing in the
-  tracker path (the hello-only dials, re-announces) slows a transfer; the lab measures NAT.
+  tracker path (the hello-only dials, re-announces) slows a transfer; bench/wan_lab.py
+  measures NAT (and the DHT of 20) in the Docker lab.
 
 Last line: one JSON object.
 """

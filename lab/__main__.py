@@ -1,9 +1,9 @@
 """`python3 -m lab COMMAND`: the lab's entry point.
 
     image               build (once) the base and node images, print their tags
-    clean [--stale]     remove every lab container and network (io.mole.lab=1) and old
-                        node images; --stale: only those of runs whose process is dead
-    run FILE...         run scenario files
+    clean [--stale]     remove every lab container, network and swarm service (io.mole.lab=1)
+                        and old node images; --stale: only those of runs whose process is dead
+    run [--swarm] FILE...  run scenario files (--swarm: as Docker Swarm services)
     report DIR...       (re)build each run's report.html; several: also a comparison page
     demo [-d|--detach]  the 4-node compose demo; `demo down` stops it (other words go to compose)
     test [ARGS...]      every test: `python -m pytest -n auto ARGS`, images built first
@@ -54,10 +54,14 @@ def cmd_image(_args: list[str]) -> int:
 
 
 def cmd_clean(args: list[str]) -> int:
-    from lab import cluster, image
+    from lab import cluster, image, swarm
 
     stale = "--stale" in args
-    print(cluster.sweep(everything=not stale))
+    # Services and swarm bridges first: their containers and configuration networks go next.
+    swept = 0 if cluster.docker_unavailable() else swarm.sweep(everything=not stale)
+    print(swept + cluster.sweep(everything=not stale))
+    if not cluster.docker_unavailable() and swarm.release_unused():
+        print("lab: left the swarm a dead lab run had made", file=sys.stderr)
     if not stale and not cluster.docker_unavailable():
         pruned = image.prune_node_images()
         print(f"lab: removed {pruned} old node image tag(s)", file=sys.stderr)

@@ -1,4 +1,4 @@
-"""The lab's only door to Docker: networks, node containers, images, cleanup.
+"""The lab's door to Docker: networks, node containers, images, cleanup (lab.swarm: services).
 
 Every other lab module talks to Docker through this one, so timeouts, labels and error
 messages are handled in one place. Everything the lab creates carries `io.mole.lab=1`, the run
@@ -123,10 +123,11 @@ def _create_network(
     *,
     ipv6: bool = False,
     options: dict[str, str] | None = None,
+    create: Callable[[Any], Any] | None = None,
 ) -> tuple[str, str]:
     """A bridge network on a free /24 of naming.SUBNET_POOLS: (its id, its subnet). With `ipv6`,
     Docker's `enable_ipv6` and a /64 besides (containers get link-local addresses too);
-    `options`: the bridge driver's options."""
+    `options`: the bridge driver's options; `create(ipam)`: another kind (lab.swarm's)."""
     op, last = f"create network {dname}", ""
     for _attempt in range(20):
         subnets = free_subnets(
@@ -147,7 +148,7 @@ def _create_network(
             pools.append(docker.types.IPAMPool(subnet=naming.ipv6_subnet(subnets[0])))
         ipam = docker.types.IPAMConfig(pool_configs=pools)
         try:
-            net = _api().create_network(
+            net = create(ipam) if create else _api().create_network(
                 dname, driver="bridge", ipam=ipam, labels=labels, attachable=True,
                 check_duplicate=True, enable_ipv6=ipv6, options=options,
             )  # fmt: skip

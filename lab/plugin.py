@@ -7,12 +7,16 @@ It is skipped, with the reason, when Docker is unreachable or the kernel lacks w
 steps need (lab.probe); a failure is told the scenario's way: the failed expectations, the
 transfer matrix, the discovery grid and the log tails of the nodes involved (Result.report()).
 
+With MOLE_LAB_SWARM=1 every item runs on the swarm backend (lab.swarm, `lab run --swarm`);
+those it cannot keep the meaning of are skipped with the reason.
+
 A bad scenario file fails its own item (the ScenarioError, with its key path), not the whole
 collection: the other scenarios still run.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import warnings
@@ -73,7 +77,10 @@ class LabSession:
         if reason:
             return f"no Docker: {reason}", None
         try:
-            removed = cluster.sweep()
+            from lab import swarm
+
+            # Services and swarm bridges of dead runs hold their containers and networks.
+            removed = swarm.sweep() + cluster.sweep()
         except cluster.LabError as e:
             warnings.warn(f"lab: sweeping dead runs failed: {e}", stacklevel=1)
         else:
@@ -155,9 +162,15 @@ class ScenarioItem(pytest.Item):
             )
         session = self.config.stash[_SESSION]
         image = session.image()
-        result = runner.run_scenario(
-            self.spec, image=image, artifacts_root=session.artifacts, progress=print
-        )
+        on_swarm = os.environ.get("MOLE_LAB_SWARM") == "1"  # every item on the swarm backend
+        with _swarm_session(on_swarm):
+            result = runner.run_scenario(
+                self.spec,
+                image=image,
+                artifacts_root=session.artifacts,
+                progress=print,
+                swarm=on_swarm,
+            )
         if result.status == "skipped":
             pytest.skip(f"{self.spec.name}: {result.skip_reason}")
         if not result.ok:
@@ -177,3 +190,19 @@ class ScenarioItem(pytest.Item):
 
     def reportinfo(self) -> tuple[Path, int | None, str]:
         return self.path, 0, f"scenario: {self.name}"
+
+
+@contextlib.contextmanager
+def _swarm_session(on: bool) -> Iterator[None]:
+    """MOLE_LAB_SWARM=1: the engine a swarm manager for the item (lab.swarm.session: shared by
+    parallel workers, left as found), or a skip saying why it cannot be one."""
+    if not on:
+        yield
+        return
+    from lab import swarm
+
+    why = swarm.unavailable()
+    if why:
+        pytest.skip(f"MOLE_LAB_SWARM=1, but no swarm here: {why}")
+    with swarm.session():
+        yield

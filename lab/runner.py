@@ -73,8 +73,10 @@ class Run:
         artifacts_root: Path,
         progress: Callable[[str], None] | None,
         cluster_factory: Callable[..., Any] | None = None,
+        swarm: bool = False,
     ) -> None:
         self.sc = sc
+        self.swarm = swarm  # nodes as Docker Swarm services (lab.swarm)
         self.image = image
         self.run_id = f"{uuid.uuid4().hex[:6]}-{sc.name}"[:60]
         self.artifacts = Path(artifacts_root) / self.run_id
@@ -133,10 +135,14 @@ class Run:
     def _setup(self) -> RunState:
         timings, t = self.result.timings, time.monotonic()
         sc = self.sc
-        if self.cluster_factory is None:
+        if self.cluster_factory is None and self.swarm:
+            from lab import swarm
+
+            factory: Callable[..., Any] = swarm.factory(sc)
+        elif self.cluster_factory is None:
             from lab.cluster import Cluster
 
-            factory: Callable[..., Any] = Cluster
+            factory = Cluster
         else:
             factory = self.cluster_factory
         if sc.nodes_per_container > 1:
@@ -285,10 +291,13 @@ def run_scenario(
     artifacts_root: Path,
     progress: Callable[[str], None] | None = None,
     cluster_factory: Callable[..., Any] | None = None,
+    swarm: bool = False,
 ) -> Result:
     """Run one scenario on a fresh cluster; always tears it down; writes the artifacts.
 
-    `cluster_factory(run_id, image=, workdir=)` replaces lab.cluster.Cluster (tests).
+    `cluster_factory(run_id, image=, workdir=)` replaces lab.cluster.Cluster (tests); `swarm`:
+    the nodes are services of the engine's swarm (lab.swarm; the engine must be a manager:
+    `lab.swarm.session()`).
     """
     run = Run(
         scenario,
@@ -296,6 +305,7 @@ def run_scenario(
         artifacts_root=artifacts_root,
         progress=progress,
         cluster_factory=cluster_factory,
+        swarm=swarm,
     )
     return run.run()
 
@@ -321,6 +331,12 @@ def main_run(argv: Sequence[str]) -> int:
     ap.add_argument("--artifacts", type=Path, default=None, help="artifacts root directory")
     ap.add_argument("--image", default=None, help="node image tag (default: build/find it)")
     ap.add_argument("-q", "--quiet", action="store_true", help="no live progress lines")
+    ap.add_argument(
+        "--swarm",
+        action="store_true",
+        help="run the nodes as Docker Swarm services (an engine with no swarm becomes a "
+        "single-machine one for the run, and leaves it after; docs/scenarios.md)",
+    )
     args = ap.parse_args(list(argv))
 
     scenarios = []
@@ -333,6 +349,10 @@ def main_run(argv: Sequence[str]) -> int:
     from lab import cluster
 
     reason = cluster.docker_unavailable()
+    if not reason and args.swarm:
+        from lab import swarm
+
+        reason = swarm.unavailable()
     if reason:
         print(f"lab: cannot run scenarios: {reason}", file=sys.stderr)
         return 1
@@ -346,17 +366,31 @@ def main_run(argv: Sequence[str]) -> int:
 
     sigterm_as_interrupt()
     results = []
-    for s in scenarios:
-        r = run_scenario(
-            s, image=image, artifacts_root=root, progress=None if args.quiet else progress
-        )
-        results.append(r)
-        print(r.report() if not r.passed_or_skipped else r.headline(), flush=True)
-        if r.status == "passed":
-            print(r.render_matrix(), flush=True)
-            if r.artifacts:
-                print(f"report: {r.report_path()}", flush=True)
-        print(flush=True)
+    with _swarm_session(args.swarm):
+        for s in scenarios:
+            r = run_scenario(
+                s,
+                image=image,
+                artifacts_root=root,
+                progress=None if args.quiet else progress,
+                swarm=args.swarm,
+            )
+            results.append(r)
+            print(r.report() if not r.passed_or_skipped else r.headline(), flush=True)
+            if r.status == "passed":
+                print(r.render_matrix(), flush=True)
+                if r.artifacts:
+                    print(f"report: {r.report_path()}", flush=True)
+            print(flush=True)
     print(render_summary(results))
     print(f"artifacts: {root}")
     return 0 if all(r.passed_or_skipped for r in results) else 1
+
+
+def _swarm_session(on: bool) -> contextlib.AbstractContextManager[object]:
+    """`--swarm`: the engine a swarm manager for the runs, left as found (lab.swarm)."""
+    if not on:
+        return contextlib.nullcontext()
+    from lab import swarm
+
+    return swarm.session()

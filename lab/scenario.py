@@ -302,6 +302,7 @@ class Scenario:
     nodes_per_container: int = 1  # dense mode (lab.dense) when > 1
     ipv6: bool = False  # every network also gets an IPv6 /64 (ULA) besides its IPv4 /24
     trees: tuple[Any, ...] = ()  # lab.trees.TreeDecl: directories sent as batches
+    swarm: Any = None  # lab.swarmspec.SwarmDecl: the `swarm:` section (`lab run --swarm`)
 
     def node(self, name: str) -> NodeDecl:
         for n in self.nodes:

@@ -13,7 +13,7 @@ import zlib
 from types import MappingProxyType
 from typing import Any
 
-from lab import hostile, verbs
+from lab import hostile, swarmspec, verbs
 from lab.checks import Checks, Context, Refs, join, type_name
 from lab.dense import MAX_PER_CONTAINER
 from lab.scenario import (
@@ -32,7 +32,7 @@ from lab.trees import parse_trees
 
 TOP_KEYS = (
     "name", "description", "timeout", "networks", "nodes", "files", "trees", "steps", "expect",
-    "nodes_per_container", "ipv6",
+    "nodes_per_container", "ipv6", "swarm",
 )  # fmt: skip
 # Verbs acting on a node's container: with several nodes in one, they would hit them all.
 DENSE_REFUSED_VERBS = frozenset({"kill", "stop", "start", "restart", "pause", "unpause"})
@@ -309,6 +309,8 @@ class Parser(Checks):
         steps = self.steps(top.get("steps", []), ctx)
         expect = parse_expect(top.get("expect", {}), ctx, [st.id for st in steps])
         dense = self.dense(top.get("nodes_per_container", 1), nodes, steps)
+        names = {**{n.name: n for n in nodes}, **groups}
+        swarm = swarmspec.parse(self, top["swarm"], networks, names) if "swarm" in top else None
         return Scenario(
             name=name,
             description=desc.strip(),
@@ -324,6 +326,7 @@ class Parser(Checks):
             text=text,
             nodes_per_container=dense,
             trees=ctx.trees,
+            swarm=swarm,
         )
 
     def dense(self, v: object, nodes: tuple[NodeDecl, ...], steps: tuple[Step, ...]) -> int:

@@ -119,11 +119,18 @@ def apply_nat(
         if r.name not in started and not {m.name for m in members} & started:
             continue
         wan_ip = _ip(handles, r.name, r.nat)
+        if not wan_ip:
+            raise StepError(f"router {r.name} has no address on {r.nat} (not running?)", [r.name])
+        find_if = (
+            f"IF=$(ip -o -4 addr show | awk -v ip={wan_ip} 'index($4, ip \"/\") == 1 {{print $2}}')"
+        )
         rules = [
-            # The router's interface on the wan network: the one holding its address there.
-            f"IF=$(ip -o -4 addr show | awk -v ip={wan_ip}"
-            " 'index($4, ip \"/\") == 1 {print $2}')",
-            '[ -n "$IF" ] || { echo "no interface with ' + wan_ip + '"; exit 1; }',
+            # The router's interface on the wan network: the one holding its address there. On
+            # a loaded engine an address can show up a moment after the container reports
+            # running, so it is looked for during up to 5 s; then what is there is reported.
+            f'for i in $(seq 50); do {find_if}; [ -n "$IF" ] && break; sleep 0.1; done',
+            '[ -n "$IF" ] || { echo "no interface with ' + wan_ip + ' after 5 s; addresses:";'
+            " ip -o -4 addr show; exit 1; }",
             "iptables -t nat -C POSTROUTING -o $IF -j MASQUERADE 2>/dev/null"
             " || iptables -t nat -A POSTROUTING -o $IF -j MASQUERADE",
         ]

@@ -52,7 +52,7 @@ class AutoFetch:
                 self._queue.append((peer_id, str(f["name"])))
             self.pump()
 
-        node.connect(peer.addr, peer.port, ListClient(got, peer_id))
+        node.dial(peer, ListClient(got, peer_id))
 
     def pump(self) -> None:
         """Start queued pulls while fewer than MAX_RUNNING of ours are live."""

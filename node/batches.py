@@ -188,9 +188,8 @@ class Batches:
             if peer is None:
                 node.manager.fail(t, LocalCode.UNREACHABLE, "peer is not known (yet)")
                 return
-            t.addr = peer.addr
             node.manager.move(t, TEvent.CONNECT)
-            node.connect(peer.addr, peer.port, BatchPullClient(t))
+            node.dial(peer, BatchPullClient(t), t)
             return
         builder = TreeBuilder(node.store, [Path(p) for p in t.sources], links=t.links)
         try:
@@ -232,11 +231,11 @@ class Batches:
         if peer is None:
             node.manager.fail(t, LocalCode.UNREACHABLE, "peer is not known (yet)")
             return
-        t.addr = peer.addr
+        t.addr = peer.addr  # before the event: the dial sets it again per address it tries
         node.manager.move(t, TEvent.CONNECT)
         batch = Batch(t.id, tuple(builder.entries))
         node.bus.publish(BatchStarted(t.to_json()))
-        node.connect(peer.addr, peer.port, BatchPushClient(t, batch, builder.sources))
+        node.dial(peer, BatchPushClient(t, batch, builder.sources), t)
 
     def forget(self, t: Transfer) -> None:
         builder = self.preparing.pop(t.id, None)

@@ -485,7 +485,10 @@ class _Version(argparse.Action):
         parser.exit(0)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The `mole` parser; `only` ("serve" or "config"): that command alone, for what
+    node/configfile.py parses again (each client command's parser costs start-up time: a
+    node's first announce waited for three whole parsers, issue 17)."""
     parser = _Parser(prog="mole", description="peer-to-peer LAN file sharing")
     parser.add_argument("--version", action=_Version)
     add_client_options(parser, top=True)
@@ -503,6 +506,8 @@ def build_parser() -> argparse.ArgumentParser:
     from node.config import add_serve_arguments
 
     add_serve_arguments(serve)
+    if only == "serve":
+        return parser
     config = sub.add_parser(
         "config",
         help="print the effective serve options and where each comes from",
@@ -510,6 +515,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_serve_arguments(config)
     config.add_argument("--json", action="store_true", help="print JSON")
+    if only is not None:
+        return parser
 
     def client_cmd(name: str, run: object, help: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help)
@@ -551,13 +558,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    parser = build_parser()
+    # `mole serve ...` (a node's start): the serve parser alone, the client commands unbuilt.
+    parser = build_parser("serve" if argv[:1] == ["serve"] else None)
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help (0) or a usage error (2)
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     try:
         if args.command == "serve":
+            del parser  # not kept for the node's whole life (its RSS, issue 17)
             return cmd_serve(args, argv)
         if args.command == "config":
             from node.cli_config import cmd_config

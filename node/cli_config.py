@@ -17,7 +17,7 @@ from node.errors import ConfigError
 def serve_config(args: argparse.Namespace, argv: Sequence[str]) -> tuple[Config, Effective]:
     """(Config, Effective): the command line completed from MOLE_* and the config file."""
     try:
-        eff = effective(build_parser, args, argv, args.command)
+        eff = effective(lambda: build_parser(args.command), args, argv, args.command)
         return config_from_args(eff.ns), eff
     except ConfigError as exc:
         raise CliError(str(exc), EXIT_USAGE) from None

@@ -145,18 +145,34 @@ def percent(t: dict[str, Any]) -> float:
 
 
 def peers_table(peers: list[dict[str, Any]], now: float) -> str:
-    rows = [
-        (
-            p.get("name", ""),
-            str(p.get("node", ""))[:8],
-            hostport(str(p.get("addr", "?")), p.get("port", "?")),
-            ",".join(p.get("groups") or []) or "-",
-            "static" if p.get("static") else human_age(p.get("last_seen"), now),
-            str(p.get("found_by") or ("static" if p.get("static") else "lan")),
+    """One row per peer at the address it is dialled at first, then one row per further
+    address it is known by (in dial order); VIA: how each address was found."""
+    rows: list[tuple[str, ...]] = []
+    for p in peers:
+        fallback = {"addr": p.get("addr", "?"), "port": p.get("port", "?")}
+        first, *more = p.get("addrs") or [fallback]
+        rows.append(
+            (
+                str(p.get("name", "")),
+                str(p.get("node", ""))[:8],
+                hostport(str(first.get("addr", "?")), first.get("port", "?")),
+                _via(first),
+                ",".join(p.get("groups") or []) or "-",
+                "static" if p.get("static") else human_age(p.get("last_seen"), now),
+                str(p.get("found_by") or ("static" if p.get("static") else "lan")),
+            )
         )
-        for p in peers
-    ]
-    return table(["NAME", "NODE", "ADDRESS", "GROUPS", "SEEN", "FOUND BY"], rows)
+        rows.extend(
+            ("", "", hostport(str(a.get("addr", "?")), a.get("port", "?")), _via(a), "", "", "")
+            for a in more
+        )
+    return table(["NAME", "NODE", "ADDRESS", "VIA", "GROUPS", "SEEN", "FOUND BY"], rows)
+
+
+def _via(a: dict[str, Any]) -> str:
+    via = ",".join(a.get("sources") or []) or "-"
+    failures = int(a.get("failures") or 0)
+    return f"{via} ({failures} failed)" if failures else via
 
 
 def files_table(files: list[dict[str, Any]]) -> str:

@@ -18,6 +18,9 @@ from node.peerauth import GroupProver, NoGroups
 DISCOVERY_PORT = 47100
 TRANSFER_PORT = 47101
 API_PORT = 47102
+# Static peers added at run time, kept in the state directory (node/statics.py); here so that
+# the node can look for the file without importing the WAN machinery (node/node.py wants_wan).
+STATIC_FILE = "static_peers.json"
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ are owned by a `Deadlines` (node/conndeadlines.py); the Conn is the `Timed` obje
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from node import connauth
@@ -48,6 +49,7 @@ class Handler:
 
     conn: Conn
     sender: FileSender | None = None  # the file stream this side is sending, if any
+    keepalive = False  # a hello-only dial that keeps a static/WAN peer listed (query.PingClient)
 
     @property
     def node(self) -> Node:
@@ -107,8 +109,14 @@ class Handler:
             self.conn.fail(ErrorCode.AUTH_FAILED, "hello without a checked proof")
             return False
         self.conn.peer_id = auth.node_id
-        if self.conn.transport is not None:
-            self.node.peers.learn(msg, self.conn.transport.peername[0], tuple(sorted(auth.groups)))
+        transport = self.conn.transport
+        if transport is not None:
+            # A connection we dialled proves the address we dialled works (not the port the
+            # hello names: a NAT may forward another one to it).
+            dialed = transport.peername[:2] if self.conn.session.role is Role.CLIENT else None
+            groups = tuple(sorted(auth.groups))
+            peers = self.node.peers
+            peers.learn(msg, transport.peername[0], groups, dialed=dialed, keepalive=self.keepalive)
         return True
 
 
@@ -123,10 +131,8 @@ class ClientHandler(Handler):
         super().greet_peer(msg)
         if self.expect_peer is not None and msg.node != self.expect_peer:
             where = self.conn.transport.peername if self.conn.transport else "?"
-            self.conn.fail(
-                LocalCode.UNREACHABLE,
-                f"node {msg.node[:8]} ({msg.name}) answers at {where}, not {self.expect_peer[:8]}",
-                send=False,
+            self.conn.wrong_node(
+                f"node {msg.node[:8]} ({msg.name}) answers at {where}, not {self.expect_peer[:8]}"
             )
             return False
         return True
@@ -154,6 +160,10 @@ class Conn:
         self.useful_at = now
         self.deadlines = Deadlines(self)
         self._reads_paused = False
+        # Client: called when this address did not reach the peer (no connection, no TLS, or
+        # another node there); True when the dial moved on to the peer's next address
+        # (node/dial.py), so the handler is not told. None: the handler is told, as always.
+        self.unreached: Callable[[str], bool] | None = None
         handler.conn = self
 
     # -- StreamProtocol --------------------------------------------------------------------------
@@ -233,6 +243,8 @@ class Conn:
             self.handler.on_failed(*answer)
             return
         reason = f"connection lost: {exc}" if exc else "connection closed"
+        if self.transport is None and self._next_address(reason):
+            return  # never connected here: the same handler goes on at the next address
         self.handler.on_lost(reason)
 
     def pause_writing(self) -> None:
@@ -330,6 +342,21 @@ class Conn:
             # A peer that stopped reading would keep the flush (and the fd) pending forever.
             self.deadlines.abort_at = self.node.loop.time() + CLOSE_GRACE
             self.wake()
+
+    def _next_address(self, reason: str) -> bool:
+        unreached, self.unreached = self.unreached, None
+        return unreached is not None and unreached(reason)
+
+    def wrong_node(self, reason: str) -> None:
+        """Client: another node answers at the address dialled (addresses are reused). The
+        dial moves on to the peer's next address if it has one; else the handler fails
+        `unreachable` (transient: the peer may announce itself elsewhere)."""
+        if self._next_address(reason):
+            self.handler = Handler()  # the next address's Conn has the real handler now
+            self.handler.conn = self
+            self.abort()
+            return
+        self.fail(LocalCode.UNREACHABLE, reason, send=False)
 
     def drop(self, code: str, reason: str) -> None:
         """Fail and give the slot back at once (eviction: the newcomer needs it now)."""

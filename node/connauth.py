@@ -13,7 +13,7 @@ import struct
 from typing import TYPE_CHECKING
 
 from node import handshake
-from node.errors import ErrorCode, LocalCode, RemoteProtocolError
+from node.errors import ErrorCode, RemoteProtocolError
 from node.framing import MAX_HEADER, parse_header
 from node.messages import Challenge, Error, Hello, parse_message
 from node.session import Role
@@ -44,11 +44,9 @@ def server_is_expected(conn: Conn, transport: Transport | TlsTransport) -> bool:
     if actual == expect:
         return True
     where = f"{transport.peername[0]}:{transport.peername[1]}"
-    conn.fail(
-        LocalCode.UNREACHABLE,
+    conn.wrong_node(
         f"node {actual[:8]} answers at {where}, not {expect[:8]}: its certificate does not "
-        "match the node id (an impostor, or another node now at that address); nothing was sent",
-        send=False,
+        "match the node id (an impostor, or another node now at that address); nothing was sent"
     )
     return False
 

@@ -320,12 +320,16 @@ class PeerTable:
         self.counters: dict[str, int] = {}
         # node -> when its announce last came from the address kept (node/addr.py family).
         self._addr_heard: dict[str, float] = {}
+        # The (node, source address, port) of the announce the last observe() accepted, or
+        # None: every address a peer announces from is remembered (node/peeraddrs.py).
+        self.heard: tuple[str, str, int] | None = None
 
     def _count(self, key: str) -> None:
         self.counters[key] = self.counters.get(key, 0) + 1
 
     def observe(self, datagram: bytes, addr: str, now: float) -> list[PeerEvent]:
         """Account for one received datagram. Never raises."""
+        self.heard = None
         try:
             msg, body, sig = decode(datagram)
         except RemoteProtocolError as exc:
@@ -377,6 +381,7 @@ class PeerTable:
             self._count("not_admitted")
             return []
         self._count("announce")
+        self.heard = (msg.node, addr, msg.port)
         peer = Peer(
             msg.node,
             msg.name,
@@ -427,6 +432,7 @@ class PeerTable:
         ):
             return []
         interval = min(msg.interval, self.max_interval)
+        self.heard = (msg.node, addr, msg.port)
         return self._update(self._keep_family(replace(peer, addr=addr), interval, now))
 
     def _remember(

@@ -5,13 +5,20 @@ the pure `node.discovery`. This module does the I/O: it owns the discovery socke
 announces and the goodbye to every broadcast target, feeds received datagrams to `Peers`, and
 dials each static peer (`--peer HOST:PORT`) once per announce interval. It is `Timed`: its next
 deadline is the earlier of the next announce and the next static ping.
+
+A newcomer is answered unicast (docs/protocol.md 1.1): announces go out from a socket of the
+node's own (an ephemeral port), so a receiver can reach exactly this node at the datagram's
+source even when several nodes on one host share the discovery port; the answer to a new peer
+is the last announce sent, unchanged (no new signature, and a node that verified it already
+finds a duplicate). Every node re-broadcasting for each newcomer made N nodes verify N - 1
+announces per arrival (issue 17: discovery at 20 nodes).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
 from node import netif
 from node.config import Config
@@ -22,6 +29,12 @@ from node.identity import Identity
 from node.lan6 import Multicast6
 from node.loop import Loop
 from node.peers import Peers
+from node.ratelimit import TokenBucket
+
+# Unicast answers to newcomers: one per new node id, and at most this many per second in all
+# (a flood of fresh ids with a forged source address must not make us a reflector; each
+# answer is no larger than the announce that caused it).
+REPLIES: Final = (20.0, 40)  # (per second, burst)
 
 
 class Lan:
@@ -34,7 +47,7 @@ class Lan:
         identity: Identity,
         groups: Groups,
         tcp_port: Callable[[], int],
-        ping: Callable[[str, int], None],
+        ping: Callable[[str, int], object],
     ) -> None:
         self.config = config
         self.loop = loop
@@ -45,7 +58,12 @@ class Lan:
         self._tcp_port = tcp_port
         self._ping = ping
         self.announcer = Announcer(config.announce_interval)
-        self.udp: Any = None
+        self.udp: Any = None  # the shared discovery port: receives broadcasts
+        self.own: Any = None  # this node's own port: sends, receives answers (None: use udp)
+        self.last_announce = b""  # the last signed announce sent, as sent
+        self._source: tuple[str, int] | None = None  # of the datagram being handled
+        self._replies = TokenBucket(*REPLIES, loop.time())
+        self.replies = 0  # newcomers answered unicast
         self.counter = CounterFloor(config.state)  # above every counter of earlier runs
         self._next_ping = -math.inf if config.static_peers else math.inf
         self.stopped = False
@@ -55,6 +73,10 @@ class Lan:
         cfg = self.config
         if cfg.discovery:
             self.udp = self.loop.open_udp("0.0.0.0", cfg.discovery_port, self._datagram)
+            try:
+                self.own = self.loop.open_udp("0.0.0.0", 0, self._datagram, reuse_port=False)
+            except OSError:
+                self.own = None  # announces from the shared port: newcomers get a broadcast
             self.mc6.start()  # unless --no-discovery6 (node/lan6.py)
 
     def stop(self) -> None:
@@ -83,8 +105,23 @@ class Lan:
                 self._ping(host, port)
 
     def on_new_peer(self) -> None:
-        """A node id we did not know: announce soon (coalesced), so it learns of us at once."""
-        self.announcer.on_new_peer(self.loop.time())
+        """A node id we did not know: it learns of us at once. Answered unicast with the last
+        announce when its datagram came from a port of its own (protocol.md 1.1); else (an
+        older node, sending from the shared port that another process on its host may hold
+        for unicast, or a peer learnt by TCP) an extra broadcast announce soon (coalesced)."""
+        now = self.loop.time()
+        src = self._source
+        if (
+            src is not None
+            and self.last_announce
+            and src[1] != self.config.discovery_port
+            and ":" not in src[0]
+            and self._replies.take(1, now)
+        ):
+            (self.own or self.udp).sendto(self.last_announce, src)
+            self.replies += 1
+            return
+        self.announcer.on_new_peer(now)
 
     # -- I/O -----------------------------------------------------------------------------------
     def _next_counter(self) -> int:
@@ -100,8 +137,9 @@ class Lan:
         return found or ["255.255.255.255"]
 
     def _broadcast(self, data: bytes) -> None:
+        sock = self.own or self.udp
         for target in self._targets():
-            self.udp.sendto(data, (target, self.config.discovery_port))
+            sock.sendto(data, (target, self.config.discovery_port))
         self.mc6.send(data)
 
     def _announce(self, now: float) -> None:
@@ -116,8 +154,15 @@ class Lan:
             counter,
             cfg.announce_interval,
         )
-        self._broadcast(encode(msg, self.identity.seed))
+        self.last_announce = encode(msg, self.identity.seed)
+        self._broadcast(self.last_announce)
         self.announcer.sent(now)
 
     def _datagram(self, data: bytes, addr: tuple[str, int]) -> None:
-        self.peers.observe(data, addr[0])
+        # The source is kept while the peer table handles the datagram: on_new_peer (called
+        # back from it for a newcomer) answers there.
+        self._source = addr
+        try:
+            self.peers.observe(data, addr[0])
+        finally:
+            self._source = None

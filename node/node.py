@@ -28,44 +28,36 @@ from typing import TYPE_CHECKING, Any
 from node import __version__, logs
 from node import events as ev
 from node.addr import hostport, url_host
-from node.admission import Admission
-from node.api import ApiRefuse, ApiServerProtocol
 from node.apiauth import ApiGuard, load_or_create_token
-from node.autofetch import AutoFetch
-from node.batches import Batches
-from node.batchfallback import Fallbacks
 from node.config import Config
-from node.conn import Conn, Handler
 from node.errors import ConfigError, ErrorCode, LocalCode
 from node.events import EventBus
-from node.gate import Gate
 from node.groups import Groups
 from node.hashqueue import HashQueue
 from node.identity import IdentityError, load_or_create
-from node.intake import Intake
 from node.journal import Journal
 from node.lan import Lan
 from node.loop import Loop
 from node.manager import TransferManager
+from node.nodeparts import LAZY_PARTS, LazyParts
 from node.nodeshare import ShareKeeper
 from node.peerauth import GroupProver
 from node.peers import Peers
 from node.peerwatch import PeerWatch
 from node.policy import Policy
-from node.pull import Pulls
-from node.push import Pushes
-from node.query import PingClient
 from node.ratelimit import TokenBucket, frame_for_rate
-from node.service import Service
-from node.session import Role
 from node.store import Store
 from node.timers import Timers
 from node.transfer import Transfer
 from node.truststore import TrustStore
-from node.wan import Wan
 
 if TYPE_CHECKING:
     import ssl
+
+    from node.admission import Admission
+    from node.conn import ClientHandler, Conn, Handler
+    from node.discovery import Peer
+
 
 PARTIAL_MAX_AGE = 7 * 86400.0
 # What binding `::` says on a host without IPv6 (Windows numbers its socket errors apart).
@@ -91,7 +83,7 @@ def dashboard_line(cfg: Config, api_port: int) -> str:
     return f"mole: dashboard at http://{host}:{api_port}/ (log in with the token: {where})"
 
 
-class Node:
+class Node(LazyParts):
     """A mole node: discovery, transfers, API, events."""
 
     def __init__(self, config: Config, *, loop: Loop | None = None, events: EventBus | None = None):
@@ -154,24 +146,9 @@ class Node:
             identity=self.identity,
             groups=self.groups,
             tcp_port=lambda: self.tcp_port,
-            ping=lambda host, port: self.connect(host, port, PingClient()),
+            ping=self._ping,
         )
-        self.wan = Wan(
-            config,
-            self.loop,
-            self.peers,
-            tcp_port=lambda: self.tcp_port,
-            connect=self.connect,
-            wake=lambda: self.timers.update(self.wan),
-            # The rendezvous is keyed by the group secret (through its derived key, never the
-            # secret itself): strangers can neither find the group nor link it to its name.
-            group_secrets={g.name: g.rendezvous_key() for g in self.groups.groups},
-        )
-        self.peers.found_by = self.wan.source_of
-        self.pushes = Pushes(self)
-        self.pulls = Pulls(self)
-        self.batches = Batches(self)
-        self.fallbacks = Fallbacks(self)  # batch pushes to peers without batches
+        self.peers.found_by = self._found_by
         self.manager = TransferManager(
             config,
             self.bus,
@@ -184,29 +161,27 @@ class Node:
         self.manager.wake = lambda: self.timers.update(self.manager)
         self.shared = self.store.index  # what peers see: incremental, cached listing
         self.share = ShareKeeper(self)
-        self.intake = Intake(self)
         self.hashq = HashQueue(
             self.loop,
             self.store,
             config.share,
             on_shared=self.share.hashed,  # Store.finish_hash told the index already
-            on_push_hashed=self.pushes.hashed,
-            on_push_failed=self.pushes.hash_failed,
+            # Only a push queues a push's hash job, so self.pushes exists when these run.
+            on_push_hashed=lambda t, job, meta: self.pushes.hashed(t, job, meta),
+            on_push_failed=lambda t, why: self.pushes.hash_failed(t, why),
         )
-        self.service = Service(self)
         # The API always needs a token: given, or made once and kept for the local CLI.
         token = config.api_token or load_or_create_token(config.state)
         self.guard = ApiGuard(token, allowed_hosts=config.api_allowed_hosts)
         self.api_conns = 0
         self.conns: set[Conn] = set()
-        self.gate = Gate(self)
-        self.autofetch = AutoFetch(self)
         # --max-rate: one bucket for every outgoing file stream (push client and pull server).
         self.upload_bucket: TokenBucket | None = None
         if config.max_rate:
             burst = frame_for_rate(config.max_rate)
             self.upload_bucket = TokenBucket(config.max_rate, burst, self.loop.time())
         self.stopping = False
+        self.running = False  # start() done: a part built later starts at once (wan)
         self.tcp_port = 0
         self.api_port = 0
         # The loop's monotonic clock: uptime must not jump when the wall clock is set.
@@ -218,21 +193,26 @@ class Node:
         if cfg.insecure_plaintext:
             print(PLAINTEXT_WARNING, file=sys.stderr, flush=True)
         try:
-            self.server = self.loop.listen_tcp(cfg.host, cfg.port, self.gate.accept)
+            self.server = self.loop.listen_tcp(cfg.host, cfg.port, self._accept)
         except OSError as exc:
             if cfg.host != "::" or exc.errno not in NO_IPV6:
                 raise
             # `::` (the default) on a host without IPv6: every IPv4 address instead.
-            self.server = self.loop.listen_tcp("0.0.0.0", cfg.port, self.gate.accept)
+            self.server = self.loop.listen_tcp("0.0.0.0", cfg.port, self._accept)
         self.tcp_port = self.server.port
         self.api_server = self.loop.listen_tcp(cfg.api_host, cfg.api_port, self._accept_api)
         self.api_port = self.api_server.port
+        # The first announce as soon as both listeners are bound (protocol.md 1.1), before the
+        # pass over the share (seconds on a big one): peers learn of us meanwhile, and what
+        # they answer waits in the socket until the loop runs, when everything is ready.
+        self.lan.start()
+        self.lan.handle_timer(self.loop.time())
         self.share.rescan()
         # Partial files of peers that never came back are dropped after a week.
         self.store.prune_partials(PARTIAL_MAX_AGE)
         self.manager.restore()
-        self.lan.start()
-        self.wan.start()
+        if self.wants_wan():
+            self.wan.start()
         self.bus.publish(
             ev.Listening(
                 cfg.name,
@@ -243,8 +223,11 @@ class Node:
                 __version__,
             )
         )
-        for timed in (self.lan, self.wan, self.peers, self.manager, self.share, self.peerwatch):
+        for timed in (self.lan, self.peers, self.manager, self.share, self.peerwatch):
             self.timers.update(timed)
+        if (wan := self.built("wan")) is not None:
+            self.timers.update(wan)
+        self.running = True
         print(dashboard_line(cfg, self.api_port), file=sys.stderr, flush=True)
 
     def run(self) -> None:
@@ -258,7 +241,8 @@ class Node:
 
     def shutdown(self) -> None:
         self.lan.stop()
-        self.wan.stop()
+        if (wan := self.built("wan")) is not None:
+            wan.stop()
         self.manager.shutdown()
         self.store.flush()
         self.bus.publish(ev.Shutdown())
@@ -290,9 +274,12 @@ class Node:
                 conn.fail(ErrorCode.CANCELLED, "cancelled by user")
         if t.role == "receive":
             self.store.discard_partial(t.peer, t.name)
-        self.pushes.forget(t)
-        self.batches.forget(t)
-        self.fallbacks.cancel(t)
+        if (pushes := self.built("pushes")) is not None:
+            pushes.forget(t)
+        if (batches := self.built("batches")) is not None:
+            batches.forget(t)
+        if (fallbacks := self.built("fallbacks")) is not None:
+            fallbacks.cancel(t)
 
     def cancel_failed_receive(self, t: Transfer) -> None:
         """A broken receive keeps its .part for the sender's retry; cancelling it says no retry
@@ -312,22 +299,20 @@ class Node:
             )
         return self._tls
 
-    def connect(self, host: str, port: int, handler: Handler) -> None:
-        conn = Conn(self, Role.CLIENT, handler)
-        if not self.tls:  # --insecure-plaintext
-            self.loop.connect_tcp(host, port, conn, timeout=10.0)
-            return
-        from node.tlsproto import connect_tls  # deferred: see __init__
+    def connect(self, host: str, port: int, handler: Handler) -> Conn:
+        from node import dial  # deferred with the transfer machinery: see LAZY_PARTS
 
-        connect_tls(
-            self.loop,
-            host,
-            port,
-            self.tls_contexts()[1],
-            conn,
-            timeout=10.0,
-            handshake_timeout=self.config.handshake_timeout,
-        )
+        return dial.connect(self, host, port, handler)  # one address
+
+    def dial(self, peer: Peer, handler: ClientHandler, transfer: Transfer | None = None) -> None:
+        from node import dial  # deferred with the transfer machinery: see LAZY_PARTS
+
+        dial.Dial(self, peer, handler, transfer).start()  # its addresses in turn
+
+    def _accept(self) -> Any:
+        """The listener's protocol factory: the gate (and the transfer machinery) is built at
+        the first inbound connection."""
+        return self.gate.accept()
 
     def admit(self, conn: Conn) -> None:
         self.gate.admit(conn)
@@ -341,9 +326,12 @@ class Node:
 
     @property
     def drop_counts(self) -> dict[str, int]:
-        return self.gate.counts
+        gate = self.built("gate")  # none built: no connection came in, none was dropped
+        return {} if gate is None else dict(gate.counts)
 
     def _accept_api(self) -> Any:
+        from node.api import ApiRefuse, ApiServerProtocol  # deferred: see LAZY_PARTS
+
         if self.api_conns >= self.config.max_api_connections:
             return ApiRefuse()
         api = ApiServerProtocol(
@@ -399,4 +387,4 @@ def run_node(config: Config) -> int:
     return 0
 
 
-__all__ = ["LocalCode", "Node", "run_node"]
+__all__ = ["LAZY_PARTS", "LocalCode", "Node", "run_node"]

@@ -46,7 +46,7 @@ class PairingDesk:
         node = self.node
         peer = node.peers.resolve(peer_text)
         self._make(peer.node, peer.name, client=True, conn=None)
-        node.connect(peer.addr, peer.port, PairClient(self, peer.node))
+        node.dial(peer, PairClient(self, peer.node))
         self._changed(self._by_peer[peer.node])
         return self._by_peer[peer.node].pairing.to_json()
 

@@ -4,6 +4,10 @@
 and reports changes through one callback; it is `Timed` (node/timers.py) for expiry. Resolution
 of what a user typed (a node id, a display name, or a unique id prefix of four or more) lives
 here too, so the API, the CLI and the policy see one notion of "the peer called X".
+
+Each peer in the table also has an `AddrBook` (node/peeraddrs.py): every address it is known
+by, with its sources, and the order a connection tries them in (`dial_order`). The table's own
+`addr` stays what discovery decided (peer_up lines show it); dials use the book.
 """
 
 from __future__ import annotations
@@ -11,12 +15,15 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from node.discovery import Admit, Membership, Peer, PeerDown, PeerEvent, PeerTable, PeerUp
 from node.errors import LocalCode, NotFound
 from node.identity import format_id, parse_id
-from node.messages import Hello
+from node.peeraddrs import AddrBook
+
+if TYPE_CHECKING:
+    from node.messages import Hello
 
 PeerListener = Callable[[PeerEvent], None]
 
@@ -43,6 +50,7 @@ class Peers:
         self.self_id = self_id
         self._clock = clock
         self._on_change = on_change
+        self.books: dict[str, AddrBook] = {}  # node id -> its addresses (peers in the table)
         self.features: dict[str, frozenset[str]] = {}  # node id -> its last hello's features
         # How each peer was found (lan|static|tracker|dht); node/wan.py knows beyond the LAN.
         self.found_by: Callable[[Peer], str] = lambda p: "static" if p.static else "lan"
@@ -50,19 +58,39 @@ class Peers:
     # -- input ---------------------------------------------------------------------------------
     def observe(self, datagram: bytes, addr: str) -> None:
         """A discovery datagram arrived (never raises: bad ones are counted)."""
-        for ev in self.table.observe(datagram, addr, self._clock()):
-            self._on_change(ev)
+        now = self._clock()
+        events = self.table.observe(datagram, addr, now)
+        heard = self.table.heard
+        if heard is not None:
+            self.note(heard[0], heard[1], heard[2], "lan", now)
+        self._emit(events)
 
-    def learn(self, hello: Hello, addr: str, groups: tuple[str, ...] = ()) -> None:
+    def learn(
+        self,
+        hello: Hello,
+        addr: str,
+        groups: tuple[str, ...] = (),
+        *,
+        dialed: tuple[str, int] | None = None,
+        keepalive: bool = False,
+    ) -> None:
         """A TCP hello (its proof checked) proves reachability: keep the peer even without
-        broadcasts. `groups`: the groups it proved membership of."""
+        broadcasts. `groups`: the groups it proved membership of. `dialed`: the address we
+        dialled to get it (that address works); None for a connection the peer made (then
+        `addr` and its listening port are only a guess: source "inbound"). `keepalive`: the
+        dial was a hello-only keepalive (node/peeraddrs.py, AddrBook.succeeded)."""
         self.features[hello.node] = frozenset(hello.features)
         if hello.node == self.self_id or not hello.port:
             return  # port 0: it accepts no connections, so it is no peer to dial
         now = self._clock()
         events = self.table.add_static(hello.node, hello.name, addr, hello.port, groups, now)
-        for ev in events:
-            self._on_change(ev)
+        if dialed is not None:
+            book = self._book(hello.node)
+            if book is not None:
+                book.succeeded(dialed[0], dialed[1], now, keepalive=keepalive)
+        else:
+            self.note(hello.node, addr, hello.port, "inbound", now)
+        self._emit(events)
 
     def add_static(
         self,
@@ -74,7 +102,46 @@ class Peers:
         now: float | None = None,
     ) -> None:
         when = self._clock() if now is None else now
-        for ev in self.table.add_static(node_id, name, addr, port, groups, when):
+        events = self.table.add_static(node_id, name, addr, port, groups, when)
+        self.note(node_id, addr, port, "static", when)
+        self._emit(events)
+
+    # -- addresses -----------------------------------------------------------------------------
+    def _book(self, node_id: str) -> AddrBook | None:
+        """The peer's book, made on first use; None for a node not in the table (bounded:
+        books exist only for listed peers and go with them, see _emit)."""
+        book = self.books.get(node_id)
+        if book is None and self.table.get(node_id) is not None:
+            book = self.books[node_id] = AddrBook()
+        return book
+
+    def note(
+        self, node_id: str, addr: str, port: int, source: str, now: float | None = None
+    ) -> None:
+        """`node_id` is known at addr:port by `source` (lan, static, tracker, dht, inbound)."""
+        book = self._book(node_id)
+        if book is not None and 0 < port < 65536:
+            book.seen(addr, port, source, self._clock() if now is None else now)
+
+    def dial_failed(self, node_id: str, addr: str, port: int) -> None:
+        """A dial of addr:port did not reach `node_id` (refused, timed out, another node)."""
+        book = self.books.get(node_id)
+        if book is not None:
+            book.failed(addr, port)
+
+    def dial_order(self, p: Peer) -> list[tuple[str, int]]:
+        """Where to dial `p`, best first (node/peeraddrs.py); the table's address at least."""
+        book = self._book(p.node)
+        if book is None:
+            return [(p.addr, p.port)]
+        if book.get(p.addr, p.port) is None:  # e.g. a hello's address as the table keeps it
+            book.seen(p.addr, p.port, None, p.last_seen)
+        return [a.addr for a in book.ordered()]
+
+    def _emit(self, events: list[PeerEvent]) -> None:
+        for ev in events:
+            if isinstance(ev, PeerDown):
+                self.books.pop(ev.node, None)
             self._on_change(ev)
 
     # -- Timed ---------------------------------------------------------------------------------
@@ -82,8 +149,7 @@ class Peers:
         return self.table.next_expiry(self._clock())
 
     def handle_timer(self, now: float) -> None:
-        for ev in self.table.expire(now):
-            self._on_change(ev)
+        self._emit(list(self.table.expire(now)))
 
     # -- queries -------------------------------------------------------------------------------
     def get(self, node_id: str) -> Peer | None:
@@ -119,7 +185,10 @@ class Peers:
         raise NotFound(f"peer unknown: {text}", LocalCode.UNKNOWN_PEER)
 
     def to_json(self, p: Peer) -> dict[str, Any]:
-        wall = time.time() - (self._clock() - p.last_seen)
+        now = self._clock()
+        wall = time.time() - (now - p.last_seen)
+        book = self._book(p.node)
+        addrs = book.to_json(time.time(), now) if book is not None else []
         return {
             "node": p.node,
             "name": p.name,
@@ -129,6 +198,7 @@ class Peers:
             "last_seen": round(wall, 3),
             "static": p.static,
             "found_by": self.found_by(p),
+            "addrs": addrs,
             "node_human": _human(p.node),
         }
 

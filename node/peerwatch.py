@@ -47,13 +47,14 @@ class PeerWatch:
                 )
             # Retry transfers that were waiting for this peer right away, not at their backoff.
             node.manager.peer_appeared(p.node)
-            node.batches.peer_up(p.node, tuple(p.groups))
+            if (batches := node.built("batches")) is not None:  # else no group send waits
+                batches.peer_up(p.node, tuple(p.groups))
             if node.config.auto_fetch:
                 node.autofetch.peer_seen(p.node)
         elif isinstance(event, PeerDown) and self._lines.allow(node.loop.time()):
             node.bus.publish(ev.PeerDown(event.node, event.reason))
-        if isinstance(event, PeerDown):
-            node.wan.forget(event.node)
+        if isinstance(event, PeerDown) and (wan := node.built("wan")) is not None:
+            wan.forget(event.node)
         if self._lines.suppressed:
             node.timers.update(self)  # the summary line comes from handle_timer
         if isinstance(event, PeerUp):

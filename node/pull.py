@@ -46,9 +46,9 @@ class Pulls:
         if peer is None:
             node.manager.fail(t, LocalCode.UNREACHABLE, "peer is not known (yet)")
             return
-        t.addr = peer.addr
+        t.addr = peer.addr  # before the event: the dial sets it again per address it tries
         node.manager.move(t, TEvent.CONNECT)
-        node.connect(peer.addr, peer.port, PullClient(t, t.sha256 if not t.name else None))
+        node.dial(peer, PullClient(t, t.sha256 if not t.name else None), t)
 
 
 class PullClient(Receiving, ClientHandler):

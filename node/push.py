@@ -126,13 +126,13 @@ class Pushes:
             meta = FileMeta(t.name, job.size, "", job.mtime, guess_mime(t.name))
             client = PushClient(t, meta, t.source, job)
             self.watchers[t.id] = client
-            node.connect(peer.addr, peer.port, client)
+            node.dial(peer, client, t)
             return
         meta = self.offer_meta(t, found)
         t.addr = peer.addr
         t.attempts += 1
         node.manager.move(t, TEvent.CONNECT)
-        node.connect(peer.addr, peer.port, PushClient(t, meta, t.source))
+        node.dial(peer, PushClient(t, meta, t.source), t)
 
     def hashed(self, t: Transfer, job: HashJob, meta: FileMeta) -> None:
         """The hash queue finished a push's file (the cache has the result)."""

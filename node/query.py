@@ -56,6 +56,8 @@ class ListClient(ClientHandler):
 class PingClient(ClientHandler):
     """Hello only: how static peers (no broadcast reaches them) join the peer table."""
 
+    keepalive = True
+
     def on_message(self, msg: Message) -> None:
         if isinstance(msg, Hello):
             self.greet_peer(msg)

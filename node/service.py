@@ -16,13 +16,13 @@ from node import __version__
 from node.errors import LocalCode, NotFound, RequestError
 from node.events import Record
 from node.identity import format_id
-from node.query import ListClient, Reply
 from node.transfer import TState
 from node.trustapi import TrustService
 from node.upload import Upload, Uploads
 
 if TYPE_CHECKING:
     from node.node import Node
+    from node.query import Reply
 
 
 def meta_json(name: str, size: int, sha256: str, mtime: float, mime: str) -> dict[str, Any]:
@@ -65,14 +65,15 @@ class Service:
                 # most one per RESCAN_MIN_GAP s): shows a peer cannot make it rescan at will.
                 "share_passes": n.shared.passes_started,
             },
-            "wan": n.wan.info(),
+            "wan": n.wan_info(),
         }
 
     def peers(self) -> list[dict[str, Any]]:
         return self.node.peers.list_json()
 
     def static_peers(self) -> list[dict[str, Any]]:
-        return self.node.wan.static_json()
+        wan = self.node.built("wan")
+        return [] if wan is None else wan.static_json()  # none added: no WAN part built
 
     def add_static_peer(self, text: str) -> dict[str, Any]:
         return self.node.wan.add_static(text)
@@ -219,7 +220,9 @@ class Service:
     def peer_files(self, peer: str, reply: Reply) -> None:
         """Ask the peer for its file list; `reply(status, body)` exactly once, maybe later."""
         p = self.node.peers.resolve(peer)
-        self.node.connect(p.addr, p.port, ListClient(reply, p.node))
+        from node.query import ListClient  # the transfer machinery: at its first use
+
+        self.node.dial(p, ListClient(reply, p.node))
 
     # -- the event stream --------------------------------------------------------------------
     def events_since(self, last_id: str | None) -> tuple[bool, list[Record]]:

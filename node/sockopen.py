@@ -26,7 +26,10 @@ def resolve(
     flags = socket.AI_NUMERICHOST if _is_ip_literal(host) else 0
     if passive:
         flags |= socket.AI_PASSIVE
-    infos = socket.getaddrinfo(host, port, socket.AF_UNSPEC, kind, 0, flags)
+    # An ASCII name goes as bytes: for a str, getaddrinfo imports the "idna" codec (with
+    # stringprep and unicodedata), ~1 MiB an idle node would carry for nothing (issue 17).
+    name: str | bytes = host.encode("ascii") if host.isascii() else host
+    infos = socket.getaddrinfo(name, port, socket.AF_UNSPEC, kind, 0, flags)
     infos.sort(key=lambda info: info[0] != socket.AF_INET)  # prefer IPv4
     family, _, _, _, sockaddr = infos[0]
     # The whole sockaddr: an IPv6 one carries the scope id a link-local address needs.

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from node import dns
-from node.config import TRANSFER_PORT, parse_hostport
+from node.config import STATIC_FILE, TRANSFER_PORT, parse_hostport
 from node.errors import BadRequest, ConfigError, LocalCode, NotFound
 from node.transport import StderrLog
 from node.wanio import WanPing, format_hostport, next_resolve
@@ -24,7 +24,6 @@ if TYPE_CHECKING:
 log = StderrLog("mole.wan")  # not logging: see node/transport.py
 
 MAX_STATIC: Final = 64
-STATIC_FILE: Final = "static_peers.json"
 
 
 @dataclass(slots=True)
@@ -49,8 +48,8 @@ class StaticPeers:
         configured: tuple[tuple[str, int], ...],
         state: Path,
         *,
-        connect: Callable[[str, int, Handler], None],
-        found: Callable[[str], None],
+        connect: Callable[[str, int, Handler], object],
+        found: Callable[[str, tuple[str, int]], None],
         wake: Callable[[], None],
     ) -> None:
         self._connect = connect
@@ -106,7 +105,7 @@ class StaticPeers:
                     self._wake()
                 s.failures = 0
                 s.node = node
-                self._found(node)
+                self._found(node, (host, s.port))
 
         self._connect(host, s.port, WanPing(done))
 

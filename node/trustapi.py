@@ -6,25 +6,37 @@ docs/api.md lists them. Kept apart from node/api.py (routing, HTTP) and node/ser
 
 from __future__ import annotations
 
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from node.errors import LocalCode, NotFound, RequestError
 from node.identity import format_id, parse_id
 from node.offers import PendingOffers
-from node.pairconn import PairingDesk
 
 if TYPE_CHECKING:
     from node.api import ApiServerProtocol
     from node.apiroutes import Answer
     from node.httpparse import Request
     from node.node import Node
+    from node.pairconn import PairingDesk
 
 
 class TrustService:
     def __init__(self, node: Node) -> None:
         self.node = node
         self.offers = PendingOffers(node.config.prompt_timeout)
-        self.pairings = PairingDesk(node)
+
+    @cached_property
+    def pairings(self) -> PairingDesk:
+        """Built at the first pairing or served connection (node/pairconn.py imports the
+        connection machinery, which the API alone need not load: issue 17)."""
+        from node.pairconn import PairingDesk
+
+        return PairingDesk(self.node)
+
+    def pairings_json(self) -> list[dict[str, Any]]:
+        desk: PairingDesk | None = vars(self).get("pairings")
+        return [] if desk is None else desk.list_json()
 
     def resolve_id(self, text: str) -> tuple[str, str]:
         """(node id, name) for what a user typed: a node id (human form or hex), or a peer
@@ -123,7 +135,7 @@ def post_pair(api: ApiServerProtocol, request: Request, params: dict[str, str]) 
 
 
 def get_pairings(api: ApiServerProtocol, request: Request, params: dict[str, str]) -> Answer:
-    return 200, _svc(api).pairings.list_json()
+    return 200, _svc(api).pairings_json()
 
 
 def post_pair_answer(api: ApiServerProtocol, request: Request, params: dict[str, str]) -> Answer:

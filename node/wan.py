@@ -74,7 +74,7 @@ class Wan:
         peers: Peers,
         *,
         tcp_port: Callable[[], int],
-        connect: Callable[[str, int, Handler], None],
+        connect: Callable[[str, int, Handler], object],
         wake: Callable[[], None],
         wall: Callable[[], float] = time.time,
         group_secrets: dict[str, bytes] | None = None,
@@ -103,7 +103,7 @@ class Wan:
             config.static_peers,
             config.state,
             connect=connect,
-            found=lambda node: self._found(node, "static"),
+            found=lambda node, addr: self._found(node, "static", addr),
             wake=wake,
         )
         self.candidates: dict[Addr, _Candidate] = {}
@@ -302,11 +302,12 @@ class Wan:
         c.pinging = False
         c.node = node  # None: no node there (any more); dialled again when found again
         if node is not None:
-            self._found(node, c.source)
+            self._found(node, c.source, addr)
 
-    def _found(self, node: str, source: Source) -> None:
+    def _found(self, node: str, source: Source, addr: Addr) -> None:
         if node == self.peers.self_id or self.peers.get(node) is None:
             return  # not in the table (e.g. a hello with port 0): nothing to remember
+        self.peers.note(node, addr[0], addr[1], source)  # one of the addresses it is known by
         if self.found_by.get(node) in (None, "tracker", "dht") or source == "static":
             self.found_by[node] = source
 

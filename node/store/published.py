@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 import time
 
-from node.messages import FileInfo, Files
 from node.store.meta import FileMeta
 
 __all__ = ["PublishedView"]
@@ -54,6 +53,10 @@ class PublishedView:
 
     def listing_body(self) -> bytes:
         if self._body is None:
+            # Imported when a peer first asks for the listing: an idle node needs no message
+            # classes (issue 17).
+            from node.messages import FileInfo, Files
+
             started = time.perf_counter()
             infos = tuple(FileInfo(m.name, m.size, m.sha256, m.mtime, m.mime) for m in self.files())
             self._body = Files(infos).body()

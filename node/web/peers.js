@@ -154,7 +154,13 @@ export class Peers {
     pair.hidden = !this.trust || trusted || !p.online;
     trust.hidden = !this.trust || trusted;
     untrust.hidden = !this.trust || !trusted;
-    const where = p.addr ? `${p.addr}:${p.port}` : "";
+    // Every address the peer is known by (GET /api/peers `addrs`, in dial order): a count
+    // here, each with how it was found in the tooltip.
+    const addrs = p.addrs || [];
+    const more = addrs.length > 1 ? ` (+${addrs.length - 1} more)` : "";
+    const where = p.addr ? `${p.addr}:${p.port}${more}` : "";
+    sub.title = addrs.map((a) => `${a.hostport} via ${(a.sources || []).join(", ") || "a dial"}`
+      + (a.failures ? ` (${a.failures} failed)` : "")).join("\n");
     const groups = (p.groups || []).length ? `groups ${(p.groups || []).join(", ")}` : "no group";
     const seen = p.online ? `online · seen ${ago(p.last_seen)}` : `offline${p.down_reason ? ` (${p.down_reason})` : ""} · last seen ${ago(p.last_seen)}`;
     setText(sub, [where, groups, seen].filter(Boolean).join(" · "));

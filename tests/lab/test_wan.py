@@ -83,3 +83,30 @@ def test_whitelist_holds_three_days_of_each_group() -> None:
     assert rendezvous_infohash(group_key("other", other), today + 1).hex() in lines
     # Not the hashes of the names alone: without the secret nobody finds the run's nodes.
     assert rendezvous_infohash(group_key("far"), today).hex() not in lines
+
+
+def test_the_wan_bench_scenario_is_a_dht_of_20_with_a_and_b_last() -> None:
+    """bench/wan_lab.py's scenario (no Docker): 6 libtorrent + 12 mole DHT nodes + a and b,
+    a and b created in a later wave than every DHT node (the DHT runs before they start),
+    each path's pushes alternating, the same cap on both senders."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[2] / "bench" / "wan_lab.py"
+    spec = importlib.util.spec_from_file_location("wan_lab", path)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    from lab.scenario import loads
+
+    sc = loads(mod.scenario_text(6, 12, "200mbit", 1 << 20, 2), source="<wan_lab>")
+    dht = [d for d in sc.nodes if d.service == "libtorrent-dht" or "--dht" in d.args]
+    assert len(dht) == 20 and {"a", "b"} <= {d.name for d in dht}
+    waves = [{d.name for d in w} for w in wan.ip_waves([d for d in sc.nodes if d.start])]
+    wave_of = {n: i for i, w in enumerate(waves) for n in w}
+    assert (
+        wave_of["a"] == wave_of["b"] > max(wave_of[d.name] for d in dht if d.name not in ("a", "b"))
+    )
+    pushes = [(s.params["from"], *s.params["files"]) for s in sc.steps if s.do == "push"]
+    assert pushes == [("a", "nat1.bin"), ("c", "lan1.bin"), ("a", "nat2.bin"), ("c", "lan2.bin")]
+    caps = {s.params["node"]: s.params["rate"] for s in sc.steps if s.do == "bandwidth"}
+    assert set(caps) == {"a", "c"} and len(set(caps.values())) == 1

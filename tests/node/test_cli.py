@@ -262,15 +262,21 @@ def test_peers_table(api: tuple[FakeApi, str], capsys: pytest.CaptureFixture[str
     fake.peers = [
         PEER_B,
         {**PEER_B, "name": "longer-name", "node": "c" * 32, "groups": [], "static": True},
-        {**PEER_B, "name": "far", "node": "d" * 32, "static": True, "found_by": "tracker"},
-    ]
+        {**PEER_B, "name": "far", "node": "d" * 32, "static": True, "found_by": "tracker",
+         "addrs": [
+             {"addr": "203.0.113.9", "port": 47101, "sources": ["tracker", "dht"], "failures": 0},
+             {"addr": "fe80::2%eth0", "port": 47101, "sources": ["inbound"], "failures": 2},
+         ]},
+    ]  # fmt: skip
     code, out, err = run(capsys, "--api", url, "peers")
     assert (code, err) == (0, "")
     assert out == (
-        "NAME         NODE      ADDRESS          GROUPS  SEEN    FOUND BY\n"
-        "b            bbbbbbbb  127.0.0.1:47101  lab,x   5s ago  lan\n"
-        "longer-name  cccccccc  127.0.0.1:47101  -       static  static\n"
-        "far          dddddddd  127.0.0.1:47101  lab,x   static  tracker\n"
+        "NAME         NODE      ADDRESS               VIA                 GROUPS  SEEN    "
+        "FOUND BY\n"
+        "b            bbbbbbbb  127.0.0.1:47101       -                   lab,x   5s ago  lan\n"
+        "longer-name  cccccccc  127.0.0.1:47101       -                   -       static  static\n"
+        "far          dddddddd  203.0.113.9:47101     tracker,dht         lab,x   static  tracker\n"
+        "                       [fe80::2%eth0]:47101  inbound (2 failed)\n"
     )
 
 

@@ -6,6 +6,9 @@ import contextlib
 import datetime as dt
 import os
 import random
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -274,3 +277,19 @@ def test_mutated_structures_only_raise_der_error(seed: int) -> None:
     except DerError:
         return
     _walk(node)
+
+
+def test_times_are_read_without_strptime() -> None:
+    """A node parses the certificate of each new peer's announce (and its own at start):
+    strptime's first use imported _strptime and calendar (~10 ms, memory; issue 17)."""
+    code = (
+        "import sys\n"
+        "from node import der\n"
+        "t = der.parse(der.tlv(der.UTC_TIME, b'491231235959Z')).as_time()\n"
+        "assert t.year == 2049 and t.second == 59, t\n"
+        "print(sorted({'_strptime', 'calendar'} & set(sys.modules)))\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    r = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "[]", r.stdout

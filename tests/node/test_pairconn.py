@@ -58,9 +58,9 @@ class FakeNode:
     def name_of(self, node_id: str) -> str:
         return self.peer.name
 
-    def learn(self, hello: Hello, addr: str) -> None: ...
+    def learn(self, hello: Hello, addr: str, groups: Any = (), *, dialed: Any = None) -> None: ...
 
-    def connect(self, host: str, port: int, handler: Any) -> None:
+    def dial(self, peer: Peer, handler: Any, transfer: Any = None) -> None:
         self.connected.append(handler)
 
 

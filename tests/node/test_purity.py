@@ -38,6 +38,7 @@ PURE = [
     "peerauth",
     "handshake",
     "units",
+    "peeraddrs",
     "termsafe",
     "dns",
     "addr",

@@ -78,3 +78,33 @@ def test_only_a_node_that_answered_becomes_a_peer_found_by_its_source(tmp_path: 
     # A node id the table does not hold (e.g. a hello with port 0) is not remembered.
     wan._pinged(("203.0.113.6", 47101), "c" * 64)
     assert "c" * 64 not in wan.found_by
+
+
+def test_a_peer_keeps_every_address_it_is_known_by_with_its_sources(tmp_path: Path) -> None:
+    wan, dials, peers, loop = make(tmp_path)
+    b = "b" * 64
+    wan._candidates((("203.0.113.5", 47101),), "dht", loop.now)
+    # The DHT's address answered the candidate's (keepalive) dial; then b dialled us via a NAT.
+    peers.learn(hello(b), "203.0.113.5", dialed=("203.0.113.5", 47101), keepalive=True)
+    dials[0][2]._report(b)
+    loop.now += 1
+    peers.learn(hello(b), "198.51.100.7")
+    [p] = peers.all()
+    rows = peers.to_json(p)["addrs"]
+    assert [(r["addr"], r["sources"], r["last_success"]) for r in rows] == [
+        ("203.0.113.5", ["dht"], None),  # a keepalive is no "last success": by source
+        ("198.51.100.7", ["inbound"], None),
+    ]
+    # A transfer's connection reaches b at the inbound address: that goes first now.
+    loop.now += 1
+    peers.learn(hello(b), "198.51.100.7", dialed=("198.51.100.7", 47101))
+    assert peers.dial_order(p) == [("198.51.100.7", 47101), ("203.0.113.5", 47101)]
+    # Two failed dials demote it.
+    for _ in range(2):
+        peers.dial_failed(b, "198.51.100.7", 47101)
+    assert peers.dial_order(p) == [("203.0.113.5", 47101), ("198.51.100.7", 47101)]
+    # Leaving the table drops the book; a node not in the table gets none.
+    peers.handle_timer(loop.now + 10_000)
+    assert peers.all() == [] and peers.books == {}
+    peers.note("c" * 64, "192.0.2.1", 47101, "tracker")
+    assert peers.books == {}
