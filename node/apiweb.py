@@ -4,8 +4,9 @@ node/api.py routes here; this module holds what those routes do beyond JSON in, 
 
 - `GET /` and `GET /<file>`: the dashboard (node/webstatic.py), without credentials (the page
   holds no secret; it logs in with `POST /api/session`), with the Host check still first;
-- `POST /api/uploads?name=NAME`: the one request whose body is streamed (httpparse's streaming
-  mode), chunk by chunk into a staged file (node/upload.py); its body is
+- `POST /api/uploads?name=NAME[&batch=new|ID]`: the one request whose body is streamed
+  (httpparse's streaming mode), chunk by chunk into a staged file (node/upload.py); `batch`
+  puts the files of one send in one directory, to be pushed as one batch; its body is
   `application/octet-stream`, which, like JSON, no form and no "simple" cross-origin request
   can send; a request refused before its body (401, a bad name, no room) is answered at once,
   its body read and dropped, then the connection closed (a browser that is still sending
@@ -116,9 +117,13 @@ def post_upload(api: ApiServerProtocol, request: Request, params: dict[str, str]
     if not name:
         raise RequestError('an upload needs ?name=NAME (the file\'s name, "a/b.txt" for a '
                            "file in a folder)", LocalCode.BAD_REQUEST)  # fmt: skip
+    batch = request.query.get("batch") or None  # several files of one send (docs/api.md 1.6)
     if not request.streamed:
-        raise RequestError("an upload needs a body (Content-Length > 0)", LocalCode.BAD_REQUEST)
-    upload = api.facade.begin_upload(name, request.length)
+        if batch is None or request.length:
+            raise RequestError("an upload needs a body (Content-Length > 0)", LocalCode.BAD_REQUEST)
+        # An empty file of a send of several: nothing to stream, it is complete at once.
+        return 201, api.facade.begin_upload(name, 0, batch).finish()
+    upload = api.facade.begin_upload(name, request.length, batch)
     api.start_body(Body(request, upload))
     return None
 

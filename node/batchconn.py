@@ -11,6 +11,7 @@ from __future__ import annotations
 import unicodedata
 from typing import TYPE_CHECKING
 
+from node.batchfallback import NO_BATCHES
 from node.batchio import BatchSink, BatchStream, missing_json
 from node.batchmsg import (
     FEATURE,
@@ -157,6 +158,10 @@ class BatchClient(BatchHandler, ClientHandler):
         """Send the batch's first message (the peer said `hello` and speaks batches)."""
         raise NotImplementedError
 
+    def _no_batches(self, t: Transfer) -> None:
+        """The peer's hello lacks "batch" (an older node): this attempt cannot go on."""
+        self.conn.node.manager.fail(t, ErrorCode.POLICY, NO_BATCHES, retry=False)
+
     def on_message(self, msg: Message) -> None:
         t = self.transfer
         assert t is not None
@@ -170,10 +175,8 @@ class BatchClient(BatchHandler, ClientHandler):
                 return
             if FEATURE not in msg.features:
                 self.finished = True
-                node.manager.fail(
-                    t, ErrorCode.POLICY, "the peer does not speak batches", retry=False
-                )
                 self.conn.close()
+                self._no_batches(t)
                 return
             self._open(msg)
         elif isinstance(msg, Pending):
@@ -211,6 +214,16 @@ class BatchPushClient(BatchClient):
 
     def _open(self, hello: Hello) -> None:
         self.conn.send(self.batch)
+
+    def _no_batches(self, t: Transfer) -> None:
+        """Plain top-level files go as plain pushes, one each (node/batchfallback.py); a tree
+        cannot, and fails saying so."""
+        fallbacks = self.conn.node.fallbacks
+        why = fallbacks.refusal(self.batch)
+        if why is not None:
+            self.conn.node.manager.fail(t, ErrorCode.POLICY, why, retry=False)
+        else:
+            fallbacks.start(t, self.batch, self.sources)
 
     def streaming(self) -> bool:
         return self.stream is not None

@@ -46,9 +46,25 @@ TRANSFER_EVENTS = (
     "transfer_retry",
     "transfer_done",
     "transfer_failed",
+    "batch_fallback",
 )
 # Whole transfer objects (docs/api.md): they replace what we know of the transfer.
 WHOLE_TRANSFER_EVENTS = frozenset({"transfer_started", "transfer_done", "transfer_failed"})
+
+
+def tell_fallback(t: dict[str, Any], told: set[str]) -> None:
+    """Say once that a batch goes as plain pushes (its peer does not speak batches)."""
+    tid = str(t.get("id"))
+    kids = t.get("fallback")
+    if not kids or tid in told:
+        return
+    told.add(tid)
+    who = t.get("peer_name") or str(t.get("peer", ""))[:8]
+    print_line(
+        sys.stderr,
+        f"{who} does not speak batches (an older node): sending the "
+        f"{t.get('files') or len(kids)} files one by one",
+    )
 
 
 def timed_out(timeout: float | None, running: list[dict[str, Any]]) -> str:
@@ -126,9 +142,12 @@ def follow(
 
     stream.deadline = None if timeout is None else time.monotonic() + timeout
     current = {str(t["id"]): dict(t) for t in transfers}
+    told: set[str] = set()
     # One read each catches what happened before the node took our subscription in.
     refresh(client, current)
     while True:
+        for t in current.values():
+            tell_fallback(t, told)
         if bar is not None:
             bar.update(list(current.values()))
         running = [tid for tid, t in current.items() if t.get("state") not in FINAL_STATES]
@@ -185,6 +204,8 @@ def apply_event(current: dict[str, dict[str, Any]], ev: ApiEvent) -> None:
         t.update(offset=data.get("offset", t.get("offset")))
     elif ev.event == "transfer_reset":
         t.update(bytes=0, offset=0)  # the partial data was discarded: it starts over
+    elif ev.event == "batch_fallback":
+        t.update(fallback=data.get("transfers"))
 
 
 def wait_for(
@@ -198,7 +219,10 @@ def wait_for(
     a node without GET /api/events)."""
     deadline = None if timeout is None else time.monotonic() + timeout
     current = {str(t["id"]): t for t in transfers}
+    told: set[str] = set()
     while True:
+        for t in current.values():
+            tell_fallback(t, told)
         if bar is not None:
             bar.update(list(current.values()))
         running = [tid for tid, t in current.items() if t.get("state") not in FINAL_STATES]

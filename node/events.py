@@ -267,6 +267,20 @@ class BatchDone(Event):
     transfer: Mapping[str, Any] = _flat()
 
 
+@event("batch_fallback")
+@dataclass(frozen=True)
+class BatchFallback(Event):
+    """The peer of a batch push does not speak batches (its hello lacks "batch") and every
+    entry is a plain top-level file: each goes as a plain push of its own, `transfers` their
+    ids; the batch's record ends when all of them have (node/batchfallback.py)."""
+
+    id: str
+    peer: str
+    name: str
+    files: int
+    transfers: list[str]
+
+
 @event("connection_dropped")
 @dataclass(frozen=True)
 class ConnectionDropped(Event):

@@ -262,6 +262,8 @@ class TransferManager:
             "sha256": self.offered.get(t.id, t.sha256),
             "size": t.size,
         }
+        if t.job is not None:  # a plain push of a batch that fell back (node/batchfallback.py)
+            row["job"] = t.job
         if t.kind == "batch":
             row.update(kind="batch", sources=list(t.sources), links=t.links, query=t.query)
             if t.names:
@@ -286,6 +288,7 @@ class TransferManager:
                     size=int(row["size"] or 0),
                 )
                 t.source, t.sha256 = row.get("source"), row.get("sha256")
+                t.job = str(row["job"]) if row.get("job") else None
                 if row.get("kind") == "batch":
                     t.kind, t.links = "batch", str(row.get("links") or "refuse")
                     t.sources = tuple(str(p) for p in row.get("sources") or ())

@@ -278,6 +278,8 @@ class Node(LazyParts):
             pushes.forget(t)
         if (batches := self.built("batches")) is not None:
             batches.forget(t)
+        if (fallbacks := self.built("fallbacks")) is not None:
+            fallbacks.cancel(t)
 
     def cancel_failed_receive(self, t: Transfer) -> None:
         """A broken receive keeps its .part for the sender's retry; cancelling it says no retry

@@ -8,9 +8,10 @@ no group send for a member).
 
 The parts: the API (node/api.py and its routes: at the first API connection), the transfer
 machinery (node/conn.py, the sessions, push, pull, batches: at the first connection in or out,
-or the first transfer) and the WAN (trackers, the DHT, static peers, the stub resolver: at
-start only when one is configured or static peers are kept in state/static_peers.json, else
-when the API adds a static peer). tests/node/test_lazy_parts.py pins this.
+or the first transfer; `fallbacks` at the first batch to a peer without batches) and the WAN
+(trackers, the DHT, static peers, the stub resolver: at start only when one is configured or
+static peers are kept in state/static_peers.json, else when the API adds a static peer).
+tests/node/test_lazy_parts.py pins this.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from node.config import STATIC_FILE, Config
 if TYPE_CHECKING:
     from node.autofetch import AutoFetch
     from node.batches import Batches
+    from node.batchfallback import Fallbacks
     from node.conn import Conn, Handler
     from node.discovery import Peer
     from node.gate import Gate
@@ -37,7 +39,9 @@ if TYPE_CHECKING:
     from node.timers import Timers
     from node.wan import Wan
 
-LAZY_PARTS = ("service", "pushes", "pulls", "batches", "intake", "gate", "autofetch", "wan")
+LAZY_PARTS = (
+    "service", "pushes", "pulls", "batches", "fallbacks", "intake", "gate", "autofetch", "wan",
+)  # fmt: skip
 
 
 class LazyParts:
@@ -84,6 +88,12 @@ class LazyParts:
         from node.batches import Batches
 
         return Batches(self._node())
+
+    @cached_property
+    def fallbacks(self) -> Fallbacks:
+        from node.batchfallback import Fallbacks  # batch pushes to peers without batches
+
+        return Fallbacks(self._node())
 
     @cached_property
     def intake(self) -> Intake:

@@ -34,7 +34,9 @@ class Service:
         self.node = node
         self.trust = TrustService(node)  # trust store, pending offers (node/trustapi.py)
         # Files the dashboard uploads, staged in the share to be pushed (node/upload.py).
-        self.uploads = Uploads(node.config.share, quota=node.config.upload_quota)
+        self.uploads = Uploads(
+            node.config.share, quota=node.config.upload_quota, in_use=self._staged_in_use
+        )
         node.bus.subscribe(self._on_event)
 
     def info(self) -> dict[str, Any]:
@@ -181,20 +183,39 @@ class Service:
         name = t.name or None
         return self.pull(t.peer, name, None if name else t.sha256)
 
-    def begin_upload(self, name: str, length: int) -> Upload:
-        """A file of `length` bytes the dashboard streams in, staged under the share."""
-        return self.uploads.begin(name, length)
+    def begin_upload(self, name: str, length: int, batch: str | None = None) -> Upload:
+        """A file of `length` bytes the dashboard streams in, staged under the share; `batch`:
+        one of several files of a send ("new", then the id the first answer gave)."""
+        return self.uploads.begin(name, length, batch)
+
+    def _staged_in_use(self) -> set[str]:
+        """The upload directories that live pushes read (never released or pruned)."""
+        used = set()
+        for t in self.node.manager.transfers.values():
+            if t.final or t.direction != "push":
+                continue
+            for path in (t.source, *t.sources):
+                uid = self.uploads.dir_of(path) if path else None
+                if uid is not None:
+                    used.add(uid)
+        return used
 
     def _on_event(self, record: Record) -> None:
-        """A push of a staged upload is done: the staged copy goes (the peer has it)."""
-        if record.name != "transfer_done":
+        """A push of a staged upload is done, or a batch of staged uploads ended (done,
+        failed or cancelled): the staged copies go, unless a live push still reads them."""
+        if record.name not in ("transfer_done", "batch_done"):
             return
         t = self.node.manager.transfers.get(str(record.data.get("id")))
-        if t is None or t.source is None or not self.uploads.owns(t.source):
+        if t is None or t.direction != "push" or not t.initiator:
             return
-        others = self.node.manager.transfers.values()
-        if not any(o.source == t.source and not o.final for o in others):
-            self.uploads.release(t.source)
+        if t.kind == "batch" and record.name == "batch_done":
+            paths: tuple[str, ...] = t.sources
+        elif t.kind != "batch" and t.source is not None:
+            paths = (t.source,)
+        else:
+            return
+        for path in paths:
+            self.uploads.release(path)
 
     def peer_files(self, peer: str, reply: Reply) -> None:
         """Ask the peer for its file list; `reply(status, body)` exactly once, maybe later."""

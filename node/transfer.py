@@ -137,6 +137,8 @@ class Transfer:
     files: int = 0
     files_done: int = 0
     missing: list[dict[str, str]] | None = None
+    # A batch push to a peer without batches, sent as plain pushes: their ids (batchfallback).
+    fallback: tuple[str, ...] = ()
     # Not exported: where a push reads from, and the rate estimator's last sample.
     source: str | None = None
     sources: tuple[str, ...] = ()  # a batch push: the paths it was asked for
@@ -229,6 +231,7 @@ class Transfer:
             "files_done": self.files_done,
             "missing": self.missing,
             "eta": eta,
+            "fallback": list(self.fallback) if self.fallback else None,
         }
 
     def failed_attempt(self) -> int:

@@ -14,7 +14,15 @@ for it), then pushes that path. Each upload:
   only when complete: `<staging>/<upload id>/<name>` by rename (atomic);
 - is removed whole (temporary file and directory) when the body does not arrive complete;
 - stays until the push of it is done (`release`), or at most `MAX_AGE` (pruned at start and at
-  each new upload).
+  each new upload) when no live transfer reads it.
+
+Several files of one send (`?batch=new`, then `?batch=ID` with the id the first answer gave)
+go into one upload directory, each under its own name (a folder's files keep their relative
+paths), so they are pushed together as one batch whose top-level names are theirs. Each such
+upload has a temporary file of its own, `<staging>/<batch id>/.upload-<upload id>`; an aborted
+one removes only that file; a name already in the directory (or a file where a folder of the
+name would go) is refused before any byte is written; an empty file is allowed (a batch may
+hold one; a lone upload still needs a body).
 
 Nothing is ever created outside `<staging>/<upload id>/`: the id is ours (random hex) and the
 name's components were checked (no `..`, no absolute path, no `.mole`).
@@ -23,14 +31,16 @@ name's components were checked (no `..`, no absolute path, no `.mole`).
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import re
 import stat
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from node.errors import BadName, ErrorCode, LocalCode, RequestError
+from node.errors import BadName, ErrorCode, LocalCode, NotFound, RequestError
 from node.names import check_depth, check_name
 
 STAGING = ".mole-uploads"
@@ -60,23 +70,32 @@ class NoRoom(RequestError):
         super().__init__(message, ErrorCode.NO_SPACE)
 
 
-class Upload:
-    """One upload under way: `write` each chunk, then `finish` (or `abort`)."""
+BATCH_ID = re.compile(r"[0-9a-f]{16}")  # an upload directory's id (ours: os.urandom(8).hex())
 
-    def __init__(self, owner: Uploads, uid: str, name: str, length: int) -> None:
+
+class Upload:
+    """One upload under way: `write` each chunk, then `finish` (or `abort`). `batch`: the id of
+    the directory it joins (several files of one send), None for a directory of its own."""
+
+    def __init__(
+        self, owner: Uploads, uid: str, name: str, length: int, batch: str | None = None
+    ) -> None:
         self.owner = owner
         self.id = uid
         self.name = name
         self.length = length
         self.received = 0
-        self.dir = owner.staging / uid
+        self.batch = batch
+        self.dir = owner.staging / (batch or uid)
+        self.temp = self.dir / (TEMP if batch is None else f"{TEMP}-{uid}")
         self._fd: int | None = None
         self.done = False
 
     def open(self) -> None:
-        self.dir.mkdir(mode=0o700)
+        if self.batch is None or not self.dir.exists():
+            self.dir.mkdir(mode=0o700)
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-        self._fd = os.open(self.dir / TEMP, flags, 0o600)
+        self._fd = os.open(self.temp, flags, 0o600)
 
     def write(self, data: bytes) -> None:
         if self._fd is None:
@@ -97,15 +116,22 @@ class Upload:
         os.close(fd)
         final = self.dir.joinpath(*self.name.split("/"))
         final.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        os.rename(self.dir / TEMP, final)  # the file appears complete or not at all
+        if self.batch is not None and os.path.lexists(final):  # another upload took the name
+            raise FileExistsError(errno.EEXIST, "already in this send", self.name)
+        os.rename(self.temp, final)  # the file appears complete or not at all
         self.done = True
         self.owner.ended(self)
-        return {
+        answer: dict[str, Any] = {
             "id": self.id,
             "name": self.name,
             "size": self.length,
             "path": str(final),
         }
+        if self.batch is not None:
+            # What the push of the whole send names: the top of this file's tree.
+            answer["batch"] = self.batch
+            answer["root"] = str(self.dir / self.name.split("/")[0])
+        return answer
 
     def abort(self) -> None:
         """The body did not arrive complete: nothing of it stays."""
@@ -115,7 +141,13 @@ class Upload:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
-        _rmtree(self.dir)
+        if self.batch is None:
+            _rmtree(self.dir)
+        else:  # the send's other files stay (an empty directory goes)
+            with contextlib.suppress(OSError):
+                os.unlink(self.temp)
+            with contextlib.suppress(OSError):
+                os.rmdir(self.dir)
         self.owner.ended(self)
 
 
@@ -131,8 +163,11 @@ class Uploads:
         clock: Callable[[], float] = time.time,
         new_id: Callable[[], str] = lambda: os.urandom(8).hex(),
         free: Callable[[Path], int] | None = None,
+        in_use: Callable[[], set[str]] = set,
     ) -> None:
+        """`in_use`: the upload directories live transfers read (never pruned)."""
         self.share = share
+        self._in_use = in_use
         self.staging = share / STAGING
         self.quota = quota
         self.reserve = reserve
@@ -141,21 +176,24 @@ class Uploads:
         self._free = free or _disk_free
         self.open: dict[str, Upload] = {}
 
-    def begin(self, name: str, length: int) -> Upload:
+    def begin(self, name: str, length: int, batch: str | None = None) -> Upload:
         """A new upload of `length` bytes named `name`, its temporary file open; refused
-        (RequestError) before anything is written when the name or the size is wrong."""
+        (RequestError) before anything is written when the name or the size is wrong.
+        `batch`: "new" (the first file of a send of several), or the id the first one's answer
+        gave (the same send's next files: the same directory)."""
         try:
             name = check_name(name)
             check_depth(name)
         except BadName as exc:
             raise RequestError(f"bad file name: {exc}", ErrorCode.BAD_NAME) from None
-        if length <= 0:
+        if length < 0 or (length == 0 and batch is None):
             raise RequestError("an upload needs a body (Content-Length > 0)", LocalCode.BAD_REQUEST)
         self.prune()
         self.staging.mkdir(mode=0o700, exist_ok=True)
         st = os.lstat(self.staging)
         if not stat.S_ISDIR(st.st_mode):
             raise NoRoom(f"{self.staging} is not a directory")
+        joined = None if batch is None else self._joined(batch, name)
         pending = sum(u.length - u.received for u in self.open.values())
         room = self._free(self.staging) - self.reserve - pending
         if length > room:
@@ -170,10 +208,48 @@ class Uploads:
                     f"the upload quota ({self.quota} bytes) would be exceeded: "
                     f"{used} bytes are staged"
                 )
-        upload = Upload(self, self._new_id(), name, length)
+        uid = self._new_id()
+        upload = Upload(self, uid, name, length, batch=joined or (uid if batch else None))
         upload.open()
         self.open[upload.id] = upload
         return upload
+
+    def _joined(self, batch: str, name: str) -> str | None:
+        """The upload directory a file of a send joins (None: "new", its own), checked: ours
+        (the id's form), a real directory (no symlink) in the staging directory, and `name`
+        free in it (nothing of that name, no file where one of its folders would go)."""
+        if batch == "new":
+            return None
+        if not BATCH_ID.fullmatch(batch):
+            raise RequestError("batch must be new or an upload's batch id", LocalCode.BAD_REQUEST)
+        here = self.staging / batch
+        parts = name.split("/")
+        for depth in range(len(parts)):
+            try:
+                st = os.lstat(here.joinpath(*parts[:depth]))
+            except FileNotFoundError:
+                if depth == 0:
+                    raise NotFound(f"no upload batch {batch}", LocalCode.NOT_FOUND) from None
+                return batch
+            if not stat.S_ISDIR(st.st_mode):
+                raise RequestError(
+                    f"{name!r} clashes with a file already in this send", LocalCode.BAD_REQUEST
+                )
+        if os.path.lexists(here.joinpath(*parts)):
+            raise RequestError(f"{name!r} is already in this send", LocalCode.BAD_REQUEST)
+        return batch
+
+    def busy_dirs(self) -> set[str]:
+        """Upload directories in use: being written, or read by a live transfer."""
+        return {u.dir.name for u in self.open.values()} | self._in_use()
+
+    def dir_of(self, path: str) -> str | None:
+        """The upload directory id of a staged path (None: not staged)."""
+        if not self.owns(path):
+            return None
+        rel = os.path.relpath(os.path.realpath(path), os.path.realpath(self.staging))
+        uid = rel.split(os.sep, 1)[0]
+        return None if uid in ("", ".", "..") else uid
 
     def ended(self, upload: Upload) -> None:
         self.open.pop(upload.id, None)
@@ -193,12 +269,10 @@ class Uploads:
         return real.startswith(base)
 
     def release(self, path: str) -> None:
-        """The push of a staged file is done: its upload directory goes."""
-        if not self.owns(path):
-            return
-        rel = os.path.relpath(os.path.realpath(path), os.path.realpath(self.staging))
-        uid = rel.split(os.sep, 1)[0]
-        if uid in self.open or uid in ("", ".", ".."):
+        """The push of a staged file (or batch) is over: its upload directory goes, unless an
+        upload still writes to it or a live transfer reads it."""
+        uid = self.dir_of(path)
+        if uid is None or uid in self.busy_dirs():
             return
         _rmtree(self.staging / uid)
 
@@ -210,8 +284,9 @@ class Uploads:
             return 0
         removed = 0
         now = self._clock()
+        busy = self.busy_dirs()
         for entry in entries:
-            if entry.name in self.open:
+            if entry.name in busy:
                 continue
             try:
                 old = now - entry.stat(follow_symlinks=False).st_mtime > max_age

@@ -53,12 +53,14 @@ export function enc(segment) {
 /**
  * Upload one file to the node's staging area (POST /api/uploads?name=...), streamed by the
  * browser; progress(loaded, total) as it goes. XMLHttpRequest: fetch() has no upload progress.
- * Resolves to the node's answer {id, name, size, path}.
+ * `batch`: one of several files of a send ("new" for the first, then the `batch` its answer
+ * gave). Resolves to the node's answer {id, name, size, path[, batch, root]}.
  */
-export function upload(file, name, progress) {
+export function upload(file, name, progress, batch) {
   return new Promise((resolve, reject) => {
     const xhr = new XMLHttpRequest();
-    xhr.open("POST", `/api/uploads?name=${enc(name)}`);
+    const extra = batch ? `&batch=${enc(batch)}` : "";
+    xhr.open("POST", `/api/uploads?name=${enc(name)}${extra}`);
     xhr.setRequestHeader("Content-Type", "application/octet-stream");
     xhr.setRequestHeader("Accept", "application/json");
     xhr.upload.onprogress = (e) => progress(e.loaded, e.total || file.size);
@@ -87,7 +89,8 @@ export const EVENT_NAMES = [
   "transfer_started", "transfer_progress", "transfer_resumed", "transfer_reset",
   "transfer_retry", "transfer_refused", "transfer_done", "transfer_failed",
   "connection_dropped", "connections_dropped", "warning", "shutdown", "reset",
-  "offer_pending", "offer_decided", "pairing",
+  "offer_pending", "offer_decided", "pairing", "batch_started",
+  "batch_progress", "batch_fallback",
 ];
 
 /**

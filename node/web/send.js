@@ -1,6 +1,10 @@
 // Send: files or a folder, picked or dropped. The browser uploads each file to this node
 // (POST /api/uploads, streamed to the share's hidden staging directory), then asks the node to
 // push it (POST /api/push with the staged path and the file's name, folders kept as "dir/a").
+// Several files of one pick or drop are one send: uploaded into one staging directory
+// (?batch=new, then ?batch=ID), then pushed together as one batch (POST /api/push with the
+// top-level paths: their original names, a folder's tree kept): one accept decision at the
+// peer, one row here. A single file stays a plain push.
 import { post, upload } from "./api.js";
 import { $, h, setText, size, toast } from "./dom.js";
 
@@ -63,17 +67,19 @@ export class Send {
       $("send-peer").focus();
       return;
     }
-    for (const [file, name] of files) {
-      const row = h("li", { class: "row upload", dataset: { name } },
-        h("div", { class: "title" }, h("span", { class: "dir" }, `↑ to ${this.app.peers.label(peer)}`),
-          h("span", { class: "name" }, name)),
-        h("div", { class: "actions" }, h("span", { class: "badge" }, "waiting")),
-        h("div", { class: "bar", role: "progressbar", "aria-valuemin": 0, "aria-valuemax": 100,
-          "aria-label": `Uploading ${name}` }, h("div")),
-        h("div", { class: "sub" }, `${size(file.size)} · waiting to upload to this node`));
-      $("uploads").append(row);
-      this.queue.push({ file, name, peer, row });
-    }
+    if (!files.length) return;
+    files = unique(files);
+    const total = files.reduce((s, [f]) => s + f.size, 0);
+    const name = files.length === 1 ? files[0][1] : `${files.length} files`;
+    const row = h("li", { class: "row upload", dataset: { name } },
+      h("div", { class: "title" }, h("span", { class: "dir" }, `↑ to ${this.app.peers.label(peer)}`),
+        h("span", { class: "name" }, name)),
+      h("div", { class: "actions" }, h("span", { class: "badge" }, "waiting")),
+      h("div", { class: "bar", role: "progressbar", "aria-valuemin": 0, "aria-valuemax": 100,
+        "aria-label": `Uploading ${name}` }, h("div")),
+      h("div", { class: "sub" }, `${size(total)} · waiting to upload to this node`));
+    $("uploads").append(row);
+    this.queue.push({ files, name, total, peer, row });
     this.run();
   }
 
@@ -87,22 +93,39 @@ export class Send {
     this.running = false;
   }
 
-  async one({ file, name, peer, row }) {
+  async one({ files, name, total, peer, row }) {
     const [, actions, bar, sub] = row.children;
     setText(actions.firstChild, "uploading");
     let last = 0;
+    let before = 0; // bytes of the send's files already uploaded
+    const progress = (loaded) => {
+      const now = performance.now();
+      const all = before + loaded;
+      if (now - last < 100 && all < total) return;
+      last = now;
+      const f = total ? Math.min(1, all / total) : 1;
+      bar.firstChild.style.transform = `scaleX(${f})`;
+      bar.setAttribute("aria-valuenow", String(Math.floor(f * 100)));
+      setText(sub, `uploading to this node: ${Math.floor(f * 100)}% of ${size(total)}`);
+    };
     try {
-      if (file.size === 0) throw new Error("empty files are not sent");
-      const staged = await upload(file, name, (loaded, total) => {
-        const now = performance.now();
-        if (now - last < 100 && loaded < total) return;
-        last = now;
-        const f = total ? loaded / total : 0;
-        bar.firstChild.style.transform = `scaleX(${f})`;
-        bar.setAttribute("aria-valuenow", String(Math.floor(f * 100)));
-        setText(sub, `uploading to this node: ${Math.floor(f * 100)}% of ${size(total)}`);
-      });
-      const t = await post("/api/push", { peer, path: staged.path, name });
+      let t;
+      if (files.length === 1) {
+        const [file, fname] = files[0];
+        if (file.size === 0) throw new Error("empty files are not sent");
+        const staged = await upload(file, fname, progress);
+        t = await post("/api/push", { peer, path: staged.path, name: fname });
+      } else {
+        let batch = "new";
+        const roots = [];
+        for (const [file, fname] of files) {
+          const staged = await upload(file, fname, progress, batch);
+          batch = staged.batch;
+          if (!roots.includes(staged.root)) roots.push(staged.root);
+          before += file.size;
+        }
+        t = await post("/api/push", { peer, paths: roots });
+      }
       this.app.transfers.add(t);
       row.remove(); // the transfer's own row takes over
     } catch (err) {
@@ -114,6 +137,23 @@ export class Send {
       actions.append(close);
     }
   }
+}
+
+/** The files of one send with distinct names: a second "a.txt" (two folders' files dropped
+ * loose) becomes "a (2).txt", as a receiver numbers a taken name. */
+function unique(files) {
+  const seen = new Set();
+  return files.map(([file, name]) => {
+    let n = name;
+    for (let i = 2; seen.has(n); i++) {
+      const slash = name.lastIndexOf("/") + 1;
+      const dot = name.lastIndexOf(".");
+      const cut = dot > slash ? dot : name.length;
+      n = `${name.slice(0, cut)} (${i})${name.slice(cut)}`;
+    }
+    seen.add(n);
+    return [file, n];
+  });
 }
 
 /** Files under a dropped entry (a folder: recursively), as [file, "folder/sub/name"]. */

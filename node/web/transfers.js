@@ -24,6 +24,15 @@ function fraction(t) {
 }
 
 function describe(t) {
+  const text = describeOne(t);
+  if (t.kind !== "batch") return text;
+  // A batch: its file count first; one sent as plain pushes (its peer has no batches) says so.
+  const files = `${t.files_done || 0}/${t.files || 0} files`;
+  const fell = t.fallback && t.fallback.length ? " · sent one by one (the peer has no batches)" : "";
+  return `${files} · ${text}${fell}`;
+}
+
+function describeOne(t) {
   const pct = `${Math.floor(fraction(t) * 100)}%`;
   const amounts = `${size(t.bytes)} / ${size(t.size)}`;
   switch (t.state) {
@@ -92,6 +101,7 @@ export class Transfers {
 
   /** One event of the stream; true when it concerned a transfer. */
   apply(name, d) {
+    if (name.startsWith("batch_")) return this.batch(name, d);
     if (!name.startsWith("transfer_") || !d || !d.id) return false;
     let t = this.items.get(d.id);
     if (WHOLE.has(name)) {
@@ -126,6 +136,21 @@ export class Transfers {
     return true;
   }
 
+  /** A batch's manifest is known (its totals), its file count moved, or it fell back to
+   * plain pushes (its peer has no batches). */
+  batch(name, d) {
+    const t = d && d.id ? this.items.get(d.id) : null;
+    if (!t || FINAL.has(t.state)) return true;
+    if (name === "batch_started") {
+      for (const k of ["files", "files_done", "size", "missing"]) if (k in d) t[k] = d[k];
+    } else if (name === "batch_progress") t.files_done = d.files_done;
+    else if (name === "batch_fallback") t.fallback = d.transfers;
+    else return true;
+    this.list.mark(d.id);
+    this.app.schedule();
+    return true;
+  }
+
   add(t) {
     if (!this.items.has(t.id)) this.items.set(t.id, { ...t });
     this.resort();
@@ -145,8 +170,13 @@ export class Transfers {
       }
     }
     const seen = new Set();
+    const shown = new Set(all.map((t) => t.id));
     for (const t of all) {
-      if (!t.job) keys.push(t.id);
+      if (!t.job) {
+        keys.push(t.id);
+        // A batch sent as plain pushes (its peer has no batches): they follow its row.
+        if (jobs.has(t.id)) for (const c of jobs.get(t.id).reverse()) keys.push(c.id);
+      } else if (shown.has(t.job)) continue; // listed under its batch's row
       else if (!seen.has(t.job)) {
         seen.add(t.job);
         keys.push(`job:${t.job}`);
@@ -165,10 +195,10 @@ export class Transfers {
       setText($("transfers-count"), this.items.size ? `(${this.items.size})` : "");
       $("transfers-empty").hidden = keys.length > 0;
     } else {
-      // A child moved: its batch header too.
+      // A child moved: its batch header too (a batch record's own row has its own events).
       for (const k of this.list.dirty) {
         const t = this.items.get(k);
-        if (t && t.job) this.list.mark(`job:${t.job}`);
+        if (t && t.job && !this.items.has(t.job)) this.list.mark(`job:${t.job}`);
       }
     }
     this.list.show(this.keys);

@@ -1050,3 +1050,27 @@ def test_tables_stay_aligned_with_escaped_names(
         "a\\x1bb  3.0 MiB  abababababab",  # measured as shown, escape included
         "plain   3.0 MiB  abababababab",
     ]
+
+
+def test_polling_a_batch_that_fell_back_says_so_once(capsys: pytest.CaptureFixture[str]) -> None:
+    """The poll of a node without an event stream (clifollow.wait_for) tells the fallback once,
+    with the batch's file count, however many reads show it."""
+    from node import clifollow
+
+    reads = [
+        {"id": "b1", "peer_name": "old", "state": "active", "files": 6, "fallback": ["k1", "k2"]},
+        {"id": "b1", "peer_name": "old", "state": "active", "files": 6, "fallback": ["k1", "k2"]},
+        {"id": "b1", "peer_name": "old", "state": "done", "files": 6, "fallback": ["k1", "k2"]},
+    ]
+
+    class Polled:
+        def get(self, path: str) -> dict[str, object]:
+            assert path == "/api/transfers/b1"
+            return reads.pop(0)
+
+    start = {"id": "b1", "state": "connecting", "files": 6, "fallback": None}
+    final = clifollow.wait_for(Polled(), [start], None, None, sleep=lambda s: None)  # type: ignore[arg-type]
+    assert final[0]["state"] == "done" and reads == []
+    err = capsys.readouterr().err
+    assert err.count("does not speak batches") == 1, err
+    assert "sending the 6 files one by one" in err, err

@@ -148,6 +148,11 @@ def test_a_drag_and_drop_send_completes_and_the_peer_has_the_file(
         br.drop_files(page, files)
         # Mid-way: the bar moves; the README's screenshot is taken here.
         first = br.wait(page, lambda d: row_of(d, "holiday.mov", "active"), "holiday.mov active")
+        br.wait(  # its totals, from batch_started (the record starts before its walk)
+            page,
+            lambda d: "/3 files" in first.find_element("css selector", ".sub").text,
+            "the batch's file count",
+        )
         br.wait(
             page,
             lambda d: 20 <= int(first.find_element("css selector", ".bar").get_attribute(
@@ -157,13 +162,14 @@ def test_a_drag_and_drop_send_completes_and_the_peer_has_the_file(
         shot = SCREENSHOT if UPDATE_SCREENSHOT else tmp_path / "dashboard.png"
         page.save_screenshot(str(shot))
         assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-        for p in files:
-            br.wait(page, lambda d, p=p: row_of(d, p.name, "done"), f"{p.name} done", timeout=40)
+        # The three dropped files are one batch: one row, named for its first file.
+        br.wait(page, lambda d: row_of(d, "holiday.mov", "done"), "the batch done", timeout=40)
+        assert all(row_of(page, p.name) is None for p in files[1:])
         seen = page.execute_script("return window.seenProgress")
         tid = first.get_attribute("data-id")
         assert seen[tid][-1] == 100 and any(0 < v < 100 for v in seen[tid]), seen[tid]
         sub = first.find_element("css selector", ".sub").text
-        assert digests[0] in sub  # done with the hash
+        assert sub.startswith("3/3 files · 12.0 MiB in "), sub
         for p, digest in zip(files, digests, strict=True):
             got = b.inbox / p.name
             assert hashlib.sha256(got.read_bytes()).hexdigest() == digest

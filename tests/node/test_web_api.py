@@ -32,9 +32,9 @@ class WebNode(FakeNode):
         self._call("retry", tid)
         return {"id": "t2", "state": "queued", "name": "f.bin"}
 
-    def begin_upload(self, name: str, length: int) -> Any:
-        self._call("begin_upload", name, length)
-        return self.uploads.begin(name, length)
+    def begin_upload(self, name: str, length: int, batch: str | None = None) -> Any:
+        self._call("begin_upload", name, length, *([batch] if batch else []))
+        return self.uploads.begin(name, length, batch)
 
 
 class Conn:
@@ -344,6 +344,61 @@ def test_staged_uploads_are_released_and_pruned(tmp_path: Path) -> None:
     old_path = old.finish()["path"]
     os.utime(Path(old_path).parent, (0, 0))
     assert ups.prune(max_age=3600) == 1 and not Path(old_path).exists()
+
+
+def test_the_files_of_one_send_share_one_directory_and_names_are_checked(
+    tmp_path: Path,
+) -> None:
+    ups = Uploads(tmp_path, new_id=iter(f"{i:016x}" for i in range(1, 99)).__next__)
+    first = ups.begin("a.txt", 1, "new")
+    first.write(b"a")
+    got = first.finish()
+    batch = got["batch"]
+    assert batch == "0000000000000001" and got["root"] == str(tmp_path / STAGING / batch / "a.txt")
+    empty = ups.begin("folder/sub/empty", 0, batch).finish()  # an empty file of a send
+    assert empty["root"] == str(tmp_path / STAGING / batch / "folder")
+    assert Path(empty["path"]).read_bytes() == b""
+    assert sorted(os.listdir(tmp_path / STAGING)) == [batch]  # one directory for the send
+    assert sorted(os.listdir(tmp_path / STAGING / batch)) == ["a.txt", "folder"]
+    for name in ("a.txt", "folder/sub/empty", "a.txt/x"):  # taken, or a file where a folder goes
+        with pytest.raises(RequestError):
+            ups.begin(name, 1, batch)
+    for bad in ("../x", "0000000000000009", "ABCDEF0123456789", "x" * 16):
+        with pytest.raises(RequestError):
+            ups.begin("b.txt", 1, bad)  # not an upload directory of ours
+    with pytest.raises(RequestError):
+        ups.begin("lone.txt", 0)  # a lone upload still needs a body
+    # An upload of the send that does not arrive complete leaves the others alone.
+    broken = ups.begin("b.txt", 5, batch)
+    broken.write(b"bb")
+    broken.abort()
+    assert sorted(os.listdir(tmp_path / STAGING / batch)) == ["a.txt", "folder"]
+    # Two uploads of one name at once: the second to finish is refused, the first stays.
+    one, two = ups.begin("c.txt", 1, batch), ups.begin("c.txt", 1, batch)
+    one.write(b"1")
+    two.write(b"2")
+    one.finish()
+    with pytest.raises(FileExistsError):
+        two.finish()
+    assert (tmp_path / STAGING / batch / "c.txt").read_bytes() == b"1"
+
+
+def test_a_staged_directory_read_by_a_live_transfer_is_neither_released_nor_pruned(
+    tmp_path: Path,
+) -> None:
+    reading: set[str] = set()
+    ups = Uploads(tmp_path, in_use=lambda: set(reading))
+    u = ups.begin("a.txt", 1, "new")
+    u.write(b"a")
+    staged = u.finish()
+    reading.add(staged["batch"])
+    os.utime(Path(staged["path"]).parent, (0, 0))
+    assert ups.prune(max_age=3600) == 0
+    ups.release(staged["path"])
+    assert Path(staged["path"]).exists()
+    reading.clear()
+    ups.release(staged["path"])
+    assert not Path(staged["path"]).exists() and os.listdir(tmp_path / STAGING) == []
 
 
 # -- retry --------------------------------------------------------------------------------------

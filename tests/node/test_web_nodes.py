@@ -14,13 +14,13 @@ from tests.node.test_integration import done, write_random
 from tests.nodeproc import NodeProc, nodes, wait_mesh
 
 
-def upload(node: NodeProc, name: str, data: bytes) -> tuple[int, Any]:
+def upload(node: NodeProc, name: str, data: bytes, batch: str | None = None) -> tuple[int, Any]:
     host, _, port = node.api_url.removeprefix("http://").partition(":")
     conn = http.client.HTTPConnection(host, int(port), timeout=30)
     try:
         conn.request(
             "POST",
-            f"/api/uploads?name={quote(name, safe='')}",
+            f"/api/uploads?name={quote(name, safe='')}" + (f"&batch={batch}" if batch else ""),
             body=data,
             headers={
                 "Content-Type": "application/octet-stream",
@@ -53,6 +53,53 @@ def test_upload_then_push_keeps_the_folder_name_and_cleans_up(tmp_path: Path) ->
         )
         assert all(".mole-uploads" not in f["name"] for f in a.api("GET", "/api/files"))
         assert all(f["name"] != "photos/trip.jpg" for f in a.api("GET", "/api/files"))
+
+
+def test_the_uploads_of_one_send_are_pushed_as_one_batch_and_cleaned_up(tmp_path: Path) -> None:
+    with nodes(tmp_path, ["a", "b"]) as (a, b):
+        wait_mesh([a, b])
+        files = {"one.bin": os.urandom(300_000), "two.txt": b"two", "trip/day1/x.jpg": b"x" * 9,
+                 "trip/empty.txt": b""}  # fmt: skip
+        batch, roots = "new", []
+        for name, data in files.items():
+            status, staged = upload(a, name, data, batch)
+            assert status == 201, staged
+            batch = staged["batch"]
+            roots.append(staged["root"])
+        roots = list(dict.fromkeys(roots))
+        assert [Path(r).name for r in roots] == ["one.bin", "two.txt", "trip"]
+        t = a.api("POST", "/api/push", {"peer": "b", "paths": roots})
+        assert t["kind"] == "batch"
+        end = a.wait_event(
+            lambda e: e["event"] == "batch_done" and e["id"] == t["id"], timeout=30, what="done"
+        )
+        assert end["state"] == "done" and end["files"] == 4, end
+        for name, data in files.items():  # the original names at the top of the batch
+            assert (b.inbox / name).read_bytes() == data
+        # The whole send's staged directory goes with the batch.
+        a.wait_api("/api/transfers", lambda ts: not (a.share / ".mole-uploads" / batch).exists(),
+                   what="the staged send removed")  # fmt: skip
+
+
+def test_a_cancelled_batch_of_uploads_leaves_nothing_staged(tmp_path: Path) -> None:
+    with nodes(tmp_path, ["a", "b"], "--max-rate", "256KiB") as (a, b):
+        wait_mesh([a, b])
+        batch, roots = "new", []
+        for name in ("p.bin", "q.bin"):
+            status, staged = upload(a, name, os.urandom(2 << 20), batch)
+            assert status == 201, staged
+            batch = staged["batch"]
+            roots.append(staged["root"])
+        t = a.api("POST", "/api/push", {"peer": "b", "paths": roots})
+        a.wait_event(
+            lambda e: e["event"] == "transfer_progress" and e["id"] == t["id"],
+            timeout=20,
+            what="the batch under way",
+        )
+        assert (a.share / ".mole-uploads" / batch).is_dir()  # read while the batch is live
+        assert a.api("POST", f"/api/transfers/{t['id']}/cancel")["state"] == "cancelled"
+        a.wait_api("/api/transfers", lambda ts: not (a.share / ".mole-uploads" / batch).exists(),
+                   what="the staged send removed")  # fmt: skip
 
 
 def test_retry_makes_a_new_transfer_of_the_same_file(tmp_path: Path) -> None:
