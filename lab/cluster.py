@@ -18,7 +18,7 @@ import random
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
@@ -190,15 +190,10 @@ def tag_image(src: str, dst: str) -> None:
 def import_rootfs(tar: Path | IO[bytes], tag: str, changes: list[str] | None = None) -> str:
     """`docker import` of a root-filesystem tar (a path, or a stream such as tar's stdout)."""
     repo, t = split_image_ref(tag)
-
-    def chunks(f: IO[bytes]) -> Iterator[bytes]:
-        while block := f.read(1 << 20):
-            yield block
-
     with tar.open("rb") if isinstance(tar, Path) else contextlib.nullcontext(tar) as f:
         _engine(
-            f"import {tag}", _api().import_image,
-            src=chunks(f), repository=repo, tag=t, changes=changes, stream_src=True,
+            f"import {tag}", _api().import_image, src=iter(lambda: f.read(1 << 20), b""),
+            repository=repo, tag=t, changes=changes, stream_src=True,
         )  # fmt: skip
     return _made(tag, f"import {tag}")
 
@@ -298,11 +293,9 @@ class _Containers:
 
     def _error(self, h: NodeHandle, operation: str, e: BaseException) -> LabError:
         status = tail = None
-        try:
+        with contextlib.suppress(Exception):  # best effort: the error itself is what matters
             status = _api().inspect_container(h.container_id)["State"]["Status"]
             tail = _api().logs(h.container_id, tail=LOG_TAIL).decode("utf-8", "replace")
-        except Exception:  # best effort: the error itself is what matters
-            pass
         return LabError(_short(e), node=h.name, operation=operation, status=status, log_tail=tail)
 
     def _refresh(self, h: NodeHandle) -> None:
@@ -359,10 +352,9 @@ class _Containers:
         costs the engine nothing while it is busy starting containers. Else the logs API.
         """
         h = self.node(name)
-        if tail is None:
-            text = self._log_files.text(h.container_id)
-            if text is not None:
-                return text
+        text = self._log_files.text(h.container_id) if tail is None else None
+        if text is not None:
+            return text
         out = self._call(
             h, "logs", _api().logs, h.container_id, stdout=True, stderr=True,
             tail="all" if tail is None else tail,
@@ -376,6 +368,12 @@ class _Containers:
     def status(self, name: str) -> str:
         """Docker's state: created, running, paused, restarting, exited, dead, removing."""
         return str(self._inspect(name)["State"]["Status"])
+
+    def statuses(self) -> dict[str, str]:
+        """status() of every node by name, in one call (not an inspect per node)."""
+        flt = {"label": [f"{naming.LABEL_RUN}={self.run_id}"]}
+        found = _engine("list containers", _api().containers, all=True, filters=flt)
+        return {c["Labels"].get(naming.LABEL_NODE, ""): str(c["State"]) for c in found}
 
     def container_labels(self, name: str) -> dict[str, str]:
         return dict(self._inspect(name)["Config"]["Labels"] or {})
@@ -477,8 +475,12 @@ class Cluster(_Containers):
 
     # -- nodes
 
-    def create_nodes(self, specs: list[NodeSpec]) -> dict[str, NodeHandle]:
-        """Create, connect and start every node concurrently; returns handles by node name."""
+    def create_nodes(
+        self, specs: list[NodeSpec], prepare: Callable[[NodeHandle], object] | None = None
+    ) -> dict[str, NodeHandle]:
+        """Create and connect every node, then `prepare(handle)` (its data dir exists) and
+        start it if its spec says so, pipelined per node on WORKERS threads (the engine starts
+        one container at a time: the first boot while the last are made); handles by name."""
         self._check_open()
         check_specs(specs, taken=self._nodes)
         for s in specs:
@@ -487,31 +489,36 @@ class Cluster(_Containers):
         # Ctrl-C: queued creations are dropped, those in flight (bounded by the client
         # timeout) finish, then everything of the run is removed.
         handles, errors = each(
-            self._create_one, specs, workers=WORKERS, name="mole-lab", on_interrupt=self.close
-        )
+            lambda s: self._create_one(s, prepare), specs, workers=WORKERS, name="mole-lab",
+            on_interrupt=self.close,
+        )  # fmt: skip
         with self._lock:
             self._nodes.update((h.name, h) for h in handles)
         if errors:
             raise errors[0]
         return {s.name: self._nodes[s.name] for s in specs}
 
-    def _create_one(self, spec: NodeSpec) -> NodeHandle:
+    def _create_one(
+        self, spec: NodeSpec, prepare: Callable[[NodeHandle], object] | None
+    ) -> NodeHandle:
         handle = self.create_container(spec)
         for dname in [self.networks[lab] for lab in handle.networks[1:]]:
             self._call(
                 handle, f"connect to {dname}", _api().connect_container_to_network,
                 handle.container_id, dname, aliases=[spec.name],
             )  # fmt: skip
-        if spec.start:
+        if prepare is not None:
+            prepare(handle)
+        if spec.start:  # (a container not started has no address yet: nothing to inspect)
             self._log_files.started(handle.container_id)
             self._call(handle, "start", _api().start, handle.container_id)
-        self._refresh(handle)
+            self._refresh(handle)
         return handle
 
     def create_container(self, spec: NodeSpec, *, start: bool = False) -> NodeHandle:
-        """`docker create` of the node on its first network (data dir made, id recorded), then
-        `docker start` if asked; nothing more (no other network, no inspect: the handle has no
-        addresses). create_nodes() builds on it; bench_support times it bare."""
+        """`docker create` of the node on its first network (data dir made, handle recorded),
+        then `docker start` if asked; nothing more (no other network, no inspect: the handle
+        has no addresses). create_nodes() builds on it; bench_support times it bare."""
         self._check_open()
         api = _api()
         data_dir = spec.make_data_dir(self.workdir, self.group_secret)
@@ -543,17 +550,11 @@ class Cluster(_Containers):
         except _DOCKER_ERRORS as e:
             raise LabError(_short(e), node=spec.name, operation="create") from e
         cid: str = c["Id"]
+        labs = [lab for lab, _ in nets]  # addresses come with the start (an inspect then)
+        handle = NodeHandle(spec.name, cid, dict.fromkeys(labs, ""), "", token, data_dir, labs)
         with self._lock:
             self._container_ids.add(cid)
-        handle = NodeHandle(
-            name=spec.name,
-            container_id=cid,
-            ips={},
-            api_url="",
-            token=token,
-            data_dir=data_dir,
-            networks=[lab for lab, _ in nets],
-        )
+            self._nodes[spec.name] = handle  # logs() reads it from now on
         if start:
             self._log_files.started(cid)
             self._call(handle, "start", api.start, cid)
@@ -562,11 +563,9 @@ class Cluster(_Containers):
     # -- teardown
 
     def close(self) -> None:
-        """Remove every container and network of this run; never raises.
-
-        Idempotent, and safe to call again: a later call also removes what a create that was
-        in flight during an earlier call (Ctrl-C) made after it.
-        """
+        """Remove every container and network of this run; never raises. Idempotent, and safe
+        to call again: a later call also removes what a create that was in flight during an
+        earlier call (Ctrl-C) made after it."""
         with self._lock:
             self._closed = True
             if not self._used:

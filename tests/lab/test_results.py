@@ -417,7 +417,9 @@ class FakeCluster:
         self.networks.append(name)
         return f"mole-{self.run_id}-{name}"
 
-    def create_nodes(self, specs: list[Any]) -> dict[str, SimpleNamespace]:
+    def create_nodes(
+        self, specs: list[Any], prepare: Callable[[Any], object] | None = None
+    ) -> dict[str, SimpleNamespace]:
         out = {}
         for spec in specs:
             data_dir = self.workdir / spec.name
@@ -435,6 +437,11 @@ class FakeCluster:
                 networks=list(spec.networks),
             )
             self.handles[spec.name] = out[spec.name] = h
+        for spec in specs:  # as Cluster does: each prepared (its files), then started
+            if prepare is not None:
+                prepare(self.handles[spec.name])
+            if spec.start:
+                self.start(spec.name)
         return out
 
     def start(self, name: str) -> None:
