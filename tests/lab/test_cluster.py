@@ -345,20 +345,25 @@ def test_bare_lifecycle_times_phases_labels_and_leaves_nothing(
     node_image: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     seen: list[dict[str, str]] = []
+    said: list[str] = []
     remove = cluster._remove_container
 
     def spy(cid: str) -> bool:
         # close() tries again what was already removed: those are gone.
         with contextlib.suppress(cluster._DOCKER_ERRORS):
             seen.append(dict(cluster._api().inspect_container(cid)["Config"]["Labels"]))
+            said.append(cluster._api().logs(cid).decode())
         return remove(cid)
 
     monkeypatch.setattr(cluster, "_remove_container", spy)
     times = bench_support.bare_lifecycle(3, node_image, workdir=tmp_path)
-    assert set(times) == {"network", "create_start", "remove", "total"}
+    assert set(times) == {"network", "create_start", "ready", "remove", "total"}
     assert all(v > 0 for v in times.values())
-    assert times["total"] >= times["network"] + times["create_start"] + times["remove"]
+    phases = times["network"] + times["create_start"] + times["ready"] + times["remove"]
+    assert times["total"] >= phases
     assert len(seen) == 3
+    # Like for like with the lab: each node was up (listening) before it was removed.
+    assert all(bench_support.LISTENING in text for text in said), said
     runs = {labels[naming.LABEL_RUN] for labels in seen}
     assert len(runs) == 1 and next(iter(runs)).startswith("bare-")
     assert all(
