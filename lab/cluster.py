@@ -60,11 +60,9 @@ def client() -> docker.DockerClient:
                 c = docker.from_env(timeout=int(TIMEOUT), max_pool_size=4 * WORKERS)
                 c.ping()
             except _DOCKER_ERRORS as e:
-                raise LabError(
-                    f"cannot reach the Docker engine ({_short(e)}); is it running and may "
-                    "this user use its socket?",
-                    operation="connect to docker",
-                ) from e
+                why = f"cannot reach the Docker engine ({_short(e)}); is it running and may "
+                why += "this user use its socket?"
+                raise LabError(why, operation="connect to docker") from e
             _client = c
         return _client
 
@@ -251,12 +249,10 @@ def remove_image(tag: str, *, force: bool = True) -> None:
 
 
 class _Containers:
-    """The containers of one run, by node name, and what is done to one of them.
-
-    Split from Cluster (which creates and removes them, with their networks) the way
-    docker-py splits its client into per-endpoint mixins. Every call names the node; a Docker
-    failure becomes a LabError with the container's status and log tail.
-    """
+    """The containers of one run, by node name, and what is done to one of them. Split from
+    Cluster (which creates and removes them, with their networks) the way docker-py splits its
+    client into per-endpoint mixins. Every call names the node; a Docker failure becomes a
+    LabError with the container's status and log tail."""
 
     def __init__(self, run_id: str) -> None:
         self.run_id = run_id
@@ -278,10 +274,8 @@ class _Containers:
 
     def _net(self, network: str) -> tuple[str, str]:
         """(lab name, docker name) for a lab network name or its docker name."""
-        if network in self.networks:
-            return network, self.networks[network]
         for lab, dname in self.networks.items():
-            if dname == network:
+            if network in (lab, dname):  # (docker names are mole-<run>-<lab>: never a lab's)
                 return lab, dname
         raise LabError(f"unknown network {network!r}", operation="network lookup")
 
@@ -369,11 +363,16 @@ class _Containers:
         """Docker's state: created, running, paused, restarting, exited, dead, removing."""
         return str(self._inspect(name)["State"]["Status"])
 
-    def statuses(self) -> dict[str, str]:
-        """status() of every node by name, in one call (not an inspect per node)."""
+    def _listed(self) -> dict[str, Any]:
+        """The run's containers by node name, from one list call (as `docker ps` shows them:
+        state, addresses), where an inspect each would wait behind a busy engine's starts."""
         flt = {"label": [f"{naming.LABEL_RUN}={self.run_id}"]}
         found = _engine("list containers", _api().containers, all=True, filters=flt)
-        return {c["Labels"].get(naming.LABEL_NODE, ""): str(c["State"]) for c in found}
+        return {c["Labels"].get(naming.LABEL_NODE, ""): c for c in found}
+
+    def statuses(self) -> dict[str, str]:
+        """status() of every node by name, in one call."""
+        return {n: str(c["State"]) for n, c in self._listed().items()}
 
     def container_labels(self, name: str) -> dict[str, str]:
         return dict(self._inspect(name)["Config"]["Labels"] or {})
@@ -496,6 +495,13 @@ class Cluster(_Containers):
             self._nodes.update((h.name, h) for h in handles)
         if errors:
             raise errors[0]
+        started = [self._nodes[s.name] for s in specs if s.start]
+        listed = self._listed() if started else {}  # their addresses, all in one call
+        for h in started:
+            if h.name in listed:
+                h.set_addresses(listed[h.name]["NetworkSettings"]["Networks"] or {}, self.networks)
+            else:
+                self._refresh(h)
         return {s.name: self._nodes[s.name] for s in specs}
 
     def _create_one(
@@ -509,10 +515,9 @@ class Cluster(_Containers):
             )  # fmt: skip
         if prepare is not None:
             prepare(handle)
-        if spec.start:  # (a container not started has no address yet: nothing to inspect)
+        if spec.start:  # its addresses: create_nodes asks for all at once
             self._log_files.started(handle.container_id)
             self._call(handle, "start", _api().start, handle.container_id)
-            self._refresh(handle)
         return handle
 
     def create_container(self, spec: NodeSpec, *, start: bool = False) -> NodeHandle:
@@ -640,12 +645,11 @@ def _remove_network(nid: str) -> bool:
             if "active endpoints" in _short(e) and attempt < 4:
                 time.sleep(0.2 * (attempt + 1))
                 continue
-            hint = ""
-            if "active endpoints" in _short(e):
-                # Engine 20.10 can lose count of a network's endpoints under load (moby#43286):
-                # no container is attached, and the network stays until the engine restarts.
-                hint = " (no container left on it? then it is Docker's stale endpoint count, "
-                hint += "moby#43286: only an engine restart frees it)"
+            # Engine 20.10 can lose count of a network's endpoints under load (moby#43286):
+            # no container is attached, and the network stays until the engine restarts.
+            stale = " (no container left on it? then it is Docker's stale endpoint count, "
+            stale += "moby#43286: only an engine restart frees it)"
+            hint = stale if "active endpoints" in _short(e) else ""
             log.warning("removing network %s failed: %s%s", nid[:12], _short(e), hint)
             return False
     return False
@@ -669,11 +673,8 @@ def resources(run_id: str | None = None) -> dict[str, list[str]]:
 
 
 def sweep(*, everything: bool = False, run_id: str | None = None) -> int:
-    """Remove lab containers and networks whose owner process is dead (or all of them).
-
-    Returns how many were removed. Resources without the lab label (e.g. the compose demo)
-    are never touched. run_id restricts the sweep to one run.
-    """
+    """Remove lab containers and networks whose owner process is dead (or all of them, or
+    of one run); returns how many. Resources without the lab label are never touched."""
     containers, networks = _labelled("sweep", naming.sweep_filter(run_id))
     cids = [c["Id"] for c in containers if naming.is_leftover(c, everything=everything)]
     nids = [n["Id"] for n in networks if naming.is_leftover(n, everything=everything)]
