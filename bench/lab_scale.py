@@ -10,7 +10,8 @@ on the host. total_s is the lab's own `total` timing: from the first Docker call
 container and network removed; timeline_s the part of it the scenario's own work took (from
 every node listening to the last expectation resolved: discovery, the pushes, the checks).
 
-Baseline, same run, same image: `lab.bench_support.bare_lifecycle`, i.e. one labelled bridge
+Baseline, same run, same image, once before and once after the scenario (their mean:
+`baseline_runs_s` has both): `lab.bench_support.bare_lifecycle`, i.e. one labelled bridge
 network, N containers created and started on 8 threads with exactly the create call the lab
 makes (same `python3 -m node serve ...` command line, bind-mounted data dir, NET_ADMIN, alias),
 then until every one has printed its `listening` line (read from the engine's log files, the
@@ -18,9 +19,10 @@ cheapest way there is: the same process up that the lab waits for), then all for
 the network removed.
 
 `ratio` = lifecycle_s / baseline_s, the issue's "lab overhead beyond the bare engine (same
-containers created, started and removed)": lifecycle_s is total_s minus timeline_s, i.e. what
-the lab spent creating, filling, starting, waiting for, collecting, removing and reporting on
-the same containers. `total_ratio` = total_s / baseline_s also counts the scenario's work,
+containers created, started and removed)": lifecycle_s is the whole run (run_wall_s: the
+run_scenario() call, artifacts and report.html included) minus timeline_s, i.e. what the lab
+spent creating, filling, starting, waiting for, collecting, removing and reporting on the same
+containers. `total_ratio` = total_s / baseline_s also counts the scenario's work,
 which the bare engine does not do at all (it is reported, not a target).
 
 Dense mode (`--dense K`, default 10; 0: not run): the same scenario once more with K nodes per
@@ -151,14 +153,21 @@ def measure(
     per_container: int = 1,
     dense: int = 0,
 ) -> dict[str, object]:
-    """One size: the scenario, then the bare baseline (always one container per node: what
-    the engine costs without dense mode), then (dense > 1) the scenario dense, in this
-    process."""
+    """One size: the bare baseline (always one container per node: what the engine costs
+    without dense mode), the scenario, the baseline again, then (dense > 1) the scenario
+    dense, in this process."""
     say = _progress(quiet) or (lambda line: None)
     with tempfile.TemporaryDirectory(prefix="mole-lab-scale-") as tmp:
-        result, mem, wall = run_lab(n, size, timeout, image, quiet, per_container, Path(tmp))
+        # The baseline brackets the lab's run, once before and once after, and counts their
+        # mean: on a shared machine the load drifts within minutes, and one bare run taken
+        # after the lab's alone would carry that drift into the ratio.
+        bares = []
         say(f"baseline: bare create+start+listening+remove of {n} containers")
-        base = bench_support.bare_lifecycle(n, image, workdir=Path(tmp) / "bare")
+        bares.append(bench_support.bare_lifecycle(n, image, workdir=Path(tmp) / "bare0"))
+        result, mem, wall = run_lab(n, size, timeout, image, quiet, per_container, Path(tmp))
+        say(f"baseline again: bare create+start+listening+remove of {n} containers")
+        bares.append(bench_support.bare_lifecycle(n, image, workdir=Path(tmp) / "bare1"))
+        base = {k: sum(b[k] for b in bares) / len(bares) for k in bares[0]}
         dense_run = None
         if dense > 1:
             say(f"dense: the same scenario, {dense} nodes per container")
@@ -166,7 +175,9 @@ def measure(
 
     timings = result.timings
     total, timeline = timings["total"], timings.get("timeline", 0.0)
-    lifecycle = total - timeline
+    # The whole run_scenario() call (its artifacts and report.html too, which the lab's
+    # `total` leaves out: written after the last container went) minus the scenario's work.
+    lifecycle = wall - timeline
     summary = result.to_json()["discovery_summary"]
     out: dict[str, object] = {
         "nodes": n,
@@ -189,6 +200,7 @@ def measure(
         ),
         "phases_s": {k: round(v, 2) for k, v in timings.items()},
         "baseline_phases_s": {k: round(v, 2) for k, v in base.items()},
+        "baseline_runs_s": [round(b["total"], 2) for b in bares],
         "run_wall_s": round(wall, 2),
         "failures": len(result.failures),
         "discovery_s": summary,
