@@ -8,7 +8,8 @@ network, `source` plus `sink1..sink{N-1}`; every ordered pair must discover each
 (`see: all`), then `source` pushes one 10 MiB file to every sink, each copy verified by SHA-256
 on the host. total_s is the lab's own `total` timing: from the first Docker call to every
 container and network removed; timeline_s the part of it the scenario's own work took (from
-every node listening to the last expectation resolved: discovery, the pushes, the checks).
+every node listening to the last expectation resolved: discovery, the pushes, the checks; and
+the expectations' final look, phase `final`).
 
 Baseline, same run, same image, once before and once after the scenario (their mean:
 `baseline_runs_s` has both): `lab.bench_support.bare_lifecycle`, i.e. one labelled bridge
@@ -182,9 +183,10 @@ def measure(
             dense_run, _, _ = run_lab(n, size, timeout, image, quiet, dense, Path(tmp) / "d")
 
     timings = result.timings
-    total, timeline = timings["total"], timings.get("timeline", 0.0)
+    total, timeline = timings["total"], timings.get("timeline", 0.0) + timings.get("final", 0.0)
     # The whole run_scenario() call (its artifacts and report.html too, which the lab's
-    # `total` leaves out: written after the last container went) minus the scenario's work.
+    # `total` leaves out: written after the last container went) minus the scenario's work:
+    # its timeline and the expectations' final look (e.g. the received copies hashed).
     lifecycle = wall - timeline
     summary = result.to_json()["discovery_summary"]
     out: dict[str, object] = {
