@@ -58,6 +58,8 @@ class Artifacts:
         cluster, tail, state = self.ctx.cluster, self.ctx.tail, self.state
         if cluster is None or state is None or tail is None:
             return
+        names = [n for n in state.nodes.handles if not self.sc.node(n).router]
+        self.statuses = state.nodes.statuses(names)  # one engine call for all
         for n in list(state.nodes.handles):
             if self.sc.node(n).service is not None:
                 with contextlib.suppress(Exception):
@@ -68,7 +70,6 @@ class Artifacts:
                 self.logs[n] = str(cluster.logs(n))
             except Exception as err:
                 self.logs[n] = tail.text(n) + f"\n(lab: could not read logs: {err})\n"
-            self.statuses[n] = state.nodes.status(n)
         for n, text in self.logs.items():  # the events in the artifacts: the complete logs'
             if self.sc.node(n).runs_node:  # a hostile peer's lines are its own, not a node's
                 tail.replace(n, text)

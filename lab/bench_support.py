@@ -15,7 +15,11 @@ from pathlib import Path
 
 from lab import cluster
 from lab.host import owner_id
+from lab.nodes import READY_PER_NODE, READY_TIMEOUT
 from lab.nodespec import LabError, NodeSpec
+from lab.waits import wait_until
+
+LISTENING = '"event":"listening"'  # the node's JSON line once its sockets listen
 
 
 def bare_lifecycle(
@@ -25,16 +29,19 @@ def bare_lifecycle(
     workdir: Path,
     command: list[str] | None = None,
     workers: int = cluster.WORKERS,
+    ready: str | None = LISTENING,
 ) -> dict[str, float]:
     """Docker's own cost for what a lab run of n nodes asks of it, without the lab around it.
 
     One labelled bridge network, then n containers created and started (create+start
     pipelined per container on `workers` threads) exactly as Cluster creates nodes: same
     image, same `serve` command line (or `command`), bind-mounted data dir, NET_ADMIN, alias;
-    then all force-removed in parallel and the network removed. Nothing is waited for beyond
-    Docker's answers (no API readiness). Returns seconds: network, create_start, remove,
-    total. Everything carries the lab's labels (run id `bare-<hex>`), so a sweep removes the
-    leftovers of a killed benchmark; a failure removes what was made and re-raises.
+    then, unless `ready` is None, until every container's output holds `ready` (the node's
+    `listening` line: the same process up that the lab waits for, read the cheapest way, from
+    the engine's log file); then all force-removed in parallel and the network removed.
+    Returns seconds: network, create_start, ready, remove, total. Everything carries the lab's
+    labels (run id `bare-<hex>`), so a sweep removes the leftovers of a killed benchmark; a
+    failure removes what was made and re-raises.
     """
     if n < 1:
         raise ValueError("n must be >= 1")
@@ -54,18 +61,45 @@ def bare_lifecycle(
 
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mole-bare") as pool:
             cids = list(pool.map(create_start, specs))
-        times["create_start"] = time.monotonic() - t1
+        t2 = time.monotonic()
+        times["create_start"] = t2 - t1
+        if ready is not None:
+            _wait_output(c, [s.name for s in specs], ready)
+        times["ready"] = time.monotonic() - t2
     except BaseException:
         c.close()
         raise
-    t2 = time.monotonic()
+    t3 = time.monotonic()
     removed = cluster.remove_containers(cids, workers=workers)
-    times["remove"] = time.monotonic() - t2
+    times["remove"] = time.monotonic() - t3
     c.close()  # the network (and anything a failed removal left)
     times["total"] = time.monotonic() - t0
     if removed != n:
         raise LabError(f"removed {removed} of {n} containers", operation="bare lifecycle")
     return times
+
+
+def _wait_output(c: cluster.Cluster, names: list[str], marker: str) -> None:
+    """Until every container's output holds `marker`; the deadline grows with their number
+    as the lab's readiness deadline does (lab.nodes)."""
+    pending = set(names)
+
+    def all_there() -> bool:
+        pending.difference_update([n for n in pending if marker in c.logs(n)])
+        return not pending
+
+    def diagnose() -> str:
+        waiting = sorted(pending)
+        tails = [f"--- {n}: {c.logs(n)[-300:]!r}" for n in waiting[:3]]
+        return f"still waiting for {len(waiting)}: {', '.join(waiting[:10])}\n" + "\n".join(tails)
+
+    wait_until(
+        all_there,
+        timeout=max(READY_TIMEOUT, READY_PER_NODE * len(names)),
+        what=f"{len(names)} bare containers to print {marker}",
+        diagnose=diagnose,
+        interval=0.05,
+    )
 
 
 def _memory_cgroup_files(cid: str) -> tuple[Path, str] | None:

@@ -18,7 +18,7 @@ import random
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
@@ -60,11 +60,9 @@ def client() -> docker.DockerClient:
                 c = docker.from_env(timeout=int(TIMEOUT), max_pool_size=4 * WORKERS)
                 c.ping()
             except _DOCKER_ERRORS as e:
-                raise LabError(
-                    f"cannot reach the Docker engine ({_short(e)}); is it running and may "
-                    "this user use its socket?",
-                    operation="connect to docker",
-                ) from e
+                why = f"cannot reach the Docker engine ({_short(e)}); is it running and may "
+                why += "this user use its socket?"
+                raise LabError(why, operation="connect to docker") from e
             _client = c
         return _client
 
@@ -191,15 +189,10 @@ def tag_image(src: str, dst: str) -> None:
 def import_rootfs(tar: Path | IO[bytes], tag: str, changes: list[str] | None = None) -> str:
     """`docker import` of a root-filesystem tar (a path, or a stream such as tar's stdout)."""
     repo, t = split_image_ref(tag)
-
-    def chunks(f: IO[bytes]) -> Iterator[bytes]:
-        while block := f.read(1 << 20):
-            yield block
-
     with tar.open("rb") if isinstance(tar, Path) else contextlib.nullcontext(tar) as f:
         _engine(
-            f"import {tag}", _api().import_image,
-            src=chunks(f), repository=repo, tag=t, changes=changes, stream_src=True,
+            f"import {tag}", _api().import_image, src=iter(lambda: f.read(1 << 20), b""),
+            repository=repo, tag=t, changes=changes, stream_src=True,
         )  # fmt: skip
     return _made(tag, f"import {tag}")
 
@@ -257,12 +250,10 @@ def remove_image(tag: str, *, force: bool = True) -> None:
 
 
 class _Containers:
-    """The containers of one run, by node name, and what is done to one of them.
-
-    Split from Cluster (which creates and removes them, with their networks) the way
-    docker-py splits its client into per-endpoint mixins. Every call names the node; a Docker
-    failure becomes a LabError with the container's status and log tail.
-    """
+    """The containers of one run, by node name, and what is done to one of them. Split from
+    Cluster (which creates and removes them, with their networks) the way docker-py splits its
+    client into per-endpoint mixins. Every call names the node; a Docker failure becomes a
+    LabError with the container's status and log tail."""
 
     def __init__(self, run_id: str) -> None:
         self.run_id = run_id
@@ -284,10 +275,8 @@ class _Containers:
 
     def _net(self, network: str) -> tuple[str, str]:
         """(lab name, docker name) for a lab network name or its docker name."""
-        if network in self.networks:
-            return network, self.networks[network]
         for lab, dname in self.networks.items():
-            if dname == network:
+            if network in (lab, dname):  # (docker names are mole-<run>-<lab>: never a lab's)
                 return lab, dname
         raise LabError(f"unknown network {network!r}", operation="network lookup")
 
@@ -299,11 +288,9 @@ class _Containers:
 
     def _error(self, h: NodeHandle, operation: str, e: BaseException) -> LabError:
         status = tail = None
-        try:
+        with contextlib.suppress(Exception):  # best effort: the error itself is what matters
             status = _api().inspect_container(h.container_id)["State"]["Status"]
             tail = _api().logs(h.container_id, tail=LOG_TAIL).decode("utf-8", "replace")
-        except Exception:  # best effort: the error itself is what matters
-            pass
         return LabError(_short(e), node=h.name, operation=operation, status=status, log_tail=tail)
 
     def _refresh(self, h: NodeHandle) -> None:
@@ -360,10 +347,9 @@ class _Containers:
         costs the engine nothing while it is busy starting containers. Else the logs API.
         """
         h = self.node(name)
-        if tail is None:
-            text = self._log_files.text(h.container_id)
-            if text is not None:
-                return text
+        text = self._log_files.text(h.container_id) if tail is None else None
+        if text is not None:
+            return text
         out = self._call(
             h, "logs", _api().logs, h.container_id, stdout=True, stderr=True,
             tail="all" if tail is None else tail,
@@ -377,6 +363,17 @@ class _Containers:
     def status(self, name: str) -> str:
         """Docker's state: created, running, paused, restarting, exited, dead, removing."""
         return str(self._inspect(name)["State"]["Status"])
+
+    def _listed(self) -> dict[str, Any]:
+        """The run's containers by node name, from one list call (as `docker ps` shows them:
+        state, addresses), where an inspect each would wait behind a busy engine's starts."""
+        flt = {"label": [f"{naming.LABEL_RUN}={self.run_id}"]}
+        found = _engine("list containers", _api().containers, all=True, filters=flt)
+        return {c["Labels"].get(naming.LABEL_NODE, ""): c for c in found}
+
+    def statuses(self) -> dict[str, str]:
+        """status() of every node by name, in one call."""
+        return {n: str(c["State"]) for n, c in self._listed().items()}
 
     def container_labels(self, name: str) -> dict[str, str]:
         return dict(self._inspect(name)["Config"]["Labels"] or {})
@@ -478,8 +475,12 @@ class Cluster(_Containers):
 
     # -- nodes
 
-    def create_nodes(self, specs: list[NodeSpec]) -> dict[str, NodeHandle]:
-        """Create, connect and start every node concurrently; returns handles by node name."""
+    def create_nodes(
+        self, specs: list[NodeSpec], prepare: Callable[[NodeHandle], object] | None = None
+    ) -> dict[str, NodeHandle]:
+        """Create and connect every node, then `prepare(handle)` (its data dir exists) and
+        start it if its spec says so, pipelined per node on WORKERS threads (the engine starts
+        one container at a time: the first boot while the last are made); handles by name."""
         self._check_open()
         check_specs(specs, taken=self._nodes)
         for s in specs:
@@ -488,31 +489,42 @@ class Cluster(_Containers):
         # Ctrl-C: queued creations are dropped, those in flight (bounded by the client
         # timeout) finish, then everything of the run is removed.
         handles, errors = each(
-            self._create_one, specs, workers=WORKERS, name="mole-lab", on_interrupt=self.close
-        )
+            lambda s: self._create_one(s, prepare), specs, workers=WORKERS, name="mole-lab",
+            on_interrupt=self.close,
+        )  # fmt: skip
         with self._lock:
             self._nodes.update((h.name, h) for h in handles)
         if errors:
             raise errors[0]
+        started = [self._nodes[s.name] for s in specs if s.start]
+        listed = self._listed() if started else {}  # their addresses, all in one call
+        for h in started:
+            if h.name in listed:
+                h.set_addresses(listed[h.name]["NetworkSettings"]["Networks"] or {}, self.networks)
+            else:
+                self._refresh(h)
         return {s.name: self._nodes[s.name] for s in specs}
 
-    def _create_one(self, spec: NodeSpec) -> NodeHandle:
+    def _create_one(
+        self, spec: NodeSpec, prepare: Callable[[NodeHandle], object] | None
+    ) -> NodeHandle:
         handle = self.create_container(spec)
         for dname in [self.networks[lab] for lab in handle.networks[1:]]:
             self._call(
                 handle, f"connect to {dname}", _api().connect_container_to_network,
                 handle.container_id, dname, aliases=[spec.name],
             )  # fmt: skip
-        if spec.start:
+        if prepare is not None:
+            prepare(handle)
+        if spec.start:  # its addresses: create_nodes asks for all at once
             self._log_files.started(handle.container_id)
             self._call(handle, "start", _api().start, handle.container_id)
-        self._refresh(handle)
         return handle
 
     def create_container(self, spec: NodeSpec, *, start: bool = False) -> NodeHandle:
-        """`docker create` of the node on its first network (data dir made, id recorded), then
-        `docker start` if asked; nothing more (no other network, no inspect: the handle has no
-        addresses). create_nodes() builds on it; bench_support times it bare."""
+        """`docker create` of the node on its first network (data dir made, handle recorded),
+        then `docker start` if asked; nothing more (no other network, no inspect: the handle
+        has no addresses). create_nodes() builds on it; bench_support times it bare."""
         self._check_open()
         api = _api()
         data_dir = spec.make_data_dir(self.workdir, self.group_secret)
@@ -544,17 +556,11 @@ class Cluster(_Containers):
         except _DOCKER_ERRORS as e:
             raise LabError(_short(e), node=spec.name, operation="create") from e
         cid: str = c["Id"]
+        labs = [lab for lab, _ in nets]  # addresses come with the start (an inspect then)
+        handle = NodeHandle(spec.name, cid, dict.fromkeys(labs, ""), "", token, data_dir, labs)
         with self._lock:
             self._container_ids.add(cid)
-        handle = NodeHandle(
-            name=spec.name,
-            container_id=cid,
-            ips={},
-            api_url="",
-            token=token,
-            data_dir=data_dir,
-            networks=[lab for lab, _ in nets],
-        )
+            self._nodes[spec.name] = handle  # logs() reads it from now on
         if start:
             self._log_files.started(cid)
             self._call(handle, "start", api.start, cid)
@@ -563,11 +569,9 @@ class Cluster(_Containers):
     # -- teardown
 
     def close(self) -> None:
-        """Remove every container and network of this run; never raises.
-
-        Idempotent, and safe to call again: a later call also removes what a create that was
-        in flight during an earlier call (Ctrl-C) made after it.
-        """
+        """Remove every container and network of this run; never raises. Idempotent, and safe
+        to call again: a later call also removes what a create that was in flight during an
+        earlier call (Ctrl-C) made after it."""
         with self._lock:
             self._closed = True
             if not self._used:
@@ -642,12 +646,11 @@ def _remove_network(nid: str) -> bool:
             if "active endpoints" in _short(e) and attempt < 4:
                 time.sleep(0.2 * (attempt + 1))
                 continue
-            hint = ""
-            if "active endpoints" in _short(e):
-                # Engine 20.10 can lose count of a network's endpoints under load (moby#43286):
-                # no container is attached, and the network stays until the engine restarts.
-                hint = " (no container left on it? then it is Docker's stale endpoint count, "
-                hint += "moby#43286: only an engine restart frees it)"
+            # Engine 20.10 can lose count of a network's endpoints under load (moby#43286):
+            # no container is attached, and the network stays until the engine restarts.
+            stale = " (no container left on it? then it is Docker's stale endpoint count, "
+            stale += "moby#43286: only an engine restart frees it)"
+            hint = stale if "active endpoints" in _short(e) else ""
             log.warning("removing network %s failed: %s%s", nid[:12], _short(e), hint)
             return False
     return False
@@ -671,11 +674,8 @@ def resources(run_id: str | None = None) -> dict[str, list[str]]:
 
 
 def sweep(*, everything: bool = False, run_id: str | None = None) -> int:
-    """Remove lab containers and networks whose owner process is dead (or all of them).
-
-    Returns how many were removed. Resources without the lab label (e.g. the compose demo)
-    are never touched. run_id restricts the sweep to one run.
-    """
+    """Remove lab containers and networks whose owner process is dead (or all of them, or
+    of one run); returns how many. Resources without the lab label are never touched."""
     containers, networks = _labelled("sweep", naming.sweep_filter(run_id))
     cids = [c["Id"] for c in containers if naming.is_leftover(c, everything=everything)]
     nids = [n["Id"] for n in networks if naming.is_leftover(n, everything=everything)]

@@ -34,7 +34,7 @@ MAX_PER_CONTAINER = 32
 
 def packable(spec: NodeSpec) -> bool:
     """A mole node that can share a container: one network, no tmpfs, started with the rest."""
-    return spec.command is None and not spec.tmpfs and len(spec.networks) == 1
+    return spec.command is None and not spec.tmpfs and len(spec.networks) == 1 and spec.start
 
 
 def node_argv(spec: NodeSpec, token: str) -> list[str]:
@@ -77,23 +77,36 @@ class DenseCluster:
 
     # -- creating
 
-    def create_nodes(self, specs: list[NodeSpec]) -> dict[str, NodeHandle]:
+    def create_nodes(
+        self, specs: list[NodeSpec], prepare: Callable[[NodeHandle], object] | None = None
+    ) -> dict[str, NodeHandle]:
+        """As Cluster.create_nodes: `prepare` runs for each packed node once its pod exists
+        (pod.json and the node's data dir written) and before the pod starts."""
         dense = [s for s in specs if packable(s)]
         out: dict[str, NodeHandle] = {}
         rest = [s for s in specs if not packable(s)]
         if rest:
-            out.update(self.inner.create_nodes(rest))
+            out.update(self.inner.create_nodes(rest, prepare))
         by_net: dict[str, list[NodeSpec]] = {}
         for s in dense:
             by_net.setdefault(s.networks[0], []).append(s)
-        pods: list[tuple[NodeSpec, list[NodeSpec]]] = []
+        pods: list[NodeSpec] = []
+        members: dict[str, list[NodeSpec]] = {}
         for net, group in by_net.items():
             for i in range(0, len(group), self.k):
-                pods.append((self._pod_spec(net), group[i : i + self.k]))
+                pods.append(self._pod_spec(net))
+                members[pods[-1].name] = group[i : i + self.k]
+
+        def fill(pod: NodeHandle) -> None:
+            for h in self._fill(pod, members[pod.name]).values():
+                if prepare is not None:
+                    prepare(h)
+            with self.lock:
+                self.started.add(pod.name)  # started by create_nodes: start() is a no-op
+
         if pods:
-            made = self.inner.create_nodes([p for p, _ in pods])
-            for pod, members in pods:
-                out.update(self._fill(made[pod.name], members))
+            self.inner.create_nodes(pods, fill)
+            out.update({s.name: self.handles[s.name] for s in dense})
         return out
 
     def _pod_spec(self, net: str) -> NodeSpec:
@@ -106,7 +119,7 @@ class DenseCluster:
         return NodeSpec(
             name=name,
             networks=[net],
-            start=False,
+            start=True,  # once filled (create_nodes' prepare)
             entrypoint=["python3"],
             command=[POD, "/data/pod.json"],
             cap_add=["SYS_ADMIN"],  # `ip netns add` mounts the namespace under /run/netns
@@ -193,6 +206,13 @@ class DenseCluster:
     def status(self, name: str) -> str:
         p = self._pod(name)
         return str(self.inner.status(p[0] if p else name))
+
+    def statuses(self) -> dict[str, str]:
+        """Cluster.statuses(), a packed node's being its pod's."""
+        found: dict[str, str] = self.inner.statuses()
+        with self.lock:
+            pods = dict(self.pod_of)
+        return {**found, **{n: found[p] for n, (p, _) in pods.items() if p in found}}
 
     def exec(self, name: str, cmd: list[str]) -> tuple[int, str]:
         """In the node's own network namespace (its iptables, qdiscs and addresses)."""

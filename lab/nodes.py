@@ -5,6 +5,7 @@ of them (an API client, their status, a diagnosis for a failure report)."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import ipaddress
 import threading
 import time
@@ -18,7 +19,6 @@ from lab.faults import clock
 from lab.files import place_file
 from lab.nodeapi import NodeApi
 from lab.nodespec import GROUP_SECRET_FILE, TCP_PORT, NodeSpec
-from lab.parallel import each
 from lab.results import abbrev
 from lab.scenario import NodeDecl, Scenario, route_for
 from lab.tail import Event, EventTail, brief
@@ -61,6 +61,7 @@ class Nodes:
         self.cluster = cluster
         self.tail = tail
         self.trees: dict[str, Tree] = {}  # lab.trees: generated before the nodes are made
+        self.files: Mapping[str, Path] = {}  # file id -> the generated file (create_all)
         self.say = say
         self.remaining = remaining
         self.lock = threading.RLock()
@@ -80,34 +81,41 @@ class Nodes:
         routed = {n for n in self.sc.nodes if self._routed_peers(n)}
         wave1 = [n for n in self.sc.nodes if n not in routed]
         wave2 = [n for n in self.sc.nodes if n in routed]
+        self.files = files
         # Nodes whose args name another container's address ({ip:NAME}) wait for NAME's start:
         # each of these waves holds those whose every NAME is running by then.
         for wave in (*wan.ip_waves(wave1), wave2):
             if wave:
-                self._create(wave, files)
-                self.after_start([n.name for n in wave if n.start], start=True)
+                since = time.time()
+                self._create(wave)
+                self.after_start([n.name for n in wave if n.start], since=since)
 
-    def _create(self, decls: list[NodeDecl], files: Mapping[str, Path]) -> None:
-        handles = self.cluster.create_nodes([self._spec(n) for n in decls])
-        self.handles.update(handles)
+    def _create(self, decls: list[NodeDecl]) -> None:
+        """Create the nodes, each container started (if it starts now) as soon as it is made
+        and its data dir filled: the engine's one-at-a-time starts then overlap the creates
+        and the files, instead of following them."""
         for n in decls:
-            share = Path(self.handles[n.name].data_dir) / "share"
-            for f in self.sc.files:
-                if n.name in f.on:
-                    place_file(files[f.id], share / f.name)
-            for t in self.sc.trees:
-                if n.name in t.on:
-                    place_tree(self.trees[t.id], share)
-            if n.service is not None:
-                wan.prepare_service(
-                    n, self.sc, Path(self.handles[n.name].data_dir), self.cluster.group_secret
-                )
             if n.runs_node:
                 self.tail.watch(n.name)
             elif n.hostile:
                 self.node_ids[hostile.node_id(n.name)] = n.name
         if not self.tail.started:
             self.tail.start()
+        specs = [dataclasses.replace(self._spec(n), start=n.start) for n in decls]
+        self.handles.update(self.cluster.create_nodes(specs, self._fill))
+
+    def _fill(self, handle: Any) -> None:
+        """What a node's data dir holds before it starts: its files, trees, service files."""
+        n = self.sc.node(handle.name)
+        share = Path(handle.data_dir) / "share"
+        for f in self.sc.files:
+            if n.name in f.on:
+                place_file(self.files[f.id], share / f.name)
+        for t in self.sc.trees:
+            if n.name in t.on:
+                place_tree(self.trees[t.id], share)
+        if n.service is not None:
+            wan.prepare_service(n, self.sc, Path(handle.data_dir), self.cluster.group_secret)
 
     def _routed_peers(self, n: NodeDecl) -> list[str]:
         return [r.b for r in self.sc.routes() if r.a == n.name]
@@ -187,45 +195,51 @@ class Nodes:
         wan.apply_nat(self.sc, self.handles, running, names, self.cluster.exec)
         mole = [n for n in names if self.sc.node(n).runs_node]
         timeout = min(max(READY_TIMEOUT, READY_PER_NODE * len(mole)), self.remaining())
-        _, errors = each(
-            lambda n: self._wait_ready(n, timeout, since), mole, workers=8, name="mole-lab-ready"
-        )
-        if errors:
-            raise errors[0]
+        self._wait_ready(mole, timeout, since)
         self.say(f"ready: {', '.join(abbrev(names))}")
 
-    def _wait_ready(self, name: str, timeout: float, since: float) -> None:
-        """Until the node's output has a `listening` event stamped `since` or later.
+    def _listening(self, name: str, since: float) -> bool:
+        """The node's output has a `listening` event stamped `since` or later."""
+        for e in reversed(self.tail.events(name)):
+            if e.get("event") == "listening" and float(e.get("ts") or 0) >= since:
+                if isinstance(e.get("node"), str):
+                    with self.lock:
+                        self.node_ids[e["node"]] = name
+                return True
+        return False
+
+    def _wait_ready(self, names: list[str], timeout: float, since: float) -> None:
+        """Until every node's output has a `listening` event stamped `since` or later.
 
         The node emits it once its transfer and API sockets listen, and the event tail already
         reads every node's output: no HTTP poll per node (fifty of them, each answered late by
-        a node booting on cores the others and the engine keep busy) and no thread held by it.
+        a node booting on cores the others and the engine keep busy), one waiting thread for
+        all, and a container that died is noticed within a second (one engine call for all).
         """
-        last_status = [time.monotonic()]
+        pending = set(names)
+        last_look = [time.monotonic()]
 
         def ready() -> bool:
-            for e in reversed(self.tail.events(name)):
-                if e.get("event") == "listening" and float(e.get("ts") or 0) >= since:
-                    if isinstance(e.get("node"), str):
-                        with self.lock:
-                            self.node_ids[e["node"]] = name
-                    return True
-            now = time.monotonic()
-            if now - last_status[0] > 1.0:
-                last_status[0] = now
-                status = self.status(name)
-                if status in ("exited", "dead"):
+            pending.difference_update([n for n in pending if self._listening(n, since)])
+            if pending and time.monotonic() - last_look[0] > 1.0:
+                last_look[0] = time.monotonic()
+                statuses = self.statuses(sorted(pending))
+                dead = [n for n in sorted(pending) if statuses[n] in ("exited", "dead")]
+                if dead:
                     raise NodeDied(
-                        f"node {name}: container {status} before it was listening\n"
-                        + self.diagnose([name]),
+                        f"node {dead[0]}: container {statuses[dead[0]]} before it was "
+                        "listening\n" + self.diagnose(dead)
                     )
-            return False
+            return not pending
 
         wait_until(
             ready,
             timeout=timeout,
-            what=f"node {name} to be listening (its `listening` event)",
-            diagnose=lambda: self.diagnose([name]),
+            what=f"{len(names)} nodes to be listening (their `listening` event)",
+            diagnose=lambda: (
+                f"not listening yet: {', '.join(abbrev(sorted(pending)))}\n"
+                + self.diagnose(sorted(pending))
+            ),
         )
 
     def _apply_routes(self, started: Iterable[str]) -> None:
@@ -279,6 +293,14 @@ class Nodes:
             return str(self.cluster.status(name))
         except Exception as e:
             return f"unknown ({type(e).__name__}: {e})"
+
+    def statuses(self, names: list[str]) -> dict[str, str]:
+        """status() of each, in one engine call where the cluster has one."""
+        try:
+            known = dict(self.cluster.statuses())
+        except Exception:  # a cluster without statuses() (tests), or the call failed
+            known = {}
+        return {n: known[n] if n in known else self.status(n) for n in names}
 
     def peer_name(self, ev: Event) -> str:
         """The node an event is about (`peer_name`, else its node id's name)."""

@@ -114,13 +114,15 @@ class RunContext:
         #   6. write the artifacts: they record all of the above
         #   7. remove the work directory (kept with MOLE_LAB_KEEP=1)
         # Each step runs whatever the previous ones did; a failing one is reported.
+        # Each step's seconds go into the result's timings as `teardown_<key>` (bench/
+        # lab_scale.py tells the engine's removal from the lab's own work with them).
         s = self._stack
         s.callback(self._guarded, "removing the work directory", self._remove_workdir)
-        s.callback(self._guarded, "writing the artifacts", self.finisher.write_artifacts)
+        s.callback(self._guarded, "writing the artifacts", self.finisher.write_artifacts, "write")
         s.callback(self._guarded, "looking after teardown", self.finisher.after_teardown)
-        s.callback(self._guarded, "removing containers and networks", self._close_cluster)
+        s.callback(self._guarded, "removing containers and networks", self._close_cluster, "rm")
         s.callback(self._guarded, "reverting faults", self.reverts.revert_all)
-        s.callback(self._guarded, "collecting the results", self.finisher.collect)
+        s.callback(self._guarded, "collecting the results", self.finisher.collect, "collect")
         s.callback(self._guarded, "stopping the event tail", self._stop_tail)
         return self
 
@@ -159,11 +161,14 @@ class RunContext:
 
     # -- their cleanups
 
-    def _guarded(self, what: str, fn: Callable[[], object]) -> None:
+    def _guarded(self, what: str, fn: Callable[[], object], key: str = "") -> None:
+        t = time.monotonic()
         try:
             fn()
         except Exception as e:  # the other cleanups still run
             self.report.fail("teardown", f"{what} failed: {type(e).__name__}: {e}")
+        if key:
+            self.report.result.timings[f"teardown_{key}"] = time.monotonic() - t
 
     def _stop_tail(self) -> None:
         if self.tail is not None:

@@ -276,9 +276,11 @@ class Run:
         fail("timeout", "; ".join(parts))
 
     def _final(self, state: RunState) -> None:
+        t = time.monotonic()
         state.tail.poll_all()  # one last look: events that arrived since the last tick
         for e in self.expectations:
             e.final(state)
+        self.result.timings["final"] = time.monotonic() - t  # the expectations' last look
 
 
 # --------------------------------------------------------------------------- public API

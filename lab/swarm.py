@@ -296,8 +296,11 @@ class SwarmCluster(Cluster):
             self._caps = api_version() >= MIN_API_CAPS
         return self._caps
 
-    def _create_one(self, spec: NodeSpec) -> NodeHandle:
-        """The node's service, with no replica yet unless it starts now (start() scales it)."""
+    def _create_one(
+        self, spec: NodeSpec, prepare: Callable[[NodeHandle], object] | None
+    ) -> NodeHandle:
+        """The node's service, with no replica yet unless it starts now (start() scales it);
+        `prepare(handle)` fills its data dir first, as for a container."""
         data_dir = spec.make_data_dir(self.workdir, self.group_secret)
         token = secrets.token_hex(16)
         nets = [self._net(n) for n in spec.networks]
@@ -340,6 +343,8 @@ class SwarmCluster(Cluster):
             name=spec.name, container_id="", ips={}, api_url="", token=token,
             data_dir=data_dir, networks=[lab for lab, _ in nets],
         )  # fmt: skip
+        if prepare is not None:
+            prepare(handle)
         if spec.start:
             with self._lock:
                 self._nodes[spec.name] = handle

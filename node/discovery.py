@@ -585,25 +585,37 @@ class PeerTable:
 # -- announce timing --------------------------------------------------------------------------
 
 
+# After the announce on start, the next ones come this much sooner than `interval`: a node
+# that starts on a busy network (the others booting, their sockets' buffers full) is heard
+# within a second even when its first datagram is dropped somewhere, not an interval later.
+STARTUP_GAPS: Final = (0.25, 0.5)
+
+
 class Announcer:
-    """When to send the next announce: periodically, and soon after a new peer appears.
+    """When to send the next announce: at once on start, twice more within the first second
+    (STARTUP_GAPS), then periodically, and soon after a new peer appears.
 
     A new peer re-announces us so it learns of us without waiting a full interval; a burst of
     new peers is coalesced to one announce per `min_gap` (never dropped).
     """
 
-    def __init__(self, interval: float, min_gap: float = 0.05) -> None:
+    def __init__(
+        self, interval: float, min_gap: float = 0.05, startup: tuple[float, ...] = STARTUP_GAPS
+    ) -> None:
         self.interval = interval
         self.min_gap = min_gap
         self.last_sent: float | None = None
         self._next = -math.inf  # announce on start
+        self._startup = [min(g, interval) for g in startup]  # gaps still to use, in order
 
     def due(self, now: float) -> bool:
         return now >= self._next
 
     def sent(self, now: float) -> None:
+        """Any announce sent (periodic, startup or re-announce) starts the next gap."""
         self.last_sent = now
-        self._next = now + self.interval
+        gap = self._startup.pop(0) if self._startup else self.interval
+        self._next = now + gap
 
     def on_new_peer(self, now: float) -> None:
         soonest = now if self.last_sent is None else max(now, self.last_sent + self.min_gap)

@@ -15,6 +15,7 @@ import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -131,6 +132,24 @@ def test_lifecycle_status_and_logs(lab: Cluster) -> None:
     assert lab.status("n") == "exited"
 
 
+def test_prepare_fills_each_data_dir_before_its_container_starts(lab: Cluster) -> None:
+    # create_nodes pipelines create -> prepare -> start per node (the runner places a node's
+    # files in `prepare`): what prepare wrote is there when the container's process begins.
+    lab.add_network("lan")
+    show = ["sh", "-c", "cat /data/share/hello; sleep 600"]
+
+    def prepare(h: cluster.NodeHandle) -> None:
+        (h.data_dir / "share" / "hello").write_text(f"hello {h.name}\n")
+
+    specs = [NodeSpec(f"p{i}", ["lan"], entrypoint=show, command=[]) for i in range(3)]
+    specs.append(NodeSpec("idle", ["lan"], entrypoint=show, command=[], start=False))
+    lab.create_nodes(specs, prepare)
+    for i in range(3):
+        wait_for(lambda i=i: f"hello p{i}" in lab.logs(f"p{i}"), what=f"p{i}'s output")
+    assert (lab.node("idle").data_dir / "share" / "hello").read_text() == "hello idle\n"
+    assert lab.statuses() == {"p0": "running", "p1": "running", "p2": "running", "idle": "created"}
+
+
 def test_node_user_owns_its_files_and_exec_is_root(lab: Cluster) -> None:
     if os.geteuid() != 0:
         pytest.skip("simulating another host user needs chown (root)")
@@ -200,11 +219,11 @@ def test_interrupt_during_create_nodes_cleans_up(
     original = Cluster._create_one
     started = threading.Event()
 
-    def create_one(self: Cluster, spec: NodeSpec) -> cluster.NodeHandle:
+    def create_one(self: Cluster, spec: NodeSpec, prepare: Any = None) -> cluster.NodeHandle:
         if spec.name == "boom":
             started.wait(10)
             raise KeyboardInterrupt  # what Ctrl-C looks like to create_nodes
-        h = original(self, spec)
+        h = original(self, spec, prepare)
         started.set()
         return h
 
@@ -283,6 +302,7 @@ def test_real_node_api_answers_with_token(lab: Cluster) -> None:
 CHILD = """
 import sys, time
 from pathlib import Path
+from typing import Any
 from lab import cluster, naming, signals
 c = cluster.Cluster(sys.argv[1], image=sys.argv[2], workdir=Path(sys.argv[3]))
 signals.install_signal_cleanup(c)
@@ -325,20 +345,25 @@ def test_bare_lifecycle_times_phases_labels_and_leaves_nothing(
     node_image: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     seen: list[dict[str, str]] = []
+    said: list[str] = []
     remove = cluster._remove_container
 
     def spy(cid: str) -> bool:
         # close() tries again what was already removed: those are gone.
         with contextlib.suppress(cluster._DOCKER_ERRORS):
             seen.append(dict(cluster._api().inspect_container(cid)["Config"]["Labels"]))
+            said.append(cluster._api().logs(cid).decode())
         return remove(cid)
 
     monkeypatch.setattr(cluster, "_remove_container", spy)
     times = bench_support.bare_lifecycle(3, node_image, workdir=tmp_path)
-    assert set(times) == {"network", "create_start", "remove", "total"}
+    assert set(times) == {"network", "create_start", "ready", "remove", "total"}
     assert all(v > 0 for v in times.values())
-    assert times["total"] >= times["network"] + times["create_start"] + times["remove"]
+    phases = times["network"] + times["create_start"] + times["ready"] + times["remove"]
+    assert times["total"] >= phases
     assert len(seen) == 3
+    # Like for like with the lab: each node was up (listening) before it was removed.
+    assert all(bench_support.LISTENING in text for text in said), said
     runs = {labels[naming.LABEL_RUN] for labels in seen}
     assert len(runs) == 1 and next(iter(runs)).startswith("bare-")
     assert all(

@@ -7,6 +7,7 @@ import json
 import os
 import stat
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -33,13 +34,19 @@ class FakeInner:
     def nodes(self) -> dict[str, NodeHandle]:
         return dict(self._nodes)
 
-    def create_nodes(self, specs: list[NodeSpec]) -> dict[str, NodeHandle]:
+    def create_nodes(
+        self, specs: list[NodeSpec], prepare: Callable[[NodeHandle], object] | None = None
+    ) -> dict[str, NodeHandle]:
         out = {}
         for s in specs:
             self.calls.append(("create", s.name, s.command, tuple(s.cap_add), s.user))
             h = NodeHandle(s.name, f"id-{s.name}", {}, "", "t", s.make_data_dir(self.workdir))
             h.networks = list(s.networks)
             out[s.name] = self._nodes[s.name] = h
+            if prepare is not None:
+                prepare(h)
+            if s.start:  # as Cluster does: prepared, then started
+                self.calls.append(("start", s.name))
         return out
 
     def start(self, name: str) -> None:
@@ -65,13 +72,15 @@ class FakeInner:
 def test_k_nodes_per_container_each_with_its_own_address_and_data(tmp_path: Path) -> None:
     inner = FakeInner(tmp_path)
     c = dense.DenseCluster(inner, 3)
-    specs = [NodeSpec(f"n{i}", ["lan"], start=False) for i in range(5)]
-    specs.append(NodeSpec("t", ["lan"], tmpfs={"/data/inbox": "size=1m"}, start=False))
+    specs = [NodeSpec(f"n{i}", ["lan"]) for i in range(5)]
+    specs.append(NodeSpec("t", ["lan"], tmpfs={"/data/inbox": "size=1m"}))
+    specs.append(NodeSpec("later", ["lan"], start=False))  # started by a step: its own
     handles = c.create_nodes(specs)
     pods = [x for x in inner.calls if x[0] == "create" and x[1].startswith("pod")]
     assert [p[1] for p in pods] == ["pod0", "pod1"]  # 3 + 2
     assert all(p[2] == [dense.POD, "/data/pod.json"] and p[3] == ("SYS_ADMIN",) for p in pods)
     assert ("create", "t", None, (), None) in inner.calls  # a tmpfs node keeps its own
+    assert ("create", "later", None, (), None) in inner.calls
     ips = [handles[f"n{i}"].ips["lan"] for i in range(5)]
     assert ips == ["10.213.7.254", "10.213.7.253", "10.213.7.252", "10.213.7.251", "10.213.7.250"]
     assert handles["n0"].api_url == "http://10.213.7.254:47102"
@@ -84,10 +93,12 @@ def test_k_nodes_per_container_each_with_its_own_address_and_data(tmp_path: Path
     argv = cfg[1]["argv"]
     assert argv[argv.index("--share") + 1] == "/data/n1/share"
     assert argv[argv.index("--api-token") + 1] == handles["n1"].token
-    # a pod starts once, for all its nodes
+    # a pod starts once, for all its nodes: when made (filled first), not again
     for n in ("n0", "n1", "n2", "n3"):
         c.start(n)
-    assert [x for x in inner.calls if x[0] == "start"] == [("start", "pod0"), ("start", "pod1")]
+    pod_starts = [x for x in inner.calls if x[0] == "start" and x[1].startswith("pod")]
+    assert pod_starts == [("start", "pod0"), ("start", "pod1")]
+    assert ("start", "later") not in inner.calls
     # faults run in the node's namespace; lifecycle verbs are refused
     c.exec("n4", ["iptables", "-S"])
     assert inner.calls[-1] == ("exec", "pod1", ["ip", "netns", "exec", "n1", "iptables", "-S"])
@@ -102,6 +113,26 @@ def test_k_nodes_per_container_each_with_its_own_address_and_data(tmp_path: Path
     (handles["n2"].data_dir / "node.log").write_text('{"event":"listening"}\nx\n')
     assert c.logs("n2").startswith('{"event":"listening"}')
     assert set(c.nodes) >= {"n0", "n4", "t", "pod0"}
+
+
+def test_a_pod_starts_once_its_nodes_are_prepared(tmp_path: Path) -> None:
+    # The runner places each node's files in its share before its container starts (in the
+    # same worker: create, fill, start); a pod holds several nodes, so all of them first.
+    inner = FakeInner(tmp_path)
+    c = dense.DenseCluster(inner, 2)
+    seen: list[tuple[str, bool]] = []
+
+    def prepare(h: NodeHandle) -> None:
+        (h.data_dir / "share" / "f").write_text(h.name)
+        seen.append((h.name, ("start", c.pod_of[h.name][0]) in inner.calls))
+
+    handles = c.create_nodes([NodeSpec(f"n{i}", ["lan"]) for i in range(3)], prepare)
+    assert seen == [("n0", False), ("n1", False), ("n2", False)]  # none after its pod started
+    assert [x[1] for x in inner.calls if x[0] == "start"] == ["pod0", "pod1"]
+    assert (handles["n1"].data_dir / "share" / "f").read_text() == "n1"
+    assert (tmp_path / "pod0" / "pod.json").is_file()
+    inner.statuses = lambda: {"pod0": "running", "pod1": "exited"}  # type: ignore[attr-defined]
+    assert c.statuses()["n1"] == "running" and c.statuses()["n2"] == "exited"
 
 
 def test_the_addresses_run_out_before_the_engines(tmp_path: Path) -> None:
@@ -167,7 +198,7 @@ def test_dense_nodes_join_the_run_group_and_scenario_groups_with_their_own_secre
     inner.group_secret = "run-secret"  # type: ignore[attr-defined]
     c = dense.DenseCluster(inner, 2)
     swarm = ["--group", f"swarm:@/data/{GROUP_SECRET_FILE}"]
-    handles = c.create_nodes([NodeSpec(f"n{i}", ["lan"], args=swarm, start=False) for i in (0, 1)])
+    handles = c.create_nodes([NodeSpec(f"n{i}", ["lan"], args=swarm) for i in (0, 1)])
     secret = handles["n1"].data_dir / GROUP_SECRET_FILE
     assert secret.read_text().strip() == "run-secret"
     assert stat.S_IMODE(os.stat(secret).st_mode) == 0o600

@@ -246,6 +246,7 @@ class FakeWorld:
         self.script: dict[str, list[tuple[str, str, dict[str, Any]]]] = {}
         self.clusters: list[FakeCluster] = []
         self.on_close: Callable[[FakeCluster], None] | None = None  # last act of the nodes
+        self.crash: set[str] = set()  # nodes whose container exits at start, never listening
 
 
 class FakeNode:
@@ -417,7 +418,9 @@ class FakeCluster:
         self.networks.append(name)
         return f"mole-{self.run_id}-{name}"
 
-    def create_nodes(self, specs: list[Any]) -> dict[str, SimpleNamespace]:
+    def create_nodes(
+        self, specs: list[Any], prepare: Callable[[Any], object] | None = None
+    ) -> dict[str, SimpleNamespace]:
         out = {}
         for spec in specs:
             data_dir = self.workdir / spec.name
@@ -435,6 +438,11 @@ class FakeCluster:
                 networks=list(spec.networks),
             )
             self.handles[spec.name] = out[spec.name] = h
+        for spec in specs:  # as Cluster does: each prepared (its files), then started
+            if prepare is not None:
+                prepare(self.handles[spec.name])
+            if spec.start:
+                self.start(spec.name)
         return out
 
     def start(self, name: str) -> None:
@@ -446,6 +454,10 @@ class FakeCluster:
         h = self.handles[name]
         h.ips = {net: f"10.9.{self.networks.index(net)}.{node.index}" for net in h.networks}
         node.status = "running"
+        if name in self.world.crash:
+            node.status = "exited"
+            node.lines.append("Traceback: boom")
+            return
         if node.spec.command is not None:  # a router
             node.running = True
             return
@@ -1082,3 +1094,25 @@ def test_wrong_bytes_under_a_shared_name(tmp_path: Path) -> None:
     assert any(
         m.startswith("c: inbox/report.txt has the wrong content") and " or " in m for m in content
     ), content
+
+
+def test_a_node_that_dies_before_listening_fails_the_setup_at_once(tmp_path: Path) -> None:
+    # One wait for all the nodes' `listening` lines, with a death check of every pending
+    # container each second (one statuses() call): not the whole readiness deadline (30 s).
+    world = FakeWorld()
+    world.crash.add("c")
+    t = time.monotonic()
+    result, _, _ = fake_run(
+        """
+        name: crash
+        timeout: 60
+        nodes: [{name: a}, {name: b}, {name: c}]
+        """,
+        tmp_path,
+        world,
+    )
+    assert time.monotonic() - t < 15
+    assert result.status == "failed"
+    setup = [f for f in result.failures if f.what == "setup"]
+    assert setup and "node c: container exited before it was listening" in setup[0].message
+    assert "Traceback: boom" in setup[0].message  # its log tail, in the diagnosis

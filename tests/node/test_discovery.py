@@ -346,14 +346,32 @@ def test_peers_sorted_and_counters_are_plain_ints() -> None:
 
 
 def test_announcer_periodic() -> None:
-    an = Announcer(2.0)
+    an = Announcer(2.0, startup=())
     assert an.due(0.0)  # announce on start
     an.sent(0.0)
     assert not an.due(1.99) and an.next_deadline() == 2.0 and an.due(2.0)
 
 
+def test_announcer_says_it_three_times_in_the_first_second_then_settles() -> None:
+    # A late node's first announce lost (or read late) somewhere on a busy LAN must not cost
+    # an interval: twice more within the first second, then the interval.
+    an = Announcer(2.0)
+    assert an.due(0.0)
+    an.sent(0.0)
+    assert an.next_deadline() == 0.25
+    an.sent(0.25)
+    assert an.next_deadline() == 0.75
+    an.sent(0.75)
+    assert an.next_deadline() == 2.75
+    an.sent(2.75)
+    assert an.next_deadline() == 4.75
+    short = Announcer(0.1)  # never slower than the interval asked for
+    short.sent(0.0)
+    assert short.next_deadline() == 0.1
+
+
 def test_announcer_new_peer_is_rate_limited_and_coalesced() -> None:
-    an = Announcer(2.0, min_gap=0.05)
+    an = Announcer(2.0, min_gap=0.05, startup=())
     an.sent(1.0)
     an.on_new_peer(1.01)
     assert an.next_deadline() == pytest.approx(1.05)  # not sooner than min_gap after the last
