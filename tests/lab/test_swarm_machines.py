@@ -1,0 +1,191 @@
+"""`lab run --swarm` over two machines for real: the second machine is a Docker engine in a
+container (lab.services' `mole-dind`: Debian's docker.io on the lab base), which joins the
+host's swarm as a worker over a bridge; `beyond-the-lan` runs with site a on the host and site
+b on that machine, the tracker on the overlay between them.
+
+Slow (the node image is copied into the second engine, whose storage is vfs: 2 to 4 minutes
+here), so it runs only with MOLE_LAB_MULTI=1 (docs/scenarios.md "Many machines"). It needs an
+engine with no swarm (it makes one advertised on the bridge, and leaves it), and leaves nothing:
+the worker leaves, the machine's container, volume and bridge are removed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lab.scenario import load_scenario
+
+SCENARIOS = Path(__file__).resolve().parents[2] / "scenarios"
+GATE = "MOLE_LAB_MULTI"
+UP_TIMEOUT = 60.0  # the second engine answering, then Ready in the swarm
+
+
+@dataclasses.dataclass
+class Machine:
+    name: str
+    url: str
+    api: Any  # its engine's low-level client
+    gateway: str  # the host's address on the machines' bridge: the swarm is advertised there
+
+
+def _wait(what: str, fn: Any, timeout: float = UP_TIMEOUT) -> Any:
+    from lab.waits import wait_until
+
+    return wait_until(fn, timeout=timeout, what=what)
+
+
+@contextlib.contextmanager
+def second_machine(shared: Path) -> Iterator[Machine]:
+    """A Docker engine in a container on a bridge of its own, seeing `shared` at the same path
+    (the lab's work directories): the caller makes it join the swarm."""
+    from lab import cluster, naming, services
+
+    host = cluster.client()
+    run_id = f"m2-{os.getpid()}"
+    labels = naming.run_labels(run_id, cluster.owner_id())
+    image = services.ensure_dind_image()
+    net = host.networks.create(f"mole-{run_id}", driver="bridge", labels=labels)
+    vol = host.volumes.create(f"mole-{run_id}-docker", labels=labels)
+    box = None
+    try:
+        box = host.containers.run(
+            image, ["-H", "tcp://0.0.0.0:2375"], name=f"mole-{run_id}", hostname="m2",
+            detach=True, labels=labels, network=net.name,
+            # Every capability but CAP_SYS_RESOURCE, which some hosts cannot grant (then
+            # --privileged fails): what a dockerd needs, without needing all.
+            cap_add=["ALL"], cap_drop=["SYS_RESOURCE"],
+            security_opt=["seccomp=unconfined", "apparmor=unconfined"],
+            tmpfs={"/run": ""},
+            volumes={vol.name: {"bind": "/var/lib/docker", "mode": "rw"}, str(shared): {
+                "bind": str(shared), "mode": "rw"}},
+        )  # fmt: skip
+        box.reload()
+        ip = box.attrs["NetworkSettings"]["Networks"][net.name]["IPAddress"]
+        net.reload()
+        gateway = net.attrs["IPAM"]["Config"][0]["Gateway"]
+        url = f"tcp://{ip}:2375"
+        api = _wait("the second engine", lambda: _engine_or_none(url))
+        yield Machine("m2", url, api, gateway)
+    finally:
+        if box is not None:
+            with contextlib.suppress(Exception):
+                box.stop(timeout=20)  # its dockerd stops its containers (their cgroups go)
+            with contextlib.suppress(Exception):
+                box.remove(force=True, v=True)
+        with contextlib.suppress(Exception):
+            vol.remove(force=True)
+        with contextlib.suppress(Exception):
+            net.remove()
+
+
+def _engine_or_none(url: str) -> Any:
+    from lab import swarm
+    from lab.cluster import LabError
+
+    try:
+        return swarm.engine_api(url)
+    except LabError:
+        return None
+
+
+def _copy_image(tag: str, to: Any) -> None:
+    from lab import cluster
+
+    to.load_image(cluster.client().api.get_image(tag))
+
+
+@pytest.mark.lab
+def test_beyond_the_lan_with_a_site_on_each_of_two_machines(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if os.environ.get(GATE) != "1":
+        pytest.skip(f"slow (2-4 min): set {GATE}=1 to run it")
+    from lab import cluster, runner, swarm
+
+    why = cluster.docker_unavailable() or swarm.unavailable()
+    if why:
+        pytest.skip(f"no swarm here: {why}")
+    if swarm._swarm_info().get("LocalNodeState") != "inactive":
+        pytest.skip("the engine is in a swarm already: this test makes its own, over a bridge")
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    monkeypatch.setenv("MOLE_LAB_TMP", str(shared))  # the lab's work dirs, seen by both
+    image = runner.node_image()
+    with second_machine(shared) as m2:
+        _copy_image(image, m2.api)
+        monkeypatch.setattr(swarm, "ADVERTISE", m2.gateway)  # the bridge's gateway
+        with swarm.session() as made:
+            assert made
+            api = swarm._api()
+            token = api.inspect_swarm()["JoinTokens"]["Worker"]
+            m2.api.join_swarm([f"{m2.gateway}:2377"], token)
+            try:
+                _label_machines(api, m2)
+                result, cl = _run(image, tmp_path)
+                assert result.status == "passed", result.report()
+                # b and its router really ran on the second machine, asked through its engine.
+                assert cl._where["b"] == cl._where["nat-b"] != cl._this_machine()
+                assert cl._where["a"] == cl._this_machine()
+                assert cl.node("b").api_exec and not cl.node("a").api_exec
+                flt = {"label": f"io.mole.lab.run={result.run_id}"}
+                assert m2.api.containers(all=True, filters=flt) == []
+                assert swarm.resources(result.run_id) == {"services": [], "networks": []}
+                assert cluster.resources(result.run_id) == {"containers": [], "networks": []}
+            finally:
+                with contextlib.suppress(Exception):
+                    m2.api.leave_swarm(force=True)
+                for n in api.nodes():
+                    if n["Description"]["Hostname"] == "m2":
+                        with contextlib.suppress(Exception):
+                            api.remove_node(n["ID"], force=True)
+    assert swarm._swarm_info().get("LocalNodeState") == "inactive" or swarm._users_left()
+
+
+def _label_machines(api: Any, m2: Machine) -> None:
+    """Site a on the host, site b on m2, m2's engine endpoint as its label (once it is Ready)."""
+    here = api.info()["Swarm"]["NodeID"]
+
+    def m2_ready() -> str | None:
+        for n in api.nodes():
+            if n["Description"]["Hostname"] == "m2" and n["Status"]["State"] == "ready":
+                return str(n["ID"])
+        return None
+
+    m2_id = _wait("m2 ready in the swarm", m2_ready)
+    for nid, labels in (
+        (here, {"mole.site": "a"}),
+        (m2_id, {"mole.site": "b", "mole.engine": m2.url}),
+    ):
+        node = api.inspect_node(nid)
+        spec = {**node["Spec"], "Labels": {**(node["Spec"].get("Labels") or {}), **labels}}
+        api.update_node(nid, node["Version"]["Index"], spec)
+
+
+def _run(image: str, tmp_path: Path) -> tuple[Any, Any]:
+    from lab import runner, swarm, swarmspec
+
+    sc = load_scenario(SCENARIOS / "beyond-the-lan.yaml")
+    place = (("site-a", ("node.labels.mole.site == a",)),
+             ("site-b", ("node.labels.mole.site == b",)))  # fmt: skip
+    sc = dataclasses.replace(sc, swarm=dataclasses.replace(swarmspec.declared(sc), place=place))
+    made: list[Any] = []
+
+    def factory(run_id: str, *, image: str, workdir: Path) -> Any:
+        made.append(swarm.SwarmCluster(run_id, image=image, workdir=workdir, sc=sc))
+        return made[0]
+
+    t = time.monotonic()
+    r = runner.run_scenario(
+        sc, image=image, artifacts_root=tmp_path / "artifacts", swarm=True,
+        cluster_factory=factory,
+    )  # fmt: skip
+    print(f"beyond-the-lan over two machines: {r.status} in {time.monotonic() - t:.1f} s")
+    return r, made[0]
