@@ -106,8 +106,7 @@ class Machines:
             raise LabError(
                 f"no engine endpoint for swarm machine {host} ({node_id[:12]}): set "
                 f"`docker node update --label-add {LABEL}=tcp://HOST:2375 {host}` (or "
-                f"ssh://USER@HOST), or {ENV}={host}=URL / lab run --swarm-engine {host}=URL",
-                operation="reach the engine of a swarm machine",
+                f"ssh://USER@HOST), or {ENV}={host}=URL / lab run --swarm-engine {host}=URL"
             )
         api = self._connect(url)
         with self._lock:

@@ -323,7 +323,12 @@ class SwarmCluster(Cluster):
 
     def _api_of(self, h: NodeHandle) -> Any:
         where = self._where.get(h.name, "")
-        return self.machines.api(where) if where != self._this_machine() else _api()
+        if where == self._this_machine():
+            return _api()
+        try:
+            return self.machines.api(where)
+        except LabError as e:  # the node it concerns, with what the machines said
+            raise LabError(str(e), node=h.name, operation="reach its machine's engine") from e
 
     def _caps_ok(self) -> bool:
         """Services on this engine can be given capabilities."""

@@ -138,6 +138,13 @@ def test_every_verb_on_a_node_of_another_machine_goes_to_that_machines_engine(
     assert {"start", "inspect_container", "logs"} <= set(m2.calls)
     assert set(local.calls) <= {"info"}, local.calls  # only the log-file lookup asked here
     assert c.exec("b", ["true"]) == (0, "ran on vm")  # a node of this machine: its own engine
+    c._where["a"] = "m3id-unknown"  # a machine with no endpoint: the node's verb says so
+    with pytest.raises(
+        LabError,
+        match=r"^node a: reach its machine's engine failed: no engine endpoint for swarm machine",
+    ):
+        c.exec("a", ["true"])
+    c._where["a"] = "m2id"
     c.start("b")
     assert not c.node("b").api_exec
     c.close()
