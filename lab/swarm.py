@@ -196,12 +196,12 @@ def _tmpfs_mount(target: str, options: str) -> Any:
     )  # fmt: skip
 
 
-def engine_api(url: str) -> Any:
+def engine_api(url: str, timeout: float = TIMEOUT) -> Any:
     """The low-level client of another machine's engine (`tcp://`, `ssh://` through the
     system's ssh client, `unix://`), checked with a ping; LabError naming the URL."""
     try:
         c = docker.DockerClient(
-            base_url=url, timeout=int(TIMEOUT), max_pool_size=4 * WORKERS,
+            base_url=url, timeout=int(timeout), max_pool_size=4 * WORKERS,
             use_ssh_client=url.startswith("ssh://"),
         )  # fmt: skip
         c.ping()

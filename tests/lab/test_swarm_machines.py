@@ -26,6 +26,8 @@ from lab.scenario import load_scenario
 SCENARIOS = Path(__file__).resolve().parents[2] / "scenarios"
 GATE = "MOLE_LAB_MULTI"
 UP_TIMEOUT = 60.0  # the second engine answering, then Ready in the swarm
+COPY_TIMEOUT = 600.0  # the node image loaded into it
+SITE_A, SITE_B = "node.labels.mole.site == a", "node.labels.mole.site == b"
 
 
 @dataclasses.dataclass
@@ -96,10 +98,11 @@ def _engine_or_none(url: str) -> Any:
         return None
 
 
-def _copy_image(tag: str, to: Any) -> None:
-    from lab import cluster
+def _copy_image(tag: str, url: str) -> None:
+    """`docker save | docker load` into the second engine (minutes on a loaded host: vfs)."""
+    from lab import cluster, swarm
 
-    to.load_image(cluster.client().api.get_image(tag))
+    swarm.engine_api(url, timeout=COPY_TIMEOUT).load_image(cluster.client().api.get_image(tag))
 
 
 @pytest.mark.lab
@@ -120,7 +123,7 @@ def test_beyond_the_lan_with_a_site_on_each_of_two_machines(
     monkeypatch.setenv("MOLE_LAB_TMP", str(shared))  # the lab's work dirs, seen by both
     image = runner.node_image()
     with second_machine(shared) as m2:
-        _copy_image(image, m2.api)
+        _copy_image(image, m2.url)
         monkeypatch.setattr(swarm, "ADVERTISE", m2.gateway)  # the bridge's gateway
         with swarm.session() as made:
             assert made
@@ -129,16 +132,21 @@ def test_beyond_the_lan_with_a_site_on_each_of_two_machines(
             m2.api.join_swarm([f"{m2.gateway}:2377"], token)
             try:
                 _label_machines(api, m2)
-                result, cl = _run(image, tmp_path)
+                sites = (("site-a", (SITE_A,)), ("site-b", (SITE_B,)))
+                result, cl = _run("beyond-the-lan", sites, image, tmp_path)
                 assert result.status == "passed", result.report()
                 # b and its router really ran on the second machine, asked through its engine.
                 assert cl._where["b"] == cl._where["nat-b"] != cl._this_machine()
                 assert cl._where["a"] == cl._this_machine()
                 assert cl.node("b").api_exec and not cl.node("a").api_exec
-                flt = {"label": f"io.mole.lab.run={result.run_id}"}
-                assert m2.api.containers(all=True, filters=flt) == []
-                assert swarm.resources(result.run_id) == {"services": [], "networks": []}
-                assert cluster.resources(result.run_id) == {"containers": [], "networks": []}
+                _nothing_left(result.run_id, m2)
+                # A whole LAN on the second machine: a bandwidth fault (tc), then a kill and a
+                # start of the sender mid-transfer, all through that machine's engine.
+                on_b = (("a", (SITE_B,)), ("b", (SITE_B,)))
+                result, cl = _run("resume-sender-killed", on_b, image, tmp_path)
+                assert result.status == "passed", result.report()
+                assert cl._where["a"] == cl._where["b"] != cl._this_machine()
+                _nothing_left(result.run_id, m2)
             finally:
                 with contextlib.suppress(Exception):
                     m2.api.leave_swarm(force=True)
@@ -147,6 +155,15 @@ def test_beyond_the_lan_with_a_site_on_each_of_two_machines(
                         with contextlib.suppress(Exception):
                             api.remove_node(n["ID"], force=True)
     assert swarm._swarm_info().get("LocalNodeState") == "inactive" or swarm._users_left()
+
+
+def _nothing_left(run_id: str, m2: Machine) -> None:
+    from lab import cluster, swarm
+
+    flt = {"label": f"io.mole.lab.run={run_id}"}
+    assert m2.api.containers(all=True, filters=flt) == []
+    assert swarm.resources(run_id) == {"services": [], "networks": []}
+    assert cluster.resources(run_id) == {"containers": [], "networks": []}
 
 
 def _label_machines(api: Any, m2: Machine) -> None:
@@ -169,12 +186,13 @@ def _label_machines(api: Any, m2: Machine) -> None:
         api.update_node(nid, node["Version"]["Index"], spec)
 
 
-def _run(image: str, tmp_path: Path) -> tuple[Any, Any]:
+def _run(
+    name: str, place: tuple[tuple[str, tuple[str, ...]], ...], image: str, tmp_path: Path
+) -> tuple[Any, Any]:
+    """The scenario placed by `place`, on the swarm; (its result, its SwarmCluster)."""
     from lab import runner, swarm, swarmspec
 
-    sc = load_scenario(SCENARIOS / "beyond-the-lan.yaml")
-    place = (("site-a", ("node.labels.mole.site == a",)),
-             ("site-b", ("node.labels.mole.site == b",)))  # fmt: skip
+    sc = load_scenario(SCENARIOS / f"{name}.yaml")
     sc = dataclasses.replace(sc, swarm=dataclasses.replace(swarmspec.declared(sc), place=place))
     made: list[Any] = []
 
@@ -187,5 +205,5 @@ def _run(image: str, tmp_path: Path) -> tuple[Any, Any]:
         sc, image=image, artifacts_root=tmp_path / "artifacts", swarm=True,
         cluster_factory=factory,
     )  # fmt: skip
-    print(f"beyond-the-lan over two machines: {r.status} in {time.monotonic() - t:.1f} s")
+    print(f"{name} over two machines: {r.status} in {time.monotonic() - t:.1f} s")
     return r, made[0]
