@@ -232,3 +232,16 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def test_swarm_engine_options_join_the_environment_and_a_bad_one_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from lab import runner
+
+    missing = str(tmp_path / "none.yaml")  # the run stops there, after the options are read
+    monkeypatch.setenv(machines.ENV, "m3=ssh://lab@m3")
+    assert runner.main_run([missing, "--swarm", "--swarm-engine", "m2"]) == 2
+    assert "--swarm-engine: 'm2' is not NODE=URL" in capsys.readouterr().err
+    assert runner.main_run([missing, "--swarm", "--swarm-engine", "m2=tcp://10.0.0.2:2375"]) == 2
+    assert machines.written() == {"m3": "ssh://lab@m3", "m2": "tcp://10.0.0.2:2375"}

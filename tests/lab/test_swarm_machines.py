@@ -1,9 +1,10 @@
 """`lab run --swarm` over two machines for real: the second machine is a Docker engine in a
 container (lab.services' `mole-dind`: Debian's docker.io on the lab base), which joins the
 host's swarm as a worker over a bridge; `beyond-the-lan` runs with site a on the host and site
-b on that machine, the tracker on the overlay between them.
+b on that machine, the tracker on the overlay between them; then `resume-sender-killed` with
+its whole LAN on that machine (a fault, a kill and a start through its engine).
 
-Slow (the node image is copied into the second engine, whose storage is vfs: 2 to 4 minutes
+Slow (the node image is copied into the second engine, whose storage is vfs: 1:40 to 2:30
 here), so it runs only with MOLE_LAB_MULTI=1 (docs/scenarios.md "Many machines"). It needs an
 engine with no swarm (it makes one advertised on the bridge, and leaves it), and leaves nothing:
 the worker leaves, the machine's container, volume and bridge are removed.
