@@ -100,6 +100,8 @@ FROM ${BASE}
 COPY *.deb /tmp/debs/
 RUN dpkg -i /tmp/debs/*.deb && rm -rf /tmp/debs
 COPY dind-entry.sh /usr/local/bin/dind-entry.sh
+# Its images and containers: an anonymous volume, removed with the container (also by `lab clean`).
+VOLUME /var/lib/docker
 ENTRYPOINT ["sh", "/usr/local/bin/dind-entry.sh"]
 """
 # Unprivileged (a host that cannot grant every capability cannot run --privileged), the

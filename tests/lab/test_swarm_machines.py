@@ -37,6 +37,7 @@ class Machine:
     url: str
     api: Any  # its engine's low-level client
     gateway: str  # the host's address on the machines' bridge: the swarm is advertised there
+    leftovers: dict[str, list[str]]  # what must be gone afterwards: container, volumes, network
 
 
 def _wait(what: str, fn: Any, timeout: float = UP_TIMEOUT) -> Any:
@@ -56,7 +57,6 @@ def second_machine(shared: Path) -> Iterator[Machine]:
     labels = naming.run_labels(run_id, cluster.owner_id())
     image = services.ensure_dind_image()
     net = host.networks.create(f"mole-{run_id}", driver="bridge", labels=labels)
-    vol = host.volumes.create(f"mole-{run_id}-docker", labels=labels)
     box = None
     try:
         box = host.containers.run(
@@ -67,8 +67,7 @@ def second_machine(shared: Path) -> Iterator[Machine]:
             cap_add=["ALL"], cap_drop=["SYS_RESOURCE"],
             security_opt=["seccomp=unconfined", "apparmor=unconfined"],
             tmpfs={"/run": ""},
-            volumes={vol.name: {"bind": "/var/lib/docker", "mode": "rw"}, str(shared): {
-                "bind": str(shared), "mode": "rw"}},
+            volumes={str(shared): {"bind": str(shared), "mode": "rw"}},
         )  # fmt: skip
         box.reload()
         ip = box.attrs["NetworkSettings"]["Networks"][net.name]["IPAddress"]
@@ -76,15 +75,15 @@ def second_machine(shared: Path) -> Iterator[Machine]:
         gateway = net.attrs["IPAM"]["Config"][0]["Gateway"]
         url = f"tcp://{ip}:2375"
         api = _wait("the second engine", lambda: _engine_or_none(url))
-        yield Machine("m2", url, api, gateway)
+        volumes = [m["Name"] for m in box.attrs["Mounts"] if m["Type"] == "volume"]
+        leftovers = {"containers": [box.id], "volumes": volumes, "networks": [net.id]}
+        yield Machine("m2", url, api, gateway, leftovers)
     finally:
         if box is not None:
             with contextlib.suppress(Exception):
                 box.stop(timeout=20)  # its dockerd stops its containers (their cgroups go)
             with contextlib.suppress(Exception):
-                box.remove(force=True, v=True)
-        with contextlib.suppress(Exception):
-            vol.remove(force=True)
+                box.remove(force=True, v=True)  # and its /var/lib/docker volume
         with contextlib.suppress(Exception):
             net.remove()
 
@@ -114,6 +113,7 @@ def test_beyond_the_lan_with_a_site_on_each_of_two_machines(
         pytest.skip(f"slow (2-4 min): set {GATE}=1 to run it")
     from lab import cluster, runner, swarm
 
+    docker = pytest.importorskip("docker")
     why = cluster.docker_unavailable() or swarm.unavailable()
     if why:
         pytest.skip(f"no swarm here: {why}")
@@ -156,6 +156,12 @@ def test_beyond_the_lan_with_a_site_on_each_of_two_machines(
                         with contextlib.suppress(Exception):
                             api.remove_node(n["ID"], force=True)
     assert swarm._swarm_info().get("LocalNodeState") == "inactive" or swarm._users_left()
+    host = cluster.client()
+    assert m2.leftovers["volumes"]  # its engine's storage was a volume, now gone with the rest
+    for kind, ids in m2.leftovers.items():
+        for i in ids:
+            with pytest.raises(docker.errors.NotFound):
+                getattr(host, kind).get(i)
 
 
 def _nothing_left(run_id: str, m2: Machine) -> None:
