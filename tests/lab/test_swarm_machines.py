@@ -110,7 +110,7 @@ def test_beyond_the_lan_with_a_site_on_each_of_two_machines(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     if os.environ.get(GATE) != "1":
-        pytest.skip(f"slow (2-4 min): set {GATE}=1 to run it")
+        pytest.skip(f"slow (about 2 min): set {GATE}=1 to run it")
     from lab import cluster, runner, swarm
 
     docker = pytest.importorskip("docker")
