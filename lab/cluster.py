@@ -86,10 +86,6 @@ def _short(e: BaseException) -> str:
     return str(e).splitlines()[0] if str(e) else type(e).__name__
 
 
-def _not_found(e: BaseException) -> bool:
-    return isinstance(e, docker.errors.NotFound)
-
-
 def _engine(operation: str, fn: Callable[..., T], *a: Any, **kw: Any) -> T:
     """fn(*a, **kw), an engine call that concerns no node: a failure names the operation."""
     try:
@@ -241,8 +237,7 @@ def image_tags(repo: str) -> list[str]:
 
 
 def remove_image(tag: str, *, force: bool = True) -> None:
-    """Remove a tag (and its image when no other tag holds it). force=False fails when a
-    container still uses the image, which is what pruning wants."""
+    """Remove a tag (its image if no other tag holds it); force=False: not while in use."""
     _image_call(f"remove image {tag}", _api().remove_image, tag, force=force)
 
 
@@ -250,10 +245,9 @@ def remove_image(tag: str, *, force: bool = True) -> None:
 
 
 class _Containers:
-    """The containers of one run, by node name, and what is done to one of them. Split from
-    Cluster (which creates and removes them, with their networks) the way docker-py splits its
-    client into per-endpoint mixins. Every call names the node; a Docker failure becomes a
-    LabError with the container's status and log tail."""
+    """The containers of one run, by node name, and what is done to one of them (split from
+    Cluster, which creates and removes them). Every call names the node; a Docker failure
+    becomes a LabError with the container's status and log tail."""
 
     def __init__(self, run_id: str) -> None:
         self.run_id = run_id
@@ -280,6 +274,10 @@ class _Containers:
                 return lab, dname
         raise LabError(f"unknown network {network!r}", operation="network lookup")
 
+    def _api_of(self, h: NodeHandle) -> Any:
+        """The client of the engine that runs the node's container (lab.swarm: its machine's)."""
+        return _api()
+
     def _call(self, h: NodeHandle, operation: str, fn: Callable[..., T], *a: Any, **kw: Any) -> T:
         try:
             return fn(*a, **kw)
@@ -289,13 +287,14 @@ class _Containers:
     def _error(self, h: NodeHandle, operation: str, e: BaseException) -> LabError:
         status = tail = None
         with contextlib.suppress(Exception):  # best effort: the error itself is what matters
-            status = _api().inspect_container(h.container_id)["State"]["Status"]
-            tail = _api().logs(h.container_id, tail=LOG_TAIL).decode("utf-8", "replace")
+            api = self._api_of(h)
+            status = api.inspect_container(h.container_id)["State"]["Status"]
+            tail = api.logs(h.container_id, tail=LOG_TAIL).decode("utf-8", "replace")
         return LabError(_short(e), node=h.name, operation=operation, status=status, log_tail=tail)
 
     def _refresh(self, h: NodeHandle) -> None:
         """Re-read the node's addresses (they are assigned at start, and may change on restart)."""
-        info = self._call(h, "inspect", _api().inspect_container, h.container_id)
+        info = self._call(h, "inspect", self._api_of(h).inspect_container, h.container_id)
         h.set_addresses(info["NetworkSettings"]["Networks"] or {}, self.networks)
 
     # -- lifecycle
@@ -305,7 +304,7 @@ class _Containers:
         h = self.node(name)
         if method in ("start", "restart"):
             self._log_files.started(h.container_id)  # it writes output from now on
-        self._call(h, operation, getattr(_api(), method), h.container_id, **kw)
+        self._call(h, operation, getattr(self._api_of(h), method), h.container_id, **kw)
         return h
 
     def start(self, name: str) -> None:
@@ -329,7 +328,7 @@ class _Containers:
     def exec(self, name: str, cmd: list[str]) -> tuple[int, str]:
         """Run cmd in the node's container; (exit code, stdout+stderr). Bounded by TIMEOUT."""
         h = self.node(name)
-        api = _api()
+        api = self._api_of(h)
         op = f"exec {cmd!r}"
         # Always root: fault injection (iptables, tc) needs it whoever runs the node.
         ex = self._call(
@@ -351,14 +350,14 @@ class _Containers:
         if text is not None:
             return text
         out = self._call(
-            h, "logs", _api().logs, h.container_id, stdout=True, stderr=True,
+            h, "logs", self._api_of(h).logs, h.container_id, stdout=True, stderr=True,
             tail="all" if tail is None else tail,
         )  # fmt: skip
         return str(out.decode("utf-8", "replace"))
 
     def _inspect(self, name: str) -> Any:
         h = self.node(name)
-        return self._call(h, "inspect", _api().inspect_container, h.container_id)
+        return self._call(h, "inspect", self._api_of(h).inspect_container, h.container_id)
 
     def status(self, name: str) -> str:
         """Docker's state: created, running, paused, restarting, exited, dead, removing."""
@@ -387,7 +386,7 @@ class _Containers:
         h = self.node(name)
         lab, dname = self._net(network)
         self._call(
-            h, f"disconnect from {dname}", _api().disconnect_container_from_network,
+            h, f"disconnect from {dname}", self._api_of(h).disconnect_container_from_network,
             h.container_id, dname,
         )  # fmt: skip
         h.ips[lab] = ""
@@ -396,8 +395,8 @@ class _Containers:
         h = self.node(name)
         lab, dname = self._net(network)
         self._call(
-            h, f"connect to {dname}", _api().connect_container_to_network, h.container_id,
-            dname, aliases=[name],
+            h, f"connect to {dname}", self._api_of(h).connect_container_to_network,
+            h.container_id, dname, aliases=[name],
         )  # fmt: skip
         if lab not in h.networks:
             h.networks.append(lab)
@@ -629,7 +628,7 @@ def _remove_container(cid: str) -> bool:
         _api().remove_container(cid, force=True, v=True)
         return True
     except Exception as e:
-        if not _not_found(e):
+        if not isinstance(e, docker.errors.NotFound):
             log.warning("removing container %s failed: %s", cid[:12], _short(e))
         return False
 
@@ -640,7 +639,7 @@ def _remove_network(nid: str) -> bool:
             _api().remove_network(nid)
             return True
         except Exception as e:
-            if _not_found(e):
+            if isinstance(e, docker.errors.NotFound):
                 return False
             # The daemon may still be releasing endpoints of just-removed containers.
             if "active endpoints" in _short(e) and attempt < 4:

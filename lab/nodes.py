@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import ipaddress
 import threading
 import time
@@ -17,7 +18,7 @@ from typing import Any
 from lab import hostile, wan
 from lab.faults import clock
 from lab.files import place_file
-from lab.nodeapi import NodeApi
+from lab.nodeapi import ExecNodeApi, NodeApi
 from lab.nodespec import GROUP_SECRET_FILE, TCP_PORT, NodeSpec
 from lab.results import abbrev
 from lab.scenario import NodeDecl, Scenario, route_for
@@ -286,6 +287,9 @@ class Nodes:
         h = self.handles[name]
         if not h.api_url:
             raise StepError(f"node {name} has no address (is it running?)", [name])
+        if h.api_exec:
+            run = functools.partial(self.cluster.exec, name)
+            return ExecNodeApi(run, h.token, timeout=timeout, where=f"node {name}'s container")
         return NodeApi(h.api_url, h.token, timeout=timeout)
 
     def status(self, name: str) -> str:

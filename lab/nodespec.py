@@ -133,6 +133,10 @@ class NodeHandle:
     data_dir: Path  # host dir bind-mounted at /data (share/, inbox/, state/ inside)
     networks: list[str] = field(default_factory=list)  # lab network names, first = primary
     ips6: dict[str, tuple[str, ...]] = field(default_factory=dict)  # lab network -> IPv6 addrs
+    # The API is not routable from the lab's machine (a swarm node on another machine): it is
+    # asked through an exec in the container (lab.nodeapi.ExecNodeApi); api_url is then only
+    # its address there.
+    api_exec: bool = False
 
     def set_addresses(self, attached: Mapping[str, Any], docker_names: Mapping[str, str]) -> None:
         """Addresses from an inspect's NetworkSettings.Networks (assigned at start, and they may

@@ -339,7 +339,27 @@ def main_run(argv: Sequence[str]) -> int:
         help="run the nodes as Docker Swarm services (an engine with no swarm becomes a "
         "single-machine one for the run, and leaves it after; docs/scenarios.md)",
     )
+    ap.add_argument(
+        "--swarm-engine",
+        action="append",
+        default=[],
+        metavar="NODE=URL",
+        help="with --swarm: the engine of swarm machine NODE (hostname or node id), e.g. "
+        "tcp://m2:2375 or ssh://lab@m2; added to $MOLE_SWARM_ENGINES (docs/scenarios.md)",
+    )
     args = ap.parse_args(list(argv))
+    if args.swarm_engine:
+        from lab import machines
+
+        try:
+            given = machines.parse(",".join(args.swarm_engine), "--swarm-engine")
+        except ValueError as e:
+            print(f"lab: {e}", file=sys.stderr)
+            return 2
+        # The cluster reads them where it needs a machine's engine (lab.machines.written).
+        os.environ[machines.ENV] = ",".join(
+            f"{k}={v}" for k, v in {**machines.written(), **given}.items()
+        )
 
     scenarios = []
     for f in args.files:

@@ -87,6 +87,42 @@ def ensure_libtorrent_image() -> str:
     return _ensure(LT_REPO, LT_PACKAGES, LT_DOCKERFILE, {"lt_dht_service.py": LT_SCRIPT})
 
 
+# A second "machine" for the multi-machine swarm test (tests/lab/test_swarm_machines.py): an
+# engine in a container (Debian's docker.io and what it needs beyond the base), started with
+# the capabilities its dockerd needs; vfs storage, since no overlay nests in the host's.
+DIND_PACKAGES: Final = (
+    "docker.io", "containerd", "runc", "tini", "libdevmapper1.02.1", "dmsetup",
+)  # fmt: skip
+DIND_REPO: Final = "mole-dind"
+DIND_DOCKERFILE: Final = """\
+ARG BASE
+FROM ${BASE}
+COPY *.deb /tmp/debs/
+RUN dpkg -i /tmp/debs/*.deb && rm -rf /tmp/debs
+COPY dind-entry.sh /usr/local/bin/dind-entry.sh
+# Its images and containers: an anonymous volume, removed with the container (also by `lab clean`).
+VOLUME /var/lib/docker
+ENTRYPOINT ["sh", "/usr/local/bin/dind-entry.sh"]
+"""
+# Unprivileged (a host that cannot grant every capability cannot run --privileged), the
+# container's cgroup mounts and /proc/sys are read-only: made writable (its own cgroup
+# subtrees, its own network namespace's settings) for its dockerd.
+DIND_ENTRY: Final = """\
+for d in /sys/fs/cgroup/* /proc/sys; do
+    [ -L "$d" ] || mount -o remount,bind,rw "$d" 2>/dev/null || true
+done
+exec dockerd --storage-driver vfs -H unix:///var/run/docker.sock "$@"
+"""
+
+
+def ensure_dind_image() -> str:
+    """An image whose container is a Docker engine (docker.io from the host's mirror)."""
+    with tempfile.TemporaryDirectory(prefix="mole-dind-") as tmp:
+        entry = Path(tmp) / "dind-entry.sh"
+        entry.write_text(DIND_ENTRY)
+        return _ensure(DIND_REPO, DIND_PACKAGES, DIND_DOCKERFILE, {"dind-entry.sh": entry})
+
+
 def whitelist(groups: list[str], now: float, secret: str) -> str:
     """opentracker's whitelist (Debian builds it in whitelist mode): the rendezvous hashes of
     `groups` (each with the run's `secret`, as every node of the run has it) for yesterday,

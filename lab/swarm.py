@@ -11,9 +11,13 @@ from the engine's default pool instead); it cannot carry labels itself ("user sp
 configurations are not supported"), so it is found through its labelled configuration network.
 
 SwarmCluster is a lab.cluster.Cluster: once a node's task runs, its container is an ordinary
-container of this engine, and every verb (exec, logs, stop, kill, start, pause) acts on it as
-in a plain run. `session()` makes an inactive engine a single-machine swarm and leaves it
-again afterwards; an engine that already is a manager is not touched.
+container of the engine of the machine the task runs on (the task's NodeID), and every verb
+(exec, logs, stop, kill, start, pause, inspect) acts on it through that engine's client
+(lab.machines: endpoints from MOLE_SWARM_ENGINES or the machine's `mole.engine` label); the
+API of a node on another machine, whose addresses are that machine's, is asked through an exec
+in its container (lab.nodeapi.ExecNodeApi). `session()` makes an inactive engine a
+single-machine swarm and leaves it again afterwards; an engine that already is a manager is
+not touched.
 """
 
 from __future__ import annotations
@@ -34,10 +38,12 @@ import docker.errors
 import docker.types
 from docker.utils import parse_bytes
 
-from lab import naming, swarmspec
+from lab import machines, naming, swarmspec
 from lab.cluster import (
     _DOCKER_ERRORS,
     LOG_TAIL,
+    TIMEOUT,
+    WORKERS,
     Cluster,
     LabError,
     _api,
@@ -190,9 +196,25 @@ def _tmpfs_mount(target: str, options: str) -> Any:
     )  # fmt: skip
 
 
-def _log_tail(cid: str) -> str | None:
+def engine_api(url: str, timeout: float = TIMEOUT) -> Any:
+    """The low-level client of another machine's engine (`tcp://`, `ssh://` through the
+    system's ssh client, `unix://`), checked with a ping; LabError naming the URL."""
     try:
-        return str(_api().logs(cid, tail=LOG_TAIL).decode("utf-8", "replace"))
+        c = docker.DockerClient(
+            base_url=url, timeout=int(timeout), max_pool_size=4 * WORKERS,
+            use_ssh_client=url.startswith("ssh://"),
+        )  # fmt: skip
+        c.ping()
+    except _DOCKER_ERRORS as e:
+        raise LabError(
+            f"{url}: {_short(e)}", operation="connect to a swarm machine's engine"
+        ) from e
+    return c.api
+
+
+def _log_tail(cid: str, api: Any = None) -> str | None:
+    try:
+        return str((api or _api()).logs(cid, tail=LOG_TAIL).decode("utf-8", "replace"))
     except _DOCKER_ERRORS:
         return None
 
@@ -219,6 +241,11 @@ class SwarmCluster(Cluster):
         self._placed = self.decl.placed_networks(sc.nodes)
         self._here = ""
         self._caps: bool | None = None
+        self._where: dict[str, str] = {}  # node -> swarm node id of the machine its task is on
+        self.machines = machines.Machines(
+            "", local=_api, nodes=lambda: _engine("list swarm nodes", _api().nodes),
+            connect=engine_api,
+        )  # fmt: skip
 
     # -- networks
 
@@ -286,9 +313,22 @@ class SwarmCluster(Cluster):
         written = self.decl.constraints(decl) if decl is not None else ()
         if written:
             return list(written)
-        if not self._here:  # this machine, as the engine's swarm knows it
-            self._here = str(_swarm_info().get("NodeID", ""))
-        return [f"node.id=={self._here}"]
+        return [f"node.id=={self._this_machine()}"]
+
+    def _this_machine(self) -> str:
+        """This machine's swarm node id (its engine's own containers need no other client)."""
+        if not self._here:
+            self._here = self.machines.here = str(_swarm_info().get("NodeID", ""))
+        return self._here
+
+    def _api_of(self, h: NodeHandle) -> Any:
+        where = self._where.get(h.name, "")
+        if where == self._this_machine():
+            return _api()
+        try:
+            return self.machines.api(where)
+        except LabError as e:  # the node it concerns, with what the machines said
+            raise LabError(str(e), node=h.name, operation="reach its machine's engine") from e
 
     def _caps_ok(self) -> bool:
         """Services on this engine can be given capabilities."""
@@ -363,9 +403,11 @@ class SwarmCluster(Cluster):
             name, "scale service to 1", api.update_service, sid, info["Version"]["Index"],
             mode=docker.types.ServiceMode("replicated", replicas=1), fetch_current_spec=True,
         )  # fmt: skip
-        cid = self._task_container(name, sid)
+        cid, where = self._task_container(name, sid)
         with self._lock:
-            self._container_ids.add(cid)
+            self._where[name] = where
+            if where == self._this_machine():
+                self._container_ids.add(cid)  # Cluster.close removes it (others: close())
         self._log_files.started(cid)
         h.container_id = cid
         self._refresh(h)
@@ -378,9 +420,9 @@ class SwarmCluster(Cluster):
         except _DOCKER_ERRORS as e:
             raise LabError(_short(e), node=name, operation=operation) from e
 
-    def _task_container(self, name: str, sid: str) -> str:
-        """The container of the service's task once it runs; a task that ended or never got
-        placed (e.g. no machine satisfies the constraints) is an error that says so."""
+    def _task_container(self, name: str, sid: str) -> tuple[str, str]:
+        """(container id, swarm node id) of the service's task once it runs; a task that ended
+        or never got placed (e.g. no machine fits the constraints) is an error that says so."""
         deadline = time.monotonic() + TASK_TIMEOUT
         last = "no task yet"
         while True:
@@ -389,12 +431,13 @@ class SwarmCluster(Cluster):
                 st = t.get("Status") or {}
                 state, why = st.get("State", "?"), st.get("Err") or st.get("Message") or ""
                 cid = (st.get("ContainerStatus") or {}).get("ContainerID")
+                where = str(t.get("NodeID") or "")
                 if state == "running" and cid:
-                    return str(cid)
+                    return str(cid), where
                 if state in _ENDED:  # e.g. its process exited at once: what it said
                     raise LabError(
                         why, node=name, operation="start (swarm task)", status=state,
-                        log_tail=_log_tail(cid) if cid else None,
+                        log_tail=self._task_log_tail(str(cid), where) if cid else None,
                     )  # fmt: skip
                 if "no suitable node" in why:  # no machine fits its constraints: say so now
                     cons = ", ".join(self._constraints(name))
@@ -414,11 +457,20 @@ class SwarmCluster(Cluster):
                 )
             time.sleep(0.2)  # polling the engine, bounded by the deadline above
 
+    def _task_log_tail(self, cid: str, where: str) -> str | None:
+        try:
+            api = _api() if where in ("", self._this_machine()) else self.machines.api(where)
+        except LabError:
+            return None
+        return _log_tail(cid, api)
+
     def _refresh(self, h: NodeHandle) -> None:
-        """Addresses as a Cluster reads them; the API of a node first on an overlay at its
-        docker_gwbridge address (an overlay is not reachable from the host)."""
+        """Addresses as a Cluster reads them (from the engine that runs the node); the API of a
+        node on another machine through an exec (its addresses are that machine's), of a node
+        first on an overlay at its docker_gwbridge address (no overlay reaches the host)."""
         super()._refresh(h)
-        if h.networks and h.networks[0] in self.decl.overlay:
+        h.api_exec = self._where.get(h.name, "") not in ("", self._this_machine())
+        if not h.api_exec and h.networks and h.networks[0] in self.decl.overlay:
             gw = self._svc_call(h.name, "inspect docker_gwbridge", _api().inspect_network, GWBRIDGE)
             addr = ((gw.get("Containers") or {}).get(h.container_id) or {}).get("IPv4Address", "")
             if addr:
@@ -444,6 +496,7 @@ class SwarmCluster(Cluster):
             used = self._used
             services = set(self._service_ids.values())
             bridges = set(self._swarm_bridges.values())
+            remote = [(h, self._where.get(n, "")) for n, h in self._nodes.items()]
         if used:
             flt = {"label": naming.run_filter(self.run_id, self.owner)}
             try:
@@ -455,7 +508,20 @@ class SwarmCluster(Cluster):
                 _remove_swarm(services, bridges, flt)
             except Exception as e:  # Cluster.close still removes what it can
                 _warn(f"run {self.run_id}: removing swarm resources failed: {e}")
+            self._remove_remote(remote)
         super().close()
+
+    def _remove_remote(self, nodes: list[tuple[NodeHandle, str]]) -> None:
+        """The containers on other machines, through their engines: their agents remove a
+        removed service's task, but one whose agent lags would outlive the run."""
+        for h, where in nodes:
+            if not h.container_id or where in ("", self._here):
+                continue
+            try:
+                self.machines.api(where).remove_container(h.container_id, force=True, v=True)
+            except (LabError, *_DOCKER_ERRORS) as e:
+                if not isinstance(e, docker.errors.NotFound):
+                    _warn(f"removing {h.name}'s container on {self.machines.name(where)}: {e}")
 
 
 # --------------------------------------------------------------------------- removal, sweep
