@@ -1,11 +1,13 @@
 """This checkout's transfer and discovery figures against another commit's, in one run.
 
-    python bench/commits.py REV [--rounds 3] [--size 256MiB] [--nodes 12]
+    python bench/commits.py REV [--head REV2] [--rounds 3] [--size 256MiB] [--nodes 12]
 
 A refactor must not cost speed, and two benches run an hour apart on a VM differ by more than
 most regressions. So this runs each commit's *own* `bench/transfer.py` and
 `bench/discovery.py` (REV's from a temporary `git worktree`, removed afterwards), alternating
-REV, this checkout, REV, this checkout, ... for `--rounds` rounds, and compares medians:
+REV, this checkout, REV, this checkout, ... for `--rounds` rounds, and compares medians
+(`--head REV2`: REV2's, from a second worktree, instead of this checkout's; e.g. the commit
+that finished a refactor against the one before it, without what landed since):
 
 - `transfer_ratio` = this checkout's warm verified push GB/s / REV's (`gbps` of each bench;
   both plaintext: REV's bench predates TLS, this one's runs with `--insecure-plaintext`);
@@ -51,6 +53,18 @@ def run_bench(tree: Path, script: str, args: list[str]) -> dict[str, Any]:
     return result
 
 
+def transfer_args(tree: Path, size: int, runs: int) -> list[str]:
+    """The transfer bench's options, as that commit's bench takes them (older ones knew
+    neither --warmup nor --insecure-plaintext: they predate TLS and ran plaintext)."""
+    text = (tree / "bench" / "transfer.py").read_text(encoding="utf-8")
+    args = ["--size", str(size), "--runs", str(runs)]
+    if "--warmup" in text:
+        args += ["--warmup", "0"]
+    if "--insecure-plaintext" in text:
+        args.append("--insecure-plaintext")
+    return args
+
+
 def med(values: list[float]) -> float:
     return statistics.median(values)
 
@@ -58,6 +72,7 @@ def med(values: list[float]) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("rev", help="the commit to compare with, e.g. 695843d")
+    ap.add_argument("--head", help="compare this commit instead of this checkout")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--size", default="256MiB", help="transfer size for both benches")
     ap.add_argument("--runs", type=int, default=3, help="runs inside each transfer bench")
@@ -66,11 +81,14 @@ def main() -> None:
 
     tmp = Path(tempfile.mkdtemp(prefix="mole-commits-"))
     old = tmp / "rev"
-    subprocess.run(
-        ["git", "-C", str(ROOT), "worktree", "add", "--detach", str(old), args.rev],
-        check=True,
-        capture_output=True,
-    )
+    new = tmp / "head" if args.head else ROOT
+    for tree, rev in ((old, args.rev), (new, args.head)):
+        if tree is not ROOT:
+            subprocess.run(
+                ["git", "-C", str(ROOT), "worktree", "add", "--detach", str(tree), rev],
+                check=True,
+                capture_output=True,
+            )
     size_bytes = subprocess.run(
         [
             sys.executable,
@@ -88,22 +106,8 @@ def main() -> None:
     }
     try:
         for r in range(args.rounds):
-            for side, tree, extra in (
-                ("rev", old, ["--size", size_bytes, "--runs", str(args.runs)]),
-                (
-                    "head",
-                    ROOT,
-                    [
-                        "--size",
-                        args.size,
-                        "--runs",
-                        str(args.runs),
-                        "--warmup",
-                        "0",
-                        "--insecure-plaintext",
-                    ],
-                ),
-            ):
+            for side, tree in (("rev", old), ("head", new)):
+                extra = transfer_args(tree, int(size_bytes), args.runs)
                 t = run_bench(tree, "transfer.py", extra)
                 d = run_bench(tree, "discovery.py", ["--nodes", str(args.nodes)])
                 row = {
@@ -117,14 +121,18 @@ def main() -> None:
                     figures[side][k].append(float(v))
                 print(f"round {r + 1} {side}: {json.dumps(row)}", flush=True)
     finally:
-        subprocess.run(
-            ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(old)], capture_output=True
-        )
+        for tree in (old, new):
+            if tree is not ROOT and tree.exists():
+                subprocess.run(
+                    ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)],
+                    capture_output=True,
+                )
         shutil.rmtree(tmp, ignore_errors=True)
 
     h, o = figures["head"], figures["rev"]
     result = {
         "rev": args.rev,
+        "head_rev": args.head or "this checkout",
         "rounds": args.rounds,
         "size": int(size_bytes),
         "nodes": args.nodes,

@@ -78,6 +78,12 @@ def test_a_never_hashed_file_is_hashed_while_it_is_sent(tmp_path: Path) -> None:
     stream starts at once and the sender's hash finishes while it is under way."""
     with nodes(tmp_path, ["a", "b"]) as (a, b):
         wait_mesh([a, b])
+        # A first push builds the sender's transfer machinery and TLS contexts (at their first
+        # use: node/nodeparts.py), which would otherwise delay this stream's start by about
+        # as long as the hash takes and let it finish first under load.
+        (a.share / "warm.txt").write_bytes(b"warm")
+        warm = a.api("POST", "/api/push", {"peer": "b", "path": "warm.txt"})["id"]
+        assert done(a, warm, timeout=60)["state"] == "done"
         size = 96 << 20  # a dozen hashing steps: far more than a loopback round trip
         digest = write_random(a.share / "cold.bin", size, seed=9)
         tid = a.api("POST", "/api/push", {"peer": "b", "path": "cold.bin"})["id"]
