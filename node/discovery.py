@@ -591,6 +591,22 @@ class PeerTable:
 STARTUP_GAPS: Final = (0.25, 0.5)
 
 
+# Beyond this many peers a node widens its periodic interval in proportion (docs/protocol.md
+# 1.1): every node of a LAN of N does the same, so the announces each one receives, and the
+# signatures it checks, stay at about ADAPT_PEERS / interval per second (10/s with the default
+# 2 s) instead of growing with N. MAX_ADAPTIVE_INTERVAL stays below what receivers believe for
+# expiry (MAX_TRUSTED_INTERVAL).
+ADAPT_PEERS: Final = 20
+MAX_ADAPTIVE_INTERVAL: Final = 30.0
+
+
+def adaptive_interval(base: float, peers: int) -> float:
+    """The periodic announce interval of a node configured with `base` that knows `peers`."""
+    if peers <= ADAPT_PEERS:
+        return base
+    return max(base, min(MAX_ADAPTIVE_INTERVAL, base * peers / ADAPT_PEERS))
+
+
 class Announcer:
     """When to send the next announce: at once on start, twice more within the first second
     (STARTUP_GAPS), then periodically, and soon after a new peer appears.
@@ -602,7 +618,8 @@ class Announcer:
     def __init__(
         self, interval: float, min_gap: float = 0.05, startup: tuple[float, ...] = STARTUP_GAPS
     ) -> None:
-        self.interval = interval
+        self.base = interval
+        self.interval = interval  # the current one: adaptive_interval(base, peers known)
         self.min_gap = min_gap
         self.last_sent: float | None = None
         self._next = -math.inf  # announce on start
@@ -617,6 +634,11 @@ class Announcer:
         gap = self._startup.pop(0) if self._startup else self.interval
         self._next = now + gap
 
+    def set_peers(self, peers: int) -> float:
+        """The number of peers known now: the interval follows it (adaptive_interval)."""
+        self.interval = adaptive_interval(self.base, peers)
+        return self.interval
+
     def on_new_peer(self, now: float) -> None:
         soonest = now if self.last_sent is None else max(now, self.last_sent + self.min_gap)
         self._next = min(self._next, soonest)
@@ -626,6 +648,8 @@ class Announcer:
 
 
 __all__ = [
+    "ADAPT_PEERS",
+    "MAX_ADAPTIVE_INTERVAL",
     "Announce",
     "Announcer",
     "Datagram",
@@ -635,6 +659,7 @@ __all__ = [
     "PeerEvent",
     "PeerTable",
     "PeerUp",
+    "adaptive_interval",
     "decode",
     "encode",
 ]

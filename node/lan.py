@@ -153,6 +153,7 @@ class Lan:
     def _announce(self, now: float) -> None:
         cfg = self.config
         counter = self._next_counter()
+        interval = self.announcer.set_peers(len(self.peers.table))  # wider on a large LAN
         msg = Announce(
             self.node_id,
             self.identity.cert_der,
@@ -160,7 +161,7 @@ class Lan:
             self._tcp_port(),
             self.groups.announce_proofs(self.node_id, counter),
             counter,
-            cfg.announce_interval,
+            interval,
         )
         self.last_announce = encode(msg, self.identity.seed)
         self._broadcast(self.last_announce)

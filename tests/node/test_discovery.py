@@ -13,6 +13,8 @@ import pytest
 
 from node import ed25519, x509
 from node.discovery import (
+    ADAPT_PEERS,
+    MAX_ADAPTIVE_INTERVAL,
     MAX_DATAGRAM,
     SIG_SIZE,
     Announce,
@@ -21,6 +23,7 @@ from node.discovery import (
     PeerDown,
     PeerTable,
     PeerUp,
+    adaptive_interval,
     decode,
     encode,
     signed_bytes,
@@ -458,3 +461,24 @@ def test_a_flood_of_fake_ids_displaces_only_itself() -> None:
     # believed for at most 60 s: nothing stays longer than 3 minutes
     assert table.next_expiry(2.0) == 1.0 + 3 * GOOD["interval"]
     assert table.expire(4.0 + 3 * 60) and len(table) == 0
+
+
+def test_the_interval_widens_with_the_lan_so_each_node_checks_a_bounded_rate() -> None:
+    # Up to ADAPT_PEERS peers, the interval asked for; beyond, in proportion, so the announces
+    # a node receives (peers / interval) stay at ADAPT_PEERS / base a second; capped below
+    # what receivers believe for expiry; never narrower than asked for.
+    assert adaptive_interval(2.0, 0) == 2.0
+    assert adaptive_interval(2.0, ADAPT_PEERS) == 2.0
+    assert adaptive_interval(2.0, 40) == 4.0
+    assert adaptive_interval(2.0, 99) == pytest.approx(9.9)
+    for peers in (40, 99, 250):
+        assert peers / adaptive_interval(2.0, peers) == pytest.approx(ADAPT_PEERS / 2.0)
+    assert adaptive_interval(2.0, 10_000) == MAX_ADAPTIVE_INTERVAL
+    assert adaptive_interval(45.0, 10_000) == 45.0
+    an = Announcer(2.0, startup=())
+    assert an.set_peers(60) == 6.0
+    an.sent(0.0)
+    assert an.next_deadline() == 6.0
+    an.set_peers(3)  # the LAN shrank: back to the interval asked for
+    an.sent(6.0)
+    assert an.next_deadline() == 8.0
