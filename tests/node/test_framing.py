@@ -6,6 +6,7 @@ import itertools
 
 import pytest
 
+from node import framing
 from node.errors import ErrorCode, LocalProtocolError, RemoteProtocolError
 from node.framing import (
     EOF,
@@ -17,6 +18,7 @@ from node.framing import (
     FrameEvent,
     Header,
     encode_header,
+    parse_header,
 )
 
 
@@ -269,3 +271,43 @@ def test_eof_between_frames_is_clean_and_repeats() -> None:
     assert decoder.next_event() is EOF
     with pytest.raises(LocalProtocolError):
         decoder.receive_data(b"more")
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"type":"data","body":0}',
+        b'{"type":"data","body":4096}',
+        b'{"type":"data","body":999999999999999999}',  # 18 digits: the fast path's longest
+        b'{"type":"data","body":9223372036854775807}',  # MAX_BODY: the JSON path
+        b'{"type":"data","body":9223372036854775808}',
+        b'{"type":"data","body":0123}',
+        b'{"type":"data","body":-1}',
+        b'{"type":"data","body":1.0}',
+        b'{"type":"data","body":1e3}',
+        b'{"type":"data", "body":7}',
+        b'{"type":"data","body":7,"body":8}',
+        b'{"type":"data","body":7}\n',
+        b'{"type":"data","body":"7"}',
+        b'{"body":7,"type":"data"}',
+    ],
+)
+def test_data_header_fast_path_reads_as_the_json_parser_does(raw: bytes) -> None:
+    # parse_header reads the canonical `data` header without the JSON parser (issue 12):
+    # every other spelling, valid or not, must get the answer the general path gives.
+    def general(raw: bytes) -> object:
+        try:
+            h = framing._parse_json_header(raw)
+        except RemoteProtocolError as exc:
+            return exc.code
+        return (h.fields, h.body_len)
+
+    try:
+        h = parse_header(raw)
+        got: object = (h.fields, h.body_len)
+    except RemoteProtocolError as exc:
+        got = exc.code
+    assert got == general(raw)
+    if framing._DATA_HEADER.fullmatch(raw):
+        assert isinstance(got, tuple)
+        assert type(got[1]) is int
