@@ -66,6 +66,7 @@ class WholeFiles:
         self._root: Dir | None = None
         self._parts: Dir | None = None
         self._dest: tuple[tuple[str, ...], Dir] | None = None
+        self._dest_path = ""  # the held destination's path (the hash cache's key prefix)
         self._until = 0.0
         self._room = -1  # bytes of room left by the last measure, charged per file
         self._room_gen = -1  # the ledger's generation it was measured at (-1: measure afresh)
@@ -115,6 +116,7 @@ class WholeFiles:
             self._dest = None
         dest = make_dirs(root, list(comps))  # never through a symlink (BadName)
         self._dest = (comps, dest)
+        self._dest_path = os.path.join(self.inbox.real, *comps)
         return dest
 
     def _charge(self, need: int, name: str) -> None:
@@ -152,7 +154,9 @@ class WholeFiles:
             dest = self._dest_dir(root, tuple(comps[:-1]))
             self._count += 1
             part = f"{part_key(peer, name)}-{self._token}{self._count:x}{PART_SUFFIX}"
-            return _write_and_place(inbox, parts_dir, part, dest, meta, comps, data, mode)
+            return _write_and_place(
+                inbox, parts_dir, part, (dest, self._dest_path), meta, comps, data, mode
+            )
         except OSError as exc:
             self.close()
             raise os_error(exc, f"cannot store {name!r}") from exc
@@ -165,13 +169,14 @@ def _write_and_place(
     inbox: Inbox,
     parts_dir: Dir,
     part: str,
-    dest: Dir,
+    held: tuple[Dir, str],
     meta: FileMeta,
     comps: list[str],
     data: bytes | bytearray,
     mode: int | None,
 ) -> str:
     name = "/".join(comps)
+    dest, dest_path = held  # the file's directory: its handle and its path
     # A part of its own (`part`: never the (peer, name) part a resumable receive may hold).
     fd = parts_dir.open(part, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666)
     try:
@@ -195,14 +200,14 @@ def _write_and_place(
             fd,
             dest,
             comps,
-            os.path.join(inbox.real, *comps[:-1]),
+            dest_path,
             meta.sha256,
         )
         if placed.linked:
             if inbox.fsync:
                 dest.fsync()
             st = os.fstat(fd)  # the placed name is this inode (a hard link of the part)
-            real = os.path.join(inbox.real, *placed.name.split("/"))
+            real = os.path.join(dest_path, placed.name.rsplit("/", 1)[-1])
             inbox.cache.record(real, st.st_size, st.st_mtime_ns, meta.sha256)
         return placed.name
     finally:
