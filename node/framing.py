@@ -89,18 +89,31 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
-# The `data` header exactly as every encoder writes it (JSON numbers have no leading zeros):
-# these bytes can only parse to this object, so it is read without the JSON parser. A stream
-# of small files carries one per file, next to its `bfile` (issue 12).
-_DATA_HEADER: Final = re.compile(rb'\{"type":"data","body":(0|[1-9][0-9]{0,17})\}')
+# The `data` and `bfile` headers exactly as every encoder writes them (JSON numbers have no
+# leading zeros; an id of these characters has no escapes): such bytes can only parse to this
+# object, so they are read without the JSON parser. A stream of small files carries one of
+# each per file (issue 12). The message's own checks (ranges, id length) follow as for any.
+_NUM = rb"(0|[1-9][0-9]{0,17})"  # at most 18 digits: within MAX_BODY
+_DATA_HEADER: Final = re.compile(rb'\{"type":"data","body":' + _NUM + rb"\}")
+_BFILE_HEADER: Final = re.compile(
+    rb'\{"type":"bfile","id":"([A-Za-z0-9_.:-]{1,128})","index":'
+    + _NUM
+    + rb',"offset":'
+    + _NUM
+    + rb"\}"
+)
 
 
 def parse_header(raw: bytes) -> Header:
     """Validate one header's JSON (without the prefix)."""
     m = _DATA_HEADER.fullmatch(raw)
     if m is not None:
-        body = int(m[1])  # at most 18 digits: within MAX_BODY
+        body = int(m[1])
         return Header({"type": "data", "body": body}, body)
+    m = _BFILE_HEADER.fullmatch(raw)
+    if m is not None:
+        fields = {"type": "bfile", "id": m[1].decode(), "index": int(m[2]), "offset": int(m[3])}
+        return Header(fields, 0)
     return _parse_json_header(raw)
 
 

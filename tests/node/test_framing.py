@@ -290,9 +290,17 @@ def test_eof_between_frames_is_clean_and_repeats() -> None:
         b'{"type":"data","body":7}\n',
         b'{"type":"data","body":"7"}',
         b'{"body":7,"type":"data"}',
+        b'{"type":"bfile","id":"t1","index":0,"offset":0}',
+        b'{"type":"bfile","id":"a-b_c.d:e","index":123,"offset":456}',
+        b'{"type":"bfile","id":"t\\u0031","index":1,"offset":0}',
+        b'{"type":"bfile","id":"","index":1,"offset":0}',
+        b'{"type":"bfile","id":"t1","index":01,"offset":0}',
+        b'{"type":"bfile","id":"t1","index":1,"offset":0,"body":3}',
+        b'{"type":"bfile","id":"t1","offset":0,"index":1}',
+        b'{"type":"bfile","id":"t1","index":1,"offset":-0}',
     ],
 )
-def test_data_header_fast_path_reads_as_the_json_parser_does(raw: bytes) -> None:
+def test_header_fast_paths_read_as_the_json_parser_does(raw: bytes) -> None:
     # parse_header reads the canonical `data` header without the JSON parser (issue 12):
     # every other spelling, valid or not, must get the answer the general path gives.
     def general(raw: bytes) -> object:
@@ -308,6 +316,6 @@ def test_data_header_fast_path_reads_as_the_json_parser_does(raw: bytes) -> None
     except RemoteProtocolError as exc:
         got = exc.code
     assert got == general(raw)
-    if framing._DATA_HEADER.fullmatch(raw):
+    if framing._DATA_HEADER.fullmatch(raw) or framing._BFILE_HEADER.fullmatch(raw):
         assert isinstance(got, tuple)
-        assert type(got[1]) is int
+        assert all(type(v) is int for k, v in got[0].items() if k != "id" and k != "type")
