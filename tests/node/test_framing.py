@@ -17,6 +17,7 @@ from node.framing import (
     FrameDecoder,
     FrameEvent,
     Header,
+    encode_data_header,
     encode_header,
     parse_header,
 )
@@ -319,3 +320,9 @@ def test_header_fast_paths_read_as_the_json_parser_does(raw: bytes) -> None:
     if framing._DATA_HEADER.fullmatch(raw) or framing._BFILE_HEADER.fullmatch(raw):
         assert isinstance(got, tuple)
         assert all(type(v) is int for k, v in got[0].items() if k != "id" and k != "type")
+
+
+@pytest.mark.parametrize("length", [0, 1, 4096, 10**17, MAX_BODY, MAX_BODY + 1, -1, True])
+def test_data_header_encoded_as_json_dumps_would(length: int) -> None:
+    # Out of range too: the session refuses to send those (_check_own), not the encoder.
+    assert encode_data_header(length) == encode_header({"type": "data", "body": length})
