@@ -17,6 +17,7 @@ from node.framing import (
     FrameDecoder,
     FrameEvent,
     Header,
+    encode_bfile_header,
     encode_data_header,
     encode_header,
     parse_header,
@@ -326,3 +327,13 @@ def test_header_fast_paths_read_as_the_json_parser_does(raw: bytes) -> None:
 def test_data_header_encoded_as_json_dumps_would(length: int) -> None:
     # Out of range too: the session refuses to send those (_check_own), not the encoder.
     assert encode_data_header(length) == encode_header({"type": "data", "body": length})
+
+
+@pytest.mark.parametrize(
+    ("batch_id", "index", "offset"),
+    [("t1", 0, 0), ("a-b_c.d:e", 12, 3456), ("é", 1, 0), ('q"', 1, 0), ("", 0, 0), ("t", -1, 0)],
+)
+def test_bfile_header_encoded_as_json_dumps_would(batch_id: str, index: int, offset: int) -> None:
+    header = {"type": "bfile", "id": batch_id, "index": index, "offset": offset}
+    assert encode_bfile_header(batch_id, index, offset) == encode_header(header)
+    assert parse_header(encode_bfile_header(batch_id, index, offset)[4:]).fields == header
