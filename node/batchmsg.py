@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Final
 
 from node.errors import ErrorCode, RemoteProtocolError
-from node.framing import encode_header
+from node.framing import encode_bfile_header, encode_header
 from node.messages import (
     BY_WIRE_TYPE,
     MAX_ID,
@@ -329,7 +329,9 @@ def encode_any(msg: AnyMessage) -> bytes:
     if isinstance(msg, (Batch, BatchAccept, BatchVerdict)):
         body = msg.body()
         return encode_header(msg.to_header()) + body
-    if isinstance(msg, (GetBatch, BFile, BEnd, BProgress)):
+    if isinstance(msg, BFile):
+        return encode_bfile_header(msg.id, msg.index, msg.offset)
+    if isinstance(msg, (GetBatch, BEnd, BProgress)):
         return encode_header(msg.to_header())
     return encode_message(msg)
 

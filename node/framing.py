@@ -12,6 +12,7 @@ header may straddle two receives.
 from __future__ import annotations
 
 import json
+import re
 import struct
 from collections import deque
 from collections.abc import Mapping
@@ -64,6 +65,32 @@ class BodyChunk:
 FrameEvent = Header | BodyChunk | NeedData | Eof
 
 
+def encode_data_header(length: int) -> bytes:
+    """encode_header({"type": "data", "body": length}), byte for byte, without json.dumps (one
+    per small file of a batch, issue 12)."""
+    if type(length) is not int or not 0 <= length <= MAX_BODY:
+        return encode_header({"type": "data", "body": length})  # as ever (bool: "true")
+    data = b'{"type":"data","body":%d}' % length
+    return _PREFIX.pack(len(data)) + data
+
+
+_PLAIN_ID: Final = re.compile(r"[A-Za-z0-9_.:-]{1,128}")  # needs no JSON escape
+
+
+def encode_bfile_header(batch_id: str, index: int, offset: int) -> bytes:
+    """encode_header of BFile's header, byte for byte, without json.dumps where the id needs
+    no escaping (one per small file of a batch, issue 12)."""
+    header = {"type": "bfile", "id": batch_id, "index": index, "offset": offset}
+    if type(index) is not int or type(offset) is not int or not _PLAIN_ID.fullmatch(batch_id):
+        return encode_header(header)
+    data = b'{"type":"bfile","id":"%s","index":%d,"offset":%d}' % (
+        batch_id.encode(),
+        index,
+        offset,
+    )
+    return _PREFIX.pack(len(data)) + data
+
+
 def encode_header(header: Mapping[str, object]) -> bytes:
     """Length prefix + compact JSON. Put "body": n in `header` when n body bytes follow."""
     raw = json.dumps(header, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
@@ -88,8 +115,35 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+# The `data` and `bfile` headers exactly as every encoder writes them (JSON numbers have no
+# leading zeros; an id of these characters has no escapes): such bytes can only parse to this
+# object, so they are read without the JSON parser. A stream of small files carries one of
+# each per file (issue 12). The message's own checks (ranges, id length) follow as for any.
+_NUM = rb"(0|[1-9][0-9]{0,17})"  # at most 18 digits: within MAX_BODY
+_DATA_HEADER: Final = re.compile(rb'\{"type":"data","body":' + _NUM + rb"\}")
+_BFILE_HEADER: Final = re.compile(
+    rb'\{"type":"bfile","id":"([A-Za-z0-9_.:-]{1,128})","index":'
+    + _NUM
+    + rb',"offset":'
+    + _NUM
+    + rb"\}"
+)
+
+
 def parse_header(raw: bytes) -> Header:
     """Validate one header's JSON (without the prefix)."""
+    m = _DATA_HEADER.fullmatch(raw)
+    if m is not None:
+        body = int(m[1])
+        return Header({"type": "data", "body": body}, body)
+    m = _BFILE_HEADER.fullmatch(raw)
+    if m is not None:
+        fields = {"type": "bfile", "id": m[1].decode(), "index": int(m[2]), "offset": int(m[3])}
+        return Header(fields, 0)
+    return _parse_json_header(raw)
+
+
+def _parse_json_header(raw: bytes) -> Header:
     try:
         fields = json.loads(
             raw.decode("utf-8"),

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Final
 
 from node.errors import ErrorCode, RemoteProtocolError
-from node.framing import MAX_BODY, encode_header
+from node.framing import MAX_BODY, encode_data_header, encode_header
 
 PROTOCOL_VERSION: Final = 2
 # A file name is any non-empty string at this level (the 64 KiB header bounds it); whether it
@@ -653,6 +653,8 @@ def encode_message(msg: Message) -> bytes:
     if isinstance(msg, Files):
         body = msg.body()
         return encode_header({"type": Files.TYPE, "body": len(body)}) + body
+    if isinstance(msg, Data):
+        return encode_data_header(msg.length)
     return encode_header(msg.to_header())
 
 

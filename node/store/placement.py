@@ -110,7 +110,20 @@ def link_free_name(
     sha256: str,
 ) -> Placed:
     """Link `part` (in parts_dir, open as part_fd) as the first free form of '/'.join(parts)
-    in dest (the directory `base_dir` of the inbox, opened without following symlinks)."""
+    in dest (the directory `base_dir` of the inbox, opened without following symlinks).
+
+    The link is tried first: it never replaces nor follows what is at the name (EEXIST for a
+    file, a directory or a symlink alike), so a free name, the usual case, costs one linkat
+    instead of an fstat, an lstat and the linkat; a taken name, or no hard links here, goes
+    the careful way below (which checks again before any rename)."""
+    try:
+        parts_dir.link_to(part, dest, parts[-1])
+        return Placed("/".join(parts), linked=True)
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        if not _no_links(exc):
+            raise
     mine = os.fstat(part_fd)
     n = 0
     while n <= MAX_COLLISIONS:
@@ -147,17 +160,7 @@ def _link(part: str, parts_dir: Dir, dest: Dir, base: str) -> bool:
     except FileExistsError:
         return False
     except OSError as exc:
-        if (
-            exc.errno
-            not in (
-                errno.EPERM,
-                errno.ENOTSUP,
-                errno.EOPNOTSUPP,
-                errno.EMLINK,
-                errno.ENOSYS,
-            )
-            and getattr(exc, "winerror", None) is None
-        ):  # Windows: FAT/exFAT have no links
+        if not _no_links(exc):
             raise
     # No hard links here: re-check and rename (a tiny window remains, documented).
     try:
@@ -170,6 +173,14 @@ def _link(part: str, parts_dir: Dir, dest: Dir, base: str) -> bool:
     except FileExistsError:  # Windows: rename never replaces; someone took the name
         return False
     return True
+
+
+def _no_links(exc: OSError) -> bool:
+    """The file system cannot hard-link here (the rename fallback applies)."""
+    return (
+        exc.errno in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK, errno.ENOSYS)
+        or getattr(exc, "winerror", None) is not None  # Windows: FAT/exFAT have no links
+    )
 
 
 def same_content(

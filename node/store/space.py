@@ -75,6 +75,10 @@ class SpaceLedger:
         self._claims: dict[str, SpaceClaim] = {}
         self._kept: dict[str, int] = {}
         self._kept_total = 0
+        # Bumped by every claim, end, keep or forget: a room measured at one generation stays
+        # true for it (a receive writing its claim moves free and claimed bytes alike), which
+        # lets WholeFiles skip a statvfs per small file (whole.py).
+        self.generation = 0
 
     # -- what is there -----------------------------------------------------------------------
     def outstanding(self) -> int:
@@ -117,6 +121,7 @@ class SpaceLedger:
     # -- changes -----------------------------------------------------------------------------
     def claim(self, key: str, size: int, dirs: int, progress: Progress) -> SpaceClaim:
         """A receive starts (or resumes) into the part `key`: it now holds the space."""
+        self.generation += 1
         self.forget(key)  # a kept part being resumed is counted by the claim from now on
         claim = SpaceClaim(key, size, dirs, progress)
         self._claims[key] = claim
@@ -124,6 +129,7 @@ class SpaceLedger:
 
     def end(self, claim: SpaceClaim, kept: int | None) -> None:
         """The receive ended; `kept`: bytes its part still holds on disk (None: no part)."""
+        self.generation += 1
         if self._claims.get(claim.key) is claim:  # not taken over by a newer receive
             del self._claims[claim.key]
             if kept is not None:
@@ -131,12 +137,14 @@ class SpaceLedger:
 
     def keep(self, key: str, nbytes: int) -> None:
         """A part at rest holds nbytes (found at startup, or left by a receive)."""
+        self.generation += 1
         self.forget(key)
         self._kept[key] = nbytes
         self._kept_total += nbytes
 
     def forget(self, key: str) -> None:
         """The kept part `key` is gone (resumed, discarded, pruned)."""
+        self.generation += 1
         old = self._kept.pop(key, None)
         if old is not None:
             self._kept_total -= old

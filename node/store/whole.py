@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 
 WHOLE_MAX = 256 << 10  # bytes a receiver may buffer for one file (one per connection)
 HOLD = 0.5  # s a directory handle is reused before it is opened afresh
+BLOCK = 4096  # bytes a small file is charged at least per started block (the room check)
 
 
 class WholeFiles:
@@ -51,6 +52,12 @@ class WholeFiles:
     destination directory moved elsewhere by someone who can write in the inbox would take
     the files of the next HOLD seconds with it: to a place that someone could write to
     anyway (moving a directory needs write access to both sides), never through a symlink.
+
+    The room check measures the inbox's room (a statvfs) once per hold and charges each file
+    against it (its size rounded up to whole blocks): the same answer while no other receive
+    claims or releases space (the ledger's generation), and at most HOLD seconds blind to
+    other writers of the file system, which a full disk still answers with ENOSPC (io_error).
+    Parts get a per-holder random token and a counter instead of fresh random bytes each.
     """
 
     def __init__(self, inbox: Inbox, clock: Callable[[], float] = time.monotonic) -> None:
@@ -59,7 +66,12 @@ class WholeFiles:
         self._root: Dir | None = None
         self._parts: Dir | None = None
         self._dest: tuple[tuple[str, ...], Dir] | None = None
+        self._dest_path = ""  # the held destination's path (the hash cache's key prefix)
         self._until = 0.0
+        self._room = -1  # bytes of room left by the last measure, charged per file
+        self._room_gen = -1  # the ledger's generation it was measured at (-1: measure afresh)
+        self._token = ""  # random, per hold: parts' names are token + counter
+        self._count = 0
 
     def close(self) -> None:
         """Let the handles go (also after an error: the next file opens them afresh)."""
@@ -71,6 +83,7 @@ class WholeFiles:
                 with contextlib.suppress(OSError):
                     d.close()
         self._root = self._parts = self._dest = None
+        self._room_gen = -1
 
     def _open(self) -> tuple[Dir, Dir]:
         inbox = self.inbox
@@ -91,6 +104,7 @@ class WholeFiles:
             raise
         self._root = root
         self._until = self.clock() + HOLD
+        self._token = os.urandom(6).hex()
         return root, self._parts
 
     def _dest_dir(self, root: Dir, comps: tuple[str, ...]) -> Dir:
@@ -102,7 +116,19 @@ class WholeFiles:
             self._dest = None
         dest = make_dirs(root, list(comps))  # never through a symlink (BadName)
         self._dest = (comps, dest)
+        self._dest_path = os.path.join(self.inbox.real, *comps)
         return dest
+
+    def _charge(self, need: int, name: str) -> None:
+        """Inbox._check_room's answer, from one measure per hold (see the class)."""
+        inbox = self.inbox
+        gen = inbox.ledger.generation
+        if gen != self._room_gen or need > self._room:
+            self._room = inbox._room()
+            self._room_gen = gen
+            if need > self._room:
+                inbox._check_room(need, name)  # says which limit refused (or fits after all)
+        self._room -= -(-need // BLOCK) * BLOCK
 
     def store(self, peer: str, meta: FileMeta, data: bytes | bytearray, mode: int | None) -> str:
         """Verify `data` against meta (size, sha256) and place it under the inbox; returns the
@@ -124,9 +150,13 @@ class WholeFiles:
             root, parts_dir = self._open()
             held = self._dest is not None and self._dest[0] == tuple(comps[:-1])
             # Directories it may create are charged as for any receive (an upper bound).
-            inbox._check_room(meta.size + (0 if held else len(comps) - 1) * DIR_COST, name)
+            self._charge(meta.size + (0 if held else len(comps) - 1) * DIR_COST, name)
             dest = self._dest_dir(root, tuple(comps[:-1]))
-            return _write_and_place(inbox, parts_dir, dest, peer, meta, comps, data, mode)
+            self._count += 1
+            part = f"{part_key(peer, name)}-{self._token}{self._count:x}{PART_SUFFIX}"
+            return _write_and_place(
+                inbox, parts_dir, part, (dest, self._dest_path), meta, comps, data, mode
+            )
         except OSError as exc:
             self.close()
             raise os_error(exc, f"cannot store {name!r}") from exc
@@ -138,16 +168,16 @@ class WholeFiles:
 def _write_and_place(
     inbox: Inbox,
     parts_dir: Dir,
-    dest: Dir,
-    peer: str,
+    part: str,
+    held: tuple[Dir, str],
     meta: FileMeta,
     comps: list[str],
     data: bytes | bytearray,
     mode: int | None,
 ) -> str:
     name = "/".join(comps)
-    # A part of its own: never the (peer, name) part a resumable receive may hold.
-    part = f"{part_key(peer, name)}-{os.urandom(6).hex()}{PART_SUFFIX}"
+    dest, dest_path = held  # the file's directory: its handle and its path
+    # A part of its own (`part`: never the (peer, name) part a resumable receive may hold).
     fd = parts_dir.open(part, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         view = memoryview(data)
@@ -170,14 +200,14 @@ def _write_and_place(
             fd,
             dest,
             comps,
-            os.path.join(inbox.real, *comps[:-1]),
+            dest_path,
             meta.sha256,
         )
         if placed.linked:
             if inbox.fsync:
                 dest.fsync()
             st = os.fstat(fd)  # the placed name is this inode (a hard link of the part)
-            real = os.path.join(inbox.real, *placed.name.split("/"))
+            real = os.path.join(dest_path, placed.name.rsplit("/", 1)[-1])
             inbox.cache.record(real, st.st_size, st.st_mtime_ns, meta.sha256)
         return placed.name
     finally:

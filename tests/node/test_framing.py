@@ -6,6 +6,7 @@ import itertools
 
 import pytest
 
+from node import framing
 from node.errors import ErrorCode, LocalProtocolError, RemoteProtocolError
 from node.framing import (
     EOF,
@@ -16,7 +17,10 @@ from node.framing import (
     FrameDecoder,
     FrameEvent,
     Header,
+    encode_bfile_header,
+    encode_data_header,
     encode_header,
+    parse_header,
 )
 
 
@@ -269,3 +273,67 @@ def test_eof_between_frames_is_clean_and_repeats() -> None:
     assert decoder.next_event() is EOF
     with pytest.raises(LocalProtocolError):
         decoder.receive_data(b"more")
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"type":"data","body":0}',
+        b'{"type":"data","body":4096}',
+        b'{"type":"data","body":999999999999999999}',  # 18 digits: the fast path's longest
+        b'{"type":"data","body":9223372036854775807}',  # MAX_BODY: the JSON path
+        b'{"type":"data","body":9223372036854775808}',
+        b'{"type":"data","body":0123}',
+        b'{"type":"data","body":-1}',
+        b'{"type":"data","body":1.0}',
+        b'{"type":"data","body":1e3}',
+        b'{"type":"data", "body":7}',
+        b'{"type":"data","body":7,"body":8}',
+        b'{"type":"data","body":7}\n',
+        b'{"type":"data","body":"7"}',
+        b'{"body":7,"type":"data"}',
+        b'{"type":"bfile","id":"t1","index":0,"offset":0}',
+        b'{"type":"bfile","id":"a-b_c.d:e","index":123,"offset":456}',
+        b'{"type":"bfile","id":"t\\u0031","index":1,"offset":0}',
+        b'{"type":"bfile","id":"","index":1,"offset":0}',
+        b'{"type":"bfile","id":"t1","index":01,"offset":0}',
+        b'{"type":"bfile","id":"t1","index":1,"offset":0,"body":3}',
+        b'{"type":"bfile","id":"t1","offset":0,"index":1}',
+        b'{"type":"bfile","id":"t1","index":1,"offset":-0}',
+    ],
+)
+def test_header_fast_paths_read_as_the_json_parser_does(raw: bytes) -> None:
+    # parse_header reads the canonical `data` header without the JSON parser (issue 12):
+    # every other spelling, valid or not, must get the answer the general path gives.
+    def general(raw: bytes) -> object:
+        try:
+            h = framing._parse_json_header(raw)
+        except RemoteProtocolError as exc:
+            return exc.code
+        return (h.fields, h.body_len)
+
+    try:
+        h = parse_header(raw)
+        got: object = (h.fields, h.body_len)
+    except RemoteProtocolError as exc:
+        got = exc.code
+    assert got == general(raw)
+    if framing._DATA_HEADER.fullmatch(raw) or framing._BFILE_HEADER.fullmatch(raw):
+        assert isinstance(got, tuple)
+        assert all(type(v) is int for k, v in got[0].items() if k != "id" and k != "type")
+
+
+@pytest.mark.parametrize("length", [0, 1, 4096, 10**17, MAX_BODY, MAX_BODY + 1, -1, True])
+def test_data_header_encoded_as_json_dumps_would(length: int) -> None:
+    # Out of range too: the session refuses to send those (_check_own), not the encoder.
+    assert encode_data_header(length) == encode_header({"type": "data", "body": length})
+
+
+@pytest.mark.parametrize(
+    ("batch_id", "index", "offset"),
+    [("t1", 0, 0), ("a-b_c.d:e", 12, 3456), ("é", 1, 0), ('q"', 1, 0), ("", 0, 0), ("t", -1, 0)],
+)
+def test_bfile_header_encoded_as_json_dumps_would(batch_id: str, index: int, offset: int) -> None:
+    header = {"type": "bfile", "id": batch_id, "index": index, "offset": offset}
+    assert encode_bfile_header(batch_id, index, offset) == encode_header(header)
+    assert parse_header(encode_bfile_header(batch_id, index, offset)[4:]).fields == header

@@ -632,6 +632,8 @@ def test_batch_push_streams_files_back_to_back_with_resume() -> None:
         (BatchAccept("t1", (0,)), BFile("t1", 0), "already held"),
         (BatchAccept("t1"), BFile("t1", 0, 3), "offset must be 0 or 0"),
         (BatchAccept("t1"), BFile("t1", 9), "index 9"),
+        (BatchAccept("t1"), BFile("t1", -1), "index"),  # out of range: both refuse
+        (BatchAccept("t1"), BFile("t1", 0, -1), "offset"),
         (BatchAccept("t1"), BFile("t2", 0), "pending batch"),
     ],
 )

@@ -3,6 +3,7 @@ written, placed atomically under the inbox, never through a symlink, nothing lef
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import stat
@@ -159,3 +160,50 @@ def test_no_space_refused_before_writing(tmp_path: Path) -> None:
         store.store_whole(PEER, meta("t/big.bin", data), data, None)
     assert exc.value.code == "no_space"
     assert not (store.inbox / "t").exists()
+
+
+def test_room_measured_once_per_hold_and_charged_per_file(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One statvfs per hold, not per file: each file is charged whole blocks against it, and
+    # the room is measured again when the charges use it up or a receive claims or frees space.
+    measured: list[int] = []
+
+    def free_space() -> int:
+        measured.append(1)
+        return 3 * whole_mod.BLOCK
+
+    monkeypatch.setattr(store, "free_space", free_space)
+    for i in range(3):
+        store.store_whole(PEER, meta(f"f{i}", b"x" * 100), b"x" * 100, None)
+    assert len(measured) == 1
+    store.store_whole(PEER, meta("f3", b"y" * 100), b"y" * 100, None)
+    assert len(measured) == 2  # the three blocks were charged: measured again
+    store.receiving.ledger.keep("k" * 32, 10)  # space changed hands: measured again
+    store.store_whole(PEER, meta("f4", b"z"), b"z", None)
+    assert len(measured) == 3
+    store.release_whole()
+    store.store_whole(PEER, meta("f5", b"w"), b"w", None)
+    assert len(measured) == 4  # a new hold measures afresh
+    store.release_whole()
+
+
+def test_without_hard_links_a_taken_name_is_not_replaced(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The link tried first falls back to the checked rename where links are unsupported.
+    (store.inbox / "t").mkdir()
+    (store.inbox / "t" / "a.txt").write_bytes(b"other content")
+    root, _ = store.whole._open()
+
+    def no_links(*args: object) -> None:
+        raise OSError(errno.EPERM, "no hard links here")
+
+    monkeypatch.setattr(type(root), "link_to", no_links)
+    assert store.store_whole(PEER, meta("t/a.txt", b"mine"), b"mine", None) == "t/a (1).txt"
+    assert store.store_whole(PEER, meta("t/b.txt", b"new"), b"new", None) == "t/b.txt"
+    assert (store.inbox / "t" / "a.txt").read_bytes() == b"other content"
+    assert (store.inbox / "t" / "a (1).txt").read_bytes() == b"mine"
+    assert (store.inbox / "t" / "b.txt").read_bytes() == b"new"
+    assert parts_left(store) == []
+    store.release_whole()
