@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from node.errors import ErrorCode
 from node.messages import FileInfo
+from node.offerbudget import OfferBudget
 from node.policy import Refusal
 from node.store import FileMeta
 from node.transfer import Transfer, TState
@@ -37,6 +38,16 @@ class Intake:
 
     def __init__(self, node: Node) -> None:
         self.node = node
+        self.offers = OfferBudget()  # offers per peer per second (node/offerbudget.py)
+
+    def offer_refusal(self, peer: str) -> Refusal | None:
+        """`busy` when `peer` has made its offers for now: asked before anything is recorded
+        for the offer, so a refused one costs a short frame and nothing else."""
+        wait = self.offers.take(peer, self.node.loop.time())
+        if wait is None:
+            return None
+        why = f"more than {self.offers.rate:g} offers a second from this peer, retry later"
+        return Refusal(ErrorCode.BUSY, why, max(wait, RETRY_AFTER_MIN))
 
     def incoming_refusal(
         self,

@@ -22,6 +22,10 @@ from node.receive import Receiving
 from node.transfer import TEvent, Transfer
 
 PENDING_KEEPALIVE = 10.0  # s between `pending` frames while a person decides (< idle timeouts)
+# Offers one connection may go on making past its peer's budget (node/offerbudget.py) before
+# it is closed: a sender that honours `retry_after` never gets near it, a flood pays a new
+# handshake instead of having each extra offer answered.
+MAX_OVER_BUDGET = 8
 
 
 class ServingPush(Receiving):
@@ -31,6 +35,7 @@ class ServingPush(Receiving):
     waiting: str | None = None  # the pending offer (--accept prompt) we wait on
     waiting_wire = ""
     _keepalive_at = 0.0
+    over_budget = 0  # offers refused on this connection for the peer's offer rate
 
     @property
     def addr(self) -> str:
@@ -41,6 +46,15 @@ class ServingPush(Receiving):
         node = self.node
         peer = self.conn.peer_id or "?"
         info = msg.info
+        budget = node.intake.offer_refusal(peer)
+        if budget is not None:
+            self.over_budget += 1
+            if self.over_budget > MAX_OVER_BUDGET:
+                self.conn.fail(budget.code, f"{budget.reason} (ignored {MAX_OVER_BUDGET} times)")
+                return
+            # No event: one per refused offer would be the flood again, in the log.
+            self.conn.send(Reject(msg.id, budget.code, budget.reason, budget.retry_after))
+            return
         t = node.manager.new(
             "push", "receive", peer, node.peers.name_of(peer), info.name, size=info.size,
             wire_id=msg.id,

@@ -18,6 +18,8 @@ from typing import Any
 from node.gate import STRANGER_HELLOS_BURST
 from node.intake import CONTENDED_TRIAL
 from node.node import RESCAN_MIN_GAP
+from node.offerbudget import OFFER_BURST, OFFER_RATE
+from node.servepush import MAX_OVER_BUDGET
 from node.store.hashcache import CACHE_FILE, HashCache
 from tests import tlspeer
 from tests.attackkit import fake_identities, flood_datagrams, signed_announce
@@ -381,19 +383,45 @@ def test_auto_fetch_of_a_hostile_listing_runs_a_bounded_number_of_pulls(tmp_path
         fake.close()
 
 
-def test_transfer_history_is_bounded(tmp_path: Path) -> None:
-    """Before: 50,000 offers added 37 MB and made each offer 3x slower."""
+def test_an_offer_flood_is_refused_past_the_peers_budget(tmp_path: Path) -> None:
+    """Before: every one of 2,000 offers of an empty file was taken (a transfer, two events,
+    a copy in the inbox each): 1.9x the time of a legitimate push and pull under the flood.
+    (The bounded transfer history: tests/node/test_offerbudget.py.)"""
     with nodes(tmp_path, ["b"]) as (b,):
         s = tlspeer.connect(("127.0.0.1", b.tcp_port), timeout=30)
         s.sendall(hello(ATTACKER))
         _, rest = read_frames(s, b"", 1)
         empty = hashlib.sha256(b"").hexdigest()
-        for i in range(3000):
+        answers: list[dict[str, Any]] = []
+        t0 = time.monotonic()
+        for i in range(OFFER_BURST + 200):
             s.sendall(offer(f"o{i}", f"e{i}.txt", 0, empty))
-            _, rest = read_frames(s, rest, 2 if i == 0 else 1)
+            got, rest = read_frames_or_eof(s, rest, 2 if i == 0 else 1)
+            answers += got
+            if not got or got[-1]["type"] == "error":
+                break
+        elapsed = time.monotonic() - t0
         s.close()
-        ts = b.api("GET", "/api/transfers")
-        assert len(ts) <= 2000, len(ts)
+        taken = [a for a in answers if a["type"] in ("accept", "verdict")]
+        refused = [a for a in answers if a["type"] == "reject"]
+        assert len(taken) <= OFFER_BURST + OFFER_RATE * elapsed + 2, (len(taken), elapsed)
+        assert refused and all(a["code"] == "busy" for a in refused), answers[-3:]
+        assert all(0 < a["retry_after"] <= 1 / OFFER_RATE + 0.01 for a in refused), refused
+        # It went on offering after its `busy`s: the connection ends instead of answering.
+        assert answers[-1]["type"] == "error" and answers[-1]["code"] == "busy", answers[-1]
+        assert len(refused) == MAX_OVER_BUDGET
+        files = [p for p in b.inbox.iterdir() if p.suffix == ".txt"]
+        assert len(files) == len(taken) - 1, len(files)  # o0: its accept, then its verdict
+
+
+def read_frames_or_eof(
+    s: socket.socket, buf: bytes, count: int
+) -> tuple[list[dict[str, Any]], bytes]:
+    """Like read_frames, but [] when the node closed the connection before `count` frames."""
+    try:
+        return read_frames(s, buf, count)
+    except AssertionError:
+        return [], buf
 
 
 def test_no_discovery_with_a_static_peer_prints_no_traceback(tmp_path: Path) -> None:
