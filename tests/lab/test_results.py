@@ -436,6 +436,7 @@ class FakeCluster:
                 token="t",
                 data_dir=data_dir,
                 networks=list(spec.networks),
+                api_exec=False,  # as NodeHandle's: reached directly, not through the engine
             )
             self.handles[spec.name] = out[spec.name] = h
         for spec in specs:  # as Cluster does: each prepared (its files), then started
