@@ -1,11 +1,13 @@
 """A libtorrent DHT node for tests/node/test_libtorrent_dht.py, run by the system Python that
 Debian's python3-libtorrent is built for.
 
-Usage: lt_dht_node.py PORT MOLE_PORT SAVE_DIR. It listens on 127.0.0.1:PORT (TCP and the DHT's
-UDP), is told of one DHT node (mole, on 127.0.0.1:MOLE_PORT), reads JSON commands from stdin
-({"op": "add_torrent" | "get_peers" | "state", "hash": hex}) and prints one JSON line per DHT
-event worth checking. (This binding cannot pass dht_announce() its flags, so libtorrent's own
-announce comes from adding a torrent: it then announces its listen port to the DHT.)
+Usage: lt_dht_node.py MOLE_PORT SAVE_DIR. It listens on 127.0.0.1 on a port the kernel picks
+(TCP and the DHT's UDP; a port probed free and handed over could be taken by another test in
+between), says it in its first line ({"event": "ready", "port": N}), is told of one DHT node
+(mole, on 127.0.0.1:MOLE_PORT), reads JSON commands from stdin ({"op": "add_torrent" |
+"get_peers" | "state", "hash": hex}) and prints one JSON line per DHT event worth checking.
+(This binding cannot pass dht_announce() its flags, so libtorrent's own announce comes from
+adding a torrent: it then announces its listen port to the DHT.)
 """
 
 from __future__ import annotations
@@ -23,24 +25,35 @@ def say(obj: dict[str, object]) -> None:
 
 
 def main() -> None:
-    port, mole_port, save_dir = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+    mole_port, save_dir = int(sys.argv[1]), sys.argv[2]
     ses = lt.session(
         {
-            "listen_interfaces": f"127.0.0.1:{port}",
+            "listen_interfaces": "127.0.0.1:0",
             "enable_dht": True,
             "enable_lsd": False,
             "enable_upnp": False,
             "enable_natpmp": False,
             "dht_bootstrap_nodes": "",
             "alert_mask": lt.alert.category_t.dht_notification
-            | lt.alert.category_t.dht_operation_notification,
+            | lt.alert.category_t.dht_operation_notification
+            | lt.alert.category_t.status_notification,
             # one host plays both nodes: lift libtorrent's one-node-per-IP rules
             "dht_restrict_routing_ips": False,
             "dht_restrict_search_ips": False,
         }
     )
+    # Ready once the DHT's UDP socket is bound: its port is the one mole must bootstrap from.
+    port = 0
+    while not port:
+        ses.wait_for_alert(1000)
+        for a in ses.pop_alerts():
+            if isinstance(a, lt.listen_succeeded_alert) and a.socket_type == lt.socket_type_t.udp:
+                port = a.port
+            elif isinstance(a, lt.listen_failed_alert):
+                say({"event": "failed", "error": a.message()})
+                return
     ses.add_dht_node(("127.0.0.1", mole_port))
-    say({"event": "ready", "port": ses.listen_port()})
+    say({"event": "ready", "port": port})
     while True:
         readable, _, _ = select.select([sys.stdin], [], [], 0.02)
         if readable:

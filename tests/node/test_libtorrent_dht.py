@@ -55,11 +55,9 @@ class Harness:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.bind((LOCAL, 0))
         mole_port = self.sock.getsockname()[1]
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-            probe.bind((LOCAL, 0))
-            self.lt_port = probe.getsockname()[1]
+        self.lt_port = 0  # libtorrent's, from its `ready` line (it binds port 0 itself)
         self.proc = subprocess.Popen(
-            [SYSTEM_PYTHON, str(HELPER), str(self.lt_port), str(mole_port), str(tmp)],
+            [SYSTEM_PYTHON, str(HELPER), str(mole_port), str(tmp)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -86,12 +84,19 @@ class Harness:
         self.proc.stdin.write(json.dumps(cmd) + "\n")
         self.proc.stdin.flush()
 
-    def run_until(self, cond: Callable[[], bool], timeout: float = 30.0) -> None:
+    def run_until(self, cond: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
         """Drive mole's socket and timers until `cond()` holds (fails after `timeout`)."""
         deadline = time.monotonic() + timeout
         while not cond():
             now = time.monotonic()
-            assert now < deadline, "condition not reached in time"
+            if now >= deadline:
+                node = self.node
+                raise AssertionError(
+                    f"{what}: not reached in {timeout:g} s; mole's table "
+                    f"{len(node.routing) if node else '-'} nodes, counters "
+                    f"{dict(node.counters) if node else '-'}, heard from libtorrent "
+                    f"{self.heard[-5:]}"
+                )
             assert self.proc.poll() is None, "libtorrent helper exited"
             while not self.lines.empty():
                 self.heard.append(self.lines.get())
@@ -137,7 +142,9 @@ class Harness:
 def harness(tmp_path: Path) -> Iterator[Harness]:
     h = Harness(tmp_path)
     try:
-        h.run_until(lambda: h.saw("ready"), timeout=30.0)
+        h.run_until(lambda: h.saw("ready") or h.saw("failed"), "libtorrent ready")
+        assert not h.saw("failed"), h.heard
+        h.lt_port = next(int(x["port"]) for x in h.heard if x["event"] == "ready")
         yield h
     finally:
         h.close()
@@ -146,23 +153,30 @@ def harness(tmp_path: Path) -> Iterator[Harness]:
 def test_mole_and_libtorrent_accept_each_other(harness: Harness) -> None:
     node = harness.start_mole()
     # mole's padded find_node answered: libtorrent is in mole's table
-    harness.run_until(lambda: len(node.routing) >= 1)
+    harness.run_until(lambda: len(node.routing) >= 1, "libtorrent in mole's table")
     # libtorrent took mole into its table (it verified mole with its own queries)
-    harness.run_until(lambda: harness.lt_nodes() >= 1)
+    harness.run_until(lambda: harness.lt_nodes() >= 1, "mole in libtorrent's table")
     # mole announces: libtorrent accepts the announce_peer with its own token
     node.search(H, time.monotonic(), port=7001)
-    harness.run_until(lambda: harness.saw("announce", ip=LOCAL, port=7001, hash=H.hex()))
+    harness.run_until(
+        lambda: harness.saw("announce", ip=LOCAL, port=7001, hash=H.hex()),
+        "libtorrent accepts mole's announce_peer",
+    )
     done = [e for e in harness.mole_events if isinstance(e, SearchDone)]
     assert done and done[0].announced >= 1
     # libtorrent announces through mole: it used mole's (trimmed) get_peers answer and token
     harness.command(op="add_torrent", hash=H.hex())
     lt_peer = (LOCAL, harness.lt_port)
-    harness.run_until(lambda: lt_peer in node.peer_store.get(H, time.monotonic()))
+    harness.run_until(
+        lambda: lt_peer in node.peer_store.get(H, time.monotonic()),
+        "libtorrent's announce stored by mole",
+    )
     # mole's next search run reads libtorrent's values answer: mole's own announce is in it
     harness.run_until(
         lambda: any(
             isinstance(e, PeersFound) and (LOCAL, 7001) in e.peers for e in harness.mole_events
-        )
+        ),
+        "mole's search finds its own announce at libtorrent",
     )
     # libtorrent's own lookup completes with that peer (mole answers it with values; libtorrent
     # may hold its own announce too, so this step proves less than the two above)
@@ -170,6 +184,7 @@ def test_mole_and_libtorrent_accept_each_other(harness: Harness) -> None:
     harness.run_until(
         lambda: any(
             h["event"] == "peers" and [LOCAL, harness.lt_port] in h["peers"] for h in harness.heard
-        )
+        ),
+        "libtorrent's get_peers through mole",
     )
     assert "malformed" not in node.counters and "wrong_source" not in node.counters
