@@ -136,7 +136,9 @@ def test_receiver_restart_mid_batch_resumes_at_the_file_and_byte(tmp_path: Path)
 
 
 def mole(capsys: pytest.CaptureFixture[str], node: NodeProc, *argv: str) -> tuple[int, str]:
-    code = cli.main(["--api", node.api_url, "--token", node.file_token(), *argv])
+    # --token=: a token is URL-safe base64 and starts with "-" one time in 64, which argparse
+    # would take for an option after a separate "--token".
+    code = cli.main(["--api", node.api_url, f"--token={node.file_token()}", *argv])
     captured = capsys.readouterr()
     return code, captured.out + captured.err
 

@@ -130,7 +130,7 @@ def test_rejecting_a_batch_offer_delivers_nothing_and_the_cli_sender_says_so(
         wait_mesh([a, b])
         for i in range(3):
             write_random(a.share / f"f{i}.txt", 400, seed=i)
-        argv = [sys.executable, "-m", "node", "--api", a.api_url, "--token", a.file_token()]
+        argv = [sys.executable, "-m", "node", "--api", a.api_url, f"--token={a.file_token()}"]
         argv += ["send", "b", *(str(a.share / f"f{i}.txt") for i in range(3))]
         cli = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         try:
