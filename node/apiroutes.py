@@ -18,7 +18,7 @@ from node import apiweb, trustapi
 from node.apiauth import ApiGuard
 
 if TYPE_CHECKING:
-    from node.api import ApiServerProtocol
+    from node.api import ApiServerProtocol, NodeFacade
     from node.httpparse import Request
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -53,32 +53,23 @@ class MethodNotAllowed(ApiError):
         self.allow = ", ".join(allow)
 
 
-def get_node(api: ApiServerProtocol, request: Request, params: dict[str, str]) -> Answer:
-    return 200, api.facade.info()
+def _view(read: Callable[[NodeFacade], object]) -> Handler:
+    """A GET route that answers 200 with one of the facade's views as it is now (no input)."""
+
+    def handler(api: ApiServerProtocol, request: Request, params: dict[str, str]) -> Answer:
+        return 200, read(api.facade)
+
+    return handler
 
 
-def get_peers(api: ApiServerProtocol, request: Request, params: dict[str, str]) -> Answer:
-    return 200, api.facade.peers()
-
-
-def get_files(api: ApiServerProtocol, request: Request, params: dict[str, str]) -> Answer:
-    return 200, api.facade.files()
-
-
-def get_inbox(api: ApiServerProtocol, request: Request, params: dict[str, str]) -> Answer:
-    return 200, api.facade.inbox()
-
-
-def get_partials(api: ApiServerProtocol, request: Request, params: dict[str, str]) -> Answer:
-    return 200, api.facade.partials()
-
-
-def get_skipped(api: ApiServerProtocol, request: Request, params: dict[str, str]) -> Answer:
-    return 200, api.facade.skipped()
-
-
-def get_transfers(api: ApiServerProtocol, request: Request, params: dict[str, str]) -> Answer:
-    return 200, api.facade.transfers()
+get_node = _view(lambda facade: facade.info())
+get_peers = _view(lambda facade: facade.peers())
+get_files = _view(lambda facade: facade.files())
+get_inbox = _view(lambda facade: facade.inbox())
+get_partials = _view(lambda facade: facade.partials())
+get_skipped = _view(lambda facade: facade.skipped())
+get_transfers = _view(lambda facade: facade.transfers())
+get_static = _view(lambda facade: facade.static_peers())
 
 
 def get_transfer(api: ApiServerProtocol, request: Request, params: dict[str, str]) -> Answer:
@@ -93,21 +84,13 @@ def get_peer_files(api: ApiServerProtocol, request: Request, params: dict[str, s
     return api.answer_later(request, lambda reply: api.facade.peer_files(peer, reply))
 
 
-def get_static(api: ApiServerProtocol, request: Request, params: dict[str, str]) -> Answer:
-    return 200, api.facade.static_peers()
-
-
 def post_static(api: ApiServerProtocol, request: Request, params: dict[str, str]) -> Answer:
-    peer = json_object(request).get("peer")
-    if not isinstance(peer, str) or not peer or len(peer) > 300:
-        raise ApiError(400, "bad_request", 'needs "peer": "HOST:PORT"')
+    peer = _static_peer(request)
     return 201, api.facade.add_static_peer(peer)
 
 
 def post_static_remove(api: ApiServerProtocol, request: Request, params: dict[str, str]) -> Answer:
-    peer = json_object(request).get("peer")
-    if not isinstance(peer, str) or not peer or len(peer) > 300:
-        raise ApiError(400, "bad_request", 'needs "peer": "HOST:PORT"')
+    peer = _static_peer(request)
     api.facade.remove_static_peer(peer)
     return 200, {"removed": peer}
 
@@ -206,6 +189,13 @@ ROUTES: list[tuple[tuple[str, ...], dict[str, Handler]]] = [
     (("api", "session"), {"POST": post_session, "DELETE": delete_session}),
     *trustapi.ROUTES,
 ]
+
+
+def _static_peer(request: Request) -> str:
+    peer = json_object(request).get("peer")
+    if not isinstance(peer, str) or not peer or len(peer) > 300:
+        raise ApiError(400, "bad_request", 'needs "peer": "HOST:PORT"')
+    return peer
 
 
 def _names(body: dict[str, Any]) -> list[str]:

@@ -310,7 +310,8 @@ class BProgress:
 
 BatchMessage = Batch | BatchAccept | BatchVerdict | GetBatch | BFile | BEnd | BProgress
 AnyMessage = Message | BatchMessage
-BATCH_TYPES: Final[tuple[type[BatchMessage], ...]] = (
+# A fixed tuple (not tuple[type, ...]) so that isinstance narrows both ways (node/conn.py).
+BATCH_TYPES: Final = (
     Batch,
     BatchAccept,
     BatchVerdict,

@@ -67,6 +67,19 @@ def tell_fallback(t: dict[str, Any], told: set[str]) -> None:
     )
 
 
+def show_running(
+    current: dict[str, dict[str, Any]], told: set[str], bar: ProgressBar | None
+) -> list[str]:
+    """Show where the transfers stand (a batch's fallback once, the bar); the ids not final.
+    One step of both ways of following them: the event stream (`follow`) and the poll
+    (`wait_for`)."""
+    for t in current.values():
+        tell_fallback(t, told)
+    if bar is not None:
+        bar.update(list(current.values()))
+    return [tid for tid, t in current.items() if t.get("state") not in FINAL_STATES]
+
+
 def timed_out(timeout: float | None, running: list[dict[str, Any]]) -> str:
     """The give-up line: what is still waiting, and why its last attempt failed (a retried
     transfer's error says, e.g., that the peer's certificate is not the id we meant)."""
@@ -146,11 +159,7 @@ def follow(
     # One read each catches what happened before the node took our subscription in.
     refresh(client, current)
     while True:
-        for t in current.values():
-            tell_fallback(t, told)
-        if bar is not None:
-            bar.update(list(current.values()))
-        running = [tid for tid, t in current.items() if t.get("state") not in FINAL_STATES]
+        running = show_running(current, told, bar)
         if not running:
             return list(current.values())
         try:
@@ -221,11 +230,7 @@ def wait_for(
     current = {str(t["id"]): t for t in transfers}
     told: set[str] = set()
     while True:
-        for t in current.values():
-            tell_fallback(t, told)
-        if bar is not None:
-            bar.update(list(current.values()))
-        running = [tid for tid, t in current.items() if t.get("state") not in FINAL_STATES]
+        running = show_running(current, told, bar)
         if not running:
             return list(current.values())
         if deadline is not None and time.monotonic() >= deadline:

@@ -14,17 +14,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from node import connauth
-from node.batchmsg import (
-    AnyMessage,
-    Batch,
-    BatchAccept,
-    BatchMessage,
-    BatchVerdict,
-    BEnd,
-    BFile,
-    BProgress,
-    GetBatch,
-)
+from node.batchmsg import BATCH_TYPES, AnyMessage, BatchMessage
 from node.conndeadlines import Deadlines
 from node.errors import ErrorCode, LocalCode, LocalProtocolError, RemoteProtocolError
 from node.loop import Transport
@@ -300,9 +290,7 @@ class Conn:
                     if self.deadlines.hello_by is not None:
                         self.deadlines.hello_by = None
                         self.node.admission.done(self)
-                if isinstance(
-                    event, (Batch, BatchAccept, BatchVerdict, GetBatch, BFile, BEnd, BProgress)
-                ):
+                if isinstance(event, BATCH_TYPES):  # the one list of batch messages (batchmsg)
                     self.handler.on_batch(event)
                 else:
                     self.handler.on_message(event)

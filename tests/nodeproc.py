@@ -11,6 +11,7 @@ import http.client
 import json
 import os
 import queue
+import signal
 import socket
 import subprocess
 import sys
@@ -258,6 +259,51 @@ def nodes(root: Path, names: list[str], *args: str, **kw: Any) -> Iterator[list[
     finally:
         for p in procs:
             p.stop()
+
+
+# What `pair` starts its nodes with: quick announces, fine progress and quick retries, so a
+# broken transfer is taken up again within the tests' deadlines.
+PAIR_ARGS = (
+    "--announce-interval", "0.5",
+    "--progress-interval", "0.1",
+    "--retry-backoff", "0.2",
+    "--retry-backoff-max", "1",
+)  # fmt: skip
+
+
+@contextlib.contextmanager
+def pair(
+    root: Path,
+    a_args: tuple[str, ...] = (),
+    b_args: tuple[str, ...] = (),
+    *,
+    b_launcher: tuple[str, ...] = ("-m", "node"),
+) -> Iterator[tuple[NodeProc, NodeProc]]:
+    """Nodes `a` and `b` (with PAIR_ARGS) that list each other; `b_launcher` runs `b` as
+    another kind of node (tests/nobatch.py: one without the batch features). Stopped
+    (SIGCONT first, for a test that left one SIGSTOPped) afterwards."""
+    port = free_udp_port()
+    a = NodeProc(root, "a", port, *PAIR_ARGS, *a_args)
+    b = NodeProc(root, "b", port, *PAIR_ARGS, *b_args, launcher=b_launcher)
+    try:
+        a.start()
+        b.start()
+        wait_mesh([a, b])
+        yield a, b
+    finally:
+        for p in (a, b):
+            if p.alive():
+                os.kill(p.proc.pid, signal.SIGCONT)  # type: ignore[union-attr]
+            p.stop()
+
+
+def ev(node: NodeProc, kind: str, tid: str, timeout: float = 30, **match: Any) -> Event:
+    """The event `kind` of transfer `tid` (see `about`) whose fields include `match`."""
+
+    def pred(e: Event) -> bool:
+        return e["event"] == kind and about(e, tid) and all(e.get(k) == v for k, v in match.items())
+
+    return node.wait_event(pred, timeout=timeout, what=f"{kind} {tid} {match or ''}")
 
 
 def about(e: Event, tid: str) -> bool:

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 from node import cli
-from tests.node.test_resume import ev, pair
-from tests.nodeproc import TEST_GROUP_SECRET, NodeProc, nodes, wait_mesh
+from tests.node.test_integration import sha
+from tests.nodeproc import TEST_GROUP_SECRET, Event, NodeProc, ev, nodes, pair, wait_mesh
 
 
 def make_tree(root: Path, files: int, seed: int = 1, big: int = 0) -> dict[str, str]:
@@ -38,12 +38,17 @@ def make_tree(root: Path, files: int, seed: int = 1, big: int = 0) -> dict[str, 
     return out
 
 
-def tree_of(root: Path) -> dict[str, str]:
-    return {
-        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+def files_below(root: Path) -> list[str]:
+    """The relative paths of the files under `root`, but not the node's own (.mole) state."""
+    return sorted(
+        p.relative_to(root).as_posix()
         for p in root.rglob("*")
         if p.is_file() and ".mole" not in p.parts
-    }
+    )
+
+
+def tree_of(root: Path) -> dict[str, str]:
+    return {name: sha(root / name) for name in files_below(root)}
 
 
 def wait_done(node: NodeProc, tid: str, timeout: float = 60) -> dict[str, Any]:
@@ -52,6 +57,27 @@ def wait_done(node: NodeProc, tid: str, timeout: float = 60) -> dict[str, Any]:
         lambda e: e["event"] == "batch_done" and (not tid or tid in (e["id"], e["wire_id"])),
         timeout=timeout,
         what=f"batch_done {tid}",
+    )
+
+
+BIG = 24 << 20  # under SLOW, about three seconds: time to break a batch on purpose
+SLOW = ("--max-rate", "8MiB")  # for whichever node sends the batch
+
+
+def wait_batch_bytes(node: NodeProc, past: int, what: str = "a quarter of the big file") -> None:
+    """A batch_progress on `node` beyond `past` bytes: the batch is under way."""
+    node.wait_event(
+        lambda e: e["event"] == "batch_progress" and e["bytes"] > past, timeout=30, what=what
+    )
+
+
+def restart_restored(node: NodeProc, what: str) -> Event:
+    """Kill `node` mid-batch and start it again: the transfer_started of the batch it takes up
+    from its journal."""
+    node.stop(kill=True)
+    node.start()
+    return node.wait_event(
+        lambda e: e["event"] == "transfer_started" and e.get("restored"), timeout=10, what=what
     )
 
 
@@ -95,27 +121,24 @@ def test_pull_a_directory_and_a_glob(tmp_path: Path) -> None:
 
 
 def test_receiver_restart_mid_batch_resumes_at_the_file_and_byte(tmp_path: Path) -> None:
-    big = 24 << 20
-    with pair(tmp_path, a_args=("--max-rate", "8MiB")) as (a, b):
+    with pair(tmp_path, a_args=SLOW) as (a, b):
         src = a.share / "set"
-        want = make_tree(src, 40, seed=3, big=big)
+        want = make_tree(src, 40, seed=3, big=BIG)
         t = a.api("POST", "/api/push", {"peer": "b", "path": str(src)})
-        b.wait_event(
-            lambda e: e["event"] == "batch_progress" and e["bytes"] > big // 4,
-            timeout=30,
-            what="a quarter of the big file",
-        )
+        wait_batch_bytes(b, BIG // 4)
         b.stop(kill=True)
         b.start()
         ev(a, "transfer_retry", t["id"])
         done = wait_done(b, t["id"])
         assert done["state"] == "done", done
-        assert 0 < done["sent"] < big  # only the rest crossed the wire
+        assert 0 < done["sent"] < BIG  # only the rest crossed the wire
         assert tree_of(b.inbox / "set") == want
 
 
 def mole(capsys: pytest.CaptureFixture[str], node: NodeProc, *argv: str) -> tuple[int, str]:
-    code = cli.main(["--api", node.api_url, "--token", node.file_token(), *argv])
+    # --token=: a token is URL-safe base64 and starts with "-" one time in 64, which argparse
+    # would take for an option after a separate "--token".
+    code = cli.main(["--api", node.api_url, f"--token={node.file_token()}", *argv])
     captured = capsys.readouterr()
     return code, captured.out + captured.err
 
@@ -142,30 +165,19 @@ def test_cli_send_get_and_ls_a_directory(
 
 
 def test_sender_restart_mid_batch_resumes_from_the_journal(tmp_path: Path) -> None:
-    big = 24 << 20
-    with pair(tmp_path, a_args=("--max-rate", "8MiB")) as (a, b):
+    with pair(tmp_path, a_args=SLOW) as (a, b):
         src = a.share / "set"
-        want = make_tree(src, 20, seed=5, big=big)
+        want = make_tree(src, 20, seed=5, big=BIG)
         t = a.api("POST", "/api/push", {"peer": "b", "path": str(src)})
-        b.wait_event(
-            lambda e: e["event"] == "batch_progress" and e["bytes"] > big // 4,
-            timeout=30,
-            what="a quarter of the big file",
-        )
-        a.stop(kill=True)
-        a.start()
-        restored = a.wait_event(
-            lambda e: e["event"] == "transfer_started" and e.get("restored"),
-            timeout=10,
-            what="the batch restored from the journal",
-        )
+        wait_batch_bytes(b, BIG // 4)
+        restored = restart_restored(a, "the batch restored from the journal")
         assert restored["id"] == t["id"] and restored["kind"] == "batch"
         done = b.wait_event(
             lambda e: e["event"] == "batch_done" and e["state"] == "done",
             timeout=60,
             what="the resumed batch done",
         )
-        assert 0 < done["sent"] < big  # only the rest crossed the wire
+        assert 0 < done["sent"] < BIG  # only the rest crossed the wire
         assert tree_of(b.inbox / "set") == want
 
 
@@ -212,15 +224,10 @@ def test_links_inside_the_tree_are_sent_with_links_inside(tmp_path: Path) -> Non
 
 
 def test_cancel_a_batch_ends_both_records_and_drops_the_partial_file(tmp_path: Path) -> None:
-    big = 24 << 20
-    with pair(tmp_path, a_args=("--max-rate", "8MiB")) as (a, b):
-        make_tree(a.share / "c", 6, seed=8, big=big)
+    with pair(tmp_path, a_args=SLOW) as (a, b):
+        make_tree(a.share / "c", 6, seed=8, big=BIG)
         t = a.api("POST", "/api/push", {"peer": "b", "path": str(a.share / "c")})
-        b.wait_event(
-            lambda e: e["event"] == "batch_progress" and e["bytes"] > big // 8,
-            timeout=30,
-            what="an eighth of the big file",
-        )
+        wait_batch_bytes(b, BIG // 8, "an eighth of the big file")
         a.api("POST", f"/api/transfers/{t['id']}/cancel")
         assert wait_done(a, t["id"])["state"] == "cancelled"
         done_b = wait_done(b, t["id"])

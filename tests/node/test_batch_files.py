@@ -7,7 +7,6 @@ sender says why. Every wait is an event or an API state with a deadline."""
 
 from __future__ import annotations
 
-import hashlib
 import subprocess
 import sys
 from pathlib import Path
@@ -18,25 +17,22 @@ import pytest
 from node.batchmsg import Batch, Entry, encode_any
 from node.units import format_size
 from tests.junkflood import hello
-from tests.node.test_batch import make_tree, mole, tree_of, wait_done
-from tests.node.test_integration import write_random
-from tests.node.test_resume import ev, pair
+from tests.node.test_batch import (
+    BIG,
+    SLOW,
+    files_below,
+    make_tree,
+    mole,
+    restart_restored,
+    tree_of,
+    wait_batch_bytes,
+    wait_done,
+)
+from tests.node.test_integration import sha, write_random
 from tests.node.test_trust import talk
-from tests.nodeproc import REPO, NodeProc, nodes, wait_mesh
+from tests.nodeproc import REPO, NodeProc, ev, nodes, pair, wait_mesh
 
 PROMPT = ("--accept", "prompt")
-
-
-def sha(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def files_in(node: NodeProc) -> list[str]:
-    return sorted(
-        p.relative_to(node.inbox).as_posix()
-        for p in node.inbox.rglob("*")
-        if p.is_file() and ".mole" not in p.parts
-    )
 
 
 def test_several_files_sent_by_the_cli_are_one_batch(
@@ -70,26 +66,21 @@ def test_several_files_sent_by_the_cli_are_one_batch(
 
 
 def test_receiver_restart_mid_batch_of_plain_files_resumes(tmp_path: Path) -> None:
-    big = 24 << 20
-    with pair(tmp_path, a_args=("--max-rate", "8MiB")) as (a, b):
-        sizes = {"a-first.txt": 3000, "m-big.bin": big, "z-last.txt": 2000}
+    with pair(tmp_path, a_args=SLOW) as (a, b):
+        sizes = {"a-first.txt": 3000, "m-big.bin": BIG, "z-last.txt": 2000}
         want = {
             n: write_random(a.share / n, size, seed=i) for i, (n, size) in enumerate(sizes.items())
         }
         paths = [str(a.share / n) for n in sizes]
         t = a.api("POST", "/api/push", {"peer": "b", "paths": paths})
-        b.wait_event(
-            lambda e: e["event"] == "batch_progress" and e["bytes"] > big // 4,
-            timeout=30,
-            what="a quarter of the big file",
-        )
+        wait_batch_bytes(b, BIG // 4)
         b.stop(kill=True)
-        assert files_in(b) == ["a-first.txt"]  # placed before the break
+        assert files_below(b.inbox) == ["a-first.txt"]  # placed before the break
         b.start()
         ev(a, "transfer_retry", t["id"])
         done = wait_done(b, t["id"])
         assert done["state"] == "done" and done["files"] == 3, done
-        assert 0 < done["sent"] < big  # only the rest of the big file (and the last) crossed
+        assert 0 < done["sent"] < BIG  # only the rest of the big file (and the last) crossed
         assert {n: sha(b.inbox / n) for n in sizes} == want
 
 
@@ -115,7 +106,8 @@ def test_a_prompt_receiver_sees_one_offer_and_accepting_it_delivers_every_file(
         tops = [(f["name"], f["kind"], f["files"]) for f in o["files"]]
         assert tops == [("pics", "dir", 12), ("x.txt", "file", 1), ("y.txt", "file", 1)]
         a.wait_event(lambda e: e["event"] == "transfer_waiting" and e["id"] == t["id"])
-        assert files_in(b) == [] and not (b.inbox / "pics").exists()  # nothing before a yes
+        # Nothing before a yes.
+        assert files_below(b.inbox) == [] and not (b.inbox / "pics").exists()
         code, text = mole(capsys, b, "offers")  # one line for the whole batch
         assert code == 0 and text.count("\n") == 1, text
         assert f"batch of 14 files, {format_size(total)}: pics/ (12 files," in text, text
@@ -138,7 +130,7 @@ def test_rejecting_a_batch_offer_delivers_nothing_and_the_cli_sender_says_so(
         wait_mesh([a, b])
         for i in range(3):
             write_random(a.share / f"f{i}.txt", 400, seed=i)
-        argv = [sys.executable, "-m", "node", "--api", a.api_url, "--token", a.file_token()]
+        argv = [sys.executable, "-m", "node", "--api", a.api_url, f"--token={a.file_token()}"]
         argv += ["send", "b", *(str(a.share / f"f{i}.txt") for i in range(3))]
         cli = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         try:
@@ -154,7 +146,7 @@ def test_rejecting_a_batch_offer_delivers_nothing_and_the_cli_sender_says_so(
         assert b"not authorized by b: f0.txt (batch of 3 files) (rejected by the user)" in err, err
         refused = b.wait_event(lambda e: e["event"] == "transfer_refused", what="refused")
         assert refused["code"] == "not_authorized"
-        assert files_in(b) == [] and b.api("GET", "/api/transfers") == []
+        assert files_below(b.inbox) == [] and b.api("GET", "/api/transfers") == []
         assert b.api("GET", "/api/offers") == []
 
 
@@ -173,7 +165,7 @@ def test_a_batch_offer_nobody_decides_expires_like_a_single_one(tmp_path: Path) 
         )
         assert final["error"]["code"] == "not_authorized"
         assert "within 1.5 s" in final["error"]["reason"], final
-        assert files_in(b) == []
+        assert files_below(b.inbox) == []
 
 
 def test_a_sender_that_cannot_wait_for_a_batch_decision_is_refused(tmp_path: Path) -> None:
@@ -216,51 +208,35 @@ def test_get_of_several_names_is_one_batch_and_names_what_the_peer_lacks(
 def test_a_puller_restarted_mid_batch_of_names_takes_it_up_from_its_journal(
     tmp_path: Path,
 ) -> None:
-    big = 24 << 20
-    with pair(tmp_path, b_args=("--max-rate", "8MiB")) as (a, b):
-        sizes = {"a.txt": 900, "m-big.bin": big, "z.txt": 700}
+    with pair(tmp_path, b_args=SLOW) as (a, b):
+        sizes = {"a.txt": 900, "m-big.bin": BIG, "z.txt": 700}
         want = {
             n: write_random(b.share / n, size, seed=i) for i, (n, size) in enumerate(sizes.items())
         }
         b.wait_api("/api/files", lambda fs: len(fs) >= 3, timeout=30, what="b's files hashed")
         t = a.api("POST", "/api/pull", {"peer": "b", "names": list(sizes)})
-        a.wait_event(
-            lambda e: e["event"] == "batch_progress" and e["bytes"] > big // 4,
-            timeout=30,
-            what="a quarter of the big file",
-        )
-        a.stop(kill=True)
-        a.start()
-        restored = a.wait_event(
-            lambda e: e["event"] == "transfer_started" and e.get("restored"),
-            timeout=10,
-            what="the named pull restored from the journal",
-        )
+        wait_batch_bytes(a, BIG // 4)
+        restored = restart_restored(a, "the named pull restored from the journal")
         assert (restored["id"], restored["kind"]) == (t["id"], "batch")
         done = wait_done(a, t["id"])
         assert done["state"] == "done" and done["files"] == 3, done
-        assert 0 < done["sent"] < big  # only the rest crossed the wire
+        assert 0 < done["sent"] < BIG  # only the rest crossed the wire
         assert {n: sha(a.inbox / n) for n in sizes} == want
 
 
 def test_an_accepted_batch_sent_again_after_a_break_is_not_asked_again(tmp_path: Path) -> None:
     """One prompt per batch: the sender killed mid-batch sends it again from its journal (same
     id, same manifest) and the receiver takes it up without a second offer."""
-    big = 24 << 20
-    fast = ("--announce-interval", "0.5", "--retry-backoff", "0.2", "--max-rate", "8MiB")
+    fast = ("--announce-interval", "0.5", "--retry-backoff", "0.2", *SLOW)
     with nodes(tmp_path, ["a", "b"], *PROMPT, *fast, group=False) as (a, b):
         wait_mesh([a, b])
-        sizes = {"a.txt": 900, "m-big.bin": big}
+        sizes = {"a.txt": 900, "m-big.bin": BIG}
         want = {
             n: write_random(a.share / n, size, seed=i) for i, (n, size) in enumerate(sizes.items())
         }
         t = a.api("POST", "/api/push", {"peer": "b", "paths": [str(a.share / n) for n in sizes]})
         b.api("POST", f"/api/offers/{offered(b)['id']}/accept")
-        b.wait_event(
-            lambda e: e["event"] == "batch_progress" and e["bytes"] > big // 4,
-            timeout=30,
-            what="a quarter of the big file",
-        )
+        wait_batch_bytes(b, BIG // 4)
         a.stop(kill=True)
         a.start()
         done = b.wait_event(
@@ -268,6 +244,6 @@ def test_an_accepted_batch_sent_again_after_a_break_is_not_asked_again(tmp_path:
             timeout=60,
             what="the batch taken up again and done",
         )
-        assert done["wire_id"] == t["id"] and 0 < done["sent"] < big, done
+        assert done["wire_id"] == t["id"] and 0 < done["sent"] < BIG, done
         assert [e["event"] for e in b.events].count("offer_pending") == 1
         assert {n: sha(b.inbox / n) for n in sizes} == want

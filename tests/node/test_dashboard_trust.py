@@ -4,6 +4,7 @@ Every wait has a deadline (tests/browser.py)."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 from collections.abc import Iterator
@@ -51,6 +52,22 @@ def final(node: NodeProc, tid: str) -> dict[str, Any]:
         what="the push's end",
         timeout=20,
     )
+
+
+@contextlib.contextmanager
+def pairing_asked(
+    tmp_path: Path, alpha_page: Any, beta_page: Any
+) -> Iterator[tuple[NodeProc, NodeProc]]:
+    """Strangers alpha (on `alpha_page`) and beta (on `beta_page`), alpha's Pair button for beta
+    clicked: beta's page is about to ask its user."""
+    with nodes(tmp_path, ["alpha", "beta"], group=False) as (a, b):
+        wait_mesh([a, b])
+        br.logged_in(alpha_page, a)
+        br.logged_in(beta_page, b)
+        pair = br.one(alpha_page, f'#peers li[data-node="{b.node_id}"] button.pair', "Pair")
+        br.wait(alpha_page, lambda d: pair.is_displayed(), "the Pair button")
+        pair.click()
+        yield a, b
 
 
 def test_an_offer_appears_live_and_accepting_it_delivers_the_file(
@@ -152,13 +169,7 @@ def test_pairing_through_two_pages_makes_both_nodes_trust_each_other(
     page2: Any,
     tmp_path: Path,
 ) -> None:
-    with nodes(tmp_path, ["alpha", "beta"], group=False) as (a, b):
-        wait_mesh([a, b])
-        br.logged_in(page, a)
-        br.logged_in(page2, b)
-        pair = br.one(page, f'#peers li[data-node="{b.node_id}"] button.pair', "Pair")
-        br.wait(page, lambda d: pair.is_displayed(), "the Pair button")
-        pair.click()
+    with pairing_asked(tmp_path, page, page2) as (a, b):
         codes = []
         for d in (page, page2):  # beta's dialog opens by itself, on the `pairing` event
             br.one(d, "#pair-dialog[open] #pair-yes:not([hidden])", "the code to confirm")
@@ -185,11 +196,7 @@ def test_a_declined_pairing_trusts_nobody(
     page2: Any,
     tmp_path: Path,
 ) -> None:
-    with nodes(tmp_path, ["alpha", "beta"], group=False) as (a, b):
-        wait_mesh([a, b])
-        br.logged_in(page, a)
-        br.logged_in(page2, b)
-        br.one(page, f'#peers li[data-node="{b.node_id}"] button.pair', "Pair").click()
+    with pairing_asked(tmp_path, page, page2) as (a, b):
         br.one(page2, "#pair-dialog[open] #pair-no:not([hidden])", "beta's dialog").click()
         br.one(page, '#pair-dialog[data-state="failed"]', "alpha told it failed")
         assert a.api("GET", "/api/trusted") == [] and b.api("GET", "/api/trusted") == []

@@ -6,39 +6,15 @@ from __future__ import annotations
 
 import hashlib
 import os
-import signal
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 from node.batchfallback import WINDOW
 from tests.node.test_batch import mole, wait_done
-from tests.node.test_resume import COMMON, meet
-from tests.nodeproc import NodeProc, free_udp_port
+from tests.nodeproc import Event, NodeProc, pair
 
-OLD = ("tests/nobatch.py",)
-
-
-@contextmanager
-def old_pair(
-    root: Path, a_args: tuple[str, ...] = (), b_args: tuple[str, ...] = ()
-) -> Iterator[tuple[NodeProc, NodeProc]]:
-    """`a` a current node, `b` one without the batch features."""
-    port = free_udp_port()
-    a = NodeProc(root, "a", port, *COMMON, *a_args)
-    b = NodeProc(root, "b", port, *COMMON, *b_args, launcher=OLD)
-    try:
-        a.start()
-        b.start()
-        meet(a, b)
-        yield a, b
-    finally:
-        for p in (a, b):
-            if p.alive():
-                os.kill(p.proc.pid, signal.SIGCONT)  # type: ignore[union-attr]
-            p.stop()
+OLD = ("tests/nobatch.py",)  # `b_launcher` of a node without the batch features
 
 
 def files(root: Path, n: int, size: int = 5000) -> dict[str, str]:
@@ -55,19 +31,31 @@ def held(inbox: Path, names: list[str]) -> dict[str, str]:
     return {n: hashlib.sha256((inbox / n).read_bytes()).hexdigest() for n in names}
 
 
+def fell_back(node: NodeProc, tid: str, timeout: float = 20, what: str = "batch_fallback") -> Event:
+    """The batch_fallback of batch `tid`: which plain pushes it started."""
+    return node.wait_event(
+        lambda e: e["event"] == "batch_fallback" and e["id"] == tid, timeout=timeout, what=what
+    )
+
+
+def push_under_way(node: NodeProc, fell: Event) -> None:
+    """One of the plain pushes a fallback (`fell`) started has sent bytes."""
+    node.wait_event(
+        lambda e: e["event"] == "transfer_progress" and e["id"] in fell["transfers"],
+        timeout=20,
+        what="a plain push under way",
+    )
+
+
 def test_plain_files_fall_back_to_one_push_each_and_a_tree_still_fails(tmp_path: Path) -> None:
-    with old_pair(tmp_path) as (a, b):
+    with pair(tmp_path, b_launcher=OLD) as (a, b):
         hello = b.api("GET", "/api/node")
         assert hello["name"] == "b"
         want = files(a.share / "set", WINDOW + 2)
         paths = [str(a.share / "set" / n) for n in want]
         t = a.api("POST", "/api/push", {"peer": "b", "paths": paths})
         assert t["kind"] == "batch"
-        fell = a.wait_event(
-            lambda e: e["event"] == "batch_fallback" and e["id"] == t["id"],
-            timeout=20,
-            what="batch_fallback",
-        )
+        fell = fell_back(a, t["id"])
         assert fell["files"] == WINDOW + 2 and len(fell["transfers"]) == WINDOW  # a few at once
         done = wait_done(a, t["id"])
         assert done["state"] == "done" and done["files_done"] == WINDOW + 2, done
@@ -94,7 +82,7 @@ def test_plain_files_fall_back_to_one_push_each_and_a_tree_still_fails(tmp_path:
 def test_cli_send_says_once_it_fell_back(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    with old_pair(tmp_path) as (a, b):
+    with pair(tmp_path, b_launcher=OLD) as (a, b):
         want = files(a.share, 2, size=20000)
         code, text = mole(capsys, a, "send", "b", *[str(a.share / n) for n in want])
         assert code == 0, text
@@ -103,7 +91,7 @@ def test_cli_send_says_once_it_fell_back(
 
 
 def test_a_file_the_old_node_refuses_fails_the_batch_naming_it(tmp_path: Path) -> None:
-    with old_pair(tmp_path, b_args=("--max-size", "10000")) as (a, b):
+    with pair(tmp_path, b_args=("--max-size", "10000"), b_launcher=OLD) as (a, b):
         (a.share / "small.txt").write_bytes(b"s" * 100)
         (a.share / "big.bin").write_bytes(os.urandom(50_000))
         paths = [str(a.share / "small.txt"), str(a.share / "big.bin")]
@@ -117,20 +105,12 @@ def test_a_file_the_old_node_refuses_fails_the_batch_naming_it(tmp_path: Path) -
 
 
 def test_cancelling_a_batch_that_fell_back_cancels_its_plain_pushes(tmp_path: Path) -> None:
-    with old_pair(tmp_path, a_args=("--max-rate", "256KiB")) as (a, b):
+    with pair(tmp_path, a_args=("--max-rate", "256KiB"), b_launcher=OLD) as (a, b):
         files(a.share, 2, size=2 << 20)
         paths = [str(a.share / "f0.bin"), str(a.share / "f1.bin")]
         t = a.api("POST", "/api/push", {"peer": "b", "paths": paths})
-        fell = a.wait_event(
-            lambda e: e["event"] == "batch_fallback" and e["id"] == t["id"],
-            timeout=20,
-            what="batch_fallback",
-        )
-        a.wait_event(
-            lambda e: e["event"] == "transfer_progress" and e["id"] in fell["transfers"],
-            timeout=20,
-            what="a plain push under way",
-        )
+        fell = fell_back(a, t["id"])
+        push_under_way(a, fell)
         assert a.api("POST", f"/api/transfers/{t['id']}/cancel")["state"] == "cancelled"
         for kid in fell["transfers"]:
             assert a.api("GET", f"/api/transfers/{kid}")["state"] == "cancelled"
@@ -139,27 +119,15 @@ def test_cancelling_a_batch_that_fell_back_cancels_its_plain_pushes(tmp_path: Pa
 
 
 def test_a_sender_restart_takes_up_the_plain_pushes_once(tmp_path: Path) -> None:
-    with old_pair(tmp_path, a_args=("--max-rate", "1MiB")) as (a, b):
+    with pair(tmp_path, a_args=("--max-rate", "1MiB"), b_launcher=OLD) as (a, b):
         want = files(a.share, WINDOW + 2, size=1 << 20)
         paths = [str(a.share / n) for n in want]
         t = a.api("POST", "/api/push", {"peer": "b", "paths": paths})
-        fell = a.wait_event(
-            lambda e: e["event"] == "batch_fallback" and e["id"] == t["id"],
-            timeout=20,
-            what="batch_fallback",
-        )
-        a.wait_event(
-            lambda e: e["event"] == "transfer_progress" and e["id"] in fell["transfers"],
-            timeout=20,
-            what="a plain push under way",
-        )
+        fell = fell_back(a, t["id"])
+        push_under_way(a, fell)
         a.stop(kill=True)
         a.start()
-        again = a.wait_event(
-            lambda e: e["event"] == "batch_fallback" and e["id"] == t["id"],
-            timeout=30,
-            what="the restored batch falling back again",
-        )
+        again = fell_back(a, t["id"], timeout=30, what="the restored batch falling back again")
         assert set(fell["transfers"]) <= set(again["transfers"])  # taken up, not started twice
         done = wait_done(a, t["id"])
         assert done["state"] == "done" and done["files_done"] == WINDOW + 2, done

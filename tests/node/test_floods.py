@@ -176,38 +176,46 @@ def trickler(src: str, port: int, i: int, stop: threading.Event) -> None:
         s.close()
 
 
+@contextlib.contextmanager
+def tricklers(node: NodeProc, count: int = 16) -> Iterator[None]:
+    """`count` trickling pushes to `node`, each from its own loopback address, holding a
+    transfer slot each (16: every slot under the default --max-transfers) for the block."""
+    stop = threading.Event()
+    threads = [
+        threading.Thread(target=trickler, args=(f"127.0.0.{i + 2}", node.tcp_port, i, stop))
+        for i in range(count)
+    ]
+    for t in threads:
+        t.start()
+    try:
+        node.wait_api(
+            "/api/transfers",
+            lambda ts: sum(1 for t in ts if t["state"] == "active") >= count,
+            timeout=20,
+            what="every slot taken by a trickler",
+        )
+        yield
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(10)
+
+
 def test_trickling_pushes_do_not_hold_every_slot(tmp_path: Path) -> None:
     """Before: 16 trickling pushes (24 KB/s in total) held every transfer slot; a legitimate
     push got `busy` and failed after 9 retries. Here they come from 16 addresses, so only
     the slow-stream rule (a stream below the floor loses its slot to a waiting peer) helps."""
-    stop = threading.Event()
     with nodes(tmp_path, ["a", "b"], "--retry-backoff", "0.5", "--retry-backoff-max", "2") as (
         a,
         b,
     ):
         wait_mesh([a, b])
-        threads = [
-            threading.Thread(target=trickler, args=(f"127.0.0.{i + 2}", b.tcp_port, i, stop))
-            for i in range(16)
-        ]
-        for t in threads:
-            t.start()
-        try:
-            b.wait_api(
-                "/api/transfers",
-                lambda ts: sum(1 for t in ts if t["state"] == "active") >= 16,
-                timeout=20,
-                what="every slot taken by a trickler",
-            )
+        with tricklers(b):
             write_random(a.share / "real.bin", 4 << 20, seed=3)
             a.wait_api("/api/files", lambda fs: any(f["name"] == "real.bin" for f in fs))
             tid = a.api("POST", "/api/push", {"peer": "b", "path": "real.bin"})["id"]
             final = done(a, tid, timeout=60)
             assert final["state"] == "done", final
-        finally:
-            stop.set()
-            for t in threads:
-                t.join(10)
 
 
 def test_a_newcomer_waits_at_most_a_trial_while_tricklers_hold_every_slot(tmp_path: Path) -> None:
@@ -217,7 +225,6 @@ def test_a_newcomer_waits_at_most_a_trial_while_tricklers_hold_every_slot(tmp_pa
     its 1 s trial is over, and a `busy` meanwhile says when (`retry_after`): with a 5 s backoff
     configured, every retry must come at that hint, and the newcomers must not wait longer
     than the trial for a slot."""
-    stop = threading.Event()
     backoff = ("--retry-backoff", "5", "--retry-backoff-max", "5")
     with nodes(tmp_path, ["a", "b"], *backoff) as (a, b):
         wait_mesh([a, b])
@@ -225,28 +232,12 @@ def test_a_newcomer_waits_at_most_a_trial_while_tricklers_hold_every_slot(tmp_pa
         write_random(b.share / "down.bin", 4 << 20, seed=4)
         for n, name in ((a, "up.bin"), (b, "down.bin")):
             n.wait_api("/api/files", lambda fs, x=name: any(f["name"] == x for f in fs))
-        threads = [
-            threading.Thread(target=trickler, args=(f"127.0.0.{i + 2}", b.tcp_port, i, stop))
-            for i in range(16)
-        ]
-        for t in threads:
-            t.start()
-        try:
-            b.wait_api(
-                "/api/transfers",
-                lambda ts: sum(1 for t in ts if t["state"] == "active") >= 16,
-                timeout=20,
-                what="every slot taken by a trickler",
-            )
+        with tricklers(b):
             push = a.api("POST", "/api/push", {"peer": "b", "path": "up.bin"})["id"]
             pull = a.api("POST", "/api/pull", {"peer": "b", "name": "down.bin"})["id"]
             for tid in (push, pull):
                 final = done(a, tid, timeout=60)
                 assert final["state"] == "done", final
-        finally:
-            stop.set()
-            for t in threads:
-                t.join(10)
         for tid in (push, pull):
             retries = [e for e in a.events if e["event"] == "transfer_retry" and e["id"] == tid]
             # Both newcomers may have been told the same first trial's end; the second one to

@@ -12,24 +12,15 @@ import hashlib
 import os
 import random
 import signal
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from node.journal import Journal
-from tests.nodeproc import Event, NodeProc, about, free_udp_port
+from tests.nodeproc import PAIR_ARGS, Event, NodeProc, about, ev, pair
 
 SIZE = 32 << 20
 RATE = "12MiB"
-COMMON = (
-    "--announce-interval", "0.5",
-    "--progress-interval", "0.1",
-    "--retry-backoff", "0.2",
-    "--retry-backoff-max", "1",
-)  # fmt: skip
 SLOW = ("--max-rate", RATE)  # for whichever node sends the file
 
 
@@ -59,43 +50,6 @@ def part_bytes(node: NodeProc) -> int:
 
 def received(node: NodeProc) -> list[str]:
     return sorted(p.name for p in node.inbox.iterdir() if not p.name.startswith("."))
-
-
-@contextmanager
-def pair(
-    root: Path, a_args: tuple[str, ...] = (), b_args: tuple[str, ...] = ()
-) -> Iterator[tuple[NodeProc, NodeProc]]:
-    port = free_udp_port()
-    a = NodeProc(root, "a", port, *COMMON, *a_args)
-    b = NodeProc(root, "b", port, *COMMON, *b_args)
-    try:
-        a.start()
-        b.start()
-        meet(a, b)
-        yield a, b
-    finally:
-        for p in (a, b):
-            if p.alive():
-                os.kill(p.proc.pid, signal.SIGCONT)  # type: ignore[union-attr]
-            p.stop()
-
-
-def meet(*procs: NodeProc) -> None:
-    for p in procs:
-        for q in procs:
-            if q is not p:
-                p.wait_api(
-                    "/api/peers",
-                    lambda peers, q=q: q.node_id in {x["node"] for x in peers},
-                    what=f"peer {q.name}",
-                )
-
-
-def ev(node: NodeProc, kind: str, tid: str, timeout: float = 30, **match: Any) -> Event:
-    def pred(e: Event) -> bool:
-        return e["event"] == kind and about(e, tid) and all(e.get(k) == v for k, v in match.items())
-
-    return node.wait_event(pred, timeout=timeout, what=f"{kind} {tid} {match or ''}")
 
 
 def halfway(node: NodeProc, tid: str, role: str) -> Event:
@@ -349,7 +303,7 @@ def test_a_new_offer_takes_over_a_half_open_connection(tmp_path: Path) -> None:
         tid = push(a, src)
         halfway(b, tid, "receive")
         freeze(a)
-        a2 = NodeProc(tmp_path, "a", a.discovery_port, *COMMON, *SLOW)
+        a2 = NodeProc(tmp_path, "a", a.discovery_port, *PAIR_ARGS, *SLOW)
         try:
             a2.start()
             stale = ev(b, "transfer_failed", tid)
@@ -422,7 +376,7 @@ def test_a_pull_requested_again_ends_the_stale_stream(tmp_path: Path) -> None:
         tid = pull(b, "big.bin")
         halfway(b, tid, "receive")
         freeze(b)
-        b2 = NodeProc(tmp_path, "b", b.discovery_port, *COMMON)
+        b2 = NodeProc(tmp_path, "b", b.discovery_port, *PAIR_ARGS)
         try:
             b2.start()
             done_b = ev(b2, "transfer_done", tid)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 from dataclasses import replace
+from typing import get_args
 
 import pytest
 
@@ -13,6 +14,7 @@ from node.batchmsg import (
     AnyMessage,
     Batch,
     BatchAccept,
+    BatchMessage,
     BatchVerdict,
     BEnd,
     BFile,
@@ -211,6 +213,12 @@ def sample(msg_type: type[AnyMessage], state: State) -> AnyMessage:
 LIVE_STATES = [s for s in State if s not in (State.CLOSED, State.ERROR)]
 ALL_TYPES: tuple[type[AnyMessage], ...] = (*MESSAGE_TYPES, *BATCH_TYPES)
 ALL = list(itertools.product(State, ALL_TYPES, Role))
+
+
+def test_batch_types_are_every_batch_message() -> None:
+    # node/conn.py hands a message to on_batch by `isinstance(event, BATCH_TYPES)`: a batch
+    # message missing from the tuple would reach on_message instead.
+    assert set(get_args(BatchMessage)) == set(BATCH_TYPES)
 
 
 def test_table_only_mentions_known_things() -> None:
