@@ -42,8 +42,13 @@ def compare_digest(a: bytes, b: bytes) -> bool:
 
 def token_urlsafe(nbytes: int = 32) -> str:
     """`secrets.token_urlsafe` (os.urandom, URL-safe base64 without padding), minus the
-    hmac/OpenSSL import that `secrets` brings."""
-    return base64.urlsafe_b64encode(os.urandom(nbytes)).rstrip(b"=").decode("ascii")
+    hmac/OpenSSL import that `secrets` brings. Never starting with `-`: one token in 64 would,
+    and `mole --token -x...` (argparse) takes such a value for an option and refuses it. Drawing
+    again costs 1/64 of one bit of the 256."""
+    while True:
+        token = base64.urlsafe_b64encode(os.urandom(nbytes)).rstrip(b"=").decode("ascii")
+        if not token.startswith("-"):
+            return token
 
 
 TOKEN_FILE = "api_token"
