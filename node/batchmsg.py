@@ -38,6 +38,9 @@ PENDING_FEATURE: Final = "batch-pending"
 # The client may pull named files as one batch (`get_batch` with `names`); a server without it
 # would answer such a get_batch with bad_message, so a client asks only one that lists it.
 NAMES_FEATURE: Final = "batch-names"
+# A `bfile` may carry the rest of its file as its own body (no `data` frame follows): one frame
+# per small file instead of two (issue 12); only when both hellos list it.
+INLINE_FEATURE: Final = "batch-inline"
 MAX_GET_NAMES: Final = 1000  # names in one get_batch (the header's 64 KiB bounds them too)
 MAX_ENTRIES: Final = 200_000  # files + directories + links in one batch
 MAX_BATCH_BODY: Final = 64 << 20  # a manifest, accept or verdict body
@@ -258,20 +261,29 @@ class GetBatch:
 
 @dataclass(frozen=True, slots=True)
 class BFile:
-    """The next file of a batch stream: `size - offset` body bytes in data frames follow."""
+    """The next file of a batch stream: `size - offset` body bytes follow, in data frames, or
+    (`inline` > 0, feature "batch-inline") as this frame's own body of exactly that many."""
 
     TYPE: ClassVar[str] = "bfile"
     id: str
     index: int
     offset: int = 0
+    inline: int = 0  # the wire's "body": the file's bytes carried by this very frame
 
     def to_header(self) -> dict[str, Any]:
-        return {"type": self.TYPE, "id": self.id, "index": self.index, "offset": self.offset}
+        h = {"type": self.TYPE, "id": self.id, "index": self.index, "offset": self.offset}
+        if self.inline:
+            h["body"] = self.inline
+        return h
 
     @staticmethod
     def parse(f: _Fields) -> BFile:
+        body = f.obj.get("body")  # the frame layer checked it: null or an int 0..2^63-1
         return BFile(
-            f.str_("id", MAX_ID), f.int_("index", 0, MAX_ENTRIES), f.int_("offset", 0, MAX_SIZE)
+            f.str_("id", MAX_ID),
+            f.int_("index", 0, MAX_ENTRIES),
+            f.int_("offset", 0, MAX_SIZE),
+            f.int_("body", 0, MAX_SIZE) if body is not None else 0,
         )
 
 
@@ -330,7 +342,7 @@ def encode_any(msg: AnyMessage) -> bytes:
         body = msg.body()
         return encode_header(msg.to_header()) + body
     if isinstance(msg, BFile):
-        return encode_bfile_header(msg.id, msg.index, msg.offset)
+        return encode_bfile_header(msg.id, msg.index, msg.offset, msg.inline)
     if isinstance(msg, (GetBatch, BEnd, BProgress)):
         return encode_header(msg.to_header())
     return encode_message(msg)
@@ -345,6 +357,6 @@ def parse_any(fields: dict[str, Any], body: bytes = b"") -> AnyMessage:
     f = _Fields(fields, f"{kind} message")
     if cls in BODY_BATCH_TYPES:
         return cls.parse_body(f, body)  # type: ignore[union-attr]
-    if fields.get("body"):
+    if fields.get("body") and cls is not BFile:  # a bfile's body: its file (batch-inline)
         raise _bad(f.where, "body", "must be 0: this message carries no body")
     return cls.parse(f)  # type: ignore[union-attr]

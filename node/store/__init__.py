@@ -222,12 +222,18 @@ class Store:
         return _tree.holds(self.receiving, name, sha256, size)
 
     def store_whole(
-        self, peer: str, meta: FileMeta, data: bytes | bytearray, mode: int | None = None
+        self,
+        peer: str,
+        meta: FileMeta,
+        data: bytes | bytearray | memoryview,
+        mode: int | None = None,
+        *,
+        checked: bool = False,
     ) -> str:
         """Verify and place a small file received whole in memory (whole.py); its name.
         Directory handles are kept between calls (at most whole.HOLD s): `release_whole()`
-        lets them go when a batch ends."""
-        return self.whole.store(peer, meta, data, mode)
+        lets them go when a batch ends. `checked`: meta.name is check_name's answer."""
+        return self.whole.store(peer, meta, data, mode, checked=checked)
 
     def release_whole(self) -> None:
         self.whole.close()

@@ -130,12 +130,22 @@ class WholeFiles:
                 inbox._check_room(need, name)  # says which limit refused (or fits after all)
         self._room -= -(-need // BLOCK) * BLOCK
 
-    def store(self, peer: str, meta: FileMeta, data: bytes | bytearray, mode: int | None) -> str:
+    def store(
+        self,
+        peer: str,
+        meta: FileMeta,
+        data: bytes | bytearray | memoryview,
+        mode: int | None,
+        *,
+        checked: bool = False,
+    ) -> str:
         """Verify `data` against meta (size, sha256) and place it under the inbox; returns the
         inbox-relative name it got (numbered on a collision with other content; an existing
-        same-content file is kept as is). HashMismatch, BadName, StoreError as finish()."""
+        same-content file is kept as is). HashMismatch, BadName, StoreError as finish().
+        `checked`: meta.name is check_name's answer already (a batch checks every name of its
+        manifest when it plans it: checking each again per file cost as much as writing it)."""
         inbox = self.inbox
-        name = check_depth(check_name(meta.name), inbox.max_depth)
+        name = check_depth(meta.name if checked else check_name(meta.name), inbox.max_depth)
         if not is_sha256(meta.sha256):
             raise StoreError("bad_message", f"bad sha256 {meta.sha256!r}")
         if len(data) != meta.size:
@@ -172,7 +182,7 @@ def _write_and_place(
     held: tuple[Dir, str],
     meta: FileMeta,
     comps: list[str],
-    data: bytes | bytearray,
+    data: bytes | bytearray | memoryview,
     mode: int | None,
 ) -> str:
     name = "/".join(comps)
