@@ -278,7 +278,21 @@ class BFile:
 
     @staticmethod
     def parse(f: _Fields) -> BFile:
-        body = f.obj.get("body")  # the frame layer checked it: null or an int 0..2^63-1
+        obj = f.obj
+        msg_id, index, offset = obj.get("id"), obj.get("index"), obj.get("offset")
+        body = obj.get("body")  # the frame layer checked it: null or an int 0..2^63-1
+        # One per file of a batch (issue 12): a valid one is taken in one test; anything else
+        # goes through the checks below, which name what is wrong.
+        if (
+            type(msg_id) is str
+            and 0 < len(msg_id) <= MAX_ID
+            and type(index) is int
+            and 0 <= index <= MAX_ENTRIES
+            and type(offset) is int
+            and 0 <= offset <= MAX_SIZE
+            and (body is None or (type(body) is int and 0 <= body <= MAX_SIZE))
+        ):
+            return BFile(msg_id, index, offset, body or 0)
         return BFile(
             f.str_("id", MAX_ID),
             f.int_("index", 0, MAX_ENTRIES),

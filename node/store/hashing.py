@@ -38,14 +38,16 @@ class HashJob:
 
     def __init__(
         self,
-        path: Path,
+        path: Path | str,
         name: str | None = None,
         *,
         real: str | None = None,
         st: os.stat_result | None = None,
     ) -> None:
-        self.path = path
-        self.name = name if name is not None else path.name
+        # A str is made a Path only when asked for (a batch of small files makes a job per
+        # file and reads `real`: a Path each cost as much as hashing a 4 KiB file).
+        self._path = path
+        self.name = name if name is not None else os.path.basename(path)
         self.real = real if real is not None else os.path.realpath(path)
         st = st if st is not None else os.stat(self.real)
         self.size = st.st_size
@@ -58,6 +60,12 @@ class HashJob:
         self._buf: bytearray | None = None
         self._restarts = 0
         self._counted = False  # finish_hash() seen: a job shared by two pushes counts once
+
+    @property
+    def path(self) -> Path:
+        if not isinstance(self._path, Path):
+            self._path = Path(self._path)
+        return self._path
 
     @property
     def mtime(self) -> float:
