@@ -64,6 +64,7 @@ class WholeFiles:
         self.inbox = inbox
         self.clock = clock
         self._root: Dir | None = None
+        self._root_ident = (-1, -1)  # (st_dev, st_ino) of the held root
         self._parts: Dir | None = None
         self._dest: tuple[tuple[str, ...], Dir] | None = None
         self._dest_path = ""  # the held destination's path (the hash cache's key prefix)
@@ -90,7 +91,7 @@ class WholeFiles:
         if self._root is not None and self._parts is not None:
             try:
                 st = os.stat(inbox.real, follow_symlinks=False)
-                same = (st.st_dev, st.st_ino) == self._root.ident()
+                same = (st.st_dev, st.st_ino) == self._root_ident
             except OSError:
                 same = False
             if same and self.clock() < self._until:
@@ -103,6 +104,8 @@ class WholeFiles:
             root.close()
             raise
         self._root = root
+        # What the held fd is never changes: asked once per hold, not per file.
+        self._root_ident = root.ident()
         self._until = self.clock() + HOLD
         self._token = os.urandom(6).hex()
         return root, self._parts
