@@ -281,3 +281,29 @@ def test_a_file_in_one_piece_is_stored_before_its_buffer_is_reused(tmp_path: Pat
     assert sink.placed == {0} and not sink.missing
     placed = tmp_path / "inbox" / "t" / "caf\u00e9.bin"
     assert placed.read_bytes() == data and sink.verdict().ok
+
+
+@pytest.mark.parametrize("size", [2, 4, 0])
+def test_a_source_of_another_size_than_its_entry_fails_the_stream(
+    tmp_path: Path, size: int
+) -> None:
+    """Read with one byte to spare instead of an fstat: a grown or shrunk file still stops the
+    stream (source_changed) after the files before it went out whole."""
+    c, s = streaming()
+    sources = {}
+    for n, e in enumerate(MANIFEST.entries):
+        p = tmp_path / f"f{n}"
+        p.write_bytes(b"x" * (size if n == 1 else e.size))  # the 2nd of 3 bytes
+        sources[e.path] = str(p)
+    failed: list[tuple[str, str]] = []
+    transport = FakeTransport()
+    node = SimpleNamespace(upload_bucket=None, loop=SimpleNamespace(time=lambda: 0.0))
+    conn = SimpleNamespace(node=node, session=c, transport=transport, closed=False)
+    conn.last_activity = 0.0
+    conn.fail = lambda code, why: failed.append((code, why))
+    t = SimpleNamespace(files=4, size=18, bytes=0, sent=0, files_done=0)
+    BatchStream(conn, t, MANIFEST, sources, BatchAccept("t1"), lambda _: None).start()  # type: ignore[arg-type]
+    assert [code for code, _ in failed] == [ErrorCode.SOURCE_CHANGED]
+    assert t.files_done == 1  # the first file went out before the failure
+    s.receive_data(bytes(transport.out))
+    assert drain(s) == [BFile("t1", 0, 0, 5), DataChunk(memoryview(b"xxxxx"), True)]
