@@ -72,6 +72,7 @@ class WholeFiles:
         self._room = -1  # bytes of room left by the last measure, charged per file
         self._room_gen = -1  # the ledger's generation it was measured at (-1: measure afresh)
         self._token = ""  # random, per hold: parts' names are token + counter
+        self._umask = process_umask()  # None: unknown (every file gets its fchmod)
         self._count = 0
 
     def close(self) -> None:
@@ -168,7 +169,15 @@ class WholeFiles:
             self._count += 1
             part = f"{part_key(peer, name)}-{self._token}{self._count:x}{PART_SUFFIX}"
             return _write_and_place(
-                inbox, parts_dir, part, (dest, self._dest_path), meta, comps, data, mode
+                inbox,
+                parts_dir,
+                part,
+                (dest, self._dest_path),
+                meta,
+                comps,
+                data,
+                mode,
+                self._umask,
             )
         except OSError as exc:
             self.close()
@@ -187,11 +196,13 @@ def _write_and_place(
     comps: list[str],
     data: bytes | bytearray | memoryview,
     mode: int | None,
+    umask: int | None,
 ) -> str:
     name = "/".join(comps)
     dest, dest_path = held  # the file's directory: its handle and its path
     # A part of its own (`part`: never the (peer, name) part a resumable receive may hold).
-    fd = parts_dir.open(part, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666)
+    # Created with its mode already where the umask keeps every bit of it (then no fchmod).
+    fd = parts_dir.open(part, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666 if mode is None else mode)
     try:
         view = memoryview(data)
         while view:
@@ -200,7 +211,7 @@ def _write_and_place(
                 raise StoreError("io_error", f"cannot write {name!r}: no progress")
             view = view[w:]
         _set_mtime(parts_dir, part, fd, meta.mtime)
-        if mode is not None and hasattr(os, "fchmod"):
+        if mode is not None and hasattr(os, "fchmod") and (umask is None or mode & umask):
             # Before placing: the hard link shares the inode, so the name appears with it.
             with contextlib.suppress(OSError):
                 os.fchmod(fd, mode)
@@ -228,6 +239,19 @@ def _write_and_place(
         # Placed (a link: the part is a second name), surplus or failed: the part goes.
         with contextlib.suppress(OSError):
             parts_dir.unlink(part)
+
+
+def process_umask() -> int | None:
+    """The process's umask where it can be read without setting it (Linux: /proc), else
+    None. Read when a store is made: the node never changes it."""
+    try:
+        with open("/proc/self/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 def _set_mtime(parts_dir: Dir, part: str, fd: int, mtime: object) -> None:

@@ -27,7 +27,7 @@ from node.errors import ErrorCode, LocalProtocolError, RemoteProtocolError
 from node.framing import encode_header, parse_header
 from node.messages import Data
 from node.session import DataChunk, Role, Session, State
-from node.store import Store
+from node.store import FileMeta, Store
 from tests.node.test_session import (
     CHALLENGE,
     HELLO,
@@ -307,3 +307,19 @@ def test_a_source_of_another_size_than_its_entry_fails_the_stream(
     assert t.files_done == 1  # the first file went out before the failure
     s.receive_data(bytes(transport.out))
     assert drain(s) == [BFile("t1", 0, 0, 5), DataChunk(memoryview(b"xxxxx"), True)]
+
+
+@pytest.mark.skipif(not hasattr(os, "fchmod"), reason="no POSIX modes")
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o000])
+def test_a_whole_file_gets_its_mode_whatever_the_umask(tmp_path: Path, umask: int) -> None:
+    """Created with its mode when the umask keeps it (no fchmod), fchmod'ed when not."""
+    old = os.umask(umask)
+    try:
+        store = Store(tmp_path / "share", tmp_path / "inbox", tmp_path / "state")
+    finally:
+        os.umask(old)
+    for n, mode in enumerate((0o644, 0o640, 0o755, 0o600)):
+        data = os.urandom(100)
+        meta = FileMeta(f"m/f{n}", len(data), hashlib.sha256(data).hexdigest(), 1.7e9, "")
+        name = store.store_whole("0" * 32, meta, data, mode)
+        assert (tmp_path / "inbox" / name).stat().st_mode & 0o7777 == mode, (oct(umask), oct(mode))
