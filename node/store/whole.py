@@ -57,7 +57,8 @@ class WholeFiles:
     against it (its size rounded up to whole blocks): the same answer while no other receive
     claims or releases space (the ledger's generation), and at most HOLD seconds blind to
     other writers of the file system, which a full disk still answers with ENOSPC (io_error).
-    Parts get a per-holder random token and a counter instead of fresh random bytes each.
+    Parts get a per-holder random token and a counter instead of fresh random bytes each,
+    and a key per peer instead of a hash of (peer, name) each.
     """
 
     def __init__(self, inbox: Inbox, clock: Callable[[], float] = time.monotonic) -> None:
@@ -72,6 +73,7 @@ class WholeFiles:
         self._room = -1  # bytes of room left by the last measure, charged per file
         self._room_gen = -1  # the ledger's generation it was measured at (-1: measure afresh)
         self._token = ""  # random, per hold: parts' names are token + counter
+        self._peer_key = ("", "")  # (peer, its parts' key) of the last file stored
         self._umask = process_umask()  # None: unknown (every file gets its fchmod)
         self._count = 0
 
@@ -167,7 +169,11 @@ class WholeFiles:
             self._charge(meta.size + (0 if held else len(comps) - 1) * DIR_COST, name)
             dest = self._dest_dir(root, tuple(comps[:-1]))
             self._count += 1
-            part = f"{part_key(peer, name)}-{self._token}{self._count:x}{PART_SUFFIX}"
+            if self._peer_key[0] != peer:
+                # One key per peer (never a resumable part's: "-" marks a part of its own),
+                # not a hash per file; the token and count make the name unique.
+                self._peer_key = (peer, part_key(peer, ""))
+            part = f"{self._peer_key[1]}-{self._token}{self._count:x}{PART_SUFFIX}"
             return _write_and_place(
                 inbox,
                 parts_dir,
