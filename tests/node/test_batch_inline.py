@@ -4,6 +4,7 @@ one frame per small file of a batch instead of bfile + data (issue 12)."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from dataclasses import replace
 from pathlib import Path
@@ -323,3 +324,50 @@ def test_a_whole_file_gets_its_mode_whatever_the_umask(tmp_path: Path, umask: in
         meta = FileMeta(f"m/f{n}", len(data), hashlib.sha256(data).hexdigest(), 1.7e9, "")
         name = store.store_whole("0" * 32, meta, data, mode)
         assert (tmp_path / "inbox" / name).stat().st_mode & 0o7777 == mode, (oct(umask), oct(mode))
+
+
+# -- manifest entries: a valid file entry is taken in one test (issue 12), anything else goes
+# through the checks that name what is wrong.
+
+GOOD = {"path": "d/a", "size": 5, "sha256": SHA, "mtime": 1700000000.5, "mode": 0o644}
+
+
+def entry_of(item: dict[str, object]) -> Entry:
+    header = {"type": "batch", "id": "t1"}
+    body = json.dumps({"entries": [item]}).encode()
+    msg = parse_any(header, body)
+    assert isinstance(msg, Batch)
+    return msg.entries[0]
+
+
+def test_a_file_entry_parses_the_same_by_either_path() -> None:
+    assert entry_of(GOOD) == Entry("d/a", 5, SHA, 1700000000.5, 0o644)
+    assert entry_of({**GOOD, "kind": "file"}) == entry_of(GOOD)  # the checked path
+    assert entry_of({**GOOD, "mtime": 1700000000}) == Entry("d/a", 5, SHA, 1.7e9, 0o644)
+    assert Entry("d/a", 5, SHA, 1700000000.5, 0o644).to_json() == GOOD  # key order kept too
+    assert list(Entry("d/a", 5, SHA, 1.5, 0o644).to_json()) == list(GOOD)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"path": ""},
+        {"path": 7},
+        {"path": "x" * 70000},
+        {"size": -1},
+        {"size": 5.0},
+        {"size": True},
+        {"sha256": SHA.upper()},
+        {"sha256": SHA[:-1]},
+        {"mtime": "1"},
+        {"mtime": None},
+        {"mode": 0o1000},
+        {"mode": -1},
+        {"mode": None},
+        {"kind": None},
+    ],
+)
+def test_a_bad_file_entry_is_bad_message(change: dict[str, object]) -> None:
+    with pytest.raises(RemoteProtocolError) as err:
+        entry_of({**GOOD, **change})
+    assert err.value.code is ErrorCode.BAD_MESSAGE
