@@ -86,13 +86,18 @@ class HashJob:
             assert self._buf is not None
             view = memoryview(self._buf)
             while budget > 0:
-                n = plat.read_into(self._fd, view[: min(len(view), budget)])
+                want = min(len(view), budget)
+                n = plat.read_into(self._fd, view[:want])
                 if n == 0:
                     return self._at_eof()
                 self._hasher.update(view[:n])
                 self.hashed += n
                 budget -= n
                 if self.hashed > self.size:  # growing: no need to read to the new end
+                    return self._at_eof()
+                if n < want and self.hashed == self.size:
+                    # A short read of a regular file is its end: no read of 0 bytes to say so
+                    # (a small file's hash is one read); _at_eof's fstat still sees a change.
                     return self._at_eof()
             return False
         except BaseException:

@@ -12,6 +12,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from node import plat
 from node.batchio import BatchSink, BatchStream
 from node.batchmsg import (
     INLINE_FEATURE,
@@ -28,7 +29,7 @@ from node.errors import ErrorCode, LocalProtocolError, RemoteProtocolError
 from node.framing import encode_header, parse_header
 from node.messages import Data
 from node.session import DataChunk, Role, Session, State
-from node.store import FileMeta, Store
+from node.store import FileMeta, HashJob, Store
 from tests.node.test_session import (
     CHALLENGE,
     HELLO,
@@ -371,3 +372,50 @@ def test_a_bad_file_entry_is_bad_message(change: dict[str, object]) -> None:
     with pytest.raises(RemoteProtocolError) as err:
         entry_of({**GOOD, **change})
     assert err.value.code is ErrorCode.BAD_MESSAGE
+
+
+# -- hashing a small file is one read: its short read is its end (no read of 0 bytes), and a
+# change after that read is still seen by the fstat at the end.
+
+
+def test_a_small_file_is_hashed_in_one_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    p = tmp_path / "f"
+    p.write_bytes(b"x" * 3000)
+    reads: list[int] = []
+    real = plat.read_into
+
+    def counting(fd: int, view: memoryview) -> int:
+        n = real(fd, view)
+        reads.append(n)
+        return n
+
+    monkeypatch.setattr(plat, "read_into", counting)
+    job = HashJob(str(p))
+    assert job.step() and job.sha256 == hashlib.sha256(b"x" * 3000).hexdigest()
+    assert reads == [3000]
+    assert str(job.path) == str(p) and job.name == "f"
+
+
+def test_a_file_grown_after_its_one_read_is_hashed_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    p = tmp_path / "f"
+    p.write_bytes(b"x" * 3000)
+    real = plat.read_into
+    grown: list[bool] = []
+
+    def growing(fd: int, view: memoryview) -> int:
+        n = real(fd, view)
+        if not grown:  # someone appends right after our read
+            grown.append(True)
+            with p.open("ab") as f:
+                f.write(b"y")
+        return n
+
+    monkeypatch.setattr(plat, "read_into", growing)
+    job = HashJob(str(p))
+    while not job.step():
+        pass
+    assert job.size == 3001 and job.sha256 == hashlib.sha256(b"x" * 3000 + b"y").hexdigest()
