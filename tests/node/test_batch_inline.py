@@ -419,3 +419,60 @@ def test_a_file_grown_after_its_one_read_is_hashed_again(
     while not job.step():
         pass
     assert job.size == 3001 and job.sha256 == hashlib.sha256(b"x" * 3000 + b"y").hexdigest()
+
+
+# -- resume in the middle of a stream of inline files: what was placed is held, the file cut
+# in its body is sent again whole, the rest follows.
+
+
+def test_a_break_inside_an_inline_stream_resumes_at_the_file_it_cut(tmp_path: Path) -> None:
+    store = Store(tmp_path / "share", tmp_path / "inbox", tmp_path / "state")
+    files = {f"r/d{i // 4}/f{i}": os.urandom(100 + i) for i in range(12)}
+    sha = {n: hashlib.sha256(d).hexdigest() for n, d in files.items()}
+    entries = tuple(Entry(n, len(d), sha[n], 1_700_000_000.0, 0o644) for n, d in files.items())
+    manifest = Batch("t1", entries)
+
+    def attempt(cut: int | None) -> tuple[BatchAccept, BatchSink]:
+        """One connection: plan, stream every file not held inline, cut after `cut` bytes."""
+        h = hellos()
+        c, s = Session(C), Session(S)
+        deliver(s, c, CHALLENGE)
+        deliver(c, s, h[C])  # type: ignore[arg-type]
+        deliver(s, c, h[S])  # type: ignore[arg-type]
+        deliver(c, s, manifest)
+        conn = SimpleNamespace(
+            node=SimpleNamespace(store=store, loop=SimpleNamespace(time=lambda: 0.0))
+        )
+        conn.send = lambda msg: None
+        t = SimpleNamespace(files=0, size=0, bytes=0, sent=0, files_done=0)
+        sink = BatchSink(conn, t, manifest, "0" * 32)  # type: ignore[arg-type]
+        accept = sink.plan()
+        deliver(s, c, accept)
+        held = set(accept.have)
+        wire = b"".join(
+            c.send(BFile("t1", i, 0, e.size)) + files[e.path]
+            for i, e in enumerate(entries)
+            if i not in held
+        )
+        wire += c.send(BEnd("t1"))
+        s.receive_data(wire[:cut] if cut is not None else wire)
+        for ev in drain(s):
+            if isinstance(ev, BFile):
+                sink.on_bfile(ev)
+            elif isinstance(ev, DataChunk):
+                sink.on_chunk(ev.data, ev.done)
+        if cut is not None:
+            sink.abort(keep=True)  # the connection broke
+        return accept, sink
+
+    # The first attempt breaks in the middle of the 6th file's body.
+    head = sum(
+        len(encode_any(BFile("t1", i, 0, e.size))) + e.size for i, e in enumerate(entries[:5])
+    )
+    accept, sink = attempt(head + 40)
+    assert accept.have == () and sink.placed == {0, 1, 2, 3, 4}
+    accept, sink = attempt(None)
+    assert accept.have == (0, 1, 2, 3, 4) and accept.offsets == ()  # the 6th comes again whole
+    assert sink.placed == set(range(12)) and sink.verdict().ok  # held ones count as placed
+    for n, d in files.items():
+        assert (tmp_path / "inbox" / n).read_bytes() == d
