@@ -19,7 +19,10 @@ ones (target >= 0.9), `files_per_s` mole's small files per second; all three for
 by default, over TLS (the baseline is plaintext: tar | socat encrypts nothing). With
 `--mole-mode both` (the default) a second pair of nodes started with --insecure-plaintext is
 measured too (`plaintext_ratio`, `plaintext_large_ratio`, `plaintext_files_per_s`), so the
-cost of TLS is visible; `mole_mode` in the JSON says which ran. Last line: one JSON object.
+cost of TLS is visible; `mole_mode` in the JSON says which ran. `sender_cpu_us_per_file` and
+`receiver_cpu_us_per_file` (`plaintext_` too): each node's CPU time (user + system, Linux) over
+the small set per file, which a loaded machine disturbs far less than the wall clock. Last
+line: one JSON object.
 """
 
 from __future__ import annotations
@@ -150,8 +153,21 @@ def mole(a: NodeProc, b: NodeProc, src: Path, name: str) -> float:
     return seconds
 
 
-def run_mole(root: Path, src: Path, plaintext: bool) -> tuple[float, float]:
-    """(small s, large s) between a fresh pair of nodes (an inbox of its own per mode)."""
+def cpu_seconds(node: NodeProc) -> float | None:
+    """User + system CPU time of a node's process so far (Linux /proc), else None: on a loaded
+    machine the per-file CPU cost of each side says more than the wall clock."""
+    proc = node.proc
+    try:
+        with open(f"/proc/{proc.pid if proc else 0}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def run_mole(root: Path, src: Path, plaintext: bool) -> tuple[float, float, list[float | None]]:
+    """(small s, large s, [sender, receiver] CPU s of the small set) between a fresh pair of
+    nodes (an inbox of its own per mode)."""
     port = free_udp_port()
     common = ("--allow-outside-share", "--max-transfers", "64")
     if plaintext:
@@ -162,7 +178,14 @@ def run_mole(root: Path, src: Path, plaintext: bool) -> tuple[float, float]:
         a.start()
         b.start()
         wait_mesh([a, b])
-        return mole(a, b, src, "small"), mole(a, b, src, "large")
+        before = [cpu_seconds(a), cpu_seconds(b)]
+        small = mole(a, b, src, "small")
+        after = [cpu_seconds(a), cpu_seconds(b)]
+        cpu = [
+            y - x if x is not None and y is not None else None
+            for x, y in zip(before, after, strict=True)
+        ]
+        return small, mole(a, b, src, "large"), cpu
     finally:
         a.stop()
         b.stop()
@@ -204,8 +227,11 @@ def main() -> None:
             "mole_mode": args.mole_mode,
             "targets": {"ratio": 0.5, "large_ratio": 0.9},
         }
-        for mode, (mole_small, mole_large) in runs.items():
+        for mode, (mole_small, mole_large, cpu) in runs.items():
             pre = "" if mode == modes[0] else "plaintext_"
+            for side, seconds in zip(("sender", "receiver"), cpu, strict=True):
+                us = None if seconds is None else round(seconds * 1e6 / args.files, 1)
+                results[f"{pre}{side}_cpu_us_per_file"] = us
             results[f"{pre}mole_small_s"] = round(mole_small, 3)
             results[f"{pre}mole_large_s"] = round(mole_large, 3)
             results[f"{pre}files_per_s"] = round(args.files / mole_small, 1)

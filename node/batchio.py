@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from node import plat
 from node.batchmsg import (
+    INLINE_FEATURE,
     Batch,
     BatchAccept,
     BatchVerdict,
@@ -75,6 +76,10 @@ class BatchStream:
         self._big_counted = 0  # bytes of it already added to t.sent
         self.on_sender = on_sender  # the handler's `sender` (the connection's rate checks)
         self._out: list[bytes] = []  # frames packed by pump() not written yet
+        # Both hellos list "batch-inline": a small file goes as one bfile frame with a body.
+        session = conn.session
+        hellos = (session.our_hello, session.their_hello)
+        self.inline = all(h is not None and INLINE_FEATURE in h.features for h in hellos)
         # What the receiver holds already counts as done (a resumed batch starts there).
         entries = batch.entries
         t.files_done = sum(1 for i in have if entries[i].kind == "file")
@@ -122,9 +127,13 @@ class BatchStream:
             data = self._read_small(path, entry, offset)
             if data is None:
                 return  # failed: the files packed before it went out first (_read_small)
-            out.append(conn.session.send(BFile(self.batch.id, i, offset)))
+            if self.inline and data:  # one frame: the bfile carries the file (batch-inline)
+                out.append(conn.session.send(BFile(self.batch.id, i, offset, len(data))))
+            else:
+                out.append(conn.session.send(BFile(self.batch.id, i, offset)))
+                if data:
+                    out.append(conn.session.send(Data(len(data))))
             if data:
-                out.append(conn.session.send(Data(len(data))))
                 out.append(data)
             packed += len(data)
             self.t.bytes += len(data)
@@ -145,20 +154,19 @@ class BatchStream:
         try:
             fd = os.open(path, os.O_RDONLY | plat.O_CLOEXEC | plat.O_BINARY)
             try:
-                st = os.fstat(fd)
-                if st.st_size != entry.size:
-                    raise StoreError(ErrorCode.SOURCE_CHANGED, f"{path} changed size")
-                data = os.pread(fd, entry.size - offset, offset) if entry.size > offset else b""
+                # One byte more than the rest of the file: getting exactly the rest says its
+                # size is still the manifest's (a short read of a regular file is its end),
+                # without an fstat per file.
+                data = os.pread(fd, entry.size - offset + 1, offset)
             finally:
                 os.close(fd)
-        except (OSError, StoreError) as exc:
-            code = exc.code if isinstance(exc, StoreError) else ErrorCode.IO_ERROR
+        except OSError as exc:
             self._write(self._out)
-            self.conn.fail(code, f"cannot read {path}: {exc}")
+            self.conn.fail(ErrorCode.IO_ERROR, f"cannot read {path}: {exc}")
             return None
         if len(data) != entry.size - offset:
             self._write(self._out)
-            self.conn.fail(ErrorCode.SOURCE_CHANGED, f"{path} changed while it was read")
+            self.conn.fail(ErrorCode.SOURCE_CHANGED, f"{path} changed size")
             return None
         return data
 
@@ -219,6 +227,7 @@ class BatchSink:
         self.offered: set[int] = set()  # files with a part to resume: the usual receive
         self.index = -1  # the file being received
         self.later: list[tuple[int, Entry, str]] = []  # directories and links of the plan
+        self.names: dict[int, str] = {}  # file entries' names as plan() checked them (NFC)
         self._progress_at = conn.node.loop.time() + PROGRESS_EVERY
         entries = batch.entries
         t.files = sum(1 for e in entries if e.kind == "file")
@@ -271,6 +280,7 @@ class BatchSink:
                 self.t.files_done += 1
                 self.t.bytes += e.size
                 continue
+            self.names[i] = name
             part = parts.get(name)
             if part is not None and part[1] == e.sha256 and 0 < part[0] <= e.size:
                 offsets.append((i, part[0]))
@@ -354,16 +364,24 @@ class BatchSink:
     def _whole_chunk(self, data: memoryview, done: bool) -> None:
         buf = self.whole
         assert buf is not None
-        buf += data  # the session bounds it: never more than the entry's size
         self.t.bytes += len(data)
         self.t.sent += len(data)
-        if not done:
-            return
+        whole: memoryview | bytearray = data
+        if buf or not done:
+            buf += data  # the session bounds it: never more than the entry's size
+            if not done:
+                return
+            whole = buf
+        # else the file came in one piece (as an inline bfile mostly does): stored from the
+        # receive buffer's view, now, with no copy (nothing keeps it after store_whole).
         self.whole = None
         e = self.batch.entries[self.index]
-        meta = FileMeta(e.path, e.size, e.sha256, e.mtime, "")
+        name = self.names.get(self.index)
+        meta = FileMeta(e.path if name is None else name, e.size, e.sha256, e.mtime, "")
         try:
-            self.store.store_whole(self.peer, meta, buf, safe_mode(e.mode))
+            self.store.store_whole(
+                self.peer, meta, whole, safe_mode(e.mode), checked=name is not None
+            )
         except StoreError as exc:
             self._miss(self.index, exc.code, str(exc))
             return

@@ -143,7 +143,7 @@ class TreeBuilder:
         real = real if real is not None else os.path.realpath(path)
         sha = self.store.cache.get(real, st)
         entry = Entry(rel, st.st_size, sha or "", st.st_mtime_ns / 1e9, mode & 0o777)
-        job = None if sha else HashJob(Path(path), rel, real=real, st=st)
+        job = None if sha else HashJob(path, rel, real=real, st=st)
         out.append((rel, entry, path, job))
 
     # -- hashing -------------------------------------------------------------------------------
@@ -172,9 +172,9 @@ class TreeBuilder:
             budget -= max(job.hashed - before, 1)
             if done:
                 self._pending.pop()
-                meta = self.store.finish_hash(job)
+                sha256 = self.store.record_hash(job)
                 old = self.entries[i]
-                self.entries[i] = Entry(old.path, meta.size, meta.sha256, meta.mtime, old.mode)
+                self.entries[i] = Entry(old.path, job.size, sha256, job.mtime, old.mode)
         return not self._pending
 
     def close(self) -> None:

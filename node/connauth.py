@@ -23,7 +23,15 @@ if TYPE_CHECKING:
     from node.loop import Transport
     from node.tlsproto import TlsTransport
 
-FEATURES = ("resume", "digest", "pull-digest", "batch", "batch-pending", "batch-names")
+FEATURES = (
+    "resume",
+    "digest",
+    "pull-digest",
+    "batch",
+    "batch-pending",
+    "batch-names",
+    "batch-inline",
+)
 
 
 def challenge(conn: Conn) -> Challenge:

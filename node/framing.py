@@ -77,17 +77,30 @@ def encode_data_header(length: int) -> bytes:
 _PLAIN_ID: Final = re.compile(r"[A-Za-z0-9_.:-]{1,128}")  # needs no JSON escape
 
 
-def encode_bfile_header(batch_id: str, index: int, offset: int) -> bytes:
-    """encode_header of BFile's header, byte for byte, without json.dumps where the id needs
-    no escaping (one per small file of a batch, issue 12)."""
-    header = {"type": "bfile", "id": batch_id, "index": index, "offset": offset}
-    if type(index) is not int or type(offset) is not int or not _PLAIN_ID.fullmatch(batch_id):
+def encode_bfile_header(batch_id: str, index: int, offset: int, body: int = 0) -> bytes:
+    """encode_header of BFile's header (with "body" when it carries its file: batch-inline),
+    byte for byte, without json.dumps where the id needs no escaping (one per small file of a
+    batch, issue 12)."""
+    header: dict[str, object] = {"type": "bfile", "id": batch_id, "index": index}
+    header["offset"] = offset
+    if body:
+        header["body"] = body
+    plain = type(index) is int and type(offset) is int and type(body) is int
+    if not plain or not 0 <= body <= MAX_BODY or not _PLAIN_ID.fullmatch(batch_id):
         return encode_header(header)
-    data = b'{"type":"bfile","id":"%s","index":%d,"offset":%d}' % (
-        batch_id.encode(),
-        index,
-        offset,
-    )
+    if body:
+        data = b'{"type":"bfile","id":"%s","index":%d,"offset":%d,"body":%d}' % (
+            batch_id.encode(),
+            index,
+            offset,
+            body,
+        )
+    else:
+        data = b'{"type":"bfile","id":"%s","index":%d,"offset":%d}' % (
+            batch_id.encode(),
+            index,
+            offset,
+        )
     return _PREFIX.pack(len(data)) + data
 
 
@@ -118,7 +131,8 @@ def _reject_constant(name: str) -> Any:
 # The `data` and `bfile` headers exactly as every encoder writes them (JSON numbers have no
 # leading zeros; an id of these characters has no escapes): such bytes can only parse to this
 # object, so they are read without the JSON parser. A stream of small files carries one of
-# each per file (issue 12). The message's own checks (ranges, id length) follow as for any.
+# each per file, or one bfile with a body (batch-inline) (issue 12). The message's own checks
+# (ranges, id length) follow as for any.
 _NUM = rb"(0|[1-9][0-9]{0,17})"  # at most 18 digits: within MAX_BODY
 _DATA_HEADER: Final = re.compile(rb'\{"type":"data","body":' + _NUM + rb"\}")
 _BFILE_HEADER: Final = re.compile(
@@ -126,7 +140,9 @@ _BFILE_HEADER: Final = re.compile(
     + _NUM
     + rb',"offset":'
     + _NUM
-    + rb"\}"
+    + rb'(?:,"body":'
+    + _NUM
+    + rb")?\}"
 )
 
 
@@ -139,7 +155,10 @@ def parse_header(raw: bytes) -> Header:
     m = _BFILE_HEADER.fullmatch(raw)
     if m is not None:
         fields = {"type": "bfile", "id": m[1].decode(), "index": int(m[2]), "offset": int(m[3])}
-        return Header(fields, 0)
+        if m[4] is None:
+            return Header(fields, 0)
+        body = fields["body"] = int(m[4])  # batch-inline: the file's bytes follow
+        return Header(fields, body)
     return _parse_json_header(raw)
 
 

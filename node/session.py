@@ -465,6 +465,8 @@ class Session(BatchRules):
             self._check_batch_id(msg.id)
         elif isinstance(msg, (Batch, BatchAccept, BatchVerdict, GetBatch, BFile, BEnd)):
             self._apply_batch(msg, self.state is State.IDLE)
+            if ours and isinstance(msg, BFile) and msg.inline:
+                self.stream_remaining = 0  # its body goes out with it (the caller's bytes)
         elif isinstance(msg, Reject) and self.state in _BATCH_STATES:
             self._check_batch_id(msg.id)
             self._end_batch()

@@ -1,8 +1,9 @@
 """The content rules of batches (docs/protocol.md 2.10) for node/session.py: a batch message's
 id must be the pending batch's, "batch" must be in both hellos (and "batch-pending" for a
-`pending` answering a `batch`, "batch-names" for a `get_batch` of `names`), `batch_accept`
-and `bfile` name entries of the manifest (bfile indexes only go up; a held entry is not
-streamed), and a bfile's stream is counted like a file's.
+`pending` answering a `batch`, "batch-names" for a `get_batch` of `names`, "batch-inline" for
+a `bfile` carrying its file as its body), `batch_accept` and `bfile` name entries of the
+manifest (bfile indexes only go up; a held entry is not streamed), and a bfile's stream is
+counted like a file's.
 
 Split from node/session.py (issue 9): the Session keeps the one TRANSITIONS table and applies
 it; this mixin holds the batch state it keeps per connection and checks what the table cannot
@@ -12,6 +13,7 @@ it; this mixin holds the batch state it keeps per connection and checks what the
 from __future__ import annotations
 
 from node.batchmsg import (
+    INLINE_FEATURE,
     NAMES_FEATURE,
     PENDING_FEATURE,
     Batch,
@@ -114,6 +116,16 @@ class BatchRules:
                 ErrorCode.BAD_MESSAGE,
                 f"bfile: offset must be 0 or {self.batch_offsets.get(i, 0)}, got {msg.offset}",
             )
+        if msg.inline:
+            # The file's bytes are this frame's body (batch-inline): all of what remains, so
+            # the next frame is a bfile or bend again, as after its data frames.
+            self._check_feature("bfile with a body", INLINE_FEATURE)
+            if msg.inline != entry.size - msg.offset:
+                raise RemoteProtocolError(
+                    ErrorCode.BAD_MESSAGE,
+                    f"bfile: body {msg.inline} must be the {entry.size - msg.offset} bytes "
+                    f"left of entry {i}",
+                )
         self.batch_next = i + 1
         self.stream_remaining = entry.size - msg.offset
 

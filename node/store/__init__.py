@@ -152,6 +152,12 @@ class Store:
 
     def finish_hash(self, job: HashJob) -> FileMeta:
         """Record a finished job in the cache (and the share index) and describe the file."""
+        sha256 = self.record_hash(job)
+        return FileMeta(job.name, job.size, sha256, job.mtime, guess_mime(job.name))
+
+    def record_hash(self, job: HashJob) -> str:
+        """finish_hash without the description (a batch's manifest needs no MIME type): the
+        file's sha256."""
         if not job.done or job.sha256 is None:
             raise StoreError("internal", f"hash of {job.path} is not finished")
         if not job._counted:
@@ -159,7 +165,7 @@ class Store:
             self.hashes_done += 1
         self.cache.record(job.real, job.size, job.mtime_ns, job.sha256)
         self.index.note_hashed(job.real, job.size, job.mtime_ns, job.sha256)
-        return FileMeta(job.name, job.size, job.sha256, job.mtime, guess_mime(job.name))
+        return job.sha256
 
     def hash_failed(self, job: HashJob, error: OSError) -> None:
         """A HashJob raised: the share index lists the file as skipped (unreadable) and does
@@ -222,12 +228,18 @@ class Store:
         return _tree.holds(self.receiving, name, sha256, size)
 
     def store_whole(
-        self, peer: str, meta: FileMeta, data: bytes | bytearray, mode: int | None = None
+        self,
+        peer: str,
+        meta: FileMeta,
+        data: bytes | bytearray | memoryview,
+        mode: int | None = None,
+        *,
+        checked: bool = False,
     ) -> str:
         """Verify and place a small file received whole in memory (whole.py); its name.
         Directory handles are kept between calls (at most whole.HOLD s): `release_whole()`
-        lets them go when a batch ends."""
-        return self.whole.store(peer, meta, data, mode)
+        lets them go when a batch ends. `checked`: meta.name is check_name's answer."""
+        return self.whole.store(peer, meta, data, mode, checked=checked)
 
     def release_whole(self) -> None:
         self.whole.close()

@@ -38,14 +38,16 @@ class HashJob:
 
     def __init__(
         self,
-        path: Path,
+        path: Path | str,
         name: str | None = None,
         *,
         real: str | None = None,
         st: os.stat_result | None = None,
     ) -> None:
-        self.path = path
-        self.name = name if name is not None else path.name
+        # A str is made a Path only when asked for (a batch of small files makes a job per
+        # file and reads `real`: a Path each cost as much as hashing a 4 KiB file).
+        self._path = path
+        self.name = name if name is not None else os.path.basename(path)
         self.real = real if real is not None else os.path.realpath(path)
         st = st if st is not None else os.stat(self.real)
         self.size = st.st_size
@@ -58,6 +60,12 @@ class HashJob:
         self._buf: bytearray | None = None
         self._restarts = 0
         self._counted = False  # finish_hash() seen: a job shared by two pushes counts once
+
+    @property
+    def path(self) -> Path:
+        if not isinstance(self._path, Path):
+            self._path = Path(self._path)
+        return self._path
 
     @property
     def mtime(self) -> float:
@@ -78,13 +86,18 @@ class HashJob:
             assert self._buf is not None
             view = memoryview(self._buf)
             while budget > 0:
-                n = plat.read_into(self._fd, view[: min(len(view), budget)])
+                want = min(len(view), budget)
+                n = plat.read_into(self._fd, view[:want])
                 if n == 0:
                     return self._at_eof()
                 self._hasher.update(view[:n])
                 self.hashed += n
                 budget -= n
                 if self.hashed > self.size:  # growing: no need to read to the new end
+                    return self._at_eof()
+                if n < want and self.hashed == self.size:
+                    # A short read of a regular file is its end: no read of 0 bytes to say so
+                    # (a small file's hash is one read); _at_eof's fstat still sees a change.
                     return self._at_eof()
             return False
         except BaseException:

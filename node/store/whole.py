@@ -57,13 +57,15 @@ class WholeFiles:
     against it (its size rounded up to whole blocks): the same answer while no other receive
     claims or releases space (the ledger's generation), and at most HOLD seconds blind to
     other writers of the file system, which a full disk still answers with ENOSPC (io_error).
-    Parts get a per-holder random token and a counter instead of fresh random bytes each.
+    Parts get a per-holder random token and a counter instead of fresh random bytes each,
+    and a key per peer instead of a hash of (peer, name) each.
     """
 
     def __init__(self, inbox: Inbox, clock: Callable[[], float] = time.monotonic) -> None:
         self.inbox = inbox
         self.clock = clock
         self._root: Dir | None = None
+        self._root_ident = (-1, -1)  # (st_dev, st_ino) of the held root
         self._parts: Dir | None = None
         self._dest: tuple[tuple[str, ...], Dir] | None = None
         self._dest_path = ""  # the held destination's path (the hash cache's key prefix)
@@ -71,6 +73,8 @@ class WholeFiles:
         self._room = -1  # bytes of room left by the last measure, charged per file
         self._room_gen = -1  # the ledger's generation it was measured at (-1: measure afresh)
         self._token = ""  # random, per hold: parts' names are token + counter
+        self._peer_key = ("", "")  # (peer, its parts' key) of the last file stored
+        self._umask = process_umask()  # None: unknown (every file gets its fchmod)
         self._count = 0
 
     def close(self) -> None:
@@ -90,7 +94,7 @@ class WholeFiles:
         if self._root is not None and self._parts is not None:
             try:
                 st = os.stat(inbox.real, follow_symlinks=False)
-                same = (st.st_dev, st.st_ino) == self._root.ident()
+                same = (st.st_dev, st.st_ino) == self._root_ident
             except OSError:
                 same = False
             if same and self.clock() < self._until:
@@ -103,6 +107,8 @@ class WholeFiles:
             root.close()
             raise
         self._root = root
+        # What the held fd is never changes: asked once per hold, not per file.
+        self._root_ident = root.ident()
         self._until = self.clock() + HOLD
         self._token = os.urandom(6).hex()
         return root, self._parts
@@ -130,12 +136,22 @@ class WholeFiles:
                 inbox._check_room(need, name)  # says which limit refused (or fits after all)
         self._room -= -(-need // BLOCK) * BLOCK
 
-    def store(self, peer: str, meta: FileMeta, data: bytes | bytearray, mode: int | None) -> str:
+    def store(
+        self,
+        peer: str,
+        meta: FileMeta,
+        data: bytes | bytearray | memoryview,
+        mode: int | None,
+        *,
+        checked: bool = False,
+    ) -> str:
         """Verify `data` against meta (size, sha256) and place it under the inbox; returns the
         inbox-relative name it got (numbered on a collision with other content; an existing
-        same-content file is kept as is). HashMismatch, BadName, StoreError as finish()."""
+        same-content file is kept as is). HashMismatch, BadName, StoreError as finish().
+        `checked`: meta.name is check_name's answer already (a batch checks every name of its
+        manifest when it plans it: checking each again per file cost as much as writing it)."""
         inbox = self.inbox
-        name = check_depth(check_name(meta.name), inbox.max_depth)
+        name = check_depth(meta.name if checked else check_name(meta.name), inbox.max_depth)
         if not is_sha256(meta.sha256):
             raise StoreError("bad_message", f"bad sha256 {meta.sha256!r}")
         if len(data) != meta.size:
@@ -153,9 +169,21 @@ class WholeFiles:
             self._charge(meta.size + (0 if held else len(comps) - 1) * DIR_COST, name)
             dest = self._dest_dir(root, tuple(comps[:-1]))
             self._count += 1
-            part = f"{part_key(peer, name)}-{self._token}{self._count:x}{PART_SUFFIX}"
+            if self._peer_key[0] != peer:
+                # One key per peer (never a resumable part's: "-" marks a part of its own),
+                # not a hash per file; the token and count make the name unique.
+                self._peer_key = (peer, part_key(peer, ""))
+            part = f"{self._peer_key[1]}-{self._token}{self._count:x}{PART_SUFFIX}"
             return _write_and_place(
-                inbox, parts_dir, part, (dest, self._dest_path), meta, comps, data, mode
+                inbox,
+                parts_dir,
+                part,
+                (dest, self._dest_path),
+                meta,
+                comps,
+                data,
+                mode,
+                self._umask,
             )
         except OSError as exc:
             self.close()
@@ -172,13 +200,15 @@ def _write_and_place(
     held: tuple[Dir, str],
     meta: FileMeta,
     comps: list[str],
-    data: bytes | bytearray,
+    data: bytes | bytearray | memoryview,
     mode: int | None,
+    umask: int | None,
 ) -> str:
     name = "/".join(comps)
     dest, dest_path = held  # the file's directory: its handle and its path
     # A part of its own (`part`: never the (peer, name) part a resumable receive may hold).
-    fd = parts_dir.open(part, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666)
+    # Created with its mode already where the umask keeps every bit of it (then no fchmod).
+    fd = parts_dir.open(part, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666 if mode is None else mode)
     try:
         view = memoryview(data)
         while view:
@@ -187,7 +217,7 @@ def _write_and_place(
                 raise StoreError("io_error", f"cannot write {name!r}: no progress")
             view = view[w:]
         _set_mtime(parts_dir, part, fd, meta.mtime)
-        if mode is not None and hasattr(os, "fchmod"):
+        if mode is not None and hasattr(os, "fchmod") and (umask is None or mode & umask):
             # Before placing: the hard link shares the inode, so the name appears with it.
             with contextlib.suppress(OSError):
                 os.fchmod(fd, mode)
@@ -213,15 +243,41 @@ def _write_and_place(
     finally:
         os.close(fd)
         # Placed (a link: the part is a second name), surplus or failed: the part goes.
-        with contextlib.suppress(OSError):
-            parts_dir.unlink(part)
+        _discard(parts_dir, part)
+
+
+def _discard(parts_dir: Dir, part: str) -> bool:
+    """Remove a part, whatever happens (try/except: a contextlib.suppress per file of a batch
+    cost about as much as the unlink itself); whether it went."""
+    try:
+        parts_dir.unlink(part)
+    except OSError:
+        return False
+    return True
+
+
+def process_umask() -> int | None:
+    """The process's umask where it can be read without setting it (Linux: /proc), else
+    None. Read when a store is made: the node never changes it."""
+    try:
+        with open("/proc/self/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 def _set_mtime(parts_dir: Dir, part: str, fd: int, mtime: object) -> None:
     """The sender's mtime, as Incoming._set_mtime gives it (by name where fds cannot)."""
     if isinstance(mtime, (int, float)) and math.isfinite(mtime) and 0 <= mtime < 2**33:
         ns = (time.time_ns(), round(mtime * 1e9))
-        with contextlib.suppress(OSError, ValueError, OverflowError, StoreError):
+        # try/except rather than contextlib.suppress: a context manager object per file of a
+        # batch cost about as much as the utime itself.
+        try:
             if not plat.utime_fd(fd, ns):
                 st = os.fstat(fd)
                 parts_dir.set_mtime(part, ns, (st.st_dev, st.st_ino))
+        except (OSError, ValueError, OverflowError, StoreError):
+            pass

@@ -106,6 +106,7 @@ GOLDEN: dict[str, AnyMessage | discovery.Datagram] = {
     ),
     "batch_accept": BatchAccept(TID, (1,), ((0, 2),)),
     "bfile": BFile(TID, 0, 2),
+    "bfile_inline": BFile(TID, 0, 0, 4),  # batch-inline: its 4 bytes are the frame's body
     "bend": BEnd(TID),
     "bprogress": BProgress(TID, 700),
     "batch_verdict": BatchVerdict(TID, (Missing(0, "no_space", "disk full"),)),
@@ -162,6 +163,8 @@ def test_golden_frame_decodes_the_same_at_every_split(name: str) -> None:
     msg = GOLDEN[name]
     trailer = encode_header({"type": "list"})
     body = b"\x07" * msg.length if isinstance(msg, Data) else b""
+    if isinstance(msg, BFile):
+        body = b"\x07" * msg.inline
     stream = frame + body + trailer
     # every offset in the frame and around both ends of the body (the middle adds nothing)
     cuts = sorted(set(range(len(frame) + 17)) | set(range(len(stream) - 40, len(stream) + 1)))
