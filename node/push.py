@@ -27,7 +27,7 @@ from node.messages import (
     Verdict,
 )
 from node.names import check_name
-from node.sender import DigestKeepalive, FileSender, unchanged_since
+from node.sender import DigestAfterStream, DigestKeepalive, FileSender
 from node.store import FileMeta, HashJob, guess_mime
 from node.transfer import TEvent, Transfer, TState
 
@@ -185,7 +185,7 @@ class Pushes:
         self.watchers.pop(t.id, None)
 
 
-class PushClient(ClientHandler):
+class PushClient(DigestAfterStream, ClientHandler):
     """Client side of a push: hello, offer, stream, wait for the verdict.
 
     With `job` (the file is not hashed yet) and a peer whose hello lists "digest", the offer
@@ -195,13 +195,15 @@ class PushClient(ClientHandler):
     when the job began, so the digest is of the bytes that were streamed.
     """
 
+    DIGEST_STATE = "PUSH_DIGEST"
+
     def __init__(
         self, transfer: Transfer, meta: FileMeta, path: str, job: HashJob | None = None
     ) -> None:
         self.transfer = transfer
         self.expect_peer = transfer.peer
         self.meta = meta
-        self.path = path
+        self.path: str = path
         self.sender: FileSender | None = None
         self.finished = False
         self.told_pending = False  # a `pending` from the receiver was reported
@@ -242,7 +244,7 @@ class PushClient(ClientHandler):
                 self.conn, self.path, msg.offset, self.meta.size, node.upload_bucket
             )
             if self.hashless:
-                self.sender.on_sent = self._send_digest
+                self.sender.on_sent = self.send_digest
             self.sender.start()
         elif isinstance(msg, Verdict):
             self.finished = True
@@ -309,51 +311,18 @@ class PushClient(ClientHandler):
 
     def hashed(self, job: HashJob, meta: FileMeta) -> None:
         """The hash queue finished our job (the cache has the result)."""
-        if self.finished:
+        if not self._take_hash(job, meta):
             return
-        if (job.size, job.mtime_ns) != self.key:
-            self._changed("the file changed while it was hashed")
-            return
-        self.digest = self.transfer.sha256 = meta.sha256
+        self.transfer.sha256 = meta.sha256
         if self.hashless:
             self.overlapped = self.sender is not None
-            self._send_digest()
+            self.send_digest()
 
-    def hash_failed(self, reason: str) -> None:
-        if not self.finished:
-            self.conn.fail(ErrorCode.IO_ERROR, reason)
-
-    def _send_digest(self) -> None:
-        """Digest after the last data byte, once the hash is known; keepalives until then."""
-        if self.finished or self.digest_sent or self.conn.closed:
-            return
-        if self.conn.session.state.name != "PUSH_DIGEST":
-            return  # the stream is not fully sent yet: on_sent comes back here
-        if self.digest is None:
-            self._keepalive.arm(self.conn, self.node.loop.time(), self.node.config.idle_timeout)
-            return
-        # Never vouch for bytes that may not be what was streamed.
-        if not unchanged_since(self.path, self.key):
-            self._changed("the file changed while it was sent")
-            return
-        self.digest_sent = True
-        self._keepalive.cancel()
+    def _emit_digest(self, digest: str) -> None:
         t = self.transfer
-        t.sha256 = self.digest
-        self.conn.send(Digest(t.id, self.digest))
-        self.node.pushes.note_offered(t, self.digest)
-
-    def get_timer(self) -> float | None:
-        return self._keepalive.at
-
-    def handle_timer(self, now: float) -> None:
-        """An empty data frame: the receiver (and our idle timeout) see we are still here."""
-        if not self._keepalive.due(now):
-            return
-        if self.finished or self.digest_sent or self.conn.closed:
-            return
-        self._keepalive.send(self.conn, now)
-        self._send_digest()
+        t.sha256 = digest
+        self.conn.send(Digest(t.id, digest))
+        self.node.pushes.note_offered(t, digest)
 
     def _changed(self, reason: str) -> None:
         """The source is not what the offer described: start over (retried as a push whose
