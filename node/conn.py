@@ -17,8 +17,9 @@ from node import connauth
 from node.batchmsg import BATCH_TYPES, AnyMessage, BatchMessage
 from node.conndeadlines import Deadlines
 from node.errors import ErrorCode, LocalCode, LocalProtocolError, RemoteProtocolError
+from node.events import TransferWaiting
 from node.loop import Transport
-from node.messages import Challenge, Error, Hello, Message, encode_message
+from node.messages import Challenge, Error, Hello, Message, Pending, Reject, encode_message
 from node.peerauth import PeerAuth
 from node.session import NEED_DATA, Closed, DataChunk, Role, Session, State
 
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     from node.node import Node
     from node.sender import FileSender
     from node.tlsproto import TlsTransport
+    from node.transfer import Transfer
 
 # While a stream we receive flows, the loop wakes us only once this much is queued (or the
 # stream's last bytes are): fewer, fuller reads, so the per-read cost in Python (loop turn,
@@ -126,6 +128,40 @@ class ClientHandler(Handler):
             )
             return False
         return True
+
+
+class TransferClient(ClientHandler):
+    """The client side of one attempt of a transfer (a push, a pull, a batch): what all of
+    them do with the peer's hello, its `pending` and its `reject`."""
+
+    finished: bool  # the attempt is over: its outcome went to the manager, or will not
+    told_pending = False  # a `pending` from the peer was reported
+
+    def busy(self) -> bool:
+        return True
+
+    def greeted(self, t: Transfer, msg: Hello) -> bool:
+        """Whether the attempt goes on after this hello: from the node we meant (else the
+        connection failed), and `t` not cancelled (or failed) while we connected (else closed)."""
+        if not self.greet_peer(msg):
+            return False
+        if t.final or self.finished:
+            self.finished = True
+            self.conn.close()
+            return False
+        return True
+
+    def pending(self, t: Transfer, msg: Pending) -> None:
+        """The peer's user decides (--accept prompt): keep waiting; its `pending` frames keep
+        the connection alive, its accept or reject follows."""
+        if not self.told_pending:
+            self.told_pending = True
+            self.node.bus.publish(TransferWaiting(t.id, msg.timeout))
+
+    def rejected(self, t: Transfer, msg: Reject) -> None:
+        self.finished = True
+        self.node.manager.fail(t, msg.code, msg.reason, retry_after=msg.retry_after)
+        self.conn.close()
 
 
 class Conn:

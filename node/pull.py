@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 from typing import TYPE_CHECKING
 
-from node.conn import ClientHandler
+from node.conn import TransferClient
 from node.errors import BadRequest, ErrorCode, LocalCode, StoreError
 from node.intake import meta_of
 from node.messages import Digest, FileHeader, Get, Hello, Message, Reject
@@ -51,7 +51,7 @@ class Pulls:
         node.dial(peer, PullClient(t, t.sha256 if not t.name else None), t)
 
 
-class PullClient(Receiving, ClientHandler):
+class PullClient(Receiving, TransferClient):
     """Client side of a pull: hello, get (with resume offset), receive, verify, verdict."""
 
     def __init__(self, transfer: Transfer, sha256: str | None) -> None:
@@ -63,18 +63,11 @@ class PullClient(Receiving, ClientHandler):
         self.finished = False
         self.asked = 0  # the resume offset our get asked for
 
-    def busy(self) -> bool:
-        return True
-
     def on_message(self, msg: Message) -> None:
         t = self.transfer
         node = self.node
         if isinstance(msg, Hello):
-            if not self.greet_peer(msg):
-                return
-            if t.final:  # cancelled while connecting
-                self.finished = True
-                self.conn.close()
+            if not self.greeted(t, msg):
                 return
             offset, expect = 0, None
             if t.name:
@@ -91,9 +84,7 @@ class PullClient(Receiving, ClientHandler):
         elif isinstance(msg, Digest):
             self._digest(msg)
         elif isinstance(msg, Reject):
-            self.finished = True
-            node.manager.fail(t, msg.code, msg.reason, retry_after=msg.retry_after)
-            self.conn.close()
+            self.rejected(t, msg)
         else:
             super().on_message(msg)
 

@@ -12,9 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from node.conn import ClientHandler
+from node.conn import TransferClient
 from node.errors import BadName, ErrorCode, LocalCode, NotFound, RequestError, StoreError
-from node.events import TransferWaiting
 from node.messages import (
     Accept,
     Digest,
@@ -185,7 +184,7 @@ class Pushes:
         self.watchers.pop(t.id, None)
 
 
-class PushClient(DigestAfterStream, ClientHandler):
+class PushClient(DigestAfterStream, TransferClient):
     """Client side of a push: hello, offer, stream, wait for the verdict.
 
     With `job` (the file is not hashed yet) and a peer whose hello lists "digest", the offer
@@ -206,7 +205,6 @@ class PushClient(DigestAfterStream, ClientHandler):
         self.path: str = path
         self.sender: FileSender | None = None
         self.finished = False
-        self.told_pending = False  # a `pending` from the receiver was reported
         self.job = job
         self.key = (job.size, job.mtime_ns) if job is not None else None
         self.hashless = False  # our offer carried no sha256
@@ -216,18 +214,11 @@ class PushClient(DigestAfterStream, ClientHandler):
         self._keepalive = DigestKeepalive()
         self._counted = 0
 
-    def busy(self) -> bool:
-        return True
-
     def on_message(self, msg: Message) -> None:
         t = self.transfer
         node = self.node
         if isinstance(msg, Hello):
-            if not self.greet_peer(msg):
-                return
-            if t.final or self.finished:  # cancelled (or failed) while connecting
-                self.finished = True
-                self.conn.close()
+            if not self.greeted(t, msg):
                 return
             if self.job is not None:
                 self._offer_unhashed(msg)
@@ -262,16 +253,10 @@ class PushClient(DigestAfterStream, ClientHandler):
                 node.manager.fail(t, code, reason)
             self.conn.close()
         elif isinstance(msg, Pending):
-            # The receiver's user decides (--accept prompt): keep waiting; its `pending`
-            # frames keep the connection alive, its accept or reject follows.
-            if not self.told_pending:
-                self.told_pending = True
-                node.bus.publish(TransferWaiting(t.id, msg.timeout))
+            self.pending(t, msg)
         elif isinstance(msg, Reject):
-            self.finished = True
             self._unwatch()
-            node.manager.fail(t, msg.code, msg.reason, retry_after=msg.retry_after)
-            self.conn.close()
+            self.rejected(t, msg)
         else:
             super().on_message(msg)
 
