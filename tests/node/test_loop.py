@@ -9,7 +9,7 @@ import struct
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,52 +17,12 @@ import pytest
 from node import plat
 from node.loop import Loop, Transport
 from node.transport import HAS_RCVLOWAT, HIGH_WATER
+from tests import loopkit
+from tests.loopkit import WAIT, pattern, run
 
-WAIT = 5.0
 
-
-class Recorder:
-    """A StreamProtocol that records everything; optional hooks drive the test scenario."""
-
-    def __init__(self, *, echo: bool = False) -> None:
-        self.echo = echo
-        self.transport: Transport | None = None
-        self.data = bytearray()
-        self.events: list[str] = []
-        self.lost: list[BaseException | None] = []
-        self.on_data: Callable[[memoryview], None] | None = None
-        self.on_made: Callable[[Transport], None] | None = None
-
-    @property
-    def t(self) -> Transport:
-        assert self.transport is not None
-        return self.transport
-
-    def connection_made(self, transport: Transport) -> None:
-        self.transport = transport
-        self.events.append("made")
-        if self.on_made is not None:
-            self.on_made(transport)
-
-    def data_received(self, data: memoryview) -> None:
-        if self.on_data is not None:
-            self.on_data(data)
-        self.data += data
-        if self.echo:
-            self.t.write(data)
-
-    def eof_received(self) -> None:
-        self.events.append("eof")
-
-    def connection_lost(self, exc: BaseException | None) -> None:
-        self.events.append("lost")
-        self.lost.append(exc)
-
-    def pause_writing(self) -> None:
-        self.events.append("pause")
-
-    def resume_writing(self) -> None:
-        self.events.append("resume")
+class Recorder(loopkit.Recorder[Transport]):
+    """A protocol on the loop's plain TCP transport that records everything."""
 
 
 @pytest.fixture
@@ -70,17 +30,6 @@ def loop() -> Iterator[Loop]:
     lp = Loop()
     yield lp
     lp.close()
-
-
-def run(loop: Loop, cond: Callable[[], bool]) -> None:
-    loop.run(until=cond, timeout=WAIT)
-    assert cond(), "condition not reached within the deadline"
-
-
-def pattern(n: int, seed: int = 0) -> bytes:
-    """n bytes whose position is recoverable, so reordering or loss shows up."""
-    words = (n + 3) // 4
-    return struct.pack(f"<{words}I", *range(seed, seed + words))[:n]
 
 
 def pair(loop: Loop, server: Recorder, client: Recorder) -> None:

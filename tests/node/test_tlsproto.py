@@ -17,59 +17,14 @@ from node import tlsproto
 from node.identity import Identity, load_or_create
 from node.loop import Loop
 from node.tlsproto import TlsProtocol, TlsTransport, connect_tls
+from tests import loopkit
+from tests.loopkit import pattern
 
 WAIT = 10.0
 
 
-class App:
+class App(loopkit.Recorder[TlsTransport]):
     """A TlsApp that records everything; hooks drive the scenario."""
-
-    def __init__(self, *, echo: bool = False, keep: bool = True) -> None:
-        self.echo = echo
-        self.keep = keep
-        self.transport: TlsTransport | None = None
-        self.data = bytearray()
-        self.received = 0
-        self.sha = hashlib.sha256()
-        self.events: list[str] = []
-        self.lost: list[BaseException | None] = []
-        self.on_data: Callable[[memoryview], None] | None = None
-        self.on_made: Callable[[TlsTransport], None] | None = None
-
-    @property
-    def t(self) -> TlsTransport:
-        assert self.transport is not None
-        return self.transport
-
-    def connection_made(self, transport: TlsTransport) -> None:
-        self.transport = transport
-        self.events.append("made")
-        if self.on_made is not None:
-            self.on_made(transport)
-
-    def data_received(self, data: memoryview) -> None:
-        if self.on_data is not None:
-            self.on_data(data)
-        self.received += len(data)
-        if self.keep:
-            self.data += data
-        else:
-            self.sha.update(data)
-        if self.echo:
-            self.t.write(data)
-
-    def eof_received(self) -> None:
-        self.events.append("eof")
-
-    def connection_lost(self, exc: BaseException | None) -> None:
-        self.events.append("lost")
-        self.lost.append(exc)
-
-    def pause_writing(self) -> None:
-        self.events.append("pause")
-
-    def resume_writing(self) -> None:
-        self.events.append("resume")
 
 
 @pytest.fixture(scope="module")
@@ -85,13 +40,7 @@ def loop() -> Iterator[Loop]:
 
 
 def run(loop: Loop, cond: Callable[[], bool], timeout: float = WAIT) -> None:
-    loop.run(until=cond, timeout=timeout)
-    assert cond(), "condition not reached within the deadline"
-
-
-def pattern(n: int, seed: int = 0) -> bytes:
-    words = (n + 3) // 4
-    return struct.pack(f"<{words}I", *range(seed, seed + words))[:n]
+    loopkit.run(loop, cond, timeout)
 
 
 class Pair:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import ssl
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,9 +16,8 @@ from node import tlsproto
 from node.identity import Identity, load_or_create
 from node.loop import Loop
 from node.tlsproto import TlsProtocol
-from tests.node.test_tlsproto import App, pattern
-
-WAIT = 5.0
+from tests.loopkit import pattern, run
+from tests.node.test_tlsproto import App
 
 
 class MemRaw:
@@ -95,11 +94,6 @@ def loop() -> Iterator[Loop]:
     lp = Loop()
     yield lp
     lp.close()
-
-
-def run(loop: Loop, cond: Callable[[], bool]) -> None:
-    loop.run(until=cond, timeout=WAIT)
-    assert cond(), "condition not reached within the deadline"
 
 
 class MemPair:
