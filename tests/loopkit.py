@@ -4,9 +4,13 @@ condition, and bytes whose position is recoverable."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import os
 import struct
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Generic, Protocol, TypeVar
 
 from node.loop import Loop
@@ -82,3 +86,47 @@ def pattern(n: int, seed: int = 0) -> bytes:
     """n bytes whose position is recoverable, so reordering or loss shows up."""
     words = (n + 3) // 4
     return struct.pack(f"<{words}I", *range(seed, seed + words))[:n]
+
+
+@contextlib.contextmanager
+def pattern_file(size: int, seed: int) -> Iterator[tuple[int, bytes]]:
+    """A temporary file of pattern(size, seed), open for reading: (its fd, its content)."""
+    content = pattern(size, seed)
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "blob"
+        path.write_bytes(content)
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            yield fd, content
+        finally:
+            os.close(fd)
+
+
+class FileStream(Protocol):
+    def write(self, data: bytes | bytearray | memoryview) -> None: ...
+
+    def sendfile(
+        self, fd: int, offset: int, count: int, on_done: Callable[[], None] | None = None
+    ) -> None: ...
+
+    def get_write_buffer_size(self) -> int: ...
+
+
+def check_sendfile_interleaved(
+    loop: Loop, sending: FileStream, received: bytearray, fd: int, content: bytes
+) -> None:
+    """Writes and sendfile()s (one empty) queued in turn arrive in order, each file's on_done
+    runs, the first before the second."""
+    done: list[str] = []
+    sending.write(b"head")
+    sending.sendfile(fd, 12345, 5 << 20, on_done=lambda: done.append("first"))
+    assert sending.get_write_buffer_size() >= 5 << 20
+    sending.write(b"middle")
+    sending.sendfile(fd, 0, 1000, on_done=lambda: done.append("second"))
+    sending.sendfile(fd, 50, 0, on_done=lambda: done.append("empty"))
+    sending.write(b"tail")
+    expected = b"head" + content[12345 : 12345 + (5 << 20)] + b"middle" + content[:1000] + b"tail"
+    run(loop, lambda: len(received) >= len(expected))
+    assert received == expected
+    assert sorted(done) == ["empty", "first", "second"]
+    assert done.index("first") < done.index("second")

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import errno
-import os
 import socket
 import struct
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -18,7 +15,7 @@ from node import plat
 from node.loop import Loop, Transport
 from node.transport import HAS_RCVLOWAT, HIGH_WATER
 from tests import loopkit
-from tests.loopkit import WAIT, pattern, run
+from tests.loopkit import WAIT, check_sendfile_interleaved, pattern, pattern_file, run
 
 
 class Recorder(loopkit.Recorder[Transport]):
@@ -116,15 +113,8 @@ def test_many_small_writes_are_gathered(
 
 @pytest.fixture
 def datafile() -> Iterator[tuple[int, bytes]]:
-    content = pattern(6 << 20, seed=7)
-    with tempfile.TemporaryDirectory() as d:
-        path = Path(d) / "blob"
-        path.write_bytes(content)
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            yield fd, content
-        finally:
-            os.close(fd)
+    with pattern_file(6 << 20, seed=7) as opened:
+        yield opened
 
 
 @pytest.mark.parametrize(
@@ -145,19 +135,7 @@ def test_sendfile_interleaved_with_writes(
     if mode == "seek-read":
         assert not client.t._use_sendfile
     client.t._use_sendfile = mode == "sendfile"
-    done: list[str] = []
-    client.t.write(b"head")
-    client.t.sendfile(fd, 12345, 5 << 20, on_done=lambda: done.append("first"))
-    assert client.t.get_write_buffer_size() >= 5 << 20
-    client.t.write(b"middle")
-    client.t.sendfile(fd, 0, 1000, on_done=lambda: done.append("second"))
-    client.t.sendfile(fd, 50, 0, on_done=lambda: done.append("empty"))
-    client.t.write(b"tail")
-    expected = b"head" + content[12345 : 12345 + (5 << 20)] + b"middle" + content[:1000] + b"tail"
-    run(loop, lambda: len(server.data) >= len(expected))
-    assert server.data == expected
-    assert sorted(done) == ["empty", "first", "second"]
-    assert done.index("first") < done.index("second")
+    check_sendfile_interleaved(loop, client.t, server.data, fd, content)
     assert client.t.get_write_buffer_size() == 0
     assert "pause" in client.events and "resume" in client.events
 

@@ -18,7 +18,7 @@ from node.identity import Identity, load_or_create
 from node.loop import Loop
 from node.tlsproto import TlsProtocol, TlsTransport, connect_tls
 from tests import loopkit
-from tests.loopkit import pattern
+from tests.loopkit import check_sendfile_interleaved, pattern, pattern_file
 
 WAIT = 10.0
 
@@ -143,15 +143,8 @@ def test_client_refuses_tls12_server(loop: Loop, ident: Identity) -> None:
 
 @pytest.fixture
 def datafile() -> Iterator[tuple[int, bytes]]:
-    content = pattern(6 << 20, seed=7)
-    with tempfile.TemporaryDirectory() as d:
-        path = Path(d) / "blob"
-        path.write_bytes(content)
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            yield fd, content
-        finally:
-            os.close(fd)
+    with pattern_file(6 << 20, seed=7) as opened:
+        yield opened
 
 
 def test_sendfile_interleaved_with_writes_keeps_order(
@@ -160,19 +153,7 @@ def test_sendfile_interleaved_with_writes_keeps_order(
     fd, content = datafile
     server, client = App(), App()
     pair(loop, ident, server, client)
-    done: list[str] = []
-    client.t.write(b"head")
-    client.t.sendfile(fd, 12345, 5 << 20, on_done=lambda: done.append("first"))
-    assert client.t.get_write_buffer_size() >= 5 << 20
-    client.t.write(b"middle")
-    client.t.sendfile(fd, 0, 1000, on_done=lambda: done.append("second"))
-    client.t.sendfile(fd, 50, 0, on_done=lambda: done.append("empty"))
-    client.t.write(b"tail")
-    expected = b"head" + content[12345 : 12345 + (5 << 20)] + b"middle" + content[:1000] + b"tail"
-    run(loop, lambda: len(server.data) >= len(expected))
-    assert server.data == expected
-    assert sorted(done) == ["empty", "first", "second"]
-    assert done.index("first") < done.index("second")
+    check_sendfile_interleaved(loop, client.t, server.data, fd, content)
     run(loop, lambda: client.t.get_write_buffer_size() == 0)
     assert client.events.count("pause") == 1 and client.events[-1] == "resume"
     with pytest.raises(ValueError):

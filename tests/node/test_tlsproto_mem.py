@@ -4,11 +4,8 @@ resume_reading, the water marks of the ciphertext queue)."""
 
 from __future__ import annotations
 
-import os
 import ssl
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -16,7 +13,7 @@ from node import tlsproto
 from node.identity import Identity, load_or_create
 from node.loop import Loop
 from node.tlsproto import TlsProtocol
-from tests.loopkit import pattern, run
+from tests.loopkit import pattern, pattern_file, run
 from tests.node.test_tlsproto import App
 
 
@@ -127,15 +124,8 @@ class MemPair:
 
 @pytest.fixture
 def bigfile() -> Iterator[tuple[int, int]]:
-    size = 4 << 20
-    with tempfile.TemporaryDirectory() as d:
-        path = Path(d) / "f"
-        path.write_bytes(pattern(size, seed=3))
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            yield fd, size
-        finally:
-            os.close(fd)
+    with pattern_file(4 << 20, seed=3) as (fd, content):
+        yield fd, len(content)
 
 
 def test_one_chunk_per_writable_turn_while_the_kernel_refuses(
