@@ -373,26 +373,34 @@ def test_peer_closing_mid_handshake(loop: Loop, ident: Identity) -> None:
     assert "during the handshake" in str(server.lost[0])
 
 
-def test_server_closing_mid_handshake_fails_the_client(loop: Loop) -> None:
+def dial_raw_server(loop: Loop, client: App, answer: Callable[[socket.socket], None]) -> None:
+    """`client` dials a plain TCP listener that hands the connection it accepts to `answer`;
+    returns once the client's connection is lost."""
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))
         listener.listen(1)
-        client = App()
         connect_tls(loop, "127.0.0.1", listener.getsockname()[1], tlsproto.client_context(), client)
         accepted: list[socket.socket] = []
 
-        def accept_and_close() -> None:
+        def accept() -> None:
             listener.setblocking(False)
             try:
                 conn, _ = listener.accept()
             except BlockingIOError:
-                loop.call_later(0.005, accept_and_close)
+                loop.call_later(0.005, accept)
                 return
             accepted.append(conn)
+            answer(conn)
+
+        loop.call_soon(accept)
+        run(loop, lambda: bool(client.lost))
+        for conn in accepted:
             conn.close()
 
-        loop.call_soon(accept_and_close)
-        run(loop, lambda: bool(client.lost))
+
+def test_server_closing_mid_handshake_fails_the_client(loop: Loop) -> None:
+    client = App()
+    dial_raw_server(loop, client, lambda conn: conn.close())
     assert client.events == ["lost"]
     assert isinstance(client.lost[0], ConnectionError)
 
@@ -405,29 +413,14 @@ def test_a_server_answering_in_plaintext_is_not_tls_with_its_bytes(
     answers our ClientHello with a frame: the client reports NotTls holding those bytes, not
     an anonymous `wrong version number`, so the application can say what the peer is."""
     answer = struct.pack(">I", 15) + b'{"type":"x","a"' + b"}"
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(1)
-        client = App()
-        connect_tls(loop, "127.0.0.1", listener.getsockname()[1], tlsproto.client_context(), client)
-        accepted: list[socket.socket] = []
 
-        def accept_and_answer() -> None:
-            listener.setblocking(False)
-            try:
-                conn, _ = listener.accept()
-            except BlockingIOError:
-                loop.call_later(0.005, accept_and_answer)
-                return
-            accepted.append(conn)
-            conn.sendall(answer)
-            if then_close:
-                conn.close()
-
-        loop.call_soon(accept_and_answer)
-        run(loop, lambda: bool(client.lost))
-        for conn in accepted:
+    def answer_in_plaintext(conn: socket.socket) -> None:
+        conn.sendall(answer)
+        if then_close:
             conn.close()
+
+    client = App()
+    dial_raw_server(loop, client, answer_in_plaintext)
     assert client.events == ["lost"]
     exc = client.lost[0]
     assert isinstance(exc, tlsproto.NotTls) and exc.head == answer, exc
