@@ -22,13 +22,6 @@ class Recorder(loopkit.Recorder[Transport]):
     """A protocol on the loop's plain TCP transport that records everything."""
 
 
-@pytest.fixture
-def loop() -> Iterator[Loop]:
-    lp = Loop()
-    yield lp
-    lp.close()
-
-
 def pair(loop: Loop, server: Recorder, client: Recorder) -> None:
     srv = loop.listen_tcp("127.0.0.1", 0, lambda: server)
     loop.connect_tcp("127.0.0.1", srv.port, client)

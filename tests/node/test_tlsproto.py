@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from node import tlsproto
-from node.identity import Identity, load_or_create
+from node.identity import Identity
 from node.loop import Loop
 from node.tlsproto import TlsProtocol, TlsTransport, connect_tls
 from tests import loopkit
@@ -25,18 +25,6 @@ WAIT = 10.0
 
 class App(loopkit.Recorder[TlsTransport]):
     """A TlsApp that records everything; hooks drive the scenario."""
-
-
-@pytest.fixture(scope="module")
-def ident(tmp_path_factory: pytest.TempPathFactory) -> Identity:
-    return load_or_create(tmp_path_factory.mktemp("state"))
-
-
-@pytest.fixture
-def loop() -> Iterator[Loop]:
-    lp = Loop()
-    yield lp
-    lp.close()
 
 
 def run(loop: Loop, cond: Callable[[], bool], timeout: float = WAIT) -> None:

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from node import tlsproto
-from node.identity import Identity, load_or_create
+from node.identity import Identity
 from node.loop import Loop
 from node.tlsproto import TlsProtocol
 from tests.loopkit import pattern, pattern_file, run
@@ -79,18 +79,6 @@ class MemRaw:
 
     def is_closing(self) -> bool:
         return self.closed
-
-
-@pytest.fixture(scope="module")
-def ident(tmp_path_factory: pytest.TempPathFactory) -> Identity:
-    return load_or_create(tmp_path_factory.mktemp("state"))
-
-
-@pytest.fixture
-def loop() -> Iterator[Loop]:
-    lp = Loop()
-    yield lp
-    lp.close()
 
 
 class MemPair:
