@@ -28,6 +28,7 @@ from node.batchmsg import (
     GetBatch,
 )
 from node.batchtree import TreeBuilder
+from node.conn import attempt_peer
 from node.errors import (
     BadName,
     BadRequest,
@@ -183,10 +184,8 @@ class Batches:
     def start(self, t: Transfer) -> None:
         node = self.node
         if t.direction == "pull":
-            peer = node.peers.get(t.peer)
-            t.attempts += 1
+            peer = attempt_peer(node, t)
             if peer is None:
-                node.manager.fail(t, LocalCode.UNREACHABLE, "peer is not known (yet)")
                 return
             node.manager.move(t, TEvent.CONNECT)
             node.dial(peer, BatchPullClient(t), t)
@@ -226,10 +225,8 @@ class Batches:
 
     def _dial(self, t: Transfer, builder: TreeBuilder) -> None:
         node = self.node
-        peer = node.peers.get(t.peer)
-        t.attempts += 1
+        peer = attempt_peer(node, t)
         if peer is None:
-            node.manager.fail(t, LocalCode.UNREACHABLE, "peer is not known (yet)")
             return
         t.addr = peer.addr  # before the event: the dial sets it again per address it tries
         node.manager.move(t, TEvent.CONNECT)

@@ -22,8 +22,10 @@ from node.loop import Transport
 from node.messages import Challenge, Error, Hello, Message, Pending, Reject, encode_message
 from node.peerauth import PeerAuth
 from node.session import NEED_DATA, Closed, DataChunk, Role, Session, State
+from node.transfer import TEvent
 
 if TYPE_CHECKING:
+    from node.discovery import Peer
     from node.node import Node
     from node.sender import FileSender
     from node.tlsproto import TlsTransport
@@ -162,6 +164,23 @@ class TransferClient(ClientHandler):
         self.finished = True
         self.node.manager.fail(t, msg.code, msg.reason, retry_after=msg.retry_after)
         self.conn.close()
+
+
+def attempt_peer(node: Node, t: Transfer) -> Peer | None:
+    """The peer a new attempt of `t` dials, the attempt counted; None when the peer is not
+    known (yet): the attempt failed, and the manager retries it as for any unreachable peer."""
+    peer = node.peers.get(t.peer)
+    t.attempts += 1
+    if peer is None:
+        node.manager.fail(t, LocalCode.UNREACHABLE, "peer is not known (yet)")
+    return peer
+
+
+def dial_attempt(node: Node, peer: Peer, t: Transfer, client: ClientHandler) -> None:
+    """An attempt of `t` connects to `peer` through `client`."""
+    t.addr = peer.addr  # before the event: the dial sets it again per address it tries
+    node.manager.move(t, TEvent.CONNECT)
+    node.dial(peer, client, t)
 
 
 class Conn:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 from typing import TYPE_CHECKING
 
-from node.conn import TransferClient
+from node.conn import TransferClient, attempt_peer, dial_attempt
 from node.errors import BadRequest, ErrorCode, LocalCode, StoreError
 from node.intake import meta_of
 from node.messages import Digest, FileHeader, Get, Hello, Message, Reject
@@ -40,15 +40,9 @@ class Pulls:
         return t
 
     def start(self, t: Transfer) -> None:
-        node = self.node
-        peer = node.peers.get(t.peer)
-        t.attempts += 1
-        if peer is None:
-            node.manager.fail(t, LocalCode.UNREACHABLE, "peer is not known (yet)")
-            return
-        t.addr = peer.addr  # before the event: the dial sets it again per address it tries
-        node.manager.move(t, TEvent.CONNECT)
-        node.dial(peer, PullClient(t, t.sha256 if not t.name else None), t)
+        peer = attempt_peer(self.node, t)
+        if peer is not None:
+            dial_attempt(self.node, peer, t, PullClient(t, t.sha256 if not t.name else None))
 
 
 class PullClient(Receiving, TransferClient):

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from node.conn import TransferClient
+from node.conn import TransferClient, dial_attempt
 from node.errors import BadName, ErrorCode, LocalCode, NotFound, RequestError, StoreError
 from node.messages import (
     Accept,
@@ -119,19 +119,15 @@ class Pushes:
                 return
             # Hash while sending: offer at once without a sha256; the digest follows the data.
             t.sha256 = None
-            t.addr = peer.addr
             t.attempts += 1
-            node.manager.move(t, TEvent.CONNECT)
             meta = FileMeta(t.name, job.size, "", job.mtime, guess_mime(t.name))
             client = PushClient(t, meta, t.source, job)
             self.watchers[t.id] = client
-            node.dial(peer, client, t)
+            dial_attempt(node, peer, t, client)
             return
         meta = self.offer_meta(t, found)
-        t.addr = peer.addr
         t.attempts += 1
-        node.manager.move(t, TEvent.CONNECT)
-        node.dial(peer, PushClient(t, meta, t.source), t)
+        dial_attempt(node, peer, t, PushClient(t, meta, t.source))
 
     def hashed(self, t: Transfer, job: HashJob, meta: FileMeta) -> None:
         """The hash queue finished a push's file (the cache has the result)."""
