@@ -134,18 +134,7 @@ class Batches:
         if not paths:
             raise BadRequest("a batch needs at least one path")
         peer = node.peers.resolve(peer_text)
-        resolved = []
-        for text in paths:
-            path = Path(text)
-            if not path.is_absolute():
-                path = node.config.share / text
-            if not node.config.allow_outside_share and not node.store.in_share(path):
-                raise RequestError(
-                    f"{text} is not in the share ({node.config.share}); start the node with "
-                    "--allow-outside-share to push other files",
-                    LocalCode.OUTSIDE_SHARE,
-                )
-            resolved.append(path)
+        resolved = [node.share.source(text) for text in paths]
         TreeBuilder(node.store, resolved, links=links)  # checks the policy name
         t = node.manager.new("push", "send", peer.node, peer.name, resolved[0].name)
         t.kind, t.sources, t.links = "batch", tuple(str(p) for p in resolved), links

@@ -69,17 +69,7 @@ class Pushes:
             except BadName as exc:
                 raise RequestError(f"bad name: {exc}", LocalCode.BAD_REQUEST) from None
         peer = node.peers.resolve(peer_text)
-        path = Path(path_text)
-        if not path.is_absolute():
-            path = node.config.share / path_text
-        if not node.config.allow_outside_share and not node.store.in_share(path):
-            # The API must never read an arbitrary file for whoever reaches it (a web page,
-            # another user): only what the user chose to share, unless told otherwise.
-            raise RequestError(
-                f"{path_text} is not in the share ({node.config.share}); start the node with "
-                "--allow-outside-share to push other files",
-                LocalCode.OUTSIDE_SHARE,
-            )
+        path = node.share.source(path_text)
         try:
             found = node.store.meta_for_path(path)
         except StoreError as exc:
