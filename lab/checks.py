@@ -12,19 +12,14 @@ import unicodedata
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from lab.scenario import NAME_RE, FileDecl, NodeDecl, ScenarioError, file_name_problem
-
-
-def type_name(v: object) -> str:
-    return {
-        bool: "a boolean",
-        int: "an integer",
-        float: "a number",
-        str: "a string",
-        list: "a list",
-        dict: "a mapping",
-        type(None): "empty (null)",
-    }.get(type(v), type(v).__name__)
+from lab.scenario import (
+    NAME_RE,
+    FileDecl,
+    NodeDecl,
+    ScenarioError,
+    file_name_problem,
+    type_name,
+)
 
 
 def join(path: str, key: str | int) -> str:

@@ -409,7 +409,7 @@ def parse_size(value: object) -> int:
     elif isinstance(value, str):
         n = units.parse_size(value)  # UnitError is a ValueError naming the text
     else:
-        raise ValueError(f"a size is an int or a string like '10MiB', not {_tname(value)}")
+        raise ValueError(f"a size is an int or a string like '10MiB', not {type_name(value)}")
     if n < 0:
         raise ValueError(f"size {value!r} is negative")
     if n > MAX_FILE_SIZE:
@@ -494,7 +494,8 @@ def parse(
     return schema.parse(data, source=source, text=text, default_name=default_name)
 
 
-def _tname(v: object) -> str:
+def type_name(v: object) -> str:
+    """A written value's YAML type, as a problem names it ("must be a list, not a string")."""
     return {
         bool: "a boolean",
         int: "an integer",

@@ -14,7 +14,7 @@ from types import MappingProxyType
 from typing import Any
 
 from lab import hostile, swarmspec, verbs
-from lab.checks import Checks, Context, Refs, join, type_name
+from lab.checks import Checks, Context, Refs, join
 from lab.dense import MAX_PER_CONTAINER
 from lab.scenario import (
     MAX_COUNT,
@@ -25,6 +25,7 @@ from lab.scenario import (
     Step,
     parse_size,
     route_for,
+    type_name,
 )
 from lab.schema_expect import parse_expect
 from lab.timeline import check_cycles, parse_trigger

@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Final
+from typing import Any, Final, Self
 from urllib.parse import quote, urlsplit
 
 __all__ = [
@@ -57,6 +57,21 @@ MAX_EVENT: Final = 1 << 20  # one event (or one line of one) larger than this is
 MAX_ERROR_BODY: Final = 64 << 10
 
 Json = Any  # what json.loads returns
+
+
+class Closes:
+    """A context manager whose exit closes it (an event stream, a client's connection)."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        raise NotImplementedError
 
 
 class ApiFailure(Exception):
@@ -273,7 +288,7 @@ class ApiEvent:
 RetryHook = Callable[[int, BaseException, float], None]
 
 
-class EventStream(Iterator[ApiEvent]):
+class EventStream(Closes, Iterator[ApiEvent]):
     """`GET /api/events` as an iterator of ApiEvent; made by ApiClient.events().
 
     The first connection is opened by the constructor, so a caller that subscribes before it
@@ -329,14 +344,6 @@ class EventStream(Iterator[ApiEvent]):
         self._fresh = False  # the open connection has carried no byte yet
         self._delay = 0.0
         self._connect()
-
-    def __enter__(self) -> EventStream:
-        return self
-
-    def __exit__(
-        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
     def close(self) -> None:
         if self._resp is not None:
@@ -473,7 +480,7 @@ def describe(exc: BaseException | None) -> str:
 # -- the client --------------------------------------------------------------------------------
 
 
-class ApiClient:
+class ApiClient(Closes):
     """JSON requests to one node's API over one kept-alive connection.
 
     `keep_alive=False` opens a connection per request (`Connection: close`): for callers that
@@ -502,14 +509,6 @@ class ApiClient:
         self.timeout = timeout
         self.keep_alive = keep_alive
         self._conn: http.client.HTTPConnection | None = None
-
-    def __enter__(self) -> ApiClient:
-        return self
-
-    def __exit__(
-        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
     def close(self) -> None:
         if self._conn is not None:

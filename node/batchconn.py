@@ -26,9 +26,9 @@ from node.batchmsg import (
     BProgress,
     GetBatch,
 )
-from node.conn import ClientHandler
+from node.conn import TransferClient
 from node.errors import ErrorCode, LocalCode, StoreError
-from node.events import BatchStarted, TransferRefused, TransferWaiting
+from node.events import BatchStarted, TransferRefused
 from node.messages import FileInfo, Hello, Message, Pending, Reject
 from node.offers import batch_summary
 from node.peerauth import PeerAuth
@@ -139,7 +139,7 @@ class BatchHandler:
             node.manager.fail(t, first.code, reason, retry=first.code in ("truncated", "busy"))
 
 
-class BatchClient(BatchHandler, ClientHandler):
+class BatchClient(BatchHandler, TransferClient):
     """What both batch clients do on a connection they dialed: the peer's hello (the node we
     meant, speaking batches) opens the batch, `pending` says its user decides, a `reject`
     ends the attempt, and a break fails it (retried when the code is transient)."""
@@ -149,10 +149,6 @@ class BatchClient(BatchHandler, ClientHandler):
         self.expect_peer = t.peer
         self.sender = None
         self.finished = False
-        self.told_pending = False
-
-    def busy(self) -> bool:
-        return True
 
     def _open(self, hello: Hello) -> None:
         """Send the batch's first message (the peer said `hello` and speaks batches)."""
@@ -165,13 +161,8 @@ class BatchClient(BatchHandler, ClientHandler):
     def on_message(self, msg: Message) -> None:
         t = self.transfer
         assert t is not None
-        node = self.conn.node
         if isinstance(msg, Hello):
-            if not self.greet_peer(msg):
-                return
-            if t.final or self.finished:  # cancelled while we connected
-                self.finished = True
-                self.conn.close()
+            if not self.greeted(t, msg):
                 return
             if FEATURE not in msg.features:
                 self.finished = True
@@ -180,15 +171,9 @@ class BatchClient(BatchHandler, ClientHandler):
                 return
             self._open(msg)
         elif isinstance(msg, Pending):
-            # The receiver's user decides on the whole batch (--accept prompt): keep waiting;
-            # its `pending` frames keep the connection alive, batch_accept or reject follows.
-            if not self.told_pending:
-                self.told_pending = True
-                node.bus.publish(TransferWaiting(t.id, msg.timeout))
+            self.pending(t, msg)  # on the whole batch: batch_accept or reject follows
         elif isinstance(msg, Reject):
-            self.finished = True
-            node.manager.fail(t, msg.code, msg.reason, retry_after=msg.retry_after)
-            self.conn.close()
+            self.rejected(t, msg)
         else:
             super().on_message(msg)
 

@@ -28,6 +28,7 @@ from node.batchmsg import (
     GetBatch,
 )
 from node.batchtree import TreeBuilder
+from node.conn import attempt_peer
 from node.errors import (
     BadName,
     BadRequest,
@@ -133,18 +134,7 @@ class Batches:
         if not paths:
             raise BadRequest("a batch needs at least one path")
         peer = node.peers.resolve(peer_text)
-        resolved = []
-        for text in paths:
-            path = Path(text)
-            if not path.is_absolute():
-                path = node.config.share / text
-            if not node.config.allow_outside_share and not node.store.in_share(path):
-                raise RequestError(
-                    f"{text} is not in the share ({node.config.share}); start the node with "
-                    "--allow-outside-share to push other files",
-                    LocalCode.OUTSIDE_SHARE,
-                )
-            resolved.append(path)
+        resolved = [node.share.source(text) for text in paths]
         TreeBuilder(node.store, resolved, links=links)  # checks the policy name
         t = node.manager.new("push", "send", peer.node, peer.name, resolved[0].name)
         t.kind, t.sources, t.links = "batch", tuple(str(p) for p in resolved), links
@@ -183,10 +173,8 @@ class Batches:
     def start(self, t: Transfer) -> None:
         node = self.node
         if t.direction == "pull":
-            peer = node.peers.get(t.peer)
-            t.attempts += 1
+            peer = attempt_peer(node, t)
             if peer is None:
-                node.manager.fail(t, LocalCode.UNREACHABLE, "peer is not known (yet)")
                 return
             node.manager.move(t, TEvent.CONNECT)
             node.dial(peer, BatchPullClient(t), t)
@@ -226,10 +214,8 @@ class Batches:
 
     def _dial(self, t: Transfer, builder: TreeBuilder) -> None:
         node = self.node
-        peer = node.peers.get(t.peer)
-        t.attempts += 1
+        peer = attempt_peer(node, t)
         if peer is None:
-            node.manager.fail(t, LocalCode.UNREACHABLE, "peer is not known (yet)")
             return
         t.addr = peer.addr  # before the event: the dial sets it again per address it tries
         node.manager.move(t, TEvent.CONNECT)

@@ -49,31 +49,37 @@ def cmd_untrust(args: argparse.Namespace, client: Client, out: TextIO) -> int:
     return 0
 
 
-def cmd_trusted(args: argparse.Namespace, client: Client, out: TextIO) -> int:
+def _listing(
+    args: argparse.Namespace, out: TextIO, items: list[Any], empty: str, line: Callable[[Any], str]
+) -> int:
+    """A list from the API: as JSON with --json, else one line per item (or `empty`)."""
     print_line, emit_json = _out()
-    peers = client.get("/api/trusted")
     if args.json:
-        emit_json(peers, out)
+        emit_json(items, out)
         return 0
-    if not peers:
-        print_line(out, "no trusted peers (mole trust ID, or mole pair PEER)")
-    for p in peers:
-        print_line(out, f"{p['node_human']}  {p.get('name') or '-'}  ({p.get('how', '')})")
+    if not items:
+        print_line(out, empty)
+    for item in items:
+        print_line(out, line(item))
     return 0
+
+
+def cmd_trusted(args: argparse.Namespace, client: Client, out: TextIO) -> int:
+    empty = "no trusted peers (mole trust ID, or mole pair PEER)"
+    return _listing(args, out, client.get("/api/trusted"), empty, _trusted_line)
+
+
+def _trusted_line(p: dict[str, Any]) -> str:
+    return f"{p['node_human']}  {p.get('name') or '-'}  ({p.get('how', '')})"
+
+
+def _offer_line(o: dict[str, Any]) -> str:
+    who = o.get("peer_name") or "?"
+    return f"{o['id']}  from {who} [{o['peer'][:16]}…]: {offer_text(o)}"
 
 
 def cmd_offers(args: argparse.Namespace, client: Client, out: TextIO) -> int:
-    print_line, emit_json = _out()
-    offers = client.get("/api/offers")
-    if args.json:
-        emit_json(offers, out)
-        return 0
-    if not offers:
-        print_line(out, "no offers waiting")
-    for o in offers:
-        who = o.get("peer_name") or "?"
-        print_line(out, f"{o['id']}  from {who} [{o['peer'][:16]}…]: {offer_text(o)}")
-    return 0
+    return _listing(args, out, client.get("/api/offers"), "no offers waiting", _offer_line)
 
 
 def offer_text(offer: dict[str, Any]) -> str:

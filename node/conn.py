@@ -17,15 +17,19 @@ from node import connauth
 from node.batchmsg import BATCH_TYPES, AnyMessage, BatchMessage
 from node.conndeadlines import Deadlines
 from node.errors import ErrorCode, LocalCode, LocalProtocolError, RemoteProtocolError
+from node.events import TransferWaiting
 from node.loop import Transport
-from node.messages import Challenge, Error, Hello, Message, encode_message
+from node.messages import Challenge, Error, Hello, Message, Pending, Reject, encode_message
 from node.peerauth import PeerAuth
 from node.session import NEED_DATA, Closed, DataChunk, Role, Session, State
+from node.transfer import TEvent
 
 if TYPE_CHECKING:
+    from node.discovery import Peer
     from node.node import Node
     from node.sender import FileSender
     from node.tlsproto import TlsTransport
+    from node.transfer import Transfer
 
 # While a stream we receive flows, the loop wakes us only once this much is queued (or the
 # stream's last bytes are): fewer, fuller reads, so the per-read cost in Python (loop turn,
@@ -126,6 +130,57 @@ class ClientHandler(Handler):
             )
             return False
         return True
+
+
+class TransferClient(ClientHandler):
+    """The client side of one attempt of a transfer (a push, a pull, a batch): what all of
+    them do with the peer's hello, its `pending` and its `reject`."""
+
+    finished: bool  # the attempt is over: its outcome went to the manager, or will not
+    told_pending = False  # a `pending` from the peer was reported
+
+    def busy(self) -> bool:
+        return True
+
+    def greeted(self, t: Transfer, msg: Hello) -> bool:
+        """Whether the attempt goes on after this hello: from the node we meant (else the
+        connection failed), and `t` not cancelled (or failed) while we connected (else closed)."""
+        if not self.greet_peer(msg):
+            return False
+        if t.final or self.finished:
+            self.finished = True
+            self.conn.close()
+            return False
+        return True
+
+    def pending(self, t: Transfer, msg: Pending) -> None:
+        """The peer's user decides (--accept prompt): keep waiting; its `pending` frames keep
+        the connection alive, its accept or reject follows."""
+        if not self.told_pending:
+            self.told_pending = True
+            self.node.bus.publish(TransferWaiting(t.id, msg.timeout))
+
+    def rejected(self, t: Transfer, msg: Reject) -> None:
+        self.finished = True
+        self.node.manager.fail(t, msg.code, msg.reason, retry_after=msg.retry_after)
+        self.conn.close()
+
+
+def attempt_peer(node: Node, t: Transfer) -> Peer | None:
+    """The peer a new attempt of `t` dials, the attempt counted; None when the peer is not
+    known (yet): the attempt failed, and the manager retries it as for any unreachable peer."""
+    peer = node.peers.get(t.peer)
+    t.attempts += 1
+    if peer is None:
+        node.manager.fail(t, LocalCode.UNREACHABLE, "peer is not known (yet)")
+    return peer
+
+
+def dial_attempt(node: Node, peer: Peer, t: Transfer, client: ClientHandler) -> None:
+    """An attempt of `t` connects to `peer` through `client`."""
+    t.addr = peer.addr  # before the event: the dial sets it again per address it tries
+    node.manager.move(t, TEvent.CONNECT)
+    node.dial(peer, client, t)
 
 
 class Conn:

@@ -8,8 +8,10 @@ own.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
+from node.errors import LocalCode, RequestError
 from node.framing import encode_header
 from node.store import FileMeta
 
@@ -28,6 +30,23 @@ class ShareKeeper:
         self.shared = node.store.index  # what peers see: incremental, cached listing
         self._listing: tuple[int, bytes] | None = None
         self._scan_at = 0.0
+
+    def source(self, text: str) -> Path:
+        """The file (or directory) a user asks to send: `text` relative to the share, or an
+        absolute path. One outside the share is refused unless the node allows it: the API
+        must never read an arbitrary file for whoever reaches it (a web page, another user),
+        only what the user chose to share."""
+        config = self.node.config
+        path = Path(text)
+        if not path.is_absolute():
+            path = config.share / text
+        if not config.allow_outside_share and not self.node.store.in_share(path):
+            raise RequestError(
+                f"{text} is not in the share ({config.share}); start the node with "
+                "--allow-outside-share to push other files",
+                LocalCode.OUTSIDE_SHARE,
+            )
+        return path
 
     # -- Timed -----------------------------------------------------------------------------------
     def get_timer(self) -> float | None:

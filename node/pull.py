@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 from typing import TYPE_CHECKING
 
-from node.conn import ClientHandler
+from node.conn import TransferClient, attempt_peer, dial_attempt
 from node.errors import BadRequest, ErrorCode, LocalCode, StoreError
 from node.intake import meta_of
 from node.messages import Digest, FileHeader, Get, Hello, Message, Reject
@@ -40,18 +40,12 @@ class Pulls:
         return t
 
     def start(self, t: Transfer) -> None:
-        node = self.node
-        peer = node.peers.get(t.peer)
-        t.attempts += 1
-        if peer is None:
-            node.manager.fail(t, LocalCode.UNREACHABLE, "peer is not known (yet)")
-            return
-        t.addr = peer.addr  # before the event: the dial sets it again per address it tries
-        node.manager.move(t, TEvent.CONNECT)
-        node.dial(peer, PullClient(t, t.sha256 if not t.name else None), t)
+        peer = attempt_peer(self.node, t)
+        if peer is not None:
+            dial_attempt(self.node, peer, t, PullClient(t, t.sha256 if not t.name else None))
 
 
-class PullClient(Receiving, ClientHandler):
+class PullClient(Receiving, TransferClient):
     """Client side of a pull: hello, get (with resume offset), receive, verify, verdict."""
 
     def __init__(self, transfer: Transfer, sha256: str | None) -> None:
@@ -63,18 +57,11 @@ class PullClient(Receiving, ClientHandler):
         self.finished = False
         self.asked = 0  # the resume offset our get asked for
 
-    def busy(self) -> bool:
-        return True
-
     def on_message(self, msg: Message) -> None:
         t = self.transfer
         node = self.node
         if isinstance(msg, Hello):
-            if not self.greet_peer(msg):
-                return
-            if t.final:  # cancelled while connecting
-                self.finished = True
-                self.conn.close()
+            if not self.greeted(t, msg):
                 return
             offset, expect = 0, None
             if t.name:
@@ -91,9 +78,7 @@ class PullClient(Receiving, ClientHandler):
         elif isinstance(msg, Digest):
             self._digest(msg)
         elif isinstance(msg, Reject):
-            self.finished = True
-            node.manager.fail(t, msg.code, msg.reason, retry_after=msg.retry_after)
-            self.conn.close()
+            self.rejected(t, msg)
         else:
             super().on_message(msg)
 

@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING
 from node.errors import ErrorCode
 from node.messages import Digest, FileHeader, FileInfo, Get
 from node.names import check_name
-from node.sender import DigestKeepalive, FileSender, unchanged_since
-from node.session import PULL_DIGEST_FEATURE, Session, State
+from node.sender import DigestAfterStream, DigestKeepalive, FileSender
+from node.session import PULL_DIGEST_FEATURE, Session
 from node.store import FileMeta, HashJob, guess_mime
 from node.transfer import TEvent
 
@@ -37,8 +37,10 @@ def wants_hashless(session: Session, msg: Get) -> bool:
     )
 
 
-class HashlessPull:
+class HashlessPull(DigestAfterStream):
     """One hash-less pull on a ServerHandler's connection: stream, hash, then `digest`."""
+
+    DIGEST_STATE = "PULL_DIGEST"
 
     def __init__(self, handler: ServerHandler, msg: Get, path: Path, job: HashJob) -> None:
         assert msg.name is not None  # wants_hashless() said so
@@ -52,7 +54,7 @@ class HashlessPull:
         self.job = job
         self.digest: str | None = None
         self.digest_sent = False
-        self.stopped = False
+        self.finished = False
         self._keepalive = DigestKeepalive()
 
     def start(self) -> None:
@@ -78,52 +80,17 @@ class HashlessPull:
         h.sender.on_sent = self.send_digest
         h.sender.start()
 
-    # -- the hash queue (through Pushes.hashed / hash_failed) ------------------------------------
+    # -- the hash queue (through Pushes.hashed / hash_failed), then the digest -------------------
     def hashed(self, job: HashJob, meta: FileMeta) -> None:
-        if self.stopped:
+        if not self._take_hash(job, meta):
             return
-        if (job.size, job.mtime_ns) != self.key:
-            self._changed("the file changed while it was hashed")
-            return
-        self.digest = meta.sha256
         t = self.handler.transfer
         if t is not None:
             t.sha256 = meta.sha256
         self.send_digest()
 
-    def hash_failed(self, reason: str) -> None:
-        if not self.stopped:
-            self.conn.fail(ErrorCode.IO_ERROR, reason)
-
-    # -- the digest ------------------------------------------------------------------------------
-    def send_digest(self) -> None:
-        """Digest after the last data byte, once the hash is known; keepalives until then."""
-        if self.stopped or self.digest_sent or self.conn.closed:
-            return
-        if self.conn.session.state is not State.PULL_DIGEST:
-            return  # the stream is not fully sent yet: the sender's on_sent comes back here
-        if self.digest is None:
-            self._keepalive.arm(self.conn, self.node.loop.time(), self.node.config.idle_timeout)
-            return
-        # Never vouch for bytes that may not be what was streamed.
-        if not unchanged_since(self.path, self.key):
-            self._changed("the file changed while it was sent")
-            return
-        self.digest_sent = True
-        self._keepalive.cancel()
-        self.conn.send(Digest(self.msg.id, self.digest))
-
-    def get_timer(self) -> float | None:
-        return self._keepalive.at
-
-    def handle_timer(self, now: float) -> None:
-        """An empty data frame: the client (and our idle timeout) see we are still here."""
-        if not self._keepalive.due(now):
-            return
-        if self.stopped or self.digest_sent or self.conn.closed:
-            return
-        self._keepalive.send(self.conn, now)
-        self.send_digest()
+    def _emit_digest(self, digest: str) -> None:
+        self.conn.send(Digest(self.msg.id, digest))
 
     def _changed(self, reason: str) -> None:
         self.conn.fail(ErrorCode.SOURCE_CHANGED, reason)
@@ -131,7 +98,7 @@ class HashlessPull:
     def stop(self) -> None:
         """The operation is over (verdict, failure, close): no digest, no keepalive. The hash
         job goes on: its result lands in the cache for the next request."""
-        self.stopped = True
+        self.finished = True
         self._keepalive.cancel()
         watchers = self.node.pushes.watchers
         for tid, w in list(watchers.items()):

@@ -12,9 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from node.conn import ClientHandler
+from node.conn import TransferClient, dial_attempt
 from node.errors import BadName, ErrorCode, LocalCode, NotFound, RequestError, StoreError
-from node.events import TransferWaiting
 from node.messages import (
     Accept,
     Digest,
@@ -27,7 +26,7 @@ from node.messages import (
     Verdict,
 )
 from node.names import check_name
-from node.sender import DigestKeepalive, FileSender, unchanged_since
+from node.sender import DigestAfterStream, DigestKeepalive, FileSender
 from node.store import FileMeta, HashJob, guess_mime
 from node.transfer import TEvent, Transfer, TState
 
@@ -70,17 +69,7 @@ class Pushes:
             except BadName as exc:
                 raise RequestError(f"bad name: {exc}", LocalCode.BAD_REQUEST) from None
         peer = node.peers.resolve(peer_text)
-        path = Path(path_text)
-        if not path.is_absolute():
-            path = node.config.share / path_text
-        if not node.config.allow_outside_share and not node.store.in_share(path):
-            # The API must never read an arbitrary file for whoever reaches it (a web page,
-            # another user): only what the user chose to share, unless told otherwise.
-            raise RequestError(
-                f"{path_text} is not in the share ({node.config.share}); start the node with "
-                "--allow-outside-share to push other files",
-                LocalCode.OUTSIDE_SHARE,
-            )
+        path = node.share.source(path_text)
         try:
             found = node.store.meta_for_path(path)
         except StoreError as exc:
@@ -120,19 +109,15 @@ class Pushes:
                 return
             # Hash while sending: offer at once without a sha256; the digest follows the data.
             t.sha256 = None
-            t.addr = peer.addr
             t.attempts += 1
-            node.manager.move(t, TEvent.CONNECT)
             meta = FileMeta(t.name, job.size, "", job.mtime, guess_mime(t.name))
             client = PushClient(t, meta, t.source, job)
             self.watchers[t.id] = client
-            node.dial(peer, client, t)
+            dial_attempt(node, peer, t, client)
             return
         meta = self.offer_meta(t, found)
-        t.addr = peer.addr
         t.attempts += 1
-        node.manager.move(t, TEvent.CONNECT)
-        node.dial(peer, PushClient(t, meta, t.source), t)
+        dial_attempt(node, peer, t, PushClient(t, meta, t.source))
 
     def hashed(self, t: Transfer, job: HashJob, meta: FileMeta) -> None:
         """The hash queue finished a push's file (the cache has the result)."""
@@ -185,7 +170,7 @@ class Pushes:
         self.watchers.pop(t.id, None)
 
 
-class PushClient(ClientHandler):
+class PushClient(DigestAfterStream, TransferClient):
     """Client side of a push: hello, offer, stream, wait for the verdict.
 
     With `job` (the file is not hashed yet) and a peer whose hello lists "digest", the offer
@@ -195,16 +180,17 @@ class PushClient(ClientHandler):
     when the job began, so the digest is of the bytes that were streamed.
     """
 
+    DIGEST_STATE = "PUSH_DIGEST"
+
     def __init__(
         self, transfer: Transfer, meta: FileMeta, path: str, job: HashJob | None = None
     ) -> None:
         self.transfer = transfer
         self.expect_peer = transfer.peer
         self.meta = meta
-        self.path = path
+        self.path: str = path
         self.sender: FileSender | None = None
         self.finished = False
-        self.told_pending = False  # a `pending` from the receiver was reported
         self.job = job
         self.key = (job.size, job.mtime_ns) if job is not None else None
         self.hashless = False  # our offer carried no sha256
@@ -214,18 +200,11 @@ class PushClient(ClientHandler):
         self._keepalive = DigestKeepalive()
         self._counted = 0
 
-    def busy(self) -> bool:
-        return True
-
     def on_message(self, msg: Message) -> None:
         t = self.transfer
         node = self.node
         if isinstance(msg, Hello):
-            if not self.greet_peer(msg):
-                return
-            if t.final or self.finished:  # cancelled (or failed) while connecting
-                self.finished = True
-                self.conn.close()
+            if not self.greeted(t, msg):
                 return
             if self.job is not None:
                 self._offer_unhashed(msg)
@@ -242,7 +221,7 @@ class PushClient(ClientHandler):
                 self.conn, self.path, msg.offset, self.meta.size, node.upload_bucket
             )
             if self.hashless:
-                self.sender.on_sent = self._send_digest
+                self.sender.on_sent = self.send_digest
             self.sender.start()
         elif isinstance(msg, Verdict):
             self.finished = True
@@ -260,16 +239,10 @@ class PushClient(ClientHandler):
                 node.manager.fail(t, code, reason)
             self.conn.close()
         elif isinstance(msg, Pending):
-            # The receiver's user decides (--accept prompt): keep waiting; its `pending`
-            # frames keep the connection alive, its accept or reject follows.
-            if not self.told_pending:
-                self.told_pending = True
-                node.bus.publish(TransferWaiting(t.id, msg.timeout))
+            self.pending(t, msg)
         elif isinstance(msg, Reject):
-            self.finished = True
             self._unwatch()
-            node.manager.fail(t, msg.code, msg.reason, retry_after=msg.retry_after)
-            self.conn.close()
+            self.rejected(t, msg)
         else:
             super().on_message(msg)
 
@@ -309,51 +282,18 @@ class PushClient(ClientHandler):
 
     def hashed(self, job: HashJob, meta: FileMeta) -> None:
         """The hash queue finished our job (the cache has the result)."""
-        if self.finished:
+        if not self._take_hash(job, meta):
             return
-        if (job.size, job.mtime_ns) != self.key:
-            self._changed("the file changed while it was hashed")
-            return
-        self.digest = self.transfer.sha256 = meta.sha256
+        self.transfer.sha256 = meta.sha256
         if self.hashless:
             self.overlapped = self.sender is not None
-            self._send_digest()
+            self.send_digest()
 
-    def hash_failed(self, reason: str) -> None:
-        if not self.finished:
-            self.conn.fail(ErrorCode.IO_ERROR, reason)
-
-    def _send_digest(self) -> None:
-        """Digest after the last data byte, once the hash is known; keepalives until then."""
-        if self.finished or self.digest_sent or self.conn.closed:
-            return
-        if self.conn.session.state.name != "PUSH_DIGEST":
-            return  # the stream is not fully sent yet: on_sent comes back here
-        if self.digest is None:
-            self._keepalive.arm(self.conn, self.node.loop.time(), self.node.config.idle_timeout)
-            return
-        # Never vouch for bytes that may not be what was streamed.
-        if not unchanged_since(self.path, self.key):
-            self._changed("the file changed while it was sent")
-            return
-        self.digest_sent = True
-        self._keepalive.cancel()
+    def _emit_digest(self, digest: str) -> None:
         t = self.transfer
-        t.sha256 = self.digest
-        self.conn.send(Digest(t.id, self.digest))
-        self.node.pushes.note_offered(t, self.digest)
-
-    def get_timer(self) -> float | None:
-        return self._keepalive.at
-
-    def handle_timer(self, now: float) -> None:
-        """An empty data frame: the receiver (and our idle timeout) see we are still here."""
-        if not self._keepalive.due(now):
-            return
-        if self.finished or self.digest_sent or self.conn.closed:
-            return
-        self._keepalive.send(self.conn, now)
-        self._send_digest()
+        t.sha256 = digest
+        self.conn.send(Digest(t.id, digest))
+        self.node.pushes.note_offered(t, digest)
 
     def _changed(self, reason: str) -> None:
         """The source is not what the offer described: start over (retried as a push whose

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 from node import plat
 from node.errors import ErrorCode, LocalProtocolError, StoreError
@@ -21,6 +21,7 @@ from node.ratelimit import TokenBucket
 
 if TYPE_CHECKING:
     from node.conn import Conn
+    from node.store import FileMeta, HashJob
 
 STREAM_FRAME = 8 << 20  # data frame size when uncapped: a cancel waits for at most one frame
 
@@ -68,6 +69,74 @@ class DigestKeepalive:
     def send(conn: Conn, now: float) -> None:
         conn.send(Data(0))
         conn.last_activity = now
+
+
+class DigestAfterStream:
+    """The end of a hash-less stream, the same for a push (node/push.py) and a cold pull
+    (node/pullcold.py): the hash queue's result, then `digest` after the last data byte --
+    only if the file still has the (size, mtime_ns) `key` it had when the stream began --
+    and empty data frames (DigestKeepalive) while the stream is out but the hash is not."""
+
+    DIGEST_STATE: ClassVar[str]  # the session state in which the digest may go out
+    conn: Conn
+    path: str | os.PathLike[str]
+    key: tuple[int, int] | None
+    digest: str | None  # the job's result
+    digest_sent: bool
+    finished: bool  # the operation is over: no digest, no keepalive
+    _keepalive: DigestKeepalive
+
+    def _changed(self, reason: str) -> None:
+        """The source is not what was streamed: fail with source_changed."""
+        raise NotImplementedError
+
+    def _emit_digest(self, digest: str) -> None:
+        """Send the `digest` frame (the stream is out and the file unchanged)."""
+        raise NotImplementedError
+
+    def _take_hash(self, job: HashJob, meta: FileMeta) -> bool:
+        """The hash queue finished our job: whether its sha256 is the streamed file's."""
+        if self.finished:
+            return False
+        if (job.size, job.mtime_ns) != self.key:
+            self._changed("the file changed while it was hashed")
+            return False
+        self.digest = meta.sha256
+        return True
+
+    def hash_failed(self, reason: str) -> None:
+        if not self.finished:
+            self.conn.fail(ErrorCode.IO_ERROR, reason)
+
+    def send_digest(self) -> None:
+        """Digest after the last data byte, once the hash is known; keepalives until then."""
+        if self.finished or self.digest_sent or self.conn.closed:
+            return
+        if self.conn.session.state.name != self.DIGEST_STATE:
+            return  # the stream is not fully sent yet: the sender's on_sent comes back here
+        if self.digest is None:
+            node = self.conn.node
+            self._keepalive.arm(self.conn, node.loop.time(), node.config.idle_timeout)
+            return
+        # Never vouch for bytes that may not be what was streamed.
+        if not unchanged_since(self.path, self.key):
+            self._changed("the file changed while it was sent")
+            return
+        self.digest_sent = True
+        self._keepalive.cancel()
+        self._emit_digest(self.digest)
+
+    def get_timer(self) -> float | None:
+        return self._keepalive.at
+
+    def handle_timer(self, now: float) -> None:
+        """An empty data frame: the receiver (and our idle timeout) see we are still here."""
+        if not self._keepalive.due(now):
+            return
+        if self.finished or self.digest_sent or self.conn.closed:
+            return
+        self._keepalive.send(self.conn, now)
+        self.send_digest()
 
 
 class FileSender:

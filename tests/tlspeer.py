@@ -24,6 +24,7 @@ import socket
 import ssl
 import struct
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -332,3 +333,36 @@ def cert_of(label: str) -> str:
 
 
 __all__ = ["ServerSide", "TlsPeer", "connect", "ident", "peer_id", "signed_hello", "x509"]
+
+
+class Listener:
+    """A TCP listener on loopback for a fake peer: each connection it accepts goes to
+    `_accepted` (by default `_talk` in a thread of its own) until close(). A subclass sets its
+    own attributes before calling __init__: the accepting thread starts there."""
+
+    def __init__(self, addr: tuple[str, int] = ("127.0.0.1", 0)) -> None:
+        self.connections = 0
+        self.sock = socket.create_server(addr)
+        self.port = int(self.sock.getsockname()[1])
+        self._stop = False
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop:
+            try:
+                raw, _ = self.sock.accept()
+            except OSError:
+                return
+            self.connections += 1
+            self._accepted(raw)
+
+    def _accepted(self, raw: socket.socket) -> None:
+        threading.Thread(target=self._talk, args=(raw,), daemon=True).start()
+
+    def _talk(self, raw: socket.socket) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        self._stop = True
+        self.sock.close()

@@ -23,7 +23,7 @@ import threading
 from typing import Any
 
 from node import discovery
-from tests.tlspeer import ServerSide
+from tests.tlspeer import Listener, ServerSide
 
 
 def announce(node_id: str, name: str, port: int, discovery_port: int, seq: int = 1 << 40) -> None:
@@ -49,7 +49,7 @@ def _frame(header: dict[str, Any]) -> bytes:
     return struct.pack(">I", len(raw)) + raw
 
 
-class Impostor:
+class Impostor(Listener):
     """Claims `claimed_id`; takes every file offered and serves `content` for every get."""
 
     def __init__(
@@ -58,25 +58,11 @@ class Impostor:
         self.claimed_id = claimed_id
         self.content = content
         self.side = ServerSide("impostor")
-        self.connections = 0
         self.hellos: list[dict[str, Any]] = []
         self.offers: list[dict[str, Any]] = []
         self.gets: list[dict[str, Any]] = []
         self.received = 0
-        self.sock = socket.create_server(("127.0.0.1", port))
-        self.port = int(self.sock.getsockname()[1])
-        self._stop = False
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop:
-            try:
-                raw, _ = self.sock.accept()
-            except OSError:
-                return
-            self.connections += 1
-            threading.Thread(target=self._talk, args=(raw,), daemon=True).start()
+        super().__init__(("127.0.0.1", port))
 
     def _talk(self, raw: socket.socket) -> None:
         with raw, contextlib.suppress(OSError, ssl.SSLError, ValueError):
@@ -110,12 +96,11 @@ class Impostor:
                     tls.sendall(_frame({"type": "data", "body": len(self.content)}) + self.content)
 
     def close(self) -> None:
-        self._stop = True
-        self.sock.close()
+        super().close()
         self.side.close()
 
 
-class TamperProxy:
+class TamperProxy(Listener):
     """Relays TCP between a client and `("127.0.0.1", target_port)`; with `flip_after` set, the
     byte at that offset of the client-to-server stream (after the TLS handshake, well inside
     the file's data) is XORed with 0x01 on every connection; `replace` rewrites known bytes
@@ -131,30 +116,19 @@ class TamperProxy:
         self.target_port = target_port
         self.flip_after = flip_after
         self.replace = replace  # (old, new) pairs of equal length, rewritten in both directions
-        self.connections = 0
         self.flipped = 0
-        self.sock = socket.create_server(listen)
-        self.port = int(self.sock.getsockname()[1])
-        self._stop = False
         self._socks: list[socket.socket] = []
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
+        super().__init__(listen)
 
-    def _run(self) -> None:
-        while not self._stop:
-            try:
-                client, _ = self.sock.accept()
-            except OSError:
-                return
-            self.connections += 1
-            try:
-                server = socket.create_connection(("127.0.0.1", self.target_port), timeout=10)
-            except OSError:
-                client.close()
-                continue
-            self._socks += [client, server]
-            threading.Thread(target=self._pipe, args=(client, server, True), daemon=True).start()
-            threading.Thread(target=self._pipe, args=(server, client, False), daemon=True).start()
+    def _accepted(self, client: socket.socket) -> None:
+        try:
+            server = socket.create_connection(("127.0.0.1", self.target_port), timeout=10)
+        except OSError:
+            client.close()
+            return
+        self._socks += [client, server]
+        threading.Thread(target=self._pipe, args=(client, server, True), daemon=True).start()
+        threading.Thread(target=self._pipe, args=(server, client, False), daemon=True).start()
 
     def _pipe(self, src: socket.socket, dst: socket.socket, upstream: bool) -> None:
         seen = 0
@@ -177,8 +151,7 @@ class TamperProxy:
                 dst.sendall(data)
 
     def close(self) -> None:
-        self._stop = True
-        self.sock.close()
+        super().close()
         for s in self._socks:
             with contextlib.suppress(OSError):
                 s.close()

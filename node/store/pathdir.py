@@ -165,17 +165,20 @@ class PathDir:
         self.verify()
 
     def link_to(self, name: str, dst: Dir, dst_name: str) -> None:
-        assert isinstance(dst, PathDir)
-        src, target = self._join(name), dst._join(dst_name)
-        self.verify()
-        st = os.lstat(src)
-        if not stat.S_ISREG(st.st_mode) or plat.is_link_like(st):
-            raise OSError(errno.ELOOP, f"{self.where}/{name} is not a regular file", src)
-        dst.verify()
+        to, src, target, st = self._placing(name, dst, dst_name)
         _link(src, target)
-        self._placed(dst, target, st)
+        self._placed(to, target, st)
 
     def rename_to(self, name: str, dst: Dir, dst_name: str) -> None:
+        to, src, target, st = self._placing(name, dst, dst_name)
+        os.rename(src, target)  # Windows: never replaces (FileExistsError); POSIX: see caller
+        self._placed(to, target, st)
+
+    def _placing(
+        self, name: str, dst: Dir, dst_name: str
+    ) -> tuple[PathDir, str, str, os.stat_result]:
+        """Before `name` is placed as `dst_name` in `dst`: both directories verified, and the
+        source a regular file (never a link). The destination, both paths, the source's stat."""
         assert isinstance(dst, PathDir)
         src, target = self._join(name), dst._join(dst_name)
         self.verify()
@@ -183,8 +186,7 @@ class PathDir:
         if not stat.S_ISREG(st.st_mode) or plat.is_link_like(st):
             raise OSError(errno.ELOOP, f"{self.where}/{name} is not a regular file", src)
         dst.verify()
-        os.rename(src, target)  # Windows: never replaces (FileExistsError); POSIX: see caller
-        self._placed(dst, target, st)
+        return dst, src, target, st
 
     def _placed(self, dst: PathDir, target: str, st: os.stat_result) -> None:
         """Re-verify after placement: the new name is our inode, in the directory we checked."""

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import http.client
 import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import pytest
 
 from lab.nodeapi import ApiError, NodeApi
+from tests.httpserve import http_server
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -44,16 +44,8 @@ class Handler(BaseHTTPRequestHandler):
 def api() -> Iterator[tuple[NodeApi, list[tuple[str, str, dict[str, str], Any]]]]:
     seen: list[tuple[str, str, dict[str, str], Any]] = []
     handler = type("H", (Handler,), {"seen": seen})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, args=(0.01,), daemon=True)
-    thread.start()
-    try:
-        yield NodeApi(f"http://127.0.0.1:{server.server_address[1]}", "tok"), seen
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+    with http_server(handler) as url:
+        yield NodeApi(url, "tok"), seen
 
 
 def test_routes_bodies_and_headers(

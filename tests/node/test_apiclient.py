@@ -11,10 +11,9 @@ import itertools
 import json
 import os
 import socket
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +32,7 @@ from node.apiclient import (
     StreamLost,
     find_token,
 )
+from tests.httpserve import http_server
 from tests.ssefake import EventBuffer, serve_events
 
 # -- the SSE parser (pure) ---------------------------------------------------------------------
@@ -156,19 +156,9 @@ class Handler(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def node() -> Iterator[tuple[Fake, str]]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
     fake = Fake()
-    server.fake = fake  # type: ignore[attr-defined]
-    thread = threading.Thread(target=server.serve_forever, args=(0.01,), daemon=True)
-    thread.start()
-    try:
-        yield fake, f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        fake.buf.close()
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+    with http_server(Handler, fake.buf.close, fake=fake) as url:
+        yield fake, url
 
 
 def closed_url() -> str:

@@ -10,7 +10,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ import pytest
 
 from node import cli, clifollow, cliview
 from node.termsafe import UNSAFE, safe_json
+from tests.httpserve import http_server
 from tests.ssefake import EventBuffer, serve_events
 
 NOW = 1_700_000_000.0
@@ -220,19 +221,9 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPath
 
 @pytest.fixture
 def api() -> Iterator[tuple[FakeApi, str]]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
     fake = FakeApi()
-    server.api = fake  # type: ignore[attr-defined]
-    thread = threading.Thread(target=server.serve_forever, args=(0.01,), daemon=True)
-    thread.start()
-    try:
-        yield fake, f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        fake.buf.close()
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+    with http_server(Handler, fake.buf.close, api=fake) as url:
+        yield fake, url
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:

@@ -421,7 +421,7 @@ def test_a_digest_without_a_hashless_offer_is_unexpected(tmp_path: Path) -> None
 # -- liars serving a pull ----------------------------------------------------------------------
 
 
-class FakeServer:
+class FakeServer(tlspeer.Listener):
     """A peer that answers hellos and serves one file through `serve(get_header) -> bytes`."""
 
     def __init__(self, serve: Callable[[dict[str, Any]], bytes]) -> None:
@@ -430,19 +430,7 @@ class FakeServer:
         self.offers: list[dict[str, Any]] = []
         self.listing: list[dict[str, Any]] = []  # what a `list` gets
         self.side = tlspeer.ServerSide("fake")
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        self._stop = False
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._talk, args=(conn,), daemon=True).start()
+        super().__init__()
 
     def _talk(self, raw: socket.socket) -> None:
         with raw:
@@ -478,8 +466,7 @@ class FakeServer:
                 return
 
     def close(self) -> None:
-        self._stop = True
-        self.sock.close()
+        super().close()
         self.side.close()
 
 

@@ -22,7 +22,8 @@ from node.loop import Loop
 from node.node import Node
 from node.plat.ifaces import Address, Interface
 from node.transport import _addr, _is_ip_literal
-from tests.node.test_loop import Recorder, run
+from tests.loopkit import run
+from tests.node.test_loop import Recorder
 
 V4, V6 = socket.AF_INET, socket.AF_INET6
 HAS_V6 = socket.has_ipv6

@@ -3,84 +3,23 @@
 from __future__ import annotations
 
 import errno
-import os
 import socket
 import struct
-import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Iterator
 
 import pytest
 
 from node import plat
 from node.loop import Loop, Transport
 from node.transport import HAS_RCVLOWAT, HIGH_WATER
-
-WAIT = 5.0
-
-
-class Recorder:
-    """A StreamProtocol that records everything; optional hooks drive the test scenario."""
-
-    def __init__(self, *, echo: bool = False) -> None:
-        self.echo = echo
-        self.transport: Transport | None = None
-        self.data = bytearray()
-        self.events: list[str] = []
-        self.lost: list[BaseException | None] = []
-        self.on_data: Callable[[memoryview], None] | None = None
-        self.on_made: Callable[[Transport], None] | None = None
-
-    @property
-    def t(self) -> Transport:
-        assert self.transport is not None
-        return self.transport
-
-    def connection_made(self, transport: Transport) -> None:
-        self.transport = transport
-        self.events.append("made")
-        if self.on_made is not None:
-            self.on_made(transport)
-
-    def data_received(self, data: memoryview) -> None:
-        if self.on_data is not None:
-            self.on_data(data)
-        self.data += data
-        if self.echo:
-            self.t.write(data)
-
-    def eof_received(self) -> None:
-        self.events.append("eof")
-
-    def connection_lost(self, exc: BaseException | None) -> None:
-        self.events.append("lost")
-        self.lost.append(exc)
-
-    def pause_writing(self) -> None:
-        self.events.append("pause")
-
-    def resume_writing(self) -> None:
-        self.events.append("resume")
+from tests import loopkit
+from tests.loopkit import WAIT, check_sendfile_interleaved, pattern, pattern_file, run
 
 
-@pytest.fixture
-def loop() -> Iterator[Loop]:
-    lp = Loop()
-    yield lp
-    lp.close()
-
-
-def run(loop: Loop, cond: Callable[[], bool]) -> None:
-    loop.run(until=cond, timeout=WAIT)
-    assert cond(), "condition not reached within the deadline"
-
-
-def pattern(n: int, seed: int = 0) -> bytes:
-    """n bytes whose position is recoverable, so reordering or loss shows up."""
-    words = (n + 3) // 4
-    return struct.pack(f"<{words}I", *range(seed, seed + words))[:n]
+class Recorder(loopkit.Recorder[Transport]):
+    """A protocol on the loop's plain TCP transport that records everything."""
 
 
 def pair(loop: Loop, server: Recorder, client: Recorder) -> None:
@@ -167,15 +106,8 @@ def test_many_small_writes_are_gathered(
 
 @pytest.fixture
 def datafile() -> Iterator[tuple[int, bytes]]:
-    content = pattern(6 << 20, seed=7)
-    with tempfile.TemporaryDirectory() as d:
-        path = Path(d) / "blob"
-        path.write_bytes(content)
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            yield fd, content
-        finally:
-            os.close(fd)
+    with pattern_file(6 << 20, seed=7) as opened:
+        yield opened
 
 
 @pytest.mark.parametrize(
@@ -196,19 +128,7 @@ def test_sendfile_interleaved_with_writes(
     if mode == "seek-read":
         assert not client.t._use_sendfile
     client.t._use_sendfile = mode == "sendfile"
-    done: list[str] = []
-    client.t.write(b"head")
-    client.t.sendfile(fd, 12345, 5 << 20, on_done=lambda: done.append("first"))
-    assert client.t.get_write_buffer_size() >= 5 << 20
-    client.t.write(b"middle")
-    client.t.sendfile(fd, 0, 1000, on_done=lambda: done.append("second"))
-    client.t.sendfile(fd, 50, 0, on_done=lambda: done.append("empty"))
-    client.t.write(b"tail")
-    expected = b"head" + content[12345 : 12345 + (5 << 20)] + b"middle" + content[:1000] + b"tail"
-    run(loop, lambda: len(server.data) >= len(expected))
-    assert server.data == expected
-    assert sorted(done) == ["empty", "first", "second"]
-    assert done.index("first") < done.index("second")
+    check_sendfile_interleaved(loop, client.t, server.data, fd, content)
     assert client.t.get_write_buffer_size() == 0
     assert "pause" in client.events and "resume" in client.events
 

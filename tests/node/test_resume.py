@@ -79,6 +79,16 @@ def push(a: NodeProc, path: Path) -> str:
     return str(a.api("POST", "/api/push", {"peer": "b", "path": str(path)})["id"])
 
 
+def push_halfway(a: NodeProc, b: NodeProc, seed: int) -> tuple[Path, str, str]:
+    """A random big.bin in `a`'s share, pushed to `b` until a quarter of it is there: its
+    path, the push's id and the file's sha256."""
+    src = a.share / "big.bin"
+    digest = write_random(src, seed=seed)
+    tid = push(a, src)
+    halfway(b, tid, "receive")
+    return src, tid, digest
+
+
 def assert_resumed_receive(done: Event, digest: str) -> None:
     """The receiver's transfer_done of a resumed transfer: only the rest crossed the wire."""
     assert done["sha256"] == digest
@@ -101,10 +111,7 @@ def thaw(node: NodeProc) -> None:
 
 def test_push_resumes_after_the_sender_is_killed_and_restarted(tmp_path: Path) -> None:
     with pair(tmp_path, a_args=SLOW) as (a, b):
-        src = a.share / "big.bin"
-        digest = write_random(src, seed=1)
-        tid = push(a, src)
-        halfway(b, tid, "receive")
+        _, tid, digest = push_halfway(a, b, seed=1)
         a.stop(kill=True)
         # The receiver sees the connection end and keeps what it got.
         failed = ev(b, "transfer_failed", tid)
@@ -184,10 +191,7 @@ def test_a_cold_push_hashed_while_it_connects_still_goes_hash_less(tmp_path: Pat
 
 def test_push_retries_with_backoff_and_resumes_when_the_receiver_returns(tmp_path: Path) -> None:
     with pair(tmp_path, a_args=SLOW) as (a, b):
-        src = a.share / "big.bin"
-        digest = write_random(src, seed=2)
-        tid = push(a, src)
-        halfway(b, tid, "receive")
+        _, tid, digest = push_halfway(a, b, seed=2)
         b.stop(kill=True)
         first = ev(a, "transfer_retry", tid)
         assert first["code"] in ("connection_lost", "truncated"), first
@@ -211,10 +215,7 @@ def test_a_dropped_connection_is_retried_and_resumed(tmp_path: Path) -> None:
     """The receiver stops answering (SIGSTOP) for longer than the sender's idle timeout: the
     sender gives the connection up, retries, and resumes once the receiver is back."""
     with pair(tmp_path, a_args=(*SLOW, "--idle-timeout", "1.5")) as (a, b):
-        src = a.share / "big.bin"
-        digest = write_random(src, seed=3)
-        tid = push(a, src)
-        halfway(b, tid, "receive")
+        _, tid, digest = push_halfway(a, b, seed=3)
         freeze(b)
         retry = ev(a, "transfer_retry", tid)
         assert retry["code"] in ("timeout", "too_slow"), retry
@@ -227,10 +228,7 @@ def test_a_dropped_connection_is_retried_and_resumed(tmp_path: Path) -> None:
 
 def test_changed_source_restarts_from_zero(tmp_path: Path) -> None:
     with pair(tmp_path, a_args=SLOW) as (a, b):
-        src = a.share / "big.bin"
-        write_random(src, seed=4)
-        tid = push(a, src)
-        halfway(b, tid, "receive")
+        src, tid, _ = push_halfway(a, b, seed=4)
         a.stop(kill=True)
         ev(b, "transfer_failed", tid)
         assert part_bytes(b) > 0
@@ -249,10 +247,7 @@ def test_a_source_modified_while_sent_starts_over(tmp_path: Path) -> None:
     """Bytes not yet sent change in place: the receiver's hash does not match, the sender sees
     its file changed, and the push starts over with the new content instead of failing."""
     with pair(tmp_path, a_args=SLOW) as (a, b):
-        src = a.share / "big.bin"
-        write_random(src, seed=16)
-        tid = push(a, src)
-        halfway(b, tid, "receive")
+        src, tid, _ = push_halfway(a, b, seed=16)
         with src.open("r+b") as f:
             f.seek(SIZE - (1 << 20))
             f.write(random.Random(17).randbytes(1 << 20))
@@ -298,10 +293,7 @@ def test_a_new_offer_takes_over_a_half_open_connection(tmp_path: Path) -> None:
     the stale connection ends at once, and the file resumes intact."""
     b_args = ("--idle-timeout", "120", "--min-rate", "0")  # the stale connection stays open
     with pair(tmp_path, a_args=SLOW, b_args=b_args) as (a, b):
-        src = a.share / "big.bin"
-        digest = write_random(src, seed=6)
-        tid = push(a, src)
-        halfway(b, tid, "receive")
+        _, tid, digest = push_halfway(a, b, seed=6)
         freeze(a)
         a2 = NodeProc(tmp_path, "a", a.discovery_port, *PAIR_ARGS, *SLOW)
         try:
@@ -322,10 +314,7 @@ def test_a_new_offer_takes_over_a_half_open_connection(tmp_path: Path) -> None:
 def test_retries_are_bounded(tmp_path: Path) -> None:
     a_args = (*SLOW, "--retries", "3", "--retry-backoff", "0.3", "--retry-backoff-max", "0.5")
     with pair(tmp_path, a_args=a_args) as (a, b):
-        src = a.share / "big.bin"
-        write_random(src, seed=7)
-        tid = push(a, src)
-        halfway(b, tid, "receive")
+        _, tid, _ = push_halfway(a, b, seed=7)
         b.stop(kill=True)
         failed = ev(a, "transfer_failed", tid)
         assert failed["attempts"] == 4, failed  # the first attempt and 3 retries
@@ -417,10 +406,7 @@ def test_pull_of_a_changed_file_restarts_from_zero(tmp_path: Path) -> None:
 
 def test_cancel_at_the_sender_stops_the_stream_and_removes_the_part(tmp_path: Path) -> None:
     with pair(tmp_path, a_args=SLOW) as (a, b):
-        src = a.share / "big.bin"
-        write_random(src, seed=11)
-        tid = push(a, src)
-        halfway(b, tid, "receive")
+        _, tid, _ = push_halfway(a, b, seed=11)
         assert a.api("POST", f"/api/transfers/{tid}/cancel")["state"] == "cancelled"
         failed = ev(b, "transfer_failed", tid)
         assert failed["error"]["code"] == "cancelled", failed
@@ -431,10 +417,7 @@ def test_cancel_at_the_sender_stops_the_stream_and_removes_the_part(tmp_path: Pa
 
 def test_cancel_at_the_receiver_removes_the_part(tmp_path: Path) -> None:
     with pair(tmp_path, a_args=SLOW) as (a, b):
-        src = a.share / "big.bin"
-        write_random(src, seed=12)
-        tid = push(a, src)
-        halfway(b, tid, "receive")
+        _, tid, _ = push_halfway(a, b, seed=12)
         mine = b.local_id(tid)
         assert b.api("POST", f"/api/transfers/{mine}/cancel")["state"] == "cancelled"
         failed = ev(a, "transfer_failed", tid)
@@ -445,10 +428,7 @@ def test_cancel_at_the_receiver_removes_the_part(tmp_path: Path) -> None:
 
 def test_cancelling_an_interrupted_receive_removes_its_kept_part(tmp_path: Path) -> None:
     with pair(tmp_path, a_args=SLOW) as (a, b):
-        src = a.share / "big.bin"
-        write_random(src, seed=13)
-        tid = push(a, src)
-        halfway(b, tid, "receive")
+        _, tid, _ = push_halfway(a, b, seed=13)
         a.stop(kill=True)
         ev(b, "transfer_failed", tid)
         assert part_bytes(b) > 0  # kept for a resume ...

@@ -6,9 +6,6 @@ import errno
 import hashlib
 import json
 import os
-import shutil
-import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +93,14 @@ def feed(inc: Incoming, data: bytes, chunk: int = 64 << 10) -> None:
     view = memoryview(data)
     for i in range(0, len(data), chunk):
         inc.write(view[i : i + chunk])
+
+
+def keep_part(store: Store, name: str, data: bytes, n: int) -> Incoming:
+    """A receive of `data` as `name` interrupted after `n` bytes: its part kept for a resume."""
+    inc = store.open_incoming(PEER, meta(name, data))
+    feed(inc, data[:n])
+    inc.abort(keep=True)
+    return inc
 
 
 def receive(store: Store, name: str, data: bytes, peer: str = PEER) -> str:
@@ -421,9 +426,7 @@ def test_too_much_data_and_truncated(root: Path, store: Store) -> None:
 
 def test_abort_keep_and_discard(root: Path, store: Store) -> None:
     data = os.urandom(50_000)
-    inc = store.open_incoming(PEER, meta("k.bin", data))
-    feed(inc, data[:20_000])
-    inc.abort(keep=True)
+    inc = keep_part(store, "k.bin", data, 20_000)
     assert store.partial_for(PEER, "k.bin") == (20_000, sha(data))
     assert store.partial_for("other-peer", "k.bin") is None
     inc.abort(keep=False)  # a later cancel of the same transfer discards it
@@ -534,9 +537,7 @@ def test_resume_catches_up_prefix_hash_during_writes(
     monkeypatch.setattr(store_mod, "CATCHUP_MIN", 4096)
     monkeypatch.setattr(store_mod, "CATCHUP_MAX", 1 << 20)
     data = os.urandom(2_000_000)
-    inc = store.open_incoming(PEER, meta("r.bin", data))
-    feed(inc, data[:1_500_000])
-    inc.abort(keep=True)
+    keep_part(store, "r.bin", data, 1_500_000)
     inc = store.open_incoming(PEER, meta("r.bin", data))
     assert inc._lagging
     feed(inc, data[1_500_000:1_700_000], chunk=10_000)
@@ -548,9 +549,7 @@ def test_resume_catches_up_prefix_hash_during_writes(
 
 def test_resume_with_corrupt_prefix_fails_verification(root: Path, store: Store) -> None:
     data = os.urandom(100_000)
-    inc = store.open_incoming(PEER, meta("c.bin", data))
-    feed(inc, data[:50_000])
-    inc.abort(keep=True)
+    keep_part(store, "c.bin", data, 50_000)
     part = next(parts_dir(root).glob("*.part"))
     with part.open("r+b") as f:
         f.write(b"\0" * 10)
@@ -565,9 +564,7 @@ def test_resume_with_corrupt_prefix_fails_verification(root: Path, store: Store)
 
 def test_source_changed_resets_to_zero(root: Path, store: Store) -> None:
     old, new = os.urandom(80_000), os.urandom(90_000)
-    inc = store.open_incoming(PEER, meta("s.bin", old))
-    feed(inc, old[:30_000])
-    inc.abort(keep=True)
+    keep_part(store, "s.bin", old, 30_000)
     inc = store.open_incoming(PEER, meta("s.bin", new))
     assert inc.offset == 0 and inc.reset_reason == "source_changed"
     feed(inc, new)
@@ -577,9 +574,7 @@ def test_source_changed_resets_to_zero(root: Path, store: Store) -> None:
 
 def test_resume_false_starts_over_without_reason(store: Store) -> None:
     data = os.urandom(10_000)
-    inc = store.open_incoming(PEER, meta("f.bin", data))
-    feed(inc, data[:5000])
-    inc.abort(keep=True)
+    keep_part(store, "f.bin", data, 5000)
     inc = store.open_incoming(PEER, meta("f.bin", data), resume=False)
     assert inc.offset == 0 and inc.reset_reason is None
     feed(inc, data)
@@ -588,9 +583,7 @@ def test_resume_false_starts_over_without_reason(store: Store) -> None:
 
 def test_overlong_part_is_truncated_to_the_file_size(root: Path, store: Store) -> None:
     data = os.urandom(1000)
-    inc = store.open_incoming(PEER, meta("o.bin", data))
-    feed(inc, data[:500])
-    inc.abort(keep=True)
+    keep_part(store, "o.bin", data, 500)
     part = next(parts_dir(root).glob("*.part"))
     part.write_bytes(data + b"junk")
     inc = store.open_incoming(PEER, meta("o.bin", data))
@@ -601,9 +594,7 @@ def test_overlong_part_is_truncated_to_the_file_size(root: Path, store: Store) -
 
 def test_part_without_record_or_bad_record_is_ignored(root: Path, store: Store) -> None:
     data = os.urandom(1000)
-    inc = store.open_incoming(PEER, meta("n.bin", data))
-    feed(inc, data[:500])
-    inc.abort(keep=True)
+    keep_part(store, "n.bin", data, 500)
     rec = next(parts_dir(root).glob("*.json"))
     rec.write_text("{not json")
     assert store.partial_for(PEER, "n.bin") is None
@@ -763,26 +754,6 @@ def test_refused_up_front_when_it_cannot_fit(store: Store) -> None:
         store.open_incoming(PEER, huge)
     assert info.value.code == "no_space"
     assert store.free_space() > 0
-
-
-@pytest.fixture
-def tiny_fs(tmp_path: Path) -> Iterator[Path]:
-    """A 1 MiB tmpfs, when we may mount one (root); the ENOSPC test is skipped otherwise."""
-    mnt = tmp_path / "tiny"
-    mnt.mkdir()
-    if os.geteuid() != 0 or not shutil.which("mount"):
-        pytest.skip("needs root to mount a tmpfs")
-    r = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)],
-        capture_output=True,
-        check=False,
-    )
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount tmpfs: {r.stderr.decode().strip()}")
-    try:
-        yield mnt
-    finally:
-        subprocess.run(["umount", str(mnt)], check=False)
 
 
 def test_enospc_on_a_real_tiny_filesystem(

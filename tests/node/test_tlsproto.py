@@ -14,84 +14,21 @@ from pathlib import Path
 import pytest
 
 from node import tlsproto
-from node.identity import Identity, load_or_create
+from node.identity import Identity
 from node.loop import Loop
 from node.tlsproto import TlsProtocol, TlsTransport, connect_tls
+from tests import loopkit
+from tests.loopkit import check_sendfile_interleaved, pattern, pattern_file
 
 WAIT = 10.0
 
 
-class App:
+class App(loopkit.Recorder[TlsTransport]):
     """A TlsApp that records everything; hooks drive the scenario."""
-
-    def __init__(self, *, echo: bool = False, keep: bool = True) -> None:
-        self.echo = echo
-        self.keep = keep
-        self.transport: TlsTransport | None = None
-        self.data = bytearray()
-        self.received = 0
-        self.sha = hashlib.sha256()
-        self.events: list[str] = []
-        self.lost: list[BaseException | None] = []
-        self.on_data: Callable[[memoryview], None] | None = None
-        self.on_made: Callable[[TlsTransport], None] | None = None
-
-    @property
-    def t(self) -> TlsTransport:
-        assert self.transport is not None
-        return self.transport
-
-    def connection_made(self, transport: TlsTransport) -> None:
-        self.transport = transport
-        self.events.append("made")
-        if self.on_made is not None:
-            self.on_made(transport)
-
-    def data_received(self, data: memoryview) -> None:
-        if self.on_data is not None:
-            self.on_data(data)
-        self.received += len(data)
-        if self.keep:
-            self.data += data
-        else:
-            self.sha.update(data)
-        if self.echo:
-            self.t.write(data)
-
-    def eof_received(self) -> None:
-        self.events.append("eof")
-
-    def connection_lost(self, exc: BaseException | None) -> None:
-        self.events.append("lost")
-        self.lost.append(exc)
-
-    def pause_writing(self) -> None:
-        self.events.append("pause")
-
-    def resume_writing(self) -> None:
-        self.events.append("resume")
-
-
-@pytest.fixture(scope="module")
-def ident(tmp_path_factory: pytest.TempPathFactory) -> Identity:
-    return load_or_create(tmp_path_factory.mktemp("state"))
-
-
-@pytest.fixture
-def loop() -> Iterator[Loop]:
-    lp = Loop()
-    yield lp
-    lp.close()
 
 
 def run(loop: Loop, cond: Callable[[], bool], timeout: float = WAIT) -> None:
-    loop.run(until=cond, timeout=timeout)
-    assert cond(), "condition not reached within the deadline"
-
-
-def pattern(n: int, seed: int = 0) -> bytes:
-    words = (n + 3) // 4
-    return struct.pack(f"<{words}I", *range(seed, seed + words))[:n]
+    loopkit.run(loop, cond, timeout)
 
 
 class Pair:
@@ -194,15 +131,8 @@ def test_client_refuses_tls12_server(loop: Loop, ident: Identity) -> None:
 
 @pytest.fixture
 def datafile() -> Iterator[tuple[int, bytes]]:
-    content = pattern(6 << 20, seed=7)
-    with tempfile.TemporaryDirectory() as d:
-        path = Path(d) / "blob"
-        path.write_bytes(content)
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            yield fd, content
-        finally:
-            os.close(fd)
+    with pattern_file(6 << 20, seed=7) as opened:
+        yield opened
 
 
 def test_sendfile_interleaved_with_writes_keeps_order(
@@ -211,19 +141,7 @@ def test_sendfile_interleaved_with_writes_keeps_order(
     fd, content = datafile
     server, client = App(), App()
     pair(loop, ident, server, client)
-    done: list[str] = []
-    client.t.write(b"head")
-    client.t.sendfile(fd, 12345, 5 << 20, on_done=lambda: done.append("first"))
-    assert client.t.get_write_buffer_size() >= 5 << 20
-    client.t.write(b"middle")
-    client.t.sendfile(fd, 0, 1000, on_done=lambda: done.append("second"))
-    client.t.sendfile(fd, 50, 0, on_done=lambda: done.append("empty"))
-    client.t.write(b"tail")
-    expected = b"head" + content[12345 : 12345 + (5 << 20)] + b"middle" + content[:1000] + b"tail"
-    run(loop, lambda: len(server.data) >= len(expected))
-    assert server.data == expected
-    assert sorted(done) == ["empty", "first", "second"]
-    assert done.index("first") < done.index("second")
+    check_sendfile_interleaved(loop, client.t, server.data, fd, content)
     run(loop, lambda: client.t.get_write_buffer_size() == 0)
     assert client.events.count("pause") == 1 and client.events[-1] == "resume"
     with pytest.raises(ValueError):
@@ -443,26 +361,34 @@ def test_peer_closing_mid_handshake(loop: Loop, ident: Identity) -> None:
     assert "during the handshake" in str(server.lost[0])
 
 
-def test_server_closing_mid_handshake_fails_the_client(loop: Loop) -> None:
+def dial_raw_server(loop: Loop, client: App, answer: Callable[[socket.socket], None]) -> None:
+    """`client` dials a plain TCP listener that hands the connection it accepts to `answer`;
+    returns once the client's connection is lost."""
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))
         listener.listen(1)
-        client = App()
         connect_tls(loop, "127.0.0.1", listener.getsockname()[1], tlsproto.client_context(), client)
         accepted: list[socket.socket] = []
 
-        def accept_and_close() -> None:
+        def accept() -> None:
             listener.setblocking(False)
             try:
                 conn, _ = listener.accept()
             except BlockingIOError:
-                loop.call_later(0.005, accept_and_close)
+                loop.call_later(0.005, accept)
                 return
             accepted.append(conn)
+            answer(conn)
+
+        loop.call_soon(accept)
+        run(loop, lambda: bool(client.lost))
+        for conn in accepted:
             conn.close()
 
-        loop.call_soon(accept_and_close)
-        run(loop, lambda: bool(client.lost))
+
+def test_server_closing_mid_handshake_fails_the_client(loop: Loop) -> None:
+    client = App()
+    dial_raw_server(loop, client, lambda conn: conn.close())
     assert client.events == ["lost"]
     assert isinstance(client.lost[0], ConnectionError)
 
@@ -475,29 +401,14 @@ def test_a_server_answering_in_plaintext_is_not_tls_with_its_bytes(
     answers our ClientHello with a frame: the client reports NotTls holding those bytes, not
     an anonymous `wrong version number`, so the application can say what the peer is."""
     answer = struct.pack(">I", 15) + b'{"type":"x","a"' + b"}"
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(1)
-        client = App()
-        connect_tls(loop, "127.0.0.1", listener.getsockname()[1], tlsproto.client_context(), client)
-        accepted: list[socket.socket] = []
 
-        def accept_and_answer() -> None:
-            listener.setblocking(False)
-            try:
-                conn, _ = listener.accept()
-            except BlockingIOError:
-                loop.call_later(0.005, accept_and_answer)
-                return
-            accepted.append(conn)
-            conn.sendall(answer)
-            if then_close:
-                conn.close()
-
-        loop.call_soon(accept_and_answer)
-        run(loop, lambda: bool(client.lost))
-        for conn in accepted:
+    def answer_in_plaintext(conn: socket.socket) -> None:
+        conn.sendall(answer)
+        if then_close:
             conn.close()
+
+    client = App()
+    dial_raw_server(loop, client, answer_in_plaintext)
     assert client.events == ["lost"]
     exc = client.lost[0]
     assert isinstance(exc, tlsproto.NotTls) and exc.head == answer, exc

@@ -4,21 +4,17 @@ resume_reading, the water marks of the ciphertext queue)."""
 
 from __future__ import annotations
 
-import os
 import ssl
-import tempfile
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Iterator
 
 import pytest
 
 from node import tlsproto
-from node.identity import Identity, load_or_create
+from node.identity import Identity
 from node.loop import Loop
 from node.tlsproto import TlsProtocol
-from tests.node.test_tlsproto import App, pattern
-
-WAIT = 5.0
+from tests.loopkit import pattern, pattern_file, run
+from tests.node.test_tlsproto import App
 
 
 class MemRaw:
@@ -85,23 +81,6 @@ class MemRaw:
         return self.closed
 
 
-@pytest.fixture(scope="module")
-def ident(tmp_path_factory: pytest.TempPathFactory) -> Identity:
-    return load_or_create(tmp_path_factory.mktemp("state"))
-
-
-@pytest.fixture
-def loop() -> Iterator[Loop]:
-    lp = Loop()
-    yield lp
-    lp.close()
-
-
-def run(loop: Loop, cond: Callable[[], bool]) -> None:
-    loop.run(until=cond, timeout=WAIT)
-    assert cond(), "condition not reached within the deadline"
-
-
 class MemPair:
     """A client and a server TlsProtocol whose bytes the test carries across by hand."""
 
@@ -133,15 +112,8 @@ class MemPair:
 
 @pytest.fixture
 def bigfile() -> Iterator[tuple[int, int]]:
-    size = 4 << 20
-    with tempfile.TemporaryDirectory() as d:
-        path = Path(d) / "f"
-        path.write_bytes(pattern(size, seed=3))
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            yield fd, size
-        finally:
-            os.close(fd)
+    with pattern_file(4 << 20, seed=3) as (fd, content):
+        yield fd, len(content)
 
 
 def test_one_chunk_per_writable_turn_while_the_kernel_refuses(
