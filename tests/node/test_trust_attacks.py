@@ -254,7 +254,9 @@ def test_insecure_plaintext_is_loud_and_only_talks_to_its_like(tmp_path: Path) -
             failed = a.wait_event(lambda e: e["event"] == "transfer_failed", what="failure")
             assert failed["error"]["code"] == "tls_required", failed
             assert not any(e["event"] == "transfer_retry" for e in a.events)
-            started = a.first("transfer_started")
+            started = next(
+                e for e in a.events if e["event"] == "transfer_started" and e["id"] == failed["id"]
+            )  # this attempt's start (the first transfer_started was the push to b)
             # the TLS node answered the silent client after 1 s, not the 5 s handshake timeout
             assert failed["ts"] - started["ts"] < 4, (started, failed)
             write_random(c.share / "q.bin", 1000)
