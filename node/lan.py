@@ -21,9 +21,10 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from node import netif
+from node.announcer import Announcer
 from node.config import Config
 from node.counterfloor import CounterFloor
-from node.discovery import Announce, Announcer, Goodbye, encode
+from node.discovery import Announce, Goodbye, encode
 from node.groups import Groups
 from node.identity import Identity
 from node.lan6 import Multicast6

@@ -12,18 +12,15 @@ from typing import Any
 import pytest
 
 from node import ed25519, x509
+from node.announcer import ADAPT_PEERS, MAX_ADAPTIVE_INTERVAL, Announcer, adaptive_interval
 from node.discovery import (
-    ADAPT_PEERS,
-    MAX_ADAPTIVE_INTERVAL,
     MAX_DATAGRAM,
     SIG_SIZE,
     Announce,
-    Announcer,
     Goodbye,
     PeerDown,
     PeerTable,
     PeerUp,
-    adaptive_interval,
     decode,
     encode,
     signed_bytes,

@@ -8,8 +8,8 @@ import io
 from pathlib import Path
 from typing import Any
 
+from node.announcer import Announcer
 from node.config import Config
-from node.discovery import Announcer
 from node.events import EventLog
 from node.loop import Loop
 from node.node import Node
