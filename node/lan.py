@@ -32,6 +32,9 @@ from node.loop import Loop
 from node.peers import Peers
 from node.ratelimit import TokenBucket
 
+# Datagrams read from each discovery socket before the peer table expires anyone: more than
+# a socket's default receive buffer holds (~200 KiB, ~2 KiB of kernel memory per datagram).
+DRAIN: Final = 512
 # Unicast answers to newcomers: one per new node id, and at most this many per second in all
 # (a flood of fresh ids with a forged source address must not make us a reflector; each
 # answer is no larger than the announce that caused it).
@@ -69,6 +72,7 @@ class Lan:
         self._next_ping = -math.inf if config.static_peers else math.inf
         self.stopped = False
         self.mc6 = Multicast6(config, loop, self._datagram)  # IPv6 discovery: node/lan6.py
+        peers.drain = self._drain
 
     def start(self) -> None:
         """Open the discovery sockets and announce at once (protocol.md 1.1: on listen).
@@ -133,6 +137,11 @@ class Lan:
         self.announcer.on_new_peer(now)
 
     # -- I/O -----------------------------------------------------------------------------------
+    def _drain(self) -> None:
+        for endpoint in (self.udp, self.own, self.mc6.udp):
+            if endpoint is not None:
+                endpoint.drain(DRAIN)
+
     def _next_counter(self) -> int:
         """Strictly increasing, also across restarts and a clock set back (receivers drop a
         counter that is not newer than the last they verified): node/counterfloor.py."""
