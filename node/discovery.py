@@ -581,10 +581,12 @@ class PeerTable:
     def _defer(self, msg: Announce, body: bytes, sig: bytes, addr: str, now: float) -> bool:
         """Whether an announce of a known peer waits unverified (node/refresh.py): it would
         change nothing but the peer's expiry. The copy of a waiting datagram is a duplicate."""
+        p = self._peers.get(msg.node)
+        if p is not None and (family(p.addr), family(addr)) == (6, 4):
+            return False  # the IPv4 copy of what waits: checked now, IPv4 is preferred (1.6)
         if self.deferred.holds(msg.node, sig):
             self._count("duplicate")
             return True
-        p = self._peers.get(msg.node)
         if p is None or self.deferred.full(msg.node) or not _same(p, msg, addr, self.membership):
             return False
         self.deferred.add(msg.node, Waiting(msg, body, sig, addr, now))

@@ -116,6 +116,20 @@ def test_the_ipv6_copy_of_a_waiting_announce_costs_nothing(verifies: list[bytes]
     assert table.expire(6.0) == [] and table.get(A).addr == ADDR  # type: ignore[union-attr]
 
 
+def test_a_peer_known_at_ipv6_moves_to_the_ipv4_copy_of_a_waiting_announce(
+    verifies: list[bytes],
+) -> None:
+    """protocol.md 1.6: IPv4 is preferred. A peer first heard over IPv6 (its IPv4 copy lost)
+    whose next IPv6 copy waits is moved by that announce's IPv4 copy, not kept at IPv6."""
+    table = PeerTable("0" * 64)
+    table.observe(announce(), "fe80::2", 0.0)
+    data = announce(counter=2)
+    assert table.observe(data, "fe80::2", 1.0) == []  # waits
+    [ev] = table.observe(data, ADDR, 1.0)
+    assert isinstance(ev, PeerUp) and ev.changed and ev.peer.addr == ADDR
+    assert len(verifies) == 2
+
+
 def test_a_full_table_checks_a_waiting_refresh_before_evicting_a_peer_heard_once(
     verifies: list[bytes],
 ) -> None:
