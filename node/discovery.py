@@ -277,6 +277,15 @@ def _signed(key: _Key) -> Check:
     )
 
 
+def _drop_a_key(keys: OrderedDict[str, _Key], peers: dict[str, Peer]) -> None:
+    """The least recently heard key of a node not in the table goes (bounded memory; a
+    departed peer forgotten this way could be revived by a replay, so the bound is big)."""
+    for node in keys:
+        if node not in peers:
+            del keys[node]
+            return
+
+
 def _no_groups(msg: Announce) -> tuple[str, ...]:
     return ()
 
@@ -486,19 +495,11 @@ class PeerTable:
             key = _Key(msg.cert, public, msg.counter, sig)
             self._keys[node] = key
             if len(self._keys) > MAX_KEYS:
-                self._drop_a_key()
+                _drop_a_key(self._keys, self._peers)
         key.counter, key.sig = msg.counter, sig
         key.body = digest.sha256(body)
         self._keys.move_to_end(node)
         self.deferred.drop(node)  # what waits is older, or checked when it is next sent
-
-    def _drop_a_key(self) -> None:
-        """The least recently heard key of a node not in the table goes (bounded memory; a
-        departed peer forgotten this way could be revived by a replay, so the bound is big)."""
-        for node in self._keys:
-            if node not in self._peers:
-                del self._keys[node]
-                return
 
     def key_of(self, node_id: str) -> bytes | None:
         """The certificate learnt for `node_id` from its signed announces, if any."""
@@ -587,15 +588,22 @@ class PeerTable:
         if self.deferred.holds(msg.node, sig):
             self._count("duplicate")
             return True
-        if p is None or self.deferred.full(msg.node) or not _same(p, msg, addr, self.membership):
+        if p is None or not _same(p, msg, addr, self.membership):
             return False
+        if self.deferred.full(msg.node):
+            # What waits is checked now, within budget: a valid copy refreshes the peer
+            # early, forgeries go (so they cannot crowd out a real announce).
+            if not self._budget.afford(addr, known=True, now=now):
+                self._count("rate_limited")
+                return True
+            self._refresh(p, now)
         self.deferred.add(msg.node, Waiting(msg, body, sig, addr, now))
         self._count("deferred")
         return True
 
     def _refresh(self, p: Peer, now: float) -> bool:
-        """`p` is due to expire: check what waits for it, newest first; the first valid copy
-        keeps it, from when that copy was received (not when it was checked)."""
+        """Check what waits for `p` (due to expire, or too much waits), newest first: the first
+        valid copy keeps it, from when that copy was received (not when it was checked)."""
         if (key := self._keys.get(p.node)) is None:
             return False  # known by TCP hello only: nothing waits
         w, forged = self.deferred.check(p.node, p.addr, self._lifetime, _signed(key), now)

@@ -66,6 +66,7 @@ class Lan:
         self.own: Any = None  # this node's own port: sends, receives answers (None: use udp)
         self.last_announce = b""  # the last signed announce sent, as sent
         self._source: tuple[str, int] | None = None  # of the datagram being handled
+        self._answer = False  # it came to our own port: an answer to our announce
         self._replies = TokenBucket(*REPLIES, loop.time())
         self.replies = 0  # newcomers answered unicast
         self.counter = CounterFloor(config.state)  # above every counter of earlier runs
@@ -86,7 +87,7 @@ class Lan:
         if cfg.discovery:
             self.udp = self.loop.open_udp("0.0.0.0", cfg.discovery_port, self._datagram)
             try:
-                self.own = self.loop.open_udp("0.0.0.0", 0, self._datagram, reuse_port=False)
+                self.own = self.loop.open_udp("0.0.0.0", 0, self._answered, reuse_port=False)
             except OSError:
                 self.own = None  # announces from the shared port: newcomers get a broadcast
             self.mc6.start()  # unless --no-discovery6 (node/lan6.py)
@@ -122,6 +123,11 @@ class Lan:
         announce when its datagram came from a port of its own (protocol.md 1.1); else (an
         older node, sending from the shared port that another process on its host may hold
         for unicast, or a peer learnt by TCP) an extra broadcast announce soon (coalesced)."""
+        if self._answer:
+            # It answered our announce, so it knows us: answering back (or re-announcing)
+            # would cost it a datagram to read for nothing. A node joining a LAN of N hears N
+            # answers at once: before, it answered each of them (issue 15).
+            return
         now = self.loop.time()
         src = self._source
         if (
@@ -176,6 +182,14 @@ class Lan:
         self.last_announce = encode(msg, self.identity.seed)
         self._broadcast(self.last_announce)
         self.announcer.sent(now)
+
+    def _answered(self, data: bytes, addr: tuple[str, int]) -> None:
+        """A datagram to our own port: only answers to our announces come there."""
+        self._answer = True
+        try:
+            self._datagram(data, addr)
+        finally:
+            self._answer = False
 
     def _datagram(self, data: bytes, addr: tuple[str, int]) -> None:
         # The source is kept while the peer table handles the datagram: on_new_peer (called

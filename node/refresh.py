@@ -35,10 +35,11 @@ MAX_SOURCES: Final = 1024  # per-address verification budgets remembered
 VERIFY_PER_ADDR: Final = (20.0, 40)  # (per second, burst)
 VERIFY_KNOWN: Final = (200.0, 400)
 VERIFY_NEW: Final = (100.0, 200)
-# Unverified copies kept per peer. When they are all taken (a flood of forgeries in a known
-# peer's name), the next datagram is checked at once, within the budget, as before deferral:
-# forgeries cannot push a real announce out and make a live peer expire.
-MAX_WAITING: Final = 3
+# Unverified copies kept per peer (a peer sends `missed` announces per expiry, each maybe twice:
+# IPv4 and IPv6, the second a duplicate). When they are all taken, they are checked at once
+# (within the budget) before the next one waits: a flood of forgeries in a known peer's name
+# costs what it cost before deferral, and cannot crowd out a real announce.
+MAX_WAITING: Final = 4
 
 
 class VerifyBudget:

@@ -75,16 +75,27 @@ def test_a_forged_refresh_neither_refreshes_nor_changes_a_peer(verifies: list[by
     assert table.expire(6.0) == [] and table.get(A).last_seen == 1.5  # type: ignore[union-attr]
 
 
-def test_forgeries_cannot_push_a_real_refresh_out(verifies: list[bytes]) -> None:
+def test_forgeries_cannot_crowd_out_a_real_refresh(verifies: list[bytes]) -> None:
     table = PeerTable("0" * 64, missed=3)
     table.observe(announce(interval=2.0), ADDR, 0.0)
     for i in range(MAX_WAITING):
         table.observe(forged(i, counter=10 + i, interval=2.0), ADDR, 1.0)
     assert len(verifies) == 1
-    # Every place taken: the real one is checked at once, within the budget, as before.
+    # Every place taken: what waits is checked now (forged: dropped), the real one waits.
     assert table.observe(announce(counter=20, interval=2.0), ADDR, 2.0) == []
-    assert len(verifies) == 2 and len(table.deferred) == 0
-    assert table.get(A).last_seen == 2.0  # type: ignore[union-attr]
+    assert len(verifies) == 1 + MAX_WAITING and table.counters["forged"] == MAX_WAITING
+    assert table.expire(6.0) == [] and table.get(A).last_seen == 2.0  # type: ignore[union-attr]
+
+
+def test_a_peer_with_much_waiting_is_refreshed_early(verifies: list[bytes]) -> None:
+    table = PeerTable("0" * 64, missed=3)
+    table.observe(announce(interval=2.0), ADDR, 0.0)
+    for i in range(MAX_WAITING + 1):  # e.g. announces a longer expiry than its interval
+        table.observe(announce(counter=2 + i, interval=2.0), ADDR, 0.1 * (i + 1))
+    assert len(verifies) == 2 and table.counters["refreshed"] == 1
+    p = table.get(A)
+    assert p is not None and p.last_seen == pytest.approx(0.1 * MAX_WAITING)
+    assert len(table.deferred) == 1
 
 
 def test_a_change_is_checked_and_applied_at_once(verifies: list[bytes]) -> None:
