@@ -359,6 +359,9 @@ class PeerTable:
         self.static_ttl = static_ttl
         self.max_peers = max_peers
         self.max_interval = max_interval
+        # Our own announce interval (set by node/lan.py): a peer of a big LAN widens its own
+        # alike, whatever it claimed when it knew no one (issue 15). Expiry believes no less.
+        self.min_interval = 0.0
         self.membership = membership
         self.admit = admit
         self._peers: dict[str, Peer] = {}
@@ -441,18 +444,17 @@ class PeerTable:
         self.heard = (msg.node, addr, msg.port)
         # A peer's own interval decides its expiry, up to a bound: a datagram claiming a day
         # must not keep a phantom (a flood of them) in the table for three days.
-        life = min(msg.interval, self.max_interval)
+        life = self._believed(msg.interval)
         peer = Peer(
             msg.node, msg.name, addr, msg.port, groups, now, False, now + self.missed * life
         )
         return self._update(self._keep_family(peer, life, now))
 
     def _keep_family(self, peer: Peer, interval: float, now: float) -> Peer:
-        """A peer heard over IPv4 broadcast and IPv6 multicast is reached at its IPv4 address
-        while that family keeps being heard (within 1.5 of its intervals); the IPv6 address
-        (often link-local) is used only while IPv4 is quiet. A fixed preference, not "first
-        heard", so the address neither flaps with every announce nor depends on which datagram
-        won a race at start-up. Docs: protocol.md 1.6."""
+        """A peer heard over IPv4 and IPv6 is reached at its IPv4 address while that family is
+        heard (within 1.5 of its intervals); the IPv6 one (often link-local) only while IPv4 is
+        quiet: a fixed preference, so the address neither flaps nor depends on which datagram
+        won a race at start-up (protocol.md 1.6)."""
         old = self._peers.get(peer.node)
         if (
             old is not None
@@ -468,10 +470,9 @@ class PeerTable:
     def _ipv4_copy(
         self, msg: Datagram, body: bytes, key: _Key, addr: str, now: float
     ) -> list[PeerEvent]:
-        """A node sends each announce once per family, the same bytes. When the IPv6 copy
-        came first, the IPv4 copy (a duplicate: not verified again) still gives the address
-        IPv4 is preferred at (protocol.md 1.6); else the IPv6 one would stick whenever it wins
-        the race. Only a byte-identical copy of what was verified counts."""
+        """A node sends each announce once per family, the same bytes. When the IPv6 copy came
+        first, the IPv4 copy (a duplicate, not verified again) still gives the address IPv4 is
+        preferred at (protocol.md 1.6). Only a byte-identical copy of what was verified counts."""
         peer = self._peers.get(msg.node)
         if (
             not isinstance(msg, Announce)
@@ -482,7 +483,7 @@ class PeerTable:
             or digest.sha256(body) != key.body
         ):
             return []
-        interval = min(msg.interval, self.max_interval)
+        interval = self._believed(msg.interval)
         self.heard = (msg.node, addr, msg.port)
         return self._update(self._keep_family(replace(peer, addr=addr), interval, now))
 
@@ -507,13 +508,7 @@ class PeerTable:
         return key.cert if key is not None else None
 
     def add_static(
-        self,
-        node_id: str,
-        name: str,
-        addr: str,
-        port: int,
-        groups: tuple[str, ...],
-        now: float,
+        self, node_id: str, name: str, addr: str, port: int, groups: tuple[str, ...], now: float
     ) -> list[PeerEvent]:
         """A peer proved itself with a TCP hello. Broadcast-known peers keep their announce data."""
         if node_id == self.self_id:
@@ -617,8 +612,11 @@ class PeerTable:
         self._update(replace(p, last_seen=w.received, expires=self._lifetime(w)))
         return True
 
+    def _believed(self, interval: float) -> float:  # a peer's interval, as expiry takes it
+        return min(max(interval, self.min_interval), self.max_interval)
+
     def _lifetime(self, w: Waiting) -> float:
-        return w.received + self.missed * min(w.msg.interval, self.max_interval)
+        return w.received + self.missed * self._believed(w.msg.interval)
 
     def next_expiry(self, now: float) -> float | None:
         """The earliest time `expire()` has work, or None with no peers (O(1) amortised: a

@@ -170,6 +170,7 @@ class Lan:
         cfg = self.config
         counter = self._next_counter()
         interval = self.announcer.set_peers(len(self.peers.table))  # wider on a large LAN
+        self.peers.table.min_interval = interval  # and expiry with it (node/discovery.py)
         msg = Announce(
             self.node_id,
             self.identity.cert_der,

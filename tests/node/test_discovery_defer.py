@@ -199,3 +199,39 @@ def test_drain_reads_every_waiting_datagram_not_a_batch() -> None:
         assert ep.errors == 0
     finally:
         loop.close()
+
+
+def test_no_peer_expires_sooner_than_our_own_interval_on_a_big_lan() -> None:
+    """A node that starts knows no one and claims the base interval; on a LAN of a hundred,
+    where every node (this one too) announces every ~10 s, a starved sender missing three of
+    those short intervals was expired by everyone (issue 15). Expiry believes no less than
+    the receiver's own interval (node/lan.py sets it as it announces)."""
+    table = PeerTable("0" * 64, missed=3)
+    table.min_interval = 9.9
+    table.observe(announce(interval=2.0), ADDR, 0.0)
+    assert table.next_expiry(0.0) == pytest.approx(29.7)
+    assert table.expire(6.0) == []
+    table.min_interval = 0.0  # a small LAN: the claim decides, as before
+    table.observe(announce(BOB, interval=2.0), "10.0.0.4", 0.0)
+    assert [d.node for d in table.expire(6.0)] == [BOB.node_id]
+
+
+def test_lan_sets_the_expiry_floor_to_its_own_interval(tmp_path: Any) -> None:
+    from node.config import Config
+    from node.events import EventLog
+    from node.loop import Loop
+    from node.node import Node
+    from tests.nodeproc import free_udp_port
+
+    loop = Loop()
+    cfg = Config(name="a", share=tmp_path / "s", inbox=tmp_path / "i", state=tmp_path / "t",
+                 host="127.0.0.1", port=0, api_port=0, discovery_port=free_udp_port(),
+                 broadcast=("127.255.255.255",), announce_interval=3.0)  # fmt: skip
+    import io
+
+    node = Node(cfg, loop=loop, events=EventLog("a", stream=io.StringIO()))
+    try:
+        node.start()
+        assert node.peers.table.min_interval == 3.0  # its first announce set it
+    finally:
+        loop.close()
