@@ -286,6 +286,23 @@ def _drop_a_key(keys: OrderedDict[str, _Key], peers: dict[str, Peer]) -> None:
             return
 
 
+def _ipv4_moves(peer: Peer | None, msg: Datagram, body: bytes, key: _Key, addr: str) -> Peer | None:
+    """A node sends each announce once per family, the same bytes. When the IPv6 copy came
+    first, the IPv4 copy (a duplicate, not verified again) still gives the address IPv4 is
+    preferred at (protocol.md 1.6): `peer` there, or None. Only a byte-identical copy of what
+    was verified counts."""
+    if (
+        not isinstance(msg, Announce)
+        or peer is None
+        or peer.static
+        or family(peer.addr) != 6
+        or family(addr) != 4
+        or digest.sha256(body) != key.body
+    ):
+        return None
+    return replace(peer, addr=addr)
+
+
 def _no_groups(msg: Announce) -> tuple[str, ...]:
     return ()
 
@@ -470,22 +487,12 @@ class PeerTable:
     def _ipv4_copy(
         self, msg: Datagram, body: bytes, key: _Key, addr: str, now: float
     ) -> list[PeerEvent]:
-        """A node sends each announce once per family, the same bytes. When the IPv6 copy came
-        first, the IPv4 copy (a duplicate, not verified again) still gives the address IPv4 is
-        preferred at (protocol.md 1.6). Only a byte-identical copy of what was verified counts."""
-        peer = self._peers.get(msg.node)
-        if (
-            not isinstance(msg, Announce)
-            or peer is None
-            or peer.static
-            or family(peer.addr) != 6
-            or family(addr) != 4
-            or digest.sha256(body) != key.body
-        ):
+        """The IPv4 copy of a verified IPv6 announce gives the address: `_ipv4_moves`."""
+        if (peer := _ipv4_moves(self._peers.get(msg.node), msg, body, key, addr)) is None:
             return []
-        interval = self._believed(msg.interval)
-        self.heard = (msg.node, addr, msg.port)
-        return self._update(self._keep_family(replace(peer, addr=addr), interval, now))
+        self.heard = (msg.node, addr, peer.port)
+        assert isinstance(msg, Announce)
+        return self._update(self._keep_family(peer, self._believed(msg.interval), now))
 
     def _remember(
         self, node: str, msg: Datagram, public: bytes, sig: bytes, body: bytes = b""
@@ -569,7 +576,8 @@ class PeerTable:
         """Drop peers not heard from in time (missed x their interval; static: static_ttl)."""
         gone: list[PeerDown] = []
         while (p := self._expiries.pop_due(now)) is not None:
-            if not self._refresh(p, now):  # an announce that waited, checked now, keeps it
+            # An announce that waited, checked now, keeps it; or our interval widened since.
+            if not self._refresh(p, now) and not self._widened(p, now):
                 self._forget(p.node)
                 gone.append(PeerDown(p.node, "expired", p))
         return gone
@@ -585,6 +593,10 @@ class PeerTable:
             return True
         if p is None or not _same(p, msg, addr, self.membership):
             return False
+        heard = self._addr_heard.get(msg.node, -math.inf)
+        if addr != p.addr and now - heard > 1.5 * self._believed(msg.interval):
+            return False  # IPv4 went quiet: this IPv6 copy may move the peer (protocol.md 1.6)
+        self._addr_heard[msg.node] = now if addr == p.addr else heard  # (unverified: a hint)
         if self.deferred.full(msg.node):
             # What waits is checked now, within budget: a valid copy refreshes the peer
             # early, forgeries go (so they cannot crowd out a real announce).
@@ -610,6 +622,14 @@ class PeerTable:
         if w.addr == p.addr:
             self._addr_heard[p.node] = w.received
         self._update(replace(p, last_seen=w.received, expires=self._lifetime(w)))
+        return True
+
+    def _widened(self, p: Peer, now: float) -> bool:
+        until = p.last_seen + self.missed * self._believed(0.0)
+        if p.static or until <= now:
+            return False
+        self._peers[p.node] = p = replace(p, expires=until)  # not heard again: no _update
+        self._expiries.push(p)
         return True
 
     def _believed(self, interval: float) -> float:  # a peer's interval, as expiry takes it

@@ -235,3 +235,16 @@ def test_lan_sets_the_expiry_floor_to_its_own_interval(tmp_path: Any) -> None:
         assert node.peers.table.min_interval == 3.0  # its first announce set it
     finally:
         loop.close()
+
+
+def test_a_peer_due_under_a_narrower_interval_is_kept_by_the_wider_one() -> None:
+    """Our interval widened (we learnt the LAN is big) after a peer's expiry was set: when it
+    comes due, the peer is kept until missed x our interval after it was last heard."""
+    table = PeerTable("0" * 64, missed=3)
+    table.observe(announce(interval=2.0), ADDR, 0.0)
+    table.min_interval = 5.0
+    assert table.expire(6.0) == [] and table.next_expiry(6.0) == 15.0
+    p = table.get(A)
+    assert p is not None and p.heard == 1  # not heard again: it stays first to evict
+    [down] = table.expire(15.0)
+    assert down.node == A
