@@ -5,16 +5,24 @@ And a node starved of CPU reads what waits in its sockets before it expires anyo
 
 from __future__ import annotations
 
+import io
+import socket
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from node import ed25519
+from node.config import Config
 from node.discovery import SIG_SIZE, PeerDown, PeerTable, PeerUp
+from node.events import EventLog
+from node.loop import UDP_BATCH, Loop
+from node.node import Node
 from node.peers import Peers
 from node.refresh import MAX_WAITING
 from tests.node.test_discovery import ALICE, BOB, A, announce, ident
+from tests.nodeproc import free_udp_port
 
 ADDR = "10.0.0.2"
 
@@ -181,14 +189,10 @@ def test_a_starved_node_reads_waiting_announces_before_it_expires_anyone() -> No
 
 
 def test_drain_reads_every_waiting_datagram_not_a_batch() -> None:
-    from node.loop import UDP_BATCH, Loop
-
     loop = Loop()
     got: list[bytes] = []
     try:
         ep = loop.open_udp("127.0.0.1", 0, lambda data, addr: got.append(data), broadcast=False)
-        import socket
-
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
             for i in range(UDP_BATCH + 20):
                 s.sendto(b"%d" % i, ("127.0.0.1", ep.port))
@@ -216,19 +220,11 @@ def test_no_peer_expires_sooner_than_our_own_interval_on_a_big_lan() -> None:
     assert [d.node for d in table.expire(6.0)] == [BOB.node_id]
 
 
-def test_lan_sets_the_expiry_floor_to_its_own_interval(tmp_path: Any) -> None:
-    from node.config import Config
-    from node.events import EventLog
-    from node.loop import Loop
-    from node.node import Node
-    from tests.nodeproc import free_udp_port
-
+def test_lan_sets_the_expiry_floor_to_its_own_interval(tmp_path: Path) -> None:
     loop = Loop()
     cfg = Config(name="a", share=tmp_path / "s", inbox=tmp_path / "i", state=tmp_path / "t",
                  host="127.0.0.1", port=0, api_port=0, discovery_port=free_udp_port(),
                  broadcast=("127.255.255.255",), announce_interval=3.0)  # fmt: skip
-    import io
-
     node = Node(cfg, loop=loop, events=EventLog("a", stream=io.StringIO()))
     try:
         node.start()
