@@ -164,7 +164,7 @@ class Peers:
         # host) finds its peers' announces there, and must not expire the peers they keep
         # (issue 15). The loop reads a bounded batch per socket before it runs timers.
         self.drain()
-        self._emit(list(self.table.expire(self._clock())))
+        self._emit(list(self.table.expire(max(now, self._clock()))))  # draining took time
 
     # -- queries -------------------------------------------------------------------------------
     def get(self, node_id: str) -> Peer | None:
