@@ -24,7 +24,7 @@ from node import digest, ed25519, x509
 from node.addr import family
 from node.errors import ErrorCode, RemoteProtocolError
 from node.framing import no_duplicates
-from node.ratelimit import TokenBucket
+from node.refresh import Check, Deferred, VerifyBudget, Waiting
 
 VERSION: Final = 2
 MAX_DATAGRAM: Final = 1400
@@ -253,13 +253,6 @@ def _identity(p: Peer) -> tuple[str, str, int, tuple[str, ...], bool]:
 MAX_PEERS: Final = 1024  # a flood of fake announces cannot grow the table beyond this
 MAX_TRUSTED_INTERVAL: Final = 60.0  # s: the longest announce interval expiry believes
 MAX_KEYS: Final = 4096  # keys (and last counters) remembered, also of departed peers
-MAX_SOURCES: Final = 1024  # per-address verification budgets remembered
-# Verification budget (an Ed25519 verify costs ~1 ms in pure Python): per source address, and
-# for all sources together split in two, so a flood of new ids cannot starve the refreshes of
-# peers we already know. A real node sends one announce per interval plus a few extra.
-VERIFY_PER_ADDR: Final = (20.0, 40)  # (per second, burst)
-VERIFY_KNOWN: Final = (200.0, 400)
-VERIFY_NEW: Final = (100.0, 200)
 
 Membership = Callable[[Announce], tuple[str, ...]]  # the names of our groups it proves
 Admit = Callable[[str, tuple[str, ...]], bool]  # (node id, proven groups): keep it?
@@ -276,12 +269,87 @@ class _Key:
     body: bytes = b""  # SHA-256 of the last verified payload: a true copy, not just its sig
 
 
+def _signed(key: _Key) -> Check:
+    """Whether a waiting announce (node/refresh.py) is newer than the last one checked and
+    signed with `key`."""
+    return lambda w: (
+        w.msg.counter > key.counter and ed25519.verify(key.public, signed_bytes(w.body), w.sig)
+    )
+
+
+def _drop_a_key(keys: OrderedDict[str, _Key], peers: dict[str, Peer]) -> None:
+    """The least recently heard key of a node not in the table goes (bounded memory; a
+    departed peer forgotten this way could be revived by a replay, so the bound is big)."""
+    for node in keys:
+        if node not in peers:
+            del keys[node]
+            return
+
+
+def _ipv4_moves(peer: Peer | None, msg: Datagram, body: bytes, key: _Key, addr: str) -> Peer | None:
+    """A node sends each announce once per family, the same bytes. When the IPv6 copy came
+    first, the IPv4 copy (a duplicate, not verified again) still gives the address IPv4 is
+    preferred at (protocol.md 1.6): `peer` there, or None. Only a byte-identical copy of what
+    was verified counts."""
+    if (
+        not isinstance(msg, Announce)
+        or peer is None
+        or peer.static
+        or family(peer.addr) != 6
+        or family(addr) != 4
+        or digest.sha256(body) != key.body
+    ):
+        return None
+    return replace(peer, addr=addr)
+
+
 def _no_groups(msg: Announce) -> tuple[str, ...]:
     return ()
 
 
 def _everyone(node: str, groups: tuple[str, ...]) -> bool:
     return True
+
+
+def _same(p: Peer, msg: Announce, addr: str, membership: Membership) -> bool:
+    """Whether an announce of `p` from `addr` would change nothing but its expiry: `p` known
+    by broadcast, the same address (or the IPv6 copy of an IPv4-reached peer, protocol.md
+    1.6), port, name and proven groups."""
+    return (
+        not p.static
+        and (addr == p.addr or (family(addr), family(p.addr)) == (6, 4))
+        and (msg.port, msg.name) == (p.port, p.name)
+        and membership(msg) == p.groups
+    )
+
+
+class _Expiries:
+    """(expires, node) of every peer in a heap, stale entries (refreshed or gone) dropped as
+    they come up: the next deadline is O(1) amortised, a refresh O(log n)."""
+
+    def __init__(self, peers: dict[str, Peer]) -> None:
+        self._peers = peers  # the table's, shared
+        self._heap: list[tuple[float, str]] = []
+
+    def push(self, peer: Peer) -> None:
+        heapq.heappush(self._heap, (peer.expires, peer.node))
+        if len(self._heap) > 2 * len(self._peers) + 64:
+            # Each refresh pushes an entry: keep only the live ones.
+            self._heap = [(p.expires, p.node) for p in self._peers.values()]
+            heapq.heapify(self._heap)
+
+    def first(self) -> float | None:
+        heap = self._heap
+        while heap and ((p := self._peers.get(heap[0][1])) is None or p.expires != heap[0][0]):
+            heapq.heappop(heap)
+        return heap[0][0] if heap else None
+
+    def pop_due(self, now: float) -> Peer | None:
+        """The live peer whose expiry is earliest if it is due by `now`, out of the heap."""
+        when = self.first()
+        if when is None or when > now:
+            return None
+        return self._peers[heapq.heappop(self._heap)[1]]
 
 
 class PeerTable:
@@ -308,15 +376,17 @@ class PeerTable:
         self.static_ttl = static_ttl
         self.max_peers = max_peers
         self.max_interval = max_interval
+        # Our own announce interval (set by node/lan.py): a peer of a big LAN widens its own
+        # alike, whatever it claimed when it knew no one (issue 15). Expiry believes no less.
+        self.min_interval = 0.0
         self.membership = membership
         self.admit = admit
         self._peers: dict[str, Peer] = {}
         self._once: dict[str, None] = {}  # peers heard once, oldest first (eviction order)
-        self._expiries: list[tuple[float, str]] = []  # (expires, node), with stale entries
+        self._expiries = _Expiries(self._peers)
         self._keys: OrderedDict[str, _Key] = OrderedDict()  # least recently heard first
-        self._sources: OrderedDict[str, TokenBucket] = OrderedDict()
-        self._budget_known: TokenBucket | None = None
-        self._budget_new: TokenBucket | None = None
+        self._budget = VerifyBudget()  # node/refresh.py
+        self.deferred = Deferred()  # refreshes waiting for their check (node/refresh.py)
         self.counters: dict[str, int] = {}
         # node -> when its announce last came from the address kept (node/addr.py family).
         self._addr_heard: dict[str, float] = {}
@@ -355,6 +425,8 @@ class PeerTable:
             if msg.cert != key.cert:
                 self._count("spoofed")  # another certificate for a known id
                 return []
+            if self._defer(msg, body, sig, addr, now):
+                return []
             public = key.public
         else:
             if digest.sha256(msg.cert).hex() != msg.node:  # not hashlib: node/digest.py
@@ -362,7 +434,7 @@ class PeerTable:
                 return []
             # Parsing a certificate costs about as much as a third of a verification: it
             # comes out of the same budget (a flood of new keys was parsed, then refused).
-            if not self._afford(addr, known=False, now=now):
+            if not self._budget.afford(addr, known=False, now=now):
                 self._count("rate_limited")
                 return []
             try:
@@ -370,7 +442,7 @@ class PeerTable:
             except x509.CertError:
                 self._count("bad_cert")
                 return []
-        if key is not None and not self._afford(addr, known=True, now=now):
+        if key is not None and not self._budget.afford(addr, known=True, now=now):
             self._count("rate_limited")
             return []
         if not ed25519.verify(public, signed_bytes(body), sig):
@@ -387,26 +459,19 @@ class PeerTable:
             return []
         self._count("announce")
         self.heard = (msg.node, addr, msg.port)
+        # A peer's own interval decides its expiry, up to a bound: a datagram claiming a day
+        # must not keep a phantom (a flood of them) in the table for three days.
+        life = self._believed(msg.interval)
         peer = Peer(
-            msg.node,
-            msg.name,
-            addr,
-            msg.port,
-            groups,
-            now,
-            static=False,
-            # A peer's own interval decides its expiry, up to a bound: a datagram claiming a
-            # day must not keep a phantom (a flood of them) in the table for three days.
-            expires=now + self.missed * min(msg.interval, self.max_interval),
+            msg.node, msg.name, addr, msg.port, groups, now, False, now + self.missed * life
         )
-        return self._update(self._keep_family(peer, min(msg.interval, self.max_interval), now))
+        return self._update(self._keep_family(peer, life, now))
 
     def _keep_family(self, peer: Peer, interval: float, now: float) -> Peer:
-        """A peer heard over IPv4 broadcast and IPv6 multicast is reached at its IPv4 address
-        while that family keeps being heard (within 1.5 of its intervals); the IPv6 address
-        (often link-local) is used only while IPv4 is quiet. A fixed preference, not "first
-        heard", so the address neither flaps with every announce nor depends on which datagram
-        won a race at start-up. Docs: protocol.md 1.6."""
+        """A peer heard over IPv4 and IPv6 is reached at its IPv4 address while that family is
+        heard (within 1.5 of its intervals); the IPv6 one (often link-local) only while IPv4 is
+        quiet: a fixed preference, so the address neither flaps nor depends on which datagram
+        won a race at start-up (protocol.md 1.6)."""
         old = self._peers.get(peer.node)
         if (
             old is not None
@@ -422,23 +487,12 @@ class PeerTable:
     def _ipv4_copy(
         self, msg: Datagram, body: bytes, key: _Key, addr: str, now: float
     ) -> list[PeerEvent]:
-        """A node sends each announce once per family, the same bytes. When the IPv6 copy
-        came first, the IPv4 copy (a duplicate: not verified again) still gives the address
-        IPv4 is preferred at (protocol.md 1.6); else the IPv6 one would stick whenever it wins
-        the race. Only a byte-identical copy of what was verified counts."""
-        peer = self._peers.get(msg.node)
-        if (
-            not isinstance(msg, Announce)
-            or peer is None
-            or peer.static
-            or family(peer.addr) != 6
-            or family(addr) != 4
-            or digest.sha256(body) != key.body
-        ):
+        """The IPv4 copy of a verified IPv6 announce gives the address: `_ipv4_moves`."""
+        if (peer := _ipv4_moves(self._peers.get(msg.node), msg, body, key, addr)) is None:
             return []
-        interval = min(msg.interval, self.max_interval)
-        self.heard = (msg.node, addr, msg.port)
-        return self._update(self._keep_family(replace(peer, addr=addr), interval, now))
+        self.heard = (msg.node, addr, peer.port)
+        assert isinstance(msg, Announce)
+        return self._update(self._keep_family(peer, self._believed(msg.interval), now))
 
     def _remember(
         self, node: str, msg: Datagram, public: bytes, sig: bytes, body: bytes = b""
@@ -449,38 +503,11 @@ class PeerTable:
             key = _Key(msg.cert, public, msg.counter, sig)
             self._keys[node] = key
             if len(self._keys) > MAX_KEYS:
-                self._drop_a_key()
+                _drop_a_key(self._keys, self._peers)
         key.counter, key.sig = msg.counter, sig
         key.body = digest.sha256(body)
         self._keys.move_to_end(node)
-
-    def _drop_a_key(self) -> None:
-        """The least recently heard key of a node not in the table goes (bounded memory; a
-        departed peer forgotten this way could be revived by a replay, so the bound is big)."""
-        for node in self._keys:
-            if node not in self._peers:
-                del self._keys[node]
-                return
-
-    def _afford(self, addr: str, *, known: bool, now: float) -> bool:
-        """Whether one more signature verification fits the budgets (and spend it)."""
-        bucket = self._sources.get(addr)
-        if bucket is None:
-            bucket = self._sources[addr] = TokenBucket(*VERIFY_PER_ADDR, now)
-            if len(self._sources) > MAX_SOURCES:
-                self._sources.popitem(last=False)
-        self._sources.move_to_end(addr)
-        if known:
-            if self._budget_known is None:
-                self._budget_known = TokenBucket(*VERIFY_KNOWN, now)
-            shared = self._budget_known
-        else:
-            if self._budget_new is None:
-                self._budget_new = TokenBucket(*VERIFY_NEW, now)
-            shared = self._budget_new
-        if bucket.tokens(now) < 1 or shared.tokens(now) < 1:
-            return False
-        return bucket.take(1, now) and shared.take(1, now)
+        self.deferred.drop(node)  # what waits is older, or checked when it is next sent
 
     def key_of(self, node_id: str) -> bytes | None:
         """The certificate learnt for `node_id` from its signed announces, if any."""
@@ -488,13 +515,7 @@ class PeerTable:
         return key.cert if key is not None else None
 
     def add_static(
-        self,
-        node_id: str,
-        name: str,
-        addr: str,
-        port: int,
-        groups: tuple[str, ...],
-        now: float,
+        self, node_id: str, name: str, addr: str, port: int, groups: tuple[str, ...], now: float
     ) -> list[PeerEvent]:
         """A peer proved itself with a TCP hello. Broadcast-known peers keep their announce data."""
         if node_id == self.self_id:
@@ -509,30 +530,36 @@ class PeerTable:
         old = self._peers.get(peer.node)
         events: list[PeerEvent] = []
         if old is None and len(self._peers) >= self.max_peers:
-            events.append(self._evict())
+            events.append(self._evict(peer.last_seen))
         if old is not None:
             peer = replace(peer, heard=min(old.heard + 1, 1 << 30))
             self._once.pop(peer.node, None)
         elif not peer.static:
             self._once[peer.node] = None  # insertion order: the oldest heard-once first
         self._peers[peer.node] = peer
-        self._note_expiry(peer)
+        self._expiries.push(peer)
         if old is None:
             return [*events, PeerUp(peer)]
         if _identity(old) != _identity(peer):
             return [PeerUp(peer, changed=True)]
         return []
 
-    def _evict(self) -> PeerDown:
+    def _evict(self, now: float) -> PeerDown:
         """The table is full: who makes room. A flood of fake announces is made of node ids
         heard once; a real peer announces again every interval. So the oldest peer heard only
         once goes first; then (all heard again) the broadcast-only one that would expire first;
-        one known by a TCP hello only when there is no other."""
+        one known by a TCP hello only when there is no other. A peer heard once whose next
+        announce waits unverified (node/refresh.py) has that checked first, within budget."""
         self._count("evicted")
-        if self._once:  # O(1) in a flood: each new fake displaces the oldest fake
-            node = next(iter(self._once))
-            victim = self._peers[node]
-        else:
+        while self._once:  # O(1) in a flood: each new fake displaces the oldest fake
+            victim = self._peers[next(iter(self._once))]
+            if not (
+                self.deferred.waits(victim.node)
+                and self._budget.afford(victim.addr, known=True, now=now)
+                and self._refresh(victim, now)  # heard again: out of _once
+            ):
+                break
+        if not self._once:
             peers = list(self._peers.values())
             pool = [p for p in peers if not p.static] or peers
             victim = min(pool, key=lambda p: p.expires)
@@ -541,36 +568,81 @@ class PeerTable:
 
     def _forget(self, node: str) -> Peer | None:
         self._once.pop(node, None)
+        self.deferred.drop(node)
         self._addr_heard.pop(node, None)
         return self._peers.pop(node, None)
 
     def expire(self, now: float) -> list[PeerDown]:
         """Drop peers not heard from in time (missed x their interval; static: static_ttl)."""
         gone: list[PeerDown] = []
-        heap = self._expiries
-        while heap and heap[0][0] <= now:
-            when, node = heapq.heappop(heap)
-            p = self._peers.get(node)
-            if p is not None and p.expires == when:  # else a stale entry: refreshed or gone
-                self._forget(node)
-                gone.append(PeerDown(node, "expired", p))
+        while (p := self._expiries.pop_due(now)) is not None:
+            # An announce that waited, checked now, keeps it; or our interval widened since.
+            if not self._refresh(p, now) and not self._widened(p, now):
+                self._forget(p.node)
+                gone.append(PeerDown(p.node, "expired", p))
         return gone
 
-    def next_expiry(self, now: float) -> float | None:
-        """The earliest time `expire()` has work, or None with no peers. O(1) amortised: a
-        heap of expiries with stale entries dropped as they come up (a flood of announces
-        calls this for every one)."""
-        heap = self._expiries
-        while heap and ((p := self._peers.get(heap[0][1])) is None or p.expires != heap[0][0]):
-            heapq.heappop(heap)
-        return max(now, heap[0][0]) if heap else None
+    def _defer(self, msg: Announce, body: bytes, sig: bytes, addr: str, now: float) -> bool:
+        """Whether an announce of a known peer waits unverified (node/refresh.py): it would
+        change nothing but the peer's expiry. The copy of a waiting datagram is a duplicate."""
+        p = self._peers.get(msg.node)
+        if p is not None and (family(p.addr), family(addr)) == (6, 4):
+            return False  # the IPv4 copy of what waits: checked now, IPv4 is preferred (1.6)
+        if self.deferred.holds(msg.node, sig):
+            self._count("duplicate")
+            return True
+        if p is None or not _same(p, msg, addr, self.membership):
+            return False
+        heard = self._addr_heard.get(msg.node, -math.inf)
+        if addr != p.addr and now - heard > 1.5 * self._believed(msg.interval):
+            return False  # IPv4 went quiet: this IPv6 copy may move the peer (protocol.md 1.6)
+        self._addr_heard[msg.node] = now if addr == p.addr else heard  # (unverified: a hint)
+        if self.deferred.full(msg.node):
+            # What waits is checked now, within budget: a valid copy refreshes the peer
+            # early, forgeries go (so they cannot crowd out a real announce).
+            if not self._budget.afford(addr, known=True, now=now):
+                self._count("rate_limited")
+                return True
+            self._refresh(p, now)
+        self.deferred.add(msg.node, Waiting(msg, body, sig, addr, now))
+        self._count("deferred")
+        return True
 
-    def _note_expiry(self, peer: Peer) -> None:
-        heapq.heappush(self._expiries, (peer.expires, peer.node))
-        if len(self._expiries) > 2 * len(self._peers) + 64:
-            # Each refresh pushes an entry: keep only the live ones.
-            self._expiries = [(p.expires, p.node) for p in self._peers.values()]
-            heapq.heapify(self._expiries)
+    def _refresh(self, p: Peer, now: float) -> bool:
+        """Check what waits for `p` (due to expire, or too much waits), newest first: the first
+        valid copy keeps it, from when that copy was received (not when it was checked)."""
+        if (key := self._keys.get(p.node)) is None:
+            return False  # known by TCP hello only: nothing waits
+        w, forged = self.deferred.check(p.node, p.addr, self._lifetime, _signed(key), now)
+        self.counters["forged"] = self.counters.get("forged", 0) + forged
+        if w is None:
+            return False
+        self._count("refreshed")
+        self._remember(p.node, w.msg, key.public, w.sig, w.body)
+        if w.addr == p.addr:
+            self._addr_heard[p.node] = w.received
+        self._update(replace(p, last_seen=w.received, expires=self._lifetime(w)))
+        return True
+
+    def _widened(self, p: Peer, now: float) -> bool:
+        until = p.last_seen + self.missed * self._believed(0.0)
+        if p.static or until <= now:
+            return False
+        self._peers[p.node] = p = replace(p, expires=until)  # not heard again: no _update
+        self._expiries.push(p)
+        return True
+
+    def _believed(self, interval: float) -> float:  # a peer's interval, as expiry takes it
+        return min(max(interval, self.min_interval), self.max_interval)
+
+    def _lifetime(self, w: Waiting) -> float:
+        return w.received + self.missed * self._believed(w.msg.interval)
+
+    def next_expiry(self, now: float) -> float | None:
+        """The earliest time `expire()` has work, or None with no peers (O(1) amortised: a
+        flood of announces calls this for every one)."""
+        when = self._expiries.first()
+        return None if when is None else max(now, when)
 
     def peers(self) -> list[Peer]:
         return sorted(self._peers.values(), key=lambda p: (p.name, p.node))
@@ -582,76 +654,8 @@ class PeerTable:
         return len(self._peers)
 
 
-# -- announce timing --------------------------------------------------------------------------
-
-
-# After the announce on start, the next ones come this much sooner than `interval`: a node
-# that starts on a busy network (the others booting, their sockets' buffers full) is heard
-# within a second even when its first datagram is dropped somewhere, not an interval later.
-STARTUP_GAPS: Final = (0.25, 0.5)
-
-
-# Beyond this many peers a node widens its periodic interval in proportion (docs/protocol.md
-# 1.1): every node of a LAN of N does the same, so the announces each one receives, and the
-# signatures it checks, stay at about ADAPT_PEERS / interval per second (10/s with the default
-# 2 s) instead of growing with N. MAX_ADAPTIVE_INTERVAL stays below what receivers believe for
-# expiry (MAX_TRUSTED_INTERVAL).
-ADAPT_PEERS: Final = 20
-MAX_ADAPTIVE_INTERVAL: Final = 30.0
-
-
-def adaptive_interval(base: float, peers: int) -> float:
-    """The periodic announce interval of a node configured with `base` that knows `peers`."""
-    if peers <= ADAPT_PEERS:
-        return base
-    return max(base, min(MAX_ADAPTIVE_INTERVAL, base * peers / ADAPT_PEERS))
-
-
-class Announcer:
-    """When to send the next announce: at once on start, twice more within the first second
-    (STARTUP_GAPS), then periodically, and soon after a new peer appears.
-
-    A new peer re-announces us so it learns of us without waiting a full interval; a burst of
-    new peers is coalesced to one announce per `min_gap` (never dropped).
-    """
-
-    def __init__(
-        self, interval: float, min_gap: float = 0.05, startup: tuple[float, ...] = STARTUP_GAPS
-    ) -> None:
-        self.base = interval
-        self.interval = interval  # the current one: adaptive_interval(base, peers known)
-        self.min_gap = min_gap
-        self.last_sent: float | None = None
-        self._next = -math.inf  # announce on start
-        self._startup = [min(g, interval) for g in startup]  # gaps still to use, in order
-
-    def due(self, now: float) -> bool:
-        return now >= self._next
-
-    def sent(self, now: float) -> None:
-        """Any announce sent (periodic, startup or re-announce) starts the next gap."""
-        self.last_sent = now
-        gap = self._startup.pop(0) if self._startup else self.interval
-        self._next = now + gap
-
-    def set_peers(self, peers: int) -> float:
-        """The number of peers known now: the interval follows it (adaptive_interval)."""
-        self.interval = adaptive_interval(self.base, peers)
-        return self.interval
-
-    def on_new_peer(self, now: float) -> None:
-        soonest = now if self.last_sent is None else max(now, self.last_sent + self.min_gap)
-        self._next = min(self._next, soonest)
-
-    def next_deadline(self) -> float:
-        return self._next
-
-
 __all__ = [
-    "ADAPT_PEERS",
-    "MAX_ADAPTIVE_INTERVAL",
     "Announce",
-    "Announcer",
     "Datagram",
     "Goodbye",
     "Peer",
@@ -659,7 +663,6 @@ __all__ = [
     "PeerEvent",
     "PeerTable",
     "PeerUp",
-    "adaptive_interval",
     "decode",
     "encode",
 ]

@@ -21,9 +21,10 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from node import netif
+from node.announcer import Announcer
 from node.config import Config
 from node.counterfloor import CounterFloor
-from node.discovery import Announce, Announcer, Goodbye, encode
+from node.discovery import Announce, Goodbye, encode
 from node.groups import Groups
 from node.identity import Identity
 from node.lan6 import Multicast6
@@ -31,6 +32,11 @@ from node.loop import Loop
 from node.peers import Peers
 from node.ratelimit import TokenBucket
 
+# Datagrams read from each discovery socket before the peer table expires anyone: about what
+# its buffer holds (node/sockopen.py UDP_RCVBUF, 1 MiB, which Linux doubles; ~1-2 KiB of kernel
+# memory per datagram). Reading them first is no extra work (the loop reads them anyway, 64 a
+# round), only earlier; 512 left some behind after a 20 s stall at 100 nodes (issue 15).
+DRAIN: Final = 2048
 # Unicast answers to newcomers: one per new node id, and at most this many per second in all
 # (a flood of fresh ids with a forged source address must not make us a reflector; each
 # answer is no larger than the announce that caused it).
@@ -62,12 +68,14 @@ class Lan:
         self.own: Any = None  # this node's own port: sends, receives answers (None: use udp)
         self.last_announce = b""  # the last signed announce sent, as sent
         self._source: tuple[str, int] | None = None  # of the datagram being handled
+        self._answer = False  # it came to our own port: an answer to our announce
         self._replies = TokenBucket(*REPLIES, loop.time())
         self.replies = 0  # newcomers answered unicast
         self.counter = CounterFloor(config.state)  # above every counter of earlier runs
         self._next_ping = -math.inf if config.static_peers else math.inf
         self.stopped = False
         self.mc6 = Multicast6(config, loop, self._datagram)  # IPv6 discovery: node/lan6.py
+        peers.drain = self._drain
 
     def start(self) -> None:
         """Open the discovery sockets and announce at once (protocol.md 1.1: on listen).
@@ -81,7 +89,7 @@ class Lan:
         if cfg.discovery:
             self.udp = self.loop.open_udp("0.0.0.0", cfg.discovery_port, self._datagram)
             try:
-                self.own = self.loop.open_udp("0.0.0.0", 0, self._datagram, reuse_port=False)
+                self.own = self.loop.open_udp("0.0.0.0", 0, self._answered, reuse_port=False)
             except OSError:
                 self.own = None  # announces from the shared port: newcomers get a broadcast
             self.mc6.start()  # unless --no-discovery6 (node/lan6.py)
@@ -117,6 +125,11 @@ class Lan:
         announce when its datagram came from a port of its own (protocol.md 1.1); else (an
         older node, sending from the shared port that another process on its host may hold
         for unicast, or a peer learnt by TCP) an extra broadcast announce soon (coalesced)."""
+        if self._answer:
+            # It answered our announce, so it knows us: answering back (or re-announcing)
+            # would cost it a datagram to read for nothing. A node joining a LAN of N hears N
+            # answers at once: before, it answered each of them (issue 15).
+            return
         now = self.loop.time()
         src = self._source
         if (
@@ -132,6 +145,11 @@ class Lan:
         self.announcer.on_new_peer(now)
 
     # -- I/O -----------------------------------------------------------------------------------
+    def _drain(self) -> None:
+        for endpoint in (self.udp, self.own, self.mc6.udp):
+            if endpoint is not None:
+                endpoint.drain(DRAIN)
+
     def _next_counter(self) -> int:
         """Strictly increasing, also across restarts and a clock set back (receivers drop a
         counter that is not newer than the last they verified): node/counterfloor.py."""
@@ -154,6 +172,7 @@ class Lan:
         cfg = self.config
         counter = self._next_counter()
         interval = self.announcer.set_peers(len(self.peers.table))  # wider on a large LAN
+        self.peers.table.min_interval = interval  # and expiry with it (node/discovery.py)
         msg = Announce(
             self.node_id,
             self.identity.cert_der,
@@ -166,6 +185,14 @@ class Lan:
         self.last_announce = encode(msg, self.identity.seed)
         self._broadcast(self.last_announce)
         self.announcer.sent(now)
+
+    def _answered(self, data: bytes, addr: tuple[str, int]) -> None:
+        """A datagram to our own port: only answers to our announces come there."""
+        self._answer = True
+        try:
+            self._datagram(data, addr)
+        finally:
+            self._answer = False
 
     def _datagram(self, data: bytes, addr: tuple[str, int]) -> None:
         # The source is kept while the peer table handles the datagram: on_new_peer (called

@@ -256,7 +256,11 @@ class DatagramEndpoint(_IOHandler):
         # A bounded batch per round: one datagram per round let a flood of junk fill the
         # socket's buffer until real announces were dropped; a batch drains it, and the bound
         # keeps the TCP connections served in the same round.
-        for _ in range(UDP_BATCH):
+        self.drain(UDP_BATCH)
+
+    def drain(self, limit: int) -> None:
+        """Handle up to `limit` datagrams waiting in the socket now (not waiting for more)."""
+        for _ in range(0 if self._closed else limit):  # closed: a timer's late call
             try:
                 data, raw_addr = self._sock.recvfrom(UDP_MAX)
             except (BlockingIOError, InterruptedError):

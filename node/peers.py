@@ -58,6 +58,8 @@ class Peers:
         self.features: dict[str, frozenset[str]] = {}  # node id -> its last hello's features
         # How each peer was found (lan|static|tracker|dht); node/wan.py knows beyond the LAN.
         self.found_by: Callable[[Peer], str] = lambda p: "static" if p.static else "lan"
+        # Reads every datagram waiting in the discovery sockets (node/lan.py sets it).
+        self.drain: Callable[[], None] = lambda: None
 
     # -- input ---------------------------------------------------------------------------------
     def observe(self, datagram: bytes, addr: str) -> None:
@@ -158,7 +160,11 @@ class Peers:
         return self.table.next_expiry(self._clock())
 
     def handle_timer(self, now: float) -> None:
-        self._emit(list(self.table.expire(now)))
+        # What waits unread in the discovery sockets first: a node starved of CPU (a loaded
+        # host) finds its peers' announces there, and must not expire the peers they keep
+        # (issue 15). The loop reads a bounded batch per socket before it runs timers.
+        self.drain()
+        self._emit(list(self.table.expire(max(now, self._clock()))))  # draining took time
 
     # -- queries -------------------------------------------------------------------------------
     def get(self, node_id: str) -> Peer | None:

@@ -40,7 +40,7 @@ def test_the_first_announce_leaves_in_start_before_the_loop_reads_anything(
             msg, _, _ = decode(data)
             assert isinstance(msg, Announce)
             assert msg.name == "late" and msg.port == node.tcp_port
-            # then twice more within the first second (node.discovery.STARTUP_GAPS)
+            # then twice more within the first second (node.announcer.STARTUP_GAPS)
             assert node.lan.announcer.next_deadline() == pytest.approx(
                 node.lan.announcer.last_sent + 0.25
             )
