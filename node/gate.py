@@ -39,9 +39,13 @@ DROP_TAIL_EVERY = 0.25  # s between looks at whether the flood's summary line ma
 # with a clear error instead of both sides timing out; a silent socket of a flood goes too.
 SNIFF_SILENCE = 1.0
 # Hellos of node ids neither verified here before nor heard announcing, checked per second
-# (burst): each costs two pure-Python Ed25519 verifications (node/admission.py, Strangers).
-STRANGER_HELLOS_PER_S = 16.0
-STRANGER_HELLOS_BURST = 32
+# (burst): each costs two pure-Python Ed25519 verifications and a certificate parse (~2.5 ms
+# in all; node/admission.py, Strangers). 16 a second was 4-5% of a core under
+# bench/flood.py's junk_connections (fresh keys at 200 connections a second), about a quarter
+# of what the flood cost the node; a person adds a new peer far more slowly than 4 a second,
+# and a burst lets a handful arrive at once.
+STRANGER_HELLOS_PER_S = 4.0
+STRANGER_HELLOS_BURST = 16
 
 
 class Gate:

@@ -262,9 +262,9 @@ def test_hellos_of_fresh_ids_are_checked_at_a_bounded_rate(tmp_path: Path) -> No
     junk_connections) kept the loop busy verifying, connections piled up to the limit and
     were evicted, the transfers crawled (9.5x at 256 MiB) and memory grew with the churn.
     Now the hellos of ids neither verified here before nor heard announcing are checked at
-    most 16 a second (node/gate.py, after a burst of STRANGER_HELLOS_BURST), the others refused
-    `busy` before any verification; an id that checked out once is not budgeted again, and a
-    peer heard announcing never is: `a` pushes while the flood goes on."""
+    most STRANGER_HELLOS_PER_S a second (node/gate.py, after a burst of STRANGER_HELLOS_BURST),
+    the others refused `busy` before any verification; an id that checked out once is not
+    budgeted again, and a peer heard announcing never is: `a` pushes while the flood goes on."""
     fresh = 3 * STRANGER_HELLOS_BURST  # under --max-pending-per-addr: all pending at once
     with nodes(tmp_path, ["a", "b"]) as (a, b):
         wait_mesh([a, b])
