@@ -43,9 +43,9 @@ SNIFF_SILENCE = 1.0
 # in all; node/admission.py, Strangers). 16 a second was 4-5% of a core under
 # bench/flood.py's junk_connections (fresh keys at 200 connections a second), about a quarter
 # of what the flood cost the node; a person adds a new peer far more slowly than 4 a second,
-# and a burst lets a handful arrive at once.
+# and the burst lets dozens arrive at once.
 STRANGER_HELLOS_PER_S = 4.0
-STRANGER_HELLOS_BURST = 16
+STRANGER_HELLOS_BURST = 32
 
 
 class Gate:
