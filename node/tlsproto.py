@@ -195,6 +195,13 @@ _buffers: weakref.WeakKeyDictionary[Loop, _Buffers] = weakref.WeakKeyDictionary(
 _released: list[ssl.MemoryBIO] = []
 
 
+def _read_into(sslobj: ssl.SSLObject, n: int, buffer: memoryview) -> int:
+    """Decrypt at most `n` bytes into `buffer`: their count (typeshed says bytes). No caller
+    keeps the SSL object (or its bound method) in a local: a traceback the application keeps
+    holds the frames, and would keep the object _release_tls frees."""
+    return sslobj.read(n, buffer)  # type: ignore[return-value]
+
+
 def _released_bio() -> ssl.MemoryBIO:
     """One empty BIO shared by every closed connection (nothing reads or writes it)."""
     if not _released:
@@ -319,15 +326,9 @@ class TlsProtocol:
         self._report(lambda: self._app.connection_lost(error), "connection_lost")
 
     def _release_tls(self) -> None:
-        """The connection is gone: free OpenSSL's state for it now.
-
-        A connection's objects sit in reference cycles (application <-> transport <-> this
-        protocol, the loop's transport <-> its protocol), so without this the SSL object (some
-        30-50 KiB of C memory each, invisible to the cycle collector's thresholds) lived until
-        the next collection of an older generation: under 200 junk connections a second that
-        was hundreds of dead SSL objects, +15-20 MiB of the node's peak. Only what was kept at
-        the handshake (the peer's certificate, the version) is still answered afterwards.
-        """
+        """Free OpenSSL's state (15-45 KiB) now: a connection's objects are in reference
+        cycles, and hundreds of dead SSL objects waited for the cycle collector under 200 junk
+        connections a second (+15-20 MiB at peak). The certificate and version were kept."""
         with contextlib.suppress(AttributeError):
             del self._sslobj
         self._incoming = self._outgoing = _released_bio()
@@ -358,8 +359,7 @@ class TlsProtocol:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        self._peer_cert = self._sslobj.getpeercert(binary_form=True)
-        self._version = self._sslobj.version()
+        self._peer_cert, self._version = self._sslobj.getpeercert(True), self._sslobj.version()
         self._state = _OPEN
         self._transport = transport = TlsTransport(self)
         if self._handshake_done is not None:
@@ -407,14 +407,9 @@ class TlsProtocol:
         while True:
             got = 0
             eof = False
-            # With a buffer, read() returns a count (typeshed says bytes). The bound method is
-            # dropped before anything else runs: a traceback that someone keeps (an error the
-            # application stores) holds this frame, and through it the SSL object that
-            # _release_tls meant to free.
-            read: Callable[[int, memoryview], int] = self._sslobj.read  # type: ignore[assignment]
             try:
                 while got < READ_CHUNK:
-                    n = read(READ_CHUNK - got, view[got:])
+                    n = _read_into(self._sslobj, READ_CHUNK - got, view[got:])
                     if not n:  # close_notify (SSLObject.read returns 0 rather than raising)
                         eof = True
                         break
@@ -424,11 +419,9 @@ class TlsProtocol:
             except ssl.SSLZeroReturnError:
                 eof = True
             except ssl.SSLError as exc:  # a forged or damaged record
-                del read
                 self._flush()  # OpenSSL's alert
                 self._fail(exc)
                 return
-            del read
             if got:
                 app.data_received(view[:got])
             if self._outgoing.pending:  # e.g. a key update answer
