@@ -1,5 +1,5 @@
-"""Who keeps a connection slot under a flood, how often a flood may write event lines, and
-how many hellos of never-seen node ids the node checks.
+"""Who keeps a connection slot under a flood, how often a flood may write event lines, how
+many hellos of never-seen node ids the node checks, and how many TLS handshakes it starts.
 
 Pure bookkeeping (no sockets, clock passed in), so the policy is testable without a network.
 
@@ -119,3 +119,43 @@ class Strangers:
         self._verified.move_to_end(node_id)
         if len(self._verified) > self.remember:
             self._verified.popitem(last=False)
+
+
+class HandshakeBudget:
+    """TLS handshakes started per second, per source address and for all addresses together.
+
+    A TLS handshake costs the node ~0.3 ms of OpenSSL and its first ~45 KiB of memory, and
+    proves nothing about the client, so a flood of ClientHellos is refused before any of that
+    (nginx's limit_req, Tor's DoS connection limits): each address gets `per_addr` a second
+    (burst `per_addr_burst`), all addresses together `total` (burst `total_burst`). The caller
+    exempts the addresses of peers it knows (node/gate.py), so known peers are never held up
+    by a flood from elsewhere. At most `addrs` addresses are remembered (least recently seen go
+    first: a forgotten address starts with a full bucket, as a new one does).
+    """
+
+    def __init__(
+        self,
+        per_addr: float,
+        per_addr_burst: int,
+        total: float,
+        total_burst: int,
+        now: float,
+        addrs: int = 4096,
+    ) -> None:
+        self.per_addr, self.per_addr_burst = per_addr, per_addr_burst
+        self._total = TokenBucket(total, total_burst, now)
+        self._by_addr: OrderedDict[str, TokenBucket] = OrderedDict()
+        self.addrs = addrs
+
+    def allow(self, addr: str, now: float) -> bool:
+        """May a TLS handshake from `addr` start now? (A refusal spends nothing.)"""
+        bucket = self._by_addr.get(addr)
+        if bucket is None:
+            bucket = self._by_addr[addr] = TokenBucket(self.per_addr, self.per_addr_burst, now)
+            if len(self._by_addr) > self.addrs:
+                self._by_addr.popitem(last=False)
+        else:
+            self._by_addr.move_to_end(addr)
+        if bucket.tokens(now) < 1 or self._total.tokens(now) < 1:
+            return False
+        return bucket.take(1, now) and self._total.take(1, now)

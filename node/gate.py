@@ -5,7 +5,8 @@ of the pending ones (node/admission.py). At the connection limit the node does n
 newcomer: it evicts the connection with nothing in flight that got nothing done for longest,
 and only refuses (`busy`) when every connection is mid-operation (docs/protocol.md 2.7). Drops
 are counted, and reported as event lines at a bounded rate (a flood must not become a flood of
-log lines); the tail of a flood is one summary line. `Timed` for that summary.
+log lines); the tail of a flood is one summary line. `Timed` for that summary. A ClientHello
+is only answered with TLS within the handshake budget of its address (`may_handshake`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from node import events as ev
-from node.admission import Admission, RateLimit, Strangers
+from node.admission import Admission, HandshakeBudget, RateLimit, Strangers
 from node.conn import Conn, Refuse
 from node.errors import ErrorCode
 from node.loop import Transport
@@ -39,9 +40,19 @@ DROP_TAIL_EVERY = 0.25  # s between looks at whether the flood's summary line ma
 # with a clear error instead of both sides timing out; a silent socket of a flood goes too.
 SNIFF_SILENCE = 1.0
 # Hellos of node ids neither verified here before nor heard announcing, checked per second
-# (burst): each costs two pure-Python Ed25519 verifications (node/admission.py, Strangers).
-STRANGER_HELLOS_PER_S = 16.0
+# (burst): each costs two pure-Python Ed25519 verifications and a certificate parse (~2.5 ms
+# in all; node/admission.py, Strangers). 16 a second was 4-5% of a core under
+# bench/flood.py's junk_connections (fresh keys at 200 connections a second), about a quarter
+# of what the flood cost the node; a person adds a new peer far more slowly than 4 a second,
+# and the burst lets dozens arrive at once.
+STRANGER_HELLOS_PER_S = 4.0
 STRANGER_HELLOS_BURST = 32
+# TLS handshakes started per second from one address / from all addresses together (bursts
+# twice that), the addresses of known peers exempt (node/admission.py, HandshakeBudget). A
+# ClientHello over budget is answered `busy` in plaintext and closed, before any TLS state.
+HANDSHAKES_PER_ADDR_S = 16.0
+HANDSHAKES_PER_S = 64.0
+KNOWN_HOSTS_EVERY = 1.0  # s: how stale the set of known peers' addresses may be
 
 
 class Gate:
@@ -56,6 +67,26 @@ class Gate:
         # ordered set): they count against --max-connections like any other.
         self.handshaking: dict[Sniff, None] = {}
         self.strangers = Strangers(STRANGER_HELLOS_PER_S, STRANGER_HELLOS_BURST, node.loop.time())
+        now = node.loop.time()
+        self.handshakes = HandshakeBudget(
+            HANDSHAKES_PER_ADDR_S,
+            int(2 * HANDSHAKES_PER_ADDR_S),
+            HANDSHAKES_PER_S,
+            int(2 * HANDSHAKES_PER_S),
+            now,
+        )
+        self._known_hosts: frozenset[str] = frozenset()
+        self._known_at = -KNOWN_HOSTS_EVERY
+
+    def may_handshake(self, host: str) -> bool:
+        """May a TLS handshake from `host` start now? Known peers' addresses always may."""
+        now = self.node.loop.time()
+        if now - self._known_at >= KNOWN_HOSTS_EVERY:
+            # Every address a peer in the table is known by (announced, dialled, greeted).
+            books = self.node.peers.books.values()
+            self._known_hosts = frozenset(a.host for book in books for a in book.ordered())
+            self._known_at = now
+        return host in self._known_hosts or self.handshakes.allow(host, now)
 
     def accept(self) -> Any:
         """The protocol for a new inbound connection (the loop's listen factory)."""
@@ -210,6 +241,11 @@ class Sniff:
                 return
             if len(self.head) < whole:
                 return  # its deadline is the handshake's (get_timer): wait for the rest
+            if not self.gate.may_handshake(self.raw.peername[0]):
+                per_addr, total = HANDSHAKES_PER_ADDR_S, HANDSHAKES_PER_S
+                limit = f"{per_addr:g}/s from one address, {total:g}/s in all"
+                self.drop(ErrorCode.BUSY, f"too many TLS handshakes now ({limit}): retry later")
+                return
             data, self.head = memoryview(bytes(self.head)), bytearray()
             # ssl is loaded (and the contexts made) here, at the first TLS client: an idle
             # node does not hold libssl (node.Node.tls_contexts).

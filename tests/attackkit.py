@@ -79,7 +79,16 @@ class Junk(Attack):
 
     name = "junk_connections"
 
-    def __init__(self, host: str, port: int, udp: tuple[str, int], rate: int = 200) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        udp: tuple[str, int],
+        rate: int = 200,
+        source: str | None = None,
+    ) -> None:
+        """`source`: the local address the connections come from (None: the kernel's, which on
+        loopback is the one the legitimate peers use too)."""
         super().__init__(host, port)
         tick = 0.05
         mix = {
@@ -93,6 +102,7 @@ class Junk(Attack):
             wave=max(1, round(rate * tick)),
             tick=tick,
             mix=mix,
+            source=source,
         )
 
     def start(self) -> Attack:

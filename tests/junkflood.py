@@ -156,8 +156,10 @@ class JunkFlood:
         mix: dict[str, int] | None = None,
         datagrams_per_tick: int = 20,
         seed: int = 7,
+        source: str | None = None,
     ) -> None:
         self.targets = targets
+        self.source = source  # the local address to connect from (None: the kernel's choice)
         self.udp = udp
         self.total = total
         self.wave = wave
@@ -254,6 +256,8 @@ class JunkFlood:
         kind = self._rng.choice(self._deck)
         target = self.targets[len(self.junk) % len(self.targets)]
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if self.source is not None:
+            sock.bind((self.source, 0))
         sock.setblocking(False)
         j = Junk(kind, target, sock, time.monotonic())
         node = os.urandom(16).hex()  # a new id each (a shared id changed which one was evicted)

@@ -15,7 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from node.gate import STRANGER_HELLOS_BURST
+from node.admission import HandshakeBudget
+from node.gate import HANDSHAKES_PER_ADDR_S, STRANGER_HELLOS_BURST
 from node.intake import CONTENDED_TRIAL
 from node.node import RESCAN_MIN_GAP
 from node.offerbudget import OFFER_BURST, OFFER_RATE
@@ -23,7 +24,7 @@ from node.servepush import MAX_OVER_BUDGET
 from node.store.hashcache import CACHE_FILE, HashCache
 from tests import tlspeer
 from tests.attackkit import fake_identities, flood_datagrams, signed_announce
-from tests.junkflood import frame, hello, offer
+from tests.junkflood import error_codes, frame, hello, offer
 from tests.node.test_hostile import FakeServer, read_frames
 from tests.node.test_integration import done, write_random
 from tests.nodeproc import NodeProc, free_udp_port, nodes, wait_mesh
@@ -253,9 +254,9 @@ def test_hellos_of_fresh_ids_are_checked_at_a_bounded_rate(tmp_path: Path) -> No
     junk_connections) kept the loop busy verifying, connections piled up to the limit and
     were evicted, the transfers crawled (9.5x at 256 MiB) and memory grew with the churn.
     Now the hellos of ids neither verified here before nor heard announcing are checked at
-    most 16 a second (node/gate.py, after a burst of STRANGER_HELLOS_BURST), the others refused
-    `busy` before any verification; an id that checked out once is not budgeted again, and a
-    peer heard announcing never is: `a` pushes while the flood goes on."""
+    most STRANGER_HELLOS_PER_S a second (node/gate.py, after a burst of STRANGER_HELLOS_BURST),
+    the others refused `busy` before any verification; an id that checked out once is not
+    budgeted again, and a peer heard announcing never is: `a` pushes while the flood goes on."""
     fresh = 3 * STRANGER_HELLOS_BURST  # under --max-pending-per-addr: all pending at once
     with nodes(tmp_path, ["a", "b"]) as (a, b):
         wait_mesh([a, b])
@@ -429,3 +430,52 @@ def test_no_discovery_with_a_static_peer_prints_no_traceback(tmp_path: Path) -> 
         a.stop()
     err = b.stderr_path.read_text()
     assert "Traceback" not in err and "AttributeError" not in err, err
+
+
+def test_handshake_budget_per_address_and_in_all() -> None:
+    budget = HandshakeBudget(2.0, 3, 4.0, 5, now=0.0, addrs=3)
+    assert [budget.allow("x", 0.0) for _ in range(4)] == [True, True, True, False]
+    assert budget.allow("y", 0.0) and budget.allow("y", 0.0)  # the total's burst: 5
+    assert not budget.allow("z", 0.0)  # its own bucket is full, the total is spent
+    assert budget.allow("x", 0.5) and not budget.allow("x", 0.5)  # 2 a second each
+    assert budget.allow("w", 10.0)  # addresses are forgotten least recently seen first
+    assert list(budget._by_addr) == ["z", "x", "w"]
+
+
+def test_excess_tls_handshakes_from_one_address_are_refused_before_tls(tmp_path: Path) -> None:
+    """Before: every ClientHello got a TLS handshake (~0.3 ms of OpenSSL and ~45 KiB of its
+    memory each) however many one address sent. Now one address starts at most
+    HANDSHAKES_PER_ADDR_S a second (burst twice that); the rest are answered `busy` in
+    plaintext and closed with no TLS state, counted. A known peer's address is exempt:
+    `a` (127.0.0.1) pushes while 127.0.0.2 floods."""
+    burst = int(2 * HANDSHAKES_PER_ADDR_S)
+    count = 3 * burst
+    with nodes(tmp_path, ["a", "b"]) as (a, b):
+        wait_mesh([a, b])
+        (a.share / "f.txt").write_bytes(b"known peers are never held up")
+        a.wait_api("/api/files", lambda fs: any(f["name"] == "f.txt" for f in fs))
+        before = b.api("GET", "/api/node")["stats"]["dropped"].get("busy", 0)
+        socks = []
+        try:
+            for _ in range(count):
+                s = socket.socket()
+                s.bind(("127.0.0.2", 0))
+                s.settimeout(20)
+                s.connect(("127.0.0.1", b.tcp_port))
+                s.sendall(tlspeer.NbTls().take_out())  # a whole ClientHello
+                socks.append(s)
+            tid = a.api("POST", "/api/push", {"peer": "b", "path": "f.txt"})["id"]
+            answers = [s.recv(4096) for s in socks]
+        finally:
+            for s in socks:
+                s.close()
+        tls = [r for r in answers if r[:1] == b"\x16"]
+        refused = [r for r in answers if error_codes(r) == ["busy"]]
+        assert len(tls) + len(refused) == count, answers
+        # The burst, and what refilled while the flood was sent (well under 2 s here).
+        assert burst <= len(tls) < count - burst // 2, len(tls)
+        assert all(b"too many TLS handshakes" in r for r in refused)
+        dropped = b.api("GET", "/api/node")["stats"]["dropped"].get("busy", 0) - before
+        assert dropped >= len(refused)
+        final = done(a, tid, timeout=60)
+        assert final["state"] == "done" and final["attempts"] == 1, final

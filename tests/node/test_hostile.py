@@ -633,7 +633,9 @@ def test_full_node_evicts_an_unproductive_connection_for_a_newcomer(
     args = ("--max-connections", "16", "--handshake-timeout", "60")
     with nodes(tmp_path, ["a", "b"], *args) as (a, b):
         wait_mesh([a, b])
-        flood = JunkFlood([("127.0.0.1", b.tcp_port)], total=40, wave=1, mix={kind: 1})
+        # 10 a second: within the budget of strangers' hellos (node/gate.py) an idle_hello's
+        # fresh id is checked, so its connection waits idle for an eviction, as meant here.
+        flood = JunkFlood([("127.0.0.1", b.tcp_port)], total=40, wave=1, tick=0.1, mix={kind: 1})
         flood.start()
         try:
             # 40 junk sockets into 16 slots: the 24 oldest were evicted to admit newer ones

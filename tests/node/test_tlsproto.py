@@ -538,3 +538,40 @@ def _client_hello() -> bytes:
     with pytest.raises(ssl.SSLWantReadError):
         obj.do_handshake()
     return outgoing.read()
+
+
+def test_a_lost_connection_frees_its_ssl_state_at_once(loop: Loop, ident: Identity) -> None:
+    """The SSL object (30-50 KiB of OpenSSL's memory) goes when the connection is lost, not at
+    the cycle collector's next look: a connection's objects are in reference cycles (here the
+    application keeps its transport and the error, whose traceback holds the frames that read
+    the records), and under a junk-connection flood hundreds of dead SSL objects waited for it
+    (bench/flood.py: +15-20 MiB of the victim's peak)."""
+    import gc
+    import weakref
+
+    server = App()
+    client = App()
+    kept: list[object] = []
+
+    def fail(data: memoryview) -> None:
+        try:
+            raise ValueError("the application refuses these bytes")
+        except ValueError as exc:
+            kept.append(exc)  # with its traceback: frames up to the protocol's record loop
+            server.t.abort()
+
+    server.on_data = fail
+    p = pair(loop, ident, server, client)
+    proto = p.server_proto
+    ssl_state = weakref.ref(proto._sslobj)
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        client.t.write(b"hello")
+        run(loop, lambda: bool(server.lost))
+        assert server.t.peer_certificate() is None and server.t.version() == "TLSv1.3"
+        assert ssl_state() is None, "the SSL object outlived its connection"
+    finally:
+        if enabled:
+            gc.enable()
+    assert kept
