@@ -204,7 +204,14 @@ def run_up(
         code = int(child.wait())
     finally:
         signal.signal(signal.SIGINT, previous)
-    if code == 0 or interrupted:
+    if interrupted:
+        # compose stopped the containers but keeps them (and their networks and volumes)
+        say(
+            "stopped; the demo's containers are kept: `python3 -m lab demo` starts them again, "
+            "`python3 -m lab demo down` removes them"
+        )
+        return code
+    if code == 0:
         return code
     what = f"`{name} up` failed (exit {code})"
     if was_up:

@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -190,6 +191,27 @@ def test_a_successful_up_is_left_alone(tmp_path: Path) -> None:
     compose, log = fake_compose(tmp_path, up_exit=0)
     assert demo.run_up(compose, [], ["-d"], compose_file) == 0
     assert log.read_text().splitlines() == ["ps -q", "up -d"]
+
+
+def test_ctrl_c_says_how_to_remove_the_stopped_demo(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    compose_file = tmp_path / "compose.yaml"
+    compose_file.write_text("services: {}\n")
+    compose, log = fake_compose(tmp_path, up_exit=0)
+
+    class Interrupted:  # compose, as Ctrl-C leaves it: the containers stopped, exit 130
+        def __init__(self, argv: list[str], env: dict[str, str]) -> None:
+            pass
+
+        def wait(self) -> int:
+            os.kill(os.getpid(), signal.SIGINT)  # reaches run_up's handler, not pytest's
+            return 130
+
+    assert demo.run_up(compose, [], [], compose_file, popen=Interrupted) == 130
+    assert log.read_text().splitlines() == ["ps -q"]  # no `down`: the user may start it again
+    err = capsys.readouterr().err
+    assert "`python3 -m lab demo down` removes them" in err
 
 
 @pytest.mark.lab
