@@ -17,9 +17,12 @@ Behaviours (what a real network throws at a node):
   junk        random bytes over new connections (no TLS) and random datagrams to the discovery
               port
   flood       announces from ever new node ids (`--rate` a second) to the target's discovery port
-  impostor    learns `--impersonate`'s node id from its broadcasts, then announces that id with
-              its own address (a spoofed announce) at `--rate` a second
-  goodbye     the same, but broadcasts goodbyes in that node's name
+  impostor    learns `--impersonate`'s signed announces from its broadcasts, then sends the
+              target replays of them from its own address, forgeries (its id, another port, a
+              junk signature) and announces of its own key claiming its name
+              (lab/attack_discovery.py)
+  goodbye     the same, but goodbyes in that node's name (junk signatures, its own replayed)
+  replay      holds that node's announces back a few seconds, then re-sends them (old counters)
   oversized   connects, greets, then sends frame headers announcing more than the limit
   sizeliar    pushes `--file` announcing `--size` bytes and streams more than that
   connflood   opens `--rate` connections a second that never greet, up to `--conns` held
@@ -44,9 +47,10 @@ import struct
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
+from lab import attack_discovery
 from node import handshake
 from node.discovery import Announce, payload
 from node.groups import groups_from_args
@@ -119,6 +123,7 @@ class Peer:
         self.sent = 0
         self.refused = 0  # connections the target closed or reset on us, datagrams refused
         self.answers: dict[str, int] = {}  # codes of the target's error/reject/verdict frames
+        self.kinds: dict[str, int] = {}  # what was sent, by kind (lab/attack_discovery.py)
         self.lock = threading.Lock()
         self.name = args.name
         self.me = identity(args.name)
@@ -127,16 +132,27 @@ class Peer:
         # `--group NAME:@FILE` (an insider): its hellos prove those groups, as a member's do.
         self.groups = groups_from_args(args.group)
 
-    def count(self, sent: int = 0, refused: int = 0, answer: str | None = None) -> None:
+    def count(
+        self, sent: int = 0, refused: int = 0, answer: str | None = None, kind: str | None = None
+    ) -> None:
         with self.lock:
             self.sent += sent
             self.refused += refused
             if answer:
                 self.answers[answer] = self.answers.get(answer, 0) + 1
+            if kind:
+                self.kinds[kind] = self.kinds.get(kind, 0) + sent
 
     def snapshot(self) -> dict[str, object]:
         with self.lock:
-            return {"sent": self.sent, "refused": self.refused, "answers": dict(self.answers)}
+            out: dict[str, object] = {"sent": self.sent, "refused": self.refused}
+            out["answers"] = dict(self.answers)
+            if self.kinds:
+                out["kinds"] = dict(self.kinds)
+            return out
+
+    def say_learned(self, node: str) -> None:
+        emit("attack_learned", behaviour=self.a.behaviour, victim=self.a.impersonate, node=node)
 
     def target(self) -> str:
         return socket.gethostbyname(self.a.target)
@@ -335,52 +351,14 @@ class Attack(Peer):
                     i += 1
                 self.pace(10)
 
-    def _learn_id(self) -> str | None:
-        """The node id of `--impersonate`, from its own broadcast announces."""
-        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        udp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        with udp:
-            udp.bind(("", UDP_PORT))
-            udp.settimeout(1.0)
-            while not self.stop.is_set():
-                try:
-                    data, _ = udp.recvfrom(2048)
-                    msg = json.loads(data)
-                except (OSError, ValueError):
-                    continue
-                if isinstance(msg, dict) and msg.get("name") == self.a.impersonate:
-                    node = msg.get("node")
-                    emit("attack_learned", behaviour=self.a.behaviour, victim=self.a.impersonate,
-                         node=node)  # fmt: skip
-                    return str(node)
-        return None
-
-    def _spoof(self, make: Callable[[str, int], dict[str, object]]) -> None:
-        node = self._learn_id()
-        if node is None:
-            return
-        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        udp.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
-        seq = 1 << 40
-        with udp:
-            while not self.stop.is_set():
-                seq += 1
-                try:
-                    udp.sendto(json.dumps(make(node, seq)).encode(), (self.target(), UDP_PORT))
-                    self.count(sent=1)
-                except OSError:
-                    self.count(refused=1)
-                self.pace()
-
     def impostor(self) -> None:
-        victim = self.a.impersonate
-        self._spoof(
-            lambda node, seq: {"mole": 1, "type": "announce", "node": node, "name": victim,
-                               "port": TCP_PORT, "groups": [], "seq": seq, "interval": 2}
-        )  # fmt: skip
+        attack_discovery.impostor(self)
 
     def goodbye(self) -> None:
-        self._spoof(lambda node, seq: {"mole": 1, "type": "goodbye", "node": node, "seq": seq})
+        attack_discovery.goodbye(self)
+
+    def replay(self) -> None:
+        attack_discovery.replay(self)
 
     def oversized(self) -> None:
         while not self.stop.is_set():
@@ -479,7 +457,7 @@ class Attack(Peer):
 
 BEHAVIOURS = (
     "liar", "slowloris", "junk", "flood", "impostor", "goodbye", "oversized", "sizeliar",
-    "connflood", "trickle",
+    "connflood", "trickle", "replay",
 )  # fmt: skip
 
 
@@ -502,7 +480,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     a.conns = min(max(a.conns, 1), MAX_CONNS)
     a.duration = min(max(a.duration, 0.0), MAX_DURATION)
     a.size = min(max(a.size, 1), MAX_FILE)
-    if a.behaviour in ("impostor", "goodbye") and not a.impersonate:
+    if a.behaviour in ("impostor", "goodbye", "replay") and not a.impersonate:
         ap.error(f"{a.behaviour} needs --impersonate")
     return a
 

@@ -25,7 +25,7 @@ from lab.scenario import NodeDecl, parse_size
 
 BEHAVIOURS = (
     "liar", "slowloris", "junk", "flood", "impostor", "goodbye", "oversized", "sizeliar",
-    "connflood", "trickle",
+    "connflood", "trickle", "replay",
 )  # fmt: skip
 KEYS = (
     "behaviour", "target", "file", "size", "rate", "conns", "duration", "delay", "impersonate",
@@ -67,7 +67,7 @@ def parse(c: Checks, v: object, p: str) -> tuple[tuple[str, str], ...]:
         out["conns"] = str(c.integer(m["conns"], join(p, "conns"), 1, MAX_CONNS))
     if "impersonate" in m:
         out["impersonate"] = c.name(m["impersonate"], join(p, "impersonate"), "node name")
-    elif b in ("impostor", "goodbye"):
+    elif b in ("impostor", "goodbye", "replay"):
         raise c.fail(join(p, "impersonate"), f"is required with behaviour {b!r}")
     # An insider holds the run's group secret and proves the group in its hello: a member
     # that lies is a real threat (nodes accept members' pushes); a stranger is refused first.

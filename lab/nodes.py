@@ -307,8 +307,11 @@ class Nodes:
         return {n: known[n] if n in known else self.status(n) for n in names}
 
     def peer_name(self, ev: Event) -> str:
-        """The node an event is about (`peer_name`, else its node id's name)."""
-        return str(ev.get("peer_name") or self.node_ids.get(str(ev.get("peer")), ev.get("peer")))
+        """The node an event is about: its node id's name, else `peer_name` (what the peer
+        announced: a hostile peer may claim another's name with its own key, and must not pass
+        for that node in the lab's checks; scenarios/hostile-impostor.yaml)."""
+        by_id = self.node_ids.get(str(ev.get("peer")))
+        return str(by_id or ev.get("peer_name") or ev.get("peer"))
 
     def diagnose(self, names: Iterable[str]) -> str:
         """Container status, last events and log tail of each node (for timeouts)."""

@@ -157,13 +157,27 @@ def _names(v: object, where: Where, path: str) -> object:
 # --------------------------------------------------------------------------- core verbs
 
 
+def peer_ref(ctx: StepContext, name: str) -> str:
+    """What a step asks a node for when it means node `name`: its node id once the lab read it
+    (its `listening` event), else the name. A hostile peer may announce another's name with
+    its own key (scenarios/hostile-impostor.yaml): then the name is ambiguous to the node (it
+    refuses it), the id never is, and no squatter can be picked for it."""
+    ids = [i for i, n in ctx.nodes.node_ids.items() if n == name]
+    return ids[0] if len(ids) == 1 else name
+
+
 def _wait_knows(ctx: StepContext, node: str, peer: str, timeout: float) -> set[str]:
-    """Waits until node lists peer; returns every peer name of that listing."""
+    """Waits until node lists peer (by its id when known: `peer_ref`); returns every peer name
+    of that listing."""
     names: set[str] = set()
 
     def knows() -> bool:
         names.clear()
-        names.update(str(p.get("name")) for p in ctx.nodes.api(node).peers())
+        listing = ctx.nodes.api(node).peers()
+        for p in listing:  # a name counts as known only by the id the lab knows for it
+            name = str(p.get("name"))
+            if peer_ref(ctx, name) in (name, p.get("node")):
+                names.add(name)
         return peer in names
 
     wait_until(
@@ -231,7 +245,7 @@ def _push(ctx: StepContext, step: Step) -> None:
             # refuses this for a name several files have: which one is there is unknown).
             path = decl.name if src in decl.on else f"/data/inbox/{decl.name}"
             try:
-                t = ctx.nodes.api(src).push(dst, path)
+                t = ctx.nodes.api(src).push(peer_ref(ctx, dst), path)
             except ApiError as e:
                 raise StepError(f"node {src}: push {path} to {dst}: {e}", [src, dst]) from e
             ctx.state.initiated(t, src, dst, decl.name)
