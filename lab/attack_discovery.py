@@ -115,8 +115,10 @@ def squat_announce(p: Peer, victim: str, port: int, counter: int) -> bytes:
     return encode(Announce(me.node_id, me.cert_der, victim, port, (), counter, 2.0), me.seed)
 
 
-def forged_goodbye(node: str, n: int) -> bytes:
-    return payload(Goodbye(node, (1 << 40) + n)) + os.urandom(SIG_JUNK)
+def forged_goodbye(msg: Announce, n: int) -> bytes:
+    """A goodbye in the name of `msg`'s sender, newer than `msg` (a node's counters may be
+    clock-based: node/counterfloor.py), with a signature that verifies nothing."""
+    return payload(Goodbye(msg.node, msg.counter + 1000 + n)) + os.urandom(SIG_JUNK)
 
 
 class Sender:
@@ -166,7 +168,7 @@ def goodbye(p: Peer) -> None:
     n = 0
     try:
         while not p.stop.is_set():
-            out.send(forged_goodbye(cap.node, n), "goodbye")
+            out.send(forged_goodbye(cap.latest()[0], n), "goodbye")
             with cap.lock:
                 own = list(cap.goodbyes)
             for raw in own:
