@@ -233,3 +233,152 @@ def test_stats_expectations_read_the_node_counters_at_the_end() -> None:
     counters["discovery"]["forged"] = 3
     StatsReach(e).final(state)
     assert len(fails) == 1
+
+
+# ---------------------------------------------------------------- attacks on signed discovery
+
+
+def _victim(counter: int = 1_700_000_000_000_000) -> tuple[Any, bytes]:
+    """The honest node `a` and one of its signed announces (a clock-based counter, as
+    node/counterfloor.py makes them)."""
+    from node.discovery import Announce, encode
+
+    a = attacker.identity("honest-a")
+    return a, encode(Announce(a.node_id, a.cert_der, "a", 47101, (), counter, 2.0), a.seed)
+
+
+def _table() -> Any:
+    from node.discovery import PeerTable
+
+    return PeerTable(attacker.identity("honest-b").node_id)
+
+
+def _run(behaviour: str, cap: Any, rounds: int, monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """Run a discovery behaviour with `cap` as what it learnt, its datagrams collected instead
+    of sent, stopped after `rounds` paces."""
+    from lab import attack_discovery as ad
+
+    p = attacker.Attack(
+        attacker.parse(["--behaviour", behaviour, "--target", "b", "--impersonate", "a"])
+    )
+    sent: list[tuple[bytes, str]] = []
+    paces = iter(range(rounds))
+
+    class FakeSender:
+        def __init__(self, peer: Any) -> None:
+            pass
+
+        def send(self, data: bytes, kind: str) -> None:
+            sent.append((data, kind))
+            p.count(sent=1, kind=kind)
+
+        def close(self) -> None:
+            pass
+
+    def pace(n: int = 1) -> None:
+        if next(paces, None) is None:
+            p.stop.set()
+
+    monkeypatch.setattr(ad, "learn", lambda peer: cap)
+    monkeypatch.setattr(ad, "Sender", FakeSender)
+    monkeypatch.setattr(ad, "REPLAY_AFTER", 0.0)
+    monkeypatch.setattr(p, "pace", pace)
+    getattr(p, behaviour)()
+    assert p.snapshot()["kinds"] == {k: sum(1 for _, x in sent if x == k) for _, k in sent}
+    return sent
+
+
+def test_the_capture_keeps_the_victims_signed_datagrams_only() -> None:
+    from lab import attack_discovery as ad
+    from node.discovery import Goodbye, encode
+
+    a, raw = _victim()
+    other = attacker.identity("someone")
+    cap = ad.Capture("a")
+    assert not cap.take(b'{"mole":1,"type":"announce"}')  # v1, unsigned: not a datagram today
+    assert not cap.take(ad.squat_announce(SimpleNamespace(me=other), "b", 1, 1))  # type: ignore[arg-type]
+    assert cap.take(raw) and cap.node == a.node_id and cap.learned.is_set()
+    bye = encode(Goodbye(a.node_id, 1_700_000_000_000_001), a.seed)
+    assert cap.take(bye) and cap.goodbyes == [bye]
+    assert cap.latest()[1] == raw and cap.oldest(5) == [raw]
+
+
+def test_the_impostor_is_refused_by_a_table_that_knows_the_victim(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Replays from the attacker's address are duplicates (no move), forgeries are counted and
+    change nothing, a squatter of a's name is another node id: a stays a, at a's address."""
+    from lab import attack_discovery as ad
+
+    a, raw = _victim()
+    cap = ad.Capture("a")
+    cap.take(raw)
+    sent = _run("impostor", cap, 4, monkeypatch)
+    assert {k for _, k in sent} == {"replay", "forged", "squat"}
+    t = _table()
+    t.observe(raw, "10.0.0.2", 1.0)
+    for n, (data, _) in enumerate(sent):
+        t.observe(data, "10.0.0.66", 1.1 + n * 0.01)
+    real = t.get(a.node_id)
+    assert (real.addr, real.port, real.name) == ("10.0.0.2", 47101, "a")
+    assert t.counters["forged"] == t.counters["duplicate"] == 5
+    names = {p.node: p.name for p in t.peers()}  # the squatter: its own key, a's name
+    assert len(names) == 2 and set(names.values()) == {"a"} and a.node_id in names
+    # and a peer named "a" is ambiguous to the node: the lab pushes to a's id (lab.verbs)
+
+
+def test_forged_and_replayed_goodbyes_do_not_drop_the_victim(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from lab import attack_discovery as ad
+    from node.discovery import Goodbye, encode
+
+    a, raw = _victim()
+    old_bye = encode(Goodbye(a.node_id, 1_600_000_000_000_000), a.seed)  # before raw
+    cap = ad.Capture("a")
+    cap.take(raw)
+    cap.take(old_bye)
+    sent = _run("goodbye", cap, 3, monkeypatch)
+    assert {k for _, k in sent} == {"goodbye", "goodbye_replay"}
+    t = _table()
+    t.observe(raw, "10.0.0.2", 1.0)
+    events = [e for data, _ in sent for e in t.observe(data, "10.0.0.66", 1.5)]
+    assert events == [] and t.get(a.node_id) is not None
+    assert t.counters["forged"] == 4 and t.counters["replayed"] == 4
+
+
+def test_replayed_announces_are_dropped_before_any_signature_check(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from lab import attack_discovery as ad
+
+    a, first = _victim(1_700_000_000_000_000)
+    _, second = _victim(1_700_000_000_000_001)
+    _, third = _victim(1_700_000_000_000_002)
+    cap = ad.Capture("a")
+    for raw in (first, second, third):
+        cap.take(raw)
+    sent = _run("replay", cap, 5, monkeypatch)
+    assert [d for d, _ in sent[:3]] == [first, second, third] and {k for _, k in sent} == {"old"}
+    t = _table()
+    t.observe(third, "10.0.0.2", 1.0)
+    for data, _ in sent:
+        assert t.observe(data, "10.0.0.66", 1.5) == []
+    assert t.get(a.node_id).addr == "10.0.0.2"
+    assert t.counters["replayed"] == sum(1 for d, _ in sent if d != third)
+
+
+def test_the_lab_names_a_peer_by_its_id_not_the_name_it_claims() -> None:
+    """A squatter announcing "a" with its own key must neither pass for a in the lab's
+    discovery checks nor be what a push `to: a` asks for."""
+    from lab import verbs
+
+    a = attacker.identity("honest-a").node_id
+    ids = {a: "a", hostile.node_id("evil"): "evil"}
+    nodes = Nodes.__new__(Nodes)
+    nodes.node_ids = ids
+    assert nodes.peer_name({"peer": hostile.node_id("evil"), "peer_name": "a"}) == "evil"
+    assert nodes.peer_name({"peer": a, "peer_name": "a"}) == "a"
+    assert nodes.peer_name({"peer": "f" * 64, "peer_name": "x"}) == "x"
+    ctx: Any = SimpleNamespace(nodes=nodes)
+    assert verbs.peer_ref(ctx, "a") == a and verbs.peer_ref(ctx, "zed") == "zed"
