@@ -23,6 +23,8 @@ Behaviours (what a real network throws at a node):
               (lab/attack_discovery.py)
   goodbye     the same, but goodbyes in that node's name (junk signatures, its own replayed)
   replay      holds that node's announces back a few seconds, then re-sends them (old counters)
+  biglist     a server: announces itself to the target and answers its `list` with a `files`
+              header beyond the listing limit (lab/attack_listing.py)
   oversized   connects, greets, then sends frame headers announcing more than the limit
   sizeliar    pushes `--file` announcing `--size` bytes and streams more than that
   connflood   opens `--rate` connections a second that never greet, up to `--conns` held
@@ -50,7 +52,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from lab import attack_discovery
+from lab import attack_discovery, attack_listing
 from node import handshake
 from node.discovery import Announce, payload
 from node.groups import groups_from_args
@@ -360,6 +362,9 @@ class Attack(Peer):
     def replay(self) -> None:
         attack_discovery.replay(self)
 
+    def biglist(self) -> None:
+        attack_listing.biglist(self)
+
     def oversized(self) -> None:
         while not self.stop.is_set():
             s = self.session()
@@ -457,7 +462,7 @@ class Attack(Peer):
 
 BEHAVIOURS = (
     "liar", "slowloris", "junk", "flood", "impostor", "goodbye", "oversized", "sizeliar",
-    "connflood", "trickle", "replay",
+    "connflood", "trickle", "replay", "biglist",
 )  # fmt: skip
 
 

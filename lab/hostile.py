@@ -25,7 +25,7 @@ from lab.scenario import NodeDecl, parse_size
 
 BEHAVIOURS = (
     "liar", "slowloris", "junk", "flood", "impostor", "goodbye", "oversized", "sizeliar",
-    "connflood", "trickle", "replay",
+    "connflood", "trickle", "replay", "biglist",
 )  # fmt: skip
 KEYS = (
     "behaviour", "target", "file", "size", "rate", "conns", "duration", "delay", "impersonate",

@@ -29,7 +29,7 @@ REPO = Path(__file__).resolve().parent.parent
 DOCKERFILE = REPO / "lab" / "Dockerfile"
 NODE_DIR = REPO / "node"
 # Lab programs shipped in the image (next to the Dockerfile): the hostile peer, dense mode's init
-LAB_FILES = ("attacker.py", "pod.py", "attack_discovery.py")
+LAB_FILES = ("attacker.py", "pod.py", "attack_discovery.py", "attack_listing.py")
 SUITE = os.environ.get("MOLE_SUITE", "bookworm")
 BASE_TAG = f"mole-base:{SUITE}"
 REGISTRY_BASE = "python:3.11-slim"

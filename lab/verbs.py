@@ -144,6 +144,21 @@ def files(*, star: bool) -> Callable[[object, Where, str], tuple[str, ...]]:
     return check
 
 
+def node_or_hostile(v: object, where: Where, path: str) -> str:
+    """One node, or a hostile peer: what a node may be asked to list (a hostile server's
+    answer is the attack: scenarios/hostile-biglist.yaml)."""
+    refs = _ctx(where).refs
+    refs.hostile_ok = True
+    try:
+        return refs.one_node(v, path)
+    finally:
+        refs.hostile_ok = False
+
+
+def text(v: object, where: Where, path: str) -> str:
+    return _ctx(where).string(v, path)
+
+
 def seconds(v: object, where: Where, path: str) -> float:
     return _ctx(where).number(v, path)
 
@@ -301,6 +316,29 @@ def _pull(ctx: StepContext, step: Step) -> None:
             ctx.state.say(f"{by} pulls {name} from {src} (transfer {t.get('id')})")
 
 
+def _list(ctx: StepContext, step: Step) -> None:
+    """`by` asks `from` for its files over TCP (GET /api/peers/X/files). With `refused: CODE`
+    the node must answer an error naming CODE (it refused the peer's answer), else the step
+    fails; without, the listing must come."""
+    src: str = step.params["from"]
+    code = step.params.get("refused")
+    for by in step.params["by"]:
+        _wait_knows(ctx, by, src, step.params["wait"])
+        try:
+            listing = ctx.nodes.api(by, timeout=10).peer_files(peer_ref(ctx, src))
+        except ApiError as e:
+            if code is not None and code in str(e):
+                ctx.state.say(f"{by} lists {src}: refused, as expected ({e})")
+                continue
+            raise StepError(f"node {by}: list {src}'s files: {e}", [by, src]) from e
+        if code is not None:
+            raise StepError(
+                f"node {by}: listed {src} ({len(listing)} files), expected it to refuse: {code}",
+                [by, src],
+            )
+        ctx.state.say(f"{by} lists {src}: {len(listing)} files")
+
+
 def _one_of_node_group(
     p: dict[str, Any], written: Mapping[str, Any], ctx: Context, path: str
 ) -> dict[str, Any]:
@@ -345,6 +383,16 @@ CORE: dict[str, Verb] = {
             ),
             _pull,
             _pull_finish,
+        ),
+        Verb(
+            "list",
+            (
+                Param("by", node_refs, required=True),
+                Param("from", node_or_hostile, required=True),
+                Param("refused", text),
+                Param("wait", seconds, default=10),
+            ),
+            _list,
         ),
         Verb("start", _NODE_OR_GROUP, _start, _one_of_node_group),
         Verb(
