@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import textwrap
 from pathlib import Path
 from types import SimpleNamespace
@@ -131,7 +132,9 @@ def test_hostile_scenarios_prove_the_attack_was_refused(path: Path) -> None:
     on_target = [t for t in triggers if t.event is not None and target in t.event.nodes]
     failures = [f for f in sc.expect.failures if evil.name in f.nodes]
     counted = [e for e in sc.expect.stats if target in e.nodes]  # what the target counted
-    assert on_target or failures or counted
+    # a `list` step that fails unless the target refuses the hostile server's answer
+    refusing = [s for s in sc.steps if s.do == "list" and s.params.get("refused")]
+    assert on_target or failures or counted or refusing
     assert any(f.node == target for f in sc.expect.files)
 
 
@@ -382,3 +385,57 @@ def test_the_lab_names_a_peer_by_its_id_not_the_name_it_claims() -> None:
     assert nodes.peer_name({"peer": "f" * 64, "peer_name": "x"}) == "x"
     ctx: Any = SimpleNamespace(nodes=nodes)
     assert verbs.peer_ref(ctx, "a") == a and verbs.peer_ref(ctx, "zed") == "zed"
+
+
+def test_biglist_serves_a_files_header_beyond_the_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On loopback only: the hostile server passes the handshake with its own certificate and
+    answers `list` with a header claiming more than MAX_LIST_BODY."""
+    import socket
+    import struct
+    import threading
+
+    from lab import attack_listing as al
+    from node.messages import MAX_LIST_BODY
+
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    monkeypatch.setattr(al, "TCP_PORT", port)
+    monkeypatch.setattr(attacker, "TCP_PORT", port)
+    monkeypatch.setattr(al, "announce_self", lambda p: None)  # no datagrams in a unit test
+    argv = ["--target", "127.0.0.1", "--name"]
+    srv = attacker.Attack(attacker.parse(["--behaviour", "biglist", *argv, "evil"]))
+    t = threading.Thread(target=srv.biglist, daemon=True)
+    t.start()
+    try:
+        cli = attacker.Attack(attacker.parse(["--behaviour", "junk", *argv, "b"]))
+        for _ in range(50):  # the server's socket is bound by its thread
+            s = cli.session()
+            if s is not None:
+                break
+        assert s is not None, cli.snapshot()
+        with s:
+            s.sendall(attacker.frame({"type": "list"}))
+            (n,) = struct.unpack(">I", attacker.recv_exact(s, 4))
+            header = json.loads(attacker.recv_exact(s, n))
+        assert header == {"type": "files", "body": MAX_LIST_BODY + 1}
+    finally:
+        srv.stop.set()
+        t.join(5)
+    assert srv.snapshot()["kinds"] == {"biglist": 1}
+
+
+def test_a_list_step_may_name_a_hostile_peer_a_pull_may_not() -> None:
+    spec = "{behaviour: biglist, target: b}"
+    step = "steps: [{{after: discovered, do: {verb}, by: b, from: evil{more}}}]"
+    ok = textwrap.dedent(BASE.format(hostile=spec, extra="")) + step.format(
+        verb="list", more=", refused: too_large"
+    )
+    sc = loads(ok, source="t.yaml")
+    assert sc.steps[0].params["from"] == "evil" and sc.steps[0].params["refused"] == "too_large"  # type: ignore[attr-defined]
+    bad = textwrap.dedent(BASE.format(hostile=spec, extra="")) + step.format(
+        verb="pull", more=", file: payload.bin"
+    )
+    with pytest.raises(ScenarioError, match="hostile peer"):
+        loads(bad, source="t.yaml")
