@@ -233,7 +233,7 @@ def _push_batch(ctx: StepContext, step: Step) -> None:
     for dst in step.params["to"]:
         if dst not in known:
             known = _wait_knows(ctx, src, dst, step.params["wait"])
-    targets = [f"@{group}"] if group else list(step.params["to"])
+    targets = [f"@{group}"] if group else [peer_ref(ctx, d) for d in step.params["to"]]
     for peer in targets:
         try:
             answer = ctx.nodes.api(src).post("/api/push", {"peer": peer, "paths": paths})
@@ -241,7 +241,8 @@ def _push_batch(ctx: StepContext, step: Step) -> None:
             raise StepError(f"node {src}: push {paths} to {peer}: {e}", [src]) from e
         for t in answer.get("batches", [answer]):
             ctx.state.initiated(t, src, str(t.get("peer_name")), tree or files[0])
-        ctx.state.say(f"{src} pushes {tree or files} to {peer} as a batch ({answer.get('id')})")
+        to = ctx.nodes.node_ids.get(peer, peer)
+        ctx.state.say(f"{src} pushes {tree or files} to {to} as a batch ({answer.get('id')})")
 
 
 def _push(ctx: StepContext, step: Step) -> None:
@@ -291,7 +292,9 @@ def _pull(ctx: StepContext, step: Step) -> None:
         tree = step.params.get("tree")
         if tree:  # a batch pull of the tree's directory in src's share
             try:
-                t = ctx.nodes.api(by).post("/api/pull", {"peer": src, "prefix": f"{tree}/"})
+                t = ctx.nodes.api(by).post(
+                    "/api/pull", {"peer": peer_ref(ctx, src), "prefix": f"{tree}/"}
+                )
             except ApiError as e:
                 raise StepError(f"node {by}: pull {tree}/ from {src}: {e}", [by, src]) from e
             ctx.state.initiated(t, src, by, tree)
@@ -300,7 +303,7 @@ def _pull(ctx: StepContext, step: Step) -> None:
         names = [ctx.state.sc.file(fid).name for fid in step.params["files"] if fid != "*"]
         if step.params["files"] == ("*",):
             try:
-                listing = ctx.nodes.api(by, timeout=10).peer_files(src)
+                listing = ctx.nodes.api(by, timeout=10).peer_files(peer_ref(ctx, src))
             except ApiError as e:
                 raise StepError(f"node {by}: list {src}'s files: {e}", [by, src]) from e
             names = [str(f["name"]) for f in listing]
@@ -309,7 +312,7 @@ def _pull(ctx: StepContext, step: Step) -> None:
             ctx.state.say(f"{by} lists {src}: {', '.join(abbrev(names))}")
         for name in names:
             try:
-                t = ctx.nodes.api(by).pull(src, name)
+                t = ctx.nodes.api(by).pull(peer_ref(ctx, src), name)
             except ApiError as e:
                 raise StepError(f"node {by}: pull {name} from {src}: {e}", [by, src]) from e
             ctx.state.initiated(t, src, by, name)

@@ -331,7 +331,7 @@ class FakeNode:
         if path == "/api/peers":
             return 200, [{"node": p.id, "name": p.spec.name} for p in self.peers.values()]
         if path.startswith("/api/peers/") and path.endswith("/files"):
-            peer = self.peers.get(path.split("/")[3])
+            peer = self.peer(path.split("/")[3])
             if peer is None:
                 return 404, {"error": "unknown_peer", "message": "no such peer"}
             share = peer.data_dir / "share"
@@ -347,8 +347,13 @@ class FakeNode:
             ]
         return 404, {"error": "not_found", "message": path}
 
+    def peer(self, ref: str) -> FakeNode | None:
+        """As the node resolves a peer: its name or its node id (the lab asks by id)."""
+        by_id = {p.id: p for p in self.peers.values()}
+        return self.peers.get(ref) or by_id.get(ref)
+
     def post(self, path: str, req: dict[str, Any]) -> tuple[int, object]:
-        peer = self.peers.get(req.get("peer", ""))
+        peer = self.peer(req.get("peer", ""))
         if peer is None:
             return 404, {"error": "unknown_peer", "message": str(req.get("peer"))}
         if path == "/api/push":
