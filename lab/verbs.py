@@ -175,8 +175,9 @@ def _names(v: object, where: Where, path: str) -> object:
 def peer_ref(ctx: StepContext, name: str) -> str:
     """What a step asks a node for when it means node `name`: its node id once the lab read it
     (its `listening` event), else the name. A hostile peer may announce another's name with
-    its own key (scenarios/hostile-impostor.yaml): then the name is ambiguous to the node (it
-    refuses it), the id never is, and no squatter can be picked for it."""
+    its own key (scenarios/hostile-impostor.yaml): then the name means the one of them that
+    proves a group of the node's, or is refused as ambiguous (docs/security.md); the id is
+    never ambiguous, and no squatter can be picked for it."""
     ids = [i for i, n in ctx.nodes.node_ids.items() if n == name]
     return ids[0] if len(ids) == 1 else name
 

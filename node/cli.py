@@ -132,6 +132,8 @@ class Client:
 def explain(exc: ApiFailure, *, peer: str | None = None, item: str | None = None) -> CliError:
     """The node's error in the words of the command the user typed."""
     if exc.code == "unknown_peer" and peer is not None:
+        if exc.message.startswith("peer name is ambiguous"):  # it says which ids to choose
+            return CliError(exc.message)
         return CliError(f"peer unknown: {peer}")
     if exc.code == "file_missing" and item is not None:
         return CliError(f"file missing: {item}")

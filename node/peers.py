@@ -189,14 +189,30 @@ class Peers:
         if len("".join(text.split()).replace("-", "")) == 56:
             with contextlib.suppress(ValueError):  # a display name may look alike
                 text = parse_id(text)
+        same_name: list[Peer] = []
         for key in ("node", "name"):
             hits = [p for p in peers if getattr(p, key) == text]
             if len(hits) == 1:
                 return hits[0]
+            if key == "name":
+                same_name = hits
+        # A display name proves nothing: any key may announce any name. Of several peers
+        # announcing it, the one that proves a group of ours is the one meant (a stranger
+        # squatting the name proves none); with no such one, or several, nobody is picked.
+        members = [p for p in same_name if p.groups]
+        if len(members) == 1:
+            return members[0]
         if len(text) >= 4:
             hits = [p for p in peers if p.node.startswith(text)]
             if len(hits) == 1:
                 return hits[0]
+        if same_name:
+            ids = ", ".join(sorted(p.node[:12] for p in same_name))
+            raise NotFound(
+                f"peer name is ambiguous: {len(same_name)} peers announce {text!r} (ids {ids}); "
+                "name one by its node id (`mole peers` lists them)",
+                LocalCode.UNKNOWN_PEER,
+            )
         raise NotFound(f"peer unknown: {text}", LocalCode.UNKNOWN_PEER)
 
     def to_json(self, p: Peer) -> dict[str, Any]:
