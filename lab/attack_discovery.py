@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import socket
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
@@ -140,8 +141,9 @@ class Sender:
         self.udp.close()
 
 
-def impostor(p: Peer) -> None:
-    """Replays, forgeries and name squatting, in turn, at `--rate` a second."""
+def _rounds(p: Peer, paces: int, one_round: Callable[[Capture, Sender, int], None]) -> None:
+    """Learn the victim, then send `one_round(capture, sender, n)` every `paces` paces until
+    stopped (the shared life of `impostor` and `goodbye`)."""
     cap = learn(p)
     if cap is None:
         return
@@ -149,34 +151,36 @@ def impostor(p: Peer) -> None:
     n = 0
     try:
         while not p.stop.is_set():
-            msg, raw = cap.latest()
-            out.send(raw, "replay")
-            out.send(forged_announce(msg, n), "forged")
-            out.send(squat_announce(p, msg.name, msg.port, 1 + n), "squat")
+            one_round(cap, out, n)
             n += 1
-            p.pace(3)
+            p.pace(paces)
     finally:
         out.close()
+
+
+def impostor(p: Peer) -> None:
+    """Replays, forgeries and name squatting, in turn, at `--rate` a second."""
+
+    def one_round(cap: Capture, out: Sender, n: int) -> None:
+        msg, raw = cap.latest()
+        out.send(raw, "replay")
+        out.send(forged_announce(msg, n), "forged")
+        out.send(squat_announce(p, msg.name, msg.port, 1 + n), "squat")
+
+    _rounds(p, 3, one_round)
 
 
 def goodbye(p: Peer) -> None:
     """Goodbyes in the victim's name with junk signatures, and its own goodbyes re-sent."""
-    cap = learn(p)
-    if cap is None:
-        return
-    out = Sender(p)
-    n = 0
-    try:
-        while not p.stop.is_set():
-            out.send(forged_goodbye(cap.latest()[0], n), "goodbye")
-            with cap.lock:
-                own = list(cap.goodbyes)
-            for raw in own:
-                out.send(raw, "goodbye_replay")
-            n += 1
-            p.pace()
-    finally:
-        out.close()
+
+    def one_round(cap: Capture, out: Sender, n: int) -> None:
+        out.send(forged_goodbye(cap.latest()[0], n), "goodbye")
+        with cap.lock:
+            own = list(cap.goodbyes)
+        for raw in own:
+            out.send(raw, "goodbye_replay")
+
+    _rounds(p, 1, one_round)
 
 
 def replay(p: Peer) -> None:

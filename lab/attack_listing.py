@@ -65,19 +65,21 @@ def too_big_files_header() -> bytes:
     return len(raw).to_bytes(4, "big") + raw
 
 
-def read_frame(s: ssl.SSLSocket) -> dict[str, Any]:
-    """One frame's JSON header (lab/attacker.py has its twin; the image has no `lab.attacker`)."""
+def recv_exact(s: Any, n: int) -> bytes:
+    """Exactly `n` bytes from a blocking socket (ConnectionError if it closes first)."""
+    buf = b""
+    while len(buf) < n:
+        chunk = s.recv(n - len(buf))
+        if not chunk:
+            raise ConnectionError("closed")
+        buf += chunk
+    return buf
 
-    def exact(n: int) -> bytes:
-        buf = b""
-        while len(buf) < n:
-            chunk = s.recv(n - len(buf))
-            if not chunk:
-                raise ConnectionError("closed")
-            buf += chunk
-        return buf
 
-    return dict(json.loads(exact(int.from_bytes(exact(4), "big"))))
+def read_frame(s: Any) -> dict[str, Any]:
+    """One frame's JSON header (lab/attacker.py uses it too: this module ships in the image as
+    `lab.attack_listing`, lab/attacker.py does not ship as `lab.attacker`)."""
+    return dict(json.loads(recv_exact(s, int.from_bytes(recv_exact(s, 4), "big"))))
 
 
 def serve_one(p: Peer, s: ssl.SSLSocket) -> None:

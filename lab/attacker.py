@@ -85,21 +85,6 @@ def tls_context() -> ssl.SSLContext:
     return ctx
 
 
-def recv_exact(s: Any, n: int) -> bytes:
-    buf = b""
-    while len(buf) < n:
-        chunk = s.recv(n - len(buf))
-        if not chunk:
-            raise ConnectionError("closed")
-        buf += chunk
-    return buf
-
-
-def read_frame(s: Any) -> dict[str, Any]:
-    (n,) = struct.unpack(">I", recv_exact(s, 4))
-    return dict(json.loads(recv_exact(s, n)))
-
-
 def client_hello_record() -> bytes:
     """The first TLS record a client sends (its ClientHello), for trickling."""
     inb, outb = ssl.MemoryBIO(), ssl.MemoryBIO()
@@ -178,7 +163,7 @@ class Peer:
             return None
         try:
             s = self.tls.wrap_socket(raw)
-            ch = read_frame(s)
+            ch = attack_listing.read_frame(s)
             if ch.get("type") != "challenge":
                 raise ConnectionError(f"no challenge: {ch.get('type')}")
             challenge = Challenge(int(ch["proto"]), str(ch["node"]), str(ch["nonce"]))
@@ -188,7 +173,7 @@ class Peer:
                 name=self.name, port=0, features=("resume", "digest"),
             )  # fmt: skip
             s.sendall(encode_message(hello))
-            reply = read_frame(s)
+            reply = attack_listing.read_frame(s)
             if reply.get("type") != "hello":
                 self.count(answer=str(reply.get("code") or reply.get("type")))
                 s.close()

@@ -417,8 +417,8 @@ def test_biglist_serves_a_files_header_beyond_the_limit(monkeypatch: pytest.Monk
         assert s is not None, cli.snapshot()
         with s:
             s.sendall(attacker.frame({"type": "list"}))
-            (n,) = struct.unpack(">I", attacker.recv_exact(s, 4))
-            header = json.loads(attacker.recv_exact(s, n))
+            (n,) = struct.unpack(">I", al.recv_exact(s, 4))
+            header = json.loads(al.recv_exact(s, n))
         assert header == {"type": "files", "body": MAX_LIST_BODY + 1}
     finally:
         srv.stop.set()
